@@ -1,0 +1,433 @@
+"""The ``bastion.yaml`` project model (pydantic) and its loader.
+
+A project names its assets (models, datasets, endpoints), the datasets with their
+recorded splits, the checks to run keyed by plugin id, allow-list additions for the
+scanner, waivers, and secrets by environment-variable name only. Every problem in a
+file is reported at once, each with its field path (``assets[1].input.shape``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from bastion.core.budget import Budget
+from bastion.core.errors import ConfigError
+from bastion.core.severity import Severity
+
+CONFIG_VERSION = 1
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+_ENV = r"^[A-Z_][A-Z0-9_]*$"
+_CODE_REF = r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Feature(_Strict):
+    """One input feature of a tabular model.
+
+    Attributes:
+        name: column name.
+        min, max: declared range, in the model's input units.
+        type: ``continuous``, ``integer`` or ``categorical``.
+        categories: allowed values of a categorical feature.
+        immutable: an attacker cannot change it (attacks leave it alone).
+    """
+
+    name: str
+    min: float | None = None
+    max: float | None = None
+    type: Literal["continuous", "integer", "categorical"] = "continuous"
+    categories: list[float] | None = None
+    immutable: bool = False
+
+    @model_validator(mode="after")
+    def _range(self) -> Feature:
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min {self.min} is above max {self.max}")
+        return self
+
+
+class InputSpec(_Strict):
+    """What a model takes as input.
+
+    Attributes:
+        shape: one sample's shape, without the batch axis (``[30]``, ``[1, 8, 8]``).
+        dtype: numpy dtype name.
+        range: ``[min, max]`` for every value (images), when ``features`` is not given.
+        features: per-feature specs for tabular data (ranges, types, immutability).
+        preprocessing: a note of what the caller must do before the model (``scaled to [0, 1]``).
+        eps_unit: how ε is read for this model: ``fraction`` of each feature's declared range
+            (the tabular default) or ``absolute`` model-input units (the image default).
+    """
+
+    shape: list[int] = Field(min_length=1)
+    dtype: str = "float32"
+    range: tuple[float, float] | None = None
+    features: list[Feature] | None = None
+    preprocessing: str | None = None
+    eps_unit: Literal["fraction", "absolute"] | None = None
+
+    @field_validator("shape")
+    @classmethod
+    def _positive(cls, v: list[int]) -> list[int]:
+        if any(d <= 0 for d in v):
+            raise ValueError("every dimension must be positive")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> InputSpec:
+        if self.range is not None and self.range[0] > self.range[1]:
+            raise ValueError("range min is above max")
+        if self.features is not None and len(self.shape) == 1 and len(self.features) != self.shape[0]:
+            raise ValueError(f"{len(self.features)} features declared for shape {self.shape}")
+        return self
+
+    def resolved_eps_unit(self) -> Literal["fraction", "absolute"]:
+        """``eps_unit``, defaulting to ``fraction`` for tabular (1-D) inputs, else ``absolute``."""
+        if self.eps_unit is not None:
+            return self.eps_unit
+        return "fraction" if len(self.shape) == 1 else "absolute"
+
+
+class EndpointSpec(_Strict):
+    """How to call an HTTP JSON endpoint.
+
+    Attributes:
+        token_env: name of the environment variable holding a bearer token (never the token).
+        headers_env: header name → environment variable name holding its value.
+        request_key: JSON key the inputs go under (``{"instances": [...]}``).
+        response_key: JSON key the outputs come back under (``{"predictions": [...]}``).
+        output: what the endpoint returns: ``probabilities``, ``logits`` or ``labels``.
+        timeout: seconds per request.
+        max_batch: rows per request.
+    """
+
+    token_env: str | None = Field(default=None, pattern=_ENV)
+    headers_env: dict[str, str] = Field(default_factory=dict)
+    request_key: str = "instances"
+    response_key: str = "predictions"
+    output: Literal["probabilities", "logits", "labels"] = "probabilities"
+    timeout: float = Field(default=10.0, gt=0)
+    max_batch: int = Field(default=64, ge=1)
+
+    @field_validator("headers_env")
+    @classmethod
+    def _env_names(cls, v: dict[str, str]) -> dict[str, str]:
+        for header, env in v.items():
+            if not re.match(_ENV, env):
+                raise ValueError(f"header {header!r}: {env!r} is not an environment variable name")
+        return v
+
+
+class Asset(_Strict):
+    """A model, dataset or endpoint in the project.
+
+    Attributes:
+        name: unique name.
+        kind: ``model``, ``dataset`` or ``endpoint``.
+        path: file path, relative to the ``bastion.yaml`` folder (models, datasets).
+        url: endpoint URL.
+        format: file format (``torch``, ``torchscript``, ``onnx``, ``joblib``, ``pickle``, ``csv``, ``npz``).
+        framework: ``torch``, ``sklearn``, ``onnx`` or ``http``.
+        task: ``classification`` or ``regression``.
+        owner: the accountable person or team.
+        dataset: the dataset (by name) the model is evaluated on.
+        input: input spec.
+        model_class: the user's class for a torch state_dict (``package.module:Class``).
+        model_kwargs: keyword arguments for ``model_class``.
+        sha256: the pinned hash of the file.
+        endpoint: how to call an endpoint.
+        num_classes: number of output classes.
+        tags: free labels (``phi``, ``production``).
+    """
+
+    name: str = Field(pattern=_NAME)
+    kind: Literal["model", "dataset", "endpoint"] = "model"
+    path: str | None = None
+    url: str | None = None
+    format: str | None = None
+    framework: Literal["torch", "sklearn", "onnx", "http"] | None = None
+    task: Literal["classification", "regression"] = "classification"
+    owner: str | None = None
+    dataset: str | None = None
+    input: InputSpec | None = None
+    model_class: str | None = Field(default=None, pattern=_CODE_REF)
+    model_kwargs: dict[str, Any] = Field(default_factory=dict)
+    sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    endpoint: EndpointSpec | None = None
+    num_classes: int | None = Field(default=None, ge=2)
+    tags: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _where(self) -> Asset:
+        if self.kind == "endpoint":
+            if not self.url:
+                raise ValueError("an endpoint needs url")
+            if not re.match(r"^https?://", self.url):
+                raise ValueError(f"url must start with http:// or https://, got {self.url!r}")
+        elif not self.path:
+            raise ValueError(f"a {self.kind} needs path")
+        return self
+
+
+class Dataset(_Strict):
+    """A dataset file with its recorded splits.
+
+    Attributes:
+        name: unique name.
+        path: CSV or npz (no object arrays), relative to the ``bastion.yaml`` folder.
+        label: label column (CSV) or array name (npz).
+        features: feature columns (CSV) or the array name of inputs (npz, one name); all other
+            columns when omitted.
+        splits: named splits as row indices (``train``, ``test``, and others a check needs,
+            e.g. ``population``); never a seed.
+        splits_file: npz holding the splits as integer arrays, instead of inline lists.
+        owner: the accountable person or team.
+        sensitive: holds personal data (health records): raises governance requirements.
+    """
+
+    name: str = Field(pattern=_NAME)
+    path: str
+    label: str | None = None
+    features: list[str] | str | None = None
+    splits: dict[str, list[int]] = Field(default_factory=dict)
+    splits_file: str | None = None
+    owner: str | None = None
+    sensitive: bool = False
+
+    @field_validator("splits")
+    @classmethod
+    def _indices(cls, v: dict[str, list[int]]) -> dict[str, list[int]]:
+        for name, idx in v.items():
+            if any(i < 0 for i in idx):
+                raise ValueError(f"split {name!r} holds a negative row index")
+            if len(set(idx)) != len(idx):
+                raise ValueError(f"split {name!r} repeats row indices")
+        return v
+
+
+_OPS = {"<": "lt", "<=": "le", ">": "gt", ">=": "ge", "==": "eq"}
+
+
+class Threshold(_Strict):
+    """A rule turning a metric into a finding: ``metric op value`` → finding of ``severity``.
+
+    Attributes:
+        metric: a metric name of the check (``robust_accuracy@eps=0.1``).
+        op: ``lt``, ``le``, ``gt``, ``ge``, ``eq`` (or ``<``, ``<=``, ``>``, ``>=``, ``==``).
+        value: the bound, in the metric's units.
+        severity: severity of the finding it raises.
+        rule: the condition part of the rule id (``low-robust-accuracy``); derived when omitted.
+    """
+
+    metric: str
+    op: Literal["lt", "le", "gt", "ge", "eq"]
+    value: float
+    severity: Severity = Severity.MEDIUM
+    rule: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9_-]*$")
+
+    def rule_name(self) -> str:
+        """The condition part of the rule id."""
+        if self.rule:
+            return self.rule
+        base = re.sub(r"[^a-z0-9]+", "-", self.metric.lower()).strip("-")
+        return f"{base}-{self.op}"
+
+    @field_validator("op", mode="before")
+    @classmethod
+    def _symbols(cls, v: Any) -> Any:
+        return _OPS.get(v, v)
+
+    def trips(self, observed: float | None) -> bool:
+        """Whether ``observed`` meets the condition (``None`` never trips)."""
+        if observed is None:
+            return False
+        return {
+            "lt": observed < self.value,
+            "le": observed <= self.value,
+            "gt": observed > self.value,
+            "ge": observed >= self.value,
+            "eq": observed == self.value,
+        }[self.op]
+
+
+class CheckConfig(_Strict):
+    """Settings of one check, keyed by plugin id under ``checks:``.
+
+    Attributes:
+        enabled: run it (default) or not.
+        assets: only these assets (all that fit when omitted).
+        budget: limits overriding the ``--budget`` preset.
+        params: the plugin's typed parameters.
+        thresholds: metric rules that produce findings (replace the plugin's defaults).
+    """
+
+    enabled: bool = True
+    assets: list[str] | None = None
+    budget: Budget | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    thresholds: list[Threshold] | None = None
+
+
+class ScanSection(_Strict):
+    """Scanner settings: ``allow`` adds the user's own classes (``package.module.Class``)."""
+
+    allow: list[str] = Field(default_factory=list)
+
+    @field_validator("allow")
+    @classmethod
+    def _dotted(cls, v: list[str]) -> list[str]:
+        for item in v:
+            if not re.match(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)+$", item):
+                raise ValueError(f"{item!r} is not a dotted module.name")
+        return v
+
+
+class Waiver(_Strict):
+    """An accepted risk: findings of ``rule_id`` on ``asset`` show as waived until ``expires``."""
+
+    rule_id: str
+    asset: str | None = None
+    reason: str = Field(min_length=3)
+    expires: dt.date
+
+    def active(self, today: dt.date | None = None) -> bool:
+        """Whether the waiver still holds on ``today``."""
+        return (today or dt.date.today()) <= self.expires
+
+
+class Project(_Strict):
+    """Project metadata."""
+
+    name: str = "project"
+    owner: str | None = None
+    description: str | None = None
+    incident_plan: str | None = None
+
+
+class ProjectConfig(_Strict):
+    """The whole ``bastion.yaml``."""
+
+    version: Literal[1]
+    project: Project = Field(default_factory=Project)
+    seed: int = 0
+    assets: list[Asset] = Field(default_factory=list)
+    datasets: list[Dataset] = Field(default_factory=list)
+    checks: dict[str, CheckConfig] = Field(default_factory=dict)
+    scan: ScanSection = Field(default_factory=ScanSection)
+    waivers: list[Waiver] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _references(self) -> ProjectConfig:
+        names = [a.name for a in self.assets]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"asset names repeated: {', '.join(dupes)}")
+        dnames = [d.name for d in self.datasets]
+        ddupes = sorted({n for n in dnames if dnames.count(n) > 1})
+        if ddupes:
+            raise ValueError(f"dataset names repeated: {', '.join(ddupes)}")
+        return self
+
+    def asset(self, name: str) -> Asset:
+        """The asset called ``name``.
+
+        Raises:
+            ConfigError: no such asset.
+        """
+        for a in self.assets:
+            if a.name == name:
+                return a
+        raise ConfigError(f"no asset named {name!r}; assets: {', '.join(a.name for a in self.assets)}")
+
+    def dataset(self, name: str) -> Dataset:
+        """The dataset called ``name``.
+
+        Raises:
+            ConfigError: no such dataset.
+        """
+        for d in self.datasets:
+            if d.name == name:
+                return d
+        raise ConfigError(f"no dataset named {name!r}")
+
+
+def _loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def parse_config(data: Any, source: str = "bastion.yaml") -> ProjectConfig:
+    """Validate a parsed YAML document.
+
+    Raises:
+        ConfigError: listing every problem with its field path.
+    """
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
+    try:
+        cfg = ProjectConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            msg = err["msg"].removeprefix("Value error, ")
+            problems.append(f"{_loc(tuple(err['loc']))}: {msg}")
+        raise ConfigError(f"{source}: {len(problems)} problem(s)", problems) from None
+    problems = []
+    dataset_names = {d.name for d in cfg.datasets}
+    for i, a in enumerate(cfg.assets):
+        if a.dataset and a.dataset not in dataset_names:
+            problems.append(f"assets[{i}].dataset: no dataset named {a.dataset!r}")
+    asset_names = {a.name for a in cfg.assets}
+    for key, check in cfg.checks.items():
+        for name in check.assets or []:
+            if name not in asset_names:
+                problems.append(f"checks.{key}.assets: no asset named {name!r}")
+    if problems:
+        raise ConfigError(f"{source}: {len(problems)} problem(s)", problems)
+    return cfg
+
+
+def load_config(path: str | Path) -> ProjectConfig:
+    """Read and validate a ``bastion.yaml``.
+
+    Args:
+        path: the file.
+
+    Raises:
+        ConfigError: the file is missing, not YAML, or invalid (every problem listed).
+    """
+    import yaml
+
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: config file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{p}: cannot read config: {exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{p}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    return parse_config(data, source=str(p))
+
+
+def config_hash(path: str | Path) -> str:
+    """SHA-256 of a config file's bytes (reproducibility record)."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()

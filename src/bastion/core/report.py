@@ -1,0 +1,117 @@
+"""The report model: what ``bastion assess`` writes as ``report.json`` and stores.
+
+Its JSON Schema is generated into ``docs/report.schema.json``. ``schema_version``
+follows semver: an issue that extends the report bumps it and migrates stored runs.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from bastion.core.config import Waiver
+from bastion.core.findings import Finding
+from bastion.core.results import CheckError, CheckResult, Skipped
+from bastion.core.severity import Severity
+
+REPORT_SCHEMA_VERSION = "1.0.0"
+
+
+class RunInfo(BaseModel):
+    """Identity and outcome of a run. ``status``: ``ok`` or ``error`` (incomplete)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    status: Literal["ok", "error"]
+    started: dt.datetime
+    seconds: float = Field(ge=0)
+    command: str = "assess"
+    project: str | None = None
+    budget: str | None = None
+
+
+class Reproducibility(BaseModel):
+    """What is needed to reproduce the run.
+
+    Attributes:
+        seed: the project seed.
+        config_hash: SHA-256 of the ``bastion.yaml`` bytes (``None`` for a scan without one).
+        versions: ``bastion``, ``torch``, ``scikit-learn``, ``atlas`` (``None`` where not installed).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    seed: int | None = None
+    config_hash: str | None = None
+    versions: dict[str, str | None] = Field(default_factory=dict)
+
+
+class AssetRecord(BaseModel):
+    """An asset as assessed: its file hash pins what was judged."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    kind: str
+    path: str | None = None
+    url: str | None = None
+    format: str | None = None
+    framework: str | None = None
+    owner: str | None = None
+    sha256: str | None = None
+    scan_verdict: str | None = None
+
+
+class ReportFinding(Finding):
+    """A finding as reported: with its fingerprint, baseline state and waiver.
+
+    Attributes:
+        fingerprint: stable id of (rule, asset, location), for comparing runs.
+        state: against ``--baseline``: ``new``, ``unchanged`` or ``fixed`` (``None`` without one).
+        waiver: the active waiver that accepts it, if any; waived findings do not gate.
+    """
+
+    fingerprint: str
+    state: Literal["new", "unchanged", "fixed"] | None = None
+    waiver: Waiver | None = None
+
+    @classmethod
+    def of(cls, finding: Finding, **extra: Any) -> ReportFinding:
+        """Wrap ``finding`` with its fingerprint and ``extra`` fields."""
+        return cls(**finding.model_dump(), fingerprint=finding.compute_fingerprint(), **extra)
+
+
+class Report(BaseModel):
+    """A whole assessment report."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: str = REPORT_SCHEMA_VERSION
+    bastion_version: str
+    run: RunInfo
+    reproducibility: Reproducibility = Field(default_factory=Reproducibility)
+    assets: list[AssetRecord] = Field(default_factory=list)
+    checks: list[CheckResult] = Field(default_factory=list)
+    findings: list[ReportFinding] = Field(default_factory=list)
+    errors: list[CheckError] = Field(default_factory=list)
+    skipped: list[Skipped] = Field(default_factory=list)
+    baseline: str | None = None
+
+    def gating(self) -> list[ReportFinding]:
+        """Findings that count toward ``--fail-on``: not waived, not fixed."""
+        return [f for f in self.findings if f.waiver is None and f.state != "fixed"]
+
+    def max_severity(self) -> Severity | None:
+        """Highest severity among gating findings."""
+        sevs = [f.severity for f in self.gating()]
+        return max(sevs) if sevs else None
+
+    def counts(self) -> dict[str, int]:
+        """Gating findings per severity."""
+        out = {s.value: 0 for s in Severity}
+        for f in self.gating():
+            out[f.severity.value] += 1
+        return out

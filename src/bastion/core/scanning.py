@@ -1,0 +1,77 @@
+"""Scan verdicts and results: the contract between ``bastion.scan`` and every renderer.
+
+Verdicts: ``malicious`` (a deny-listed callable or a container trick), ``suspicious``
+(a callable the allow-list does not know), ``safe`` (everything reached is allow-listed),
+``error`` (a model file not fully scanned: exit 2), ``skipped`` (not a model file).
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from bastion.core.findings import Finding
+from bastion.core.severity import gates
+
+SCAN_SCHEMA_VERSION = "1.0.0"
+
+
+class Verdict(str, Enum):
+    """A scanned file's verdict."""
+
+    SAFE = "safe"
+    SUSPICIOUS = "suspicious"
+    MALICIOUS = "malicious"
+    ERROR = "error"
+    SKIPPED = "skipped"
+
+
+class FileResult(BaseModel):
+    """One scanned file.
+
+    Attributes:
+        path: the path as given (or found under a given folder).
+        format: the detected format (``pickle``, ``pytorch-zip``, ``joblib``, ``npy``, ``npz``,
+            ``onnx``, ``gzip`` ...), ``None`` when skipped.
+        verdict: see :class:`Verdict`.
+        sha256: hex digest of the file's bytes as scanned.
+        size: bytes.
+        findings: every finding, with location (member, byte offset).
+        reason: why it was skipped or errored.
+        globals: every callable reached (``module.name``), for the ML-BOM and audits.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str
+    format: str | None = None
+    verdict: Verdict
+    sha256: str | None = None
+    size: int | None = None
+    findings: list[Finding] = Field(default_factory=list)
+    reason: str | None = None
+    globals: list[str] = Field(default_factory=list)
+
+
+class ScanResult(BaseModel):
+    """A scan of one or more paths."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: str = SCAN_SCHEMA_VERSION
+    files: list[FileResult] = Field(default_factory=list)
+
+    def findings(self) -> list[Finding]:
+        """All findings of all files."""
+        return [f for fr in self.files for f in fr.findings]
+
+    def exit_code(self, fail_on: str = "medium") -> int:
+        """The documented exit code: 2 errors > 1 findings at/above ``fail_on`` > 3 nothing scanned > 0."""
+        if any(fr.verdict == Verdict.ERROR for fr in self.files):
+            return 2
+        if any(gates(f.severity, fail_on) for f in self.findings()):
+            return 1
+        if not any(fr.verdict != Verdict.SKIPPED for fr in self.files):
+            return 3
+        return 0

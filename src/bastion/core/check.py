@@ -105,6 +105,15 @@ class Check(Plugin):
                 return f"needs {', '.join(lacking)}; target offers {', '.join(sorted(c.value for c in offers)) or 'nothing'}"
         return None
 
+    def preflight(self, ctx: CheckContext) -> list[str]:
+        """Problems that make the check's configuration invalid, found before anything runs.
+
+        The runner collects every check's problems on every asset and raises one
+        ``ConfigError`` listing them all (e.g. an FPR the user asked for that the sample
+        cannot resolve, an ε outside the input range, a budget too small). Empty: fine.
+        """
+        return []
+
     def run(self, ctx: CheckContext) -> CheckResult:  # pragma: no cover - abstract
         """Run on one asset and return its result (metrics, series, findings)."""
         raise NotImplementedError

@@ -1,0 +1,691 @@
+"""Bastion's use-cases: the Python API every front end (CLI, guard admin, dashboard) calls.
+
+Orchestration lives here — load config → preflight → scan → build targets → plan →
+run → store → render — so the CLI stays thin and every front end shares one path.
+
+Public functions: :func:`scan`, :func:`assess`, :func:`plan`, :func:`history`,
+:func:`show`, :func:`init_project`, :func:`build_demo`, :func:`write_outputs`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import importlib
+import logging
+import os
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bastion import __version__
+from bastion.core import atlas
+from bastion.core.budget import PRESETS, Budget
+from bastion.core.check import Check, CheckContext, Split
+from bastion.core.config import Asset, ProjectConfig, config_hash, load_config
+from bastion.core.errors import BastionError, ConfigError, PluginError, ScanError
+from bastion.core.findings import Finding
+from bastion.core.registry import REGISTRIES
+from bastion.core.report import AssetRecord, Report, ReportFinding, Reproducibility, RunInfo
+from bastion.core.results import CheckError, CheckResult, RunResult
+from bastion.core.scanning import FileResult, ScanResult, Verdict
+from bastion.core.settings import Settings, load_settings
+
+log = logging.getLogger(__name__)
+
+#: Modules whose import registers Bastion's built-in plugins (one plugin per module).
+BUILTIN_PLUGINS: tuple[str, ...] = (
+    "bastion.assess.evasion.pgd",
+    "bastion.assess.evasion.square",
+    "bastion.assess.membership.threshold",
+    "bastion.assess.extraction.surrogate",
+    "bastion.assess.poisoning.data_health",
+    "bastion.governance.controls",
+)
+
+#: Kinds of registered plugins the assessment planner schedules.
+PLANNED_KINDS = ("attack", "check")
+
+#: Model file formats that are loaded in process (and so must be scanned first).
+_FILE_FRAMEWORKS = {"torch", "sklearn", "onnx"}
+
+
+def load_plugins() -> None:
+    """Register every built-in plugin and outside plugins from entry points (idempotent)."""
+    for mod in BUILTIN_PLUGINS:
+        importlib.import_module(mod)
+    for reg in REGISTRIES.values():
+        reg.load_entry_points()
+
+
+# ---------------------------------------------------------------------------------------
+# scan
+# ---------------------------------------------------------------------------------------
+def scan(
+    paths: Sequence[str | Path],
+    *,
+    allow: Sequence[str] = (),
+    config: str | Path | None = None,
+) -> ScanResult:
+    """Scan model files statically; nothing scanned is imported, unpickled or loaded.
+
+    Args:
+        paths: files or folders (walked recursively).
+        allow: allow-list additions for the user's own classes (``package.module.Class``);
+            never read from the scanned folder.
+        config: an explicit ``bastion.yaml`` whose ``scan.allow`` adds to ``allow``.
+
+    Returns:
+        One ``FileResult`` per file, with verdict, SHA-256 and findings.
+
+    Raises:
+        ScanError: a path does not exist.
+        ConfigError: the config file is invalid.
+    """
+    from bastion.scan import scan_paths
+
+    extra = list(allow)
+    if config is not None:
+        extra += load_config(config).scan.allow
+    if not paths:
+        raise ConfigError("no path to scan given")
+    return scan_paths([Path(p) for p in paths], allow=extra)
+
+
+# ---------------------------------------------------------------------------------------
+# assess
+# ---------------------------------------------------------------------------------------
+@dataclass
+class PlannedCheck:
+    """One (check, asset) pair in the plan, with why it will not run if skipped."""
+
+    check_id: str
+    asset: str
+    kind: str
+    skip_reason: str | None = None
+
+
+@dataclass
+class Plan:
+    """What an assessment will run and skip."""
+
+    config: ProjectConfig
+    base_dir: Path
+    budget: str
+    items: list[PlannedCheck] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form for ``--dry-run``."""
+        return {
+            "project": self.config.project.name,
+            "budget": self.budget,
+            "checks": [
+                {"id": i.check_id, "asset": i.asset, "kind": i.kind, "skip": i.skip_reason}
+                for i in self.items
+            ],
+        }
+
+
+ProgressFn = Callable[[str, float], None]
+
+
+def _assets(cfg: ProjectConfig) -> list[Asset]:
+    """Assets of the config, plus one dataset asset per ``datasets:`` entry not already listed."""
+    out = list(cfg.assets)
+    names = {a.name for a in out}
+    for ds in cfg.datasets:
+        if ds.name not in names:
+            out.append(Asset(name=ds.name, kind="dataset", path=ds.path, owner=ds.owner, format=None))
+    return out
+
+
+def _check_enabled(cfg: ProjectConfig, pid: str, asset: str, only: Sequence[str], skip: Sequence[str]) -> str | None:
+    def matches(pattern: str) -> bool:
+        return pid == pattern or pid.startswith(pattern + ".") or pid.split(".")[0] == pattern
+
+    if only and not any(matches(p) for p in only):
+        return "not selected by --only"
+    if any(matches(p) for p in skip):
+        return "excluded by --skip"
+    cc = cfg.checks.get(pid)
+    if cc is not None:
+        if not cc.enabled:
+            return "disabled in bastion.yaml"
+        if cc.assets is not None and asset not in cc.assets:
+            return "asset not listed under checks." + pid + ".assets"
+    return None
+
+
+def _validate_selection(only: Sequence[str], skip: Sequence[str]) -> None:
+    known = {pid for kind in (*PLANNED_KINDS, "scanner") for pid in REGISTRIES[kind]} | {"scan"}
+    prefixes = {p.split(".")[0] for p in known} | known
+    bad = [p for p in [*only, *skip] if p not in prefixes and not any(k.startswith(p + ".") for k in known)]
+    if bad:
+        raise ConfigError(
+            f"unknown plugin id(s) in --only/--skip: {', '.join(bad)}; known: {', '.join(sorted(known))}"
+        )
+
+
+def plan(
+    config: str | Path,
+    *,
+    budget: str = "standard",
+    asset: str | None = None,
+    only: Sequence[str] = (),
+    skip: Sequence[str] = (),
+) -> Plan:
+    """Which checks would run on which assets, and why the others are skipped.
+
+    Capability-based skips (a label-only endpoint cannot give loss gradients) are decided
+    from the asset's declared framework and output, without loading anything.
+
+    Raises:
+        ConfigError: invalid config, unknown ``--asset`` or plugin id.
+    """
+    load_plugins()
+    path = Path(config)
+    cfg = load_config(path)
+    if budget not in PRESETS:
+        raise ConfigError(f"--budget must be one of {', '.join(PRESETS)}, got {budget!r}")
+    _validate_selection(only, skip)
+    assets = _assets(cfg)
+    if asset is not None:
+        if asset not in {a.name for a in assets}:
+            raise ConfigError(f"--asset {asset!r}: no such asset; assets: {', '.join(a.name for a in assets)}")
+        assets = [a for a in assets if a.name == asset]
+    p = Plan(config=cfg, base_dir=path.resolve().parent, budget=budget)
+    scan_selected = _check_enabled(cfg, "scan.file", "", only, skip) is None
+    for a in assets:
+        if a.kind == "model" and a.path:
+            p.items.append(
+                PlannedCheck("scan", a.name, "scanner", None if scan_selected else "not selected")
+            )
+        for kind in PLANNED_KINDS:
+            for pid, cls in REGISTRIES[kind].items():
+                if a.kind not in cls.applies_to:
+                    continue
+                reason = _check_enabled(cfg, pid, a.name, only, skip)
+                if reason is None and cls.requires:
+                    offers = _declared_capabilities(a)
+                    lacking = [c.value for c in cls.requires if c not in offers]
+                    if lacking:
+                        reason = f"needs {', '.join(lacking)}; {a.name} ({a.framework or a.kind}) offers " + (
+                            ", ".join(sorted(c.value for c in offers)) or "nothing"
+                        )
+                if reason is None and a.kind in ("model", "endpoint") and not a.dataset:
+                    reason = "the asset names no dataset to evaluate on"
+                p.items.append(PlannedCheck(pid, a.name, kind, reason))
+    return p
+
+
+def _declared_capabilities(a: Asset) -> frozenset[Any]:
+    from bastion.core.capability import Capability as C
+
+    if a.kind == "endpoint" or a.framework == "http":
+        out = a.endpoint.output if a.endpoint else "probabilities"
+        if out == "labels":
+            return frozenset({C.LABEL_ONLY, C.BATCHED, C.QUERY_LIMITED})
+        caps = {C.PROBABILITIES, C.BATCHED, C.QUERY_LIMITED}
+        if out == "logits":
+            caps.add(C.LOGITS)
+        return frozenset(caps)
+    if a.framework == "torch":
+        return frozenset({C.PROBABILITIES, C.LOGITS, C.LOSS_GRADIENTS, C.BATCHED})
+    if a.framework == "onnx":
+        return frozenset({C.PROBABILITIES, C.LOGITS, C.BATCHED})
+    if a.framework == "sklearn":
+        return frozenset({C.PROBABILITIES, C.BATCHED})
+    return frozenset()
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _versions() -> dict[str, str | None]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out: dict[str, str | None] = {"bastion": __version__, "atlas": atlas.version()}
+    for dist in ("torch", "scikit-learn", "numpy", "onnxruntime"):
+        try:
+            out[dist] = version(dist)
+        except PackageNotFoundError:
+            out[dist] = None
+    return out
+
+
+def _preflight_files(cfg: ProjectConfig, base: Path, assets: list[Asset]) -> None:
+    problems = []
+    for i, a in enumerate(cfg.assets):
+        if a.path and not (base / a.path).is_file():
+            problems.append(f"assets[{i}].path: file not found: {base / a.path}")
+    for i, d in enumerate(cfg.datasets):
+        if not (base / d.path).is_file():
+            problems.append(f"datasets[{i}].path: file not found: {base / d.path}")
+        if d.splits_file and not (base / d.splits_file).is_file():
+            problems.append(f"datasets[{i}].splits_file: file not found: {base / d.splits_file}")
+    for i, a in enumerate(cfg.assets):
+        if a.kind == "model" and a.framework in _FILE_FRAMEWORKS | {"torch"} and a.input is None:
+            problems.append(f"assets[{i}].input: a model needs an input spec (shape)")
+        if a.kind in ("model", "endpoint") and a.task == "classification" and a.num_classes is None:
+            problems.append(f"assets[{i}].num_classes: a classifier needs num_classes")
+        if a.kind == "endpoint" and a.input is None:
+            problems.append(f"assets[{i}].input: an endpoint needs an input spec (shape)")
+    if problems:
+        raise ConfigError(f"{len(problems)} problem(s) before the run", problems)
+
+
+def _load_datasets(cfg: ProjectConfig, base: Path, assets: list[Asset]) -> dict[str, Any]:
+    from bastion.data import load_dataset
+
+    shapes: dict[str, tuple[int, ...]] = {}
+    problems: list[str] = []
+    for a in assets:
+        if a.dataset and a.input is not None:
+            shape = tuple(a.input.shape)
+            prev = shapes.setdefault(a.dataset, shape)
+            if prev != shape:
+                problems.append(
+                    f"asset {a.name}: dataset {a.dataset!r} is used with input shapes {prev} and {shape}"
+                )
+    loaded: dict[str, Any] = {}
+    for ds in cfg.datasets:
+        try:
+            loaded[ds.name] = load_dataset(ds, base_dir=base, input_shape=shapes.get(ds.name))
+        except ConfigError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise ConfigError(f"{len(problems)} dataset problem(s)", problems)
+    return loaded
+
+
+def _scan_check(a: Asset, fr: FileResult, seconds: float) -> CheckResult:
+    findings = [f.model_copy(update={"asset": a.name}) for f in fr.findings]
+    status = "error" if fr.verdict == Verdict.ERROR else "ok"
+    reason = f"ScanError: {fr.reason}" if status == "error" else None
+    if fr.verdict == Verdict.SKIPPED:
+        status, reason = "skipped", f"not a model file: {fr.reason or 'no model format recognised'}"
+    return CheckResult(
+        id=f"scan.{(fr.format or 'file').split('-')[0]}",
+        asset=a.name,
+        status=status,  # type: ignore[arg-type]
+        reason=reason,
+        metrics={"findings": float(len(findings))},
+        notes={"verdict": fr.verdict.value, "sha256": fr.sha256 or "", "format": fr.format or ""},
+        seconds=round(seconds, 4),
+        findings=findings,
+    )
+
+
+def _apply_waivers_and_baseline(
+    cfg: ProjectConfig, findings: list[Finding], baseline: Report | None
+) -> list[ReportFinding]:
+    today = dt.date.today()
+    out: list[ReportFinding] = []
+    base_fps = {f.fingerprint: f for f in baseline.findings if f.state != "fixed"} if baseline else {}
+    seen: set[str] = set()
+    for f in findings:
+        waiver = next(
+            (
+                w
+                for w in cfg.waivers
+                if w.active(today) and w.rule_id == f.rule_id and (w.asset is None or w.asset == f.asset)
+            ),
+            None,
+        )
+        fp = f.compute_fingerprint()
+        state = None
+        if baseline is not None:
+            state = "unchanged" if fp in base_fps else "new"
+        seen.add(fp)
+        out.append(ReportFinding.of(f, state=state, waiver=waiver))
+    if baseline is not None:
+        for fp, old in base_fps.items():
+            if fp not in seen:
+                data = old.model_dump()
+                data.update(state="fixed", waiver=None)
+                out.append(ReportFinding(**data))
+    return out
+
+
+def assess(
+    config: str | Path = "bastion.yaml",
+    *,
+    settings: Settings | None = None,
+    asset: str | None = None,
+    only: Sequence[str] = (),
+    skip: Sequence[str] = (),
+    baseline: str | None = None,
+    progress: ProgressFn | None = None,
+    store: bool = True,
+) -> Report:
+    """Assess every asset of a project and return the report (stored unless ``store=False``).
+
+    Preflight (config, files, datasets, database, every check's own preflight) runs first
+    and writes nothing on failure. A check that crashes is recorded as an error; the run
+    goes on and ends with status ``error``.
+
+    Args:
+        config: path of ``bastion.yaml``.
+        settings: run settings (database, budget preset, ``max_time``); defaults otherwise.
+        asset: assess only this asset.
+        only: run only these plugin ids (or id prefixes such as ``evasion``).
+        skip: do not run these plugin ids (or prefixes).
+        baseline: an earlier run id (prefix or ``latest``) to mark findings new/unchanged/fixed.
+        progress: callback ``(label, fraction)``.
+        store: record the run in the database.
+
+    Returns:
+        The report; see ``docs/report.schema.json``.
+
+    Raises:
+        ConfigError: invalid config, missing file, dataset not fitting a model, bad selection.
+        BastionError: unreachable database (``StoreError``), and other preflight failures.
+    """
+    s = settings or load_settings()
+    started = dt.datetime.now(dt.UTC)
+    t0 = time.monotonic()
+    deadline = t0 + s.max_time if s.max_time else None
+    the_plan = plan(config, budget=s.budget, asset=asset, only=only, skip=skip)
+    cfg, base = the_plan.config, the_plan.base_dir
+    assets = _assets(cfg)
+    if asset is not None:
+        assets = [a for a in assets if a.name == asset]
+    _preflight_files(cfg, base, assets)
+    datasets = _load_datasets(cfg, base, assets)
+
+    db = None
+    baseline_report: Report | None = None
+    if store or baseline:
+        from bastion.store import Store
+
+        db = Store.open(s.db_url)
+        if baseline:
+            baseline_report = db.get_report(baseline)
+
+    result = RunResult()
+    facts: dict[str, dict[str, Any]] = {}
+    records: dict[str, AssetRecord] = {}
+    targets: dict[str, Any] = {}
+    preset = PRESETS[s.budget]
+
+    # 1. scan every model file first: nothing is loaded before the scanner judged it.
+    from bastion.scan import scan_file
+
+    for a in assets:
+        rec = AssetRecord(
+            name=a.name, kind=a.kind, path=a.path, url=a.url, format=a.format,
+            framework=a.framework, owner=a.owner,
+        )
+        facts[a.name] = {}
+        if a.path:
+            p = base / a.path
+            sha = _sha256(p)
+            rec.sha256 = sha
+            facts[a.name]["sha256"] = sha
+        if a.kind == "model" and a.path:
+            scan_selected = any(i.check_id == "scan" and i.asset == a.name and i.skip_reason is None for i in the_plan.items)
+            if progress:
+                progress(f"scan {a.name}", 0.0)
+            ts = time.monotonic()
+            try:
+                fr = scan_file(base / a.path, allow=cfg.scan.allow)
+            except ScanError as exc:
+                fr = FileResult(path=a.path, verdict=Verdict.ERROR, reason=str(exc))
+            facts[a.name]["scan_verdict"] = fr.verdict.value
+            facts[a.name]["scan_sha256"] = fr.sha256
+            rec.scan_verdict = fr.verdict.value
+            if scan_selected:
+                result.add(_scan_check(a, fr, time.monotonic() - ts))
+            if progress:
+                progress(f"scan {a.name}", 1.0)
+        records[a.name] = rec
+
+    # 2. build targets for models judged safe (and endpoints).
+    target_errors: dict[str, str] = {}
+    needs_target = {i.asset for i in the_plan.items if i.kind == "attack" and i.skip_reason is None}
+    for a in assets:
+        if a.name not in needs_target:
+            continue
+        if a.kind == "model" and a.framework in _FILE_FRAMEWORKS:
+            verdict = facts[a.name].get("scan_verdict")
+            if verdict != Verdict.SAFE.value:
+                target_errors[a.name] = f"not loaded: the scanner judged the file {verdict}"
+                continue
+        try:
+            targets[a.name] = _build_target(a, base, facts[a.name])
+        except BastionError as exc:
+            target_errors[a.name] = f"target failed to load: {exc}"
+            result.errors.append(
+                CheckError(check="target", asset=a.name, error=type(exc).__name__, message=str(exc))
+            )
+
+    # 3. contexts + preflight of every check, all problems at once.
+    work: list[tuple[Check, CheckContext]] = []
+    problems: list[str] = []
+    for item in the_plan.items:
+        if item.kind == "scanner":
+            continue
+        a = next(x for x in assets if x.name == item.asset)
+        if item.skip_reason is not None:
+            if item.skip_reason not in ("not selected by --only", "excluded by --skip"):
+                result.add(CheckResult(id=item.check_id, asset=a.name, status="skipped", reason=item.skip_reason))
+            continue
+        cls = REGISTRIES[item.kind].get(item.check_id)
+        cc = cfg.checks.get(item.check_id)
+        try:
+            params = cls.parse_params(cc.params if cc else None, where=f"checks.{item.check_id}.params")
+        except PluginError as exc:
+            problems.append(str(exc))
+            continue
+        budget = preset.merged(cc.budget if cc else None)
+        thresholds = list(cc.thresholds) if cc and cc.thresholds is not None else list(cls.default_thresholds)
+        data = _splits_for(a, datasets)
+        ctx = CheckContext(
+            asset=a, config=cfg, base_dir=base, budget=budget, params=params, thresholds=thresholds,
+            seed=cfg.seed, target=targets.get(a.name), data=data, facts=facts,
+        )
+        check: Check = cls()
+        if item.kind == "attack" and a.name in target_errors:
+            result.add(CheckResult(id=item.check_id, asset=a.name, status="skipped", reason=target_errors[a.name]))
+            continue
+        reason = check.applicable(ctx)
+        if reason is not None:
+            result.add(CheckResult(id=item.check_id, asset=a.name, status="skipped", reason=reason))
+            continue
+        problems += [f"checks.{item.check_id} on {a.name}: {p}" for p in check.preflight(ctx)]
+        work.append((check, ctx))
+    if problems:
+        raise ConfigError(f"{len(problems)} problem(s) found in preflight", problems)
+
+    # 4. run, in asset order then check order.
+    work.sort(key=lambda wc: (wc[1].asset.name, type(wc[0]).order, wc[0].id))
+    for check, ctx in work:
+        label = f"{check.id} {ctx.asset.name}"
+        if deadline is not None and time.monotonic() > deadline:
+            result.add(CheckResult(id=check.id, asset=ctx.asset.name, status="skipped", reason="--max-time reached"))
+            continue
+        if deadline is not None:
+            left = max(1.0, deadline - time.monotonic())
+            ctx.budget = ctx.budget.merged(Budget(seconds=min(left, ctx.budget.seconds or left)))
+        if progress:
+            ctx.progress = lambda f, label=label: progress(label, f)  # type: ignore[misc]
+            progress(label, 0.0)
+        ts = time.monotonic()
+        try:
+            res = check.run(ctx)
+            res.seconds = round(time.monotonic() - ts, 4)
+        except Exception as exc:  # a crashed plugin is recorded; the run goes on
+            log.warning("check %s on %s crashed: %s", check.id, ctx.asset.name, exc, exc_info=log.isEnabledFor(logging.DEBUG))
+            res = CheckResult(
+                id=check.id, asset=ctx.asset.name, status="error",
+                reason=f"{type(exc).__name__}: {exc}", seconds=round(time.monotonic() - ts, 4),
+            )
+        result.add(res)
+        if progress:
+            progress(label, 1.0)
+
+    # 5. the report.
+    status = "error" if result.errors else "ok"
+    report = Report(
+        bastion_version=__version__,
+        run=RunInfo(
+            id=uuid.uuid4().hex, status=status, started=started, seconds=round(time.monotonic() - t0, 3),
+            command="assess", project=cfg.project.name, budget=s.budget,
+        ),
+        reproducibility=Reproducibility(seed=cfg.seed, config_hash=config_hash(config), versions=_versions()),
+        assets=list(records.values()),
+        checks=result.checks,
+        findings=_apply_waivers_and_baseline(cfg, result.findings, baseline_report),
+        errors=result.errors,
+        skipped=result.skipped,
+        baseline=baseline_report.run.id if baseline_report else None,
+    )
+    if db is not None and store:
+        db.save_report(report)
+    if db is not None:
+        db.close()
+    return report
+
+
+def _splits_for(a: Asset, datasets: dict[str, Any]) -> dict[str, Split]:
+    if a.kind == "dataset":
+        ds = datasets.get(a.name)
+        if ds is None:
+            return {}
+        import numpy as np
+
+        splits = dict(ds.splits)
+        splits["all"] = Split(x=ds.x, y=ds.y, index=np.arange(len(ds.x)))
+        return splits
+    if a.dataset and a.dataset in datasets:
+        return dict(datasets[a.dataset].splits)
+    return {}
+
+
+def _build_target(a: Asset, base: Path, facts: dict[str, Any]) -> Any:
+    from bastion.targets import build_target
+
+    if a.kind == "endpoint" or a.framework == "http":
+        return build_target(a, base_dir=base)
+    path = base / str(a.path)
+    data = path.read_bytes()
+    sha = hashlib.sha256(data).hexdigest()
+    if sha != facts.get("scan_sha256"):
+        from bastion.core.errors import IntegrityError
+
+        raise IntegrityError(f"{path}: file changed after it was scanned (SHA-256 {sha[:12]}…)")
+    return build_target(a, base_dir=base, verified_bytes=data, verified_sha256=sha)
+
+
+def exit_code(report: Report, fail_on: str) -> int:
+    """The documented exit code of an assessment: 2 errors > 1 findings > 3 nothing ran > 0."""
+    from bastion.core.severity import gates
+
+    if report.run.status == "error" or report.errors:
+        return 2
+    if any(gates(f.severity, fail_on) for f in report.gating()):
+        return 1
+    if not any(c.status == "ok" for c in report.checks):
+        return 3
+    return 0
+
+
+def write_outputs(report: Report, out_dir: str | Path) -> dict[str, Path]:
+    """Write ``report.html``, ``report.json`` and ``report.sarif`` into ``out_dir`` atomically.
+
+    Each file is written to a temporary name and renamed, so a failure leaves no
+    half-written report.
+
+    Returns:
+        ``{"html": path, "json": path, "sarif": path}``.
+    """
+    from bastion.report import report_to_html, report_to_json, report_to_sarif
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rendered = {
+        "html": report_to_html(report),
+        "json": report_to_json(report),
+        "sarif": report_to_sarif(report),
+    }
+    paths: dict[str, Path] = {}
+    tmp_files = []
+    try:
+        for kind, text in rendered.items():
+            final = out / f"report.{kind}"
+            tmp = out / f".report.{kind}.{os.getpid()}.tmp"
+            tmp.write_text(text, encoding="utf-8")
+            tmp_files.append((tmp, final))
+            paths[kind] = final
+        for tmp, final in tmp_files:
+            os.replace(tmp, final)
+    finally:
+        for tmp, _ in tmp_files:
+            if tmp.exists():
+                tmp.unlink()
+    return paths
+
+
+# ---------------------------------------------------------------------------------------
+# history / show
+# ---------------------------------------------------------------------------------------
+def history(*, db_url: str | None = None, limit: int = 20, project: str | None = None) -> list[Any]:
+    """Stored runs, newest first (``RunSummary`` objects).
+
+    Raises:
+        StoreError: the database cannot be reached.
+    """
+    from bastion.store import Store
+
+    st = Store.open(load_settings(db_url=db_url).db_url)
+    try:
+        return list(st.list_runs(limit=limit, project=project))
+    finally:
+        st.close()
+
+
+def show(run: str, *, db_url: str | None = None) -> Report:
+    """Re-load a stored report by run id, unique prefix, or ``latest``.
+
+    Raises:
+        StoreError: unknown run or unreachable database.
+    """
+    from bastion.store import Store
+
+    st = Store.open(load_settings(db_url=db_url).db_url)
+    try:
+        return st.get_report(run)
+    finally:
+        st.close()
+
+
+# ---------------------------------------------------------------------------------------
+# init / demo
+# ---------------------------------------------------------------------------------------
+def init_project(directory: str | Path, *, force: bool = False) -> Path:
+    """Write a starter ``bastion.yaml`` by discovering model files and datasets in ``directory``.
+
+    Model files are recognised by the scanner's magic-byte sniffing (nothing is loaded);
+    CSV and npz files become datasets. The result validates against the config model.
+
+    Raises:
+        ConfigError: ``directory`` is not a folder, or ``bastion.yaml`` exists (without ``force``).
+    """
+    from bastion.discover import write_starter
+
+    return write_starter(Path(directory), force=force)
+
+
+def build_demo(directory: str | Path = "examples/clinic", *, seed: int = 0, force: bool = False) -> Path:
+    """Build the clinic example project (deterministic under ``seed``) and return its ``bastion.yaml``."""
+    from bastion.examples.clinic import build_clinic
+
+    return build_clinic(Path(directory), seed=seed, force=force)

@@ -1,0 +1,353 @@
+"""``bastion`` commands. Machine output goes to stdout or ``--output``; people's output to stderr.
+
+Exit codes (every command): 0 done; 1 findings at or above ``--fail-on``; 2 errors (bad
+input, unreadable file, crashed plugin, unreachable database); 3 nothing applicable;
+4 usage. 2 wins over 1, and 1 over 3.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+from rich.console import Console
+
+from bastion import __version__, api
+from bastion.core.errors import BastionError
+from bastion.core.severity import FAIL_ON_CHOICES
+
+EXIT_OK, EXIT_FINDINGS, EXIT_ERROR, EXIT_NOTHING, EXIT_USAGE = 0, 1, 2, 3, 4
+
+# Typer vendors its own Click; its usage-error base class is reached through BadParameter.
+_UsageError: type[Exception] = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+
+app = typer.Typer(
+    name="bastion",
+    help="Find, fix, guard and prove the security of machine-learning systems.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+err = Console(stderr=True)
+_state = {"debug": False}
+
+
+class ScanFormat(str, enum.Enum):
+    """Output formats of ``bastion scan``."""
+
+    table = "table"
+    json = "json"
+    sarif = "sarif"
+
+
+class ShowFormat(str, enum.Enum):
+    """Output formats of ``bastion show``."""
+
+    table = "table"
+    json = "json"
+    sarif = "sarif"
+    html = "html"
+    markdown = "markdown"
+
+
+class BudgetPreset(str, enum.Enum):
+    """Budget presets of ``bastion assess``."""
+
+    quick = "quick"
+    standard = "standard"
+    thorough = "thorough"
+
+
+FailOn = enum.Enum("FailOn", {v: v for v in FAIL_ON_CHOICES}, type=str)  # type: ignore[misc]
+
+
+def _fail(exc: BaseException) -> NoReturn:
+    if _state["debug"]:
+        err.print_exception()
+    first, *rest = str(exc).splitlines() or [type(exc).__name__]
+    err.print(f"[bold red]error:[/] {first}", highlight=False, markup=True, soft_wrap=True)
+    for line in rest:
+        err.print(line, highlight=False, markup=False, soft_wrap=True)
+    code = getattr(exc, "exit_code", EXIT_ERROR)
+    raise typer.Exit(code if isinstance(code, int) else EXIT_ERROR)
+
+
+def _write(text: str, output: Path | None) -> None:
+    if output is None:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+        return
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_name(f".{output.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, output)
+
+
+@app.callback()
+def _main(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks and debug logs.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details.")] = False,
+) -> None:
+    """Bastion: assess, harden, guard and govern ML systems."""
+    _state["debug"] = debug
+    level = logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+@app.command()
+def version() -> None:
+    """Print Bastion's version."""
+    sys.stdout.write(f"bastion {__version__}\n")
+
+
+@app.command()
+def scan(
+    paths: Annotated[list[Path], typer.Argument(help="Model files or folders (scanned recursively).")],
+    fmt: Annotated[ScanFormat, typer.Option("--format", "-f", help="Output format.")] = ScanFormat.table,
+    fail_on: Annotated[FailOn, typer.Option("--fail-on", help="Exit 1 on findings at or above this.")] = "medium",  # type: ignore[valid-type,assignment]
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the output to this file.")] = None,
+    allow: Annotated[
+        list[str] | None,
+        typer.Option("--allow", help="Allow your own class (module.Class); repeatable."),
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="bastion.yaml whose scan.allow to use (explicit only).")
+    ] = None,
+) -> None:
+    """Scan model files statically: nothing scanned is imported, unpickled or loaded."""
+    from bastion.report import scan_table, scan_to_json, scan_to_sarif
+
+    try:
+        result = api.scan(paths, allow=allow or [], config=config)
+    except BastionError as exc:
+        _fail(exc)
+    fail = fail_on.value if isinstance(fail_on, enum.Enum) else str(fail_on)
+    if fmt == ScanFormat.json:
+        _write(scan_to_json(result), output)
+    elif fmt == ScanFormat.sarif:
+        _write(scan_to_sarif(result), output)
+    else:
+        if output is not None:
+            _write(scan_to_json(result), output)
+        err.print(scan_table(result))
+    counts: dict[str, int] = {}
+    for fr in result.files:
+        counts[fr.verdict.value] = counts.get(fr.verdict.value, 0) + 1
+    err.print(
+        f"{len(result.files)} file(s): " + ", ".join(f"{n} {v}" for v, n in sorted(counts.items())),
+        highlight=False,
+    )
+    raise typer.Exit(result.exit_code(fail))
+
+
+@app.command()
+def assess(
+    config: Annotated[Path, typer.Option("--config", "-c", help="The project's bastion.yaml.")] = Path("bastion.yaml"),
+    output: Annotated[Path, typer.Option("--output", "-o", help="Report folder.")] = Path("bastion-report"),
+    fail_on: Annotated[FailOn, typer.Option("--fail-on", help="Exit 1 on findings at or above this.")] = "medium",  # type: ignore[valid-type,assignment]
+    budget: Annotated[BudgetPreset, typer.Option("--budget", help="Budget preset.")] = BudgetPreset.standard,
+    asset: Annotated[str | None, typer.Option("--asset", help="Assess only this asset.")] = None,
+    only: Annotated[list[str] | None, typer.Option("--only", help="Run only this plugin id or prefix; repeatable.")] = None,
+    skip: Annotated[list[str] | None, typer.Option("--skip", help="Skip this plugin id or prefix; repeatable.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan and what will be skipped; run nothing.")] = False,
+    max_time: Annotated[float | None, typer.Option("--max-time", help="Seconds for the whole run.", min=1)] = None,
+    baseline: Annotated[str | None, typer.Option("--baseline", help="Earlier run id (or 'latest') to compare with.")] = None,
+    db: Annotated[str | None, typer.Option("--db", help="SQLAlchemy URL of the store (else BASTION_DB, else SQLite).")] = None,
+) -> None:
+    """Assess every model, dataset and endpoint of a project and write the report."""
+    from bastion.core.settings import load_settings
+
+    fail = fail_on.value if isinstance(fail_on, enum.Enum) else str(fail_on)
+    try:
+        if not config.is_file():
+            raise BastionError(f"{config}: config file not found (use -c PATH, or run `bastion init DIR`)")
+        err.print(f"using config {config}", highlight=False)
+        if dry_run:
+            plan = api.plan(config, budget=budget.value, asset=asset, only=only or [], skip=skip or [])
+            _write(json.dumps(plan.to_dict(), indent=2), None)
+            _print_plan(plan)
+            raise typer.Exit(EXIT_OK if any(i.skip_reason is None for i in plan.items) else EXIT_NOTHING)
+        settings = load_settings(db_url=db, budget=budget.value, max_time=max_time, fail_on=fail)
+        report = _run_with_progress(config, settings, asset, only or [], skip or [], baseline)
+        paths = api.write_outputs(report, output)
+    except BastionError as exc:
+        _fail(exc)
+    from bastion.report import assessment_summary
+
+    for renderable in assessment_summary(report):
+        err.print(renderable)
+    code = api.exit_code(report, fail)
+    err.print(f"report: {paths['html']} (also report.json, report.sarif); run {report.run.id}", highlight=False)
+    raise typer.Exit(code)
+
+
+def _print_plan(plan: api.Plan) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"plan: {plan.config.project.name} ({plan.budget} budget)")
+    for col in ("asset", "check", "will run"):
+        table.add_column(col)
+    for i in plan.items:
+        table.add_row(i.asset, i.check_id, "yes" if i.skip_reason is None else f"skip: {i.skip_reason}")
+    err.print(table)
+
+
+def _run_with_progress(config: Path, settings: object, asset: str | None, only: list[str], skip: list[str], baseline: str | None) -> object:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=err, transient=True,
+        disable=not err.is_terminal,
+    ) as prog:
+        tasks: dict[str, object] = {}
+
+        def on_progress(label: str, fraction: float) -> None:
+            if label not in tasks:
+                tasks[label] = prog.add_task(label, total=1.0)
+            prog.update(tasks[label], completed=fraction)  # type: ignore[arg-type]
+
+        return api.assess(
+            config, settings=settings, asset=asset, only=only, skip=skip,  # type: ignore[arg-type]
+            baseline=baseline, progress=on_progress,
+        )
+
+
+@app.command()
+def history(
+    db: Annotated[str | None, typer.Option("--db", help="SQLAlchemy URL of the store.")] = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="How many runs.")] = 20,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="table or json.")] = "table",
+) -> None:
+    """List stored runs, newest first."""
+    if fmt not in ("table", "json"):
+        raise typer.BadParameter("must be table or json", param_hint="--format")
+    try:
+        runs = api.history(db_url=db, limit=limit)
+    except BastionError as exc:
+        _fail(exc)
+    if fmt == "json":
+        _write(json.dumps([r.model_dump(mode="json") for r in runs], indent=2), None)
+        raise typer.Exit(EXIT_OK)
+    from rich.table import Table
+
+    table = Table(title="runs")
+    for col in ("run", "started", "project", "status", "seconds", "max severity"):
+        table.add_column(col)
+    for r in runs:
+        table.add_row(
+            r.id[:12], r.started.strftime("%Y-%m-%d %H:%M:%S"), r.project or "", r.status,
+            f"{r.seconds:.1f}", str(r.max_severity or "-"),
+        )
+    Console().print(table)
+    raise typer.Exit(EXIT_OK if runs else EXIT_NOTHING)
+
+
+@app.command()
+def show(
+    run: Annotated[str, typer.Argument(help="Run id, unique prefix, or 'latest'.")],
+    db: Annotated[str | None, typer.Option("--db", help="SQLAlchemy URL of the store.")] = None,
+    fmt: Annotated[ShowFormat, typer.Option("--format", "-f", help="Output format.")] = ShowFormat.table,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file (or folder for 'all').")] = None,
+) -> None:
+    """Re-render a stored report."""
+    from bastion import report as rep
+
+    try:
+        report = api.show(run, db_url=db)
+    except BastionError as exc:
+        _fail(exc)
+    if fmt == ShowFormat.table:
+        for renderable in rep.assessment_summary(report):
+            err.print(renderable)
+        if output is not None:
+            _write(rep.report_to_json(report), output)
+    else:
+        render = {
+            ShowFormat.json: rep.report_to_json,
+            ShowFormat.sarif: rep.report_to_sarif,
+            ShowFormat.html: rep.report_to_html,
+            ShowFormat.markdown: rep.report_to_markdown,
+        }[fmt]
+        _write(render(report), output)
+    raise typer.Exit(EXIT_OK)
+
+
+@app.command()
+def init(
+    directory: Annotated[Path, typer.Argument(help="Project folder to discover models and datasets in.")] = Path("."),
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing bastion.yaml.")] = False,
+) -> None:
+    """Write a starter bastion.yaml by discovering model files and datasets."""
+    try:
+        path = api.init_project(directory, force=force)
+    except BastionError as exc:
+        _fail(exc)
+    err.print(f"wrote {path}; review owners, input specs and splits, then run: bastion assess -c {path}", highlight=False)
+
+
+@app.command()
+def demo(
+    directory: Annotated[Path, typer.Argument(help="Where to build the example project.")] = Path("examples/clinic"),
+    run_assess: Annotated[bool, typer.Option("--assess/--no-assess", help="Run the assessment after building.")] = True,
+    budget: Annotated[BudgetPreset, typer.Option("--budget", help="Budget preset.")] = BudgetPreset.quick,
+    force: Annotated[bool, typer.Option("--force", help="Rebuild even if present.")] = False,
+    db: Annotated[str | None, typer.Option("--db", help="SQLAlchemy URL of the store.")] = None,
+) -> None:
+    """Build the clinic example (if absent) and assess it with --fail-on none."""
+    try:
+        cfg = api.build_demo(directory, force=force)
+    except BastionError as exc:
+        _fail(exc)
+    err.print(f"example project: {cfg}", highlight=False)
+    if not run_assess:
+        raise typer.Exit(EXIT_OK)
+    from bastion.core.settings import load_settings
+
+    out = cfg.parent / "bastion-report"
+    try:
+        db_url = db or os.environ.get("BASTION_DB") or f"sqlite:///{cfg.parent / '.bastion' / 'bastion.db'}"
+        settings = load_settings(db_url=db_url, budget=budget.value, fail_on="none")
+        report = _run_with_progress(cfg, settings, None, [], [], None)
+        paths = api.write_outputs(report, out)
+    except BastionError as exc:
+        _fail(exc)
+    from bastion.report import assessment_summary
+
+    for renderable in assessment_summary(report):
+        err.print(renderable)
+    err.print(f"report: {paths['html']}", highlight=False)
+    code = api.exit_code(report, "none")
+    raise typer.Exit(code)
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Console-script entry point: maps the CLI framework's usage errors to exit code 4."""
+    try:
+        rv = app(args=argv, standalone_mode=False, prog_name="bastion")
+    except _UsageError as exc:
+        exc.show(file=sys.stderr)  # type: ignore[attr-defined]
+        code = EXIT_USAGE
+    except typer.Exit as exc:
+        code = exc.exit_code
+    except typer.Abort:
+        sys.stderr.write("aborted\n")
+        code = 130
+    except BastionError as exc:  # pragma: no cover - commands catch their own
+        sys.stderr.write(f"error: {exc}\n")
+        code = EXIT_ERROR
+    else:
+        code = rv if isinstance(rv, int) else EXIT_OK
+    if argv is None:
+        sys.exit(code)
+    return code
+
+
+if __name__ == "__main__":  # pragma: no cover
+    run()

@@ -1,0 +1,181 @@
+"""``bastion init``: discover model files and datasets in a folder and write a starter config.
+
+Model files are recognised by the scanner (magic bytes; nothing is loaded). CSV files and
+npz files holding only numeric arrays named like ``x``/``y`` become datasets. The starter
+file validates against the config model; what cannot be known without loading a model
+(input shape, classes) is taken from the datasets found and marked for review.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+import re
+import zipfile
+from pathlib import Path
+from typing import Any
+
+from bastion.core.config import parse_config
+from bastion.core.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+_SKIP_DIRS = {".git", ".venv", "venv", "node_modules", "__pycache__", ".bastion", "bastion-report"}
+_FRAMEWORK = {"pytorch": "torch", "torchscript": "torch", "joblib": "sklearn", "pickle": "sklearn", "onnx": "onnx"}
+_LABEL_NAMES = ("label", "labels", "target", "y", "class", "diagnosis", "outcome")
+
+
+def _files(root: Path) -> list[Path]:
+    out: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if d not in _SKIP_DIRS and not d.startswith("."))
+        out += [Path(dirpath) / f for f in sorted(filenames) if not f.startswith(".")]
+    return out
+
+
+def _npz_dataset(path: Path) -> dict[str, Any] | None:
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = [n[:-4] for n in zf.namelist() if n.endswith(".npy")]
+    except (zipfile.BadZipFile, OSError):
+        return None
+    import numpy as np
+
+    try:
+        with np.load(path, allow_pickle=False) as arrs:
+            arrays = {n: arrs[n] for n in names}
+    except (ValueError, OSError):
+        return None  # object arrays or unreadable: not a dataset we read
+    xk = next((n for n in ("x", "X", "features", "data") if n in arrays), None)
+    yk = next((n for n in ("y", "labels", "label", "target") if n in arrays), None)
+    if xk is None:
+        return None
+    x = arrays[xk]
+    info: dict[str, Any] = {"features": xk, "n_features": int(np.prod(x.shape[1:])) if x.ndim > 1 else 1}
+    if yk is not None:
+        info["label"] = yk
+        info["classes"] = len(np.unique(arrays[yk]))
+    return info
+
+
+def _csv_dataset(path: Path) -> dict[str, Any] | None:
+    try:
+        with path.open(newline="", encoding="utf-8") as fh:
+            reader = csv.reader(fh)
+            header = next(reader)
+            rows = [r for _, r in zip(range(2000), reader, strict=False)]
+    except (OSError, UnicodeDecodeError, StopIteration, csv.Error):
+        return None
+    if len(header) < 2:
+        return None
+    label = next((h for h in header if h.strip().lower() in _LABEL_NAMES), header[-1])
+    j = header.index(label)
+    classes = len({r[j] for r in rows if len(r) > j})
+    return {"label": label, "n_features": len(header) - 1, "classes": classes}
+
+
+def _slug(text: str) -> str:
+    s = re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-.")
+    return s or "asset"
+
+
+def discover(root: Path) -> dict[str, Any]:
+    """What ``root`` holds: ``{"models": [...], "datasets": [...]}`` with paths relative to ``root``."""
+    from bastion.core.scanning import Verdict
+    from bastion.scan import scan_file
+
+    models, datasets = [], []
+    for f in _files(root):
+        rel = f.relative_to(root).as_posix()
+        if f.suffix.lower() == ".csv":
+            info = _csv_dataset(f)
+            if info:
+                datasets.append({"name": _slug(f.stem), "path": rel, **info})
+            continue
+        if f.suffix.lower() == ".npz":
+            info = _npz_dataset(f)
+            if info:
+                if not f.stem.endswith("_splits"):
+                    datasets.append({"name": _slug(f.stem), "path": rel, **info})
+                continue
+        fr = scan_file(f)
+        if fr.verdict != Verdict.SKIPPED and fr.format:
+            models.append({"name": _slug(f.stem), "path": rel, "format": fr.format, "verdict": fr.verdict.value})
+    return {"models": models, "datasets": datasets}
+
+
+def render_starter(found: dict[str, Any], project: str) -> str:
+    """The starter ``bastion.yaml`` text for what :func:`discover` found."""
+    lines = [
+        "# Starter config written by `bastion init`. Review every line marked REVIEW.",
+        "version: 1",
+        "project:",
+        f"  name: {_slug(project)}",
+        "  owner: null        # REVIEW: the accountable team",
+        "seed: 0",
+        "assets:",
+    ]
+    ds0 = found["datasets"][0] if found["datasets"] else None
+    used = set()
+    if not found["models"]:
+        lines[-1] = "assets: []"
+    for m in found["models"]:
+        name = m["name"]
+        while name in used:
+            name += "-2"
+        used.add(name)
+        fmt = str(m["format"])
+        framework = next((v for k, v in _FRAMEWORK.items() if fmt.startswith(k)), "sklearn")
+        lines += [
+            f"  - name: {name}",
+            "    kind: model",
+            f"    path: {m['path']}",
+            f"    format: {fmt}",
+            f"    framework: {framework}",
+            f"    owner: null      # REVIEW (scanner verdict when discovered: {m['verdict']})",
+        ]
+        if ds0 is not None:
+            lines += [
+                f"    dataset: {ds0['name']}     # REVIEW: the data it is evaluated on",
+                f"    num_classes: {max(2, int(ds0.get('classes') or 2))}",
+                "    input:",
+                f"      shape: [{ds0['n_features']}]    # REVIEW: one sample's shape",
+            ]
+        if framework == "torch" and fmt != "torchscript":
+            lines.append('    # model_class: "your_package.module:YourModel"   # REVIEW: needed for a state_dict')
+    lines.append("datasets:" if found["datasets"] else "datasets: []")
+    for d in found["datasets"]:
+        lines += [f"  - name: {d['name']}", f"    path: {d['path']}"]
+        if d.get("label"):
+            lines.append(f"    label: {d['label']}")
+        if d.get("features") and d["path"].endswith(".npz"):
+            lines.append(f"    features: {d['features']}")
+        lines += [
+            "    owner: null      # REVIEW",
+            "    # REVIEW: record the row indices of your real splits (never a seed), e.g.",
+            "    # splits: {train: [0, 1, ...], test: [...]}   or   splits_file: splits.npz",
+        ]
+    lines += ["checks: {}", "scan:", "  allow: []", ""]
+    return "\n".join(lines)
+
+
+def write_starter(root: Path, *, force: bool = False) -> Path:
+    """Discover ``root`` and write ``root/bastion.yaml``.
+
+    Raises:
+        ConfigError: ``root`` is not a folder, or ``bastion.yaml`` exists and ``force`` is false.
+    """
+    if not root.is_dir():
+        raise ConfigError(f"{root}: not a folder")
+    target = root / "bastion.yaml"
+    if target.exists() and not force:
+        raise ConfigError(f"{target}: already exists (use --force to overwrite)")
+    text = render_starter(discover(root), root.resolve().name)
+    import yaml
+
+    parse_config(yaml.safe_load(text), source=str(target))  # the starter must validate
+    tmp = target.with_name(f".bastion.yaml.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, target)
+    return target

@@ -142,7 +142,9 @@ def _assets(cfg: ProjectConfig) -> list[Asset]:
     return out
 
 
-def _check_enabled(cfg: ProjectConfig, pid: str, asset: str, only: Sequence[str], skip: Sequence[str]) -> str | None:
+def _check_enabled(
+    cfg: ProjectConfig, pid: str, asset: str, only: Sequence[str], skip: Sequence[str]
+) -> str | None:
     def matches(pattern: str) -> bool:
         return pid == pattern or pid.startswith(pattern + ".") or pid.split(".")[0] == pattern
 
@@ -194,15 +196,15 @@ def plan(
     assets = _assets(cfg)
     if asset is not None:
         if asset not in {a.name for a in assets}:
-            raise ConfigError(f"--asset {asset!r}: no such asset; assets: {', '.join(a.name for a in assets)}")
+            raise ConfigError(
+                f"--asset {asset!r}: no such asset; assets: {', '.join(a.name for a in assets)}"
+            )
         assets = [a for a in assets if a.name == asset]
     p = Plan(config=cfg, base_dir=path.resolve().parent, budget=budget)
     scan_selected = _check_enabled(cfg, "scan.file", "", only, skip) is None
     for a in assets:
         if a.kind == "model" and a.path:
-            p.items.append(
-                PlannedCheck("scan", a.name, "scanner", None if scan_selected else "not selected")
-            )
+            p.items.append(PlannedCheck("scan", a.name, "scanner", None if scan_selected else "not selected"))
         for kind in PLANNED_KINDS:
             for pid, cls in REGISTRIES[kind].items():
                 if a.kind not in cls.applies_to:
@@ -215,7 +217,7 @@ def plan(
                         reason = f"needs {', '.join(lacking)}; {a.name} ({a.framework or a.kind}) offers " + (
                             ", ".join(sorted(c.value for c in offers)) or "nothing"
                         )
-                if reason is None and a.kind in ("model", "endpoint") and not a.dataset:
+                if reason is None and kind == "attack" and a.kind in ("model", "endpoint") and not a.dataset:
                     reason = "the asset names no dataset to evaluate on"
                 p.items.append(PlannedCheck(pid, a.name, kind, reason))
     return p
@@ -272,12 +274,13 @@ def _preflight_files(cfg: ProjectConfig, base: Path, assets: list[Asset]) -> Non
         if d.splits_file and not (base / d.splits_file).is_file():
             problems.append(f"datasets[{i}].splits_file: file not found: {base / d.splits_file}")
     for i, a in enumerate(cfg.assets):
-        if a.kind == "model" and a.framework in _FILE_FRAMEWORKS | {"torch"} and a.input is None:
-            problems.append(f"assets[{i}].input: a model needs an input spec (shape)")
-        if a.kind in ("model", "endpoint") and a.task == "classification" and a.num_classes is None:
-            problems.append(f"assets[{i}].num_classes: a classifier needs num_classes")
-        if a.kind == "endpoint" and a.input is None:
-            problems.append(f"assets[{i}].input: an endpoint needs an input spec (shape)")
+        evaluated = a.kind == "endpoint" or (a.kind == "model" and a.dataset is not None)
+        if evaluated and a.input is None:
+            problems.append(
+                f"assets[{i}].input: a {a.kind} evaluated on a dataset needs an input spec (shape)"
+            )
+        if evaluated and a.task == "classification" and a.num_classes is None:
+            problems.append(f"assets[{i}].num_classes: a classifier evaluated on a dataset needs num_classes")
     if problems:
         raise ConfigError(f"{len(problems)} problem(s) before the run", problems)
 
@@ -315,7 +318,7 @@ def _scan_check(a: Asset, fr: FileResult, seconds: float) -> CheckResult:
     return CheckResult(
         id=f"scan.{(fr.format or 'file').split('-')[0]}",
         asset=a.name,
-        status=status,  # type: ignore[arg-type]
+        status=status,
         reason=reason,
         metrics={"findings": float(len(findings))},
         notes={"verdict": fr.verdict.value, "sha256": fr.sha256 or "", "format": fr.format or ""},
@@ -401,14 +404,14 @@ def assess(
     _preflight_files(cfg, base, assets)
     datasets = _load_datasets(cfg, base, assets)
 
-    db = None
     baseline_report: Report | None = None
     if store or baseline:
-        from bastion.store import Store
+        from bastion.store import Store, preflight
 
-        db = Store.open(s.db_url)
+        preflight(s.db_url)  # reachable and writable; writes nothing
         if baseline:
-            baseline_report = db.get_report(baseline)
+            with Store.open(s.db_url) as old:
+                baseline_report = old.get_report(baseline)
 
     result = RunResult()
     facts: dict[str, dict[str, Any]] = {}
@@ -421,8 +424,13 @@ def assess(
 
     for a in assets:
         rec = AssetRecord(
-            name=a.name, kind=a.kind, path=a.path, url=a.url, format=a.format,
-            framework=a.framework, owner=a.owner,
+            name=a.name,
+            kind=a.kind,
+            path=a.path,
+            url=a.url,
+            format=a.format,
+            framework=a.framework,
+            owner=a.owner,
         )
         facts[a.name] = {}
         if a.path:
@@ -431,7 +439,9 @@ def assess(
             rec.sha256 = sha
             facts[a.name]["sha256"] = sha
         if a.kind == "model" and a.path:
-            scan_selected = any(i.check_id == "scan" and i.asset == a.name and i.skip_reason is None for i in the_plan.items)
+            scan_selected = any(
+                i.check_id == "scan" and i.asset == a.name and i.skip_reason is None for i in the_plan.items
+            )
             if progress:
                 progress(f"scan {a.name}", 0.0)
             ts = time.monotonic()
@@ -476,7 +486,9 @@ def assess(
         a = next(x for x in assets if x.name == item.asset)
         if item.skip_reason is not None:
             if item.skip_reason not in ("not selected by --only", "excluded by --skip"):
-                result.add(CheckResult(id=item.check_id, asset=a.name, status="skipped", reason=item.skip_reason))
+                result.add(
+                    CheckResult(id=item.check_id, asset=a.name, status="skipped", reason=item.skip_reason)
+                )
             continue
         cls = REGISTRIES[item.kind].get(item.check_id)
         cc = cfg.checks.get(item.check_id)
@@ -489,12 +501,22 @@ def assess(
         thresholds = list(cc.thresholds) if cc and cc.thresholds is not None else list(cls.default_thresholds)
         data = _splits_for(a, datasets)
         ctx = CheckContext(
-            asset=a, config=cfg, base_dir=base, budget=budget, params=params, thresholds=thresholds,
-            seed=cfg.seed, target=targets.get(a.name), data=data, facts=facts,
+            asset=a,
+            config=cfg,
+            base_dir=base,
+            budget=budget,
+            params=params,
+            thresholds=thresholds,
+            seed=cfg.seed,
+            target=targets.get(a.name),
+            data=data,
+            facts=facts,
         )
         check: Check = cls()
         if item.kind == "attack" and a.name in target_errors:
-            result.add(CheckResult(id=item.check_id, asset=a.name, status="skipped", reason=target_errors[a.name]))
+            result.add(
+                CheckResult(id=item.check_id, asset=a.name, status="skipped", reason=target_errors[a.name])
+            )
             continue
         reason = check.applicable(ctx)
         if reason is not None:
@@ -510,23 +532,34 @@ def assess(
     for check, ctx in work:
         label = f"{check.id} {ctx.asset.name}"
         if deadline is not None and time.monotonic() > deadline:
-            result.add(CheckResult(id=check.id, asset=ctx.asset.name, status="skipped", reason="--max-time reached"))
+            result.add(
+                CheckResult(id=check.id, asset=ctx.asset.name, status="skipped", reason="--max-time reached")
+            )
             continue
         if deadline is not None:
             left = max(1.0, deadline - time.monotonic())
             ctx.budget = ctx.budget.merged(Budget(seconds=min(left, ctx.budget.seconds or left)))
         if progress:
-            ctx.progress = lambda f, label=label: progress(label, f)  # type: ignore[misc]
+            ctx.progress = lambda f, label=label: progress(label, f)
             progress(label, 0.0)
         ts = time.monotonic()
         try:
             res = check.run(ctx)
             res.seconds = round(time.monotonic() - ts, 4)
         except Exception as exc:  # a crashed plugin is recorded; the run goes on
-            log.warning("check %s on %s crashed: %s", check.id, ctx.asset.name, exc, exc_info=log.isEnabledFor(logging.DEBUG))
+            log.warning(
+                "check %s on %s crashed: %s",
+                check.id,
+                ctx.asset.name,
+                exc,
+                exc_info=log.isEnabledFor(logging.DEBUG),
+            )
             res = CheckResult(
-                id=check.id, asset=ctx.asset.name, status="error",
-                reason=f"{type(exc).__name__}: {exc}", seconds=round(time.monotonic() - ts, 4),
+                id=check.id,
+                asset=ctx.asset.name,
+                status="error",
+                reason=f"{type(exc).__name__}: {exc}",
+                seconds=round(time.monotonic() - ts, 4),
             )
         result.add(res)
         if progress:
@@ -537,8 +570,13 @@ def assess(
     report = Report(
         bastion_version=__version__,
         run=RunInfo(
-            id=uuid.uuid4().hex, status=status, started=started, seconds=round(time.monotonic() - t0, 3),
-            command="assess", project=cfg.project.name, budget=s.budget,
+            id=uuid.uuid4().hex,
+            status=status,
+            started=started,
+            seconds=round(time.monotonic() - t0, 3),
+            command="assess",
+            project=cfg.project.name,
+            budget=s.budget,
         ),
         reproducibility=Reproducibility(seed=cfg.seed, config_hash=config_hash(config), versions=_versions()),
         assets=list(records.values()),
@@ -548,23 +586,18 @@ def assess(
         skipped=result.skipped,
         baseline=baseline_report.run.id if baseline_report else None,
     )
-    if db is not None and store:
-        db.save_report(report)
-    if db is not None:
-        db.close()
+    if store:
+        from bastion.store import Store
+
+        with Store.open(s.db_url) as db:
+            db.save_report(report, fail_on=s.fail_on)
     return report
 
 
 def _splits_for(a: Asset, datasets: dict[str, Any]) -> dict[str, Split]:
     if a.kind == "dataset":
         ds = datasets.get(a.name)
-        if ds is None:
-            return {}
-        import numpy as np
-
-        splits = dict(ds.splits)
-        splits["all"] = Split(x=ds.x, y=ds.y, index=np.arange(len(ds.x)))
-        return splits
+        return dict(ds.context_data()) if ds is not None else {}
     if a.dataset and a.dataset in datasets:
         return dict(datasets[a.dataset].splits)
     return {}

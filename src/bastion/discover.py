@@ -22,7 +22,13 @@ from bastion.core.errors import ConfigError
 log = logging.getLogger(__name__)
 
 _SKIP_DIRS = {".git", ".venv", "venv", "node_modules", "__pycache__", ".bastion", "bastion-report"}
-_FRAMEWORK = {"pytorch": "torch", "torchscript": "torch", "joblib": "sklearn", "pickle": "sklearn", "onnx": "onnx"}
+_FRAMEWORK = {
+    "pytorch": "torch",
+    "torchscript": "torch",
+    "joblib": "sklearn",
+    "pickle": "sklearn",
+    "onnx": "onnx",
+}
 _LABEL_NAMES = ("label", "labels", "target", "y", "class", "diagnosis", "outcome")
 
 
@@ -101,7 +107,9 @@ def discover(root: Path) -> dict[str, Any]:
                 continue
         fr = scan_file(f)
         if fr.verdict != Verdict.SKIPPED and fr.format:
-            models.append({"name": _slug(f.stem), "path": rel, "format": fr.format, "verdict": fr.verdict.value})
+            models.append(
+                {"name": _slug(f.stem), "path": rel, "format": fr.format, "verdict": fr.verdict.value}
+            )
     return {"models": models, "datasets": datasets}
 
 
@@ -143,7 +151,9 @@ def render_starter(found: dict[str, Any], project: str) -> str:
                 f"      shape: [{ds0['n_features']}]    # REVIEW: one sample's shape",
             ]
         if framework == "torch" and fmt != "torchscript":
-            lines.append('    # model_class: "your_package.module:YourModel"   # REVIEW: needed for a state_dict')
+            lines.append(
+                '    # model_class: "your_package.module:YourModel"   # REVIEW: needed for a state_dict'
+            )
     lines.append("datasets:" if found["datasets"] else "datasets: []")
     for d in found["datasets"]:
         lines += [f"  - name: {d['name']}", f"    path: {d['path']}"]

@@ -20,6 +20,8 @@ from rich.console import Console
 
 from bastion import __version__, api
 from bastion.core.errors import BastionError
+from bastion.core.report import Report
+from bastion.core.settings import Settings
 from bastion.core.severity import FAIL_ON_CHOICES
 
 EXIT_OK, EXIT_FINDINGS, EXIT_ERROR, EXIT_NOTHING, EXIT_USAGE = 0, 1, 2, 3, 4
@@ -36,7 +38,8 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-err = Console(stderr=True)
+# Logs in CI are read in full: outside a terminal, use a wide console rather than Rich's 80 columns.
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 _state = {"debug": False}
 
 
@@ -111,14 +114,19 @@ def version() -> None:
 def scan(
     paths: Annotated[list[Path], typer.Argument(help="Model files or folders (scanned recursively).")],
     fmt: Annotated[ScanFormat, typer.Option("--format", "-f", help="Output format.")] = ScanFormat.table,
-    fail_on: Annotated[FailOn, typer.Option("--fail-on", help="Exit 1 on findings at or above this.")] = "medium",  # type: ignore[valid-type,assignment]
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the output to this file.")] = None,
+    fail_on: Annotated[
+        FailOn, typer.Option("--fail-on", help="Exit 1 on findings at or above this.")
+    ] = "medium",  # type: ignore[assignment]
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write the output to this file.")
+    ] = None,
     allow: Annotated[
         list[str] | None,
         typer.Option("--allow", help="Allow your own class (module.Class); repeatable."),
     ] = None,
     config: Annotated[
-        Path | None, typer.Option("--config", "-c", help="bastion.yaml whose scan.allow to use (explicit only).")
+        Path | None,
+        typer.Option("--config", "-c", help="bastion.yaml whose scan.allow to use (explicit only)."),
     ] = None,
 ) -> None:
     """Scan model files statically: nothing scanned is imported, unpickled or loaded."""
@@ -149,17 +157,33 @@ def scan(
 
 @app.command()
 def assess(
-    config: Annotated[Path, typer.Option("--config", "-c", help="The project's bastion.yaml.")] = Path("bastion.yaml"),
+    config: Annotated[Path, typer.Option("--config", "-c", help="The project's bastion.yaml.")] = Path(
+        "bastion.yaml"
+    ),
     output: Annotated[Path, typer.Option("--output", "-o", help="Report folder.")] = Path("bastion-report"),
-    fail_on: Annotated[FailOn, typer.Option("--fail-on", help="Exit 1 on findings at or above this.")] = "medium",  # type: ignore[valid-type,assignment]
+    fail_on: Annotated[
+        FailOn, typer.Option("--fail-on", help="Exit 1 on findings at or above this.")
+    ] = "medium",  # type: ignore[assignment]
     budget: Annotated[BudgetPreset, typer.Option("--budget", help="Budget preset.")] = BudgetPreset.standard,
     asset: Annotated[str | None, typer.Option("--asset", help="Assess only this asset.")] = None,
-    only: Annotated[list[str] | None, typer.Option("--only", help="Run only this plugin id or prefix; repeatable.")] = None,
-    skip: Annotated[list[str] | None, typer.Option("--skip", help="Skip this plugin id or prefix; repeatable.")] = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan and what will be skipped; run nothing.")] = False,
-    max_time: Annotated[float | None, typer.Option("--max-time", help="Seconds for the whole run.", min=1)] = None,
-    baseline: Annotated[str | None, typer.Option("--baseline", help="Earlier run id (or 'latest') to compare with.")] = None,
-    db: Annotated[str | None, typer.Option("--db", help="SQLAlchemy URL of the store (else BASTION_DB, else SQLite).")] = None,
+    only: Annotated[
+        list[str] | None, typer.Option("--only", help="Run only this plugin id or prefix; repeatable.")
+    ] = None,
+    skip: Annotated[
+        list[str] | None, typer.Option("--skip", help="Skip this plugin id or prefix; repeatable.")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the plan and what will be skipped; run nothing.")
+    ] = False,
+    max_time: Annotated[
+        float | None, typer.Option("--max-time", help="Seconds for the whole run.", min=1)
+    ] = None,
+    baseline: Annotated[
+        str | None, typer.Option("--baseline", help="Earlier run id (or 'latest') to compare with.")
+    ] = None,
+    db: Annotated[
+        str | None, typer.Option("--db", help="SQLAlchemy URL of the store (else BASTION_DB, else SQLite).")
+    ] = None,
 ) -> None:
     """Assess every model, dataset and endpoint of a project and write the report."""
     from bastion.core.settings import load_settings
@@ -184,7 +208,9 @@ def assess(
     for renderable in assessment_summary(report):
         err.print(renderable)
     code = api.exit_code(report, fail)
-    err.print(f"report: {paths['html']} (also report.json, report.sarif); run {report.run.id}", highlight=False)
+    err.print(
+        f"report: {paths['html']} (also report.json, report.sarif); run {report.run.id}", highlight=False
+    )
     raise typer.Exit(code)
 
 
@@ -199,11 +225,22 @@ def _print_plan(plan: api.Plan) -> None:
     err.print(table)
 
 
-def _run_with_progress(config: Path, settings: object, asset: str | None, only: list[str], skip: list[str], baseline: str | None) -> object:
+def _run_with_progress(
+    config: Path,
+    settings: Settings,
+    asset: str | None,
+    only: list[str],
+    skip: list[str],
+    baseline: str | None,
+) -> Report:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     with Progress(
-        TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=err, transient=True,
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
         disable=not err.is_terminal,
     ) as prog:
         tasks: dict[str, object] = {}
@@ -214,8 +251,13 @@ def _run_with_progress(config: Path, settings: object, asset: str | None, only: 
             prog.update(tasks[label], completed=fraction)  # type: ignore[arg-type]
 
         return api.assess(
-            config, settings=settings, asset=asset, only=only, skip=skip,  # type: ignore[arg-type]
-            baseline=baseline, progress=on_progress,
+            config,
+            settings=settings,
+            asset=asset,
+            only=only,
+            skip=skip,
+            baseline=baseline,
+            progress=on_progress,
         )
 
 
@@ -242,8 +284,12 @@ def history(
         table.add_column(col)
     for r in runs:
         table.add_row(
-            r.id[:12], r.started.strftime("%Y-%m-%d %H:%M:%S"), r.project or "", r.status,
-            f"{r.seconds:.1f}", str(r.max_severity or "-"),
+            r.id[:12],
+            r.started.strftime("%Y-%m-%d %H:%M:%S"),
+            r.project or "",
+            r.status,
+            f"{r.seconds:.1f}",
+            str(r.max_severity or "-"),
         )
     Console().print(table)
     raise typer.Exit(EXIT_OK if runs else EXIT_NOTHING)
@@ -254,7 +300,9 @@ def show(
     run: Annotated[str, typer.Argument(help="Run id, unique prefix, or 'latest'.")],
     db: Annotated[str | None, typer.Option("--db", help="SQLAlchemy URL of the store.")] = None,
     fmt: Annotated[ShowFormat, typer.Option("--format", "-f", help="Output format.")] = ShowFormat.table,
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file (or folder for 'all').")] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write to this file (or folder for 'all').")
+    ] = None,
 ) -> None:
     """Re-render a stored report."""
     from bastion import report as rep
@@ -281,7 +329,9 @@ def show(
 
 @app.command()
 def init(
-    directory: Annotated[Path, typer.Argument(help="Project folder to discover models and datasets in.")] = Path("."),
+    directory: Annotated[
+        Path, typer.Argument(help="Project folder to discover models and datasets in.")
+    ] = Path("."),
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing bastion.yaml.")] = False,
 ) -> None:
     """Write a starter bastion.yaml by discovering model files and datasets."""
@@ -289,13 +339,20 @@ def init(
         path = api.init_project(directory, force=force)
     except BastionError as exc:
         _fail(exc)
-    err.print(f"wrote {path}; review owners, input specs and splits, then run: bastion assess -c {path}", highlight=False)
+    err.print(
+        f"wrote {path}; review owners, input specs and splits, then run: bastion assess -c {path}",
+        highlight=False,
+    )
 
 
 @app.command()
 def demo(
-    directory: Annotated[Path, typer.Argument(help="Where to build the example project.")] = Path("examples/clinic"),
-    run_assess: Annotated[bool, typer.Option("--assess/--no-assess", help="Run the assessment after building.")] = True,
+    directory: Annotated[Path, typer.Argument(help="Where to build the example project.")] = Path(
+        "examples/clinic"
+    ),
+    run_assess: Annotated[
+        bool, typer.Option("--assess/--no-assess", help="Run the assessment after building.")
+    ] = True,
     budget: Annotated[BudgetPreset, typer.Option("--budget", help="Budget preset.")] = BudgetPreset.quick,
     force: Annotated[bool, typer.Option("--force", help="Rebuild even if present.")] = False,
     db: Annotated[str | None, typer.Option("--db", help="SQLAlchemy URL of the store.")] = None,

@@ -102,7 +102,8 @@ class Check(Plugin):
             offers = frozenset(getattr(ctx.target, "capabilities", frozenset()))
             lacking = [c.value for c in self.requires if c not in offers]
             if lacking:
-                return f"needs {', '.join(lacking)}; target offers {', '.join(sorted(c.value for c in offers)) or 'nothing'}"
+                offered = ", ".join(sorted(c.value for c in offers)) or "nothing"
+                return f"needs {', '.join(lacking)}; target offers {offered}"
         return None
 
     def preflight(self, ctx: CheckContext) -> list[str]:

@@ -229,7 +229,9 @@ class Threshold(_Strict):
     """
 
     metric: str
-    op: Literal["lt", "le", "gt", "ge", "eq"]
+    op: Literal["lt", "le", "gt", "ge", "eq"] = Field(
+        json_schema_extra={"enum": ["lt", "le", "gt", "ge", "eq", "<", "<=", ">", ">=", "=="]}
+    )
     value: float
     severity: Severity = Severity.MEDIUM
     rule: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9_-]*$")
@@ -278,7 +280,7 @@ class CheckConfig(_Strict):
 
 
 class ScanSection(_Strict):
-    """Scanner settings: ``allow`` adds the user's own classes (``package.module.Class``)."""
+    """Scanner settings: ``allow`` adds the user's own classes (``package.module.Class`` or ``package.module.*``)."""
 
     allow: list[str] = Field(default_factory=list)
 
@@ -286,8 +288,8 @@ class ScanSection(_Strict):
     @classmethod
     def _dotted(cls, v: list[str]) -> list[str]:
         for item in v:
-            if not re.match(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)+$", item):
-                raise ValueError(f"{item!r} is not a dotted module.name")
+            if not re.match(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*\.([A-Za-z_][\w]*|\*)$", item):
+                raise ValueError(f"{item!r} is not a dotted module.Name or module.*")
         return v
 
 
@@ -335,6 +337,11 @@ class ProjectConfig(_Strict):
         ddupes = sorted({n for n in dnames if dnames.count(n) > 1})
         if ddupes:
             raise ValueError(f"dataset names repeated: {', '.join(ddupes)}")
+        clash = sorted({a.name for a in self.assets if a.kind != "dataset"} & set(dnames))
+        if clash:
+            raise ValueError(
+                f"names used by both an asset and a dataset: {', '.join(clash)} (every name must be unique)"
+            )
         return self
 
     def asset(self, name: str) -> Asset:

@@ -6,6 +6,8 @@ Each error maps to a documented exit code (see ``docs/exit-codes.md``): every
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class BastionError(Exception):
     """Base class of every error Bastion raises on purpose.
@@ -70,12 +72,10 @@ class MissingExtraError(BastionError, ImportError):
     def __init__(self, package: str, extra: str) -> None:
         self.package = package
         self.extra = extra
-        super().__init__(
-            f"{package} is not installed; install it with: pip install 'bastion-ml[{extra}]'"
-        )
+        super().__init__(f"{package} is not installed; install it with: pip install 'bastion-ml[{extra}]'")
 
 
-def require(module: str, extra: str) -> object:
+def require(module: str, extra: str) -> Any:
     """Import ``module`` or raise ``MissingExtraError`` naming the extra that provides it.
 
     Args:

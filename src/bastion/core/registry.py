@@ -63,9 +63,7 @@ class Plugin:
         try:
             return cls.Params(**(raw or {}))
         except ValidationError as exc:
-            problems = [
-                f"{where}.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
-            ]
+            problems = [f"{where}.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
             raise PluginError(f"bad parameters for {cls.id}: " + "; ".join(problems)) from exc
 
 
@@ -79,7 +77,7 @@ class Registry:
         if kind not in KINDS:
             raise ValueError(f"unknown plugin kind {kind!r}")
         self.kind = kind
-        self._items: dict[str, type] = {}
+        self._items: dict[str, Any] = {}
         self._entry_points_loaded = False
 
     def register(self, cls: P) -> P:
@@ -97,7 +95,7 @@ class Registry:
         self._items[pid] = cls
         return cls
 
-    def get(self, pid: str) -> type:
+    def get(self, pid: str) -> Any:
         """The class registered as ``pid``.
 
         Raises:
@@ -118,7 +116,7 @@ class Registry:
     def __len__(self) -> int:
         return len(self._items)
 
-    def items(self) -> list[tuple[str, type]]:
+    def items(self) -> list[tuple[str, Any]]:
         """(id, class) pairs sorted by id."""
         return sorted(self._items.items())
 
@@ -148,7 +146,7 @@ def register(kind: str) -> Callable[[P], P]:
     return REGISTRIES[kind].register
 
 
-def find(pid: str) -> type:
+def find(pid: str) -> Any:
     """Look ``pid`` up in every registry.
 
     Raises:

@@ -12,7 +12,7 @@ from enum import Enum
 from pydantic import BaseModel, ConfigDict, Field
 
 from bastion.core.findings import Finding
-from bastion.core.severity import gates
+from bastion.core.severity import FAIL_ON_CHOICES, gates
 
 SCAN_SCHEMA_VERSION = "1.0.0"
 
@@ -68,6 +68,8 @@ class ScanResult(BaseModel):
 
     def exit_code(self, fail_on: str = "medium") -> int:
         """The documented exit code: 2 errors > 1 findings at/above ``fail_on`` > 3 nothing scanned > 0."""
+        if fail_on not in FAIL_ON_CHOICES:
+            raise ValueError(f"fail_on must be one of {', '.join(FAIL_ON_CHOICES)}, got {fail_on!r}")
         if any(fr.verdict == Verdict.ERROR for fr in self.files):
             return 2
         if any(gates(f.severity, fail_on) for f in self.findings()):

@@ -19,22 +19,22 @@ class Severity(str, Enum):
         """Position in the order, 0 for ``info`` to 4 for ``critical``."""
         return _ORDER.index(self)
 
-    def __lt__(self, other: object) -> bool:  # type: ignore[override]
+    def __lt__(self, other: object) -> bool:
         if not isinstance(other, Severity):
             return NotImplemented
         return self.rank < other.rank
 
-    def __le__(self, other: object) -> bool:  # type: ignore[override]
+    def __le__(self, other: object) -> bool:
         if not isinstance(other, Severity):
             return NotImplemented
         return self.rank <= other.rank
 
-    def __gt__(self, other: object) -> bool:  # type: ignore[override]
+    def __gt__(self, other: object) -> bool:
         if not isinstance(other, Severity):
             return NotImplemented
         return self.rank > other.rank
 
-    def __ge__(self, other: object) -> bool:  # type: ignore[override]
+    def __ge__(self, other: object) -> bool:
         if not isinstance(other, Severity):
             return NotImplemented
         return self.rank >= other.rank
@@ -43,7 +43,7 @@ class Severity(str, Enum):
 _ORDER = [Severity.INFO, Severity.LOW, Severity.MEDIUM, Severity.HIGH, Severity.CRITICAL]
 
 #: Values ``--fail-on`` accepts: every severity, plus ``none`` (never fail on findings).
-FAIL_ON_CHOICES: tuple[str, ...] = tuple(s.value for s in _ORDER) + ("none",)
+FAIL_ON_CHOICES: tuple[str, ...] = (*(s.value for s in _ORDER), "none")
 
 
 def gates(severity: Severity, fail_on: str) -> bool:

@@ -7,7 +7,7 @@ and wine data). Writes under ``dest``:
   ``data/wine.csv`` (splits inline in ``bastion.yaml``);
 - ``models/diagnosis.pt`` — torch MLP state_dict (class shipped in
   :mod:`bastion.examples.clinic_models`) and ``models/diagnosis.onnx``, its ONNX export;
-- ``models/digits.ts`` — a TorchScript CNN on 8×8 digits in [0, 1];
+- ``models/digits.pt`` — a torch CNN state_dict on 8×8 digits in [0, 1];
 - ``models/triage.joblib`` — a scikit-learn random forest on the wine data ("triage level");
 - ``vendor-model.pkl`` — a model file "received from a vendor" carrying a harmless payload
   (it would only write a marker file under the temp dir if loaded). Never loaded.
@@ -39,8 +39,8 @@ def _splits(n: int, seed: int, fractions: tuple[float, float]) -> dict[str, Any]
 
     rng = np.random.default_rng(seed)
     perm = rng.permutation(n)
-    n_train = int(round(n * fractions[0]))
-    n_test = int(round(n * fractions[1]))
+    n_train = round(n * fractions[0])
+    n_test = round(n * fractions[1])
     return {
         "train": np.sort(perm[:n_train]),
         "test": np.sort(perm[n_train : n_train + n_test]),
@@ -119,8 +119,13 @@ def build_clinic(dest: Path, *, seed: int = 0, force: bool = False) -> Path:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            diag, (torch.zeros(1, xb.shape[1]),), str(dest / "models/diagnosis.onnx"), dynamo=False,
-            input_names=["x"], output_names=["logits"], dynamic_axes={"x": {0: "n"}, "logits": {0: "n"}},
+            diag,
+            (torch.zeros(1, xb.shape[1]),),
+            str(dest / "models/diagnosis.onnx"),
+            dynamo=False,
+            input_names=["x"],
+            output_names=["logits"],
+            dynamic_axes={"x": {0: "n"}, "logits": {0: "n"}},
         )
 
     # -- digits: CNN (TorchScript) ------------------------------------------------------------
@@ -132,7 +137,7 @@ def build_clinic(dest: Path, *, seed: int = 0, force: bool = False) -> Path:
     np.savez(dest / "data/digits_splits.npz", **sd)
     cnn = DigitsCNN()
     _train_torch(cnn, xd[sd["train"]].reshape(-1, 1, 8, 8), yd[sd["train"]], epochs=30, lr=2e-3, seed=seed)
-    torch.jit.script(cnn).save(str(dest / "models/digits.ts"))
+    torch.save(cnn.state_dict(), dest / "models/digits.pt")
 
     # -- wine: triage random forest (joblib), CSV dataset -------------------------------------
     wn = datasets.load_wine()
@@ -142,14 +147,19 @@ def build_clinic(dest: Path, *, seed: int = 0, force: bool = False) -> Path:
         fh.write(",".join([*names, "triage_level"]) + "\n")
         for row, label in zip(wn.data, wn.target, strict=True):
             fh.write(",".join(f"{v:.6g}" for v in row) + f",{int(label)}\n")
-    xw = np.loadtxt(dest / "data/wine.csv", delimiter=",", skiprows=1, dtype=np.float64)[:, :-1].astype(np.float32)
+    xw = np.loadtxt(dest / "data/wine.csv", delimiter=",", skiprows=1, dtype=np.float64)[:, :-1].astype(
+        np.float32
+    )
     rf = ensemble.RandomForestClassifier(n_estimators=60, random_state=seed)
     rf.fit(xw[sw["train"]], wn.target[sw["train"]])
     joblib.dump(rf, dest / "models/triage.joblib")
 
     # -- the vendor file: a harmless payload, for the scanner to find ---------------------------
     (dest / "vendor-model.pkl").write_bytes(
-        pickle.dumps({"weights": [0.1, 0.2, 0.3], "classes": ["negative", "positive"], "init": _VendorPayload()}, protocol=4)
+        pickle.dumps(
+            {"weights": [0.1, 0.2, 0.3], "classes": ["negative", "positive"], "init": _VendorPayload()},
+            protocol=4,
+        )
     )
 
     cfg = _config(dest, xb, bc.feature_names, xw, names, sw)
@@ -170,7 +180,7 @@ def _features_yaml(x: Any, names: Any, indent: str, immutable: tuple[str, ...] =
 
 
 def _config(dest: Path, xb: Any, bnames: Any, xw: Any, wnames: Any, sw: dict[str, Any]) -> str:
-    sha = {p: _sha(dest / p) for p in ("models/diagnosis.pt", "models/diagnosis.onnx", "models/digits.ts")}
+    sha = {p: _sha(dest / p) for p in ("models/diagnosis.pt", "models/diagnosis.onnx", "models/digits.pt")}
     inline = {k: "[" + ", ".join(str(int(i)) for i in v) + "]" for k, v in sw.items()}
     return f"""# The clinic example: a health-care provider's ML assets. Built by `bastion demo`.
 version: 1
@@ -221,14 +231,15 @@ assets:
 
   - name: digits
     kind: model
-    path: models/digits.ts
-    format: torchscript
+    path: models/digits.pt
+    format: torch
     framework: torch
+    model_class: "bastion.examples.clinic_models:DigitsCNN"
     task: classification
     num_classes: 10
     owner: imaging-ml@example.org
-    dataset: digits
-    sha256: {sha["models/digits.ts"]}
+    dataset: digit-images
+    sha256: {sha["models/digits.pt"]}
     input:
       shape: [1, 8, 8]
       range: [0.0, 1.0]
@@ -266,7 +277,7 @@ datasets:
     splits_file: data/breast_cancer_splits.npz
     owner: oncology-ml@example.org
     sensitive: true
-  - name: digits
+  - name: digit-images
     path: data/digits.npz
     features: x
     label: y
@@ -284,8 +295,12 @@ datasets:
 checks:
   evasion.pgd:
     params: {{steps: 20}}
+    thresholds:
+      - {{metric: "robust_accuracy@eps=0.1", op: "<", value: 0.5, severity: high, rule: low-robust-accuracy}}
   evasion.square:
     params: {{n_queries: 200}}
+    thresholds:
+      - {{metric: "robust_accuracy@eps=0.1", op: "<", value: 0.5, severity: high, rule: low-robust-accuracy}}
   membership.threshold: {{}}
   extraction.surrogate: {{}}
   poisoning.data-health: {{}}

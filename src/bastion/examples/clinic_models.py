@@ -21,12 +21,19 @@ class DiagnosisMLP(nn.Module):
     Shapes: ``x: (N, n_features)`` raw feature units → logits ``(N, n_classes)``.
     """
 
+    mean: torch.Tensor
+    scale: torch.Tensor
+
     def __init__(self, n_features: int = 30, hidden: int = 64, n_classes: int = 2) -> None:
         super().__init__()
         self.register_buffer("mean", torch.zeros(n_features))
         self.register_buffer("scale", torch.ones(n_features))
         self.net = nn.Sequential(
-            nn.Linear(n_features, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, n_classes)
+            nn.Linear(n_features, hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, n_classes),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -43,10 +50,15 @@ class DigitsCNN(nn.Module):
     def __init__(self, channels: int = 16, n_classes: int = 10) -> None:
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(1, channels, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(channels, 2 * channels, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(1, channels, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(channels, 2 * channels, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
         )
-        self.head = nn.Sequential(nn.Flatten(), nn.Linear(2 * channels * 16, 64), nn.ReLU(), nn.Linear(64, n_classes))
+        self.head = nn.Sequential(
+            nn.Flatten(), nn.Linear(2 * channels * 16, 64), nn.ReLU(), nn.Linear(64, n_classes)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits for images ``x``."""

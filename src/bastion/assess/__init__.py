@@ -1,0 +1,1 @@
+"""Attacks under a budget: evasion, membership inference, extraction, poisoning; planner and runner."""

@@ -1,0 +1,79 @@
+"""JSON renderers: a scan's machine output and the assessment report's ``report.json``."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from bastion.core.report import Report
+from bastion.core.scanning import ScanResult
+from bastion.report._common import bastion_version
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with every non-finite float replaced by ``None`` (JSON has no NaN or infinity)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def scan_to_dict(result: ScanResult, *, version: str | None = None) -> dict[str, Any]:
+    """A scan as a JSON-ready dict (see :func:`scan_to_json`)."""
+    files = []
+    for fr in result.files:
+        files.append(
+            {
+                "path": fr.path,
+                "format": fr.format,
+                "verdict": fr.verdict.value,
+                "sha256": fr.sha256,
+                "size": fr.size,
+                "reason": fr.reason,
+                "findings": [f.model_dump(mode="json") for f in fr.findings],
+                "globals": list(fr.globals),
+            }
+        )
+    return {
+        "schema_version": result.schema_version,
+        "bastion_version": version or bastion_version(),
+        "files": files,
+    }
+
+
+def scan_to_json(result: ScanResult, *, version: str | None = None) -> str:
+    """Render a scan as JSON, the machine output of ``bastion scan --format json``.
+
+    The document is ``{"schema_version", "bastion_version", "files": [...]}``; each file has
+    ``path, format, verdict, sha256, size, reason, findings, globals`` (findings as
+    :class:`~bastion.core.findings.Finding` dumps, so each validates back into one). Keys keep this
+    order; non-finite floats become ``null``.
+
+    Args:
+        result: the scan.
+        version: Bastion's version to record; defaults to the running one.
+
+    Returns:
+        The JSON text, indented by 2, ending without a newline.
+    """
+    return json.dumps(json_safe(scan_to_dict(result, version=version)), indent=2, ensure_ascii=False)
+
+
+def report_to_json(report: Report) -> str:
+    """Render an assessment report as JSON (``report.json``).
+
+    The text is the :class:`~bastion.core.report.Report` model's own JSON, keys in the model's
+    field order (stable across runs), indented by 2, so ``Report.model_validate_json`` reads it back
+    to an equal report (non-finite floats become ``null``).
+
+    Args:
+        report: the report.
+
+    Returns:
+        The JSON text.
+    """
+    return report.model_dump_json(indent=2)

@@ -1,0 +1,150 @@
+"""Shared zip walking for the PyTorch, npz and generic-archive scanners (not a plugin)."""
+
+from __future__ import annotations
+
+import posixpath
+import re
+import zipfile
+import zlib
+from collections.abc import Callable
+from typing import IO
+
+from bastion.core.severity import Severity
+from bastion.scan.base import Artifact, BombError, Outcome
+
+__all__ = ["ZIP_MAGICS", "open_zip", "unsafe_member_name", "walk_zip"]
+
+ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06", b"PK\x07\x08")
+
+_DRIVE = re.compile(r"^[A-Za-z]:")
+
+#: What to do with one member: ``skip``, ``pickle`` (must parse), ``dispatch`` (any format,
+#: not-a-model members ignored), or a callable doing the work itself.
+MemberAction = str | Callable[[Artifact, zipfile.ZipFile, zipfile.ZipInfo, Outcome], None]
+
+
+def unsafe_member_name(name: str) -> str | None:
+    """Why an archive member name would escape the extraction folder, or ``None``."""
+    if name.startswith(("/", "\\")) or _DRIVE.match(name):
+        return "absolute path"
+    parts = re.split(r"[\\/]+", name)
+    if ".." in parts:
+        return "parent-directory component '..'"
+    return None
+
+
+def open_zip(art: Artifact) -> zipfile.ZipFile:
+    """Open ``art`` as a zip archive.
+
+    Raises:
+        zipfile.BadZipFile: not a readable zip (also for other parse errors, re-raised as such).
+    """
+    art.stream.seek(0)
+    try:
+        return zipfile.ZipFile(art.stream)
+    except zipfile.BadZipFile:
+        raise
+    except (OSError, ValueError, EOFError, NotImplementedError, zipfile.LargeZipFile, KeyError) as exc:
+        raise zipfile.BadZipFile(str(exc)) from exc
+
+
+def walk_zip(
+    art: Artifact,
+    zf: zipfile.ZipFile,
+    out: Outcome,
+    *,
+    plugin_id: str,
+    classify: Callable[[str], MemberAction],
+) -> None:
+    """Check a zip's members (names, duplicates, sizes) and scan each as ``classify`` says.
+
+    Findings: ``<plugin_id>.path-traversal`` and ``<plugin_id>.duplicate-member`` (high: a
+    container trick). Errors: encrypted or unreadable members, decompression bombs.
+    """
+    from bastion.scan.pickle_scanner import analyse_pickle
+
+    ctx = art.ctx
+    infos = zf.infolist()
+    if len(infos) > ctx.limits.max_members:
+        raise BombError(f"zip archive with {len(infos)} members (limit {ctx.limits.max_members})")
+    seen: dict[str, int] = {}
+    for info in infos:
+        seen[info.filename] = seen.get(info.filename, 0) + 1
+    for name, count in sorted(seen.items()):
+        if count > 1:
+            out.findings.append(
+                art.finding(
+                    f"{plugin_id}.duplicate-member",
+                    Severity.HIGH,
+                    f"Archive holds {count} members named {name!r}",
+                    evidence={"member": name, "count": count},
+                    remediation="Readers disagree on which copy they load; rebuild the archive "
+                    "from a trusted source.",
+                    references=("https://www.bamsoftware.com/hacks/zipbomb/",),
+                )
+            )
+    declared = sum(i.file_size for i in infos if not i.is_dir())
+    if declared > ctx.limits.max_decompressed_bytes:
+        raise BombError(
+            f"decompression bomb: zip members declare {declared} bytes "
+            f"(limit {ctx.limits.max_decompressed_bytes})"
+        )
+    for info in infos:
+        if info.is_dir():
+            continue
+        why = unsafe_member_name(info.filename)
+        if why:
+            out.findings.append(
+                art.finding(
+                    f"{plugin_id}.path-traversal",
+                    Severity.HIGH,
+                    f"Archive member {info.filename!r} escapes the extraction folder ({why})",
+                    evidence={"member": info.filename, "reason": why},
+                    remediation="Do not extract this archive; rebuild it from a trusted source.",
+                    references=("https://cwe.mitre.org/data/definitions/22.html",),
+                )
+            )
+        action = classify(info.filename)
+        if action == "skip":
+            continue
+        if info.flag_bits & 0x1:
+            out.errors.append(f"member {info.filename!r} is encrypted and cannot be scanned")
+            continue
+        if info.file_size > ctx.limits.ratio_floor and info.file_size > ctx.limits.max_ratio * max(
+            info.compress_size, 1
+        ):
+            raise BombError(
+                f"decompression bomb: member {info.filename!r} expands {info.compress_size} "
+                f"bytes to {info.file_size}"
+            )
+        try:
+            if callable(action):
+                action(art, zf, info, out)
+                continue
+            with zf.open(info) as fh:
+                data, size = _spool_member(art, fh, info)
+            with data:
+                child = art.child(info.filename, data, size)
+                if action == "pickle":
+                    sub, _ = analyse_pickle(child, strict=True)
+                    out.absorb(sub)
+                else:
+                    out.absorb(ctx.scan(child))
+        except BombError:
+            raise
+        except (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError, ValueError) as exc:
+            out.errors.append(f"member {info.filename!r} is unreadable: {exc}")
+
+
+def _spool_member(art: Artifact, fh: IO[bytes], info: zipfile.ZipInfo) -> tuple[IO[bytes], int]:
+    compressed = info.compress_type != zipfile.ZIP_STORED
+    return art.ctx.spool(
+        fh,
+        what=f"member {info.filename!r}",
+        compressed_size=info.compress_size if compressed else None,
+    )
+
+
+def member_basename(name: str) -> str:
+    """Last path component of a member name."""
+    return posixpath.basename(name.rstrip("/"))

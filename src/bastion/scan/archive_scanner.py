@@ -1,0 +1,265 @@
+"""``scan.archive``: tar, zip and gzip/bz2/xz wrappers; every member is scanned by its magic.
+
+Threat model: an attacker wraps a malicious model in an archive or a compressed stream so that
+a scanner that looks at extensions or at the outer bytes misses it, or builds a decompression
+bomb, or an archive whose members escape the extraction folder (``../``, absolute paths, links
+pointing outside). Members are handed back to the dispatcher, which picks the scanner by magic
+bytes; limits on decompressed size, ratio, member count and nesting depth apply throughout.
+"""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import lzma
+import tarfile
+import zipfile
+import zlib
+from typing import IO, ClassVar, Protocol
+
+from bastion.core.registry import register
+from bastion.core.severity import Severity
+from bastion.scan._zip import ZIP_MAGICS, open_zip, unsafe_member_name, walk_zip
+from bastion.scan.base import Artifact, BombError, Outcome, ScanContext, Scanner
+
+__all__ = ["ArchiveScanner", "decompress_into"]
+
+GZIP_MAGIC = b"\x1f\x8b"
+XZ_MAGIC = b"\xfd7zXZ\x00"
+_BZ2_BLOCK = (b"1AY&SY", b"\x17rE8P\x90")
+
+
+def _is_bz2(head: bytes) -> bool:
+    return len(head) >= 10 and head[:3] == b"BZh" and head[3:4] in b"123456789" and head[4:10] in _BZ2_BLOCK
+
+
+def _is_tar(head: bytes) -> bool:
+    return len(head) >= 262 and head[257:262] == b"ustar"
+
+
+def _strip_suffix(name: str, suffixes: tuple[str, ...]) -> str:
+    low = name.lower()
+    for s in suffixes:
+        if low.endswith(s) and len(name) > len(s):
+            return name[: -len(s)]
+    return name + ".decompressed"
+
+
+class _Readable(Protocol):
+    def read(self, n: int = -1, /) -> bytes: ...
+
+
+def decompress_into(
+    ctx: ScanContext, stream: IO[bytes], kind: str, *, compressed_size: int | None
+) -> tuple[IO[bytes], int]:
+    """Decompress ``stream`` from its current position into a spooled file, within the limits.
+
+    Args:
+        ctx: the scan context (limits, budget).
+        stream: the compressed bytes.
+        kind: ``gzip``, ``bz2``, ``xz``, ``lzma`` (lzma-alone) or ``zlib``.
+        compressed_size: compressed length for the ratio check (``None``: no ratio check).
+
+    Returns:
+        ``(spooled file at position 0, decompressed length)``.
+
+    Raises:
+        BombError: a limit is exceeded.
+        ValueError: the stream is corrupt or truncated (message says which).
+    """
+    src: _Readable
+    if kind == "gzip":
+        src = gzip.GzipFile(fileobj=stream, mode="rb")
+    elif kind == "bz2":
+        src = bz2.BZ2File(stream, mode="rb")
+    elif kind == "xz":
+        src = lzma.LZMAFile(stream, mode="rb", format=lzma.FORMAT_XZ)  # noqa: SIM115
+    elif kind == "lzma":
+        src = lzma.LZMAFile(stream, mode="rb", format=lzma.FORMAT_ALONE)  # noqa: SIM115
+    elif kind == "zlib":
+        src = _ZlibReader(stream)
+    else:  # pragma: no cover - callers pass known kinds
+        raise ValueError(f"unknown compression {kind!r}")
+    try:
+        return ctx.spool(src, what=f"{kind} stream", compressed_size=compressed_size)
+    except BombError:
+        raise
+    except (OSError, EOFError, zlib.error, lzma.LZMAError, ValueError) as exc:
+        raise ValueError(f"corrupt or truncated {kind} stream: {exc}") from exc
+
+
+class _ZlibReader:
+    """A file-like ``read`` over a raw zlib stream (joblib's default compressor)."""
+
+    def __init__(self, fh: IO[bytes]) -> None:
+        self._fh = fh
+        self._d = zlib.decompressobj()
+        self._tail = b""
+        self._done = False
+
+    def read(self, n: int = -1) -> bytes:
+        n = n if n and n > 0 else 1 << 20
+        while not self._done:
+            if self._tail:
+                data, self._tail = self._tail, b""
+            else:
+                data = self._fh.read(1 << 16)
+                if not data:
+                    if not self._d.eof:
+                        raise EOFError("zlib stream ends before its end marker")
+                    self._done = True
+                    return b""
+            out = self._d.decompress(data, n)
+            self._tail = self._d.unconsumed_tail
+            if self._d.eof:
+                self._done = True
+            if out:
+                return out
+        return b""
+
+
+@register("scanner")
+class ArchiveScanner(Scanner):
+    """tar archives, zip archives and gzip/bz2/xz compressed streams."""
+
+    id: ClassVar[str] = "scan.archive"
+    title: ClassVar[str] = "Archive and compression wrapper scanner"
+    formats: ClassVar[tuple[str, ...]] = ("tar", "zip", "gzip", "bz2", "xz")
+    priority: ClassVar[int] = 50
+    references: ClassVar[tuple[str, ...]] = (
+        "https://docs.python.org/3/library/tarfile.html#tarfile-extraction-filter",
+        "https://www.bamsoftware.com/hacks/zipbomb/",
+        "https://cwe.mitre.org/data/definitions/409.html",
+    )
+    threat_model: ClassVar[str] = (
+        "The attacker wraps a model in an archive or compressed stream to hide it, to exhaust "
+        "the scanner, or to write outside the extraction folder."
+    )
+
+    @classmethod
+    def sniff(cls, head: bytes, name: str) -> bool:
+        """gzip, bz2, xz, zip or ustar magic bytes."""
+        return (
+            head.startswith((GZIP_MAGIC, XZ_MAGIC))
+            or head.startswith(ZIP_MAGICS)
+            or _is_bz2(head)
+            or _is_tar(head)
+        )
+
+    def scan(self, artifact: Artifact) -> Outcome:
+        """Scan the archive's members or the decompressed stream."""
+        head = artifact.head(512)
+        if head.startswith(ZIP_MAGICS):
+            return self._zip(artifact)
+        if _is_tar(head):
+            return self._tar(artifact)
+        kind = "gzip" if head.startswith(GZIP_MAGIC) else "xz" if head.startswith(XZ_MAGIC) else "bz2"
+        return self._wrapper(artifact, kind)
+
+    def _wrapper(self, art: Artifact, kind: str) -> Outcome:
+        size = art.size
+        try:
+            art.stream.seek(0)
+            data, length = decompress_into(art.ctx, art.stream, kind, compressed_size=size)
+        except ValueError as exc:
+            return Outcome.error(kind, str(exc))
+        suffixes = {"gzip": (".gz", ".gzip", ".z"), "bz2": (".bz2", ".bz"), "xz": (".xz",)}[kind]
+        if art.name.lower().endswith((".tgz",)):
+            inner_name = art.name[:-4] + ".tar"
+        else:
+            inner_name = _strip_suffix(art.name, suffixes)
+        with data:
+            sub = art.ctx.scan(art.child(inner_name, data, length, label=f"{kind}:{inner_name}"))
+        return _wrap(kind, sub)
+
+    def _zip(self, art: Artifact) -> Outcome:
+        try:
+            zf = open_zip(art)
+        except zipfile.BadZipFile as exc:
+            return Outcome.error("zip", f"corrupt zip archive: {exc}")
+        out = Outcome(format="zip")
+        with zf:
+            walk_zip(art, zf, out, plugin_id=self.id, classify=lambda name: "dispatch")
+        return _container_result(out, "zip")
+
+    def _tar(self, art: Artifact) -> Outcome:
+        ctx = art.ctx
+        out = Outcome(format="tar")
+        art.stream.seek(0)
+        try:
+            tf = tarfile.open(fileobj=art.stream, mode="r:")  # noqa: SIM115 - closed below
+        except (tarfile.TarError, OSError, EOFError, ValueError) as exc:
+            return Outcome.error("tar", f"corrupt tar archive: {exc}")
+        with tf:
+            count = 0
+            try:
+                for member in tf:
+                    count += 1
+                    if count > ctx.limits.max_members:
+                        raise BombError(f"tar archive with more than {ctx.limits.max_members} members")
+                    self._tar_member(art, tf, member, out)
+            except (tarfile.TarError, OSError, EOFError, ValueError) as exc:
+                out.errors.append(f"corrupt tar archive: {exc}")
+        return _container_result(out, "tar")
+
+    def _tar_member(self, art: Artifact, tf: tarfile.TarFile, m: tarfile.TarInfo, out: Outcome) -> None:
+        why = unsafe_member_name(m.name)
+        if m.issym() or m.islnk():
+            target = m.linkname
+            if m.issym() and "/" in m.name and not target.startswith("/"):
+                target = m.name.rsplit("/", 1)[0] + "/" + target
+            link_why = unsafe_member_name(_normalise(target))
+            if link_why:
+                why = why or f"link to {m.linkname!r} ({link_why})"
+        elif m.isdev() or m.isfifo():
+            why = why or "device or FIFO member"
+        if why:
+            out.findings.append(
+                art.finding(
+                    "scan.archive.path-traversal",
+                    Severity.HIGH,
+                    f"Archive member {m.name!r} escapes the extraction folder ({why})",
+                    evidence={"member": m.name, "reason": why, "type": m.type.decode("latin-1", "replace")},
+                    remediation="Do not extract this archive (or extract with tarfile's 'data' "
+                    "filter); rebuild it from a trusted source.",
+                    references=("https://docs.python.org/3/library/tarfile.html#tarfile-extraction-filter",),
+                )
+            )
+        if not m.isfile():
+            return
+        art.ctx.charge(m.size, what=f"member {m.name!r}")
+        fh = tf.extractfile(m)
+        if fh is None:  # pragma: no cover - isfile() members always have data
+            return
+        with fh:
+            out.absorb(art.ctx.scan(art.child(m.name, fh, m.size)))
+
+
+def _normalise(path: str) -> str:
+    """Collapse ``a/./b`` and ``a/x/../b`` without touching the file system."""
+    parts: list[str] = []
+    absolute = path.startswith("/")
+    for p in path.split("/"):
+        if p in ("", "."):
+            continue
+        if p == "..":
+            if parts and parts[-1] != "..":
+                parts.pop()
+            else:
+                parts.append("..")
+            continue
+        parts.append(p)
+    return ("/" if absolute else "") + "/".join(parts)
+
+
+def _container_result(out: Outcome, kind: str) -> Outcome:
+    if out.models == 0 and not out.findings and not out.errors:
+        return Outcome(format=None, skipped=f"{kind} archive without model members")
+    return out
+
+
+def _wrap(kind: str, sub: Outcome) -> Outcome:
+    if sub.skipped is not None and not sub.findings and not sub.errors:
+        return Outcome(skipped=f"{kind} stream whose content is not a model file ({sub.skipped})")
+    sub.format = f"{kind}+{sub.format}" if sub.format else kind
+    return sub

@@ -1,0 +1,408 @@
+"""The scanner plugin contract and the scan context (limits, policy, dispatch, findings).
+
+A scanner is a :class:`Scanner` subclass registered with ``@register("scanner")``. It declares
+``id``, ``formats``, ``priority`` and ``sniff(head, name)``, and implements
+``scan(artifact) -> Outcome``. An :class:`Artifact` is one byte stream to inspect (a file, a zip
+member, a decompressed stream, a nested pickle) with where it came from; a container scanner
+hands each of its members back to :meth:`ScanContext.scan`, which picks the scanner by magic
+bytes (never by extension alone) and enforces the limits.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import IO, Any, ClassVar, Protocol
+
+from bastion.core import atlas
+from bastion.core.findings import Finding, Location, Threat
+from bastion.core.registry import Plugin
+from bastion.core.severity import Severity
+from bastion.scan.policy import PicklePolicy
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "ATLAS_IDS",
+    "Artifact",
+    "BombError",
+    "NotThisFormat",
+    "Outcome",
+    "ScanContext",
+    "ScanLimits",
+    "Scanner",
+    "is_model_name",
+]
+
+#: MITRE ATLAS techniques every scan finding maps to (unsafe ML artefacts; supply chain: model).
+ATLAS_IDS = [atlas.UNSAFE_ARTIFACTS, atlas.SUPPLY_CHAIN_MODEL]
+
+#: File-name suffixes that mark a file as a model (a file with one of them that cannot be
+#: scanned is an ``error``, not ``skipped``).
+MODEL_SUFFIXES = (
+    ".pkl",
+    ".pickle",
+    ".pk",
+    ".pck",
+    ".pcl",
+    ".p",
+    ".dill",
+    ".cpkl",
+    ".pt",
+    ".pth",
+    ".pt2",
+    ".ptl",
+    ".bin",
+    ".ckpt",
+    ".model",
+    ".mdl",
+    ".sav",
+    ".joblib",
+    ".jbl",
+    ".jl",
+    ".z",
+    ".npy",
+    ".npz",
+    ".onnx",
+    ".ort",
+    ".h5",
+    ".hdf5",
+    ".keras",
+    ".pb",
+    ".tflite",
+    ".safetensors",
+    ".gguf",
+    ".ggml",
+    ".mar",
+    ".msgpack",
+    ".torchscript",
+    ".weights",
+    ".tar",
+    ".tgz",
+    ".gz",
+    ".bz2",
+    ".xz",
+    ".lzma",
+    ".zip",
+)
+
+_MAGIC_NAMES = re.compile(r"^(pytorch_model|model|weights|checkpoint|data)(\.|$)", re.IGNORECASE)
+
+
+def is_model_name(name: str) -> bool:
+    """Whether a file name marks a model file (by suffix, e.g. ``.pt``, ``.joblib.gz``)."""
+    low = name.lower()
+    return low.endswith(MODEL_SUFFIXES) or (bool(_MAGIC_NAMES.match(low)) and "." not in low)
+
+
+class _Readable(Protocol):
+    def read(self, n: int = -1, /) -> bytes: ...
+
+
+class NotThisFormat(Exception):
+    """Raised by :meth:`Scanner.scan` when the sniff was wrong: the next scanner is tried."""
+
+
+class BombError(Exception):
+    """A container expands past the decompression limits."""
+
+
+@dataclass(frozen=True)
+class ScanLimits:
+    """Hard limits of one scan, per top-level file.
+
+    Attributes:
+        max_decompressed_bytes: bytes extracted from containers and compressed streams, in all.
+        max_ratio: largest expansion ratio accepted (decompressed / compressed) once more than
+            ``ratio_floor`` bytes came out of one stream.
+        ratio_floor: bytes below which the ratio is not checked (zeros compress very well).
+        max_depth: container nesting (a zip in a tar in a gzip is depth 3).
+        max_members: members of one archive.
+        max_nested_pickles: payloads passed to loaders (``pickle.loads(b'...')``) scanned per file.
+        max_value_bytes: largest ``bytes``/``str`` a pickle value may hold in memory.
+        spool_memory: decompressed bytes kept in memory before spilling to a temporary file.
+    """
+
+    max_decompressed_bytes: int = 4 << 30
+    max_ratio: float = 1000.0
+    ratio_floor: int = 64 << 20
+    max_depth: int = 8
+    max_members: int = 100_000
+    max_nested_pickles: int = 64
+    max_value_bytes: int = 64 << 20
+    spool_memory: int = 32 << 20
+
+
+@dataclass
+class Outcome:
+    """What scanning one artifact found.
+
+    Attributes:
+        format: detected format (``pickle``, ``joblib``, ``pytorch-zip``, ``gzip+joblib`` ...).
+        findings: findings, with locations.
+        globals: every callable reached (``module.name``), in first-seen order.
+        errors: reasons the artifact (or a member) could not be fully scanned.
+        skipped: why it is not a model file, when it is not.
+        models: members of a container that were model files (not skipped).
+    """
+
+    format: str | None = None
+    findings: list[Finding] = field(default_factory=list)
+    globals: dict[str, None] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+    skipped: str | None = None
+    models: int = 0
+
+    @classmethod
+    def skip(cls, reason: str) -> Outcome:
+        """A not-a-model outcome."""
+        return cls(skipped=reason)
+
+    @classmethod
+    def error(cls, fmt: str | None, reason: str) -> Outcome:
+        """A could-not-scan outcome."""
+        return cls(format=fmt, errors=[reason])
+
+    def add_globals(self, names: Iterable[str]) -> None:
+        """Record reached globals (keeps first-seen order, no duplicates)."""
+        for n in names:
+            self.globals.setdefault(n, None)
+
+    def absorb(self, other: Outcome, *, member: str | None = None) -> None:
+        """Merge a member's outcome into this container's (skipped members add nothing)."""
+        if other.skipped is not None and not other.findings and not other.errors:
+            return
+        self.models += 1
+        self.findings.extend(other.findings)
+        self.add_globals(other.globals)
+        prefix = f"{member}: " if member else ""
+        self.errors.extend(prefix + e for e in other.errors)
+
+    @property
+    def worst(self) -> Severity | None:
+        """Highest finding severity, or ``None``."""
+        return max((f.severity for f in self.findings), default=None)
+
+
+class Scanner(Plugin):
+    """Base class of scanner plugins.
+
+    Class attributes (besides :class:`bastion.core.registry.Plugin`'s):
+        formats: the formats it reports (``("pickle", "joblib")``).
+        priority: sniffing order, lowest first; the generic pickle scanner comes last.
+    """
+
+    threat: ClassVar[Threat] = Threat.SUPPLY_CHAIN
+    applies_to: ClassVar[frozenset[str]] = frozenset({"model"})
+    atlas: ClassVar[tuple[str, ...]] = tuple(ATLAS_IDS)
+    formats: ClassVar[tuple[str, ...]] = ()
+    priority: ClassVar[int] = 100
+
+    @classmethod
+    def sniff(cls, head: bytes, name: str) -> bool:
+        """Whether this scanner should try the artifact.
+
+        Args:
+            head: the first bytes (up to 1024) of the artifact.
+            name: its file or member name (base name).
+        """
+        raise NotImplementedError
+
+    def scan(self, artifact: Artifact) -> Outcome:
+        """Inspect ``artifact`` statically; never import, unpickle or load it.
+
+        Raises:
+            NotThisFormat: the artifact is not this format after all (next scanner is tried).
+        """
+        raise NotImplementedError
+
+
+@dataclass
+class Artifact:
+    """One byte stream to scan, and where it came from.
+
+    Attributes:
+        path: the top-level file path as given (for locations).
+        member: where inside that file (``archive/data.pkl``; levels joined by ``!``), or ``None``.
+        name: base name of this stream (file or member name), for name hints.
+        stream: readable, seekable binary stream positioned at 0.
+        size: length in bytes, when known.
+        depth: container nesting level (0 for a file).
+        ctx: the scan context (policy, limits, dispatch).
+    """
+
+    path: str
+    member: str | None
+    name: str
+    stream: IO[bytes]
+    size: int | None
+    depth: int
+    ctx: ScanContext
+
+    def head(self, n: int = 1024) -> bytes:
+        """The first ``n`` bytes (the stream is rewound)."""
+        self.stream.seek(0)
+        data = self.stream.read(n)
+        self.stream.seek(0)
+        return data
+
+    def location(self, offset: int | None = None) -> Location:
+        """A :class:`Location` in this artifact."""
+        return Location(path=self.path, member=self.member, offset=offset)
+
+    def child(self, name: str, stream: IO[bytes], size: int | None, *, label: str | None = None) -> Artifact:
+        """An artifact for a member of this one (``label`` defaults to ``name``)."""
+        part = label or name
+        member = part if self.member is None else f"{self.member}!{part}"
+        return Artifact(
+            path=self.path,
+            member=member,
+            name=os.path.basename(name.rstrip("/")) or name,
+            stream=stream,
+            size=size,
+            depth=self.depth + 1,
+            ctx=self.ctx,
+        )
+
+    def finding(
+        self,
+        rule_id: str,
+        severity: Severity,
+        title: str,
+        *,
+        offset: int | None = None,
+        evidence: dict[str, Any] | None = None,
+        remediation: str = "",
+        references: Iterable[str] = (),
+    ) -> Finding:
+        """A supply-chain finding located in this artifact."""
+        return Finding(
+            rule_id=rule_id,
+            severity=severity,
+            threat=Threat.SUPPLY_CHAIN,
+            title=title,
+            location=self.location(offset),
+            evidence=dict(evidence or {}),
+            atlas=list(ATLAS_IDS),
+            remediation=remediation,
+            references=list(references),
+        )
+
+
+class ScanContext:
+    """Policy, limits and scanner dispatch for one top-level file.
+
+    Args:
+        policy: the pickle policy (allow/deny rules and the user's additions).
+        limits: hard limits.
+        scanners: scanner instances, in sniffing order.
+    """
+
+    def __init__(self, policy: PicklePolicy, limits: ScanLimits, scanners: list[Scanner]) -> None:
+        self.policy = policy
+        self.limits = limits
+        self.scanners = scanners
+        self.decompressed = 0
+        self.nested_pickles = 0
+
+    # -- decompression budget
+    def charge(self, nbytes: int, *, what: str) -> None:
+        """Count ``nbytes`` extracted from a container or compressed stream.
+
+        Raises:
+            BombError: the file's total passes ``max_decompressed_bytes``.
+        """
+        self.decompressed += nbytes
+        if self.decompressed > self.limits.max_decompressed_bytes:
+            raise BombError(
+                f"decompression bomb: {what} expands past the limit of "
+                f"{self.limits.max_decompressed_bytes} bytes"
+            )
+
+    def check_ratio(self, produced: int, consumed: int, *, what: str) -> None:
+        """Check the expansion ratio of one stream.
+
+        Raises:
+            BombError: more than ``ratio_floor`` bytes came out at a ratio above ``max_ratio``.
+        """
+        if produced > self.limits.ratio_floor and produced > self.limits.max_ratio * max(consumed, 1):
+            raise BombError(
+                f"decompression bomb: {what} expands {produced} bytes from {consumed} "
+                f"(ratio above {self.limits.max_ratio:g})"
+            )
+
+    def spool(
+        self, reader: _Readable, *, what: str, compressed_size: int | None = None
+    ) -> tuple[IO[bytes], int]:
+        """Copy a (decompressing) stream into a seekable temporary file, within the limits.
+
+        Args:
+            reader: the stream to drain.
+            what: a name for messages.
+            compressed_size: bytes of compressed input, for the ratio check (``None``: skip it).
+
+        Returns:
+            ``(spooled file positioned at 0, length)``.
+
+        Raises:
+            BombError: a limit is exceeded (the temporary file is closed).
+        """
+        out: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=self.limits.spool_memory)  # noqa: SIM115
+        total = 0
+        try:
+            while True:
+                chunk = reader.read(1 << 20)
+                if not chunk:
+                    break
+                total += len(chunk)
+                self.charge(len(chunk), what=what)
+                if compressed_size is not None:
+                    self.check_ratio(total, compressed_size, what=what)
+                out.write(chunk)
+        except BaseException:
+            out.close()
+            raise
+        out.seek(0)
+        return out, total
+
+    # -- dispatch
+    def scan(self, art: Artifact) -> Outcome:
+        """Scan one artifact with the first scanner whose sniff accepts it.
+
+        Never raises for hostile input: failures become ``Outcome.errors``.
+        """
+        if art.depth > self.limits.max_depth:
+            return Outcome.error(None, f"containers nested deeper than {self.limits.max_depth} levels")
+        try:
+            head = art.head(1024)
+        except OSError as exc:
+            return Outcome.error(None, f"unreadable: {exc}")
+        for scanner in self.scanners:
+            try:
+                if not scanner.sniff(head, art.name):
+                    continue
+            except Exception:
+                log.exception("sniff of %s failed on %s", scanner.id, art.name)
+                continue
+            try:
+                art.stream.seek(0)
+                return scanner.scan(art)
+            except NotThisFormat:
+                continue
+            except BombError as exc:
+                return Outcome.error(scanner.formats[0] if scanner.formats else None, str(exc))
+            except MemoryError:
+                return Outcome.error(None, "too large to scan in memory")
+            except Exception as exc:
+                log.exception("scanner %s failed on %s", scanner.id, art.name)
+                return Outcome.error(
+                    scanner.formats[0] if scanner.formats else None,
+                    f"internal scanner error in {scanner.id}: {type(exc).__name__}: {exc}",
+                )
+        if is_model_name(art.name):
+            return Outcome.error(None, "unsupported or unrecognised model format")
+        return Outcome.skip("not a model file (no model magic bytes, no model file name)")

@@ -1,0 +1,285 @@
+"""``scan.pickle``: plain pickle streams (and plain joblib files), judged by the pickle policy.
+
+Threat model: an attacker ships a pickle whose ``__reduce__`` makes ``pickle.load`` call
+``os.system`` (or any other callable) at load time; they may hide the call behind memo
+indirection (``STACK_GLOBAL`` over ``BINGET``), protocol-0 ``INST``, Python 2 aliases, dotted
+protocol-4 names, a nested ``pickle.loads(b'...')``, joblib's raw array buffers, or a container.
+The scanner emulates the opcodes (:mod:`bastion.scan.pickle_vm`), never executes them, and
+judges every global it reaches: deny-listed is ``malicious``, unknown is ``suspicious``.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import ClassVar
+
+from bastion.core.registry import register
+from bastion.core.severity import Severity
+from bastion.scan.base import Artifact, Outcome, Scanner, is_model_name
+from bastion.scan.pickle_vm import JOBLIB_WRAPPERS, PickleResult, Reader, emulate
+from bastion.scan.policy import Verdictish
+
+__all__ = ["PickleScanner", "analyse_pickle", "judge_result"]
+
+_REFS = (
+    "https://docs.python.org/3/library/pickle.html#restricting-globals",
+    "https://atlas.mitre.org/techniques/AML.T0011.000",
+)
+_REMEDIATE_DENIED = (
+    "Do not load this file. Obtain the model from a trusted source, verify its signature, and "
+    "prefer a format that cannot run code (safetensors, ONNX, skops)."
+)
+_REMEDIATE_UNKNOWN = (
+    "Check that this class is yours and harmless, then allow it explicitly "
+    "(bastion scan --allow module.Name, or scan.allow in bastion.yaml); otherwise do not load the file."
+)
+_ANOMALY = {
+    "unresolved-global": (Severity.HIGH, "Pickle resolves a global from computed values"),
+    "dynamic-callable": (Severity.HIGH, "Pickle calls a computed callable"),
+    "mutates-global": (Severity.HIGH, "Pickle changes an imported object"),
+    "extension-code": (Severity.MEDIUM, "Pickle uses a copyreg extension code"),
+}
+_PICKLE_EXTS = (".pkl", ".pickle", ".pk", ".pck", ".pcl", ".p", ".dill", ".cpkl", ".sav", ".joblib", ".jbl")
+
+
+def judge_result(
+    art: Artifact,
+    res: PickleResult,
+    out: Outcome,
+    *,
+    rule_prefix: str = "scan.pickle",
+    include_unknown: bool = True,
+) -> None:
+    """Turn an emulator result into findings (and nested scans) on ``out``.
+
+    Args:
+        art: the artifact the stream belongs to (offsets are in its coordinates).
+        res: the emulator's result.
+        out: outcome to add findings and globals to.
+        rule_prefix: plugin id used in rule ids (``scan.pickle`` → ``scan.pickle.denied-global``).
+        include_unknown: report unknown globals (False for trailing garbage: only dangers count).
+    """
+    policy = art.ctx.policy
+    grouped: dict[str, list[int]] = {}
+    first: dict[str, tuple[str, str, str, int]] = {}
+    calls: dict[str, list[tuple[str, int, str]]] = {}
+    blobs: dict[str, list[tuple[int, bytes]]] = {}
+    for ref in res.globals:
+        q = ref.qualname
+        grouped.setdefault(q, []).append(ref.offset)
+        first.setdefault(q, (ref.module, ref.name, ref.opcode, ref.offset))
+        for c in ref.calls:
+            calls.setdefault(q, []).append((c.opcode, c.offset, c.preview))
+            for b in c.blobs:
+                blobs.setdefault(q, []).append((c.offset, b))
+    out.add_globals(grouped)
+    for q, offsets in grouped.items():
+        module, name, opcode, offset = first[q]
+        j = policy.judge(module, name)
+        site = calls.get(q, [])
+        evidence: dict[str, object] = {
+            "global": q,
+            "opcode": opcode,
+            "occurrences": len(offsets),
+            "offsets": offsets[:10],
+        }
+        if site:
+            evidence["invoked_by"] = [{"opcode": o, "offset": off} for o, off, _ in site[:5]]
+            args = [p for _, _, p in site if p]
+            if args:
+                evidence["arguments"] = args[:3]
+        evidence["protocol"] = res.protocol
+        if j.kind is Verdictish.DENIED and j.rule is not None:
+            evidence.update(
+                {
+                    "rule": j.rule.id,
+                    "rationale": j.rule.rationale,
+                    "matched": j.matched,
+                    "rules_version": policy.version,
+                }
+            )
+            out.findings.append(
+                art.finding(
+                    f"{rule_prefix}.denied-global",
+                    j.rule.severity,
+                    f"Pickle calls denied callable {q}" if site else f"Pickle imports denied callable {q}",
+                    offset=offset,
+                    evidence=evidence,
+                    remediation=_REMEDIATE_DENIED,
+                    references=(j.rule.reference, *_REFS),
+                )
+            )
+            if j.rule.nested:
+                _scan_nested(art, q, blobs.get(q, []), out)
+        elif j.kind is Verdictish.UNKNOWN and include_unknown:
+            evidence["rules_version"] = policy.version
+            out.findings.append(
+                art.finding(
+                    f"{rule_prefix}.unknown-global",
+                    Severity.MEDIUM,
+                    f"Pickle imports callable {q}, which the allow-list does not know",
+                    offset=offset,
+                    evidence=evidence,
+                    remediation=_REMEDIATE_UNKNOWN,
+                    references=_REFS,
+                )
+            )
+    for a in res.anomalies:
+        sev, title = _ANOMALY.get(a.kind, (Severity.HIGH, "Pickle stream trick"))
+        if not include_unknown and sev < Severity.HIGH:
+            continue
+        out.findings.append(
+            art.finding(
+                f"{rule_prefix}.{a.kind}",
+                sev,
+                f"{title}: {a.detail}",
+                offset=a.offset,
+                evidence={"opcode": a.opcode, "detail": a.detail, "protocol": res.protocol},
+                remediation=_REMEDIATE_DENIED,
+                references=_REFS,
+            )
+        )
+
+
+def _scan_nested(art: Artifact, qualname: str, items: list[tuple[int, bytes]], out: Outcome) -> None:
+    """Scan the bytes passed to a deny-listed loader (``pickle.loads(b'...')``) as a file."""
+    ctx = art.ctx
+    for offset, data in items:
+        if ctx.nested_pickles >= ctx.limits.max_nested_pickles:
+            out.errors.append(
+                f"more than {ctx.limits.max_nested_pickles} nested payloads; the rest were not scanned"
+            )
+            return
+        ctx.nested_pickles += 1
+        label = f"<{qualname} payload @{offset}>"
+        child = art.child("nested.pkl", io.BytesIO(data), len(data), label=label)
+        sub = ctx.scan(child)
+        if sub.skipped is not None and not sub.findings:
+            continue
+        out.absorb(sub, member=label)
+
+
+def analyse_pickle(
+    art: Artifact,
+    *,
+    start: int = 0,
+    strict: bool = True,
+    multi: bool = True,
+    rule_prefix: str = "scan.pickle",
+    fmt: str = "pickle",
+    reader: Reader | None = None,
+) -> tuple[Outcome, PickleResult]:
+    """Emulate and judge the pickle stream(s) in ``art`` from ``start``.
+
+    Args:
+        art: the artifact; its stream must be positioned at ``start`` (or pass ``reader``).
+        start: offset of the first opcode.
+        strict: a stream that does not parse is an error (False: it is "not a pickle" and the
+            outcome is skipped, unless a denied global was reached before the failure).
+        multi: after ``STOP``, parse further pickles in the same stream (pickle files may hold
+            several); trailing bytes that do not parse give a low ``trailing-data`` finding.
+        rule_prefix: plugin id for rule ids.
+        fmt: format label (``pickle``; ``joblib`` is used automatically when joblib arrays are seen).
+        reader: an existing reader to continue from.
+
+    Returns:
+        ``(outcome, first pickle's emulator result)``.
+    """
+    ctx = art.ctx
+    rd = reader or Reader(art.stream, start=start)
+    res = emulate(art.stream, reader=rd, capture=ctx.policy.capture, max_value=ctx.limits.max_value_bytes)
+    out = Outcome(format=fmt)
+    if not res.complete:
+        if not strict:
+            probe = Outcome()
+            judge_result(art, res, probe, rule_prefix=rule_prefix, include_unknown=False)
+            if not any(f.rule_id.endswith(".denied-global") for f in probe.findings):
+                return Outcome.skip(f"does not parse as a complete pickle stream ({res.error})"), res
+        judge_result(art, res, out, rule_prefix=rule_prefix)
+        out.errors.append(f"{res.error} (offset {res.error_offset})")
+        out.findings.append(
+            art.finding(
+                f"{rule_prefix}.malformed",
+                Severity.LOW,
+                "Pickle stream could not be fully parsed",
+                offset=res.error_offset,
+                evidence={"reason": res.error, "opcodes": res.opcodes},
+                remediation="The file is truncated or corrupt; obtain a complete copy before use.",
+            )
+        )
+        _label(out, res, fmt)
+        return out, res
+    judge_result(art, res, out, rule_prefix=rule_prefix)
+    joblib_seen = res.joblib_arrays + res.joblib_object_arrays
+    if multi:
+        count = 1
+        while not rd.at_eof():
+            count += 1
+            nxt = emulate(
+                art.stream, reader=rd, capture=ctx.policy.capture, max_value=ctx.limits.max_value_bytes
+            )
+            if nxt.complete and count <= 4096:
+                judge_result(art, nxt, out, rule_prefix=rule_prefix)
+                joblib_seen += nxt.joblib_arrays + nxt.joblib_object_arrays
+                continue
+            judge_result(art, nxt, out, rule_prefix=rule_prefix, include_unknown=False)
+            out.findings.append(
+                art.finding(
+                    f"{rule_prefix}.trailing-data",
+                    Severity.LOW,
+                    "Bytes after the last pickle do not parse as a pickle",
+                    offset=nxt.start,
+                    evidence={"reason": nxt.error, "pickles": count - 1},
+                    remediation="Loaders ignore trailing bytes; check why the file carries them.",
+                )
+            )
+            break
+    if joblib_seen:
+        fmt = "joblib"
+    out.format = fmt
+    _label(out, res, fmt)
+    return out, res
+
+
+def _label(out: Outcome, res: PickleResult, fmt: str) -> None:
+    if res.joblib_arrays or res.joblib_object_arrays or any(q in JOBLIB_WRAPPERS for q in out.globals):
+        out.format = "joblib" if fmt == "pickle" else fmt
+    else:
+        out.format = fmt
+
+
+@register("scanner")
+class PickleScanner(Scanner):
+    """Plain pickle streams, protocols 0-5, and plain joblib files.
+
+    Also the last resort for streams no other scanner claims: anything that parses as a
+    complete pickle is scanned as one; anything else is ``skipped`` (or ``error`` when its name
+    says it is a model).
+    """
+
+    id: ClassVar[str] = "scan.pickle"
+    title: ClassVar[str] = "Pickle opcode scanner"
+    formats: ClassVar[tuple[str, ...]] = ("pickle", "joblib")
+    priority: ClassVar[int] = 1000
+    references: ClassVar[tuple[str, ...]] = (
+        "https://docs.python.org/3/library/pickle.html",
+        "https://github.com/mmaitre314/picklescan",
+        "https://peps.python.org/pep-3154/",
+    )
+    threat_model: ClassVar[str] = (
+        "The attacker controls the bytes of a model file the victim will load with pickle, "
+        "joblib or torch.load(weights_only=False); the scanner sees the file, never runs it."
+    )
+
+    @classmethod
+    def sniff(cls, head: bytes, name: str) -> bool:
+        """Always willing: the last resort (it decides between pickle, error and skipped)."""
+        return True
+
+    def scan(self, artifact: Artifact) -> Outcome:
+        """Emulate the stream; strict when it announces a protocol or is named like a pickle."""
+        head = artifact.head(2)
+        proto_header = len(head) == 2 and head[0] == 0x80 and head[1] <= 5
+        named = is_model_name(artifact.name) or artifact.name.lower().endswith(_PICKLE_EXTS)
+        out, _ = analyse_pickle(artifact, strict=proto_header or named)
+        return out

@@ -1,0 +1,1268 @@
+"""A static pickle opcode emulator: it reads a pickle stream and never executes it.
+
+The emulator walks the opcodes of protocols 0-5 (stack, memo, marks, frames) the way
+``pickle.Unpickler`` would, but every value is symbolic: a ``GLOBAL`` pushes a
+:class:`Global` naming ``module.name`` instead of importing anything, a ``REDUCE`` pushes an
+:class:`Obj` recording the call instead of calling. It records every callable reached
+(``GLOBAL``, ``STACK_GLOBAL`` through the memo, ``INST``) with the byte offset of the opcode
+that resolved it, every place it is invoked (``REDUCE``, ``NEWOBJ``, ``NEWOBJ_EX``, ``OBJ``,
+``INST``, ``BUILD``), and stream tricks that a real unpickler would honour but no pickler
+writes (a ``STACK_GLOBAL`` over computed strings, a call of a computed callable, mutating an
+imported object, extension codes).
+
+joblib's ``NumpyArrayWrapper`` is understood: after the ``BUILD`` of a wrapper, joblib writes
+the raw array bytes (or, for object arrays, a nested pickle) straight into the stream; the
+emulator computes the byte length from the wrapper's ``shape``/``dtype``/alignment state and
+skips it, or parses the nested pickle, and then resumes.
+
+Pure and stdlib-only: no policy lives here (see :mod:`bastion.scan.policy`), no import of the
+scanned names, no ``pickle.loads``. Arguments are decoded with the opcode table of
+:mod:`pickletools` (codes and names only); the readers are our own, with hard limits, so a
+hostile length field cannot make us allocate gigabytes.
+
+Reference: the pickle protocol as implemented in CPython ``Lib/pickle.py`` and
+``Modules/_pickle.c``; PEP 3154 (protocol 4, framing) and PEP 574 (protocol 5).
+"""
+
+from __future__ import annotations
+
+import codecs
+import re
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+__all__ = [
+    "JOBLIB_WRAPPERS",
+    "Anomaly",
+    "CallSite",
+    "Global",
+    "GlobalRef",
+    "Obj",
+    "PickleParseError",
+    "PickleResult",
+    "Reader",
+    "emulate",
+]
+
+#: ``module.name`` of joblib's array wrapper (and sklearn's old vendored copy).
+JOBLIB_WRAPPERS = frozenset(
+    {
+        "joblib.numpy_pickle.NumpyArrayWrapper",
+        "sklearn.externals.joblib.numpy_pickle.NumpyArrayWrapper",
+    }
+)
+
+_IDENT = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*$")
+_RECONSTRUCTORS = frozenset({"copyreg._reconstructor", "copy_reg._reconstructor"})
+_NEWOBJ_HELPERS = frozenset({"copyreg.__newobj__", "copyreg.__newobj_ex__"})
+_DTYPE_NAMES = frozenset({"numpy.dtype", "numpy.core.multiarray.dtype", "numpy._core.multiarray.dtype"})
+_CODECS_ENCODE = frozenset({"_codecs.encode", "codecs.encode"})
+
+MAX_LINE = 1 << 16
+"""Longest text-opcode argument line accepted (bytes)."""
+
+
+class PickleParseError(Exception):
+    """The stream is not a well-formed pickle (truncated, bad opcode, stack underflow ...).
+
+    Attributes:
+        offset: byte offset of the opcode being decoded when parsing failed.
+    """
+
+    def __init__(self, message: str, offset: int) -> None:
+        super().__init__(message)
+        self.offset = offset
+
+
+class _Truncated(Exception):
+    """Raised by :class:`Reader` when the stream ends early."""
+
+
+# --------------------------------------------------------------------------- reader
+
+
+class Reader:
+    """Forward reader over a binary stream with its own buffering and hard limits.
+
+    Args:
+        stream: a readable binary file object, positioned where reading starts.
+        start: the offset the stream position corresponds to (offsets are reported from it).
+        chunk: refill size in bytes.
+        limit: stop (as if truncated) after this many bytes from ``start``; ``None`` = no limit.
+    """
+
+    def __init__(
+        self, stream: IO[bytes], *, start: int = 0, chunk: int = 1 << 16, limit: int | None = None
+    ) -> None:
+        self._stream = stream
+        self._buf = b""
+        self._i = 0
+        self._base = start  # offset of _buf[0]
+        self._chunk = chunk
+        self._limit = None if limit is None else start + limit
+        self._eof = False
+        self._delta: int | None = None
+        try:
+            if stream.seekable():
+                self._delta = stream.tell() - start
+        except (OSError, ValueError, AttributeError):
+            self._delta = None
+
+    @property
+    def pos(self) -> int:
+        """Current offset (bytes)."""
+        return self._base + self._i
+
+    def _fill(self, need: int) -> bool:
+        """Make at least ``need`` unread bytes available; False at end of stream."""
+        while len(self._buf) - self._i < need:
+            if self._eof:
+                return False
+            want = max(self._chunk, need - (len(self._buf) - self._i))
+            want = min(want, 1 << 24)
+            if self._limit is not None:
+                want = min(want, self._limit - (self._base + len(self._buf)))
+                if want <= 0:
+                    self._eof = True
+                    return False
+            data = self._stream.read(want)
+            if not data:
+                self._eof = True
+                return False
+            self._base += self._i
+            self._buf = self._buf[self._i :] + data
+            self._i = 0
+        return True
+
+    def at_eof(self) -> bool:
+        """Whether no byte is left."""
+        return not self._fill(1)
+
+    def peek(self, n: int) -> bytes:
+        """Up to ``n`` next bytes without consuming them."""
+        self._fill(n)
+        return self._buf[self._i : self._i + n]
+
+    def read(self, n: int) -> bytes:
+        """Exactly ``n`` bytes (``n`` must be small enough to hold in memory).
+
+        Raises:
+            _Truncated: the stream ends first.
+        """
+        i = self._i
+        j = i + n
+        if n > 0 and j <= len(self._buf):
+            self._i = j
+            return self._buf[i:j]
+        if n <= 0:
+            return b""
+        if n <= (1 << 24):
+            if not self._fill(n):
+                raise _Truncated(f"needed {n} bytes")
+            out = self._buf[self._i : self._i + n]
+            self._i += n
+            return out
+        parts = []
+        left = n
+        while left:
+            step = min(left, 1 << 24)
+            parts.append(self.read(step))
+            left -= step
+        return b"".join(parts)
+
+    def read_byte(self) -> int:
+        """One byte as an int.
+
+        Raises:
+            _Truncated: the stream ends first.
+        """
+        i = self._i
+        if i < len(self._buf):
+            self._i = i + 1
+            return self._buf[i]
+        return self.read(1)[0]
+
+    def skip(self, n: int) -> None:
+        """Skip ``n`` bytes.
+
+        Raises:
+            _Truncated: the stream ends first.
+        """
+        if n < 0:
+            raise ValueError("negative skip")
+        avail = len(self._buf) - self._i
+        if n <= avail:
+            self._i += n
+            return
+        n -= avail
+        self._base += len(self._buf)
+        self._buf = b""
+        self._i = 0
+        target = self._base + n
+        if self._limit is not None and target > self._limit:
+            raise _Truncated("skip past limit")
+        if self._delta is not None:
+            # Seekable stream (file, spooled file): seek instead of reading.
+            end = self._stream.seek(0, 2)
+            if end < target + self._delta:
+                raise _Truncated("skip past end of stream")
+            self._stream.seek(target + self._delta)
+            self._base = target
+            return
+        while n:
+            data = self._stream.read(min(n, 1 << 20))
+            if not data:
+                raise _Truncated("skip past end of stream")
+            n -= len(data)
+            self._base += len(data)
+
+    def readline(self, max_len: int = MAX_LINE) -> bytes:
+        """Bytes up to (not including) the next newline.
+
+        Raises:
+            _Truncated: no newline before the end of the stream.
+            ValueError: the line is longer than ``max_len``.
+        """
+        scanned = 0
+        while True:
+            j = self._buf.find(b"\n", self._i + scanned)
+            if j >= 0:
+                line = self._buf[self._i : j]
+                self._i = j + 1
+                return line
+            scanned = len(self._buf) - self._i
+            if scanned > max_len:
+                raise ValueError("text argument line too long")
+            if not self._fill(scanned + 1):
+                raise _Truncated("no newline")
+
+
+# --------------------------------------------------------------------------- symbolic values
+
+
+@dataclass(eq=False)
+class Global:
+    """A callable or object resolved by ``GLOBAL``/``STACK_GLOBAL``/``INST`` (never imported)."""
+
+    ref: GlobalRef
+
+    @property
+    def qualname(self) -> str:
+        """``module.name``."""
+        return self.ref.qualname
+
+
+@dataclass(eq=False)
+class Obj:
+    """The result of a call (``REDUCE``, ``NEWOBJ``, ``OBJ``, ``INST``): never computed.
+
+    Attributes:
+        func: the callable (usually a :class:`Global`).
+        args: positional arguments (a tuple of symbolic values) or something else if malformed.
+        kwargs: keyword arguments (``NEWOBJ_EX``).
+        opcode: the invoking opcode.
+        offset: its byte offset.
+        state: the ``BUILD`` state, kept only where the scanner needs it (dtypes, joblib wrappers).
+        value: a folded constant (``_codecs.encode(str, 'latin1')`` gives bytes), else ``None``.
+    """
+
+    func: Any
+    args: Any
+    opcode: str
+    offset: int
+    kwargs: Any = None
+    state: Any = None
+    value: Any = None
+
+    @property
+    def cls(self) -> Global | None:
+        """The class built (looks through copyreg helpers), or ``None``."""
+        if not isinstance(self.func, Global):
+            return None
+        name = self.func.qualname
+        if (
+            (name in _RECONSTRUCTORS or name in _NEWOBJ_HELPERS)
+            and isinstance(self.args, tuple)
+            and self.args
+            and isinstance(self.args[0], Global)
+        ):
+            return self.args[0]
+        return self.func
+
+    @property
+    def cls_name(self) -> str | None:
+        """``module.name`` of the class built, or ``None``."""
+        cls = self.cls
+        return None if cls is None else cls.qualname
+
+
+@dataclass(eq=False)
+class PList:
+    """A list built by the stream."""
+
+    items: list[Any] = field(default_factory=list)
+
+
+@dataclass(eq=False)
+class PDict:
+    """A dict built by the stream, as (key, value) pairs (keys may be unhashable)."""
+
+    items: list[tuple[Any, Any]] = field(default_factory=list)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """Last value stored under the ``str`` key ``key``."""
+        for k, v in reversed(self.items):
+            if isinstance(k, str) and k == key:
+                return v
+        return default
+
+    def has(self, key: str) -> bool:
+        """Whether ``key`` was stored."""
+        return any(isinstance(k, str) and k == key for k, _ in self.items)
+
+
+@dataclass(eq=False)
+class PSet:
+    """A set or frozenset built by the stream."""
+
+    items: list[Any] = field(default_factory=list)
+    frozen: bool = False
+
+
+@dataclass(eq=False)
+class Opaque:
+    """A value the emulator does not model (persistent id, extension, out-of-band buffer, big data)."""
+
+    what: str
+    payload: Any = None
+
+
+@dataclass(eq=False)
+class _Mark:
+    pass
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass
+class CallSite:
+    """One invocation of a resolved global.
+
+    Attributes:
+        opcode: ``REDUCE``, ``NEWOBJ``, ``NEWOBJ_EX``, ``OBJ``, ``INST`` or ``BUILD``.
+        offset: byte offset of that opcode.
+        preview: a short, safe rendering of the arguments (captured globals only).
+        blobs: ``bytes`` found in the arguments (captured globals only), for nested scans.
+    """
+
+    opcode: str
+    offset: int
+    preview: str = ""
+    blobs: list[bytes] = field(default_factory=list)
+
+
+@dataclass
+class GlobalRef:
+    """One resolution of ``module.name`` in the stream.
+
+    Attributes:
+        module: module part as written in the stream.
+        name: attribute part (may be dotted with protocol 4+).
+        offset: byte offset of the resolving opcode.
+        opcode: ``GLOBAL``, ``STACK_GLOBAL`` or ``INST``.
+        calls: invocations (first few only).
+        ncalls: total number of invocations.
+    """
+
+    module: str
+    name: str
+    offset: int
+    opcode: str
+    calls: list[CallSite] = field(default_factory=list)
+    ncalls: int = 0
+
+    @property
+    def qualname(self) -> str:
+        """``module.name``."""
+        return f"{self.module}.{self.name}"
+
+
+@dataclass
+class Anomaly:
+    """Something a real unpickler honours but no pickler writes.
+
+    Attributes:
+        kind: ``unresolved-global`` (``STACK_GLOBAL`` over computed values), ``dynamic-callable``
+            (a call of something that is not a resolved global), ``mutates-global`` (``BUILD``,
+            ``APPEND``, ``SETITEM`` ... applied to an imported object), ``extension-code``
+            (``EXT1/2/4``, resolved through ``copyreg``'s extension registry).
+        offset: byte offset of the opcode.
+        opcode: its name.
+        detail: one line.
+    """
+
+    kind: str
+    offset: int
+    opcode: str
+    detail: str
+
+
+@dataclass
+class PickleResult:
+    """What :func:`emulate` learnt about one pickle stream.
+
+    Attributes:
+        start: offset of the first opcode.
+        end: offset just after ``STOP`` (or where parsing stopped).
+        complete: reached ``STOP`` without error.
+        error: why parsing stopped early, else ``None``.
+        error_offset: offset of the failing opcode.
+        protocol: protocol announced by ``PROTO`` (0 if none).
+        globals: every global resolved, in stream order (nested joblib pickles included).
+        anomalies: stream tricks found.
+        opcodes: number of opcodes decoded.
+        joblib_arrays: joblib raw array buffers skipped.
+        joblib_object_arrays: joblib nested object-array pickles parsed.
+        persistent_ids: number of ``PERSID``/``BINPERSID`` opcodes.
+    """
+
+    start: int
+    end: int = 0
+    complete: bool = False
+    error: str | None = None
+    error_offset: int | None = None
+    protocol: int = 0
+    globals: list[GlobalRef] = field(default_factory=list)
+    anomalies: list[Anomaly] = field(default_factory=list)
+    opcodes: int = 0
+    joblib_arrays: int = 0
+    joblib_object_arrays: int = 0
+    persistent_ids: int = 0
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def preview(value: Any, limit: int = 200) -> str:
+    """A short, safe rendering of a symbolic value (never calls ``repr`` on unknown objects)."""
+    out: list[str] = []
+    _render(value, out, limit, 0)
+    text = "".join(out)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _render(v: Any, out: list[str], limit: int, depth: int) -> None:
+    if sum(len(s) for s in out) > limit or depth > 6:
+        out.append("...")
+        return
+    if v is None or isinstance(v, (bool, int, float)):
+        out.append(repr(v) if not isinstance(v, int) or abs(v) < 10**30 else "<big int>")
+    elif isinstance(v, (str, bytes, bytearray)):
+        r = repr(v[:limit])
+        out.append(r if len(v) <= limit else r + "...")
+    elif isinstance(v, Global):
+        out.append(v.qualname)
+    elif isinstance(v, Obj):
+        if v.value is not None:
+            _render(v.value, out, limit, depth + 1)
+            return
+        _render(v.func, out, limit, depth + 1)
+        out.append("(")
+        _render(v.args, out, limit, depth + 1)
+        out.append(")")
+    elif isinstance(v, tuple):
+        out.append("(")
+        for i, x in enumerate(v[:20]):
+            if i:
+                out.append(", ")
+            _render(x, out, limit, depth + 1)
+        out.append(",)" if len(v) == 1 else ")")
+    elif isinstance(v, PList):
+        out.append("[")
+        for i, x in enumerate(v.items[:20]):
+            if i:
+                out.append(", ")
+            _render(x, out, limit, depth + 1)
+        out.append("]")
+    elif isinstance(v, PDict):
+        out.append("{")
+        for i, (k, x) in enumerate(v.items[:20]):
+            if i:
+                out.append(", ")
+            _render(k, out, limit, depth + 1)
+            out.append(": ")
+            _render(x, out, limit, depth + 1)
+        out.append("}")
+    elif isinstance(v, PSet):
+        out.append("{")
+        for i, x in enumerate(v.items[:20]):
+            if i:
+                out.append(", ")
+            _render(x, out, limit, depth + 1)
+        out.append("}")
+    elif isinstance(v, Opaque):
+        out.append(f"<{v.what}>")
+    else:
+        out.append(f"<{type(v).__name__}>")
+
+
+def find_blobs(value: Any, *, max_depth: int = 4) -> list[bytes]:
+    """Every ``bytes`` value inside ``value`` (tuples, lists, dicts, folded calls), depth-limited."""
+    found: list[bytes] = []
+
+    def walk(v: Any, depth: int) -> None:
+        if depth > max_depth or len(found) > 16:
+            return
+        if isinstance(v, (bytes, bytearray)):
+            found.append(bytes(v))
+        elif isinstance(v, Obj):
+            if isinstance(v.value, (bytes, bytearray)):
+                found.append(bytes(v.value))
+            else:
+                walk(v.args, depth + 1)
+                walk(v.kwargs, depth + 1)
+                walk(v.state, depth + 1)
+        elif isinstance(v, tuple):
+            for x in v:
+                walk(x, depth + 1)
+        elif isinstance(v, (PList, PSet)):
+            for x in v.items[:64]:
+                walk(x, depth + 1)
+        elif isinstance(v, PDict):
+            for k, x in v.items[:64]:
+                walk(k, depth + 1)
+                walk(x, depth + 1)
+
+    walk(value, 0)
+    return found
+
+
+_TYPESTR = re.compile(r"^[<>|=]?([a-zA-Z?])(\d*)")
+_KIND_SIZE = {
+    "?": 1,
+    "b": 1,
+    "B": 1,
+    "h": 2,
+    "H": 2,
+    "i": 4,
+    "I": 4,
+    "l": 8,
+    "L": 8,
+    "q": 8,
+    "Q": 8,
+    "e": 2,
+    "f": 4,
+    "d": 8,
+    "g": 16,
+    "F": 8,
+    "D": 16,
+    "G": 32,
+    "O": 8,
+    "M": 8,
+    "m": 8,
+    "p": 8,
+    "P": 8,
+}
+
+
+def typestr_itemsize(typestr: str) -> tuple[int, bool] | None:
+    """Item size (bytes) and whether it holds Python objects, for a numpy type string.
+
+    Args:
+        typestr: ``'<f8'``, ``'|b1'``, ``'U3'``, ``'O'``, ``'<M8[ns]'`` ...
+
+    Returns:
+        ``(itemsize, hasobject)`` or ``None`` when the string is not understood.
+    """
+    m = _TYPESTR.match(typestr)
+    if not m:
+        return None
+    kind, digits = m.group(1), m.group(2)
+    if kind == "O":
+        return (int(digits) if digits else 8), True
+    if digits:
+        n = int(digits)
+        if kind == "U":
+            return 4 * n, False
+        if kind in "biufcSVaMm":
+            return n, False
+        if kind == "?":
+            return n, False
+        return None
+    if kind in _KIND_SIZE:
+        return _KIND_SIZE[kind], False
+    if kind in "SUV":
+        return 0, False
+    return None
+
+
+def dtype_info(dtype: Any) -> tuple[int, bool] | None:
+    """``(itemsize, hasobject)`` of a symbolic ``numpy.dtype(...)`` (with its ``BUILD`` state).
+
+    Returns ``None`` when the value is not a dtype the emulator can size.
+    """
+    if not isinstance(dtype, Obj) or not isinstance(dtype.func, Global):
+        return None
+    if dtype.func.qualname not in _DTYPE_NAMES:
+        return None
+    args = dtype.args
+    if not isinstance(args, tuple) or not args or not isinstance(args[0], str):
+        return None
+    base = typestr_itemsize(args[0])
+    if base is None:
+        return None
+    itemsize, hasobject = base
+    state = dtype.state
+    if isinstance(state, tuple) and len(state) >= 8:
+        elsize, flags = state[5], state[7]
+        if isinstance(elsize, int) and not isinstance(elsize, bool) and elsize > 0:
+            itemsize = elsize
+        if isinstance(flags, int) and flags & 1:
+            hasobject = True
+        fields = state[4]
+        if isinstance(fields, PDict):
+            for _, spec in fields.items:
+                if isinstance(spec, tuple) and spec:
+                    sub = dtype_info(spec[0])
+                    if sub is None:
+                        return None
+                    hasobject = hasobject or sub[1]
+        sub = state[2]
+        if isinstance(sub, tuple) and sub:
+            inner = dtype_info(sub[0])
+            if inner is None:
+                return None
+            hasobject = hasobject or inner[1]
+    return itemsize, hasobject
+
+
+# --------------------------------------------------------------------------- the machine
+
+
+class _Stop(Exception):
+    pass
+
+
+CaptureFn = Callable[[str, str], bool]
+
+
+class _VM:
+    """One emulator run over one pickle stream (fresh stack and memo)."""
+
+    def __init__(
+        self,
+        reader: Reader,
+        result: PickleResult,
+        *,
+        capture: CaptureFn | None,
+        max_value: int,
+        max_stack: int,
+        depth: int,
+        max_calls_kept: int = 5,
+    ) -> None:
+        self.r = reader
+        self.res = result
+        self.capture = capture
+        self.max_value = max_value
+        self.max_stack = max_stack
+        self.depth = depth
+        self.max_calls_kept = max_calls_kept
+        self.stack: list[Any] = []
+        self.metastack: list[list[Any]] = []
+        self.memo: dict[int, Any] = {}
+        self.op_offset = 0
+        self.op_name = ""
+
+    # -- stack helpers
+    def push(self, v: Any) -> None:
+        if len(self.stack) >= self.max_stack:
+            raise ValueError("pickle stack too deep")
+        self.stack.append(v)
+
+    def pop(self) -> Any:
+        if not self.stack:
+            raise ValueError("stack underflow")
+        return self.stack.pop()
+
+    def top(self) -> Any:
+        if not self.stack:
+            raise ValueError("stack underflow")
+        return self.stack[-1]
+
+    def pop_mark(self) -> list[Any]:
+        if not self.metastack:
+            raise ValueError("no MARK on the stack")
+        items = self.stack
+        self.stack = self.metastack.pop()
+        return items
+
+    # -- reading helpers
+    def _bytes(self, n: int) -> Any:
+        if n < 0:
+            raise ValueError("negative length")
+        if n > self.max_value:
+            self.r.skip(n)
+            return Opaque("bytes", n)
+        return self.r.read(n)
+
+    def _uint(self, fmt: str, size: int) -> int:
+        value: int = struct.unpack(fmt, self.r.read(size))[0]
+        return value
+
+    def _text(self, n: int, kind: str) -> Any:
+        data = self._bytes(n)
+        if isinstance(data, Opaque):
+            return Opaque(kind, n)
+        try:
+            return data.decode("utf-8", "surrogatepass")
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"invalid UTF-8 in {self.op_name}") from exc
+
+    # -- globals and calls
+    def resolve(self, module: str, name: str, opcode: str) -> Global:
+        if not _IDENT.match(module) or not _IDENT.match(name):
+            raise ValueError(f"{opcode} names no importable object: {module!r} {name!r}")
+        ref = GlobalRef(module=module, name=name, offset=self.op_offset, opcode=opcode)
+        self.res.globals.append(ref)
+        return Global(ref)
+
+    def anomaly(self, kind: str, detail: str) -> None:
+        self.res.anomalies.append(Anomaly(kind, self.op_offset, self.op_name, detail))
+
+    def call(self, func: Any, args: Any, kwargs: Any = None) -> Obj:
+        obj = Obj(func=func, args=args, kwargs=kwargs, opcode=self.op_name, offset=self.op_offset)
+        if isinstance(func, Global):
+            ref = func.ref
+            ref.ncalls += 1
+            captured = self.capture is not None and self.capture(ref.module, ref.name)
+            if len(ref.calls) < self.max_calls_kept or captured:
+                site = CallSite(opcode=self.op_name, offset=self.op_offset)
+                if captured:
+                    site.preview = preview((args, kwargs) if kwargs is not None else args)
+                    site.blobs = find_blobs((args, kwargs))
+                if len(ref.calls) < 64:
+                    ref.calls.append(site)
+            # Constant folding for protocol <= 2 bytes: _codecs.encode(str, 'latin1').
+            if func.qualname in _CODECS_ENCODE and isinstance(args, tuple) and len(args) == 2:
+                s, enc = args
+                if isinstance(s, str) and isinstance(enc, str) and enc.lower() in ("latin1", "latin-1"):
+                    try:
+                        obj.value = s.encode("latin-1")
+                    except UnicodeEncodeError:
+                        obj.value = None
+            elif func.qualname in ("builtins.bytearray", "builtins.bytes", "__builtin__.bytearray"):
+                if isinstance(args, tuple) and len(args) == 1 and isinstance(args[0], (bytes, bytearray)):
+                    obj.value = bytes(args[0])
+                elif isinstance(args, tuple) and len(args) == 2 and isinstance(args[0], str):
+                    try:
+                        obj.value = args[0].encode("latin-1")
+                    except UnicodeEncodeError:
+                        obj.value = None
+        else:
+            self.anomaly(
+                "dynamic-callable",
+                f"{self.op_name} calls a computed value ({preview(func, 80)}), not a resolved global",
+            )
+        return obj
+
+    def mutate(self, target: Any, what: str) -> None:
+        if isinstance(target, Global):
+            self.anomaly("mutates-global", f"{what} changes the imported object {target.qualname}")
+
+    # -- main loop
+    def run(self) -> None:
+        r = self.r
+        dispatch = _DISPATCH
+        count = 0
+        try:
+            while True:
+                i = r._i
+                buf = r._buf
+                if i < len(buf):
+                    code = buf[i]
+                    r._i = i + 1
+                    self.op_offset = r._base + i
+                else:
+                    self.op_offset = r.pos
+                    code = r.read_byte()
+                handler = dispatch.get(code)
+                if handler is None:
+                    raise ValueError(f"invalid pickle opcode 0x{code:02x}")
+                self.op_name = handler[0]
+                count += 1
+                try:
+                    handler[1](self)
+                except _Stop:
+                    self.res.end = r.pos
+                    self.res.complete = True
+                    return
+        finally:
+            self.res.opcodes += count
+
+    # -- opcode handlers --------------------------------------------------------
+    def op_proto(self) -> None:
+        v = self.r.read_byte()
+        if v > 5:
+            raise ValueError(f"unsupported pickle protocol {v}")
+        self.res.protocol = v
+
+    def op_frame(self) -> None:
+        self._uint("<Q", 8)
+
+    def op_stop(self) -> None:
+        self.pop()
+        raise _Stop
+
+    def op_int(self) -> None:
+        line = self.r.readline(4096)
+        if line == b"00":
+            self.push(False)
+        elif line == b"01":
+            self.push(True)
+        else:
+            self.push(int(line, 0))
+
+    def op_binint(self) -> None:
+        self.push(self._uint("<i", 4))
+
+    def op_binint1(self) -> None:
+        self.push(self.r.read_byte())
+
+    def op_binint2(self) -> None:
+        self.push(self._uint("<H", 2))
+
+    def op_long(self) -> None:
+        line = self.r.readline(4096)
+        if line.endswith(b"L"):
+            line = line[:-1]
+        self.push(int(line, 0))
+
+    def _long_n(self, n: int) -> None:
+        data = self._bytes(n)
+        if isinstance(data, Opaque) or n > 64:
+            self.push(Opaque("long", n))
+        else:
+            self.push(int.from_bytes(data, "little", signed=True))
+
+    def op_long1(self) -> None:
+        self._long_n(self.r.read_byte())
+
+    def op_long4(self) -> None:
+        n = self._uint("<i", 4)
+        if n < 0:
+            raise ValueError("LONG4 with negative length")
+        self._long_n(n)
+
+    def op_string(self) -> None:
+        data = self.r.readline()
+        if len(data) >= 2 and data[0] == data[-1] and data[0] in b"\"'":
+            data = data[1:-1]
+        else:
+            raise ValueError("the STRING opcode argument must be quoted")
+        raw: bytes = codecs.escape_decode(data)[0]
+        self.push(raw.decode("latin-1"))
+
+    def op_binstring(self) -> None:
+        n = self._uint("<i", 4)
+        if n < 0:
+            raise ValueError("BINSTRING pickle has negative byte count")
+        data = self._bytes(n)
+        self.push(data.decode("latin-1") if isinstance(data, bytes) else data)
+
+    def op_short_binstring(self) -> None:
+        data = self._bytes(self.r.read_byte())
+        self.push(data.decode("latin-1") if isinstance(data, bytes) else data)
+
+    def op_binbytes(self) -> None:
+        self.push(self._bytes(self._uint("<I", 4)))
+
+    def op_short_binbytes(self) -> None:
+        self.push(self._bytes(self.r.read_byte()))
+
+    def op_binbytes8(self) -> None:
+        self.push(self._bytes(self._uint("<Q", 8)))
+
+    def op_bytearray8(self) -> None:
+        self.push(self._bytes(self._uint("<Q", 8)))
+
+    def op_next_buffer(self) -> None:
+        self.push(Opaque("out-of-band buffer"))
+
+    def op_readonly_buffer(self) -> None:
+        self.top()
+
+    def op_none(self) -> None:
+        self.push(None)
+
+    def op_newtrue(self) -> None:
+        self.push(True)
+
+    def op_newfalse(self) -> None:
+        self.push(False)
+
+    def op_unicode(self) -> None:
+        line = self.r.readline()
+        self.push(line.decode("raw-unicode-escape"))
+
+    def op_short_binunicode(self) -> None:
+        self.push(self._text(self.r.read_byte(), "str"))
+
+    def op_binunicode(self) -> None:
+        self.push(self._text(self._uint("<I", 4), "str"))
+
+    def op_binunicode8(self) -> None:
+        self.push(self._text(self._uint("<Q", 8), "str"))
+
+    def op_float(self) -> None:
+        self.push(float(self.r.readline(4096)))
+
+    def op_binfloat(self) -> None:
+        self.push(struct.unpack(">d", self.r.read(8))[0])
+
+    def op_empty_list(self) -> None:
+        self.push(PList())
+
+    def op_append(self) -> None:
+        value = self.pop()
+        target = self.top()
+        self.mutate(target, "APPEND")
+        if isinstance(target, PList):
+            target.items.append(value)
+
+    def op_appends(self) -> None:
+        items = self.pop_mark()
+        target = self.top()
+        self.mutate(target, "APPENDS")
+        if isinstance(target, PList):
+            target.items.extend(items)
+
+    def op_list(self) -> None:
+        self.push(PList(self.pop_mark()))
+
+    def op_empty_tuple(self) -> None:
+        self.push(())
+
+    def op_tuple(self) -> None:
+        self.push(tuple(self.pop_mark()))
+
+    def op_tuple1(self) -> None:
+        self.push((self.pop(),))
+
+    def op_tuple2(self) -> None:
+        b = self.pop()
+        a = self.pop()
+        self.push((a, b))
+
+    def op_tuple3(self) -> None:
+        c = self.pop()
+        b = self.pop()
+        a = self.pop()
+        self.push((a, b, c))
+
+    def op_empty_dict(self) -> None:
+        self.push(PDict())
+
+    def op_dict(self) -> None:
+        items = self.pop_mark()
+        if len(items) % 2:
+            raise ValueError("odd number of items for DICT")
+        self.push(PDict(list(zip(items[::2], items[1::2], strict=True))))
+
+    def op_setitem(self) -> None:
+        value = self.pop()
+        key = self.pop()
+        target = self.top()
+        self.mutate(target, "SETITEM")
+        if isinstance(target, PDict):
+            target.items.append((key, value))
+
+    def op_setitems(self) -> None:
+        items = self.pop_mark()
+        if len(items) % 2:
+            raise ValueError("odd number of items for SETITEMS")
+        target = self.top()
+        self.mutate(target, "SETITEMS")
+        if isinstance(target, PDict):
+            target.items.extend(zip(items[::2], items[1::2], strict=True))
+
+    def op_empty_set(self) -> None:
+        self.push(PSet())
+
+    def op_additems(self) -> None:
+        items = self.pop_mark()
+        target = self.top()
+        self.mutate(target, "ADDITEMS")
+        if isinstance(target, PSet):
+            target.items.extend(items)
+
+    def op_frozenset(self) -> None:
+        self.push(PSet(self.pop_mark(), frozen=True))
+
+    def op_pop(self) -> None:
+        if self.stack:
+            self.stack.pop()
+        else:
+            self.pop_mark()
+
+    def op_dup(self) -> None:
+        self.push(self.top())
+
+    def op_mark(self) -> None:
+        if len(self.metastack) >= 100_000:
+            raise ValueError("MARK nesting too deep")
+        self.metastack.append(self.stack)
+        self.stack = []
+
+    def op_pop_mark(self) -> None:
+        self.pop_mark()
+
+    def _get(self, idx: int) -> None:
+        try:
+            self.push(self.memo[idx])
+        except KeyError:
+            raise ValueError(f"memo value not found at index {idx}") from None
+
+    def op_get(self) -> None:
+        self._get(int(self.r.readline(64)))
+
+    def op_binget(self) -> None:
+        self._get(self.r.read_byte())
+
+    def op_long_binget(self) -> None:
+        self._get(self._uint("<I", 4))
+
+    def _put(self, idx: int) -> None:
+        if idx < 0:
+            raise ValueError("negative PUT argument")
+        self.memo[idx] = self.top()
+
+    def op_put(self) -> None:
+        self._put(int(self.r.readline(64)))
+
+    def op_binput(self) -> None:
+        self._put(self.r.read_byte())
+
+    def op_long_binput(self) -> None:
+        self._put(self._uint("<I", 4))
+
+    def op_memoize(self) -> None:
+        self.memo[len(self.memo)] = self.top()
+
+    def _ext(self, code: int) -> None:
+        self.anomaly("extension-code", f"extension code {code} resolves a global through copyreg")
+        self.push(Opaque("extension", code))
+
+    def op_ext1(self) -> None:
+        self._ext(self.r.read_byte())
+
+    def op_ext2(self) -> None:
+        self._ext(self._uint("<H", 2))
+
+    def op_ext4(self) -> None:
+        self._ext(self._uint("<i", 4))
+
+    def _line_pair(self) -> tuple[str, str]:
+        module = self.r.readline(4096).decode("utf-8")
+        name = self.r.readline(4096).decode("utf-8")
+        return module, name
+
+    def op_global(self) -> None:
+        module, name = self._line_pair()
+        self.push(self.resolve(module, name, "GLOBAL"))
+
+    def op_stack_global(self) -> None:
+        name = self.pop()
+        module = self.pop()
+        if isinstance(name, bytes):
+            name = name.decode("latin-1")
+        if isinstance(module, bytes):
+            module = module.decode("latin-1")
+        if not isinstance(name, str) or not isinstance(module, str):
+            self.anomaly(
+                "unresolved-global",
+                f"STACK_GLOBAL over computed values ({preview(module, 60)}, {preview(name, 60)})",
+            )
+            self.push(Opaque("unresolved global"))
+            return
+        self.push(self.resolve(module, name, "STACK_GLOBAL"))
+
+    def op_reduce(self) -> None:
+        args = self.pop()
+        func = self.pop()
+        self.push(self.call(func, args))
+
+    def op_build(self) -> None:
+        state = self.pop()
+        inst = self.top()
+        if isinstance(inst, Global):
+            self.mutate(inst, "BUILD")
+            return
+        if not isinstance(inst, Obj):
+            return
+        cls = inst.cls_name
+        if cls is not None and isinstance(inst.func, Global):
+            ref = inst.func.ref
+            if len(ref.calls) < self.max_calls_kept:
+                ref.calls.append(CallSite(opcode="BUILD", offset=self.op_offset))
+        if cls in _DTYPE_NAMES:
+            inst.state = state
+        elif cls in JOBLIB_WRAPPERS:
+            inst.state = state
+            self._joblib_payload(inst)
+        else:
+            # Keep the state of objects whose class the caller captures (not allowed): a
+            # payload may hide there (io.BytesIO(b'...') handed to torch.load). Allowed classes
+            # (numpy arrays, tensors) drop theirs, so big buffers are not kept twice.
+            klass = inst.cls
+            capture = self.capture
+            if klass is not None and capture is not None and capture(klass.ref.module, klass.ref.name):
+                inst.state = state
+
+    def op_inst(self) -> None:
+        module, name = self._line_pair()
+        g = self.resolve(module, name, "INST")
+        args = self.pop_mark()
+        self.push(self.call(g, tuple(args)))
+
+    def op_obj(self) -> None:
+        args = self.pop_mark()
+        if not args:
+            raise ValueError("OBJ without a class")
+        cls = args.pop(0)
+        self.push(self.call(cls, tuple(args)))
+
+    def op_newobj(self) -> None:
+        args = self.pop()
+        cls = self.pop()
+        self.push(self.call(cls, args))
+
+    def op_newobj_ex(self) -> None:
+        kwargs = self.pop()
+        args = self.pop()
+        cls = self.pop()
+        self.push(self.call(cls, args, kwargs))
+
+    def op_persid(self) -> None:
+        pid = self.r.readline(4096)
+        self.res.persistent_ids += 1
+        self.push(Opaque("persistent id", pid.decode("latin-1")))
+
+    def op_binpersid(self) -> None:
+        pid = self.pop()
+        self.res.persistent_ids += 1
+        self.push(Opaque("persistent id", pid))
+
+    # -- joblib ----------------------------------------------------------------
+    def _joblib_payload(self, wrapper: Obj) -> None:
+        """Skip (or parse) what joblib writes right after a NumpyArrayWrapper's BUILD."""
+        state = wrapper.state
+        if not isinstance(state, PDict):
+            raise ValueError("joblib NumpyArrayWrapper without a state dict")
+        shape = state.get("shape")
+        info = dtype_info(state.get("dtype"))
+        if info is None:
+            raise ValueError("joblib NumpyArrayWrapper with a dtype the scanner cannot size")
+        itemsize, hasobject = info
+        if hasobject:
+            if self.depth >= 8:
+                raise ValueError("joblib object arrays nested too deeply")
+            sub = PickleResult(start=self.r.pos)
+            vm = _VM(
+                self.r,
+                sub,
+                capture=self.capture,
+                max_value=self.max_value,
+                max_stack=self.max_stack,
+                depth=self.depth + 1,
+            )
+            try:
+                vm.run()
+            finally:
+                self.res.globals.extend(sub.globals)
+                self.res.anomalies.extend(sub.anomalies)
+                self.res.opcodes += sub.opcodes
+                self.res.joblib_arrays += sub.joblib_arrays
+                self.res.joblib_object_arrays += sub.joblib_object_arrays + 1
+            return
+        if not isinstance(shape, tuple) or not all(
+            isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+        ):
+            raise ValueError("joblib NumpyArrayWrapper with a malformed shape")
+        count = 1
+        for d in shape:
+            count *= d
+        nbytes = count * itemsize
+        if state.has("numpy_array_alignment_bytes"):
+            align = state.get("numpy_array_alignment_bytes")
+            if align is not None:
+                pad = self.r.read_byte()
+                self.r.skip(pad)
+        self.r.skip(nbytes)
+        self.res.joblib_arrays += 1
+
+
+def _build_dispatch() -> dict[int, tuple[str, Callable[[_VM], None]]]:
+    import pickletools
+
+    table: dict[int, tuple[str, Callable[[_VM], None]]] = {}
+    for op in pickletools.opcodes:
+        method = getattr(_VM, "op_" + op.name.lower(), None)
+        if method is None:  # pragma: no cover - every opcode has a handler (tested)
+            raise RuntimeError(f"no handler for pickle opcode {op.name}")
+        table[ord(op.code)] = (op.name, method)
+    return table
+
+
+_DISPATCH = _build_dispatch()
+
+
+def emulate(
+    stream: IO[bytes],
+    *,
+    start: int = 0,
+    capture: CaptureFn | None = None,
+    max_value: int = 64 << 20,
+    max_stack: int = 10_000_000,
+    limit: int | None = None,
+    reader: Reader | None = None,
+) -> PickleResult:
+    """Emulate one pickle stream from the current position of ``stream`` up to its ``STOP``.
+
+    Never raises for malformed input: failures are reported in ``PickleResult.error``.
+
+    Args:
+        stream: readable binary stream positioned at the first opcode.
+        start: offset of that position, used for reported offsets.
+        capture: ``capture(module, name)`` says whether calls of that global should keep an
+            argument preview and the ``bytes`` passed (for nested-pickle scans).
+        max_value: largest ``bytes``/``str`` value kept in memory; larger ones are skipped.
+        max_stack: largest stack accepted.
+        limit: read at most this many bytes.
+        reader: continue with an existing :class:`Reader` (sequential pickles in one stream).
+
+    Returns:
+        A :class:`PickleResult`; ``complete`` is True when ``STOP`` was reached.
+    """
+    r = reader if reader is not None else Reader(stream, start=start, limit=limit)
+    res = PickleResult(start=r.pos)
+    vm = _VM(r, res, capture=capture, max_value=max_value, max_stack=max_stack, depth=0)
+    try:
+        vm.run()
+    except _Truncated:
+        res.error = f"truncated pickle: stream ends inside {vm.op_name or 'the first opcode'}"
+        res.error_offset = vm.op_offset
+    except (ValueError, UnicodeDecodeError, struct.error, OverflowError, IndexError) as exc:
+        res.error = f"malformed pickle: {exc}"
+        res.error_offset = vm.op_offset
+    except MemoryError:  # pragma: no cover - depends on the machine
+        res.error = "pickle too large to emulate in memory"
+        res.error_offset = vm.op_offset
+    except Exception as exc:
+        res.error = f"malformed pickle: {type(exc).__name__}: {exc}"
+        res.error_offset = vm.op_offset
+    if not res.complete:
+        res.end = r.pos
+    return res

@@ -1,0 +1,364 @@
+"""The pickle policy: versioned allow/deny rules (``scan/rules/*.toml``) and the user's additions.
+
+An allow-list decides; a deny-list only names the danger (for the severity and the rationale of
+the finding) and always wins: nothing — neither the shipped allow-list nor a user's ``allow=`` —
+can allow a deny-listed callable.
+
+Matching is conservative:
+
+* Python 2 names are mapped the way ``pickle``'s ``fix_imports`` maps them
+  (``__builtin__.eval`` is ``builtins.eval``, ``commands`` is ``subprocess``); both the written
+  and the mapped name are checked against the deny-list.
+* Protocol 4 resolves dotted names by attribute chains (``pickle`` + ``os.system`` reaches
+  ``os.system`` through ``pickle.os``), so every module/attribute split of the full dotted path
+  is checked against the deny-list; the allow-list only matches the name as written.
+"""
+
+from __future__ import annotations
+
+import _compat_pickle
+import fnmatch
+import functools
+import tomllib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from enum import Enum
+from importlib import resources
+from typing import Any
+
+from bastion.core.errors import ConfigError
+from bastion.core.severity import Severity
+
+__all__ = ["Judgement", "PicklePolicy", "Rule", "Verdictish", "load_rules"]
+
+_MAX_PARTS = 24
+
+
+class Verdictish(str, Enum):
+    """How the policy judges one global."""
+
+    DENIED = "denied"
+    ALLOWED = "allowed"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One allow or deny entry.
+
+    Attributes:
+        id: stable id (``deny.os``).
+        modules: module patterns (``os``, ``subprocess.*``, ``*``).
+        names: attribute patterns (fnmatch; a pattern without a dot never matches a dotted name).
+        severity: for deny rules, ``critical`` or ``high``; ``info`` for allow rules.
+        rationale: one line.
+        reference: a URL or citation.
+        nested: deny rules only: the call's ``bytes`` arguments are a payload to scan too.
+        source: ``builtin`` or ``user``.
+    """
+
+    id: str
+    modules: tuple[str, ...]
+    names: tuple[str, ...]
+    severity: Severity
+    rationale: str
+    reference: str
+    nested: bool = False
+    source: str = "builtin"
+
+    def matches(self, module: str, name: str) -> bool:
+        """Whether ``module.name`` matches this rule."""
+        return any(_module_match(module, p) for p in self.modules) and any(
+            _name_match(name, p) for p in self.names
+        )
+
+
+def _module_match(module: str, pattern: str) -> bool:
+    if pattern == "*":
+        return True
+    if pattern.endswith(".*"):
+        prefix = pattern[:-2]
+        return module == prefix or module.startswith(prefix + ".")
+    if any(c in pattern for c in "*?["):
+        return fnmatch.fnmatchcase(module, pattern)
+    return module == pattern
+
+
+def _name_match(name: str, pattern: str) -> bool:
+    if "." in name and "." not in pattern:
+        return False
+    return fnmatch.fnmatchcase(name, pattern)
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """The policy's view of one global.
+
+    Attributes:
+        kind: denied, allowed or unknown.
+        rule: the matching rule (deny rule for denied; allow rule or user rule for allowed).
+        matched: the ``module.name`` that matched (may differ from the written name when a
+            Python 2 alias or a dotted attribute chain led to it).
+    """
+
+    kind: Verdictish
+    rule: Rule | None = None
+    matched: str | None = None
+
+
+def _as_tuple(value: Any, what: str, rid: str) -> tuple[str, ...]:
+    if isinstance(value, str):
+        return (value,)
+    if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+        return tuple(value)
+    raise ConfigError(f"pickle rule {rid!r}: {what} must be a string or a non-empty list of strings")
+
+
+def _parse_rules(doc: dict[str, Any], kind: str, source: str) -> tuple[str, list[Rule]]:
+    version = doc.get("version")
+    if not isinstance(version, str) or not version:
+        raise ConfigError(f"{source}: missing top-level 'version' string")
+    if doc.get("kind", kind) != kind:
+        raise ConfigError(f"{source}: kind is {doc.get('kind')!r}, expected {kind!r}")
+    rules: list[Rule] = []
+    seen: set[str] = set()
+    raw_rules = doc.get("rule", [])
+    if not isinstance(raw_rules, list):
+        raise ConfigError(f"{source}: 'rule' must be an array of tables")
+    problems: list[str] = []
+    for i, raw in enumerate(raw_rules):
+        rid = raw.get("id") if isinstance(raw, dict) else None
+        if not isinstance(rid, str) or not rid:
+            problems.append(f"rule[{i}]: missing id")
+            continue
+        if rid in seen:
+            problems.append(f"rule[{i}]: duplicate id {rid!r}")
+        seen.add(rid)
+        try:
+            modules = _as_tuple(raw.get("module"), "module", rid)
+            names = _as_tuple(raw.get("name"), "name", rid)
+        except ConfigError as exc:
+            problems.append(f"rule[{i}]: {exc}")
+            continue
+        sev_raw = raw.get("severity", "info" if kind == "allow" else None)
+        try:
+            severity = Severity(sev_raw)
+        except ValueError:
+            problems.append(f"rule[{i}] {rid}: bad severity {sev_raw!r}")
+            continue
+        if kind == "deny" and severity < Severity.HIGH:
+            problems.append(f"rule[{i}] {rid}: a deny rule is high or critical, not {severity.value}")
+        if kind == "allow" and severity is not Severity.INFO:
+            problems.append(f"rule[{i}] {rid}: an allow rule has no severity (or 'info')")
+        for key in ("rationale", "reference"):
+            if not isinstance(raw.get(key), str) or not raw[key]:
+                problems.append(f"rule[{i}] {rid}: missing {key}")
+        rules.append(
+            Rule(
+                id=rid,
+                modules=modules,
+                names=names,
+                severity=severity,
+                rationale=str(raw.get("rationale", "")),
+                reference=str(raw.get("reference", "")),
+                nested=bool(raw.get("nested", False)),
+                source="builtin",
+            )
+        )
+    if problems:
+        raise ConfigError(f"bad pickle rules in {source}", problems)
+    return version, rules
+
+
+def load_rules(kind: str, text: str | None = None, source: str | None = None) -> tuple[str, list[Rule]]:
+    """Load the shipped (or given) rule file of ``kind``.
+
+    Args:
+        kind: ``allow`` or ``deny``.
+        text: TOML text to parse instead of the shipped ``rules/pickle_<kind>.toml``.
+        source: a name for messages.
+
+    Returns:
+        ``(version, rules)``.
+
+    Raises:
+        ConfigError: the file is malformed; the message lists every problem.
+    """
+    if kind not in ("allow", "deny"):
+        raise ValueError(f"kind must be 'allow' or 'deny', got {kind!r}")
+    name = f"pickle_{kind}.toml"
+    if text is None:
+        text = resources.files("bastion.scan").joinpath("rules").joinpath(name).read_text(encoding="utf-8")
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source or name}: not valid TOML: {exc}") from exc
+    return _parse_rules(doc, kind, source or name)
+
+
+@functools.cache
+def _builtin_rules() -> tuple[str, tuple[Rule, ...], str, tuple[Rule, ...]]:
+    av, allow = load_rules("allow")
+    dv, deny = load_rules("deny")
+    return av, tuple(allow), dv, tuple(deny)
+
+
+def _user_rule(entry: str) -> Rule:
+    """A user allow entry: ``module.Name`` (exact) or ``module.*`` (module and submodules)."""
+    text = entry.strip()
+    if not text or any(c in text for c in " \t\n/\\"):
+        raise ConfigError(f"allow entry {entry!r} is not 'module.Name' or 'module.*'")
+    if text.endswith(".*"):
+        prefix = text[:-2]
+        if not prefix or "*" in prefix:
+            raise ConfigError(f"allow entry {entry!r} is not 'module.Name' or 'module.*'")
+        return Rule(
+            id=f"user:{text}",
+            modules=(prefix + ".*",),
+            names=("*", "*.*"),
+            severity=Severity.INFO,
+            rationale="allowed by the user",
+            reference="scan.allow",
+            source="user",
+        )
+    if "*" in text or "." not in text:
+        raise ConfigError(f"allow entry {entry!r} is not 'module.Name' or 'module.*'")
+    # 'a.b.C' may be module 'a.b' + name 'C' or module 'a' + nested name 'b.C': keep the full
+    # dotted path and compare it whole (see PicklePolicy.judge).
+    return Rule(
+        id=f"user:{text}",
+        modules=(text,),
+        names=("",),
+        severity=Severity.INFO,
+        rationale="allowed by the user",
+        reference="scan.allow",
+        source="user",
+    )
+
+
+def _candidates(module: str, name: str) -> list[tuple[str, str]]:
+    """Every (module, attribute) pair a global could reach, for deny matching.
+
+    The written module is imported as a whole, so its own parts are never re-split; a dotted
+    name is an attribute chain in which any link may be a module (``pickle.os.system``), so
+    every split inside the name is a candidate too.
+    """
+    out: list[tuple[str, str]] = [(module, name)]
+    mapped = _py2_map(module, name)
+    if mapped != (module, name):
+        out.append(mapped)
+    for mod, nm in list(out):
+        if "." not in nm:
+            continue
+        mparts = mod.split(".")
+        nparts = nm.split(".")[:_MAX_PARTS]
+        parts = mparts + nparts
+        first = len(mparts)
+        for i in range(first, len(parts)):
+            # module prefix + part of the chain: ("pickle.os", "system")
+            out.append((".".join(parts[:i]), parts[i]))
+            out.append((".".join(parts[:i]), ".".join(parts[i:])))
+            # a link of the chain taken as a module: ("os", "system")
+            for j in range(first, i):
+                out.append((".".join(parts[j:i]), parts[i]))
+                out.append((".".join(parts[j:i]), ".".join(parts[i:])))
+    return out
+
+
+def _py2_map(module: str, name: str) -> tuple[str, str]:
+    key = (module, name)
+    if key in _compat_pickle.NAME_MAPPING:
+        mapped: tuple[str, str] = _compat_pickle.NAME_MAPPING[key]
+        return mapped
+    if module in _compat_pickle.IMPORT_MAPPING:
+        return _compat_pickle.IMPORT_MAPPING[module], name
+    return module, name
+
+
+class PicklePolicy:
+    """Judge the globals a pickle reaches.
+
+    Args:
+        allow: the user's additions: ``'module.Name'`` or ``'module.*'``; never read from the
+            scanned folder.
+        allow_rules: allow rules (defaults to the shipped allow-list).
+        deny_rules: deny rules (defaults to the shipped deny-list).
+
+    Raises:
+        ConfigError: an ``allow`` entry is malformed (every bad entry is listed).
+    """
+
+    def __init__(
+        self,
+        allow: Sequence[str] = (),
+        *,
+        allow_rules: Iterable[Rule] | None = None,
+        deny_rules: Iterable[Rule] | None = None,
+    ) -> None:
+        av, ballow, dv, bdeny = _builtin_rules()
+        self.allow_version = av if allow_rules is None else "custom"
+        self.deny_version = dv if deny_rules is None else "custom"
+        self.allow_rules: tuple[Rule, ...] = ballow if allow_rules is None else tuple(allow_rules)
+        self.deny_rules: tuple[Rule, ...] = bdeny if deny_rules is None else tuple(deny_rules)
+        problems: list[str] = []
+        users: list[Rule] = []
+        for entry in allow:
+            try:
+                users.append(_user_rule(entry))
+            except ConfigError as exc:
+                problems.append(str(exc))
+        if problems:
+            raise ConfigError("bad scan allow-list entries", problems)
+        self.user_rules: tuple[Rule, ...] = tuple(users)
+        self._cache: dict[tuple[str, str], Judgement] = {}
+
+    @property
+    def version(self) -> str:
+        """``allow@<version>,deny@<version>`` of the rules in force."""
+        return f"allow@{self.allow_version},deny@{self.deny_version}"
+
+    def denied(self, module: str, name: str) -> Rule | None:
+        """The deny rule ``module.name`` matches (through aliases and dotted paths), or ``None``."""
+        for mod, nm in _candidates(module, name):
+            for rule in self.deny_rules:
+                if rule.matches(mod, nm):
+                    return rule
+        return None
+
+    def judge(self, module: str, name: str) -> Judgement:
+        """Judge one global: denied beats allowed beats unknown."""
+        key = (module, name)
+        cached = self._cache.get(key)
+        if cached is not None:
+            return cached
+        result = self._judge(module, name)
+        if len(self._cache) < 100_000:
+            self._cache[key] = result
+        return result
+
+    def _judge(self, module: str, name: str) -> Judgement:
+        rule = self.denied(module, name)
+        if rule is not None:
+            return Judgement(Verdictish.DENIED, rule, f"{module}.{name}")
+        mapped = _py2_map(module, name)
+        for mod, nm in {(module, name), mapped}:
+            full = f"{mod}.{nm}"
+            for r in self.user_rules:
+                if r.names == ("",):
+                    if full == r.modules[0]:
+                        return Judgement(Verdictish.ALLOWED, r, full)
+                elif r.matches(mod, nm):
+                    return Judgement(Verdictish.ALLOWED, r, full)
+            for r in self.allow_rules:
+                if r.matches(mod, nm):
+                    return Judgement(Verdictish.ALLOWED, r, full)
+        return Judgement(Verdictish.UNKNOWN, None, f"{module}.{name}")
+
+    def is_nested_loader(self, module: str, name: str) -> bool:
+        """Whether ``module.name`` is a deny-listed loader whose bytes arguments are a payload."""
+        rule = self.denied(module, name)
+        return rule is not None and rule.nested
+
+    def capture(self, module: str, name: str) -> bool:
+        """Whether the emulator should keep argument previews and bytes for calls of this global."""
+        return self.judge(module, name).kind is not Verdictish.ALLOWED

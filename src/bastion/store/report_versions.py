@@ -1,0 +1,75 @@
+"""Upgrades of stored report JSON from older ``schema_version`` values to the current one.
+
+Every schema is versioned: an issue that extends :class:`bastion.core.report.Report` bumps
+``REPORT_SCHEMA_VERSION`` and adds one step here, keyed by the version it upgrades *from*,
+that returns the report as the next version has it. Stored runs are migrated on read, so a
+run stored by any earlier Bastion re-renders with the current renderers.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Callable
+from typing import Any
+
+from bastion.core.report import REPORT_SCHEMA_VERSION
+from bastion.store.errors import StoreError
+
+#: One upgrade: takes a report dict of one version, returns it at the next.
+Step = Callable[[dict[str, Any]], dict[str, Any]]
+
+#: ``from_version -> (to_version, step)``. Empty while 1.0.0 is the only version.
+#: A bump adds e.g. ``"1.0.0": ("1.1.0", _add_thing)``.
+STEPS: dict[str, tuple[str, Step]] = {}
+
+_SEMVER = re.compile(r"^(\d+)\.(\d+)\.(\d+)$")
+
+
+def parse_version(version: str) -> tuple[int, int, int]:
+    """Parse ``"MAJOR.MINOR.PATCH"`` into a tuple of ints.
+
+    Raises:
+        StoreError: ``version`` is not of that form.
+    """
+    match = _SEMVER.match(version)
+    if match is None:
+        raise StoreError(f"stored report has an invalid schema_version {version!r}")
+    major, minor, patch = (int(g) for g in match.groups())
+    return major, minor, patch
+
+
+def migrate_report(data: dict[str, Any]) -> dict[str, Any]:
+    """Bring stored report JSON to the current ``REPORT_SCHEMA_VERSION``.
+
+    Applies the registered steps in order from the stored version. The input is not mutated.
+
+    Args:
+        data: report JSON as stored (a dict with ``schema_version``).
+
+    Returns:
+        The report JSON at ``REPORT_SCHEMA_VERSION`` (a copy; the input itself when already current).
+
+    Raises:
+        StoreError: the version is invalid, newer than this Bastion knows, or has no upgrade path.
+    """
+    version = str(data.get("schema_version", ""))
+    if version == REPORT_SCHEMA_VERSION:
+        return data
+    current = parse_version(REPORT_SCHEMA_VERSION)
+    if parse_version(version) > current:
+        raise StoreError(
+            f"stored report has schema_version {version}, newer than this Bastion's "
+            f"{REPORT_SCHEMA_VERSION}; upgrade bastion-ml to read it"
+        )
+    out = copy.deepcopy(data)
+    seen: set[str] = set()
+    while version != REPORT_SCHEMA_VERSION:
+        if version not in STEPS or version in seen:
+            raise StoreError(f"no upgrade from report schema_version {version} to {REPORT_SCHEMA_VERSION}")
+        seen.add(version)
+        target, step = STEPS[version]
+        out = step(out)
+        out["schema_version"] = target
+        version = target
+    return out

@@ -1,0 +1,382 @@
+"""A remote model behind an HTTP JSON endpoint, as a black-box, query-limited :class:`Target`.
+
+Wire format (default): ``POST {"instances": [[...], ...]}`` → ``{"predictions": [...]}``,
+one prediction per instance: a row of probabilities or logits, or a label. httpx is
+imported lazily (extra ``guard``).
+
+Secrets: header values (a bearer token) are used only to build requests; they never
+appear in messages, logs, ``repr`` or :meth:`describe`. Inputs are never logged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import time
+from collections import OrderedDict
+from typing import Any, ClassVar, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+import numpy as np
+
+from bastion.core.capability import Capability
+from bastion.core.errors import ConfigError, TargetError
+from bastion.targets._util import import_extra, softmax
+from bastion.targets.base import Target
+
+log = logging.getLogger(__name__)
+
+HttpOutput = Literal["probabilities", "logits", "labels"]
+_PROB_TOL = 1e-3
+
+
+def redact_url(url: str) -> str:
+    """``url`` without credentials, query string or fragment (safe for messages and logs)."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        if parts.port is not None:
+            host = f"{host}:{parts.port}"
+        return urlunsplit((parts.scheme, host, parts.path, "", ""))
+    except ValueError:
+        return "<unparseable url>"
+
+
+class HttpTarget(Target):
+    """A classifier served over HTTP, queried under a budget (black-box).
+
+    Each input row actually sent counts as one query. Rows are sent in requests of at
+    most ``max_batch`` rows. Exact repeats (same float32 bytes) are answered from a
+    cache and are neither re-sent nor re-charged; duplicates within one call are sent
+    once. The whole call is charged before anything is sent, so ``BudgetExhausted`` is
+    raised with nothing spent past the budget. Server errors (5xx, 429) and connection
+    failures are retried ``max_retries`` times with exponential backoff; other 4xx
+    answers fail at once. Rows charged for a request that finally fails stay charged (the
+    server may have seen them). Not thread-safe: use one target per thread.
+
+    Threat model: black-box (an attacker with an API key and a query budget).
+
+    Args:
+        url: the endpoint (``http://`` or ``https://``).
+        name: asset name.
+        input_shape: one sample's shape.
+        num_classes: number of classes.
+        output: what the endpoint returns per row: ``probabilities``, ``logits`` or ``labels``.
+            A binary endpoint may return one number per row (positive-class probability/logit).
+        request_key: JSON key the inputs go under.
+        response_key: JSON key the predictions come back under.
+        headers: extra request headers with their values already resolved (e.g.
+            ``{"Authorization": "Bearer …"}``); never logged.
+        timeout: seconds per request.
+        max_batch: rows per request.
+        max_retries: retries after a 5xx/429 answer or a connection error.
+        backoff: seconds before the first retry; doubles each retry.
+        cache_size: rows kept in the answer cache (0 disables it).
+        client: an ``httpx.Client`` to use instead of creating one (e.g. a FastAPI
+            ``TestClient``); not closed by :meth:`close`.
+
+    Capabilities:
+        ``PROBABILITIES`` (+ ``LOGITS`` for a logits endpoint) or ``LABEL_ONLY``; always
+        ``BATCHED`` and ``QUERY_LIMITED``.
+
+    Raises:
+        ConfigError: a bad url or setting.
+        MissingExtraError: httpx is not installed.
+    """
+
+    kind: ClassVar[str] = "http"
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        name: str,
+        input_shape: tuple[int, ...],
+        num_classes: int,
+        output: HttpOutput = "probabilities",
+        request_key: str = "instances",
+        response_key: str = "predictions",
+        headers: dict[str, str] | None = None,
+        timeout: float = 10.0,
+        max_batch: int = 64,
+        max_retries: int = 2,
+        backoff: float = 0.5,
+        cache_size: int = 100_000,
+        client: Any | None = None,
+    ) -> None:
+        problems = []
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+            problems.append("url: must start with http:// or https://")
+        if output not in ("probabilities", "logits", "labels"):
+            problems.append(f"output: must be 'probabilities', 'logits' or 'labels', got {output!r}")
+        if not (timeout > 0):
+            problems.append(f"timeout: must be positive, got {timeout}")
+        if max_batch < 1:
+            problems.append(f"max_batch: must be at least 1, got {max_batch}")
+        if max_retries < 0:
+            problems.append(f"max_retries: must be at least 0, got {max_retries}")
+        if backoff < 0:
+            problems.append(f"backoff: must be at least 0, got {backoff}")
+        if cache_size < 0:
+            problems.append(f"cache_size: must be at least 0, got {cache_size}")
+        if problems:
+            raise ConfigError(f"{name}: invalid HTTP target settings", problems)
+        self._httpx = import_extra("httpx", "guard")
+        caps = {Capability.BATCHED, Capability.QUERY_LIMITED}
+        if output == "labels":
+            caps.add(Capability.LABEL_ONLY)
+        else:
+            caps.add(Capability.PROBABILITIES)
+            if output == "logits":
+                caps.add(Capability.LOGITS)
+        super().__init__(
+            name=name, input_shape=tuple(input_shape), num_classes=num_classes, capabilities=frozenset(caps)
+        )
+        self.url = url
+        self.endpoint = redact_url(url)
+        self.output: HttpOutput = output
+        self.request_key = request_key
+        self.response_key = response_key
+        self.timeout = float(timeout)
+        self.max_batch = int(max_batch)
+        self.max_retries = int(max_retries)
+        self.backoff = float(backoff)
+        self.cache_size = int(cache_size)
+        self._headers = dict(headers or {})
+        self._client = client
+        self._own_client = client is None
+        self._cache: OrderedDict[bytes, np.ndarray] = OrderedDict()
+        #: Requests sent (including retries) and rows answered from the cache.
+        self.requests = 0
+        self.cache_hits = 0
+
+    def __repr__(self) -> str:
+        return f"HttpTarget(name={self.name!r}, endpoint={self.endpoint!r}, output={self.output!r})"
+
+    def describe(self) -> dict[str, Any]:
+        """Base summary plus the redacted endpoint and wire format (no header values)."""
+        d = super().describe()
+        d.update(
+            endpoint=self.endpoint,
+            output=self.output,
+            request_key=self.request_key,
+            response_key=self.response_key,
+            max_batch=self.max_batch,
+        )
+        return d
+
+    # -- lifecycle ----------------------------------------------------------------------
+    def close(self) -> None:
+        """Close the HTTP client this target created (a client passed in is left open)."""
+        if self._client is not None and self._own_client:
+            self._client.close()
+            self._client = None
+
+    def __enter__(self) -> HttpTarget:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _get_client(self) -> Any:
+        if self._client is None:
+            self._client = self._httpx.Client(timeout=self.timeout, headers=self._headers)
+            self._own_client = True
+        return self._client
+
+    # -- public API: charge only rows actually sent ---------------------------------------
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        """Class probabilities ``(N, num_classes)``; repeats come from the cache, uncharged.
+
+        Raises:
+            TargetError: a label-only endpoint, a wrong input shape, an HTTP failure or a
+                malformed answer.
+            BudgetExhausted: the uncached rows would pass the bound meter's query budget
+                (nothing is sent then).
+        """
+        self._need(Capability.PROBABILITIES)
+        raw = self._query(self._check(x))
+        return softmax(raw) if self.output == "logits" else raw
+
+    def predict_logits(self, x: np.ndarray) -> np.ndarray:
+        """Raw scores ``(N, num_classes)`` from a logits endpoint.
+
+        Raises:
+            TargetError: the endpoint does not return logits, or see :meth:`predict_proba`.
+            BudgetExhausted: as :meth:`predict_proba`.
+        """
+        self._need(Capability.LOGITS)
+        return self._query(self._check(x))
+
+    def predict_label(self, x: np.ndarray) -> np.ndarray:
+        """Predicted labels ``(N,)`` int64.
+
+        Raises:
+            TargetError: see :meth:`predict_proba`.
+            BudgetExhausted: as :meth:`predict_proba`.
+        """
+        raw = self._query(self._check(x))
+        if self.output == "labels":
+            return raw.astype(np.int64)
+        return np.asarray(raw.argmax(axis=1), dtype=np.int64)
+
+    # -- querying -------------------------------------------------------------------------
+    def _query(self, x: np.ndarray) -> np.ndarray:
+        """Answers for every row of ``x`` (float32), sending only uncached unique rows."""
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        n = len(x)
+        keys = [hashlib.blake2b(row.tobytes(), digest_size=16).digest() for row in x]
+        results: list[np.ndarray | None] = [None] * n
+        pending: dict[bytes, list[int]] = {}
+        for i, k in enumerate(keys):
+            hit = self._cache.get(k) if self.cache_size else None
+            if hit is not None:
+                self._cache.move_to_end(k)
+                results[i] = hit
+                self.cache_hits += 1
+            else:
+                pending.setdefault(k, []).append(i)
+        self.cache_hits += sum(len(v) - 1 for v in pending.values())
+        order = list(pending)
+        if order:
+            self._charge(len(order))  # before sending: raises BudgetExhausted with nothing spent
+            rows = x[[pending[k][0] for k in order]]
+            for start in range(0, len(order), self.max_batch):
+                chunk = rows[start : start + self.max_batch]
+                answers = self._send(chunk)
+                for j, k in enumerate(order[start : start + self.max_batch]):
+                    ans = answers[j]
+                    for i in pending[k]:
+                        results[i] = ans
+                    self._remember(k, ans)
+        if self.output == "labels":
+            return np.array([int(r[0]) for r in results if r is not None], dtype=np.int64).reshape(n)
+        if n == 0:
+            return np.zeros((0, self.num_classes), dtype=np.float64)
+        return np.stack([r for r in results if r is not None]).astype(np.float64)
+
+    def _remember(self, key: bytes, value: np.ndarray) -> None:
+        if not self.cache_size:
+            return
+        self._cache[key] = value
+        while len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+
+    def clear_cache(self) -> None:
+        """Forget cached answers (the next repeats are sent and charged again)."""
+        self._cache.clear()
+
+    def _send(self, chunk: np.ndarray) -> np.ndarray:
+        """POST one request, with retries; parsed answers ``(len(chunk), C)`` or ``(len(chunk), 1)``."""
+        httpx = self._httpx
+        client = self._get_client()
+        payload = {self.request_key: chunk.tolist()}
+        attempts = self.max_retries + 1
+        last = ""
+        for attempt in range(attempts):
+            if attempt:
+                time.sleep(self.backoff * (2 ** (attempt - 1)))
+            self.requests += 1
+            try:
+                resp = client.post(self.url, json=payload, timeout=self.timeout)
+            except httpx.TransportError as exc:
+                last = f"was unreachable ({type(exc).__name__})"
+                log.warning(
+                    "%s: POST %s failed (%s), attempt %d/%d",
+                    self.name,
+                    self.endpoint,
+                    type(exc).__name__,
+                    attempt + 1,
+                    attempts,
+                )
+                continue
+            status = int(resp.status_code)
+            log.debug("%s: POST %s rows=%d status=%d", self.name, self.endpoint, len(chunk), status)
+            if status >= 500 or status == 429:
+                last = f"answered HTTP {status}"
+                log.warning(
+                    "%s: %s answered HTTP %d, attempt %d/%d",
+                    self.name,
+                    self.endpoint,
+                    status,
+                    attempt + 1,
+                    attempts,
+                )
+                continue
+            if status >= 400:
+                reason = getattr(resp, "reason_phrase", "") or ""
+                hint = " (check the token / headers)" if status in (401, 403) else ""
+                raise TargetError(
+                    f"{self.name}: endpoint {self.endpoint} answered HTTP {status} {reason}".rstrip() + hint
+                )
+            if status >= 300:
+                raise TargetError(f"{self.name}: endpoint {self.endpoint} answered HTTP {status} (redirect)")
+            return self._parse(resp, len(chunk))
+        raise TargetError(f"{self.name}: endpoint {self.endpoint} {last} after {attempts} attempt(s)")
+
+    def _parse(self, resp: Any, n: int) -> np.ndarray:
+        """Validate a response body; never echoes its content (it may hold inputs)."""
+        where = f"{self.name}: endpoint {self.endpoint}"
+        try:
+            body = resp.json()
+        except ValueError:
+            raise TargetError(f"{where} did not answer JSON") from None
+        if not isinstance(body, dict) or self.response_key not in body:
+            raise TargetError(f"{where}: the answer has no {self.response_key!r} key")
+        preds = body[self.response_key]
+        if not isinstance(preds, list):
+            raise TargetError(f"{where}: {self.response_key!r} is a {type(preds).__name__}, expected a list")
+        if len(preds) != n:
+            raise TargetError(f"{where} returned {len(preds)} predictions for {n} inputs")
+        if self.output == "labels":
+            return self._parse_labels(preds, where)
+        return self._parse_scores(preds, where)
+
+    def _parse_labels(self, preds: list[Any], where: str) -> np.ndarray:
+        out = np.empty((len(preds), 1), dtype=np.float64)
+        for i, p in enumerate(preds):
+            if isinstance(p, list) and len(p) == 1:
+                p = p[0]
+            if isinstance(p, bool) or not isinstance(p, (int, float)) or not float(p).is_integer():
+                raise TargetError(f"{where}: prediction {i} is not an integer label")
+            if not 0 <= int(p) < self.num_classes:
+                raise TargetError(f"{where}: label {int(p)} is outside [0, {self.num_classes})")
+            out[i, 0] = int(p)
+        return out
+
+    def _parse_scores(self, preds: list[Any], where: str) -> np.ndarray:
+        c = self.num_classes
+        out = np.empty((len(preds), c), dtype=np.float64)
+        for i, p in enumerate(preds):
+            row = [p] if (c == 2 and _is_number(p)) else p
+            if not isinstance(row, list) or not all(_is_number(v) for v in row):
+                raise TargetError(f"{where}: prediction {i} is not a list of numbers")
+            if len(row) == 1 and c == 2:
+                v = float(row[0])
+                row = [0.0, v] if self.output == "logits" else [1.0 - v, v]
+            if len(row) != c:
+                raise TargetError(f"{where}: prediction {i} has {len(row)} values, expected {c}")
+            out[i] = row
+        if not np.all(np.isfinite(out)):
+            raise TargetError(f"{where}: predictions hold NaN or infinity")
+        if self.output == "probabilities" and len(out):
+            sums = out.sum(axis=1)
+            bad = (
+                (np.abs(sums - 1.0) > _PROB_TOL)
+                | np.any(out < -_PROB_TOL, axis=1)
+                | np.any(out > 1 + _PROB_TOL, axis=1)
+            )
+            if np.any(bad):
+                first = int(np.argmax(bad))
+                raise TargetError(
+                    f"{where}: prediction {first} is not a probability vector (sums to {sums[first]:.4g}); "
+                    "looks like logits passed as probabilities (set output: logits)"
+                )
+            out = np.clip(out, 0.0, None)
+            out /= out.sum(axis=1, keepdims=True)
+        return out
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))

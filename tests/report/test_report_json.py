@@ -1,0 +1,70 @@
+"""JSON renderers: shape, key order, round trips."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+from bastion.core.findings import Finding
+from bastion.core.report import Report
+from bastion.core.results import CheckResult
+from bastion.core.scanning import FileResult, ScanResult
+from bastion.report import report_to_json, scan_to_json
+
+
+def test_report_json_round_trips(report: Report) -> None:
+    text = report_to_json(report)
+    back = Report.model_validate_json(text)
+    assert back == report
+    assert back.findings[0].fingerprint == report.findings[0].fingerprint
+
+
+def test_report_json_is_stable_and_ordered(report: Report) -> None:
+    text = report_to_json(report)
+    assert text == report_to_json(Report.model_validate_json(text))
+    doc = json.loads(text)
+    assert list(doc)[:3] == ["schema_version", "bastion_version", "run"]
+    assert text.startswith('{\n  "schema_version"')  # indent 2
+    waived = [f for f in doc["findings"] if f["waiver"]]
+    assert len(waived) == 1 and waived[0]["waiver"]["expires"] == "2099-01-31"
+
+
+def test_report_json_nan_becomes_null(report_factory: Callable[..., Report]) -> None:
+    rep = report_factory(checks=[CheckResult(id="evasion.pgd", metrics={"auc": float("nan")})])
+    doc = json.loads(report_to_json(rep))
+    assert doc["checks"][0]["metrics"]["auc"] is None
+
+
+def test_scan_json_shape(scan_result: ScanResult) -> None:
+    doc = json.loads(scan_to_json(scan_result, version="9.9.9"))
+    assert list(doc) == ["schema_version", "bastion_version", "files"]
+    assert doc["bastion_version"] == "9.9.9"
+    assert doc["schema_version"] == scan_result.schema_version
+    first = doc["files"][0]
+    assert list(first)[:7] == ["path", "format", "verdict", "sha256", "size", "reason", "findings"]
+    assert [f["verdict"] for f in doc["files"]] == ["malicious", "suspicious", "safe", "error", "skipped"]
+    assert doc["files"][3]["reason"] == "truncated pickle stream at byte 3"
+    # Every file and finding validates back into the core models.
+    for fd, fr in zip(doc["files"], scan_result.files, strict=True):
+        assert FileResult.model_validate(fd) == fr
+        for f in fd["findings"]:
+            Finding.model_validate(f)
+
+
+def test_scan_json_default_version_is_running_bastion(scan_result: ScanResult) -> None:
+    import bastion
+
+    assert json.loads(scan_to_json(scan_result))["bastion_version"] == bastion.__version__
+
+
+def test_scan_json_non_finite_evidence(scan_result: ScanResult) -> None:
+    finding = scan_result.files[0].findings[0].model_copy(update={"evidence": {"score": float("inf")}})
+    result = ScanResult(files=[scan_result.files[0].model_copy(update={"findings": [finding]})])
+    text = scan_to_json(result)
+    assert "Infinity" not in text
+    assert json.loads(text)["files"][0]["findings"][0]["evidence"]["score"] is None
+
+
+def test_empty_scan() -> None:
+    doc = json.loads(scan_to_json(ScanResult()))
+    assert doc["files"] == []

@@ -1,0 +1,78 @@
+"""Rich renderables: content rendered to plain text through a recording console."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+
+from rich.console import Console, RenderableType
+from rich.table import Table
+
+from bastion.core.report import Report
+from bastion.core.scanning import ScanResult
+from bastion.report import assessment_summary, findings_table, scan_table
+
+
+def render(*items: RenderableType) -> str:
+    buf = io.StringIO()
+    console = Console(file=buf, width=200, color_system=None, force_terminal=False)
+    for item in items:
+        console.print(item)
+    return buf.getvalue()
+
+
+def styled(item: RenderableType) -> str:
+    buf = io.StringIO()
+    console = Console(file=buf, width=200, color_system="truecolor", force_terminal=True)
+    console.print(item)
+    return buf.getvalue()
+
+
+def test_scan_table(scan_result: ScanResult) -> None:
+    table = scan_table(scan_result)
+    assert isinstance(table, Table)
+    assert table.row_count == len(scan_result.files)
+    text = render(table)
+    for fr in scan_result.files:
+        assert fr.path in text and fr.verdict.value in text
+    # The top finding of the malicious file is the critical one.
+    evil_line = next(line for line in text.splitlines() if "models/evil.pkl" in line)
+    assert "[critical] scan.pickle.denied-global" in evil_line
+    assert "truncated pickle stream" in text and "not a model file" in text
+    # Verdicts are coloured.
+    assert "\x1b[" in styled(table)
+
+
+def test_findings_table(report: Report) -> None:
+    table = findings_table(report.findings)
+    assert table.row_count == len(report.findings)
+    text = render(table)
+    lines = [line for line in text.splitlines() if "scan.pickle" in line or "drift.psi" in line]
+    assert "critical" in lines[0]  # worst first
+    assert "waived until 2099-01-31" in text
+    assert "fixed" in text and "unchanged" in text
+    assert "<script>alert(1)</script>" in text  # plain text, not markup
+    plain = findings_table([f for f in report.findings if f.severity.value == "high"][:1])
+    assert len(plain.columns) == 6
+
+
+def test_assessment_summary(report: Report) -> None:
+    items = assessment_summary(report)
+    assert isinstance(items, Sequence) and len(items) >= 3
+    text = render(*items)
+    for asset in ("diagnosis-model", "triage-model", "triage-api", "patients-train", "(project)"):
+        assert asset in text
+    assert "1 ok / 1 skipped / 0 error" in text  # triage-model: lira ok, dp-audit skipped
+    assert "0 ok / 0 skipped / 1 error" in text  # patients-train
+    assert "robust_accuracy@eps=0.1 0.12 [0.08, 0.17]" in text
+    assert "Gate (--fail-on medium): FAIL: 6 findings at or above medium" in text
+    assert "INCOMPLETE" in text
+    assert "1 waived finding(s) not counted" in text
+    assert "critical 2 high 2 medium 2 low 2 info 1" in text
+
+
+def test_assessment_summary_gate_threshold(report: Report) -> None:
+    text = render(*assessment_summary(report, fail_on="critical", max_metrics=1))
+    assert "FAIL: 2 findings at or above critical (2 critical)" in text
+    assert "… 2 more" in text  # diagnosis-model shows 1 of its 3 metrics
+    assert "PASS" in render(*assessment_summary(report, fail_on="none"))

@@ -1,0 +1,131 @@
+"""The opcode emulator, on its own: coverage of the opcode table, offsets, data, robustness."""
+
+from __future__ import annotations
+
+import io
+import pickle
+import pickletools
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from bastion.scan.pickle_vm import _DISPATCH, Reader, emulate, typestr_itemsize
+
+
+def test_every_opcode_has_a_handler() -> None:
+    assert {ord(op.code) for op in pickletools.opcodes} == set(_DISPATCH)
+    assert {name for name, _ in _DISPATCH.values()} == {op.name for op in pickletools.opcodes}
+
+
+class _Point:
+    def __init__(self, x: int) -> None:
+        self.x = x
+
+
+_OBJ = {"list": [1, 2.5, None, True], "nested": ({"k": b"v"}, frozenset({1})), "p": _Point(3)}
+
+
+def test_offsets_match_pickletools_for_every_protocol() -> None:
+    for protocol in range(pickle.HIGHEST_PROTOCOL + 1):
+        data = pickle.dumps(_OBJ, protocol=protocol)
+        expected = [
+            pos for op, _, pos in pickletools.genops(data) if op.name in ("GLOBAL", "STACK_GLOBAL", "INST")
+        ]
+        res = emulate(io.BytesIO(data))
+        assert res.complete, (protocol, res.error)
+        assert res.end == len(data)
+        assert [g.offset for g in res.globals] == expected
+        names = {g.qualname for g in res.globals}
+        assert any(n.endswith("._Point") for n in names)
+
+
+def test_calls_are_recorded_with_their_opcode() -> None:
+    data = pickle.dumps(_Point(1), protocol=2)
+    res = emulate(io.BytesIO(data))
+    ops = {c.opcode for g in res.globals for c in g.calls}
+    assert "NEWOBJ" in ops or "REDUCE" in ops
+
+
+def test_stop_ends_one_pickle_and_a_reader_continues() -> None:
+    data = pickle.dumps(1) + pickle.dumps("two")
+    stream = io.BytesIO(data)
+    rd = Reader(stream)
+    first = emulate(stream, reader=rd)
+    second = emulate(stream, reader=rd)
+    assert first.complete and second.complete
+    assert second.start == first.end
+    assert second.end == len(data)
+
+
+def test_truncation_and_garbage_are_errors_not_exceptions() -> None:
+    data = pickle.dumps(list(range(50)), protocol=4)
+    for cut in range(len(data)):
+        res = emulate(io.BytesIO(data[:cut]))
+        assert not res.complete
+        assert res.error
+    assert "invalid pickle opcode" in (emulate(io.BytesIO(b"\xff")).error or "")
+    assert "underflow" in (emulate(io.BytesIO(b".")).error or "")
+    assert "memo" in (emulate(io.BytesIO(b"h\x05.")).error or "")
+
+
+def test_huge_length_fields_do_not_allocate() -> None:
+    # BINBYTES8 announcing 2**60 bytes: the reader must fail on truncation, not allocate.
+    data = b"\x80\x04\x8e" + (1 << 60).to_bytes(8, "little") + b"abc"
+    res = emulate(io.BytesIO(data))
+    assert not res.complete
+    assert "truncated" in (res.error or "")
+
+
+def test_typestr_itemsize() -> None:
+    assert typestr_itemsize("<f8") == (8, False)
+    assert typestr_itemsize("|b1") == (1, False)
+    assert typestr_itemsize("<U3") == (12, False)
+    assert typestr_itemsize("|O") == (8, True)
+    assert typestr_itemsize("<M8[ns]") == (8, False)
+    assert typestr_itemsize("c16") == (16, False)
+    assert typestr_itemsize("what") is None
+
+
+_scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(allow_nan=False),
+    st.text(max_size=20),
+    st.binary(max_size=20),
+)
+_data = st.recursive(
+    _scalars,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=5),
+        st.tuples(inner, inner),
+        st.dictionaries(st.text(max_size=5), inner, max_size=5),
+        st.frozensets(st.integers(), max_size=5),
+    ),
+    max_leaves=25,
+)
+
+
+@given(obj=_data, protocol=st.integers(min_value=0, max_value=pickle.HIGHEST_PROTOCOL))
+def test_plain_data_round_trip(obj: object, protocol: int) -> None:
+    data = pickle.dumps(obj, protocol=protocol)
+    res = emulate(io.BytesIO(data))
+    assert res.complete, res.error
+    assert res.end == len(data)
+    assert not res.anomalies
+    allowed = {
+        "_codecs.encode",
+        "__builtin__.frozenset",
+        "builtins.frozenset",
+        "__builtin__.set",
+        "builtins.set",
+        "builtins.bytes",
+        "__builtin__.bytes",
+    }
+    assert {g.qualname for g in res.globals} <= allowed
+
+
+@given(data=st.binary(max_size=300))
+def test_random_bytes_never_raise(data: bytes) -> None:
+    res = emulate(io.BytesIO(data))
+    assert res.complete or res.error

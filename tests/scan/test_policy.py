@@ -1,0 +1,142 @@
+"""Pickle rules as versioned data: the files, the matching, and the deny-wins rule."""
+
+from __future__ import annotations
+
+import tomllib
+from importlib import resources
+
+import pytest
+
+from bastion.core.errors import ConfigError
+from bastion.core.severity import Severity
+from bastion.scan.policy import PicklePolicy, Verdictish, load_rules
+
+
+@pytest.mark.parametrize("kind", ["allow", "deny"])
+def test_rule_files_are_versioned_and_complete(kind: str) -> None:
+    text = resources.files("bastion.scan").joinpath("rules").joinpath(f"pickle_{kind}.toml").read_text()
+    doc = tomllib.loads(text)
+    assert doc["version"]
+    version, rules = load_rules(kind)
+    assert version == doc["version"]
+    assert len(rules) == len(doc["rule"]) > 5
+    for r in rules:
+        assert r.id.startswith(f"{kind}.")
+        assert r.rationale and r.reference
+        if kind == "deny":
+            assert r.severity in (Severity.HIGH, Severity.CRITICAL)
+
+
+def test_malformed_rules_are_rejected_with_every_problem() -> None:
+    text = """
+version = "0"
+[[rule]]
+id = "deny.a"
+module = "os"
+name = "system"
+severity = "low"
+rationale = "x"
+reference = "y"
+[[rule]]
+module = "os"
+"""
+    with pytest.raises(ConfigError) as info:
+        load_rules("deny", text, "test.toml")
+    assert "high or critical" in str(info.value)
+    assert "missing id" in str(info.value)
+    with pytest.raises(ConfigError, match="version"):
+        load_rules("allow", "[[rule]]\nid='a'\n")
+
+
+@pytest.mark.parametrize(
+    ("module", "name", "kind"),
+    [
+        ("os", "system", "denied"),
+        ("posix", "system", "denied"),
+        ("nt", "system", "denied"),
+        ("os", "execv", "denied"),
+        ("subprocess", "Popen", "denied"),
+        ("pty", "spawn", "denied"),
+        ("builtins", "eval", "denied"),
+        ("__builtin__", "exec", "denied"),
+        ("builtins", "getattr", "denied"),
+        ("builtins", "open", "denied"),
+        ("runpy", "run_path", "denied"),
+        ("importlib", "import_module", "denied"),
+        ("pickle", "loads", "denied"),
+        ("_pickle", "loads", "denied"),
+        ("marshal", "loads", "denied"),
+        ("types", "FunctionType", "denied"),
+        ("ctypes", "CDLL", "denied"),
+        ("socket", "socket", "denied"),
+        ("shutil", "rmtree", "denied"),
+        ("webbrowser", "open", "denied"),
+        ("timeit", "timeit", "denied"),
+        ("cProfile", "run", "denied"),
+        ("pdb", "run", "denied"),
+        ("operator", "attrgetter", "denied"),
+        ("operator", "methodcaller", "denied"),
+        ("torch", "load", "denied"),
+        ("torch.storage", "_load_from_bytes", "denied"),
+        ("numpy", "load", "denied"),
+        ("_io", "open", "denied"),
+        ("_posixsubprocess", "fork_exec", "denied"),
+        ("commands", "getoutput", "denied"),  # Python 2 name of subprocess
+        ("pickle", "os.system", "denied"),  # protocol-4 attribute chain
+        ("sklearn.utils._testing", "assert_run_python_script_without_output", "denied"),
+        ("sklearn.utils._available_if", "MethodType", "denied"),  # a re-export
+        ("torch._utils", "_rebuild_tensor_v2", "allowed"),
+        ("torch._utils", "_rebuild_parameter", "allowed"),
+        ("torch", "FloatStorage", "allowed"),
+        ("torch", "Size", "allowed"),
+        ("collections", "OrderedDict", "allowed"),
+        ("numpy.core.multiarray", "_reconstruct", "allowed"),
+        ("numpy._core.multiarray", "_reconstruct", "allowed"),
+        ("numpy", "ndarray", "allowed"),
+        ("numpy", "dtype", "allowed"),
+        ("numpy.core.multiarray", "scalar", "allowed"),
+        ("joblib.numpy_pickle", "NumpyArrayWrapper", "allowed"),
+        ("builtins", "set", "allowed"),
+        ("builtins", "slice", "allowed"),
+        ("datetime", "datetime", "allowed"),
+        ("sklearn.linear_model._logistic", "LogisticRegression", "allowed"),
+        ("sklearn.ensemble._forest", "RandomForestClassifier", "allowed"),
+        ("sklearn.tree._tree", "Tree", "allowed"),
+        ("sklearn.neural_network._multilayer_perceptron", "MLPClassifier", "allowed"),
+        ("numpy.random._pickle", "__randomstate_ctor", "allowed"),
+        ("numpy.random._mt19937", "MT19937", "allowed"),
+        ("mymodule", "evil", "unknown"),
+        ("functools", "partial", "unknown"),
+        ("sklearn.tree._classes", "some_function", "unknown"),  # modules allow classes, not functions
+        ("torch._utils", "_rebuild_tensor_v2.__globals__", "denied"),
+    ],
+)
+def test_judgements(module: str, name: str, kind: str) -> None:
+    assert PicklePolicy().judge(module, name).kind is Verdictish(kind)
+
+
+def test_deny_wins_over_every_allow() -> None:
+    policy = PicklePolicy(allow=["os.system", "os.*", "posix.*", "builtins.*"])
+    assert policy.judge("os", "system").kind is Verdictish.DENIED
+    assert policy.judge("builtins", "eval").kind is Verdictish.DENIED
+    assert policy.judge("builtins", "print").kind is Verdictish.ALLOWED  # user said builtins.*
+
+
+def test_user_allow_entries() -> None:
+    policy = PicklePolicy(allow=["pkg.models.Net", "other.*"])
+    assert policy.judge("pkg.models", "Net").kind is Verdictish.ALLOWED
+    assert policy.judge("pkg", "models.Net").kind is Verdictish.ALLOWED
+    assert policy.judge("pkg.models", "Other").kind is Verdictish.UNKNOWN
+    assert policy.judge("other", "X").kind is Verdictish.ALLOWED
+    assert policy.judge("other.deep.mod", "Y").kind is Verdictish.ALLOWED
+    assert policy.judge("otherwise", "Z").kind is Verdictish.UNKNOWN
+    with pytest.raises(ConfigError) as info:
+        PicklePolicy(allow=["bad name", "*", "nodot"])
+    assert all(e in str(info.value) for e in ("bad name", "'*'", "nodot"))
+
+
+def test_nested_loaders_are_flagged_for_unpacking() -> None:
+    policy = PicklePolicy()
+    assert policy.is_nested_loader("_pickle", "loads")
+    assert policy.is_nested_loader("torch.storage", "_load_from_bytes")
+    assert not policy.is_nested_loader("os", "system")

@@ -1,0 +1,218 @@
+"""Alembic migrations match the models; stored reports of older schema versions are migrated."""
+
+from __future__ import annotations
+
+import copy
+import multiprocessing
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import Column, MetaData, String, create_engine, inspect, text, update
+
+from bastion.core.report import REPORT_SCHEMA_VERSION, Report
+from bastion.store import (
+    Store,
+    StoreError,
+    alembic_config,
+    head_revision,
+    migrate_report,
+    report_versions,
+    upgrade,
+)
+from bastion.store.models import Base, RunRow
+
+TABLES = {"runs", "assets", "check_results", "findings", "alembic_version"}
+
+
+def _diff(url: str, metadata: MetaData) -> list[Any]:
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            ctx = MigrationContext.configure(
+                conn, opts={"compare_type": True, "compare_server_default": True}
+            )
+            return list(compare_metadata(ctx, metadata))
+    finally:
+        engine.dispose()
+
+
+def test_migrations_match_the_models_on_sqlite(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/m.db"
+    assert upgrade(url) == head_revision()
+    assert _diff(url, Base.metadata) == []
+
+
+def test_the_comparison_would_see_a_drift(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/m.db"
+    upgrade(url)
+    drifted = MetaData(naming_convention=Base.metadata.naming_convention)
+    for table in Base.metadata.sorted_tables:
+        table.to_metadata(drifted)
+    drifted.tables["runs"].append_column(Column("extra", String(8)))
+    diff = _diff(url, drifted)
+    assert [d[0] for d in diff] == ["add_column"] and diff[0][3].name == "extra"
+
+
+def test_upgrade_is_idempotent_and_downgrade_reverts(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/m.db"
+    upgrade(url)
+    upgrade(url)
+    engine = create_engine(url)
+    try:
+        assert set(inspect(engine).get_table_names()) == TABLES
+        index_names = {ix["name"] for ix in inspect(engine).get_indexes("findings")}
+        assert {"ix_findings_run_id", "ix_findings_fingerprint"} <= index_names
+        assert "ix_runs_started" in {ix["name"] for ix in inspect(engine).get_indexes("runs")}
+        with engine.begin() as conn:
+            command.downgrade(alembic_config(conn), "base")
+        assert set(inspect(engine).get_table_names()) == {"alembic_version"}
+    finally:
+        engine.dispose()
+    upgrade(url)
+    assert _diff(url, Base.metadata) == []
+
+
+def test_migrate_report_is_identity_at_the_current_version(make_report: Callable[..., Report]) -> None:
+    data = make_report().model_dump(mode="json")
+    assert data["schema_version"] == REPORT_SCHEMA_VERSION == "1.0.0"
+    assert migrate_report(data) == data
+
+
+def _fake_older_version(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pretend 0.9.0 lacked ``bastion_version`` and 0.9.0 -> 0.9.5 -> current upgrades exist."""
+
+    def add_bastion_version(data: dict[str, Any]) -> dict[str, Any]:
+        data.setdefault("bastion_version", "0.0.0+unknown")
+        return data
+
+    def rename_baseline(data: dict[str, Any]) -> dict[str, Any]:
+        data["baseline"] = data.pop("baseline_run", None)
+        return data
+
+    monkeypatch.setitem(report_versions.STEPS, "0.9.0", ("0.9.5", add_bastion_version))
+    monkeypatch.setitem(report_versions.STEPS, "0.9.5", (REPORT_SCHEMA_VERSION, rename_baseline))
+
+
+def test_migrate_report_applies_steps_in_order(
+    make_report: Callable[..., Report], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _fake_older_version(monkeypatch)
+    current = make_report()
+    old = current.model_dump(mode="json")
+    old["schema_version"] = "0.9.0"
+    del old["bastion_version"]
+    old["baseline_run"] = old.pop("baseline")
+    frozen = copy.deepcopy(old)
+    new = migrate_report(old)
+    assert old == frozen  # the input is not mutated
+    assert new["schema_version"] == REPORT_SCHEMA_VERSION
+    migrated = Report.model_validate(new)
+    assert migrated.bastion_version == "0.0.0+unknown"
+    assert migrated.baseline == current.baseline
+    assert migrated.model_copy(update={"bastion_version": current.bastion_version}) == current
+
+
+def test_migrate_report_refuses_unknown_versions(make_report: Callable[..., Report]) -> None:
+    data = make_report().model_dump(mode="json")
+    with pytest.raises(StoreError, match="newer than this Bastion"):
+        migrate_report({**data, "schema_version": "1.1.0"})
+    with pytest.raises(StoreError, match=r"no upgrade from report schema_version 0\.1\.0"):
+        migrate_report({**data, "schema_version": "0.1.0"})
+    with pytest.raises(StoreError, match="invalid schema_version"):
+        migrate_report({**data, "schema_version": "one"})
+
+
+def test_stored_older_report_is_migrated_on_read(
+    sqlite_url: str, make_report: Callable[..., Report], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    report = make_report()
+    with Store.open(sqlite_url) as store:
+        store.save_report(report)
+        old = report.model_dump(mode="json")
+        old["schema_version"] = "0.9.0"
+        del old["bastion_version"]
+        old["baseline_run"] = old.pop("baseline")
+        with store._engine.begin() as conn:
+            conn.execute(update(RunRow).where(RunRow.id == report.run.id).values(report=old))
+
+        with pytest.raises(StoreError, match=f"stored run {report.run.id}.*no upgrade"):
+            store.get_report("latest")
+
+        _fake_older_version(monkeypatch)
+        again = store.get_report(report.run.id)
+        assert again.schema_version == REPORT_SCHEMA_VERSION
+        assert again.bastion_version == "0.0.0+unknown"
+        assert again.findings == report.findings and again.checks == report.checks
+
+
+def test_a_stored_report_that_does_not_validate_is_a_store_error(
+    sqlite_url: str, make_report: Callable[..., Report]
+) -> None:
+    report = make_report()
+    with Store.open(sqlite_url) as store:
+        store.save_report(report)
+        broken = report.model_dump(mode="json")
+        broken["run"]["status"] = "exploded"
+        with store._engine.begin() as conn:
+            conn.execute(update(RunRow).values(report=broken))
+        with pytest.raises(StoreError, match=r"not a valid report: run\.status"):
+            store.get_report("latest")
+        with store._engine.begin() as conn:
+            conn.execute(text("UPDATE runs SET report = '[1, 2]'"))
+        with pytest.raises(StoreError, match="holds no report object"):
+            store.get_report("latest")
+
+
+def _open_after(barrier: Any, url: str, results: Any) -> None:
+    barrier.wait()
+    try:
+        Store.open(url).close()
+        results.put("ok")
+    except BaseException as exc:
+        results.put(f"{type(exc).__name__}: {exc}")
+
+
+def test_concurrent_processes_migrate_one_after_the_other(tmp_path: Path) -> None:
+    ctx = multiprocessing.get_context("fork")
+    for trial in range(3):
+        url = f"sqlite:///{tmp_path}/race{trial}/bastion.db"
+        barrier, results = ctx.Barrier(4), ctx.Queue()
+        procs = [ctx.Process(target=_open_after, args=(barrier, url, results)) for _ in range(4)]
+        for p in procs:
+            p.start()
+        try:
+            outcomes = [results.get(timeout=60) for _ in procs]
+        finally:
+            for p in procs:
+                p.join(timeout=30)
+                if p.is_alive():
+                    p.kill()
+        assert outcomes == ["ok"] * 4
+        assert _diff(url, Base.metadata) == []
+
+
+def test_concurrent_threads_migrate_one_after_the_other(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/threads/bastion.db"
+    barrier = threading.Barrier(4)
+    errors: list[BaseException] = []
+
+    def go() -> None:
+        barrier.wait()
+        try:
+            Store.open(url).close()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=go) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert errors == []
+    assert _diff(url, Base.metadata) == []

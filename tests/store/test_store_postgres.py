@@ -1,0 +1,136 @@
+"""The run store on a real PostgreSQL 15 server (see the ``postgres_url`` fixture)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import multiprocessing
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import create_engine, event, func, select, text
+
+from bastion.core.report import Report
+from bastion.store import AmbiguousRun, RunNotFound, Store, StoreError, head_revision, preflight
+from bastion.store.models import AssetRow, Base, CheckResultRow, FindingRow, RunRow
+
+pytestmark = pytest.mark.postgres
+
+T0 = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
+
+
+def test_migrations_match_the_models_on_postgres(pg_database: str) -> None:
+    preflight(pg_database)  # an empty database is fine, and preflight creates nothing
+    engine = create_engine(pg_database)
+    try:
+        with engine.connect() as conn:
+            assert (
+                conn.execute(text("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'")).scalar_one()
+                == 0
+            )
+        with Store.open(pg_database) as store:
+            store.check()
+        with engine.connect() as conn:
+            assert (
+                conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == head_revision()
+            )
+            ctx = MigrationContext.configure(conn, opts={"compare_type": True})
+            assert compare_metadata(ctx, Base.metadata) == []
+            kinds = dict(
+                conn.execute(
+                    text(
+                        "SELECT column_name, data_type FROM information_schema.columns "
+                        "WHERE table_name = 'runs' AND column_name IN ('started', 'report')"
+                    )
+                ).all()
+            )
+        assert kinds == {"started": "timestamp with time zone", "report": "json"}
+    finally:
+        engine.dispose()
+
+
+def test_round_trip_listing_and_lookup_on_postgres(
+    pg_database: str, make_report: Callable[..., Report]
+) -> None:
+    a = make_report("abcd1111" + "0" * 24, started=T0)
+    b = make_report("abcd2222" + "0" * 24, started=T0 + dt.timedelta(hours=1), project="other")
+    c = make_report(started=T0.astimezone(dt.timezone(dt.timedelta(hours=-5))) - dt.timedelta(days=1))
+    with Store.open(pg_database) as store:
+        for r in (a, b, c):
+            store.save_report(r, fail_on="medium")
+        assert store.get_report(a.run.id) == a
+        assert store.get_report("abcd1") == a
+        assert store.get_report("latest") == b
+        assert store.get_report(c.run.id) == c
+        with pytest.raises(AmbiguousRun):
+            store.get_report("abcd")
+        with pytest.raises(RunNotFound):
+            store.get_report("zzzz")
+        runs = store.list_runs()
+        assert [r.id for r in runs] == [b.run.id, a.run.id, c.run.id]
+        assert runs[2].started == c.run.started and runs[2].started.utcoffset() == dt.timedelta(0)
+        assert [r.id for r in store.list_runs(project="clinic")] == [a.run.id, c.run.id]
+        assert store.previous_run("clinic", before=a.run.id) == c
+        with store._engine.connect() as conn:
+            assert conn.execute(select(func.count()).select_from(FindingRow)).scalar_one() == 9
+            metrics = conn.execute(
+                select(CheckResultRow.metrics).where(CheckResultRow.run_id == a.run.id).limit(1)
+            ).scalar_one()
+        assert metrics["robust_accuracy@eps=0.1"] == 0.12
+    # reopening an up-to-date database is fine
+    with Store.open(pg_database) as store:
+        assert len(store.list_runs()) == 3
+
+
+def test_a_write_failing_halfway_writes_nothing_on_postgres(
+    pg_database: str, make_report: Callable[..., Report]
+) -> None:
+    def boom(_mapper: Any, _conn: Any, _target: Any) -> None:
+        raise RuntimeError("fail after the runs row")
+
+    with Store.open(pg_database) as store:
+        event.listen(FindingRow, "before_insert", boom)
+        try:
+            with pytest.raises(RuntimeError):
+                store.save_report(make_report())
+        finally:
+            event.remove(FindingRow, "before_insert", boom)
+        with store._engine.connect() as conn:
+            for model in (RunRow, AssetRow, CheckResultRow, FindingRow):
+                assert conn.execute(select(func.count()).select_from(model)).scalar_one() == 0
+
+
+def test_wrong_password_or_database_is_a_store_error(postgres_url: str) -> None:
+    missing = postgres_url.replace("postgres@", "postgres:topsecret@").rsplit("/", 1)[0] + "/no_such_db"
+    with pytest.raises(StoreError, match="no_such_db") as err:
+        Store.open(missing)
+    assert "topsecret" not in str(err.value) and "\n" not in str(err.value)
+
+
+def _open_after(barrier: Any, url: str, results: Any) -> None:
+    barrier.wait()
+    try:
+        Store.open(url).close()
+        results.put("ok")
+    except BaseException as exc:
+        results.put(f"{type(exc).__name__}: {exc}")
+
+
+def test_concurrent_processes_migrate_one_after_the_other_on_postgres(pg_database: str) -> None:
+    ctx = multiprocessing.get_context("fork")
+    barrier, results = ctx.Barrier(3), ctx.Queue()
+    procs = [ctx.Process(target=_open_after, args=(barrier, pg_database, results)) for _ in range(3)]
+    for p in procs:
+        p.start()
+    try:
+        outcomes = [results.get(timeout=60) for _ in procs]
+    finally:
+        for p in procs:
+            p.join(timeout=30)
+            if p.is_alive():
+                p.kill()
+    assert outcomes == ["ok"] * 3
+    with Store.open(pg_database) as store:
+        store.check()

@@ -1,0 +1,121 @@
+"""The CLI: exit codes, formats, usage errors, bad input — over real generated files."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+
+import pytest
+
+from bastion.cli.main import run
+
+
+class _Payload:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, ...]:
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.fixture()
+def models(tmp_path: Path) -> Path:
+    import joblib
+    import numpy as np
+    import torch
+    from sklearn.linear_model import LogisticRegression
+
+    d = tmp_path / "models"
+    d.mkdir()
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(40, 3)), rng.integers(0, 2, 40)
+    joblib.dump(LogisticRegression().fit(x, y), d / "lr.joblib")
+    torch.save(torch.nn.Linear(3, 2).state_dict(), d / "linear.pt")
+    np.save(d / "weights.npy", rng.normal(size=(4, 4)))
+    (d / "README.txt").write_text("not a model\n")
+    return d
+
+
+def test_scan_safe_folder_exit_0(models: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(["scan", str(models), "--format", "json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    verdicts = {Path(f["path"]).name: f["verdict"] for f in out["files"]}
+    assert verdicts == {
+        "lr.joblib": "safe",
+        "linear.pt": "safe",
+        "weights.npy": "safe",
+        "README.txt": "skipped",
+    }
+
+
+def test_scan_payload_exit_1_and_not_executed(
+    models: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    marker = tmp_path / "marker"
+    (models / "evil.bin").write_bytes(pickle.dumps(_Payload(marker), protocol=2))
+    assert run(["scan", str(models)]) == 1
+    assert "evil.bin" in capsys.readouterr().err
+    assert not marker.exists()
+    assert run(["scan", str(models), "--fail-on", "none"]) == 0
+    assert (
+        run(["scan", str(models), "--fail-on", "critical", "-f", "sarif", "-o", str(tmp_path / "s.sarif")])
+        == 1
+    )
+    sarif = json.loads((tmp_path / "s.sarif").read_text())
+    assert sarif["runs"][0]["results"][0]["ruleId"].startswith("scan.")
+
+
+def test_scan_error_and_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "trunc.pkl").write_bytes(pickle.dumps({"a": list(range(100))}, protocol=4)[:-20])
+    assert run(["scan", str(tmp_path / "trunc.pkl")]) == 2
+    (tmp_path / "notes.txt").write_text("hello")
+    assert run(["scan", str(tmp_path / "notes.txt")]) == 3
+    assert run(["scan", str(tmp_path / "missing.pt")]) == 2
+    assert "missing.pt" in capsys.readouterr().err
+
+
+def test_usage_errors_exit_4(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(["scan", "--bogus", "x"]) == 4
+    assert run(["no-such-command"]) == 4
+    assert run(["scan", "x", "--format", "xml"]) == 4
+    assert run(["scan", "x", "--fail-on", "severe"]) == 4
+
+
+def test_allow_list_from_explicit_flag_only(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # a pickle reaching an unknown class: suspicious, unless the user allows it explicitly
+    data = b"\x80\x02cmyproject.layers\nBlock\nq\x00)\x81q\x01."
+    (tmp_path / "m.pkl").write_bytes(data)
+    (tmp_path / "bastion.yaml").write_text("version: 1\nscan:\n  allow: [myproject.layers.Block]\n")
+    assert run(["scan", str(tmp_path / "m.pkl")]) == 1  # the config beside the model is ignored
+    assert run(["scan", str(tmp_path / "m.pkl"), "--allow", "myproject.layers.Block"]) == 0
+    assert run(["scan", str(tmp_path / "m.pkl"), "-c", str(tmp_path / "bastion.yaml")]) == 0
+
+
+def test_init_writes_valid_starter(models: Path, tmp_path: Path) -> None:
+    import numpy as np
+
+    np.savez(models / "data.npz", x=np.zeros((10, 3), dtype=np.float32), y=np.arange(10) % 2)
+    assert run(["init", str(models)]) == 0
+    from bastion.core.config import load_config
+
+    cfg = load_config(models / "bastion.yaml")
+    assert {a.path for a in cfg.assets} >= {"lr.joblib", "linear.pt"}
+    assert [d.path for d in cfg.datasets] == ["data.npz"]
+    assert run(["init", str(models)]) == 2  # exists; no overwrite without --force
+    assert run(["init", str(tmp_path / "nope")]) == 2
+
+
+def test_invalid_config_lists_every_problem(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = tmp_path / "bastion.yaml"
+    cfg.write_text(
+        "version: 1\nassets:\n  - {name: a, kind: model}\n  - {name: b, kind: endpoint, url: ftp://x}\n"
+        "checks:\n  evasion.pgd: {thresholds: [{metric: m, op: '<<', value: 1}]}\n"
+    )
+    assert run(["assess", "-c", str(cfg), "-o", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    for field in ("assets[0]", "assets[1]", "checks.evasion.pgd.thresholds[0].op"):
+        assert field in err
+    assert "Traceback" not in err and not (tmp_path / "r").exists()

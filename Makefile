@@ -34,14 +34,14 @@ test: export OMP_NUM_THREADS = 1
 test: export MKL_NUM_THREADS = 1
 test: venv
 	@rc=0; \
-	for step in "ruff check src tests" "mypy" "lint-imports" "pytest $(PYTEST_ARGS)"; do \
+	for step in "ruff check src tests benchmarks scripts" "mypy" "lint-imports" "pytest $(PYTEST_ARGS)"; do \
 	  echo "==> $$step"; \
 	  $(BIN)/$$step || { echo "FAILED: $$step"; rc=1; }; \
 	done; \
 	exit $$rc
 
 lint: venv
-	$(BIN)/ruff check src tests
+	$(BIN)/ruff check src tests benchmarks scripts
 
 typecheck: venv
 	$(BIN)/mypy

@@ -65,7 +65,7 @@ def load_plugins() -> None:
 # scan
 # ---------------------------------------------------------------------------------------
 def scan(
-    paths: Sequence[str | Path],
+    paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     *,
     allow: Sequence[str] = (),
     config: str | Path | None = None,
@@ -73,7 +73,7 @@ def scan(
     """Scan model files statically; nothing scanned is imported, unpickled or loaded.
 
     Args:
-        paths: files or folders (walked recursively).
+        paths: a file or folder, or several (folders are walked recursively).
         allow: allow-list additions for the user's own classes (``package.module.Class``);
             never read from the scanned folder.
         config: an explicit ``bastion.yaml`` whose ``scan.allow`` adds to ``allow``.
@@ -87,12 +87,16 @@ def scan(
     """
     from bastion.scan import scan_paths
 
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
     extra = list(allow)
     if config is not None:
         extra += load_config(config).scan.allow
     if not paths:
         raise ConfigError("no path to scan given")
-    return scan_paths([Path(p) for p in paths], allow=extra)
+    result = scan_paths([Path(p) for p in paths], allow=extra)
+    result.bastion_version = __version__
+    return result
 
 
 # ---------------------------------------------------------------------------------------

@@ -353,7 +353,7 @@ def demo(
     run_assess: Annotated[
         bool, typer.Option("--assess/--no-assess", help="Run the assessment after building.")
     ] = True,
-    budget: Annotated[BudgetPreset, typer.Option("--budget", help="Budget preset.")] = BudgetPreset.quick,
+    budget: Annotated[BudgetPreset, typer.Option("--budget", help="Budget preset.")] = BudgetPreset.standard,
     force: Annotated[bool, typer.Option("--force", help="Rebuild even if present.")] = False,
     db: Annotated[str | None, typer.Option("--db", help="SQLAlchemy URL of the store.")] = None,
 ) -> None:

@@ -280,7 +280,7 @@ class CheckConfig(_Strict):
 
 
 class ScanSection(_Strict):
-    """Scanner settings: ``allow`` adds the user's own classes (``package.module.Class`` or ``package.module.*``)."""
+    """Scanner settings: ``allow`` adds the user's own classes (``pkg.module.Class`` or ``pkg.module.*``)."""
 
     allow: list[str] = Field(default_factory=list)
 

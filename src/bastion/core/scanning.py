@@ -60,6 +60,7 @@ class ScanResult(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     schema_version: str = SCAN_SCHEMA_VERSION
+    bastion_version: str | None = None
     files: list[FileResult] = Field(default_factory=list)
 
     def findings(self) -> list[Finding]:

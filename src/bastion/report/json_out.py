@@ -40,7 +40,7 @@ def scan_to_dict(result: ScanResult, *, version: str | None = None) -> dict[str,
         )
     return {
         "schema_version": result.schema_version,
-        "bastion_version": version or bastion_version(),
+        "bastion_version": version or result.bastion_version or bastion_version(),
         "files": files,
     }
 

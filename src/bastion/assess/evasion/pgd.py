@@ -100,6 +100,8 @@ class PGD(EvasionCheck):
     id: ClassVar[str] = "evasion.pgd"
     title: ClassVar[str] = "PGD evasion (L∞, white-box)"
     requires: ClassVar[frozenset[Capability]] = frozenset({Capability.LOSS_GRADIENTS})
+    # listed on endpoints too, so the report says why a white-box attack could not run there
+    applies_to: ClassVar[frozenset[str]] = frozenset({"model", "endpoint"})
     Params = PGDParams
     references: ClassVar[tuple[str, ...]] = (
         "Madry, Makelov, Schmidt, Tsipras, Vladu. Towards Deep Learning Models Resistant to "

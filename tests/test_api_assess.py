@@ -1,0 +1,264 @@
+"""``bastion.assess`` on small projects: an HTTP endpoint over real 127.0.0.1, waivers, a crashing
+plugin, a corrupt model file, ``--max-time`` and label-only endpoints."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from bastion import api
+from bastion.cli.main import run
+from bastion.core.registry import attacks
+from bastion.core.settings import load_settings
+
+TOKEN = "tok-9f8e7d"
+
+
+def _train() -> tuple[Any, np.ndarray, np.ndarray]:
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.ensemble import RandomForestClassifier
+
+    x, y = load_breast_cancer(return_X_y=True)
+    rf = RandomForestClassifier(n_estimators=30, random_state=0).fit(x[:300], y[:300])
+    return rf, x.astype(np.float32), y
+
+
+@pytest.fixture(scope="module")
+def endpoint() -> Iterator[dict[str, Any]]:
+    rf, _, _ = _train()
+    hits = {"rows": 0, "unauthorised": 0}
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            if self.headers.get("Authorization") != f"Bearer {TOKEN}":
+                hits["unauthorised"] += 1
+                self.send_response(401)
+                self.end_headers()
+                return
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            rows = np.asarray(body["instances"], dtype=np.float64)
+            hits["rows"] += len(rows)
+            if self.path == "/labels":
+                out: list[Any] = rf.predict(rows).tolist()
+            else:
+                out = rf.predict_proba(rows).tolist()
+            data = json.dumps({"predictions": out}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    yield {"url": f"http://127.0.0.1:{srv.server_address[1]}", "hits": hits}
+    srv.shutdown()
+
+
+def _project(tmp_path: Path, url: str, *, output: str = "probabilities", extra: str = "") -> Path:
+    _, x, y = _train()
+    np.savez(tmp_path / "cancer.npz", x=x, y=y)
+    idx = np.arange(len(x))
+    lo, hi = x.min(axis=0), x.max(axis=0)
+    feats = "\n".join(
+        f"        - {{name: f{j}, min: {lo[j]:.6g}, max: {hi[j]:.6g}}}" for j in range(x.shape[1])
+    )
+    (tmp_path / "bastion.yaml").write_text(
+        f"""version: 1
+project: {{name: remote, owner: ml-platform}}
+assets:
+  - name: remote-rf
+    kind: endpoint
+    url: {url}
+    num_classes: 2
+    owner: ml-platform
+    dataset: cancer
+    endpoint: {{token_env: RF_TOKEN, output: {output}, max_batch: 50}}
+    input:
+      shape: [30]
+      features:
+{feats}
+datasets:
+  - name: cancer
+    path: cancer.npz
+    owner: ml-platform
+    splits:
+      train: {idx[:300].tolist()}
+      test: {idx[300:450].tolist()}
+      population: {idx[450:].tolist()}
+checks:
+  evasion.square:
+    params: {{n_queries: 50}}
+  extraction.surrogate:
+    params: {{queries: [50, 100]}}
+{extra}"""
+    )
+    return tmp_path / "bastion.yaml"
+
+
+def test_endpoint_assessed_over_http(
+    endpoint: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RF_TOKEN", TOKEN)
+    cfg = _project(tmp_path, endpoint["url"])
+    before = endpoint["hits"]["rows"]
+    report = api.assess(cfg, settings=load_settings(budget="quick"), store=False, asset="remote-rf")
+    assert report.run.status == "ok", report.errors
+    ok = {c.id: c for c in report.checks if c.status == "ok"}
+    assert {"evasion.square", "membership.threshold", "extraction.surrogate", "governance.controls"} <= set(
+        ok
+    )
+    skipped = {c.id: c.reason for c in report.checks if c.status == "skipped"}
+    assert "loss-gradients" in (skipped["evasion.pgd"] or "")
+    sent = endpoint["hits"]["rows"] - before
+    used = sum(c.budget_used.queries for c in ok.values() if c.budget_used)
+    assert 0 < sent <= used  # every row the server saw was charged to a check's budget
+    assert ok["membership.threshold"].metrics["auc"] is not None
+    assert TOKEN not in report.model_dump_json()
+
+
+def test_label_only_endpoint_skips_score_attacks(
+    endpoint: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RF_TOKEN", TOKEN)
+    cfg = _project(tmp_path, endpoint["url"] + "/labels", output="labels")
+    report = api.assess(cfg, settings=load_settings(budget="quick"), store=False, asset="remote-rf")
+    status = {c.id: (c.status, c.reason) for c in report.checks}
+    assert status["extraction.surrogate"][0] == "ok"
+    for pid in ("evasion.square", "membership.threshold", "evasion.pgd"):
+        assert status[pid][0] == "skipped" and "label-only" in (status[pid][1] or ""), status[pid]
+
+
+def test_missing_token_env_is_recorded_not_leaked(
+    endpoint: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("RF_TOKEN", raising=False)
+    cfg = _project(tmp_path, endpoint["url"])
+    report = api.assess(cfg, settings=load_settings(budget="quick"), store=False, only=["evasion.square"])
+    assert report.run.status == "error"
+    assert any("RF_TOKEN" in e.message for e in report.errors)
+    assert api.exit_code(report, "none") == 2
+
+
+def test_waivers_show_as_waived_and_do_not_gate(
+    endpoint: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RF_TOKEN", TOKEN)
+    waivers = """waivers:
+  - {rule_id: governance.controls.incident-plan, reason: "plan in review with the CISO", expires: 2099-01-01}
+  - {rule_id: governance.controls.endpoint-tls, asset: remote-rf, reason: "expired", expires: 2000-01-01}
+"""
+    cfg = _project(tmp_path, endpoint["url"], extra=waivers)
+    report = api.assess(cfg, settings=load_settings(budget="quick"), store=False, only=["governance"])
+    by_rule = {f.rule_id: f for f in report.findings}
+    assert by_rule["governance.controls.incident-plan"].waiver is not None
+    assert by_rule["governance.controls.incident-plan"] not in report.gating()
+    tls = by_rule.get("governance.controls.endpoint-tls")
+    assert tls is None or tls.waiver is None  # expired: not waived (loopback http may be n-a)
+
+
+def test_crashing_plugin_is_recorded_and_run_stored(
+    endpoint: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RF_TOKEN", TOKEN)
+    cfg = _project(tmp_path, endpoint["url"])
+    cls = attacks.get("extraction.surrogate")
+
+    def boom(self: Any, ctx: Any) -> Any:
+        raise RuntimeError("surrogate exploded")
+
+    monkeypatch.setattr(cls, "run", boom)
+    db = f"sqlite:///{tmp_path / 'b.db'}"
+    code = run(
+        [
+            "assess",
+            "-c",
+            str(cfg),
+            "--db",
+            db,
+            "-o",
+            str(tmp_path / "r"),
+            "--budget",
+            "quick",
+            "--only",
+            "extraction",
+            "--only",
+            "governance",
+            "--fail-on",
+            "none",
+        ]
+    )
+    assert code == 2
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert report["run"]["status"] == "error"
+    assert report["errors"][0]["check"] == "extraction.surrogate"
+    assert "surrogate exploded" in report["errors"][0]["message"]
+    assert any(c["id"] == "governance.controls" and c["status"] == "ok" for c in report["checks"])
+    assert api.history(db_url=db)[0].status == "error"
+
+
+def test_corrupt_model_file_is_an_error_naming_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import pickle
+
+    (tmp_path / "model.joblib").write_bytes(pickle.dumps({"w": list(range(50))}, protocol=4)[:-9])
+    np.savez(tmp_path / "d.npz", x=np.zeros((20, 3), dtype=np.float32), y=np.arange(20) % 2)
+    (tmp_path / "bastion.yaml").write_text(
+        """version: 1
+assets:
+  - {name: m, path: model.joblib, framework: sklearn, num_classes: 2, dataset: d, input: {shape: [3]}}
+datasets:
+  - {name: d, path: d.npz, splits: {train: [0, 1, 2, 3, 4, 5, 6, 7, 8, 9], test: [10, 11, 12, 13, 14, 15]}}
+"""
+    )
+    code = run(
+        [
+            "assess",
+            "-c",
+            str(tmp_path / "bastion.yaml"),
+            "--db",
+            f"sqlite:///{tmp_path / 'x.db'}",
+            "-o",
+            str(tmp_path / "r"),
+            "--budget",
+            "quick",
+            "--fail-on",
+            "none",
+        ]
+    )
+    assert code == 2
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    scan = next(c for c in report["checks"] if c["id"].startswith("scan."))
+    assert scan["status"] == "error"
+    skipped = [c for c in report["checks"] if c["id"] == "evasion.square"]
+    assert skipped and skipped[0]["status"] == "skipped" and "error" in skipped[0]["reason"]
+
+
+def test_max_time_skips_what_does_not_fit(
+    endpoint: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    monkeypatch.setenv("RF_TOKEN", TOKEN)
+    cfg = _project(tmp_path, endpoint["url"])
+    cls = attacks.get("extraction.surrogate")
+    original = cls.run
+
+    def slow(self: Any, ctx: Any) -> Any:
+        time.sleep(1.2)
+        return original(self, ctx)
+
+    monkeypatch.setattr(cls, "run", slow)
+    report = api.assess(cfg, settings=load_settings(budget="quick", max_time=1.0), store=False)
+    reasons = [c.reason for c in report.checks if c.status == "skipped"]
+    assert "--max-time reached" in reasons

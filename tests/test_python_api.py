@@ -1,0 +1,42 @@
+"""The Python API at the package root: ``bastion.scan`` and ``bastion.assess`` whatever was imported first."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import jsonschema
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_scan_callable_twice_and_after_subpackage_import(tmp_path: Path) -> None:
+    code = f"""
+import bastion, bastion.scan.engine, bastion.assess.metrics as m
+p = {str(tmp_path / "m.pkl")!r}
+open(p, "wb").write({pickle.dumps({"a": [1, 2]}, protocol=4)!r})
+r1 = bastion.scan(p)
+r2 = bastion.scan([p])
+assert r1.files[0].verdict.value == r2.files[0].verdict.value == "safe"
+assert callable(bastion.assess) and callable(m.roc_auc)
+from bastion.assess import metrics
+assert metrics is m
+print("ok")
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=False)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"
+
+
+def test_scan_json_validates_against_published_schema(tmp_path: Path) -> None:
+    import bastion
+    from bastion.report import scan_to_json
+
+    (tmp_path / "m.pkl").write_bytes(pickle.dumps([1.0, 2.0], protocol=2))
+    doc = json.loads(scan_to_json(bastion.scan(tmp_path)))
+    schema = json.loads((ROOT / "docs" / "scan.schema.json").read_text())
+    jsonschema.validate(doc, schema)
+    assert doc["bastion_version"] == bastion.__version__

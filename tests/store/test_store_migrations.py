@@ -27,7 +27,17 @@ from bastion.store import (
 )
 from bastion.store.models import Base, RunRow
 
-TABLES = {"runs", "assets", "check_results", "findings", "alembic_version"}
+TABLES = {
+    "runs",
+    "assets",
+    "check_results",
+    "findings",
+    "alembic_version",
+    "audit_log",
+    "model_versions",
+    "dataset_versions",
+    "incidents",
+}
 
 
 def _diff(url: str, metadata: MetaData) -> list[Any]:

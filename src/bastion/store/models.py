@@ -155,3 +155,91 @@ class FindingRow(Base):
         Index("ix_findings_run_id", "run_id"),
         Index("ix_findings_fingerprint", "fingerprint"),
     )
+
+
+class AuditRecordRow(Base):
+    """One record of the guard's hash-chained, append-only audit log.
+
+    ``hash`` is SHA-256 over ``prev_hash`` and the canonical JSON of ``record``; ``seq`` is
+    gap-free per ``chain`` (one chain per guard deployment), so an edited, inserted or deleted
+    record breaks the chain. ``record`` never holds raw inputs (hashes and summaries only).
+    """
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    chain: Mapped[str] = mapped_column(String(64))
+    seq: Mapped[int] = mapped_column(Integer)
+    created: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    key_id: Mapped[str | None] = mapped_column(String(128))
+    decision: Mapped[str] = mapped_column(String(32))
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+    record: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+    __table_args__ = (
+        Index("ix_audit_log_chain_seq", "chain", "seq", unique=True),
+        Index("ix_audit_log_key_id", "key_id"),
+    )
+
+
+class ModelVersionRow(Base):
+    """A version of a model asset written by ``bastion harden`` (or registered), with lineage.
+
+    ``details`` holds the procedure and its parameters (e.g. PGD-AT ε, DP-SGD (ε, δ) spent),
+    ``datasets`` the dataset versions that trained it.
+    """
+
+    __tablename__ = "model_versions"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    asset: Mapped[str] = mapped_column(String(255))
+    version: Mapped[int] = mapped_column(Integer)
+    parent_id: Mapped[str | None] = mapped_column(String(64))
+    created: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    path: Mapped[str | None] = mapped_column(Text)
+    sha256: Mapped[str] = mapped_column(String(64))
+    procedure: Mapped[str | None] = mapped_column(String(64))
+    details: Mapped[dict[str, Any]] = mapped_column(JSON)
+    datasets: Mapped[list[str]] = mapped_column(JSON)
+
+    __table_args__ = (Index("ix_model_versions_asset_version", "asset", "version", unique=True),)
+
+
+class DatasetVersionRow(Base):
+    """A registered dataset version: file hashes, a Merkle root over rows, source, licence, owner."""
+
+    __tablename__ = "dataset_versions"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    dataset: Mapped[str] = mapped_column(String(255))
+    version: Mapped[int] = mapped_column(Integer)
+    parent_id: Mapped[str | None] = mapped_column(String(64))
+    created: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    merkle_root: Mapped[str] = mapped_column(String(64))
+    files: Mapped[dict[str, Any]] = mapped_column(JSON)
+    source: Mapped[str | None] = mapped_column(Text)
+    licence: Mapped[str | None] = mapped_column(String(255))
+    owner: Mapped[str | None] = mapped_column(String(255))
+    details: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+    __table_args__ = (Index("ix_dataset_versions_dataset_version", "dataset", "version", unique=True),)
+
+
+class IncidentRow(Base):
+    """A runtime alert or an incident raised from one (guard alerts, canary hits, ...)."""
+
+    __tablename__ = "incidents"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    created: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    source: Mapped[str] = mapped_column(String(64))
+    asset: Mapped[str | None] = mapped_column(String(255))
+    key_id: Mapped[str | None] = mapped_column(String(128))
+    rule_id: Mapped[str] = mapped_column(String(255))
+    severity: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16))
+    atlas: Mapped[list[str]] = mapped_column(JSON)
+    details: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+    __table_args__ = (Index("ix_incidents_created", "created"), Index("ix_incidents_asset", "asset"))

@@ -13,21 +13,30 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated
 
 import typer
 from rich.console import Console
 
 from bastion import __version__, api
+from bastion.cli._common import (
+    EXIT_ERROR,
+    EXIT_NOTHING,
+    EXIT_OK,
+    EXIT_USAGE,
+    BudgetPreset,
+    FailOn,
+    ScanFormat,
+    ShowFormat,
+    UsageError,
+    err,
+    fail,
+    state,
+    write,
+)
 from bastion.core.errors import BastionError
 from bastion.core.report import Report
 from bastion.core.settings import Settings
-from bastion.core.severity import FAIL_ON_CHOICES
-
-EXIT_OK, EXIT_FINDINGS, EXIT_ERROR, EXIT_NOTHING, EXIT_USAGE = 0, 1, 2, 3, 4
-
-# Typer vendors its own Click; its usage-error base class is reached through BadParameter.
-_UsageError: type[Exception] = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
 
 app = typer.Typer(
     name="bastion",
@@ -38,60 +47,6 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-# Logs in CI are read in full: outside a terminal, use a wide console rather than Rich's 80 columns.
-err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
-_state = {"debug": False}
-
-
-class ScanFormat(str, enum.Enum):
-    """Output formats of ``bastion scan``."""
-
-    table = "table"
-    json = "json"
-    sarif = "sarif"
-
-
-class ShowFormat(str, enum.Enum):
-    """Output formats of ``bastion show``."""
-
-    table = "table"
-    json = "json"
-    sarif = "sarif"
-    html = "html"
-    markdown = "markdown"
-
-
-class BudgetPreset(str, enum.Enum):
-    """Budget presets of ``bastion assess``."""
-
-    quick = "quick"
-    standard = "standard"
-    thorough = "thorough"
-
-
-FailOn = enum.Enum("FailOn", {v: v for v in FAIL_ON_CHOICES}, type=str)  # type: ignore[misc]
-
-
-def _fail(exc: BaseException) -> NoReturn:
-    if _state["debug"]:
-        err.print_exception()
-    first, *rest = str(exc).splitlines() or [type(exc).__name__]
-    err.print(f"[bold red]error:[/] {first}", highlight=False, markup=True, soft_wrap=True)
-    for line in rest:
-        err.print(line, highlight=False, markup=False, soft_wrap=True)
-    code = getattr(exc, "exit_code", EXIT_ERROR)
-    raise typer.Exit(code if isinstance(code, int) else EXIT_ERROR)
-
-
-def _write(text: str, output: Path | None) -> None:
-    if output is None:
-        sys.stdout.write(text if text.endswith("\n") else text + "\n")
-        return
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(f".{output.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, output)
-
 
 @app.callback()
 def _main(
@@ -99,7 +54,7 @@ def _main(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details.")] = False,
 ) -> None:
     """Bastion: assess, harden, guard and govern ML systems."""
-    _state["debug"] = debug
+    state["debug"] = debug
     level = logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
 
@@ -135,15 +90,15 @@ def scan(
     try:
         result = api.scan(paths, allow=allow or [], config=config)
     except BastionError as exc:
-        _fail(exc)
-    fail = fail_on.value if isinstance(fail_on, enum.Enum) else str(fail_on)
+        fail(exc)
+    gate = fail_on.value if isinstance(fail_on, enum.Enum) else str(fail_on)
     if fmt == ScanFormat.json:
-        _write(scan_to_json(result), output)
+        write(scan_to_json(result), output)
     elif fmt == ScanFormat.sarif:
-        _write(scan_to_sarif(result), output)
+        write(scan_to_sarif(result), output)
     else:
         if output is not None:
-            _write(scan_to_json(result), output)
+            write(scan_to_json(result), output)
         err.print(scan_table(result))
     counts: dict[str, int] = {}
     for fr in result.files:
@@ -152,7 +107,7 @@ def scan(
         f"{len(result.files)} file(s): " + ", ".join(f"{n} {v}" for v, n in sorted(counts.items())),
         highlight=False,
     )
-    raise typer.Exit(result.exit_code(fail))
+    raise typer.Exit(result.exit_code(gate))
 
 
 @app.command()
@@ -188,26 +143,26 @@ def assess(
     """Assess every model, dataset and endpoint of a project and write the report."""
     from bastion.core.settings import load_settings
 
-    fail = fail_on.value if isinstance(fail_on, enum.Enum) else str(fail_on)
+    gate = fail_on.value if isinstance(fail_on, enum.Enum) else str(fail_on)
     try:
         if not config.is_file():
             raise BastionError(f"{config}: config file not found (use -c PATH, or run `bastion init DIR`)")
         err.print(f"using config {config}", highlight=False)
         if dry_run:
             plan = api.plan(config, budget=budget.value, asset=asset, only=only or [], skip=skip or [])
-            _write(json.dumps(plan.to_dict(), indent=2), None)
+            write(json.dumps(plan.to_dict(), indent=2), None)
             _print_plan(plan)
             raise typer.Exit(EXIT_OK if any(i.skip_reason is None for i in plan.items) else EXIT_NOTHING)
-        settings = load_settings(db_url=db, budget=budget.value, max_time=max_time, fail_on=fail)
+        settings = load_settings(db_url=db, budget=budget.value, max_time=max_time, fail_on=gate)
         report = _run_with_progress(config, settings, asset, only or [], skip or [], baseline)
         paths = api.write_outputs(report, output)
     except BastionError as exc:
-        _fail(exc)
+        fail(exc)
     from bastion.report import assessment_summary
 
     for renderable in assessment_summary(report):
         err.print(renderable)
-    code = api.exit_code(report, fail)
+    code = api.exit_code(report, gate)
     err.print(
         f"report: {paths['html']} (also report.json, report.sarif); run {report.run.id}", highlight=False
     )
@@ -273,9 +228,9 @@ def history(
     try:
         runs = api.history(db_url=db, limit=limit)
     except BastionError as exc:
-        _fail(exc)
+        fail(exc)
     if fmt == "json":
-        _write(json.dumps([r.model_dump(mode="json") for r in runs], indent=2), None)
+        write(json.dumps([r.model_dump(mode="json") for r in runs], indent=2), None)
         raise typer.Exit(EXIT_OK)
     from rich.table import Table
 
@@ -310,12 +265,12 @@ def show(
     try:
         report = api.show(run, db_url=db)
     except BastionError as exc:
-        _fail(exc)
+        fail(exc)
     if fmt == ShowFormat.table:
         for renderable in rep.assessment_summary(report):
             err.print(renderable)
         if output is not None:
-            _write(rep.report_to_json(report), output)
+            write(rep.report_to_json(report), output)
     else:
         render = {
             ShowFormat.json: rep.report_to_json,
@@ -323,7 +278,7 @@ def show(
             ShowFormat.html: rep.report_to_html,
             ShowFormat.markdown: rep.report_to_markdown,
         }[fmt]
-        _write(render(report), output)
+        write(render(report), output)
     raise typer.Exit(EXIT_OK)
 
 
@@ -338,7 +293,7 @@ def init(
     try:
         path = api.init_project(directory, force=force)
     except BastionError as exc:
-        _fail(exc)
+        fail(exc)
     err.print(
         f"wrote {path}; review owners, input specs and splits, then run: bastion assess -c {path}",
         highlight=False,
@@ -361,7 +316,7 @@ def demo(
     try:
         cfg = api.build_demo(directory, force=force)
     except BastionError as exc:
-        _fail(exc)
+        fail(exc)
     err.print(f"example project: {cfg}", highlight=False)
     if not run_assess:
         raise typer.Exit(EXIT_OK)
@@ -374,7 +329,7 @@ def demo(
         report = _run_with_progress(cfg, settings, None, [], [], None)
         paths = api.write_outputs(report, out)
     except BastionError as exc:
-        _fail(exc)
+        fail(exc)
     from bastion.report import assessment_summary
 
     for renderable in assessment_summary(report):
@@ -384,11 +339,25 @@ def demo(
     raise typer.Exit(code)
 
 
+#: Subcommand modules; each defines ``register(app)`` and must stay light at import.
+SUBCOMMAND_MODULES: tuple[str, ...] = ()
+
+
+def _register_subcommands() -> None:
+    import importlib
+
+    for name in SUBCOMMAND_MODULES:
+        importlib.import_module(name).register(app)
+
+
+_register_subcommands()
+
+
 def run(argv: list[str] | None = None) -> int:
     """Console-script entry point: maps the CLI framework's usage errors to exit code 4."""
     try:
         rv = app(args=argv, standalone_mode=False, prog_name="bastion")
-    except _UsageError as exc:
+    except UsageError as exc:
         exc.show(file=sys.stderr)  # type: ignore[attr-defined]
         code = EXIT_USAGE
     except typer.Exit as exc:
@@ -396,8 +365,15 @@ def run(argv: list[str] | None = None) -> int:
     except typer.Abort:
         sys.stderr.write("aborted\n")
         code = 130
-    except BastionError as exc:  # pragma: no cover - commands catch their own
+    except BastionError as exc:  # commands catch their own; this is the safety net
         sys.stderr.write(f"error: {exc}\n")
+        code = EXIT_ERROR
+    except Exception as exc:  # a bug: one line, the traceback only with --debug
+        if state["debug"]:
+            err.print_exception()
+        sys.stderr.write(
+            f"error: internal error: {type(exc).__name__}: {exc} (run with --debug for details)\n"
+        )
         code = EXIT_ERROR
     else:
         code = rv if isinstance(rv, int) else EXIT_OK

@@ -136,14 +136,58 @@ class Plan:
 ProgressFn = Callable[[str, float], None]
 
 
-def _assets(cfg: ProjectConfig) -> list[Asset]:
-    """Assets of the config, plus one dataset asset per ``datasets:`` entry not already listed."""
-    out = list(cfg.assets)
+def _assets(cfg: ProjectConfig, versions: dict[str, Any] | None = None) -> list[Asset]:
+    """Assets of the config, with hardened versions and dataset assets added.
+
+    Each model is followed by its latest hardened version (``<name>.v<N>``) when ``versions``
+    has one; one dataset asset is added per ``datasets:`` entry not already listed.
+    """
+    out: list[Asset] = []
+    for a in cfg.assets:
+        out.append(a)
+        v = (versions or {}).get(a.name)
+        if v is not None and a.kind == "model":
+            out.append(_version_asset(a, v))
     names = {a.name for a in out}
     for ds in cfg.datasets:
         if ds.name not in names:
             out.append(Asset(name=ds.name, kind="dataset", path=ds.path, owner=ds.owner, format=None))
     return out
+
+
+def _version_asset(a: Asset, v: Any) -> Asset:
+    """The asset for a recorded version ``v`` of model ``a`` (its file, hash and class)."""
+    details = dict(v.details)
+    return a.model_copy(
+        update={
+            "name": f"{a.name}.v{v.version}",
+            "path": v.path,
+            "sha256": v.sha256,
+            "format": details.get("format", a.format),
+            "model_class": details.get("model_class", a.model_class),
+            "model_kwargs": details.get("model_kwargs", a.model_kwargs),
+            "tags": [*a.tags, f"version-of:{a.name}", f"procedure:{v.procedure}"],
+        }
+    )
+
+
+def _selected(name: str, asset: str | None) -> bool:
+    return asset is None or name == asset or name.startswith(asset + ".v")
+
+
+def _latest_versions(db_url: str, cfg: ProjectConfig) -> dict[str, Any]:
+    """The latest recorded version of each model asset; empty when the store does not exist yet."""
+    from sqlalchemy.engine import make_url
+
+    u = make_url(db_url)
+    if u.get_backend_name() == "sqlite" and (not u.database or not Path(u.database).is_file()):
+        return {}
+    from bastion.store import Store
+    from bastion.store.versions import latest_version
+
+    with Store.open(db_url) as st:
+        found = {a.name: latest_version(st, a.name) for a in cfg.assets if a.kind == "model"}
+    return {k: v for k, v in found.items() if v is not None}
 
 
 def _check_enabled(
@@ -182,8 +226,12 @@ def plan(
     asset: str | None = None,
     only: Sequence[str] = (),
     skip: Sequence[str] = (),
+    versions: dict[str, Any] | None = None,
 ) -> Plan:
     """Which checks would run on which assets, and why the others are skipped.
+
+    ``versions`` (asset name → latest recorded version) adds each hardened version as an
+    asset ``<name>.v<N>`` assessed beside the original, so reports compare before and after.
 
     Capability-based skips (a label-only endpoint cannot give loss gradients) are decided
     from the asset's declared framework and output, without loading anything.
@@ -197,13 +245,13 @@ def plan(
     if budget not in PRESETS:
         raise ConfigError(f"--budget must be one of {', '.join(PRESETS)}, got {budget!r}")
     _validate_selection(only, skip)
-    assets = _assets(cfg)
+    assets = _assets(cfg, versions)
     if asset is not None:
         if asset not in {a.name for a in assets}:
             raise ConfigError(
                 f"--asset {asset!r}: no such asset; assets: {', '.join(a.name for a in assets)}"
             )
-        assets = [a for a in assets if a.name == asset]
+        assets = [a for a in assets if _selected(a.name, asset)]
     p = Plan(config=cfg, base_dir=path.resolve().parent, budget=budget)
     scan_selected = _check_enabled(cfg, "scan.file", "", only, skip) is None
     for a in assets:
@@ -272,6 +320,10 @@ def _preflight_files(cfg: ProjectConfig, base: Path, assets: list[Asset]) -> Non
     for i, a in enumerate(cfg.assets):
         if a.path and not (base / a.path).is_file():
             problems.append(f"assets[{i}].path: file not found: {base / a.path}")
+    declared = {a.name for a in cfg.assets}
+    for a in assets:
+        if a.name not in declared and a.kind == "model" and a.path and not (base / a.path).is_file():
+            problems.append(f"model version {a.name}: file recorded in the store not found: {base / a.path}")
     for i, d in enumerate(cfg.datasets):
         if not (base / d.path).is_file():
             problems.append(f"datasets[{i}].path: file not found: {base / d.path}")
@@ -372,6 +424,7 @@ def assess(
     baseline: str | None = None,
     progress: ProgressFn | None = None,
     store: bool = True,
+    include_versions: bool = True,
 ) -> Report:
     """Assess every asset of a project and return the report (stored unless ``store=False``).
 
@@ -388,6 +441,7 @@ def assess(
         baseline: an earlier run id (prefix or ``latest``) to mark findings new/unchanged/fixed.
         progress: callback ``(label, fraction)``.
         store: record the run in the database.
+        include_versions: also assess each model's latest hardened version from the store.
 
     Returns:
         The report; see ``docs/report.schema.json``.
@@ -400,22 +454,22 @@ def assess(
     started = dt.datetime.now(dt.UTC)
     t0 = time.monotonic()
     deadline = t0 + s.max_time if s.max_time else None
-    the_plan = plan(config, budget=s.budget, asset=asset, only=only, skip=skip)
-    cfg, base = the_plan.config, the_plan.base_dir
-    assets = _assets(cfg)
-    if asset is not None:
-        assets = [a for a in assets if a.name == asset]
-    _preflight_files(cfg, base, assets)
-    datasets = _load_datasets(cfg, base, assets)
-
+    plan(config, budget=s.budget, asset=asset, only=only, skip=skip)  # config and selection first
     baseline_report: Report | None = None
+    versions: dict[str, Any] = {}
     if store or baseline:
         from bastion.store import Store, preflight
 
         preflight(s.db_url)  # reachable and writable; writes nothing
+        versions = _latest_versions(s.db_url, load_config(config)) if include_versions else {}
         if baseline:
             with Store.open(s.db_url) as old:
                 baseline_report = old.get_report(baseline)
+    the_plan = plan(config, budget=s.budget, asset=asset, only=only, skip=skip, versions=versions)
+    cfg, base = the_plan.config, the_plan.base_dir
+    assets = [a for a in _assets(cfg, versions) if _selected(a.name, asset)]
+    _preflight_files(cfg, base, assets)
+    datasets = _load_datasets(cfg, base, assets)
 
     result = RunResult()
     facts: dict[str, dict[str, Any]] = {}
@@ -726,3 +780,137 @@ def build_demo(directory: str | Path = "examples/clinic", *, seed: int = 0, forc
     from bastion.examples.clinic import build_clinic
 
     return build_clinic(Path(directory), seed=seed, force=force)
+
+
+# --- harden (issues 5 and 6) ---------------------------------------------------------------
+@dataclass
+class HardenResult:
+    """A hardened model version, written and recorded.
+
+    Attributes:
+        asset: the original asset's name.
+        version: the recorded version number (the file in ``bastion.yaml`` is version 1).
+        name: the asset name its assessment uses (``<asset>.v<version>``).
+        path: the new model file, relative to the project folder.
+        sha256: its hash.
+        procedure: the defence id.
+        details: what the procedure did and measured.
+    """
+
+    asset: str
+    version: int
+    name: str
+    path: str
+    sha256: str
+    procedure: str
+    details: dict[str, Any]
+
+
+def harden(
+    config: str | Path,
+    procedure: str,
+    *,
+    asset: str,
+    params: dict[str, Any] | None = None,
+    settings: Settings | None = None,
+    progress: Callable[[float], None] | None = None,
+) -> HardenResult:
+    """Run a defence (``defend.*`` plugin) on a model asset and record the result as a new version.
+
+    The original file is scanned first and loaded only if judged safe; the new model is
+    written atomically under ``.bastion/models/`` in the project folder and recorded in the
+    store with its hash, procedure, parameters and training data (lineage). ``bastion assess``
+    then assesses it beside the original (``<asset>.v<N>``).
+
+    Raises:
+        ConfigError: invalid config, unknown asset or procedure, bad parameters, or the
+            defence's preflight problems (all listed), before any training.
+        IntegrityError: the model file changed after it was scanned.
+        StoreError: the database cannot be reached (checked before training).
+    """
+    from bastion.core.registry import defences
+    from bastion.scan import scan_file
+    from bastion.store import Store, preflight
+    from bastion.store.versions import add_version
+
+    load_plugins()
+    s = settings or load_settings()
+    path = Path(config)
+    cfg = load_config(path)
+    base = path.resolve().parent
+    a = cfg.asset(asset)
+    if a.kind != "model" or not a.path:
+        raise ConfigError(f"--asset {asset}: only model files can be hardened (kind {a.kind})")
+    if procedure not in defences:
+        pid = f"defend.{procedure}"
+        if pid not in defences:
+            known = ", ".join(p.removeprefix("defend.") for p in defences) or "none"
+            raise ConfigError(f"unknown hardening procedure {procedure!r}; known: {known}")
+        procedure = pid
+    cls = defences.get(procedure)
+    try:
+        parsed = cls.parse_params(params, where="params")
+    except PluginError as exc:
+        raise ConfigError(str(exc)) from None
+    _preflight_files(cfg, base, [a])
+    datasets = _load_datasets(cfg, base, [a])
+    preflight(s.db_url)
+    fr = scan_file(base / a.path, allow=cfg.scan.allow)
+    if fr.verdict != Verdict.SAFE:
+        raise ConfigError(f"{base / a.path}: not loaded: the scanner judged the file {fr.verdict.value}")
+    target = _build_target(a, base, {"scan_sha256": fr.sha256})
+    from bastion.defend.base import HardenContext
+
+    ctx = HardenContext(
+        asset=a,
+        config=cfg,
+        base_dir=base,
+        target=target,
+        data=_splits_for(a, datasets),
+        params=parsed,
+        seed=cfg.seed,
+        progress=progress,
+    )
+    defence = cls()
+    problems = defence.preflight(ctx)
+    if problems:
+        raise ConfigError(f"{len(problems)} problem(s) before hardening {asset}", problems)
+    out = defence.harden(ctx)
+    sha = hashlib.sha256(out.payload).hexdigest()
+    rel = (
+        Path(".bastion")
+        / "models"
+        / f"{a.name}-{procedure.removeprefix('defend.')}-{sha[:12]}{out.extension}"
+    )
+    dest = base / rel
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(out.payload)
+    os.replace(tmp, dest)
+    details = {
+        **out.details,
+        "format": "torch" if out.format == "torch" else "skops",
+        "model_class": out.model_class or a.model_class,
+        "model_kwargs": out.model_kwargs or a.model_kwargs,
+        "params": parsed.model_dump(mode="json"),
+        "parent_sha256": fr.sha256,
+    }
+    with Store.open(s.db_url) as st:
+        v = add_version(
+            st,
+            asset=a.name,
+            path=rel.as_posix(),
+            sha256=sha,
+            procedure=procedure,
+            details=details,
+            datasets=[a.dataset] if a.dataset else [],
+        )
+    return HardenResult(
+        asset=a.name,
+        version=v.version,
+        name=f"{a.name}.v{v.version}",
+        path=rel.as_posix(),
+        sha256=sha,
+        procedure=procedure,
+        details=details,
+    )

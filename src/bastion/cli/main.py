@@ -340,7 +340,9 @@ def demo(
 
 
 #: Subcommand modules; each defines ``register(app)`` and must stay light at import.
-SUBCOMMAND_MODULES: tuple[str, ...] = ()
+SUBCOMMAND_MODULES: tuple[str, ...] = (
+    "bastion.cli.harden",
+)
 
 
 def _register_subcommands() -> None:

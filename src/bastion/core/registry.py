@@ -2,7 +2,8 @@
 
 A config file may enable, disable or tune a registered id; it never names code to
 import. Outside plugins come from entry points in the group ``bastion.<kind>s``
-(``bastion.attacks``, ``bastion.scanners``, ``bastion.detectors``, ``bastion.checks``).
+(``bastion.attacks``, ``bastion.scanners``, ``bastion.detectors``, ``bastion.checks``,
+``bastion.defences``).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from bastion.core.findings import Threat
 log = logging.getLogger(__name__)
 
 PLUGIN_ID = re.compile(r"^[a-z0-9][a-z0-9_-]*(\.[a-z0-9][a-z0-9_-]*)+$")
-KINDS = ("attack", "scanner", "detector", "check")
+KINDS = ("attack", "scanner", "detector", "check", "defence")
 
 
 class NoParams(BaseModel):
@@ -139,6 +140,7 @@ attacks = REGISTRIES["attack"]
 scanners = REGISTRIES["scanner"]
 detectors = REGISTRIES["detector"]
 checks = REGISTRIES["check"]
+defences = REGISTRIES["defence"]
 
 
 def register(kind: str) -> Callable[[P], P]:

@@ -402,6 +402,11 @@ class Store:
         """The store's URL with its password masked."""
         return safe_url(self._url)
 
+    @property
+    def engine(self) -> Engine:
+        """The SQLAlchemy engine (for the store's own modules: versions, audit, provenance)."""
+        return self._engine
+
     def check(self) -> None:
         """Check the database still answers and is at the head revision; writes nothing.
 

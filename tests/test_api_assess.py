@@ -262,3 +262,6 @@ def test_max_time_skips_what_does_not_fit(
     report = api.assess(cfg, settings=load_settings(budget="quick", max_time=1.0), store=False)
     reasons = [c.reason for c in report.checks if c.status == "skipped"]
     assert "--max-time reached" in reasons
+    assert report.run.status == "error"  # an assessment cut short is incomplete: it must not pass CI
+    assert any(e.error == "MaxTimeReached" for e in report.errors)
+    assert api.exit_code(report, "none") == 2

@@ -119,3 +119,79 @@ def test_invalid_config_lists_every_problem(tmp_path: Path, capsys: pytest.Captu
     for field in ("assets[0]", "assets[1]", "checks.evasion.pgd.thresholds[0].op"):
         assert field in err
     assert "Traceback" not in err and not (tmp_path / "r").exists()
+
+
+def test_output_to_special_file_is_written_in_place(models: Path, tmp_path: Path) -> None:
+    fifo_free = tmp_path / "devnull"
+    import os
+    import stat
+
+    os.mknod(fifo_free, 0o666 | stat.S_IFCHR, os.makedev(1, 3))  # a /dev/null twin
+    assert run(["scan", str(models), "-f", "json", "-o", str(fifo_free)]) == 0
+    assert stat.S_ISCHR(os.stat(fifo_free).st_mode), "the device must never be replaced by a file"
+
+
+def test_output_to_folder_is_a_clear_error(
+    models: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "outdir"
+    out.mkdir()
+    assert run(["scan", str(models), "-f", "json", "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "is a folder" in err and "internal error" not in err
+    assert list(out.iterdir()) == [] and not list(tmp_path.glob(".outdir*"))
+
+
+def test_init_quotes_file_names(tmp_path: Path) -> None:
+    import joblib
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+
+    x, y = np.random.default_rng(0).random((20, 3)), np.arange(20) % 2
+    joblib.dump(LogisticRegression().fit(x, y), tmp_path / "x.joblib\n    tags: [injected]")
+    joblib.dump(LogisticRegression().fit(x, y), tmp_path / "model #1.joblib")
+    np.savez(tmp_path / "d.npz", x=x.astype(np.float32), y=y)
+    (tmp_path / "d.csv").write_text("a,b,label\n1,2,0\n")
+    assert run(["init", str(tmp_path)]) == 0
+    from bastion.core.config import load_config
+
+    cfg = load_config(tmp_path / "bastion.yaml")
+    paths = {a.path for a in cfg.assets}
+    assert "model #1.joblib" in paths and "x.joblib\n    tags: [injected]" in paths
+    assert all(a.tags == [] for a in cfg.assets)
+    assert len({d.name for d in cfg.datasets}) == 2
+
+
+def test_history_and_show_do_not_create_a_database(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "none" / "b.db"
+    assert run(["history", "--db", f"sqlite:///{db}"]) == 3
+    assert run(["show", "latest", "--db", f"sqlite:///{db}"]) == 2
+    assert not db.exists() and not db.parent.exists()
+
+
+def test_unknown_check_key_is_reported(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "bastion.yaml").write_text(
+        "version: 1\nchecks:\n  evasoin.pgd: {}\n  scan.pickle: {enabled: false}\n"
+    )
+    assert run(["assess", "-c", str(tmp_path / "bastion.yaml"), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert "checks.evasoin.pgd: unknown check id" in err and "checks.scan.pickle" in err
+
+
+def test_labels_outside_num_classes_fail_preflight(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import numpy as np
+
+    np.savez(
+        tmp_path / "d.npz", x=np.zeros((10, 3), dtype=np.float32), y=np.array([0, 1, 2, 7, 0, 1, 2, 0, 1, 2])
+    )
+    (tmp_path / "m.pkl").write_bytes(b"\x80\x04N.")
+    (tmp_path / "bastion.yaml").write_text(
+        "version: 1\nassets:\n  - {name: m, path: m.pkl, framework: sklearn, num_classes: 3, dataset: d,"
+        " input: {shape: [3]}}\ndatasets:\n  - {name: d, path: d.npz}\n"
+    )
+    assert run(["assess", "-c", str(tmp_path / "bastion.yaml"), "--dry-run"]) == 2
+    assert "label(s) outside 0..2" in capsys.readouterr().err

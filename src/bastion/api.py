@@ -40,10 +40,22 @@ log = logging.getLogger(__name__)
 BUILTIN_PLUGINS: tuple[str, ...] = (
     "bastion.assess.evasion.pgd",
     "bastion.assess.evasion.square",
+    "bastion.assess.evasion.fgsm",
+    "bastion.assess.evasion.pgd_l2",
+    "bastion.assess.evasion.apgd_ce",
+    "bastion.assess.evasion.apgd_dlr",
+    "bastion.assess.evasion.hopskipjump",
+    "bastion.assess.evasion.worst_case",
     "bastion.assess.membership.threshold",
     "bastion.assess.extraction.surrogate",
     "bastion.assess.poisoning.data_health",
     "bastion.governance.controls",
+    "bastion.defend.adversarial_training",
+    "bastion.defend.trades",
+    "bastion.defend.distillation",
+    "bastion.assess.membership.lira",
+    "bastion.assess.membership.rmia",
+    "bastion.defend.dp_sgd",
 )
 
 #: Kinds of registered plugins the assessment planner schedules.
@@ -164,9 +176,15 @@ def _version_asset(a: Asset, v: Any) -> Asset:
             "path": v.path,
             "sha256": v.sha256,
             "format": details.get("format", a.format),
+            "framework": details.get("framework", a.framework),
             "model_class": details.get("model_class", a.model_class),
             "model_kwargs": details.get("model_kwargs", a.model_kwargs),
-            "tags": [*a.tags, f"version-of:{a.name}", f"procedure:{v.procedure}"],
+            "tags": [*a.tags, f"version-of:{a.name}", f"procedure:{v.procedure}"]
+            + (
+                [f"dp-epsilon:{details['epsilon']}"]  # the claimed ε, checked by membership attacks
+                if v.procedure == "defend.dp-train" and "epsilon" in details
+                else []
+            ),
         }
     )
 
@@ -245,6 +263,21 @@ def plan(
     if budget not in PRESETS:
         raise ConfigError(f"--budget must be one of {', '.join(PRESETS)}, got {budget!r}")
     _validate_selection(only, skip)
+    known = {pid for kind in PLANNED_KINDS for pid in REGISTRIES[kind]}
+    unknown = [k for k in cfg.checks if k not in known]
+    if unknown:
+        raise ConfigError(
+            f"{path}: {len(unknown)} problem(s)",
+            [
+                f"checks.{k}: unknown check id; known: {', '.join(sorted(known))}"
+                + (
+                    " (the scanner always runs before a model is loaded; tune it with scan.allow)"
+                    if k.startswith("scan")
+                    else ""
+                )
+                for k in unknown
+            ],
+        )
     assets = _assets(cfg, versions)
     if asset is not None:
         if asset not in {a.name for a in assets}:
@@ -273,6 +306,44 @@ def plan(
                     reason = "the asset names no dataset to evaluate on"
                 p.items.append(PlannedCheck(pid, a.name, kind, reason))
     return p
+
+
+def preflight(
+    config: str | Path,
+    *,
+    budget: str = "standard",
+    asset: str | None = None,
+    only: Sequence[str] = (),
+    skip: Sequence[str] = (),
+) -> Plan:
+    """The plan, after every check that needs no model loaded — all problems at once.
+
+    Checks config, selection, files, datasets (shapes, labels) and each planned check's
+    parameters.
+
+    This is ``bastion assess --dry-run``: it loads no model and writes nothing.
+
+    Raises:
+        ConfigError: every problem found, with its field path or file.
+    """
+    the_plan = plan(config, budget=budget, asset=asset, only=only, skip=skip)
+    cfg, base = the_plan.config, the_plan.base_dir
+    assets = [a for a in _assets(cfg) if _selected(a.name, asset)]
+    _preflight_files(cfg, base, assets)
+    _load_datasets(cfg, base, assets)
+    problems: list[str] = []
+    for pid in sorted(
+        {i.check_id for i in the_plan.items if i.kind in PLANNED_KINDS and i.skip_reason is None}
+    ):
+        cc = cfg.checks.get(pid)
+        cls = next(REGISTRIES[k].get(pid) for k in PLANNED_KINDS if pid in REGISTRIES[k])
+        try:
+            cls.parse_params(cc.params if cc else None, where=f"checks.{pid}.params")
+        except PluginError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise ConfigError(f"{len(problems)} problem(s) found in preflight", problems)
+    return the_plan
 
 
 def _declared_capabilities(a: Asset) -> frozenset[Any]:
@@ -319,7 +390,10 @@ def _preflight_files(cfg: ProjectConfig, base: Path, assets: list[Asset]) -> Non
     problems = []
     for i, a in enumerate(cfg.assets):
         if a.path and not (base / a.path).is_file():
-            problems.append(f"assets[{i}].path: file not found: {base / a.path}")
+            what = "is a folder, not a file" if (base / a.path).is_dir() else "file not found"
+            problems.append(f"assets[{i}].path: {what}: {base / a.path}")
+        elif a.path and not os.access(base / a.path, os.R_OK):
+            problems.append(f"assets[{i}].path: file not readable: {base / a.path}")
     declared = {a.name for a in cfg.assets}
     for a in assets:
         if a.name not in declared and a.kind == "model" and a.path and not (base / a.path).is_file():
@@ -360,6 +434,16 @@ def _load_datasets(cfg: ProjectConfig, base: Path, assets: list[Asset]) -> dict[
             loaded[ds.name] = load_dataset(ds, base_dir=base, input_shape=shapes.get(ds.name))
         except ConfigError as exc:
             problems.append(str(exc))
+    for a in assets:
+        ld = loaded.get(a.dataset or "")
+        if ld is None or ld.y is None or a.num_classes is None or a.task != "classification":
+            continue
+        bad = [i for i, v in enumerate(ld.y.tolist()) if not 0 <= v < a.num_classes]
+        if bad:
+            problems.append(
+                f"dataset {a.dataset!r} ({ld.path}): {len(bad)} label(s) outside 0..{a.num_classes - 1} "
+                f"(num_classes of asset {a.name}), first at row {bad[0]}"
+            )
     if problems:
         raise ConfigError(f"{len(problems)} dataset problem(s)", problems)
     return loaded
@@ -624,6 +708,15 @@ def assess(
             progress(label, 1.0)
 
     # 5. the report.
+    cut = [c for c in result.checks if c.status == "skipped" and c.reason == "--max-time reached"]
+    if cut:
+        result.errors.append(
+            CheckError(
+                check="run",
+                error="MaxTimeReached",
+                message=f"{len(cut)} check(s) not run: --max-time reached; the result is incomplete",
+            )
+        )
     status = "error" if result.errors else "ok"
     report = Report(
         bastion_version=__version__,
@@ -689,35 +782,64 @@ def exit_code(report: Report, fail_on: str) -> int:
     return 0
 
 
-def write_outputs(report: Report, out_dir: str | Path) -> dict[str, Path]:
+def check_output_dir(out_dir: str | Path) -> None:
+    """Preflight of a report folder: it is (or can be created as) a writable folder. Creates nothing.
+
+    Raises:
+        ConfigError: a file is in the way, or the folder (or its nearest existing parent) is not writable.
+    """
+    out = Path(out_dir)
+    probe = out
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        raise ConfigError(f"--output {out}: {probe} is a file, not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ConfigError(f"--output {out}: {probe} is not writable")
+
+
+def write_outputs(report: Report, out_dir: str | Path, *, fail_on: str = "medium") -> dict[str, Path]:
     """Write ``report.html``, ``report.json`` and ``report.sarif`` into ``out_dir`` atomically.
 
     Each file is written to a temporary name and renamed, so a failure leaves no
     half-written report.
 
+    Args:
+        report: the report.
+        out_dir: the folder (created if missing).
+        fail_on: the gate the HTML summary states.
+
     Returns:
         ``{"html": path, "json": path, "sarif": path}``.
+
+    Raises:
+        ConfigError: the folder cannot be created or written.
     """
     from bastion.report import report_to_html, report_to_json, report_to_sarif
 
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    check_output_dir(out)
     rendered = {
-        "html": report_to_html(report),
+        "html": report_to_html(report, fail_on=fail_on),
         "json": report_to_json(report),
         "sarif": report_to_sarif(report),
     }
     paths: dict[str, Path] = {}
-    tmp_files = []
+    tmp_files: list[tuple[Path, Path]] = []
     try:
+        out.mkdir(parents=True, exist_ok=True)
         for kind, text in rendered.items():
             final = out / f"report.{kind}"
             tmp = out / f".report.{kind}.{os.getpid()}.tmp"
-            tmp.write_text(text, encoding="utf-8")
             tmp_files.append((tmp, final))
+            tmp.write_text(text, encoding="utf-8")
             paths[kind] = final
         for tmp, final in tmp_files:
             os.replace(tmp, final)
+    except OSError as exc:
+        raise ConfigError(f"--output {out}: cannot write the report: {exc.strerror or exc}") from None
     finally:
         for tmp, _ in tmp_files:
             if tmp.exists():
@@ -736,11 +858,28 @@ def history(*, db_url: str | None = None, limit: int = 20, project: str | None =
     """
     from bastion.store import Store
 
-    st = Store.open(load_settings(db_url=db_url).db_url)
+    url = load_settings(db_url=db_url).db_url
+    if not _store_exists(url):
+        return []
+    st = Store.open(url)
     try:
         return list(st.list_runs(limit=limit, project=project))
     finally:
         st.close()
+
+
+def _store_exists(url: str) -> bool:
+    """False for a SQLite URL whose file does not exist (reading must not create it)."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        u = make_url(url)
+    except Exception:
+        return True  # let Store.open report the bad URL
+    if u.get_backend_name() == "sqlite":
+        db = u.database
+        return bool(db) and db != ":memory:" and Path(str(db)).is_file()
+    return True
 
 
 def show(run: str, *, db_url: str | None = None) -> Report:
@@ -751,7 +890,10 @@ def show(run: str, *, db_url: str | None = None) -> Report:
     """
     from bastion.store import Store
 
-    st = Store.open(load_settings(db_url=db_url).db_url)
+    url = load_settings(db_url=db_url).db_url
+    if not _store_exists(url):
+        raise ConfigError(f"no runs recorded yet: no database at {url}")
+    st = Store.open(url)
     try:
         return st.get_report(run)
     finally:
@@ -914,3 +1056,414 @@ def harden(
         procedure=procedure,
         details=details,
     )
+
+
+# --- supply chain: scan options, signing, ML-BOM (issue 4) ---
+def scan_models(
+    paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    *,
+    allow: Sequence[str] = (),
+    config: str | Path | None = None,
+    rules: Sequence[str | os.PathLike[str]] = (),
+    jobs: int = 1,
+    progress: Callable[[int, int, str], None] | None = None,
+    digest: bool = True,
+) -> ScanResult:
+    """:func:`scan` with the scanner's options: extra rule files, worker processes, progress.
+
+    Args:
+        paths: a file or folder, or several.
+        allow: allow-list additions (never read from the scanned folder).
+        config: an explicit ``bastion.yaml`` whose ``scan.allow`` adds to ``allow``.
+        rules: extra rule files (TOML, the shipped format; deny always wins).
+        jobs: worker processes (1: in process; 0: one per CPU).
+        progress: called after each file with ``(done, total, path)``.
+        digest: compute SHA-256s (``False`` leaves ``sha256`` empty; faster on large files).
+
+    Raises:
+        ScanError: a path does not exist.
+        ConfigError: the config, an allow entry or a rule file is invalid.
+    """
+    from bastion.scan import scan_paths
+
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    extra = list(allow)
+    if config is not None:
+        extra += load_config(config).scan.allow
+    if not paths:
+        raise ConfigError("no path to scan given")
+    result = scan_paths(
+        [Path(p) for p in paths], allow=extra, rules=rules, jobs=jobs, progress=progress, digest=digest
+    )
+    result.bastion_version = __version__
+    return result
+
+
+def sign_model(
+    path: str | os.PathLike[str],
+    *,
+    key: str | os.PathLike[str],
+    signature: str | os.PathLike[str] | None = None,
+) -> Path:
+    """Sign a model file or folder (OpenSSF model-signing, Sigstore bundle); returns the bundle path.
+
+    Raises:
+        ConfigError: missing path or key. MissingExtraError: ``model-signing`` not installed.
+        IntegrityError: the key was refused.
+    """
+    from bastion.scan.signing import sign_path
+
+    return sign_path(path, key=key, signature=signature)
+
+
+def verify_model(
+    path: str | os.PathLike[str],
+    *,
+    key: str | os.PathLike[str],
+    signature: str | os.PathLike[str] | None = None,
+) -> Path:
+    """Verify a model file or folder against its signature; returns the bundle path.
+
+    Raises:
+        IntegrityError: bad or missing signature, or a changed, added or removed file (named).
+        ConfigError: missing path or key. MissingExtraError: ``model-signing`` not installed.
+    """
+    from bastion.scan.signing import verify_path
+
+    return verify_path(path, key=key, signature=signature).signature
+
+
+def model_bom(
+    path: str | os.PathLike[str],
+    *,
+    key: str | os.PathLike[str] | None = None,
+    signature: str | os.PathLike[str] | None = None,
+    allow: Sequence[str] = (),
+    jobs: int = 1,
+) -> tuple[dict[str, Any], ScanResult]:
+    """A CycloneDX 1.6 ML-BOM of a model file or folder (scans it first).
+
+    Returns:
+        ``(bom dict, the scan it was built from)``.
+
+    Raises:
+        ScanError: the path does not exist.
+    """
+    from bastion.scan.bom import build_bom
+
+    result = scan_models([path], allow=allow, jobs=jobs)
+    return build_bom(result, root=path, key=key, signature=signature, tool_version=__version__), result
+
+
+# --- guard (issue 7) ---------------------------------------------------------------------
+def guard_fit(
+    config: str | Path,
+    *,
+    asset: str,
+    out: str | Path,
+    split: str = "train",
+) -> dict[str, Any]:
+    """Fit the guard's artefact (input profile, OOD detector, query sketch, output reference).
+
+    The asset's dataset split (``train``) is the reference; the model (scanned, judged
+    ``safe`` and hash-checked, as in :func:`assess`) gives the output reference. Written
+    without pickle (``profile.npz`` + ``profile.json``).
+
+    Returns:
+        ``{"path", "sha256", "rows", "asset"}``: pin ``sha256`` in ``guard.yaml`` (``profile.sha256``).
+
+    Raises:
+        ConfigError: unknown asset, no dataset or split, or too little data.
+        IntegrityError: the model file is not judged safe or changed after scanning.
+    """
+    from bastion.core.errors import IntegrityError
+    from bastion.guard.profile import fit_profile, save_profile
+    from bastion.scan import scan_file
+
+    path = Path(config)
+    cfg = load_config(path)
+    base = path.resolve().parent
+    a = cfg.asset(asset)
+    if not a.dataset:
+        raise ConfigError(f"asset {asset!r} names no dataset to fit the guard on")
+    if a.input is None or a.num_classes is None:
+        raise ConfigError(f"asset {asset!r}: input.shape and num_classes are needed to fit the guard")
+    datasets = _load_datasets(cfg, base, [a])
+    ds = datasets[a.dataset]
+    if split not in ds.splits:
+        raise ConfigError(f"dataset {a.dataset!r} has no split {split!r}")
+    x = ds.splits[split].x
+    facts: dict[str, Any] = {}
+    if a.kind == "model" and a.path and a.framework in _FILE_FRAMEWORKS:
+        fr = scan_file(base / a.path, allow=cfg.scan.allow)
+        if fr.verdict != Verdict.SAFE:
+            raise IntegrityError(f"{base / a.path}: the scanner judged it {fr.verdict.value}; not loading it")
+        facts["scan_sha256"] = fr.sha256
+    target = _build_target(a, base, facts)
+    probs = target.predict_proba(x) if "probabilities" in {c.value for c in target.capabilities} else None
+    value_range = tuple(a.input.range) if a.input.range is not None else None
+    profile = fit_profile(
+        x,
+        num_classes=int(a.num_classes),
+        probs=probs,
+        value_range=value_range,  # type: ignore[arg-type]
+        seed=cfg.seed,
+        meta={"asset": a.name, "model_sha256": facts.get("scan_sha256"), "dataset_sha256": ds.sha256},
+    )
+    sha = save_profile(profile, out)
+    return {"path": str(Path(out)), "sha256": sha, "rows": len(x), "asset": a.name}
+
+
+def guard_app(config: str | Path, *, clock: Callable[[], float] | None = None) -> Any:
+    """The guard's FastAPI app for ``guard.yaml`` (model scanned and profile hash-checked first).
+
+    Raises:
+        ConfigError, IntegrityError, StoreError, MissingExtraError: see ``bastion.guard.app``.
+    """
+    from bastion.guard.app import create_app
+    from bastion.guard.config import load_guard_config
+
+    cfg = load_guard_config(config)
+    return create_app(cfg, clock=clock or time.time)
+
+
+def guard_server_address(config: str | Path) -> tuple[str, int]:
+    """``(host, port)`` from ``guard.yaml``'s ``server`` section."""
+    from bastion.guard.config import load_guard_config
+
+    cfg = load_guard_config(config)
+    return cfg.server.host, cfg.server.port
+
+
+def guard_verify_log(
+    config: str | Path | None = None,
+    *,
+    db: str | None = None,
+    chain: str | None = None,
+    expected_head: tuple[int, str] | None = None,
+) -> Any:
+    """Verify the guard's hash-chained audit log (``VerifyResult``: ``ok``, ``problems``, head).
+
+    The store comes from ``db``, else ``guard.yaml``'s ``audit.db``, else the default store.
+
+    Raises:
+        StoreError: the database cannot be reached.
+    """
+    from bastion.store.audit import AuditLog
+    from bastion.store.repository import default_url
+
+    url, name = db, chain
+    if config is not None:
+        from bastion.guard.config import load_guard_config
+
+        cfg = load_guard_config(config)
+        url = url or cfg.audit.db
+        name = name or cfg.audit.chain
+    log_ = AuditLog.open(url or default_url(), chain=name or "guard")
+    try:
+        return log_.verify(expected_head=expected_head)
+    finally:
+        log_.close()
+
+
+def guard_new_key(key_id: str, models: Sequence[str] = ("*",)) -> tuple[str, dict[str, Any]]:
+    """A fresh API key and its ``guard.yaml`` entry (salt + HMAC only); show the secret once."""
+    from bastion.guard.access import new_key
+
+    secret, spec = new_key(key_id, list(models))
+    return secret, spec.model_dump()
+
+
+# --- data: profile, validate, register, verify, sanitise (issue 8) ---
+def data_profile(
+    dataset: str | Path,
+    *,
+    label: str | None = None,
+    output: str | Path | None = None,
+    chunksize: int = 50_000,
+) -> Any:
+    """Learn the schema/profile of a CSV (streamed) or npz dataset; save it as the next version.
+
+    Returns:
+        The :class:`bastion.data.profile.Profile` (as written when ``output`` is given).
+
+    Raises:
+        ConfigError: unreadable or malformed file, label not found (file, row, column named).
+    """
+    from bastion.data.profile import profile_dataset, save_profile
+
+    prof = profile_dataset(dataset, label=label, chunksize=chunksize)
+    return save_profile(prof, output) if output is not None else prof
+
+
+def data_validate(
+    dataset: str | Path, profile: str | Path, *, chunksize: int = 50_000, tolerance: float = 0.0
+) -> list[Any]:
+    """Every violation (row, column, rule) of ``dataset`` against the saved profile at ``profile``.
+
+    Raises:
+        ConfigError: unreadable file or profile, format mismatch.
+    """
+    from bastion.data.profile import load_profile
+    from bastion.data.validate import validate_dataset
+
+    return validate_dataset(dataset, load_profile(profile), chunksize=chunksize, tolerance=tolerance)
+
+
+def _dataset_name(path: Path, name: str | None) -> str:
+    return name or (path.stem if path.is_file() else path.name)
+
+
+def data_register(
+    dataset: str | Path,
+    *,
+    name: str | None = None,
+    source: str | None = None,
+    licence: str | None = None,
+    owner: str | None = None,
+    db: str | None = None,
+    parent_id: str | None = None,
+    details: dict[str, Any] | None = None,
+) -> Any:
+    """Hash every file and row of ``dataset`` and record a new version in the store.
+
+    Returns:
+        The stored :class:`bastion.store.provenance.DatasetVersion`.
+
+    Raises:
+        ConfigError: the dataset is missing or unreadable. StoreError: the store failed.
+    """
+    from bastion.data.provenance import build_manifest
+    from bastion.store.provenance import register_version
+    from bastion.store.repository import Store
+
+    path = Path(dataset).resolve()
+    man = build_manifest(path)
+    info = {"path": str(path), **(details or {})}
+    with Store.open(db) as store:
+        return register_version(
+            store,
+            dataset=_dataset_name(path, name),
+            merkle_root=man.merkle_root,
+            files=man.files_json(),
+            source=source,
+            licence=licence,
+            owner=owner,
+            parent_id=parent_id,
+            details=info,
+        )
+
+
+def data_verify(
+    dataset: str | Path, *, name: str | None = None, db: str | None = None
+) -> tuple[Any, list[Any]]:
+    """Compare ``dataset`` now with its registered version; every changed/added/removed file or row.
+
+    The version compared is the newest one registered for this path (else the newest of the name).
+
+    Returns:
+        ``(version, changes)``; ``changes`` empty when nothing changed.
+
+    Raises:
+        ConfigError: the dataset was never registered, or is unreadable.
+    """
+    from bastion.data.provenance import build_manifest, diff_manifests
+    from bastion.store.provenance import list_versions
+    from bastion.store.repository import Store
+
+    path = Path(dataset).resolve()
+    ds_name = _dataset_name(path, name)
+    with Store.open(db) as store:
+        versions = list_versions(store, ds_name)
+    if not versions:
+        raise ConfigError(
+            f"dataset {ds_name!r} ({path}) is not registered; run `bastion data register` first"
+        )
+    same = [v for v in versions if v.details.get("path") == str(path)]
+    version = (same or versions)[-1]
+    changes = diff_manifests(version.files, build_manifest(path))
+    return version, changes
+
+
+def _rows_to_remove(spec: str, path: Path, label: str | None) -> list[int]:
+    """Row indices from ``1,5,9``, a JSON file (a list or ``{"rows": [...]}``), or ``flagged``."""
+    import json as _json
+
+    if spec == "flagged":
+        import numpy as np
+
+        from bastion.core.config import Dataset
+        from bastion.data.datasets import load_dataset
+        from bastion.detect.duplicates import find_duplicates
+        from bastion.detect.label_issues import LabelIssueDetector
+
+        ds = Dataset(name=path.stem, path=path.name, label=label)
+        loaded = load_dataset(ds, base_dir=path.parent)
+        flags = np.zeros(len(loaded), dtype=bool)
+        flags[find_duplicates(loaded.x).exact] = True
+        if loaded.y is not None:
+            flags |= LabelIssueDetector().fit(loaded.x, loaded.y).issues_
+        return [int(i) for i in np.flatnonzero(flags)]
+    cand = Path(spec)
+    if cand.suffix == ".json" and cand.is_file():
+        try:
+            data = _json.loads(cand.read_text(encoding="utf-8"))
+        except ValueError as exc:
+            raise ConfigError(f"{cand}: not JSON: {exc}") from None
+        rows = data.get("rows") if isinstance(data, dict) else data
+        if not isinstance(rows, list) or not all(isinstance(i, int) for i in rows):
+            raise ConfigError(f"{cand}: expected a list of row indices or {{'rows': [...]}}")
+        return [int(i) for i in rows]
+    try:
+        return [int(s) for s in spec.split(",") if s.strip()]
+    except ValueError:
+        raise ConfigError(
+            f"--remove {spec!r}: expected 'flagged', row indices like 1,5,9, or a .json file of indices"
+        ) from None
+
+
+def data_sanitize(
+    dataset: str | Path,
+    *,
+    remove: str,
+    label: str | None = None,
+    name: str | None = None,
+    output: str | Path | None = None,
+    db: str | None = None,
+) -> tuple[Path, Any, Any]:
+    """Write a copy of ``dataset`` without the rows ``remove`` names, as a new registered version.
+
+    ``remove`` is ``flagged`` (rows confident learning calls mislabelled, plus exact duplicates;
+    needs ``label`` for CSV), comma-separated row indices, or a JSON file of indices. The original
+    file and its version are never changed; the new version's ``parent_id`` is the original's
+    (registered first if it was not).
+
+    Returns:
+        ``(new path, new DatasetVersion, parent DatasetVersion)``.
+    """
+    from bastion.data.sanitize import sanitised_path, write_without_rows
+    from bastion.store.provenance import list_versions
+    from bastion.store.repository import Store
+
+    src = Path(dataset).resolve()
+    if not src.is_file():
+        raise ConfigError(f"{src}: dataset file not found (sanitise takes one .csv or .npz file)")
+    ds_name = _dataset_name(src, name)
+    rows = sorted(set(_rows_to_remove(remove, src, label)))
+    dest = Path(output).resolve() if output is not None else sanitised_path(src)
+    kept = write_without_rows(src, set(rows), dest)
+    with Store.open(db) as store:
+        same = [v for v in list_versions(store, ds_name) if v.details.get("path") == str(src)]
+    parent = same[-1] if same else data_register(src, name=ds_name, db=db)
+    new = data_register(
+        dest,
+        name=ds_name,
+        source=parent.source,
+        licence=parent.licence,
+        owner=parent.owner,
+        db=db,
+        parent_id=parent.id,
+        details={"sanitised_from": str(src), "removed_rows": rows, "rows_kept": kept, "remove": remove},
+    )
+    return dest, new, parent

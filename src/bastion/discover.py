@@ -9,6 +9,7 @@ file validates against the config model; what cannot be known without loading a 
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import os
 import re
@@ -22,13 +23,28 @@ from bastion.core.errors import ConfigError
 log = logging.getLogger(__name__)
 
 _SKIP_DIRS = {".git", ".venv", "venv", "node_modules", "__pycache__", ".bastion", "bastion-report"}
-_FRAMEWORK = {
-    "pytorch": "torch",
-    "torchscript": "torch",
-    "joblib": "sklearn",
-    "pickle": "sklearn",
-    "onnx": "onnx",
-}
+
+
+def _config_format(scan_format: str) -> tuple[str | None, str | None]:
+    """(format, framework) for bastion.yaml from the scanner's format; (None, None) if not loadable.
+
+    A file Bastion cannot load as a target is still scanned and governed.
+    """
+    layers = scan_format.split("+")
+    inner = layers[-1]
+    if inner == "torchscript":
+        return "torchscript", "torch"
+    if inner.startswith("pytorch"):
+        return "torch", "torch"
+    if "joblib" in layers:
+        return "joblib", "sklearn"
+    if inner == "pickle" and len(layers) == 1:
+        return "pickle", "sklearn"
+    if inner == "onnx":
+        return "onnx", "onnx"
+    return None, None
+
+
 _LABEL_NAMES = ("label", "labels", "target", "y", "class", "diagnosis", "outcome")
 
 
@@ -113,42 +129,57 @@ def discover(root: Path) -> dict[str, Any]:
     return {"models": models, "datasets": datasets}
 
 
+def _q(value: object) -> str:
+    """A YAML-safe scalar: JSON strings are valid YAML double-quoted scalars (escapes included)."""
+    return json.dumps(value, ensure_ascii=True)
+
+
 def render_starter(found: dict[str, Any], project: str) -> str:
-    """The starter ``bastion.yaml`` text for what :func:`discover` found."""
+    """The starter ``bastion.yaml`` text for what :func:`discover` found.
+
+    Every value taken from a file name is quoted, so a name cannot inject YAML.
+    """
     lines = [
         "# Starter config written by `bastion init`. Review every line marked REVIEW.",
         "version: 1",
         "project:",
-        f"  name: {_slug(project)}",
+        f"  name: {_q(_slug(project))}",
         "  owner: null        # REVIEW: the accountable team",
         "seed: 0",
-        "assets:",
     ]
-    ds0 = found["datasets"][0] if found["datasets"] else None
-    used = set()
-    if not found["models"]:
-        lines[-1] = "assets: []"
-    for m in found["models"]:
-        name = m["name"]
+    used: set[str] = set()
+
+    def unique(name: str) -> str:
+        base, n = name, 2
         while name in used:
-            name += "-2"
+            name = f"{base}-{n}"
+            n += 1
         used.add(name)
-        fmt = str(m["format"])
-        framework = next((v for k, v in _FRAMEWORK.items() if fmt.startswith(k)), "sklearn")
+        return name
+
+    for d in found["datasets"]:
+        d["name"] = unique(d["name"])
+    ds0 = found["datasets"][0] if found["datasets"] else None
+    lines.append("assets:" if found["models"] else "assets: []")
+    for m in found["models"]:
+        name = unique(m["name"])
+        fmt, framework = _config_format(str(m["format"]))
         lines += [
-            f"  - name: {name}",
+            f"  - name: {_q(name)}",
             "    kind: model",
-            f"    path: {m['path']}",
-            f"    format: {fmt}",
-            f"    framework: {framework}",
+            f"    path: {_q(m['path'])}",
             f"    owner: null      # REVIEW (scanner verdict when discovered: {m['verdict']})",
         ]
+        if fmt is None:
+            lines.append("    # scanned and governed only: Bastion cannot load this format as a target")
+            continue
+        lines += [f"    format: {fmt}", f"    framework: {framework}"]
         if ds0 is not None:
             lines += [
-                f"    dataset: {ds0['name']}     # REVIEW: the data it is evaluated on",
+                f"    dataset: {_q(ds0['name'])}     # REVIEW: the data it is evaluated on",
                 f"    num_classes: {max(2, int(ds0.get('classes') or 2))}",
                 "    input:",
-                f"      shape: [{ds0['n_features']}]    # REVIEW: one sample's shape",
+                f"      shape: [{int(ds0['n_features'])}]    # REVIEW: one sample's shape",
             ]
         if framework == "torch" and fmt != "torchscript":
             lines.append(
@@ -156,11 +187,11 @@ def render_starter(found: dict[str, Any], project: str) -> str:
             )
     lines.append("datasets:" if found["datasets"] else "datasets: []")
     for d in found["datasets"]:
-        lines += [f"  - name: {d['name']}", f"    path: {d['path']}"]
+        lines += [f"  - name: {_q(d['name'])}", f"    path: {_q(d['path'])}"]
         if d.get("label"):
-            lines.append(f"    label: {d['label']}")
+            lines.append(f"    label: {_q(d['label'])}")
         if d.get("features") and d["path"].endswith(".npz"):
-            lines.append(f"    features: {d['features']}")
+            lines.append(f"    features: {_q(d['features'])}")
         lines += [
             "    owner: null      # REVIEW",
             "    # REVIEW: record the row indices of your real splits (never a seed), e.g.",

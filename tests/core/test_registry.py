@@ -87,7 +87,7 @@ def test_malformed_ids_are_rejected(bad: str) -> None:
 def test_unknown_kind() -> None:
     with pytest.raises(ValueError, match="unknown plugin kind"):
         Registry("attacker")
-    assert set(registry.REGISTRIES) == {"attack", "scanner", "detector", "check"}
+    assert set(registry.REGISTRIES) == {"attack", "scanner", "detector", "check", "defence"}
 
 
 def test_register_decorator_and_find_use_the_kind_registries(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -225,3 +225,156 @@ def test_redact_url() -> None:
     assert redact_url("https://user:pw@api.example.org:8443/v1/predict?key=abc#x") == (
         "https://api.example.org:8443/v1/predict"
     )
+
+
+# -- wire templates, concurrency, rate limit, Retry-After (issue 5) ------------------------------
+import json  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer  # noqa: E402
+from typing import Any  # noqa: E402
+
+
+class WireServer:
+    """A local server speaking the ``rows`` and ``kserve-v2`` templates, with a 429 route."""
+
+    def __init__(self, model: LogisticRegression) -> None:
+        self.model = model
+        self.lock = threading.Lock()
+        self.times: list[float] = []
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.throttle_left = 0
+        self.retry_after = "0.2"
+        self.delay = 0.0
+
+    def url(self, route: str) -> str:
+        return f"http://127.0.0.1:{self.port}{route}"
+
+
+@pytest.fixture(scope="module")
+def wire_server(logreg: LogisticRegression) -> Iterator[WireServer]:
+    state = WireServer(logreg)
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+        def _send(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            for k, v in (headers or {}).items():
+                self.send_header(k, v)
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            route = self.path
+            with state.lock:
+                state.times.append(time.monotonic())
+                state.in_flight += 1
+                state.max_in_flight = max(state.max_in_flight, state.in_flight)
+                throttled = route == "/limited" and state.throttle_left > 0
+                if throttled:
+                    state.throttle_left -= 1
+            try:
+                if state.delay:
+                    time.sleep(state.delay)
+                if throttled:
+                    return self._send(429, {"error": "slow down"}, {"Retry-After": state.retry_after})
+                if route == "/kserve-bad":
+                    return self._send(200, {"result": 1})
+                if route == "/kserve":
+                    (inp,) = body["inputs"]
+                    x = np.asarray(inp["data"], dtype=np.float64).reshape(inp["shape"])
+                    p = state.model.predict_proba(x)
+                    out = {
+                        "name": "probs",
+                        "shape": list(p.shape),
+                        "datatype": "FP64",
+                        "data": p.ravel().tolist(),
+                    }
+                    return self._send(200, {"model_name": "m", "outputs": [out]})
+                x = np.asarray(body, dtype=np.float64)
+                return self._send(200, state.model.predict_proba(x).tolist())
+            finally:
+                with state.lock:
+                    state.in_flight -= 1
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    state.port = httpd.server_address[1]  # type: ignore[attr-defined]
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield state
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_rows_wire(wire_server: WireServer, logreg: LogisticRegression, cancer: Cancer) -> None:
+    t = make(wire_server.url("/rows"), wire="rows")
+    np.testing.assert_allclose(
+        t.predict_proba(cancer.x_test[:7]), logreg.predict_proba(f64(cancer.x_test[:7])), atol=1e-9
+    )
+    assert t.describe()["wire"] == "rows"
+
+
+def test_kserve_v2_wire(wire_server: WireServer, logreg: LogisticRegression, cancer: Cancer) -> None:
+    t = make(wire_server.url("/kserve"), wire="kserve-v2", max_batch=4)
+    np.testing.assert_allclose(
+        t.predict_proba(cancer.x_test[:10]), logreg.predict_proba(f64(cancer.x_test[:10])), atol=1e-9
+    )
+    assert t.requests == 3
+
+
+def test_kserve_v2_malformed(wire_server: WireServer, cancer: Cancer) -> None:
+    t = make(wire_server.url("/kserve-bad"), wire="kserve-v2")
+    with pytest.raises(TargetError, match="outputs"):
+        t.predict_proba(cancer.x_test[:2])
+
+
+def test_concurrent_requests(wire_server: WireServer, logreg: LogisticRegression, cancer: Cancer) -> None:
+    wire_server.delay, wire_server.max_in_flight = 0.05, 0
+    try:
+        t = make(wire_server.url("/rows"), wire="rows", max_batch=10, concurrency=4)
+        p = t.predict_proba(cancer.x_test[:80])
+    finally:
+        wire_server.delay = 0.0
+    np.testing.assert_allclose(p, logreg.predict_proba(f64(cancer.x_test[:80])), atol=1e-9)
+    assert t.requests == 8 and t.queries == 80
+    assert 2 <= wire_server.max_in_flight <= 5  # 4 in flight (+1: the last answer of a previous test)
+
+
+def test_rate_limit_spaces_requests(wire_server: WireServer, cancer: Cancer) -> None:
+    wire_server.times.clear()
+    t = make(wire_server.url("/rows"), wire="rows", max_batch=5, concurrency=4, rate_limit=20.0)
+    t.predict_proba(cancer.x_test[:30])
+    times = sorted(wire_server.times)
+    assert len(times) == 6
+    assert times[-1] - times[0] >= 5 / 20.0 - 0.05  # five gaps of 1/20 s (arrival jitter allowed)
+
+
+def test_429_retry_after_is_honoured(wire_server: WireServer, cancer: Cancer) -> None:
+    wire_server.throttle_left, wire_server.retry_after = 1, "0.3"
+    t = make(wire_server.url("/limited"), wire="rows", max_retries=2)
+    start = time.monotonic()
+    assert t.predict_proba(cancer.x_test[:3]).shape == (3, 2)
+    assert time.monotonic() - start >= 0.28 and t.requests == 2
+
+
+def test_429_too_long_retry_after_fails_clearly(wire_server: WireServer, cancer: Cancer) -> None:
+    wire_server.throttle_left, wire_server.retry_after = 1, "3600"
+    t = make(wire_server.url("/limited"), wire="rows")
+    with pytest.raises(TargetError, match="Retry-After"):
+        t.predict_proba(cancer.x_test[:3])
+    wire_server.throttle_left = 0
+
+
+def test_new_settings_are_validated() -> None:
+    with pytest.raises(ConfigError) as info:
+        make("http://127.0.0.1:1/x", wire="grpc", concurrency=0, rate_limit=0.0)  # type: ignore[arg-type]
+    text = str(info.value.problems)
+    assert "wire" in text and "concurrency" in text and "rate_limit" in text

@@ -437,3 +437,211 @@ def downsample_curve(
     if idx.size > max_points:  # the endpoints may add one
         idx = np.concatenate([idx[: max_points - 1], [xa.size - 1]])
     return xa[idx].tolist(), ya[idx].tolist()
+
+
+# --- reference-model attacks (issue 6): LiRA, RMIA, DP sensitivity -------------------------
+def logit_confidence(proba: ArrayLike, labels: ArrayLike, floor: float = 1e-12) -> FloatArray:
+    """The logit-scaled confidence of the true label, ``log p_y − log Σ_{c≠y} p_c``.
+
+    Carlini et al. 2022 (arXiv:2112.03570, §4) show this statistic is close to Gaussian
+    across models trained with and without a record, which LiRA's Gaussian fits assume.
+    Computed from the other classes' mass so it stays finite when ``p_y`` rounds to 1.
+
+    Args:
+        proba: ``(..., N, C)`` class probabilities (rows sum to 1).
+        labels: ``(N,)`` integer labels in ``[0, C)``.
+        floor: lower bound on each probability mass before the log.
+
+    Returns:
+        ``(..., N)`` float64 scores; strictly increasing in ``p_y`` for a fixed row.
+
+    Raises:
+        ValueError: the label count does not match ``N`` or a label is out of range.
+    """
+    p = np.asarray(proba, dtype=np.float64)
+    y = np.asarray(labels, dtype=np.int64).reshape(-1)
+    if p.ndim < 2 or p.shape[-2] != y.size:
+        raise ValueError(f"proba of shape {p.shape} does not match {y.size} labels")
+    if y.size and (y.min() < 0 or y.max() >= p.shape[-1]):
+        raise ValueError(f"labels must lie in [0, {p.shape[-1]})")
+    p_y = np.take_along_axis(p, np.broadcast_to(y[:, None], (*p.shape[:-1], 1)), axis=-1)[..., 0]
+    others = np.clip(p.sum(axis=-1) - p_y, 0.0, None)
+    return np.asarray(np.log(np.maximum(p_y, floor)) - np.log(np.maximum(others, floor)), dtype=np.float64)
+
+
+def _masked_moments(stat: FloatArray, mask: NDArray[np.bool_]) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """Per-column count, mean and (population) variance of ``stat`` where ``mask`` holds."""
+    n = mask.sum(axis=0).astype(np.float64)
+    s = np.where(mask, stat, 0.0).sum(axis=0)
+    mean = np.divide(s, n, out=np.zeros_like(s), where=n > 0)
+    dev = np.where(mask, stat - mean[None, :], 0.0)
+    var = np.divide((dev**2).sum(axis=0), n, out=np.zeros_like(s), where=n > 0)
+    return n, mean, var
+
+
+def _gauss_logpdf(x: FloatArray, mean: FloatArray, std: FloatArray) -> FloatArray:
+    return np.asarray(-0.5 * ((x - mean) / std) ** 2 - np.log(std) - 0.5 * math.log(2 * math.pi))
+
+
+def lira_scores(
+    target_stat: ArrayLike,
+    ref_stat: ArrayLike,
+    ref_in: ArrayLike,
+    *,
+    global_variance: bool = True,
+    min_std: float = 1e-3,
+) -> FloatArray:
+    """LiRA membership scores (Carlini et al. 2022, arXiv:2112.03570, Algorithm 1).
+
+    Online (some reference models trained on each record): the score is the log likelihood
+    ratio ``log N(φ; μ_in, σ_in) − log N(φ; μ_out, σ_out)`` of the target's statistic ``φ``.
+    Offline (no reference model saw the record, ``ref_in`` all false): the score is the
+    one-sided ``log Φ((φ − μ_out)/σ_out)`` — how far above the OUT distribution ``φ`` lies.
+    A record with too few IN (or OUT) fits in an otherwise online run falls back to the
+    offline score; scores of the two kinds are not mixed in one call unless the caller
+    accepts that.
+
+    Args:
+        target_stat: ``(N,)`` the target model's statistic per record (:func:`logit_confidence`).
+        ref_stat: ``(K, N)`` each reference model's statistic per record.
+        ref_in: ``(K, N)`` bool, whether reference ``k`` trained on record ``n``.
+        global_variance: use one variance per side pooled over records (the paper's choice
+            for few reference models) instead of a per-record variance.
+        min_std: floor on each standard deviation.
+
+    Returns:
+        ``(N,)`` float64 scores, higher = more likely a member.
+
+    Raises:
+        ValueError: shapes disagree, ``K < 1``, a record with no OUT reference, or NaN.
+    """
+    t = np.asarray(target_stat, dtype=np.float64).reshape(-1)
+    s = np.asarray(ref_stat, dtype=np.float64)
+    m = np.asarray(ref_in, dtype=bool)
+    if s.ndim != 2 or s.shape != m.shape or s.shape[1] != t.size or s.shape[0] < 1:
+        raise ValueError(f"ref_stat {s.shape} / ref_in {m.shape} must both be (K, {t.size}) with K >= 1")
+    if np.isnan(s).any() or np.isnan(t).any():
+        raise ValueError("statistics hold NaN")
+    if min_std <= 0:
+        raise ValueError(f"min_std must be positive, got {min_std}")
+    n_in, mu_in, var_in = _masked_moments(s, m)
+    n_out, mu_out, var_out = _masked_moments(s, ~m)
+    if (n_out < 1).any():
+        raise ValueError("every record needs at least one reference model that did not train on it")
+    if global_variance:
+        pooled_out = float(np.mean(var_out[n_out >= 2])) if (n_out >= 2).any() else 0.0
+        pooled_in = float(np.mean(var_in[n_in >= 2])) if (n_in >= 2).any() else pooled_out
+        sd_out = np.full(t.size, math.sqrt(max(pooled_out, min_std**2)))
+        sd_in = np.full(t.size, math.sqrt(max(pooled_in, min_std**2)))
+    else:
+        sd_out = np.sqrt(np.maximum(var_out, min_std**2))
+        sd_in = np.sqrt(np.maximum(var_in, min_std**2))
+    from scipy.special import log_ndtr
+
+    offline = np.asarray(log_ndtr((t - mu_out) / sd_out), dtype=np.float64)
+    online = _gauss_logpdf(t, mu_in, sd_in) - _gauss_logpdf(t, mu_out, sd_out)
+    return np.where(n_in >= 1, online, offline)
+
+
+def rmia_scores(
+    target_p_x: ArrayLike,
+    ref_p_x: ArrayLike,
+    target_p_z: ArrayLike,
+    ref_p_z: ArrayLike,
+    *,
+    gamma: float = 1.0,
+    offline_a: float | None = None,
+    floor: float = 1e-12,
+) -> FloatArray:
+    """RMIA membership scores (Zarifzadeh et al. 2024, arXiv:2312.03262, §3).
+
+    ``Pr(x)`` is the mean of the reference models' probability of the true label; with only
+    OUT references (``offline_a`` set) it is ``½((1 + a)·Pr_OUT(x) + (1 − a))``, the paper's
+    linear correction. The score of ``x`` is the fraction of population records ``z`` with
+    ``(Pr(x|θ)/Pr(x)) / (Pr(z|θ)/Pr(z)) ≥ γ``.
+
+    Args:
+        target_p_x: ``(N,)`` target's probability of each audited record's true label.
+        ref_p_x: ``(K, N)`` the same under each reference model.
+        target_p_z: ``(Z,)`` target's probability of each population record's true label.
+        ref_p_z: ``(K, Z)`` the same under each reference model.
+        gamma: the likelihood-ratio threshold ``γ > 0`` (the paper uses 1 or 2).
+        offline_a: the offline scaling ``a ∈ [0, 1]``; ``None`` for online references.
+        floor: lower bound on probabilities before division.
+
+    Returns:
+        ``(N,)`` scores in ``[0, 1]``, higher = more likely a member.
+
+    Raises:
+        ValueError: shapes disagree, ``gamma <= 0``, ``offline_a`` outside ``[0, 1]``, no ``z``.
+    """
+    tx = np.asarray(target_p_x, dtype=np.float64).reshape(-1)
+    tz = np.asarray(target_p_z, dtype=np.float64).reshape(-1)
+    rx = np.asarray(ref_p_x, dtype=np.float64)
+    rz = np.asarray(ref_p_z, dtype=np.float64)
+    if rx.ndim != 2 or rx.shape[1] != tx.size or rz.ndim != 2 or rz.shape[1] != tz.size:
+        raise ValueError(f"ref_p_x {rx.shape} / ref_p_z {rz.shape} do not match ({tx.size},) / ({tz.size},)")
+    if rx.shape[0] != rz.shape[0] or rx.shape[0] < 1:
+        raise ValueError("ref_p_x and ref_p_z need the same K >= 1 reference models")
+    if tz.size == 0:
+        raise ValueError("needs at least one population record z")
+    if gamma <= 0:
+        raise ValueError(f"gamma must be positive, got {gamma}")
+    if offline_a is not None and not 0.0 <= offline_a <= 1.0:
+        raise ValueError(f"offline_a must be in [0, 1], got {offline_a}")
+
+    def prior(r: FloatArray) -> FloatArray:
+        mean = r.mean(axis=0)
+        if offline_a is not None:
+            mean = 0.5 * ((1.0 + offline_a) * mean + (1.0 - offline_a))
+        return np.asarray(np.maximum(mean, floor))
+
+    ratio_x = np.maximum(tx, floor) / prior(rx)
+    ratio_z = np.sort(np.maximum(tz, floor) / prior(rz))
+    # count z with ratio_x / ratio_z >= gamma  <=>  ratio_z <= ratio_x / gamma
+    count = np.searchsorted(ratio_z, ratio_x / gamma, side="right")
+    return np.asarray(count / tz.size, dtype=np.float64)
+
+
+def balanced_inclusion(n_models: int, n_records: int, seed: int) -> NDArray[np.bool_]:
+    """A ``(K, N)`` inclusion mask with each record IN exactly ``⌊K/2⌋`` models (LiRA's design).
+
+    Args:
+        n_models: ``K ≥ 1`` reference models.
+        n_records: ``N ≥ 0`` records.
+        seed: seed of the assignment.
+
+    Returns:
+        bool ``(K, N)``; every column has ``K // 2`` true entries.
+
+    Raises:
+        ValueError: ``n_models < 1`` or ``n_records < 0``.
+    """
+    if n_models < 1 or n_records < 0:
+        raise ValueError(f"need n_models >= 1 and n_records >= 0, got {n_models}, {n_records}")
+    rng = np.random.default_rng(seed)
+    order = rng.random((n_models, n_records)).argsort(axis=0)
+    return np.asarray(order < n_models // 2)
+
+
+def logistic_sensitivity(n: int, lam: float) -> float:
+    """L2 sensitivity of the minimiser of L2-regularised logistic regression (Chaudhuri et al. 2011).
+
+    For ``J(w) = (1/n) Σ ℓ(y_i wᵀx_i) + (λ/2)‖w‖²`` with ``‖x_i‖ ≤ 1`` and a 1-Lipschitz loss,
+    changing one record moves the minimiser by at most ``2 / (n λ)`` (Corollary 7, arXiv:0912.0071).
+
+    Raises:
+        ValueError: ``n < 1`` or ``lam <= 0``.
+    """
+    if n < 1 or lam <= 0:
+        raise ValueError(f"need n >= 1 and lam > 0, got {n}, {lam}")
+    return 2.0 / (n * lam)
+
+
+__all__ += [
+    "balanced_inclusion",
+    "lira_scores",
+    "logistic_sensitivity",
+    "logit_confidence",
+    "rmia_scores",
+]

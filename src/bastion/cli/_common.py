@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from bastion.core.errors import BastionError
 from bastion.core.severity import FAIL_ON_CHOICES
 
 EXIT_OK, EXIT_FINDINGS, EXIT_ERROR, EXIT_NOTHING, EXIT_USAGE = 0, 1, 2, 3, 4
@@ -69,11 +70,34 @@ def fail(exc: BaseException) -> NoReturn:
 
 
 def write(text: str, output: Path | None) -> None:
-    """Write machine output to stdout, or atomically to ``output`` (temp file + rename)."""
+    """Write machine output to stdout, or to ``output``.
+
+    A regular file (or a new one) is written atomically (temporary file + rename) so a reader
+    never sees half a report; a special file that exists (``/dev/null``, a FIFO, a terminal) is
+    written in place and never replaced.
+
+    Raises:
+        BastionError: ``output`` is a folder, or its folder cannot be created or written.
+    """
     if output is None:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
         return
-    output.parent.mkdir(parents=True, exist_ok=True)
+    if output.is_dir():
+        raise BastionError(f"{output}: is a folder; give a file path for --output")
+    if output.exists() and not output.is_file():
+        try:
+            with output.open("w", encoding="utf-8") as fh:
+                fh.write(text)
+        except OSError as exc:
+            raise BastionError(f"{output}: cannot write: {exc.strerror or exc}") from None
+        return
     tmp = output.with_name(f".{output.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, output)
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, output)
+    except OSError as exc:
+        raise BastionError(f"{output}: cannot write: {exc.strerror or exc}") from None
+    finally:
+        if tmp.exists():
+            tmp.unlink()

@@ -83,12 +83,42 @@ def scan(
         Path | None,
         typer.Option("--config", "-c", help="bastion.yaml whose scan.allow to use (explicit only)."),
     ] = None,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", help="Worker processes (0: one per CPU).")] = 1,
+    rules: Annotated[
+        list[Path] | None,
+        typer.Option("--rules", help="Extra rule file (TOML, shipped format); repeatable. Deny wins."),
+    ] = None,
+    no_hash: Annotated[
+        bool, typer.Option("--no-hash", help="Skip SHA-256 of each file (faster on large files).")
+    ] = False,
 ) -> None:
     """Scan model files statically: nothing scanned is imported, unpickled or loaded."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     from bastion.report import scan_table, scan_to_json, scan_to_sarif
 
+    bar: Progress | None = None
+    task = None
+    if any(p.is_dir() for p in paths) and err.is_terminal:
+        bar = Progress(
+            TextColumn("scanning"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err
+        )
+
+    def tick(done: int, total: int, _path: str) -> None:
+        nonlocal task
+        if bar is None:
+            return
+        if task is None:
+            task = bar.add_task("scan", total=total)
+        bar.update(task, completed=done)
+
+    opts = {"allow": allow or [], "config": config, "rules": rules or [], "jobs": jobs, "digest": not no_hash}
     try:
-        result = api.scan(paths, allow=allow or [], config=config)
+        if bar is not None:
+            with bar:
+                result = api.scan_models(paths, progress=tick, **opts)  # type: ignore[arg-type]
+        else:
+            result = api.scan_models(paths, **opts)  # type: ignore[arg-type]
     except BastionError as exc:
         fail(exc)
     gate = fail_on.value if isinstance(fail_on, enum.Enum) else str(fail_on)
@@ -149,20 +179,17 @@ def assess(
             raise BastionError(f"{config}: config file not found (use -c PATH, or run `bastion init DIR`)")
         err.print(f"using config {config}", highlight=False)
         if dry_run:
-            plan = api.plan(config, budget=budget.value, asset=asset, only=only or [], skip=skip or [])
+            plan = api.preflight(config, budget=budget.value, asset=asset, only=only or [], skip=skip or [])
             write(json.dumps(plan.to_dict(), indent=2), None)
             _print_plan(plan)
             raise typer.Exit(EXIT_OK if any(i.skip_reason is None for i in plan.items) else EXIT_NOTHING)
+        api.check_output_dir(output)
         settings = load_settings(db_url=db, budget=budget.value, max_time=max_time, fail_on=gate)
         report = _run_with_progress(config, settings, asset, only or [], skip or [], baseline)
-        paths = api.write_outputs(report, output)
+        paths = api.write_outputs(report, output, fail_on=gate)
     except BastionError as exc:
         fail(exc)
-    from bastion.report import assessment_summary
-
-    for renderable in assessment_summary(report):
-        err.print(renderable)
-    code = api.exit_code(report, gate)
+    code = _summarise(report, gate)
     err.print(
         f"report: {paths['html']} (also report.json, report.sarif); run {report.run.id}", highlight=False
     )
@@ -244,7 +271,7 @@ def history(
             r.project or "",
             r.status,
             f"{r.seconds:.1f}",
-            str(r.max_severity or "-"),
+            r.max_severity.value if r.max_severity else "-",
         )
     Console().print(table)
     raise typer.Exit(EXIT_OK if runs else EXIT_NOTHING)
@@ -267,8 +294,7 @@ def show(
     except BastionError as exc:
         fail(exc)
     if fmt == ShowFormat.table:
-        for renderable in rep.assessment_summary(report):
-            err.print(renderable)
+        _summarise(report, "medium")
         if output is not None:
             write(rep.report_to_json(report), output)
     else:
@@ -327,21 +353,34 @@ def demo(
         db_url = db or os.environ.get("BASTION_DB") or f"sqlite:///{cfg.parent / '.bastion' / 'bastion.db'}"
         settings = load_settings(db_url=db_url, budget=budget.value, fail_on="none")
         report = _run_with_progress(cfg, settings, None, [], [], None)
-        paths = api.write_outputs(report, out)
+        paths = api.write_outputs(report, out, fail_on="none")
     except BastionError as exc:
         fail(exc)
+    code = _summarise(report, "none")
+    err.print(f"report: {paths['html']}", highlight=False)
+    raise typer.Exit(code)
+
+
+def _summarise(report: Report, gate: str) -> int:
+    """Print the summary and every error of a run to stderr; return its exit code."""
+    from rich.markup import escape
+
     from bastion.report import assessment_summary
 
-    for renderable in assessment_summary(report):
+    for renderable in assessment_summary(report, fail_on=gate):
         err.print(renderable)
-    err.print(f"report: {paths['html']}", highlight=False)
-    code = api.exit_code(report, "none")
-    raise typer.Exit(code)
+    for e in report.errors:
+        where = f" on {e.asset}" if e.asset else ""
+        err.print(f"[red]error[/]: {escape(e.check)}{escape(where)}: {escape(e.error)}: {escape(e.message)}")
+    return api.exit_code(report, gate)
 
 
 #: Subcommand modules; each defines ``register(app)`` and must stay light at import.
 SUBCOMMAND_MODULES: tuple[str, ...] = (
     "bastion.cli.harden",
+    "bastion.cli.integrity",
+    "bastion.cli.guard",
+    "bastion.cli.data",
 )
 
 

@@ -108,6 +108,12 @@ class EndpointSpec(_Strict):
         output: what the endpoint returns: ``probabilities``, ``logits`` or ``labels``.
         timeout: seconds per request.
         max_batch: rows per request.
+        wire: request/response template: ``default`` (``request_key``/``response_key``), ``rows``
+            (a bare JSON list of rows → a list of predictions) or ``kserve-v2`` (KServe v2 / Open
+            Inference Protocol ``inputs``/``outputs`` tensors).
+        concurrency: requests in flight at once.
+        rate_limit: most requests per second (``None``: unlimited); 429 ``Retry-After`` is honoured.
+        max_retries: retries after a 5xx/429 answer or a connection error.
     """
 
     token_env: str | None = Field(default=None, pattern=_ENV)
@@ -117,6 +123,10 @@ class EndpointSpec(_Strict):
     output: Literal["probabilities", "logits", "labels"] = "probabilities"
     timeout: float = Field(default=10.0, gt=0)
     max_batch: int = Field(default=64, ge=1)
+    wire: Literal["default", "rows", "kserve-v2"] = "default"
+    concurrency: int = Field(default=1, ge=1, le=256)
+    rate_limit: float | None = Field(default=None, gt=0)
+    max_retries: int = Field(default=2, ge=0, le=20)
 
     @field_validator("headers_env")
     @classmethod

@@ -219,12 +219,12 @@ def _number(cell: str, where: str, r: int, line: int, column: str) -> float:
     try:
         v = float(s)
     except ValueError:
-        shown = s if len(s) <= 40 else s[:37] + "..."
+        # the cell's value is not echoed: it may be a patient record (findings cite rows, never data)
         raise ConfigError(
-            f"{where}: row {r} (line {line}), column {column!r}: not a number: {shown!r}"
+            f"{where}: row {r} (line {line}), column {column!r}: not a number ({len(s)} characters)"
         ) from None
     if not math.isfinite(v):
-        raise ConfigError(f"{where}: row {r} (line {line}), column {column!r}: non-finite value {s!r}")
+        raise ConfigError(f"{where}: row {r} (line {line}), column {column!r}: non-finite value")
     return v
 
 
@@ -235,9 +235,8 @@ def _label(cell: str, where: str, r: int, line: int, column: str) -> int:
     except ValueError:
         v = math.nan
     if not math.isfinite(v) or v != int(v):
-        shown = s if len(s) <= 40 else s[:37] + "..."
         raise ConfigError(
-            f"{where}: row {r} (line {line}), label column {column!r}: {shown!r} is not an integer "
+            f"{where}: row {r} (line {line}), label column {column!r}: not an integer "
             "class label (encode classes as 0..K-1)"
         )
     return int(v)

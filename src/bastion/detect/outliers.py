@@ -135,6 +135,8 @@ def robust_threshold(scores: np.ndarray, z: float) -> float:
         The threshold; ``inf`` when every score is equal (nothing stands out).
     """
     s = np.asarray(scores, dtype=np.float64)
+    if s.size == 0 or bool(np.all(s == s.flat[0])):
+        return float("inf")  # every score equal (the std of equal tiny floats can round above 0)
     med = float(np.median(s))
     spread = 1.4826 * float(np.median(np.abs(s - med)))
     if spread <= 0:

@@ -32,6 +32,7 @@ from bastion.report._common import (
     technique_ref,
 )
 from bastion.report._plots import series_svg
+from bastion.report._versions import as_context, compare_versions
 
 logger = logging.getLogger(__name__)
 
@@ -171,6 +172,7 @@ def report_context(report: Report, *, fail_on: str = "medium") -> dict[str, Any]
         "assets": views,
         "skipped": all_skipped(report),
         "errors": all_errors(report),
+        "versions": as_context(compare_versions(report)),
     }
 
 

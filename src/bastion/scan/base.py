@@ -133,7 +133,7 @@ class ScanLimits:
     max_depth: int = 8
     max_members: int = 100_000
     max_nested_pickles: int = 64
-    max_value_bytes: int = 64 << 20
+    max_value_bytes: int = 8 << 20
     spool_memory: int = 32 << 20
 
 

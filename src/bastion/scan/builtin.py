@@ -9,6 +9,12 @@ __all__ = ["BUILTIN_SCANNERS", "load_builtin_scanners"]
 #: Modules holding one built-in scanner plugin each.
 BUILTIN_SCANNERS = (
     "bastion.scan.pytorch_scanner",
+    "bastion.scan.keras_scanner",
+    "bastion.scan.safetensors_scanner",
+    "bastion.scan.gguf_scanner",
+    "bastion.scan.hdf5_scanner",
+    "bastion.scan.savedmodel_scanner",
+    "bastion.scan.sevenzip_scanner",
     "bastion.scan.numpy_scanner",
     "bastion.scan.joblib_scanner",
     "bastion.scan.onnx_scanner",

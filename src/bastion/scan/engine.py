@@ -2,24 +2,26 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import os
 import stat
-from collections.abc import Iterator, Sequence
+import tomllib
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-from bastion.core.errors import ScanError
+from bastion.core.errors import ConfigError, ScanError
 from bastion.core.registry import scanners as scanner_registry
 from bastion.core.scanning import FileResult, ScanResult, Verdict
 from bastion.core.severity import Severity
 from bastion.scan.base import Artifact, Outcome, ScanContext, ScanLimits, Scanner
 from bastion.scan.builtin import load_builtin_scanners
-from bastion.scan.policy import PicklePolicy
+from bastion.scan.policy import PicklePolicy, Rule, load_rules
 
 log = logging.getLogger(__name__)
 
-__all__ = ["scan_file", "scan_paths", "verdict_of"]
+__all__ = ["Progress", "load_rule_files", "scan_file", "scan_paths", "verdict_of"]
 
 _LINK = "\0symlink"  # marks an in-folder file symlink in _walk's output
 
@@ -79,10 +81,19 @@ def _hash(path: Path) -> tuple[str, int]:
 
 
 def _scan_one(
-    display: str, path: Path, policy: PicklePolicy, limits: ScanLimits, scanners: list[Scanner]
+    display: str,
+    path: Path,
+    policy: PicklePolicy,
+    limits: ScanLimits,
+    scanners: list[Scanner],
+    digest_files: bool = True,
 ) -> FileResult:
     try:
-        digest, size = _hash(path)
+        digest: str | None
+        if digest_files:
+            digest, size = _hash(path)
+        else:
+            digest, size = None, path.stat().st_size
     except OSError as exc:
         return FileResult(path=display, verdict=Verdict.ERROR, reason=f"unreadable: {exc}")
     ctx = ScanContext(policy, limits, scanners)
@@ -150,11 +161,95 @@ def _walk(root: Path) -> Iterator[tuple[str, Path | None, str | None]]:
     yield from found
 
 
+def load_rule_files(rules: Sequence[str | os.PathLike[str]], allow: Sequence[str] = ()) -> PicklePolicy:
+    """The pickle policy: shipped rules, plus extra rule files, plus the user's allow entries.
+
+    Args:
+        rules: TOML rule files in the shipped format (``kind = "deny"`` adds deny rules,
+            ``kind = "allow"`` allow rules). Deny always wins, so no file can allow a
+            deny-listed callable.
+        allow: the user's allow entries (see :class:`PicklePolicy`).
+
+    Raises:
+        ConfigError: a file is unreadable or malformed (every problem is listed).
+    """
+    if not rules:
+        return PicklePolicy(allow)
+    base = PicklePolicy(allow)
+    extra_allow: list[Rule] = []
+    extra_deny: list[Rule] = []
+    problems: list[str] = []
+    for item in rules:
+        path = Path(os.fspath(item))
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            problems.append(f"{path}: unreadable rule file: {exc}")
+            continue
+        try:
+            doc_kind = tomllib.loads(text).get("kind")
+        except tomllib.TOMLDecodeError as exc:
+            problems.append(f"{path}: not valid TOML: {exc}")
+            continue
+        if doc_kind not in ("allow", "deny"):
+            problems.append(f"{path}: kind must be 'allow' or 'deny', got {doc_kind!r}")
+            continue
+        try:
+            _, loaded = load_rules(str(doc_kind), text, source=str(path))
+        except ConfigError as exc:
+            problems.append(str(exc))
+            continue
+        loaded = [dataclasses.replace(r, source=str(path)) for r in loaded]
+        (extra_deny if doc_kind == "deny" else extra_allow).extend(loaded)
+    if problems:
+        raise ConfigError("bad --rules file", problems)
+    policy = PicklePolicy(
+        allow,
+        allow_rules=(*base.allow_rules, *extra_allow),
+        deny_rules=(*base.deny_rules, *extra_deny),
+    )
+    policy.allow_version = base.allow_version + ("+custom" if extra_allow else "")
+    policy.deny_version = base.deny_version + ("+custom" if extra_deny else "")
+    return policy
+
+
+#: Per-process state of a worker of the parallel scan (set by :func:`_init_worker`).
+_WORKER: dict[str, object] = {}
+
+
+def _init_worker(policy: PicklePolicy, limits: ScanLimits, digest_files: bool) -> None:
+    _WORKER["digest"] = digest_files
+    _WORKER["policy"] = policy
+    _WORKER["limits"] = limits
+    _WORKER["scanners"] = _scanners()
+
+
+def _work(item: tuple[str, str]) -> FileResult:
+    display, path = item
+    policy = _WORKER["policy"]
+    limits = _WORKER["limits"]
+    scanners = _WORKER["scanners"]
+    assert isinstance(policy, PicklePolicy) and isinstance(limits, ScanLimits) and isinstance(scanners, list)
+    try:
+        return _scan_one(display, Path(path), policy, limits, scanners, bool(_WORKER["digest"]))
+    except Exception as exc:  # a crash in a worker is an error verdict, never a lost file
+        reason = f"internal error: {type(exc).__name__}: {exc}"
+        return FileResult(path=display, verdict=Verdict.ERROR, reason=reason)
+
+
+#: Called after each file with ``(files done, files to scan, display path)``.
+Progress = Callable[[int, int, str], None]
+
+
 def scan_paths(
     paths: Sequence[str | os.PathLike[str]],
     *,
     allow: Sequence[str] = (),
     limits: ScanLimits | None = None,
+    rules: Sequence[str | os.PathLike[str]] = (),
+    jobs: int = 1,
+    progress: Progress | None = None,
+    digest: bool = True,
 ) -> ScanResult:
     """Scan files and folders (recursively) without loading anything.
 
@@ -164,22 +259,29 @@ def scan_paths(
         allow: the user's allow-list additions, ``'module.Name'`` or ``'module.*'``; never read
             from the scanned folder; cannot allow a deny-listed callable.
         limits: scan limits (decompressed bytes, ratio, nesting); defaults to :class:`ScanLimits`.
+        rules: extra rule files (explicit paths only; see :func:`load_rule_files`).
+        jobs: worker processes (``1``: in this process; ``0``: one per CPU). Results keep the
+            sorted order whatever the number of workers.
+        progress: called after each scanned file with ``(done, total, path)``.
+        digest: compute each file's SHA-256 (``False``: ``sha256`` is ``None``; hashing reads
+            every byte, so a scan that only parses headers is much faster without it).
 
     Returns:
         A :class:`bastion.core.scanning.ScanResult` with one ``FileResult`` per file found.
 
     Raises:
         ScanError: a path does not exist (every missing path is named).
-        ConfigError: an ``allow`` entry is malformed.
+        ConfigError: an ``allow`` entry or a rule file is malformed.
     """
     given = [Path(os.fspath(p)) for p in paths]
     missing = [str(p) for p in given if not p.exists() and not p.is_symlink()]
     if missing:
         raise ScanError("no such file or folder: " + ", ".join(missing))
-    policy = PicklePolicy(allow)
+    if jobs < 0:
+        raise ConfigError(f"jobs must be >= 0, got {jobs}")
+    policy = load_rule_files(rules, allow)
     lim = limits or ScanLimits()
-    scanners = _scanners()
-    result = ScanResult()
+    entries: list[FileResult | tuple[str, Path]] = []
     seen: set[str] = set()
     for p in given:
         items = list(_walk(p)) if p.is_dir() else [(str(p), p, None)]
@@ -187,7 +289,7 @@ def scan_paths(
         for display, path, skip in items:
             if skip == _LINK and path is not None:
                 if os.path.realpath(path) in real_files:
-                    result.files.append(
+                    entries.append(
                         FileResult(
                             path=display,
                             verdict=Verdict.SKIPPED,
@@ -201,21 +303,48 @@ def scan_paths(
                 continue
             seen.add(key)
             if path is None:
-                result.files.append(FileResult(path=display, verdict=Verdict.SKIPPED, reason=skip))
+                entries.append(FileResult(path=display, verdict=Verdict.SKIPPED, reason=skip))
                 continue
             try:
                 mode = path.stat().st_mode
             except OSError as exc:
-                result.files.append(
-                    FileResult(path=display, verdict=Verdict.ERROR, reason=f"unreadable: {exc}")
-                )
+                entries.append(FileResult(path=display, verdict=Verdict.ERROR, reason=f"unreadable: {exc}"))
                 continue
             if not stat.S_ISREG(mode):
-                result.files.append(
-                    FileResult(path=display, verdict=Verdict.SKIPPED, reason="not a regular file")
-                )
+                entries.append(FileResult(path=display, verdict=Verdict.SKIPPED, reason="not a regular file"))
                 continue
-            result.files.append(_scan_one(display, path, policy, lim, scanners))
+            entries.append((display, path))
+    todo = [(i, e) for i, e in enumerate(entries) if isinstance(e, tuple)]
+    total = len(todo)
+    workers = (os.cpu_count() or 1) if jobs == 0 else jobs
+    workers = max(1, min(workers, total))
+    done: dict[int, FileResult] = {}
+    if workers == 1:
+        scanners = _scanners()
+        for n, (i, (display, path)) in enumerate(todo, 1):
+            done[i] = _scan_one(display, path, policy, lim, scanners, digest)
+            if progress is not None:
+                progress(n, total, display)
+    else:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+        with ProcessPoolExecutor(
+            max_workers=workers,
+            mp_context=multiprocessing.get_context(method),
+            initializer=_init_worker,
+            initargs=(policy, lim, digest),
+        ) as pool:
+            chunk = max(1, min(64, total // (workers * 8) or 1))
+            results = pool.map(_work, [(d, str(pth)) for _, (d, pth) in todo], chunksize=chunk)
+            for n, ((i, (display, _)), fr) in enumerate(zip(todo, results, strict=True), 1):
+                done[i] = fr
+                if progress is not None:
+                    progress(n, total, display)
+    result = ScanResult()
+    for i, e in enumerate(entries):
+        result.files.append(done[i] if isinstance(e, tuple) else e)
     return result
 
 

@@ -17,12 +17,14 @@ Reference: ``torch/serialization.py`` (``_save``, ``_legacy_save``, ``_load``).
 
 from __future__ import annotations
 
+import io
 import re
 import zipfile
 from typing import ClassVar
 
 from bastion.core.registry import register
 from bastion.core.severity import Severity
+from bastion.scan._torchscript import CodeIssue, analyse_torchscript
 from bastion.scan._zip import ZIP_MAGICS, MemberAction, open_zip, walk_zip
 from bastion.scan.base import Artifact, NotThisFormat, Outcome, Scanner
 from bastion.scan.pickle_scanner import analyse_pickle
@@ -32,6 +34,7 @@ __all__ = ["LEGACY_MAGIC", "PyTorchScanner"]
 
 #: Start of a legacy checkpoint: protocol-2 pickle of the magic number 0x1950a86a20f9469cfc6c.
 LEGACY_MAGIC = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19\x2e"
+_MAX_CODE = 16 << 20
 _STORAGE = re.compile(r"^(?:[^/]+/)?data/\d+$")
 _META = re.compile(
     r"^(?:[^/]+/)?(?:version|\.format_version|\.storage_alignment|byteorder|\.data/version|"
@@ -86,6 +89,22 @@ class PyTorchScanner(Scanner):
             script = any("/code/" in n or n.startswith("code/") for n in names)
             out = Outcome(format="torchscript" if script else "pytorch-zip")
             code_members: list[str] = []
+            unparsed: list[str] = []
+            issues: list[tuple[str, CodeIssue]] = []
+
+            def read_code(art: Artifact, zf: zipfile.ZipFile, info: zipfile.ZipInfo, out: Outcome) -> None:
+                code_members.append(info.filename)
+                if info.file_size > _MAX_CODE:
+                    unparsed.append(info.filename)
+                    return
+                art.ctx.charge(info.file_size, what=f"member {info.filename!r}")
+                with zf.open(info) as fh:
+                    text = fh.read(_MAX_CODE + 1).decode("utf-8", "replace")
+                for issue in analyse_torchscript(text):
+                    if issue.kind == "unparsed":
+                        unparsed.append(info.filename)
+                    else:
+                        issues.append((info.filename, issue))
 
             def classify(name: str) -> MemberAction:
                 if name.endswith(".pkl") or name.endswith(".debug_pkl"):
@@ -93,18 +112,45 @@ class PyTorchScanner(Scanner):
                 if _STORAGE.match(name) or _META.match(name):
                     return "skip"
                 if script and ("/code/" in name or name.startswith("code/")) and name.endswith(".py"):
-                    code_members.append(name)
-                    return "skip"
+                    return read_code
                 return "dispatch"
 
             walk_zip(artifact, zf, out, plugin_id=self.id, classify=classify)
-            if code_members:
+            if script and not unparsed:
+                # TorchScript's unpickler resolves __torch__.* classes from the archive's own
+                # (analysed) code, never by importing Python modules: not unknown callables.
+                out.findings = [
+                    f
+                    for f in out.findings
+                    if not (
+                        f.rule_id == "scan.pickle.unknown-global"
+                        and str(f.evidence.get("global", "")).startswith("__torch__.")
+                    )
+                ]
+            for member, issue in issues:
+                out.findings.append(
+                    artifact.child(member, io.BytesIO(), 0).finding(
+                        f"scan.pytorch.torchscript-{issue.kind}",
+                        issue.severity,
+                        f"TorchScript code uses {issue.detail} ({issue.kind.replace('-', ' ')})",
+                        evidence={"member": member, "line": issue.line, "construct": issue.detail},
+                        remediation="Plain TorchScript reaches only tensor maths; this code reaches "
+                        "native libraries or the host. Review it before torch.jit.load, or export to "
+                        "a data-only format (safetensors, ONNX).",
+                        references=("https://pytorch.org/docs/stable/jit_language_reference.html",),
+                    )
+                )
+            if unparsed:
                 out.findings.append(
                     artifact.finding(
                         "scan.pytorch.torchscript-code",
                         Severity.MEDIUM,
-                        f"TorchScript archive carries {len(code_members)} code members that are not analysed",
-                        evidence={"members": code_members[:20], "count": len(code_members)},
+                        f"TorchScript archive carries {len(unparsed)} code members that were not analysed",
+                        evidence={
+                            "members": unparsed[:20],
+                            "count": len(unparsed),
+                            "code_members": len(code_members),
+                        },
                         remediation="TorchScript code runs under torch.jit.load; review it or "
                         "export the model to a data-only format (safetensors, ONNX).",
                         references=("https://pytorch.org/docs/stable/jit.html",),

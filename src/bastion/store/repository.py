@@ -144,7 +144,11 @@ def _reason(exc: BaseException, url: str) -> str:
     except (ArgumentError, ValueError, TypeError):
         password = None
     if password:
-        reason = reason.replace(str(password), "***")
+        if len(str(password)) >= 4:
+            reason = reason.replace(str(password), "***")
+        elif str(password) in reason:
+            # a short password cannot be masked without mangling the text: drop the driver's words
+            reason = type(orig).__name__
     return _USERINFO.sub(r"\g<head>:***@", reason)
 
 

@@ -1,8 +1,19 @@
 """A remote model behind an HTTP JSON endpoint, as a black-box, query-limited :class:`Target`.
 
-Wire format (default): ``POST {"instances": [[...], ...]}`` → ``{"predictions": [...]}``,
-one prediction per instance: a row of probabilities or logits, or a label. httpx is
-imported lazily (extra ``guard``).
+Wire formats (``wire``):
+
+* ``default``: ``POST {"instances": [[...], ...]}`` → ``{"predictions": [...]}`` (keys set by
+  ``request_key`` / ``response_key``), one prediction per instance: a row of probabilities or
+  logits, or a label;
+* ``rows``: the body is the JSON list of rows itself → a JSON list of predictions;
+* ``kserve-v2`` (KServe v2 / Open Inference Protocol):
+  ``{"inputs": [{"name", "shape": [n, *input_shape], "datatype": "FP32", "data": [...]}]}`` →
+  ``{"outputs": [{"name", "shape": [n, K], "datatype", "data": [...]}]}`` (the first output,
+  flat row-major data or nested rows).
+
+Requests of ``max_batch`` rows are sent ``concurrency`` at a time from a thread pool, no more
+than ``rate_limit`` requests per second; a 429 answer's ``Retry-After`` (seconds) is honoured
+before the retry. httpx is imported lazily (extra ``guard``).
 
 Secrets: header values (a bearer token) are used only to build requests; they never
 appear in messages, logs, ``repr`` or :meth:`describe`. Inputs are never logged.
@@ -13,8 +24,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import threading
 import time
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar, Literal
 from urllib.parse import urlsplit, urlunsplit
 
@@ -28,6 +41,9 @@ from bastion.targets.base import Target
 log = logging.getLogger(__name__)
 
 HttpOutput = Literal["probabilities", "logits", "labels"]
+HttpWire = Literal["default", "rows", "kserve-v2"]
+#: The longest ``Retry-After`` honoured, in seconds (a longer one fails the request).
+MAX_RETRY_AFTER = 60.0
 _PROB_TOL = 1e-3
 
 
@@ -53,7 +69,7 @@ class HttpTarget(Target):
     raised with nothing spent past the budget. Server errors (5xx, 429) and connection
     failures are retried ``max_retries`` times with exponential backoff; other 4xx
     answers fail at once. Rows charged for a request that finally fails stay charged (the
-    server may have seen them). Not thread-safe: use one target per thread.
+    server may have seen them). One caller at a time (the target runs its own request pool).
 
     Threat model: black-box (an attacker with an API key and a query budget).
 
@@ -75,6 +91,10 @@ class HttpTarget(Target):
         cache_size: rows kept in the answer cache (0 disables it).
         client: an ``httpx.Client`` to use instead of creating one (e.g. a FastAPI
             ``TestClient``); not closed by :meth:`close`.
+        wire: the request/response template: ``default``, ``rows`` or ``kserve-v2``.
+        concurrency: requests in flight at once (a thread pool; 1: sequential).
+        rate_limit: most requests started per second (``None``: unlimited).
+        input_name: the tensor name sent in a ``kserve-v2`` request.
 
     Capabilities:
         ``PROBABILITIES`` (+ ``LOGITS`` for a logits endpoint) or ``LABEL_ONLY``; always
@@ -104,8 +124,18 @@ class HttpTarget(Target):
         backoff: float = 0.5,
         cache_size: int = 100_000,
         client: Any | None = None,
+        wire: HttpWire = "default",
+        concurrency: int = 1,
+        rate_limit: float | None = None,
+        input_name: str = "input-0",
     ) -> None:
         problems = []
+        if wire not in ("default", "rows", "kserve-v2"):
+            problems.append(f"wire: must be 'default', 'rows' or 'kserve-v2', got {wire!r}")
+        if concurrency < 1:
+            problems.append(f"concurrency: must be at least 1, got {concurrency}")
+        if rate_limit is not None and not rate_limit > 0:
+            problems.append(f"rate_limit: must be positive requests per second, got {rate_limit}")
         if not isinstance(url, str) or not url.startswith(("http://", "https://")):
             problems.append("url: must start with http:// or https://")
         if output not in ("probabilities", "logits", "labels"):
@@ -147,6 +177,12 @@ class HttpTarget(Target):
         self._client = client
         self._own_client = client is None
         self._cache: OrderedDict[bytes, np.ndarray] = OrderedDict()
+        self.wire: HttpWire = wire
+        self.concurrency = int(concurrency)
+        self.rate_limit = None if rate_limit is None else float(rate_limit)
+        self.input_name = input_name
+        self._lock = threading.Lock()
+        self._next_slot = 0.0
         #: Requests sent (including retries) and rows answered from the cache.
         self.requests = 0
         self.cache_hits = 0
@@ -163,6 +199,9 @@ class HttpTarget(Target):
             request_key=self.request_key,
             response_key=self.response_key,
             max_batch=self.max_batch,
+            wire=self.wire,
+            concurrency=self.concurrency,
+            rate_limit=self.rate_limit,
         )
         return d
 
@@ -242,9 +281,14 @@ class HttpTarget(Target):
         if order:
             self._charge(len(order))  # before sending: raises BudgetExhausted with nothing spent
             rows = x[[pending[k][0] for k in order]]
-            for start in range(0, len(order), self.max_batch):
-                chunk = rows[start : start + self.max_batch]
-                answers = self._send(chunk)
+            starts = list(range(0, len(order), self.max_batch))
+            chunks = [rows[s : s + self.max_batch] for s in starts]
+            if self.concurrency > 1 and len(chunks) > 1:
+                with ThreadPoolExecutor(max_workers=min(self.concurrency, len(chunks))) as pool:
+                    all_answers = list(pool.map(self._send, chunks))
+            else:
+                all_answers = [self._send(c) for c in chunks]
+            for start, answers in zip(starts, all_answers, strict=True):
                 for j, k in enumerate(order[start : start + self.max_batch]):
                     ans = answers[j]
                     for i in pending[k]:
@@ -271,13 +315,16 @@ class HttpTarget(Target):
         """POST one request, with retries; parsed answers ``(len(chunk), C)`` or ``(len(chunk), 1)``."""
         httpx = self._httpx
         client = self._get_client()
-        payload = {self.request_key: chunk.tolist()}
+        payload = self._payload(chunk)
         attempts = self.max_retries + 1
         last = ""
+        wait_after = 0.0
         for attempt in range(attempts):
             if attempt:
-                time.sleep(self.backoff * (2 ** (attempt - 1)))
-            self.requests += 1
+                time.sleep(max(self.backoff * (2 ** (attempt - 1)), wait_after))
+            self._throttle()
+            with self._lock:
+                self.requests += 1
             try:
                 resp = client.post(self.url, json=payload, timeout=self.timeout)
             except httpx.TransportError as exc:
@@ -295,6 +342,12 @@ class HttpTarget(Target):
             log.debug("%s: POST %s rows=%d status=%d", self.name, self.endpoint, len(chunk), status)
             if status >= 500 or status == 429:
                 last = f"answered HTTP {status}"
+                wait_after = _retry_after(resp) if status == 429 else 0.0
+                if wait_after > MAX_RETRY_AFTER:
+                    raise TargetError(
+                        f"{self.name}: endpoint {self.endpoint} is rate-limiting (HTTP 429, Retry-After "
+                        f"{wait_after:g} s, more than {MAX_RETRY_AFTER:g} s); lower endpoint.rate_limit"
+                    )
                 log.warning(
                     "%s: %s answered HTTP %d, attempt %d/%d",
                     self.name,
@@ -315,6 +368,56 @@ class HttpTarget(Target):
             return self._parse(resp, len(chunk))
         raise TargetError(f"{self.name}: endpoint {self.endpoint} {last} after {attempts} attempt(s)")
 
+    def _throttle(self) -> None:
+        """Wait for this request's slot under ``rate_limit`` (shared by the pool's threads)."""
+        if self.rate_limit is None:
+            return
+        with self._lock:
+            now = time.monotonic()
+            slot = max(now, self._next_slot)
+            self._next_slot = slot + 1.0 / self.rate_limit
+        if slot > now:
+            time.sleep(slot - now)
+
+    def _payload(self, chunk: np.ndarray) -> Any:
+        """The request body for ``chunk`` under the wire format."""
+        if self.wire == "rows":
+            return chunk.tolist()
+        if self.wire == "kserve-v2":
+            return {
+                "inputs": [
+                    {
+                        "name": self.input_name,
+                        "shape": [len(chunk), *self.input_shape],
+                        "datatype": "FP32",
+                        "data": chunk.reshape(-1).tolist(),
+                    }
+                ]
+            }
+        return {self.request_key: chunk.tolist()}
+
+    def _predictions(self, body: Any, n: int, where: str) -> Any:
+        """The per-row predictions list out of a response body, per the wire format."""
+        if self.wire == "rows":
+            return body
+        if self.wire == "kserve-v2":
+            outs = body.get("outputs") if isinstance(body, dict) else None
+            if not isinstance(outs, list) or not outs or not isinstance(outs[0], dict):
+                raise TargetError(f"{where}: the answer has no 'outputs' list (KServe v2)")
+            data = outs[0].get("data")
+            shape = outs[0].get("shape")
+            if not isinstance(data, list):
+                raise TargetError(f"{where}: outputs[0].data is not a list (KServe v2)")
+            if data and not isinstance(data[0], list) and isinstance(shape, list) and len(shape) == 2:
+                width = shape[1]
+                if not isinstance(width, int) or width < 1 or len(data) != n * width:
+                    raise TargetError(f"{where}: outputs[0] shape {shape} does not fit {len(data)} values")
+                return [data[i * width : (i + 1) * width] for i in range(n)]
+            return data
+        if not isinstance(body, dict) or self.response_key not in body:
+            raise TargetError(f"{where}: the answer has no {self.response_key!r} key")
+        return body[self.response_key]
+
     def _parse(self, resp: Any, n: int) -> np.ndarray:
         """Validate a response body; never echoes its content (it may hold inputs)."""
         where = f"{self.name}: endpoint {self.endpoint}"
@@ -322,11 +425,9 @@ class HttpTarget(Target):
             body = resp.json()
         except ValueError:
             raise TargetError(f"{where} did not answer JSON") from None
-        if not isinstance(body, dict) or self.response_key not in body:
-            raise TargetError(f"{where}: the answer has no {self.response_key!r} key")
-        preds = body[self.response_key]
+        preds = self._predictions(body, n, where)
         if not isinstance(preds, list):
-            raise TargetError(f"{where}: {self.response_key!r} is a {type(preds).__name__}, expected a list")
+            raise TargetError(f"{where}: the predictions are a {type(preds).__name__}, expected a list")
         if len(preds) != n:
             raise TargetError(f"{where} returned {len(preds)} predictions for {n} inputs")
         if self.output == "labels":
@@ -376,6 +477,16 @@ class HttpTarget(Target):
             out = np.clip(out, 0.0, None)
             out /= out.sum(axis=1, keepdims=True)
         return out
+
+
+def _retry_after(resp: Any) -> float:
+    """Seconds a ``Retry-After`` header asks for (0 when absent or an HTTP date)."""
+    headers = getattr(resp, "headers", None) or {}
+    value = headers.get("retry-after") if hasattr(headers, "get") else None
+    try:
+        return max(0.0, float(value)) if value is not None else 0.0
+    except ValueError:
+        return 0.0
 
 
 def _is_number(v: Any) -> bool:

@@ -159,6 +159,10 @@ def build_target(
             headers=_env_headers(asset, spec),
             timeout=spec.timeout,
             max_batch=spec.max_batch,
+            wire=spec.wire,
+            concurrency=spec.concurrency,
+            rate_limit=spec.rate_limit,
+            max_retries=spec.max_retries,
         )
 
     if not asset.path:

@@ -8,6 +8,12 @@ imported; the built-ins module of :mod:`bastion.api` imports them):
 * :mod:`bastion.assess.evasion.square` — ``evasion.square``, the score-based black-box Square
   Attack (Andriushchenko et al. 2020, arXiv:1912.00049); needs probabilities only.
 
+* ``evasion.fgsm`` (arXiv:1412.6572), ``evasion.pgd-l2`` (arXiv:1706.06083), ``evasion.apgd-ce``
+  and ``evasion.apgd-dlr`` (Croce & Hein 2020, arXiv:2003.01690) — white-box;
+* ``evasion.hopskipjump`` — decision-based, label-only (Chen et al. 2020, arXiv:1904.02144);
+* ``evasion.worst-case`` — APGD-CE → APGD-DLR → Square on the samples still correct: the
+  robust accuracy a report leads with.
+
 Shared ε units, input bounds and the ε-grid loop live in :mod:`bastion.assess.evasion._common`.
 Importing this package loads neither torch nor scikit-learn.
 """
@@ -15,6 +21,15 @@ Importing this package loads neither torch nor scikit-learn.
 from __future__ import annotations
 
 #: The modules that register this package's plugins, for the built-ins list.
-PLUGIN_MODULES: tuple[str, ...] = ("bastion.assess.evasion.pgd", "bastion.assess.evasion.square")
+PLUGIN_MODULES: tuple[str, ...] = (
+    "bastion.assess.evasion.pgd",
+    "bastion.assess.evasion.square",
+    "bastion.assess.evasion.fgsm",
+    "bastion.assess.evasion.pgd_l2",
+    "bastion.assess.evasion.apgd_ce",
+    "bastion.assess.evasion.apgd_dlr",
+    "bastion.assess.evasion.hopskipjump",
+    "bastion.assess.evasion.worst_case",
+)
 
 __all__ = ["PLUGIN_MODULES"]

@@ -40,9 +40,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from bastion.assess.metrics import wilson_interval
 from bastion.core.budget import BudgetMeter
+from bastion.core.capability import Capability
 from bastion.core.check import Check, CheckContext, Split
 from bastion.core.config import InputSpec, Threshold
-from bastion.core.errors import BudgetExhausted, ConfigError, PluginError
+from bastion.core.errors import BudgetExhausted, ConfigError, PluginError, TargetError
 from bastion.core.findings import Threat
 from bastion.core.results import CheckResult, Series
 
@@ -168,6 +169,19 @@ class InputBounds:
         if self.integer.any():
             out = np.where(self.integer, np.clip(np.rint(out), low, high), out).astype(np.float32)
         return out
+
+    def l2(self, x_adv: np.ndarray, x: np.ndarray) -> np.ndarray:
+        """Per-sample L2 distance in the ε unit (``δ / scale``; zero-scale values ignored), ``(N,)``."""
+        diff = np.asarray(x_adv, np.float64) - np.asarray(x, np.float64)
+        safe = np.where(self.scale > 0, self.scale, 1.0)
+        scaled = np.where(self.scale > 0, diff / safe, 0.0)
+        if not scaled.size:
+            return np.zeros(len(x))
+        return np.asarray(np.sqrt((scaled.reshape(len(scaled), -1) ** 2).sum(axis=1)))
+
+    def norm(self, kind: str, x_adv: np.ndarray, x: np.ndarray) -> np.ndarray:
+        """:meth:`l2` when ``kind`` is ``"l2"``, else :meth:`linf`."""
+        return self.l2(x_adv, x) if kind == "l2" else self.linf(x_adv, x)
 
     def linf(self, x_adv: np.ndarray, x: np.ndarray) -> np.ndarray:
         """Per-sample L∞ distance in the ε unit (values with a zero scale ignored), shape ``(N,)``."""
@@ -423,6 +437,9 @@ class EvasionCheck(Check):
     )
     #: Per-ε metrics this plugin reports (``<name>@eps=<ε>``).
     metric_names: ClassVar[tuple[str, ...]] = PER_EPS_METRICS
+    #: The norm ε bounds: ``linf`` (every value moves by at most ε) or ``l2`` (the L2 norm of
+    #: ``δ / scale`` is at most ε); ``median_perturbation`` is reported in it.
+    norm: ClassVar[Literal["linf", "l2"]] = "linf"
 
     # -- planning --------------------------------------------------------------------------
     def applicable(self, ctx: CheckContext) -> str | None:
@@ -460,6 +477,12 @@ class EvasionCheck(Check):
                 bounds = resolve_bounds(ctx.asset.input, shape, _train_x(ctx))
             except ConfigError as exc:
                 problems.extend(exc.problems or [str(exc)])
+        if bounds is not None and test is not None and len(test.x) > 0:
+            msg, gross = range_violations(ctx.asset.input, bounds, np.asarray(test.x), "test split")
+            if msg is not None and gross:
+                problems.append(msg)
+            if ctx.target is not None and not problems:
+                problems.extend(probability_problems(ctx.target, np.asarray(test.x[:8], dtype=np.float32)))
         if bounds is not None and not bounds.mutable.any():
             problems.append(
                 "input: every value is immutable, categorical or of zero range; nothing to perturb"
@@ -542,6 +565,9 @@ class EvasionCheck(Check):
         notes: dict[str, str] = {"eps_unit": _unit_note(bounds.unit)}
         if bounds.notes:
             notes["bounds"] = "; ".join(bounds.notes)
+        range_msg, _ = range_violations(ctx.asset.input, bounds, ev.x, "evaluated")
+        if range_msg is not None:
+            notes["input_range"] = range_msg + " (clean values are kept; perturbations stay within the range)"
         if added:
             notes["eps_grid"] = "added for thresholds: " + ", ".join(eps_label(e) for e in added)
         if not params.eps and bounds.unit == "absolute" and bounds.max_eps() > 2.0:
@@ -552,7 +578,7 @@ class EvasionCheck(Check):
         n = len(ev.x)
         meter = BudgetMeter(ctx.budget)
         rng = rng_for(ctx.seed, 1)
-        tally = _Tally(n=n, grid=grid, metric_names=self.metric_names, unit=bounds.unit)
+        tally = _Tally(n=n, grid=grid, metric_names=self.metric_names, unit=bounds.unit, norm=self.norm)
         engine_notes: dict[str, str] = {}
         try:
             meter.charge(samples=n)
@@ -565,7 +591,7 @@ class EvasionCheck(Check):
                     outcome = None
                     if idx.size:
                         outcome = eng.attack(ev.x[idx], ev.y[idx], eps, len(grid) - i)
-                        tally.record(eps, idx, outcome, bounds.linf(outcome.x_adv, ev.x[idx]))
+                        tally.record(eps, idx, outcome, bounds.norm(self.norm, outcome.x_adv, ev.x[idx]))
                     else:
                         tally.record(eps, idx, None, np.zeros(0))
                     tally.extra[eps] = self.per_eps_metrics(eps, outcome)
@@ -585,6 +611,99 @@ class EvasionCheck(Check):
         return result
 
 
+# -- silent misuse ------------------------------------------------------------------------------
+#: How far outside its declared range a value may lie before preflight objects (rounding).
+RANGE_TOL = 1e-6
+#: A value beyond its declared range by more than this fraction of the width is a gross violation.
+RANGE_GROSS = 0.5
+#: More than this fraction of rows out of range is a gross violation.
+RANGE_ROWS = 0.5
+#: How far a row of probabilities may sum from one.
+PROB_TOL = 1e-3
+
+
+def range_violations(
+    spec: InputSpec | None, bounds: InputBounds, x: np.ndarray, where: str
+) -> tuple[str | None, bool]:
+    """Values of ``x`` outside their *declared* range (derived ranges cannot be violated).
+
+    An attack run on inputs far outside the declared range reports on a different input domain
+    than the model serves (e.g. images in [0, 255] declared as [0, 1]: every ε is 255× too
+    small), so a *gross* violation — a value beyond its range by more than
+    :data:`RANGE_GROSS` of the range's width, or more than :data:`RANGE_ROWS` of the rows out of
+    range — is a preflight problem; a few rows slightly outside (a range declared from the
+    train split) are only noted.
+
+    Returns:
+        ``(message, gross)``; ``(None, False)`` when every value is in range.
+    """
+    if spec is None or (spec.range is None and not spec.features) or not len(x):
+        return None, False
+    flat = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
+    lo, hi = bounds.lo.reshape(-1), bounds.hi.reshape(-1)
+    width = np.maximum(hi - lo, 1e-12)
+    excess = np.maximum(lo - flat, 0.0) + np.maximum(flat - hi, 0.0)
+    out = excess > RANGE_TOL * np.maximum(1.0, width)
+    if not out.any():
+        return None, False
+    bad = np.flatnonzero(out.any(axis=0))
+    rows = int(out.any(axis=1).sum())
+    worst = float((excess / width).max())
+    gross = worst > RANGE_GROSS or rows > RANGE_ROWS * len(flat)
+    msg = (
+        f"input: {rows} of {len(flat)} {where} rows hold values outside the declared range "
+        f"(values {_names(spec, bad)}; worst {worst:.3g}× the range width beyond it)"
+    )
+    if gross:
+        msg += (
+            "; fix input.range / input.features[].min/max or rescale the data (ε would be in the wrong units)"
+        )
+    return msg, gross
+
+
+def probability_problems(target: Any, x: np.ndarray) -> list[str]:
+    """A target declared to return probabilities whose rows do not sum to one (logits?).
+
+    Queries ``len(x)`` rows (outside any budget meter), so only in-process targets are probed:
+    a ``QUERY_LIMITED`` target (an endpoint) is checked on its answers during the run instead
+    (its rows are all charged). Targets without ``PROBABILITIES`` (label-only) are not checked.
+    """
+    caps: frozenset[Capability] = getattr(target, "capabilities", frozenset())
+    if Capability.PROBABILITIES not in caps or Capability.QUERY_LIMITED in caps or len(x) == 0:
+        return []
+    try:
+        p = np.asarray(target.predict_proba(x), dtype=np.float64)
+    except TargetError as exc:
+        return [f"target: {exc}"]
+    return [msg] if (msg := probability_error(p)) else []
+
+
+def probability_error(p: np.ndarray) -> str | None:
+    """Why ``p`` ``(n, K)`` is not a probability matrix, or ``None`` when it is."""
+    if p.ndim != 2 or not len(p):
+        return None
+    if not np.all(np.isfinite(p)):
+        return "target: the model returned NaN or infinite probabilities"
+    sums = p.sum(axis=1)
+    bad = (np.abs(sums - 1.0) > PROB_TOL) | (p < -PROB_TOL).any(axis=1) | (p > 1 + PROB_TOL).any(axis=1)
+    if not bad.any():
+        return None
+    i = int(np.argmax(bad))
+    return (
+        f"target: output row {i} is not a probability vector (sums to {sums[i]:.4g}, range "
+        f"{p[i].min():.4g}..{p[i].max():.4g}); looks like logits declared as probabilities "
+        "(declare output: logits)"
+    )
+
+
+def check_probabilities(p: np.ndarray, who: str) -> np.ndarray:
+    """``p`` unchanged, or :class:`TargetError` when its rows are not probabilities."""
+    msg = probability_error(np.asarray(p))
+    if msg is not None:
+        raise TargetError(f"{who}: {msg}")
+    return p
+
+
 def _train_x(ctx: CheckContext) -> np.ndarray | None:
     train = ctx.data.get("train")
     return None if train is None else np.asarray(train.x)
@@ -599,8 +718,11 @@ def _unit_note(unit: EpsUnit) -> str:
 class _Tally:
     """Per-sample state across the ε grid, and the metrics it yields."""
 
-    def __init__(self, *, n: int, grid: list[float], metric_names: tuple[str, ...], unit: EpsUnit) -> None:
+    def __init__(
+        self, *, n: int, grid: list[float], metric_names: tuple[str, ...], unit: EpsUnit, norm: str = "linf"
+    ) -> None:
         self.n = n
+        self.norm = norm
         self.unit = unit
         self.grid = grid
         self.metric_names = metric_names
@@ -672,7 +794,9 @@ class _Tally:
         if any(v is None for v in robust_y) and self.done:
             self.notes.setdefault("robust_accuracy", "null where the budget ran out before that ε finished")
         self.notes.setdefault(
-            "median_perturbation", "L∞ norm of the successful adversarial examples, in the ε unit"
+            "median_perturbation",
+            ("L2" if self.norm == "l2" else "L∞")
+            + " norm of the successful adversarial examples, in the ε unit",
         )
         self.notes.setdefault(
             "queries_per_sample",

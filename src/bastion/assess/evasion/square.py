@@ -46,6 +46,7 @@ from bastion.assess.evasion._common import (
     EvasionCheck,
     EvasionParams,
     InputBounds,
+    check_probabilities,
     eps_label,
     metric_key,
 )
@@ -173,11 +174,14 @@ class _SquareEngine:
         self.meter = meter
         self.notes: dict[str, str] = {}
         self._capped: list[str] = []
+        self.who = f"{getattr(target, 'name', 'target')}"
 
     def _proba(self, x: np.ndarray) -> np.ndarray:
         bs = self.params.batch_size
         parts = [
-            np.asarray(self.target.predict_proba(x[i : i + bs]), dtype=np.float64)
+            check_probabilities(
+                np.asarray(self.target.predict_proba(x[i : i + bs]), dtype=np.float64), self.who
+            )
             for i in range(0, len(x), bs)
         ]
         return np.concatenate(parts) if parts else np.zeros((0, int(self.target.num_classes)))

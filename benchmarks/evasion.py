@@ -1,0 +1,448 @@
+"""Evasion benchmark: Bastion vs IBM ART 1.20.1 and torchattacks on the same model, data, ε and steps.
+
+Setting: scikit-learn digits (8×8, scaled to [0, 1]), a small CNN trained here (seeded), the same
+500 test images for everyone.
+
+* PGD L∞ ε=0.1, step 0.01, 40 steps, one random start: robust accuracy of each and time
+  (medians of interleaved repeats, one thread) — targets: accuracy within ±0.5 point,
+  time ≤ 1.05× torchattacks and ≤ 0.67× ART.
+* Square L∞ ε=0.1, 200 queries per image: robust accuracy and queries per image actually spent
+  (rows through the model, clean pass included) — target ≤ 170.
+* Worst case (APGD-CE → APGD-DLR → Square) at ε=0.1: must be ≤ the best single attack.
+* HTTP: the same model served by FastAPI/uvicorn on 127.0.0.1 (a subprocess); Bastion's Square
+  through ``HttpTarget`` (batched, concurrent, cached) vs ART's Square through
+  ``BlackBoxClassifierNeuralNetwork``
+  wrapping the same endpoint — target ≤ 0.3× the time.
+
+Run (peers live in their own venv, never in the project's)::
+
+    OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 /tmp/peer-evasion/bin/python benchmarks/evasion.py [--repeats 5]
+
+Prints one JSON document.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+EPS, STEP, STEPS, N_TEST = 0.1, 0.01, 40, 500
+SQUARE_QUERIES = 200
+
+
+def build_cnn() -> Any:
+    """The benchmark CNN (untrained)."""
+    import torch
+
+    nn = torch.nn
+    return nn.Sequential(
+        nn.Conv2d(1, 32, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(64 * 2 * 2, 10),
+    )
+
+
+def data() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Train and test splits of digits; the test split is the same 500 images for everyone."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = (d.images / 16.0).astype(np.float32)[:, None]
+    y = d.target.astype(np.int64)
+    order = np.random.default_rng(0).permutation(len(x))
+    test, train = order[:N_TEST], order[N_TEST:]
+    return x[train], y[train], x[test], y[test]
+
+
+def train(xtr: np.ndarray, ytr: np.ndarray) -> Any:
+    """Train the CNN (seeded, 15 epochs of Adam)."""
+    import torch
+
+    torch.manual_seed(0)
+    model = build_cnn()
+    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    xt, yt = torch.from_numpy(xtr), torch.from_numpy(ytr)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(15):
+        perm = torch.randperm(len(xt), generator=gen)
+        for i in range(0, len(xt), 64):
+            b = perm[i : i + 64]
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(xt[b]), yt[b]).backward()
+            opt.step()
+    return model.eval()
+
+
+class Counting:
+    """Wraps a module, counting rows through ``forward``."""
+
+    def __init__(self, module: Any) -> None:
+        import torch
+
+        outer = self
+
+        class _Wrap(torch.nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.inner = module
+
+            def forward(self, x: Any) -> Any:
+                outer.rows += int(x.shape[0])
+                return self.inner(x)
+
+        self.rows = 0
+        self.module = _Wrap().eval()
+
+
+def accuracy(model: Any, x: np.ndarray, y: np.ndarray) -> float:
+    """Accuracy of ``model`` on ``x``."""
+    import torch
+
+    with torch.no_grad():
+        return float((model(torch.from_numpy(x)).argmax(1).numpy() == y).mean())
+
+
+# -- Bastion -------------------------------------------------------------------------------------
+def bastion_ctx(plugin: Any, target: Any, xte: np.ndarray, yte: np.ndarray, params: dict[str, Any]) -> Any:
+    """A CheckContext for one Bastion plugin on the test images."""
+    from bastion.core.budget import Budget
+    from bastion.core.check import CheckContext, Split
+    from bastion.core.config import Asset, InputSpec, ProjectConfig
+
+    asset = Asset(
+        name="digits",
+        kind="model",
+        path="m.pt",
+        input=InputSpec(shape=[1, 8, 8], range=(0.0, 1.0), eps_unit="absolute"),
+    )
+    split = Split(x=xte, y=yte, index=np.arange(len(xte)))
+    return CheckContext(
+        asset=asset,
+        config=ProjectConfig(version=1),
+        base_dir=Path("."),
+        budget=Budget(samples=len(xte), queries=None),
+        params=plugin.parse_params(params),
+        thresholds=[],
+        seed=0,
+        target=target,
+        data={"test": split},
+    )
+
+
+def bastion_run(plugin: Any, target: Any, xte: np.ndarray, yte: np.ndarray, params: dict[str, Any]) -> Any:
+    """Run one Bastion plugin on the test images."""
+    return plugin().run(bastion_ctx(plugin, target, xte, yte, params))
+
+
+def ra(res: Any) -> float:
+    """Robust accuracy at ε of a Bastion result."""
+    return float(res.metrics[f"robust_accuracy@eps={EPS:g}"])
+
+
+# -- the peers -----------------------------------------------------------------------------------
+def art_classifier(model: Any) -> Any:
+    """ART's PyTorchClassifier around ``model``."""
+    import torch
+    from art.estimators.classification import PyTorchClassifier
+
+    return PyTorchClassifier(
+        model=model,
+        loss=torch.nn.CrossEntropyLoss(),
+        input_shape=(1, 8, 8),
+        nb_classes=10,
+        clip_values=(0.0, 1.0),
+        device_type="cpu",
+    )
+
+
+def art_pgd(clf: Any, x: np.ndarray) -> np.ndarray:
+    """ART's PGD L∞ on ``x``."""
+    from art.attacks.evasion import ProjectedGradientDescentPyTorch
+
+    atk = ProjectedGradientDescentPyTorch(
+        clf,
+        norm=np.inf,
+        eps=EPS,
+        eps_step=STEP,
+        max_iter=STEPS,
+        num_random_init=1,
+        batch_size=N_TEST,
+        verbose=False,
+    )
+    return np.asarray(atk.generate(x=x))
+
+
+def ta_pgd(model: Any, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """PGD L∞ of torchattacks on ``x``."""
+    import torch
+    import torchattacks
+
+    atk = torchattacks.PGD(model, eps=EPS, alpha=STEP, steps=STEPS, random_start=True)
+    return np.asarray(atk(torch.from_numpy(x), torch.from_numpy(y)).numpy())
+
+
+def timed(fn: Any) -> tuple[float, Any]:
+    """Seconds ``fn`` took, and its result."""
+    t0 = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - t0, out
+
+
+# -- HTTP ----------------------------------------------------------------------------------------
+def serve(port: int, weights: str) -> None:
+    """Serve the CNN on 127.0.0.1:port (``{"instances"}`` → ``{"predictions"}``, probabilities)."""
+    import torch
+    import uvicorn
+    from fastapi import FastAPI, Request
+
+    torch.set_num_threads(1)
+    model = build_cnn()
+    model.load_state_dict(torch.load(weights, weights_only=True))
+    model.eval()
+    app = FastAPI()
+
+    async def predict(req: Request) -> dict[str, Any]:
+        body = await req.json()
+        x = torch.tensor(body["instances"], dtype=torch.float32)
+        with torch.no_grad():
+            p = torch.softmax(model(x), dim=1)
+        return {"predictions": p.tolist()}
+
+    predict.__annotations__ = {"req": Request, "return": dict}  # resolved here (postponed annotations)
+    app.post("/predict")(predict)
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", workers=1)
+
+
+def start_server(model: Any) -> tuple[subprocess.Popen[bytes], str, str]:
+    """Serve ``model`` in a subprocess; the process, the URL and the weights file."""
+    import torch
+
+    fd, weights = tempfile.mkstemp(suffix=".pt")
+    os.close(fd)
+    torch.save(model.state_dict(), weights)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, __file__, "--serve", str(port), "--weights", weights])
+    url = f"http://127.0.0.1:{port}/predict"
+    import httpx
+
+    for _ in range(200):
+        try:
+            httpx.post(url, json={"instances": [np.zeros((1, 8, 8)).tolist()]}, timeout=1.0)
+            break
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    return proc, url, weights
+
+
+def http_bench(model: Any, xte: np.ndarray, yte: np.ndarray, n: int) -> dict[str, Any]:
+    """Bastion's Square through HttpTarget vs ART's through BlackBoxClassifierNeuralNetwork."""
+    import httpx
+    from art.attacks.evasion import SquareAttack as ARTSquare
+    from art.estimators.classification import BlackBoxClassifierNeuralNetwork
+
+    from bastion.assess.evasion.square import SquareAttack
+    from bastion.targets.http_target import HttpTarget
+
+    proc, url, weights = start_server(model)
+    out: dict[str, Any] = {"samples": n}
+    try:
+        x, y = xte[:n], yte[:n]
+        target = HttpTarget(
+            url, name="digits-http", input_shape=(1, 8, 8), num_classes=10, max_batch=256, concurrency=4
+        )
+        t_b, res = timed(
+            lambda: bastion_run(SquareAttack, target, x, y, {"eps": [EPS], "n_queries": SQUARE_QUERIES})
+        )
+        q_b = int(res.budget_used.queries)
+        target.close()
+        client = httpx.Client(timeout=30.0)
+        sent = {"rows": 0, "requests": 0}
+
+        def predict(batch: np.ndarray) -> np.ndarray:
+            sent["rows"] += len(batch)
+            sent["requests"] += 1
+            r = client.post(url, json={"instances": np.asarray(batch, dtype=np.float32).tolist()})
+            return np.asarray(r.json()["predictions"], dtype=np.float32)
+
+        bb = BlackBoxClassifierNeuralNetwork(
+            predict, input_shape=(1, 8, 8), nb_classes=10, clip_values=(0.0, 1.0)
+        )
+        atk = ARTSquare(
+            bb, norm=np.inf, eps=EPS, max_iter=SQUARE_QUERIES, nb_restarts=1, verbose=False, batch_size=128
+        )
+        t_a, adv = timed(lambda: atk.generate(x=x, y=y))
+        queries_a, requests_a = sent["rows"], sent["requests"]
+        acc_a = float((bb.predict(adv).argmax(1) == y).mean())
+        client.close()
+        out.update(
+            bastion={"seconds": t_b, "queries": q_b, "robust_accuracy": ra(res), "requests": target.requests},
+            art_blackbox={
+                "seconds": t_a,
+                "queries": queries_a,
+                "robust_accuracy": acc_a,
+                "requests": requests_a,
+            },
+            time_ratio=t_b / t_a,
+            time_per_query_ratio=(t_b / max(q_b, 1)) / (t_a / max(queries_a, 1)),
+        )
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        os.unlink(weights)
+    return out
+
+
+def main() -> None:
+    """Run every comparison and print one JSON document."""
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--http-samples", type=int, default=200)
+    ap.add_argument("--serve", type=int, default=0)
+    ap.add_argument("--weights", default="")
+    ap.add_argument("--skip-http", action="store_true")
+    args = ap.parse_args()
+    if args.serve:
+        serve(args.serve, args.weights)
+        return
+    import logging
+
+    import torch
+
+    logging.disable(logging.WARNING)
+    torch.set_num_threads(1)
+    xtr, ytr, xte, yte = data()
+    model = train(xtr, ytr)
+    from bastion.assess.evasion.pgd import PGD
+    from bastion.assess.evasion.square import SquareAttack
+    from bastion.assess.evasion.worst_case import WorstCase
+    from bastion.targets.torch_target import TorchTarget
+
+    target = TorchTarget(model, name="digits", input_shape=(1, 8, 8), num_classes=10)
+    clf = art_classifier(model)
+    pgd_params = {
+        "eps": [EPS],
+        "steps": STEPS,
+        "step_size": STEP,
+        "random_start": True,
+        "restarts": 1,
+        "batch_size": N_TEST,
+    }
+    report: dict[str, Any] = {
+        "setting": {
+            "data": "sklearn digits 8x8 in [0,1]",
+            "test_images": N_TEST,
+            "model": "CNN conv32-conv64-fc",
+            "clean_accuracy": accuracy(model, xte, yte),
+            "threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+        }
+    }
+    import art
+    import torchattacks
+
+    report["setting"]["versions"] = {"art": art.__version__, "torchattacks": torchattacks.__version__}
+
+    # -- PGD: interleaved repeats ------------------------------------------------------------
+    times: dict[str, list[float]] = {"bastion": [], "torchattacks": [], "art": []}
+    accs: dict[str, list[float]] = {"bastion": [], "torchattacks": [], "art": []}
+    for _ in range(args.repeats):
+        t, res = timed(lambda: bastion_run(PGD, target, xte, yte, pgd_params))
+        times["bastion"].append(t)
+        accs["bastion"].append(ra(res))
+        t, adv = timed(lambda: ta_pgd(model, xte, yte))
+        times["torchattacks"].append(t)
+        accs["torchattacks"].append(accuracy(model, adv, yte))
+        t, adv = timed(lambda: art_pgd(clf, xte))
+        times["art"].append(t)
+        accs["art"].append(accuracy(model, adv, yte))
+    med = {k: float(np.median(v)) for k, v in times.items()}
+    pgd = {
+        k: {"median_seconds": med[k], "robust_accuracy": float(np.mean(accs[k])), "runs": accs[k]}
+        for k in times
+    }
+    report["pgd_linf"] = {
+        "eps": EPS,
+        "step": STEP,
+        "steps": STEPS,
+        **pgd,
+        "accuracy_gap_points_vs_torchattacks": 100
+        * (pgd["bastion"]["robust_accuracy"] - pgd["torchattacks"]["robust_accuracy"]),
+        "accuracy_gap_points_vs_art": 100
+        * (pgd["bastion"]["robust_accuracy"] - pgd["art"]["robust_accuracy"]),
+        "time_ratio_vs_torchattacks": med["bastion"] / med["torchattacks"],
+        "time_ratio_vs_art": med["bastion"] / med["art"],
+        "targets": {"accuracy_points": 0.5, "vs_torchattacks": 1.05, "vs_art": 0.67},
+    }
+
+    # -- Square: queries per image -------------------------------------------------------------
+    import torchattacks as ta
+    from art.attacks.evasion import SquareAttack as ARTSquare
+
+    res = bastion_run(SquareAttack, target, xte, yte, {"eps": [EPS], "n_queries": SQUARE_QUERIES})
+    sq: dict[str, Any] = {
+        "bastion": {"robust_accuracy": ra(res), "queries_per_image": res.budget_used.queries / N_TEST}
+    }
+    cnt = Counting(model)
+    atk = ta.Square(cnt.module, norm="Linf", eps=EPS, n_queries=SQUARE_QUERIES, n_restarts=1, seed=0)
+    adv = atk(torch.from_numpy(xte), torch.from_numpy(yte)).numpy()
+    sq["torchattacks"] = {
+        "robust_accuracy": accuracy(model, adv, yte),
+        "queries_per_image": cnt.rows / N_TEST,
+    }
+    cnt = Counting(model)
+    art_sq = ARTSquare(
+        art_classifier(cnt.module),
+        norm=np.inf,
+        eps=EPS,
+        max_iter=SQUARE_QUERIES,
+        nb_restarts=1,
+        verbose=False,
+    )
+    adv = art_sq.generate(x=xte, y=yte)
+    sq["art"] = {"robust_accuracy": accuracy(model, adv, yte), "queries_per_image": cnt.rows / N_TEST}
+    sq["target_queries_per_image"] = 170
+    report["square_linf"] = sq
+
+    # -- worst case -------------------------------------------------------------------------------
+    t, wc = timed(
+        lambda: bastion_run(WorstCase, target, xte, yte, {"eps": [EPS], "steps": 100, "square_queries": 1000})
+    )
+    singles = {
+        "pgd_bastion": pgd["bastion"]["robust_accuracy"],
+        "pgd_torchattacks": pgd["torchattacks"]["robust_accuracy"],
+        "pgd_art": pgd["art"]["robust_accuracy"],
+        "square_bastion": sq["bastion"]["robust_accuracy"],
+    }
+    report["worst_case"] = {
+        "robust_accuracy": ra(wc),
+        "seconds": t,
+        "broken_by": {s: wc.metrics[f"broken_by_{s}@eps={EPS:g}"] for s in ("apgd_ce", "apgd_dlr", "square")},
+        "best_single": min(singles.values()),
+        "at_most_best_single": ra(wc) <= min(singles.values()),
+    }
+
+    if not args.skip_http:
+        report["http_square"] = http_bench(model, xte, yte, args.http_samples)
+        report["http_square"]["target_time_ratio"] = 0.3
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,355 @@
+"""Benchmark of ``bastion guard`` on the clinic digits model; prints JSON.
+
+1. In-process overhead: the guard app and the bare model app (same route, same model) called
+   through ASGI without a network, interleaved rounds, every control on, 10,000 stored queries
+   per key, durable SQLite audit. Reports p50/p95 per request and the added p50.
+2. HTTP throughput on 127.0.0.1: both apps under uvicorn in their own processes, 8 client
+   threads, interleaved rounds; reports the ratio guard / bare.
+3. Extraction detection (simulated clock, in process, through ``Guard.handle``): natural-data
+   thief, synthetic thief, a thief split across 10 keys (round-robin and one class per key), and
+   200 benign clients (≤ 200 queries each, one or two classes, neighbourhoods with repeats,
+   one query every 20–60 s).
+
+Usage: ``python benchmarks/guard.py [--clinic /tmp/guard-clinic] [--quick]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def _setup(clinic: Path, work: Path) -> dict[str, Any]:
+    from bastion import api
+    from bastion.examples.clinic import build_clinic
+    from bastion.guard.access import new_key
+
+    cfg_path = build_clinic(clinic)
+    prof = work / "profile"
+    info = api.guard_fit(cfg_path, asset="digits", out=prof)
+    keys = {f"k{i}": new_key(f"k{i}", ["digits"]) for i in range(400)}
+    return {"cfg_path": cfg_path, "profile": info, "keys": keys}
+
+
+def _guard_config(setup: dict[str, Any], db: str, port: int = 0) -> dict[str, Any]:
+    return {
+        "version": 1,
+        "name": "digits",
+        "model": {"config": str(setup["cfg_path"]), "asset": "digits"},
+        "profile": {"path": setup["profile"]["path"], "sha256": setup["profile"]["sha256"]},
+        "keys": [spec.model_dump() for _, spec in setup["keys"].values()],
+        "limits": {"rate": 1e6, "burst": 1e6, "daily_quota": 10**9},
+        "audit": {"db": db},
+        "server": {"port": port},
+        "canaries": [{"id": "trap", "sha256": "ab" * 32}],
+    }
+
+
+def _data(setup: dict[str, Any]) -> dict[str, np.ndarray]:
+    from bastion.core.config import load_config
+    from bastion.data import load_dataset
+
+    cfg = load_config(setup["cfg_path"])
+    ds = load_dataset(
+        cfg.dataset("digit-images"), base_dir=Path(setup["cfg_path"]).parent, input_shape=(1, 8, 8)
+    )
+    hold = np.concatenate([ds.split("test").x, ds.split("population").x])
+    yh = np.concatenate([ds.split("test").y, ds.split("population").y])
+    return {"hold": hold.reshape(len(hold), -1), "y": yh}
+
+
+# -- 1. in-process overhead -------------------------------------------------------------------------
+def bench_inprocess(setup: dict[str, Any], work: Path, n: int, rounds: int) -> dict[str, Any]:
+    """Per-request time through ASGI, bare vs guard, interleaved rounds."""
+    import httpx
+
+    from bastion.guard.app import build_guard, create_app, create_bare_app
+    from bastion.guard.config import GuardConfig
+
+    cfg = GuardConfig.model_validate(_guard_config(setup, f"sqlite:///{work / 'inproc.db'}"))
+    guard = build_guard(cfg)
+    guard_app = create_app(cfg, guard=guard)
+    bare_app = create_bare_app(guard.target, name="digits")
+    secret = setup["keys"]["k0"][0]
+    hdr = {"Authorization": f"Bearer {secret}"}
+    rows = _data(setup)["hold"]
+    bodies = [
+        json.dumps({"instances": [rows[i % len(rows)].reshape(1, 8, 8).tolist()]}).encode() for i in range(n)
+    ]
+    # 10,000 stored queries for the key first (bounded state; detectors keep working)
+    for i in range(10_000):
+        guard.handle("digits", hdr, bodies[i % len(bodies)])
+    guard.policy.keys.clear()  # the warm-up key is not a thief for the timing runs
+    guard.limiter._factor.clear()
+
+    async def timed(app: Any) -> list[float]:
+        out = []
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://x") as c:
+            for b in bodies:
+                t0 = time.perf_counter()
+                r = await c.post("/v1/models/digits/predict", content=b, headers=hdr)
+                out.append(time.perf_counter() - t0)
+                assert r.status_code == 200, r.text
+        return out
+
+    bare: list[float] = []
+    guarded: list[float] = []
+    for _ in range(rounds):
+        bare += asyncio.run(timed(bare_app))
+        guarded += asyncio.run(timed(guard_app))
+    guard.store.close()  # type: ignore[attr-defined]
+    p50b, p50g = statistics.median(bare) * 1e3, statistics.median(guarded) * 1e3
+    return {
+        "requests_per_app": len(bare),
+        "stored_queries_per_key": guard.extraction.stats["k0"].n if guard.extraction else 0,
+        "bare_p50_ms": round(p50b, 3),
+        "guard_p50_ms": round(p50g, 3),
+        "added_p50_ms": round(p50g - p50b, 3),
+        "bare_p95_ms": round(float(np.quantile(bare, 0.95)) * 1e3, 3),
+        "guard_p95_ms": round(float(np.quantile(guarded, 0.95)) * 1e3, 3),
+        "target_added_p50_ms": 1.0,
+    }
+
+
+# -- 2. HTTP throughput -----------------------------------------------------------------------------
+_BARE = """
+import sys, hashlib, uvicorn
+from pathlib import Path
+from bastion.core.config import load_config
+from bastion.targets import build_target
+from bastion.guard.app import create_bare_app
+cfg_path = Path(sys.argv[1]); cfg = load_config(cfg_path); a = cfg.asset("digits")
+data = (cfg_path.parent / a.path).read_bytes()
+sha = hashlib.sha256(data).hexdigest()
+t = build_target(a, base_dir=cfg_path.parent, verified_bytes=data, verified_sha256=sha)
+uvicorn.run(create_bare_app(t, name="digits"), host="127.0.0.1", port=int(sys.argv[2]), log_level="error")
+"""
+
+
+def _port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait(url: str) -> None:
+    import httpx
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            httpx.post(url, content=b"{}", timeout=1)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    raise RuntimeError(f"{url} did not start")
+
+
+def _load(url: str, hdr: dict[str, str], bodies: list[bytes], seconds: float, threads: int) -> float:
+    import httpx
+
+    count = [0]
+    lock = threading.Lock()
+    stop = time.monotonic() + seconds
+
+    def worker(i: int) -> None:
+        with httpx.Client(timeout=10) as c:
+            j = i
+            while time.monotonic() < stop:
+                r = c.post(url, content=bodies[j % len(bodies)], headers=hdr)
+                assert r.status_code == 200, r.text
+                j += threads
+                with lock:
+                    count[0] += 1
+
+    ts = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    return count[0] / seconds
+
+
+def bench_http(setup: dict[str, Any], work: Path, seconds: float, rounds: int) -> dict[str, Any]:
+    """Requests per second over HTTP, bare vs guard, each in its own process."""
+    gport, bport = _port(), _port()
+    gcfg = _guard_config(setup, f"sqlite:///{work / 'http.db'}", gport)
+    # Detectors all run, but answers stay full probabilities (as bare) so the comparison is like for like.
+    gcfg["response"] = {"harden_at": "critical"}
+    (work / "guard.yaml").write_text(json.dumps(gcfg))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "bastion.cli", "guard", "serve", "-c", str(work / "guard.yaml")], env=env
+        ),
+        subprocess.Popen([sys.executable, "-c", _BARE, str(setup["cfg_path"]), str(bport)], env=env),
+    ]
+    try:
+        gurl = f"http://127.0.0.1:{gport}/v1/models/digits/predict"
+        burl = f"http://127.0.0.1:{bport}/v1/models/digits/predict"
+        _wait(gurl)
+        _wait(burl)
+        rows = _data(setup)["hold"]
+        bodies = [json.dumps({"instances": [r.reshape(1, 8, 8).tolist()]}).encode() for r in rows[:500]]
+        hdrs = [{"Authorization": f"Bearer {setup['keys']['k0'][0]}"}]
+        bare, guarded = [], []
+        for _ in range(rounds):
+            bare.append(_load(burl, hdrs[0], bodies, seconds, 8))
+            guarded.append(_load(gurl, hdrs[0], bodies, seconds, 8))
+    finally:
+        for p in procs:
+            p.terminate()
+            p.wait(10)
+    b, g = statistics.median(bare), statistics.median(guarded)
+    return {
+        "bare_rps": round(b, 1),
+        "guard_rps": round(g, 1),
+        "ratio": round(g / b, 3),
+        "rounds": rounds,
+        "seconds_per_round": seconds,
+        "target_ratio": 0.7,
+    }
+
+
+# -- 3. extraction detection ------------------------------------------------------------------------
+def bench_extraction(setup: dict[str, Any], work: Path) -> dict[str, Any]:
+    """When thieves get flagged, and whether benign clients do, on a simulated clock."""
+    from bastion.guard.app import build_guard
+    from bastion.guard.config import GuardConfig
+
+    data = _data(setup)
+    hold, yh = data["hold"], data["y"]
+    rng = np.random.default_rng(0)
+
+    class Clock:
+        t = 1_700_000_000.0
+
+        def __call__(self) -> float:
+            return self.t
+
+    def fresh(name: str) -> tuple[Any, Clock]:
+        clock = Clock()
+        cfg = GuardConfig.model_validate(_guard_config(setup, f"sqlite:///{work / (name + '.db')}"))
+        return build_guard(cfg, clock=clock), clock
+
+    def send(g: Any, key: str, x: np.ndarray) -> bool:
+        """Send one row; True once the key is flagged (any extraction alert raised on it)."""
+        hdr = {"Authorization": f"Bearer {setup['keys'][key][0]}"}
+        body = json.dumps({"instances": [np.clip(x, 0, 1).reshape(1, 8, 8).tolist()]}).encode()
+        r = g.handle("digits", hdr, body)
+        assert r.status in (200, 429), r.body
+        st = g.extraction.stats.get(key)
+        return bool(st and st.flagged)
+
+    def augment(x: np.ndarray) -> np.ndarray:
+        img = np.roll(x.reshape(8, 8), tuple(rng.integers(-1, 2, size=2)), axis=(0, 1))
+        return np.clip(img + rng.normal(0, 0.05, img.shape), 0, 1).reshape(-1)
+
+    out: dict[str, Any] = {}
+    # natural-data thief: held-out digits and augmented variants
+    g, clock = fresh("natural")
+    stream = [hold[i] if rng.random() < 0.5 else augment(hold[i]) for i in rng.permutation(len(hold))[:500]]
+    out["natural_thief_flagged_at"] = next((i + 1 for i, x in enumerate(stream) if send(g, "k1", x)), None)
+    # synthetic thief: uniform noise images, and Papernot-style perturbed seeds
+    g, clock = fresh("synthetic")
+    syn = rng.uniform(0, 1, size=(500, 64))
+    out["synthetic_uniform_thief_flagged_at"] = next(
+        (i + 1 for i, x in enumerate(syn) if send(g, "k1", x)), None
+    )
+    g, clock = fresh("synthetic2")
+    seeds = hold[rng.choice(len(hold), 10, replace=False)]
+    syn2 = np.clip(seeds[rng.integers(0, 10, 500)] + rng.choice([-0.3, 0.3], size=(500, 64)), 0, 1)
+    out["synthetic_jbda_thief_flagged_at"] = next(
+        (i + 1 for i, x in enumerate(syn2) if send(g, "k1", x)), None
+    )
+    # thief split across 10 keys: round-robin over a natural stream, and one class per key
+    for variant in ("round_robin", "class_per_key"):
+        g, clock = fresh(variant)
+        total, first, flagged_keys = 0, None, set()
+        for r in range(200):
+            for k in range(10):
+                if variant == "round_robin":
+                    x = stream[(r * 10 + k) % len(stream)]
+                else:
+                    pool = hold[yh == k]
+                    x = pool[r % len(pool)] if r < len(pool) else augment(pool[r % len(pool)])
+                clock.t += 2.0
+                total += 1
+                if send(g, f"k{10 + k}", x):
+                    flagged_keys.add(k)
+                    first = first or total
+        out[f"split_10_keys_{variant}_first_flag_at_total"] = first
+        out[f"split_10_keys_{variant}_keys_flagged"] = len(flagged_keys)
+    # 200 benign clients interleaved, human rate
+    g, clock = fresh("benign")
+    plans = []
+    for _ in range(200):
+        cls = rng.choice(10, size=rng.integers(1, 3), replace=False)
+        pool = np.where(np.isin(yh, cls))[0]
+        bases = hold[rng.choice(pool, size=rng.integers(1, 6))]
+        q: list[np.ndarray] = []
+        for _ in range(int(rng.integers(20, 201))):
+            if q and rng.random() < 0.3:
+                q.append(q[int(rng.integers(len(q)))])
+            else:
+                q.append(np.clip(bases[rng.integers(len(bases))] + rng.normal(0, 0.05, 64), 0, 1))
+        plans.append(q)
+    pos = [0] * 200
+    flagged = set()
+    active = list(range(200))
+    while active:
+        b = active[int(rng.integers(len(active)))]
+        clock.t += float(rng.uniform(20, 60)) / 20  # 20 clients active at once, each at 20–60 s per query
+        if send(g, f"k{100 + b}", plans[b][pos[b]]):
+            flagged.add(b)
+        pos[b] += 1
+        if pos[b] >= len(plans[b]):
+            active.remove(b)
+    out["benign_clients"] = 200
+    out["benign_queries"] = int(sum(len(p) for p in plans))
+    out["benign_flagged"] = len(flagged)
+    out["targets"] = {"thief_within": 500, "split_within_total": 2000, "benign_flagged": 0}
+    return out
+
+
+def main() -> None:
+    """Run every part and print JSON."""
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--clinic", default="/tmp/guard-clinic")
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--skip-http", action="store_true")
+    args = ap.parse_args()
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import logging
+
+    logging.getLogger("bastion.guard").setLevel(logging.ERROR)  # alerts are expected here
+    import torch
+
+    torch.set_num_threads(1)
+    with tempfile.TemporaryDirectory(prefix="bastion-guard-bench-") as tmp:
+        work = Path(tmp)
+        setup = _setup(Path(args.clinic), work)
+        res: dict[str, Any] = {"model": "clinic digits CNN (torch)", "machine_cores": os.cpu_count()}
+        res["in_process"] = bench_inprocess(setup, work, n=200 if args.quick else 1000, rounds=3)
+        if not args.skip_http:
+            res["http"] = bench_http(setup, work, seconds=2.0 if args.quick else 5.0, rounds=3)
+        res["extraction"] = bench_extraction(setup, work)
+    sys.stdout.write(json.dumps(res, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,112 @@
+"""``evasion.fgsm``: the fast gradient sign method, one L∞ gradient step.
+
+Goodfellow, Shlens, Szegedy, "Explaining and Harnessing Adversarial Examples", ICLR 2015,
+arXiv:1412.6572.
+
+``x_adv = finalize(x + ε · sign(∇ₓ CE(f(x), y)))``: one gradient pass and one classification
+per sample and ε (2 queries). A weak, fast baseline: use ``evasion.pgd`` or
+``evasion.worst-case`` for a robustness claim. Bounds, immutable, categorical and integer
+features are handled as in :mod:`bastion.assess.evasion._common`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import ClassVar, Literal, cast
+
+import numpy as np
+
+from bastion.assess.evasion._common import (
+    DEFAULT_THRESHOLD_EPS,
+    AttackOutcome,
+    Engine,
+    EvasionCheck,
+    EvasionParams,
+    InputBounds,
+    metric_key,
+)
+from bastion.assess.evasion._gradients import GradientOracle, WhiteBoxEngine
+from bastion.core.atlas import CRAFT_ADVERSARIAL, EVADE_MODEL
+from bastion.core.budget import BudgetMeter
+from bastion.core.capability import Capability
+from bastion.core.check import CheckContext
+from bastion.core.config import Threshold
+from bastion.core.registry import register
+from bastion.core.severity import Severity
+
+
+class FGSMParams(EvasionParams):
+    """Parameters of ``evasion.fgsm``.
+
+    Attributes:
+        eps: the ε grid (see :class:`~bastion.assess.evasion._common.EvasionParams`).
+        batch_size: rows per gradient pass.
+        backend: ``auto`` (native torch when the target holds a module), ``torch`` or ``generic``.
+    """
+
+    backend: Literal["auto", "torch", "generic"] = "auto"
+
+
+@register("attack")
+class FGSM(EvasionCheck):
+    """Fast gradient sign method (L∞, white-box, one step): clean vs robust accuracy per ε.
+
+    Threat model: white-box (loss gradients); every mutable value moves by at most ε within
+    the declared bounds; untargeted.
+
+    Budget: 2 queries per attacked sample and ε (gradient + classification), plus the clean pass.
+
+    Source: Goodfellow et al. 2015, arXiv:1412.6572.
+    """
+
+    id: ClassVar[str] = "evasion.fgsm"
+    title: ClassVar[str] = "FGSM evasion (L∞, white-box, one step)"
+    requires: ClassVar[frozenset[Capability]] = frozenset({Capability.LOSS_GRADIENTS})
+    applies_to: ClassVar[frozenset[str]] = frozenset({"model", "endpoint"})
+    Params = FGSMParams
+    references: ClassVar[tuple[str, ...]] = (
+        "Goodfellow, Shlens, Szegedy. Explaining and Harnessing Adversarial Examples. ICLR 2015. "
+        "arXiv:1412.6572",
+        "https://arxiv.org/abs/1412.6572",
+    )
+    threat_model: ClassVar[str] = (
+        "White-box: the attacker has the model's loss gradients and moves every mutable input value "
+        "by at most ε within the declared bounds in one signed-gradient step (untargeted)."
+    )
+    atlas: ClassVar[tuple[str, ...]] = (EVADE_MODEL, CRAFT_ADVERSARIAL, "AML.T0043.000")
+    default_thresholds: ClassVar[tuple[Threshold, ...]] = (
+        Threshold(
+            metric=metric_key("robust_accuracy", DEFAULT_THRESHOLD_EPS),
+            op="lt",
+            value=0.5,
+            severity=Severity.HIGH,
+            rule="low-robust-accuracy",
+        ),
+    )
+
+    def extra_problems(self, ctx: CheckContext, n_samples: int, n_eps: int) -> list[str]:
+        """The query budget must cover the clean pass and one ε."""
+        need = 3 * n_samples
+        if ctx.budget.queries is not None and ctx.budget.queries < need:
+            return [f"budget.queries: {ctx.budget.queries} cannot finish one ε ({need} needed)"]
+        return []
+
+    @contextlib.contextmanager
+    def engine(
+        self, ctx: CheckContext, meter: BudgetMeter, bounds: InputBounds, rng: np.random.Generator
+    ) -> Iterator[Engine]:
+        """One signed-gradient step through the :class:`GradientOracle`."""
+        params = cast(FGSMParams, ctx.params)
+        oracle = GradientOracle(ctx.target, meter, params.batch_size, params.backend)
+        with oracle.eval_mode():
+            yield _FGSMEngine(oracle, bounds, rng)
+
+
+class _FGSMEngine(WhiteBoxEngine):
+    def attack(self, x: np.ndarray, y: np.ndarray, eps: float, eps_left: int) -> AttackOutcome:
+        low, high = self.bounds.box(x, eps)
+        _, g, _ = self.oracle.value_and_grad(x, y, "ce")
+        x_adv = self.bounds.finalize(x + self.bounds.eps_values(eps) * np.sign(g), low, high)
+        success = self.oracle.labels(x_adv) != y
+        return AttackOutcome(x_adv=x_adv, success=success, queries=np.full(len(x), 2, dtype=np.int64))

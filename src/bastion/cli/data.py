@@ -1,0 +1,168 @@
+"""``bastion data``: profile, validate, register, verify and sanitise datasets (issue 8).
+
+Machine output (JSON) goes to stdout or ``--output``; the human summary to stderr. Exit codes:
+0 done; 1 violations or changes found (``validate``, ``verify``); 2 errors (unreadable file,
+unknown dataset, store unreachable).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from bastion.cli._common import EXIT_FINDINGS, EXIT_OK, err, fail, write
+
+data_app = typer.Typer(
+    help="Profile, validate, register, verify and sanitise datasets.", no_args_is_help=True
+)
+
+Db = Annotated[
+    str | None, typer.Option("--db", help="SQLAlchemy URL of the store (else BASTION_DB, else SQLite).")
+]
+Output = Annotated[Path | None, typer.Option("--output", "-o", help="Write the JSON output to this file.")]
+
+
+def _dump(obj: Any) -> str:
+    return json.dumps(obj, indent=1, default=str)
+
+
+@data_app.command("profile")
+def profile_cmd(
+    dataset: Annotated[Path, typer.Argument(help="A .csv or .npz dataset file.")],
+    label: Annotated[str | None, typer.Option("--label", help="The label column (class balance).")] = None,
+    save: Annotated[
+        Path | None, typer.Option("--save", help="Store the profile here as JSON (next version).")
+    ] = None,
+    output: Output = None,
+) -> None:
+    """Learn the dataset's schema and profile (types, ranges, categories, missing, class balance)."""
+    from bastion import api
+    from bastion.core.errors import BastionError
+
+    try:
+        prof = api.data_profile(dataset, label=label, output=save or dataset.with_suffix(".profile.json"))
+    except BastionError as exc:
+        fail(exc)
+    write(prof.model_dump_json(indent=1), output)
+    where = save or dataset.with_suffix(".profile.json")
+    err.print(
+        f"profiled {prof.rows} rows of {dataset}; profile v{prof.version} saved to {where}", highlight=False
+    )
+
+
+@data_app.command("validate")
+def validate_cmd(
+    dataset: Annotated[Path, typer.Argument(help="The new .csv or .npz file.")],
+    against: Annotated[Path, typer.Option("--against", help="The profile JSON to validate against.")],
+    tolerance: Annotated[
+        float, typer.Option("--tolerance", help="Widen ranges by this share of the span.")
+    ] = 0.0,
+    output: Output = None,
+) -> None:
+    """List every violation (row, column, rule) of the profile; exit 1 when there is any."""
+    from bastion import api
+    from bastion.core.errors import BastionError
+
+    try:
+        violations = api.data_validate(dataset, against, tolerance=tolerance)
+    except BastionError as exc:
+        fail(exc)
+    write(_dump({"dataset": str(dataset), "violations": [v.as_dict() for v in violations]}), output)
+    for v in violations[:20]:
+        row = "-" if v.row is None else str(v.row)
+        err.print(f"row {row}  column {v.column}  rule {v.rule}  value {v.value}", highlight=False)
+    err.print(f"{len(violations)} violation(s)", highlight=False)
+    raise typer.Exit(EXIT_FINDINGS if violations else EXIT_OK)
+
+
+@data_app.command("register")
+def register_cmd(
+    dataset: Annotated[Path, typer.Argument(help="A dataset file or folder.")],
+    source: Annotated[str | None, typer.Option("--source", help="Where the data came from.")] = None,
+    licence: Annotated[str | None, typer.Option("--licence", "--license", help="Its licence.")] = None,
+    owner: Annotated[str | None, typer.Option("--owner", help="Who answers for it.")] = None,
+    name: Annotated[str | None, typer.Option("--name", help="Dataset name (default: file stem).")] = None,
+    db: Db = None,
+    output: Output = None,
+) -> None:
+    """Record a content hash of every file, a Merkle root over rows, source, licence and owner."""
+    from bastion import api
+    from bastion.core.errors import BastionError
+
+    try:
+        v = api.data_register(dataset, name=name, source=source, licence=licence, owner=owner, db=db)
+    except BastionError as exc:
+        fail(exc)
+    write(_dump(v.summary()), output)
+    err.print(f"registered {v.dataset} v{v.version} (merkle root {v.merkle_root[:16]}…)", highlight=False)
+
+
+@data_app.command("verify")
+def verify_cmd(
+    dataset: Annotated[Path, typer.Argument(help="A registered dataset file or folder.")],
+    name: Annotated[str | None, typer.Option("--name", help="Dataset name (default: file stem).")] = None,
+    db: Db = None,
+    output: Output = None,
+) -> None:
+    """Name every changed, added or removed file or row since registration; exit 1 on any."""
+    from bastion import api
+    from bastion.core.errors import BastionError
+
+    try:
+        version, changes = api.data_verify(dataset, name=name, db=db)
+    except BastionError as exc:
+        fail(exc)
+    doc = {
+        "dataset": version.dataset,
+        "version": version.version,
+        "id": version.id,
+        "ok": not changes,
+        "changes": [c.as_dict() for c in changes],
+    }
+    write(_dump(doc), output)
+    for c in changes[:20]:
+        err.print(f"{c.kind}: {c.path}" + ("" if c.row is None else f" row {c.row}"), highlight=False)
+    err.print(
+        f"{version.dataset} v{version.version}: "
+        + ("unchanged" if not changes else f"{len(changes)} change(s)"),
+        highlight=False,
+    )
+    raise typer.Exit(EXIT_FINDINGS if changes else EXIT_OK)
+
+
+@data_app.command("sanitize")
+def sanitize_cmd(
+    dataset: Annotated[Path, typer.Argument(help="A .csv or .npz dataset file.")],
+    remove: Annotated[
+        str, typer.Option("--remove", help="'flagged', row indices (1,5,9) or a .json file of indices.")
+    ],
+    label: Annotated[str | None, typer.Option("--label", help="Label column (for --remove flagged).")] = None,
+    name: Annotated[str | None, typer.Option("--name", help="Dataset name (default: file stem).")] = None,
+    to: Annotated[Path | None, typer.Option("--to", help="Where to write the new file.")] = None,
+    db: Db = None,
+    output: Output = None,
+) -> None:
+    """Write a new dataset version without the named rows, with lineage to the original."""
+    from bastion import api
+    from bastion.core.errors import BastionError
+
+    try:
+        dest, new, parent = api.data_sanitize(
+            dataset, remove=remove, label=label, name=name, output=to, db=db
+        )
+    except BastionError as exc:
+        fail(exc)
+    write(_dump({"path": str(dest), "version": new.summary(), "parent": parent.id}), output)
+    removed = len(new.details.get("removed_rows", []))
+    err.print(
+        f"wrote {dest} ({removed} row(s) removed) as {new.dataset} v{new.version}, parent v{parent.version}",
+        highlight=False,
+    )
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``bastion data …`` to the main app."""
+    app.add_typer(data_app, name="data")

@@ -1,0 +1,88 @@
+"""``bastion sign``, ``bastion verify`` and ``bastion bom``: model integrity and the ML-BOM.
+
+Exit codes: ``sign`` 0 signed, 2 error; ``verify`` 0 verified, 1 verification failed (a finding:
+a changed, added or removed file, a bad or missing signature), 2 error (missing path or key,
+missing extra); ``bom`` 0 written, 2 a model file could not be scanned, 3 no model file.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from bastion.cli._common import EXIT_FINDINGS, EXIT_OK, err, fail, write
+from bastion.core.errors import BastionError, IntegrityError
+
+_KEY_HELP = "Private key (PEM, elliptic curve) to sign with."
+_SIG_HELP = "Signature bundle path (default: PATH.sig beside the file or folder)."
+
+
+def sign(
+    path: Annotated[Path, typer.Argument(help="Model file or folder.")],
+    key: Annotated[Path, typer.Option("--key", "-k", help=_KEY_HELP)],
+    signature: Annotated[Path | None, typer.Option("--signature", "-s", help=_SIG_HELP)] = None,
+) -> None:
+    """Sign a model file or folder (OpenSSF model-signing; Sigstore bundle)."""
+    from bastion import api
+
+    try:
+        sig = api.sign_model(path, key=key, signature=signature)
+    except BastionError as exc:
+        fail(exc)
+    err.print(f"signed {path} -> {sig}", highlight=False)
+    raise typer.Exit(EXIT_OK)
+
+
+def verify(
+    path: Annotated[Path, typer.Argument(help="Model file or folder.")],
+    key: Annotated[Path, typer.Option("--key", "-k", help="Public key (PEM) to verify with.")],
+    signature: Annotated[Path | None, typer.Option("--signature", "-s", help=_SIG_HELP)] = None,
+) -> None:
+    """Verify a model against its signature: a changed, added or removed file fails (exit 1)."""
+    from bastion import api
+
+    try:
+        sig = api.verify_model(path, key=key, signature=signature)
+    except IntegrityError as exc:
+        err.print(f"[bold red]verification failed:[/] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_FINDINGS) from None
+    except BastionError as exc:
+        fail(exc)
+    err.print(f"verified {path} against {sig}", highlight=False)
+    raise typer.Exit(EXIT_OK)
+
+
+def bom(
+    path: Annotated[Path, typer.Argument(help="Model file or folder.")],
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the BOM to this file.")] = None,
+    key: Annotated[
+        Path | None, typer.Option("--key", "-k", help="Public key to verify the signature with.")
+    ] = None,
+    signature: Annotated[Path | None, typer.Option("--signature", "-s", help=_SIG_HELP)] = None,
+    allow: Annotated[
+        list[str] | None, typer.Option("--allow", help="Allow your own class (module.Class); repeatable.")
+    ] = None,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", help="Worker processes (0: one per CPU).")] = 1,
+) -> None:
+    """Write a CycloneDX 1.6 ML-BOM (models with hashes, scan verdicts, signature status; data)."""
+    from bastion import api
+
+    try:
+        doc, result = api.model_bom(path, key=key, signature=signature, allow=allow or [], jobs=jobs)
+    except BastionError as exc:
+        fail(exc)
+    write(json.dumps(doc, indent=2), output)
+    models = sum(1 for c in doc["components"] if c["type"] == "machine-learning-model")
+    err.print(f"ML-BOM: {models} model component(s), {len(doc['components']) - models} data", highlight=False)
+    code = result.exit_code("none")
+    raise typer.Exit(code)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``sign``, ``verify`` and ``bom`` to the ``bastion`` app."""
+    app.command("sign")(sign)
+    app.command("verify")(verify)
+    app.command("bom")(bom)

@@ -1,0 +1,289 @@
+"""Learn a dataset's schema and profile (types, ranges, categories, missing rates, class balance).
+
+A :class:`Profile` is plain JSON (never pickle), versioned: :func:`save_profile` writes it and
+keeps every earlier version beside it (``<stem>.v<N>.json``). CSV files are streamed in chunks
+of ``chunksize`` rows (pandas), so a file larger than memory is profiled in one pass; npz files
+are profiled per array (shape, dtype, range: the image shape and pixel range of image data).
+
+A column is ``number`` when every non-missing cell parses as a finite number (``integer`` when
+all are whole), else ``category`` when it has at most ``max_categories`` distinct values, else
+``text``. The label column (``label=``) also gets the class balance.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from bastion.core.errors import ConfigError, require
+
+#: Profile JSON schema version.
+PROFILE_SCHEMA = "1"
+
+
+class ColumnProfile(BaseModel):
+    """One column: its kind, range or categories, and missing rate."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    kind: Literal["number", "integer", "category", "text"]
+    min: float | None = None
+    max: float | None = None
+    mean: float | None = None
+    std: float | None = None
+    categories: list[str] | None = None
+    missing_rate: float = 0.0
+    count: int = 0
+
+
+class ArrayProfile(BaseModel):
+    """One npz array: shape per row, dtype and value range."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    dtype: str
+    row_shape: list[int]
+    min: float | None = None
+    max: float | None = None
+
+
+class Profile(BaseModel):
+    """A dataset's learnt schema and profile.
+
+    Attributes:
+        schema_version: the profile format version.
+        version: this profile's version (1, 2, ... as :func:`save_profile` writes new ones).
+        dataset: the file profiled (name only). format: ``csv`` or ``npz``.
+        rows: row count. label: the label column/array, if any.
+        columns: per CSV column. arrays: per npz array.
+        class_balance: label value -> share of rows.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: str = PROFILE_SCHEMA
+    version: int = 1
+    dataset: str
+    format: Literal["csv", "npz"]
+    rows: int
+    label: str | None = None
+    columns: list[ColumnProfile] = Field(default_factory=list)
+    arrays: list[ArrayProfile] = Field(default_factory=list)
+    class_balance: dict[str, float] = Field(default_factory=dict)
+
+    def column(self, name: str) -> ColumnProfile | None:
+        """The profile of column ``name``, or ``None``."""
+        return next((c for c in self.columns if c.name == name), None)
+
+
+class _Acc:
+    """Streaming accumulator of one CSV column."""
+
+    def __init__(self, max_categories: int) -> None:
+        self.n = 0
+        self.missing = 0
+        self.numeric = True
+        self.whole = True
+        self.lo = math.inf
+        self.hi = -math.inf
+        self.s = 0.0
+        self.s2 = 0.0
+        self.values: dict[str, int] = {}
+        self.max_categories = max_categories
+        self.too_many = False
+
+    def add(self, col: Any) -> None:
+        pd = require("pandas", "data")
+        self.n += int(col.size)
+        miss = col.isna()
+        self.missing += int(miss.sum())
+        present = col[~miss]
+        if self.numeric:
+            num = pd.to_numeric(present, errors="coerce")
+            if num.isna().any() or not np.all(np.isfinite(num.to_numpy(dtype=np.float64))):
+                self.numeric = False
+            elif num.size:
+                arr = num.to_numpy(dtype=np.float64)
+                self.lo = min(self.lo, float(arr.min()))
+                self.hi = max(self.hi, float(arr.max()))
+                self.s += float(arr.sum())
+                self.s2 += float((arr * arr).sum())
+                self.whole = self.whole and bool(np.all(arr == np.round(arr)))
+        if not self.too_many:
+            for v, k in present.astype(str).value_counts().items():
+                self.values[str(v)] = self.values.get(str(v), 0) + int(k)
+            if len(self.values) > self.max_categories:
+                self.too_many = True
+                self.values = {}
+
+    def result(self, name: str) -> ColumnProfile:
+        miss = self.missing / self.n if self.n else 0.0
+        present = self.n - self.missing
+        if self.numeric and present:
+            mean = self.s / present
+            std = math.sqrt(max(0.0, self.s2 / present - mean * mean))
+            kind: Literal["number", "integer"] = "integer" if self.whole else "number"
+            cats = sorted(self.values) if kind == "integer" and not self.too_many else None
+            return ColumnProfile(
+                name=name,
+                kind=kind,
+                min=self.lo,
+                max=self.hi,
+                mean=mean,
+                std=std,
+                categories=cats,
+                missing_rate=miss,
+                count=self.n,
+            )
+        if not self.too_many:
+            return ColumnProfile(
+                name=name, kind="category", categories=sorted(self.values), missing_rate=miss, count=self.n
+            )
+        return ColumnProfile(name=name, kind="text", missing_rate=miss, count=self.n)
+
+
+def read_csv_chunks(path: Path, *, chunksize: int) -> Any:
+    """An iterator of string-typed pandas chunks of a CSV file.
+
+    Raises:
+        ConfigError: the file is missing, unreadable or not CSV (the file named).
+    """
+    pd = require("pandas", "data")
+    if not path.is_file():
+        raise ConfigError(f"{path}: file not found")
+    try:
+        return pd.read_csv(path, dtype=str, chunksize=chunksize, skipinitialspace=True)
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read as CSV: {exc}") from None
+
+
+def profile_dataset(
+    path: str | Path, *, label: str | None = None, chunksize: int = 50_000, max_categories: int = 50
+) -> Profile:
+    """Profile a CSV (streamed) or npz file.
+
+    Args:
+        path: the dataset file (``.csv`` or ``.npz``).
+        label: the label column (CSV) or array (npz); ``None``: no class balance.
+        chunksize: CSV rows read at a time.
+        max_categories: most distinct values a column may have to count as categorical.
+
+    Raises:
+        ConfigError: unreadable or malformed file, unknown format, or ``label`` not found
+            (file and column named).
+    """
+    p = Path(path)
+    suffix = p.suffix.lower()
+    if suffix == ".npz":
+        return _profile_npz(p, label)
+    if suffix != ".csv":
+        raise ConfigError(f"{p}: unsupported format {suffix or '(none)'!r}; expected .csv or .npz")
+    pd = require("pandas", "data")
+    accs: dict[str, _Acc] = {}
+    order: list[str] = []
+    rows = 0
+    try:
+        for chunk in read_csv_chunks(p, chunksize=chunksize):
+            if not order:
+                order = [str(c) for c in chunk.columns]
+                accs = {c: _Acc(max_categories) for c in order}
+                if label is not None and label not in accs:
+                    raise ConfigError(f"{p}: label column {label!r} not found; columns: {', '.join(order)}")
+            rows += len(chunk)
+            for c in order:
+                accs[c].add(chunk[c])
+    except pd.errors.ParserError as exc:
+        raise ConfigError(f"{p}: malformed CSV: {str(exc).strip()}") from None
+    except pd.errors.EmptyDataError:
+        raise ConfigError(f"{p}: empty file (no header row)") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{p}: not UTF-8 text (byte {exc.start})") from None
+    cols = [accs[c].result(c) for c in order]
+    balance: dict[str, float] = {}
+    if label is not None and rows:
+        lab = accs[label]
+        if not lab.too_many:
+            balance = {k: v / rows for k, v in sorted(lab.values.items())}
+    return Profile(dataset=p.name, format="csv", rows=rows, label=label, columns=cols, class_balance=balance)
+
+
+def _profile_npz(p: Path, label: str | None) -> Profile:
+    from bastion.data.datasets import _open_npz, _read_bytes
+
+    arrays = _open_npz(_read_bytes(p, "dataset"), str(p))
+    if not arrays:
+        raise ConfigError(f"{p}: no arrays")
+    if label is not None and label not in arrays:
+        raise ConfigError(f"{p}: label array {label!r} not found; arrays: {', '.join(sorted(arrays))}")
+    out: list[ArrayProfile] = []
+    rows = 0
+    for name in sorted(arrays):
+        a = arrays[name]
+        if a.ndim == 0:
+            continue
+        rows = max(rows, int(a.shape[0]))
+        num = a.dtype.kind in "biuf" and a.size > 0
+        out.append(
+            ArrayProfile(
+                name=name,
+                dtype=str(a.dtype),
+                row_shape=[int(d) for d in a.shape[1:]],
+                min=float(np.min(a)) if num else None,
+                max=float(np.max(a)) if num else None,
+            )
+        )
+    balance: dict[str, float] = {}
+    if label is not None:
+        vals, counts = np.unique(arrays[label], return_counts=True)
+        balance = {str(v.item()): int(k) / int(counts.sum()) for v, k in zip(vals, counts, strict=True)}
+    return Profile(dataset=p.name, format="npz", rows=rows, label=label, arrays=out, class_balance=balance)
+
+
+def save_profile(profile: Profile, path: str | Path) -> Profile:
+    """Write ``profile`` to ``path`` as JSON, as the next version; earlier versions are kept.
+
+    If ``path`` holds a profile of version ``k``, the new one gets ``k + 1`` and is also
+    written to ``<stem>.v<k+1>.json`` (the old one stays at ``<stem>.v<k>.json``).
+
+    Returns:
+        The profile as written (its ``version`` set).
+    """
+    p = Path(path)
+    version = 1
+    if p.is_file():
+        try:
+            version = int(json.loads(p.read_text(encoding="utf-8")).get("version", 0)) + 1
+        except (ValueError, OSError, AttributeError):
+            version = 1
+    written = profile.model_copy(update={"version": version})
+    text = written.model_dump_json(indent=1)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.with_name(f"{p.stem}.v{version}.json").write_text(text, encoding="utf-8")
+    tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, p)
+    return written
+
+
+def load_profile(path: str | Path) -> Profile:
+    """Read a profile JSON file.
+
+    Raises:
+        ConfigError: missing, not JSON, or not a profile (the file named).
+    """
+    p = Path(path)
+    try:
+        return Profile.model_validate_json(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: profile not found") from None
+    except (OSError, ValueError) as exc:
+        first = str(exc).splitlines()[0]
+        raise ConfigError(f"{p}: not a valid profile: {first}") from None

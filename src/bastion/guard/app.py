@@ -1,0 +1,594 @@
+"""The guard service: :class:`Guard` (every control, framework-free) and the FastAPI app factory.
+
+``POST /v1/models/{name}/predict`` with ``{"instances": [...]}`` and ``Authorization: Bearer <key>``
+(or ``X-API-Key``) answers ``{"predictions": [...], "output": "probabilities"|"label"|"round",
+"request_id": ...}``. Order of controls: payload size (413) → model name (404) → access
+(401/403) → key breaker (429) → JSON and input validation (400/422) → limits (429) → degraded
+mode (fallback) → canaries → model (backend breaker; fallback on failure) → anomaly and
+extraction detectors → graded response → durable audit record → answer. Any unexpected
+error denies with 503 (fail closed); a request is answered only after its audit record is
+committed. ``/healthz``, ``/readyz`` and ``/metrics`` (Prometheus) need no key.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bastion.core import atlas
+from bastion.core.capability import Capability
+from bastion.core.errors import ConfigError, IntegrityError
+from bastion.guard.access import AccessControl
+from bastion.guard.anomaly import AnomalyMonitor
+from bastion.guard.audit import Alert, AuditSink, WebhookSender, input_sha256
+from bastion.guard.canary import CanaryWatch
+from bastion.guard.config import GuardConfig
+from bastion.guard.extraction import ExtractionDetector
+from bastion.guard.limits import RateLimiter
+from bastion.guard.metrics import GuardMetrics
+from bastion.guard.profile import Profile, load_profile
+from bastion.guard.response import ResponsePolicy, severity_rank
+from bastion.guard.validation import InputRejected, InputValidator
+from bastion.targets.base import Target
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], float]
+
+#: ATLAS techniques and severities of the guard's alert rules.
+RULES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "guard.extraction.class-coverage": ("high", (atlas.EXTRACT_MODEL, atlas.INFERENCE_API_ACCESS)),
+    "guard.extraction.synthetic-queries": ("high", (atlas.EXTRACT_MODEL, atlas.INFERENCE_API_ACCESS)),
+    "guard.extraction.boundary-probing": ("high", (atlas.EXTRACT_MODEL, atlas.INFERENCE_API_ACCESS)),
+    "guard.extraction.probing-session": ("high", (atlas.CRAFT_ADVERSARIAL, atlas.EVADE_MODEL)),
+    "guard.extraction.distributed": ("high", (atlas.EXTRACT_MODEL, atlas.INFERENCE_API_ACCESS)),
+    "guard.canary.hit": ("critical", (atlas.INFERENCE_API_ACCESS,)),
+    "guard.anomaly.ood-rate": ("medium", (atlas.CRAFT_ADVERSARIAL,)),
+    "guard.anomaly.output-drift": ("medium", (atlas.EVADE_MODEL,)),
+    "guard.backend.down": ("high", ()),
+    "guard.response.degraded": ("high", ()),
+}
+
+
+@dataclass
+class Reply:
+    """What the guard answers: status, JSON body, extra headers."""
+
+    status: int
+    body: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def load_serving_target(cfg: GuardConfig) -> tuple[Target, str]:
+    """The model the guard serves and its identity (file SHA-256, or the upstream URL's hash).
+
+    In-process models follow the same rule as ``bastion assess``: the file is scanned first and
+    loaded only when judged ``safe``, from the very bytes whose SHA-256 the scanner recorded
+    (and the asset's pinned ``sha256`` when present).
+
+    Raises:
+        ConfigError: bad config or asset; IntegrityError: unsafe verdict or hash mismatch;
+        TargetError / MissingExtraError: the model cannot be loaded.
+    """
+    if cfg.upstream is not None:
+        import os
+
+        from bastion.targets.http_target import HttpTarget
+
+        up = cfg.upstream
+        headers = {}
+        if up.token_env:
+            token = os.environ.get(up.token_env)
+            if not token:
+                raise ConfigError(f"upstream: environment variable {up.token_env} is not set")
+            headers["Authorization"] = f"Bearer {token}"
+        t = HttpTarget(
+            up.url,
+            name=up.name,
+            input_shape=tuple(up.input_shape),
+            num_classes=up.num_classes,
+            output=up.output,
+            request_key=up.request_key,
+            response_key=up.response_key,
+            headers=headers,
+            timeout=up.timeout,
+            max_batch=10_000,
+            max_retries=0,
+            cache_size=0,
+        )
+        return t, hashlib.sha256(up.url.encode()).hexdigest()
+    assert cfg.model is not None
+    from bastion.core.config import load_config
+    from bastion.core.scanning import Verdict
+    from bastion.scan import scan_file
+    from bastion.targets import build_target
+
+    cfg_path = Path(cfg.model.config)
+    project = load_config(cfg_path)
+    asset = project.asset(cfg.model.asset)
+    base = cfg_path.resolve().parent
+    if asset.kind == "endpoint" or asset.framework == "http":
+        return build_target(asset, base_dir=base), hashlib.sha256(str(asset.url).encode()).hexdigest()
+    if not asset.path:
+        raise ConfigError(f"asset {asset.name!r} has no path")
+    path = base / asset.path
+    fr = scan_file(path, allow=project.scan.allow)
+    if fr.verdict != Verdict.SAFE:
+        raise IntegrityError(f"{path}: the scanner judged the model file {fr.verdict.value}; not serving it")
+    data = path.read_bytes()
+    sha = hashlib.sha256(data).hexdigest()
+    if sha != fr.sha256:
+        raise IntegrityError(f"{path}: file changed after it was scanned (SHA-256 {sha[:12]}…)")
+    return build_target(asset, base_dir=base, verified_bytes=data, verified_sha256=sha), sha
+
+
+class Guard:
+    """Every control of the guard around one target; thread-safe; the clock is injected.
+
+    Args:
+        config: the guard config.
+        target: the model (in process or an ``HttpTarget`` proxy).
+        store: the audit sink (``bastion.store.audit.AuditLog``).
+        profile: the fitted profile (``None``: shape/finiteness validation only, no detectors).
+        model_sha256: identity of the served model, recorded in every audit record.
+        clock: seconds since the epoch (``time.time``; a simulated clock in tests).
+    """
+
+    def __init__(
+        self,
+        config: GuardConfig,
+        *,
+        target: Target,
+        store: AuditSink,
+        profile: Profile | None = None,
+        model_sha256: str = "",
+        clock: Clock = time.time,
+    ) -> None:
+        self.config = config
+        self.target = target
+        self.store = store
+        self.profile = profile
+        self.model_sha256 = model_sha256
+        self.clock = clock
+        self.name = config.name
+        self.access = AccessControl(config.keys)
+        lim = config.limits
+        self.limiter = RateLimiter(rate=lim.rate, burst=lim.burst, daily_quota=lim.daily_quota)
+        for k in config.keys:
+            self.limiter.configure(k.id, rate=k.rate, daily_quota=k.daily_quota)
+        up = config.upstream
+        self.validator = InputValidator(
+            input_shape=target.input_shape,
+            profile=profile,
+            request_key=up.request_key if up else "instances",
+            max_rows=lim.max_rows,
+        )
+        self.response_key = up.response_key if up else "predictions"
+        if profile is not None and tuple(profile.input_shape) != tuple(target.input_shape):
+            raise ConfigError(
+                f"guard profile is for input shape {profile.input_shape}, "
+                f"the model takes {target.input_shape}"
+            )
+        self.anomaly = (
+            AnomalyMonitor(
+                profile,
+                window=config.anomaly.window,
+                psi_alert=config.anomaly.psi_alert,
+                ks_alert=config.anomaly.ks_alert,
+            )
+            if profile is not None and config.anomaly.enabled
+            else None
+        )
+        self.extraction = (
+            ExtractionDetector(
+                config.extraction, num_classes=target.num_classes, dims=int(profile.components.shape[0])
+            )
+            if profile is not None and config.extraction.enabled
+            else None
+        )
+        self.canaries = CanaryWatch(config.canaries)
+        self.policy = ResponsePolicy(config.response)
+        self.metrics = GuardMetrics()
+        self.webhooks = WebhookSender(config.alerts.webhooks, timeout=config.alerts.timeout)
+        self._lock = threading.RLock()
+        self._ood_window: deque[int] = deque(maxlen=config.anomaly.window)
+        self._ood_since = 0
+        self.labels_only = Capability.PROBABILITIES not in target.capabilities
+
+    # -- entry point ---------------------------------------------------------------------------
+    def handle(self, model: str, headers: dict[str, str], body: bytes) -> Reply:
+        """Decide and answer one predict request (never raises; fails closed with 503)."""
+        t0 = time.perf_counter()
+        now = self.clock()
+        rid = uuid.uuid4().hex
+        try:
+            reply, record = self._handle(model, {k.lower(): v for k, v in headers.items()}, body, now, rid)
+        except Exception as exc:
+            log.error("guard error on request %s: %s", rid, type(exc).__name__, exc_info=log.isEnabledFor(10))
+            reply = Reply(503, {"detail": "guard error; request denied"})
+            record = {"decision": "error", "status": 503, "error": type(exc).__name__}
+        record.setdefault("status", reply.status)
+        decision = str(record.pop("decision", "allow" if reply.status == 200 else "deny"))
+        key_id = record.pop("key_id", None)
+        full = {
+            "ts": now,
+            "request_id": rid,
+            "model": self.name,
+            "model_sha256": self.model_sha256,
+            **record,
+        }
+        try:
+            self.store.append(
+                key_id=key_id, decision=decision, record=full, created=dt.datetime.fromtimestamp(now, dt.UTC)
+            )
+        except Exception as exc:  # no audit record, no answer
+            log.error("audit append failed: %s", type(exc).__name__)
+            reply = Reply(503, {"detail": "audit log unavailable; request denied"})
+            decision = "error"
+        reply.headers["X-Request-Id"] = rid
+        reply.body.setdefault("request_id", rid)
+        self.metrics.requests.labels(decision=decision).inc()
+        self.metrics.latency.observe(time.perf_counter() - t0)
+        return reply
+
+    def _handle(
+        self, model: str, headers: dict[str, str], body: bytes, now: float, rid: str
+    ) -> tuple[Reply, dict[str, Any]]:
+        lim = self.config.limits
+        if len(body) > lim.max_body_bytes:
+            return Reply(413, {"detail": f"payload over {lim.max_body_bytes} bytes"}), {"decision": "reject"}
+        if model != self.name:
+            return Reply(404, {"detail": f"no model {model!r}"}), {"decision": "reject"}
+        acc = self.access.check(headers, model)
+        if not acc.allowed:
+            denied: dict[str, Any] = {"decision": "deny", "key_id": acc.key_id, "reason": acc.reason}
+            return Reply(acc.status, {"detail": acc.reason}), denied
+        key = str(acc.key_id)
+        rec: dict[str, Any] = {"key_id": key}
+        with self._lock:
+            ok, wait = self.policy.key_allowed(key, now)
+        if not ok:
+            rec.update(decision="breaker", reason="key circuit breaker open")
+            return Reply(429, {"detail": "circuit breaker open for this key"}, _retry(wait)), rec
+        try:
+            parsed = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            rec.update(decision="reject", reason="malformed JSON")
+            return Reply(400, {"detail": "malformed JSON"}), rec
+        try:
+            x = self.validator.parse(parsed)
+        except InputRejected as exc:
+            rec.update(decision="reject", field=exc.field, reason=exc.reason)
+            return Reply(exc.status, {"detail": [{"field": exc.field, "reason": exc.reason}]}), rec
+        rec["input_sha256"] = input_sha256(x)
+        rec["rows"] = len(x)
+        if self.config.log_inputs:
+            rec["input"] = x.reshape(len(x), -1).tolist()
+        with self._lock:
+            lim_dec = self.limiter.take(key, len(x), now)
+        if not lim_dec.allowed:
+            rec.update(decision="limit", reason=lim_dec.reason)
+            return Reply(429, {"detail": lim_dec.reason}, _retry(lim_dec.retry_after)), rec
+        alerts: list[Alert] = []
+        with self._lock:
+            if self.policy.degraded(now) and not self.policy.backend_allowed(now):
+                rec.update(decision="fallback", reason="degraded mode")
+                return self._fallback(), rec
+        for cid in self.canaries.hits(x):
+            alerts.append(self._alert("guard.canary.hit", key, {"canary": cid}))
+        # -- the model (outside the lock; the backend breaker decides whether to call it) --------
+        try:
+            probs = self._predict(x)
+        except Exception as exc:
+            with self._lock:
+                opened = self.policy.backend_failed(now)
+            self.metrics.backend_failures.inc()
+            if opened:
+                alerts.append(self._alert("guard.backend.down", None, {"error": type(exc).__name__}))
+            with self._lock:
+                actions = self._raise(alerts, now)
+            rec.update(decision="fallback", reason=f"backend failed: {type(exc).__name__}", actions=actions)
+            rec["alerts"] = [a.summary() for a in alerts]
+            return self._fallback(), rec
+        with self._lock:
+            self.policy.backend_ok()
+            alerts += self._detect(key, x, probs, now)
+            actions = self._raise(alerts, now)
+            posture = self.policy.posture(key)
+            if not any(a.key_id == key for a in alerts):
+                self.policy.key_clean(key)
+            degraded = self.policy.degraded(now)
+            self.metrics.degraded.set(1.0 if degraded else 0.0)
+        self.metrics.rows.inc(len(x))
+        labels = probs.argmax(axis=1)
+        rec["output"] = {
+            "labels": [int(v) for v in labels[:32]],
+            "mean_confidence": round(float(probs.max(axis=1).mean()), 4),
+        }
+        rec["alerts"] = [a.summary() for a in alerts]
+        if actions:
+            rec["actions"] = actions
+        if degraded:
+            rec.update(decision="fallback", reason="degraded mode")
+            return self._fallback(), rec
+        if posture.hardened or self.labels_only:
+            preds, kind = (
+                ([int(v) for v in labels], "label") if self.labels_only else self.policy.harden(probs)
+            )
+            rec["output"]["hardened"] = kind
+            rec["decision"] = "harden"
+            return Reply(200, {self.response_key: preds, "output": kind}), rec
+        rec["decision"] = "allow"
+        return Reply(200, {self.response_key: probs.tolist(), "output": "probabilities"}), rec
+
+    # -- pieces ----------------------------------------------------------------------------------
+    def _predict(self, x: np.ndarray) -> np.ndarray:
+        if self.labels_only:
+            lab = self.target.predict_label(x)
+            return np.eye(self.target.num_classes, dtype=np.float64)[lab]
+        return np.asarray(self.target.predict_proba(x), dtype=np.float64)
+
+    def _fallback(self) -> Reply:
+        return Reply(200, dict(self.config.response.degraded.fallback), {"X-Bastion-Degraded": "1"})
+
+    def _alert(self, rule_id: str, key: str | None, evidence: dict[str, Any]) -> Alert:
+        sev, ids = RULES[rule_id]
+        return Alert(rule_id=rule_id, severity=sev, atlas=ids, key_id=key, evidence=evidence)
+
+    def _detect(self, key: str, x: np.ndarray, probs: np.ndarray, now: float) -> list[Alert]:
+        p = self.profile
+        if p is None:
+            return []
+        out: list[Alert] = []
+        flat = x.reshape(len(x), -1).astype(np.float64)
+        ood = np.zeros(len(x), dtype=bool)
+        if self.anomaly is not None:
+            _, ood = self.anomaly.ood(flat)
+            self._ood_window.extend(int(v) for v in ood)
+            self._ood_since += len(x)
+            w = self.config.anomaly.window
+            if self._ood_since >= w and len(self._ood_window) >= w:
+                self._ood_since = 0
+                rate = sum(self._ood_window) / len(self._ood_window)
+                if rate >= self.config.anomaly.ood_rate_alert:
+                    out.append(self._alert("guard.anomaly.ood-rate", None, {"ood_rate": round(rate, 4)}))
+            drift = self.anomaly.observe_outputs(probs.max(axis=1))
+            if drift is not None:
+                out.append(self._alert("guard.anomaly.output-drift", None, drift))
+        if self.extraction is not None:
+            z = p.project(flat)
+            srt = np.sort(probs, axis=1)
+            margins = srt[:, -1] - srt[:, -2] if not self.labels_only else np.ones(len(x))
+            for ea in self.extraction.observe(
+                key, z=z, cells=p.cells(z), labels=probs.argmax(axis=1), margins=margins, ood=ood, now=now
+            ):
+                ev: dict[str, Any] = dict(ea.evidence)
+                if ea.keys:
+                    ev["keys"] = list(ea.keys)
+                out.append(self._alert(f"guard.extraction.{ea.rule}", ea.key_id, ev))
+        return out
+
+    def _raise(self, alerts: list[Alert], now: float) -> list[str]:
+        """Graded response, incidents, webhooks and metrics for new alerts (called under the lock)."""
+        actions: list[str] = []
+        min_sev = severity_rank(self.config.alerts.min_severity)
+        for a in alerts:
+            acts = self.policy.on_alert(
+                a.key_id, a.severity, now, force_breaker=a.rule_id == "guard.canary.hit"
+            )
+            if a.key_id is not None and "throttle" in acts:
+                self.limiter.throttle(a.key_id, self.config.response.throttle_factor)
+            actions += [f"{act}:{a.key_id}" if a.key_id else act for act in acts]
+            self.metrics.alerts.labels(rule=a.rule_id).inc()
+            log.warning(
+                json.dumps(
+                    {"event": "alert", "rule_id": a.rule_id, "key_id": a.key_id, "severity": a.severity}
+                )
+            )
+            created = dt.datetime.fromtimestamp(now, dt.UTC)
+            try:
+                self.store.add_incident(
+                    rule_id=a.rule_id,
+                    severity=a.severity,
+                    asset=self.name,
+                    key_id=a.key_id,
+                    atlas=list(a.atlas),
+                    details={"evidence": a.evidence, "actions": acts},
+                    created=created,
+                )
+            except Exception as exc:
+                log.error("incident not recorded: %s", type(exc).__name__)
+            if severity_rank(a.severity) >= min_sev:
+                self.webhooks.submit(
+                    {
+                        "rule_id": a.rule_id,
+                        "severity": a.severity,
+                        "atlas": list(a.atlas),
+                        "key_id": a.key_id,
+                        "model": self.name,
+                        "evidence": a.evidence,
+                        "actions": acts,
+                        "ts": now,
+                    }
+                )
+        self.metrics.open_breakers.set(
+            sum(1 for p in self.policy.keys.values() if p.breaker is not None and p.breaker.state != "closed")
+        )
+        return actions
+
+    def ready(self) -> dict[str, Any]:
+        """Readiness: model loaded, backend breaker, degraded mode, the audit head."""
+        now = self.clock()
+        seq, h = self.store.head
+        assert self.policy.backend is not None
+        return {
+            "ready": not self.policy.degraded(now),
+            "degraded": self.policy.degraded(now),
+            "backend": self.policy.backend.state.value,
+            "audit_head": {"seq": seq, "hash": h},
+            "model_sha256": self.model_sha256,
+        }
+
+
+def _retry(seconds: float) -> dict[str, str]:
+    return {"Retry-After": str(max(1, int(np.ceil(seconds))))}
+
+
+def build_guard(
+    config: GuardConfig,
+    *,
+    store: AuditSink | None = None,
+    clock: Clock = time.time,
+    target: Target | None = None,
+    model_sha256: str | None = None,
+    profile: Profile | None = None,
+) -> Guard:
+    """A :class:`Guard` from config: the model scanned and loaded, the profile hash-checked.
+
+    Raises:
+        ConfigError, IntegrityError, StoreError: as :func:`load_serving_target`, :func:`load_profile`
+        and ``AuditLog.open``.
+    """
+    if profile is None and config.profile is not None:
+        profile = load_profile(config.profile.path, expected_sha256=config.profile.sha256)
+    if target is None:
+        target, sha = load_serving_target(config)
+        model_sha256 = model_sha256 or sha
+    if store is None:
+        from bastion.store.audit import AuditLog
+        from bastion.store.repository import default_url
+
+        store = AuditLog.open(config.audit.db or default_url(), chain=config.audit.chain)
+    return Guard(
+        config, target=target, store=store, profile=profile, model_sha256=model_sha256 or "", clock=clock
+    )
+
+
+async def _read_body(request: Any, limit: int) -> bytes | None:
+    """The body, or ``None`` once it passes ``limit`` bytes (read no further)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def create_app(
+    config: GuardConfig,
+    *,
+    store: AuditSink | None = None,
+    clock: Clock = time.time,
+    target: Target | None = None,
+    profile: Profile | None = None,
+    guard: Guard | None = None,
+) -> Any:
+    """The FastAPI app of the guard.
+
+    Args:
+        config: the guard config.
+        store: audit sink (``AuditLog``); opened from ``config.audit`` when ``None``.
+        clock: time source (seconds since the epoch).
+        target: a ready target (tests); otherwise loaded from config after a safe scan.
+        profile: a ready profile; otherwise loaded (hash-checked) from ``config.profile``.
+        guard: a ready :class:`Guard` (overrides the other arguments).
+
+    Raises:
+        MissingExtraError: fastapi is not installed (``pip install 'bastion-ml[guard]'``).
+    """
+    from bastion.core.errors import require
+
+    fastapi = require("fastapi", "guard")
+    from starlette.concurrency import run_in_threadpool
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, Response
+
+    g = guard or build_guard(config, store=store, clock=clock, target=target, profile=profile)
+    from contextlib import asynccontextmanager
+
+    @asynccontextmanager
+    async def lifespan(_app: Any) -> Any:
+        g.webhooks.start()
+        yield
+        g.webhooks.stop()
+        seq, h = g.store.head
+        log.info(json.dumps({"event": "guard-stopped", "audit_head": {"seq": seq, "hash": h}}))
+
+    app = fastapi.FastAPI(
+        title="bastion guard", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan
+    )
+    app.state.guard = g
+    limit = config.limits.max_body_bytes
+
+    async def predict(request: Request) -> Any:
+        body = await _read_body(request, limit)
+        if body is None:
+            body = b"\0" * (limit + 1)  # the guard records the 413 decision
+        name = str(request.path_params["name"])
+        reply = await run_in_threadpool(g.handle, name, dict(request.headers), body)
+        return JSONResponse(reply.body, status_code=reply.status, headers=reply.headers)
+
+    # A plain Starlette route: the body is read raw (size-capped) and no parameter parsing runs.
+    app.router.add_route("/v1/models/{name}/predict", predict, methods=["POST"])
+
+    @app.get("/healthz")
+    async def healthz() -> Any:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz() -> Any:
+        info = g.ready()
+        return JSONResponse(info, status_code=200 if info["ready"] else 503)
+
+    @app.get("/metrics")
+    async def metrics() -> Any:
+        data, ctype = g.metrics.render()
+        return Response(content=data, media_type=ctype)
+
+    return app
+
+
+def create_bare_app(target: Target, *, name: str = "model") -> Any:
+    """The same model behind the same route with no controls (the benchmark's baseline)."""
+    from bastion.core.errors import require
+
+    fastapi = require("fastapi", "guard")
+    from starlette.concurrency import run_in_threadpool
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+
+    app = fastapi.FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+
+    def _answer(body: bytes) -> tuple[int, dict[str, Any]]:
+        try:
+            x = np.asarray(json.loads(body)["instances"], dtype=np.float32)
+            return 200, {"predictions": target.predict_proba(x).tolist()}
+        except Exception as exc:
+            return 400, {"detail": type(exc).__name__}
+
+    async def predict(request: Request) -> Any:
+        if request.path_params["model"] != name:
+            return JSONResponse({"detail": "no such model"}, status_code=404)
+        status, body = await run_in_threadpool(_answer, await request.body())
+        return JSONResponse(body, status_code=status)
+
+    app.router.add_route("/v1/models/{model}/predict", predict, methods=["POST"])
+
+    return app

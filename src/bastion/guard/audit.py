@@ -1,0 +1,130 @@
+"""Control 8 (guard side) — audit records and alert delivery.
+
+Every decision becomes one record of the store's hash-chained log
+(:class:`bastion.store.audit.AuditLog`, injected): request id, key id, model and its SHA-256,
+the SHA-256 of the validated input (never the input itself unless ``log_inputs``), an output
+summary (labels, mean top-1 confidence, hardening), the alerts with their ATLAS technique ids
+and the actions taken. Alerts also become incidents in the store and are POSTed as JSON to the
+configured webhooks by a background thread (bounded queue; a full queue drops and counts).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+import queue
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+class AuditSink(Protocol):
+    """What the guard needs from the store (``bastion.store.audit.AuditLog`` provides it)."""
+
+    def append(
+        self, *, key_id: str | None, decision: str, record: dict[str, Any], created: dt.datetime
+    ) -> int:
+        """Append one record durably; return its sequence number."""
+        ...
+
+    def add_incident(
+        self,
+        *,
+        rule_id: str,
+        severity: str,
+        asset: str | None,
+        key_id: str | None,
+        atlas: list[str],
+        details: dict[str, Any],
+        created: dt.datetime,
+        source: str = "guard",
+    ) -> str:
+        """Record an incident; return its id."""
+        ...
+
+    @property
+    def head(self) -> tuple[int, str]:
+        """``(seq, hash)`` of the newest record."""
+        ...
+
+
+@dataclass(frozen=True)
+class Alert:
+    """One alert: rule id, severity, ATLAS ids, the key, and numeric evidence."""
+
+    rule_id: str
+    severity: str
+    atlas: tuple[str, ...]
+    key_id: str | None
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        """The part stored in an audit record."""
+        return {"rule_id": self.rule_id, "severity": self.severity, "atlas": list(self.atlas)}
+
+
+def input_sha256(x: np.ndarray) -> str:
+    """SHA-256 of the validated input's float32 bytes (what the audit log records)."""
+    return hashlib.sha256(np.ascontiguousarray(x, dtype="<f4").tobytes()).hexdigest()
+
+
+class WebhookSender:
+    """POSTs alerts to URLs from a daemon thread; never blocks a request.
+
+    Args:
+        urls: receivers.
+        timeout: seconds per POST.
+        maxsize: queue bound (alerts beyond it are dropped and counted in ``dropped``).
+    """
+
+    def __init__(self, urls: list[str], *, timeout: float = 2.0, maxsize: int = 1000) -> None:
+        self.urls = list(urls)
+        self.timeout = float(timeout)
+        self._q: queue.Queue[dict[str, Any] | None] = queue.Queue(maxsize=maxsize)
+        self.sent = 0
+        self.failed = 0
+        self.dropped = 0
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Start the sender thread (no-op without URLs)."""
+        if self.urls and self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="guard-webhooks", daemon=True)
+            self._thread.start()
+
+    def submit(self, payload: dict[str, Any]) -> None:
+        """Queue one alert payload."""
+        if not self.urls:
+            return
+        try:
+            self._q.put_nowait(payload)
+        except queue.Full:
+            self.dropped += 1
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """Deliver what is queued (up to ``timeout``) and stop."""
+        if self._thread is not None:
+            self._q.put(None)
+            self._thread.join(timeout)
+            self._thread = None
+
+    def _run(self) -> None:
+        import httpx
+
+        with httpx.Client(timeout=self.timeout) as client:
+            while True:
+                item = self._q.get()
+                if item is None:
+                    return
+                for url in self.urls:
+                    try:
+                        client.post(url, json=item).raise_for_status()
+                        self.sent += 1
+                    except Exception as exc:  # a receiver's failure never reaches a request
+                        self.failed += 1
+                        log.warning("webhook POST failed: %s", type(exc).__name__)

@@ -1,0 +1,262 @@
+"""``guard.yaml``: what the guard serves, who may call it, and how it defends the model.
+
+Read only from an explicit path (``bastion guard serve -c guard.yaml``). Secrets never appear
+here: an API key is stored as ``salt`` + ``hash`` (HMAC-SHA-256 of the key under the salt,
+see :func:`bastion.guard.access.hash_key`); a webhook or upstream token by environment
+variable name.
+
+Example::
+
+    version: 1
+    model: {config: bastion.yaml, asset: digits}     # or: upstream: {url: http://127.0.0.1:9000/predict, ...}
+    profile: {path: guard-profile, sha256: <hex of profile.npz>}
+    keys:
+      - {id: alice, salt: 9f.., hash: 3c.., models: [digits]}
+    limits: {rate: 20, burst: 40, daily_quota: 10000}
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from bastion.core.errors import ConfigError
+
+_HEX64 = r"^[0-9a-f]{64}$"
+_ENV = r"^[A-Z_][A-Z0-9_]*$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelSource(_Strict):
+    """An in-process model: an asset of a ``bastion.yaml`` (scanned, hash-checked, then loaded)."""
+
+    config: str
+    asset: str
+
+
+class UpstreamSource(_Strict):
+    """A model server the guard proxies to (JSON in, JSON out)."""
+
+    url: str = Field(pattern=r"^https?://")
+    name: str = "upstream"
+    input_shape: list[int] = Field(min_length=1)
+    num_classes: int = Field(ge=2)
+    request_key: str = "instances"
+    response_key: str = "predictions"
+    output: Literal["probabilities", "logits", "labels"] = "probabilities"
+    timeout: float = Field(default=5.0, gt=0)
+    token_env: str | None = Field(default=None, pattern=_ENV)
+
+
+class ProfileRef(_Strict):
+    """The fitted guard artefact (``bastion guard fit``) and the SHA-256 it must have."""
+
+    path: str
+    sha256: str | None = Field(default=None, pattern=_HEX64)
+
+
+class KeySpec(_Strict):
+    """One API key, hashed at rest.
+
+    Attributes:
+        id: the key's public id (appears in logs, metrics and the audit log).
+        salt: hex salt, unique per key.
+        hash: hex HMAC-SHA-256 of the key under ``salt``.
+        models: model names this key may call (``*``: all).
+        daily_quota: overrides ``limits.daily_quota`` for this key.
+        rate: overrides ``limits.rate`` for this key.
+    """
+
+    id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+    salt: str = Field(pattern=r"^[0-9a-f]{16,128}$")
+    hash: str = Field(pattern=_HEX64)
+    models: list[str] = Field(default_factory=lambda: ["*"])
+    daily_quota: int | None = Field(default=None, ge=1)
+    rate: float | None = Field(default=None, gt=0)
+
+
+class LimitsSpec(_Strict):
+    """Per-key token bucket (``rate`` queries/s refilled, ``burst`` deep), daily budget, payload size."""
+
+    rate: float = Field(default=50.0, gt=0)
+    burst: float = Field(default=100.0, ge=1)
+    daily_quota: int = Field(default=100_000, ge=1)
+    max_body_bytes: int = Field(default=1_000_000, ge=64)
+    max_rows: int = Field(default=256, ge=1)
+
+
+class AnomalySpec(_Strict):
+    """Input OOD scoring (Mahalanobis) and output drift (PSI and KS over windows)."""
+
+    enabled: bool = True
+    window: int = Field(default=500, ge=20)
+    psi_alert: float = Field(default=0.25, gt=0)
+    ks_alert: float = Field(default=0.2, gt=0, le=1)
+    ood_rate_alert: float = Field(default=0.2, gt=0, le=1)
+
+
+class ExtractionSpec(_Strict):
+    """Extraction detection per key and across keys (see :mod:`bastion.guard.extraction`)."""
+
+    enabled: bool = True
+    min_queries: int = Field(default=40, ge=5)
+    class_coverage: float = Field(default=0.45, gt=0, le=1)
+    ood_fraction: float = Field(default=0.25, gt=0, le=1)
+    boundary_fraction: float = Field(default=0.3, gt=0, le=1)
+    boundary_margin: float = Field(default=0.15, gt=0, lt=1)
+    probe_fraction: float = Field(default=0.5, gt=0, le=1)
+    probe_radius: float = Field(default=0.5, gt=0)
+    cell_cap: int = Field(default=2048, ge=64)
+    ring: int = Field(default=32, ge=4)
+    cross_key: bool = True
+    cross_window_s: float = Field(default=3600.0, gt=0)
+    cross_novelty: float = Field(default=0.6, gt=0, le=1)
+    cross_min_keys: int = Field(default=3, ge=2)
+
+
+class Canary(_Strict):
+    """A secret trap input, stored as the SHA-256 of its canonical float32 bytes (rounded to 4 dp)."""
+
+    id: str
+    sha256: str = Field(pattern=_HEX64)
+
+
+class DegradedSpec(_Strict):
+    """Global degraded mode: entered when alerts spike or the backend breaker opens."""
+
+    alerts_per_minute: int = Field(default=50, ge=1)
+    duration_s: float = Field(default=60.0, gt=0)
+    fallback: dict[str, Any] = Field(
+        default_factory=lambda: {"predictions": None, "degraded": True, "detail": "service degraded"}
+    )
+
+
+class ResponseSpec(_Strict):
+    """Graded response: log → alert → harden → throttle → breaker → degraded mode.
+
+    Attributes:
+        harden_at: severity of an alert that turns on output hardening for the key.
+        harden: ``label`` (labels only) or ``round`` (probabilities rounded to ``round_decimals``).
+        throttle_after: alerts (at ``harden_at`` or above) after which the key's rate is cut.
+        throttle_factor: the key's rate is multiplied by this when throttled.
+        breaker_after: alerts after which the key's circuit breaker opens.
+        breaker_reset_s: seconds an open breaker waits before half-open.
+        backend_failures: consecutive backend failures that open the backend breaker.
+        backend_reset_s: seconds before the backend breaker goes half-open.
+    """
+
+    harden_at: Literal["low", "medium", "high", "critical"] = "high"
+    harden: Literal["label", "round"] = "label"
+    round_decimals: int = Field(default=1, ge=0, le=6)
+    throttle_after: int = Field(default=3, ge=1)
+    throttle_factor: float = Field(default=0.1, gt=0, le=1)
+    breaker_after: int = Field(default=6, ge=1)
+    breaker_reset_s: float = Field(default=300.0, gt=0)
+    backend_failures: int = Field(default=3, ge=1)
+    backend_reset_s: float = Field(default=5.0, gt=0)
+    degraded: DegradedSpec = Field(default_factory=DegradedSpec)
+
+
+class AuditSpec(_Strict):
+    """Where the audit chain lives (a store URL; ``BASTION_DB`` / default store when omitted)."""
+
+    db: str | None = None
+    chain: str = Field(default="guard", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+class AlertsSpec(_Strict):
+    """Alert webhooks: every alert at ``min_severity`` or above is POSTed as JSON to each URL."""
+
+    webhooks: list[str] = Field(default_factory=list)
+    min_severity: Literal["low", "medium", "high", "critical"] = "medium"
+    timeout: float = Field(default=2.0, gt=0)
+
+
+class ServerSpec(_Strict):
+    """Where ``bastion guard serve`` listens (loopback by default)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+
+
+class GuardConfig(_Strict):
+    """The whole ``guard.yaml``."""
+
+    version: Literal[1] = 1
+    name: str = Field(default="model", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    model: ModelSource | None = None
+    upstream: UpstreamSource | None = None
+    profile: ProfileRef | None = None
+    keys: list[KeySpec] = Field(default_factory=list)
+    limits: LimitsSpec = Field(default_factory=LimitsSpec)
+    anomaly: AnomalySpec = Field(default_factory=AnomalySpec)
+    extraction: ExtractionSpec = Field(default_factory=ExtractionSpec)
+    canaries: list[Canary] = Field(default_factory=list)
+    response: ResponseSpec = Field(default_factory=ResponseSpec)
+    audit: AuditSpec = Field(default_factory=AuditSpec)
+    alerts: AlertsSpec = Field(default_factory=AlertsSpec)
+    server: ServerSpec = Field(default_factory=ServerSpec)
+    log_inputs: bool = False
+
+    @model_validator(mode="after")
+    def _one_source(self) -> GuardConfig:
+        if (self.model is None) == (self.upstream is None):
+            raise ValueError("give exactly one of model (in process) or upstream (proxy)")
+        ids = [k.id for k in self.keys]
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        if dupes:
+            raise ValueError(f"key ids repeated: {', '.join(dupes)}")
+        return self
+
+
+def parse_guard_config(data: Any, source: str = "guard.yaml") -> GuardConfig:
+    """Validate a parsed ``guard.yaml`` document.
+
+    Raises:
+        ConfigError: every problem, with its field path.
+    """
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level")
+    try:
+        return GuardConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = [
+            f"{'.'.join(str(p) for p in e['loc']) or '(top level)'}: {e['msg'].removeprefix('Value error, ')}"
+            for e in exc.errors()
+        ]
+        raise ConfigError(f"{source}: {len(problems)} problem(s)", problems) from None
+
+
+def load_guard_config(path: str | Path) -> GuardConfig:
+    """Read and validate ``guard.yaml``; relative paths in it are resolved against its folder.
+
+    Raises:
+        ConfigError: missing file, bad YAML, or invalid content.
+    """
+    import yaml
+
+    p = Path(path)
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: guard config not found") from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{p}: cannot read guard config: {exc}") from None
+    cfg = parse_guard_config(data, source=str(p))
+    base = p.resolve().parent
+    if cfg.model is not None and not Path(cfg.model.config).is_absolute():
+        cfg.model.config = str(base / cfg.model.config)
+    if cfg.profile is not None and not Path(cfg.profile.path).is_absolute():
+        cfg.profile.path = str(base / cfg.profile.path)
+    return cfg
+
+
+def is_env_name(name: str) -> bool:
+    """Whether ``name`` looks like an environment variable name."""
+    return re.match(_ENV, name) is not None

@@ -1,0 +1,224 @@
+"""Control 5 — model-extraction detection per key and across keys, with bounded memory per key.
+
+PRADA (Juuti et al. 2019, arXiv:1805.02628) tests whether the distances between a client's
+successive queries stop looking Gaussian; a thief who queries *natural* data passes it, and it
+sees one client at a time. This detector watches what a thief needs instead — *coverage* of the
+model's behaviour — with signals that natural-data and synthetic thieves cannot both avoid:
+
+- ``class-coverage``: the effective number of predicted classes (``exp`` of the entropy of the
+  key's predicted-label histogram) as a fraction of the classes. A user asks about the one or two
+  conditions in front of them; a thief needs every class.
+- ``synthetic-queries``: the fraction of the key's queries that are out of the training
+  distribution (Mahalanobis OOD) *and* land in a cell the key had not visited (Papernot-style
+  synthetic and random queries are OOD and keep moving; a user with one odd case repeats it).
+- ``boundary-probing``: the fraction of queries with a low top-2 probability margin that also land
+  in a new cell (queries near the decision boundary carry the most information for a clone;
+  Tramèr et al. 2016, arXiv:1609.02943).
+- ``probing-session``: near-duplicate queries (within ``probe_radius`` of one of the key's last
+  ``ring`` queries in the projected space) that also sit near the boundary — the footprint of
+  HopSkipJump-style decision-based attacks (Chen et al. 2020, arXiv:1904.02144).
+- ``distributed`` (across keys): keys each too small or too narrow to flag alone, active in the
+  same window, whose *union* of queries covers the classes and input cells like one thief.
+
+State per key: a class histogram (``C`` ints), a capped set of quantised projection cells
+(``cell_cap`` ints), a ring of ``ring`` projected queries (``ring × k`` floats) and counters —
+bounded whatever the key sends.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from bastion.guard.config import ExtractionSpec
+
+
+@dataclass
+class KeyStats:
+    """Bounded per-key query statistics."""
+
+    num_classes: int
+    ring_size: int
+    dims: int
+    n: int = 0
+    ood: int = 0  # OOD queries in a new cell
+    low_margin: int = 0  # low-margin queries in a new cell
+    probes: int = 0
+    new_cells: int = 0
+    first_seen: float = 0.0
+    last_seen: float = 0.0
+    labels: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    cells: set[int] = field(default_factory=set)
+    ring: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    ring_n: int = 0
+    flagged: set[str] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self.labels = np.zeros(self.num_classes, dtype=np.int64)
+        self.ring = np.zeros((self.ring_size, self.dims), dtype=np.float64)
+
+    def effective_classes(self) -> float:
+        """``exp(H)`` of the predicted-label histogram (1 … C)."""
+        return effective_classes(self.labels)
+
+    def novelty(self) -> float:
+        """Fraction of queries that landed in a cell the key had not visited."""
+        return self.new_cells / self.n if self.n else 0.0
+
+
+def effective_classes(hist: np.ndarray) -> float:
+    """``exp`` of the Shannon entropy of a histogram (1 when one class, C when uniform)."""
+    total = float(hist.sum())
+    if total <= 0:
+        return 0.0
+    p = hist[hist > 0] / total
+    return float(math.exp(-np.sum(p * np.log(p))))
+
+
+@dataclass(frozen=True)
+class ExtractionAlert:
+    """A detection: ``rule`` (condition part of ``guard.extraction.<rule>``), the key and evidence."""
+
+    rule: str
+    key_id: str
+    evidence: dict[str, float]
+    keys: tuple[str, ...] = ()
+
+
+class ExtractionDetector:
+    """Watches every key's queries; :meth:`observe` returns new alerts (each rule once per key).
+
+    Args:
+        spec: thresholds (see :class:`bastion.guard.config.ExtractionSpec`).
+        num_classes: classes of the model.
+        dims: projected dimensions of a query (profile components).
+    """
+
+    def __init__(self, spec: ExtractionSpec, *, num_classes: int, dims: int) -> None:
+        self.spec = spec
+        self.num_classes = int(num_classes)
+        self.dims = int(dims)
+        self.stats: dict[str, KeyStats] = {}
+        self._cross_flagged: set[str] = set()
+
+    def key(self, key_id: str, now: float) -> KeyStats:
+        """The stats of a key (created on first use)."""
+        st = self.stats.get(key_id)
+        if st is None:
+            st = self.stats[key_id] = KeyStats(self.num_classes, self.spec.ring, self.dims, first_seen=now)
+        return st
+
+    def observe(
+        self,
+        key_id: str,
+        *,
+        z: np.ndarray,
+        cells: np.ndarray,
+        labels: np.ndarray,
+        margins: np.ndarray,
+        ood: np.ndarray,
+        now: float,
+    ) -> list[ExtractionAlert]:
+        """Record one request's rows and return the alerts it newly raises.
+
+        Args:
+            key_id: the caller.
+            z: projected queries ``(N, k)`` (profile units).
+            cells: quantised cell codes ``(N,)``.
+            labels: predicted labels ``(N,)``.
+            margins: top-1 minus top-2 probability ``(N,)`` (1.0 when only labels are known).
+            ood: out-of-distribution mask ``(N,)``.
+            now: clock time in seconds.
+        """
+        spec = self.spec
+        st = self.key(key_id, now)
+        st.last_seen = now
+        for i in range(len(z)):
+            st.n += 1
+            lab = int(labels[i])
+            if 0 <= lab < self.num_classes:
+                st.labels[lab] += 1
+            c = int(cells[i])
+            novel = c not in st.cells
+            low = float(margins[i]) < spec.boundary_margin
+            if novel:
+                if len(st.cells) < spec.cell_cap:
+                    st.cells.add(c)
+                st.new_cells += 1
+                # OOD and boundary queries count when they explore: a user stuck on one odd or
+                # ambiguous case repeats one cell, a thief keeps moving.
+                st.ood += int(bool(ood[i]))
+                st.low_margin += int(low)
+            filled = min(st.ring_n, spec.ring)
+            if filled:
+                d = np.sqrt(((st.ring[:filled] - z[i]) ** 2).sum(axis=1)).min()
+                if low and 1e-9 < d < spec.probe_radius:
+                    st.probes += 1
+            st.ring[st.ring_n % spec.ring] = z[i]
+            st.ring_n += 1
+        out: list[ExtractionAlert] = []
+        if st.n >= spec.min_queries:
+            ev = self.evidence(st)
+            checks = {
+                "class-coverage": ev["class_coverage"] >= spec.class_coverage,
+                "synthetic-queries": ev["ood_fraction"] >= spec.ood_fraction,
+                "boundary-probing": ev["boundary_fraction"] >= spec.boundary_fraction,
+                "probing-session": ev["probe_fraction"] >= spec.probe_fraction,
+            }
+            for rule, hit in checks.items():
+                if hit and rule not in st.flagged:
+                    st.flagged.add(rule)
+                    out.append(ExtractionAlert(rule, key_id, ev))
+        if spec.cross_key and st.n >= spec.min_queries // 2 and st.n % 5 == 0:
+            out += self._cross(now)
+        return out
+
+    def evidence(self, st: KeyStats) -> dict[str, float]:
+        """The key's signals as metrics."""
+        n = max(st.n, 1)
+        return {
+            "queries": float(st.n),
+            "effective_classes": round(st.effective_classes(), 3),
+            "class_coverage": round(st.effective_classes() / self.num_classes, 4),
+            "ood_fraction": round(st.ood / n, 4),
+            "boundary_fraction": round(st.low_margin / n, 4),
+            "probe_fraction": round(st.probes / n, 4),
+            "novelty": round(st.novelty(), 4),
+            "cells": float(len(st.cells)),
+        }
+
+    def _cross(self, now: float) -> list[ExtractionAlert]:
+        """Union of recently active, high-novelty keys that no single-key rule flagged."""
+        spec = self.spec
+        group = [
+            (k, s)
+            for k, s in self.stats.items()
+            if now - s.last_seen <= spec.cross_window_s
+            and s.n >= spec.min_queries // 2
+            and s.novelty() >= spec.cross_novelty
+            and not s.flagged
+        ]
+        if len(group) < spec.cross_min_keys:
+            return []
+        hist = np.sum([s.labels for _, s in group], axis=0)
+        coverage = effective_classes(hist) / self.num_classes
+        if coverage < spec.class_coverage:
+            return []
+        keys = tuple(sorted(k for k, _ in group))
+        ev = {
+            "keys": float(len(keys)),
+            "queries": float(sum(s.n for _, s in group)),
+            "class_coverage": round(coverage, 4),
+            "cells": float(len(set().union(*(s.cells for _, s in group)))),
+        }
+        out = []
+        for k, s in group:
+            s.flagged.add("distributed")
+            out.append(ExtractionAlert("distributed", k, ev, keys))
+        return out
+
+    def memory_bound_bytes(self) -> int:
+        """An upper bound of the state held per key, in bytes (for docs and tests)."""
+        return 8 * (self.num_classes + self.spec.cell_cap * 4 + self.spec.ring * self.dims + 16)

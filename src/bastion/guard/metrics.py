@@ -1,0 +1,46 @@
+"""Control 9 — Prometheus metrics of one guard app (its own registry, so apps never collide)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bastion.core.errors import require
+
+
+class GuardMetrics:
+    """Counters, a latency histogram and gauges, exposed at ``/metrics``.
+
+    Metrics: ``bastion_guard_requests_total{decision}``, ``bastion_guard_rows_total``,
+    ``bastion_guard_alerts_total{rule}``, ``bastion_guard_request_seconds``,
+    ``bastion_guard_degraded`` (0/1), ``bastion_guard_open_breakers``,
+    ``bastion_guard_backend_failures_total``.
+    """
+
+    def __init__(self) -> None:
+        prom = require("prometheus_client", "guard")
+        self._prom = prom
+        self.registry = prom.CollectorRegistry()
+        r = self.registry
+        self.requests = prom.Counter(
+            "bastion_guard_requests", "Requests by decision", ["decision"], registry=r
+        )
+        self.rows = prom.Counter("bastion_guard_rows", "Rows answered by the model", registry=r)
+        self.alerts = prom.Counter("bastion_guard_alerts", "Alerts raised by rule", ["rule"], registry=r)
+        self.latency = prom.Histogram(
+            "bastion_guard_request_seconds",
+            "Guard time per request",
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+            registry=r,
+        )
+        self.degraded = prom.Gauge("bastion_guard_degraded", "1 while in degraded mode", registry=r)
+        self.open_breakers = prom.Gauge(
+            "bastion_guard_open_breakers", "Keys with an open breaker", registry=r
+        )
+        self.backend_failures = prom.Counter(
+            "bastion_guard_backend_failures", "Failed backend calls", registry=r
+        )
+
+    def render(self) -> tuple[bytes, str]:
+        """The exposition text and its content type."""
+        out: Any = self._prom.generate_latest(self.registry)
+        return bytes(out), str(self._prom.CONTENT_TYPE_LATEST)

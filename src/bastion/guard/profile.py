@@ -1,0 +1,260 @@
+"""The fitted guard artefact: input profile, OOD detector, query-sketch projection, output reference.
+
+``bastion guard fit`` learns it from the training split and writes a folder with two files,
+without pickle:
+
+- ``profile.npz`` — arrays only (``allow_pickle=False`` on load);
+- ``profile.json`` — schema version, shapes, scalar settings and the SHA-256 of ``profile.npz``.
+
+The artefact's identity is the SHA-256 of ``profile.json`` (which pins the npz). ``guard.yaml``
+records it; :func:`load_profile` refuses a folder whose hashes differ (``IntegrityError``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import io
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bastion.core.errors import ConfigError, IntegrityError
+
+SCHEMA = "bastion.guard.profile/1"
+_ARRAYS = ("lo", "hi", "mean", "precision", "proj_mean", "components", "comp_scale", "bin_edges", "ref_conf")
+
+
+@dataclass
+class Profile:
+    """What the guard knows about normal inputs and outputs.
+
+    Attributes:
+        input_shape: one sample's shape.
+        num_classes: classes of the model.
+        lo, hi: per flat feature, the lowest/highest accepted value ``(F,)``.
+        categories: flat feature index → allowed values (integer-valued low-cardinality features).
+        mean, precision: Mahalanobis detector (``(F,)``, ``(F, F)``; shrunk covariance inverse).
+        ood_threshold: distance above which a row is out of distribution.
+        proj_mean, components, comp_scale: PCA projection ``(F,)``, ``(k, F)``, ``(k,)`` for query sketches.
+        bin_edges: per component, inner quantile edges ``(k, b-1)`` used to quantise into cells.
+        ref_conf: reference top-1 confidences of the model on training data (may be empty).
+        meta: free metadata (asset, model SHA-256, created, fitted rows).
+    """
+
+    input_shape: tuple[int, ...]
+    num_classes: int
+    lo: np.ndarray
+    hi: np.ndarray
+    mean: np.ndarray
+    precision: np.ndarray
+    ood_threshold: float
+    proj_mean: np.ndarray
+    components: np.ndarray
+    comp_scale: np.ndarray
+    bin_edges: np.ndarray
+    ref_conf: np.ndarray
+    categories: dict[int, list[float]] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_features(self) -> int:
+        """Flat feature count."""
+        return int(np.prod(self.input_shape))
+
+    # -- scoring helpers used by the controls ------------------------------------------------
+    def mahalanobis(self, x: np.ndarray) -> np.ndarray:
+        """Mahalanobis distance of each flat row ``(N, F)`` → ``(N,)``."""
+        d = x - self.mean
+        return np.sqrt(np.maximum(np.einsum("nf,fg,ng->n", d, self.precision, d), 0.0))
+
+    def project(self, x: np.ndarray) -> np.ndarray:
+        """PCA coordinates in units of each component's training std ``(N, k)``."""
+        return np.asarray(((x - self.proj_mean) @ self.components.T) / self.comp_scale)
+
+    def cells(self, z: np.ndarray) -> np.ndarray:
+        """Quantised cell code (int64) of projected rows ``(N, k)`` → ``(N,)``."""
+        b = self.bin_edges.shape[1] + 1
+        codes = np.zeros(len(z), dtype=np.int64)
+        for j in range(z.shape[1]):
+            codes = codes * b + np.searchsorted(self.bin_edges[j], z[:, j])
+        return codes
+
+
+def fit_profile(
+    x: np.ndarray,
+    *,
+    num_classes: int,
+    probs: np.ndarray | None = None,
+    value_range: tuple[float, float] | None = None,
+    components: int = 6,
+    bins: int = 4,
+    ood_quantile: float = 0.995,
+    margin: float = 0.05,
+    max_categories: int = 12,
+    shrinkage: float = 0.1,
+    seed: int = 0,
+    meta: dict[str, Any] | None = None,
+) -> Profile:
+    """Learn a :class:`Profile` from training inputs.
+
+    Args:
+        x: training inputs ``(N, *input_shape)``, finite.
+        num_classes: model classes.
+        probs: the model's probabilities on ``x`` ``(N, C)`` (output reference), optional.
+        value_range: a declared range for every value (images), used instead of observed ranges.
+        components: PCA components of the query-sketch projection.
+        bins: quantile bins per component (cells = ``bins ** components``).
+        ood_quantile: training quantile of the Mahalanobis distance taken as the OOD threshold.
+        margin: observed ranges widen by this fraction of the range on each side.
+        max_categories: integer-valued features with at most this many values become categorical.
+        shrinkage: covariance shrinkage toward a scaled identity (0–1).
+        seed: unused randomness seed (kept for reproducibility records).
+        meta: metadata to record.
+
+    Raises:
+        ConfigError: too few rows or non-finite values.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    if len(x) < 10:
+        raise ConfigError(f"guard fit: need at least 10 training rows, got {len(x)}")
+    if not np.isfinite(x).all():
+        raise ConfigError("guard fit: training inputs hold NaN or infinite values")
+    shape = tuple(int(d) for d in x.shape[1:])
+    flat = x.reshape(len(x), -1)
+    n, f = flat.shape
+    if value_range is not None:
+        lo = np.full(f, float(value_range[0]))
+        hi = np.full(f, float(value_range[1]))
+    else:
+        mn, mx = flat.min(axis=0), flat.max(axis=0)
+        span = np.maximum(mx - mn, 1e-6)
+        lo, hi = mn - margin * span, mx + margin * span
+    cats: dict[int, list[float]] = {}
+    for j in range(f):
+        col = flat[:, j]
+        if np.all(col == np.round(col)):
+            vals = np.unique(col)
+            if 1 < len(vals) <= max_categories and value_range is None:
+                cats[j] = [float(v) for v in vals]
+    mean = flat.mean(axis=0)
+    cov = np.cov(flat, rowvar=False).reshape(f, f)
+    avg = float(np.trace(cov)) / f or 1.0
+    cov = (1 - shrinkage) * cov + shrinkage * avg * np.eye(f)
+    precision = np.linalg.pinv(cov)
+    d = flat - mean
+    dist = np.sqrt(np.maximum(np.einsum("nf,fg,ng->n", d, precision, d), 0.0))
+    thr = float(np.quantile(dist, ood_quantile))
+    k = max(1, min(components, f, n - 1))
+    _, _sv, vt = np.linalg.svd(d, full_matrices=False)
+    comps = vt[:k]
+    z = d @ comps.T
+    scale = np.maximum(z.std(axis=0), 1e-9)
+    z = z / scale
+    qs = np.linspace(0, 1, bins + 1)[1:-1]
+    edges = np.stack([np.quantile(z[:, j], qs) for j in range(k)])
+    ref_conf = np.asarray(probs, dtype=np.float64).max(axis=1)[:5000] if probs is not None else np.zeros(0)
+    m = dict(meta or {})
+    m.setdefault("created", dt.datetime.now(dt.UTC).isoformat())
+    m["rows"] = int(n)
+    m["seed"] = int(seed)
+    return Profile(
+        input_shape=shape,
+        num_classes=int(num_classes),
+        lo=lo.astype(np.float64),
+        hi=hi.astype(np.float64),
+        mean=mean,
+        precision=precision,
+        ood_threshold=thr,
+        proj_mean=mean.copy(),
+        components=comps,
+        comp_scale=scale,
+        bin_edges=edges,
+        ref_conf=ref_conf,
+        categories=cats,
+        meta=m,
+    )
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def save_profile(profile: Profile, folder: str | Path) -> str:
+    """Write ``profile.npz`` and ``profile.json`` into ``folder`` atomically.
+
+    Returns:
+        The artefact SHA-256 (of ``profile.json``) to pin in ``guard.yaml``.
+    """
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()
+    arrays: dict[str, Any] = {name: np.asarray(getattr(profile, name)) for name in _ARRAYS}
+    np.savez(buf, **arrays)
+    npz = buf.getvalue()
+    doc = {
+        "schema": SCHEMA,
+        "npz_sha256": _sha(npz),
+        "input_shape": list(profile.input_shape),
+        "num_classes": profile.num_classes,
+        "ood_threshold": profile.ood_threshold,
+        "categories": {str(k): v for k, v in profile.categories.items()},
+        "meta": profile.meta,
+    }
+    js = json.dumps(doc, sort_keys=True, indent=1).encode("utf-8")
+    for name, data in (("profile.npz", npz), ("profile.json", js)):
+        tmp = out / f".{name}.{os.getpid()}.tmp"
+        tmp.write_bytes(data)
+        os.replace(tmp, out / name)
+    return _sha(js)
+
+
+def profile_sha256(folder: str | Path) -> str:
+    """The artefact SHA-256 of a profile folder (of its ``profile.json``)."""
+    return _sha((Path(folder) / "profile.json").read_bytes())
+
+
+def load_profile(folder: str | Path, *, expected_sha256: str | None = None) -> Profile:
+    """Load a profile folder after checking its hashes; nothing is unpickled.
+
+    Args:
+        folder: the folder ``bastion guard fit`` wrote.
+        expected_sha256: the artefact hash pinned in ``guard.yaml`` (checked when given).
+
+    Raises:
+        ConfigError: a file is missing or malformed.
+        IntegrityError: ``profile.json`` or ``profile.npz`` does not match its recorded hash.
+    """
+    p = Path(folder)
+    try:
+        js = (p / "profile.json").read_bytes()
+        npz = (p / "profile.npz").read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read guard profile: {exc}") from None
+    if expected_sha256 is not None and _sha(js) != expected_sha256:
+        raise IntegrityError(f"{p / 'profile.json'}: SHA-256 {_sha(js)[:12]}… is not the pinned one")
+    try:
+        doc = json.loads(js)
+    except ValueError as exc:
+        raise ConfigError(f"{p / 'profile.json'}: not JSON: {exc}") from None
+    if doc.get("schema") != SCHEMA:
+        raise ConfigError(f"{p / 'profile.json'}: schema {doc.get('schema')!r}, expected {SCHEMA}")
+    if _sha(npz) != doc.get("npz_sha256"):
+        raise IntegrityError(f"{p / 'profile.npz'}: SHA-256 does not match profile.json")
+    try:
+        with np.load(io.BytesIO(npz), allow_pickle=False) as z:
+            arrays = {name: np.asarray(z[name]) for name in _ARRAYS}
+    except (ValueError, KeyError, OSError) as exc:
+        raise ConfigError(f"{p / 'profile.npz'}: malformed: {exc}") from None
+    return Profile(
+        input_shape=tuple(int(d) for d in doc["input_shape"]),
+        num_classes=int(doc["num_classes"]),
+        ood_threshold=float(doc["ood_threshold"]),
+        categories={int(k): [float(x) for x in v] for k, v in doc.get("categories", {}).items()},
+        meta=dict(doc.get("meta", {})),
+        **arrays,
+    )

@@ -1,0 +1,191 @@
+"""Control 7 — graded response: log → alert → harden → throttle → key breaker → degraded mode.
+
+Each alert on a key at ``harden_at`` severity or above counts as a strike:
+
+1. every decision is logged (audit) and every alert raised (incident, webhook, metric);
+2. 1 strike: the key's outputs are hardened (labels only, or probabilities rounded);
+3. ``throttle_after`` strikes: the key's token-bucket rate is cut by ``throttle_factor``;
+4. ``breaker_after`` strikes (or a canary hit): the key's circuit breaker opens — requests are
+   refused (429) until ``breaker_reset_s`` passes; then half-open: one request goes through, and
+   a clean one closes the breaker, a new alert re-opens it;
+5. global degraded mode: when alerts across keys pass ``alerts_per_minute``, or the backend
+   breaker is open (``backend_failures`` consecutive failures, half-open after
+   ``backend_reset_s``), every caller gets the configured fallback response.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from enum import Enum
+
+import numpy as np
+
+from bastion.guard.config import ResponseSpec
+
+
+def severity_rank(s: str) -> int:
+    """Rank of a severity name (info 0 … critical 4)."""
+    order = ["info", "low", "medium", "high", "critical"]
+    return order.index(s) if s in order else 0
+
+
+class BreakerState(str, Enum):
+    """Circuit-breaker states."""
+
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half_open"
+
+
+@dataclass
+class CircuitBreaker:
+    """A breaker: ``open`` refuses until ``reset_s`` has passed, then lets one trial through."""
+
+    reset_s: float
+    state: BreakerState = BreakerState.CLOSED
+    opened_at: float = 0.0
+    trial_in_flight: bool = False
+
+    def allow(self, now: float) -> tuple[bool, float]:
+        """Whether a request may pass now, and seconds until it might (when refused)."""
+        if self.state == BreakerState.CLOSED:
+            return True, 0.0
+        if self.state == BreakerState.OPEN:
+            wait = self.opened_at + self.reset_s - now
+            if wait > 0:
+                return False, wait
+            self.state = BreakerState.HALF_OPEN
+            self.trial_in_flight = False
+        if self.trial_in_flight:
+            return False, 1.0
+        self.trial_in_flight = True
+        return True, 0.0
+
+    def trip(self, now: float) -> None:
+        """Open (again)."""
+        self.state = BreakerState.OPEN
+        self.opened_at = now
+        self.trial_in_flight = False
+
+    def success(self) -> None:
+        """A trial (or any request) went well: close a half-open breaker."""
+        if self.state == BreakerState.HALF_OPEN:
+            self.state = BreakerState.CLOSED
+        self.trial_in_flight = False
+
+
+@dataclass
+class KeyPosture:
+    """What the guard currently does to one key."""
+
+    strikes: int = 0
+    hardened: bool = False
+    throttled: bool = False
+    breaker: CircuitBreaker | None = None
+
+
+@dataclass
+class ResponsePolicy:
+    """Turns alerts into actions; tracks key breakers, the backend breaker and degraded mode."""
+
+    spec: ResponseSpec
+    keys: dict[str, KeyPosture] = field(default_factory=dict)
+    backend: CircuitBreaker | None = None
+    backend_failures: int = 0
+    degraded_until: float = 0.0
+    _recent: deque[float] = field(default_factory=lambda: deque(maxlen=10_000))
+
+    def __post_init__(self) -> None:
+        self.backend = CircuitBreaker(self.spec.backend_reset_s)
+
+    def posture(self, key_id: str) -> KeyPosture:
+        """The key's posture (created on first use)."""
+        p = self.keys.get(key_id)
+        if p is None:
+            p = self.keys[key_id] = KeyPosture(breaker=CircuitBreaker(self.spec.breaker_reset_s))
+        return p
+
+    # -- alerts -> actions --------------------------------------------------------------------
+    def on_alert(
+        self, key_id: str | None, severity: str, now: float, *, force_breaker: bool = False
+    ) -> list[str]:
+        """Record an alert; return the actions it newly takes.
+
+        Actions: ``harden``, ``throttle``, ``breaker``, ``degraded``.
+        """
+        actions: list[str] = []
+        self._recent.append(now)
+        while self._recent and self._recent[0] < now - 60.0:
+            self._recent.popleft()
+        if len(self._recent) >= self.spec.degraded.alerts_per_minute and not self.degraded(now):
+            self.degraded_until = now + self.spec.degraded.duration_s
+            actions.append("degraded")
+        if key_id is None:
+            return actions
+        p = self.posture(key_id)
+        if severity_rank(severity) < severity_rank(self.spec.harden_at) and not force_breaker:
+            return actions
+        p.strikes += 1
+        if not p.hardened:
+            p.hardened = True
+            actions.append("harden")
+        if p.strikes >= self.spec.throttle_after and not p.throttled:
+            p.throttled = True
+            actions.append("throttle")
+        assert p.breaker is not None
+        if force_breaker or p.strikes >= self.spec.breaker_after:
+            if p.breaker.state != BreakerState.OPEN:
+                actions.append("breaker")
+            p.breaker.trip(now)
+        return actions
+
+    def key_allowed(self, key_id: str, now: float) -> tuple[bool, float]:
+        """Whether the key's breaker lets a request through now (and the wait if not)."""
+        p = self.keys.get(key_id)
+        if p is None or p.breaker is None:
+            return True, 0.0
+        return p.breaker.allow(now)
+
+    def key_clean(self, key_id: str) -> None:
+        """A request of the key raised no alert: a half-open breaker closes."""
+        p = self.keys.get(key_id)
+        if p is not None and p.breaker is not None:
+            p.breaker.success()
+
+    # -- backend ---------------------------------------------------------------------------------
+    def backend_allowed(self, now: float) -> bool:
+        """Whether to call the backend now (closed, or half-open trial)."""
+        assert self.backend is not None
+        return self.backend.allow(now)[0]
+
+    def backend_ok(self) -> None:
+        """A backend call succeeded."""
+        assert self.backend is not None
+        self.backend_failures = 0
+        self.backend.success()
+
+    def backend_failed(self, now: float) -> bool:
+        """A backend call failed; return whether the backend breaker (re)opened."""
+        assert self.backend is not None
+        self.backend_failures += 1
+        if (
+            self.backend.state == BreakerState.HALF_OPEN
+            or self.backend_failures >= self.spec.backend_failures
+        ):
+            self.backend.trip(now)
+            return True
+        self.backend.trial_in_flight = False
+        return False
+
+    def degraded(self, now: float) -> bool:
+        """Whether global degraded mode is on (alert spike, or the backend breaker open)."""
+        assert self.backend is not None
+        return now < self.degraded_until or self.backend.state == BreakerState.OPEN
+
+    # -- output hardening -----------------------------------------------------------------------
+    def harden(self, probs: np.ndarray) -> tuple[list[object], str]:
+        """Hardened outputs of ``probs`` ``(N, C)``: labels only, or rounded probabilities."""
+        if self.spec.harden == "label":
+            return [int(i) for i in probs.argmax(axis=1)], "label"
+        return np.round(probs, self.spec.round_decimals).tolist(), "round"

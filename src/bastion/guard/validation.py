@@ -1,0 +1,125 @@
+"""Control 3 — ML input validation learned from the training profile; failures are 422.
+
+Checks, in order: the request key holds a non-empty list of rows (at most ``max_rows``); every
+row has the model's shape and only numbers; every value is finite; every flat feature lies
+in the learned range and, for categorical features, among the learned values. The first
+failure names the field (``instances[3][0][2][5]`` style) and the reason. Payload size is
+checked before parsing (413). Raw values are never put in messages beyond the offending one.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from bastion.guard.profile import Profile
+
+
+class InputRejected(Exception):
+    """An input failed validation.
+
+    Attributes:
+        field: where (JSON path).
+        reason: why.
+        status: HTTP status to answer (422, or 400 for malformed JSON, 413 for size).
+    """
+
+    def __init__(self, field: str, reason: str, status: int = 422) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+        self.status = status
+
+
+@dataclass
+class InputValidator:
+    """Validates request bodies against a shape and, when fitted, a :class:`Profile`.
+
+    Args:
+        input_shape: one sample's shape.
+        profile: learned ranges and categories (``None``: shape and finiteness only).
+        request_key: JSON key holding the rows.
+        max_rows: most rows per request.
+    """
+
+    input_shape: tuple[int, ...]
+    profile: Profile | None = None
+    request_key: str = "instances"
+    max_rows: int = 256
+
+    def parse(self, body: Any) -> np.ndarray:
+        """Turn a parsed JSON body into a float32 array ``(N, *input_shape)``.
+
+        Raises:
+            InputRejected: the first problem found.
+        """
+        key = self.request_key
+        if not isinstance(body, dict):
+            raise InputRejected("(body)", f"expected a JSON object with {key!r}")
+        rows = body.get(key)
+        if not isinstance(rows, list) or not rows:
+            raise InputRejected(key, "expected a non-empty list of rows")
+        if len(rows) > self.max_rows:
+            raise InputRejected(key, f"{len(rows)} rows; at most {self.max_rows} per request")
+        flat_n = math.prod(self.input_shape)
+        out = np.empty((len(rows), flat_n), dtype=np.float64)
+        for i, row in enumerate(rows):
+            flat = _flatten(row, self.input_shape, f"{key}[{i}]")
+            out[i] = flat
+        bad = ~np.isfinite(out)
+        if bad.any():
+            i, j = np.argwhere(bad)[0]
+            raise InputRejected(f"{key}[{i}]{_index(int(j), self.input_shape)}", "not a finite number")
+        self._check_profile(out, key)
+        return out.reshape((len(rows), *self.input_shape)).astype(np.float32)
+
+    def _check_profile(self, flat: np.ndarray, key: str) -> None:
+        p = self.profile
+        if p is None:
+            return
+        low = flat < p.lo
+        high = flat > p.hi
+        if low.any() or high.any():
+            i, j = np.argwhere(low | high)[0]
+            raise InputRejected(
+                f"{key}[{i}]{_index(int(j), self.input_shape)}",
+                f"value {flat[i, j]:.6g} outside the trained range [{p.lo[j]:.6g}, {p.hi[j]:.6g}]",
+            )
+        for j, allowed in p.categories.items():
+            ok = np.isin(flat[:, j], np.asarray(allowed))
+            if not ok.all():
+                i = int(np.argmin(ok))
+                raise InputRejected(
+                    f"{key}[{i}]{_index(j, self.input_shape)}",
+                    f"value {flat[i, j]:.6g} is not one of the trained categories",
+                )
+
+
+def _index(j: int, shape: tuple[int, ...]) -> str:
+    return "".join(f"[{k}]" for k in np.unravel_index(j, shape))
+
+
+def _flatten(row: Any, shape: tuple[int, ...], where: str) -> list[float]:
+    """Flatten a nested list of numbers of exactly ``shape``."""
+    out: list[float] = []
+
+    def walk(node: Any, depth: int, path: str) -> None:
+        if depth == len(shape):
+            if isinstance(node, bool) or not isinstance(node, (int, float)):
+                if node is None or isinstance(node, str):
+                    raise InputRejected(path, "not a finite number")
+                raise InputRejected(path, f"expected a number, got {type(node).__name__}")
+            out.append(float(node))
+            return
+        if not isinstance(node, list):
+            raise InputRejected(path, f"expected a list of {shape[depth]} at depth {depth}")
+        if len(node) != shape[depth]:
+            raise InputRejected(path, f"expected {shape[depth]} values at depth {depth}, got {len(node)}")
+        for k, child in enumerate(node):
+            walk(child, depth + 1, f"{path}[{k}]")
+
+    walk(row, 0, where)
+    return out

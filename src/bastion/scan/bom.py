@@ -1,0 +1,162 @@
+"""CycloneDX 1.6 ML-BOM for model files and folders (stdlib only; JSON written directly).
+
+Every scanned model file becomes a ``machine-learning-model`` component with its SHA-256,
+detected format, scan verdict and findings count, signature status and a ``modelCard``
+(``modelParameters`` from the file and, when present beside it, a Hugging Face-style
+``config.json``); data files (``.csv``, ``.parquet``, ``.jsonl`` ...) become ``data`` components.
+``cyclonedx-python-lib`` does not model ``modelCard``, so the whole document is serialised here
+and validated against the official CycloneDX 1.6 JSON schema in the tests.
+
+Reference: https://cyclonedx.org/docs/1.6/json/ (ML-BOM: ``modelCard``, ``data``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bastion.core.scanning import FileResult, ScanResult, Verdict
+from bastion.scan.signing import signature_status
+
+__all__ = ["DATA_SUFFIXES", "build_bom"]
+
+#: Suffixes of data files listed as ``data`` components.
+DATA_SUFFIXES = (".csv", ".tsv", ".parquet", ".jsonl", ".arrow", ".feather", ".tfrecord", ".avro", ".orc")
+_MAX_CONFIG = 1 << 20
+
+
+def _prop(name: str, value: object) -> dict[str, str]:
+    return {"name": f"bastion:{name}", "value": str(value)}
+
+
+def _hf_config(folder: Path) -> dict[str, Any]:
+    cfg = folder / "config.json"
+    try:
+        if cfg.is_file() and cfg.stat().st_size <= _MAX_CONFIG:
+            doc = json.loads(cfg.read_text(encoding="utf-8"))
+            return doc if isinstance(doc, dict) else {}
+    except (OSError, ValueError):
+        return {}
+    return {}
+
+
+def _model_card(fr: FileResult, folder: Path) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    cfg = _hf_config(folder)
+    arch = cfg.get("architectures")
+    if isinstance(arch, list) and arch and isinstance(arch[0], str):
+        params["modelArchitecture"] = arch[0]
+    if isinstance(cfg.get("model_type"), str):
+        params["architectureFamily"] = cfg["model_type"]
+    task = cfg.get("task") or cfg.get("pipeline_tag")
+    if isinstance(task, str):
+        params["task"] = task
+    card: dict[str, Any] = {
+        "properties": [_prop("format", fr.format or "unknown"), _prop("scan.verdict", fr.verdict.value)]
+    }
+    if params:
+        card["modelParameters"] = params
+    if fr.findings:
+        card["considerations"] = {
+            "technicalLimitations": sorted({f.title for f in fr.findings})[:20],
+        }
+    return card
+
+
+def build_bom(
+    scan: ScanResult,
+    *,
+    root: str | os.PathLike[str],
+    key: str | os.PathLike[str] | None = None,
+    signature: str | os.PathLike[str] | None = None,
+    tool_version: str = "0",
+) -> dict[str, Any]:
+    """A CycloneDX 1.6 ML-BOM of a scan.
+
+    Args:
+        scan: the scan of ``root`` (its files become components).
+        root: the model file or folder the BOM describes (its signature status is checked).
+        key: a public key to verify the signature with (``None``: status ``unverified`` when a
+            signature exists).
+        signature: the signature path (default ``<root>.sig``).
+        tool_version: Bastion's version, for ``metadata.tools``.
+
+    Returns:
+        The BOM as a JSON-ready dict.
+    """
+    root_p = Path(os.fspath(root))
+    status, why = signature_status(root_p, key=key, signature=signature)
+    folder = root_p if root_p.is_dir() else root_p.parent
+    components: list[dict[str, Any]] = []
+    for i, fr in enumerate(scan.files):
+        path = Path(fr.path)
+        try:
+            rel = str(path.relative_to(root_p)) if root_p.is_dir() else path.name
+        except ValueError:
+            rel = fr.path
+        hashes = [{"alg": "SHA-256", "content": fr.sha256}] if fr.sha256 else []
+        if fr.verdict is not Verdict.SKIPPED:
+            props = [
+                _prop("format", fr.format or "unknown"),
+                _prop("scan.verdict", fr.verdict.value),
+                _prop("scan.findings", len(fr.findings)),
+                _prop("signature.status", status.value),
+            ]
+            if fr.reason:
+                props.append(_prop("scan.reason", fr.reason[:500]))
+            comp: dict[str, Any] = {
+                "type": "machine-learning-model",
+                "bom-ref": f"model-{i}",
+                "name": rel,
+                "hashes": hashes,
+                "properties": props,
+                "modelCard": _model_card(fr, path.parent if root_p.is_dir() else folder),
+            }
+            components.append(comp)
+        elif path.name.lower().endswith(DATA_SUFFIXES):
+            components.append(
+                {
+                    "type": "data",
+                    "bom-ref": f"data-{i}",
+                    "name": rel,
+                    "hashes": hashes or _hash(path),
+                    "data": [{"type": "dataset", "name": rel}],
+                }
+            )
+    root_props = [_prop("signature.status", status.value)]
+    if why:
+        root_props.append(_prop("signature.reason", why[:500]))
+    return {
+        "bomFormat": "CycloneDX",
+        "specVersion": "1.6",
+        "serialNumber": f"urn:uuid:{uuid.uuid4()}",
+        "version": 1,
+        "metadata": {
+            "timestamp": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "tools": {"components": [{"type": "application", "name": "bastion", "version": tool_version}]},
+            "component": {
+                "type": "machine-learning-model" if root_p.is_file() else "application",
+                "bom-ref": "root",
+                "name": root_p.name or str(root_p),
+                "properties": root_props,
+            },
+        },
+        "components": components,
+        "dependencies": [{"ref": "root", "dependsOn": [c["bom-ref"] for c in components]}],
+    }
+
+
+def _hash(path: Path) -> list[dict[str, str]]:
+    h = hashlib.sha256()
+    try:
+        with path.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    except OSError:
+        return []
+    return [{"alg": "SHA-256", "content": h.hexdigest()}]

@@ -1,0 +1,296 @@
+"""``scan.gguf``: GGUF model files (llama.cpp): header sanity and chat-template content (stdlib only).
+
+Threat model: GGUF holds no code, but (1) its header is a list of length-prefixed keys,
+strings, arrays and tensor descriptors that a reader trusts — a hostile count or length makes a
+reader allocate or read far past the file (llama.cpp advisories GHSA-p5mv-gjc5-mwqv and
+GHSA-8947-pfff-2f3c are heap overflows of this kind); (2) the ``tokenizer.chat_template`` key is a
+Jinja2 template that inference servers render — an unsandboxed renderer runs whatever the template
+reaches through ``__class__``/``__globals__``/``__subclasses__`` (CVE-2024-34359,
+GHSA-56xg-wfcc-g829, llama-cpp-python). The scanner walks the header with bounds checks (values it
+does not need are skipped, never held) and greps every chat template for sandbox-escape
+constructs. Tensor bytes are never read.
+
+Reference: https://github.com/ggml-org/ggml/blob/master/docs/gguf.md
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+from typing import IO, ClassVar
+
+from bastion.core.registry import register
+from bastion.core.severity import Severity
+from bastion.scan.base import Artifact, NotThisFormat, Outcome, Scanner
+
+__all__ = ["GGUF_MAGIC", "GgufScanner", "template_findings"]
+
+GGUF_MAGIC = b"GGUF"
+MAX_COUNT = 1 << 24
+"""Largest tensor, key or array-element count accepted."""
+MAX_KEY = 1 << 16
+MAX_TEMPLATE = 1 << 20
+
+# value type -> fixed byte width (strings = 8, arrays = 9 are variable)
+_WIDTH = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
+# ggml tensor type -> (block elements, block bytes)
+_GGML = {
+    0: (1, 4),
+    1: (1, 2),
+    2: (32, 18),
+    3: (32, 20),
+    6: (32, 22),
+    7: (32, 24),
+    8: (32, 34),
+    9: (32, 36),
+    10: (256, 84),
+    11: (256, 110),
+    12: (256, 144),
+    13: (256, 176),
+    14: (256, 210),
+    15: (256, 292),
+    24: (1, 1),
+    25: (1, 2),
+    26: (1, 4),
+    27: (1, 8),
+    28: (1, 8),
+    30: (1, 2),
+}
+
+#: Chat-template constructs that reach Python objects from a Jinja2 template (sandbox escapes).
+TEMPLATE_PATTERNS: tuple[tuple[str, str, Severity], ...] = (
+    (
+        "dunder-attribute",
+        r"__(class|globals|subclasses|mro|bases?|builtins|import|init|dict|getattribute|code|func"
+        r"|self|module|reduce(_ex)?)__",
+        Severity.HIGH,
+    ),
+    ("import", r"\bimport\b|\bimportlib\b|\b__import__\b", Severity.HIGH),
+    ("os-access", r"\bos\s*\.\s*\w|\bsubprocess\b|\bpopen\b|\bsystem\s*\(|\bposix\b", Severity.HIGH),
+    ("code-exec", r"\beval\s*\(|\bexec\s*\(|\bcompile\s*\(", Severity.HIGH),
+    ("file-access", r"\bopen\s*\(|\bread_text\b|\bwrite_text\b", Severity.HIGH),
+    ("template-internals", r"\b(lipsum|cycler|joiner|namespace|self)\s*\.\s*_", Severity.HIGH),
+    ("attr-filter", r"\|\s*attr\s*\(|\[\s*['\"]_", Severity.MEDIUM),
+)
+_COMPILED = tuple((k, re.compile(p, re.IGNORECASE), s) for k, p, s in TEMPLATE_PATTERNS)
+
+
+class _Bad(Exception):
+    pass
+
+
+def template_findings(text: str) -> list[tuple[str, Severity, str]]:
+    """Sandbox-escape constructs in a Jinja2 chat template.
+
+    Args:
+        text: the template source.
+
+    Returns:
+        ``(kind, severity, matched text)`` per construct found, worst first.
+    """
+    hits: list[tuple[str, Severity, str]] = []
+    for kind, rx, sev in _COMPILED:
+        m = rx.search(text)
+        if m:
+            hits.append((kind, sev, m.group(0)))
+    hits.sort(key=lambda h: h[1], reverse=True)
+    return hits
+
+
+class _Cursor:
+    def __init__(self, fh: IO[bytes], size: int) -> None:
+        self.fh = fh
+        self.size = size
+        self.pos = 0
+
+    def take(self, n: int) -> bytes:
+        if n < 0 or self.pos + n > self.size:
+            raise _Bad(f"value of {n} bytes at offset {self.pos} runs past the end of the file")
+        data = self.fh.read(n)
+        if len(data) != n:
+            raise _Bad(f"file ends at offset {self.pos + len(data)}")
+        self.pos += n
+        return data
+
+    def skip(self, n: int) -> None:
+        if n < 0 or self.pos + n > self.size:
+            raise _Bad(f"value of {n} bytes at offset {self.pos} runs past the end of the file")
+        self.pos += n
+        self.fh.seek(self.pos)
+
+    def u32(self) -> int:
+        return int(struct.unpack("<I", self.take(4))[0])
+
+    def u64(self) -> int:
+        return int(struct.unpack("<Q", self.take(8))[0])
+
+    def string_len(self) -> int:
+        n = self.u64()
+        if self.pos + n > self.size:
+            raise _Bad(f"string of {n} bytes at offset {self.pos - 8} runs past the end of the file")
+        return n
+
+
+@register("scanner")
+class GgufScanner(Scanner):
+    """GGUF (llama.cpp) files: header bounds and chat templates."""
+
+    id: ClassVar[str] = "scan.gguf"
+    title: ClassVar[str] = "GGUF header and chat-template checker"
+    formats: ClassVar[tuple[str, ...]] = ("gguf",)
+    priority: ClassVar[int] = 30
+    references: ClassVar[tuple[str, ...]] = (
+        "https://github.com/ggml-org/ggml/blob/master/docs/gguf.md",
+        "https://github.com/advisories/GHSA-56xg-wfcc-g829",
+        "https://nvd.nist.gov/vuln/detail/CVE-2024-34359",
+    )
+    threat_model: ClassVar[str] = (
+        "The attacker ships a GGUF file whose header overflows a reader or whose chat template "
+        "escapes the Jinja2 sandbox of the inference server that renders it."
+    )
+
+    @classmethod
+    def sniff(cls, head: bytes, name: str) -> bool:
+        """The ``GGUF`` magic."""
+        return head.startswith(GGUF_MAGIC)
+
+    def scan(self, artifact: Artifact) -> Outcome:
+        """Walk the header with bounds checks and check every chat template.
+
+        Raises:
+            NotThisFormat: never in practice (the magic decides).
+        """
+        fh = artifact.stream
+        fh.seek(0, 2)
+        size = fh.tell()
+        fh.seek(0)
+        cur = _Cursor(fh, size)
+        out = Outcome(format="gguf")
+        try:
+            if cur.take(4) != GGUF_MAGIC:
+                raise NotThisFormat
+            version = cur.u32()
+            if version not in (2, 3):
+                return Outcome.error("gguf", f"unsupported GGUF version {version} (2 and 3 are scanned)")
+            n_tensors, n_kv = cur.u64(), cur.u64()
+            if n_tensors > MAX_COUNT or n_kv > MAX_COUNT:
+                self._header(artifact, out, f"implausible counts: {n_tensors} tensors, {n_kv} keys", 8)
+                return out
+            alignment = 32
+            for _ in range(n_kv):
+                key_at = cur.pos
+                klen = cur.string_len()
+                if klen > MAX_KEY:
+                    raise _Bad(f"key of {klen} bytes at offset {key_at}")
+                key = cur.take(klen).decode("utf-8", "replace")
+                vtype = cur.u32()
+                value_at = cur.pos
+                if key.startswith("tokenizer.chat_template") and vtype == 8:
+                    n = cur.string_len()
+                    if n > MAX_TEMPLATE:
+                        self._header(artifact, out, f"chat template {key!r} of {n} bytes", value_at)
+                        cur.skip(n)
+                    else:
+                        self._template(artifact, out, key, cur.take(n).decode("utf-8", "replace"), value_at)
+                elif key == "general.alignment" and vtype == 4:
+                    alignment = cur.u32()
+                    if alignment == 0 or alignment & (alignment - 1):
+                        raise _Bad(f"general.alignment {alignment} is not a power of two")
+                else:
+                    self._skip_value(cur, vtype, depth=0)
+            tensors: list[tuple[int, int, str]] = []
+            for _ in range(n_tensors):
+                nlen = cur.string_len()
+                if nlen > MAX_KEY:
+                    raise _Bad(f"tensor name of {nlen} bytes at offset {cur.pos - 8}")
+                tname = cur.take(nlen).decode("utf-8", "replace")
+                ndim = cur.u32()
+                if ndim > 8:
+                    raise _Bad(f"tensor {tname!r} has {ndim} dimensions")
+                count = 1
+                for _ in range(ndim):
+                    count *= cur.u64()
+                ttype = cur.u32()
+                offset = cur.u64()
+                block = _GGML.get(ttype)
+                nbytes = -1 if block is None else -(-count // block[0]) * block[1]
+                tensors.append((offset, nbytes, tname))
+            data_start = -(-cur.pos // alignment) * alignment
+        except _Bad as exc:
+            if not out.findings:
+                return Outcome.error("gguf", f"malformed GGUF header: {exc}")
+            return self._err(out, exc)
+        data = size - data_start
+        for offset, nbytes, tname in tensors:
+            if offset > data or (nbytes >= 0 and offset + nbytes > data):
+                self._header(
+                    artifact,
+                    out,
+                    f"tensor {tname!r} data [{offset}, +{nbytes}) lies outside the {data}-byte data section",
+                    data_start,
+                )
+        return out
+
+    @staticmethod
+    def _err(out: Outcome, exc: Exception) -> Outcome:
+        out.errors.append(f"malformed GGUF header: {exc}")
+        return out
+
+    def _skip_value(self, cur: _Cursor, vtype: int, *, depth: int) -> None:
+        if vtype in _WIDTH:
+            cur.skip(_WIDTH[vtype])
+        elif vtype == 8:
+            cur.skip(cur.string_len())
+        elif vtype == 9:
+            if depth > 2:
+                raise _Bad("arrays nested too deep")
+            etype, count = cur.u32(), cur.u64()
+            if count > MAX_COUNT * 4:
+                raise _Bad(f"array of {count} elements at offset {cur.pos - 12}")
+            if etype in _WIDTH:
+                cur.skip(_WIDTH[etype] * count)
+            else:
+                for _ in range(count):
+                    self._skip_value(cur, etype, depth=depth + 1)
+        else:
+            raise _Bad(f"unknown value type {vtype} at offset {cur.pos - 4}")
+
+    @staticmethod
+    def _header(art: Artifact, out: Outcome, what: str, offset: int) -> None:
+        out.findings.append(
+            art.finding(
+                "scan.gguf.header-bounds",
+                Severity.HIGH,
+                f"GGUF header field out of bounds: {what}",
+                offset=offset,
+                evidence={"detail": what},
+                remediation="Readers without bounds checks overflow on such headers; do not load this file.",
+                references=("https://github.com/advisories/GHSA-p5mv-gjc5-mwqv",),
+            )
+        )
+
+    @staticmethod
+    def _template(art: Artifact, out: Outcome, key: str, text: str, offset: int) -> None:
+        hits = template_findings(text)
+        if not hits:
+            return
+        kind, sev, matched = hits[0]
+        out.findings.append(
+            art.finding(
+                "scan.gguf.chat-template-injection",
+                sev,
+                f"GGUF chat template {key!r} contains {kind} construct {matched!r}",
+                offset=offset,
+                evidence={
+                    "key": key,
+                    "constructs": [{"kind": k, "match": m} for k, _, m in hits],
+                    "length": len(text),
+                },
+                remediation="Chat templates are rendered by the inference server; render them only in a "
+                "sandboxed Jinja2 environment, or replace this template with a reviewed one.",
+                references=(
+                    "https://github.com/advisories/GHSA-56xg-wfcc-g829",
+                    "https://nvd.nist.gov/vuln/detail/CVE-2024-34359",
+                ),
+            )
+        )

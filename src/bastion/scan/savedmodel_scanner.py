@@ -1,0 +1,221 @@
+"""``scan.savedmodel``: TensorFlow SavedModel graphs (``saved_model.pb``, frozen ``.pb``), stdlib only.
+
+Threat model: ``tf.saved_model.load`` runs the graph the file describes. Graph ops cannot run
+Python by themselves, but some reach outside the computation: ``ReadFile``/``MatchingFiles``
+read and list the host's files (and a model can return them in its outputs), ``WriteFile`` writes
+them, and ``PyFunc``/``EagerPyFunc`` call back into Python. ``keras_metadata.pb`` carries the
+Keras layer configs (``Lambda`` layers hold bytecode). The protobuf is decoded by a minimal
+wire-format reader (:mod:`bastion.scan._protowire`), without TensorFlow: op names come from
+``GraphDef.node[].op`` and ``GraphDef.library.function[].node_def[].op`` of every meta graph.
+Rules are data: ``rules/tf_ops.toml``.
+
+Reference: tensorflow/core/protobuf/saved_model.proto, meta_graph.proto,
+tensorflow/core/framework/graph.proto, function.proto, node_def.proto.
+"""
+
+from __future__ import annotations
+
+import functools
+import tomllib
+from dataclasses import dataclass
+from importlib import resources
+from typing import ClassVar
+
+from bastion.core.registry import register
+from bastion.core.severity import Severity
+from bastion.scan._keras import check_keras_config
+from bastion.scan._protowire import WireError, fields, strings
+from bastion.scan.base import Artifact, NotThisFormat, Outcome, Scanner
+
+__all__ = ["OpRule", "SavedModelScanner", "graph_ops", "load_op_rules"]
+
+_MAX_BYTES = 2 << 30
+
+
+@dataclass(frozen=True)
+class OpRule:
+    """One TensorFlow op rule (from ``rules/tf_ops.toml``)."""
+
+    id: str
+    ops: frozenset[str]
+    severity: Severity
+    rationale: str
+    reference: str
+
+
+@functools.cache
+def load_op_rules() -> tuple[str, tuple[OpRule, ...]]:
+    """The shipped TensorFlow op rules: ``(version, rules)``."""
+    path = resources.files("bastion.scan").joinpath("rules").joinpath("tf_ops.toml")
+    text = path.read_text(encoding="utf-8")
+    doc = tomllib.loads(text)
+    rules = tuple(
+        OpRule(
+            id=r["id"],
+            ops=frozenset(r["ops"]),
+            severity=Severity(r["severity"]),
+            rationale=r["rationale"],
+            reference=r["reference"],
+        )
+        for r in doc["rule"]
+    )
+    return str(doc["version"]), rules
+
+
+def _nodes(buf: memoryview, where: str, acc: dict[str, list[str]]) -> None:
+    """Add ``op -> [where]`` for every NodeDef (field 1 name, field 2 op) in a repeated field."""
+    name = ""
+    op = ""
+    for num, wt, value in fields(buf):
+        if wt == 2 and isinstance(value, memoryview):
+            if num == 1:
+                name = bytes(value).decode("utf-8", "replace")
+            elif num == 2:
+                op = bytes(value).decode("utf-8", "replace")
+    if op:
+        acc.setdefault(op, []).append(f"{where}/{name}")
+
+
+def _graph(buf: memoryview, where: str, acc: dict[str, list[str]]) -> int:
+    """Walk a GraphDef; returns the node count."""
+    count = 0
+    for num, _, value in fields(buf):
+        if not isinstance(value, memoryview):
+            continue
+        if num == 1:  # node
+            _nodes(value, where, acc)
+            count += 1
+        elif num == 2:  # library: FunctionDefLibrary
+            for fnum, _, fn in fields(value):
+                if fnum != 1 or not isinstance(fn, memoryview):
+                    continue
+                fname = "function"
+                for n, _, v in fields(fn):
+                    if n == 1 and isinstance(v, memoryview):  # signature: OpDef.name
+                        names = strings(v, 1)
+                        fname = names[0] if names else fname
+                    elif n == 3 and isinstance(v, memoryview):  # node_def
+                        _nodes(v, f"{where}/function:{fname}", acc)
+                        count += 1
+    return count
+
+
+def graph_ops(data: bytes, *, saved_model: bool) -> tuple[dict[str, list[str]], int]:
+    """Op names of a serialised SavedModel (or of a bare GraphDef).
+
+    Args:
+        data: the protobuf bytes.
+        saved_model: parse as ``SavedModel`` (meta graphs in field 2) rather than ``GraphDef``.
+
+    Returns:
+        ``({op name: [node locations]}, node count)``.
+
+    Raises:
+        WireError: the bytes are not a well-formed message.
+    """
+    buf = memoryview(data)
+    acc: dict[str, list[str]] = {}
+    if not saved_model:
+        return acc, _graph(buf, "graph", acc)
+    count = 0
+    for i, (num, wt, value) in enumerate(fields(buf)):
+        if num == 2 and wt == 2 and isinstance(value, memoryview):  # meta_graphs
+            for mnum, mwt, mval in fields(value):
+                if mnum == 2 and mwt == 2 and isinstance(mval, memoryview):  # graph_def
+                    count += _graph(mval, f"meta_graph[{i}]", acc)
+    return acc, count
+
+
+@register("scanner")
+class SavedModelScanner(Scanner):
+    """TensorFlow SavedModel and frozen-graph protobufs: file-I/O and py_func ops."""
+
+    id: ClassVar[str] = "scan.savedmodel"
+    title: ClassVar[str] = "TensorFlow SavedModel graph scanner"
+    formats: ClassVar[tuple[str, ...]] = ("savedmodel", "tf-graphdef", "keras-metadata")
+    priority: ClassVar[int] = 35
+    references: ClassVar[tuple[str, ...]] = (
+        "https://www.tensorflow.org/guide/saved_model",
+        "https://github.com/tensorflow/tensorflow/blob/master/SECURITY.md",
+    )
+    threat_model: ClassVar[str] = (
+        "The attacker ships a SavedModel whose graph reads or writes the host's files or calls "
+        "back into Python when the victim loads and runs it."
+    )
+
+    @classmethod
+    def sniff(cls, head: bytes, name: str) -> bool:
+        """A ``.pb`` name (protobufs have no magic bytes)."""
+        return name.lower().endswith(".pb")
+
+    def scan(self, artifact: Artifact) -> Outcome:
+        """Decode the protobuf and judge its ops.
+
+        Raises:
+            NotThisFormat: a ``.pb`` that is neither a SavedModel, a GraphDef nor Keras metadata.
+        """
+        low = artifact.name.lower()
+        artifact.stream.seek(0)
+        data = artifact.stream.read(_MAX_BYTES + 1)
+        if len(data) > _MAX_BYTES:
+            return Outcome.error("savedmodel", "protobuf larger than 2 GiB cannot be a valid message")
+        if low == "keras_metadata.pb":
+            return self._keras_metadata(artifact, data)
+        if low == "fingerprint.pb":
+            try:
+                list(fields(memoryview(data)))
+            except WireError as exc:
+                return Outcome.error("savedmodel", f"fingerprint.pb is not a protobuf: {exc}")
+            return Outcome(format="savedmodel-fingerprint")
+        saved = low == "saved_model.pb"
+        try:
+            ops, count = graph_ops(data, saved_model=saved)
+        except WireError as exc:
+            if saved:
+                return Outcome.error("savedmodel", f"saved_model.pb is not a well-formed protobuf: {exc}")
+            raise NotThisFormat from exc
+        if count == 0 and not saved:
+            raise NotThisFormat
+        out = Outcome(format="savedmodel" if saved else "tf-graphdef")
+        version, rules = load_op_rules()
+        for rule in rules:
+            hit = sorted(op for op in ops if op in rule.ops)
+            if not hit:
+                continue
+            places = [p for op in hit for p in ops[op]]
+            out.findings.append(
+                artifact.finding(
+                    f"scan.savedmodel.{rule.id.removeprefix('tf.')}-op",
+                    rule.severity,
+                    f"TensorFlow graph uses {', '.join(hit)} ({rule.rationale.split(':')[0]})",
+                    evidence={
+                        "ops": hit,
+                        "nodes": places[:20],
+                        "count": len(places),
+                        "rule": rule.id,
+                        "rationale": rule.rationale,
+                        "rules_version": f"tf-ops@{version}",
+                    },
+                    remediation="Do not load this SavedModel unless these ops are expected; "
+                    "re-export the model without file-I/O or py_func ops.",
+                    references=(rule.reference,),
+                )
+            )
+        return out
+
+    def _keras_metadata(self, art: Artifact, data: bytes) -> Outcome:
+        out = Outcome(format="keras-metadata")
+        try:
+            for num, wt, node in fields(memoryview(data)):
+                if num != 1 or wt != 2 or not isinstance(node, memoryview):
+                    continue
+                for _, swt, value in fields(node):
+                    if swt == 2 and isinstance(value, memoryview) and bytes(value[:1]) == b"{":
+                        check_keras_config(
+                            art, out, bytes(value), source="keras_metadata.pb", prefix="scan.savedmodel"
+                        )
+        except WireError as exc:
+            return Outcome.error("keras-metadata", f"keras_metadata.pb is not a well-formed protobuf: {exc}")
+        if out.errors:
+            out.errors = [e for e in out.errors if "not valid JSON" not in e]
+        return out

@@ -1,0 +1,172 @@
+"""Model signing and verification through the OpenSSF ``model-signing`` library (``signing`` extra).
+
+A model file or folder is hashed file by file and the manifest is signed with an elliptic-curve
+private key into a Sigstore bundle (``application/vnd.dev.sigstore.bundle.v0.3+json``, a DSSE
+envelope over an in-toto statement), so the signature interoperates with the ``model_signing``
+CLI and any Sigstore-bundle verifier. Verification recomputes the hashes: a changed, added or
+removed file raises :class:`bastion.core.errors.IntegrityError` naming it. Works offline (key
+mode needs no transparency log).
+
+Threat model: an attacker who can write to the model store swaps, adds or removes a file
+between training and deployment; signing binds the exact set of files and their bytes to the
+key holder. Reference: https://github.com/sigstore/model-transparency (model_signing 1.x API).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+
+from bastion.core.errors import ConfigError, IntegrityError, require
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "SignatureStatus",
+    "VerifyResult",
+    "default_signature_path",
+    "sign_path",
+    "signature_status",
+    "verify_path",
+]
+
+
+class SignatureStatus(str, Enum):
+    """What is known about a model's signature."""
+
+    VERIFIED = "verified"
+    INVALID = "invalid"
+    UNVERIFIED = "unverified"  # a signature exists, no key was given
+    UNSIGNED = "unsigned"
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    """A successful verification.
+
+    Attributes:
+        path: the model file or folder.
+        signature: the Sigstore bundle verified.
+    """
+
+    path: Path
+    signature: Path
+
+
+def default_signature_path(path: str | os.PathLike[str]) -> Path:
+    """Where the signature goes by default: ``<path>.sig`` beside the file or folder."""
+    p = Path(os.fspath(path))
+    return p.with_name(p.name.rstrip("/") + ".sig")
+
+
+def _check(path: Path, key: Path) -> None:
+    problems = []
+    if not path.exists():
+        problems.append(f"{path}: no such file or folder")
+    if not key.is_file():
+        problems.append(f"{key}: no such key file")
+    if problems:
+        raise ConfigError("cannot sign or verify", problems)
+
+
+def _hashing(path: Path, signature: Path) -> object:
+    ms = require("model_signing", "signing")
+    cfg = ms.hashing.Config()
+    if path.is_dir():
+        cfg.set_ignored_paths(paths=[signature])
+    return cfg
+
+
+def sign_path(
+    path: str | os.PathLike[str],
+    *,
+    key: str | os.PathLike[str],
+    signature: str | os.PathLike[str] | None = None,
+    password: str | None = None,
+) -> Path:
+    """Sign a model file or folder with an elliptic-curve private key (PEM).
+
+    Args:
+        path: the model file or folder.
+        key: the private key (PEM; ``openssl ecparam -name prime256v1 -genkey``).
+        signature: where to write the bundle (default ``<path>.sig``).
+        password: the key's password, if encrypted.
+
+    Returns:
+        The signature path.
+
+    Raises:
+        ConfigError: the path or key is missing.
+        MissingExtraError: ``model-signing`` is not installed (``pip install bastion-ml[signing]``).
+        IntegrityError: the library refused to sign (bad key).
+    """
+    p, k = Path(os.fspath(path)), Path(os.fspath(key))
+    sig = Path(os.fspath(signature)) if signature is not None else default_signature_path(p)
+    _check(p, k)
+    ms = require("model_signing", "signing")
+    try:
+        cfg = ms.signing.Config().use_elliptic_key_signer(private_key=k, password=password)
+        cfg.set_hashing_config(_hashing(p, sig))
+        cfg.sign(p, sig)
+    except (ValueError, TypeError, OSError) as exc:
+        raise IntegrityError(f"cannot sign {p} with {k}: {exc}") from exc
+    log.info("signed %s -> %s", p, sig)
+    return sig
+
+
+def verify_path(
+    path: str | os.PathLike[str],
+    *,
+    key: str | os.PathLike[str],
+    signature: str | os.PathLike[str] | None = None,
+) -> VerifyResult:
+    """Verify a model file or folder against its Sigstore bundle and a public key (PEM).
+
+    Raises:
+        ConfigError: the path or key is missing.
+        MissingExtraError: ``model-signing`` is not installed.
+        IntegrityError: no signature, a bad signature, or a changed, added or removed file
+            (the message names each file).
+    """
+    p, k = Path(os.fspath(path)), Path(os.fspath(key))
+    sig = Path(os.fspath(signature)) if signature is not None else default_signature_path(p)
+    _check(p, k)
+    if not sig.is_file():
+        raise IntegrityError(f"{p}: no signature at {sig}")
+    ms = require("model_signing", "signing")
+    try:
+        cfg = ms.verifying.Config().use_elliptic_key_verifier(public_key=k)
+        cfg.set_hashing_config(_hashing(p, sig))
+        cfg.verify(p, sig)
+    except Exception as exc:  # the library raises ValueError and others for bad bundles
+        raise IntegrityError(f"{p}: verification against {sig} failed: {exc}") from exc
+    return VerifyResult(path=p, signature=sig)
+
+
+def signature_status(
+    path: str | os.PathLike[str],
+    *,
+    key: str | os.PathLike[str] | None = None,
+    signature: str | os.PathLike[str] | None = None,
+) -> tuple[SignatureStatus, str | None]:
+    """The signature status of a model, for inventories and the ML-BOM (never raises on bad input).
+
+    Returns:
+        ``(status, reason)``; reason explains ``invalid`` (and missing extras).
+    """
+    p = Path(os.fspath(path))
+    sig = Path(os.fspath(signature)) if signature is not None else default_signature_path(p)
+    if not sig.is_file():
+        return SignatureStatus.UNSIGNED, None
+    if key is None:
+        return SignatureStatus.UNVERIFIED, "no public key given"
+    try:
+        verify_path(p, key=key, signature=sig)
+    except IntegrityError as exc:
+        return SignatureStatus.INVALID, str(exc)
+    except Exception as exc:  # missing extra, bad key
+        return SignatureStatus.UNVERIFIED, str(exc)
+    return SignatureStatus.VERIFIED, None

@@ -1,0 +1,302 @@
+"""The guard's hash-chained, append-only audit log and its incidents, over the store's tables.
+
+Each record of a chain (``audit_log``) holds ``seq`` (0, 1, 2 … without gaps), ``prev_hash`` and
+``hash = SHA-256(prev_hash ‖ canonical JSON of {chain, seq, key_id, decision, record})``, so
+editing, inserting or deleting a record breaks the chain at that point
+(:meth:`AuditLog.verify`). Truncating the newest records is only visible against a head
+recorded elsewhere (``expected_head``): the guard logs its head on shutdown and in ``/readyz``.
+
+Alerts become rows of ``incidents``. Nothing here stores raw inputs: callers pass hashes and
+summaries. SQLite runs in WAL mode with ``synchronous=NORMAL``: a record committed before the
+guard answers survives the guard's process being killed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import json
+import sqlite3
+import threading
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, insert, select
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
+
+from bastion.store.errors import StoreError
+from bastion.store.models import AuditRecordRow, IncidentRow
+from bastion.store.repository import safe_url, upgrade
+
+GENESIS = "0" * 64
+
+
+def canonical(obj: Any) -> bytes:
+    """Canonical JSON bytes (sorted keys, no spaces, no NaN)."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode()
+
+
+def record_hash(prev_hash: str, chain: str, seq: int, key_id: str | None, decision: str, record: Any) -> str:
+    """The chained hash of one record."""
+    body = {"chain": chain, "seq": seq, "key_id": key_id, "decision": decision, "record": record}
+    return hashlib.sha256(prev_hash.encode() + canonical(body)).hexdigest()
+
+
+@dataclass
+class VerifyResult:
+    """Outcome of :meth:`AuditLog.verify`: ``ok``, records read, problems (first 50), the head."""
+
+    ok: bool
+    records: int
+    problems: list[str] = field(default_factory=list)
+    head_seq: int = -1
+    head_hash: str = GENESIS
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form."""
+        return {
+            "ok": self.ok,
+            "records": self.records,
+            "problems": self.problems,
+            "head": {"seq": self.head_seq, "hash": self.head_hash},
+        }
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cur = dbapi_connection.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA busy_timeout=5000")
+    cur.close()
+
+
+class AuditLog:
+    """Append to and verify one chain; record incidents. Thread-safe (one writer lock).
+
+    Open with :meth:`open`; the database is migrated to head first.
+    """
+
+    def __init__(self, engine: Engine, *, url: str, chain: str) -> None:
+        self._engine = engine
+        self._url = url
+        self.chain = chain
+        self._lock = threading.Lock()
+        self._conn: Any = None  # one connection held for appends (no pool checkout per record)
+        u = make_url(url)
+        db = u.database
+        self._sqlite_path = (
+            Path(db)
+            if u.get_backend_name() == "sqlite" and db and db != ":memory:" and not db.startswith("file:")
+            else None
+        )
+        self._seq, self._head = self._load_head()
+
+    @classmethod
+    def open(cls, url: str, *, chain: str = "guard") -> AuditLog:
+        """Open (and migrate) the store at ``url`` for the audit chain ``chain``.
+
+        Raises:
+            StoreError: unreachable database or failed migration.
+        """
+        upgrade(url)
+        try:
+            engine = create_engine(make_url(url), pool_pre_ping=True)
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot open database {safe_url(url)}: {exc}") from exc
+        if engine.dialect.name == "sqlite":
+            event.listen(engine, "connect", _sqlite_pragmas)
+        return cls(engine, url=url, chain=chain)
+
+    def close(self) -> None:
+        """Release the database connections."""
+        with self._lock:
+            self._drop_conn()
+        self._engine.dispose()
+
+    @property
+    def head(self) -> tuple[int, str]:
+        """``(seq, hash)`` of the newest record (``(-1, GENESIS)`` when empty)."""
+        return self._seq, self._head
+
+    def _load_head(self) -> tuple[int, str]:
+        stmt = (
+            select(AuditRecordRow.seq, AuditRecordRow.hash)
+            .where(AuditRecordRow.chain == self.chain)
+            .order_by(AuditRecordRow.seq.desc())
+            .limit(1)
+        )
+        try:
+            with self._engine.connect() as conn:
+                row = conn.execute(stmt).first()
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot read audit log in {safe_url(self._url)}: {exc}") from exc
+        return (int(row.seq), str(row.hash)) if row else (-1, GENESIS)
+
+    def append(
+        self, *, key_id: str | None, decision: str, record: dict[str, Any], created: dt.datetime
+    ) -> int:
+        """Append one record, committed before returning; return its ``seq``.
+
+        Raises:
+            StoreError: the write failed (the chain is unchanged).
+        """
+        with self._lock:
+            seq = self._seq + 1
+            h = record_hash(self._head, self.chain, seq, key_id, decision, record)
+            values = {
+                "chain": self.chain,
+                "seq": seq,
+                "created": created,
+                "key_id": key_id,
+                "decision": decision,
+                "prev_hash": self._head,
+                "hash": h,
+                "record": record,
+            }
+            try:
+                if self._sqlite_path is not None:
+                    self._append_sqlite(values)
+                else:
+                    if self._conn is None:
+                        self._conn = self._engine.connect()
+                    with self._conn.begin():
+                        self._conn.execute(insert(AuditRecordRow), values)
+            except (SQLAlchemyError, sqlite3.Error) as exc:
+                self._drop_conn()
+                raise StoreError(f"cannot append to audit log in {safe_url(self._url)}: {exc}") from exc
+            self._seq, self._head = seq, h
+            return seq
+
+    def _drop_conn(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        with contextlib.suppress(Exception):  # closing a broken connection may fail too
+            conn.close()
+
+    def _append_sqlite(self, v: dict[str, Any]) -> None:
+        """Fast path for a SQLite file: one raw connection, one INSERT, committed (WAL)."""
+        if self._conn is None:
+            conn = sqlite3.connect(str(self._sqlite_path), isolation_level=None, check_same_thread=False)
+            _sqlite_pragmas(conn, None)
+            self._conn = conn
+        created = (
+            v["created"].astimezone(dt.UTC).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
+        )
+        self._conn.execute("BEGIN")
+        try:
+            self._conn.execute(
+                "INSERT INTO audit_log (chain, seq, created, key_id, decision, prev_hash, hash, record) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    v["chain"],
+                    v["seq"],
+                    created,
+                    v["key_id"],
+                    v["decision"],
+                    v["prev_hash"],
+                    v["hash"],
+                    json.dumps(v["record"]),
+                ),
+            )
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
+
+    def records(self) -> list[dict[str, Any]]:
+        """Every record of the chain in ``seq`` order (for inspection and tests)."""
+        stmt = select(AuditRecordRow).where(AuditRecordRow.chain == self.chain).order_by(AuditRecordRow.seq)
+        with self._engine.connect() as conn:
+            return [
+                dict(r._mapping) for r in conn.execute(stmt.with_only_columns(*AuditRecordRow.__table__.c))
+            ]
+
+    def verify(self, *, expected_head: tuple[int, str] | None = None) -> VerifyResult:
+        """Re-compute the chain; report every edited, inserted, deleted or reordered record.
+
+        Args:
+            expected_head: a ``(seq, hash)`` recorded elsewhere; a chain that ends earlier was truncated.
+        """
+        res = VerifyResult(ok=True, records=0)
+        prev, expect_seq = GENESIS, 0
+        stmt = (
+            select(AuditRecordRow)
+            .where(AuditRecordRow.chain == self.chain)
+            .order_by(AuditRecordRow.seq, AuditRecordRow.id)
+        )
+        try:
+            with self._engine.connect() as conn:
+                rows = conn.execute(stmt.with_only_columns(*AuditRecordRow.__table__.c)).all()
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot read audit log in {safe_url(self._url)}: {exc}") from exc
+        for r in rows:
+            res.records += 1
+            if r.seq != expect_seq:
+                res.problems.append(
+                    f"seq {r.seq}: expected seq {expect_seq} (record(s) deleted or inserted before it)"
+                )
+            if r.prev_hash != prev:
+                res.problems.append(f"seq {r.seq}: prev_hash does not match the previous record's hash")
+            h = record_hash(r.prev_hash, self.chain, r.seq, r.key_id, r.decision, r.record)
+            if h != r.hash:
+                res.problems.append(f"seq {r.seq}: content does not match its hash (record edited)")
+            prev, expect_seq = r.hash, r.seq + 1
+            res.head_seq, res.head_hash = r.seq, r.hash
+        if expected_head is not None and (res.head_seq, res.head_hash) != tuple(expected_head):
+            if res.head_seq < expected_head[0]:
+                res.problems.append(
+                    f"chain ends at seq {res.head_seq}; "
+                    f"the recorded head is seq {expected_head[0]} (truncated)"
+                )
+            else:
+                res.problems.append(f"head seq {res.head_seq} does not match the recorded head")
+        res.problems = res.problems[:50]
+        res.ok = not res.problems
+        return res
+
+    # -- incidents ------------------------------------------------------------------------------
+    def add_incident(
+        self,
+        *,
+        rule_id: str,
+        severity: str,
+        asset: str | None,
+        key_id: str | None,
+        atlas: list[str],
+        details: dict[str, Any],
+        created: dt.datetime,
+        source: str = "guard",
+    ) -> str:
+        """Record an alert as an open incident; return its id."""
+        iid = uuid.uuid4().hex
+        values = {
+            "id": iid,
+            "created": created,
+            "source": source,
+            "asset": asset,
+            "key_id": key_id,
+            "rule_id": rule_id,
+            "severity": severity,
+            "status": "open",
+            "atlas": list(atlas),
+            "details": details,
+        }
+        try:
+            with self._engine.begin() as conn:
+                conn.execute(insert(IncidentRow), values)
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot record incident in {safe_url(self._url)}: {exc}") from exc
+        return iid
+
+    def incidents(self, *, asset: str | None = None) -> list[dict[str, Any]]:
+        """Stored incidents, newest first."""
+        stmt = select(*IncidentRow.__table__.c).order_by(IncidentRow.created.desc())
+        if asset is not None:
+            stmt = stmt.where(IncidentRow.asset == asset)
+        with self._engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(stmt)]

@@ -1,0 +1,99 @@
+"""LiRA / RMIA with recipe-trained reference models, and DP-SGD cutting their advantage (issue 6)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from tests.assess.membership.leaky_project import build_leaky_digits
+
+from bastion.assess.membership import reference as R
+from bastion.core.errors import ConfigError
+
+
+def test_recipe_reference_is_validated_and_imported() -> None:
+    assert R.parse_recipe_ref("bastion.examples.clinic_recipes:digits_mlp") == (
+        "bastion.examples.clinic_recipes",
+        "digits_mlp",
+    )
+    for bad in ("os.system", "a:b:c", "1pkg:f", "pkg.mod:"):
+        with pytest.raises(ConfigError, match="recipe"):
+            R.parse_recipe_ref(bad)
+    with pytest.raises(ConfigError, match="cannot import"):
+        R.load_recipe("bastion.no_such_module:f")
+    with pytest.raises(ConfigError, match="no callable"):
+        R.load_recipe("bastion.examples.clinic_recipes:nope")
+
+
+def test_reference_outputs_are_seeded_and_cached(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    x = rng.random((40, 64)).astype(np.float32)
+    y = rng.integers(0, 10, 40)
+    masks = np.zeros((2, 40), dtype=bool)
+    masks[0, :20] = True
+    masks[1, 20:] = True
+    ref = "tests.assess.membership.tiny_recipe:linear"
+    first = R.reference_outputs(ref, x, y, masks, x[:5], seed=3, cache_dir=tmp_path)
+    again = R.reference_outputs(ref, x, y, masks, x[:5], seed=3, cache_dir=tmp_path)
+    assert first.proba.shape == (2, 5, 10) and not first.cached and again.cached
+    np.testing.assert_array_equal(first.proba, again.proba)
+    files = sorted(p.suffix for p in tmp_path.iterdir())
+    assert files == [".json", ".npz"]
+    meta = json.loads(next(tmp_path.glob("*.json")).read_text())
+    assert meta["recipe"] == ref and meta["models"] == 2
+    # tampering with the cached arrays is detected (hash in the JSON record) and retrains
+    npz = next(tmp_path.glob("*.npz"))
+    npz.write_bytes(npz.read_bytes()[:-3] + b"xyz")
+    third = R.reference_outputs(ref, x, y, masks, x[:5], seed=3, cache_dir=tmp_path)
+    assert not third.cached
+    np.testing.assert_allclose(third.proba, first.proba)
+    # a different seed is a different cache entry
+    assert not R.reference_outputs(ref, x, y, masks, x[:5], seed=4, cache_dir=tmp_path).cached
+
+
+def test_bad_recipe_is_a_preflight_error(tmp_path: Path) -> None:
+    from bastion import api
+    from bastion.core.settings import load_settings
+
+    cfg = build_leaky_digits(tmp_path, n_train=60, n_test=60)
+    text = cfg.read_text().replace("clinic_recipes:digits_mlp", "clinic_recipes:missing")
+    cfg.write_text(text)
+    with pytest.raises(ConfigError) as exc:
+        api.assess(cfg, only=["membership.lira"], settings=load_settings(db_url=f"sqlite:///{tmp_path}/b.db"))
+    assert any("no callable 'missing'" in p for p in exc.value.problems)
+    assert not (tmp_path / "b.db").exists()  # nothing half-written
+
+
+def test_dp_training_cuts_membership_leakage_cli(tmp_path: Path) -> None:
+    """Headline: a leaky digits MLP (200 records) → dp-train ε=3 → attacks near chance."""
+    from bastion.cli.main import run
+
+    cfg = build_leaky_digits(tmp_path)
+    db = f"sqlite:///{tmp_path}/b.db"
+    common = ["-c", str(cfg), "--only", "membership", "--budget", "quick", "--db", db, "--fail-on", "none"]
+    assert run(["assess", *common, "-o", str(tmp_path / "before")]) == 0
+    assert run(["harden", "dp-train", "--asset", "digits", "-c", str(cfg), "--epsilon", "3", "--db", db]) == 0
+    assert run(["assess", *common, "-o", str(tmp_path / "after")]) == 0
+    rep = json.loads((tmp_path / "after" / "report.json").read_text())
+    auc = {(c["asset"], c["id"]): c["metrics"]["auc"] for c in rep["checks"] if c["status"] == "ok"}
+    before = {k[1]: v for k, v in auc.items() if k[0] == "digits"}
+    after = {k[1]: v for k, v in auc.items() if k[0] == "digits.v2"}
+    assert set(before) == set(after) == {"membership.threshold", "membership.lira", "membership.rmia"}
+    assert max(before.values()) >= 0.65  # the original leaks
+    assert before["membership.lira"] > before["membership.threshold"]  # reference models help
+    # reference-model attacks on the DP version: within 0.05 of chance
+    assert abs(after["membership.lira"] - 0.5) <= 0.05
+    assert abs(after["membership.rmia"] - 0.5) <= 0.05
+    assert max(after.values()) < 0.6  # no leakage finding at the default threshold
+    lira_v2 = next(c for c in rep["checks"] if c["asset"] == "digits.v2" and c["id"] == "membership.lira")
+    claimed = lira_v2["metrics"]["claimed_epsilon"]
+    assert 2.5 <= claimed <= 3.0  # the accountant's ε, recorded with the version
+    assert lira_v2["metrics"]["epsilon_lower_bound"] <= claimed
+    assert not [f for f in rep["findings"] if f["rule_id"].endswith("dp-claim-violated")]
+    lira_v1 = next(c for c in rep["checks"] if c["asset"] == "digits" and c["id"] == "membership.lira")
+    assert (
+        "exposed_records" in lira_v1["notes"]
+        and "read from the cache" in lira_v2["notes"]["reference_models"]
+    )

@@ -1,0 +1,97 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bastion.core.errors import ConfigError
+from bastion.data.profile import load_profile, profile_dataset, save_profile
+from bastion.data.validate import validate_dataset
+
+
+def write_csv(path: Path, rows: list[str], header: str = "age,ward,score,label") -> Path:
+    path.write_text(header + "\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def train(tmp_path: Path) -> Path:
+    rows = [f"{20 + i % 50},{'abc'[i % 3]},{(i % 10) / 10:.1f},{i % 2}" for i in range(120)]
+    return write_csv(tmp_path / "train.csv", rows)
+
+
+def test_profile_streams_chunks_and_learns_types(train: Path) -> None:
+    whole = profile_dataset(train, label="label")
+    chunked = profile_dataset(train, label="label", chunksize=7)
+    for a, b in zip(whole.columns, chunked.columns, strict=True):
+        assert a.model_dump(exclude={"mean", "std"}) == b.model_dump(exclude={"mean", "std"})
+        assert a.mean == pytest.approx(b.mean) and a.std == pytest.approx(b.std)
+    assert whole.rows == 120
+    age, ward, score, _ = whole.columns
+    assert age.kind == "integer" and age.min == 20 and age.max == 69
+    assert ward.kind == "category" and ward.categories == ["a", "b", "c"]
+    assert score.kind == "number" and score.max == pytest.approx(0.9)
+    assert whole.class_balance == {"0": 0.5, "1": 0.5}
+
+
+def test_validate_lists_every_violation(train: Path, tmp_path: Path) -> None:
+    prof = profile_dataset(train, label="label")
+    new = write_csv(
+        tmp_path / "new.csv",
+        ["30,a,0.5,1", "300,a,0.5,1", "x,b,0.1,0", "25,z,,1", "25,a,0.2,7"],
+        header="age,ward,score,label,extra",
+    )
+    new.write_text(new.read_text().replace("\n", ",1\n").replace("extra,1", "extra"), encoding="utf-8")
+    got = {(v.row, v.column, v.rule) for v in validate_dataset(new, prof, chunksize=2)}
+    assert got == {
+        (None, "extra", "column-unknown"),
+        (1, "age", "range"),
+        (2, "age", "type:number"),
+        (3, "ward", "category"),
+        (3, "score", "not-null"),
+        (4, "label", "category"),
+    }
+
+
+def test_missing_label_column_and_corrupt_file(train: Path, tmp_path: Path) -> None:
+    prof = profile_dataset(train, label="label")
+    no_label = write_csv(tmp_path / "nl.csv", ["30,a,0.5"], header="age,ward,score")
+    assert (None, "label", "label-missing") in {
+        (v.row, v.column, v.rule) for v in validate_dataset(no_label, prof)
+    }
+    bad = tmp_path / "bad.csv"
+    bad.write_bytes(b"a,b\n\xff\xfe,1\n")
+    with pytest.raises(ConfigError, match=r"bad\.csv"):
+        profile_dataset(bad)
+    with pytest.raises(ConfigError, match="label column 'nope'"):
+        profile_dataset(train, label="nope")
+
+
+def test_profile_npz_image_shape_and_range(tmp_path: Path) -> None:
+    p = tmp_path / "img.npz"
+    imgs = np.random.default_rng(0).random((10, 1, 8, 8)).astype(np.float32)
+    imgs[0, 0, 0, :2] = (0.0, 1.0)
+    np.savez(p, x=imgs, y=np.arange(10) % 3)
+    prof = profile_dataset(p, label="y")
+    x = next(a for a in prof.arrays if a.name == "x")
+    assert x.row_shape == [1, 8, 8] and 0 <= x.min <= x.max <= 1
+    q = tmp_path / "new.npz"
+    xs = np.zeros((4, 1, 8, 8), np.float32)
+    xs[2, 0, 0, 0] = 5.0
+    np.savez(q, x=xs, y=np.array([0, 1, 2, 9]))
+    got = {(v.row, v.column, v.rule) for v in validate_dataset(q, prof)}
+    assert got == {(2, "x", "range"), (3, "y", "category")}
+
+
+def test_profiles_are_versioned_json(train: Path, tmp_path: Path) -> None:
+    out = tmp_path / "p.json"
+    first = save_profile(profile_dataset(train), out)
+    second = save_profile(profile_dataset(train), out)
+    assert (first.version, second.version) == (1, 2)
+    assert json.loads((tmp_path / "p.v1.json").read_text())["version"] == 1
+    assert load_profile(out).version == 2
+    (tmp_path / "junk.json").write_text("{}")
+    with pytest.raises(ConfigError, match=r"junk\.json"):
+        load_profile(tmp_path / "junk.json")

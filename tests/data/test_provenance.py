@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bastion.core.errors import ConfigError
+from bastion.data.provenance import build_manifest, diff_manifests, merkle_root
+from bastion.data.sanitize import sanitised_path, write_without_rows
+
+
+def test_merkle_root_pairs_and_orders() -> None:
+    a, b, c = (hashlib.sha256(s).digest() for s in (b"a", b"b", b"c"))
+    assert merkle_root([a]) == a.hex()
+    assert merkle_root([a, b]) != merkle_root([b, a])
+    assert merkle_root([a, b, c]) == merkle_root([a, b, c, c])
+
+
+def test_diff_names_changed_added_removed_rows_and_files(tmp_path: Path) -> None:
+    d = tmp_path / "ds"
+    d.mkdir()
+    (d / "t.csv").write_text("a,b\n1,2\n3,4\n5,6\n")
+    np.savez(d / "x.npz", x=np.arange(6).reshape(3, 2))
+    (d / "README").write_text("hi")
+    old = build_manifest(d)
+    assert old.files["t.csv"].rows == 3 and old.files["x.npz"].rows == 3
+    assert diff_manifests(old.files_json(), build_manifest(d)) == []
+
+    (d / "t.csv").write_text("a,b\n1,2\n3,9\n5,6\n")
+    (d / "README").unlink()
+    (d / "new.txt").write_text("x")
+    changes = {(c.kind, c.path, c.row) for c in diff_manifests(old.files_json(), build_manifest(d))}
+    assert changes == {
+        ("file-changed", "t.csv", None),
+        ("row-changed", "t.csv", 1),
+        ("file-removed", "README", None),
+        ("file-added", "new.txt", None),
+    }
+    (d / "t.csv").write_text("a,b\n1,2\n5,6\n7,8\n9,9\n")
+    rows = {(c.kind, c.row) for c in diff_manifests(old.files_json(), build_manifest(d)) if c.path == "t.csv"}
+    assert rows == {("file-changed", None), ("row-removed", 1), ("row-added", 2), ("row-added", 3)}
+    assert build_manifest(d).merkle_root != old.merkle_root
+
+
+def test_sanitise_writes_a_copy_and_never_changes_the_original(tmp_path: Path) -> None:
+    src = tmp_path / "t.csv"
+    src.write_text("a\n0\n1\n2\n3\n")
+    before = src.read_bytes()
+    dest = sanitised_path(src)
+    assert write_without_rows(src, {1, 3}, dest) == 2
+    assert dest.read_text() == "a\n0\n2\n" and src.read_bytes() == before
+    with pytest.raises(ConfigError, match="already exists"):
+        write_without_rows(src, {0}, dest)
+    with pytest.raises(ConfigError, match="out of range"):
+        write_without_rows(src, {9}, sanitised_path(src))
+    npz = tmp_path / "d.npz"
+    np.savez(npz, x=np.arange(8).reshape(4, 2), y=np.arange(4))
+    out = tmp_path / "d2.npz"
+    assert write_without_rows(npz, {0}, out) == 3
+    with np.load(out) as z:
+        assert z["y"].tolist() == [1, 2, 3]
+    with pytest.raises(ConfigError, match="not found"):
+        build_manifest(tmp_path / "missing")

@@ -1,0 +1,59 @@
+"""Fixtures of the guard tests: digits data, a numpy model, a fitted profile, keys, an audit store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from tests.guard.helpers import SoftmaxTarget
+
+from bastion.guard.access import new_key
+from bastion.guard.config import KeySpec
+from bastion.guard.profile import Profile, fit_profile
+
+
+@pytest.fixture(scope="session")
+def digits() -> dict[str, np.ndarray]:
+    from sklearn.datasets import load_digits
+    from sklearn.linear_model import LogisticRegression
+
+    d = load_digits()
+    x = (d.data / 16.0).astype(np.float32)
+    y = d.target.astype(np.int64)
+    perm = np.random.default_rng(0).permutation(len(x))
+    tr, te = perm[:900], perm[900:]
+    clf = LogisticRegression(max_iter=300).fit(x[tr], y[tr])
+    return {
+        "x_train": x[tr],
+        "y_train": y[tr],
+        "x_test": x[te],
+        "y_test": y[te],
+        "w": clf.coef_.T.astype(np.float64),
+        "b": clf.intercept_.astype(np.float64),
+    }
+
+
+@pytest.fixture()
+def target(digits: dict[str, np.ndarray]) -> SoftmaxTarget:
+    return SoftmaxTarget(digits["w"], digits["b"])
+
+
+@pytest.fixture(scope="session")
+def profile(digits: dict[str, np.ndarray]) -> Profile:
+    t = SoftmaxTarget(digits["w"], digits["b"])
+    return fit_profile(
+        digits["x_train"], num_classes=10, probs=t.predict_proba(digits["x_train"]), value_range=(0.0, 1.0)
+    )
+
+
+@pytest.fixture(scope="session")
+def keys() -> dict[str, tuple[str, KeySpec]]:
+    out = {kid: new_key(kid, ["digits"]) for kid in ("alice", "bob", "eve")}
+    out["other"] = new_key("other", ["triage"])
+    return out
+
+
+@pytest.fixture()
+def audit_db(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'guard.db'}"

@@ -1,0 +1,80 @@
+"""Helpers of the guard tests: a tiny numpy model, config builder, a uvicorn server in a thread."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from bastion.core.capability import Capability
+from bastion.guard.config import GuardConfig, KeySpec
+from bastion.targets.base import Target
+
+
+class SoftmaxTarget(Target):
+    """A linear softmax classifier in numpy (fast, no framework)."""
+
+    kind = "numpy"
+
+    def __init__(self, w: np.ndarray, b: np.ndarray, shape: tuple[int, ...] = (64,)) -> None:
+        super().__init__(
+            name="digits",
+            input_shape=shape,
+            num_classes=w.shape[1],
+            capabilities=frozenset({Capability.PROBABILITIES, Capability.BATCHED}),
+        )
+        self.w, self.b = w, b
+        self.fail = False
+
+    def _predict_proba(self, x: np.ndarray) -> np.ndarray:
+        if self.fail:
+            raise RuntimeError("backend down")
+        z = x.reshape(len(x), -1) @ self.w + self.b
+        z = z - z.max(axis=1, keepdims=True)
+        e = np.exp(z)
+        return e / e.sum(axis=1, keepdims=True)
+
+
+def make_config(keys: dict[str, tuple[str, KeySpec]], **over: Any) -> GuardConfig:
+    data: dict[str, Any] = {
+        "name": "digits",
+        "upstream": {"url": "http://127.0.0.1:9/unused", "input_shape": [64], "num_classes": 10},
+        "keys": [spec.model_dump() for _, spec in keys.values()],
+        "limits": {"rate": 1000, "burst": 1000, "daily_quota": 1_000_000},
+    }
+    for k, v in over.items():
+        data[k] = v
+    return GuardConfig.model_validate(data)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def serve(app: Any, port: int | None = None) -> Iterator[str]:
+    """Run ``app`` with uvicorn in a thread on 127.0.0.1; yield its base URL."""
+    import uvicorn
+
+    port = port or free_port()
+    cfg = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", access_log=False)
+    server = uvicorn.Server(cfg)
+    th = threading.Thread(target=server.run, daemon=True)
+    th.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if time.monotonic() > deadline:
+            raise RuntimeError("server did not start")
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        th.join(10)

@@ -1,0 +1,135 @@
+"""``bastion guard fit / verify-log / new-key`` and a guard serving a scanned in-process model."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from sqlalchemy import create_engine, text
+from tests.guard.helpers import serve
+
+from bastion import api
+from bastion.cli.main import run
+from bastion.core.errors import IntegrityError
+from bastion.guard.access import new_key
+from bastion.guard.app import create_app
+from bastion.guard.config import load_guard_config
+
+
+@pytest.fixture()
+def project(tmp_path: Path, digits: dict) -> Path:
+    import joblib
+    from sklearn.linear_model import LogisticRegression
+
+    x = np.concatenate([digits["x_train"], digits["x_test"]])
+    y = np.concatenate([digits["y_train"], digits["y_test"]])
+    (tmp_path / "data").mkdir()
+    np.savez(tmp_path / "data/digits.npz", x=x, y=y)
+    np.savez(tmp_path / "data/splits.npz", train=np.arange(900), test=np.arange(900, len(x)))
+    clf = LogisticRegression(max_iter=200).fit(digits["x_train"], digits["y_train"])
+    joblib.dump(clf, tmp_path / "model.joblib")
+    (tmp_path / "bastion.yaml").write_text(
+        """version: 1
+assets:
+  - {name: digits, path: model.joblib, framework: sklearn, num_classes: 10, dataset: dg,
+     input: {shape: [64], range: [0.0, 1.0]}}
+datasets:
+  - {name: dg, path: data/digits.npz, splits_file: data/splits.npz}
+"""
+    )
+    return tmp_path
+
+
+def test_fit_serve_verify(project: Path, capsys: pytest.CaptureFixture[str], digits: dict) -> None:
+    assert (
+        run(
+            [
+                "guard",
+                "fit",
+                "-c",
+                str(project / "bastion.yaml"),
+                "--asset",
+                "digits",
+                "-o",
+                str(project / "profile"),
+            ]
+        )
+        == 0
+    )
+    info = json.loads(capsys.readouterr().out)
+    assert info["rows"] == 900 and len(info["sha256"]) == 64
+    secret, spec = new_key("alice", ["digits"])
+    db = f"sqlite:///{project / 'g.db'}"
+    (project / "guard.yaml").write_text(
+        json.dumps(
+            {
+                "version": 1,
+                "name": "digits",
+                "model": {"config": "bastion.yaml", "asset": "digits"},
+                "profile": {"path": "profile", "sha256": info["sha256"]},
+                "keys": [spec.model_dump()],
+                "audit": {"db": db},
+            }
+        )
+    )
+    cfg = load_guard_config(project / "guard.yaml")
+    app = create_app(cfg)
+    with serve(app) as base:
+        r = httpx.post(
+            f"{base}/v1/models/digits/predict",
+            json={"instances": digits["x_test"][:3].tolist()},
+            headers={"X-API-Key": secret},
+        )
+        assert r.status_code == 200 and np.asarray(r.json()["predictions"]).shape == (3, 10)
+        assert httpx.get(f"{base}/readyz").json()["model_sha256"]
+    capsys.readouterr()
+    assert run(["guard", "verify-log", "-c", str(project / "guard.yaml")]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["ok"] and out["records"] == 1
+    head = f"{out['head']['seq']}:{out['head']['hash']}"
+    eng = create_engine(db)
+    with eng.begin() as conn:
+        conn.execute(text("UPDATE audit_log SET decision = 'deny'"))
+    eng.dispose()
+    assert run(["guard", "verify-log", "--db", db, "--head", head]) == 1
+    assert not json.loads(capsys.readouterr().out)["ok"]
+
+
+def test_tampered_profile_or_unsafe_model_is_not_served(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    info = api.guard_fit(project / "bastion.yaml", asset="digits", out=project / "profile")
+    base = {
+        "version": 1,
+        "name": "digits",
+        "model": {"config": "bastion.yaml", "asset": "digits"},
+        "audit": {"db": f"sqlite:///{project / 'g.db'}"},
+    }
+    (project / "guard.yaml").write_text(
+        json.dumps({**base, "profile": {"path": "profile", "sha256": "0" * 64}})
+    )
+    with pytest.raises(IntegrityError):
+        api.guard_app(project / "guard.yaml")
+    assert run(["guard", "serve", "-c", str(project / "guard.yaml")]) == 2
+    (project / "guard.yaml").write_text(
+        json.dumps({**base, "profile": {"path": "profile", "sha256": info["sha256"]}})
+    )
+
+    class Evil:
+        def __reduce__(self) -> tuple[object, ...]:
+            return (exec, ("raise SystemExit('loaded!')",))
+
+    (project / "model.joblib").write_bytes(pickle.dumps(Evil()))
+    with pytest.raises(IntegrityError, match=r"malicious|suspicious"):
+        api.guard_app(project / "guard.yaml")
+
+
+def test_new_key_prints_entry_not_secret(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(["guard", "new-key", "alice", "--model", "digits"]) == 0
+    cap = capsys.readouterr()
+    entry = json.loads(cap.out)
+    assert entry["id"] == "alice" and entry["models"] == ["digits"] and "bk_" not in cap.out

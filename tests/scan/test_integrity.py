@@ -1,0 +1,136 @@
+"""``bastion sign`` / ``verify`` (OpenSSF model-signing) and ``bastion bom`` (CycloneDX 1.6)."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from bastion.core.errors import IntegrityError
+
+from ._factories import os_system_payload
+from ._formats import good_safetensors
+
+pytest.importorskip("model_signing", reason="signing needs bastion-ml[signing]")
+
+
+@pytest.fixture
+def keys(tmp_path: Path) -> tuple[Path, Path]:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    priv = ec.generate_private_key(ec.SECP256R1())
+    k = tmp_path / "key.pem"
+    k.write_bytes(
+        priv.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    pub = tmp_path / "pub.pem"
+    pub.write_bytes(
+        priv.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    return k, pub
+
+
+@pytest.fixture
+def model_dir(tmp_path: Path) -> Path:
+    d = tmp_path / "model"
+    d.mkdir()
+    (d / "model.safetensors").write_bytes(good_safetensors())
+    (d / "config.json").write_text(json.dumps({"architectures": ["TinyNet"], "model_type": "mlp"}))
+    (d / "train.csv").write_text("a,b\n1,2\n")
+    return d
+
+
+def _run(*args: str) -> tuple[int, str]:
+    from bastion.cli.main import app
+
+    res = CliRunner().invoke(app, list(args))
+    return res.exit_code, res.output
+
+
+@pytest.mark.parametrize("change", ["modify", "add", "remove"])
+def test_sign_verify_and_tamper(model_dir: Path, keys: tuple[Path, Path], change: str) -> None:
+    key, pub = keys
+    assert _run("sign", str(model_dir), "--key", str(key))[0] == 0
+    sig = model_dir.with_name("model.sig")
+    assert json.loads(sig.read_text())["mediaType"].startswith("application/vnd.dev.sigstore.bundle")
+    assert _run("verify", str(model_dir), "--key", str(pub))[0] == 0
+    if change == "modify":
+        (model_dir / "config.json").write_text("{}")
+        name = "config.json"
+    elif change == "add":
+        (model_dir / "extra.pkl").write_bytes(pickle.dumps(1))
+        name = "extra.pkl"
+    else:
+        (model_dir / "train.csv").unlink()
+        name = "train.csv"
+    code, out = _run("verify", str(model_dir), "--key", str(pub))
+    assert code == 1
+    assert name in out.replace("\n", "")
+    from bastion.scan.signing import verify_path
+
+    with pytest.raises(IntegrityError, match=name.replace(".", r"\.")):
+        verify_path(model_dir, key=pub)
+
+
+def test_verify_single_file_and_missing_signature(tmp_path: Path, keys: tuple[Path, Path]) -> None:
+    key, pub = keys
+    f = tmp_path / "w.safetensors"
+    f.write_bytes(good_safetensors())
+    assert _run("verify", str(f), "--key", str(pub))[0] == 1  # unsigned
+    assert _run("sign", str(f), "--key", str(key))[0] == 0
+    assert _run("verify", str(f), "--key", str(pub))[0] == 0
+    assert _run("verify", str(f), "--key", str(tmp_path / "nokey.pem"))[0] == 2
+
+
+def _validate(doc: dict) -> None:
+    pytest.importorskip("cyclonedx")
+    from cyclonedx.schema import SchemaVersion
+    from cyclonedx.validation.json import JsonStrictValidator
+
+    error = JsonStrictValidator(SchemaVersion.V1_6).validate_str(json.dumps(doc))
+    assert error is None, str(error)
+
+
+def test_bom_validates_against_cyclonedx_1_6(
+    model_dir: Path, keys: tuple[Path, Path], tmp_path: Path
+) -> None:
+    key, pub = keys
+    (model_dir / "evil.pkl").write_bytes(os_system_payload(tmp_path / "never"))
+    _run("sign", str(model_dir), "--key", str(key))
+    out = tmp_path / "bom.json"
+    code, _ = _run("bom", str(model_dir), "--key", str(pub), "-o", str(out))
+    assert code == 0
+    doc = json.loads(out.read_text())
+    _validate(doc)
+    models = {c["name"]: c for c in doc["components"] if c["type"] == "machine-learning-model"}
+    props = {p["name"]: p["value"] for p in models["evil.pkl"]["properties"]}
+    assert props["bastion:scan.verdict"] == "malicious"
+    assert props["bastion:signature.status"] == "verified"
+    st = models["model.safetensors"]
+    assert st["hashes"][0]["alg"] == "SHA-256"
+    assert st["modelCard"]["modelParameters"]["modelArchitecture"] == "TinyNet"
+    data = [c for c in doc["components"] if c["type"] == "data"]
+    assert [c["name"] for c in data] == ["train.csv"]
+
+
+def test_bom_signature_states(model_dir: Path, keys: tuple[Path, Path]) -> None:
+    from bastion.api import model_bom
+
+    doc, _ = model_bom(model_dir)
+    _validate(doc)
+    root = {p["name"]: p["value"] for p in doc["metadata"]["component"]["properties"]}
+    assert root["bastion:signature.status"] == "unsigned"
+    key, pub = keys
+    _run("sign", str(model_dir), "--key", str(key))
+    (model_dir / "config.json").write_text("{}")
+    doc, _ = model_bom(model_dir, key=pub)
+    root = {p["name"]: p["value"] for p in doc["metadata"]["component"]["properties"]}
+    assert root["bastion:signature.status"] == "invalid"

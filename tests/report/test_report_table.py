@@ -76,3 +76,20 @@ def test_assessment_summary_gate_threshold(report: Report) -> None:
     assert "FAIL: 2 findings at or above critical (2 critical)" in text
     assert "… 2 more" in text  # diagnosis-model shows 1 of its 3 metrics
     assert "PASS" in render(*assessment_summary(report, fail_on="none"))
+
+
+def test_scan_table_escapes_control_characters() -> None:
+    from io import StringIO
+
+    from rich.console import Console
+
+    from bastion.core.scanning import FileResult, ScanResult, Verdict
+    from bastion.report import scan_table
+
+    result = ScanResult(
+        files=[FileResult(path="evil\x1b]0;pwned\x07.pkl", verdict=Verdict.SKIPPED, reason="x\x1b[2J")]
+    )
+    buf = StringIO()
+    Console(file=buf, width=200, color_system=None).print(scan_table(result))
+    out = buf.getvalue()
+    assert "\x1b" not in out and "\\x1b" in out

@@ -50,6 +50,11 @@ _STATUS_STYLES = {"ok": "green", "skipped": "dim", "error": "bold magenta"}
 MAX_METRICS = 8
 
 
+def printable(text: str) -> str:
+    """``text`` with control characters (ESC, newlines …) shown as escapes, safe for a terminal."""
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
+
+
 def _severity_text(sev: Severity) -> Text:
     return Text(sev.value, style=SEVERITY_STYLES[sev])
 
@@ -75,12 +80,12 @@ def scan_table(result: ScanResult, *, title: str | None = "Bastion scan") -> Tab
         if top is not None:
             cell = Text.assemble(
                 (f"[{top.severity.value}] ", SEVERITY_STYLES[top.severity]),
-                (f"{top.rule_id}: {top.title}", ""),
+                (printable(f"{top.rule_id}: {top.title}"), ""),
             )
         else:
-            cell = Text(fr.reason or "", style="dim")
+            cell = Text(printable(fr.reason or ""), style="dim")
         table.add_row(
-            Text(fr.path),
+            Text(printable(fr.path)),
             Text(fr.format or "—"),
             Text(fr.verdict.value, style=VERDICT_STYLES[fr.verdict]),
             str(len(fr.findings)),

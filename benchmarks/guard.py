@@ -5,12 +5,15 @@
    per key, durable SQLite audit. Reports p50/p95 per request and the added p50.
 2. HTTP throughput on 127.0.0.1: both apps under uvicorn in their own processes, 8 client
    threads, interleaved rounds; reports the ratio guard / bare.
+4. HopSkipJump sessions (the real ``evasion.hopskipjump`` loop, many seeds and inputs): share of
+   runs flagged before the attack converges; and output hardening: a label-only thief's clone
+   fidelity against the bare model vs against a flagged (hardened) key.
 3. Extraction detection (simulated clock, in process, through ``Guard.handle``): natural-data
    thief, synthetic thief, a thief split across 10 keys (round-robin and one class per key), and
    200 benign clients (≤ 200 queries each, one or two classes, neighbourhoods with repeats,
    one query every 20–60 s).
 
-Usage: ``python benchmarks/guard.py [--clinic /tmp/guard-clinic] [--quick]``.
+Usage: ``python benchmarks/guard.py [--clinic /tmp/guard-clinic] [--quick] [--only-sessions]``.
 """
 
 from __future__ import annotations
@@ -326,12 +329,237 @@ def bench_extraction(setup: dict[str, Any], work: Path) -> dict[str, Any]:
     return out
 
 
+# -- 4. HopSkipJump sessions ------------------------------------------------------------------------
+class GuardedLabels:
+    """A label oracle for the real ``evasion.hopskipjump`` loop that routes every query through a guard.
+
+    The attack always gets the model's true labels (``oracle``), so its trajectory is the one it
+    would have against the bare model; the guard sees each batch (one request per batch, through
+    ``send``) until it refuses the key. Records the attack's best adversarial L∞ distance after
+    each query and the query count at which the guard first acted on the key.
+
+    Args:
+        send: sends one batch through the guard; returns True once the key is flagged.
+        oracle: the model's labels of a batch ``(n, *shape)`` → ``(n,)``.
+        x0: the attacked input ``(*shape)``; y0: its clean label.
+    """
+
+    def __init__(self, send: Any, oracle: Any, x0: np.ndarray, y0: int) -> None:
+        self.send, self.oracle, self.x0, self.y0 = send, oracle, x0.reshape(-1), int(y0)
+        self.queries = 0
+        self.flagged_at: int | None = None
+        self.best = np.inf
+        self.trace: list[tuple[int, float]] = []  # (queries, best distance) when it improves
+
+    def predict_label(self, x: np.ndarray) -> np.ndarray:
+        """Labels of ``x`` (true labels), after the guard has seen the batch."""
+        lab = np.asarray(self.oracle(x), dtype=np.int64)
+        if self.flagged_at is None and self.send(x):
+            self.flagged_at = self.queries + len(x)
+        flat = x.reshape(len(x), -1).astype(np.float64)
+        dist = np.abs(flat - self.x0).max(axis=1)
+        for i in range(len(x)):
+            self.queries += 1
+            if lab[i] != self.y0 and dist[i] < self.best:
+                self.best = float(dist[i])
+                self.trace.append((self.queries, self.best))
+        return lab
+
+    def converged_at(self, tol: float = 0.1) -> int | None:
+        """First query count whose best distance is within ``tol`` (relative) of the final best."""
+        if not self.trace:
+            return None
+        final = self.trace[-1][1]
+        return next(q for q, d in self.trace if d <= final * (1 + tol))
+
+
+def hsj_session(
+    send: Any, oracle: Any, x0: np.ndarray, y0: int, *, seed: int, max_queries: int = 1000
+) -> dict[str, Any]:
+    """One real HopSkipJump (``bastion.assess.evasion.hopskipjump``) run on ``x0`` through a guard.
+
+    Values are in ``[0, 1]``; untargeted L∞ at ε = 0.1 (the attack's default threshold ε).
+
+    Returns:
+        ``queries``, ``flagged_at`` (query count, or ``None``), ``converged_at`` (queries at which
+        the best distance came within 10 % of its final value), ``final_distance``, ``flagged_before``.
+    """
+    from bastion.assess.evasion._common import InputBounds
+    from bastion.assess.evasion.hopskipjump import HSJParams, _HSJEngine, hopskipjump_linf
+    from bastion.core.budget import Budget, BudgetMeter
+
+    shape = x0.shape
+    bounds = InputBounds(
+        lo=np.zeros(shape),
+        hi=np.ones(shape),
+        scale=np.ones(shape),
+        mutable=np.ones(shape, dtype=bool),
+        integer=np.zeros(shape, dtype=bool),
+        unit="fraction",
+    )
+    proxy = GuardedLabels(send, oracle, x0, y0)
+    params = HSJParams(max_queries=max_queries)
+    eng = _HSJEngine(proxy, params, bounds, np.random.default_rng(seed), BudgetMeter(Budget()))
+    out = hopskipjump_linf(eng, x0[None].astype(np.float32), np.array([y0]), 0.1, max_queries)
+    conv = proxy.converged_at()
+    return {
+        "queries": proxy.queries,
+        "flagged_at": proxy.flagged_at,
+        "converged_at": conv,
+        "final_distance": round(proxy.best, 4) if np.isfinite(proxy.best) else None,
+        "success_at_eps": bool(out.success[0]),
+        "flagged_before": proxy.flagged_at is not None and (conv is None or proxy.flagged_at < conv),
+    }
+
+
+# -- 5. output hardening against a label-only thief ------------------------------------------------
+def label_thief(
+    ask: Any, pool: np.ndarray, n: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """A label-only thief: ``n`` natural queries (``pool`` rows, half of them augmented) one per request.
+
+    Args:
+        ask: one flat row ``(F,)`` → the label answered.
+        pool: the thief's natural data ``(M, 64)`` in ``[0, 1]`` (8×8 digits).
+        n: queries.
+        rng: the thief's randomness.
+
+    Returns:
+        The queries ``(n, F)`` and the labels answered ``(n,)``.
+    """
+    qs, labs = [], []
+    for i in rng.integers(0, len(pool), n):
+        x = pool[i]
+        if rng.random() < 0.5:
+            img = np.roll(x.reshape(8, 8), tuple(rng.integers(-1, 2, size=2)), axis=(0, 1))
+            x = np.clip(img + rng.normal(0, 0.05, img.shape), 0, 1).reshape(-1)
+        qs.append(x)
+        labs.append(int(ask(x)))
+    return np.asarray(qs), np.asarray(labs)
+
+
+def surrogate_fidelity(
+    q: np.ndarray, labels: np.ndarray, ev: np.ndarray, ev_true: np.ndarray
+) -> dict[str, float]:
+    """Agreement with the model on ``ev`` of clones trained on ``(q, labels)``: logistic and MLP."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.neural_network import MLPClassifier
+
+    out = {}
+    for name, clf in (
+        ("logistic", LogisticRegression(max_iter=500)),
+        ("mlp", MLPClassifier((64,), max_iter=300, random_state=0)),
+    ):
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            clf.fit(q, labels)
+        out[name] = round(float((clf.predict(ev) == ev_true).mean()), 4)
+    return out
+
+
+def bench_sessions(setup: dict[str, Any], work: Path, runs: int) -> dict[str, Any]:
+    """HopSkipJump sessions and output hardening on the clinic digits model (simulated clock, in process).
+
+    Each HopSkipJump run (the real ``evasion.hopskipjump`` loop, L∞, 1,000-query cap per sample)
+    attacks a different held-out digit with its own seed and its own key; every batch the attack
+    sends is one request through ``Guard.handle`` (what the ASGI route calls). A run counts when
+    the guard acts on the key (strike or refusal) before the attack's best distance comes within
+    10 % of its final value. Hardening: a label-only thief (2,000 natural queries, one per
+    request) clones the model from the bare model's labels and from a guarded key's answers.
+    """
+    from bastion.guard.app import build_guard
+    from bastion.guard.config import GuardConfig
+
+    data = _data(setup)
+    hold = data["hold"]
+    clock_t = [1_700_000_000.0]
+
+    def clock() -> float:
+        clock_t[0] += 1.0
+        return clock_t[0]
+
+    cfg = GuardConfig.model_validate(_guard_config(setup, f"sqlite:///{work / 'sessions.db'}"))
+    g = build_guard(cfg, clock=clock)
+    oracle = g.target.predict_label
+    results = []
+    for run in range(runs):
+        key = f"k{200 + run}"
+        hdr = {"Authorization": f"Bearer {setup['keys'][key][0]}"}
+        clock_t[0] += 600.0
+
+        def send(xb: np.ndarray, hdr: dict[str, str] = hdr, key: str = key) -> bool:
+            body = json.dumps({"instances": xb.reshape(len(xb), 1, 8, 8).tolist()}).encode()
+            r = g.handle("digits", hdr, body)
+            p = g.policy.keys.get(key)
+            return bool(p and p.strikes > 0) or r.status == 429
+
+        x0 = hold[(run * 37) % len(hold)].reshape(1, 8, 8).astype(np.float32)
+        y0 = int(oracle(x0[None])[0])
+        res = hsj_session(send, oracle, x0, y0, seed=run)
+        st = g.extraction.stats.get(key) if g.extraction else None
+        res["rules"] = sorted(st.flagged) if st else []
+        results.append(res)
+    flagged_at = [r["flagged_at"] for r in results if r["flagged_at"] is not None]
+    conv = [r["converged_at"] for r in results if r["converged_at"] is not None]
+    out: dict[str, Any] = {
+        "hopskipjump": {
+            "runs": runs,
+            "flagged_before_convergence": round(sum(r["flagged_before"] for r in results) / runs, 4),
+            "flagged_at_median_queries": float(np.median(flagged_at)) if flagged_at else None,
+            "converged_at_median_queries": float(np.median(conv)) if conv else None,
+            "queries_per_run_median": float(np.median([r["queries"] for r in results])),
+            "success_at_eps_0.1": round(float(np.mean([r["success_at_eps"] for r in results])), 4),
+            "rules": sorted({rule for r in results for rule in r["rules"]}),
+            "target": 0.9,
+        }
+    }
+    g.store.close()  # type: ignore[attr-defined]
+    # output hardening against a label-only thief
+    pool, ev = hold[:600], hold[600:]
+    ev_true = oracle(ev.reshape(-1, 1, 8, 8).astype(np.float32))
+    q, lab = label_thief(
+        lambda r: int(oracle(r.reshape(1, 1, 8, 8).astype(np.float32))[0]),
+        pool,
+        2000,
+        np.random.default_rng(1),
+    )
+    bare = surrogate_fidelity(q, lab, ev, ev_true)
+    guarded = []
+    for rep in range(3):
+        cfg = GuardConfig.model_validate(_guard_config(setup, f"sqlite:///{work / f'harden{rep}.db'}"))
+        g = build_guard(cfg, clock=clock)
+        key = f"k{300 + rep}"
+        hdr = {"Authorization": f"Bearer {setup['keys'][key][0]}"}
+
+        def ask(r: np.ndarray, g: Any = g, hdr: dict[str, str] = hdr) -> int:
+            resp = g.handle("digits", hdr, json.dumps({"instances": [r.reshape(1, 8, 8).tolist()]}).encode())
+            p = resp.body["predictions"][0]
+            return int(p) if resp.body["output"] == "label" else int(np.argmax(p))
+
+        q, lab = label_thief(ask, pool, 2000, np.random.default_rng(1))
+        guarded.append(surrogate_fidelity(q, lab, ev, ev_true))
+        g.store.close()
+    out["hardening"] = {
+        "thief_queries": 2000,
+        "bare_fidelity": bare,
+        "hardened_fidelity": guarded,
+        "hardened_fidelity_max": max(max(f.values()) for f in guarded),
+        "mode": "noisy-label (flip_fraction 0.3)",
+        "target": 0.8,
+    }
+    return out
+
+
 def main() -> None:
     """Run every part and print JSON."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--clinic", default="/tmp/guard-clinic")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--skip-http", action="store_true")
+    ap.add_argument("--only-sessions", action="store_true", help="only HopSkipJump and hardening")
+    ap.add_argument("--hsj-runs", type=int, default=50)
     args = ap.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     import logging
@@ -344,10 +572,12 @@ def main() -> None:
         work = Path(tmp)
         setup = _setup(Path(args.clinic), work)
         res: dict[str, Any] = {"model": "clinic digits CNN (torch)", "machine_cores": os.cpu_count()}
-        res["in_process"] = bench_inprocess(setup, work, n=200 if args.quick else 1000, rounds=3)
-        if not args.skip_http:
-            res["http"] = bench_http(setup, work, seconds=2.0 if args.quick else 5.0, rounds=3)
-        res["extraction"] = bench_extraction(setup, work)
+        if not args.only_sessions:
+            res["in_process"] = bench_inprocess(setup, work, n=200 if args.quick else 1000, rounds=3)
+            if not args.skip_http:
+                res["http"] = bench_http(setup, work, seconds=2.0 if args.quick else 5.0, rounds=3)
+            res["extraction"] = bench_extraction(setup, work)
+        res["sessions"] = bench_sessions(setup, work, runs=10 if args.quick else args.hsj_runs)
     sys.stdout.write(json.dumps(res, indent=2) + "\n")
 
 

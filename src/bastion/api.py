@@ -46,15 +46,22 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "bastion.assess.evasion.apgd_dlr",
     "bastion.assess.evasion.hopskipjump",
     "bastion.assess.evasion.worst_case",
+    "bastion.assess.evasion.square_l2",
+    "bastion.assess.evasion.cw_l2",
     "bastion.assess.membership.threshold",
     "bastion.assess.extraction.surrogate",
     "bastion.assess.poisoning.data_health",
+    "bastion.assess.poisoning.backdoor",
     "bastion.governance.controls",
+    "bastion.governance.runtime",
+    "bastion.governance.data_sources",
     "bastion.defend.adversarial_training",
     "bastion.defend.trades",
     "bastion.defend.distillation",
     "bastion.assess.membership.lira",
     "bastion.assess.membership.rmia",
+    "bastion.assess.membership.label_only",
+    "bastion.assess.membership.attribute",
     "bastion.defend.dp_sgd",
 )
 
@@ -279,6 +286,7 @@ def plan(
             ],
         )
     assets = _assets(cfg, versions)
+    by_name = {a.name: a for a in assets}
     if asset is not None:
         if asset not in {a.name for a in assets}:
             raise ConfigError(
@@ -296,7 +304,7 @@ def plan(
                     continue
                 reason = _check_enabled(cfg, pid, a.name, only, skip)
                 if reason is None and cls.requires:
-                    offers = _declared_capabilities(a)
+                    offers = _declared_capabilities(a, by_name)
                     lacking = [c.value for c in cls.requires if c not in offers]
                     if lacking:
                         reason = f"needs {', '.join(lacking)}; {a.name} ({a.framework or a.kind}) offers " + (
@@ -331,6 +339,7 @@ def preflight(
     assets = [a for a in _assets(cfg) if _selected(a.name, asset)]
     _preflight_files(cfg, base, assets)
     _load_datasets(cfg, base, assets)
+    _signing_key(cfg, base, assets)  # issue 4: the configured public key exists
     problems: list[str] = []
     for pid in sorted(
         {i.check_id for i in the_plan.items if i.kind in PLANNED_KINDS and i.skip_reason is None}
@@ -346,8 +355,15 @@ def preflight(
     return the_plan
 
 
-def _declared_capabilities(a: Asset) -> frozenset[Any]:
+def _declared_capabilities(a: Asset, by_name: dict[str, Asset] | None = None) -> frozenset[Any]:
     from bastion.core.capability import Capability as C
+
+    if a.framework == "ensemble":  # issue 5: what every member offers, never logits
+        members = [(by_name or {}).get(m) for m in a.members or []]
+        if not members or any(m is None for m in members):
+            return frozenset()
+        common = frozenset.intersection(*(_declared_capabilities(m, by_name) for m in members if m))
+        return common - {C.LOGITS}
 
     if a.kind == "endpoint" or a.framework == "http":
         out = a.endpoint.output if a.endpoint else "probabilities"
@@ -460,7 +476,7 @@ def _scan_check(a: Asset, fr: FileResult, seconds: float) -> CheckResult:
         asset=a.name,
         status=status,
         reason=reason,
-        metrics={"findings": float(len(findings))},
+        metrics={"file_findings": float(len(findings))},
         notes={"verdict": fr.verdict.value, "sha256": fr.sha256 or "", "format": fr.format or ""},
         seconds=round(seconds, 4),
         findings=findings,
@@ -554,9 +570,10 @@ def assess(
     assets = [a for a in _assets(cfg, versions) if _selected(a.name, asset)]
     _preflight_files(cfg, base, assets)
     datasets = _load_datasets(cfg, base, assets)
+    sign_key = _signing_key(cfg, base, assets)  # issue 4: verify model signatures
 
     result = RunResult()
-    facts: dict[str, dict[str, Any]] = {}
+    facts: dict[str, dict[str, Any]] = {"__run__": {"db_url": s.db_url}}
     records: dict[str, AssetRecord] = {}
     targets: dict[str, Any] = {}
     preset = PRESETS[s.budget]
@@ -564,7 +581,9 @@ def assess(
     # 1. scan every model file first: nothing is loaded before the scanner judged it.
     from bastion.scan import scan_file
 
-    for a in assets:
+    every = {x.name: x for x in _assets(cfg, versions)}
+    members = [every[m] for a in assets for m in a.members or [] if m not in {x.name for x in assets}]
+    for a in [*assets, *{m.name: m for m in members}.values()]:  # ensemble members too (issue 5)
         rec = AssetRecord(
             name=a.name,
             kind=a.kind,
@@ -596,6 +615,9 @@ def assess(
             rec.scan_verdict = fr.verdict.value
             if scan_selected:
                 result.add(_scan_check(a, fr, time.monotonic() - ts))
+            signed = _signature_check(a, base / a.path, sign_key, rec)
+            if signed is not None and scan_selected:
+                result.add(signed)
             if progress:
                 progress(f"scan {a.name}", 1.0)
         records[a.name] = rec
@@ -603,7 +625,7 @@ def assess(
     # 2. build targets for models judged safe (and endpoints).
     target_errors: dict[str, str] = {}
     needs_target = {i.asset for i in the_plan.items if i.kind == "attack" and i.skip_reason is None}
-    for a in assets:
+    for a in sorted(assets, key=lambda x: x.framework == "ensemble"):  # ensembles after members
         if a.name not in needs_target:
             continue
         if a.kind == "model" and a.framework in _FILE_FRAMEWORKS:
@@ -611,8 +633,14 @@ def assess(
             if verdict != Verdict.SAFE.value:
                 target_errors[a.name] = f"not loaded: the scanner judged the file {verdict}"
                 continue
+            if records[a.name].signature == "failed":
+                target_errors[a.name] = "not loaded: its signature did not verify"
+                continue
         try:
-            targets[a.name] = _build_target(a, base, facts[a.name])
+            if a.framework == "ensemble":  # issue 5: built from its members' targets
+                targets[a.name] = _ensemble_target(a, every, base, facts, records, targets)
+            else:
+                targets[a.name] = _build_target(a, base, facts[a.name])
         except BastionError as exc:
             target_errors[a.name] = f"target failed to load: {exc}"
             result.errors.append(
@@ -769,6 +797,39 @@ def _build_target(a: Asset, base: Path, facts: dict[str, Any]) -> Any:
     return build_target(a, base_dir=base, verified_bytes=data, verified_sha256=sha)
 
 
+def _ensemble_target(
+    a: Asset,
+    every: dict[str, Asset],
+    base: Path,
+    facts: dict[str, dict[str, Any]],
+    records: dict[str, AssetRecord],
+    built: dict[str, Any],
+) -> Any:
+    """An :class:`EnsembleTarget` of ``a.members`` (issue 5), each scanned and loaded as usual.
+
+    Raises:
+        TargetError: a member the scanner did not judge safe, or whose signature failed.
+        BastionError: a member that fails to load, or members that do not fit together.
+    """
+    from bastion.core.errors import TargetError
+    from bastion.targets import EnsembleTarget
+
+    members = []
+    for name in a.members or []:
+        m = every[name]
+        if name in built:
+            members.append(built[name])
+            continue
+        if m.kind == "model" and m.framework in _FILE_FRAMEWORKS:
+            verdict = facts.get(name, {}).get("scan_verdict")
+            if verdict != Verdict.SAFE.value:
+                raise TargetError(f"member {name} not loaded: the scanner judged the file {verdict}")
+            if name in records and records[name].signature == "failed":
+                raise TargetError(f"member {name} not loaded: its signature did not verify")
+        members.append(_build_target(m, base, facts.get(name, {})))
+    return EnsembleTarget(members, name=a.name)
+
+
 def exit_code(report: Report, fail_on: str) -> int:
     """The documented exit code of an assessment: 2 errors > 1 findings > 3 nothing ran > 0."""
     from bastion.core.severity import gates
@@ -801,10 +862,11 @@ def check_output_dir(out_dir: str | Path) -> None:
 
 
 def write_outputs(report: Report, out_dir: str | Path, *, fail_on: str = "medium") -> dict[str, Path]:
-    """Write ``report.html``, ``report.json`` and ``report.sarif`` into ``out_dir`` atomically.
+    """Write ``report.html``, ``report.json``, ``report.sarif`` and ``bom.json`` into ``out_dir`` atomically.
 
     Each file is written to a temporary name and renamed, so a failure leaves no
-    half-written report.
+    half-written report. ``bom.json`` is the CycloneDX 1.6 ML-BOM of the report's assets
+    (hashes, format, scan verdict, signature status; datasets).
 
     Args:
         report: the report.
@@ -812,12 +874,15 @@ def write_outputs(report: Report, out_dir: str | Path, *, fail_on: str = "medium
         fail_on: the gate the HTML summary states.
 
     Returns:
-        ``{"html": path, "json": path, "sarif": path}``.
+        ``{"html": path, "json": path, "sarif": path, "bom": path}``.
 
     Raises:
         ConfigError: the folder cannot be created or written.
     """
+    import json
+
     from bastion.report import report_to_html, report_to_json, report_to_sarif
+    from bastion.scan.bom import report_bom
 
     out = Path(out_dir)
     check_output_dir(out)
@@ -825,14 +890,15 @@ def write_outputs(report: Report, out_dir: str | Path, *, fail_on: str = "medium
         "html": report_to_html(report, fail_on=fail_on),
         "json": report_to_json(report),
         "sarif": report_to_sarif(report),
+        "bom": json.dumps(report_bom(report, tool_version=__version__), indent=2) + "\n",
     }
     paths: dict[str, Path] = {}
     tmp_files: list[tuple[Path, Path]] = []
     try:
         out.mkdir(parents=True, exist_ok=True)
         for kind, text in rendered.items():
-            final = out / f"report.{kind}"
-            tmp = out / f".report.{kind}.{os.getpid()}.tmp"
+            final = out / ("bom.json" if kind == "bom" else f"report.{kind}")
+            tmp = out / f".{final.name}.{os.getpid()}.tmp"
             tmp_files.append((tmp, final))
             tmp.write_text(text, encoding="utf-8")
             paths[kind] = final
@@ -917,11 +983,22 @@ def init_project(directory: str | Path, *, force: bool = False) -> Path:
     return write_starter(Path(directory), force=force)
 
 
-def build_demo(directory: str | Path = "examples/clinic", *, seed: int = 0, force: bool = False) -> Path:
-    """Build the clinic example project (deterministic under ``seed``) and return its ``bastion.yaml``."""
+def build_demo(
+    directory: str | Path | None = None, *, seed: int = 0, force: bool = False, poisoned: bool = False
+) -> Path:
+    """Build the clinic example project (deterministic under ``seed``) and return its ``bastion.yaml``.
+
+    ``poisoned``: plant a BadNets backdoor in the digits training data and retrain that model
+    (:mod:`bastion.examples.clinic_poisoned`); the default folder is then ``examples/clinic-poisoned``
+    (else ``examples/clinic``).
+    """
+    if poisoned:
+        from bastion.examples.clinic_poisoned import build_poisoned_clinic
+
+        return build_poisoned_clinic(Path(directory or "examples/clinic-poisoned"), seed=seed, force=force)
     from bastion.examples.clinic import build_clinic
 
-    return build_clinic(Path(directory), seed=seed, force=force)
+    return build_clinic(Path(directory or "examples/clinic"), seed=seed, force=force)
 
 
 # --- harden (issues 5 and 6) ---------------------------------------------------------------
@@ -1154,6 +1231,99 @@ def model_bom(
 
     result = scan_models([path], allow=allow, jobs=jobs)
     return build_bom(result, root=path, key=key, signature=signature, tool_version=__version__), result
+
+
+def _signing_key(cfg: ProjectConfig, base: Path, assets: Sequence[Asset]) -> Path | None:
+    """The project's ``signing.public_key`` (resolved), checked in preflight; ``None`` when unset.
+
+    Raises:
+        ConfigError: the key file is missing. MissingExtraError: ``model-signing`` is not installed
+            while a model file is to be verified.
+    """
+    if not cfg.signing.public_key:
+        return None
+    key = base / cfg.signing.public_key
+    if not key.is_file():
+        raise ConfigError(f"signing.public_key: {key}: no such key file")
+    if any(a.kind == "model" and a.path for a in assets):
+        from bastion.core.errors import require
+
+        require("model_signing", "signing")
+    return key
+
+
+def _signature_check(a: Asset, path: Path, key: Path | None, rec: AssetRecord) -> CheckResult | None:
+    """Verify ``<path>.sig`` with ``key``; set ``rec.signature``; the ``scan.signature`` result, if any.
+
+    A failed verification is a high finding ``scan.signature.verification-failed``; a model without
+    a signature is a low finding ``scan.signature.unsigned`` only when a key is configured. With no
+    key and no signature nothing is checked (``None``).
+    """
+    from bastion.core.atlas import SUPPLY_CHAIN_MODEL
+    from bastion.core.findings import Location, Threat
+    from bastion.core.severity import Severity
+    from bastion.scan.signing import SignatureStatus, default_signature_path, signature_status
+
+    ts = time.monotonic()
+    sig = default_signature_path(path)
+    if key is None and not sig.is_file():
+        rec.signature = "unsigned"
+        return None
+    status, why = signature_status(path, key=key, signature=sig)
+    if key is None:
+        why = f"{sig.name} found but no signing.public_key is configured to verify it"
+    names = {
+        SignatureStatus.VERIFIED: "verified",
+        SignatureStatus.INVALID: "failed",
+        SignatureStatus.UNSIGNED: "unsigned",
+        SignatureStatus.UNVERIFIED: "error",
+    }
+    rec.signature = names[status]  # type: ignore[assignment]
+    rec.signature_detail = why
+    if key is None:
+        return None
+    loc = Location(path=a.path)
+    findings: list[Finding] = []
+    if status is SignatureStatus.INVALID:
+        findings.append(
+            Finding(
+                rule_id="scan.signature.verification-failed",
+                severity=Severity.HIGH,
+                threat=Threat.SUPPLY_CHAIN,
+                title="Model signature does not verify: the file changed or the signature is not the key's",
+                asset=a.name,
+                location=loc,
+                evidence={"signature": str(sig), "key": str(key), "reason": (why or "")[:1000]},
+                atlas=[SUPPLY_CHAIN_MODEL],
+                remediation="Restore the signed file, or re-sign it (`bastion sign`) if the change is yours.",
+                references=["https://github.com/sigstore/model-transparency"],
+            )
+        )
+    elif status is SignatureStatus.UNSIGNED:
+        findings.append(
+            Finding(
+                rule_id="scan.signature.unsigned",
+                severity=Severity.LOW,
+                threat=Threat.SUPPLY_CHAIN,
+                title="Model file has no signature while the project verifies signatures",
+                asset=a.name,
+                location=loc,
+                evidence={"expected_signature": str(sig)},
+                atlas=[SUPPLY_CHAIN_MODEL],
+                remediation=f"Sign it: `bastion sign {a.path} --key PRIVATE_KEY`.",
+                references=["https://github.com/sigstore/model-transparency"],
+            )
+        )
+    return CheckResult(
+        id="scan.signature",
+        asset=a.name,
+        status="error" if status is SignatureStatus.UNVERIFIED else "ok",
+        reason=f"IntegrityError: {why}" if status is SignatureStatus.UNVERIFIED else None,
+        metrics={"verified": 1.0 if status is SignatureStatus.VERIFIED else 0.0},
+        notes={"signature": rec.signature or "", "signature_path": str(sig)},
+        seconds=round(time.monotonic() - ts, 4),
+        findings=findings,
+    )
 
 
 # --- guard (issue 7) ---------------------------------------------------------------------

@@ -78,3 +78,36 @@ def serve(app: Any, port: int | None = None) -> Iterator[str]:
     finally:
         server.should_exit = True
         th.join(10)
+
+
+class MemorySink:
+    """An in-memory audit sink (records and incidents kept in lists)."""
+
+    def __init__(self) -> None:
+        self.records: list[dict[str, Any]] = []
+        self.incidents: list[dict[str, Any]] = []
+
+    def append(self, *, key_id: str | None, decision: str, record: dict[str, Any], created: Any) -> int:
+        self.records.append({"key_id": key_id, "decision": decision, **record})
+        return len(self.records)
+
+    def add_incident(self, **kw: Any) -> str:
+        self.incidents.append(kw)
+        return str(len(self.incidents))
+
+    @property
+    def head(self) -> tuple[int, str]:
+        return len(self.records), ""
+
+
+def load_guard_benchmark() -> Any:
+    """``benchmarks/guard.py`` as a module (a site package named ``benchmarks`` shadows the folder)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "guard.py"
+    spec = importlib.util.spec_from_file_location("bastion_guard_benchmark", path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod

@@ -61,6 +61,7 @@ def harden(
             if not epsilons:
                 raise ConfigError("--sweep: no value given")
         settings = load_settings(db_url=db)
+        curve: list[tuple[float | None, dict[str, Any]]] = []
         for eps in epsilons:
             run_params = dict(params)
             if eps is not None:
@@ -73,10 +74,38 @@ def harden(
                 f"{res.name}: {res.procedure} → {res.path} (sha256 {res.sha256[:12]}…) {shown}",
                 highlight=False,
             )
+            curve.append((eps, res.details))
+        if sweep:
+            _print_curve(curve)
     except BastionError as exc:
         fail(exc)
     err.print(f"assess the new version beside the original with: bastion assess -c {config}", highlight=False)
     raise typer.Exit(EXIT_OK)
+
+
+def _print_curve(curve: list[tuple[float | None, dict[str, Any]]]) -> None:
+    """The privacy/utility curve of a ``--sweep``: per ε, the ε spent and the test accuracy."""
+    from rich.table import Table
+
+    def fmt(v: Any) -> str:
+        return "–" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v)
+
+    table = Table(title="privacy / utility (test accuracy from the hardening run)")
+    for col in ("ε target", "ε spent", "δ", "test accuracy", "accuracy cost"):
+        table.add_column(col, justify="right")
+    original = next(
+        (d.get("original_test_accuracy") for _, d in curve if "original_test_accuracy" in d), None
+    )
+    table.add_row("∞ (original)", "–", "–", fmt(original), "0")
+    for eps, d in sorted(curve, key=lambda row: float("inf") if row[0] is None else row[0]):
+        table.add_row(
+            fmt(eps),
+            fmt(d.get("epsilon")),
+            fmt(d.get("delta")),
+            fmt(d.get("test_accuracy")),
+            fmt(d.get("accuracy_cost")),
+        )
+    err.print(table)
 
 
 def register(app: typer.Typer) -> None:

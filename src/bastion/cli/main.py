@@ -191,7 +191,8 @@ def assess(
         fail(exc)
     code = _summarise(report, gate)
     err.print(
-        f"report: {paths['html']} (also report.json, report.sarif); run {report.run.id}", highlight=False
+        f"report: {paths['html']} (also report.json, report.sarif, bom.json); run {report.run.id}",
+        highlight=False,
     )
     raise typer.Exit(code)
 
@@ -328,19 +329,26 @@ def init(
 
 @app.command()
 def demo(
-    directory: Annotated[Path, typer.Argument(help="Where to build the example project.")] = Path(
-        "examples/clinic"
-    ),
+    directory: Annotated[
+        Path | None,
+        typer.Argument(
+            help="Where to build the example project [default: examples/clinic, or examples/clinic-poisoned]."
+        ),
+    ] = None,
     run_assess: Annotated[
         bool, typer.Option("--assess/--no-assess", help="Run the assessment after building.")
     ] = True,
     budget: Annotated[BudgetPreset, typer.Option("--budget", help="Budget preset.")] = BudgetPreset.standard,
     force: Annotated[bool, typer.Option("--force", help="Rebuild even if present.")] = False,
     db: Annotated[str | None, typer.Option("--db", help="SQLAlchemy URL of the store.")] = None,
+    poisoned: Annotated[
+        bool,
+        typer.Option("--poisoned", help="Plant a BadNets backdoor in the digits training data and retrain."),
+    ] = False,
 ) -> None:
     """Build the clinic example (if absent) and assess it with --fail-on none."""
     try:
-        cfg = api.build_demo(directory, force=force)
+        cfg = api.build_demo(directory, force=force, poisoned=poisoned)
     except BastionError as exc:
         fail(exc)
     err.print(f"example project: {cfg}", highlight=False)

@@ -58,6 +58,8 @@ class CheckContext:
         data: named splits of the asset's dataset (``train``, ``test``, ...), else empty.
         facts: what earlier steps learnt about each asset, keyed by asset name
             (``sha256``, ``scan_verdict``, ``scan_findings``), shared by every check of the run.
+            The key ``"__run__"`` holds facts of the whole run, not of an asset:
+            ``{"db_url": <the store's SQLAlchemy URL>}``.
         progress: callback taking a fraction in ``[0, 1]``.
     """
 

@@ -146,7 +146,8 @@ class Asset(_Strict):
         path: file path, relative to the ``bastion.yaml`` folder (models, datasets).
         url: endpoint URL.
         format: file format (``torch``, ``torchscript``, ``onnx``, ``joblib``, ``pickle``, ``csv``, ``npz``).
-        framework: ``torch``, ``sklearn``, ``onnx`` or ``http``.
+        framework: ``torch``, ``sklearn``, ``onnx``, ``http`` or ``ensemble`` (averaged
+            probabilities of ``members``; no ``path``).
         task: ``classification`` or ``regression``.
         owner: the accountable person or team.
         dataset: the dataset (by name) the model is evaluated on.
@@ -157,6 +158,8 @@ class Asset(_Strict):
         endpoint: how to call an endpoint.
         num_classes: number of output classes.
         tags: free labels (``phi``, ``production``).
+        members: for ``framework: ensemble``, the model assets (by name) whose probabilities are
+            averaged.
     """
 
     name: str = Field(pattern=_NAME)
@@ -164,7 +167,7 @@ class Asset(_Strict):
     path: str | None = None
     url: str | None = None
     format: str | None = None
-    framework: Literal["torch", "sklearn", "onnx", "http"] | None = None
+    framework: Literal["torch", "sklearn", "onnx", "http", "ensemble"] | None = None
     task: Literal["classification", "regression"] = "classification"
     owner: str | None = None
     dataset: str | None = None
@@ -175,9 +178,18 @@ class Asset(_Strict):
     endpoint: EndpointSpec | None = None
     num_classes: int | None = Field(default=None, ge=2)
     tags: list[str] = Field(default_factory=list)
+    members: list[str] | None = Field(default=None, min_length=2)
 
     @model_validator(mode="after")
     def _where(self) -> Asset:
+        if self.framework == "ensemble":
+            if self.kind != "model":
+                raise ValueError("an ensemble is a model (kind: model)")
+            if not self.members:
+                raise ValueError("an ensemble needs members (at least two model asset names)")
+            return self
+        if self.members is not None:
+            raise ValueError("members is only for framework: ensemble")
         if self.kind == "endpoint":
             if not self.url:
                 raise ValueError("an endpoint needs url")
@@ -303,6 +315,16 @@ class ScanSection(_Strict):
         return v
 
 
+class SigningSection(_Strict):
+    """Model signing: the public key that verifies each model's signature during ``bastion assess``.
+
+    ``public_key`` (PEM, relative to the config's folder) checks the ``<file>.sig`` Sigstore
+    bundle that ``bastion sign`` writes beside each model file.
+    """
+
+    public_key: str | None = None
+
+
 class Waiver(_Strict):
     """An accepted risk: findings of ``rule_id`` on ``asset`` show as waived until ``expires``."""
 
@@ -335,6 +357,7 @@ class ProjectConfig(_Strict):
     datasets: list[Dataset] = Field(default_factory=list)
     checks: dict[str, CheckConfig] = Field(default_factory=dict)
     scan: ScanSection = Field(default_factory=ScanSection)
+    signing: SigningSection = Field(default_factory=SigningSection)
     waivers: list[Waiver] = Field(default_factory=list)
 
     @model_validator(mode="after")
@@ -409,6 +432,15 @@ def parse_config(data: Any, source: str = "bastion.yaml") -> ProjectConfig:
         if a.dataset and a.dataset not in dataset_names:
             problems.append(f"assets[{i}].dataset: no dataset named {a.dataset!r}")
     asset_names = {a.name for a in cfg.assets}
+    kinds = {a.name: a for a in cfg.assets}
+    for i, a in enumerate(cfg.assets):
+        for j, member in enumerate(a.members or []):
+            m = kinds.get(member)
+            if m is None:
+                problems.append(f"assets[{i}].members[{j}]: no asset named {member!r}")
+            elif m.kind not in ("model", "endpoint") or m.framework == "ensemble":
+                what = "an ensemble" if m.framework == "ensemble" else f"a {m.kind}"
+                problems.append(f"assets[{i}].members[{j}]: {member!r} is {what}, not a model")
     for key, check in cfg.checks.items():
         for name in check.assets or []:
             if name not in asset_names:

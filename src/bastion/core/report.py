@@ -16,7 +16,7 @@ from bastion.core.findings import Finding
 from bastion.core.results import CheckError, CheckResult, Skipped
 from bastion.core.severity import Severity
 
-REPORT_SCHEMA_VERSION = "1.0.0"
+REPORT_SCHEMA_VERSION = "1.1.0"
 
 
 class RunInfo(BaseModel):
@@ -50,7 +50,16 @@ class Reproducibility(BaseModel):
 
 
 class AssetRecord(BaseModel):
-    """An asset as assessed: its file hash pins what was judged."""
+    """An asset as assessed: its file hash pins what was judged.
+
+    Attributes:
+        scan_verdict: the model scanner's verdict on the file (``safe`` ... ``error``).
+        signature: the model file's signature (``<file>.sig``, a Sigstore bundle) checked against
+            the project's ``signing.public_key``: ``verified``, ``failed`` (a changed file or bad
+            signature), ``unsigned`` (no bundle beside the file) or ``error`` (could not be
+            checked, e.g. no key configured); ``None`` for assets that are not model files.
+        signature_detail: why, for ``failed`` and ``error``.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -63,6 +72,8 @@ class AssetRecord(BaseModel):
     owner: str | None = None
     sha256: str | None = None
     scan_verdict: str | None = None
+    signature: Literal["verified", "failed", "unsigned", "error"] | None = None
+    signature_detail: str | None = None
 
 
 class ReportFinding(Finding):

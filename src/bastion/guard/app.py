@@ -323,10 +323,13 @@ class Guard:
         if degraded:
             rec.update(decision="fallback", reason="degraded mode")
             return self._fallback(), rec
-        if posture.hardened or self.labels_only:
-            preds, kind = (
-                ([int(v) for v in labels], "label") if self.labels_only else self.policy.harden(probs)
-            )
+        if posture.hardened:
+            preds, kind = self.policy.harden(probs, key_id=key)
+            rec["output"]["hardened"] = self.config.response.harden
+            rec["decision"] = "harden"
+            return Reply(200, {self.response_key: preds, "output": kind}), rec
+        if self.labels_only:
+            preds, kind = [int(v) for v in labels], "label"
             rec["output"]["hardened"] = kind
             rec["decision"] = "harden"
             return Reply(200, {self.response_key: preds, "output": kind}), rec

@@ -142,7 +142,10 @@ class ResponseSpec(_Strict):
 
     Attributes:
         harden_at: severity of an alert that turns on output hardening for the key.
-        harden: ``label`` (labels only) or ``round`` (probabilities rounded to ``round_decimals``).
+        harden: ``noisy-label`` (labels; a secret share of the classes answered as another
+            class, see :meth:`bastion.guard.response.ResponsePolicy.harden`), ``label`` (labels
+            only) or ``round`` (probabilities rounded to ``round_decimals``).
+        flip_fraction: ``noisy-label``: share of the classes answered wrongly (at least 2).
         throttle_after: alerts (at ``harden_at`` or above) after which the key's rate is cut.
         throttle_factor: the key's rate is multiplied by this when throttled.
         breaker_after: alerts after which the key's circuit breaker opens.
@@ -152,7 +155,8 @@ class ResponseSpec(_Strict):
     """
 
     harden_at: Literal["low", "medium", "high", "critical"] = "high"
-    harden: Literal["label", "round"] = "label"
+    harden: Literal["noisy-label", "label", "round"] = "noisy-label"
+    flip_fraction: float = Field(default=0.3, ge=0, le=1)
     round_decimals: int = Field(default=1, ge=0, le=6)
     throttle_after: int = Field(default=3, ge=1)
     throttle_factor: float = Field(default=0.1, gt=0, le=1)

@@ -3,7 +3,10 @@
 Each alert on a key at ``harden_at`` severity or above counts as a strike:
 
 1. every decision is logged (audit) and every alert raised (incident, webhook, metric);
-2. 1 strike: the key's outputs are hardened (labels only, or probabilities rounded);
+2. 1 strike: the key's outputs are hardened: ``noisy-label`` (default) answers labels and, for a
+   secret share of the classes, another class; ``label`` answers labels only; ``round``
+   rounds probabilities. Labels alone do not slow a label-only thief (a clone trained on labels
+   reaches ~0.98 fidelity on digits); consistent wrong labels do (see :meth:`ResponsePolicy.harden`);
 3. ``throttle_after`` strikes: the key's token-bucket rate is cut by ``throttle_factor``;
 4. ``breaker_after`` strikes (or a canary hit): the key's circuit breaker opens — requests are
    refused (429) until ``breaker_reset_s`` passes; then half-open: one request goes through, and
@@ -15,6 +18,9 @@ Each alert on a key at ``harden_at`` severity or above counts as a strike:
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import secrets
 from collections import deque
 from dataclasses import dataclass, field
 from enum import Enum
@@ -95,6 +101,7 @@ class ResponsePolicy:
     backend_failures: int = 0
     degraded_until: float = 0.0
     _recent: deque[float] = field(default_factory=lambda: deque(maxlen=10_000))
+    secret: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
 
     def __post_init__(self) -> None:
         self.backend = CircuitBreaker(self.spec.backend_reset_s)
@@ -184,8 +191,37 @@ class ResponsePolicy:
         return now < self.degraded_until or self.backend.state == BreakerState.OPEN
 
     # -- output hardening -----------------------------------------------------------------------
-    def harden(self, probs: np.ndarray) -> tuple[list[object], str]:
-        """Hardened outputs of ``probs`` ``(N, C)``: labels only, or rounded probabilities."""
-        if self.spec.harden == "label":
-            return [int(i) for i in probs.argmax(axis=1)], "label"
-        return np.round(probs, self.spec.round_decimals).tolist(), "round"
+    def harden(self, probs: np.ndarray, *, key_id: str = "") -> tuple[list[object], str]:
+        """Hardened outputs of ``probs`` ``(N, C)`` for a flagged key, and the output kind shown.
+
+        ``noisy-label``: labels, but for each flagged key a secret set of ``round(flip_fraction·C)``
+        classes (at least 2; chosen by HMAC-SHA-256 of key and class under a secret drawn at
+        start) is answered as a cyclic shift of that set (e.g. 3→7, 7→1, 1→3). Every class still
+        appears, repeats and near-duplicates get the same answer (nothing to average out), and a
+        clone trained on the answers learns the wrong class for those classes — its fidelity
+        drops by about ``flip_fraction``. The kind shown is ``label``: the caller cannot tell which
+        answers are wrong. A deception defence in the spirit of prediction poisoning (Orekondy et
+        al. 2020, arXiv:1906.10908), at label level; benign users of a flagged key get wrong
+        answers too, which is why it applies only after an alert at ``harden_at``.
+
+        Args:
+            probs: the model's probabilities ``(N, C)``.
+            key_id: the flagged key (each key gets its own shifted classes).
+        """
+        labels = probs.argmax(axis=1)
+        if self.spec.harden == "round":
+            return np.round(probs, self.spec.round_decimals).tolist(), "round"
+        if self.spec.harden == "label" or self.spec.flip_fraction <= 0 or probs.shape[1] < 2:
+            return [int(i) for i in labels], "label"
+        mapping = self._flip_map(key_id, probs.shape[1])
+        return [mapping.get(int(v), int(v)) for v in labels], "label"
+
+    def _flip_map(self, key_id: str, num_classes: int) -> dict[int, int]:
+        """The key's secret class shift of ``noisy-label`` hardening (``{class: answered class}``)."""
+        m = min(num_classes, max(2, round(self.spec.flip_fraction * num_classes)))
+        rank = sorted(
+            range(num_classes),
+            key=lambda c: hmac.new(self.secret, f"{key_id}|{c}".encode(), hashlib.sha256).digest(),
+        )
+        chosen = rank[:m]
+        return {c: chosen[(i + 1) % m] for i, c in enumerate(chosen)}

@@ -20,10 +20,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bastion.core.report import Report
 from bastion.core.scanning import FileResult, ScanResult, Verdict
 from bastion.scan.signing import signature_status
 
-__all__ = ["DATA_SUFFIXES", "build_bom"]
+__all__ = ["DATA_SUFFIXES", "build_bom", "report_bom"]
 
 #: Suffixes of data files listed as ``data`` components.
 DATA_SUFFIXES = (".csv", ".tsv", ".parquet", ".jsonl", ".arrow", ".feather", ".tfrecord", ".avro", ".orc")
@@ -160,3 +161,113 @@ def _hash(path: Path) -> list[dict[str, str]]:
     except OSError:
         return []
     return [{"alg": "SHA-256", "content": h.hexdigest()}]
+
+
+def report_bom(report: Report, *, tool_version: str = "0") -> dict[str, Any]:
+    """A CycloneDX 1.6 ML-BOM of an assessment: what ``bastion assess`` writes as ``bom.json``.
+
+    Every model asset (files, their hardened versions and endpoints) becomes a
+    ``machine-learning-model`` component with its SHA-256 as assessed, the format the scanner
+    detected, the scan verdict, the signature status (``assets[].signature``) and its gating
+    findings count; every dataset asset becomes a ``data`` component with its SHA-256. Nothing is
+    re-read from disk: the BOM states exactly what the report judged. The serial number derives
+    from the run id, so one run always yields the same BOM.
+
+    Args:
+        report: the assessment report.
+        tool_version: Bastion's version, for ``metadata.tools``.
+
+    Returns:
+        The BOM as a JSON-ready dict (valid against the CycloneDX 1.6 JSON schema).
+    """
+    scanned: dict[str, str] = {}
+    for check in report.checks:
+        if check.id.startswith("scan.") and check.asset and check.notes.get("format"):
+            scanned[check.asset] = str(check.notes["format"])
+    counts: dict[str, int] = {}
+    for f in report.gating():
+        if f.asset:
+            counts[f.asset] = counts.get(f.asset, 0) + 1
+    components: list[dict[str, Any]] = []
+    for rec in report.assets:
+        hashes = [{"alg": "SHA-256", "content": rec.sha256}] if rec.sha256 else []
+        ref = f"asset-{rec.name}"
+        if rec.kind == "dataset":
+            components.append(
+                {
+                    "type": "data",
+                    "bom-ref": ref,
+                    "name": rec.name,
+                    "hashes": hashes,
+                    "data": [{"type": "dataset", "name": rec.name, "contents": _contents(rec.path)}]
+                    if rec.path
+                    else [{"type": "dataset", "name": rec.name}],
+                    "properties": [_prop("kind", rec.kind)]
+                    + ([_prop("path", rec.path)] if rec.path else [])
+                    + ([_prop("owner", rec.owner)] if rec.owner else []),
+                }
+            )
+            continue
+        if rec.kind not in ("model", "endpoint"):
+            continue
+        fmt = scanned.get(rec.name) or rec.format
+        props = [_prop("kind", rec.kind)]
+        for name, value in (
+            ("path", rec.path),
+            ("url", rec.url),
+            ("format", fmt),
+            ("framework", rec.framework),
+            ("owner", rec.owner),
+            ("scan.verdict", rec.scan_verdict),
+            ("signature.status", rec.signature),
+            ("signature.reason", (rec.signature_detail or "")[:500] or None),
+        ):
+            if value:
+                props.append(_prop(name, value))
+        props.append(_prop("findings", counts.get(rec.name, 0)))
+        card_props = [_prop(n, v) for n, v in (("format", fmt), ("scan.verdict", rec.scan_verdict)) if v]
+        comp: dict[str, Any] = {
+            "type": "machine-learning-model",
+            "bom-ref": ref,
+            "name": rec.name,
+            "hashes": hashes,
+            "properties": props,
+        }
+        if card_props:
+            comp["modelCard"] = {"properties": card_props}
+        components.append(comp)
+    serial = (
+        uuid.UUID(hex=report.run.id)
+        if _is_hex_uuid(report.run.id)
+        else uuid.uuid5(uuid.NAMESPACE_URL, report.run.id)
+    )
+    return {
+        "bomFormat": "CycloneDX",
+        "specVersion": "1.6",
+        "serialNumber": f"urn:uuid:{serial}",
+        "version": 1,
+        "metadata": {
+            "timestamp": report.run.started.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "tools": {"components": [{"type": "application", "name": "bastion", "version": tool_version}]},
+            "component": {
+                "type": "application",
+                "bom-ref": "project",
+                "name": report.run.project or "project",
+                "properties": [_prop("run", report.run.id), _prop("run.status", report.run.status)],
+            },
+        },
+        "components": components,
+        "dependencies": [{"ref": "project", "dependsOn": [c["bom-ref"] for c in components]}],
+    }
+
+
+def _contents(path: str) -> dict[str, Any]:
+    return {"properties": [_prop("path", path)]}
+
+
+def _is_hex_uuid(text: str) -> bool:
+    try:
+        uuid.UUID(hex=text)
+    except ValueError:
+        return False
+    return True

@@ -19,9 +19,20 @@ from bastion.store.errors import StoreError
 #: One upgrade: takes a report dict of one version, returns it at the next.
 Step = Callable[[dict[str, Any]], dict[str, Any]]
 
-#: ``from_version -> (to_version, step)``. Empty while 1.0.0 is the only version.
-#: A bump adds e.g. ``"1.0.0": ("1.1.0", _add_thing)``.
-STEPS: dict[str, tuple[str, Step]] = {}
+
+def _signature_fields(data: dict[str, Any]) -> dict[str, Any]:
+    """1.0.0 -> 1.1.0: assets gained ``signature`` and ``signature_detail`` (both ``None``: not checked)."""
+    for asset in data.get("assets") or []:
+        if isinstance(asset, dict):
+            asset.setdefault("signature", None)
+            asset.setdefault("signature_detail", None)
+    return data
+
+
+#: ``from_version -> (to_version, step)``; a bump adds one step keyed by the version it upgrades from.
+STEPS: dict[str, tuple[str, Step]] = {
+    "1.0.0": ("1.1.0", _signature_fields),
+}
 
 _SEMVER = re.compile(r"^(\d+)\.(\d+)\.(\d+)$")
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from bastion.targets.base import Target
 
 if TYPE_CHECKING:
+    from bastion.targets.ensemble import EnsembleTarget
     from bastion.targets.http_target import HttpTarget
     from bastion.targets.loader import build_target
     from bastion.targets.onnx_target import OnnxTarget
@@ -28,6 +29,7 @@ _LAZY = {
     "OnnxTarget": "bastion.targets.onnx_target",
     "HttpTarget": "bastion.targets.http_target",
     "build_target": "bastion.targets.loader",
+    "EnsembleTarget": "bastion.targets.ensemble",
 }
 
 
@@ -45,6 +47,7 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "EnsembleTarget",
     "HttpTarget",
     "OnnxTarget",
     "SklearnTarget",

@@ -80,7 +80,8 @@ def test_dp_training_cuts_membership_leakage_cli(tmp_path: Path) -> None:
     auc = {(c["asset"], c["id"]): c["metrics"]["auc"] for c in rep["checks"] if c["status"] == "ok"}
     before = {k[1]: v for k, v in auc.items() if k[0] == "digits"}
     after = {k[1]: v for k, v in auc.items() if k[0] == "digits.v2"}
-    assert set(before) == set(after) == {"membership.threshold", "membership.lira", "membership.rmia"}
+    attacks = {"membership.threshold", "membership.lira", "membership.rmia", "membership.label-only"}
+    assert set(before) == set(after) == attacks
     assert max(before.values()) >= 0.65  # the original leaks
     assert before["membership.lira"] > before["membership.threshold"]  # reference models help
     # reference-model attacks on the DP version: within 0.05 of chance
@@ -97,3 +98,20 @@ def test_dp_training_cuts_membership_leakage_cli(tmp_path: Path) -> None:
         "exposed_records" in lira_v1["notes"]
         and "read from the cache" in lira_v2["notes"]["reference_models"]
     )
+
+
+def test_dp_sweep_prints_the_privacy_utility_curve(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``harden dp-train --sweep``: one version per ε and a table of ε spent and test accuracy."""
+    from bastion.cli.main import run
+
+    cfg = build_leaky_digits(tmp_path, n_train=100, n_test=100)
+    db = f"sqlite:///{tmp_path}/b.db"
+    args = ["harden", "dp-train", "--asset", "digits", "-c", str(cfg), "--db", db, "--sweep", "8,1"]
+    assert run([*args, "-p", "epochs=3", "-p", "batch_size=50"]) == 0
+    out = capsys.readouterr().err
+    assert "privacy / utility" in out and "∞ (original)" in out
+    rows = [line for line in out.splitlines() if line.strip().startswith("│")]
+    firsts = [r.split("│")[1].strip() for r in rows]
+    assert firsts[:3] == ["∞ (original)", "1", "8"]  # ascending ε after the original

@@ -805,8 +805,8 @@ class _Tally:
         )
         unit_label = f"ε ({self.unit})"
         result.series["robust_accuracy"] = Series(
-            x=list(self.grid), y=robust_y, x_label=unit_label, y_label="robust accuracy"
+            x=list(self.grid), y=robust_y, x_label=unit_label, y_label="accuracy"
         )
         result.series["clean_accuracy"] = Series(
-            x=list(self.grid), y=[clean] * len(self.grid), x_label=unit_label, y_label="clean accuracy"
+            x=list(self.grid), y=[clean] * len(self.grid), x_label=unit_label, y_label="accuracy"
         )

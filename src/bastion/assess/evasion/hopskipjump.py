@@ -171,7 +171,7 @@ def hopskipjump_linf(eng: _HSJEngine, x: np.ndarray, y: np.ndarray, eps: float, 
 
     def adv(rows: np.ndarray, xs: np.ndarray) -> np.ndarray:
         """Misclassified? for candidate rows of samples ``rows``; charges them."""
-        queries[rows] += 1
+        np.add.at(queries, rows, 1)  # rows repeat within a probe batch: count every probe
         return np.asarray(eng.labels(xs) != y[rows])
 
     def left(rows: np.ndarray, k: int = 1) -> np.ndarray:

@@ -1,0 +1,142 @@
+"""``bastion assess`` verifies model signatures (``signing.public_key``) and writes ``bom.json``."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from bastion import api
+from bastion.core.errors import ConfigError
+from bastion.core.report import Report
+
+pytest.importorskip("model_signing", reason="signing needs bastion-ml[signing]")
+
+
+@pytest.fixture(scope="module")
+def clinic_src(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return api.build_demo(tmp_path_factory.mktemp("clinic-src") / "clinic").parent
+
+
+@pytest.fixture
+def clinic(clinic_src: Path, tmp_path: Path) -> Path:
+    """A fresh copy of the clinic project with an EC key pair in ``keys/``."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    dest = tmp_path / "clinic"
+    shutil.copytree(clinic_src, dest)
+    (dest / "keys").mkdir()
+    priv = ec.generate_private_key(ec.SECP256R1())
+    (dest / "keys" / "key.pem").write_bytes(
+        priv.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    (dest / "keys" / "pub.pem").write_bytes(
+        priv.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    return dest
+
+
+def _with_key(project: Path) -> Path:
+    cfg = project / "bastion.yaml"
+    cfg.write_text(cfg.read_text() + "\nsigning:\n  public_key: keys/pub.pem\n")
+    return cfg
+
+
+def _assets(report: Report) -> dict[str, tuple[str | None, str | None]]:
+    return {a.name: (a.signature, a.signature_detail) for a in report.assets}
+
+
+def _findings(report: Report, rule: str) -> set[str | None]:
+    return {f.asset for f in report.findings if f.rule_id == rule}
+
+
+def _validate_bom(doc: dict) -> None:
+    pytest.importorskip("cyclonedx")
+    from cyclonedx.schema import SchemaVersion
+    from cyclonedx.validation.json import JsonStrictValidator
+
+    error = JsonStrictValidator(SchemaVersion.V1_6).validate_str(json.dumps(doc))
+    assert error is None, str(error)
+
+
+def test_signed_model_verifies_and_bom_json_is_cyclonedx_1_6(clinic: Path) -> None:
+    cfg = _with_key(clinic)
+    api.sign_model(clinic / "models" / "triage.joblib", key=clinic / "keys" / "key.pem")
+    report = api.assess(cfg, only=["scan"], store=False)
+    sig = _assets(report)
+    assert sig["triage"] == ("verified", None)
+    assert sig["digits"][0] == "unsigned"  # a key is configured: unsigned is a (low) finding
+    assert sig["wine"] == (None, None)  # a dataset has no signature status
+    assert not _findings(report, "scan.signature.verification-failed")
+    unsigned = _findings(report, "scan.signature.unsigned")
+    assert unsigned == {"diagnosis", "diagnosis-onnx", "digits", "vendor-model"}
+    assert all(f.severity.value == "low" for f in report.findings if f.rule_id == "scan.signature.unsigned")
+    ok = next(c for c in report.checks if c.id == "scan.signature" and c.asset == "triage")
+    assert ok.status == "ok" and ok.metrics["verified"] == 1.0
+
+    paths = api.write_outputs(report, clinic / "out", fail_on="none")
+    assert paths["bom"] == clinic / "out" / "bom.json"
+    assert not list((clinic / "out").glob(".*.tmp"))
+    doc = json.loads(paths["bom"].read_text())
+    _validate_bom(doc)
+    comps = {c["name"]: c for c in doc["components"]}
+    props = {p["name"]: p["value"] for p in comps["triage"]["properties"]}
+    assert comps["triage"]["type"] == "machine-learning-model"
+    assert props["bastion:signature.status"] == "verified"
+    assert props["bastion:scan.verdict"] == "safe"
+    assert props["bastion:format"] == "joblib"
+    triage = next(a for a in report.assets if a.name == "triage")
+    assert comps["triage"]["hashes"] == [{"alg": "SHA-256", "content": triage.sha256}]
+    vendor = {p["name"]: p["value"] for p in comps["vendor-model"]["properties"]}
+    assert vendor["bastion:scan.verdict"] == "malicious" and vendor["bastion:signature.status"] == "unsigned"
+    assert {n for n, c in comps.items() if c["type"] == "data"} == {"breast-cancer", "digit-images", "wine"}
+    assert all(c["hashes"] for c in comps.values() if c["type"] == "data")
+    assert doc["serialNumber"] == f"urn:uuid:{report.run.id[:8]}-{report.run.id[8:12]}-" + (
+        f"{report.run.id[12:16]}-{report.run.id[16:20]}-{report.run.id[20:]}"
+    )
+    html = paths["html"].read_text()
+    assert "<dt>Signature</dt>" in html and ">verified</span>" in html and "bom.json" in html
+
+
+def test_tampered_model_fails_verification_is_a_high_finding_and_not_loaded(clinic: Path) -> None:
+    cfg = _with_key(clinic)
+    digits = clinic / "models" / "digits.pt"
+    api.sign_model(digits, key=clinic / "keys" / "key.pem")
+    # Swap in another harmless PyTorch checkpoint: the scanner still says safe, the signature does not.
+    shutil.copyfile(clinic / "models" / "diagnosis.pt", digits)
+    report = api.assess(cfg, asset="digits", only=["scan", "evasion.square"], store=False)
+    status, detail = _assets(report)["digits"]
+    assert status == "failed" and detail and "digits.pt" in detail
+    assert next(a for a in report.assets if a.name == "digits").scan_verdict == "safe"
+    failed = [f for f in report.findings if f.rule_id == "scan.signature.verification-failed"]
+    assert [f.asset for f in failed] == ["digits"]
+    assert failed[0].severity.value == "high" and failed[0].location.path == "models/digits.pt"
+    assert api.exit_code(report, "high") == 1
+    attack = [c for c in report.checks if c.id == "evasion.square" and c.asset == "digits"]
+    assert attack and attack[0].status == "skipped" and "signature did not verify" in (attack[0].reason or "")
+
+
+def test_without_a_key_signatures_are_reported_not_findings(clinic: Path) -> None:
+    api.sign_model(clinic / "models" / "triage.joblib", key=clinic / "keys" / "key.pem")
+    report = api.assess(clinic / "bastion.yaml", only=["scan"], store=False)
+    sig = _assets(report)
+    assert sig["triage"][0] == "error" and "signing.public_key" in (sig["triage"][1] or "")
+    assert sig["digits"] == ("unsigned", None)
+    assert not [f for f in report.findings if f.rule_id.startswith("scan.signature.")]
+    assert not [c for c in report.checks if c.id == "scan.signature"]
+
+
+def test_missing_public_key_fails_preflight(clinic: Path) -> None:
+    cfg = _with_key(clinic)
+    (clinic / "keys" / "pub.pem").unlink()
+    with pytest.raises(ConfigError, match=r"signing\.public_key: .*pub\.pem"):
+        api.assess(cfg, only=["scan"], store=False)
+    with pytest.raises(ConfigError, match=r"signing\.public_key: .*pub\.pem"):
+        api.preflight(cfg)  # `bastion assess --dry-run` finds it too

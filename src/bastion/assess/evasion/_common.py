@@ -46,6 +46,7 @@ from bastion.core.config import InputSpec, Threshold
 from bastion.core.errors import BudgetExhausted, ConfigError, PluginError, TargetError
 from bastion.core.findings import Threat
 from bastion.core.results import CheckResult, Series
+from bastion.core.severity import Severity
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +86,23 @@ def eps_label(eps: float) -> str:
 def metric_key(name: str, eps: float) -> str:
     """``robust_accuracy`` and ``0.05`` → ``"robust_accuracy@eps=0.05"``."""
     return f"{name}@eps={eps_label(eps)}"
+
+
+#: ε of the default L2 gate (in the ε unit), shared by the L2 attacks.
+L2_THRESHOLD_EPS = 0.5
+
+
+def low_robust_accuracy(eps: float) -> tuple[Threshold, ...]:
+    """The default gate of an evasion attack: robust accuracy at ``eps`` below 0.5 is a high finding."""
+    return (
+        Threshold(
+            metric=metric_key("robust_accuracy", eps),
+            op="lt",
+            value=0.5,
+            severity=Severity.HIGH,
+            rule="low-robust-accuracy",
+        ),
+    )
 
 
 def parse_eps_metric(metric: str) -> tuple[str, float] | None:
@@ -430,6 +448,10 @@ class EvasionCheck(Check):
     """
 
     threat: ClassVar[Threat] = Threat.EVASION
+    # listed on endpoints too, so the report says why an attack could not run there
+    applies_to: ClassVar[frozenset[str]] = frozenset({"model", "endpoint"})
+    atlas: ClassVar[tuple[str, ...]] = ("AML.T0015", "AML.T0043", "AML.T0043.000")
+    default_thresholds: ClassVar[tuple[Threshold, ...]] = low_robust_accuracy(DEFAULT_THRESHOLD_EPS)
     remediation: ClassVar[str] = (
         "Harden the model with adversarial training (PGD, Madry et al. 2018, or TRADES) and re-assess; "
         "validate inputs against their declared ranges at runtime; for endpoints, rate-limit and watch "

@@ -23,31 +23,21 @@ from bastion.assess.evasion._common import (
     EvasionCheck,
     EvasionParams,
     InputBounds,
-    metric_key,
+    low_robust_accuracy,
 )
 from bastion.assess.evasion._gradients import GradientOracle, LossName, WhiteBoxEngine
-from bastion.core.atlas import CRAFT_ADVERSARIAL, EVADE_MODEL
 from bastion.core.budget import BudgetMeter
 from bastion.core.capability import Capability
 from bastion.core.check import CheckContext
 from bastion.core.config import Threshold
 from bastion.core.registry import register
-from bastion.core.severity import Severity
 
 APGD_REFERENCES: tuple[str, ...] = (
     "Croce, Hein. Reliable evaluation of adversarial robustness with an ensemble of diverse "
     "parameter-free attacks. ICML 2020. arXiv:2003.01690",
     "https://arxiv.org/abs/2003.01690",
 )
-APGD_THRESHOLDS: tuple[Threshold, ...] = (
-    Threshold(
-        metric=metric_key("robust_accuracy", DEFAULT_THRESHOLD_EPS),
-        op="lt",
-        value=0.5,
-        severity=Severity.HIGH,
-        rule="low-robust-accuracy",
-    ),
-)
+APGD_THRESHOLDS: tuple[Threshold, ...] = low_robust_accuracy(DEFAULT_THRESHOLD_EPS)
 
 
 class APGDParams(EvasionParams):
@@ -137,14 +127,12 @@ class APGDCE(EvasionCheck):
     id: ClassVar[str] = "evasion.apgd-ce"
     title: ClassVar[str] = "APGD-CE evasion (L∞, white-box)"
     requires: ClassVar[frozenset[Capability]] = frozenset({Capability.LOSS_GRADIENTS})
-    applies_to: ClassVar[frozenset[str]] = frozenset({"model", "endpoint"})
     Params = APGDParams
     references: ClassVar[tuple[str, ...]] = APGD_REFERENCES
     threat_model: ClassVar[str] = (
         "White-box: the attacker has the loss gradients and moves every mutable input value by at "
         "most ε within the declared bounds (untargeted), with a step size that adapts itself."
     )
-    atlas: ClassVar[tuple[str, ...]] = (EVADE_MODEL, CRAFT_ADVERSARIAL, "AML.T0043.000")
     default_thresholds: ClassVar[tuple[Threshold, ...]] = APGD_THRESHOLDS
 
     def extra_problems(self, ctx: CheckContext, n_samples: int, n_eps: int) -> list[str]:

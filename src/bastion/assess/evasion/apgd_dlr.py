@@ -21,7 +21,6 @@ from pydantic import Field
 from bastion.assess.evasion._common import Engine, EvasionCheck, InputBounds
 from bastion.assess.evasion._gradients import GradientOracle, torch_module
 from bastion.assess.evasion.apgd_ce import APGD_REFERENCES, APGD_THRESHOLDS, APGDEngine, APGDParams
-from bastion.core.atlas import CRAFT_ADVERSARIAL, EVADE_MODEL
 from bastion.core.budget import BudgetMeter
 from bastion.core.capability import Capability
 from bastion.core.check import CheckContext
@@ -57,7 +56,6 @@ class APGDDLR(EvasionCheck):
     id: ClassVar[str] = "evasion.apgd-dlr"
     title: ClassVar[str] = "APGD-DLR evasion (L∞, white-box)"
     requires: ClassVar[frozenset[Capability]] = frozenset({Capability.LOSS_GRADIENTS})
-    applies_to: ClassVar[frozenset[str]] = frozenset({"model", "endpoint"})
     Params = APGDDLRParams
     references: ClassVar[tuple[str, ...]] = APGD_REFERENCES
     threat_model: ClassVar[str] = (
@@ -65,7 +63,6 @@ class APGDDLR(EvasionCheck):
         "input value by at most ε within the declared bounds; the scale-invariant DLR loss defeats "
         "saturated cross-entropy."
     )
-    atlas: ClassVar[tuple[str, ...]] = (EVADE_MODEL, CRAFT_ADVERSARIAL, "AML.T0043.000")
     default_thresholds: ClassVar[tuple[Threshold, ...]] = APGD_THRESHOLDS
 
     def applicable(self, ctx: CheckContext) -> str | None:

@@ -34,25 +34,23 @@ import numpy as np
 from pydantic import Field
 
 from bastion.assess.evasion._common import (
+    L2_THRESHOLD_EPS,
     AttackOutcome,
     Engine,
     EvasionCheck,
     EvasionParams,
     InputBounds,
-    metric_key,
+    low_robust_accuracy,
 )
 from bastion.assess.evasion._gradients import GradientOracle, WhiteBoxEngine, torch_module
-from bastion.core.atlas import CRAFT_ADVERSARIAL, EVADE_MODEL
 from bastion.core.budget import BudgetMeter
 from bastion.core.capability import Capability
 from bastion.core.check import CheckContext
 from bastion.core.config import Threshold
 from bastion.core.registry import register
 from bastion.core.results import CheckResult
-from bastion.core.severity import Severity
 
 #: ε of the default threshold (L2, in the ε unit).
-L2_THRESHOLD_EPS = 0.5
 #: Fewest Adam steps per binary-search step the query budget may lower ``steps`` to.
 MIN_STEPS = 10
 #: The metric with no ε: median L2 norm of every adversarial example found.
@@ -101,7 +99,6 @@ class CWL2(EvasionCheck):
     title: ClassVar[str] = "Carlini & Wagner evasion (L2, white-box)"
     norm: ClassVar[Literal["linf", "l2"]] = "l2"
     requires: ClassVar[frozenset[Capability]] = frozenset({Capability.LOSS_GRADIENTS})
-    applies_to: ClassVar[frozenset[str]] = frozenset({"model", "endpoint"})
     Params = CWL2Params
     references: ClassVar[tuple[str, ...]] = (
         "Carlini, Wagner. Towards Evaluating the Robustness of Neural Networks. IEEE S&P 2017. "
@@ -113,16 +110,7 @@ class CWL2(EvasionCheck):
         "smallest L2 perturbation (in the ε unit) that changes the label within the declared "
         "bounds (untargeted); robust accuracy at ε counts those of norm at most ε."
     )
-    atlas: ClassVar[tuple[str, ...]] = (EVADE_MODEL, CRAFT_ADVERSARIAL, "AML.T0043.000")
-    default_thresholds: ClassVar[tuple[Threshold, ...]] = (
-        Threshold(
-            metric=metric_key("robust_accuracy", L2_THRESHOLD_EPS),
-            op="lt",
-            value=0.5,
-            severity=Severity.HIGH,
-            rule="low-robust-accuracy",
-        ),
-    )
+    default_thresholds: ClassVar[tuple[Threshold, ...]] = low_robust_accuracy(L2_THRESHOLD_EPS)
 
     def __init__(self) -> None:
         super().__init__()

@@ -18,22 +18,17 @@ from typing import ClassVar, Literal, cast
 import numpy as np
 
 from bastion.assess.evasion._common import (
-    DEFAULT_THRESHOLD_EPS,
     AttackOutcome,
     Engine,
     EvasionCheck,
     EvasionParams,
     InputBounds,
-    metric_key,
 )
 from bastion.assess.evasion._gradients import GradientOracle, WhiteBoxEngine
-from bastion.core.atlas import CRAFT_ADVERSARIAL, EVADE_MODEL
 from bastion.core.budget import BudgetMeter
 from bastion.core.capability import Capability
 from bastion.core.check import CheckContext
-from bastion.core.config import Threshold
 from bastion.core.registry import register
-from bastion.core.severity import Severity
 
 
 class FGSMParams(EvasionParams):
@@ -63,7 +58,6 @@ class FGSM(EvasionCheck):
     id: ClassVar[str] = "evasion.fgsm"
     title: ClassVar[str] = "FGSM evasion (L∞, white-box, one step)"
     requires: ClassVar[frozenset[Capability]] = frozenset({Capability.LOSS_GRADIENTS})
-    applies_to: ClassVar[frozenset[str]] = frozenset({"model", "endpoint"})
     Params = FGSMParams
     references: ClassVar[tuple[str, ...]] = (
         "Goodfellow, Shlens, Szegedy. Explaining and Harnessing Adversarial Examples. ICLR 2015. "
@@ -73,16 +67,6 @@ class FGSM(EvasionCheck):
     threat_model: ClassVar[str] = (
         "White-box: the attacker has the model's loss gradients and moves every mutable input value "
         "by at most ε within the declared bounds in one signed-gradient step (untargeted)."
-    )
-    atlas: ClassVar[tuple[str, ...]] = (EVADE_MODEL, CRAFT_ADVERSARIAL, "AML.T0043.000")
-    default_thresholds: ClassVar[tuple[Threshold, ...]] = (
-        Threshold(
-            metric=metric_key("robust_accuracy", DEFAULT_THRESHOLD_EPS),
-            op="lt",
-            value=0.5,
-            severity=Severity.HIGH,
-            rule="low-robust-accuracy",
-        ),
     )
 
     def extra_problems(self, ctx: CheckContext, n_samples: int, n_eps: int) -> list[str]:

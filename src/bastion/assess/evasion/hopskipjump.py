@@ -27,23 +27,19 @@ import numpy as np
 from pydantic import Field
 
 from bastion.assess.evasion._common import (
-    DEFAULT_THRESHOLD_EPS,
     MIN_QUERIES,
     AttackOutcome,
     Engine,
     EvasionCheck,
     EvasionParams,
     InputBounds,
-    metric_key,
 )
 from bastion.assess.evasion._gradients import bcast
 from bastion.core.atlas import CRAFT_ADVERSARIAL, EVADE_MODEL
 from bastion.core.budget import BudgetMeter
 from bastion.core.capability import Capability
 from bastion.core.check import CheckContext
-from bastion.core.config import Threshold
 from bastion.core.registry import register
-from bastion.core.severity import Severity
 
 
 class HSJParams(EvasionParams):
@@ -79,7 +75,6 @@ class HopSkipJump(EvasionCheck):
     id: ClassVar[str] = "evasion.hopskipjump"
     title: ClassVar[str] = "HopSkipJump evasion (L∞, decision-based black-box)"
     requires: ClassVar[frozenset[Capability]] = frozenset()
-    applies_to: ClassVar[frozenset[str]] = frozenset({"model", "endpoint"})
     Params = HSJParams
     references: ClassVar[tuple[str, ...]] = (
         "Chen, Jordan, Wainwright. HopSkipJumpAttack: A Query-Efficient Decision-Based Attack. "
@@ -91,15 +86,6 @@ class HopSkipJump(EvasionCheck):
         "per input, and may move every mutable input value by at most ε within the declared bounds."
     )
     atlas: ClassVar[tuple[str, ...]] = (EVADE_MODEL, CRAFT_ADVERSARIAL, "AML.T0043.001")
-    default_thresholds: ClassVar[tuple[Threshold, ...]] = (
-        Threshold(
-            metric=metric_key("robust_accuracy", DEFAULT_THRESHOLD_EPS),
-            op="lt",
-            value=0.5,
-            severity=Severity.HIGH,
-            rule="low-robust-accuracy",
-        ),
-    )
 
     def extra_problems(self, ctx: CheckContext, n_samples: int, n_eps: int) -> list[str]:
         """The query budget must leave a useful search per sample."""

@@ -31,22 +31,17 @@ import numpy as np
 from pydantic import Field
 
 from bastion.assess.evasion._common import (
-    DEFAULT_THRESHOLD_EPS,
     AttackOutcome,
     Engine,
     EvasionCheck,
     EvasionParams,
     InputBounds,
-    metric_key,
 )
-from bastion.core.atlas import CRAFT_ADVERSARIAL, EVADE_MODEL
 from bastion.core.budget import BudgetMeter
 from bastion.core.capability import Capability
 from bastion.core.check import CheckContext
-from bastion.core.config import Threshold
 from bastion.core.errors import PluginError, require
 from bastion.core.registry import register
-from bastion.core.severity import Severity
 
 if TYPE_CHECKING:
     import torch
@@ -100,8 +95,6 @@ class PGD(EvasionCheck):
     id: ClassVar[str] = "evasion.pgd"
     title: ClassVar[str] = "PGD evasion (L∞, white-box)"
     requires: ClassVar[frozenset[Capability]] = frozenset({Capability.LOSS_GRADIENTS})
-    # listed on endpoints too, so the report says why a white-box attack could not run there
-    applies_to: ClassVar[frozenset[str]] = frozenset({"model", "endpoint"})
     Params = PGDParams
     references: ClassVar[tuple[str, ...]] = (
         "Madry, Makelov, Schmidt, Tsipras, Vladu. Towards Deep Learning Models Resistant to "
@@ -112,16 +105,6 @@ class PGD(EvasionCheck):
         "White-box: the attacker has the model and its loss gradients and may move every mutable "
         "input value by at most ε (a fraction of each feature's declared range, or absolute input "
         "units) within the declared bounds, to make the model misclassify (untargeted)."
-    )
-    atlas: ClassVar[tuple[str, ...]] = (EVADE_MODEL, CRAFT_ADVERSARIAL, "AML.T0043.000")
-    default_thresholds: ClassVar[tuple[Threshold, ...]] = (
-        Threshold(
-            metric=metric_key("robust_accuracy", DEFAULT_THRESHOLD_EPS),
-            op="lt",
-            value=0.5,
-            severity=Severity.HIGH,
-            rule="low-robust-accuracy",
-        ),
     )
 
     def extra_problems(self, ctx: CheckContext, n_samples: int, n_eps: int) -> list[str]:

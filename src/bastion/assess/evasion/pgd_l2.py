@@ -26,12 +26,13 @@ import numpy as np
 from pydantic import Field
 
 from bastion.assess.evasion._common import (
+    L2_THRESHOLD_EPS,
     AttackOutcome,
     Engine,
     EvasionCheck,
     EvasionParams,
     InputBounds,
-    metric_key,
+    low_robust_accuracy,
 )
 from bastion.assess.evasion._gradients import (
     GradientOracle,
@@ -40,16 +41,13 @@ from bastion.assess.evasion._gradients import (
     project_l2,
     random_l2,
 )
-from bastion.core.atlas import CRAFT_ADVERSARIAL, EVADE_MODEL
 from bastion.core.budget import BudgetMeter
 from bastion.core.capability import Capability
 from bastion.core.check import CheckContext
 from bastion.core.config import Threshold
 from bastion.core.registry import register
-from bastion.core.severity import Severity
 
 #: ε of the default threshold (L2, in the ε unit).
-L2_THRESHOLD_EPS = 0.5
 
 
 class PGDL2Params(EvasionParams):
@@ -91,7 +89,6 @@ class PGDL2(EvasionCheck):
     title: ClassVar[str] = "PGD evasion (L2, white-box)"
     norm: ClassVar[Literal["linf", "l2"]] = "l2"
     requires: ClassVar[frozenset[Capability]] = frozenset({Capability.LOSS_GRADIENTS})
-    applies_to: ClassVar[frozenset[str]] = frozenset({"model", "endpoint"})
     Params = PGDL2Params
     references: ClassVar[tuple[str, ...]] = (
         "Madry, Makelov, Schmidt, Tsipras, Vladu. Towards Deep Learning Models Resistant to "
@@ -102,16 +99,7 @@ class PGDL2(EvasionCheck):
         "White-box: the attacker has the loss gradients and may add a perturbation whose L2 norm "
         "(in the ε unit) is at most ε, within the declared bounds (untargeted)."
     )
-    atlas: ClassVar[tuple[str, ...]] = (EVADE_MODEL, CRAFT_ADVERSARIAL, "AML.T0043.000")
-    default_thresholds: ClassVar[tuple[Threshold, ...]] = (
-        Threshold(
-            metric=metric_key("robust_accuracy", L2_THRESHOLD_EPS),
-            op="lt",
-            value=0.5,
-            severity=Severity.HIGH,
-            rule="low-robust-accuracy",
-        ),
-    )
+    default_thresholds: ClassVar[tuple[Threshold, ...]] = low_robust_accuracy(L2_THRESHOLD_EPS)
 
     def extra_problems(self, ctx: CheckContext, n_samples: int, n_eps: int) -> list[str]:
         """The query budget must cover the clean pass and one ε."""

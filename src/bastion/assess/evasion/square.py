@@ -38,7 +38,6 @@ import numpy as np
 from pydantic import Field
 
 from bastion.assess.evasion._common import (
-    DEFAULT_THRESHOLD_EPS,
     MIN_QUERIES,
     PER_EPS_METRICS,
     AttackOutcome,
@@ -48,15 +47,12 @@ from bastion.assess.evasion._common import (
     InputBounds,
     check_probabilities,
     eps_label,
-    metric_key,
 )
 from bastion.core.atlas import CRAFT_ADVERSARIAL, EVADE_MODEL
 from bastion.core.budget import BudgetMeter
 from bastion.core.capability import Capability
 from bastion.core.check import CheckContext
-from bastion.core.config import Threshold
 from bastion.core.registry import register
-from bastion.core.severity import Severity
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +99,6 @@ class SquareAttack(EvasionCheck):
     id: ClassVar[str] = "evasion.square"
     title: ClassVar[str] = "Square Attack evasion (L∞, black-box)"
     requires: ClassVar[frozenset[Capability]] = frozenset({Capability.PROBABILITIES})
-    applies_to: ClassVar[frozenset[str]] = frozenset({"model", "endpoint"})
     Params = SquareParams
     references: ClassVar[tuple[str, ...]] = (
         "Andriushchenko, Croce, Flammarion, Hein. Square Attack: a query-efficient black-box "
@@ -117,15 +112,6 @@ class SquareAttack(EvasionCheck):
     )
     atlas: ClassVar[tuple[str, ...]] = (EVADE_MODEL, CRAFT_ADVERSARIAL, "AML.T0043.001")
     metric_names: ClassVar[tuple[str, ...]] = (*PER_EPS_METRICS, "median_queries_successful")
-    default_thresholds: ClassVar[tuple[Threshold, ...]] = (
-        Threshold(
-            metric=metric_key("robust_accuracy", DEFAULT_THRESHOLD_EPS),
-            op="lt",
-            value=0.5,
-            severity=Severity.HIGH,
-            rule="low-robust-accuracy",
-        ),
-    )
 
     def extra_problems(self, ctx: CheckContext, n_samples: int, n_eps: int) -> list[str]:
         """``n_queries`` and the query budget must allow a useful search."""

@@ -38,12 +38,13 @@ import numpy as np
 from pydantic import Field
 
 from bastion.assess.evasion._common import (
+    L2_THRESHOLD_EPS,
     AttackOutcome,
     Engine,
     EvasionCheck,
     InputBounds,
     eps_label,
-    metric_key,
+    low_robust_accuracy,
 )
 from bastion.assess.evasion.square import SquareAttack, SquareParams, _SquareEngine, margin_loss, p_selection
 from bastion.core.atlas import CRAFT_ADVERSARIAL, EVADE_MODEL
@@ -52,10 +53,8 @@ from bastion.core.capability import Capability
 from bastion.core.check import CheckContext
 from bastion.core.config import Threshold
 from bastion.core.registry import register
-from bastion.core.severity import Severity
 
 #: ε of the default threshold (L2, in the ε unit).
-L2_THRESHOLD_EPS = 0.5
 
 
 class SquareL2Params(SquareParams):
@@ -96,7 +95,6 @@ class SquareAttackL2(EvasionCheck):
     title: ClassVar[str] = "Square Attack evasion (L2, black-box)"
     norm: ClassVar[Literal["linf", "l2"]] = "l2"
     requires: ClassVar[frozenset[Capability]] = frozenset({Capability.PROBABILITIES})
-    applies_to: ClassVar[frozenset[str]] = frozenset({"model", "endpoint"})
     Params = SquareL2Params
     references: ClassVar[tuple[str, ...]] = SquareAttack.references
     threat_model: ClassVar[str] = (
@@ -107,15 +105,7 @@ class SquareAttackL2(EvasionCheck):
     )
     atlas: ClassVar[tuple[str, ...]] = (EVADE_MODEL, CRAFT_ADVERSARIAL, "AML.T0043.001")
     metric_names: ClassVar[tuple[str, ...]] = SquareAttack.metric_names
-    default_thresholds: ClassVar[tuple[Threshold, ...]] = (
-        Threshold(
-            metric=metric_key("robust_accuracy", L2_THRESHOLD_EPS),
-            op="lt",
-            value=0.5,
-            severity=Severity.HIGH,
-            rule="low-robust-accuracy",
-        ),
-    )
+    default_thresholds: ClassVar[tuple[Threshold, ...]] = low_robust_accuracy(L2_THRESHOLD_EPS)
 
     def extra_problems(self, ctx: CheckContext, n_samples: int, n_eps: int) -> list[str]:
         """``n_queries`` and the query budget must allow a useful search (as ``evasion.square``)."""

@@ -22,7 +22,6 @@ import numpy as np
 from pydantic import Field
 
 from bastion.assess.evasion._common import (
-    DEFAULT_THRESHOLD_EPS,
     MIN_QUERIES,
     PER_EPS_METRICS,
     AttackOutcome,
@@ -31,7 +30,6 @@ from bastion.assess.evasion._common import (
     EvasionParams,
     InputBounds,
     eps_label,
-    metric_key,
     rng_for,
 )
 from bastion.assess.evasion._gradients import GradientOracle, has_gradients, torch_module
@@ -41,9 +39,7 @@ from bastion.core.atlas import CRAFT_ADVERSARIAL, EVADE_MODEL
 from bastion.core.budget import BudgetMeter
 from bastion.core.capability import Capability
 from bastion.core.check import CheckContext
-from bastion.core.config import Threshold
 from bastion.core.registry import register
-from bastion.core.severity import Severity
 
 STAGES: tuple[str, ...] = ("apgd_ce", "apgd_dlr", "square")
 
@@ -85,7 +81,6 @@ class WorstCase(EvasionCheck):
     id: ClassVar[str] = "evasion.worst-case"
     title: ClassVar[str] = "Worst-case evasion (APGD-CE → APGD-DLR → Square, L∞)"
     requires: ClassVar[frozenset[Capability]] = frozenset({Capability.PROBABILITIES})
-    applies_to: ClassVar[frozenset[str]] = frozenset({"model", "endpoint"})
     order: ClassVar[int] = 40
     Params = WorstCaseParams
     references: ClassVar[tuple[str, ...]] = APGD_REFERENCES
@@ -95,15 +90,6 @@ class WorstCase(EvasionCheck):
     )
     atlas: ClassVar[tuple[str, ...]] = (EVADE_MODEL, CRAFT_ADVERSARIAL, "AML.T0043.000", "AML.T0043.001")
     metric_names: ClassVar[tuple[str, ...]] = (*PER_EPS_METRICS, *(f"broken_by_{s}" for s in STAGES))
-    default_thresholds: ClassVar[tuple[Threshold, ...]] = (
-        Threshold(
-            metric=metric_key("robust_accuracy", DEFAULT_THRESHOLD_EPS),
-            op="lt",
-            value=0.5,
-            severity=Severity.HIGH,
-            rule="low-robust-accuracy",
-        ),
-    )
 
     def __init__(self) -> None:
         self._broken: dict[str, int | None] = {}

@@ -18,6 +18,11 @@ def test_data_commands_end_to_end(
     (tmp_path / "n.csv").write_text("f,label\n0.5,1\n7,0\n")
     capsys.readouterr()
     assert run(["data", "validate", "n.csv", "--against", "t.profile.json"]) == 1
+    captured = capsys.readouterr()
+    out = json.loads(captured.out)
+    assert out["violations"] == [{"row": 1, "column": "f", "rule": "range"}]  # never the cell's value
+    assert "7.0" not in captured.err
+    assert run(["data", "validate", "n.csv", "--against", "t.profile.json", "--show-values"]) == 1
     out = json.loads(capsys.readouterr().out)
     assert out["violations"] == [{"row": 1, "column": "f", "rule": "range", "value": "7.0"}]
     assert (

@@ -133,3 +133,16 @@ def test_new_key_prints_entry_not_secret(capsys: pytest.CaptureFixture[str]) -> 
     cap = capsys.readouterr()
     entry = json.loads(cap.out)
     assert entry["id"] == "alice" and entry["models"] == ["digits"] and "bk_" not in cap.out
+
+
+def test_verify_log_never_passes_on_a_missing_database_or_empty_chain(tmp_path: Path) -> None:
+    from bastion.cli.main import run
+
+    missing = tmp_path / "nope" / "x.db"
+    assert run(["guard", "verify-log", "--db", f"sqlite:///{missing}"]) == 2
+    assert not missing.parent.exists()
+    from bastion.store import Store
+
+    db = f"sqlite:///{tmp_path / 'empty.db'}"
+    Store.open(db).close()
+    assert run(["guard", "verify-log", "--db", db, "--chain", "no-such-chain"]) == 3

@@ -104,3 +104,12 @@ def test_noisy_label_map_is_a_secret_cycle_per_key() -> None:
     assert kind == "label" and sum(int(a != b) for a, b in zip(labels, range(10), strict=True)) == 3
     plain = ResponsePolicy(ResponseSpec(harden="label"))
     assert plain.harden(probs, key_id="eve") == (list(range(10)), "label")
+
+
+def test_deeply_nested_json_is_rejected_as_malformed(
+    keys: dict[str, tuple[str, KeySpec]], target: SoftmaxTarget, profile: Profile
+) -> None:
+    g = _guard(keys, target, profile)
+    hdr = {"Authorization": f"Bearer {keys['eve'][0]}"}
+    r = g.handle("digits", hdr, b"[" * 200_000 + b"]" * 200_000)
+    assert r.status == 400  # not a 503 "guard error": nesting must not count as a guard failure

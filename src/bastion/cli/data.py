@@ -61,6 +61,10 @@ def validate_cmd(
         float, typer.Option("--tolerance", help="Widen ranges by this share of the span.")
     ] = 0.0,
     output: Output = None,
+    show_values: Annotated[
+        bool,
+        typer.Option("--show-values", help="Also print the offending cell values (may be personal data)."),
+    ] = False,
 ) -> None:
     """List every violation (row, column, rule) of the profile; exit 1 when there is any."""
     from bastion import api
@@ -70,10 +74,13 @@ def validate_cmd(
         violations = api.data_validate(dataset, against, tolerance=tolerance)
     except BastionError as exc:
         fail(exc)
-    write(_dump({"dataset": str(dataset), "violations": [v.as_dict() for v in violations]}), output)
+    # cell values may be patient records: only row, column and rule unless asked for
+    rows = [{k: val for k, val in v.as_dict().items() if show_values or k != "value"} for v in violations]
+    write(_dump({"dataset": str(dataset), "violations": rows}), output)
     for v in violations[:20]:
         row = "-" if v.row is None else str(v.row)
-        err.print(f"row {row}  column {v.column}  rule {v.rule}  value {v.value}", highlight=False)
+        shown = f"  value {v.value}" if show_values and v.value is not None else ""
+        err.print(f"row {row}  column {v.column}  rule {v.rule}{shown}", highlight=False, markup=False)
     err.print(f"{len(violations)} violation(s)", highlight=False)
     raise typer.Exit(EXIT_FINDINGS if violations else EXIT_OK)
 

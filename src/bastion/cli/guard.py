@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from bastion.cli._common import EXIT_FINDINGS, EXIT_OK, err, fail, write
+from bastion.cli._common import EXIT_FINDINGS, EXIT_NOTHING, EXIT_OK, err, fail, write
 from bastion.core.errors import BastionError, ConfigError
 
 guard_app = typer.Typer(
@@ -23,7 +23,9 @@ guard_app = typer.Typer(
 def serve(
     config: Annotated[Path, typer.Option("--config", "-c", help="guard.yaml.")],
     host: Annotated[str | None, typer.Option("--host", help="Listen address (default 127.0.0.1).")] = None,
-    port: Annotated[int | None, typer.Option("--port", help="Port (default from guard.yaml, 8080).")] = None,
+    port: Annotated[
+        int | None, typer.Option("--port", min=0, max=65535, help="Port (default from guard.yaml, 8080).")
+    ] = None,
 ) -> None:
     """Serve the model behind every control (uvicorn, loopback by default)."""
     from bastion import api
@@ -37,7 +39,10 @@ def serve(
 
     h, p = host or h, port if port is not None else p
     err.print(f"bastion guard: serving on http://{h}:{p} (config {config})", highlight=False)
-    uvicorn.run(app, host=h, port=p, log_level="warning", access_log=False)
+    try:
+        uvicorn.run(app, host=h, port=p, log_level="warning", access_log=False)
+    except (OSError, OverflowError) as exc:
+        fail(BastionError(f"cannot listen on {h}:{p}: {exc}"))
 
 
 @guard_app.command("fit")
@@ -86,6 +91,10 @@ def verify_log(
     except BastionError as exc:
         fail(exc)
     write(json.dumps(res.to_dict(), indent=2), None)
+    if res.ok and res.records == 0 and expected is None:
+        # an empty or misnamed chain proves nothing: never report it as a pass
+        err.print(f"no audit records in chain {chain or '(from config)'}: nothing verified", highlight=False)
+        raise typer.Exit(EXIT_NOTHING)
     if res.ok:
         err.print(f"audit chain verified: {res.records} record(s)", highlight=False)
         raise typer.Exit(EXIT_OK)

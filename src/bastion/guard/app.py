@@ -264,7 +264,7 @@ class Guard:
             return Reply(429, {"detail": "circuit breaker open for this key"}, _retry(wait)), rec
         try:
             parsed = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):  # deep nesting is malformed too
             rec.update(decision="reject", reason="malformed JSON")
             return Reply(400, {"detail": "malformed JSON"}), rec
         try:

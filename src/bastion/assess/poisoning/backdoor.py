@@ -182,7 +182,8 @@ class BackdoorCheck(Check):
                     "activation cluster (suspected backdoor poison)",
                     severity=Severity.HIGH,
                     evidence=evidence,
-                    location=Location(path=ctx.asset.path, index=int(rows[0])),
+                    # the rows are in the training data, not in the model file
+                    location=Location(path=_dataset_path(ctx), index=int(rows[0])),
                 )
             )
         result.findings.extend(self.threshold_findings(ctx, result))
@@ -191,3 +192,12 @@ class BackdoorCheck(Check):
         result.budget_used = BudgetUsage(samples=n, seconds=seconds)
         ctx.report_progress(1.0)
         return result
+
+
+def _dataset_path(ctx: CheckContext) -> str | None:
+    """The file of the dataset the asset was trained on (as written in bastion.yaml)."""
+    name = ctx.asset.dataset
+    for ds in ctx.config.datasets:
+        if ds.name == name:
+            return ds.path
+    return ctx.asset.path

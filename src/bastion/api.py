@@ -63,6 +63,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "bastion.assess.membership.label_only",
     "bastion.assess.membership.attribute",
     "bastion.defend.dp_sgd",
+    "bastion.defend.dp_logreg",
 )
 
 #: Kinds of registered plugins the assessment planner schedules.
@@ -1122,7 +1123,7 @@ def harden(
             sha256=sha,
             procedure=procedure,
             details=details,
-            datasets=[a.dataset] if a.dataset else [],
+            datasets=_trained_on(st, cfg, base, a),
         )
     return HardenResult(
         asset=a.name,
@@ -1381,7 +1382,12 @@ def guard_fit(
         seed=cfg.seed,
         meta={"asset": a.name, "model_sha256": facts.get("scan_sha256"), "dataset_sha256": ds.sha256},
     )
-    sha = save_profile(profile, out)
+    if Path(out).exists() and not Path(out).is_dir():
+        raise ConfigError(f"--output {out}: a file is in the way; give a folder for the guard artefact")
+    try:
+        sha = save_profile(profile, out)
+    except OSError as exc:
+        raise ConfigError(f"--output {out}: cannot write the guard artefact: {exc.strerror or exc}") from None
     return {"path": str(Path(out)), "sha256": sha, "rows": len(x), "asset": a.name}
 
 
@@ -1430,7 +1436,10 @@ def guard_verify_log(
         cfg = load_guard_config(config)
         url = url or cfg.audit.db
         name = name or cfg.audit.chain
-    log_ = AuditLog.open(url or default_url(), chain=name or "guard")
+    url = url or default_url()
+    if not _store_exists(url):
+        raise ConfigError(f"no audit database at {url}: nothing to verify (check --db / audit.db)")
+    log_ = AuditLog.open(url, chain=name or "guard")
     try:
         return log_.verify(expected_head=expected_head)
     finally:
@@ -1637,3 +1646,34 @@ def data_sanitize(
         details={"sanitised_from": str(src), "removed_rows": rows, "rows_kept": kept, "remove": remove},
     )
     return dest, new, parent
+
+
+def _trained_on(store: Any, cfg: ProjectConfig, base: Path, a: Asset) -> list[str]:
+    """The registered dataset version ids ``a`` was trained on (lineage), else its dataset's name.
+
+    The version is the newest one registered for the dataset's resolved path (else under its
+    name) whose file hashes equal the files now; an unregistered or changed dataset is recorded
+    by name only (the data-sources audit reports it).
+    """
+    if not a.dataset:
+        return []
+    from bastion.data.provenance import dataset_files, file_sha256
+    from bastion.store.provenance import list_versions
+
+    ds = next((d for d in cfg.datasets if d.name == a.dataset), None)
+    if ds is None:
+        return [a.dataset]
+    root = (base / ds.path).resolve()
+    versions = list_versions(store)
+    chosen = [v for v in versions if v.details.get("path") == str(root)] or [
+        v for v in versions if v.dataset == ds.name
+    ]
+    if not chosen:
+        return [a.dataset]
+    files = dataset_files(root)
+    now = {(f.name if root.is_file() else f.relative_to(root).as_posix()): file_sha256(f) for f in files}
+    for v in sorted(chosen, key=lambda v: v.created, reverse=True):
+        if {k: e.get("sha256") for k, e in v.files.items()} == now:
+            return [v.id]
+    log.warning("dataset %s changed since its registration: lineage records its name only", ds.name)
+    return [a.dataset]

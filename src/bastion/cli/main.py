@@ -83,7 +83,12 @@ def scan(
         Path | None,
         typer.Option("--config", "-c", help="bastion.yaml whose scan.allow to use (explicit only)."),
     ] = None,
-    jobs: Annotated[int, typer.Option("--jobs", "-j", help="Worker processes (0: one per CPU).")] = 1,
+    jobs: Annotated[
+        int,
+        typer.Option(
+            "--jobs", "-j", min=0, help="Worker processes (0: one per CPU for many files; 1: none)."
+        ),
+    ] = 0,
     rules: Annotated[
         list[Path] | None,
         typer.Option("--rules", help="Extra rule file (TOML, shipped format); repeatable. Deny wins."),
@@ -93,34 +98,37 @@ def scan(
     ] = False,
 ) -> None:
     """Scan model files statically: nothing scanned is imported, unpickled or loaded."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from bastion.report import scan_table, scan_to_json, scan_to_sarif
+    from rich.progress import Progress
 
     bar: Progress | None = None
     task = None
-    if any(p.is_dir() for p in paths) and err.is_terminal:
-        bar = Progress(
-            TextColumn("scanning"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err
-        )
 
     def tick(done: int, total: int, _path: str) -> None:
-        nonlocal task
+        # The bar (and its refresh thread) starts with the first result, after any worker
+        # processes have been forked.
+        nonlocal bar, task
         if bar is None:
-            return
-        if task is None:
+            from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+
+            bar = Progress(
+                TextColumn("scanning"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err
+            )
+            bar.start()
             task = bar.add_task("scan", total=total)
+        assert task is not None
         bar.update(task, completed=done)
 
     opts = {"allow": allow or [], "config": config, "rules": rules or [], "jobs": jobs, "digest": not no_hash}
+    show_bar = any(p.is_dir() for p in paths) and err.is_terminal
     try:
-        if bar is not None:
-            with bar:
-                result = api.scan_models(paths, progress=tick, **opts)  # type: ignore[arg-type]
-        else:
-            result = api.scan_models(paths, **opts)  # type: ignore[arg-type]
+        result = api.scan_models(paths, progress=tick if show_bar else None, **opts)  # type: ignore[arg-type]
     except BastionError as exc:
         fail(exc)
+    finally:
+        if bar is not None:
+            bar.stop()
+    from bastion.report import scan_table, scan_to_json, scan_to_sarif
+
     gate = fail_on.value if isinstance(fail_on, enum.Enum) else str(fail_on)
     if fmt == ScanFormat.json:
         write(scan_to_json(result), output)

@@ -107,7 +107,7 @@ class EndpointSpec(_Strict):
         response_key: JSON key the outputs come back under (``{"predictions": [...]}``).
         output: what the endpoint returns: ``probabilities``, ``logits`` or ``labels``.
         timeout: seconds per request.
-        max_batch: rows per request.
+        max_batch: rows per request (default: 256 for probabilities or logits, 64 for labels).
         wire: request/response template: ``default`` (``request_key``/``response_key``), ``rows``
             (a bare JSON list of rows → a list of predictions) or ``kserve-v2`` (KServe v2 / Open
             Inference Protocol ``inputs``/``outputs`` tensors).
@@ -122,7 +122,7 @@ class EndpointSpec(_Strict):
     response_key: str = "predictions"
     output: Literal["probabilities", "logits", "labels"] = "probabilities"
     timeout: float = Field(default=10.0, gt=0)
-    max_batch: int = Field(default=64, ge=1)
+    max_batch: int | None = Field(default=None, ge=1)
     wire: Literal["default", "rows", "kserve-v2"] = "default"
     concurrency: int = Field(default=1, ge=1, le=256)
     rate_limit: float | None = Field(default=None, gt=0)

@@ -22,12 +22,24 @@ condition           severity when
 =================== ======== =============================================================
 
 Metrics: ``registered`` (1/0), ``files_checked``, ``files_changed`` (changed + added +
-removed; ``None`` when unregistered), ``world_writable_files``.
+removed; ``None`` when unregistered), ``world_writable_files``, ``lineage_depth`` (versions
+in the registered version's parent chain, itself included; ``None`` when unregistered) and
+``trained_models`` (recorded model versions trained on the dataset).
+
+Provenance and lineage go into ``notes`` so they are stored with the report (see
+:data:`PROVENANCE_NOTES`): ``provenance.version_id``, ``provenance.dataset``,
+``provenance.version``, ``provenance.merkle_root``, ``provenance.source``,
+``provenance.licence``, ``provenance.owner``, ``provenance.registered`` (ISO 8601),
+``provenance.lineage`` (JSON list, newest first, of ``{id, version, merkle_root, created,
+removed_rows}``), and ``lineage.trained_models`` (JSON list of ``{model, asset, version,
+procedure, dataset_version, created}``: each model version ``bastion harden`` recorded with one
+of this dataset's version ids, or its name when it was unregistered, in its ``datasets``).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import stat
 import time
@@ -67,22 +79,92 @@ def _files(root: Path) -> dict[str, Path]:
     }
 
 
-def _registered(db_url: str, name: str, path: Path) -> Any:
-    """The newest registered version of the dataset at ``path`` (else of ``name``), or ``None``."""
+#: Note keys holding a dataset's provenance (the lineage ones hold JSON lists).
+PROVENANCE_NOTES = (
+    "provenance.version_id",
+    "provenance.dataset",
+    "provenance.version",
+    "provenance.merkle_root",
+    "provenance.source",
+    "provenance.licence",
+    "provenance.owner",
+    "provenance.registered",
+    "provenance.lineage",
+    "lineage.trained_models",
+)
+
+
+def _registered(db_url: str, name: str, path: Path) -> tuple[Any, list[Any], list[dict[str, Any]]]:
+    """``(version, lineage, trained)`` of the dataset at ``path`` (else named ``name``).
+
+    ``version``: the newest registered version or ``None``; ``lineage``: its parent chain, newest
+    first; ``trained``: the model versions trained on any version of it (or on ``name``).
+    """
     from sqlalchemy.engine import make_url
 
     u = make_url(db_url)
     if u.get_backend_name() == "sqlite" and (not u.database or not Path(u.database).is_file()):
-        return None
-    from bastion.store.provenance import list_versions
+        return None, [], []
+    from bastion.store.provenance import lineage, list_versions
     from bastion.store.repository import Store
+    from bastion.store.versions import list_versions as model_versions
 
     with Store.open(db_url) as store:
         versions = list_versions(store)
-    same_path = [v for v in versions if v.details.get("path") == str(path)]
-    same_name = [v for v in versions if v.dataset == name]
-    chosen = same_path or same_name
-    return max(chosen, key=lambda v: v.created) if chosen else None
+        same_path = [v for v in versions if v.details.get("path") == str(path)]
+        same_name = [v for v in versions if v.dataset == name]
+        chosen = same_path or same_name
+        version = max(chosen, key=lambda v: v.created) if chosen else None
+        chain = lineage(store, version.id) if version is not None else []
+        ids = {v.id: v for v in (*same_path, *same_name, *chain)}
+        trained: list[dict[str, Any]] = []
+        for mv in model_versions(store):
+            used = [d for d in mv.datasets if d in ids or d == name]
+            if used:
+                trained.append(
+                    {
+                        "model": f"{mv.asset}.v{mv.version}",
+                        "asset": mv.asset,
+                        "version": mv.version,
+                        "procedure": mv.procedure,
+                        "dataset_version": used[0],
+                        "created": mv.created.isoformat(),
+                    }
+                )
+    return version, chain, trained
+
+
+def provenance_notes(version: Any, chain: list[Any], trained: list[dict[str, Any]]) -> dict[str, str]:
+    """The :data:`PROVENANCE_NOTES` of a registered ``version`` (``None``: only the trained models)."""
+    notes: dict[str, str] = {}
+    if version is not None:
+        notes["provenance.version_id"] = version.id
+        notes["provenance.dataset"] = version.dataset
+        notes["provenance.version"] = str(version.version)
+        notes["provenance.merkle_root"] = version.merkle_root
+        for key, value in (
+            ("source", version.source),
+            ("licence", version.licence),
+            ("owner", version.owner),
+        ):
+            if value:
+                notes[f"provenance.{key}"] = str(value)
+        notes["provenance.registered"] = version.created.isoformat()
+        notes["provenance.lineage"] = json.dumps(
+            [
+                {
+                    "id": v.id,
+                    "version": v.version,
+                    "merkle_root": v.merkle_root,
+                    "created": v.created.isoformat(),
+                    "removed_rows": len(v.details.get("removed_rows") or []),
+                }
+                for v in chain
+            ]
+        )
+    if trained:
+        notes["lineage.trained_models"] = json.dumps(trained)
+    return notes
 
 
 @register("check")
@@ -132,11 +214,15 @@ class DataSourcesCheck(Check):
         metrics: dict[str, float | None] = {"files_checked": float(len(files))}
         notes: dict[str, str] = {}
 
-        version = _registered(db_url, ds.name, root)
+        version, chain, trained = _registered(db_url, ds.name, root)
         metrics["registered"] = 1.0 if version is not None else 0.0
+        metrics["lineage_depth"] = float(len(chain)) if version is not None else None
+        metrics["trained_models"] = float(len(trained))
+        notes.update(provenance_notes(version, chain, trained))
         if version is None:
             metrics["files_changed"] = None
             notes["files_changed"] = "not registered: nothing to compare with"
+            notes["lineage_depth"] = "not registered: no recorded lineage"
             findings.append(
                 self.finding(
                     ctx,

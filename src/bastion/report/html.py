@@ -32,6 +32,8 @@ from bastion.report._common import (
     technique_ref,
 )
 from bastion.report._plots import series_svg
+from bastion.report._provenance import as_context as provenance_context
+from bastion.report._provenance import dataset_provenance
 from bastion.report._versions import as_context, compare_versions
 
 logger = logging.getLogger(__name__)
@@ -173,6 +175,7 @@ def report_context(report: Report, *, fail_on: str = "medium") -> dict[str, Any]
         "skipped": all_skipped(report),
         "errors": all_errors(report),
         "versions": as_context(compare_versions(report)),
+        "provenance": provenance_context(dataset_provenance(report)),
     }
 
 
@@ -186,7 +189,9 @@ def report_to_html(report: Report, *, fail_on: str = "medium") -> str:
     series (``<figure data-plot="check-id/asset">`` holding an inline ``<svg>``); each finding
     with severity, evidence, ATLAS technique (id, name, link) and remedy, baseline state and
     waiver; skipped checks with reasons; and errors. CSS is inline, plots are inline SVG, there
-    is no script and nothing is fetched from the network.
+    is no script and nothing is fetched from the network. A "Data provenance and lineage"
+    section (``<section id="provenance">``) lists every dataset with its registered version,
+    Merkle root, source, licence, owner, version chain and the model versions trained on it.
 
     Args:
         report: the report.

@@ -169,7 +169,11 @@ def report_bom(report: Report, *, tool_version: str = "0") -> dict[str, Any]:
     Every model asset (files, their hardened versions and endpoints) becomes a
     ``machine-learning-model`` component with its SHA-256 as assessed, the format the scanner
     detected, the scan verdict, the signature status (``assets[].signature``) and its gating
-    findings count; every dataset asset becomes a ``data`` component with its SHA-256. Nothing is
+    findings count; every dataset asset becomes a ``data`` component with its SHA-256 and, from the
+    ``governance.data-sources`` notes, its registered version (``version``), version id, Merkle
+    root, source, licence, owner and lineage (``bastion:provenance.*`` properties). A model version
+    trained on a dataset of the report (``lineage.trained_models``) references it in
+    ``modelCard.modelParameters.datasets`` and in ``dependencies``. Nothing is
     re-read from disk: the BOM states exactly what the report judged. The serial number derives
     from the run id, so one run always yields the same BOM.
 
@@ -184,6 +188,13 @@ def report_bom(report: Report, *, tool_version: str = "0") -> dict[str, Any]:
     for check in report.checks:
         if check.id.startswith("scan.") and check.asset and check.notes.get("format"):
             scanned[check.asset] = str(check.notes["format"])
+    provenance = _provenance(report)
+    trained_on: dict[str, list[str]] = {}
+    for ds_name, notes in provenance.items():
+        for t in _json_list(notes.get("lineage.trained_models")):
+            if isinstance(t.get("model"), str):
+                trained_on.setdefault(t["model"], []).append(f"asset-{ds_name}")
+    names = {rec.name for rec in report.assets}
     counts: dict[str, int] = {}
     for f in report.gating():
         if f.asset:
@@ -193,20 +204,32 @@ def report_bom(report: Report, *, tool_version: str = "0") -> dict[str, Any]:
         hashes = [{"alg": "SHA-256", "content": rec.sha256}] if rec.sha256 else []
         ref = f"asset-{rec.name}"
         if rec.kind == "dataset":
-            components.append(
+            data: dict[str, Any] = (
                 {
-                    "type": "data",
-                    "bom-ref": ref,
+                    "type": "dataset",
                     "name": rec.name,
-                    "hashes": hashes,
-                    "data": [{"type": "dataset", "name": rec.name, "contents": _contents(rec.path)}]
-                    if rec.path
-                    else [{"type": "dataset", "name": rec.name}],
-                    "properties": [_prop("kind", rec.kind)]
-                    + ([_prop("path", rec.path)] if rec.path else [])
-                    + ([_prop("owner", rec.owner)] if rec.owner else []),
+                    "contents": _contents(rec.path),
                 }
+                if rec.path
+                else {"type": "dataset", "name": rec.name}
             )
+            notes = provenance.get(rec.name, {})
+            if notes.get("provenance.source"):
+                data["description"] = f"source: {notes['provenance.source']}"[:1000]
+            comp_d: dict[str, Any] = {
+                "type": "data",
+                "bom-ref": ref,
+                "name": rec.name,
+                "hashes": hashes,
+                "data": [data],
+                "properties": [_prop("kind", rec.kind)]
+                + ([_prop("path", rec.path)] if rec.path else [])
+                + ([_prop("owner", rec.owner)] if rec.owner else [])
+                + _provenance_props(notes),
+            }
+            if notes.get("provenance.version"):
+                comp_d["version"] = notes["provenance.version"]
+            components.append(comp_d)
             continue
         if rec.kind not in ("model", "endpoint"):
             continue
@@ -233,8 +256,16 @@ def report_bom(report: Report, *, tool_version: str = "0") -> dict[str, Any]:
             "hashes": hashes,
             "properties": props,
         }
-        if card_props:
-            comp["modelCard"] = {"properties": card_props}
+        trained = [
+            r for r in dict.fromkeys(trained_on.get(rec.name, [])) if r.removeprefix("asset-") in names
+        ]
+        if card_props or trained:
+            card: dict[str, Any] = {}
+            if trained:
+                card["modelParameters"] = {"datasets": [{"ref": r} for r in trained]}
+            if card_props:
+                card["properties"] = card_props
+            comp["modelCard"] = card
         components.append(comp)
     serial = (
         uuid.UUID(hex=report.run.id)
@@ -257,8 +288,55 @@ def report_bom(report: Report, *, tool_version: str = "0") -> dict[str, Any]:
             },
         },
         "components": components,
-        "dependencies": [{"ref": "project", "dependsOn": [c["bom-ref"] for c in components]}],
+        "dependencies": [{"ref": "project", "dependsOn": [c["bom-ref"] for c in components]}]
+        + [
+            {
+                "ref": c["bom-ref"],
+                "dependsOn": [d["ref"] for d in c["modelCard"]["modelParameters"]["datasets"]],
+            }
+            for c in components
+            if "modelParameters" in c.get("modelCard", {})
+        ],
     }
+
+
+#: Provenance notes of ``governance.data-sources`` copied into a data component's properties.
+_PROVENANCE_PROPS = (
+    "provenance.version_id",
+    "provenance.version",
+    "provenance.merkle_root",
+    "provenance.source",
+    "provenance.licence",
+    "provenance.owner",
+    "provenance.registered",
+)
+
+
+def _provenance(report: Report) -> dict[str, dict[str, str]]:
+    """``{dataset: notes}`` of the ``governance.data-sources`` results that ran."""
+    return {
+        c.asset: c.notes
+        for c in report.checks
+        if c.id == "governance.data-sources" and c.asset and c.status == "ok"
+    }
+
+
+def _provenance_props(notes: dict[str, str]) -> list[dict[str, str]]:
+    props = [_prop(k, notes[k]) for k in _PROVENANCE_PROPS if notes.get(k)]
+    chain = _json_list(notes.get("provenance.lineage"))
+    if chain:
+        props.append(_prop("provenance.lineage", " <- ".join(str(v.get("id")) for v in chain)))
+    return props
+
+
+def _json_list(raw: str | None) -> list[dict[str, Any]]:
+    if not raw:
+        return []
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return []
+    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
 
 
 def _contents(path: str) -> dict[str, Any]:

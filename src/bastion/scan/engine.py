@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
+import io
 import logging
 import os
 import stat
 import tomllib
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import IO
 
 from bastion.core.errors import ConfigError, ScanError
 from bastion.core.registry import scanners as scanner_registry
@@ -21,7 +24,7 @@ from bastion.scan.policy import PicklePolicy, Rule, load_rules
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Progress", "load_rule_files", "scan_file", "scan_paths", "verdict_of"]
+__all__ = ["POOL_MIN_FILES", "Progress", "load_rule_files", "scan_file", "scan_paths", "verdict_of"]
 
 _LINK = "\0symlink"  # marks an in-folder file symlink in _walk's output
 
@@ -67,17 +70,52 @@ def _reason(out: Outcome, verdict: Verdict) -> str | None:
     return None
 
 
-def _hash(path: Path) -> tuple[str, int]:
+#: Read size of the SHA-256 pass (one buffer, reused: no per-chunk allocation).
+_HASH_BUF = 1 << 20
+#: Read size when the hash runs in a thread beside the scan: large, so that the thread
+#: reacquires the GIL rarely while the scan holds it.
+_HASH_BUF_THREAD = 1 << 20
+#: Files at least this large are hashed in a thread while the scan reads them.
+_THREAD_HASH_MIN = 8 << 20
+
+
+def _hash(path: Path, bufsize: int = _HASH_BUF) -> tuple[str, int]:
+    """SHA-256 hex digest and byte count of a file, streamed through one reused buffer."""
     h = hashlib.sha256()
+    buf = bytearray(bufsize)
+    view = memoryview(buf)
     size = 0
-    with path.open("rb") as fh:
-        while True:
-            chunk = fh.read(1 << 20)
-            if not chunk:
-                break
-            h.update(chunk)
-            size += len(chunk)
+    with path.open("rb", buffering=0) as fh:
+        while n := fh.readinto(buf):
+            h.update(view[:n])
+            size += n
     return h.hexdigest(), size
+
+
+class _BackgroundHash:
+    """Hash a file in a thread (hashlib and file reads release the GIL) while it is scanned."""
+
+    def __init__(self, path: Path) -> None:
+        import threading
+
+        self.result: tuple[str, int] | None = None
+        self.error: OSError | None = None
+        self._thread = threading.Thread(target=self._run, args=(path,), name="bastion-hash", daemon=True)
+        self._thread.start()
+
+    def _run(self, path: Path) -> None:
+        try:
+            self.result = _hash(path, _HASH_BUF_THREAD)
+        except OSError as exc:
+            self.error = exc
+
+    def join(self) -> tuple[str, int]:
+        """The digest and size; raises the thread's ``OSError``."""
+        self._thread.join()
+        if self.error is not None:
+            raise self.error
+        assert self.result is not None
+        return self.result
 
 
 def _scan_one(
@@ -88,23 +126,58 @@ def _scan_one(
     scanners: list[Scanner],
     digest_files: bool = True,
 ) -> FileResult:
-    try:
-        digest: str | None
-        if digest_files:
-            digest, size = _hash(path)
-        else:
-            digest, size = None, path.stat().st_size
-    except OSError as exc:
-        return FileResult(path=display, verdict=Verdict.ERROR, reason=f"unreadable: {exc}")
+    """Scan one file, never raising (an unreadable file is an ``error`` verdict).
+
+    Small files are read once (hash and scan share the bytes); large ones are hashed in a
+    thread while the scanners read only what they need.
+    """
+    digest: str | None = None
+    background: _BackgroundHash | None = None
     ctx = ScanContext(policy, limits, scanners)
     try:
         with path.open("rb") as fh:
-            art = Artifact(path=display, member=None, name=path.name, stream=fh, size=size, depth=0, ctx=ctx)
-            out = ctx.scan(art)
+            size = os.fstat(fh.fileno()).st_size
+            stream: IO[bytes] = fh
+            if digest_files and size < _THREAD_HASH_MIN:
+                data = fh.read(size + 1)
+                digest = hashlib.sha256(data).hexdigest()
+                if len(data) != size:
+                    return FileResult(
+                        path=display,
+                        verdict=Verdict.ERROR,
+                        reason=f"file changed while being scanned ({size} bytes, then {len(data)})",
+                    )
+                stream = io.BytesIO(data)
+            elif digest_files:
+                background = _BackgroundHash(path)
+            art = Artifact(
+                path=display, member=None, name=path.name, stream=stream, size=size, depth=0, ctx=ctx
+            )
+            try:
+                out = ctx.scan(art)
+            except BaseException:
+                if background is not None:  # never leave the hash thread reading behind us
+                    with contextlib.suppress(OSError):
+                        background.join()
+                raise
     except OSError as exc:
-        return FileResult(
-            path=display, verdict=Verdict.ERROR, sha256=digest, size=size, reason=f"unreadable: {exc}"
-        )
+        if background is not None:
+            with contextlib.suppress(OSError):
+                digest = background.join()[0]
+        return FileResult(path=display, verdict=Verdict.ERROR, sha256=digest, reason=f"unreadable: {exc}")
+    if background is not None:
+        try:
+            digest, hashed = background.join()
+        except OSError as exc:
+            return FileResult(path=display, verdict=Verdict.ERROR, size=size, reason=f"unreadable: {exc}")
+        if hashed != size:
+            return FileResult(
+                path=display,
+                verdict=Verdict.ERROR,
+                sha256=digest,
+                size=hashed,
+                reason=f"file changed while being scanned ({size} bytes, then {hashed})",
+            )
     verdict = verdict_of(out)
     log.debug("scanned %s: %s (%s)", display, verdict.value, out.format)
     return FileResult(
@@ -119,16 +192,18 @@ def _scan_one(
     )
 
 
-def _walk(root: Path) -> Iterator[tuple[str, Path | None, str | None]]:
+def _walk(root: Path, reals: dict[str, str] | None = None) -> Iterator[tuple[str, Path | None, str | None]]:
     """Yield ``(display path, path to scan or None, skip reason)`` under ``root``, sorted.
 
     In-folder file symlinks come with the reason ``_LINK`` (scanned unless their target is).
+    ``reals`` (if given) receives each file's resolved path, derived from the folder's (no
+    symlinked folder is walked into), so callers need not resolve every file again.
     """
     real_root = os.path.realpath(root)
-    stack = [root]
+    stack = [(root, real_root)]
     found: list[tuple[str, Path | None, str | None]] = []
     while stack:
-        folder = stack.pop()
+        folder, real_folder = stack.pop()
         try:
             entries = sorted(os.scandir(folder), key=lambda e: e.name)
         except OSError as exc:
@@ -148,11 +223,15 @@ def _walk(root: Path) -> Iterator[tuple[str, Path | None, str | None]]:
                         found.append((str(p), None, "symlinked folder not followed"))
                     else:
                         found.append((str(p), p, _LINK))
+                        if reals is not None:
+                            reals[str(p)] = target
                 elif e.is_dir(follow_symlinks=False):
                     if e.name not in SKIP_DIRS:
-                        stack.append(p)
+                        stack.append((p, os.path.join(real_folder, e.name)))
                 elif e.is_file(follow_symlinks=False):
                     found.append((str(p), p, None))
+                    if reals is not None:
+                        reals[str(p)] = os.path.join(real_folder, e.name)
                 else:
                     found.append((str(p), None, "not a regular file"))
             except OSError as exc:
@@ -237,6 +316,33 @@ def _work(item: tuple[str, str]) -> FileResult:
         return FileResult(path=display, verdict=Verdict.ERROR, reason=reason)
 
 
+#: ``jobs=0`` starts a worker process only per this many files (a pool costs a few ms a worker
+#: with ``fork``; one small file scans in under a millisecond).
+POOL_MIN_FILES = 64
+
+
+def _auto_workers(total: int) -> int:
+    """Workers for ``jobs=0``: one per CPU, but only as many as the files keep busy."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(cpus, total // POOL_MIN_FILES))
+
+
+def _start_method() -> str:
+    """The pool's start method.
+
+    ``fork`` where safe (Linux, no other thread: workers inherit the loaded scanners for
+    free); else ``forkserver`` or ``spawn`` (each worker imports the scanners again).
+    """
+    import multiprocessing
+    import sys
+    import threading
+
+    methods = multiprocessing.get_all_start_methods()
+    if sys.platform.startswith("linux") and "fork" in methods and threading.active_count() == 1:
+        return "fork"
+    return "forkserver" if "forkserver" in methods else "spawn"
+
+
 #: Called after each file with ``(files done, files to scan, display path)``.
 Progress = Callable[[int, int, str], None]
 
@@ -260,8 +366,10 @@ def scan_paths(
             from the scanned folder; cannot allow a deny-listed callable.
         limits: scan limits (decompressed bytes, ratio, nesting); defaults to :class:`ScanLimits`.
         rules: extra rule files (explicit paths only; see :func:`load_rule_files`).
-        jobs: worker processes (``1``: in this process; ``0``: one per CPU). Results keep the
-            sorted order whatever the number of workers.
+        jobs: worker processes. ``1``: in this process; ``N > 1``: up to N processes;
+            ``0`` (auto): one per CPU when there are enough files for a pool to pay for itself
+            (at least :data:`POOL_MIN_FILES` per worker), else in this process. Results keep
+            the sorted order whatever the number of workers.
         progress: called after each scanned file with ``(done, total, path)``.
         digest: compute each file's SHA-256 (``False``: ``sha256`` is ``None``; hashing reads
             every byte, so a scan that only parses headers is much faster without it).
@@ -283,12 +391,17 @@ def scan_paths(
     lim = limits or ScanLimits()
     entries: list[FileResult | tuple[str, Path]] = []
     seen: set[str] = set()
+    reals: dict[str, str] = {}
+
+    def real(display: str, q: Path) -> str:
+        return reals.get(display) or os.path.realpath(q)
+
     for p in given:
-        items = list(_walk(p)) if p.is_dir() else [(str(p), p, None)]
-        real_files = {os.path.realpath(q) for _, q, why in items if q is not None and why is None}
+        items = list(_walk(p, reals)) if p.is_dir() else [(str(p), p, None)]
+        real_files = {real(d, q) for d, q, why in items if q is not None and why is None}
         for display, path, skip in items:
             if skip == _LINK and path is not None:
-                if os.path.realpath(path) in real_files:
+                if real(display, path) in real_files:
                     entries.append(
                         FileResult(
                             path=display,
@@ -298,7 +411,7 @@ def scan_paths(
                     )
                     continue
                 skip = None
-            key = os.path.realpath(path) if path is not None else display
+            key = real(display, path) if path is not None else display
             if key in seen:
                 continue
             seen.add(key)
@@ -316,7 +429,7 @@ def scan_paths(
             entries.append((display, path))
     todo = [(i, e) for i, e in enumerate(entries) if isinstance(e, tuple)]
     total = len(todo)
-    workers = (os.cpu_count() or 1) if jobs == 0 else jobs
+    workers = _auto_workers(total) if jobs == 0 else jobs
     workers = max(1, min(workers, total))
     done: dict[int, FileResult] = {}
     if workers == 1:
@@ -329,14 +442,13 @@ def scan_paths(
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
-        method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
         with ProcessPoolExecutor(
             max_workers=workers,
-            mp_context=multiprocessing.get_context(method),
+            mp_context=multiprocessing.get_context(_start_method()),
             initializer=_init_worker,
             initargs=(policy, lim, digest),
         ) as pool:
-            chunk = max(1, min(64, total // (workers * 8) or 1))
+            chunk = max(1, min(64, total // (workers * 4)))
             results = pool.map(_work, [(d, str(pth)) for _, (d, pth) in todo], chunksize=chunk)
             for n, ((i, (display, _)), fr) in enumerate(zip(todo, results, strict=True), 1):
                 done[i] = fr

@@ -32,6 +32,7 @@ _FORMATS = {
     "pickle": "sklearn",
     "pkl": "sklearn",
     "sklearn": "sklearn",
+    "skops": "sklearn",
     "http": "http",
     "json": "http",
 }
@@ -41,6 +42,7 @@ _SUFFIXES = {
     ".joblib": "sklearn",
     ".pkl": "sklearn",
     ".pickle": "sklearn",
+    ".skops": "sklearn",
     ".pt": "torch",
     ".pth": "torch",
     ".ts": "torch",
@@ -170,7 +172,10 @@ def build_target(
     path = Path(asset.path)
     if not path.is_absolute():
         path = Path(base_dir) / path
-    if framework == "sklearn" and not verified_sha256:
+    is_skops = (asset.format or "").lower() == "skops" or (
+        not asset.format and path.suffix.lower() == ".skops"
+    )
+    if framework == "sklearn" and not verified_sha256 and not is_skops:
         raise TargetError(
             f"{path}: refusing to unpickle a joblib/pickle file without the scanner's recorded SHA-256 "
             "(scan it first; only a 'safe' verdict may be loaded)"
@@ -193,10 +198,13 @@ def build_target(
         return TorchTarget(module, name=asset.name, input_shape=input_shape, num_classes=num_classes)
 
     if framework == "sklearn":
-        from bastion.targets.sklearn_target import SklearnTarget, load_joblib_verified
+        from bastion.targets.sklearn_target import SklearnTarget, load_joblib_verified, load_skops_verified
 
-        assert verified_sha256 is not None
-        estimator = load_joblib_verified(path, expected_sha256=verified_sha256, model_bytes=data)
+        if is_skops:  # no unpickling: skops rebuilds trusted types only
+            estimator = load_skops_verified(path, expected_sha256=verified_sha256, model_bytes=data)
+        else:
+            assert verified_sha256 is not None
+            estimator = load_joblib_verified(path, expected_sha256=verified_sha256, model_bytes=data)
         return SklearnTarget(estimator, name=asset.name, input_shape=input_shape, num_classes=num_classes)
 
     if framework == "onnx":

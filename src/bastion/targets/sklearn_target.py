@@ -233,3 +233,50 @@ def load_joblib_verified(path: str | Path, *, expected_sha256: str, model_bytes:
         ) from None
     log.debug("loaded verified joblib file %s", path)
     return obj
+
+
+def load_skops_verified(
+    path: str | Path, *, expected_sha256: str | None, model_bytes: bytes | None = None
+) -> Any:
+    """Load a skops file, refusing any type outside skops' trusted defaults (never unpickles).
+
+    skops stores an estimator as a JSON schema plus numpy arrays and rebuilds only the types
+    it is told to trust. :func:`skops.io.get_untrusted_types` lists every type the file would
+    construct beyond skops' built-in trusted set (scikit-learn estimators, numpy, scipy); any
+    such type is refused here — nothing is ever passed to ``trusted=``.
+
+    Args:
+        path: the file (for messages; read only when ``model_bytes`` is ``None``).
+        expected_sha256: hex SHA-256 recorded when the scanner saw the file, if any.
+        model_bytes: the bytes the scanner read, if the caller kept them; re-hashed.
+
+    Returns:
+        The estimator.
+
+    Raises:
+        IntegrityError: the bytes' SHA-256 differs from ``expected_sha256``.
+        TargetError: untrusted types in the file, or not a loadable skops file.
+        MissingExtraError: skops is not installed.
+    """
+    sio = import_extra("skops.io", "data")
+    data = read_model_bytes(path, model_bytes)
+    if expected_sha256:
+        verify_sha256(data, expected_sha256, where=path)
+    try:
+        untrusted = sio.get_untrusted_types(data=data)
+    except Exception as exc:  # not a zip, no schema, bad JSON
+        raise TargetError(
+            f"{path}: not a readable skops file ({type(exc).__name__}: {str(exc)[:200]})"
+        ) from None
+    if untrusted:
+        raise TargetError(
+            f"{path}: refusing to load a skops file with untrusted types: {', '.join(sorted(untrusted)[:5])}"
+        )
+    try:
+        obj = sio.loads(data)
+    except Exception as exc:
+        raise TargetError(
+            f"{path}: cannot load skops file ({type(exc).__name__}: {str(exc)[:200]})"
+        ) from None
+    log.debug("loaded skops file %s (trusted types only)", path)
+    return obj

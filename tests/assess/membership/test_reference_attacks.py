@@ -82,12 +82,12 @@ def test_dp_training_cuts_membership_leakage_cli(tmp_path: Path) -> None:
     after = {k[1]: v for k, v in auc.items() if k[0] == "digits.v2"}
     attacks = {"membership.threshold", "membership.lira", "membership.rmia", "membership.label-only"}
     assert set(before) == set(after) == attacks
+    print("membership AUC before", before, "after", after)
     assert max(before.values()) >= 0.65  # the original leaks
     assert before["membership.lira"] > before["membership.threshold"]  # reference models help
-    # reference-model attacks on the DP version: within 0.05 of chance
-    assert abs(after["membership.lira"] - 0.5) <= 0.05
-    assert abs(after["membership.rmia"] - 0.5) <= 0.05
-    assert max(after.values()) < 0.6  # no leakage finding at the default threshold
+    # issue 6's criterion: the DP version's STRONGEST attack within 0.05 of chance (all 200
+    # members against 200 non-members per attack)
+    assert max(abs(v - 0.5) for v in after.values()) <= 0.05, after
     lira_v2 = next(c for c in rep["checks"] if c["asset"] == "digits.v2" and c["id"] == "membership.lira")
     claimed = lira_v2["metrics"]["claimed_epsilon"]
     assert 2.5 <= claimed <= 3.0  # the accountant's ε, recorded with the version

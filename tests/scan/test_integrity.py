@@ -134,3 +134,27 @@ def test_bom_signature_states(model_dir: Path, keys: tuple[Path, Path]) -> None:
     doc, _ = model_bom(model_dir, key=pub)
     root = {p["name"]: p["value"] for p in doc["metadata"]["component"]["properties"]}
     assert root["bastion:signature.status"] == "invalid"
+
+
+def test_bad_keys_and_bundles_are_input_errors_not_verdicts(
+    model_dir: Path, keys: tuple[Path, Path], tmp_path: Path
+) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from bastion.cli.main import run
+
+    key, pub = keys
+    rsa_key = tmp_path / "rsa.pem"
+    rsa_key.write_bytes(
+        rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    assert run(["sign", str(model_dir), "--key", str(rsa_key)]) == 2  # a clear error, not an internal one
+    assert run(["sign", str(model_dir), "--key", str(key)]) == 0
+    assert run(["verify", str(model_dir), "--key", str(key)]) == 2  # a private key where a public one goes
+    garbage = tmp_path / "garbage.sig"
+    garbage.write_text("not a bundle")
+    assert run(["verify", str(model_dir), "--key", str(pub), "--signature", str(garbage)]) == 2
+    assert run(["verify", str(model_dir), "--key", str(pub)]) == 0

@@ -47,7 +47,10 @@ def verify(
     try:
         sig = api.verify_model(path, key=key, signature=signature)
     except IntegrityError as exc:
-        err.print(f"[bold red]verification failed:[/] {exc}", highlight=False, soft_wrap=True)
+        from rich.markup import escape
+
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        err.print(f"[bold red]verification failed:[/] {escape(first[:400])}", highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_FINDINGS) from None
     except BastionError as exc:
         fail(exc)

@@ -72,6 +72,44 @@ def _check(path: Path, key: Path) -> None:
         raise ConfigError("cannot sign or verify", problems)
 
 
+def _ec_key(key: Path, *, private: bool, password: str | None = None) -> None:
+    """Check ``key`` is a PEM elliptic-curve key of the right kind, before the library sees it.
+
+    Raises:
+        ConfigError: not PEM, the wrong kind (private vs public), or not an elliptic-curve key.
+    """
+    serialization = require("cryptography.hazmat.primitives.serialization", "signing")
+    ec = require("cryptography.hazmat.primitives.asymmetric.ec", "signing")
+    data = key.read_bytes()
+    what = "private" if private else "public"
+    try:
+        if private:
+            obj = serialization.load_pem_private_key(data, password=password.encode() if password else None)
+        else:
+            obj = serialization.load_pem_public_key(data)
+    except (ValueError, TypeError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(f"{key}: not a PEM {what} key ({first})") from None
+    wanted = ec.EllipticCurvePrivateKey if private else ec.EllipticCurvePublicKey
+    if not isinstance(obj, wanted):
+        kind = type(obj).__name__.lstrip("_").replace("PrivateKey", "").replace("PublicKey", "") or "other"
+        raise ConfigError(
+            f"{key}: a {kind} key; an elliptic-curve {what} key is required "
+            "(e.g. openssl ecparam -name prime256v1 -genkey -noout -out key.pem)"
+        )
+
+
+def _bundle(sig: Path) -> None:
+    import json
+
+    try:
+        doc = json.loads(sig.read_bytes())
+    except (ValueError, UnicodeDecodeError):
+        raise ConfigError(f"{sig}: not a signature bundle (not JSON)") from None
+    if not isinstance(doc, dict) or "mediaType" not in doc:
+        raise ConfigError(f"{sig}: not a Sigstore bundle (no mediaType)")
+
+
 def _hashing(path: Path, signature: Path) -> object:
     ms = require("model_signing", "signing")
     cfg = ms.hashing.Config()
@@ -106,6 +144,7 @@ def sign_path(
     p, k = Path(os.fspath(path)), Path(os.fspath(key))
     sig = Path(os.fspath(signature)) if signature is not None else default_signature_path(p)
     _check(p, k)
+    _ec_key(k, private=True, password=password)
     ms = require("model_signing", "signing")
     try:
         cfg = ms.signing.Config().use_elliptic_key_signer(private_key=k, password=password)
@@ -126,7 +165,8 @@ def verify_path(
     """Verify a model file or folder against its Sigstore bundle and a public key (PEM).
 
     Raises:
-        ConfigError: the path or key is missing.
+        ConfigError: the path or key is missing, the key is not an EC public key in PEM, or the
+            signature file is not a Sigstore bundle (bad input: exit 2, not a verdict).
         MissingExtraError: ``model-signing`` is not installed.
         IntegrityError: no signature, a bad signature, or a changed, added or removed file
             (the message names each file).
@@ -136,6 +176,8 @@ def verify_path(
     _check(p, k)
     if not sig.is_file():
         raise IntegrityError(f"{p}: no signature at {sig}")
+    _ec_key(k, private=False)
+    _bundle(sig)
     ms = require("model_signing", "signing")
     try:
         cfg = ms.verifying.Config().use_elliptic_key_verifier(public_key=k)
@@ -167,6 +209,8 @@ def signature_status(
         verify_path(p, key=key, signature=sig)
     except IntegrityError as exc:
         return SignatureStatus.INVALID, str(exc)
-    except Exception as exc:  # missing extra, bad key
+    except ConfigError as exc:  # a bad key or bundle file is bad input, not a tampered model
+        return SignatureStatus.UNVERIFIED, str(exc)
+    except Exception as exc:  # missing extra
         return SignatureStatus.UNVERIFIED, str(exc)
     return SignatureStatus.VERIFIED, None

@@ -105,18 +105,7 @@ def scan(
         ScanError: a path does not exist.
         ConfigError: the config file is invalid.
     """
-    from bastion.scan import scan_paths
-
-    if isinstance(paths, (str, os.PathLike)):
-        paths = [paths]
-    extra = list(allow)
-    if config is not None:
-        extra += load_config(config).scan.allow
-    if not paths:
-        raise ConfigError("no path to scan given")
-    result = scan_paths([Path(p) for p in paths], allow=extra)
-    result.bastion_version = __version__
-    return result
+    return scan_models(paths, allow=allow, config=config)
 
 
 # ---------------------------------------------------------------------------------------

@@ -556,6 +556,13 @@ class EvasionCheck(Check):
         """Plugin-specific preflight problems (parameters against the budget); none by default."""
         return []
 
+    @staticmethod
+    def one_eps_budget(ctx: CheckContext, need: int) -> list[str]:
+        """The preflight problem when the query budget cannot cover ``need`` queries (one ε)."""
+        if ctx.budget.queries is not None and ctx.budget.queries < need:
+            return [f"budget.queries: {ctx.budget.queries} cannot finish one ε ({need} needed)"]
+        return []
+
     # -- running ---------------------------------------------------------------------------
     def engine(
         self, ctx: CheckContext, meter: BudgetMeter, bounds: InputBounds, rng: np.random.Generator

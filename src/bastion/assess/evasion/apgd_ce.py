@@ -138,10 +138,7 @@ class APGDCE(EvasionCheck):
     def extra_problems(self, ctx: CheckContext, n_samples: int, n_eps: int) -> list[str]:
         """The query budget must cover the clean pass and one ε."""
         params = cast(APGDParams, ctx.params)
-        need = n_samples * (params.steps + 3)
-        if ctx.budget.queries is not None and ctx.budget.queries < need:
-            return [f"budget.queries: {ctx.budget.queries} cannot finish one ε ({need} needed)"]
-        return []
+        return self.one_eps_budget(ctx, n_samples * (params.steps + 3))
 
     @contextlib.contextmanager
     def engine(

@@ -82,9 +82,7 @@ class APGDDLR(EvasionCheck):
             problems.append("params.backend: 'generic' offers cross-entropy only; the DLR loss needs torch")
         rounds = params.target_classes if params.targeted else 1
         need = n_samples * (rounds * (params.steps + 2) + 2)
-        if ctx.budget.queries is not None and ctx.budget.queries < need:
-            problems.append(f"budget.queries: {ctx.budget.queries} cannot finish one ε ({need} needed)")
-        return problems
+        return problems + self.one_eps_budget(ctx, need)
 
     @contextlib.contextmanager
     def engine(

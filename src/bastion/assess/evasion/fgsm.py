@@ -71,10 +71,7 @@ class FGSM(EvasionCheck):
 
     def extra_problems(self, ctx: CheckContext, n_samples: int, n_eps: int) -> list[str]:
         """The query budget must cover the clean pass and one ε."""
-        need = 3 * n_samples
-        if ctx.budget.queries is not None and ctx.budget.queries < need:
-            return [f"budget.queries: {ctx.budget.queries} cannot finish one ε ({need} needed)"]
-        return []
+        return self.one_eps_budget(ctx, 3 * n_samples)
 
     @contextlib.contextmanager
     def engine(

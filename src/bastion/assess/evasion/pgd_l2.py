@@ -104,10 +104,7 @@ class PGDL2(EvasionCheck):
     def extra_problems(self, ctx: CheckContext, n_samples: int, n_eps: int) -> list[str]:
         """The query budget must cover the clean pass and one ε."""
         params = cast(PGDL2Params, ctx.params)
-        need = n_samples * (params.steps + 2)
-        if ctx.budget.queries is not None and ctx.budget.queries < need:
-            return [f"budget.queries: {ctx.budget.queries} cannot finish one ε ({need} needed)"]
-        return []
+        return self.one_eps_budget(ctx, n_samples * (params.steps + 2))
 
     @contextlib.contextmanager
     def engine(

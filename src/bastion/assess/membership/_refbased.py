@@ -20,12 +20,12 @@ from dataclasses import dataclass
 from typing import Literal, cast
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
 
 from bastion.assess import metrics as M
 from bastion.assess.membership import reference as R
 from bastion.assess.membership.threshold import (
-    DEFAULT_FPRS,
+    MembershipMetricParams,
     MembershipThreshold,
     MembershipThresholdParams,
     _nonmembers,
@@ -41,7 +41,7 @@ from bastion.core.severity import Severity
 log = logging.getLogger(__name__)
 
 
-class RefParams(BaseModel):
+class RefParams(MembershipMetricParams):
     """Parameters shared by ``membership.lira`` and ``membership.rmia``.
 
     Attributes:
@@ -67,19 +67,6 @@ class RefParams(BaseModel):
     z_count: int = Field(default=500, ge=1, le=100_000)
     workers: int = Field(default=0, ge=0, le=256)
     cache: bool = True
-    fprs: list[float] = Field(default_factory=lambda: list(DEFAULT_FPRS), min_length=1)
-    calibration_fpr: float = Field(default=0.05, gt=0.0, lt=0.5)
-    calibration_fraction: float = Field(default=0.5, gt=0.0, lt=1.0)
-    top_k: int = Field(default=10, ge=0, le=1000)
-    n_boot: int = Field(default=200, ge=10, le=10_000)
-
-    @field_validator("fprs")
-    @classmethod
-    def _rates(cls, v: list[float]) -> list[float]:
-        for f in v:
-            if not 0.0 < f < 1.0:
-                raise ValueError(f"every FPR must lie in (0, 1), got {f}")
-        return sorted(set(v), reverse=True)
 
     @field_validator("recipe")
     @classmethod

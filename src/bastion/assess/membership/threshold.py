@@ -44,7 +44,30 @@ def fpr_metric(fpr: float) -> str:
     return f"tpr@fpr={fpr:g}"
 
 
-class MembershipThresholdParams(BaseModel):
+class MembershipMetricParams(BaseModel):
+    """How every membership attack reports: FPRs, calibration, exposure, intervals.
+
+    The attributes are documented on :class:`MembershipThresholdParams`.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    fprs: list[float] = Field(default_factory=lambda: list(DEFAULT_FPRS), min_length=1)
+    calibration_fpr: float = Field(default=0.05, gt=0.0, lt=0.5)
+    calibration_fraction: float = Field(default=0.5, gt=0.0, lt=1.0)
+    top_k: int = Field(default=10, ge=0, le=1000)
+    n_boot: int = Field(default=200, ge=10, le=10_000)
+
+    @field_validator("fprs")
+    @classmethod
+    def _rates(cls, v: list[float]) -> list[float]:
+        for f in v:
+            if not 0.0 < f < 1.0:
+                raise ValueError(f"every FPR must lie in (0, 1), got {f}")
+        return sorted(set(v), reverse=True)
+
+
+class MembershipThresholdParams(MembershipMetricParams):
     """Parameters of ``membership.threshold``.
 
     Attributes:
@@ -59,22 +82,7 @@ class MembershipThresholdParams(BaseModel):
         n_boot: bootstrap replicates of the AUC interval.
     """
 
-    model_config = ConfigDict(extra="forbid")
-
-    fprs: list[float] = Field(default_factory=lambda: list(DEFAULT_FPRS), min_length=1)
-    calibration_fpr: float = Field(default=0.05, gt=0.0, lt=0.5)
-    calibration_fraction: float = Field(default=0.5, gt=0.0, lt=1.0)
     score: Literal["loss", "confidence"] = "loss"
-    top_k: int = Field(default=10, ge=0, le=1000)
-    n_boot: int = Field(default=200, ge=10, le=10_000)
-
-    @field_validator("fprs")
-    @classmethod
-    def _rates(cls, v: list[float]) -> list[float]:
-        for f in v:
-            if not 0.0 < f < 1.0:
-                raise ValueError(f"every FPR must lie in (0, 1), got {f}")
-        return sorted(set(v), reverse=True)
 
 
 @register("attack")

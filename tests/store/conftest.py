@@ -6,6 +6,7 @@ The session's PostgreSQL server comes from ``postgres_url`` in ``tests/conftest.
 from __future__ import annotations
 
 import datetime as dt
+import multiprocessing
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -155,3 +156,30 @@ def pg_database(postgres_url: str) -> Iterator[str]:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     finally:
         admin.dispose()
+
+
+def _open_after(barrier: Any, url: str, results: Any) -> None:
+    from bastion.store import Store
+
+    barrier.wait()
+    try:
+        Store.open(url).close()
+        results.put("ok")
+    except BaseException as exc:
+        results.put(f"{type(exc).__name__}: {exc}")
+
+
+def open_in_processes_at_once(url: str, n: int) -> list[str]:
+    """Open the store at ``url`` from ``n`` forked processes released together; their outcomes."""
+    ctx = multiprocessing.get_context("fork")
+    barrier, results = ctx.Barrier(n), ctx.Queue()
+    procs = [ctx.Process(target=_open_after, args=(barrier, url, results)) for _ in range(n)]
+    for p in procs:
+        p.start()
+    try:
+        return [results.get(timeout=60) for _ in procs]
+    finally:
+        for p in procs:
+            p.join(timeout=30)
+            if p.is_alive():
+                p.kill()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import multiprocessing
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +25,8 @@ from bastion.store import (
     upgrade,
 )
 from bastion.store.models import Base, RunRow
+
+from .conftest import open_in_processes_at_once
 
 TABLES = {
     "runs",
@@ -192,31 +193,10 @@ def test_a_stored_report_that_does_not_validate_is_a_store_error(
             store.get_report("latest")
 
 
-def _open_after(barrier: Any, url: str, results: Any) -> None:
-    barrier.wait()
-    try:
-        Store.open(url).close()
-        results.put("ok")
-    except BaseException as exc:
-        results.put(f"{type(exc).__name__}: {exc}")
-
-
 def test_concurrent_processes_migrate_one_after_the_other(tmp_path: Path) -> None:
-    ctx = multiprocessing.get_context("fork")
     for trial in range(3):
         url = f"sqlite:///{tmp_path}/race{trial}/bastion.db"
-        barrier, results = ctx.Barrier(4), ctx.Queue()
-        procs = [ctx.Process(target=_open_after, args=(barrier, url, results)) for _ in range(4)]
-        for p in procs:
-            p.start()
-        try:
-            outcomes = [results.get(timeout=60) for _ in procs]
-        finally:
-            for p in procs:
-                p.join(timeout=30)
-                if p.is_alive():
-                    p.kill()
-        assert outcomes == ["ok"] * 4
+        assert open_in_processes_at_once(url, 4) == ["ok"] * 4
         assert _diff(url, Base.metadata) == []
 
 

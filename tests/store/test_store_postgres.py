@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import multiprocessing
 from collections.abc import Callable
 from typing import Any
 
@@ -15,6 +14,8 @@ from sqlalchemy import create_engine, event, func, select, text
 from bastion.core.report import Report
 from bastion.store import AmbiguousRun, RunNotFound, Store, StoreError, head_revision, preflight
 from bastion.store.models import AssetRow, Base, CheckResultRow, FindingRow, RunRow
+
+from .conftest import open_in_processes_at_once
 
 pytestmark = pytest.mark.postgres
 
@@ -109,28 +110,7 @@ def test_wrong_password_or_database_is_a_store_error(postgres_url: str) -> None:
     assert "topsecret" not in str(err.value) and "\n" not in str(err.value)
 
 
-def _open_after(barrier: Any, url: str, results: Any) -> None:
-    barrier.wait()
-    try:
-        Store.open(url).close()
-        results.put("ok")
-    except BaseException as exc:
-        results.put(f"{type(exc).__name__}: {exc}")
-
-
 def test_concurrent_processes_migrate_one_after_the_other_on_postgres(pg_database: str) -> None:
-    ctx = multiprocessing.get_context("fork")
-    barrier, results = ctx.Barrier(3), ctx.Queue()
-    procs = [ctx.Process(target=_open_after, args=(barrier, pg_database, results)) for _ in range(3)]
-    for p in procs:
-        p.start()
-    try:
-        outcomes = [results.get(timeout=60) for _ in procs]
-    finally:
-        for p in procs:
-            p.join(timeout=30)
-            if p.is_alive():
-                p.kill()
-    assert outcomes == ["ok"] * 3
+    assert open_in_processes_at_once(pg_database, 3) == ["ok"] * 3
     with Store.open(pg_database) as store:
         store.check()

@@ -41,7 +41,10 @@ def _setup(clinic: Path, work: Path) -> dict[str, Any]:
 
     cfg_path = build_clinic(clinic)
     prof = work / "profile"
-    info = api.guard_fit(cfg_path, asset="digits", out=prof)
+    # honeytokens on: 20 records planted; their rows stay in the work folder (the "data owner's" copy)
+    info = api.guard_fit(
+        cfg_path, asset="digits", out=prof, honeytokens=20, honeytokens_out=work / "honeytokens.npz"
+    )
     keys = {f"k{i}": new_key(f"k{i}", ["digits"]) for i in range(400)}
     return {"cfg_path": cfg_path, "profile": info, "keys": keys}
 
@@ -70,7 +73,8 @@ def _data(setup: dict[str, Any]) -> dict[str, np.ndarray]:
     )
     hold = np.concatenate([ds.split("test").x, ds.split("population").x])
     yh = np.concatenate([ds.split("test").y, ds.split("population").y])
-    return {"hold": hold.reshape(len(hold), -1), "y": yh}
+    train = ds.split("train").x
+    return {"hold": hold.reshape(len(hold), -1), "y": yh, "train": train.reshape(len(train), -1)}
 
 
 # -- 1. in-process overhead -------------------------------------------------------------------------
@@ -299,6 +303,7 @@ def bench_extraction(setup: dict[str, Any], work: Path) -> dict[str, Any]:
         out[f"split_10_keys_{variant}_keys_flagged"] = len(flagged_keys)
     # 200 benign clients interleaved, human rate
     g, clock = fresh("benign")
+    g_benign = g
     plans = []
     for _ in range(200):
         cls = rng.choice(10, size=rng.integers(1, 3), replace=False)
@@ -322,6 +327,19 @@ def bench_extraction(setup: dict[str, Any], work: Path) -> dict[str, Any]:
         pos[b] += 1
         if pos[b] >= len(plans[b]):
             active.remove(b)
+    # a thief who stole the training data (honeytokens planted) replays it in random order
+    g, clock = fresh("replay")
+    with np.load(work / "honeytokens.npz") as z:
+        planted = z["x"].reshape(len(z["x"]), -1)
+    stolen = np.concatenate([data["train"], planted])
+    hits_at = None
+    for i, j in enumerate(rng.permutation(len(stolen))):
+        send(g, "k2", stolen[j])
+        if g.alert_counts.get("guard.honeytoken.hit"):
+            hits_at = i + 1
+            break
+    out["stolen_data_replay"] = {"rows": len(stolen), "honeytokens": len(planted), "flagged_at": hits_at}
+    out["benign_honeytoken_hits"] = g_benign.alert_counts.get("guard.honeytoken.hit", 0)
     out["benign_clients"] = 200
     out["benign_queries"] = int(sum(len(p) for p in plans))
     out["benign_flagged"] = len(flagged)

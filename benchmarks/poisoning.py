@@ -1,5 +1,10 @@
 """Benchmark: backdoor (BadNets) detection on scikit-learn digits, Bastion vs ART 1.20.1.
 
+Detectors: activation clustering (Chen et al. 2018), spectral signatures (Tran et al. 2018),
+SPECTRE (Hayase et al. 2021, arXiv:2104.11315; also with ``alpha=0`` and with the paper's
+rule -- remove the ``1.5 eps n`` highest QUE scores of the known target class), and ART's
+ActivationDefence and SpectralSignatureDefense.
+
 Run (ART lives in its own venv, never in the repo's):
 ``OMP_NUM_THREADS=1 /tmp/peer-poison/bin/python benchmarks/poisoning.py [--seeds 0 1 2]``
 (with the repo's ``.venv/bin/python`` the ART columns are reported as skipped).
@@ -94,7 +99,11 @@ def run_seed(seed: int) -> dict[str, Any]:
 
     from bastion.assess.poisoning.measure import detection_metrics, sanitise_and_retrain
     from bastion.assess.poisoning.simulate import Trigger, attack_success_rate, badnets
-    from bastion.detect.poisoning import ActivationClusteringDetector, SpectralSignatureDetector
+    from bastion.detect.poisoning import (
+        ActivationClusteringDetector,
+        SpectralSignatureDetector,
+        SpectreDetector,
+    )
 
     torch.set_num_threads(1)
     d = load_digits()
@@ -128,6 +137,15 @@ def run_seed(seed: int) -> dict[str, Any]:
             ActivationClusteringDetector(model=model, layer="features"),
         ),
         ("bastion.activation-clustering@layer=default", ActivationClusteringDetector(model=model)),
+        ("bastion.spectre@layer=features", SpectreDetector(model=model, layer="features", seed=seed)),
+        (
+            "bastion.spectre@layer=features,alpha=0",
+            SpectreDetector(model=model, layer="features", seed=seed, alpha=0.0),
+        ),
+        (
+            "bastion.spectre@layer=features,decision=paper,classes=0",
+            SpectreDetector(model=model, layer="features", seed=seed, decision="paper", classes=[TARGET]),
+        ),
         (
             "bastion.spectral-signatures@layer=features",
             SpectralSignatureDetector(model=model, layer="features"),

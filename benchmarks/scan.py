@@ -3,17 +3,20 @@
 Usage::
 
     .venv/bin/python benchmarks/scan.py [--peers /tmp/peer-scan/bin] [--work /tmp/bastion-scan-bench]
-        [--size-mib 1024] [--small 1000] [--jobs 0] [--repeat 3] [--src OTHER/src] [--no-corpus]
+        [--size-mib 1024] [--small 1000] [--jobs 0] [--repeat 5] [--src OTHER/src] [--no-corpus]
 
 Peers live in their own venv (``python3 -m venv /tmp/peer-scan && /tmp/peer-scan/bin/pip install
 picklescan modelscan``). Large files are generated under ``--work`` (never in the repository).
 Every tool runs as a subprocess under ``/usr/bin/time -v`` (wall seconds, peak RSS), as a user runs
-it (``bastion scan PATH``, default options: SHA-256 on, ``-j`` auto), best of ``--repeat`` runs. Prints
-JSON: per-workload wall time, MB/s and peak RSS per tool, Bastion's throughput ratio over each peer,
-Bastion with ``--no-hash``, Bastion's start-up floor (``bastion version``) and a labelled corpus
-comparison (detections and false alarms per tool). ``--src`` runs the Bastion of another source tree
-(e.g. ``git archive HEAD src | tar -x -C /tmp/before``) with this venv, for before/after tables.
-Bytecode is compiled first (``compileall``), as an installed package has it.
+it (``bastion scan PATH``, default options: no SHA-256 — the peers do not hash either — ``-j`` auto).
+Every measurement is the median of ``--repeat`` runs, interleaved (one run of each tool in turn,
+then again), so that a busy machine slows every tool alike. Prints JSON: per-workload wall time,
+MB/s and peak RSS per tool, Bastion's throughput ratio over each peer (peer seconds / Bastion
+seconds), Bastion with ``--hash`` (SHA-256 of every byte), Bastion's start-up floor (``bastion
+version``) and a labelled corpus comparison (detections and false alarms per tool). ``--src``
+runs the Bastion of another source tree (e.g. ``git archive HEAD src | tar -x -C /tmp/before``)
+with this venv, for before/after tables. Bytecode is compiled first (``compileall``), as an
+installed package has it.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import os
 import pickle
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tarfile
@@ -46,24 +50,42 @@ class _Reduce:
         return (self.fn, self.args)
 
 
-def _timed(cmd: list[str], repeat: int = 1) -> dict[str, Any]:
-    """Best (least wall time) of ``repeat`` runs, with that run's peak RSS and exit code."""
-    best: dict[str, Any] | None = None
+def _run_once(cmd: list[str]) -> dict[str, Any]:
+    """One run under ``/usr/bin/time -v``: wall seconds, peak RSS, exit code, output tail."""
+    t0 = time.perf_counter()
+    proc = subprocess.run(["/usr/bin/time", "-v", *cmd], capture_output=True, text=True, check=False)
+    wall = time.perf_counter() - t0
+    m = re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr)
+    return {
+        "seconds": round(wall, 3),
+        "peak_rss_mib": round(int(m.group(1)) / 1024, 1) if m else None,
+        "exit": proc.returncode,
+        "out": (proc.stdout + proc.stderr)[-2000:],
+    }
+
+
+def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The median run by wall time (with its own RSS and exit code), plus every run's seconds."""
+    ordered = sorted(runs, key=lambda r: r["seconds"])
+    mid = dict(ordered[(len(ordered) - 1) // 2])
+    mid["seconds"] = round(statistics.median(r["seconds"] for r in runs), 3)
+    mid["runs_seconds"] = [r["seconds"] for r in runs]
+    mid["max_peak_rss_mib"] = max((r["peak_rss_mib"] or 0) for r in runs)
+    return mid
+
+
+def _interleaved(cmds: dict[str, list[str]], repeat: int) -> dict[str, dict[str, Any]]:
+    """Median of ``repeat`` runs per command, the commands run in turn (a, b, c, a, b, c …)."""
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in cmds}
     for _ in range(max(1, repeat)):
-        t0 = time.perf_counter()
-        proc = subprocess.run(["/usr/bin/time", "-v", *cmd], capture_output=True, text=True, check=False)
-        wall = time.perf_counter() - t0
-        m = re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr)
-        run = {
-            "seconds": round(wall, 3),
-            "peak_rss_mib": round(int(m.group(1)) / 1024, 1) if m else None,
-            "exit": proc.returncode,
-            "out": (proc.stdout + proc.stderr)[-2000:],
-        }
-        if best is None or run["seconds"] < best["seconds"]:
-            best = run
-    assert best is not None
-    return best
+        for name, cmd in cmds.items():
+            runs[name].append(_run_once(cmd))
+    return {name: _median_run(r) for name, r in runs.items()}
+
+
+def _timed(cmd: list[str], repeat: int = 1) -> dict[str, Any]:
+    """Median of ``repeat`` runs of one command."""
+    return _interleaved({"cmd": cmd}, repeat)["cmd"]
 
 
 def _bastion_cmd(src: Path | None) -> list[str]:
@@ -205,7 +227,7 @@ def main() -> None:
     ap.add_argument("--size-mib", type=int, default=1024)
     ap.add_argument("--small", type=int, default=1000)
     ap.add_argument("--jobs", type=int, default=None, help="Pass -j N to bastion (default: its own).")
-    ap.add_argument("--repeat", type=int, default=3, help="Runs per measurement; the best is kept.")
+    ap.add_argument("--repeat", type=int, default=5, help="Interleaved runs per measurement (median).")
     ap.add_argument("--src", type=Path, default=None, help="Run the Bastion of this source tree.")
     ap.add_argument("--no-corpus", action="store_true", help="Skip the labelled corpus comparison.")
     args = ap.parse_args()
@@ -246,22 +268,20 @@ def main() -> None:
         ("small_files", small, total_small),
     ):
         row: dict[str, Any] = {"bytes": nbytes}
-        for tool, cmd in tools.items():
-            r = _timed(cmd(path), rep)
+        cmds = {tool: cmd(path) for tool, cmd in tools.items()}
+        cmds["bastion_hash"] = [*tools["bastion"](path), "--hash"]
+        for tool, r in _interleaved(cmds, rep).items():
             r["mb_per_s"] = round(nbytes / 1e6 / r["seconds"], 1)
             r.pop("out")
             row[tool] = r
-        r = _timed([*tools["bastion"](path), "--no-hash"], rep)
-        r["mb_per_s"] = round(nbytes / 1e6 / r["seconds"], 1)
-        r.pop("out")
-        row["bastion_no_hash"] = r
         row["bastion_minus_startup_seconds"] = round(row["bastion"]["seconds"] - floor["seconds"], 3)
-        row["bastion_no_hash_minus_startup_seconds"] = round(r["seconds"] - floor["seconds"], 3)
-        row["bastion_in_process_seconds"] = _inprocess_seconds(path, src, digest=True)
-        row["bastion_in_process_no_hash_seconds"] = _inprocess_seconds(path, src)
+        row["bastion_in_process_seconds"] = _inprocess_seconds(path, src)
+        row["bastion_in_process_hash_seconds"] = _inprocess_seconds(path, src, digest=True)
         for peer in ("picklescan", "modelscan"):
             row[f"throughput_ratio_vs_{peer}"] = _ratio(row[peer]["seconds"], row["bastion"]["seconds"])
-            row[f"no_hash_throughput_ratio_vs_{peer}"] = _ratio(row[peer]["seconds"], r["seconds"])
+            row[f"hash_throughput_ratio_vs_{peer}"] = _ratio(
+                row[peer]["seconds"], row["bastion_hash"]["seconds"]
+            )
         report["workloads"][label] = row
 
     if args.no_corpus:

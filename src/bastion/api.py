@@ -45,6 +45,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "bastion.assess.evasion.apgd_ce",
     "bastion.assess.evasion.apgd_dlr",
     "bastion.assess.evasion.hopskipjump",
+    "bastion.assess.evasion.hopskipjump_l2",
     "bastion.assess.evasion.worst_case",
     "bastion.assess.evasion.square_l2",
     "bastion.assess.evasion.cw_l2",
@@ -346,6 +347,12 @@ def preflight(
 
 
 def _declared_capabilities(a: Asset, by_name: dict[str, Asset] | None = None) -> frozenset[Any]:
+    from bastion.targets.hardened import hardened_capabilities  # issue 6: output hardening
+
+    return hardened_capabilities(_framework_capabilities(a, by_name), a.output)
+
+
+def _framework_capabilities(a: Asset, by_name: dict[str, Asset] | None = None) -> frozenset[Any]:
     from bastion.core.capability import Capability as C
 
     if a.framework == "ensemble":  # issue 5: what every member offers, never logits
@@ -817,7 +824,9 @@ def _ensemble_target(
             if name in records and records[name].signature == "failed":
                 raise TargetError(f"member {name} not loaded: its signature did not verify")
         members.append(_build_target(m, base, facts.get(name, {})))
-    return EnsembleTarget(members, name=a.name)
+    from bastion.targets.hardened import harden_output  # issue 6: the ensemble's own output hardening
+
+    return harden_output(EnsembleTarget(members, name=a.name), a.output)
 
 
 def exit_code(report: Report, fail_on: str) -> int:
@@ -1068,6 +1077,7 @@ def harden(
     if fr.verdict != Verdict.SAFE:
         raise ConfigError(f"{base / a.path}: not loaded: the scanner judged the file {fr.verdict.value}")
     target = _build_target(a, base, {"scan_sha256": fr.sha256})
+    target = getattr(target, "inner", target) if a.output is not None else target  # the model, unhardened
     from bastion.defend.base import HardenContext
 
     ctx = HardenContext(
@@ -1323,6 +1333,11 @@ def guard_fit(
     asset: str,
     out: str | Path,
     split: str = "train",
+    honeytokens: int = 0,
+    honeytokens_out: str | Path | None = None,
+    honeytoken_step: float | None = None,
+    sign_key: str | Path | None = None,
+    seed: int | None = None,
 ) -> dict[str, Any]:
     """Fit the guard's artefact (input profile, OOD detector, query sketch, output reference).
 
@@ -1330,17 +1345,35 @@ def guard_fit(
     ``safe`` and hash-checked, as in :func:`assess`) gives the output reference. Written
     without pickle (``profile.npz`` + ``profile.json``).
 
+    Args:
+        config: the project's ``bastion.yaml``.
+        asset: the model asset the guard will serve.
+        out: the artefact folder.
+        split: the dataset split to learn from.
+        honeytokens: honeytoken records to make (0: none); their keyed hashes go into the
+            artefact, their rows into ``honeytokens_out`` for the data owner to plant.
+        honeytokens_out: file (``.npz`` or ``.csv``) for the rows; required with ``honeytokens``.
+        honeytoken_step: value grid of the tokens (default: the data's own grid, see
+            :func:`bastion.guard.canary.data_step`); matching tolerance is half of it.
+        sign_key: PEM EC private key; the artefact folder is then signed (:func:`sign_model`)
+            into ``<out>.sig``.
+        seed: honeytoken randomness (tests only; default from the OS).
+
     Returns:
-        ``{"path", "sha256", "rows", "asset"}``: pin ``sha256`` in ``guard.yaml`` (``profile.sha256``).
+        ``{"path", "sha256", "rows", "asset"}`` (+ ``honeytokens``, ``signature``): pin
+        ``sha256`` in ``guard.yaml`` (``profile.sha256``).
 
     Raises:
-        ConfigError: unknown asset, no dataset or split, or too little data.
+        ConfigError: unknown asset, no dataset or split, or too little data; ``honeytokens``
+            without ``honeytokens_out``.
         IntegrityError: the model file is not judged safe or changed after scanning.
     """
     from bastion.core.errors import IntegrityError
     from bastion.guard.profile import fit_profile, save_profile
     from bastion.scan import scan_file
 
+    if honeytokens and honeytokens_out is None:
+        raise ConfigError("--honeytokens needs --honeytokens-out FILE (the rows to plant in the data)")
     path = Path(config)
     cfg = load_config(path)
     base = path.resolve().parent
@@ -1373,11 +1406,126 @@ def guard_fit(
     )
     if Path(out).exists() and not Path(out).is_dir():
         raise ConfigError(f"--output {out}: a file is in the way; give a folder for the guard artefact")
+    extra: dict[str, Any] = {}
+    if honeytokens:
+        assert honeytokens_out is not None
+        spec = _guard_make_honeytokens(
+            ds, split, profile, n=honeytokens, out=honeytokens_out, step=honeytoken_step, seed=seed
+        )
+        profile.honeytokens = spec.model_dump()
+        extra["honeytokens"] = {"count": len(spec.tokens), "step": spec.step, "file": str(honeytokens_out)}
     try:
         sha = save_profile(profile, out)
     except OSError as exc:
         raise ConfigError(f"--output {out}: cannot write the guard artefact: {exc.strerror or exc}") from None
-    return {"path": str(Path(out)), "sha256": sha, "rows": len(x), "asset": a.name}
+    if sign_key is not None:
+        extra["signature"] = str(sign_model(out, key=sign_key))
+    return {"path": str(Path(out)), "sha256": sha, "rows": len(x), "asset": a.name, **extra}
+
+
+def _guard_make_honeytokens(
+    ds: Any,
+    split: str,
+    profile: Any,
+    *,
+    n: int,
+    out: str | Path,
+    step: float | None,
+    seed: int | None,
+) -> Any:
+    """Make ``n`` honeytokens from a dataset split, write their rows to ``out``; their ``HoneytokenSpec``."""
+    import numpy as np
+
+    from bastion.guard.canary import data_step, honeytoken_spec, make_honeytokens
+
+    if n < 1:
+        raise ConfigError(f"honeytokens: n must be at least 1, got {n}")
+    dest = Path(out)
+    if dest.suffix.lower() not in (".npz", ".csv"):
+        raise ConfigError(f"{dest}: honeytokens file must end in .npz or .csv")
+    sp = ds.splits[split]
+    x = np.asarray(sp.x, dtype=np.float64)
+    y = getattr(sp, "y", None)
+    st = float(step) if step is not None else data_step(x)
+    if st <= 0:
+        raise ConfigError(f"honeytokens: step must be positive, got {st}")
+    thr = float(profile.ood_threshold)
+
+    def in_dist(t: Any) -> bool:
+        return bool(profile.mahalanobis(t[None, :])[0] <= thr)
+
+    rng = np.random.default_rng(seed) if seed is not None else None
+    tokens, labels = make_honeytokens(
+        x,
+        y,
+        n=n,
+        step=st,
+        lo=profile.lo,
+        hi=profile.hi,
+        categorical=list(profile.categories),
+        accept=in_dist,
+        rng=rng,
+    )
+    tokens = tokens.astype(np.float32)  # what the guard sees after validation: exact replays always match
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # the rows are a secret
+        with os.fdopen(fd, "wb") as fh:
+            if dest.suffix.lower() == ".npz":
+                arrays: dict[str, Any] = {"x": tokens}
+                if labels is not None:
+                    arrays["y"] = labels
+                np.savez(fh, **arrays)
+            else:
+                flat = tokens.reshape(len(tokens), -1)
+                cols = [f"f{i}" for i in range(flat.shape[1])] + (["label"] if labels is not None else [])
+                lines = [",".join(cols)]
+                for i, r in enumerate(flat):
+                    vals = [repr(float(v)) for v in r] + ([str(int(labels[i]))] if labels is not None else [])
+                    lines.append(",".join(vals))
+                fh.write(("\n".join(lines) + "\n").encode())
+    except OSError as exc:
+        raise ConfigError(f"{dest}: cannot write honeytokens: {exc.strerror or exc}") from None
+    return honeytoken_spec(tokens, step=st)
+
+
+def guard_honeytokens(
+    config: str | Path,
+    *,
+    asset: str,
+    out: str | Path,
+    n: int = 20,
+    split: str = "train",
+    step: float | None = None,
+    seed: int | None = None,
+) -> dict[str, Any]:
+    """Make honeytoken records for a dataset: rows to plant, and the ``guard.yaml`` block that catches them.
+
+    The rows (blends of real rows of one class on the data's value grid) go to ``out``
+    (``.npz`` with ``x``/``y``, or ``.csv``; mode 0600): add them to the training data. The
+    returned ``honeytokens`` block holds only keyed hashes; put it in ``guard.yaml``. Any query
+    within ``step / 2`` of a token then raises ``guard.honeytoken.hit`` at once.
+
+    Returns:
+        ``{"file", "count", "honeytokens": {salt, step, tokens: [{id, hmac}]}}``.
+
+    Raises:
+        ConfigError: unknown asset, no dataset or split, bad ``out`` suffix, too little data.
+    """
+    from bastion.guard.profile import fit_profile
+
+    path = Path(config)
+    cfg = load_config(path)
+    a = cfg.asset(asset)
+    if not a.dataset or a.input is None or a.num_classes is None:
+        raise ConfigError(f"asset {asset!r}: honeytokens need a dataset, input.shape and num_classes")
+    ds = _load_datasets(cfg, path.resolve().parent, [a])[a.dataset]
+    if split not in ds.splits:
+        raise ConfigError(f"dataset {a.dataset!r} has no split {split!r}")
+    value_range = tuple(a.input.range) if a.input.range is not None else None
+    prof = fit_profile(ds.splits[split].x, num_classes=int(a.num_classes), value_range=value_range)  # type: ignore[arg-type]
+    spec = _guard_make_honeytokens(ds, split, prof, n=n, out=out, step=step, seed=seed)
+    return {"file": str(out), "count": len(spec.tokens), "honeytokens": spec.model_dump()}
 
 
 def guard_app(config: str | Path, *, clock: Callable[[], float] | None = None) -> Any:
@@ -1406,9 +1554,12 @@ def guard_verify_log(
     *,
     db: str | None = None,
     chain: str | None = None,
-    expected_head: tuple[int, str] | None = None,
+    expected_head: tuple[int | None, str] | None = None,
 ) -> Any:
     """Verify the guard's hash-chained audit log (``VerifyResult``: ``ok``, ``problems``, head).
+
+    ``expected_head``: a head ``(seq or None, hash)`` recorded earlier (logged by the guard on
+    shutdown); a chain that no longer holds it was truncated or rewritten.
 
     The store comes from ``db``, else ``guard.yaml``'s ``audit.db``, else the default store.
 
@@ -1554,10 +1705,79 @@ def data_verify(
     return version, changes
 
 
-def _rows_to_remove(spec: str, path: Path, label: str | None) -> list[int]:
+def _rows_from_report(report_path: Path, src: Path, rules: Sequence[str]) -> list[int]:
+    """Row indices the poisoning findings of a Bastion JSON report flagged in the file ``src``.
+
+    A finding counts when its rule id starts with one of ``rules`` and its evidence lists
+    ``indices``; it must be for this dataset version: its ``evidence.dataset_sha256``, else the
+    report's dataset asset at the finding's ``location.path``, must equal ``src``'s SHA-256.
+    Only indices are read, never values.
+
+    Raises:
+        ConfigError: unreadable or malformed report, a report for another dataset version, a
+            finding that lists only some of its rows (``indices_truncated``).
+    """
+    from pydantic import ValidationError
+
+    from bastion.data.provenance import file_sha256
+
+    try:
+        rep = Report.model_validate_json(report_path.read_bytes())
+    except OSError as exc:
+        raise ConfigError(f"{report_path}: cannot read the report: {exc.strerror or exc}") from None
+    except ValidationError as exc:
+        errs = exc.errors()
+        where = ".".join(str(x) for x in errs[0]["loc"]) if errs else ""
+        msg = errs[0]["msg"] if errs else str(exc)
+        raise ConfigError(
+            f"{report_path}: not a Bastion JSON report ({where or 'document'}: {msg})"
+        ) from None
+    sha = file_sha256(src)
+    by_path = {a.path: a.sha256 for a in rep.assets if a.kind == "dataset" and a.path}
+    known = {a.sha256 for a in rep.assets if a.kind == "dataset"}
+    rows: set[int] = set()
+    other: list[str] = []
+    for f in rep.findings:
+        if not any(f.rule_id.startswith(r) for r in rules) or not isinstance(f.evidence.get("indices"), list):
+            continue
+        path = f.location.path if f.location else None
+        fsha = f.evidence.get("dataset_sha256") or (by_path.get(path) if path else None)
+        if fsha != sha:
+            other.append(f"{f.rule_id} on {path or '?'}")
+            continue
+        if f.evidence.get("indices_truncated"):
+            raise ConfigError(
+                f"{report_path}: finding {f.rule_id} lists only the first {len(f.evidence['indices'])} "
+                f"of {f.evidence.get('count', '?')} rows; rerun the assessment with a larger "
+                "params.max_indices for its check"
+            )
+        idx = f.evidence["indices"]
+        if not all(isinstance(i, int) and not isinstance(i, bool) for i in idx):
+            raise ConfigError(f"{report_path}: finding {f.rule_id}: evidence.indices must be integers")
+        rows.update(int(i) for i in idx)
+        known.add(sha)
+    if sha not in known:
+        detail = f" (its findings are for: {', '.join(sorted(set(other))[:3])})" if other else ""
+        raise ConfigError(
+            f"{report_path}: the report is not for this version of {src} (sha256 {sha[:12]}…){detail}"
+        )
+    return sorted(rows)
+
+
+def _rows_to_remove(
+    spec: str,
+    path: Path,
+    label: str | None,
+    from_report: Path | None = None,
+    rules: Sequence[str] = ("poisoning.",),
+) -> list[int]:
     """Row indices from ``1,5,9``, a JSON file (a list or ``{"rows": [...]}``), or ``flagged``."""
     import json as _json
 
+    if from_report is not None:
+        if spec != "flagged":
+            raise ConfigError("--from-report goes with --remove flagged")
+        return _rows_from_report(from_report, path, rules)
     if spec == "flagged":
         import numpy as np
 
@@ -1599,11 +1819,18 @@ def data_sanitize(
     name: str | None = None,
     output: str | Path | None = None,
     db: str | None = None,
+    from_report: str | Path | None = None,
+    rules: Sequence[str] = ("poisoning.",),
 ) -> tuple[Path, Any, Any]:
     """Write a copy of ``dataset`` without the rows ``remove`` names, as a new registered version.
 
     ``remove`` is ``flagged`` (rows confident learning calls mislabelled, plus exact duplicates;
-    needs ``label`` for CSV), comma-separated row indices, or a JSON file of indices. The original
+    needs ``label`` for CSV), comma-separated row indices, or a JSON file of indices. With
+    ``from_report`` (a Bastion JSON report; ``remove`` must be ``flagged``), the flagged rows are
+    instead the indices listed by the report's findings whose rule id starts with one of
+    ``rules`` (default every ``poisoning.`` finding: backdoor, label issues, duplicates,
+    outliers) -- the report must be for this dataset version (its SHA-256). The backdoor
+    detectors need the trained model, so backdoor rows come only through a report. The original
     file and its version are never changed; the new version's ``parent_id`` is the original's
     (registered first if it was not).
 
@@ -1618,7 +1845,8 @@ def data_sanitize(
     if not src.is_file():
         raise ConfigError(f"{src}: dataset file not found (sanitise takes one .csv or .npz file)")
     ds_name = _dataset_name(src, name)
-    rows = sorted(set(_rows_to_remove(remove, src, label)))
+    report = Path(from_report) if from_report is not None else None
+    rows = sorted(set(_rows_to_remove(remove, src, label, report, rules)))
     dest = Path(output).resolve() if output is not None else sanitised_path(src)
     kept = write_without_rows(src, set(rows), dest)
     with Store.open(db) as store:
@@ -1632,7 +1860,13 @@ def data_sanitize(
         owner=parent.owner,
         db=db,
         parent_id=parent.id,
-        details={"sanitised_from": str(src), "removed_rows": rows, "rows_kept": kept, "remove": remove},
+        details={
+            "sanitised_from": str(src),
+            "removed_rows": rows,
+            "rows_kept": kept,
+            "remove": remove,
+            **({"from_report": str(report.resolve())} if report is not None else {}),
+        },
     )
     return dest, new, parent
 
@@ -1666,3 +1900,274 @@ def _trained_on(store: Any, cfg: ProjectConfig, base: Path, a: Asset) -> list[st
             return [v.id]
     log.warning("dataset %s changed since its registration: lineage records its name only", ds.name)
     return [a.dataset]
+
+
+# --- privacy/utility sweep (issue 6) ---
+#: The membership attacks a sweep runs on every swept model unless told otherwise: both cheap
+#: (no reference models), one needing scores and one labels only.
+SWEEP_ATTACKS: tuple[str, ...] = ("membership.threshold", "membership.label-only")
+_TPR_1PCT = "tpr@fpr=0.01"
+
+
+@dataclass
+class SweepPoint:
+    """One point of a privacy/utility curve: a model, its accuracy and what the attacks get.
+
+    Attributes:
+        epsilon_target: the ε asked for; ``None`` for the original model (ε = ∞).
+        asset: the assessed asset name (``digits`` or ``digits.v3``).
+        version: the recorded hardened version (``None`` for the original).
+        epsilon: the ε spent, as the accountant reports it (``None`` for the original).
+        delta: the δ of (ε, δ).
+        test_accuracy: accuracy of the served labels on the asset's ``test`` split (``None``
+            without one).
+        attacks: per attack id, its full result (status, metrics with intervals, notes).
+        strongest: the attack with the highest AUC (``None`` when none ran).
+        auc: that attack's AUC.
+        tpr_at_1pct_fpr: that attack's TPR at 1 % FPR (``None`` when the sample cannot resolve it).
+    """
+
+    epsilon_target: float | None
+    asset: str
+    version: HardenResult | None
+    epsilon: float | None
+    delta: float | None
+    test_accuracy: float | None
+    attacks: dict[str, CheckResult]
+    strongest: str | None = None
+    auc: float | None = None
+    tpr_at_1pct_fpr: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able: the curve's numbers plus each attack's status, AUC and TPR@1 %FPR."""
+        return {
+            "epsilon_target": self.epsilon_target,
+            "asset": self.asset,
+            "version": None if self.version is None else self.version.version,
+            "path": None if self.version is None else self.version.path,
+            "sha256": None if self.version is None else self.version.sha256,
+            "epsilon": self.epsilon,
+            "delta": self.delta,
+            "test_accuracy": self.test_accuracy,
+            "strongest_attack": self.strongest,
+            "auc": self.auc,
+            _TPR_1PCT: self.tpr_at_1pct_fpr,
+            "attacks": {
+                pid: {
+                    "status": r.status,
+                    "reason": r.reason,
+                    "auc": r.metrics.get("auc"),
+                    "auc_interval": list(r.intervals["auc"]) if "auc" in r.intervals else None,
+                    _TPR_1PCT: r.metrics.get(_TPR_1PCT),
+                    "note": r.notes.get(_TPR_1PCT),
+                }
+                for pid, r in self.attacks.items()
+            },
+        }
+
+
+@dataclass
+class SweepResult:
+    """The privacy/utility curve of ``bastion harden dp-train --sweep``.
+
+    Attributes:
+        asset: the original asset.
+        procedure: the defence id.
+        attacks: the membership attacks run on every point.
+        budget: the budget preset the attacks ran under.
+        points: the original (ε = ∞) first, then one point per ε, ascending.
+    """
+
+    asset: str
+    procedure: str
+    attacks: list[str]
+    budget: str
+    points: list[SweepPoint] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able; ``epsilon_target`` null is the original model (ε = ∞)."""
+        return {
+            "asset": self.asset,
+            "procedure": self.procedure,
+            "attacks": self.attacks,
+            "budget": self.budget,
+            "curve": [p.to_dict() for p in self.points],
+        }
+
+
+def harden_sweep(
+    config: str | Path,
+    procedure: str,
+    *,
+    asset: str,
+    epsilons: Sequence[float],
+    params: dict[str, Any] | None = None,
+    attacks: Sequence[str] = SWEEP_ATTACKS,
+    settings: Settings | None = None,
+    progress: ProgressFn | None = None,
+) -> SweepResult:
+    """Harden ``asset`` once per ε and audit every version: the privacy/utility curve.
+
+    The original model is audited first (ε = ∞), so a membership attack that cannot run on this
+    data (its preflight) stops the sweep before any training; every ε's parameters are checked
+    before the first one trains. Then, per ε ascending, :func:`harden` records a new version,
+    which is scanned, loaded (with the asset's output hardening, as served) and attacked with
+    ``attacks`` (their ``params`` and ``budget`` from ``bastion.yaml``'s ``checks:``, over the
+    settings' budget preset). The strongest attack of a point is the one with the highest AUC.
+
+    Args:
+        config: path of ``bastion.yaml``.
+        procedure: the defence (``dp-train`` or ``defend.dp-train``); it must take ``epsilon``.
+        asset: the model asset.
+        epsilons: the target ε values (each > 0).
+        params: the defence's other parameters (``delta``, ``epochs`` …).
+        attacks: attack ids to run on each point (default :data:`SWEEP_ATTACKS`; add
+            ``membership.lira`` / ``membership.rmia`` when their recipe is configured).
+        settings: database and budget preset.
+        progress: callback ``(label, fraction)``.
+
+    Returns:
+        The curve, the original first.
+
+    Raises:
+        ConfigError: no ε, a non-positive ε, an unknown attack or procedure, bad parameters, or
+            an attack's or the defence's preflight problems (before any training).
+        IntegrityError: a model file changed after it was scanned.
+    """
+    from bastion.core.registry import defences
+    from bastion.scan import scan_file
+
+    load_plugins()
+    s = settings or load_settings()
+    path = Path(config)
+    cfg = load_config(path)
+    base = path.resolve().parent
+    a = cfg.asset(asset)
+    problems: list[str] = []
+    if not epsilons:
+        problems.append("--sweep: no ε given")
+    problems += [f"--sweep: ε must be > 0, got {e:g}" for e in epsilons if not e > 0]
+    known = REGISTRIES["attack"]
+    problems += [
+        f"--attack {pid}: unknown attack; known: {', '.join(known)}" for pid in attacks if pid not in known
+    ]
+    pid = procedure if procedure in defences else f"defend.{procedure}"
+    if pid not in defences:
+        problems.append(f"unknown hardening procedure {procedure!r}")
+    else:
+        for eps in epsilons:
+            try:
+                defences.get(pid).parse_params({**(params or {}), "epsilon": eps}, where=f"ε={eps:g}")
+            except PluginError as exc:
+                problems.append(str(exc))
+    if problems:
+        raise ConfigError(f"{len(problems)} problem(s) before the sweep on {asset}", problems)
+    if a.kind != "model" or not a.path:
+        raise ConfigError(f"--asset {asset}: only model files can be hardened (kind {a.kind})")
+    _preflight_files(cfg, base, [a])
+    data = _splits_for(a, _load_datasets(cfg, base, [a]))
+    result = SweepResult(asset=a.name, procedure=pid, attacks=list(attacks), budget=s.budget)
+
+    def audit(va: Asset, eps_target: float | None, version: HardenResult | None) -> SweepPoint:
+        fr = scan_file(base / str(va.path), allow=cfg.scan.allow)
+        if fr.verdict != Verdict.SAFE:
+            raise ConfigError(
+                f"{base / str(va.path)}: not loaded: the scanner judged the file {fr.verdict.value}"
+            )
+        target = _build_target(va, base, {"scan_sha256": fr.sha256})
+        runs = _privacy_audit(cfg, base, va, target, data, attacks, s, progress)
+        test = data.get("test")
+        accuracy = None
+        if test is not None and test.y is not None and len(test.x):
+            accuracy = round(float((target.predict_label(test.x) == test.y).mean()), 6)
+        details = version.details if version is not None else {}
+        point = SweepPoint(
+            epsilon_target=eps_target,
+            asset=va.name,
+            version=version,
+            epsilon=details.get("epsilon"),
+            delta=details.get("delta"),
+            test_accuracy=accuracy,
+            attacks=runs,
+        )
+        ran = [(pid, r) for pid, r in runs.items() if r.status == "ok" and r.metrics.get("auc") is not None]
+        if ran:
+            point.strongest, best = max(ran, key=lambda pr: float(pr[1].metrics["auc"] or 0.0))
+            point.auc = best.metrics["auc"]
+            point.tpr_at_1pct_fpr = best.metrics.get(_TPR_1PCT)
+        return point
+
+    result.points.append(audit(a, None, None))
+    for eps in sorted(epsilons):
+        if progress:
+            progress(f"{pid} ε={eps:g}", 0.0)
+        res = harden(config, pid, asset=asset, params={**(params or {}), "epsilon": eps}, settings=s)
+        result.points.append(audit(_version_asset(a, res), eps, res))
+    return result
+
+
+def _privacy_audit(
+    cfg: ProjectConfig,
+    base: Path,
+    a: Asset,
+    target: Any,
+    data: dict[str, Split],
+    attacks: Sequence[str],
+    s: Settings,
+    progress: ProgressFn | None,
+) -> dict[str, CheckResult]:
+    """Run ``attacks`` on one target as :func:`assess` would; a crash is recorded as an error result.
+
+    Raises:
+        ConfigError: an attack's parameters or preflight problems (all listed, before any runs).
+    """
+    preset = PRESETS[s.budget]
+    out: dict[str, CheckResult] = {}
+    work: list[tuple[Check, CheckContext]] = []
+    problems: list[str] = []
+    for pid in attacks:
+        cls = REGISTRIES["attack"].get(pid)
+        cc = cfg.checks.get(pid)
+        try:
+            params = cls.parse_params(cc.params if cc else None, where=f"checks.{pid}.params")
+        except PluginError as exc:
+            problems.append(str(exc))
+            continue
+        ctx = CheckContext(
+            asset=a,
+            config=cfg,
+            base_dir=base,
+            budget=preset.merged(cc.budget if cc else None),
+            params=params,
+            thresholds=list(cc.thresholds)
+            if cc and cc.thresholds is not None
+            else list(cls.default_thresholds),
+            seed=cfg.seed,
+            target=target,
+            data=data,
+            facts={"__run__": {"db_url": s.db_url}},
+        )
+        check: Check = cls()
+        reason = check.applicable(ctx)
+        if reason is not None:
+            out[pid] = CheckResult(id=pid, asset=a.name, status="skipped", reason=reason)
+            continue
+        problems += [f"checks.{pid} on {a.name}: {p}" for p in check.preflight(ctx)]
+        work.append((check, ctx))
+    if problems:
+        raise ConfigError(f"{len(problems)} problem(s) found in preflight", problems)
+    for check, ctx in work:
+        label = f"{check.id} {a.name}"
+        if progress:
+            ctx.progress = lambda f, label=label: progress(label, f)
+        ts = time.monotonic()
+        try:
+            res = check.run(ctx)
+        except Exception as exc:  # a crashed attack is recorded; the sweep goes on
+            log.warning("check %s on %s crashed: %s", check.id, a.name, exc)
+            res = CheckResult(
+                id=check.id, asset=a.name, status="error", reason=f"{type(exc).__name__}: {exc}"
+            )
+        res.seconds = round(time.monotonic() - ts, 4)
+        out[check.id] = res
+    return {pid: out[pid] for pid in attacks if pid in out}

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
@@ -63,3 +64,37 @@ def test_sanitise_writes_a_copy_and_never_changes_the_original(tmp_path: Path) -
         assert z["y"].tolist() == [1, 2, 3]
     with pytest.raises(ConfigError, match="not found"):
         build_manifest(tmp_path / "missing")
+
+
+def test_merkle_builder_streams_the_same_root() -> None:
+
+    from bastion.data.provenance import MerkleBuilder
+
+    for n in range(0, 70):
+        leaves = [hashlib.sha256(str(i).encode()).digest() for i in range(n)]
+        b = MerkleBuilder()
+        for lf in leaves:
+            b.add(lf)
+        assert b.root() == merkle_root(leaves), n
+
+
+def test_verify_names_a_change_deep_in_a_50k_row_csv(tmp_path: Path) -> None:
+    from bastion.cli.main import run
+
+    f = tmp_path / "big.csv"
+    lines = ["a,b,label"] + [f"{i},{i * 7 % 1000},{i % 3}" for i in range(50_000)]
+    f.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    db = f"sqlite:///{tmp_path / 's.db'}"
+    assert run(["data", "register", str(f), "--db", db, "-o", str(tmp_path / "r.json")]) == 0
+    stored = json.loads((tmp_path / "r.json").read_text())
+    assert stored["files"]["big.csv"]["rows"] == 50_000
+    lines[1 + 43_210] = "43210,999,0"  # data row 43210 changed in place
+    f.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    assert run(["data", "verify", str(f), "--db", db, "-o", str(tmp_path / "v.json")]) == 1
+    changes = json.loads((tmp_path / "v.json").read_text())["changes"]
+    assert [(c["kind"], c["row"]) for c in changes] == [("file-changed", None), ("row-changed", 43210)]
+    del lines[1 + 49_000]  # and a row removed near the end
+    f.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    assert run(["data", "verify", str(f), "--db", db, "-o", str(tmp_path / "v.json")]) == 1
+    kinds = {(c["kind"], c["row"]) for c in json.loads((tmp_path / "v.json").read_text())["changes"]}
+    assert {("row-removed", 43210), ("row-removed", 49000), ("row-added", 43210)} <= kinds

@@ -57,3 +57,27 @@ def keys() -> dict[str, tuple[str, KeySpec]]:
 @pytest.fixture()
 def audit_db(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'guard.db'}"
+
+
+@pytest.fixture()
+def project(tmp_path: Path, digits: dict) -> Path:
+    import joblib
+    from sklearn.linear_model import LogisticRegression
+
+    x = np.concatenate([digits["x_train"], digits["x_test"]])
+    y = np.concatenate([digits["y_train"], digits["y_test"]])
+    (tmp_path / "data").mkdir()
+    np.savez(tmp_path / "data/digits.npz", x=x, y=y)
+    np.savez(tmp_path / "data/splits.npz", train=np.arange(900), test=np.arange(900, len(x)))
+    clf = LogisticRegression(max_iter=200).fit(digits["x_train"], digits["y_train"])
+    joblib.dump(clf, tmp_path / "model.joblib")
+    (tmp_path / "bastion.yaml").write_text(
+        """version: 1
+assets:
+  - {name: digits, path: model.joblib, framework: sklearn, num_classes: 10, dataset: dg,
+     input: {shape: [64], range: [0.0, 1.0]}}
+datasets:
+  - {name: dg, path: data/digits.npz, splits_file: data/splits.npz}
+"""
+    )
+    return tmp_path

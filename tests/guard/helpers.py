@@ -111,3 +111,30 @@ def load_guard_benchmark() -> Any:
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+class InProcess:
+    """The ASGI app called without a network, its lifespan run on enter and exit (a sync facade)."""
+
+    def __init__(self, app: Any) -> None:
+        import asyncio
+
+        import httpx
+
+        self.app = app
+        self._loop = asyncio.new_event_loop()
+        self._client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://guard")
+        self._life: Any = None
+
+    def __enter__(self) -> InProcess:
+        self._life = self.app.router.lifespan_context(self.app)
+        self._loop.run_until_complete(self._life.__aenter__())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._loop.run_until_complete(self._life.__aexit__(None, None, None))
+        self._loop.run_until_complete(self._client.aclose())
+        self._loop.close()
+
+    def post(self, url: str, **kw: Any) -> Any:
+        return self._loop.run_until_complete(self._client.post(url, **kw))

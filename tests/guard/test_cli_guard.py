@@ -20,30 +20,6 @@ from bastion.guard.app import create_app
 from bastion.guard.config import load_guard_config
 
 
-@pytest.fixture()
-def project(tmp_path: Path, digits: dict) -> Path:
-    import joblib
-    from sklearn.linear_model import LogisticRegression
-
-    x = np.concatenate([digits["x_train"], digits["x_test"]])
-    y = np.concatenate([digits["y_train"], digits["y_test"]])
-    (tmp_path / "data").mkdir()
-    np.savez(tmp_path / "data/digits.npz", x=x, y=y)
-    np.savez(tmp_path / "data/splits.npz", train=np.arange(900), test=np.arange(900, len(x)))
-    clf = LogisticRegression(max_iter=200).fit(digits["x_train"], digits["y_train"])
-    joblib.dump(clf, tmp_path / "model.joblib")
-    (tmp_path / "bastion.yaml").write_text(
-        """version: 1
-assets:
-  - {name: digits, path: model.joblib, framework: sklearn, num_classes: 10, dataset: dg,
-     input: {shape: [64], range: [0.0, 1.0]}}
-datasets:
-  - {name: dg, path: data/digits.npz, splits_file: data/splits.npz}
-"""
-    )
-    return tmp_path
-
-
 def test_fit_serve_verify(project: Path, capsys: pytest.CaptureFixture[str], digits: dict) -> None:
     assert (
         run(

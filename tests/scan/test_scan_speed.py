@@ -97,6 +97,29 @@ def test_auto_jobs_pool_matches_serial(tmp_path: Path, marker: Path, monkeypatch
     assert sum(f.verdict == Verdict.MALICIOUS for f in auto.files) == 6
 
 
+def test_pool_splits_work_between_this_process_and_workers(
+    tmp_path: Path, marker: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With N workers this process scans the first share and N-1 processes the rest, in order."""
+    for i in range(11):
+        data = os_system_payload(marker) if i in (0, 10) else pickle.dumps({"i": i})
+        (tmp_path / f"m{i:02d}.pkl").write_bytes(data)
+    in_parent: list[str] = []
+    real = engine._scan_one
+
+    def spy(display: str, *args: object, **kwargs: object) -> object:
+        in_parent.append(Path(display).name)
+        return real(display, *args, **kwargs)  # type: ignore[arg-type]
+
+    serial = scan_paths([tmp_path], jobs=1)
+    monkeypatch.setattr(engine, "_scan_one", spy)
+    seen: list[int] = []
+    par = scan_paths([tmp_path], jobs=3, progress=lambda done, total, _p: seen.append(done))
+    assert [f.model_dump() for f in par.files] == [f.model_dump() for f in serial.files]
+    assert seen == list(range(1, 12))
+    assert in_parent == ["m00.pkl", "m01.pkl", "m02.pkl"]  # 11 // 3 files; workers (forked) not seen
+
+
 def test_fork_only_when_single_threaded() -> None:
     import sys
 
@@ -130,15 +153,24 @@ def test_symlinked_root_and_real_root_scan_each_file_once(tmp_path: Path) -> Non
     )
 
 
-def test_cli_scan_defaults_hash_every_file(tmp_path: Path) -> None:
+def test_cli_scan_hashes_only_with_hash_flag(tmp_path: Path) -> None:
+    """``bastion scan`` records SHA-256s with ``--hash`` only (like picklescan/modelscan, which never
+    hash); the API (and so ``bom``/``assess``) hashes by default."""
     from bastion.cli.main import app
 
     for i in range(3):
         (tmp_path / f"m{i}.pkl").write_bytes(pickle.dumps({"i": i}))
     res = CliRunner().invoke(app, ["scan", str(tmp_path), "-f", "json"])
     assert res.exit_code == 0, res.output
+    assert [f["sha256"] for f in json.loads(res.stdout)["files"]] == [None, None, None]
+    res = CliRunner().invoke(app, ["scan", str(tmp_path), "-f", "json", "--hash"])
+    assert res.exit_code == 0, res.output
     doc = json.loads(res.stdout)
     assert [f["sha256"] for f in doc["files"]] == [_sha(tmp_path / f"m{i}.pkl") for i in range(3)]
+    res = CliRunner().invoke(app, ["scan", str(tmp_path), "-f", "json", "--no-hash"])
+    assert [f["sha256"] for f in json.loads(res.stdout)["files"]] == [None, None, None]
+    api_digests = [f.sha256 for f in scan_paths([tmp_path]).files]
+    assert api_digests == [_sha(tmp_path / f"m{i}.pkl") for i in range(3)]
     bad = CliRunner().invoke(app, ["scan", str(tmp_path), "-j", "-1"])
     assert bad.exit_code != 0
 

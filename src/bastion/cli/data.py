@@ -147,6 +147,18 @@ def sanitize_cmd(
         str, typer.Option("--remove", help="'flagged', row indices (1,5,9) or a .json file of indices.")
     ],
     label: Annotated[str | None, typer.Option("--label", help="Label column (for --remove flagged).")] = None,
+    from_report: Annotated[
+        Path | None,
+        typer.Option(
+            "--from-report",
+            help="With --remove flagged: remove the rows the poisoning findings of this Bastion JSON "
+            "report list (the report must be for this dataset version).",
+        ),
+    ] = None,
+    rule: Annotated[
+        list[str] | None,
+        typer.Option("--rule", help="With --from-report: rule-id prefixes to take (default 'poisoning.')."),
+    ] = None,
     name: Annotated[str | None, typer.Option("--name", help="Dataset name (default: file stem).")] = None,
     to: Annotated[Path | None, typer.Option("--to", help="Where to write the new file.")] = None,
     db: Db = None,
@@ -158,7 +170,14 @@ def sanitize_cmd(
 
     try:
         dest, new, parent = api.data_sanitize(
-            dataset, remove=remove, label=label, name=name, output=to, db=db
+            dataset,
+            remove=remove,
+            label=label,
+            name=name,
+            output=to,
+            db=db,
+            from_report=from_report,
+            rules=tuple(rule or ("poisoning.",)),
         )
     except BastionError as exc:
         fail(exc)

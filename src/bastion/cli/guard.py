@@ -43,6 +43,16 @@ def serve(
         uvicorn.run(app, host=h, port=p, log_level="warning", access_log=False)
     except (OSError, OverflowError) as exc:
         fail(BastionError(f"cannot listen on {h}:{p}: {exc}"))
+    store = app.state.guard.store
+    seq, head_hash = store.head
+    err.print(
+        f"bastion guard: stopped; audit head {seq}:{head_hash} "
+        f"(record it; later: bastion guard verify-log -c {config} --expect-head {seq}:{head_hash})",
+        highlight=False,
+    )
+    close = getattr(store, "close", None)
+    if callable(close):
+        close()
 
 
 @guard_app.command("fit")
@@ -53,16 +63,72 @@ def fit(
         "bastion.yaml"
     ),
     split: Annotated[str, typer.Option("--split", help="Dataset split to learn from.")] = "train",
+    honeytokens: Annotated[int, typer.Option("--honeytokens", min=0, help="Honeytoken records to make.")] = 0,
+    honeytokens_out: Annotated[
+        Path | None, typer.Option("--honeytokens-out", help="File (.npz/.csv) for the rows to plant.")
+    ] = None,
+    honeytoken_step: Annotated[
+        float | None, typer.Option("--honeytoken-step", help="Value grid (default: the data's).")
+    ] = None,
+    sign_key: Annotated[
+        Path | None, typer.Option("--sign-key", help="PEM EC private key: sign the artefact into OUTPUT.sig.")
+    ] = None,
 ) -> None:
     """Learn the input profile and detectors from training data; print the artefact's SHA-256."""
     from bastion import api
 
     try:
-        info = api.guard_fit(config, asset=asset, out=output, split=split)
+        info = api.guard_fit(
+            config,
+            asset=asset,
+            out=output,
+            split=split,
+            honeytokens=honeytokens,
+            honeytokens_out=honeytokens_out,
+            honeytoken_step=honeytoken_step,
+            sign_key=sign_key,
+        )
     except BastionError as exc:
         fail(exc)
     write(json.dumps(info, indent=2), None)
-    err.print(f"pin it in guard.yaml: profile: {{path: {output}, sha256: {info['sha256']}}}", highlight=False)
+    pin = f"path: {output}, sha256: {info['sha256']}" + (", public_key: <your .pub>" if sign_key else "")
+    err.print(f"pin it in guard.yaml: profile: {{{pin}}}", highlight=False, markup=False)
+    if honeytokens:
+        err.print(
+            f"plant the {honeytokens} rows of {honeytokens_out} in the training data; keep that file secret",
+            highlight=False,
+            markup=False,
+        )
+    raise typer.Exit(EXIT_OK)
+
+
+@guard_app.command("honeytokens")
+def honeytokens_cmd(
+    asset: Annotated[str, typer.Option("--asset", help="The asset whose dataset gets the honeytokens.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="File (.npz or .csv) for the rows to plant.")],
+    config: Annotated[Path, typer.Option("--config", "-c", help="The project's bastion.yaml.")] = Path(
+        "bastion.yaml"
+    ),
+    count: Annotated[int, typer.Option("--count", "-n", min=1, help="How many records.")] = 20,
+    split: Annotated[str, typer.Option("--split", help="Dataset split they imitate.")] = "train",
+    step: Annotated[
+        float | None, typer.Option("--step", help="Value grid (default: the data's); tolerance is half.")
+    ] = None,
+) -> None:
+    """Make honeytoken records: rows to plant in the data (OUT), and the guard.yaml block (stdout)."""
+    from bastion import api
+
+    try:
+        info = api.guard_honeytokens(config, asset=asset, out=out, n=count, split=split, step=step)
+    except BastionError as exc:
+        fail(exc)
+    write(json.dumps({"honeytokens": info["honeytokens"]}, indent=2), None)
+    err.print(
+        f"wrote {info['count']} honeytoken rows to {out}: add them to the training data, keep the file "
+        "secret, and put the block above under honeytokens: in guard.yaml",
+        highlight=False,
+        markup=False,
+    )
     raise typer.Exit(EXIT_OK)
 
 
@@ -74,19 +140,27 @@ def verify_log(
     db: Annotated[str | None, typer.Option("--db", help="SQLAlchemy URL of the store.")] = None,
     chain: Annotated[str | None, typer.Option("--chain", help="Chain name (default guard).")] = None,
     head: Annotated[
-        str | None, typer.Option("--head", help="Recorded head SEQ:HASH; a shorter chain was truncated.")
+        str | None,
+        typer.Option(
+            "--expect-head",
+            "--head",
+            help="A head logged earlier (SEQ:HASH or HASH): fail if it is gone (truncated).",
+        ),
     ] = None,
 ) -> None:
     """Verify the hash-chained audit log: exit 1 if any record was edited, inserted or deleted."""
     from bastion import api
 
     try:
-        expected = None
+        expected: tuple[int | None, str] | None = None
         if head:
-            seq, sep, h = head.partition(":")
-            if not sep or not seq.strip().lstrip("-").isdigit():
-                raise ConfigError(f"--head {head!r}: expected SEQ:HASH")
-            expected = (int(seq), h.strip())
+            seq, sep, h = head.strip().rpartition(":")
+            h = h.strip().lower()
+            if len(h) != 64 or any(c not in "0123456789abcdef" for c in h):
+                raise ConfigError(f"--expect-head {head!r}: expected SEQ:HASH or HASH (64 hex digits)")
+            if sep and not seq.strip().lstrip("-").isdigit():
+                raise ConfigError(f"--expect-head {head!r}: SEQ must be an integer")
+            expected = (int(seq) if sep else None, h)
         res = api.guard_verify_log(config, db=db, chain=chain, expected_head=expected)
     except BastionError as exc:
         fail(exc)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from bastion.cli._common import EXIT_OK, err, fail
+from bastion.cli._common import EXIT_OK, err, fail, write
 from bastion.core.errors import BastionError, ConfigError
 
 
@@ -42,9 +44,25 @@ def harden(
     sweep: Annotated[
         str | None, typer.Option("--sweep", help="Comma-separated ε values: one version per value.")
     ] = None,
+    attack: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--attack",
+            help="With --sweep: membership attack run on every point; repeatable "
+            "(default membership.threshold and membership.label-only).",
+        ),
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write the JSON output to this file.")
+    ] = None,
     db: Annotated[str | None, typer.Option("--db", help="SQLAlchemy URL of the store.")] = None,
 ) -> None:
-    """Harden a model (adversarial training, DP-SGD, distillation …) and record it as a new version."""
+    """Harden a model (adversarial training, DP-SGD, distillation …) and record it as a new version.
+
+    With ``--sweep E1,E2,…`` one version per ε is trained and each (and the original) is attacked
+    by membership inference: the privacy/utility curve (test accuracy, the strongest attack's AUC
+    and TPR at 1 % FPR per ε) is printed, and written as JSON to stdout or ``--output``.
+    """
     from bastion import api
     from bastion.core.settings import load_settings
 
@@ -61,51 +79,74 @@ def harden(
             if not epsilons:
                 raise ConfigError("--sweep: no value given")
         settings = load_settings(db_url=db)
-        curve: list[tuple[float | None, dict[str, Any]]] = []
-        for eps in epsilons:
-            run_params = dict(params)
-            if eps is not None:
-                run_params["epsilon"] = eps
-            res = api.harden(config, procedure, asset=asset, params=run_params, settings=settings)
-            shown = {
-                k: v for k, v in res.details.items() if isinstance(v, (int, float, str)) and k != "format"
-            }
-            err.print(
-                f"{res.name}: {res.procedure} → {res.path} (sha256 {res.sha256[:12]}…) {shown}",
-                highlight=False,
+        if sweep:  # issue 6: harden per ε and audit every point
+            swept = api.harden_sweep(
+                config,
+                procedure,
+                asset=asset,
+                epsilons=[e for e in epsilons if e is not None],
+                params=params,
+                attacks=attack or api.SWEEP_ATTACKS,
+                settings=settings,
             )
-            curve.append((eps, res.details))
-        if sweep:
-            _print_curve(curve)
+            for point in swept.points[1:]:
+                _print_version(point.version)
+            _print_sweep(swept)
+            write(json.dumps(swept.to_dict(), indent=1, default=str), output)
+            err.print(f"assess the new versions beside the original with: bastion assess -c {config}")
+            raise typer.Exit(EXIT_OK)
+        if epsilon is not None:
+            params["epsilon"] = epsilon
+        res = api.harden(config, procedure, asset=asset, params=params, settings=settings)
+        _print_version(res)
+        write(json.dumps(dataclasses.asdict(res), indent=1, default=str), output)
     except BastionError as exc:
         fail(exc)
     err.print(f"assess the new version beside the original with: bastion assess -c {config}", highlight=False)
     raise typer.Exit(EXIT_OK)
 
 
-def _print_curve(curve: list[tuple[float | None, dict[str, Any]]]) -> None:
-    """The privacy/utility curve of a ``--sweep``: per ε, the ε spent and the test accuracy."""
+def _print_version(res: Any) -> None:
+    """One line per recorded version: name, procedure, file, hash and the scalar details."""
+    if res is None:
+        return
+    shown = {k: v for k, v in res.details.items() if isinstance(v, (int, float, str)) and k != "format"}
+    err.print(
+        f"{res.name}: {res.procedure} → {res.path} (sha256 {res.sha256[:12]}…) {shown}", highlight=False
+    )
+
+
+def _print_sweep(swept: Any) -> None:
+    """The privacy/utility curve: per ε (∞ first), ε spent, test accuracy and the strongest attack."""
     from rich.table import Table
 
     def fmt(v: Any) -> str:
         return "–" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v)
 
-    table = Table(title="privacy / utility (test accuracy from the hardening run)")
-    for col in ("ε target", "ε spent", "δ", "test accuracy", "accuracy cost"):
-        table.add_column(col, justify="right")
-    original = next(
-        (d.get("original_test_accuracy") for _, d in curve if "original_test_accuracy" in d), None
+    table = Table(
+        title=f"privacy / utility of {swept.asset} (membership attacks: {', '.join(swept.attacks)})"
     )
-    table.add_row("∞ (original)", "–", "–", fmt(original), "0")
-    for eps, d in sorted(curve, key=lambda row: float("inf") if row[0] is None else row[0]):
+    for col in ("ε target", "ε spent", "δ", "test accuracy", "accuracy cost", "strongest attack", "AUC"):
+        table.add_column(col, justify="right")
+    table.add_column("TPR@1%FPR", justify="right")
+    original = swept.points[0].test_accuracy
+    for p in swept.points:
+        cost = None if original is None or p.test_accuracy is None else round(original - p.test_accuracy, 6)
         table.add_row(
-            fmt(eps),
-            fmt(d.get("epsilon")),
-            fmt(d.get("delta")),
-            fmt(d.get("test_accuracy")),
-            fmt(d.get("accuracy_cost")),
+            "∞ (original)" if p.epsilon_target is None else fmt(p.epsilon_target),
+            fmt(p.epsilon),
+            fmt(p.delta),
+            fmt(p.test_accuracy),
+            fmt(cost),
+            (p.strongest or "–").removeprefix("membership."),
+            fmt(p.auc),
+            fmt(p.tpr_at_1pct_fpr),
         )
     err.print(table)
+    for p in swept.points:
+        skipped = {pid: r.reason for pid, r in p.attacks.items() if r.status != "ok"}
+        for pid, why in skipped.items():
+            err.print(f"{p.asset}: {pid} did not run: {why}", highlight=False)
 
 
 def register(app: typer.Typer) -> None:

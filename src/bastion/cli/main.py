@@ -8,17 +8,18 @@ input, unreadable file, crashed plugin, unreachable database); 3 nothing applica
 from __future__ import annotations
 
 import enum
+import importlib
 import json
 import logging
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
+from typer.core import TyperGroup
 
-from bastion import __version__, api
+from bastion import __version__
 from bastion.cli._common import (
     EXIT_ERROR,
     EXIT_NOTHING,
@@ -35,10 +36,87 @@ from bastion.cli._common import (
     write,
 )
 from bastion.core.errors import BastionError
-from bastion.core.report import Report
-from bastion.core.settings import Settings
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
+    from typer import _click as click
+
+    from bastion import api
+    from bastion.core.report import Report
+    from bastion.core.settings import Settings
+
+#: Commands of the subcommand modules, name -> module, in ``bastion --help`` order: the CLI lists
+#: them without importing the modules and imports a module only when one of its commands runs.
+#: A module of :data:`SUBCOMMAND_MODULES` missing here still works (it is imported whenever the
+#: command list is needed); add its commands here to make it lazy.
+LAZY_COMMANDS: dict[str, str] = {
+    "harden": "bastion.cli.harden",
+    "sign": "bastion.cli.integrity",
+    "verify": "bastion.cli.integrity",
+    "bom": "bastion.cli.integrity",
+    "guard": "bastion.cli.guard",
+    "data": "bastion.cli.data",
+}
+
+
+class _LazyGroup(TyperGroup):
+    """The ``bastion`` group: builds a command (and imports its module) only when it is used.
+
+    ``bastion scan`` then pays neither for Typer converting every other command's signature nor
+    for importing the other commands' modules; ``bastion --help`` still lists every command.
+    """
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        names = [_command_name(info) for info in _own.registered_commands]
+        names += [n for n in LAZY_COMMANDS if n not in names]
+        for group in _unlisted_groups():
+            names += [n for n in group.commands if n not in names]
+        return names
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        cmd = self.commands.get(cmd_name)
+        if cmd is not None:
+            return cmd
+        for info in _own.registered_commands:
+            if _command_name(info) == cmd_name:
+                cmd = typer.main.get_command_from_info(
+                    info,
+                    pretty_exceptions_short=app.pretty_exceptions_short,
+                    rich_markup_mode=self.rich_markup_mode,
+                )
+                break
+        else:
+            module = LAZY_COMMANDS.get(cmd_name)
+            groups = [_module_group(module)] if module in SUBCOMMAND_MODULES else _unlisted_groups()
+            cmd = next((g.commands[cmd_name] for g in groups if cmd_name in g.commands), None)
+        if cmd is not None:
+            self.commands[cmd_name] = cmd
+        return cmd
+
+
+def _command_name(info: Any) -> str:
+    return str(info.name or typer.main.get_command_name(info.callback.__name__))
+
+
+_MODULE_GROUPS: dict[str, TyperGroup] = {}
+
+
+def _module_group(module: str) -> TyperGroup:
+    """The commands a subcommand module registers, built on first use (``register(app)`` contract)."""
+    if module not in _MODULE_GROUPS:
+        sub = typer.Typer(pretty_exceptions_enable=False)
+        importlib.import_module(module).register(sub)
+        _MODULE_GROUPS[module] = typer.main.get_group(sub)
+    return _MODULE_GROUPS[module]
+
+
+def _unlisted_groups() -> list[TyperGroup]:
+    listed = set(LAZY_COMMANDS.values())
+    return [_module_group(m) for m in SUBCOMMAND_MODULES if m not in listed]
+
 
 app = typer.Typer(
+    cls=_LazyGroup,
     name="bastion",
     help="Find, fix, guard and prove the security of machine-learning systems.",
     no_args_is_help=True,
@@ -46,6 +124,10 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+#: The commands defined in this module; converted to Click commands one at a time, on use.
+_own = typer.Typer()
 
 
 @app.callback()
@@ -59,13 +141,13 @@ def _main(
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
 
 
-@app.command()
+@_own.command()
 def version() -> None:
     """Print Bastion's version."""
     sys.stdout.write(f"bastion {__version__}\n")
 
 
-@app.command()
+@_own.command()
 def scan(
     paths: Annotated[list[Path], typer.Argument(help="Model files or folders (scanned recursively).")],
     fmt: Annotated[ScanFormat, typer.Option("--format", "-f", help="Output format.")] = ScanFormat.table,
@@ -93,13 +175,15 @@ def scan(
         list[Path] | None,
         typer.Option("--rules", help="Extra rule file (TOML, shipped format); repeatable. Deny wins."),
     ] = None,
-    no_hash: Annotated[
-        bool, typer.Option("--no-hash", help="Skip SHA-256 of each file (faster on large files).")
+    digest: Annotated[
+        bool,
+        typer.Option(
+            "--hash/--no-hash",
+            help="Record each file's SHA-256 (reads every byte; `bom`, `sign` and `assess` always hash).",
+        ),
     ] = False,
 ) -> None:
     """Scan model files statically: nothing scanned is imported, unpickled or loaded."""
-    from rich.progress import Progress
-
     bar: Progress | None = None
     task = None
 
@@ -108,7 +192,7 @@ def scan(
         # processes have been forked.
         nonlocal bar, task
         if bar is None:
-            from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
             bar = Progress(
                 TextColumn("scanning"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err
@@ -118,7 +202,9 @@ def scan(
         assert task is not None
         bar.update(task, completed=done)
 
-    opts = {"allow": allow or [], "config": config, "rules": rules or [], "jobs": jobs, "digest": not no_hash}
+    from bastion import api
+
+    opts = {"allow": allow or [], "config": config, "rules": rules or [], "jobs": jobs, "digest": digest}
     show_bar = any(p.is_dir() for p in paths) and err.is_terminal
     try:
         result = api.scan_models(paths, progress=tick if show_bar else None, **opts)  # type: ignore[arg-type]
@@ -127,17 +213,17 @@ def scan(
     finally:
         if bar is not None:
             bar.stop()
-    from bastion.report import scan_table, scan_to_json, scan_to_sarif
+    from bastion import report as rep  # each renderer's module loads on first use
 
     gate = fail_on.value if isinstance(fail_on, enum.Enum) else str(fail_on)
     if fmt == ScanFormat.json:
-        write(scan_to_json(result), output)
+        write(rep.scan_to_json(result), output)
     elif fmt == ScanFormat.sarif:
-        write(scan_to_sarif(result), output)
+        write(rep.scan_to_sarif(result), output)
     else:
         if output is not None:
-            write(scan_to_json(result), output)
-        err.print(scan_table(result))
+            write(rep.scan_to_json(result), output)
+        err.print(rep.scan_table(result))
     counts: dict[str, int] = {}
     for fr in result.files:
         counts[fr.verdict.value] = counts.get(fr.verdict.value, 0) + 1
@@ -148,7 +234,7 @@ def scan(
     raise typer.Exit(result.exit_code(gate))
 
 
-@app.command()
+@_own.command()
 def assess(
     config: Annotated[Path, typer.Option("--config", "-c", help="The project's bastion.yaml.")] = Path(
         "bastion.yaml"
@@ -179,6 +265,7 @@ def assess(
     ] = None,
 ) -> None:
     """Assess every model, dataset and endpoint of a project and write the report."""
+    from bastion import api
     from bastion.core.settings import load_settings
 
     gate = fail_on.value if isinstance(fail_on, enum.Enum) else str(fail_on)
@@ -226,6 +313,8 @@ def _run_with_progress(
 ) -> Report:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from bastion import api
+
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -252,13 +341,15 @@ def _run_with_progress(
         )
 
 
-@app.command()
+@_own.command()
 def history(
     db: Annotated[str | None, typer.Option("--db", help="SQLAlchemy URL of the store.")] = None,
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="How many runs.")] = 20,
     fmt: Annotated[str, typer.Option("--format", "-f", help="table or json.")] = "table",
 ) -> None:
     """List stored runs, newest first."""
+    from bastion import api
+
     if fmt not in ("table", "json"):
         raise typer.BadParameter("must be table or json", param_hint="--format")
     try:
@@ -268,6 +359,7 @@ def history(
     if fmt == "json":
         write(json.dumps([r.model_dump(mode="json") for r in runs], indent=2), None)
         raise typer.Exit(EXIT_OK)
+    from rich.console import Console
     from rich.table import Table
 
     table = Table(title="runs")
@@ -286,7 +378,7 @@ def history(
     raise typer.Exit(EXIT_OK if runs else EXIT_NOTHING)
 
 
-@app.command()
+@_own.command()
 def show(
     run: Annotated[str, typer.Argument(help="Run id, unique prefix, or 'latest'.")],
     db: Annotated[str | None, typer.Option("--db", help="SQLAlchemy URL of the store.")] = None,
@@ -296,6 +388,7 @@ def show(
     ] = None,
 ) -> None:
     """Re-render a stored report."""
+    from bastion import api
     from bastion import report as rep
 
     try:
@@ -317,7 +410,7 @@ def show(
     raise typer.Exit(EXIT_OK)
 
 
-@app.command()
+@_own.command()
 def init(
     directory: Annotated[
         Path, typer.Argument(help="Project folder to discover models and datasets in.")
@@ -325,6 +418,8 @@ def init(
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing bastion.yaml.")] = False,
 ) -> None:
     """Write a starter bastion.yaml by discovering model files and datasets."""
+    from bastion import api
+
     try:
         path = api.init_project(directory, force=force)
     except BastionError as exc:
@@ -335,7 +430,7 @@ def init(
     )
 
 
-@app.command()
+@_own.command()
 def demo(
     directory: Annotated[
         Path | None,
@@ -355,6 +450,8 @@ def demo(
     ] = False,
 ) -> None:
     """Build the clinic example (if absent) and assess it with --fail-on none."""
+    from bastion import api
+
     try:
         cfg = api.build_demo(directory, force=force, poisoned=poisoned)
     except BastionError as exc:
@@ -381,6 +478,7 @@ def _summarise(report: Report, gate: str) -> int:
     """Print the summary and every error of a run to stderr; return its exit code."""
     from rich.markup import escape
 
+    from bastion import api
     from bastion.report import assessment_summary
 
     for renderable in assessment_summary(report, fail_on=gate):
@@ -398,16 +496,6 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "bastion.cli.guard",
     "bastion.cli.data",
 )
-
-
-def _register_subcommands() -> None:
-    import importlib
-
-    for name in SUBCOMMAND_MODULES:
-        importlib.import_module(name).register(app)
-
-
-_register_subcommands()
 
 
 def run(argv: list[str] | None = None) -> int:

@@ -1,22 +1,77 @@
-"""The vocabulary every Bastion package speaks; imports nothing else of Bastion."""
+"""The vocabulary every Bastion package speaks; imports nothing else of Bastion.
 
-from bastion.core.budget import PRESETS, Budget, BudgetMeter, BudgetUsage
-from bastion.core.capability import Capability
-from bastion.core.errors import (
-    BastionError,
-    BudgetExhausted,
-    ConfigError,
-    IntegrityError,
-    MissingExtraError,
-    NotFittedError,
-    PluginError,
-    ScanError,
-    TargetError,
-)
-from bastion.core.findings import Finding, Location, Threat
-from bastion.core.registry import Plugin, Registry, register
-from bastion.core.results import CheckError, CheckResult, RunResult, Series, Skipped
-from bastion.core.severity import FAIL_ON_CHOICES, Severity, gates
+The names below load on first use (PEP 562), so importing one submodule such as
+``bastion.core.scanning`` does not pull in pydantic models it does not need.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from bastion.core.budget import PRESETS, Budget, BudgetMeter, BudgetUsage
+    from bastion.core.capability import Capability
+    from bastion.core.errors import (
+        BastionError,
+        BudgetExhausted,
+        ConfigError,
+        IntegrityError,
+        MissingExtraError,
+        NotFittedError,
+        PluginError,
+        ScanError,
+        TargetError,
+    )
+    from bastion.core.findings import Finding, Location, Threat
+    from bastion.core.registry import Plugin, Registry, register
+    from bastion.core.results import CheckError, CheckResult, RunResult, Series, Skipped
+    from bastion.core.severity import FAIL_ON_CHOICES, Severity, gates
+
+_WHERE: dict[str, str] = {
+    "BastionError": "bastion.core.errors",
+    "Budget": "bastion.core.budget",
+    "BudgetExhausted": "bastion.core.errors",
+    "BudgetMeter": "bastion.core.budget",
+    "BudgetUsage": "bastion.core.budget",
+    "Capability": "bastion.core.capability",
+    "CheckError": "bastion.core.results",
+    "CheckResult": "bastion.core.results",
+    "ConfigError": "bastion.core.errors",
+    "FAIL_ON_CHOICES": "bastion.core.severity",
+    "Finding": "bastion.core.findings",
+    "IntegrityError": "bastion.core.errors",
+    "Location": "bastion.core.findings",
+    "MissingExtraError": "bastion.core.errors",
+    "NotFittedError": "bastion.core.errors",
+    "PRESETS": "bastion.core.budget",
+    "Plugin": "bastion.core.registry",
+    "PluginError": "bastion.core.errors",
+    "Registry": "bastion.core.registry",
+    "RunResult": "bastion.core.results",
+    "ScanError": "bastion.core.errors",
+    "Series": "bastion.core.results",
+    "Severity": "bastion.core.severity",
+    "Skipped": "bastion.core.results",
+    "TargetError": "bastion.core.errors",
+    "Threat": "bastion.core.findings",
+    "gates": "bastion.core.severity",
+    "register": "bastion.core.registry",
+}
+
+
+def __getattr__(name: str) -> Any:
+    where = _WHERE.get(name)
+    if where is None:
+        raise AttributeError(f"module 'bastion.core' has no attribute {name!r}")
+    value = getattr(importlib.import_module(where), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_WHERE))
+
 
 __all__ = [
     "FAIL_ON_CHOICES",

@@ -137,6 +137,40 @@ class EndpointSpec(_Strict):
         return v
 
 
+class OutputSpec(_Strict):
+    """Output hardening: how much of its scores a served model reveals (issue 6).
+
+    Applied by :class:`bastion.targets.hardened.HardenedTarget` around the asset's target, in
+    this order: ``temperature``, then ``top_k``, then ``decimals``; ``label_only`` replaces all
+    three. The membership audit then measures what the hardened outputs still leak.
+
+    Attributes:
+        temperature: divide the logits (or log-probabilities) by ``T`` before the softmax
+            (``T > 1`` flattens, ``T < 1`` sharpens); the predicted label never changes.
+        top_k: keep the ``k`` largest probabilities of each row, set the others to 0 and
+            renormalise the kept ones to sum to 1 (below the number of classes).
+        decimals: round every probability to this many decimals (the top class keeps at least
+            ``10**-decimals``).
+        label_only: return the predicted label only, no scores.
+    """
+
+    temperature: float | None = Field(default=None, gt=0.0, le=1000.0)
+    top_k: int | None = Field(default=None, ge=1)
+    decimals: int | None = Field(default=None, ge=1, le=12)
+    label_only: bool = False
+
+    @model_validator(mode="after")
+    def _meaningful(self) -> OutputSpec:
+        scored = [n for n in ("temperature", "top_k", "decimals") if getattr(self, n) is not None]
+        if self.label_only and scored:
+            raise ValueError(
+                f"label_only returns no scores, so {', '.join(scored)} would have no effect (remove it)"
+            )
+        if not self.label_only and not scored:
+            raise ValueError("set at least one of temperature, top_k, decimals, or label_only: true")
+        return self
+
+
 class Asset(_Strict):
     """A model, dataset or endpoint in the project.
 
@@ -160,6 +194,8 @@ class Asset(_Strict):
         tags: free labels (``phi``, ``production``).
         members: for ``framework: ensemble``, the model assets (by name) whose probabilities are
             averaged.
+        output: output hardening of the served model (temperature, top-k, rounding, label only);
+            assessed as served.
     """
 
     name: str = Field(pattern=_NAME)
@@ -179,6 +215,22 @@ class Asset(_Strict):
     num_classes: int | None = Field(default=None, ge=2)
     tags: list[str] = Field(default_factory=list)
     members: list[str] | None = Field(default=None, min_length=2)
+    output: OutputSpec | None = None
+
+    @model_validator(mode="after")
+    def _output(self) -> Asset:
+        if self.output is None:
+            return self
+        if self.kind == "dataset":
+            raise ValueError("output: only models and endpoints have outputs to harden")
+        k = self.output.top_k
+        if k is not None and self.num_classes is not None and k >= self.num_classes:
+            raise ValueError(
+                f"output.top_k: {k} keeps all {self.num_classes} classes; use fewer than num_classes"
+            )
+        if self.endpoint is not None and self.endpoint.output == "labels" and not self.output.label_only:
+            raise ValueError("output: the endpoint returns labels only; there are no scores to harden")
+        return self
 
     @model_validator(mode="after")
     def _where(self) -> Asset:

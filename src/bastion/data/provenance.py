@@ -4,18 +4,26 @@
 (SHA-256, streamed) and each row -- a CSV data line (text, line ending stripped), or row ``i``
 of every npz array with the file's row count -- into a SHA-256 leaf; the leaves form a binary
 Merkle tree (an odd node is paired with itself) whose root covers every row of every file in
-order. Per-row digests (the first 16 hex characters) are kept so :func:`diff_manifests` names
-every changed, added or removed row; beyond ``max_row_digests`` rows per file only the root is
-kept and a change is reported for the file.
+order. Per-row digests (the first 8 bytes of each leaf) are kept so :func:`diff_manifests`
+names every changed, added or removed row; beyond ``max_row_digests`` rows per file only the
+root is kept and a change is reported for the file.
+
+Memory is bounded for large files: rows are streamed, the Merkle root is folded as the leaves
+arrive (:class:`MerkleBuilder` keeps one pending node per tree level), and the row digests are
+packed 8 bytes a row (``row_digests_b64``: base64 of the packed digests; 1.2 M rows take
+9.6 MB, 12.8 MB as text) and compared as ``uint64`` arrays. Older manifests that stored
+``row_digests`` (a list of 16-hex strings) still compare.
 
 Only ``bastion.core`` is imported; storage lives in :mod:`bastion.store.provenance`.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,8 +32,10 @@ import numpy as np
 
 from bastion.core.errors import ConfigError
 
-#: Row digests stored per file at most.
-MAX_ROW_DIGESTS = 1_000_000
+#: Row digests stored per file at most (8 bytes a row: 16 M rows take 128 MB).
+MAX_ROW_DIGESTS = 16_000_000
+#: Bytes of each row's leaf kept as its digest.
+DIGEST_BYTES = 8
 _CHUNK = 1 << 20
 
 
@@ -39,6 +49,54 @@ def merkle_root(leaves: list[bytes]) -> str:
             level = [*level, level[-1]]
         level = [hashlib.sha256(b"\x01" + level[i] + level[i + 1]).digest() for i in range(0, len(level), 2)]
     return level[0].hex()
+
+
+class MerkleBuilder:
+    """The root :func:`merkle_root` would give, folded as leaves arrive (memory: one node a level).
+
+    The tree pairs nodes left to right and pairs an odd last node with itself, level by level.
+    """
+
+    def __init__(self) -> None:
+        self._pending: list[bytes | None] = []
+        self.count = 0
+
+    def add(self, leaf: bytes) -> None:
+        """Append one raw 32-byte leaf digest."""
+        self.count += 1
+        node, level = leaf, 0
+        while True:
+            if level == len(self._pending):
+                self._pending.append(node)
+                return
+            left = self._pending[level]
+            if left is None:
+                self._pending[level] = node
+                return
+            self._pending[level] = None
+            node = _node(left, node)
+            level += 1
+
+    def root(self) -> str:
+        """Hex root over every leaf added; the hash of b"" when none was."""
+        if self.count == 0:
+            return hashlib.sha256(b"").hexdigest()
+        carry: bytes | None = None
+        for level, left in enumerate(self._pending):
+            higher = any(p is not None for p in self._pending[level + 1 :])
+            nodes = [n for n in (left, carry) if n is not None]
+            if len(nodes) == 2:
+                carry = _node(nodes[0], nodes[1])
+            elif nodes:
+                if not higher:
+                    return nodes[0].hex()
+                carry = _node(nodes[0], nodes[0])  # an odd last node is paired with itself
+        assert carry is not None
+        return carry.hex()
+
+
+def _node(left: bytes, right: bytes) -> bytes:
+    return hashlib.sha256(b"\x01" + left + right).digest()
 
 
 def _leaf(data: bytes) -> bytes:
@@ -61,39 +119,75 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def iter_row_leaves(path: Path) -> Iterator[bytes] | None:
+    """Leaf digests of the rows of a CSV (streamed) or npz file, one at a time; ``None`` for others.
+
+    Raises:
+        ConfigError: a CSV that is not UTF-8 or an unreadable npz (file and row named), while iterating.
+    """
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        return _csv_leaves(path)
+    if suffix == ".npz":
+        return _npz_leaves(path)
+    return None
+
+
+def _csv_leaves(path: Path) -> Iterator[bytes]:
+    try:
+        with path.open("rb") as fh:
+            fh.readline()  # header
+            for n, raw in enumerate(fh):
+                line = raw.rstrip(b"\r\n")
+                try:
+                    line.decode("utf-8")
+                except UnicodeDecodeError:
+                    raise ConfigError(f"{path}: row {n} is not UTF-8 text") from None
+                yield _leaf(line)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+
+
+def _npz_leaves(path: Path) -> Iterator[bytes]:
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in sorted(npz.files)}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise ConfigError(f"{path}: not a readable npz archive: {exc}") from None
+    if not arrays:
+        return
+    n = max((a.shape[0] for a in arrays.values() if a.ndim), default=0)
+    rowed = [a for a in arrays.values() if a.ndim and a.shape[0] == n]
+    for i in range(n):
+        yield _leaf(b"".join(np.ascontiguousarray(a[i]).tobytes() for a in rowed))
+
+
 def row_leaves(path: Path) -> list[bytes] | None:
-    """Leaf digests of the rows of a CSV (streamed) or npz file; ``None`` for other files.
+    """Leaf digests of the rows of a CSV or npz file as a list; ``None`` for other files.
 
     Raises:
         ConfigError: a CSV that is not UTF-8 or an unreadable npz (file and row named).
     """
-    suffix = path.suffix.lower()
-    if suffix == ".csv":
-        out: list[bytes] = []
-        try:
-            with path.open("rb") as fh:
-                fh.readline()  # header
-                for n, raw in enumerate(fh):
-                    line = raw.rstrip(b"\r\n")
-                    try:
-                        line.decode("utf-8")
-                    except UnicodeDecodeError:
-                        raise ConfigError(f"{path}: row {n} is not UTF-8 text") from None
-                    out.append(_leaf(line))
-        except OSError as exc:
-            raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
-        return out
-    if suffix == ".npz":
-        try:
-            with np.load(path, allow_pickle=False) as npz:
-                arrays = {k: npz[k] for k in sorted(npz.files)}
-        except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-            raise ConfigError(f"{path}: not a readable npz archive: {exc}") from None
-        if not arrays:
-            return []
-        n = max((a.shape[0] for a in arrays.values() if a.ndim), default=0)
-        rowed = [a for a in arrays.values() if a.ndim and a.shape[0] == n]
-        return [_leaf(b"".join(np.ascontiguousarray(a[i]).tobytes() for a in rowed)) for i in range(n)]
+    it = iter_row_leaves(path)
+    return None if it is None else list(it)
+
+
+def pack_digests(packed: bytes) -> str:
+    """Base64 text of packed 8-byte row digests (``FileEntry.row_digests_b64``)."""
+    return base64.b64encode(packed).decode("ascii")
+
+
+def entry_digests(entry: dict[str, Any]) -> np.ndarray | None:
+    """A stored file entry's row digests as ``uint64 (rows,)``, or ``None`` when none were kept.
+
+    Reads ``row_digests_b64`` (packed), else the older ``row_digests`` (16-hex strings).
+    """
+    packed = entry.get("row_digests_b64")
+    if isinstance(packed, str):
+        return np.frombuffer(base64.b64decode(packed), dtype=">u8").astype(np.uint64)
+    old = entry.get("row_digests")
+    if isinstance(old, list):
+        return np.array([int(h, 16) for h in old], dtype=np.uint64)
     return None
 
 
@@ -106,7 +200,7 @@ class FileEntry:
     size: int
     rows: int | None = None
     merkle_root: str | None = None
-    row_digests: list[str] | None = None
+    row_digests_b64: str | None = None
     mode: int = 0
 
     def as_dict(self) -> dict[str, Any]:
@@ -156,23 +250,32 @@ def build_manifest(path: str | Path, *, max_row_digests: int = MAX_ROW_DIGESTS) 
     root = Path(path)
     files = dataset_files(root)
     entries: dict[str, FileEntry] = {}
-    all_leaves: list[bytes] = []
+    whole = MerkleBuilder()
     for f in files:
         rel = f.name if root.is_file() else f.relative_to(root).as_posix()
-        leaves = row_leaves(f)
+        leaves = iter_row_leaves(f)
         entry = FileEntry(
             path=rel, sha256=file_sha256(f), size=f.stat().st_size, mode=os.stat(f).st_mode & 0o777
         )
         if leaves is not None:
-            entry.rows = len(leaves)
-            entry.merkle_root = merkle_root(leaves)
-            if len(leaves) <= max_row_digests:
-                entry.row_digests = [lf.hex()[:16] for lf in leaves]
-            all_leaves.extend(leaves)
+            tree = MerkleBuilder()
+            packed: bytearray | None = bytearray()
+            for lf in leaves:
+                tree.add(lf)
+                whole.add(lf)
+                if packed is not None:
+                    if tree.count > max_row_digests:
+                        packed = None  # too many rows: the root only
+                    else:
+                        packed += lf[:DIGEST_BYTES]
+            entry.rows = tree.count
+            entry.merkle_root = tree.root()
+            if packed is not None:
+                entry.row_digests_b64 = pack_digests(bytes(packed))
         else:
-            all_leaves.append(bytes.fromhex(entry.sha256))
+            whole.add(bytes.fromhex(entry.sha256))
         entries[rel] = entry
-    return Manifest(root=str(root), merkle_root=merkle_root(all_leaves), files=entries)
+    return Manifest(root=str(root), merkle_root=whole.root(), files=entries)
 
 
 @dataclass
@@ -215,20 +318,25 @@ def diff_manifests(old: dict[str, Any], new: Manifest, *, limit: int = 10_000) -
         if before.get("sha256") == now.sha256:
             continue
         out.append(Change("file-changed", path))
-        a, b = before.get("row_digests"), now.row_digests
+        a, b = entry_digests(before), entry_digests(now.as_dict())
         if a is None or b is None:
             continue
-        out.extend(_row_changes(path, list(a), list(b)))
+        out.extend(_row_changes(path, a, b, limit - len(out)))
         if len(out) >= limit:
             break
     return out[:limit]
 
 
-def _row_changes(path: str, a: list[str], b: list[str]) -> list[Change]:
-    """Rows changed in place (same count), else rows whose digest vanished or appeared."""
-    if len(a) == len(b):
-        return [Change("row-changed", path, i) for i, (x, y) in enumerate(zip(a, b, strict=True)) if x != y]
-    left, right = set(a), set(b)
-    out = [Change("row-removed", path, i) for i, x in enumerate(a) if x not in right]
-    out += [Change("row-added", path, i) for i, y in enumerate(b) if y not in left]
+def _row_changes(path: str, a: np.ndarray, b: np.ndarray, limit: int) -> list[Change]:
+    """Rows changed in place (same count), else rows whose digest vanished or appeared.
+
+    ``a`` and ``b`` are ``uint64`` row digests; compared with numpy (no per-row Python objects
+    beyond the ``limit`` changes listed).
+    """
+    if a.size == b.size:
+        return [Change("row-changed", path, int(i)) for i in np.flatnonzero(a != b)[: max(limit, 0)]]
+    removed = np.flatnonzero(~np.isin(a, b))[: max(limit, 0)]
+    out = [Change("row-removed", path, int(i)) for i in removed]
+    added = np.flatnonzero(~np.isin(b, a))[: max(limit - len(out), 0)]
+    out += [Change("row-added", path, int(i)) for i in added]
     return out

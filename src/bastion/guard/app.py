@@ -4,7 +4,7 @@
 (or ``X-API-Key``) answers ``{"predictions": [...], "output": "probabilities"|"label"|"round",
 "request_id": ...}``. Order of controls: payload size (413) → model name (404) → access
 (401/403) → key breaker (429) → JSON and input validation (400/422) → limits (429) → degraded
-mode (fallback) → canaries → model (backend breaker; fallback on failure) → anomaly and
+mode (fallback) → canaries and honeytokens → model (backend breaker; fallback on failure) → anomaly and
 extraction detectors → graded response → durable audit record → answer. Any unexpected
 error denies with 503 (fail closed); a request is answered only after its audit record is
 committed. ``/healthz``, ``/readyz`` and ``/metrics`` (Prometheus) need no key.
@@ -33,12 +33,12 @@ from bastion.core.errors import ConfigError, IntegrityError
 from bastion.guard.access import AccessControl
 from bastion.guard.anomaly import AnomalyMonitor
 from bastion.guard.audit import Alert, AuditSink, WebhookSender, input_sha256
-from bastion.guard.canary import CanaryWatch
-from bastion.guard.config import GuardConfig
+from bastion.guard.canary import CanaryWatch, HoneytokenWatch
+from bastion.guard.config import GuardConfig, HoneytokenSpec
 from bastion.guard.extraction import ExtractionDetector
 from bastion.guard.limits import RateLimiter
 from bastion.guard.metrics import GuardMetrics
-from bastion.guard.profile import Profile, load_profile
+from bastion.guard.profile import Profile, load_profile, verify_profile_signature
 from bastion.guard.response import ResponsePolicy, severity_rank
 from bastion.guard.validation import InputRejected, InputValidator
 from bastion.targets.base import Target
@@ -55,6 +55,10 @@ RULES: dict[str, tuple[str, tuple[str, ...]]] = {
     "guard.extraction.probing-session": ("high", (atlas.CRAFT_ADVERSARIAL, atlas.EVADE_MODEL)),
     "guard.extraction.distributed": ("high", (atlas.EXTRACT_MODEL, atlas.INFERENCE_API_ACCESS)),
     "guard.canary.hit": ("critical", (atlas.INFERENCE_API_ACCESS,)),
+    "guard.honeytoken.hit": (
+        "critical",
+        (atlas.INFER_MEMBERSHIP, atlas.EXTRACT_MODEL, atlas.INFERENCE_API_ACCESS),
+    ),
     "guard.anomaly.ood-rate": ("medium", (atlas.CRAFT_ADVERSARIAL,)),
     "guard.anomaly.output-drift": ("medium", (atlas.EVADE_MODEL,)),
     "guard.backend.down": ("high", ()),
@@ -199,8 +203,16 @@ class Guard:
             else None
         )
         self.canaries = CanaryWatch(config.canaries)
+        honey = [config.honeytokens] if config.honeytokens is not None else []
+        if profile is not None and profile.honeytokens:
+            try:
+                honey.append(HoneytokenSpec.model_validate(profile.honeytokens))
+            except ValueError as exc:
+                raise ConfigError(f"guard profile: malformed honeytokens: {exc}") from None
+        self.honeytokens = HoneytokenWatch(honey)
         self.policy = ResponsePolicy(config.response)
         self.metrics = GuardMetrics()
+        self.alert_counts: dict[str, int] = {}  # rule id -> alerts raised since start
         self.webhooks = WebhookSender(config.alerts.webhooks, timeout=config.alerts.timeout)
         self._lock = threading.RLock()
         self._ood_window: deque[int] = deque(maxlen=config.anomaly.window)
@@ -274,20 +286,26 @@ class Guard:
             return Reply(exc.status, {"detail": [{"field": exc.field, "reason": exc.reason}]}), rec
         rec["input_sha256"] = input_sha256(x)
         rec["rows"] = len(x)
-        if self.config.log_inputs:
-            rec["input"] = x.reshape(len(x), -1).tolist()
+        # traps first: a hit alerts even when the request is then limited or degraded
+        alerts = [self._alert("guard.canary.hit", key, {"canary": c}) for c in self.canaries.hits(x)]
+        trap_rows: set[int] = set()
+        for row, tid in self.honeytokens.hits(x) if self.honeytokens else []:
+            trap_rows.add(row)
+            alerts.append(self._alert("guard.honeytoken.hit", key, {"honeytoken": tid, "row": row}))
+        if self.config.log_inputs:  # a honeytoken's values are never logged
+            rows = x.reshape(len(x), -1).tolist()
+            rec["input"] = [None if i in trap_rows else r for i, r in enumerate(rows)]
         with self._lock:
             lim_dec = self.limiter.take(key, len(x), now)
         if not lim_dec.allowed:
             rec.update(decision="limit", reason=lim_dec.reason)
+            self._raise_early(alerts, rec, now)
             return Reply(429, {"detail": lim_dec.reason}, _retry(lim_dec.retry_after)), rec
-        alerts: list[Alert] = []
         with self._lock:
             if self.policy.degraded(now) and not self.policy.backend_allowed(now):
                 rec.update(decision="fallback", reason="degraded mode")
+                self._raise_early(alerts, rec, now)
                 return self._fallback(), rec
-        for cid in self.canaries.hits(x):
-            alerts.append(self._alert("guard.canary.hit", key, {"canary": cid}))
         # -- the model (outside the lock; the backend breaker decides whether to call it) --------
         try:
             probs = self._predict(x)
@@ -383,18 +401,27 @@ class Guard:
                 out.append(self._alert(f"guard.extraction.{ea.rule}", ea.key_id, ev))
         return out
 
+    def _raise_early(self, alerts: list[Alert], rec: dict[str, Any], now: float) -> None:
+        """Raise trap alerts of a request that ends before the model (limited, degraded)."""
+        if not alerts:
+            return
+        with self._lock:
+            actions = self._raise(alerts, now)
+        rec["alerts"] = [a.summary() for a in alerts]
+        if actions:
+            rec["actions"] = actions
+
     def _raise(self, alerts: list[Alert], now: float) -> list[str]:
         """Graded response, incidents, webhooks and metrics for new alerts (called under the lock)."""
         actions: list[str] = []
         min_sev = severity_rank(self.config.alerts.min_severity)
         for a in alerts:
-            acts = self.policy.on_alert(
-                a.key_id, a.severity, now, force_breaker=a.rule_id == "guard.canary.hit"
-            )
+            acts = self.policy.on_alert(a.key_id, a.severity, now, force_breaker=a.rule_id in _TRAP_RULES)
             if a.key_id is not None and "throttle" in acts:
                 self.limiter.throttle(a.key_id, self.config.response.throttle_factor)
             actions += [f"{act}:{a.key_id}" if a.key_id else act for act in acts]
             self.metrics.alerts.labels(rule=a.rule_id).inc()
+            self.alert_counts[a.rule_id] = self.alert_counts.get(a.rule_id, 0) + 1
             log.warning(
                 json.dumps(
                     {"event": "alert", "rule_id": a.rule_id, "key_id": a.key_id, "severity": a.severity}
@@ -445,6 +472,9 @@ class Guard:
         }
 
 
+_TRAP_RULES = frozenset({"guard.canary.hit", "guard.honeytoken.hit"})
+
+
 def _retry(seconds: float) -> dict[str, str]:
     return {"Retry-After": str(max(1, int(np.ceil(seconds))))}
 
@@ -458,14 +488,16 @@ def build_guard(
     model_sha256: str | None = None,
     profile: Profile | None = None,
 ) -> Guard:
-    """A :class:`Guard` from config: the model scanned and loaded, the profile hash-checked.
+    """A :class:`Guard` from config: the model scanned and loaded, the profile signature- and hash-checked.
 
     Raises:
-        ConfigError, IntegrityError, StoreError: as :func:`load_serving_target`, :func:`load_profile`
-        and ``AuditLog.open``.
+        ConfigError, IntegrityError, StoreError: as :func:`load_serving_target`,
+        :func:`~bastion.guard.profile.verify_profile_signature`, :func:`load_profile` and ``AuditLog.open``.
     """
     if profile is None and config.profile is not None:
-        profile = load_profile(config.profile.path, expected_sha256=config.profile.sha256)
+        ref = config.profile
+        verify_profile_signature(ref.path, public_key=ref.public_key, signature=ref.signature)
+        profile = load_profile(ref.path, expected_sha256=ref.sha256)
     if target is None:
         target, sha = load_serving_target(config)
         model_sha256 = model_sha256 or sha

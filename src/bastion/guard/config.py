@@ -9,7 +9,7 @@ Example::
 
     version: 1
     model: {config: bastion.yaml, asset: digits}     # or: upstream: {url: http://127.0.0.1:9000/predict, ...}
-    profile: {path: guard-profile, sha256: <hex of profile.npz>}
+    profile: {path: guard-profile, sha256: <hex of profile.json>, public_key: signer.pub}
     keys:
       - {id: alice, salt: 9f.., hash: 3c.., models: [digits]}
     limits: {rate: 20, burst: 40, daily_quota: 10000}
@@ -55,10 +55,21 @@ class UpstreamSource(_Strict):
 
 
 class ProfileRef(_Strict):
-    """The fitted guard artefact (``bastion guard fit``) and the SHA-256 it must have."""
+    """The fitted guard artefact (``bastion guard fit``), the SHA-256 it must have, and its signer.
+
+    Attributes:
+        path: the artefact folder.
+        sha256: pinned SHA-256 of its ``profile.json`` (checked when given).
+        public_key: PEM elliptic-curve public key; when given, the artefact must carry a valid
+            OpenSSF model-signing signature (``bastion guard fit --sign-key`` or ``bastion sign``).
+        signature: the signature bundle (default ``<path>.sig`` beside the folder). A bundle that
+            is present while no ``public_key`` is named refuses to start (it cannot be verified).
+    """
 
     path: str
     sha256: str | None = Field(default=None, pattern=_HEX64)
+    public_key: str | None = None
+    signature: str | None = None
 
 
 class KeySpec(_Strict):
@@ -125,6 +136,27 @@ class Canary(_Strict):
 
     id: str
     sha256: str = Field(pattern=_HEX64)
+
+
+class HoneytokenEntry(_Strict):
+    """One honeytoken record: its id and keyed hash (see :func:`bastion.guard.canary.honeytoken_hmac`)."""
+
+    id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+    hmac: str = Field(pattern=_HEX64)
+
+
+class HoneytokenSpec(_Strict):
+    """Honeytoken records planted in the training data, kept as keyed hashes only.
+
+    Attributes:
+        salt: hex HMAC key of the set.
+        step: value grid; a query within ``step / 2`` of a token in every feature matches it.
+        tokens: the records' ids and hashes (``bastion guard honeytokens`` prints this block).
+    """
+
+    salt: str = Field(pattern=r"^[0-9a-f]{16,128}$")
+    step: float = Field(gt=0)
+    tokens: list[HoneytokenEntry] = Field(default_factory=list)
 
 
 class DegradedSpec(_Strict):
@@ -202,6 +234,7 @@ class GuardConfig(_Strict):
     anomaly: AnomalySpec = Field(default_factory=AnomalySpec)
     extraction: ExtractionSpec = Field(default_factory=ExtractionSpec)
     canaries: list[Canary] = Field(default_factory=list)
+    honeytokens: HoneytokenSpec | None = None
     response: ResponseSpec = Field(default_factory=ResponseSpec)
     audit: AuditSpec = Field(default_factory=AuditSpec)
     alerts: AlertsSpec = Field(default_factory=AlertsSpec)
@@ -256,8 +289,13 @@ def load_guard_config(path: str | Path) -> GuardConfig:
     base = p.resolve().parent
     if cfg.model is not None and not Path(cfg.model.config).is_absolute():
         cfg.model.config = str(base / cfg.model.config)
-    if cfg.profile is not None and not Path(cfg.profile.path).is_absolute():
-        cfg.profile.path = str(base / cfg.profile.path)
+    if cfg.profile is not None:
+        ref = cfg.profile
+        ref.path = str(base / ref.path) if not Path(ref.path).is_absolute() else ref.path
+        if ref.public_key is not None and not Path(ref.public_key).is_absolute():
+            ref.public_key = str(base / ref.public_key)
+        if ref.signature is not None and not Path(ref.signature).is_absolute():
+            ref.signature = str(base / ref.signature)
     return cfg
 
 

@@ -44,6 +44,8 @@ class Profile:
         bin_edges: per component, inner quantile edges ``(k, b-1)`` used to quantise into cells.
         ref_conf: reference top-1 confidences of the model on training data (may be empty).
         meta: free metadata (asset, model SHA-256, created, fitted rows).
+        honeytokens: keyed hashes of planted honeytoken records (``HoneytokenSpec`` as a dict;
+            empty: none). Part of ``profile.json``, so covered by the artefact hash and signature.
     """
 
     input_shape: tuple[int, ...]
@@ -60,6 +62,7 @@ class Profile:
     ref_conf: np.ndarray
     categories: dict[int, list[float]] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
+    honeytokens: dict[str, Any] = field(default_factory=dict)
 
     @property
     def n_features(self) -> int:
@@ -205,6 +208,8 @@ def save_profile(profile: Profile, folder: str | Path) -> str:
         "categories": {str(k): v for k, v in profile.categories.items()},
         "meta": profile.meta,
     }
+    if profile.honeytokens:
+        doc["honeytokens"] = profile.honeytokens
     js = json.dumps(doc, sort_keys=True, indent=1).encode("utf-8")
     for name, data in (("profile.npz", npz), ("profile.json", js)):
         tmp = out / f".{name}.{os.getpid()}.tmp"
@@ -256,5 +261,44 @@ def load_profile(folder: str | Path, *, expected_sha256: str | None = None) -> P
         ood_threshold=float(doc["ood_threshold"]),
         categories={int(k): [float(x) for x in v] for k, v in doc.get("categories", {}).items()},
         meta=dict(doc.get("meta", {})),
+        honeytokens=dict(doc.get("honeytokens") or {}),
         **arrays,
     )
+
+
+def verify_profile_signature(
+    folder: str | Path, *, public_key: str | Path | None, signature: str | Path | None = None
+) -> Path | None:
+    """Check the artefact's OpenSSF model-signing signature before it is used.
+
+    Uses :func:`bastion.scan.signing.verify_path` (the same check as ``bastion verify``).
+
+    Args:
+        folder: the artefact folder.
+        public_key: the signer's PEM public key (``profile.public_key``); when ``None``, a
+            signature must not be present (one that cannot be verified is refused).
+        signature: the bundle (default ``<folder>.sig``).
+
+    Returns:
+        The verified bundle, or ``None`` when unsigned and no key is required.
+
+    Raises:
+        IntegrityError: no signature while a key is required, a bad signature, a changed, added
+            or removed file (named), or a signature present with no key to verify it.
+        ConfigError: the key is missing or not an EC public key. MissingExtraError: no
+            ``model-signing`` (``pip install 'bastion-ml[signing]'``).
+    """
+    from bastion.scan.signing import default_signature_path, verify_path
+
+    p = Path(folder)
+    sig = Path(signature) if signature is not None else default_signature_path(p)
+    if public_key is None:
+        if sig.is_file():
+            raise IntegrityError(
+                f"{sig}: the guard artefact {p} is signed but guard.yaml names no profile.public_key "
+                "to verify it with; not serving"
+            )
+        return None
+    if not sig.is_file():
+        raise IntegrityError(f"{p}: guard.yaml names profile.public_key but the signature {sig} is missing")
+    return verify_path(p, key=public_key, signature=sig).signature

@@ -31,6 +31,7 @@ from bastion.report._common import (
     sort_findings,
     technique_ref,
 )
+from bastion.report._exposure import exposure_table
 from bastion.report._plots import series_svg
 from bastion.report._provenance import as_context as provenance_context
 from bastion.report._provenance import dataset_provenance
@@ -151,6 +152,7 @@ def report_context(report: Report, *, fail_on: str = "medium") -> dict[str, Any]
                     for c in view.checks
                 ],
                 "findings": [_finding_row(f, anchors) for f in view.findings],
+                "exposure": exposure_table(view.checks, view.findings),
                 "skipped": view.skipped,
                 "errors": view.errors,
             }
@@ -188,7 +190,9 @@ def report_to_html(report: Report, *, fail_on: str = "medium") -> str:
     with each check's status, reason, metrics (intervals as ``[lo, hi]``) and a plot of its
     series (``<figure data-plot="check-id/asset">`` holding an inline ``<svg>``); each finding
     with severity, evidence, ATLAS technique (id, name, link) and remedy, baseline state and
-    waiver; skipped checks with reasons; and errors. CSS is inline, plots are inline SVG, there
+    waiver; for membership results, the most exposed training records by dataset row index only
+    (``<table class="exposure" data-exposure="asset">``: the rank each attack gives them, never
+    the records' values); skipped checks with reasons; and errors. CSS is inline, plots are inline SVG, there
     is no script and nothing is fetched from the network. A "Data provenance and lineage"
     section (``<section id="provenance">``) lists every dataset with its registered version,
     Merkle root, source, licence, owner, version chain and the model versions trained on it.

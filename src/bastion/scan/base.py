@@ -201,6 +201,8 @@ class Scanner(Plugin):
     atlas: ClassVar[tuple[str, ...]] = tuple(ATLAS_IDS)
     formats: ClassVar[tuple[str, ...]] = ()
     priority: ClassVar[int] = 100
+    #: Whether dispatch calls :meth:`sniff_artifact` (the whole stream) rather than :meth:`sniff`.
+    deep_sniff: ClassVar[bool] = False
 
     @classmethod
     def sniff(cls, head: bytes, name: str) -> bool:
@@ -211,6 +213,16 @@ class Scanner(Plugin):
             name: its file or member name (base name).
         """
         raise NotImplementedError
+
+    @classmethod
+    def sniff_artifact(cls, artifact: Artifact, head: bytes) -> bool:
+        """:meth:`sniff` with the whole stream at hand (the default just calls :meth:`sniff`).
+
+        For formats whose magic may sit past the first 1024 bytes (an HDF5 superblock after a
+        user block); called only when the class sets ``deep_sniff = True``. May move the
+        stream's position.
+        """
+        return cls.sniff(head, artifact.name)
 
     def scan(self, artifact: Artifact) -> Outcome:
         """Inspect ``artifact`` statically; never import, unpickle or load it.
@@ -383,7 +395,10 @@ class ScanContext:
             return Outcome.error(None, f"unreadable: {exc}")
         for scanner in self.scanners:
             try:
-                if not scanner.sniff(head, art.name):
+                ok = (
+                    scanner.sniff_artifact(art, head) if scanner.deep_sniff else scanner.sniff(head, art.name)
+                )
+                if not ok:
                     continue
             except Exception:
                 log.exception("sniff of %s failed on %s", scanner.id, art.name)

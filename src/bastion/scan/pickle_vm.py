@@ -908,6 +908,20 @@ class _VM:
         self.push(line.decode("raw-unicode-escape"))
 
     def op_short_binunicode(self) -> None:
+        # Hot path (every dict key of a state dict): the string is already in the buffer.
+        r = self.r
+        buf = r._buf
+        i = r._i
+        if i < len(buf):
+            j = i + 1 + buf[i]
+            if j <= len(buf) and j - i - 1 <= self.max_value:
+                r._i = j
+                try:
+                    text = buf[i + 1 : j].decode("utf-8", "surrogatepass")
+                except UnicodeDecodeError as exc:
+                    raise ValueError(f"invalid UTF-8 in {self.op_name}") from exc
+                self.push(text)
+                return
         self.push(self._text(self.r.read_byte(), "str"))
 
     def op_binunicode(self) -> None:
@@ -1049,7 +1063,11 @@ class _VM:
         self._put(self._uint("<I", 4))
 
     def op_memoize(self) -> None:
-        self.memo[len(self.memo)] = self.top()
+        stack = self.stack
+        if not stack:
+            raise ValueError("stack underflow")
+        memo = self.memo
+        memo[len(memo)] = stack[-1]
 
     def _ext(self, code: int) -> None:
         self.anomaly("extension-code", f"extension code {code} resolves a global through copyreg")

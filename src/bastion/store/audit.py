@@ -216,14 +216,18 @@ class AuditLog:
                 dict(r._mapping) for r in conn.execute(stmt.with_only_columns(*AuditRecordRow.__table__.c))
             ]
 
-    def verify(self, *, expected_head: tuple[int, str] | None = None) -> VerifyResult:
+    def verify(self, *, expected_head: tuple[int | None, str] | None = None) -> VerifyResult:
         """Re-compute the chain; report every edited, inserted, deleted or reordered record.
 
         Args:
-            expected_head: a ``(seq, hash)`` recorded elsewhere; a chain that ends earlier was truncated.
+            expected_head: a head ``(seq, hash)`` recorded earlier (the guard logs it on shutdown;
+                ``seq`` may be ``None``: found by hash). The chain must still hold that record
+                with that hash; one that ends before it, or holds another hash there, was
+                truncated or rewritten. Records appended after it are fine.
         """
         res = VerifyResult(ok=True, records=0)
         prev, expect_seq = GENESIS, 0
+        found_seq: int | None = None
         stmt = (
             select(AuditRecordRow)
             .where(AuditRecordRow.chain == self.chain)
@@ -247,14 +251,22 @@ class AuditLog:
                 res.problems.append(f"seq {r.seq}: content does not match its hash (record edited)")
             prev, expect_seq = r.hash, r.seq + 1
             res.head_seq, res.head_hash = r.seq, r.hash
-        if expected_head is not None and (res.head_seq, res.head_hash) != tuple(expected_head):
-            if res.head_seq < expected_head[0]:
-                res.problems.append(
-                    f"chain ends at seq {res.head_seq}; "
-                    f"the recorded head is seq {expected_head[0]} (truncated)"
-                )
-            else:
-                res.problems.append(f"head seq {res.head_seq} does not match the recorded head")
+            if expected_head is not None and r.hash == expected_head[1]:
+                found_seq = r.seq
+        if expected_head is not None:
+            want_seq, want_hash = expected_head
+            if found_seq is None and want_hash == GENESIS:
+                found_seq = -1  # an empty chain was recorded: anything after it is fine
+            if found_seq is None or (want_seq is not None and found_seq != want_seq):
+                at = f"seq {want_seq}" if want_seq is not None else f"hash {want_hash[:12]}…"
+                if want_seq is not None and res.head_seq < want_seq:
+                    res.problems.append(
+                        f"chain ends at seq {res.head_seq}; the recorded head is {at} (truncated)"
+                    )
+                else:
+                    res.problems.append(
+                        f"the recorded head ({at}) is not in the chain (truncated or rewritten after it)"
+                    )
         res.problems = res.problems[:50]
         res.ok = not res.problems
         return res

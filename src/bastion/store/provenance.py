@@ -40,7 +40,8 @@ class DatasetVersion:
 
     def summary(self) -> dict[str, Any]:
         """JSON-ready summary without the per-row digests."""
-        files = {k: {kk: vv for kk, vv in v.items() if kk != "row_digests"} for k, v in self.files.items()}
+        bulky = {"row_digests", "row_digests_b64"}
+        files = {k: {kk: vv for kk, vv in v.items() if kk not in bulky} for k, v in self.files.items()}
         return {
             "id": self.id,
             "dataset": self.dataset,

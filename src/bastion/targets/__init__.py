@@ -14,6 +14,7 @@ from bastion.targets.base import Target
 
 if TYPE_CHECKING:
     from bastion.targets.ensemble import EnsembleTarget
+    from bastion.targets.hardened import HardenedTarget, harden_output
     from bastion.targets.http_target import HttpTarget
     from bastion.targets.loader import build_target
     from bastion.targets.onnx_target import OnnxTarget
@@ -30,6 +31,8 @@ _LAZY = {
     "HttpTarget": "bastion.targets.http_target",
     "build_target": "bastion.targets.loader",
     "EnsembleTarget": "bastion.targets.ensemble",
+    "HardenedTarget": "bastion.targets.hardened",
+    "harden_output": "bastion.targets.hardened",
 }
 
 
@@ -48,12 +51,14 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "EnsembleTarget",
+    "HardenedTarget",
     "HttpTarget",
     "OnnxTarget",
     "SklearnTarget",
     "Target",
     "TorchTarget",
     "build_target",
+    "harden_output",
     "load_joblib_verified",
     "load_state_dict_model",
     "load_torchscript",

@@ -109,6 +109,10 @@ def build_target(
     and ``headers_env`` resolved from the environment. The framework comes from
     ``framework``, else ``format``, else the file suffix.
 
+    The asset's ``output`` hardening (temperature, top-k, rounding, label only), when set,
+    wraps the target in a :class:`~bastion.targets.hardened.HardenedTarget`: the model is
+    assessed as it is served.
+
     Args:
         asset: the asset (``kind`` model or endpoint, ``task`` classification).
         base_dir: folder of ``bastion.yaml``; relative paths are read from it.
@@ -126,7 +130,24 @@ def build_target(
         TargetError: the file is missing or cannot be loaded; a joblib file without
             ``verified_sha256``.
         MissingExtraError: the framework is not installed.
+
     """
+    from bastion.targets.hardened import harden_output
+
+    target = _build_unhardened(
+        asset, base_dir=base_dir, verified_bytes=verified_bytes, verified_sha256=verified_sha256
+    )
+    return harden_output(target, asset.output)
+
+
+def _build_unhardened(
+    asset: Asset,
+    *,
+    base_dir: Path,
+    verified_bytes: bytes | None,
+    verified_sha256: str | None,
+) -> Target:
+    """:func:`build_target` before the output hardening."""
     if asset.kind == "dataset":
         raise ConfigError(f"asset {asset.name!r} is a dataset, not a model or an endpoint")
     problems: list[str] = []

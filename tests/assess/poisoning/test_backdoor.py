@@ -96,3 +96,71 @@ def test_applicable_names_what_is_missing() -> None:
     assert "labelled 'train' split" in (check.applicable(_ctx(torch_like, {})) or "")
     assert "labelled 'train' split" in (check.applicable(_ctx(torch_like, {"train": unlabelled})) or "")
     assert check.applicable(_ctx(torch_like, {"train": split})) is None
+
+
+def test_spectre_selected_by_params_and_sanitise_from_report(
+    builds: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """params.detector: spectre finds the poison; its report drives `data sanitize --from-report`."""
+    import hashlib
+    import json
+
+    clean_cfg, cfg = builds
+    spectre_cfg = cfg.with_name("bastion.spectre.yaml")
+    text = cfg.read_text(encoding="utf-8").replace(
+        "params: {max_indices: 1000}", "params: {max_indices: 1000, detector: spectre}"
+    )
+    assert "detector: spectre" in text
+    spectre_cfg.write_text(text, encoding="utf-8")
+    report = _assess(spectre_cfg)
+    res = next(c for c in report.checks if c.id == "poisoning.backdoor" and c.asset == "digits")
+    assert res.status == "ok" and res.notes["detector"] == "detect.spectre"
+    hits = [f for f in report.findings if f.rule_id == RULE]
+    assert [f.evidence["class"] for f in hits] == [0]
+    poisoned = set(np.load(cfg.parent / TRUTH_FILE)["indices"].tolist())
+    flagged = set(hits[0].evidence["indices"])
+    tp = len(flagged & poisoned)
+    assert tp / len(flagged) >= 0.9 and tp / len(poisoned) >= 0.85, (tp, len(flagged))
+
+    data = cfg.parent / "data" / "digits.npz"
+    before = hashlib.sha256(data.read_bytes()).hexdigest()
+    assert hits[0].evidence["dataset_sha256"] == before
+    rep_path = tmp_path / "report.json"
+    rep_path.write_text(report.model_dump_json(), encoding="utf-8")
+    db = f"sqlite:///{tmp_path / 'store.db'}"
+    out = tmp_path / "clean.npz"
+    args = ["data", "sanitize", str(data), "--remove", "flagged", "--from-report", str(rep_path)]
+    assert (
+        run(
+            [
+                *args,
+                "--rule",
+                "poisoning.backdoor",
+                "--db",
+                db,
+                "--to",
+                str(out),
+                "-o",
+                str(tmp_path / "s.json"),
+            ]
+        )
+        == 0
+    )
+    doc = json.loads((tmp_path / "s.json").read_text())
+    assert doc["version"]["details"]["removed_rows"] == sorted(flagged)
+    assert doc["version"]["parent_id"] == doc["parent"]
+    assert hashlib.sha256(data.read_bytes()).hexdigest() == before  # the original is untouched
+    with np.load(data) as old, np.load(out) as new:
+        assert new["x"].shape[0] == old["x"].shape[0] - len(flagged)
+
+    # a report for another dataset version, indices out of range, a malformed report: exit 2
+    other = clean_cfg.parent / "data" / "digits.npz"
+    assert run([*args[:2], str(other), *args[3:], "--db", db]) == 2
+    bad = json.loads(rep_path.read_text())
+    finding = next(f for f in bad["findings"] if f["rule_id"] == RULE)
+    finding["evidence"]["indices"] = [10**9]
+    (tmp_path / "bad.json").write_text(json.dumps(bad))
+    assert run([*args[:5], "--from-report", str(tmp_path / "bad.json"), "--db", db]) == 2
+    (tmp_path / "junk.json").write_text('{"findings": 3}')
+    assert run([*args[:5], "--from-report", str(tmp_path / "junk.json"), "--db", db]) == 2
+    assert hashlib.sha256(data.read_bytes()).hexdigest() == before

@@ -12,7 +12,8 @@ imported; the built-ins module of :mod:`bastion.api` imports them):
   and ``evasion.apgd-dlr`` (Croce & Hein 2020, arXiv:2003.01690) — white-box;
 * ``evasion.square-l2`` — the Square Attack under an L2 budget (arXiv:1912.00049);
   ``evasion.cw-l2`` — Carlini & Wagner's minimal L2 attack (arXiv:1608.04644), torch only;
-* ``evasion.hopskipjump`` — decision-based, label-only (Chen et al. 2020, arXiv:1904.02144);
+* ``evasion.hopskipjump`` and ``evasion.hopskipjump-l2`` — decision-based, label-only, L∞ and
+  L2 (Chen et al. 2020, arXiv:1904.02144);
 * ``evasion.worst-case`` — APGD-CE → APGD-DLR → Square on the samples still correct: the
   robust accuracy a report leads with.
 
@@ -31,6 +32,7 @@ PLUGIN_MODULES: tuple[str, ...] = (
     "bastion.assess.evasion.apgd_ce",
     "bastion.assess.evasion.apgd_dlr",
     "bastion.assess.evasion.hopskipjump",
+    "bastion.assess.evasion.hopskipjump_l2",
     "bastion.assess.evasion.worst_case",
     "bastion.assess.evasion.square_l2",
     "bastion.assess.evasion.cw_l2",

@@ -3,12 +3,17 @@
 Used by ``evasion.apgd-ce``, ``evasion.apgd-dlr`` and ``evasion.worst-case``.
 
 Auto-PGD is L∞ PGD without a step size to tune: a momentum step (α = 0.75) whose size starts at
-``2ε`` and halves at checkpoints ``w_j = ⌈p_j·N⌉`` (``p_0 = 0``, ``p_1 = 0.22``,
-``p_{j+1} = p_j + max(p_j − p_{j−1} − 0.03, 0.06)``) when, since the last checkpoint, the loss
-rose in fewer than 75 % of the steps, or the step was not halved at the last checkpoint and the
-best loss did not improve; on a halving the iterate restarts from the best point so far. Every
-iterate is a candidate: a sample is broken as soon as any iterate is misclassified (checked
-again after integer rounding, one more query).
+``2ε`` and halves at checkpoints when, since the last checkpoint, the loss rose in at most 75 %
+of the steps, or the step was not halved at the last checkpoint and the best loss did not
+improve; on a halving the iterate restarts from the best point so far.
+Every iterate is a candidate: a sample is broken as soon as any iterate is misclassified
+(checked again after integer rounding, one more query).
+
+The checkpoints are those of the reference code (``fra31/auto-attack``, also torchattacks): the
+first after ``⌊0.22·N⌋`` steps, then windows shrinking by ``⌊0.03·N⌋`` down to ``⌊0.06·N⌋``
+steps — the paper's ``p_{j+1} = p_j + max(p_j − p_{j−1} − 0.03, 0.06)`` with the code's integer
+rounding (equal for ``N = 100``; for ``N = 50``: 11, 21, 30, 38, 45). The oscillation test is the
+code's ``rises ≤ ρ·window``; the "no improvement" halving is skipped at the first checkpoint.
 """
 
 from __future__ import annotations
@@ -27,13 +32,20 @@ RHO = 0.75
 
 
 def checkpoints(n_iter: int) -> list[int]:
-    """The iterations where APGD may halve its step, ascending, all below ``n_iter``."""
-    p = [0.0, 0.22]
-    while p[-1] < 1:
-        p.append(p[-1] + max(p[-1] - p[-2] - 0.03, 0.06))
-    marks = (int(np.ceil(round(q * n_iter, 6))) for q in p[1:])
-    out = sorted({w for w in marks if w < n_iter})
-    return [w for w in out if w > 0]
+    """The iterations where APGD may halve its step, ascending, all below ``n_iter``.
+
+    The reference code's schedule: a first window of ``max(⌊0.22·N⌋, 1)`` steps, each next window
+    ``max(⌊0.03·N⌋, 1)`` shorter, never under ``max(⌊0.06·N⌋, 1)``.
+    """
+    window = max(int(0.22 * n_iter), 1)
+    shrink, shortest = max(int(0.03 * n_iter), 1), max(int(0.06 * n_iter), 1)
+    out: list[int] = []
+    mark = window
+    while mark < n_iter:
+        out.append(mark)
+        window = max(window - shrink, shortest)
+        mark += window
+    return out
 
 
 def apgd(
@@ -88,7 +100,7 @@ def apgd(
     last_mark = 0
     rises = np.zeros(n, dtype=np.int64)
     best_at_mark = best_val.copy()
-    halved_at_mark = np.zeros(n, dtype=bool)
+    halved_at_mark = np.ones(n, dtype=bool)  # no 'no improvement' test at the first mark
     prev_val = val.copy()
     for k in range(n_iter):
         step = bcast(eta, xk) * e * np.sign(grad)
@@ -106,7 +118,7 @@ def apgd(
         x_max[better], g_max[better], best_val[better] = xk[better], grad[better], val[better]
         if k + 1 in marks:
             span = k + 1 - last_mark
-            halve = (rises < RHO * span) | (~halved_at_mark & (best_val <= best_at_mark))
+            halve = (rises <= RHO * span) | (~halved_at_mark & (best_val <= best_at_mark))
             eta[halve] /= 2.0
             xk[halve], grad[halve] = x_max[halve], g_max[halve]
             halved_at_mark, best_at_mark = halve, best_val.copy()

@@ -1,4 +1,4 @@
-"""Backdoor in a trained torch model: activation clustering on its own training data.
+"""Backdoor in a trained torch model: activation clustering (or SPECTRE) on its own training data.
 
 Threat model: a poisoner slipped trigger-carrying samples, relabelled to a target class, into
 the training data (dirty-label backdoor, BadNets; MITRE ATLAS AML.T0020 Poison Training Data,
@@ -12,11 +12,23 @@ when the split is a real gap (Fisher ratio >= ``min_separation``) and an outlier
 classes (robust z >= ``z``); the poisoned cluster is picked by exclusionary reclassification.
 Rows examined: the train split up to ``max_rows`` (a seeded random subset beyond).
 
+The detector is chosen with ``params.detector``: ``activation-clustering`` (default, above),
+``spectre`` (:class:`~bastion.detect.poisoning.SpectreDetector`, Hayase et al. 2021,
+arXiv:2104.11315: the same class test, then robust whitening and QUantum Entropy scores pick
+the rows) or ``spectral-signatures`` (Tran et al. 2018, arXiv:1811.00636). ``min_separation``
+and ``z`` apply to the class test of the first two; ``n_components`` to activation clustering;
+``detector_params`` passes any other parameter of the chosen detector (e.g.
+``{alpha: 4, quantile: 0.999}`` for SPECTRE).
+
 Metrics: ``flagged_rate`` (flagged rows / rows examined, 95 % Wilson interval),
-``classes_flagged``, ``rows_examined``. ``notes["class_stats"]`` holds the per-class
-statistics (JSON). Finding: ``poisoning.backdoor.suspected-backdoor`` (high) per flagged class,
+``classes_flagged``, ``rows_examined``. ``notes["detector"]`` names the detector;
+``notes["class_stats"]`` holds the per-class statistics (JSON). Finding:
+``poisoning.backdoor.suspected-backdoor`` (high) per flagged class,
 citing rows **by file index only**: ``evidence = {class, count, total, rate, indices (first 50,
-ascending; ``max_indices``), indices_truncated, class_stats}``; ``location.index`` = the first index.
+ascending; ``max_indices``), indices_truncated, class_stats, detector, dataset_sha256}``;
+``location.index`` = the first index. ``dataset_sha256`` (the dataset file's hash, ``None`` for
+a folder) lets ``bastion data sanitize --remove flagged --from-report`` check that a report is
+for the dataset version it sanitises.
 
 Reference: Chen, Carvalho, Baracaldo, Ludwig, Edwards, Lee, Molloy, Srivastava, "Detecting
 Backdoor Attacks on Deep Neural Networks by Activation Clustering", arXiv:1811.03728.
@@ -26,6 +38,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -47,6 +60,8 @@ class BackdoorParams(BaseModel):
     """Parameters of :class:`BackdoorCheck`.
 
     Attributes:
+        detector: ``activation-clustering`` (default), ``spectre`` or ``spectral-signatures``.
+        detector_params: further parameters of the chosen detector (its ``Params``).
         split: the training split the model learnt from.
         layer: dotted module name whose activations are clustered; ``None``: the classifier head's input.
         read: read the layer's ``output`` or ``input`` (``None``: the detector's default).
@@ -61,6 +76,8 @@ class BackdoorParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    detector: Literal["activation-clustering", "spectre", "spectral-signatures"] = "activation-clustering"
+    detector_params: dict[str, Any] = Field(default_factory=dict)
     split: str = "train"
     layer: str | None = None
     read: Literal["output", "input"] | None = None
@@ -84,6 +101,8 @@ class BackdoorCheck(Check):
     references: ClassVar[tuple[str, ...]] = (
         "Chen et al., Detecting Backdoor Attacks on Deep Neural Networks by Activation "
         "Clustering, arXiv:1811.03728",
+        "Hayase, Kong, Somani, Oh, SPECTRE: Defending Against Backdoor Attacks Using Robust "
+        "Statistics, ICML 2021, arXiv:2104.11315 (params.detector: spectre)",
     )
     threat_model: ClassVar[str] = (
         "A poisoner added trigger-carrying samples relabelled to a target class to the training "
@@ -108,8 +127,6 @@ class BackdoorCheck(Check):
 
     def run(self, ctx: CheckContext) -> CheckResult:
         """Cluster each class's activations; see the module docstring for metrics and findings."""
-        from bastion.detect.poisoning import ActivationClusteringDetector
-
         start = time.monotonic()
         p = ctx.params if isinstance(ctx.params, BackdoorParams) else BackdoorParams()
         split = ctx.data[p.split]
@@ -122,15 +139,7 @@ class BackdoorCheck(Check):
             notes["rows"] = f"examined a seeded random {p.max_rows} of {split.index.size} rows (max_rows)"
         n = int(index.size)
         ctx.report_progress(0.1)
-        det = ActivationClusteringDetector(
-            model=ctx.target.module,
-            layer=p.layer,
-            read=p.read,
-            seed=ctx.seed,
-            n_components=p.n_components,
-            min_separation=p.min_separation,
-            z=p.z,
-        )
+        det = _detector(p, ctx)
         try:
             det.fit(x, y)
         except ConfigError as exc:
@@ -138,7 +147,7 @@ class BackdoorCheck(Check):
                 id=self.id,
                 asset=ctx.asset.name,
                 status="skipped",
-                reason=f"activation clustering cannot run: {exc}",
+                reason=f"{p.detector} cannot run: {exc}",
             )
         ctx.report_progress(0.9)
         flags = np.asarray(det.reference_flags_, dtype=bool)
@@ -156,6 +165,8 @@ class BackdoorCheck(Check):
             intervals["flagged_rate"] = _wilson(k, n)
         notes["class_stats"] = json.dumps(stats, sort_keys=True)
         notes["layer"] = p.layer or "default (input of the classifier head)"
+        notes["detector"] = det.id
+        dataset_sha = _dataset_sha256(ctx)
         result = CheckResult(
             id=self.id, asset=ctx.asset.name, metrics=metrics, intervals=intervals, notes=notes
         )
@@ -173,13 +184,15 @@ class BackdoorCheck(Check):
                 "indices_truncated": bool(rows.size > p.max_indices),
                 "split": p.split,
                 "class_stats": stats.get(str(c), {}),
+                "detector": det.id,
+                "dataset_sha256": dataset_sha,
             }
             result.findings.append(
                 self.finding(
                     ctx,
                     "suspected-backdoor",
                     f"class {int(c)}: {rows.size} of {total} training rows form a separate "
-                    "activation cluster (suspected backdoor poison)",
+                    f"group in the model's representations ({det.id}; suspected backdoor poison)",
                     severity=Severity.HIGH,
                     evidence=evidence,
                     # the rows are in the training data, not in the model file
@@ -192,6 +205,45 @@ class BackdoorCheck(Check):
         result.budget_used = BudgetUsage(samples=n, seconds=seconds)
         ctx.report_progress(1.0)
         return result
+
+
+def _detector(p: BackdoorParams, ctx: CheckContext) -> Any:
+    """The detector ``p.detector`` names, on the target's module at ``p.layer``."""
+    from bastion.detect.poisoning import (
+        ActivationClusteringDetector,
+        SpectralSignatureDetector,
+        SpectreDetector,
+    )
+
+    common: dict[str, Any] = {"model": ctx.target.module, "layer": p.layer, "read": p.read, "seed": ctx.seed}
+    if p.detector == "spectre":
+        kw = {"min_separation": p.min_separation, "z": p.z, **p.detector_params}
+        return SpectreDetector(**common, **kw)
+    if p.detector == "spectral-signatures":
+        return SpectralSignatureDetector(**common, **p.detector_params)
+    kw = {"n_components": p.n_components, "min_separation": p.min_separation, "z": p.z, **p.detector_params}
+    return ActivationClusteringDetector(**common, **kw)
+
+
+def _dataset_sha256(ctx: CheckContext) -> str | None:
+    """SHA-256 of the dataset file the asset was trained on (``None`` for a folder or unknown)."""
+    name = ctx.asset.dataset
+    known = ctx.facts.get(name or "", {}).get("sha256") if name else None
+    if isinstance(known, str):
+        return known
+    rel = _dataset_path(ctx)
+    if rel is None or name is None:
+        return None
+    path = Path(ctx.base_dir) / rel
+    if not path.is_file():
+        return None
+    import hashlib
+
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def _dataset_path(ctx: CheckContext) -> str | None:

@@ -1,7 +1,7 @@
 """Backdoor detectors on a trained model's internal representations (choosable layer).
 
-Importing this package registers ``detect.activation-clustering`` and
-``detect.spectral-signatures``; torch and scikit-learn load only when a detector runs.
+Importing this package registers ``detect.activation-clustering``,
+``detect.spectral-signatures`` and ``detect.spectre``; torch and scikit-learn load only when a detector runs.
 """
 
 from bastion.detect.poisoning.activation_clustering import (
@@ -11,6 +11,7 @@ from bastion.detect.poisoning.activation_clustering import (
 from bastion.detect.poisoning.base import RepresentationDetector, robust_z
 from bastion.detect.poisoning.representations import default_layer, extract_representations, layer_names
 from bastion.detect.poisoning.spectral import SpectralParams, SpectralSignatureDetector
+from bastion.detect.poisoning.spectre import SpectreDetector, SpectreParams
 
 __all__ = [
     "ActivationClusteringDetector",
@@ -18,6 +19,8 @@ __all__ = [
     "RepresentationDetector",
     "SpectralParams",
     "SpectralSignatureDetector",
+    "SpectreDetector",
+    "SpectreParams",
     "default_layer",
     "extract_representations",
     "layer_names",

@@ -1,0 +1,94 @@
+"""``bastion harden dp-train --sweep``: the privacy/utility curve with membership attacks per ε (issue 6)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from tests.assess.membership.leaky_project import build_leaky_digits
+
+from bastion import api
+from bastion.core.errors import ConfigError
+from bastion.core.settings import load_settings
+
+pytest.importorskip("opacus")
+
+
+def test_sweep_prints_and_writes_the_curve_with_attack_metrics(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bastion.cli.main import run
+
+    cfg = build_leaky_digits(tmp_path, n_train=100, n_test=100)
+    db = f"sqlite:///{tmp_path}/b.db"
+    out = tmp_path / "sweep.json"
+    args = ["harden", "dp-train", "--asset", "digits", "-c", str(cfg), "--db", db, "--sweep", "8,1"]
+    assert run([*args, "-p", "epochs=3", "-p", "batch_size=50", "-o", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "privacy / utility" in err and "TPR@1%FPR" in err and "strongest attack" in err
+
+    doc = json.loads(out.read_text())
+    assert doc["attacks"] == ["membership.threshold", "membership.label-only"]
+    curve = doc["curve"]
+    assert [p["epsilon_target"] for p in curve] == [None, 1.0, 8.0]  # ∞ (original) first, then ascending
+    assert [p["asset"] for p in curve] == ["digits", "digits.v2", "digits.v3"]
+    for p in curve:
+        assert set(p["attacks"]) == {"membership.threshold", "membership.label-only"}
+        assert all(a["status"] == "ok" for a in p["attacks"].values())
+        aucs = {k: a["auc"] for k, a in p["attacks"].items()}
+        assert p["auc"] == max(aucs.values()) and p["strongest_attack"] == max(aucs, key=aucs.__getitem__)
+        assert p["tpr@fpr=0.01"] == p["attacks"][p["strongest_attack"]]["tpr@fpr=0.01"]
+        assert 0.0 <= p["test_accuracy"] <= 1.0
+    original, dp1, dp8 = curve
+    assert original["epsilon"] is None and 0.9 <= dp1["epsilon"] <= 1.0 and 7.5 <= dp8["epsilon"] <= 8.0
+    assert original["test_accuracy"] > max(dp1["test_accuracy"], dp8["test_accuracy"])  # utility cost
+    # measured: strongest AUC 0.633 (original), 0.532 (ε=1), 0.556 (ε=8)
+    assert original["auc"] > 0.6 and max(dp1["auc"], dp8["auc"]) < original["auc"] - 0.05
+    # each point is a recorded version, assessable beside the original
+    assert {p["version"] for p in curve} == {None, 2, 3}
+    assert all((tmp_path / p["path"]).is_file() for p in curve[1:])
+
+
+def test_sweep_problems_are_reported_before_any_training(tmp_path: Path) -> None:
+    cfg = build_leaky_digits(tmp_path, n_train=60, n_test=60)
+    settings = load_settings(db_url=f"sqlite:///{tmp_path}/b.db")
+    with pytest.raises(ConfigError) as exc:
+        api.harden_sweep(
+            cfg,
+            "dp-train",
+            asset="digits",
+            epsilons=[1.0, -2.0, 500.0],
+            attacks=["membership.threshold", "membership.nope"],
+            settings=settings,
+        )
+    problems = "\n".join(exc.value.problems)
+    assert "ε must be > 0, got -2" in problems
+    assert "--attack membership.nope: unknown attack" in problems
+    assert "ε=500" in problems  # the defence's own bound on epsilon
+    assert not (tmp_path / ".bastion").exists()  # nothing trained, nothing written
+
+
+def test_sweep_retrains_the_model_and_audits_it_as_served(tmp_path: Path) -> None:
+    """An asset with output hardening: DP-SGD trains the unhardened model; the audit sees rounded scores."""
+    cfg = build_leaky_digits(tmp_path, n_train=60, n_test=60)
+    text = cfg.read_text().replace(
+        "    num_classes: 10\n", "    num_classes: 10\n    output: {decimals: 1}\n", 1
+    )
+    cfg.write_text(text)
+    swept = api.harden_sweep(
+        cfg,
+        "dp-train",
+        asset="digits",
+        epsilons=[8.0],
+        params={"epochs": 1, "batch_size": 30},
+        attacks=["membership.threshold"],
+        settings=load_settings(db_url=f"sqlite:///{tmp_path}/b.db"),
+    )
+    original, dp = swept.points
+    assert dp.version is not None and dp.version.details["epsilon"] <= 8.0
+    for p in (original, dp):
+        r = p.attacks["membership.threshold"]
+        assert r.status == "ok" and p.strongest == "membership.threshold" and p.auc == r.metrics["auc"]
+    # rounded to 1 decimal, the confident records tie: no threshold reaches 10 % FPR on the original
+    assert original.attacks["membership.threshold"].metrics["tpr@fpr=0.1"] == 0.0

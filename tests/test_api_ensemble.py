@@ -65,7 +65,7 @@ def test_ensemble_of_torch_and_onnx_assessed_by_square(clinic: Path) -> None:
 
 
 def test_declared_capabilities_are_the_members_intersection() -> None:
-    from bastion.api import _declared_capabilities
+    from bastion.api._planning import _declared_capabilities
 
     torch_a = Asset(name="t", path="t.pt", framework="torch")
     onnx_a = Asset(name="o", path="o.onnx", framework="onnx")

@@ -31,12 +31,12 @@ from typing import Any
 import numpy as np
 
 from bastion.core.errors import ConfigError
+from bastion.core.hashing import file_sha256 as sha256_of_file
 
 #: Row digests stored per file at most (8 bytes a row: 16 M rows take 128 MB).
 MAX_ROW_DIGESTS = 16_000_000
 #: Bytes of each row's leaf kept as its digest.
 DIGEST_BYTES = 8
-_CHUNK = 1 << 20
 
 
 def merkle_root(leaves: list[bytes]) -> str:
@@ -109,14 +109,10 @@ def file_sha256(path: Path) -> str:
     Raises:
         ConfigError: the file cannot be read (named).
     """
-    h = hashlib.sha256()
     try:
-        with path.open("rb") as fh:
-            for block in iter(lambda: fh.read(_CHUNK), b""):
-                h.update(block)
+        return sha256_of_file(path)
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    return h.hexdigest()
 
 
 def iter_row_leaves(path: Path) -> Iterator[bytes] | None:

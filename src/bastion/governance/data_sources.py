@@ -38,7 +38,6 @@ of this dataset's version ids, or its name when it was unregistered, in its ``da
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import stat
@@ -49,21 +48,12 @@ from typing import Any, ClassVar
 from bastion.core.check import Check, CheckContext
 from bastion.core.config import Dataset
 from bastion.core.findings import Finding, Location, Threat
+from bastion.core.hashing import file_sha256
 from bastion.core.registry import register
 from bastion.core.results import CheckResult
 from bastion.core.severity import Severity
 
 log = logging.getLogger(__name__)
-
-_CHUNK = 1 << 20
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(_CHUNK), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _files(root: Path) -> dict[str, Path]:
@@ -320,7 +310,7 @@ class DataSourcesCheck(Check):
             if entry is None:
                 changes.append((rel, "added since registration", {}))
                 continue
-            now = _sha256(p)
+            now = file_sha256(p)
             if now != entry.get("sha256"):
                 changes.append(
                     (

@@ -237,13 +237,9 @@ def _dataset_sha256(ctx: CheckContext) -> str | None:
     path = Path(ctx.base_dir) / rel
     if not path.is_file():
         return None
-    import hashlib
+    from bastion.core.hashing import file_sha256
 
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return file_sha256(path)
 
 
 def _dataset_path(ctx: CheckContext) -> str | None:

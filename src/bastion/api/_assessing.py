@@ -1,0 +1,596 @@
+"""Assessing a project: scan, build targets, run checks, report, store."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+import os
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from bastion import __version__
+from bastion.api._planning import Plan, ProgressFn, _assets, _latest_versions, _selected, plan
+from bastion.api._plugins import _FILE_FRAMEWORKS, PLANNED_KINDS
+from bastion.api._scanning import _signature_check, _signing_key
+from bastion.core import atlas
+from bastion.core.budget import PRESETS, Budget
+from bastion.core.check import Check, CheckContext, Split
+from bastion.core.config import Asset, ProjectConfig, config_hash, load_config
+from bastion.core.errors import BastionError, ConfigError, PluginError, ScanError
+from bastion.core.findings import Finding
+from bastion.core.hashing import file_sha256
+from bastion.core.registry import REGISTRIES
+from bastion.core.report import AssetRecord, Report, ReportFinding, Reproducibility, RunInfo
+from bastion.core.results import CheckError, CheckResult, RunResult
+from bastion.core.scanning import FileResult, Verdict
+from bastion.core.settings import Settings, load_settings
+
+log = logging.getLogger(__name__)
+
+
+def preflight(
+    config: str | Path,
+    *,
+    budget: str = "standard",
+    asset: str | None = None,
+    only: Sequence[str] = (),
+    skip: Sequence[str] = (),
+) -> Plan:
+    """The plan, after every check that needs no model loaded — all problems at once.
+
+    Checks config, selection, files, datasets (shapes, labels) and each planned check's
+    parameters.
+
+    This is ``bastion assess --dry-run``: it loads no model and writes nothing.
+
+    Raises:
+        ConfigError: every problem found, with its field path or file.
+    """
+    the_plan = plan(config, budget=budget, asset=asset, only=only, skip=skip)
+    cfg, base = the_plan.config, the_plan.base_dir
+    assets = [a for a in _assets(cfg) if _selected(a.name, asset)]
+    _preflight_files(cfg, base, assets)
+    _load_datasets(cfg, base, assets)
+    _signing_key(cfg, base, assets)  # issue 4: the configured public key exists
+    problems: list[str] = []
+    for pid in sorted(
+        {i.check_id for i in the_plan.items if i.kind in PLANNED_KINDS and i.skip_reason is None}
+    ):
+        cc = cfg.checks.get(pid)
+        cls = next(REGISTRIES[k].get(pid) for k in PLANNED_KINDS if pid in REGISTRIES[k])
+        try:
+            cls.parse_params(cc.params if cc else None, where=f"checks.{pid}.params")
+        except PluginError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise ConfigError(f"{len(problems)} problem(s) found in preflight", problems)
+    return the_plan
+
+
+def _versions() -> dict[str, str | None]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out: dict[str, str | None] = {"bastion": __version__, "atlas": atlas.version()}
+    for dist in ("torch", "scikit-learn", "numpy", "onnxruntime"):
+        try:
+            out[dist] = version(dist)
+        except PackageNotFoundError:
+            out[dist] = None
+    return out
+
+
+def _preflight_files(cfg: ProjectConfig, base: Path, assets: list[Asset]) -> None:
+    problems = []
+    for i, a in enumerate(cfg.assets):
+        if a.path and not (base / a.path).is_file():
+            what = "is a folder, not a file" if (base / a.path).is_dir() else "file not found"
+            problems.append(f"assets[{i}].path: {what}: {base / a.path}")
+        elif a.path and not os.access(base / a.path, os.R_OK):
+            problems.append(f"assets[{i}].path: file not readable: {base / a.path}")
+    declared = {a.name for a in cfg.assets}
+    for a in assets:
+        if a.name not in declared and a.kind == "model" and a.path and not (base / a.path).is_file():
+            problems.append(f"model version {a.name}: file recorded in the store not found: {base / a.path}")
+    for i, d in enumerate(cfg.datasets):
+        if not (base / d.path).is_file():
+            problems.append(f"datasets[{i}].path: file not found: {base / d.path}")
+        if d.splits_file and not (base / d.splits_file).is_file():
+            problems.append(f"datasets[{i}].splits_file: file not found: {base / d.splits_file}")
+    for i, a in enumerate(cfg.assets):
+        evaluated = a.kind == "endpoint" or (a.kind == "model" and a.dataset is not None)
+        if evaluated and a.input is None:
+            problems.append(
+                f"assets[{i}].input: a {a.kind} evaluated on a dataset needs an input spec (shape)"
+            )
+        if evaluated and a.task == "classification" and a.num_classes is None:
+            problems.append(f"assets[{i}].num_classes: a classifier evaluated on a dataset needs num_classes")
+    if problems:
+        raise ConfigError(f"{len(problems)} problem(s) before the run", problems)
+
+
+def _load_datasets(cfg: ProjectConfig, base: Path, assets: list[Asset]) -> dict[str, Any]:
+    from bastion.data import load_dataset
+
+    shapes: dict[str, tuple[int, ...]] = {}
+    problems: list[str] = []
+    for a in assets:
+        if a.dataset and a.input is not None:
+            shape = tuple(a.input.shape)
+            prev = shapes.setdefault(a.dataset, shape)
+            if prev != shape:
+                problems.append(
+                    f"asset {a.name}: dataset {a.dataset!r} is used with input shapes {prev} and {shape}"
+                )
+    loaded: dict[str, Any] = {}
+    for ds in cfg.datasets:
+        try:
+            loaded[ds.name] = load_dataset(ds, base_dir=base, input_shape=shapes.get(ds.name))
+        except ConfigError as exc:
+            problems.append(str(exc))
+    for a in assets:
+        ld = loaded.get(a.dataset or "")
+        if ld is None or ld.y is None or a.num_classes is None or a.task != "classification":
+            continue
+        bad = [i for i, v in enumerate(ld.y.tolist()) if not 0 <= v < a.num_classes]
+        if bad:
+            problems.append(
+                f"dataset {a.dataset!r} ({ld.path}): {len(bad)} label(s) outside 0..{a.num_classes - 1} "
+                f"(num_classes of asset {a.name}), first at row {bad[0]}"
+            )
+    if problems:
+        raise ConfigError(f"{len(problems)} dataset problem(s)", problems)
+    return loaded
+
+
+def _scan_check(a: Asset, fr: FileResult, seconds: float) -> CheckResult:
+    findings = [f.model_copy(update={"asset": a.name}) for f in fr.findings]
+    status = "error" if fr.verdict == Verdict.ERROR else "ok"
+    reason = f"ScanError: {fr.reason}" if status == "error" else None
+    if fr.verdict == Verdict.SKIPPED:
+        status, reason = "skipped", f"not a model file: {fr.reason or 'no model format recognised'}"
+    return CheckResult(
+        id=f"scan.{(fr.format or 'file').split('-')[0]}",
+        asset=a.name,
+        status=status,
+        reason=reason,
+        metrics={"file_findings": float(len(findings))},
+        notes={"verdict": fr.verdict.value, "sha256": fr.sha256 or "", "format": fr.format or ""},
+        seconds=round(seconds, 4),
+        findings=findings,
+    )
+
+
+def _apply_waivers_and_baseline(
+    cfg: ProjectConfig, findings: list[Finding], baseline: Report | None
+) -> list[ReportFinding]:
+    today = dt.date.today()
+    out: list[ReportFinding] = []
+    base_fps = {f.fingerprint: f for f in baseline.findings if f.state != "fixed"} if baseline else {}
+    seen: set[str] = set()
+    for f in findings:
+        waiver = next(
+            (
+                w
+                for w in cfg.waivers
+                if w.active(today) and w.rule_id == f.rule_id and (w.asset is None or w.asset == f.asset)
+            ),
+            None,
+        )
+        fp = f.compute_fingerprint()
+        state = None
+        if baseline is not None:
+            state = "unchanged" if fp in base_fps else "new"
+        seen.add(fp)
+        out.append(ReportFinding.of(f, state=state, waiver=waiver))
+    if baseline is not None:
+        for fp, old in base_fps.items():
+            if fp not in seen:
+                data = old.model_dump()
+                data.update(state="fixed", waiver=None)
+                out.append(ReportFinding(**data))
+    return out
+
+
+def assess(
+    config: str | Path = "bastion.yaml",
+    *,
+    settings: Settings | None = None,
+    asset: str | None = None,
+    only: Sequence[str] = (),
+    skip: Sequence[str] = (),
+    baseline: str | None = None,
+    progress: ProgressFn | None = None,
+    store: bool = True,
+    include_versions: bool = True,
+) -> Report:
+    """Assess every asset of a project and return the report (stored unless ``store=False``).
+
+    Preflight (config, files, datasets, database, every check's own preflight) runs first
+    and writes nothing on failure. A check that crashes is recorded as an error; the run
+    goes on and ends with status ``error``.
+
+    Args:
+        config: path of ``bastion.yaml``.
+        settings: run settings (database, budget preset, ``max_time``); defaults otherwise.
+        asset: assess only this asset.
+        only: run only these plugin ids (or id prefixes such as ``evasion``).
+        skip: do not run these plugin ids (or prefixes).
+        baseline: an earlier run id (prefix or ``latest``) to mark findings new/unchanged/fixed.
+        progress: callback ``(label, fraction)``.
+        store: record the run in the database.
+        include_versions: also assess each model's latest hardened version from the store.
+
+    Returns:
+        The report; see ``docs/report.schema.json``.
+
+    Raises:
+        ConfigError: invalid config, missing file, dataset not fitting a model, bad selection.
+        BastionError: unreachable database (``StoreError``), and other preflight failures.
+    """
+    s = settings or load_settings()
+    started = dt.datetime.now(dt.UTC)
+    t0 = time.monotonic()
+    deadline = t0 + s.max_time if s.max_time else None
+    plan(config, budget=s.budget, asset=asset, only=only, skip=skip)  # config and selection first
+    baseline_report: Report | None = None
+    versions: dict[str, Any] = {}
+    if store or baseline:
+        from bastion.store import Store, preflight
+
+        preflight(s.db_url)  # reachable and writable; writes nothing
+        versions = _latest_versions(s.db_url, load_config(config)) if include_versions else {}
+        if baseline:
+            with Store.open(s.db_url) as old:
+                baseline_report = old.get_report(baseline)
+    the_plan = plan(config, budget=s.budget, asset=asset, only=only, skip=skip, versions=versions)
+    cfg, base = the_plan.config, the_plan.base_dir
+    assets = [a for a in _assets(cfg, versions) if _selected(a.name, asset)]
+    _preflight_files(cfg, base, assets)
+    datasets = _load_datasets(cfg, base, assets)
+    sign_key = _signing_key(cfg, base, assets)  # issue 4: verify model signatures
+
+    result = RunResult()
+    facts: dict[str, dict[str, Any]] = {"__run__": {"db_url": s.db_url}}
+    records: dict[str, AssetRecord] = {}
+    targets: dict[str, Any] = {}
+    preset = PRESETS[s.budget]
+
+    # 1. scan every model file first: nothing is loaded before the scanner judged it.
+    from bastion.scan import scan_file
+
+    every = {x.name: x for x in _assets(cfg, versions)}
+    members = [every[m] for a in assets for m in a.members or [] if m not in {x.name for x in assets}]
+    for a in [*assets, *{m.name: m for m in members}.values()]:  # ensemble members too (issue 5)
+        rec = AssetRecord(
+            name=a.name,
+            kind=a.kind,
+            path=a.path,
+            url=a.url,
+            format=a.format,
+            framework=a.framework,
+            owner=a.owner,
+        )
+        facts[a.name] = {}
+        if a.path:
+            p = base / a.path
+            sha = file_sha256(p)
+            rec.sha256 = sha
+            facts[a.name]["sha256"] = sha
+        if a.kind == "model" and a.path:
+            scan_selected = any(
+                i.check_id == "scan" and i.asset == a.name and i.skip_reason is None for i in the_plan.items
+            )
+            if progress:
+                progress(f"scan {a.name}", 0.0)
+            ts = time.monotonic()
+            try:
+                fr = scan_file(base / a.path, allow=cfg.scan.allow)
+            except ScanError as exc:
+                fr = FileResult(path=a.path, verdict=Verdict.ERROR, reason=str(exc))
+            facts[a.name]["scan_verdict"] = fr.verdict.value
+            facts[a.name]["scan_sha256"] = fr.sha256
+            rec.scan_verdict = fr.verdict.value
+            if scan_selected:
+                result.add(_scan_check(a, fr, time.monotonic() - ts))
+            signed = _signature_check(a, base / a.path, sign_key, rec)
+            if signed is not None and scan_selected:
+                result.add(signed)
+            if progress:
+                progress(f"scan {a.name}", 1.0)
+        records[a.name] = rec
+
+    # 2. build targets for models judged safe (and endpoints).
+    target_errors: dict[str, str] = {}
+    needs_target = {i.asset for i in the_plan.items if i.kind == "attack" and i.skip_reason is None}
+    for a in sorted(assets, key=lambda x: x.framework == "ensemble"):  # ensembles after members
+        if a.name not in needs_target:
+            continue
+        if a.kind == "model" and a.framework in _FILE_FRAMEWORKS:
+            verdict = facts[a.name].get("scan_verdict")
+            if verdict != Verdict.SAFE.value:
+                target_errors[a.name] = f"not loaded: the scanner judged the file {verdict}"
+                continue
+            if records[a.name].signature == "failed":
+                target_errors[a.name] = "not loaded: its signature did not verify"
+                continue
+        try:
+            if a.framework == "ensemble":  # issue 5: built from its members' targets
+                targets[a.name] = _ensemble_target(a, every, base, facts, records, targets)
+            else:
+                targets[a.name] = _build_target(a, base, facts[a.name])
+        except BastionError as exc:
+            target_errors[a.name] = f"target failed to load: {exc}"
+            result.errors.append(
+                CheckError(check="target", asset=a.name, error=type(exc).__name__, message=str(exc))
+            )
+
+    # 3. contexts + preflight of every check, all problems at once.
+    work: list[tuple[Check, CheckContext]] = []
+    problems: list[str] = []
+    for item in the_plan.items:
+        if item.kind == "scanner":
+            continue
+        a = next(x for x in assets if x.name == item.asset)
+        if item.skip_reason is not None:
+            if item.skip_reason not in ("not selected by --only", "excluded by --skip"):
+                result.add(
+                    CheckResult(id=item.check_id, asset=a.name, status="skipped", reason=item.skip_reason)
+                )
+            continue
+        cls = REGISTRIES[item.kind].get(item.check_id)
+        cc = cfg.checks.get(item.check_id)
+        try:
+            params = cls.parse_params(cc.params if cc else None, where=f"checks.{item.check_id}.params")
+        except PluginError as exc:
+            problems.append(str(exc))
+            continue
+        budget = preset.merged(cc.budget if cc else None)
+        thresholds = list(cc.thresholds) if cc and cc.thresholds is not None else list(cls.default_thresholds)
+        data = _splits_for(a, datasets)
+        ctx = CheckContext(
+            asset=a,
+            config=cfg,
+            base_dir=base,
+            budget=budget,
+            params=params,
+            thresholds=thresholds,
+            seed=cfg.seed,
+            target=targets.get(a.name),
+            data=data,
+            facts=facts,
+        )
+        check: Check = cls()
+        if item.kind == "attack" and a.name in target_errors:
+            result.add(
+                CheckResult(id=item.check_id, asset=a.name, status="skipped", reason=target_errors[a.name])
+            )
+            continue
+        reason = check.applicable(ctx)
+        if reason is not None:
+            result.add(CheckResult(id=item.check_id, asset=a.name, status="skipped", reason=reason))
+            continue
+        problems += [f"checks.{item.check_id} on {a.name}: {p}" for p in check.preflight(ctx)]
+        work.append((check, ctx))
+    if problems:
+        raise ConfigError(f"{len(problems)} problem(s) found in preflight", problems)
+
+    # 4. run, in asset order then check order.
+    work.sort(key=lambda wc: (wc[1].asset.name, type(wc[0]).order, wc[0].id))
+    for check, ctx in work:
+        label = f"{check.id} {ctx.asset.name}"
+        if deadline is not None and time.monotonic() > deadline:
+            result.add(
+                CheckResult(id=check.id, asset=ctx.asset.name, status="skipped", reason="--max-time reached")
+            )
+            continue
+        if deadline is not None:
+            left = max(1.0, deadline - time.monotonic())
+            ctx.budget = ctx.budget.merged(Budget(seconds=min(left, ctx.budget.seconds or left)))
+        if progress:
+            ctx.progress = lambda f, label=label: progress(label, f)
+            progress(label, 0.0)
+        ts = time.monotonic()
+        try:
+            res = check.run(ctx)
+            res.seconds = round(time.monotonic() - ts, 4)
+        except Exception as exc:  # a crashed plugin is recorded; the run goes on
+            log.warning(
+                "check %s on %s crashed: %s",
+                check.id,
+                ctx.asset.name,
+                exc,
+                exc_info=log.isEnabledFor(logging.DEBUG),
+            )
+            res = CheckResult(
+                id=check.id,
+                asset=ctx.asset.name,
+                status="error",
+                reason=f"{type(exc).__name__}: {exc}",
+                seconds=round(time.monotonic() - ts, 4),
+            )
+        result.add(res)
+        if progress:
+            progress(label, 1.0)
+
+    # 5. the report.
+    cut = [c for c in result.checks if c.status == "skipped" and c.reason == "--max-time reached"]
+    if cut:
+        result.errors.append(
+            CheckError(
+                check="run",
+                error="MaxTimeReached",
+                message=f"{len(cut)} check(s) not run: --max-time reached; the result is incomplete",
+            )
+        )
+    status = "error" if result.errors else "ok"
+    report = Report(
+        bastion_version=__version__,
+        run=RunInfo(
+            id=uuid.uuid4().hex,
+            status=status,
+            started=started,
+            seconds=round(time.monotonic() - t0, 3),
+            command="assess",
+            project=cfg.project.name,
+            budget=s.budget,
+        ),
+        reproducibility=Reproducibility(seed=cfg.seed, config_hash=config_hash(config), versions=_versions()),
+        assets=list(records.values()),
+        checks=result.checks,
+        findings=_apply_waivers_and_baseline(cfg, result.findings, baseline_report),
+        errors=result.errors,
+        skipped=result.skipped,
+        baseline=baseline_report.run.id if baseline_report else None,
+    )
+    if store:
+        from bastion.store import Store
+
+        with Store.open(s.db_url) as db:
+            db.save_report(report, fail_on=s.fail_on)
+    return report
+
+
+def _splits_for(a: Asset, datasets: dict[str, Any]) -> dict[str, Split]:
+    if a.kind == "dataset":
+        ds = datasets.get(a.name)
+        return dict(ds.context_data()) if ds is not None else {}
+    if a.dataset and a.dataset in datasets:
+        return dict(datasets[a.dataset].splits)
+    return {}
+
+
+def _build_target(a: Asset, base: Path, facts: dict[str, Any]) -> Any:
+    from bastion.targets import build_target
+
+    if a.kind == "endpoint" or a.framework == "http":
+        return build_target(a, base_dir=base)
+    path = base / str(a.path)
+    data = path.read_bytes()
+    sha = hashlib.sha256(data).hexdigest()
+    if sha != facts.get("scan_sha256"):
+        from bastion.core.errors import IntegrityError
+
+        raise IntegrityError(f"{path}: file changed after it was scanned (SHA-256 {sha[:12]}…)")
+    return build_target(a, base_dir=base, verified_bytes=data, verified_sha256=sha)
+
+
+def _ensemble_target(
+    a: Asset,
+    every: dict[str, Asset],
+    base: Path,
+    facts: dict[str, dict[str, Any]],
+    records: dict[str, AssetRecord],
+    built: dict[str, Any],
+) -> Any:
+    """An :class:`EnsembleTarget` of ``a.members`` (issue 5), each scanned and loaded as usual.
+
+    Raises:
+        TargetError: a member the scanner did not judge safe, or whose signature failed.
+        BastionError: a member that fails to load, or members that do not fit together.
+    """
+    from bastion.core.errors import TargetError
+    from bastion.targets import EnsembleTarget
+
+    members = []
+    for name in a.members or []:
+        m = every[name]
+        if name in built:
+            members.append(built[name])
+            continue
+        if m.kind == "model" and m.framework in _FILE_FRAMEWORKS:
+            verdict = facts.get(name, {}).get("scan_verdict")
+            if verdict != Verdict.SAFE.value:
+                raise TargetError(f"member {name} not loaded: the scanner judged the file {verdict}")
+            if name in records and records[name].signature == "failed":
+                raise TargetError(f"member {name} not loaded: its signature did not verify")
+        members.append(_build_target(m, base, facts.get(name, {})))
+    from bastion.targets.hardened import harden_output  # issue 6: the ensemble's own output hardening
+
+    return harden_output(EnsembleTarget(members, name=a.name), a.output)
+
+
+def exit_code(report: Report, fail_on: str) -> int:
+    """The documented exit code of an assessment: 2 errors > 1 findings > 3 nothing ran > 0."""
+    from bastion.core.severity import gates
+
+    if report.run.status == "error" or report.errors:
+        return 2
+    if any(gates(f.severity, fail_on) for f in report.gating()):
+        return 1
+    if not any(c.status == "ok" for c in report.checks):
+        return 3
+    return 0
+
+
+def check_output_dir(out_dir: str | Path) -> None:
+    """Preflight of a report folder: it is (or can be created as) a writable folder. Creates nothing.
+
+    Raises:
+        ConfigError: a file is in the way, or the folder (or its nearest existing parent) is not writable.
+    """
+    out = Path(out_dir)
+    probe = out
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        raise ConfigError(f"--output {out}: {probe} is a file, not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ConfigError(f"--output {out}: {probe} is not writable")
+
+
+def write_outputs(report: Report, out_dir: str | Path, *, fail_on: str = "medium") -> dict[str, Path]:
+    """Write ``report.html``, ``report.json``, ``report.sarif`` and ``bom.json`` into ``out_dir`` atomically.
+
+    Each file is written to a temporary name and renamed, so a failure leaves no
+    half-written report. ``bom.json`` is the CycloneDX 1.6 ML-BOM of the report's assets
+    (hashes, format, scan verdict, signature status; datasets).
+
+    Args:
+        report: the report.
+        out_dir: the folder (created if missing).
+        fail_on: the gate the HTML summary states.
+
+    Returns:
+        ``{"html": path, "json": path, "sarif": path, "bom": path}``.
+
+    Raises:
+        ConfigError: the folder cannot be created or written.
+    """
+    import json
+
+    from bastion.report import report_to_html, report_to_json, report_to_sarif
+    from bastion.scan.bom import report_bom
+
+    out = Path(out_dir)
+    check_output_dir(out)
+    rendered = {
+        "html": report_to_html(report, fail_on=fail_on),
+        "json": report_to_json(report),
+        "sarif": report_to_sarif(report),
+        "bom": json.dumps(report_bom(report, tool_version=__version__), indent=2) + "\n",
+    }
+    paths: dict[str, Path] = {}
+    tmp_files: list[tuple[Path, Path]] = []
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for kind, text in rendered.items():
+            final = out / ("bom.json" if kind == "bom" else f"report.{kind}")
+            tmp = out / f".{final.name}.{os.getpid()}.tmp"
+            tmp_files.append((tmp, final))
+            tmp.write_text(text, encoding="utf-8")
+            paths[kind] = final
+        for tmp, final in tmp_files:
+            os.replace(tmp, final)
+    except OSError as exc:
+        raise ConfigError(f"--output {out}: cannot write the report: {exc.strerror or exc}") from None
+    finally:
+        for tmp, _ in tmp_files:
+            if tmp.exists():
+                tmp.unlink()
+    return paths

@@ -1,0 +1,321 @@
+"""Training data: profile, validate, register, verify, sanitise, lineage (issue 8)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from bastion.core.config import Asset, ProjectConfig
+from bastion.core.errors import ConfigError
+from bastion.core.report import Report
+
+log = logging.getLogger(__name__)
+
+
+def data_profile(
+    dataset: str | Path,
+    *,
+    label: str | None = None,
+    output: str | Path | None = None,
+    chunksize: int = 50_000,
+) -> Any:
+    """Learn the schema/profile of a CSV (streamed) or npz dataset; save it as the next version.
+
+    Returns:
+        The :class:`bastion.data.profile.Profile` (as written when ``output`` is given).
+
+    Raises:
+        ConfigError: unreadable or malformed file, label not found (file, row, column named).
+    """
+    from bastion.data.profile import profile_dataset, save_profile
+
+    prof = profile_dataset(dataset, label=label, chunksize=chunksize)
+    return save_profile(prof, output) if output is not None else prof
+
+
+def data_validate(
+    dataset: str | Path, profile: str | Path, *, chunksize: int = 50_000, tolerance: float = 0.0
+) -> list[Any]:
+    """Every violation (row, column, rule) of ``dataset`` against the saved profile at ``profile``.
+
+    Raises:
+        ConfigError: unreadable file or profile, format mismatch.
+    """
+    from bastion.data.profile import load_profile
+    from bastion.data.validate import validate_dataset
+
+    return validate_dataset(dataset, load_profile(profile), chunksize=chunksize, tolerance=tolerance)
+
+
+def _dataset_name(path: Path, name: str | None) -> str:
+    return name or (path.stem if path.is_file() else path.name)
+
+
+def data_register(
+    dataset: str | Path,
+    *,
+    name: str | None = None,
+    source: str | None = None,
+    licence: str | None = None,
+    owner: str | None = None,
+    db: str | None = None,
+    parent_id: str | None = None,
+    details: dict[str, Any] | None = None,
+) -> Any:
+    """Hash every file and row of ``dataset`` and record a new version in the store.
+
+    Returns:
+        The stored :class:`bastion.store.provenance.DatasetVersion`.
+
+    Raises:
+        ConfigError: the dataset is missing or unreadable. StoreError: the store failed.
+    """
+    from bastion.data.provenance import build_manifest
+    from bastion.store.provenance import register_version
+    from bastion.store.repository import Store
+
+    path = Path(dataset).resolve()
+    man = build_manifest(path)
+    info = {"path": str(path), **(details or {})}
+    with Store.open(db) as store:
+        return register_version(
+            store,
+            dataset=_dataset_name(path, name),
+            merkle_root=man.merkle_root,
+            files=man.files_json(),
+            source=source,
+            licence=licence,
+            owner=owner,
+            parent_id=parent_id,
+            details=info,
+        )
+
+
+def data_verify(
+    dataset: str | Path, *, name: str | None = None, db: str | None = None
+) -> tuple[Any, list[Any]]:
+    """Compare ``dataset`` now with its registered version; every changed/added/removed file or row.
+
+    The version compared is the newest one registered for this path (else the newest of the name).
+
+    Returns:
+        ``(version, changes)``; ``changes`` empty when nothing changed.
+
+    Raises:
+        ConfigError: the dataset was never registered, or is unreadable.
+    """
+    from bastion.data.provenance import build_manifest, diff_manifests
+    from bastion.store.provenance import list_versions
+    from bastion.store.repository import Store
+
+    path = Path(dataset).resolve()
+    ds_name = _dataset_name(path, name)
+    with Store.open(db) as store:
+        versions = list_versions(store, ds_name)
+    if not versions:
+        raise ConfigError(
+            f"dataset {ds_name!r} ({path}) is not registered; run `bastion data register` first"
+        )
+    same = [v for v in versions if v.details.get("path") == str(path)]
+    version = (same or versions)[-1]
+    changes = diff_manifests(version.files, build_manifest(path))
+    return version, changes
+
+
+def _rows_from_report(report_path: Path, src: Path, rules: Sequence[str]) -> list[int]:
+    """Row indices the poisoning findings of a Bastion JSON report flagged in the file ``src``.
+
+    A finding counts when its rule id starts with one of ``rules`` and its evidence lists
+    ``indices``; it must be for this dataset version: its ``evidence.dataset_sha256``, else the
+    report's dataset asset at the finding's ``location.path``, must equal ``src``'s SHA-256.
+    Only indices are read, never values.
+
+    Raises:
+        ConfigError: unreadable or malformed report, a report for another dataset version, a
+            finding that lists only some of its rows (``indices_truncated``).
+    """
+    from pydantic import ValidationError
+
+    from bastion.data.provenance import file_sha256
+
+    try:
+        rep = Report.model_validate_json(report_path.read_bytes())
+    except OSError as exc:
+        raise ConfigError(f"{report_path}: cannot read the report: {exc.strerror or exc}") from None
+    except ValidationError as exc:
+        errs = exc.errors()
+        where = ".".join(str(x) for x in errs[0]["loc"]) if errs else ""
+        msg = errs[0]["msg"] if errs else str(exc)
+        raise ConfigError(
+            f"{report_path}: not a Bastion JSON report ({where or 'document'}: {msg})"
+        ) from None
+    sha = file_sha256(src)
+    by_path = {a.path: a.sha256 for a in rep.assets if a.kind == "dataset" and a.path}
+    known = {a.sha256 for a in rep.assets if a.kind == "dataset"}
+    rows: set[int] = set()
+    other: list[str] = []
+    for f in rep.findings:
+        if not any(f.rule_id.startswith(r) for r in rules) or not isinstance(f.evidence.get("indices"), list):
+            continue
+        path = f.location.path if f.location else None
+        fsha = f.evidence.get("dataset_sha256") or (by_path.get(path) if path else None)
+        if fsha != sha:
+            other.append(f"{f.rule_id} on {path or '?'}")
+            continue
+        if f.evidence.get("indices_truncated"):
+            raise ConfigError(
+                f"{report_path}: finding {f.rule_id} lists only the first {len(f.evidence['indices'])} "
+                f"of {f.evidence.get('count', '?')} rows; rerun the assessment with a larger "
+                "params.max_indices for its check"
+            )
+        idx = f.evidence["indices"]
+        if not all(isinstance(i, int) and not isinstance(i, bool) for i in idx):
+            raise ConfigError(f"{report_path}: finding {f.rule_id}: evidence.indices must be integers")
+        rows.update(int(i) for i in idx)
+        known.add(sha)
+    if sha not in known:
+        detail = f" (its findings are for: {', '.join(sorted(set(other))[:3])})" if other else ""
+        raise ConfigError(
+            f"{report_path}: the report is not for this version of {src} (sha256 {sha[:12]}…){detail}"
+        )
+    return sorted(rows)
+
+
+def _rows_to_remove(
+    spec: str,
+    path: Path,
+    label: str | None,
+    from_report: Path | None = None,
+    rules: Sequence[str] = ("poisoning.",),
+) -> list[int]:
+    """Row indices from ``1,5,9``, a JSON file (a list or ``{"rows": [...]}``), or ``flagged``."""
+    import json as _json
+
+    if from_report is not None:
+        if spec != "flagged":
+            raise ConfigError("--from-report goes with --remove flagged")
+        return _rows_from_report(from_report, path, rules)
+    if spec == "flagged":
+        import numpy as np
+
+        from bastion.core.config import Dataset
+        from bastion.data.datasets import load_dataset
+        from bastion.detect.duplicates import find_duplicates
+        from bastion.detect.label_issues import LabelIssueDetector
+
+        ds = Dataset(name=path.stem, path=path.name, label=label)
+        loaded = load_dataset(ds, base_dir=path.parent)
+        flags = np.zeros(len(loaded), dtype=bool)
+        flags[find_duplicates(loaded.x).exact] = True
+        if loaded.y is not None:
+            flags |= LabelIssueDetector().fit(loaded.x, loaded.y).issues_
+        return [int(i) for i in np.flatnonzero(flags)]
+    cand = Path(spec)
+    if cand.suffix == ".json" and cand.is_file():
+        try:
+            data = _json.loads(cand.read_text(encoding="utf-8"))
+        except ValueError as exc:
+            raise ConfigError(f"{cand}: not JSON: {exc}") from None
+        rows = data.get("rows") if isinstance(data, dict) else data
+        if not isinstance(rows, list) or not all(isinstance(i, int) for i in rows):
+            raise ConfigError(f"{cand}: expected a list of row indices or {{'rows': [...]}}")
+        return [int(i) for i in rows]
+    try:
+        return [int(s) for s in spec.split(",") if s.strip()]
+    except ValueError:
+        raise ConfigError(
+            f"--remove {spec!r}: expected 'flagged', row indices like 1,5,9, or a .json file of indices"
+        ) from None
+
+
+def data_sanitize(
+    dataset: str | Path,
+    *,
+    remove: str,
+    label: str | None = None,
+    name: str | None = None,
+    output: str | Path | None = None,
+    db: str | None = None,
+    from_report: str | Path | None = None,
+    rules: Sequence[str] = ("poisoning.",),
+) -> tuple[Path, Any, Any]:
+    """Write a copy of ``dataset`` without the rows ``remove`` names, as a new registered version.
+
+    ``remove`` is ``flagged`` (rows confident learning calls mislabelled, plus exact duplicates;
+    needs ``label`` for CSV), comma-separated row indices, or a JSON file of indices. With
+    ``from_report`` (a Bastion JSON report; ``remove`` must be ``flagged``), the flagged rows are
+    instead the indices listed by the report's findings whose rule id starts with one of
+    ``rules`` (default every ``poisoning.`` finding: backdoor, label issues, duplicates,
+    outliers) -- the report must be for this dataset version (its SHA-256). The backdoor
+    detectors need the trained model, so backdoor rows come only through a report. The original
+    file and its version are never changed; the new version's ``parent_id`` is the original's
+    (registered first if it was not).
+
+    Returns:
+        ``(new path, new DatasetVersion, parent DatasetVersion)``.
+    """
+    from bastion.data.sanitize import sanitised_path, write_without_rows
+    from bastion.store.provenance import list_versions
+    from bastion.store.repository import Store
+
+    src = Path(dataset).resolve()
+    if not src.is_file():
+        raise ConfigError(f"{src}: dataset file not found (sanitise takes one .csv or .npz file)")
+    ds_name = _dataset_name(src, name)
+    report = Path(from_report) if from_report is not None else None
+    rows = sorted(set(_rows_to_remove(remove, src, label, report, rules)))
+    dest = Path(output).resolve() if output is not None else sanitised_path(src)
+    kept = write_without_rows(src, set(rows), dest)
+    with Store.open(db) as store:
+        same = [v for v in list_versions(store, ds_name) if v.details.get("path") == str(src)]
+    parent = same[-1] if same else data_register(src, name=ds_name, db=db)
+    new = data_register(
+        dest,
+        name=ds_name,
+        source=parent.source,
+        licence=parent.licence,
+        owner=parent.owner,
+        db=db,
+        parent_id=parent.id,
+        details={
+            "sanitised_from": str(src),
+            "removed_rows": rows,
+            "rows_kept": kept,
+            "remove": remove,
+            **({"from_report": str(report.resolve())} if report is not None else {}),
+        },
+    )
+    return dest, new, parent
+
+
+def _trained_on(store: Any, cfg: ProjectConfig, base: Path, a: Asset) -> list[str]:
+    """The registered dataset version ids ``a`` was trained on (lineage), else its dataset's name.
+
+    The version is the newest one registered for the dataset's resolved path (else under its
+    name) whose file hashes equal the files now; an unregistered or changed dataset is recorded
+    by name only (the data-sources audit reports it).
+    """
+    if not a.dataset:
+        return []
+    from bastion.data.provenance import dataset_files, file_sha256
+    from bastion.store.provenance import list_versions
+
+    ds = next((d for d in cfg.datasets if d.name == a.dataset), None)
+    if ds is None:
+        return [a.dataset]
+    root = (base / ds.path).resolve()
+    versions = list_versions(store)
+    chosen = [v for v in versions if v.details.get("path") == str(root)] or [
+        v for v in versions if v.dataset == ds.name
+    ]
+    if not chosen:
+        return [a.dataset]
+    files = dataset_files(root)
+    now = {(f.name if root.is_file() else f.relative_to(root).as_posix()): file_sha256(f) for f in files}
+    for v in sorted(chosen, key=lambda v: v.created, reverse=True):
+        if {k: e.get("sha256") for k, e in v.files.items()} == now:
+            return [v.id]
+    log.warning("dataset %s changed since its registration: lineage records its name only", ds.name)
+    return [a.dataset]

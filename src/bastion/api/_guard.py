@@ -1,0 +1,287 @@
+"""The runtime guard's use-cases (issue 7)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from bastion.api._assessing import _build_target, _load_datasets
+from bastion.api._history import _store_exists
+from bastion.api._plugins import _FILE_FRAMEWORKS
+from bastion.api._scanning import sign_model
+from bastion.core.config import load_config
+from bastion.core.errors import ConfigError
+from bastion.core.scanning import Verdict
+
+log = logging.getLogger(__name__)
+
+
+def guard_fit(
+    config: str | Path,
+    *,
+    asset: str,
+    out: str | Path,
+    split: str = "train",
+    honeytokens: int = 0,
+    honeytokens_out: str | Path | None = None,
+    honeytoken_step: float | None = None,
+    sign_key: str | Path | None = None,
+    seed: int | None = None,
+) -> dict[str, Any]:
+    """Fit the guard's artefact (input profile, OOD detector, query sketch, output reference).
+
+    The asset's dataset split (``train``) is the reference; the model (scanned, judged
+    ``safe`` and hash-checked, as in :func:`assess`) gives the output reference. Written
+    without pickle (``profile.npz`` + ``profile.json``).
+
+    Args:
+        config: the project's ``bastion.yaml``.
+        asset: the model asset the guard will serve.
+        out: the artefact folder.
+        split: the dataset split to learn from.
+        honeytokens: honeytoken records to make (0: none); their keyed hashes go into the
+            artefact, their rows into ``honeytokens_out`` for the data owner to plant.
+        honeytokens_out: file (``.npz`` or ``.csv``) for the rows; required with ``honeytokens``.
+        honeytoken_step: value grid of the tokens (default: the data's own grid, see
+            :func:`bastion.guard.canary.data_step`); matching tolerance is half of it.
+        sign_key: PEM EC private key; the artefact folder is then signed (:func:`sign_model`)
+            into ``<out>.sig``.
+        seed: honeytoken randomness (tests only; default from the OS).
+
+    Returns:
+        ``{"path", "sha256", "rows", "asset"}`` (+ ``honeytokens``, ``signature``): pin
+        ``sha256`` in ``guard.yaml`` (``profile.sha256``).
+
+    Raises:
+        ConfigError: unknown asset, no dataset or split, or too little data; ``honeytokens``
+            without ``honeytokens_out``.
+        IntegrityError: the model file is not judged safe or changed after scanning.
+    """
+    from bastion.core.errors import IntegrityError
+    from bastion.guard.profile import fit_profile, save_profile
+    from bastion.scan import scan_file
+
+    if honeytokens and honeytokens_out is None:
+        raise ConfigError("--honeytokens needs --honeytokens-out FILE (the rows to plant in the data)")
+    path = Path(config)
+    cfg = load_config(path)
+    base = path.resolve().parent
+    a = cfg.asset(asset)
+    if not a.dataset:
+        raise ConfigError(f"asset {asset!r} names no dataset to fit the guard on")
+    if a.input is None or a.num_classes is None:
+        raise ConfigError(f"asset {asset!r}: input.shape and num_classes are needed to fit the guard")
+    datasets = _load_datasets(cfg, base, [a])
+    ds = datasets[a.dataset]
+    if split not in ds.splits:
+        raise ConfigError(f"dataset {a.dataset!r} has no split {split!r}")
+    x = ds.splits[split].x
+    facts: dict[str, Any] = {}
+    if a.kind == "model" and a.path and a.framework in _FILE_FRAMEWORKS:
+        fr = scan_file(base / a.path, allow=cfg.scan.allow)
+        if fr.verdict != Verdict.SAFE:
+            raise IntegrityError(f"{base / a.path}: the scanner judged it {fr.verdict.value}; not loading it")
+        facts["scan_sha256"] = fr.sha256
+    target = _build_target(a, base, facts)
+    probs = target.predict_proba(x) if "probabilities" in {c.value for c in target.capabilities} else None
+    value_range = tuple(a.input.range) if a.input.range is not None else None
+    profile = fit_profile(
+        x,
+        num_classes=int(a.num_classes),
+        probs=probs,
+        value_range=value_range,  # type: ignore[arg-type]
+        seed=cfg.seed,
+        meta={"asset": a.name, "model_sha256": facts.get("scan_sha256"), "dataset_sha256": ds.sha256},
+    )
+    if Path(out).exists() and not Path(out).is_dir():
+        raise ConfigError(f"--output {out}: a file is in the way; give a folder for the guard artefact")
+    extra: dict[str, Any] = {}
+    if honeytokens:
+        assert honeytokens_out is not None
+        spec = _guard_make_honeytokens(
+            ds, split, profile, n=honeytokens, out=honeytokens_out, step=honeytoken_step, seed=seed
+        )
+        profile.honeytokens = spec.model_dump()
+        extra["honeytokens"] = {"count": len(spec.tokens), "step": spec.step, "file": str(honeytokens_out)}
+    try:
+        sha = save_profile(profile, out)
+    except OSError as exc:
+        raise ConfigError(f"--output {out}: cannot write the guard artefact: {exc.strerror or exc}") from None
+    if sign_key is not None:
+        extra["signature"] = str(sign_model(out, key=sign_key))
+    return {"path": str(Path(out)), "sha256": sha, "rows": len(x), "asset": a.name, **extra}
+
+
+def _guard_make_honeytokens(
+    ds: Any,
+    split: str,
+    profile: Any,
+    *,
+    n: int,
+    out: str | Path,
+    step: float | None,
+    seed: int | None,
+) -> Any:
+    """Make ``n`` honeytokens from a dataset split, write their rows to ``out``; their ``HoneytokenSpec``."""
+    import numpy as np
+
+    from bastion.guard.canary import data_step, honeytoken_spec, make_honeytokens
+
+    if n < 1:
+        raise ConfigError(f"honeytokens: n must be at least 1, got {n}")
+    dest = Path(out)
+    if dest.suffix.lower() not in (".npz", ".csv"):
+        raise ConfigError(f"{dest}: honeytokens file must end in .npz or .csv")
+    sp = ds.splits[split]
+    x = np.asarray(sp.x, dtype=np.float64)
+    y = getattr(sp, "y", None)
+    st = float(step) if step is not None else data_step(x)
+    if st <= 0:
+        raise ConfigError(f"honeytokens: step must be positive, got {st}")
+    thr = float(profile.ood_threshold)
+
+    def in_dist(t: Any) -> bool:
+        return bool(profile.mahalanobis(t[None, :])[0] <= thr)
+
+    rng = np.random.default_rng(seed) if seed is not None else None
+    tokens, labels = make_honeytokens(
+        x,
+        y,
+        n=n,
+        step=st,
+        lo=profile.lo,
+        hi=profile.hi,
+        categorical=list(profile.categories),
+        accept=in_dist,
+        rng=rng,
+    )
+    tokens = tokens.astype(np.float32)  # what the guard sees after validation: exact replays always match
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # the rows are a secret
+        with os.fdopen(fd, "wb") as fh:
+            if dest.suffix.lower() == ".npz":
+                arrays: dict[str, Any] = {"x": tokens}
+                if labels is not None:
+                    arrays["y"] = labels
+                np.savez(fh, **arrays)
+            else:
+                flat = tokens.reshape(len(tokens), -1)
+                cols = [f"f{i}" for i in range(flat.shape[1])] + (["label"] if labels is not None else [])
+                lines = [",".join(cols)]
+                for i, r in enumerate(flat):
+                    vals = [repr(float(v)) for v in r] + ([str(int(labels[i]))] if labels is not None else [])
+                    lines.append(",".join(vals))
+                fh.write(("\n".join(lines) + "\n").encode())
+    except OSError as exc:
+        raise ConfigError(f"{dest}: cannot write honeytokens: {exc.strerror or exc}") from None
+    return honeytoken_spec(tokens, step=st)
+
+
+def guard_honeytokens(
+    config: str | Path,
+    *,
+    asset: str,
+    out: str | Path,
+    n: int = 20,
+    split: str = "train",
+    step: float | None = None,
+    seed: int | None = None,
+) -> dict[str, Any]:
+    """Make honeytoken records for a dataset: rows to plant, and the ``guard.yaml`` block that catches them.
+
+    The rows (blends of real rows of one class on the data's value grid) go to ``out``
+    (``.npz`` with ``x``/``y``, or ``.csv``; mode 0600): add them to the training data. The
+    returned ``honeytokens`` block holds only keyed hashes; put it in ``guard.yaml``. Any query
+    within ``step / 2`` of a token then raises ``guard.honeytoken.hit`` at once.
+
+    Returns:
+        ``{"file", "count", "honeytokens": {salt, step, tokens: [{id, hmac}]}}``.
+
+    Raises:
+        ConfigError: unknown asset, no dataset or split, bad ``out`` suffix, too little data.
+    """
+    from bastion.guard.profile import fit_profile
+
+    path = Path(config)
+    cfg = load_config(path)
+    a = cfg.asset(asset)
+    if not a.dataset or a.input is None or a.num_classes is None:
+        raise ConfigError(f"asset {asset!r}: honeytokens need a dataset, input.shape and num_classes")
+    ds = _load_datasets(cfg, path.resolve().parent, [a])[a.dataset]
+    if split not in ds.splits:
+        raise ConfigError(f"dataset {a.dataset!r} has no split {split!r}")
+    value_range = tuple(a.input.range) if a.input.range is not None else None
+    prof = fit_profile(ds.splits[split].x, num_classes=int(a.num_classes), value_range=value_range)  # type: ignore[arg-type]
+    spec = _guard_make_honeytokens(ds, split, prof, n=n, out=out, step=step, seed=seed)
+    return {"file": str(out), "count": len(spec.tokens), "honeytokens": spec.model_dump()}
+
+
+def guard_app(config: str | Path, *, clock: Callable[[], float] | None = None) -> Any:
+    """The guard's FastAPI app for ``guard.yaml`` (model scanned and profile hash-checked first).
+
+    Raises:
+        ConfigError, IntegrityError, StoreError, MissingExtraError: see ``bastion.guard.app``.
+    """
+    from bastion.guard.app import create_app
+    from bastion.guard.config import load_guard_config
+
+    cfg = load_guard_config(config)
+    return create_app(cfg, clock=clock or time.time)
+
+
+def guard_server_address(config: str | Path) -> tuple[str, int]:
+    """``(host, port)`` from ``guard.yaml``'s ``server`` section."""
+    from bastion.guard.config import load_guard_config
+
+    cfg = load_guard_config(config)
+    return cfg.server.host, cfg.server.port
+
+
+def guard_verify_log(
+    config: str | Path | None = None,
+    *,
+    db: str | None = None,
+    chain: str | None = None,
+    expected_head: tuple[int | None, str] | None = None,
+) -> Any:
+    """Verify the guard's hash-chained audit log (``VerifyResult``: ``ok``, ``problems``, head).
+
+    ``expected_head``: a head ``(seq or None, hash)`` recorded earlier (logged by the guard on
+    shutdown); a chain that no longer holds it was truncated or rewritten.
+
+    The store comes from ``db``, else ``guard.yaml``'s ``audit.db``, else the default store.
+
+    Raises:
+        StoreError: the database cannot be reached.
+    """
+    from bastion.store.audit import AuditLog
+    from bastion.store.repository import default_url
+
+    url, name = db, chain
+    if config is not None:
+        from bastion.guard.config import load_guard_config
+
+        cfg = load_guard_config(config)
+        url = url or cfg.audit.db
+        name = name or cfg.audit.chain
+    url = url or default_url()
+    if not _store_exists(url):
+        raise ConfigError(f"no audit database at {url}: nothing to verify (check --db / audit.db)")
+    log_ = AuditLog.open(url, chain=name or "guard")
+    try:
+        return log_.verify(expected_head=expected_head)
+    finally:
+        log_.close()
+
+
+def guard_new_key(key_id: str, models: Sequence[str] = ("*",)) -> tuple[str, dict[str, Any]]:
+    """A fresh API key and its ``guard.yaml`` entry (salt + HMAC only); show the secret once."""
+    from bastion.guard.access import new_key
+
+    secret, spec = new_key(key_id, list(models))
+    return secret, spec.model_dump()

@@ -1,0 +1,433 @@
+"""Hardening: defences that write new model versions, and the privacy/utility sweep (issues 5, 6)."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bastion.api._assessing import _build_target, _load_datasets, _preflight_files, _splits_for
+from bastion.api._data import _trained_on
+from bastion.api._planning import ProgressFn, _version_asset
+from bastion.api._plugins import load_plugins
+from bastion.core.budget import PRESETS
+from bastion.core.check import Check, CheckContext, Split
+from bastion.core.config import Asset, ProjectConfig, load_config
+from bastion.core.errors import ConfigError, PluginError
+from bastion.core.registry import REGISTRIES
+from bastion.core.results import CheckResult
+from bastion.core.scanning import Verdict
+from bastion.core.settings import Settings, load_settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class HardenResult:
+    """A hardened model version, written and recorded.
+
+    Attributes:
+        asset: the original asset's name.
+        version: the recorded version number (the file in ``bastion.yaml`` is version 1).
+        name: the asset name its assessment uses (``<asset>.v<version>``).
+        path: the new model file, relative to the project folder.
+        sha256: its hash.
+        procedure: the defence id.
+        details: what the procedure did and measured.
+    """
+
+    asset: str
+    version: int
+    name: str
+    path: str
+    sha256: str
+    procedure: str
+    details: dict[str, Any]
+
+
+def harden(
+    config: str | Path,
+    procedure: str,
+    *,
+    asset: str,
+    params: dict[str, Any] | None = None,
+    settings: Settings | None = None,
+    progress: Callable[[float], None] | None = None,
+) -> HardenResult:
+    """Run a defence (``defend.*`` plugin) on a model asset and record the result as a new version.
+
+    The original file is scanned first and loaded only if judged safe; the new model is
+    written atomically under ``.bastion/models/`` in the project folder and recorded in the
+    store with its hash, procedure, parameters and training data (lineage). ``bastion assess``
+    then assesses it beside the original (``<asset>.v<N>``).
+
+    Raises:
+        ConfigError: invalid config, unknown asset or procedure, bad parameters, or the
+            defence's preflight problems (all listed), before any training.
+        IntegrityError: the model file changed after it was scanned.
+        StoreError: the database cannot be reached (checked before training).
+    """
+    from bastion.core.registry import defences
+    from bastion.scan import scan_file
+    from bastion.store import Store, preflight
+    from bastion.store.versions import add_version
+
+    load_plugins()
+    s = settings or load_settings()
+    path = Path(config)
+    cfg = load_config(path)
+    base = path.resolve().parent
+    a = cfg.asset(asset)
+    if a.kind != "model" or not a.path:
+        raise ConfigError(f"--asset {asset}: only model files can be hardened (kind {a.kind})")
+    if procedure not in defences:
+        pid = f"defend.{procedure}"
+        if pid not in defences:
+            known = ", ".join(p.removeprefix("defend.") for p in defences) or "none"
+            raise ConfigError(f"unknown hardening procedure {procedure!r}; known: {known}")
+        procedure = pid
+    cls = defences.get(procedure)
+    try:
+        parsed = cls.parse_params(params, where="params")
+    except PluginError as exc:
+        raise ConfigError(str(exc)) from None
+    _preflight_files(cfg, base, [a])
+    datasets = _load_datasets(cfg, base, [a])
+    preflight(s.db_url)
+    fr = scan_file(base / a.path, allow=cfg.scan.allow)
+    if fr.verdict != Verdict.SAFE:
+        raise ConfigError(f"{base / a.path}: not loaded: the scanner judged the file {fr.verdict.value}")
+    target = _build_target(a, base, {"scan_sha256": fr.sha256})
+    target = getattr(target, "inner", target) if a.output is not None else target  # the model, unhardened
+    from bastion.defend.base import HardenContext
+
+    ctx = HardenContext(
+        asset=a,
+        config=cfg,
+        base_dir=base,
+        target=target,
+        data=_splits_for(a, datasets),
+        params=parsed,
+        seed=cfg.seed,
+        progress=progress,
+    )
+    defence = cls()
+    problems = defence.preflight(ctx)
+    if problems:
+        raise ConfigError(f"{len(problems)} problem(s) before hardening {asset}", problems)
+    out = defence.harden(ctx)
+    sha = hashlib.sha256(out.payload).hexdigest()
+    rel = (
+        Path(".bastion")
+        / "models"
+        / f"{a.name}-{procedure.removeprefix('defend.')}-{sha[:12]}{out.extension}"
+    )
+    dest = base / rel
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(out.payload)
+    os.replace(tmp, dest)
+    details = {
+        **out.details,
+        "format": "torch" if out.format == "torch" else "skops",
+        "model_class": out.model_class or a.model_class,
+        "model_kwargs": out.model_kwargs or a.model_kwargs,
+        "params": parsed.model_dump(mode="json"),
+        "parent_sha256": fr.sha256,
+    }
+    with Store.open(s.db_url) as st:
+        v = add_version(
+            st,
+            asset=a.name,
+            path=rel.as_posix(),
+            sha256=sha,
+            procedure=procedure,
+            details=details,
+            datasets=_trained_on(st, cfg, base, a),
+        )
+    return HardenResult(
+        asset=a.name,
+        version=v.version,
+        name=f"{a.name}.v{v.version}",
+        path=rel.as_posix(),
+        sha256=sha,
+        procedure=procedure,
+        details=details,
+    )
+
+
+#: The membership attacks a sweep runs on every swept model unless told otherwise: both cheap
+#: (no reference models), one needing scores and one labels only.
+SWEEP_ATTACKS: tuple[str, ...] = ("membership.threshold", "membership.label-only")
+
+
+_TPR_1PCT = "tpr@fpr=0.01"
+
+
+@dataclass
+class SweepPoint:
+    """One point of a privacy/utility curve: a model, its accuracy and what the attacks get.
+
+    Attributes:
+        epsilon_target: the ε asked for; ``None`` for the original model (ε = ∞).
+        asset: the assessed asset name (``digits`` or ``digits.v3``).
+        version: the recorded hardened version (``None`` for the original).
+        epsilon: the ε spent, as the accountant reports it (``None`` for the original).
+        delta: the δ of (ε, δ).
+        test_accuracy: accuracy of the served labels on the asset's ``test`` split (``None``
+            without one).
+        attacks: per attack id, its full result (status, metrics with intervals, notes).
+        strongest: the attack with the highest AUC (``None`` when none ran).
+        auc: that attack's AUC.
+        tpr_at_1pct_fpr: that attack's TPR at 1 % FPR (``None`` when the sample cannot resolve it).
+    """
+
+    epsilon_target: float | None
+    asset: str
+    version: HardenResult | None
+    epsilon: float | None
+    delta: float | None
+    test_accuracy: float | None
+    attacks: dict[str, CheckResult]
+    strongest: str | None = None
+    auc: float | None = None
+    tpr_at_1pct_fpr: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able: the curve's numbers plus each attack's status, AUC and TPR@1 %FPR."""
+        return {
+            "epsilon_target": self.epsilon_target,
+            "asset": self.asset,
+            "version": None if self.version is None else self.version.version,
+            "path": None if self.version is None else self.version.path,
+            "sha256": None if self.version is None else self.version.sha256,
+            "epsilon": self.epsilon,
+            "delta": self.delta,
+            "test_accuracy": self.test_accuracy,
+            "strongest_attack": self.strongest,
+            "auc": self.auc,
+            _TPR_1PCT: self.tpr_at_1pct_fpr,
+            "attacks": {
+                pid: {
+                    "status": r.status,
+                    "reason": r.reason,
+                    "auc": r.metrics.get("auc"),
+                    "auc_interval": list(r.intervals["auc"]) if "auc" in r.intervals else None,
+                    _TPR_1PCT: r.metrics.get(_TPR_1PCT),
+                    "note": r.notes.get(_TPR_1PCT),
+                }
+                for pid, r in self.attacks.items()
+            },
+        }
+
+
+@dataclass
+class SweepResult:
+    """The privacy/utility curve of ``bastion harden dp-train --sweep``.
+
+    Attributes:
+        asset: the original asset.
+        procedure: the defence id.
+        attacks: the membership attacks run on every point.
+        budget: the budget preset the attacks ran under.
+        points: the original (ε = ∞) first, then one point per ε, ascending.
+    """
+
+    asset: str
+    procedure: str
+    attacks: list[str]
+    budget: str
+    points: list[SweepPoint] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able; ``epsilon_target`` null is the original model (ε = ∞)."""
+        return {
+            "asset": self.asset,
+            "procedure": self.procedure,
+            "attacks": self.attacks,
+            "budget": self.budget,
+            "curve": [p.to_dict() for p in self.points],
+        }
+
+
+def harden_sweep(
+    config: str | Path,
+    procedure: str,
+    *,
+    asset: str,
+    epsilons: Sequence[float],
+    params: dict[str, Any] | None = None,
+    attacks: Sequence[str] = SWEEP_ATTACKS,
+    settings: Settings | None = None,
+    progress: ProgressFn | None = None,
+) -> SweepResult:
+    """Harden ``asset`` once per ε and audit every version: the privacy/utility curve.
+
+    The original model is audited first (ε = ∞), so a membership attack that cannot run on this
+    data (its preflight) stops the sweep before any training; every ε's parameters are checked
+    before the first one trains. Then, per ε ascending, :func:`harden` records a new version,
+    which is scanned, loaded (with the asset's output hardening, as served) and attacked with
+    ``attacks`` (their ``params`` and ``budget`` from ``bastion.yaml``'s ``checks:``, over the
+    settings' budget preset). The strongest attack of a point is the one with the highest AUC.
+
+    Args:
+        config: path of ``bastion.yaml``.
+        procedure: the defence (``dp-train`` or ``defend.dp-train``); it must take ``epsilon``.
+        asset: the model asset.
+        epsilons: the target ε values (each > 0).
+        params: the defence's other parameters (``delta``, ``epochs`` …).
+        attacks: attack ids to run on each point (default :data:`SWEEP_ATTACKS`; add
+            ``membership.lira`` / ``membership.rmia`` when their recipe is configured).
+        settings: database and budget preset.
+        progress: callback ``(label, fraction)``.
+
+    Returns:
+        The curve, the original first.
+
+    Raises:
+        ConfigError: no ε, a non-positive ε, an unknown attack or procedure, bad parameters, or
+            an attack's or the defence's preflight problems (before any training).
+        IntegrityError: a model file changed after it was scanned.
+    """
+    from bastion.core.registry import defences
+    from bastion.scan import scan_file
+
+    load_plugins()
+    s = settings or load_settings()
+    path = Path(config)
+    cfg = load_config(path)
+    base = path.resolve().parent
+    a = cfg.asset(asset)
+    problems: list[str] = []
+    if not epsilons:
+        problems.append("--sweep: no ε given")
+    problems += [f"--sweep: ε must be > 0, got {e:g}" for e in epsilons if not e > 0]
+    known = REGISTRIES["attack"]
+    problems += [
+        f"--attack {pid}: unknown attack; known: {', '.join(known)}" for pid in attacks if pid not in known
+    ]
+    pid = procedure if procedure in defences else f"defend.{procedure}"
+    if pid not in defences:
+        problems.append(f"unknown hardening procedure {procedure!r}")
+    else:
+        for eps in epsilons:
+            try:
+                defences.get(pid).parse_params({**(params or {}), "epsilon": eps}, where=f"ε={eps:g}")
+            except PluginError as exc:
+                problems.append(str(exc))
+    if problems:
+        raise ConfigError(f"{len(problems)} problem(s) before the sweep on {asset}", problems)
+    if a.kind != "model" or not a.path:
+        raise ConfigError(f"--asset {asset}: only model files can be hardened (kind {a.kind})")
+    _preflight_files(cfg, base, [a])
+    data = _splits_for(a, _load_datasets(cfg, base, [a]))
+    result = SweepResult(asset=a.name, procedure=pid, attacks=list(attacks), budget=s.budget)
+
+    def audit(va: Asset, eps_target: float | None, version: HardenResult | None) -> SweepPoint:
+        fr = scan_file(base / str(va.path), allow=cfg.scan.allow)
+        if fr.verdict != Verdict.SAFE:
+            raise ConfigError(
+                f"{base / str(va.path)}: not loaded: the scanner judged the file {fr.verdict.value}"
+            )
+        target = _build_target(va, base, {"scan_sha256": fr.sha256})
+        runs = _privacy_audit(cfg, base, va, target, data, attacks, s, progress)
+        test = data.get("test")
+        accuracy = None
+        if test is not None and test.y is not None and len(test.x):
+            accuracy = round(float((target.predict_label(test.x) == test.y).mean()), 6)
+        details = version.details if version is not None else {}
+        point = SweepPoint(
+            epsilon_target=eps_target,
+            asset=va.name,
+            version=version,
+            epsilon=details.get("epsilon"),
+            delta=details.get("delta"),
+            test_accuracy=accuracy,
+            attacks=runs,
+        )
+        ran = [(pid, r) for pid, r in runs.items() if r.status == "ok" and r.metrics.get("auc") is not None]
+        if ran:
+            point.strongest, best = max(ran, key=lambda pr: float(pr[1].metrics["auc"] or 0.0))
+            point.auc = best.metrics["auc"]
+            point.tpr_at_1pct_fpr = best.metrics.get(_TPR_1PCT)
+        return point
+
+    result.points.append(audit(a, None, None))
+    for eps in sorted(epsilons):
+        if progress:
+            progress(f"{pid} ε={eps:g}", 0.0)
+        res = harden(config, pid, asset=asset, params={**(params or {}), "epsilon": eps}, settings=s)
+        result.points.append(audit(_version_asset(a, res), eps, res))
+    return result
+
+
+def _privacy_audit(
+    cfg: ProjectConfig,
+    base: Path,
+    a: Asset,
+    target: Any,
+    data: dict[str, Split],
+    attacks: Sequence[str],
+    s: Settings,
+    progress: ProgressFn | None,
+) -> dict[str, CheckResult]:
+    """Run ``attacks`` on one target as :func:`assess` would; a crash is recorded as an error result.
+
+    Raises:
+        ConfigError: an attack's parameters or preflight problems (all listed, before any runs).
+    """
+    preset = PRESETS[s.budget]
+    out: dict[str, CheckResult] = {}
+    work: list[tuple[Check, CheckContext]] = []
+    problems: list[str] = []
+    for pid in attacks:
+        cls = REGISTRIES["attack"].get(pid)
+        cc = cfg.checks.get(pid)
+        try:
+            params = cls.parse_params(cc.params if cc else None, where=f"checks.{pid}.params")
+        except PluginError as exc:
+            problems.append(str(exc))
+            continue
+        ctx = CheckContext(
+            asset=a,
+            config=cfg,
+            base_dir=base,
+            budget=preset.merged(cc.budget if cc else None),
+            params=params,
+            thresholds=list(cc.thresholds)
+            if cc and cc.thresholds is not None
+            else list(cls.default_thresholds),
+            seed=cfg.seed,
+            target=target,
+            data=data,
+            facts={"__run__": {"db_url": s.db_url}},
+        )
+        check: Check = cls()
+        reason = check.applicable(ctx)
+        if reason is not None:
+            out[pid] = CheckResult(id=pid, asset=a.name, status="skipped", reason=reason)
+            continue
+        problems += [f"checks.{pid} on {a.name}: {p}" for p in check.preflight(ctx)]
+        work.append((check, ctx))
+    if problems:
+        raise ConfigError(f"{len(problems)} problem(s) found in preflight", problems)
+    for check, ctx in work:
+        label = f"{check.id} {a.name}"
+        if progress:
+            ctx.progress = lambda f, label=label: progress(label, f)
+        ts = time.monotonic()
+        try:
+            res = check.run(ctx)
+        except Exception as exc:  # a crashed attack is recorded; the sweep goes on
+            log.warning("check %s on %s crashed: %s", check.id, a.name, exc)
+            res = CheckResult(
+                id=check.id, asset=a.name, status="error", reason=f"{type(exc).__name__}: {exc}"
+            )
+        res.seconds = round(time.monotonic() - ts, 4)
+        out[check.id] = res
+    return {pid: out[pid] for pid in attacks if pid in out}

@@ -1,0 +1,245 @@
+"""Planning an assessment: which checks run on which assets, and preflight."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bastion.api._plugins import PLANNED_KINDS, load_plugins
+from bastion.core.budget import PRESETS
+from bastion.core.config import Asset, ProjectConfig, load_config
+from bastion.core.errors import ConfigError
+from bastion.core.registry import REGISTRIES
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PlannedCheck:
+    """One (check, asset) pair in the plan, with why it will not run if skipped."""
+
+    check_id: str
+    asset: str
+    kind: str
+    skip_reason: str | None = None
+
+
+@dataclass
+class Plan:
+    """What an assessment will run and skip."""
+
+    config: ProjectConfig
+    base_dir: Path
+    budget: str
+    items: list[PlannedCheck] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form for ``--dry-run``."""
+        return {
+            "project": self.config.project.name,
+            "budget": self.budget,
+            "checks": [
+                {"id": i.check_id, "asset": i.asset, "kind": i.kind, "skip": i.skip_reason}
+                for i in self.items
+            ],
+        }
+
+
+ProgressFn = Callable[[str, float], None]
+
+
+def _assets(cfg: ProjectConfig, versions: dict[str, Any] | None = None) -> list[Asset]:
+    """Assets of the config, with hardened versions and dataset assets added.
+
+    Each model is followed by its latest hardened version (``<name>.v<N>``) when ``versions``
+    has one; one dataset asset is added per ``datasets:`` entry not already listed.
+    """
+    out: list[Asset] = []
+    for a in cfg.assets:
+        out.append(a)
+        v = (versions or {}).get(a.name)
+        if v is not None and a.kind == "model":
+            out.append(_version_asset(a, v))
+    names = {a.name for a in out}
+    for ds in cfg.datasets:
+        if ds.name not in names:
+            out.append(Asset(name=ds.name, kind="dataset", path=ds.path, owner=ds.owner, format=None))
+    return out
+
+
+def _version_asset(a: Asset, v: Any) -> Asset:
+    """The asset for a recorded version ``v`` of model ``a`` (its file, hash and class)."""
+    details = dict(v.details)
+    return a.model_copy(
+        update={
+            "name": f"{a.name}.v{v.version}",
+            "path": v.path,
+            "sha256": v.sha256,
+            "format": details.get("format", a.format),
+            "framework": details.get("framework", a.framework),
+            "model_class": details.get("model_class", a.model_class),
+            "model_kwargs": details.get("model_kwargs", a.model_kwargs),
+            "tags": [*a.tags, f"version-of:{a.name}", f"procedure:{v.procedure}"]
+            + (
+                [f"dp-epsilon:{details['epsilon']}"]  # the claimed ε, checked by membership attacks
+                if v.procedure == "defend.dp-train" and "epsilon" in details
+                else []
+            ),
+        }
+    )
+
+
+def _selected(name: str, asset: str | None) -> bool:
+    return asset is None or name == asset or name.startswith(asset + ".v")
+
+
+def _latest_versions(db_url: str, cfg: ProjectConfig) -> dict[str, Any]:
+    """The latest recorded version of each model asset; empty when the store does not exist yet."""
+    from sqlalchemy.engine import make_url
+
+    u = make_url(db_url)
+    if u.get_backend_name() == "sqlite" and (not u.database or not Path(u.database).is_file()):
+        return {}
+    from bastion.store import Store
+    from bastion.store.versions import latest_version
+
+    with Store.open(db_url) as st:
+        found = {a.name: latest_version(st, a.name) for a in cfg.assets if a.kind == "model"}
+    return {k: v for k, v in found.items() if v is not None}
+
+
+def _check_enabled(
+    cfg: ProjectConfig, pid: str, asset: str, only: Sequence[str], skip: Sequence[str]
+) -> str | None:
+    def matches(pattern: str) -> bool:
+        return pid == pattern or pid.startswith(pattern + ".") or pid.split(".")[0] == pattern
+
+    if only and not any(matches(p) for p in only):
+        return "not selected by --only"
+    if any(matches(p) for p in skip):
+        return "excluded by --skip"
+    cc = cfg.checks.get(pid)
+    if cc is not None:
+        if not cc.enabled:
+            return "disabled in bastion.yaml"
+        if cc.assets is not None and asset not in cc.assets:
+            return "asset not listed under checks." + pid + ".assets"
+    return None
+
+
+def _validate_selection(only: Sequence[str], skip: Sequence[str]) -> None:
+    known = {pid for kind in (*PLANNED_KINDS, "scanner") for pid in REGISTRIES[kind]} | {"scan"}
+    prefixes = {p.split(".")[0] for p in known} | known
+    bad = [p for p in [*only, *skip] if p not in prefixes and not any(k.startswith(p + ".") for k in known)]
+    if bad:
+        raise ConfigError(
+            f"unknown plugin id(s) in --only/--skip: {', '.join(bad)}; known: {', '.join(sorted(known))}"
+        )
+
+
+def plan(
+    config: str | Path,
+    *,
+    budget: str = "standard",
+    asset: str | None = None,
+    only: Sequence[str] = (),
+    skip: Sequence[str] = (),
+    versions: dict[str, Any] | None = None,
+) -> Plan:
+    """Which checks would run on which assets, and why the others are skipped.
+
+    ``versions`` (asset name → latest recorded version) adds each hardened version as an
+    asset ``<name>.v<N>`` assessed beside the original, so reports compare before and after.
+
+    Capability-based skips (a label-only endpoint cannot give loss gradients) are decided
+    from the asset's declared framework and output, without loading anything.
+
+    Raises:
+        ConfigError: invalid config, unknown ``--asset`` or plugin id.
+    """
+    load_plugins()
+    path = Path(config)
+    cfg = load_config(path)
+    if budget not in PRESETS:
+        raise ConfigError(f"--budget must be one of {', '.join(PRESETS)}, got {budget!r}")
+    _validate_selection(only, skip)
+    known = {pid for kind in PLANNED_KINDS for pid in REGISTRIES[kind]}
+    unknown = [k for k in cfg.checks if k not in known]
+    if unknown:
+        raise ConfigError(
+            f"{path}: {len(unknown)} problem(s)",
+            [
+                f"checks.{k}: unknown check id; known: {', '.join(sorted(known))}"
+                + (
+                    " (the scanner always runs before a model is loaded; tune it with scan.allow)"
+                    if k.startswith("scan")
+                    else ""
+                )
+                for k in unknown
+            ],
+        )
+    assets = _assets(cfg, versions)
+    by_name = {a.name: a for a in assets}
+    if asset is not None:
+        if asset not in {a.name for a in assets}:
+            raise ConfigError(
+                f"--asset {asset!r}: no such asset; assets: {', '.join(a.name for a in assets)}"
+            )
+        assets = [a for a in assets if _selected(a.name, asset)]
+    p = Plan(config=cfg, base_dir=path.resolve().parent, budget=budget)
+    scan_selected = _check_enabled(cfg, "scan.file", "", only, skip) is None
+    for a in assets:
+        if a.kind == "model" and a.path:
+            p.items.append(PlannedCheck("scan", a.name, "scanner", None if scan_selected else "not selected"))
+        for kind in PLANNED_KINDS:
+            for pid, cls in REGISTRIES[kind].items():
+                if a.kind not in cls.applies_to:
+                    continue
+                reason = _check_enabled(cfg, pid, a.name, only, skip)
+                if reason is None and cls.requires:
+                    offers = _declared_capabilities(a, by_name)
+                    lacking = [c.value for c in cls.requires if c not in offers]
+                    if lacking:
+                        reason = f"needs {', '.join(lacking)}; {a.name} ({a.framework or a.kind}) offers " + (
+                            ", ".join(sorted(c.value for c in offers)) or "nothing"
+                        )
+                if reason is None and kind == "attack" and a.kind in ("model", "endpoint") and not a.dataset:
+                    reason = "the asset names no dataset to evaluate on"
+                p.items.append(PlannedCheck(pid, a.name, kind, reason))
+    return p
+
+
+def _declared_capabilities(a: Asset, by_name: dict[str, Asset] | None = None) -> frozenset[Any]:
+    from bastion.targets.hardened import hardened_capabilities  # issue 6: output hardening
+
+    return hardened_capabilities(_framework_capabilities(a, by_name), a.output)
+
+
+def _framework_capabilities(a: Asset, by_name: dict[str, Asset] | None = None) -> frozenset[Any]:
+    from bastion.core.capability import Capability as C
+
+    if a.framework == "ensemble":  # issue 5: what every member offers, never logits
+        members = [(by_name or {}).get(m) for m in a.members or []]
+        if not members or any(m is None for m in members):
+            return frozenset()
+        common = frozenset.intersection(*(_declared_capabilities(m, by_name) for m in members if m))
+        return common - {C.LOGITS}
+
+    if a.kind == "endpoint" or a.framework == "http":
+        out = a.endpoint.output if a.endpoint else "probabilities"
+        if out == "labels":
+            return frozenset({C.LABEL_ONLY, C.BATCHED, C.QUERY_LIMITED})
+        caps = {C.PROBABILITIES, C.BATCHED, C.QUERY_LIMITED}
+        if out == "logits":
+            caps.add(C.LOGITS)
+        return frozenset(caps)
+    if a.framework == "torch":
+        return frozenset({C.PROBABILITIES, C.LOGITS, C.LOSS_GRADIENTS, C.BATCHED})
+    if a.framework == "onnx":
+        return frozenset({C.PROBABILITIES, C.LOGITS, C.BATCHED})
+    if a.framework == "sklearn":
+        return frozenset({C.PROBABILITIES, C.BATCHED})
+    return frozenset()

@@ -1,0 +1,234 @@
+"""Supply chain: scanning model files, signing and verifying them, the ML-BOM (issue 4)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from bastion import __version__
+from bastion.core.config import Asset, ProjectConfig, load_config
+from bastion.core.errors import ConfigError
+from bastion.core.findings import Finding
+from bastion.core.report import AssetRecord
+from bastion.core.results import CheckResult
+from bastion.core.scanning import ScanResult
+
+log = logging.getLogger(__name__)
+
+
+def scan(
+    paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    *,
+    allow: Sequence[str] = (),
+    config: str | Path | None = None,
+) -> ScanResult:
+    """Scan model files statically; nothing scanned is imported, unpickled or loaded.
+
+    Args:
+        paths: a file or folder, or several (folders are walked recursively).
+        allow: allow-list additions for the user's own classes (``package.module.Class``);
+            never read from the scanned folder.
+        config: an explicit ``bastion.yaml`` whose ``scan.allow`` adds to ``allow``.
+
+    Returns:
+        One ``FileResult`` per file, with verdict, SHA-256 and findings.
+
+    Raises:
+        ScanError: a path does not exist.
+        ConfigError: the config file is invalid.
+    """
+    return scan_models(paths, allow=allow, config=config)
+
+
+def scan_models(
+    paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    *,
+    allow: Sequence[str] = (),
+    config: str | Path | None = None,
+    rules: Sequence[str | os.PathLike[str]] = (),
+    jobs: int = 1,
+    progress: Callable[[int, int, str], None] | None = None,
+    digest: bool = True,
+) -> ScanResult:
+    """:func:`scan` with the scanner's options: extra rule files, worker processes, progress.
+
+    Args:
+        paths: a file or folder, or several.
+        allow: allow-list additions (never read from the scanned folder).
+        config: an explicit ``bastion.yaml`` whose ``scan.allow`` adds to ``allow``.
+        rules: extra rule files (TOML, the shipped format; deny always wins).
+        jobs: worker processes (1: in process; 0: one per CPU).
+        progress: called after each file with ``(done, total, path)``.
+        digest: compute SHA-256s (``False`` leaves ``sha256`` empty; faster on large files).
+
+    Raises:
+        ScanError: a path does not exist.
+        ConfigError: the config, an allow entry or a rule file is invalid.
+    """
+    from bastion.scan import scan_paths
+
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    extra = list(allow)
+    if config is not None:
+        extra += load_config(config).scan.allow
+    if not paths:
+        raise ConfigError("no path to scan given")
+    result = scan_paths(
+        [Path(p) for p in paths], allow=extra, rules=rules, jobs=jobs, progress=progress, digest=digest
+    )
+    result.bastion_version = __version__
+    return result
+
+
+def sign_model(
+    path: str | os.PathLike[str],
+    *,
+    key: str | os.PathLike[str],
+    signature: str | os.PathLike[str] | None = None,
+) -> Path:
+    """Sign a model file or folder (OpenSSF model-signing, Sigstore bundle); returns the bundle path.
+
+    Raises:
+        ConfigError: missing path or key. MissingExtraError: ``model-signing`` not installed.
+        IntegrityError: the key was refused.
+    """
+    from bastion.scan.signing import sign_path
+
+    return sign_path(path, key=key, signature=signature)
+
+
+def verify_model(
+    path: str | os.PathLike[str],
+    *,
+    key: str | os.PathLike[str],
+    signature: str | os.PathLike[str] | None = None,
+) -> Path:
+    """Verify a model file or folder against its signature; returns the bundle path.
+
+    Raises:
+        IntegrityError: bad or missing signature, or a changed, added or removed file (named).
+        ConfigError: missing path or key. MissingExtraError: ``model-signing`` not installed.
+    """
+    from bastion.scan.signing import verify_path
+
+    return verify_path(path, key=key, signature=signature).signature
+
+
+def model_bom(
+    path: str | os.PathLike[str],
+    *,
+    key: str | os.PathLike[str] | None = None,
+    signature: str | os.PathLike[str] | None = None,
+    allow: Sequence[str] = (),
+    jobs: int = 1,
+) -> tuple[dict[str, Any], ScanResult]:
+    """A CycloneDX 1.6 ML-BOM of a model file or folder (scans it first).
+
+    Returns:
+        ``(bom dict, the scan it was built from)``.
+
+    Raises:
+        ScanError: the path does not exist.
+    """
+    from bastion.scan.bom import build_bom
+
+    result = scan_models([path], allow=allow, jobs=jobs)
+    return build_bom(result, root=path, key=key, signature=signature, tool_version=__version__), result
+
+
+def _signing_key(cfg: ProjectConfig, base: Path, assets: Sequence[Asset]) -> Path | None:
+    """The project's ``signing.public_key`` (resolved), checked in preflight; ``None`` when unset.
+
+    Raises:
+        ConfigError: the key file is missing. MissingExtraError: ``model-signing`` is not installed
+            while a model file is to be verified.
+    """
+    if not cfg.signing.public_key:
+        return None
+    key = base / cfg.signing.public_key
+    if not key.is_file():
+        raise ConfigError(f"signing.public_key: {key}: no such key file")
+    if any(a.kind == "model" and a.path for a in assets):
+        from bastion.core.errors import require
+
+        require("model_signing", "signing")
+    return key
+
+
+def _signature_check(a: Asset, path: Path, key: Path | None, rec: AssetRecord) -> CheckResult | None:
+    """Verify ``<path>.sig`` with ``key``; set ``rec.signature``; the ``scan.signature`` result, if any.
+
+    A failed verification is a high finding ``scan.signature.verification-failed``; a model without
+    a signature is a low finding ``scan.signature.unsigned`` only when a key is configured. With no
+    key and no signature nothing is checked (``None``).
+    """
+    from bastion.core.atlas import SUPPLY_CHAIN_MODEL
+    from bastion.core.findings import Location, Threat
+    from bastion.core.severity import Severity
+    from bastion.scan.signing import SignatureStatus, default_signature_path, signature_status
+
+    ts = time.monotonic()
+    sig = default_signature_path(path)
+    if key is None and not sig.is_file():
+        rec.signature = "unsigned"
+        return None
+    status, why = signature_status(path, key=key, signature=sig)
+    if key is None:
+        why = f"{sig.name} found but no signing.public_key is configured to verify it"
+    names = {
+        SignatureStatus.VERIFIED: "verified",
+        SignatureStatus.INVALID: "failed",
+        SignatureStatus.UNSIGNED: "unsigned",
+        SignatureStatus.UNVERIFIED: "error",
+    }
+    rec.signature = names[status]  # type: ignore[assignment]
+    rec.signature_detail = why
+    if key is None:
+        return None
+    loc = Location(path=a.path)
+    findings: list[Finding] = []
+    if status is SignatureStatus.INVALID:
+        findings.append(
+            Finding(
+                rule_id="scan.signature.verification-failed",
+                severity=Severity.HIGH,
+                threat=Threat.SUPPLY_CHAIN,
+                title="Model signature does not verify: the file changed or the signature is not the key's",
+                asset=a.name,
+                location=loc,
+                evidence={"signature": str(sig), "key": str(key), "reason": (why or "")[:1000]},
+                atlas=[SUPPLY_CHAIN_MODEL],
+                remediation="Restore the signed file, or re-sign it (`bastion sign`) if the change is yours.",
+                references=["https://github.com/sigstore/model-transparency"],
+            )
+        )
+    elif status is SignatureStatus.UNSIGNED:
+        findings.append(
+            Finding(
+                rule_id="scan.signature.unsigned",
+                severity=Severity.LOW,
+                threat=Threat.SUPPLY_CHAIN,
+                title="Model file has no signature while the project verifies signatures",
+                asset=a.name,
+                location=loc,
+                evidence={"expected_signature": str(sig)},
+                atlas=[SUPPLY_CHAIN_MODEL],
+                remediation=f"Sign it: `bastion sign {a.path} --key PRIVATE_KEY`.",
+                references=["https://github.com/sigstore/model-transparency"],
+            )
+        )
+    return CheckResult(
+        id="scan.signature",
+        asset=a.name,
+        status="error" if status is SignatureStatus.UNVERIFIED else "ok",
+        reason=f"IntegrityError: {why}" if status is SignatureStatus.UNVERIFIED else None,
+        metrics={"verified": 1.0 if status is SignatureStatus.VERIFIED else 0.0},
+        notes={"signature": rec.signature or "", "signature_path": str(sig)},
+        seconds=round(time.monotonic() - ts, 4),
+        findings=findings,
+    )

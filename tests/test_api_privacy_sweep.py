@@ -92,3 +92,51 @@ def test_sweep_retrains_the_model_and_audits_it_as_served(tmp_path: Path) -> Non
         assert r.status == "ok" and p.strongest == "membership.threshold" and p.auc == r.metrics["auc"]
     # rounded to 1 decimal, the confident records tie: no threshold reaches 10 % FPR on the original
     assert original.attacks["membership.threshold"].metrics["tpr@fpr=0.1"] == 0.0
+
+
+def _nothing_written(tmp_path: Path, db: str) -> None:
+    """No model file written, and no version recorded (the store, if created at all, is empty)."""
+    assert not (tmp_path / ".bastion").exists()
+    if (tmp_path / "b.db").exists():
+        from bastion.store import Store
+        from bastion.store.versions import latest_version
+
+        with Store.open(db) as st:
+            assert latest_version(st, "digits") is None
+
+
+def test_sweep_with_one_unreachable_epsilon_fails_before_anything_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ε=0.01 cannot be reached in 40 epochs: exit 2 before the original is audited or ε=8 trains."""
+    from bastion.api import _hardening
+    from bastion.cli.main import run
+
+    cfg = build_leaky_digits(tmp_path, n_train=60, n_test=60)
+    db = f"sqlite:///{tmp_path}/b.db"
+    audited: list[str] = []
+    real_audit = _hardening._privacy_audit
+    monkeypatch.setattr(
+        _hardening, "_privacy_audit", lambda *a, **k: audited.append(a[2].name) or real_audit(*a, **k)
+    )
+    args = ["harden", "dp-train", "--asset", "digits", "-c", str(cfg), "--db", db, "--sweep", "8,0.01"]
+    assert run([*args, "-p", "epochs=40", "-p", "batch_size=30", "-p", "delta=1e-3"]) == 2
+    err = capsys.readouterr().err
+    assert "ε=0.01" in err and "cannot be reached" in err and "ε=8:" not in err  # only the bad one
+    assert audited == []  # no attack ran, nothing trained
+    _nothing_written(tmp_path, db)
+
+
+def test_single_epsilon_unreachable_or_bad_delta_is_exit_2_and_writes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bastion.cli.main import run
+
+    cfg = build_leaky_digits(tmp_path, n_train=60, n_test=60)
+    db = f"sqlite:///{tmp_path}/b.db"
+    args = ["harden", "dp-train", "--asset", "digits", "-c", str(cfg), "--db", db]
+    assert run([*args, "--epsilon", "0.01", "-p", "epochs=40", "-p", "batch_size=30", "--delta", "1e-3"]) == 2
+    assert "cannot be reached" in capsys.readouterr().err
+    assert run([*args, "--epsilon", "3", "-p", "batch_size=30", "--delta", "0.05"]) == 2  # δ ≥ 1/n = 1/60
+    assert "must be below 1/n" in capsys.readouterr().err
+    _nothing_written(tmp_path, db)

@@ -41,3 +41,29 @@ def test_data_commands_end_to_end(
     assert {"kind": "row-changed", "path": "t.csv", "row": 2} in changes
     assert run(["data", "verify", "missing.csv"]) == 2
     assert run(["data", "validate", "n.csv", "--against", "nope.json"]) == 2
+
+
+def test_bad_input_exits_2_naming_file_row_and_column(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Corrupt file, missing label column, unreadable npz: exit 2, the file (and row/column) named."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("BASTION_DB", f"sqlite:///{tmp_path / 'b.db'}")
+    (tmp_path / "bad.csv").write_bytes(b"f,label\n0.1,0\n\xff\xfe,1\n")
+    assert run(["data", "profile", "bad.csv"]) == 2
+    assert "bad.csv" in capsys.readouterr().err
+    (tmp_path / "t.csv").write_text("f,label\n" + "".join(f"{i / 10},{i % 2}\n" for i in range(10)))
+    assert run(["data", "profile", "t.csv", "--label", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert "t.csv" in err and "nope" in err
+    (tmp_path / "x.npz").write_bytes(b"PK\x03\x04 not really a zip")
+    assert run(["data", "profile", "x.npz"]) == 2
+    assert "x.npz" in capsys.readouterr().err
+    # a non-numeric cell when flagged rows are computed: row and column named, original untouched
+    (tmp_path / "c.csv").write_text("f,label\n0.1,0\n0.2,1\noops,0\n")
+    before = (tmp_path / "c.csv").read_bytes()
+    assert run(["data", "sanitize", "c.csv", "--remove", "flagged", "--label", "label"]) == 2
+    err = capsys.readouterr().err
+    assert "c.csv" in err and "row 2" in err and "'f'" in err
+    assert (tmp_path / "c.csv").read_bytes() == before
+    assert not list(tmp_path.glob("c.sanitised-*"))

@@ -8,7 +8,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bastion.core.errors import ConfigError
-from bastion.defend.dp_sgd import INT_ORDERS, find_noise_multiplier, rdp_epsilon, subsampled_gaussian_rdp
+from bastion.defend.dp_sgd import (
+    INT_ORDERS,
+    find_noise_multiplier,
+    prv_epsilon,
+    rdp_epsilon,
+    subsampled_gaussian_rdp,
+)
 
 
 @settings(max_examples=5, deadline=None)
@@ -35,7 +41,6 @@ def test_rdp_noise_search_hits_target_from_below(eps: float) -> None:
 
 
 def test_prv_noise_search_is_feasible_and_tight() -> None:
-    from bastion.defend.dp_sgd import prv_epsilon
 
     sigma, got = find_noise_multiplier(
         target_epsilon=3.0, delta=1e-5, sample_rate=0.25, steps=120, accountant="prv"
@@ -49,3 +54,14 @@ def test_unreachable_epsilon_is_a_config_error() -> None:
         find_noise_multiplier(target_epsilon=1e-4, delta=1e-5, sample_rate=1.0, steps=10_000)
     with pytest.raises(ConfigError):
         find_noise_multiplier(target_epsilon=1.0, delta=2.0, sample_rate=0.1, steps=10)
+
+
+@pytest.mark.parametrize(("sigma", "q", "steps"), [(1.7, 0.25, 60), (9.5, 0.32, 60), (1.0, 0.05, 200)])
+def test_fast_prv_matches_opacus_prv_accountant(sigma: float, q: float, steps: int) -> None:
+    """Only the safe domain size comes from our RDP bound: the ε equals Opacus' PRV accountant's."""
+    from opacus.accountants import PRVAccountant
+
+    acc = PRVAccountant()
+    acc.history = [(sigma, q, steps)]
+    expected = acc.get_epsilon(delta=1e-5)
+    assert prv_epsilon(sigma, sample_rate=q, steps=steps, delta=1e-5) == pytest.approx(expected, rel=1e-6)

@@ -81,3 +81,24 @@ datasets:
 """
     )
     return tmp_path
+
+
+# -- reliability figures: every HTTP reliability test records its numbers; they are printed at the end
+_FIGURES: dict[str, dict[str, object]] = {}
+
+
+@pytest.fixture()
+def figures(request: pytest.FixtureRequest) -> dict[str, object]:
+    """A dict the test fills with its measured figures (printed in the terminal summary)."""
+    return _FIGURES.setdefault(request.node.name, {})
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    import json
+
+    shown = {k: v for k, v in _FIGURES.items() if v}
+    if not shown:
+        return
+    terminalreporter.section("guard reliability figures (real HTTP on 127.0.0.1)")
+    for name, figs in shown.items():
+        terminalreporter.write_line(f"{name}: {json.dumps(figs, sort_keys=True)}")

@@ -55,8 +55,10 @@ def test_honeytokens_plausible_distinct_and_matched_within_tolerance(
     assert np.min(np.max(np.abs(real[:, None, :] - x[None]), axis=2)) > 0.0625  # no real row within tolerance
     spec = honeytoken_spec(x.astype(np.float32), step=0.0625)
     dumped = spec.model_dump()
-    assert set(dumped) == {"salt", "step", "tokens"} and all(
-        set(t) == {"id", "hmac"} for t in dumped["tokens"]
+    assert (
+        set(dumped) == {"salt", "step", "tokens", "pepper_env"}
+        and dumped["pepper_env"] is None
+        and all(set(t) == {"id", "hmac"} for t in dumped["tokens"])
     )
     watch = HoneytokenWatch([spec])
     assert [tid for _, tid in watch.hits(x.astype(np.float32))] == [e.id for e in spec.tokens]
@@ -261,3 +263,73 @@ def test_shutdown_logs_audit_head_and_expect_head_detects_truncation(
     assert any("truncated" in p for p in out["problems"])
     assert run(["guard", "verify-log", "--db", audit_db, "--expect-head", head["hash"]]) == 1
     assert run(["guard", "verify-log", "--db", audit_db, "--expect-head", "2:nothex"]) == 2
+
+
+def test_pepper_from_environment_hides_tokens_from_artefact_holders(
+    monkeypatch: pytest.MonkeyPatch,
+    keys: dict[str, tuple[str, KeySpec]],
+    target: SoftmaxTarget,
+    tokens: tuple[np.ndarray, np.ndarray | None],
+) -> None:
+    from bastion.core.errors import ConfigError
+    from bastion.guard.app import Guard
+
+    x = tokens[0].astype(np.float32)
+    monkeypatch.setenv("HT_PEPPER", "s3cret-pepper")
+    spec = honeytoken_spec(x, step=0.0625, pepper_env="HT_PEPPER")
+    dumped = json.dumps(spec.model_dump())
+    assert spec.pepper_env == "HT_PEPPER" and "s3cret" not in dumped  # only the name is kept
+    # a holder of the block and the data, without the pepper, finds nothing by hashing rows
+    no_pepper = HoneytokenWatch([spec.model_copy(update={"pepper_env": None})])
+    assert no_pepper.hits(x) == []
+    assert len(HoneytokenWatch([spec]).hits(x)) == len(x)
+    sink = MemorySink()
+    g = Guard(make_config(keys, honeytokens=spec.model_dump()), target=target, store=sink)
+    g.handle("digits", _hdr(keys["eve"][0]), json.dumps({"instances": x[:1].tolist()}).encode())
+    assert [i["rule_id"] for i in sink.incidents] == ["guard.honeytoken.hit"]
+    monkeypatch.setenv("HT_PEPPER", "another")
+    assert HoneytokenWatch([spec]).hits(x) == []  # the wrong pepper matches nothing
+    monkeypatch.delenv("HT_PEPPER")
+    with pytest.raises(ConfigError, match="HT_PEPPER"):  # no pepper: the guard refuses to start
+        Guard(make_config(keys, honeytokens=spec.model_dump()), target=target, store=MemorySink())
+
+
+def test_per_feature_grid_for_large_valued_features() -> None:
+    from bastion.core.errors import ConfigError
+    from bastion.guard.canary import data_steps
+
+    rng = np.random.default_rng(4)
+    n = 400
+    income = np.round(rng.normal(52_000, 9_000, n), 2)  # cents
+    age = rng.integers(18, 90, n).astype(np.float64)
+    ratio = rng.uniform(0, 1, n)
+    x = np.stack([income, age, ratio], axis=1)
+    steps = data_steps(x)
+    assert isinstance(steps, np.ndarray) and steps[1] == 1.0 and steps[2] == pytest.approx(1e-4)
+    assert steps[0] >= 0.01  # not a 1e-4 grid that float32 cannot hold at 52,000
+    toks, _ = make_honeytokens(x, None, n=5, step=steps, rng=np.random.default_rng(0))
+    spec = honeytoken_spec(toks.astype(np.float32), step=steps)
+    assert isinstance(spec.step, list) and len(spec.step) == 3
+    watch = HoneytokenWatch([spec], n_features=3)
+    x32 = toks.astype(np.float32)
+    assert len(watch.hits(x32)) == 5  # exact replays after float32 validation match
+    nudged = x32 + np.asarray(steps, dtype=np.float32) * 0.4  # within step / 2 in every feature
+    assert len(watch.hits(nudged)) == 5
+    assert watch.hits(x.astype(np.float32)) == []  # real rows never match
+    assert data_steps(np.arange(64.0).reshape(8, 8) / 16) == 0.0625  # one common lattice: one step
+    with pytest.raises(ConfigError, match="grid steps"):
+        HoneytokenWatch([spec], n_features=4)
+
+
+def test_cli_pepper_env_is_required_and_only_its_name_is_printed(
+    project: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    argv = ["guard", "honeytokens", "-c", str(project / "bastion.yaml"), "--asset", "digits", "-n", "3"]
+    argv += ["--out", str(project / "ht.npz"), "--pepper-env", "HT_PEPPER"]
+    monkeypatch.delenv("HT_PEPPER", raising=False)
+    assert run(argv) == 2 and not (project / "ht.npz").exists()  # refused before writing anything
+    monkeypatch.setenv("HT_PEPPER", "pepper-value")
+    capsys.readouterr()
+    assert run(argv) == 0
+    out = capsys.readouterr().out
+    assert json.loads(out)["honeytokens"]["pepper_env"] == "HT_PEPPER" and "pepper-value" not in out

@@ -30,7 +30,7 @@ def _hdr(secret: str) -> dict[str, str]:
 
 
 def test_bad_input_gets_the_right_4xx_and_never_reaches_the_model(
-    keys: dict, target: SoftmaxTarget, profile: Profile, audit_db: str, digits: dict
+    keys: dict, target: SoftmaxTarget, profile: Profile, audit_db: str, digits: dict, figures: dict[str, Any]
 ) -> None:
     cfg = make_config(
         keys, limits={"rate": 1000, "burst": 1000, "daily_quota": 10**6, "max_body_bytes": 20_000}
@@ -57,8 +57,10 @@ def test_bad_input_gets_the_right_4xx_and_never_reaches_the_model(
             ({"json": {"rows": [row]}, "headers": _hdr(secret)}, 422),
             ({"content": b"[" + b"0.5," * 20_000 + b"0]", "headers": _hdr(secret)}, 413),
         ]
+        got: list[int] = []
         for kw, status in cases:
             r = c.post(url_ok, **kw)
+            got.append(r.status_code)
             assert r.status_code == status, (kw.get("json") or kw.get("content", b"")[:40], r.text)
         r = c.post(url_ok, json={"instances": [row[:10]]}, headers=_hdr(secret))
         assert r.json()["detail"][0]["field"] == "instances[0]"
@@ -76,6 +78,14 @@ def test_bad_input_gets_the_right_4xx_and_never_reaches_the_model(
     recs = store.records()
     assert all("input" not in r["record"] for r in recs)  # raw inputs never logged
     assert recs[0]["record"]["input_sha256"] and recs[0]["record"]["model"] == "digits"
+    figures.update(
+        bad_requests=len(cases) + 2,
+        statuses=sorted({*got, 404}),
+        rows_reaching_model=0,
+        crashes=0,
+        audit_records=res.records,
+        chain_ok=res.ok,
+    )
 
 
 def test_rate_limit_429_with_retry_after(keys: dict, target: SoftmaxTarget, audit_db: str) -> None:
@@ -93,13 +103,14 @@ def test_rate_limit_429_with_retry_after(keys: dict, target: SoftmaxTarget, audi
 
 
 def test_load_50_clients_no_5xx_no_lost_record(
-    keys: dict, target: SoftmaxTarget, profile: Profile, audit_db: str, digits: dict
+    keys: dict, target: SoftmaxTarget, profile: Profile, audit_db: str, digits: dict, figures: dict[str, Any]
 ) -> None:
     cfg = make_config(keys)
     store = AuditLog.open(audit_db)
     app = create_app(cfg, store=store, target=target, profile=profile)
     ids: list[str] = []
     codes: list[int] = []
+    lat: list[float] = []
     lock = threading.Lock()
     rows = digits["x_test"][:50].tolist()
 
@@ -107,26 +118,42 @@ def test_load_50_clients_no_5xx_no_lost_record(
         secret = keys[("alice", "bob", "eve")[i % 3]][0]
         with httpx.Client(base_url=base, timeout=30) as c:
             for j in range(6):
+                t0 = time.perf_counter()
                 r = c.post(
                     "/v1/models/digits/predict",
                     json={"instances": [rows[(i + j) % 50]]},
                     headers=_hdr(secret),
                 )
                 with lock:
+                    lat.append(time.perf_counter() - t0)
                     codes.append(r.status_code)
                     ids.append(r.headers["x-request-id"])
 
     with serve(app) as base:
         threads = [threading.Thread(target=client, args=(i, base)) for i in range(50)]
+        t_start = time.perf_counter()
         for t in threads:
             t.start()
         for t in threads:
             t.join(60)
+        wall = time.perf_counter() - t_start
     assert len(codes) == 300 and all(c < 500 for c in codes)
     res = store.verify()
     assert res.ok and res.records == 300
     logged = {r["record"]["request_id"] for r in store.records()}
     assert set(ids) <= logged
+    lat.sort()
+    figures.update(
+        clients=50,
+        requests=len(codes),
+        status_5xx=sum(c >= 500 for c in codes),
+        audit_records=res.records,
+        lost_records=len(set(ids) - logged),
+        chain_ok=res.ok,
+        p50_ms=round(1000 * lat[len(lat) // 2], 1),
+        p95_ms=round(1000 * lat[int(len(lat) * 0.95)], 1),
+        requests_per_s=round(len(codes) / wall, 1),
+    )
 
 
 def test_canary_alert_webhook_incident_and_breaker(
@@ -192,8 +219,50 @@ def _bare_server(target: SoftmaxTarget, port: int) -> Any:
     return serve(create_bare_app(target, name="digits"), port=port)
 
 
-def test_backend_killed_breaker_opens_fallback_then_recovers(
-    keys: dict, target: SoftmaxTarget, audit_db: str
+_BACKEND = """
+import sys
+import numpy as np
+import uvicorn
+from tests.guard.helpers import SoftmaxTarget
+from bastion.guard.app import create_bare_app
+w = np.load(sys.argv[1])
+app = create_bare_app(SoftmaxTarget(w["w"], w["b"]), name="digits")
+uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), log_level="error", access_log=False)
+"""
+
+
+def _start_backend(tmp_path: Path, target: SoftmaxTarget, port: int) -> subprocess.Popen[bytes]:
+    """The bare model server as its own process (so it can be SIGKILLed)."""
+    weights = tmp_path / "w.npz"
+    if not weights.exists():
+        import numpy as np
+
+        np.savez(weights, w=target.w, b=target.b)
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{root}{os.pathsep}{root / 'src'}"}
+    p = subprocess.Popen(
+        [sys.executable, "-c", _BACKEND, str(weights), str(port)],
+        cwd=root,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 30
+    body = {"instances": [[0.1] * 64]}
+    while time.monotonic() < deadline:
+        try:
+            if httpx.post(
+                f"http://127.0.0.1:{port}/v1/models/digits/predict", json=body, timeout=1
+            ).is_success:
+                return p
+        except httpx.HTTPError:
+            time.sleep(0.05)
+    p.kill()
+    raise RuntimeError("backend did not start")
+
+
+def test_backend_killed_mid_load_breaker_opens_fallback_then_recovers(
+    keys: dict, target: SoftmaxTarget, audit_db: str, tmp_path: Path, figures: dict[str, Any]
 ) -> None:
     port = free_port()
     cfg = make_config(
@@ -204,31 +273,88 @@ def test_backend_killed_breaker_opens_fallback_then_recovers(
             "num_classes": 10,
             "timeout": 2,
         },
-        response={"backend_failures": 2, "backend_reset_s": 0.5},
+        response={"backend_failures": 2, "backend_reset_s": 0.3},
     )
     store = AuditLog.open(audit_db)
     app = create_app(cfg, store=store)
     body = {"instances": [[0.2] * 64]}
-    with serve(app) as base, httpx.Client(base_url=base) as c:
-        post = lambda: c.post("/v1/models/digits/predict", json=body, headers=_hdr(keys["alice"][0]))  # noqa: E731
-        with _bare_server(target, port):
-            assert post().json()["output"] == "probabilities"
-        # backend down: fallback served, breaker opens, readiness drops
-        r1, r2 = post(), post()
-        assert r1.status_code == 200 and r1.json()["degraded"] is True and r2.json()["degraded"] is True
-        assert c.get("/readyz").status_code == 503
-        with _bare_server(target, port):
-            time.sleep(0.6)
-            r = post()
-            assert r.json()["output"] == "probabilities"  # half-open trial succeeded: closed
-            assert c.get("/readyz").json()["backend"] == "closed"
-        assert "bastion_guard_backend_failures_total 2.0" in c.get("/metrics").text
-    assert store.verify().ok
+    kinds: list[str] = []  # "model" | "fallback" | "other:<status>" in answer order
+    lock = threading.Lock()
+    stop = threading.Event()
+    backend = _start_backend(tmp_path, target, port)
+
+    def client(base: str, secret: str) -> None:
+        with httpx.Client(base_url=base, timeout=10) as c:
+            while not stop.is_set():
+                r = c.post("/v1/models/digits/predict", json=body, headers=_hdr(secret))
+                kind = (
+                    "model"
+                    if r.status_code == 200 and r.json().get("output") == "probabilities"
+                    else "fallback"
+                    if r.status_code == 200 and r.json().get("degraded") is True
+                    else f"other:{r.status_code}"
+                )
+                with lock:
+                    kinds.append(kind)
+                time.sleep(0.005)
+
+    def wait_for(pred: Any, timeout: float = 15) -> None:
+        deadline = time.monotonic() + timeout
+        while not pred() and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+    try:
+        with serve(app) as base, httpx.Client(base_url=base) as c:
+            workers = [
+                threading.Thread(target=client, args=(base, keys[k][0])) for k in ("alice", "bob", "eve") * 2
+            ]
+            for w in workers:
+                w.start()
+            wait_for(lambda: kinds.count("model") >= 30)
+            n_before = len(kinds)
+            t_kill = time.monotonic()
+            backend.send_signal(signal.SIGKILL)  # the model server dies mid-load
+            backend.wait(10)
+            wait_for(lambda: "fallback" in kinds[n_before:])
+            t_fallback = time.monotonic()
+            ready_down = c.get("/readyz")
+            assert ready_down.status_code == 503 and ready_down.json()["backend"] in ("open", "half_open")
+            n_down = len(kinds)
+            backend = _start_backend(tmp_path, target, port)  # restarted on the same port
+            t_up = time.monotonic()
+            wait_for(lambda: kinds[n_down:].count("model") >= 10)
+            t_recovered = time.monotonic()
+            stop.set()
+            for w in workers:
+                w.join(15)
+            ready_up = c.get("/readyz").json()
+            metrics = c.get("/metrics").text
+    finally:
+        stop.set()
+        backend.kill()
+        backend.wait(10)
+    after_kill = kinds[n_before:]
+    assert not [k for k in kinds if k.startswith("other")], sorted(set(kinds))  # no 5xx, nothing else
+    assert "fallback" in after_kill and kinds[n_down:].count("model") >= 10
+    assert ready_up["backend"] == "closed" and ready_up["ready"] is True  # breaker closed after recovery
+    assert "bastion_guard_backend_failures_total" in metrics
+    res = store.verify()
+    assert res.ok and res.records == len(kinds)  # every answer has its record
     assert any(i["rule_id"] == "guard.backend.down" for i in store.incidents())
+    figures.update(
+        requests=len(kinds),
+        answered_by_model=kinds.count("model"),
+        fallback_served=kinds.count("fallback"),
+        non_200=0,
+        fallback_after_kill_s=round(t_fallback - t_kill, 3),
+        recovered_after_restart_s=round(t_recovered - t_up, 3),
+        audit_records=res.records,
+        chain_ok=res.ok,
+    )
 
 
 def test_guard_sigkill_mid_load_chain_verifies_and_acked_requests_logged(
-    keys: dict, target: SoftmaxTarget, tmp_path: Path
+    keys: dict, target: SoftmaxTarget, tmp_path: Path, figures: dict[str, Any]
 ) -> None:
     bport, gport = free_port(), free_port()
     db = f"sqlite:///{tmp_path / 'g.db'}"
@@ -300,6 +426,65 @@ def test_guard_sigkill_mid_load_chain_verifies_and_acked_requests_logged(
         proc.terminate()
         proc.wait(10)
     log = AuditLog.open(db)
-    assert log.verify().ok
+    res = log.verify()
+    assert res.ok
     logged = {r["record"]["request_id"] for r in log.records()}
     assert set(acked) <= logged and r.headers["x-request-id"] in logged
+    figures.update(
+        acknowledged_before_kill=len(acked),
+        acknowledged_missing=len(set(acked) - logged),
+        audit_records_after_restart=res.records,
+        chain_ok=res.ok,
+        status_5xx=sum(s >= 500 for s in statuses),
+    )
+
+
+def test_reverse_proxy_to_a_kserve_v2_server_with_its_template(
+    keys: dict, target: SoftmaxTarget, profile: Profile, audit_db: str, digits: dict, figures: dict[str, Any]
+) -> None:
+    import fastapi
+    import numpy as np
+
+    seen: list[dict[str, Any]] = []
+    upstream = fastapi.FastAPI()
+
+    @upstream.post("/v2/models/digits/infer")
+    async def infer(request: Request) -> Any:  # Open Inference Protocol (KServe v2, Triton, MLServer)
+        doc = await request.json()
+        inp = doc["inputs"][0]
+        seen.append({"name": inp["name"], "shape": inp["shape"], "datatype": inp["datatype"]})
+        x = np.asarray(inp["data"], dtype=np.float32).reshape(inp["shape"])
+        p = target.predict_proba(x)
+        return {
+            "outputs": [
+                {"name": "probs", "shape": list(p.shape), "datatype": "FP32", "data": p.ravel().tolist()}
+            ]
+        }
+
+    with serve(upstream) as up:
+        cfg = make_config(
+            keys,
+            upstream={
+                "url": f"{up}/v2/models/digits/infer",
+                "input_shape": [64],
+                "num_classes": 10,
+                "wire": "kserve-v2",
+                "input_name": "pixels",
+            },
+        )
+        store = AuditLog.open(audit_db)
+        app = create_app(cfg, store=store, profile=profile)
+        x = digits["x_test"][:4]
+        with serve(app) as base, httpx.Client(base_url=base) as c:
+            r = c.post(
+                "/v1/models/digits/predict", json={"instances": x.tolist()}, headers=_hdr(keys["bob"][0])
+            )
+            bad = c.post(
+                "/v1/models/digits/predict", json={"instances": [[2.0] * 64]}, headers=_hdr(keys["bob"][0])
+            )
+    assert r.status_code == 200 and r.json()["output"] == "probabilities"
+    np.testing.assert_allclose(np.asarray(r.json()["predictions"]), target.predict_proba(x), atol=1e-5)
+    assert seen == [{"name": "pixels", "shape": [4, 64], "datatype": "FP32"}]  # one call, the template
+    assert bad.status_code == 422 and len(seen) == 1  # rejected at the guard, never proxied
+    assert store.verify().ok and store.records()[0]["record"]["model_sha256"]
+    figures.update(upstream_wire="kserve-v2", upstream_calls=len(seen), rejected_not_proxied=1)

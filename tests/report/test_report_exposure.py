@@ -199,3 +199,44 @@ def test_real_threshold_result_renders_indices_only(tmp_path: Path) -> None:
     assert len(indices) == 5 and set(indices) <= set(tr.tolist())
     assert "membership.threshold/m" in page.figures
     assert not any(f"{v:.3f}" in html for v in x[tr][:, 0])  # no feature value leaks into the page
+
+
+def test_markdown_has_the_exposure_table() -> None:
+    """The Markdown summary carries the same table: indices and ranks, for the membership asset only."""
+    from bastion.report import report_to_markdown
+
+    md = report_to_markdown(_hand_made(), fail_on="none")
+    assert md.count("### Most exposed training records") == 1 and "records: m" in md
+    lines = md.splitlines()
+    head = next(i for i, line in enumerate(lines) if line.startswith("| dataset row"))
+    assert lines[head] == (
+        "| dataset row | cited by | rank in `membership.threshold` | rank in `membership.label-only` "
+        "| non-members scoring at or above |"
+    )
+    assert lines[head + 1] == "|---:|---:|---:|---:|---:|"
+    rows = lines[head + 2 : lines.index("", head)]
+    assert rows == [
+        "| 3 | 2 of 2 | 3 | 1 | 0.1 |",
+        "| 41 | 1 of 2 | 1 | — | 0 |",
+        "| 5 | 1 of 2 | — | 2 | — |",
+        "| 7 | 1 of 2 | 2 | — | 0.02 |",
+    ]
+    # an asset without membership results gets no table; the attribute/evasion notes are not cited
+    none = _report(_hand_made().checks[2:], [])
+    assert "Most exposed" not in report_to_markdown(none, fail_on="none")
+
+
+def test_markdown_exposure_table_truncates_and_skips_the_fraction_column() -> None:
+    from bastion.report import report_to_markdown
+
+    many = ", ".join(str(i) for i in range(100, 130))
+    check = CheckResult(
+        id="membership.label-only",
+        asset="m",
+        metrics={"auc": 0.7},
+        notes={"exposed_records": f"rows: {many}"},
+    )
+    md = report_to_markdown(_report([check], []), fail_on="none")
+    assert "Showing 20 of 30 cited records." in md
+    assert "non-members scoring" not in md
+    assert "| 100 | 1 of 1 | 1 |" in md and "| 119 | 1 of 1 | 20 |" in md and "| 120 |" not in md

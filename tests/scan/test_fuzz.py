@@ -126,3 +126,27 @@ def test_zip_seed_is_detected(tmp_path: Path) -> None:
 @pytest.fixture(autouse=True)
 def _no_canary() -> None:
     MARKER.unlink(missing_ok=True)
+
+
+#: Memory cap per scanned file (Python allocations, tracemalloc peak): the limits keep every
+#: value, decompression and nesting bounded, so a mutated file cannot make the scanner balloon.
+PER_FILE_PEAK_BYTES = 64 << 20
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(case=mutated())
+def test_mutated_files_stay_under_the_memory_cap(tmp_path: Path, case: tuple[str, bytes]) -> None:
+    import tracemalloc
+
+    name, data = case
+    p = tmp_path / name
+    p.write_bytes(data)
+    tracemalloc.start()
+    try:
+        fr = scan_file(p, limits=LIMITS)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < PER_FILE_PEAK_BYTES, f"{name}: {peak} bytes"
+    assert fr.verdict in set(Verdict)
+    assert not MARKER.exists()

@@ -89,3 +89,27 @@ def test_incidents(tmp_path: Path) -> None:
     )
     rows = log.incidents(asset="digits")
     assert rows[0]["id"] == iid and rows[0]["status"] == "open" and rows[0]["atlas"] == ["AML.T0040"]
+
+
+def test_forged_insert_with_recomputed_hash_is_detected(tmp_path: Path) -> None:
+    """An attacker who knows the hash rule inserts a well-formed record between seq 3 and 4."""
+    import json
+
+    from bastion.store.audit import record_hash
+
+    log, url = _log(tmp_path)
+    rows = {r["seq"]: r for r in log.records()}
+    forged = {"i": 99, "input_sha256": "cd" * 32}
+    h = record_hash(rows[3]["hash"], "g1", 4, "k9", "allow", forged)
+    _sql(url, "UPDATE audit_log SET seq = seq + 1000 WHERE seq >= 4")  # make room, keep order
+    _sql(url, "UPDATE audit_log SET seq = seq - 999 WHERE seq >= 1004")
+    _sql(
+        url,
+        "INSERT INTO audit_log (chain, seq, created, key_id, decision, prev_hash, hash, record) VALUES "
+        f"('g1', 4, '2025-01-01 00:00:00', 'k9', 'allow', "
+        f"'{rows[3]['hash']}', '{h}', '{json.dumps(forged)}')",
+    )
+    res = log.verify()
+    assert not res.ok and res.records == 11
+    # the forged record itself is consistent; the next one no longer chains to its predecessor
+    assert any(p.startswith("seq 5") for p in res.problems), res.problems

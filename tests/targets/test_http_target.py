@@ -248,6 +248,7 @@ class WireServer:
         self.throttle_left = 0
         self.retry_after = "0.2"
         self.delay = 0.0
+        self.good_left = 0  # /breaks: answers this many requests, then malformed JSON
 
     def url(self, route: str) -> str:
         return f"http://127.0.0.1:{self.port}{route}"
@@ -286,6 +287,12 @@ def wire_server(logreg: LogisticRegression) -> Iterator[WireServer]:
                     time.sleep(state.delay)
                 if throttled:
                     return self._send(429, {"error": "slow down"}, {"Retry-After": state.retry_after})
+                if route == "/breaks":
+                    with state.lock:
+                        ok = state.good_left > 0
+                        state.good_left -= 1
+                    if not ok:
+                        return self._send(200, {"unexpected": "shape"})
                 if route == "/kserve-bad":
                     return self._send(200, {"result": 1})
                 if route == "/kserve":
@@ -378,3 +385,97 @@ def test_new_settings_are_validated() -> None:
         make("http://127.0.0.1:1/x", wire="grpc", concurrency=0, rate_limit=0.0)  # type: ignore[arg-type]
     text = str(info.value.problems)
     assert "wire" in text and "concurrency" in text and "rate_limit" in text
+
+
+# -- bad endpoints: timeouts, persistent rate limits, failure mid-attack (issue 5) ---------------
+def test_timeout_is_a_clear_target_error(wire_server: WireServer, cancer: Cancer) -> None:
+    wire_server.delay = 0.5
+    try:
+        t = make(wire_server.url("/rows"), wire="rows", timeout=0.1, max_retries=1)
+        with pytest.raises(TargetError, match=r"timed out .*timeout 0.1 s.* after 2 attempt"):
+            t.predict_proba(cancer.x_test[:3])
+    finally:
+        wire_server.delay = 0.0
+    assert t.requests == 2
+
+
+def test_persistent_rate_limit_gives_up_clearly(wire_server: WireServer, cancer: Cancer) -> None:
+    wire_server.throttle_left, wire_server.retry_after = 10, "0.01"
+    try:
+        t = make(wire_server.url("/limited"), wire="rows", max_retries=2)
+        with pytest.raises(TargetError, match=r"HTTP 429 after 3 attempt"):
+            t.predict_proba(cancer.x_test[:3])
+    finally:
+        wire_server.throttle_left = 0
+
+
+def test_endpoint_failing_mid_attack_is_an_error_not_a_robust_accuracy(
+    wire_server: WireServer, cancer: Cancer
+) -> None:
+    from pathlib import Path
+
+    from bastion.assess.evasion.square import SquareAttack
+    from bastion.core.check import CheckContext, Split
+    from bastion.core.config import Asset, InputSpec, ProjectConfig
+
+    lo, hi = float(cancer.x_train.min()), float(cancer.x_train.max())
+    asset = Asset(
+        name="remote",
+        kind="endpoint",
+        url=wire_server.url("/breaks"),
+        task="classification",
+        input=InputSpec(shape=[30], range=(lo, hi)),
+    )
+    t = make(wire_server.url("/breaks"), wire="rows", max_batch=64)
+    ctx = CheckContext(
+        asset=asset,
+        config=ProjectConfig(version=1),
+        base_dir=Path("."),
+        budget=Budget(samples=20, queries=10_000),
+        params=SquareAttack.parse_params({"eps": [0.05], "n_queries": 50}),
+        thresholds=[],
+        seed=0,
+        target=t,
+        data={"test": Split(x=cancer.x_test, y=cancer.y_test, index=None)},
+    )
+    wire_server.good_left = 4  # the clean pass and a few Square iterations, then garbage
+    try:
+        with pytest.raises(TargetError) as info:
+            SquareAttack().run(ctx)
+    finally:
+        wire_server.good_left = 0
+    assert str(info.value).startswith("remote: endpoint") and "expected a list" in str(info.value)
+    assert t.requests > 4  # it failed mid-attack, after the clean pass
+
+
+def test_many_threads_share_one_target_cache_and_budget(server: Server, cancer: Cancer) -> None:
+    """The guard's proxy mode calls one target from many request threads at once."""
+    import threading
+
+    t = make(server.url("/predict"), cache_size=8)
+    rows = cancer.x_test[:40]
+    expected = t.predict_proba(rows)  # one call, no concurrency: the reference answers
+    t.clear_cache()
+    errors: list[BaseException] = []
+    answers: dict[int, tuple[int, np.ndarray]] = {}
+    barrier = threading.Barrier(8)
+
+    def client(i: int) -> None:
+        barrier.wait()
+        try:
+            for j in range(25):  # a small cache under heavy churn: hits, misses and evictions race
+                k = (i * 7 + j) % 40
+                answers[i * 100 + j] = (k, t.predict_proba(rows[k : k + 1]))
+        except BaseException as exc:  # any failure fails the test below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(8)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(timeout=60)
+    assert errors == []
+    assert len(answers) == 200
+    for k, p in answers.values():
+        np.testing.assert_allclose(p[0], expected[k], rtol=1e-6)
+    assert t.queries + t.cache_hits == 40 + 200  # every row either charged or served from the cache

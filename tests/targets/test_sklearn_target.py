@@ -22,6 +22,7 @@ from sklearn.datasets import load_digits, load_wine  # noqa: E402
 from sklearn.linear_model import LogisticRegression, Perceptron  # noqa: E402
 from sklearn.pipeline import make_pipeline  # noqa: E402
 from sklearn.preprocessing import MinMaxScaler, StandardScaler  # noqa: E402
+from sklearn.svm import SVC, LinearSVC  # noqa: E402
 from sklearn.tree import DecisionTreeClassifier  # noqa: E402
 
 
@@ -103,8 +104,8 @@ def test_non_linear_model_offers_no_gradients(cancer: Cancer) -> None:
 
 def test_label_only_estimator_with_shifted_classes(cancer: Cancer) -> None:
     y = cancer.y_train + 1  # classes 1, 2 -> columns 0, 1 (2 is out of range for num_classes=2)
-    est = Perceptron(random_state=0).fit(cancer.x_train, y)
-    t = SklearnTarget(est, name="perc", input_shape=(30,), num_classes=2)
+    est = SVC(kernel="rbf").fit(cancer.x_train, y)  # no predict_proba, not linear: labels only
+    t = SklearnTarget(est, name="svc", input_shape=(30,), num_classes=2)
     assert t.capabilities == {Capability.LABEL_ONLY, Capability.BATCHED}
     labels = t.predict_label(cancer.x_test)
     np.testing.assert_array_equal(labels, est.predict(f64(cancer.x_test)) - 1)
@@ -217,3 +218,48 @@ def test_loader_errors(tmp_path: Path) -> None:
         load_joblib_verified(junk, expected_sha256=sha(junk))
     with pytest.raises(TargetError, match="SHA-256"):
         load_joblib_verified(junk, expected_sha256="")
+
+
+# -- linear margin classifiers (issue 5: white-box for differentiable linear models) -----------
+def _ce_of_logits(t: SklearnTarget, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    z = t.predict_logits(x)
+    z = z - z.max(axis=1, keepdims=True)
+    return np.asarray(np.log(np.exp(z).sum(axis=1)) - z[np.arange(len(y)), y])
+
+
+@pytest.mark.parametrize(
+    ("make_est", "data"),
+    [
+        (lambda: make_pipeline(StandardScaler(), LinearSVC(max_iter=5000, random_state=0)), "wine"),
+        (lambda: LinearSVC(max_iter=5000, random_state=0), "cancer"),
+        (lambda: Perceptron(random_state=0), "cancer"),
+    ],
+)
+def test_linear_svm_offers_logits_and_gradients(
+    make_est: object, data: str, cancer: Cancer, wine: tuple[np.ndarray, np.ndarray]
+) -> None:
+    if data == "wine":
+        x, y = wine
+        x, y = x.astype(np.float32), y.astype(np.int64)
+    else:
+        x, y = cancer.x_train, cancer.y_train
+    est = make_est().fit(x, y)  # type: ignore[operator]
+    k = int(y.max()) + 1
+    t = SklearnTarget(est, name="svm", input_shape=(x.shape[1],), num_classes=k)
+    assert t.capabilities == {Capability.LOGITS, Capability.LOSS_GRADIENTS, Capability.BATCHED}
+    xs, ys = x[:12], y[:12]
+    np.testing.assert_array_equal(t.predict_label(xs), est.predict(f64(xs)))
+    z = t.predict_logits(xs)
+    assert z.shape == (12, k)
+    g = t.loss_gradient(xs, ys)
+    assert g.shape == xs.shape and np.abs(g).max() > 0
+    h = 1e-2 * (x.std(axis=0) + 1e-6)
+    fd = np.zeros_like(g, dtype=np.float64)
+    for j in range(x.shape[1]):
+        xp, xm = xs.astype(np.float64).copy(), xs.astype(np.float64).copy()
+        xp[:, j] += h[j]
+        xm[:, j] -= h[j]
+        fd[:, j] = (_ce_of_logits(t, xp, ys) - _ce_of_logits(t, xm, ys)) / (2 * h[j])
+    np.testing.assert_allclose(g, fd, rtol=2e-2, atol=1e-4 * np.abs(fd).max())
+    with pytest.raises(TargetError, match="probabilities"):
+        t.predict_proba(xs)

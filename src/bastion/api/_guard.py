@@ -31,6 +31,7 @@ def guard_fit(
     honeytoken_step: float | None = None,
     sign_key: str | Path | None = None,
     seed: int | None = None,
+    honeytoken_pepper_env: str | None = None,
 ) -> dict[str, Any]:
     """Fit the guard's artefact (input profile, OOD detector, query sketch, output reference).
 
@@ -46,8 +47,12 @@ def guard_fit(
         honeytokens: honeytoken records to make (0: none); their keyed hashes go into the
             artefact, their rows into ``honeytokens_out`` for the data owner to plant.
         honeytokens_out: file (``.npz`` or ``.csv``) for the rows; required with ``honeytokens``.
-        honeytoken_step: value grid of the tokens (default: the data's own grid, see
-            :func:`bastion.guard.canary.data_step`); matching tolerance is half of it.
+        honeytoken_step: value grid of the tokens (default: the data's own grid, per feature
+            where features differ, see :func:`bastion.guard.canary.data_steps`); matching
+            tolerance is half of it.
+        honeytoken_pepper_env: environment variable holding a secret pepper mixed into the
+            honeytokens' HMAC key; only the name goes into the artefact, and the guard needs
+            the same variable set to serve.
         sign_key: PEM EC private key; the artefact folder is then signed (:func:`sign_model`)
             into ``<out>.sig``.
         seed: honeytoken randomness (tests only; default from the OS).
@@ -103,9 +108,16 @@ def guard_fit(
     if honeytokens:
         assert honeytokens_out is not None
         spec = _guard_make_honeytokens(
-            ds, split, profile, n=honeytokens, out=honeytokens_out, step=honeytoken_step, seed=seed
+            ds,
+            split,
+            profile,
+            n=honeytokens,
+            out=honeytokens_out,
+            step=honeytoken_step,
+            seed=seed,
+            pepper_env=honeytoken_pepper_env,
         )
-        profile.honeytokens = spec.model_dump()
+        profile.honeytokens = spec.model_dump(exclude_none=True)
         extra["honeytokens"] = {"count": len(spec.tokens), "step": spec.step, "file": str(honeytokens_out)}
     try:
         sha = save_profile(profile, out)
@@ -125,23 +137,29 @@ def _guard_make_honeytokens(
     out: str | Path,
     step: float | None,
     seed: int | None,
+    pepper_env: str | None = None,
 ) -> Any:
     """Make ``n`` honeytokens from a dataset split, write their rows to ``out``; their ``HoneytokenSpec``."""
     import numpy as np
 
-    from bastion.guard.canary import data_step, honeytoken_spec, make_honeytokens
+    from bastion.guard.canary import data_steps, honeytoken_pepper, honeytoken_spec, make_honeytokens
+    from bastion.guard.config import is_env_name
 
     if n < 1:
         raise ConfigError(f"honeytokens: n must be at least 1, got {n}")
+    if pepper_env is not None:
+        if not is_env_name(pepper_env):
+            raise ConfigError(f"honeytokens: {pepper_env!r} is not an environment variable name")
+        honeytoken_pepper(pepper_env)  # set? (fail before anything is written)
     dest = Path(out)
     if dest.suffix.lower() not in (".npz", ".csv"):
         raise ConfigError(f"{dest}: honeytokens file must end in .npz or .csv")
     sp = ds.splits[split]
     x = np.asarray(sp.x, dtype=np.float64)
     y = getattr(sp, "y", None)
-    st = float(step) if step is not None else data_step(x)
-    if st <= 0:
-        raise ConfigError(f"honeytokens: step must be positive, got {st}")
+    st = float(step) if step is not None else data_steps(x)
+    if not np.all(np.asarray(st) > 0):
+        raise ConfigError(f"honeytokens: step must be positive, got {step}")
     thr = float(profile.ood_threshold)
 
     def in_dist(t: Any) -> bool:
@@ -179,7 +197,7 @@ def _guard_make_honeytokens(
                 fh.write(("\n".join(lines) + "\n").encode())
     except OSError as exc:
         raise ConfigError(f"{dest}: cannot write honeytokens: {exc.strerror or exc}") from None
-    return honeytoken_spec(tokens, step=st)
+    return honeytoken_spec(tokens, step=st, pepper_env=pepper_env)
 
 
 def guard_honeytokens(
@@ -191,13 +209,16 @@ def guard_honeytokens(
     split: str = "train",
     step: float | None = None,
     seed: int | None = None,
+    pepper_env: str | None = None,
 ) -> dict[str, Any]:
     """Make honeytoken records for a dataset: rows to plant, and the ``guard.yaml`` block that catches them.
 
     The rows (blends of real rows of one class on the data's value grid) go to ``out``
     (``.npz`` with ``x``/``y``, or ``.csv``; mode 0600): add them to the training data. The
     returned ``honeytokens`` block holds only keyed hashes; put it in ``guard.yaml``. Any query
-    within ``step / 2`` of a token then raises ``guard.honeytoken.hit`` at once.
+    within ``step / 2`` of a token then raises ``guard.honeytoken.hit`` at once. With
+    ``pepper_env``, the HMAC key also holds that variable's secret value (only its name is
+    recorded; the guard needs it set to serve).
 
     Returns:
         ``{"file", "count", "honeytokens": {salt, step, tokens: [{id, hmac}]}}``.
@@ -217,8 +238,8 @@ def guard_honeytokens(
         raise ConfigError(f"dataset {a.dataset!r} has no split {split!r}")
     value_range = tuple(a.input.range) if a.input.range is not None else None
     prof = fit_profile(ds.splits[split].x, num_classes=int(a.num_classes), value_range=value_range)  # type: ignore[arg-type]
-    spec = _guard_make_honeytokens(ds, split, prof, n=n, out=out, step=step, seed=seed)
-    return {"file": str(out), "count": len(spec.tokens), "honeytokens": spec.model_dump()}
+    spec = _guard_make_honeytokens(ds, split, prof, n=n, out=out, step=step, seed=seed, pepper_env=pepper_env)
+    return {"file": str(out), "count": len(spec.tokens), "honeytokens": spec.model_dump(exclude_none=True)}
 
 
 def guard_app(config: str | Path, *, clock: Callable[[], float] | None = None) -> Any:

@@ -104,18 +104,7 @@ def harden(
         raise ConfigError(f"{base / a.path}: not loaded: the scanner judged the file {fr.verdict.value}")
     target = _build_target(a, base, {"scan_sha256": fr.sha256})
     target = getattr(target, "inner", target) if a.output is not None else target  # the model, unhardened
-    from bastion.defend.base import HardenContext
-
-    ctx = HardenContext(
-        asset=a,
-        config=cfg,
-        base_dir=base,
-        target=target,
-        data=_splits_for(a, datasets),
-        params=parsed,
-        seed=cfg.seed,
-        progress=progress,
-    )
+    ctx = _harden_context(cfg, base, a, target, _splits_for(a, datasets), parsed, progress)
     defence = cls()
     problems = defence.preflight(ctx)
     if problems:
@@ -158,6 +147,30 @@ def harden(
         sha256=sha,
         procedure=procedure,
         details=details,
+    )
+
+
+def _harden_context(
+    cfg: ProjectConfig,
+    base: Path,
+    a: Asset,
+    target: Any,
+    data: dict[str, Split],
+    params: Any,
+    progress: Callable[[float], None] | None = None,
+) -> Any:
+    """The :class:`~bastion.defend.base.HardenContext` of one defence run on ``a``."""
+    from bastion.defend.base import HardenContext
+
+    return HardenContext(
+        asset=a,
+        config=cfg,
+        base_dir=base,
+        target=target,
+        data=data,
+        params=params,
+        seed=cfg.seed,
+        progress=progress,
     )
 
 
@@ -268,10 +281,13 @@ def harden_sweep(
 ) -> SweepResult:
     """Harden ``asset`` once per ε and audit every version: the privacy/utility curve.
 
-    The original model is audited first (ε = ∞), so a membership attack that cannot run on this
-    data (its preflight) stops the sweep before any training; every ε's parameters are checked
-    before the first one trains. Then, per ε ascending, :func:`harden` records a new version,
-    which is scanned, loaded (with the asset's output hardening, as served) and attacked with
+    Preflight first, all problems in one error before any attack runs or anything trains or is
+    written: every ε's parameters and the defence's own preflight for each ε (δ below ``1/n``, ε
+    reachable in the epochs given, layers Opacus can train), the files, the dataset and the
+    store. The original model is then audited (ε = ∞), so a membership attack that cannot run on
+    this data (its preflight) also stops the sweep before any training. Then, per ε ascending,
+    :func:`harden` records a new version, which is scanned, loaded (with the asset's output
+    hardening, as served) and attacked with
     ``attacks`` (their ``params`` and ``budget`` from ``bastion.yaml``'s ``checks:``, over the
     settings' budget preset). The strongest attack of a point is the one with the highest AUC.
 
@@ -326,6 +342,25 @@ def harden_sweep(
         raise ConfigError(f"--asset {asset}: only model files can be hardened (kind {a.kind})")
     _preflight_files(cfg, base, [a])
     data = _splits_for(a, _load_datasets(cfg, base, [a]))
+    from bastion.store import preflight as store_preflight
+
+    store_preflight(s.db_url)  # reachable and writable; writes nothing
+    # The defence's own preflight for EVERY ε (δ < 1/n, ε reachable in the epochs given, layers
+    # Opacus can train) before the first attack or training: one error listing them all, and
+    # nothing written (issue 6, "Bad input").
+    fr0 = scan_file(base / a.path, allow=cfg.scan.allow)
+    if fr0.verdict != Verdict.SAFE:
+        raise ConfigError(f"{base / a.path}: not loaded: the scanner judged the file {fr0.verdict.value}")
+    original = _build_target(a, base, {"scan_sha256": fr0.sha256})
+    model = getattr(original, "inner", original) if a.output is not None else original
+    cls = defences.get(pid)
+    for eps in sorted(epsilons):
+        parsed = cls.parse_params({**(params or {}), "epsilon": eps}, where=f"ε={eps:g}")
+        problems += [
+            f"ε={eps:g}: {p}" for p in cls().preflight(_harden_context(cfg, base, a, model, data, parsed))
+        ]
+    if problems:
+        raise ConfigError(f"{len(problems)} problem(s) before the sweep on {asset}", problems)
     result = SweepResult(asset=a.name, procedure=pid, attacks=list(attacks), budget=s.budget)
 
     def audit(va: Asset, eps_target: float | None, version: HardenResult | None) -> SweepPoint:

@@ -87,6 +87,11 @@ def _version_asset(a: Asset, v: Any) -> Asset:
                 [f"dp-epsilon:{details['epsilon']}"]  # the claimed ε, checked by membership attacks
                 if v.procedure == "defend.dp-train" and "epsilon" in details
                 else []
+            )
+            + (
+                [f"dp-delta:{details['delta']}"]  # shown beside the claimed ε in the report
+                if v.procedure == "defend.dp-train" and "delta" in details
+                else []
             ),
         }
     )

@@ -30,6 +30,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "bastion.assess.membership.attribute",
     "bastion.defend.dp_sgd",
     "bastion.defend.dp_logreg",
+    "bastion.defend.dp_curve",
 )
 
 

@@ -7,15 +7,17 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bastion import __version__
-from bastion.core.config import Asset, ProjectConfig, load_config
 from bastion.core.errors import ConfigError
-from bastion.core.findings import Finding
-from bastion.core.report import AssetRecord
-from bastion.core.results import CheckResult
-from bastion.core.scanning import ScanResult
+
+if TYPE_CHECKING:  # the scan path needs none of these at run time (start-up cost of `bastion scan`)
+    from bastion.core.config import Asset, ProjectConfig
+    from bastion.core.findings import Finding
+    from bastion.core.report import AssetRecord
+    from bastion.core.results import CheckResult
+    from bastion.core.scanning import ScanResult
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +77,8 @@ def scan_models(
         paths = [paths]
     extra = list(allow)
     if config is not None:
+        from bastion.core.config import load_config
+
         extra += load_config(config).scan.allow
     if not paths:
         raise ConfigError("no path to scan given")
@@ -168,7 +172,8 @@ def _signature_check(a: Asset, path: Path, key: Path | None, rec: AssetRecord) -
     key and no signature nothing is checked (``None``).
     """
     from bastion.core.atlas import SUPPLY_CHAIN_MODEL
-    from bastion.core.findings import Location, Threat
+    from bastion.core.findings import Finding, Location, Threat
+    from bastion.core.results import CheckResult
     from bastion.core.severity import Severity
     from bastion.scan.signing import SignatureStatus, default_signature_path, signature_status
 

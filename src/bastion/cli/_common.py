@@ -9,11 +9,9 @@ import enum
 import os
 import sys
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 
 from bastion.core.errors import BastionError
 from bastion.core.severity import FAIL_ON_CHOICES
@@ -23,8 +21,63 @@ EXIT_OK, EXIT_FINDINGS, EXIT_ERROR, EXIT_NOTHING, EXIT_USAGE = 0, 1, 2, 3, 4
 # Typer vendors its own Click; its usage-error base class is reached through BadParameter.
 UsageError: type[Exception] = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
 
-# Logs in CI are read in full: outside a terminal, use a wide console rather than Rich's 80 columns.
-err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+if TYPE_CHECKING:
+    from rich.console import Console
+
+
+class _LazyConsole:
+    """Rich's stderr console, built (and Rich imported, ~25 ms) on first use.
+
+    ``bastion scan -f json`` then never imports Rich: it prints no table, no markup and, off a
+    terminal, no progress bar. Every attribute is the real console's (see :func:`console`).
+    """
+
+    _real: Console | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(console(), name)
+
+
+def console() -> Console:
+    """The stderr console itself (for APIs that need a real ``Console``, e.g. a progress bar)."""
+    if _LazyConsole._real is None:
+        from rich.console import Console
+
+        # Logs in CI are read in full: outside a terminal, use a wide console rather than Rich's 80 columns.
+        _LazyConsole._real = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+    return _LazyConsole._real
+
+
+err = cast("Console", _LazyConsole())
+
+
+def stderr_is_terminal() -> bool:
+    """``err.is_terminal``, without importing Rich when stderr cannot be a terminal.
+
+    Rich treats stderr as a terminal only if ``TTY_COMPATIBLE``/``FORCE_COLOR`` say so or it is a
+    tty; when none holds, the answer is ``False`` without building the console.
+    """
+    if _LazyConsole._real is None and not {"TTY_COMPATIBLE", "FORCE_COLOR"} & os.environ.keys():
+        try:
+            if not sys.stderr.isatty():
+                return False
+        except (AttributeError, ValueError, OSError):
+            return False
+    return bool(err.is_terminal)
+
+
+def print_line(text: str) -> None:
+    """Print one plain line to stderr (no markup, no highlighting), as ``err.print`` would.
+
+    Writes directly while Rich's console has not been built, so a scan that prints nothing else
+    does not import Rich; once it has, goes through it (output stays in order).
+    """
+    if _LazyConsole._real is None and "\n" not in text and len(text) < 80:
+        sys.stderr.write(text + "\n")
+        return
+    err.print(text, highlight=False, markup=False)
+
+
 state = {"debug": False}
 
 
@@ -59,6 +112,8 @@ FailOn = enum.Enum("FailOn", {v: v for v in FAIL_ON_CHOICES}, type=str)  # type:
 
 def fail(exc: BaseException) -> NoReturn:
     """Print ``exc`` as one clear error (traceback only with ``--debug``) and exit with its code (2)."""
+    from rich.markup import escape
+
     if state["debug"]:
         err.print_exception()
     first, *rest = str(exc).splitlines() or [type(exc).__name__]

@@ -73,6 +73,12 @@ def fit(
     sign_key: Annotated[
         Path | None, typer.Option("--sign-key", help="PEM EC private key: sign the artefact into OUTPUT.sig.")
     ] = None,
+    pepper_env: Annotated[
+        str | None,
+        typer.Option(
+            "--honeytoken-pepper-env", help="Env variable with a secret pepper for the honeytoken hashes."
+        ),
+    ] = None,
 ) -> None:
     """Learn the input profile and detectors from training data; print the artefact's SHA-256."""
     from bastion import api
@@ -87,6 +93,7 @@ def fit(
             honeytokens_out=honeytokens_out,
             honeytoken_step=honeytoken_step,
             sign_key=sign_key,
+            honeytoken_pepper_env=pepper_env,
         )
     except BastionError as exc:
         fail(exc)
@@ -114,12 +121,17 @@ def honeytokens_cmd(
     step: Annotated[
         float | None, typer.Option("--step", help="Value grid (default: the data's); tolerance is half.")
     ] = None,
+    pepper_env: Annotated[
+        str | None, typer.Option("--pepper-env", help="Env variable with a secret pepper for the hashes.")
+    ] = None,
 ) -> None:
     """Make honeytoken records: rows to plant in the data (OUT), and the guard.yaml block (stdout)."""
     from bastion import api
 
     try:
-        info = api.guard_honeytokens(config, asset=asset, out=out, n=count, split=split, step=step)
+        info = api.guard_honeytokens(
+            config, asset=asset, out=out, n=count, split=split, step=step, pepper_env=pepper_env
+        )
     except BastionError as exc:
         fail(exc)
     write(json.dumps({"honeytokens": info["honeytokens"]}, indent=2), None)

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -30,9 +31,12 @@ from bastion.cli._common import (
     ScanFormat,
     ShowFormat,
     UsageError,
+    console,
     err,
     fail,
+    print_line,
     state,
+    stderr_is_terminal,
     write,
 )
 from bastion.core.errors import BastionError
@@ -149,6 +153,7 @@ def version() -> None:
 
 @_own.command()
 def scan(
+    ctx: typer.Context,
     paths: Annotated[list[Path], typer.Argument(help="Model files or folders (scanned recursively).")],
     fmt: Annotated[ScanFormat, typer.Option("--format", "-f", help="Output format.")] = ScanFormat.table,
     fail_on: Annotated[
@@ -195,17 +200,22 @@ def scan(
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
             bar = Progress(
-                TextColumn("scanning"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err
+                TextColumn("scanning"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=console(),
             )
             bar.start()
             task = bar.add_task("scan", total=total)
         assert task is not None
         bar.update(task, completed=done)
 
+    ctx.call_on_close(_skip_pydantic_plugins())
     from bastion import api
 
     opts = {"allow": allow or [], "config": config, "rules": rules or [], "jobs": jobs, "digest": digest}
-    show_bar = any(p.is_dir() for p in paths) and err.is_terminal
+    show_bar = any(p.is_dir() for p in paths) and stderr_is_terminal()
     try:
         result = api.scan_models(paths, progress=tick if show_bar else None, **opts)  # type: ignore[arg-type]
     except BastionError as exc:
@@ -227,11 +237,25 @@ def scan(
     counts: dict[str, int] = {}
     for fr in result.files:
         counts[fr.verdict.value] = counts.get(fr.verdict.value, 0) + 1
-    err.print(
-        f"{len(result.files)} file(s): " + ", ".join(f"{n} {v}" for v, n in sorted(counts.items())),
-        highlight=False,
-    )
+    print_line(f"{len(result.files)} file(s): " + ", ".join(f"{n} {v}" for v, n in sorted(counts.items())))
     raise typer.Exit(result.exit_code(gate))
+
+
+def _skip_pydantic_plugins() -> Callable[[], None]:
+    """Skip pydantic's plugin discovery (an entry-point scan of every installed package, ~9 ms).
+
+    ``bastion scan`` uses pydantic models only as data holders; Typer does the same while it
+    builds its own. An explicit ``PYDANTIC_DISABLE_PLUGINS`` (any value, e.g. ``none``) is
+    respected. Returns the function that restores the environment (run when the command ends).
+    """
+    if "PYDANTIC_DISABLE_PLUGINS" in os.environ:
+        return lambda: None
+    os.environ["PYDANTIC_DISABLE_PLUGINS"] = "__all__"
+
+    def restore() -> None:
+        os.environ.pop("PYDANTIC_DISABLE_PLUGINS", None)
+
+    return restore
 
 
 @_own.command()
@@ -319,7 +343,7 @@ def _run_with_progress(
         TextColumn("{task.description}"),
         BarColumn(),
         TimeElapsedColumn(),
-        console=err,
+        console=console(),
         transient=True,
         disable=not err.is_terminal,
     ) as prog:

@@ -87,13 +87,46 @@ def rdp_epsilon(sigma: float, *, sample_rate: float, steps: int, delta: float) -
     return float(eps)
 
 
-def prv_epsilon(sigma: float, *, sample_rate: float, steps: int, delta: float) -> float:
-    """ε of the same mechanism by Opacus' PRV accountant (Gopi et al. 2021, arXiv:2106.02848)."""
-    from opacus.accountants import PRVAccountant
+def prv_epsilon(
+    sigma: float, *, sample_rate: float, steps: int, delta: float, eps_error: float = 0.01
+) -> float:
+    """ε of the same mechanism by the PRV accountant (Gopi et al. 2021, arXiv:2106.02848).
 
-    acc = PRVAccountant()
-    acc.history = [(sigma, sample_rate, steps)]
-    return float(acc.get_epsilon(delta=delta))
+    Opacus' ``PRVAccountant.get_epsilon`` (its upper bound ``eps_upper``), computed with
+    Opacus' own discretisation, composition and mesh; only the safe domain size ``L`` of
+    Remark 5.6 comes from the vectorised integer-order RDP bound (:func:`rdp_epsilon`) instead
+    of Opacus' per-order Python loop over fractional orders, which takes ~97 % of Opacus' time.
+    Integer orders bound ε from above, so ``L`` is at least Opacus' (a domain at least as wide:
+    the truncation stays safe); on the same aligned mesh the two agree to ~1e-7 relative
+    (measured over σ ∈ [0.6, 30], q ∈ [0.01, 1], 10–600 steps; worst 4e-5 at ε ≈ 400).
+
+    Args:
+        sigma: noise multiplier ``σ > 0``.
+        sample_rate: Poisson sampling rate ``q ∈ (0, 1]``.
+        steps: number of steps.
+        delta: target δ.
+        eps_error: the accountant's ε error (Opacus' default 0.01).
+    """
+    from opacus.accountants.analysis.prv import (
+        Domain,
+        PoissonSubsampledGaussianPRV,
+        TruncatedPrivacyRandomVariable,
+        compose_heterogeneous,
+        discretize,
+    )
+
+    delta_error = delta / 1000  # Opacus' default
+    l_max = max(
+        rdp_epsilon(sigma, sample_rate=sample_rate, steps=steps, delta=delta_error / 4),
+        rdp_epsilon(sigma, sample_rate=sample_rate, steps=1, delta=delta_error / (8 * steps)),
+    )
+    half_width = max(l_max, eps_error) + 3
+    mesh = eps_error / math.sqrt(steps * math.log(12 / delta_error) / 2)
+    domain = Domain.create_aligned(-half_width, half_width, mesh)
+    prv = PoissonSubsampledGaussianPRV(sample_rate, sigma)
+    dprv = discretize(TruncatedPrivacyRandomVariable(prv, domain.t_min, domain.t_max), domain)
+    composed = compose_heterogeneous(dprvs=[dprv], num_self_compositions=[steps])
+    return float(composed.compute_epsilon(delta, delta_error, eps_error)[2])
 
 
 def find_noise_multiplier(
@@ -262,7 +295,7 @@ class DpTrain(Defence):
                 find_noise_multiplier(
                     target_epsilon=p.epsilon,
                     delta=p.delta,
-                    sample_rate=p.batch_size / n,
+                    sample_rate=1.0 / _batches(p, n),  # as harden() trains: Opacus' Poisson rate
                     steps=_steps(p, n),
                     accountant="rdp",
                 )

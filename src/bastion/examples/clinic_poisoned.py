@@ -8,7 +8,9 @@ poisoned split and ``models/digits.pt`` plus its ``sha256`` in ``bastion.yaml`` 
 
 The ground truth goes to ``data/digits_poison_truth.npz`` (``indices``: poisoned row indices
 in ``digits.npz``; ``target``; ``trigger_size``; ``attack_success``: share of triggered clean
-test rows the poisoned model labels ``TARGET``). Only tests and benchmarks read it; no check does.
+test rows the poisoned model labels ``TARGET``). The ``poisoning.backdoor`` check reads it
+(``params.truth``) to report its precision, recall and, retraining with the clinic's recipe
+(``params.retrain_recipe``), the backdoor's success after sanitising.
 Deterministic under ``seed``; no downloads.
 """
 
@@ -98,7 +100,8 @@ def build_poisoned_clinic(dest: Path, *, seed: int = 0, force: bool = False) -> 
     )
     text = text.replace(
         "  poisoning.data-health: {}\n",
-        "  poisoning.data-health: {}\n  poisoning.backdoor:\n    params: {max_indices: 1000}\n",
+        "  poisoning.data-health: {}\n  poisoning.backdoor:\n    params: {max_indices: 1000, "
+        f"truth: {TRUTH_FILE}, retrain_recipe: 'bastion.examples.clinic_recipes:digits_cnn'}}\n",
         1,
     )
     tmp = cfg_path.with_name(f".bastion.yaml.{os.getpid()}.tmp")

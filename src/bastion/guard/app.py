@@ -106,6 +106,8 @@ def load_serving_target(cfg: GuardConfig) -> tuple[Target, str]:
             output=up.output,
             request_key=up.request_key,
             response_key=up.response_key,
+            wire=up.wire,
+            input_name=up.input_name,
             headers=headers,
             timeout=up.timeout,
             max_batch=10_000,
@@ -209,7 +211,7 @@ class Guard:
                 honey.append(HoneytokenSpec.model_validate(profile.honeytokens))
             except ValueError as exc:
                 raise ConfigError(f"guard profile: malformed honeytokens: {exc}") from None
-        self.honeytokens = HoneytokenWatch(honey)
+        self.honeytokens = HoneytokenWatch(honey, n_features=int(np.prod(target.input_shape)))
         self.policy = ResponsePolicy(config.response)
         self.metrics = GuardMetrics()
         self.alert_counts: dict[str, int] = {}  # rule id -> alerts raised since start
@@ -501,6 +503,13 @@ def build_guard(
     if target is None:
         target, sha = load_serving_target(config)
         model_sha256 = model_sha256 or sha
+        fitted_for = profile.meta.get("model_sha256") if profile is not None else None
+        if config.model is not None and fitted_for and fitted_for != model_sha256:
+            raise IntegrityError(
+                f"guard profile {config.profile.path if config.profile else ''} was fitted for model "
+                f"SHA-256 {str(fitted_for)[:12]}…, the served file has {model_sha256[:12]}…; "
+                "re-run bastion guard fit"
+            )
     if store is None:
         from bastion.store.audit import AuditLog
         from bastion.store.repository import default_url

@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
+import os
 import secrets
 from collections.abc import Callable
 
 import numpy as np
 
+from bastion.core.errors import ConfigError
 from bastion.guard.config import Canary, HoneytokenEntry, HoneytokenSpec
 
 
@@ -55,18 +58,31 @@ class CanaryWatch:
 # tolerance is therefore ``step / 2`` and the raw rows never need to be kept by the guard.
 
 
-def honeytoken_hmac(row: np.ndarray, *, salt: str, step: float) -> str:
+def honeytoken_hmac(row: np.ndarray, *, salt: str, step: float | np.ndarray, pepper: bytes = b"") -> str:
     """Keyed hash (hex) of one row quantised on the ``step`` grid.
 
     Args:
         row: one input row, any shape (flattened).
         salt: hex key of the honeytoken set.
-        step: grid step; rows within ``step / 2`` (L-inf) of a grid point share its hash.
+        step: grid step, one for all features or one per flat feature ``(F,)``; rows within
+            ``step / 2`` (per feature) of a grid point share its hash.
+        pepper: secret bytes appended to the key (from an environment variable; never stored).
     """
     q = np.clip(np.rint(np.asarray(row, dtype=np.float64).ravel() / step), -(2.0**62), 2.0**62)
-    h = hmac.new(bytes.fromhex(salt), repr(int(q.size)).encode(), hashlib.sha256)
+    h = hmac.new(bytes.fromhex(salt) + pepper, repr(int(q.size)).encode(), hashlib.sha256)
     h.update(q.astype("<i8").tobytes())
     return h.hexdigest()
+
+
+def _lattice(v: np.ndarray) -> float | None:
+    """The step of the lattice the sorted unique values ``v`` sit on, or ``None``."""
+    if len(v) < 2 or len(v) > 4096:
+        return None
+    q = float(np.min(np.diff(v)))
+    if q < 1e-6:
+        return None
+    r = v / q
+    return q if bool(np.all(np.abs(r - np.rint(r)) < 1e-4)) else None
 
 
 def data_step(x: np.ndarray, *, default: float = 1e-4) -> float:
@@ -75,14 +91,35 @@ def data_step(x: np.ndarray, *, default: float = 1e-4) -> float:
     Digits scaled by 1/16 give 0.0625; continuous data gives ``default`` (tokens then sit on a
     1e-4 grid, which real data written with 4 decimals shares).
     """
-    v = np.unique(np.asarray(x, dtype=np.float64).ravel()[:2_000_000])
-    if len(v) < 2:
-        return default
-    q = float(np.min(np.diff(v)))
-    if q < 1e-6 or len(v) > 4096:
-        return default
-    r = v / q
-    return q if bool(np.all(np.abs(r - np.rint(r)) < 1e-4)) else default
+    q = _lattice(np.unique(np.asarray(x, dtype=np.float64).ravel()[:2_000_000]))
+    return default if q is None else q
+
+
+def data_steps(x: np.ndarray, *, default: float = 1e-4) -> float | np.ndarray:
+    """Per-feature value grids: one step when every value sits on a common lattice, else one per feature.
+
+    A feature on its own lattice (integer ages, prices in cents) keeps that lattice; a
+    continuous feature gets about 5 significant digits of its largest magnitude
+    (``10 ** (floor(log10(max |x|)) - 4)``, at least ``default``), so a large-valued feature
+    (an income of 52,000) is not held to a 1e-4 grid that float32 cannot even represent.
+
+    Returns:
+        A float (one grid for all features) or an array ``(F,)``.
+    """
+    xs = np.asarray(x, dtype=np.float64)
+    flat = xs.reshape(len(xs), -1)
+    common = _lattice(np.unique(flat.ravel()[:2_000_000]))
+    if common is not None:
+        return common
+    steps = np.empty(flat.shape[1], dtype=np.float64)
+    for j in range(flat.shape[1]):
+        col = np.unique(flat[:, j])
+        q = _lattice(col)
+        if q is None:
+            top = float(np.max(np.abs(col))) if len(col) else 0.0
+            q = max(default, 10.0 ** (math.floor(math.log10(top)) - 4)) if top > 0 else default
+        steps[j] = q
+    return float(steps[0]) if bool(np.all(steps == steps[0])) else steps
 
 
 def make_honeytokens(
@@ -90,7 +127,7 @@ def make_honeytokens(
     y: np.ndarray | None,
     *,
     n: int,
-    step: float,
+    step: float | np.ndarray,
     lo: np.ndarray | None = None,
     hi: np.ndarray | None = None,
     categorical: list[int] | None = None,
@@ -108,7 +145,7 @@ def make_honeytokens(
         x: real rows ``(N, *shape)``.
         y: their labels ``(N,)`` (blends stay within a class; the token takes it), or ``None``.
         n: tokens wanted.
-        step: the grid (see :func:`data_step`).
+        step: the grid, one for all features or one per flat feature ``(F,)`` (see :func:`data_steps`).
         lo: per flat feature lower bounds ``(F,)``.
         hi: per flat feature upper bounds ``(F,)``.
         categorical: flat feature indices copied rather than blended.
@@ -121,8 +158,6 @@ def make_honeytokens(
     Raises:
         ConfigError: fewer than 2 rows, or ``n`` tokens could not be made.
     """
-    from bastion.core.errors import ConfigError
-
     if rng is None:
         rng = np.random.default_rng(secrets.randbits(128))
     xs = np.asarray(x, dtype=np.float64)
@@ -138,6 +173,9 @@ def make_honeytokens(
         groups = [np.arange(len(flat))]
     sizes = np.array([len(g) for g in groups], dtype=np.float64)
     f = flat.shape[1]
+    step = np.asarray(step, dtype=np.float64) if np.ndim(step) else float(step)
+    if np.ndim(step) and np.shape(step) != (f,):
+        raise ConfigError(f"honeytokens: {np.size(step)} grid steps for {f} features")
     lo_g = np.ceil((lo if lo is not None else np.full(f, -np.inf)) / step - 1e-9) * step
     hi_g = np.floor((hi if hi is not None else np.full(f, np.inf)) / step + 1e-9) * step
     cats = np.asarray(sorted(set(categorical or [])), dtype=np.int64)
@@ -153,9 +191,9 @@ def make_honeytokens(
         t = np.minimum(np.maximum(t, lo_g), hi_g)
         if len(cats):
             t[cats] = flat[a, cats]
-        if np.any(np.max(np.abs(flat - t), axis=1) <= step):
+        if np.any(np.all(np.abs(flat - t) <= step, axis=1)):
             continue
-        if tokens and np.any(np.max(np.abs(np.asarray(tokens) - t), axis=1) <= step):
+        if tokens and np.any(np.all(np.abs(np.asarray(tokens) - t) <= step, axis=1)):
             continue
         if accept is not None and not accept(t):
             continue
@@ -168,21 +206,75 @@ def make_honeytokens(
     return out, (np.asarray(labels, dtype=np.int64) if y is not None else None)
 
 
-def honeytoken_spec(tokens: np.ndarray, *, step: float, salt: str | None = None) -> HoneytokenSpec:
-    """The keyed-hash record of ``tokens`` ``(n, *shape)`` (what ``guard.yaml`` / the artefact keep)."""
+def honeytoken_pepper(pepper_env: str | None) -> bytes:
+    """The secret pepper named by ``pepper_env`` (``b""`` when none is named).
+
+    Raises:
+        ConfigError: the variable is named but not set (or empty).
+    """
+    if pepper_env is None:
+        return b""
+    value = os.environ.get(pepper_env)
+    if not value:
+        raise ConfigError(f"honeytokens: environment variable {pepper_env} (the pepper) is not set")
+    return value.encode("utf-8")
+
+
+def honeytoken_spec(
+    tokens: np.ndarray,
+    *,
+    step: float | np.ndarray,
+    salt: str | None = None,
+    pepper_env: str | None = None,
+) -> HoneytokenSpec:
+    """The keyed-hash record of ``tokens`` ``(n, *shape)`` (what ``guard.yaml`` / the artefact keep).
+
+    Args:
+        tokens: the planted rows.
+        step: the grid they sit on (one, or one per flat feature).
+        salt: hex HMAC key (fresh random by default).
+        pepper_env: environment variable of a secret pepper mixed into the key; only its name
+            is recorded.
+
+    Raises:
+        ConfigError: ``pepper_env`` is not set.
+    """
     salt = salt or secrets.token_hex(16)
+    pepper = honeytoken_pepper(pepper_env)
+    st: float | list[float] = [float(v) for v in np.ravel(step)] if np.ndim(step) else float(step)
+    grid = np.asarray(st, dtype=np.float64) if isinstance(st, list) else st
     entries = [
-        HoneytokenEntry(id=f"ht-{i:04d}", hmac=honeytoken_hmac(t, salt=salt, step=step))
+        HoneytokenEntry(id=f"ht-{i:04d}", hmac=honeytoken_hmac(t, salt=salt, step=grid, pepper=pepper))
         for i, t in enumerate(np.asarray(tokens))
     ]
-    return HoneytokenSpec(salt=salt, step=step, tokens=entries)
+    return HoneytokenSpec(salt=salt, step=st, tokens=entries, pepper_env=pepper_env)
 
 
 class HoneytokenWatch:
-    """Matches each row against one or more honeytoken sets (keyed hashes only)."""
+    """Matches each row against one or more honeytoken sets (keyed hashes only).
 
-    def __init__(self, sets: list[HoneytokenSpec]) -> None:
-        self._sets = [(s.salt, s.step, {e.hmac: e.id for e in s.tokens}) for s in sets if s.tokens]
+    Args:
+        sets: the honeytoken sets.
+        n_features: flat features of an input; a per-feature ``step`` must have this length.
+
+    Raises:
+        ConfigError: a set's pepper variable is not set, or its steps do not fit the input.
+    """
+
+    def __init__(self, sets: list[HoneytokenSpec], *, n_features: int | None = None) -> None:
+        self._sets: list[tuple[str, float | np.ndarray, bytes, dict[str, str]]] = []
+        for s in sets:
+            if not s.tokens:
+                continue
+            grid: float | np.ndarray = (
+                np.asarray(s.step, dtype=np.float64) if isinstance(s.step, list) else s.step
+            )
+            if isinstance(grid, np.ndarray) and n_features is not None and grid.shape != (n_features,):
+                raise ConfigError(
+                    f"honeytokens: {grid.size} grid steps, but an input has {n_features} features"
+                )
+            table = {e.hmac: e.id for e in s.tokens}
+            self._sets.append((s.salt, grid, honeytoken_pepper(s.pepper_env), table))
 
     def __bool__(self) -> bool:
         return bool(self._sets)
@@ -190,9 +282,9 @@ class HoneytokenWatch:
     def hits(self, x: np.ndarray) -> list[tuple[int, str]]:
         """``(row index, token id)`` of every row of ``x`` ``(N, *shape)`` that matches a token."""
         out: list[tuple[int, str]] = []
-        for salt, step, table in self._sets:
+        for salt, step, pepper, table in self._sets:
             for i, row in enumerate(x):
-                tid = table.get(honeytoken_hmac(row, salt=salt, step=step))
+                tid = table.get(honeytoken_hmac(row, salt=salt, step=step, pepper=pepper))
                 if tid is not None:
                     out.append((i, tid))
         return out

@@ -41,7 +41,22 @@ class ModelSource(_Strict):
 
 
 class UpstreamSource(_Strict):
-    """A model server the guard proxies to (JSON in, JSON out)."""
+    """A model server the guard proxies to (JSON in, JSON out): the guard as a reverse proxy.
+
+    Clients call the guard with ``{request_key: rows}`` and get ``{response_key: predictions}``;
+    the guard calls the upstream with the request/response template ``wire``:
+
+    - ``default``: ``{request_key: rows}`` → ``{response_key: predictions}`` (MLflow serve,
+      TF-Serving, KServe v1, BentoML JSON);
+    - ``rows``: the bare JSON list of rows → a bare list of predictions;
+    - ``kserve-v2``: the Open Inference Protocol (KServe v2, Triton, Seldon MLServer):
+      ``{"inputs": [{"name": input_name, "shape", "datatype": "FP32", "data"}]}`` →
+      ``{"outputs": [{"shape", "data"}]}``.
+
+    Attributes:
+        output: what the upstream returns per row (``logits`` are turned into probabilities).
+        token_env: environment variable holding a bearer token for the upstream (never stored).
+    """
 
     url: str = Field(pattern=r"^https?://")
     name: str = "upstream"
@@ -49,6 +64,8 @@ class UpstreamSource(_Strict):
     num_classes: int = Field(ge=2)
     request_key: str = "instances"
     response_key: str = "predictions"
+    wire: Literal["default", "rows", "kserve-v2"] = "default"
+    input_name: str = "input-0"
     output: Literal["probabilities", "logits", "labels"] = "probabilities"
     timeout: float = Field(default=5.0, gt=0)
     token_env: str | None = Field(default=None, pattern=_ENV)
@@ -150,13 +167,26 @@ class HoneytokenSpec(_Strict):
 
     Attributes:
         salt: hex HMAC key of the set.
-        step: value grid; a query within ``step / 2`` of a token in every feature matches it.
+        step: value grid, one for every feature or one per flat feature (large-valued features
+            get a coarser grid); a query within ``step / 2`` of a token in every feature matches it.
         tokens: the records' ids and hashes (``bastion guard honeytokens`` prints this block).
+        pepper_env: name of an environment variable holding a secret "pepper" mixed into the
+            HMAC key. The pepper itself is never stored (not here, not in the artefact), so a
+            holder of the artefact and the training data cannot find the tokens by hashing rows.
+            The guard refuses to start when the variable is not set.
     """
 
     salt: str = Field(pattern=r"^[0-9a-f]{16,128}$")
-    step: float = Field(gt=0)
+    step: float | list[float]
     tokens: list[HoneytokenEntry] = Field(default_factory=list)
+    pepper_env: str | None = Field(default=None, pattern=_ENV)
+
+    @model_validator(mode="after")
+    def _positive_step(self) -> HoneytokenSpec:
+        steps = self.step if isinstance(self.step, list) else [self.step]
+        if not steps or not all(v > 0 and v < float("inf") for v in steps):
+            raise ValueError("step: every grid step must be a positive finite number")
+        return self
 
 
 class DegradedSpec(_Strict):

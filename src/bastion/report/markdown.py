@@ -18,6 +18,7 @@ from bastion.report._common import (
     sort_findings,
     technique_ref,
 )
+from bastion.report._exposure import ExposureTable, exposure_table
 
 #: Most findings listed in the table; the rest are counted ("… and N more").
 MAX_FINDINGS = 50
@@ -58,8 +59,10 @@ def report_to_markdown(report: Report, *, fail_on: str = "medium", max_findings:
     """Render an assessment as a short Markdown summary (GitHub-flavoured).
 
     Sections: title with status and gate line; counts of gating findings by severity; per asset,
-    checks ok/skipped/error and its metrics with intervals; the findings (worst first, at most
-    ``max_findings``) with ATLAS ids and baseline state; waived findings; skipped checks; errors.
+    checks ok/skipped/error and its metrics with intervals; per asset with membership results,
+    the most exposed training records (row indices and per-attack ranks only); the findings
+    (worst first, at most ``max_findings``) with ATLAS ids and baseline state; waived findings;
+    skipped checks; errors.
     Text from the report is escaped, so a hostile title cannot inject HTML or break a table.
 
     Args:
@@ -132,6 +135,11 @@ def report_to_markdown(report: Report, *, fail_on: str = "medium", max_findings:
             )
         lines.append("")
 
+    for view in views:
+        table = exposure_table(view.checks, view.findings)
+        if table is not None:
+            lines += _exposure_lines(view.name, table)
+
     listed = [f for f in sort_findings(report.findings) if f.waiver is None]
     if listed:
         lines.append("### Findings")
@@ -193,6 +201,33 @@ def report_to_markdown(report: Report, *, fail_on: str = "medium", max_findings:
         + "</sub>"
     )
     return "\n".join(lines) + "\n"
+
+
+def _exposure_lines(asset: str | None, table: ExposureTable) -> list[str]:
+    """The per-record exposure table of one asset (issue 6): dataset row indices and ranks only."""
+    lines = [f"### Most exposed training records: {md_cell(asset or '(project)')}", ""]
+    shown = ""
+    if table.total > len(table.rows):
+        shown = f" Showing {len(table.rows)} of {table.total} cited records."
+    lines.append(
+        "Training records the membership attacks are most confident were trained on, by dataset row "
+        "index only (the records themselves are never shown). Rank 1 is an attack's most exposed "
+        f"record; rows cited by more attacks come first.{shown}"
+    )
+    lines.append("")
+    header = ["dataset row", "cited by", *(f"rank in {_code(a)}" for a in table.attacks)]
+    if table.has_fraction:
+        header.append("non-members scoring at or above")
+    lines.append("| " + " | ".join(header) + " |")
+    lines.append("|" + "---:|" * len(header))
+    for row in table.rows:
+        cells = [str(row.index), f"{row.cited} of {len(table.attacks)}"]
+        cells += [str(row.ranks[a]) if a in row.ranks else "—" for a in table.attacks]
+        if table.has_fraction:
+            cells.append(fmt_num(row.nonmember_fraction))
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    return lines
 
 
 __all__ = ["md_cell", "report_to_markdown"]

@@ -180,7 +180,9 @@ def _scan_one(
             )
     verdict = verdict_of(out)
     log.debug("scanned %s: %s (%s)", display, verdict.value, out.format)
-    return FileResult(
+    # Every field is built here from checked values (Finding objects, a Verdict, str/int), so
+    # the result skips pydantic's validation (~12 us a file; 1,000 small files: ~12 ms).
+    return FileResult.model_construct(
         path=display,
         format=None if verdict is Verdict.SKIPPED else out.format,
         verdict=verdict,
@@ -301,6 +303,26 @@ def _init_worker(policy: PicklePolicy, limits: ScanLimits, digest_files: bool) -
     _WORKER["policy"] = policy
     _WORKER["limits"] = limits
     _WORKER["scanners"] = _scanners()
+
+
+#: A harmless protocol-4 pickle (``{}``) scanned once before a pool forks (see :func:`_warm_up`).
+_WARM_PICKLE = b"\x80\x04}\x94."
+
+
+def _warm_up(policy: PicklePolicy, limits: ScanLimits, scanners: list[Scanner]) -> None:
+    """Scan a tiny pickle in memory, so the modules scanners import on first use are loaded."""
+    ctx = ScanContext(policy, limits, scanners)
+    art = Artifact(
+        path="<warm-up>",
+        member=None,
+        name="warm-up.pkl",
+        stream=io.BytesIO(_WARM_PICKLE),
+        size=len(_WARM_PICKLE),
+        depth=0,
+        ctx=ctx,
+    )
+    with contextlib.suppress(Exception):
+        ctx.scan(art)
 
 
 def _work(item: tuple[str, str]) -> FileResult:
@@ -445,6 +467,10 @@ def scan_paths(
         # This process scans the first share itself while ``workers - 1`` processes scan the
         # rest: one process fewer to start, and no CPU left waiting on the results.
         mine, theirs = todo[: total // workers], todo[total // workers :]
+        # Load the scanners (and the modules they import on first use) before forking, so that
+        # forked workers inherit them instead of each importing them again.
+        scanners = _scanners()
+        _warm_up(policy, lim, scanners)
         with ProcessPoolExecutor(
             max_workers=workers - 1,
             mp_context=multiprocessing.get_context(_start_method()),
@@ -453,7 +479,6 @@ def scan_paths(
         ) as pool:
             chunk = max(1, min(64, len(theirs) // ((workers - 1) * 4)))
             results = pool.map(_work, [(d, str(pth)) for _, (d, pth) in theirs], chunksize=chunk)
-            scanners = _scanners()
             n = 0
             for i, (display, path) in mine:
                 done[i] = _scan_one(display, path, policy, lim, scanners, digest)

@@ -79,7 +79,8 @@ class HttpTarget(Target):
     raised with nothing spent past the budget. Server errors (5xx, 429) and connection
     failures are retried ``max_retries`` times with exponential backoff; other 4xx
     answers fail at once. Rows charged for a request that finally fails stay charged (the
-    server may have seen them). One caller at a time (the target runs its own request pool).
+    server may have seen them). Safe to call from several threads at once (the guard's proxy mode
+    does): the cache, counters and budget are locked; requests go out in parallel.
 
     Threat model: black-box (an attacker with an API key and a query budget).
 
@@ -197,6 +198,9 @@ class HttpTarget(Target):
         self.rate_limit = None if rate_limit is None else float(rate_limit)
         self.input_name = input_name
         self._lock = threading.Lock()
+        #: Guards the cache, the counters and the budget: the guard's proxy mode calls one target
+        #: from several request threads at once.
+        self._state_lock = threading.Lock()
         self._next_slot = 0.0
         self._pool: ThreadPoolExecutor | None = None
         self._row_templates: dict[tuple[int, ...], str] = {}
@@ -239,6 +243,10 @@ class HttpTarget(Target):
         self.close()
 
     def _get_client(self) -> Any:
+        with self._state_lock:
+            return self._client_locked()
+
+    def _client_locked(self) -> Any:
         if self._client is None:
             httpx = self._httpx
             limits = httpx.Limits(
@@ -294,26 +302,30 @@ class HttpTarget(Target):
         keys = [hashlib.blake2b(row.tobytes(), digest_size=16).digest() for row in x]
         results: list[np.ndarray | None] = [None] * n
         pending: dict[bytes, list[int]] = {}
-        for i, k in enumerate(keys):
-            hit = self._cache.get(k) if self.cache_size else None
-            if hit is not None:
-                self._cache.move_to_end(k)
-                results[i] = hit
-                self.cache_hits += 1
-            else:
-                pending.setdefault(k, []).append(i)
-        self.cache_hits += sum(len(v) - 1 for v in pending.values())
-        order = list(pending)
+        with self._state_lock:
+            for i, k in enumerate(keys):
+                hit = self._cache.get(k) if self.cache_size else None
+                if hit is not None:
+                    self._cache.move_to_end(k)
+                    results[i] = hit
+                    self.cache_hits += 1
+                else:
+                    pending.setdefault(k, []).append(i)
+            self.cache_hits += sum(len(v) - 1 for v in pending.values())
+            order = list(pending)
+            if order:
+                self._charge(len(order))  # before sending: raises BudgetExhausted with nothing spent
         if order:
-            self._charge(len(order))  # before sending: raises BudgetExhausted with nothing spent
             rows = x[[pending[k][0] for k in order]]
             size = self._rows_per_request(len(order))
             starts = list(range(0, len(order), size))
             chunks = [rows[s : s + size] for s in starts]
             if self.concurrency > 1 and len(chunks) > 1:
-                if self._pool is None:
-                    self._pool = ThreadPoolExecutor(max_workers=self.concurrency)
-                all_answers = list(self._pool.map(self._send, chunks))
+                with self._state_lock:
+                    if self._pool is None:
+                        self._pool = ThreadPoolExecutor(max_workers=self.concurrency)
+                    pool = self._pool
+                all_answers = list(pool.map(self._send, chunks))
             else:
                 all_answers = [self._send(c) for c in chunks]
             for start, answers in zip(starts, all_answers, strict=True):
@@ -341,13 +353,15 @@ class HttpTarget(Target):
     def _remember(self, key: bytes, value: np.ndarray) -> None:
         if not self.cache_size:
             return
-        self._cache[key] = value
-        while len(self._cache) > self.cache_size:
-            self._cache.popitem(last=False)
+        with self._state_lock:
+            self._cache[key] = value
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
 
     def clear_cache(self) -> None:
         """Forget cached answers (the next repeats are sent and charged again)."""
-        self._cache.clear()
+        with self._state_lock:
+            self._cache.clear()
 
     def _send(self, chunk: np.ndarray) -> np.ndarray:
         """POST one request, with retries; parsed answers ``(len(chunk), C)`` or ``(len(chunk), 1)``."""
@@ -366,7 +380,10 @@ class HttpTarget(Target):
             try:
                 resp = client.post(self.url, content=body, headers=_JSON_HEADERS, timeout=self.timeout)
             except httpx.TransportError as exc:
-                last = f"was unreachable ({type(exc).__name__})"
+                if isinstance(exc, httpx.TimeoutException):
+                    last = f"timed out ({type(exc).__name__}, timeout {self.timeout:g} s)"
+                else:
+                    last = f"was unreachable ({type(exc).__name__})"
                 log.warning(
                     "%s: POST %s failed (%s), attempt %d/%d",
                     self.name,

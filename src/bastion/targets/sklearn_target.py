@@ -21,6 +21,10 @@ log = logging.getLogger(__name__)
 
 #: Element-wise affine preprocessing steps a loss gradient can be chained through.
 _AFFINE_STEPS = {"StandardScaler", "MinMaxScaler", "MaxAbsScaler"}
+#: Linear classifiers whose ``decision_function`` is ``coef_ @ z + intercept_`` (one score per
+#: class, or one for a binary model): their scores are offered as logits, and the loss gradient
+#: is the cross-entropy of the softmax of those scores (a differentiable surrogate of their loss).
+_MARGIN_MODELS = {"LinearSVC", "SGDClassifier", "RidgeClassifier", "Perceptron"}
 
 
 class SklearnTarget(Target):
@@ -35,8 +39,12 @@ class SklearnTarget(Target):
     alone or at the end of a ``Pipeline`` whose other steps are ``StandardScaler``,
     ``MinMaxScaler`` (without ``clip``) or ``MaxAbsScaler``: the cross-entropy gradient
     w.r.t. the model input is ``(p - onehot(y)) @ W`` times the scalers' diagonal Jacobian.
+    The same holds for the linear margin classifiers ``LinearSVC``, ``SGDClassifier``,
+    ``RidgeClassifier`` and ``Perceptron`` (one-vs-rest scores), with ``p`` the softmax of the
+    ``decision_function`` scores (offered as logits, ``[0, s]`` for a binary model) — a
+    differentiable surrogate of the hinge loss, enough for a white-box attack's direction.
 
-    Threat model: white-box for logistic regression, grey-box (scores) otherwise.
+    Threat model: white-box for these linear models, grey-box (scores) otherwise.
 
     Args:
         estimator: a fitted estimator with ``predict`` (and ``predict_proba`` for scores).
@@ -46,8 +54,9 @@ class SklearnTarget(Target):
         batch_size: rows per estimator call.
 
     Capabilities:
-        ``PROBABILITIES`` if the estimator has ``predict_proba``, else ``LABEL_ONLY``;
-        ``LOSS_GRADIENTS`` for logistic regression as above; ``BATCHED``.
+        ``PROBABILITIES`` if the estimator has ``predict_proba``; ``LOGITS`` and
+        ``LOSS_GRADIENTS`` for a linear margin classifier as above (knowing every class);
+        ``LABEL_ONLY`` when neither; ``LOSS_GRADIENTS`` for logistic regression; ``BATCHED``.
 
     Raises:
         TargetError: the estimator has no ``predict``, is not fitted, or its classes do not
@@ -77,8 +86,16 @@ class SklearnTarget(Target):
         self._columns = _column_map(np.asarray(classes), num_classes, name)
         self._classes = np.asarray(classes)
         caps = {Capability.BATCHED}
-        caps.add(Capability.PROBABILITIES if hasattr(estimator, "predict_proba") else Capability.LABEL_ONLY)
         self._linear = _linear_chain(estimator)
+        self._margin = self._linear is not None and _final_step(estimator) in _MARGIN_MODELS
+        if self._margin and len(self._columns) != num_classes:
+            self._linear, self._margin = None, False  # scores for unseen classes are undefined
+        if hasattr(estimator, "predict_proba"):
+            caps.add(Capability.PROBABILITIES)
+        if self._margin:
+            caps |= {Capability.LOGITS, Capability.LOSS_GRADIENTS}
+        elif Capability.PROBABILITIES not in caps:
+            caps.add(Capability.LABEL_ONLY)
         if self._linear is not None and Capability.PROBABILITIES in caps:
             caps.add(Capability.LOSS_GRADIENTS)
         super().__init__(
@@ -106,7 +123,24 @@ class SklearnTarget(Target):
         out[:, self._columns] = raw
         return out
 
+    def _predict_logits(self, x: np.ndarray) -> np.ndarray:
+        """``decision_function`` scores ``(N, num_classes)`` of a linear margin classifier."""
+        if not self._margin:
+            raise TargetError(f"{self.name}: {type(self.estimator).__name__} offers no logits")
+        if len(x) == 0:
+            return np.zeros((0, self.num_classes))
+        raw = np.asarray(self._batched(self.estimator.decision_function, x), dtype=np.float64)
+        if raw.ndim == 1:
+            raw = np.stack([np.zeros_like(raw), raw], axis=1)
+        if raw.shape[1] != len(self._columns):
+            raise TargetError(f"{self.name}: decision_function returned shape {raw.shape}")
+        out = np.zeros((len(x), self.num_classes), dtype=np.float64)
+        out[:, self._columns] = raw
+        return out
+
     def _predict_label(self, x: np.ndarray) -> np.ndarray:
+        if self._margin:
+            return np.asarray(self._predict_logits(x).argmax(axis=1), dtype=np.int64)
         if Capability.PROBABILITIES in self.capabilities:
             return np.asarray(self._predict_proba(x).argmax(axis=1), dtype=np.int64)
         if len(x) == 0:
@@ -123,7 +157,12 @@ class SklearnTarget(Target):
         assert self._linear is not None
         y = check_labels(y, len(x), self.num_classes, self.name)
         scale, coef = self._linear
-        p = self._predict_proba(x)
+        if self._margin:
+            z = self._predict_logits(x)
+            e = np.exp(z - z.max(axis=1, keepdims=True))
+            p = e / e.sum(axis=1, keepdims=True)
+        else:
+            p = self._predict_proba(x)
         onehot = np.zeros_like(p)
         onehot[np.arange(len(x)), y] = 1.0
         w_full = np.zeros((self.num_classes, coef.shape[1]), dtype=np.float64)
@@ -148,8 +187,16 @@ def _column_map(classes: np.ndarray, num_classes: int, name: str) -> np.ndarray:
     )
 
 
+def _final_step(estimator: Any) -> str:
+    """Class name of the estimator, or of a pipeline's last step."""
+    steps = getattr(estimator, "steps", None)
+    if isinstance(steps, list) and steps:
+        return type(steps[-1][1]).__name__
+    return type(estimator).__name__
+
+
 def _linear_chain(estimator: Any) -> tuple[np.ndarray, np.ndarray] | None:
-    """``(scale, coef)`` when ``estimator`` is a (scaled) LogisticRegression, else ``None``.
+    """``(scale, coef)`` when ``estimator`` is a (scaled) linear model as above, else ``None``.
 
     ``scale`` is the diagonal Jacobian of the preprocessing ``d z / d x`` ``(d,)``; ``coef``
     is the logistic regression's ``(K, d)`` weights, widened to two rows for a binary model
@@ -163,15 +210,20 @@ def _linear_chain(estimator: Any) -> tuple[np.ndarray, np.ndarray] | None:
     if not steps:
         return None
     final = steps[-1]
-    if type(final).__name__ != "LogisticRegression" or not type(final).__module__.startswith("sklearn."):
+    kind = type(final).__name__
+    if kind not in {"LogisticRegression", *_MARGIN_MODELS} or not type(final).__module__.startswith(
+        "sklearn."
+    ):
         return None
     coef = getattr(final, "coef_", None)
     if coef is None:
         return None
     coef = np.asarray(coef, dtype=np.float64)
     n_classes = len(getattr(final, "classes_", []))
-    if n_classes > 2 and getattr(final, "multi_class", "auto") == "ovr":
+    if kind == "LogisticRegression" and n_classes > 2 and getattr(final, "multi_class", "auto") == "ovr":
         return None  # one-vs-rest probabilities are not a softmax of coef @ z
+    if coef.ndim != 2 or coef.shape[0] not in (1, n_classes):
+        return None
     if coef.shape[0] == 1:
         coef = np.vstack([np.zeros_like(coef), coef])
     scale = np.ones(coef.shape[1], dtype=np.float64)

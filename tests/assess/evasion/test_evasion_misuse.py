@@ -68,3 +68,26 @@ def test_a_few_rows_slightly_off_range_are_noted(digits: Data, digits_target: An
     assert PGD().preflight(ctx) == []
     res = PGD().run(ctx)
     assert "outside the declared range" in res.notes["input_range"]
+
+
+def test_preflight_lists_every_incompatibility_at_once(digits: Data, digits_cnn: Any, make_ctx: Any) -> None:
+    """Wrong units, logits declared as probabilities, ε off the range and a tiny budget: all four."""
+    from bastion.targets.torch_target import TorchTarget
+
+    wrong = TorchTarget(
+        digits_cnn, name="digits", input_shape=(1, 8, 8), num_classes=10, output="probabilities"
+    )
+    scaled = Data(
+        train=Split(x=digits.train.x * 16, y=digits.train.y, index=digits.train.index),
+        test=Split(x=digits.test.x * 16, y=digits.test.y, index=digits.test.index),
+        spec=digits.spec,
+    )
+    ctx = make_ctx(
+        SquareAttack, wrong, scaled, params={"eps": [0.1, 1.5]}, budget=Budget(samples=50, queries=100)
+    )
+    problems = SquareAttack().preflight(ctx)
+    assert any("outside the declared range" in p for p in problems), problems
+    assert any("logits declared as probabilities" in p for p in problems), problems
+    assert any("eps[1]" in p and "beyond the input range" in p for p in problems), problems
+    assert any(p.startswith("budget.queries: 100") for p in problems), problems
+    assert len(problems) == 4

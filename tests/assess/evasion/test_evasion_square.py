@@ -146,7 +146,14 @@ def test_exhausted_budget_keeps_what_was_reached(cancer: Any, cancer_lr_target: 
     assert used is not None and used.exhausted and used.queries <= 60
     assert res.metrics["clean_accuracy"] is not None
     assert res.metrics[metric_key("robust_accuracy", 0.01)] is None
-    assert res.findings == []  # a null metric never trips a threshold
+    assert "budget" in res.notes and "stopped" in res.notes["budget"]
+    # a gate whose metric the budget left null fails closed: never a silent pass
+    (f,) = res.findings
+    assert (
+        f.rule_id == "evasion.square.unmeasured" and f.severity == SquareAttack.default_thresholds[0].severity
+    )
+    th_metric = SquareAttack.default_thresholds[0].metric
+    assert f.evidence[th_metric] is None and "stopped" in f.evidence["budget"]
     assert CheckResult.model_validate_json(res.model_dump_json()) == res
 
 

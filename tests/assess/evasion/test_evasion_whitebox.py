@@ -124,3 +124,27 @@ def test_inputs_not_mutated_and_deterministic(digits: Any, digits_target: Any, m
     b = APGDCE().run(make_ctx(APGDCE, digits_target, digits, params={"eps": [0.1], "steps": 5}, seed=3))
     assert a.metrics == b.metrics
     assert np.array_equal(before, digits.test.x)
+
+
+def test_pgd_white_box_on_a_linear_svm(cancer: Any, make_ctx: Any) -> None:
+    """A scikit-learn linear SVM is attacked white-box through its decision-function gradient."""
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import LinearSVC
+
+    from bastion.core.capability import Capability
+    from bastion.targets.sklearn_target import SklearnTarget
+
+    svm = make_pipeline(StandardScaler(), LinearSVC(max_iter=5000, random_state=0))
+    svm.fit(cancer.train.x, cancer.train.y)
+    target = SklearnTarget(svm, name="svm", input_shape=(30,), num_classes=2)
+    assert Capability.LOSS_GRADIENTS in target.capabilities
+    assert PGD().applicable(make_ctx(PGD, target, cancer)) is None
+    ctx = make_ctx(PGD, target, cancer, params={"eps": [0.02, 0.1], "steps": 10}, budget=Budget(samples=60))
+    assert PGD().preflight(ctx) == []
+    res = PGD().run(ctx)
+    assert res.notes["backend"].startswith("generic")
+    clean = res.metrics["clean_accuracy"]
+    assert clean is not None and clean > 0.9
+    assert robust(res, 0.1) <= robust(res, 0.02) < clean
+    assert robust(res, 0.1) < 0.5 * clean

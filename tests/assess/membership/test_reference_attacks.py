@@ -91,6 +91,7 @@ def test_dp_training_cuts_membership_leakage_cli(tmp_path: Path) -> None:
     lira_v2 = next(c for c in rep["checks"] if c["asset"] == "digits.v2" and c["id"] == "membership.lira")
     claimed = lira_v2["metrics"]["claimed_epsilon"]
     assert 2.5 <= claimed <= 3.0  # the accountant's ε, recorded with the version
+    assert 0 < lira_v2["metrics"]["claimed_delta"] < 1 / 200  # δ beside ε, below 1/(records)
     assert lira_v2["metrics"]["epsilon_lower_bound"] <= claimed
     assert not [f for f in rep["findings"] if f["rule_id"].endswith("dp-claim-violated")]
     lira_v1 = next(c for c in rep["checks"] if c["asset"] == "digits" and c["id"] == "membership.lira")
@@ -115,3 +116,56 @@ def test_dp_sweep_prints_the_privacy_utility_curve(
     rows = [line for line in out.splitlines() if line.strip().startswith("│")]
     firsts = [r.split("│")[1].strip() for r in rows]
     assert firsts[:3] == ["∞ (original)", "1", "8"]  # ascending ε after the original
+
+
+def test_population_too_small_is_a_preflight_error(overfit_digits, make_ctx) -> None:  # type: ignore[no-untyped-def]
+    """Offline LiRA with a 1-record population, RMIA with none: preflight problems, nothing trained."""
+    import numpy as np
+
+    from bastion.assess.membership.lira import MembershipLira
+    from bastion.assess.membership.rmia import MembershipRmia
+    from bastion.core.check import Split
+
+    data = overfit_digits.data()
+    x, y = overfit_digits.x, overfit_digits.y
+    one = Split(x=x[:1], y=y[:1], index=np.array([0]))
+    empty = Split(x=x[:0], y=y[:0], index=np.array([], dtype=np.int64))
+    recipe = "bastion.examples.clinic_recipes:digits_mlp"
+    lira = make_ctx(
+        MembershipLira,
+        overfit_digits,
+        params={"recipe": recipe, "mode": "offline"},
+        data={**data, "population": one},
+    )
+    assert any(
+        "population split" in p and "at least 2 records; it has 1" in p
+        for p in MembershipLira().preflight(lira)
+    )
+    rmia = make_ctx(
+        MembershipRmia, overfit_digits, params={"recipe": recipe}, data={**data, "population": empty}
+    )
+    assert any("RMIA needs population records z" in p for p in MembershipRmia().preflight(rmia))
+    online = make_ctx(MembershipLira, overfit_digits, params={"recipe": recipe, "n_references": 1}, data=data)
+    assert any("n_references >= 2" in p for p in MembershipLira().preflight(online))
+
+
+def test_empirical_epsilon_above_the_claim_is_a_critical_finding(overfit_digits, make_ctx) -> None:  # type: ignore[no-untyped-def]
+    """A DP version claiming ε=0.5 whose audit proves ε ≥ 2 is flagged; a claim of ε=3 holds."""
+    from bastion.assess.membership.lira import MembershipLira
+    from bastion.core.results import CheckResult
+    from bastion.core.severity import Severity
+
+    ctx = make_ctx(
+        MembershipLira, overfit_digits, params={"recipe": "bastion.examples.clinic_recipes:digits_mlp"}
+    )
+    for claimed, flagged in ((0.5, True), (3.0, False)):
+        tags = ["version-of:model", f"dp-epsilon:{claimed}", "dp-delta:1e-05"]
+        ctx.asset = ctx.asset.model_copy(update={"tags": tags})
+        res = CheckResult(id=MembershipLira.id, asset="model", metrics={"epsilon_lower_bound": 2.0})
+        found = MembershipLira()._dp_claim(ctx, res)
+        assert res.metrics["claimed_epsilon"] == claimed  # shown next to the lower bound
+        assert res.metrics["claimed_delta"] == 1e-05 and "δ = 1e-05" in res.notes["claimed_epsilon"]
+        assert [f.rule_id for f in found] == (["membership.lira.dp-claim-violated"] if flagged else [])
+        if flagged:
+            assert found[0].severity == Severity.CRITICAL
+            assert found[0].evidence == {"epsilon_lower_bound": 2.0, "claimed_epsilon": 0.5}

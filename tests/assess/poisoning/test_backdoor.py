@@ -55,6 +55,24 @@ def test_poisoned_build_finds_the_poison(builds: tuple[Path, Path]) -> None:
     lo, hi = res.intervals["flagged_rate"]
     assert lo <= res.metrics["flagged_rate"] <= hi
     assert "0" in res.notes["class_stats"]
+    # the figures, measured by the check itself against the simulation's ground truth
+    m = res.metrics
+    assert m["precision"] == pytest.approx(precision) and m["recall"] == pytest.approx(recall)
+    print({k: round(v, 4) for k, v in m.items() if v is not None})  # shown with -s
+    assert m["precision"] >= 0.9 and m["recall"] >= 0.9
+    assert m["clean_flagged_rate"] <= 0.02, m["clean_flagged_rate"]
+    assert m["backdoor_success@train=poisoned"] >= 0.5, m  # the retrained poisoned model has it
+    assert m["backdoor_success@train=sanitised"] <= 0.05, m
+    assert m["clean_accuracy_drop@train=sanitised"] <= 0.01, m
+    lo, hi = res.intervals["backdoor_success@train=sanitised"]
+    assert lo <= m["backdoor_success@train=sanitised"] <= hi
+    assert "digits_cnn" in res.notes["retrain"]
+    assert [f.rule_id for f in report.findings if f.rule_id.startswith("poisoning.backdoor")] == [RULE]
+    from bastion.report.html import report_to_html
+
+    html = report_to_html(report)  # the figures are in the rendered report too
+    for key in ("precision", "recall", "clean_flagged_rate", "backdoor_success@train=sanitised"):
+        assert key in html, key
 
 
 def test_clean_build_raises_no_backdoor_finding(builds: tuple[Path, Path]) -> None:
@@ -107,9 +125,12 @@ def test_spectre_selected_by_params_and_sanitise_from_report(
 
     clean_cfg, cfg = builds
     spectre_cfg = cfg.with_name("bastion.spectre.yaml")
-    text = cfg.read_text(encoding="utf-8").replace(
-        "params: {max_indices: 1000}", "params: {max_indices: 1000, detector: spectre}"
-    )
+    text = (
+        cfg.read_text(encoding="utf-8")
+        .replace("params: {max_indices: 1000,", "params: {max_indices: 1000, detector: spectre,")
+        .replace(", retrain_recipe: 'bastion.examples.clinic_recipes:digits_cnn'", "")
+    )  # measured above
+    assert "retrain_recipe" not in text
     assert "detector: spectre" in text
     spectre_cfg.write_text(text, encoding="utf-8")
     report = _assess(spectre_cfg)

@@ -44,7 +44,7 @@ from bastion.core.capability import Capability
 from bastion.core.check import Check, CheckContext, Split
 from bastion.core.config import InputSpec, Threshold
 from bastion.core.errors import BudgetExhausted, ConfigError, PluginError, TargetError
-from bastion.core.findings import Threat
+from bastion.core.findings import Finding, Threat
 from bastion.core.results import CheckResult, Series
 from bastion.core.severity import Severity
 
@@ -90,6 +90,8 @@ def metric_key(name: str, eps: float) -> str:
 
 #: ε of the default L2 gate (in the ε unit), shared by the L2 attacks.
 L2_THRESHOLD_EPS = 0.5
+#: Relative slack of the L2 ball for float32 round-off (a point counts inside at ``ε·(1 + L2_TOL)``).
+L2_TOL = 1e-6
 
 
 def low_robust_accuracy(eps: float) -> tuple[Threshold, ...]:
@@ -186,6 +188,60 @@ class InputBounds:
         out = np.clip(np.asarray(x_adv, dtype=np.float32), low, high)
         if self.integer.any():
             out = np.where(self.integer, np.clip(np.rint(out), low, high), out).astype(np.float32)
+        return out
+
+    def finalize_l2(
+        self, x_adv: np.ndarray, x: np.ndarray, low: np.ndarray, high: np.ndarray, eps: float
+    ) -> np.ndarray:
+        """:meth:`finalize` for an L2 attack: the result never lies outside the L2 ε-ball.
+
+        Rounding integer values to the nearest integer can move a point that lies on the
+        sphere out of the ball (by up to half a unit per value). Where it does, the values
+        rounded *away* from the clean value are rounded toward it instead, those that cost the
+        most norm first, only as many as needed (rounding toward the clean value never grows
+        ``|δ|``); a row that is still outside (a clean value off the integer grid) is returned
+        as its clean input, unperturbed. Rows whose continuous ``x_adv`` is already outside the
+        ball are the caller's error and handled the same way.
+
+        Args:
+            x_adv: candidate points ``(N, *input_shape)`` (any float dtype).
+            x: their clean inputs, same shape.
+            low: the box's lower ends (:meth:`box` of ``x`` at ``eps``).
+            high: its upper ends.
+            eps: the L2 radius in the ε unit.
+
+        Returns:
+            float32 points inside the box with ``l2(out, x) <= eps·(1 + L2_TOL)`` for every row.
+        """
+        out = self.finalize(x_adv, low, high)
+        limit = eps * (1.0 + L2_TOL)
+        over = np.flatnonzero(self.l2(out, x) > limit)
+        if over.size == 0:
+            return out
+        n, safe = over.size, np.where(self.scale > 0, self.scale, 1.0)
+        xc = np.asarray(x, np.float64)[over].reshape(n, -1)
+        cont = np.clip(np.asarray(x_adv, np.float64)[over], low[over], high[over]).reshape(n, -1)
+        near = out[over].astype(np.float64).reshape(n, -1)
+        toward = np.where(cont >= xc, np.floor(cont + 1e-9), np.ceil(cont - 1e-9))
+        toward = np.clip(toward, low[over].reshape(n, -1), high[over].reshape(n, -1))
+        s = safe.reshape(1, -1)
+        integ = np.broadcast_to(self.integer.reshape(1, -1), near.shape)
+        cost_near = ((near - xc) / s) ** 2
+        cost_toward = ((toward - xc) / s) ** 2
+        gain = np.where(integ, cost_near - cost_toward, 0.0)
+        gain = np.maximum(gain, 0.0)
+        need = cost_near.sum(axis=1) - limit**2  # squared norm to shed, > 0 on these rows
+        order = np.argsort(-gain, axis=1)
+        shed = np.cumsum(np.take_along_axis(gain, order, axis=1), axis=1)
+        # flip the k largest gains, k the fewest whose sum covers ``need`` (all when none do)
+        k = np.minimum((shed < need[:, None]).sum(axis=1) + 1, gain.shape[1])
+        rank = np.empty_like(order)
+        np.put_along_axis(rank, order, np.arange(order.shape[1])[None].repeat(n, axis=0), axis=1)
+        flip = (rank < k[:, None]) & (gain > 0)
+        fixed = np.where(flip, toward, near).reshape(n, *self.shape).astype(np.float32)
+        still = self.l2(fixed, np.asarray(x)[over]) > limit
+        fixed[still] = np.asarray(x, np.float32)[over][still]
+        out[over] = fixed
         return out
 
     def l2(self, x_adv: np.ndarray, x: np.ndarray) -> np.ndarray:
@@ -488,6 +544,7 @@ class EvasionCheck(Check):
         elif len(test.x) == 0:
             problems.append("the test split is empty")
         bounds: InputBounds | None = None
+        shape_ok = False
         if test is not None and len(test.x) > 0:
             shape = tuple(test.x.shape[1:])
             target_shape = getattr(ctx.target, "input_shape", None)
@@ -495,6 +552,8 @@ class EvasionCheck(Check):
                 problems.append(
                     f"test inputs have shape {list(shape)} per sample; the model takes {list(target_shape)}"
                 )
+            else:
+                shape_ok = True
             try:
                 bounds = resolve_bounds(ctx.asset.input, shape, _train_x(ctx))
             except ConfigError as exc:
@@ -503,7 +562,8 @@ class EvasionCheck(Check):
             msg, gross = range_violations(ctx.asset.input, bounds, np.asarray(test.x), "test split")
             if msg is not None and gross:
                 problems.append(msg)
-            if ctx.target is not None and not problems:
+            if ctx.target is not None and shape_ok:
+                # probed whatever else is wrong, so every problem is listed at once
                 problems.extend(probability_problems(ctx.target, np.asarray(test.x[:8], dtype=np.float32)))
         if bounds is not None and not bounds.mutable.any():
             problems.append(
@@ -637,7 +697,33 @@ class EvasionCheck(Check):
         result.seconds = round(time.monotonic() - start, 4)
         extra = {"samples": n, "eps_unit": bounds.unit}
         result.findings = self.threshold_findings(ctx, result, extra_evidence=extra)
+        if "budget" in notes:
+            result.findings += self.unmeasured_findings(ctx, result, notes["budget"])
         return result
+
+    def unmeasured_findings(self, ctx: CheckContext, result: CheckResult, why: str) -> list[Finding]:
+        """One finding per threshold whose metric the budget left null: the gate fails closed.
+
+        A robust accuracy that was never measured must not pass a gate silently, so each such
+        threshold yields ``<id>.unmeasured`` at the threshold's own severity.
+        """
+        out: list[Finding] = []
+        for th in ctx.thresholds:
+            if th.metric in result.metrics and result.metrics[th.metric] is None:
+                out.append(
+                    self.finding(
+                        ctx,
+                        "unmeasured",
+                        f"{self.title or self.id}: {th.metric} not measured (the budget ran out); "
+                        f"the gate {th.op} {th.value:g} cannot pass",
+                        severity=th.severity,
+                        evidence={th.metric: None, "threshold": f"{th.op} {th.value:g}", "budget": why},
+                        remediation=(
+                            "Raise budget.queries (or lower budget.samples / the ε grid) and re-assess."
+                        ),
+                    )
+                )
+        return out
 
 
 # -- silent misuse ------------------------------------------------------------------------------

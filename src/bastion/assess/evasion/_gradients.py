@@ -131,8 +131,20 @@ class GradientOracle:
 
     # -- numpy API --------------------------------------------------------------------
     def scores(self, x: np.ndarray) -> np.ndarray:
-        """Logits (or log-probabilities) ``(n, K)`` float64."""
+        """Logits (or log-probabilities) ``(n, K)`` float64.
+
+        Generic targets: ``log predict_proba``, or the log-softmax of ``predict_logits`` for a
+        target with logits but no probabilities (a linear SVM's decision function).
+        """
         if not self.native:
+            caps: frozenset[Capability] = getattr(self.target, "capabilities", frozenset())
+            if Capability.PROBABILITIES not in caps and Capability.LOGITS in caps:
+                z = np.asarray(self.target.predict_logits(x), dtype=np.float64)  # e.g. a linear SVM
+                return (
+                    z
+                    - z.max(axis=1, keepdims=True)
+                    - np.log(np.exp(z - z.max(axis=1, keepdims=True)).sum(axis=1, keepdims=True))
+                )
             p = np.asarray(self.target.predict_proba(x), dtype=np.float64)
             return np.log(np.clip(p, 1e-300, None))
         import torch

@@ -27,12 +27,15 @@ for ``absolute``, each feature's range for ``fraction``) over mutable values, as
 
 At ε the best point, scaled onto the ε-ball when farther (``x + (x_b − x)·ε/‖x_b − x‖``),
 clipped to the declared bounds and the per-value ε interval (a superset of the ball: clipping
-only shrinks the norm), integer values rounded, is classified once more (one query): the sample
-is broken when it is misclassified. Every probe round is one batched call for all active
+only shrinks the norm), integer values rounded — to the nearest integer, or toward the clean
+value where the nearest would leave the ball
+(:meth:`~bastion.assess.evasion._common.InputBounds.finalize_l2`), so no returned point is
+outside the ball — is classified once more (one query): the sample is broken when it is
+misclassified. Every probe round is one batched call for all active
 samples (fast against an HTTP endpoint); every probe a sample causes is charged to it.
 
 Deviations from the paper: the search iterates from the best point found so far; integer
-values are rounded only at the end (the search queries unrounded points).
+values are rounded only at the end (the search queries unrounded points), inside the ball.
 """
 
 from __future__ import annotations
@@ -277,7 +280,7 @@ def hopskipjump_l2(eng: _HSJEngine, x: np.ndarray, y: np.ndarray, eps: float, ca
     shrink = np.where(best_d > eps, eps / np.maximum(best_d, 1e-12), 1.0)
     final = x64 + bcast(shrink, x64) * (best - x64)
     low, high = b.box(x, eps)
-    final = b.finalize(np.where(bcast(found, x), final, x64), low, high)
+    final = b.finalize_l2(np.where(bcast(found, x), final, x64), x, low, high, eps)
     rows = np.flatnonzero(found)
     if rows.size:
         success[rows] = adv(rows, final[rows])

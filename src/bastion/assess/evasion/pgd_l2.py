@@ -10,8 +10,10 @@ feature's range for ``fraction``). From a random point of the ball (or ``x``), r
     δ ← Π_box(Π_ε(δ + α · scale · g_s / ‖g_s‖₂)),   g_s = scale · ∇ₓ CE(f(x + δ), y)
 
 where ``Π_ε`` rescales onto the L2 ball and ``Π_box`` clips to the declared bounds (immutable
-and categorical values fixed); integer features are rounded inside the box at the end (which
-may move a value by under one unit). ``α`` defaults to ``2.5·ε/steps``. A sample counts as broken
+and categorical values fixed); integer features are rounded inside the box at the end, toward
+the clean value where the nearest integer would leave the L2 ball
+(:meth:`~bastion.assess.evasion._common.InputBounds.finalize_l2`), so no returned point is
+outside the ball. ``α`` defaults to ``2.5·ε/steps``. A sample counts as broken
 when the final point of any restart is misclassified. One query per row per gradient step and
 per final classification.
 """
@@ -147,7 +149,7 @@ class _PGDL2Engine(WhiteBoxEngine):
                 _, g, _ = self.oracle.value_and_grad(xa, yb, "ce")
                 delta = project_l2(xa - xb + alpha * l2_normalize(g, scale, mut), eps, scale, mut)
                 xa = np.clip(xb + delta, lb, hb).astype(np.float32)
-            final = b.finalize(xa, lb, hb)
+            final = b.finalize_l2(xa, xb, lb, hb, eps)
             hit = self.oracle.labels(final) != yb
             queries[todo] += p.steps + 1
             x_best[todo] = final

@@ -22,8 +22,10 @@ subsets of ``round(p·d)`` movable features as windows and Gaussian noise as the
 
 Every candidate is clipped to the declared bounds and the per-value ε interval (a superset of
 the L2 ball), immutable and categorical values stay fixed and integer values are rounded before
-the model sees it (:mod:`bastion.assess.evasion._common`); clipping only shrinks the L2 norm,
-rounding integer features may move a value by under one unit. Each iteration is one batched
+the model sees it (:mod:`bastion.assess.evasion._common`); clipping only shrinks the L2 norm, and
+where rounding to the nearest integer would leave the ball, values are rounded toward the clean
+value instead (:meth:`~bastion.assess.evasion._common.InputBounds.finalize_l2`), so no candidate
+is ever outside the ball. Each iteration is one batched
 call for all samples still unbroken.
 """
 
@@ -141,7 +143,7 @@ class _SquareL2Engine(_SquareEngine):
             n_queries=cap,
             p_init=self.params.p_init,
             rng=self.rng,
-            finalize=self.bounds.finalize,
+            bounds=self.bounds,
         )
 
     def _cap(self, n: int, eps: float, eps_left: int) -> int:
@@ -207,6 +209,7 @@ def square_l2(
     p_init: float,
     rng: np.random.Generator,
     finalize: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray] | None = None,
+    bounds: InputBounds | None = None,
 ) -> AttackOutcome:
     """Untargeted L2 Square Attack on a batch (Andriushchenko et al. 2020, arXiv:1912.00049).
 
@@ -225,6 +228,9 @@ def square_l2(
         rng: the random source (the attack is deterministic given its state).
         finalize: ``(x, low, high) → x`` applied to every candidate before it is queried;
             plain clipping when ``None``.
+        bounds: when given (the check does), every candidate goes through
+            :meth:`InputBounds.finalize_l2` instead of ``finalize``: clipped, integer values
+            rounded, and never outside the L2 ε-ball (rounding may not push it out).
 
     Returns:
         The best point per sample (the first misclassified one, for those broken), whether it is
@@ -245,7 +251,9 @@ def square_l2(
     sc = np.where(scale > 0, scale, 1.0).reshape(1, *grid)
     x64 = np.asarray(x, dtype=np.float64)
 
-    def clip(cand: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    def clip(cand: np.ndarray, xa: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+        if bounds is not None:
+            return bounds.finalize_l2(cand, xa, lo, hi, eps)
         if finalize is not None:
             return finalize(cand, lo, hi)
         return np.clip(cand.astype(np.float32), lo, hi)
@@ -254,7 +262,7 @@ def square_l2(
         """Scaled perturbation ``u`` ``(m, c, h, w)`` onto the ε-sphere, then into the box."""
         u = np.where(m4, u, 0.0)
         u = u / np.maximum(_norm_rows(u, (1, 2, 3)), 1e-12) * eps
-        return clip((xa.reshape(len(xa), *grid) + u * sc).reshape(xa.shape), lo, hi)
+        return clip((xa.reshape(len(xa), *grid) + u * sc).reshape(xa.shape), xa, lo, hi)
 
     # 1. initial point
     u0 = np.zeros((n, *grid))

@@ -291,6 +291,13 @@ class RefBasedAttack(MembershipThreshold):
         result.notes["claimed_epsilon"] = (
             "the ε the DP training run spent (its accountant), from the version's record"
         )
+        delta = claimed_delta(ctx.asset.tags)
+        if delta is not None:
+            result.metrics["claimed_delta"] = delta
+            result.notes["claimed_epsilon"] += (
+                f", with δ = {delta:.3g}; the lower bound is taken at δ = 0, which differs from the "
+                "bound at this δ by less than δ/FPR in the log-ratio"
+            )
         if lower <= claimed:
             return []
         return [
@@ -308,8 +315,17 @@ class RefBasedAttack(MembershipThreshold):
 
 def claimed_epsilon(tags: list[str]) -> float | None:
     """The ε a DP-trained version claims, from its ``dp-epsilon:<ε>`` tag; ``None`` when absent."""
+    return _tag_value(tags, "dp-epsilon:")
+
+
+def claimed_delta(tags: list[str]) -> float | None:
+    """The δ of a DP-trained version's guarantee, from its ``dp-delta:<δ>`` tag; ``None`` when absent."""
+    return _tag_value(tags, "dp-delta:")
+
+
+def _tag_value(tags: list[str], prefix: str) -> float | None:
     for t in tags:
-        if t.startswith("dp-epsilon:"):
+        if t.startswith(prefix):
             try:
                 return float(t.split(":", 1)[1])
             except ValueError:

@@ -30,6 +30,23 @@ ascending; ``max_indices``), indices_truncated, class_stats, detector, dataset_s
 a folder) lets ``bastion data sanitize --remove flagged --from-report`` check that a report is
 for the dataset version it sanitises.
 
+Measuring the detector (an attack simulation with known poison, e.g. ``bastion demo
+--poisoned``): ``params.truth`` names a ground-truth npz (relative to the project folder) with
+``indices`` (the poisoned file rows) and, for the retraining step, ``target`` and
+``trigger_size`` (optional ``trigger_value``, default 1.0, bottom-right corner). The check then
+adds ``precision``, ``recall`` and ``clean_flagged_rate`` (each with a 95 % Wilson interval).
+With ``params.retrain_recipe`` too (a training recipe ``package.module:name`` with the contract
+of :mod:`bastion.assess.membership.reference`), it trains three models with one seed on the
+train split -- as given (poisoned), without the flagged rows (sanitised), without the true
+poison (clean) -- and measures them on the ``test`` split: ``backdoor_success@train=poisoned``,
+``backdoor_success@train=sanitised`` (share of triggered non-target test rows labelled the
+target, Wilson intervals), ``clean_accuracy@train=clean``, ``clean_accuracy@train=sanitised``
+and ``clean_accuracy_drop@train=sanitised`` (clean minus sanitised, a fraction; 0.01 = 1 point).
+Default thresholds then raise ``poisoning.backdoor.backdoor-survives-sanitising`` (medium) when
+``backdoor_success@train=sanitised > 0.05``, ``poisoning.backdoor.low-recall`` (medium) when
+``recall < 0.9`` and ``poisoning.backdoor.clean-rows-flagged`` (low) when ``clean_flagged_rate
+> 0.02``.
+
 Reference: Chen, Carvalho, Baracaldo, Ludwig, Edwards, Lee, Molloy, Srivastava, "Detecting
 Backdoor Attacks on Deep Neural Networks by Activation Clustering", arXiv:1811.03728.
 """
@@ -46,6 +63,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from bastion.core.budget import BudgetUsage
 from bastion.core.check import Check, CheckContext
+from bastion.core.config import Threshold
 from bastion.core.errors import ConfigError
 from bastion.core.findings import Location, Threat
 from bastion.core.registry import register
@@ -72,6 +90,11 @@ class BackdoorParams(BaseModel):
             20.0 (digit 1 and 9 have two real writing styles), BadNets-poisoned target classes 51-73.
         z: robust z-score of that ratio among the classes.
         max_indices: row indices a finding lists at most (the first, ascending).
+        truth: ground-truth npz of a simulated attack (relative to the project folder): the
+            check then measures precision, recall and the clean rows flagged.
+        retrain_recipe: training recipe ``package.module:name``; with ``truth``, retrain on the
+            poisoned, sanitised and clean train split and measure backdoor success and accuracy.
+        test_split: the split the retrained models are measured on.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -86,6 +109,9 @@ class BackdoorParams(BaseModel):
     min_separation: float = Field(default=35.0, gt=0)
     z: float = Field(default=3.5, gt=0)
     max_indices: int = Field(default=MAX_INDICES, ge=1, le=1_000_000)
+    truth: str | None = None
+    retrain_recipe: str | None = None
+    test_split: str = "test"
 
 
 @register("attack")
@@ -112,6 +138,19 @@ class BackdoorCheck(Check):
         "Inspect the listed training rows (look for a repeated small pattern), remove them "
         "(`bastion data sanitize DATASET --remove rows.json`), retrain, and trace how they "
         "entered the data pipeline."
+    )
+    default_thresholds: ClassVar[tuple[Threshold, ...]] = (
+        Threshold(
+            metric="backdoor_success@train=sanitised",
+            op="gt",
+            value=0.05,
+            severity=Severity.MEDIUM,
+            rule="backdoor-survives-sanitising",
+        ),
+        Threshold(metric="recall", op="lt", value=0.9, severity=Severity.MEDIUM, rule="low-recall"),
+        Threshold(
+            metric="clean_flagged_rate", op="gt", value=0.02, severity=Severity.LOW, rule="clean-rows-flagged"
+        ),
     )
     order: ClassVar[int] = 45
 
@@ -199,6 +238,8 @@ class BackdoorCheck(Check):
                     location=Location(path=_dataset_path(ctx), index=int(rows[0])),
                 )
             )
+        if p.truth is not None:
+            _measure(ctx, p, result, x, y, index, flags)
         result.findings.extend(self.threshold_findings(ctx, result))
         seconds = round(time.monotonic() - start, 4)
         result.seconds = seconds
@@ -249,3 +290,94 @@ def _dataset_path(ctx: CheckContext) -> str | None:
         if ds.name == name:
             return ds.path
     return ctx.asset.path
+
+
+def _load_truth(ctx: CheckContext, ref: str) -> dict[str, np.ndarray]:
+    """The ground-truth npz ``ref`` (relative to the project folder), never unpickled.
+
+    Raises:
+        ConfigError: missing or unreadable file, no ``indices`` array.
+    """
+    path = Path(ctx.base_dir) / ref
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: np.asarray(z[k]) for k in z.files}
+    except FileNotFoundError:
+        raise ConfigError(f"params.truth: file not found: {path}") from None
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"params.truth: {path} is not a readable npz: {exc}") from None
+    if "indices" not in arrays or arrays["indices"].dtype.kind not in "iu":
+        raise ConfigError(f"params.truth: {path} has no integer array 'indices' (the poisoned rows)")
+    return arrays
+
+
+def _measure(
+    ctx: CheckContext,
+    p: BackdoorParams,
+    result: CheckResult,
+    x: np.ndarray,
+    y: np.ndarray,
+    index: np.ndarray,
+    flags: np.ndarray,
+) -> None:
+    """Precision/recall against ``p.truth``; with a recipe, backdoor success after retraining."""
+    from bastion.assess.poisoning.measure import detection_metrics, wilson
+
+    truth = _load_truth(ctx, p.truth or "")
+    poisoned = np.isin(index, truth["indices"].astype(np.int64))
+    m = detection_metrics(flags, poisoned)
+    for key in ("precision", "recall", "clean_flagged_rate"):
+        result.metrics[key] = float(m[key])
+        lo, hi = m["intervals"][key]
+        result.intervals[key] = (float(lo), float(hi))
+    result.metrics["poisoned_rows"] = float(m["poisoned"])
+    result.notes["truth"] = f"{p.truth}: {m['poisoned']} poisoned rows among the {index.size} examined"
+    if p.retrain_recipe is None:
+        return
+    test = ctx.data.get(p.test_split)
+    if test is None or test.y is None or test.index.size == 0:
+        result.notes["retrain"] = f"skipped: no labelled {p.test_split!r} split to measure on"
+        return
+    if "target" not in truth or "trigger_size" not in truth:
+        result.notes["retrain"] = f"skipped: {p.truth} records no 'target' and 'trigger_size'"
+        return
+    from bastion.assess.membership.reference import load_recipe
+    from bastion.assess.poisoning.simulate import Trigger
+
+    recipe = load_recipe(p.retrain_recipe, where="params.retrain_recipe")
+    target = int(truth["target"])
+    trig = Trigger(
+        size=int(truth["trigger_size"]),
+        value=float(truth["trigger_value"]) if "trigger_value" in truth else 1.0,
+    )
+    xt, yt = np.asarray(test.x), np.asarray(test.y)
+    other = yt != target
+    try:
+        triggered = trig.apply(xt[other])
+    except ConfigError as exc:
+        result.notes["retrain"] = f"skipped: {exc}"
+        return
+    query = np.concatenate([xt, triggered]).astype(np.float32)
+    masks = np.stack([np.ones_like(flags), ~flags, ~poisoned])  # poisoned, sanitised, clean
+    seeds = np.full(3, ctx.seed, dtype=np.int64)
+    proba = np.asarray(recipe(x.astype(np.float32), y.astype(np.int64), masks, query, seeds=seeds))
+    if proba.shape[:2] != (3, query.shape[0]):
+        raise ConfigError(
+            f"params.retrain_recipe: returned shape {proba.shape}, expected (3, {query.shape[0]}, classes)"
+        )
+    pred = proba.argmax(axis=2)
+    n_test, n_trig = xt.shape[0], int(other.sum())
+    acc = (pred[:, :n_test] == yt).mean(axis=1)
+    hits = (pred[:, n_test:] == target).sum(axis=1)
+    for k, name in ((0, "poisoned"), (1, "sanitised")):
+        key = f"backdoor_success@train={name}"
+        result.metrics[key] = float(hits[k] / n_trig) if n_trig else None
+        result.intervals[key] = wilson(int(hits[k]), n_trig)
+    result.metrics["clean_accuracy@train=clean"] = float(acc[2])
+    result.metrics["clean_accuracy@train=sanitised"] = float(acc[1])
+    result.metrics["clean_accuracy_drop@train=sanitised"] = float(acc[2] - acc[1])
+    result.notes["retrain"] = (
+        f"{p.retrain_recipe}, seed {ctx.seed}: trained on the {p.split!r} split as given "
+        f"({masks[0].sum()} rows), sanitised ({masks[1].sum()}) and clean ({masks[2].sum()}); "
+        f"measured on {n_test} {p.test_split!r} rows, {n_trig} of them triggered"
+    )

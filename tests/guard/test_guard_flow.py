@@ -1,0 +1,312 @@
+"""The guard's controls wired together (``Guard.handle``, simulated clock): fail closed on any
+internal error, the graded response end to end, anomaly alerts, audit record content, bounded
+detector memory, a profile fitted for another model, runtime evidence in ``bastion assess``."""
+
+from __future__ import annotations
+
+import json
+import logging
+import tracemalloc
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from tests.guard.helpers import MemorySink, SoftmaxTarget, make_config
+
+from bastion.core.errors import IntegrityError
+from bastion.guard.app import Guard
+from bastion.guard.audit import input_sha256
+from bastion.guard.canary import canary_hash
+from bastion.guard.config import ExtractionSpec, KeySpec
+from bastion.guard.extraction import ExtractionDetector
+from bastion.guard.profile import Profile
+from bastion.guard.response import BreakerState
+
+Keys = dict[str, tuple[str, KeySpec]]
+
+
+@pytest.fixture(autouse=True)
+def _quiet(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.CRITICAL, logger="bastion.guard")
+
+
+def _body(rows: Any) -> bytes:
+    return json.dumps({"instances": np.asarray(rows).reshape(len(rows), -1).tolist()}).encode()
+
+
+def _hdr(keys: Keys, kid: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {keys[kid][0]}"}
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.t = 1_700_000_000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+# -- fail closed -------------------------------------------------------------------------------------
+
+_BEFORE_MODEL = ["access._match", "policy.key_allowed", "validator.parse", "canaries.hits", "limiter.take"]
+_AFTER_MODEL = ["extraction.observe", "anomaly.ood", "policy.on_alert", "policy.harden"]
+
+
+@pytest.mark.parametrize("where", _BEFORE_MODEL + _AFTER_MODEL + ["store.append"])
+def test_any_error_in_auth_policy_or_audit_denies_503(
+    where: str, keys: Keys, target: SoftmaxTarget, profile: Profile, digits: dict[str, np.ndarray]
+) -> None:
+    cfg = make_config(keys, canaries=[{"id": "c", "sha256": canary_hash(digits["x_test"][0])}])
+    sink = MemorySink()  # the request below holds the canary: every alert path runs
+    g = Guard(cfg, target=target, store=sink, profile=profile)
+    if where == "policy.harden":  # reached only for a flagged key
+        g.policy.on_alert("alice", "high", 0.0)
+    obj_name, attr = where.split(".")
+    obj = sink if obj_name == "store" else getattr(g, obj_name)
+
+    def boom(*_a: object, **_k: object) -> Any:
+        raise RuntimeError(f"injected failure in {where}")
+
+    if where == "store.append":
+        real = sink.append
+        calls = {"n": 0}
+
+        def flaky(**kw: Any) -> int:  # the request's record fails; the error record goes through
+            calls["n"] += 1
+            if calls["n"] == 1:
+                raise RuntimeError("disk full")
+            return real(**kw)
+
+        sink.append = flaky  # type: ignore[method-assign]
+    else:
+        setattr(obj, attr, boom)
+    before = target.queries
+    r = g.handle("digits", _hdr(keys, "alice"), _body(digits["x_test"][:2]))
+    assert r.status == 503, (where, r.status, r.body)
+    assert set(r.body) == {"detail", "request_id"} and isinstance(r.body["detail"], str)
+    assert "injected" not in json.dumps(r.body)  # no internals leak
+    if where in _BEFORE_MODEL:
+        assert target.queries == before, where  # nothing reached the model
+    if where != "store.append":
+        assert sink.records[-1]["decision"] in ("error", "deny") and sink.records[-1]["status"] == 503
+
+
+# -- graded response --------------------------------------------------------------------------------
+
+
+def test_graded_response_harden_throttle_breaker_half_open_closed(
+    keys: Keys, target: SoftmaxTarget, digits: dict[str, np.ndarray]
+) -> None:
+    clock = _Clock()
+    cfg = make_config(
+        keys, response={"throttle_after": 2, "breaker_after": 3, "breaker_reset_s": 10, "harden": "label"}
+    )
+    sink = MemorySink()
+    g = Guard(cfg, target=target, store=sink, clock=clock)
+    body = _body(digits["x_test"][:1])
+
+    def ask(kid: str = "eve") -> Any:
+        return g.handle("digits", _hdr(keys, kid), body)
+
+    def strike() -> list[str]:
+        with g._lock:
+            return g._raise([g._alert("guard.extraction.class-coverage", "eve", {})], clock.t)
+
+    assert ask().body["output"] == "probabilities"  # 0: logged only
+    assert strike() == ["harden:eve"]
+    r = ask()
+    assert r.body["output"] == "label" and sink.records[-1]["decision"] == "harden"
+    assert strike() == ["throttle:eve"]
+    assert g.limiter.throttled("eve") and g.limiter.key_rate("eve") == pytest.approx(1000 * 0.1)
+    assert strike() == ["breaker:eve"]
+    r = ask()
+    assert r.status == 429 and r.headers["Retry-After"] == "10" and sink.records[-1]["decision"] == "breaker"
+    assert ask("bob").status == 200  # other keys unaffected
+    clock.t += 10.5  # reset timeout passed: half-open, one trial
+    br = g.policy.posture("eve").breaker
+    assert br is not None
+    r = ask()
+    assert r.status == 200 and br.state == BreakerState.CLOSED  # a clean trial closes it
+    assert ask().status == 200
+    assert [i["rule_id"] for i in sink.incidents] == ["guard.extraction.class-coverage"] * 3
+
+
+def test_alert_spike_degrades_to_configured_fallback_then_recovers(
+    keys: Keys, target: SoftmaxTarget, digits: dict[str, np.ndarray]
+) -> None:
+    clock = _Clock()
+    fallback = {"predictions": None, "degraded": True, "detail": "service degraded", "contact": "oncall"}
+    cfg = make_config(
+        keys, response={"degraded": {"alerts_per_minute": 3, "duration_s": 30, "fallback": fallback}}
+    )
+    g = Guard(cfg, target=target, store=MemorySink(), clock=clock)
+    body = _body(digits["x_test"][:1])
+    with g._lock:
+        acts = [g._raise([g._alert("guard.anomaly.ood-rate", None, {})], clock.t + i) for i in range(3)]
+    assert acts[-1] == ["degraded"]
+    clock.t += 3
+    r = g.handle("digits", _hdr(keys, "bob"), body)
+    assert r.status == 200 and r.headers["X-Bastion-Degraded"] == "1"
+    assert {k: v for k, v in r.body.items() if k != "request_id"} == fallback
+    assert g.ready()["ready"] is False and g.store.records[-1]["decision"] == "fallback"  # type: ignore[attr-defined]
+    clock.t += 31
+    assert g.handle("digits", _hdr(keys, "bob"), body).body["output"] == "probabilities"
+    assert g.ready()["ready"] is True
+
+
+# -- anomaly --------------------------------------------------------------------------------------
+
+
+def test_ood_inputs_and_output_drift_raise_alerts(
+    keys: Keys, target: SoftmaxTarget, profile: Profile, digits: dict[str, np.ndarray]
+) -> None:
+    cfg = make_config(keys, anomaly={"window": 100, "ood_rate_alert": 0.2}, extraction={"enabled": False})
+    natural = Guard(cfg, target=target, store=MemorySink(), profile=profile)
+    for i in range(0, 300, 50):
+        natural.handle("digits", _hdr(keys, "alice"), _body(digits["x_test"][i : i + 50]))
+    assert "guard.anomaly.ood-rate" not in natural.alert_counts
+    assert "guard.anomaly.output-drift" not in natural.alert_counts
+
+    g = Guard(cfg, target=target, store=MemorySink(), profile=profile)
+    noise = np.random.default_rng(0).uniform(0, 1, size=(100, 64))
+    g.handle("digits", _hdr(keys, "alice"), _body(noise))
+    assert g.alert_counts.get("guard.anomaly.ood-rate") == 1
+    assert g.alert_counts.get("guard.anomaly.output-drift") == 1
+    assert g.anomaly is not None and g.anomaly.last_ks > 0.2
+    inc = {i["rule_id"]: i for i in g.store.incidents}  # type: ignore[attr-defined]
+    assert inc["guard.anomaly.ood-rate"]["details"]["evidence"]["ood_rate"] > 0.5
+    assert all(a.startswith("AML.") for a in inc["guard.anomaly.ood-rate"]["atlas"])
+
+
+# -- audit record content ---------------------------------------------------------------------------
+
+
+def test_audit_record_holds_key_model_input_hash_output_summary_alerts_never_raw_inputs(
+    keys: Keys, target: SoftmaxTarget, profile: Profile, digits: dict[str, np.ndarray]
+) -> None:
+    trap = digits["x_test"][3]
+    cfg = make_config(keys, canaries=[{"id": "trap", "sha256": canary_hash(trap)}])
+    sink = MemorySink()
+    g = Guard(cfg, target=target, store=sink, profile=profile, model_sha256="ab" * 32)
+    x = digits["x_test"][:3]
+    g.handle("digits", _hdr(keys, "alice"), _body(x))
+    g.handle("digits", _hdr(keys, "eve"), _body(trap[None]))
+    g.handle("digits", _hdr(keys, "alice"), b"{broken")
+    ok, trapped, bad = sink.records
+    assert ok["key_id"] == "alice" and ok["decision"] == "allow" and ok["model_sha256"] == "ab" * 32
+    assert ok["input_sha256"] == input_sha256(x.astype(np.float32)) and ok["rows"] == 3
+    assert ok["output"]["labels"] == [int(v) for v in target.predict_label(x)]
+    assert 0 < ok["output"]["mean_confidence"] <= 1 and ok["alerts"] == []
+    assert trapped["alerts"][0]["rule_id"] == "guard.canary.hit"
+    assert trapped["alerts"][0]["atlas"] and all(a.startswith("AML.") for a in trapped["alerts"][0]["atlas"])
+    assert bad["decision"] == "reject" and bad["status"] == 400 and bad["key_id"] == "alice"
+    blob = json.dumps(sink.records)
+    assert "input" not in ok and f"{float(x[0][20]):.6g}"[:5] not in blob.replace("mean_confidence", "")
+
+
+# -- extraction memory ------------------------------------------------------------------------------
+
+
+def test_extraction_memory_per_key_stops_growing(profile: Profile) -> None:
+    spec = ExtractionSpec(cell_cap=256, ring=16)
+    det = ExtractionDetector(spec, num_classes=10, dims=profile.components.shape[0])
+    rng = np.random.default_rng(5)
+
+    def feed(n: int, key: str) -> None:
+        for _ in range(n // 500):
+            x = rng.uniform(0, 1, size=(500, 64))
+            z = profile.project(x)
+            det.observe(
+                key,
+                z=z,
+                cells=profile.cells(z),
+                labels=rng.integers(0, 10, 500),
+                margins=rng.uniform(0, 1, 500),
+                ood=rng.random(500) < 0.5,
+                now=0.0,
+            )
+
+    feed(1000, "k")  # past the cell cap
+    tracemalloc.start()
+    try:
+        base = tracemalloc.take_snapshot()
+        feed(10_000, "k")  # ten times more queries from the same key
+        after = tracemalloc.take_snapshot()
+    finally:
+        tracemalloc.stop()
+    grown = sum(s.size_diff for s in after.compare_to(base, "filename") if "extraction" in str(s.traceback))
+    assert det.stats["k"].n == 11_000 and len(det.stats["k"].cells) == 256
+    assert grown < 4096, grown  # the key's state does not grow with its queries
+    assert det.memory_bound_bytes() < 64 * 1024
+
+
+# -- artefact fitted for another model ----------------------------------------------------------
+
+
+def test_profile_fitted_for_another_model_is_refused(project: Path, digits: dict[str, np.ndarray]) -> None:
+    import joblib
+    from sklearn.linear_model import LogisticRegression
+
+    from bastion import api
+
+    info = api.guard_fit(project / "bastion.yaml", asset="digits", out=project / "profile")
+    gy = project / "guard.yaml"
+    gy.write_text(
+        json.dumps(
+            {
+                "name": "digits",
+                "model": {"config": "bastion.yaml", "asset": "digits"},
+                "profile": {"path": "profile", "sha256": info["sha256"]},
+                "audit": {"db": f"sqlite:///{project / 'g.db'}"},
+            }
+        )
+    )
+    app = api.guard_app(gy)
+    app.state.guard.store.close()
+    clf = LogisticRegression(max_iter=50, C=0.1).fit(digits["x_train"], digits["y_train"])
+    joblib.dump(clf, project / "model.joblib")  # retrained, safe, but not the model the profile knows
+    with pytest.raises(IntegrityError, match="re-run bastion guard fit"):
+        api.guard_app(gy)
+
+
+# -- runtime evidence in bastion assess ----------------------------------------------------------
+
+
+def test_guard_incidents_show_in_bastion_assess(
+    project: Path, keys: Keys, digits: dict[str, np.ndarray], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bastion import api
+    from bastion.cli.main import run
+
+    db = f"sqlite:///{project / 'store.db'}"
+    trap = digits["x_test"][5]
+    (project / "guard.yaml").write_text(
+        json.dumps(
+            {
+                "name": "digits",
+                "model": {"config": "bastion.yaml", "asset": "digits"},
+                "keys": [keys["eve"][1].model_dump()],
+                "canaries": [{"id": "patient-7", "sha256": canary_hash(trap)}],
+                "audit": {"db": db},
+            }
+        )
+    )
+    app = api.guard_app(project / "guard.yaml")
+    g = app.state.guard
+    assert g.handle("digits", _hdr(keys, "eve"), _body(trap[None])).status == 200
+    g.store.close()
+    capsys.readouterr()
+    argv = [
+        "assess",
+        "-c",
+        str(project / "bastion.yaml"),
+        "--asset",
+        "digits",
+        "--only",
+        "governance.runtime",
+    ]
+    assert run([*argv, "--db", db, "--fail-on", "none", "-o", str(project / "report")]) == 0
+    cap = capsys.readouterr()
+    out = cap.out + cap.err
+    assert "governance.runtime.guard.canary.hit" in out.replace("\n", "").replace("│", "").replace(" ", "")

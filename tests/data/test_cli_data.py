@@ -41,6 +41,13 @@ def test_data_commands_end_to_end(
     assert {"kind": "row-changed", "path": "t.csv", "row": 2} in changes
     assert run(["data", "verify", "missing.csv"]) == 2
     assert run(["data", "validate", "n.csv", "--against", "nope.json"]) == 2
+    (tmp_path / "x.csv").write_text("f,extra\n0.5,1\n")  # a column the profile does not know, no label
+    capsys.readouterr()
+    assert run(["data", "validate", "x.csv", "--against", "t.profile.json"]) == 2
+    captured = capsys.readouterr()
+    rules = {(v["column"], v["rule"]) for v in json.loads(captured.out)["violations"]}
+    assert {("extra", "column-unknown"), ("label", "label-missing")} <= rules  # still every violation
+    assert "x.csv: column 'extra': not a column of the profile t.profile.json" in captured.err
 
 
 def test_bad_input_exits_2_naming_file_row_and_column(

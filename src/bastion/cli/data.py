@@ -2,7 +2,8 @@
 
 Machine output (JSON) goes to stdout or ``--output``; the human summary to stderr. Exit codes:
 0 done; 1 violations or changes found (``validate``, ``verify``); 2 errors (unreadable file,
-unknown dataset, store unreachable).
+unknown dataset, store unreachable, and a file whose columns do not match the profile: a column the
+profile does not know, a missing column or label column — every violation is still listed).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
-from bastion.cli._common import EXIT_FINDINGS, EXIT_OK, err, fail, write
+from bastion.cli._common import EXIT_ERROR, EXIT_FINDINGS, EXIT_OK, err, fail, write
 
 data_app = typer.Typer(
     help="Profile, validate, register, verify and sanitise datasets.", no_args_is_help=True
@@ -66,7 +67,11 @@ def validate_cmd(
         typer.Option("--show-values", help="Also print the offending cell values (may be personal data)."),
     ] = False,
 ) -> None:
-    """List every violation (row, column, rule) of the profile; exit 1 when there is any."""
+    """List every violation (row, column, rule) of the profile; exit 1 when there is any.
+
+    A file whose columns do not match the profile (``column-unknown``, ``column-missing``,
+    ``label-missing``) is bad input: every violation is still listed, then exit 2.
+    """
     from bastion import api
     from bastion.core.errors import BastionError
 
@@ -82,7 +87,24 @@ def validate_cmd(
         shown = f"  value {v.value}" if show_values and v.value is not None else ""
         err.print(f"row {row}  column {v.column}  rule {v.rule}{shown}", highlight=False, markup=False)
     err.print(f"{len(violations)} violation(s)", highlight=False)
+    structural = [v for v in violations if v.rule in _STRUCTURAL_RULES]
+    for v in structural:
+        err.print(
+            f"error: {dataset}: column {v.column!r}: " + _STRUCTURAL_RULES[v.rule].format(profile=against),
+            highlight=False,
+            markup=False,
+        )
+    if structural:
+        raise typer.Exit(EXIT_ERROR)
     raise typer.Exit(EXIT_FINDINGS if violations else EXIT_OK)
+
+
+#: Violations that mean the file does not have the profile's columns (bad input, exit 2).
+_STRUCTURAL_RULES = {
+    "column-unknown": "not a column of the profile {profile}",
+    "column-missing": "missing (the profile {profile} has it)",
+    "label-missing": "the label column is missing (the profile {profile} has it)",
+}
 
 
 @data_app.command("register")

@@ -218,3 +218,27 @@ def test_empty_test_split_skips_leakage(tmp_path: Path, cancer: tuple[np.ndarray
     ctx = _ctx(tmp_path, x, y, {"train": list(range(100)), "test": []})
     res = DataHealthCheck().run(ctx)
     assert res.metrics["train_test_overlap"] is None and "is empty" in res.notes["train_test_overlap"]
+
+
+def test_class_outliers_are_opt_in_and_find_rows_odd_for_their_class(tmp_path: Path) -> None:
+    """Rows whose feature is ordinary overall but extraordinary within their label are cited."""
+    rng = np.random.default_rng(3)
+    n = 300
+    y = np.repeat([0, 1], n // 2)
+    x = rng.normal(size=(n, 4))
+    x[:, 0] += np.where(y == 0, -10.0, 10.0)  # feature 0 separates the classes
+    poison = np.array([7, 31, 88, 120])
+    x[poison, 0] = 10.0  # a class-1 value on class-0 rows: common in the data, odd for the label
+    splits = {"train": list(range(n))}
+    off = DataHealthCheck().run(_ctx(tmp_path, x, y, splits))
+    assert "class_outlier_rate" not in off.metrics  # off by default
+    res = DataHealthCheck().run(_ctx(tmp_path, x, y, splits, class_outlier_z=5.0))
+    assert res.metrics["class_outlier_rate"] == pytest.approx(len(poison) / n)
+    found = [f for f in res.findings if f.rule_id.endswith("class-outliers")]
+    assert len(found) == 1 and found[0].severity == Severity.LOW
+    assert found[0].evidence["indices"] == poison.tolist()
+    assert "column 0" in res.notes["class_outlier_rate"]
+    # the global outlier model does not see them: the values are ordinary in the data set
+    assert res.metrics["outlier_rate"] is not None and res.metrics["outlier_rate"] < len(poison) / n
+    unlabelled = DataHealthCheck().run(_ctx(tmp_path, x, None, splits, class_outlier_z=5.0))
+    assert unlabelled.metrics["class_outlier_rate"] is None

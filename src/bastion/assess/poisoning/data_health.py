@@ -18,6 +18,9 @@ the whole file; each :class:`bastion.core.check.Split` carries the rows' file in
   ``train_test_near_overlap`` also counts near copies.
 * ``outlier_rate`` -- rows whose ECOD score exceeds a robust z-score of ``outlier_z``
   (:mod:`bastion.detect.outliers`).
+* ``class_outlier_rate`` (opt-in, ``class_outlier_z``) -- labelled tabular rows whose features
+  are anomalous for their own class (:mod:`bastion.detect.class_outliers`); any flagged row is a
+  low ``class-outliers`` finding.
 
 Every rate carries a 95 % Wilson interval. Rows examined: the whole file up to ``max_rows``
 (a seeded random subset beyond; ``ctx.budget.samples`` governs attacks, not this check).
@@ -69,6 +72,10 @@ class DataHealthParams(BaseModel):
         duplicate_tol: near-duplicate tolerance, a fraction of the median nearest-neighbour distance.
         outlier_method: ``ecod`` or ``iforest``.
         outlier_z: robust z-score of the outlier score above which a row is an outlier.
+        class_outlier_z: opt-in class-conditional feature anomalies for labelled tabular rows
+            (:mod:`bastion.detect.class_outliers`): rows whose features are unusual *for their own
+            class*, at this robust z-score; ``None`` (default) leaves it off, as heavy-tailed
+            features (e.g. breast-cancer) flag a few percent of clean rows at any fixed threshold.
         train_split: name of the training split (leakage check).
         test_split: name of the test split (leakage check).
     """
@@ -80,6 +87,7 @@ class DataHealthParams(BaseModel):
     duplicate_tol: float = Field(default=0.1, gt=0, le=1)
     outlier_method: Literal["ecod", "iforest"] = "ecod"
     outlier_z: float = Field(default=5.0, gt=0)
+    class_outlier_z: float | None = Field(default=None, gt=0)
     train_split: str = "train"
     test_split: str = "test"
 
@@ -131,6 +139,9 @@ class DataHealthCheck(Check):
             metric="exact_duplicate_rate", op="gt", value=0.01, severity=Severity.LOW, rule="duplicates"
         ),
         Threshold(metric="outlier_rate", op="gt", value=0.05, severity=Severity.LOW, rule="outliers"),
+        Threshold(
+            metric="class_outlier_rate", op="gt", value=0.0, severity=Severity.LOW, rule="class-outliers"
+        ),
     )
     order: ClassVar[int] = 40
 
@@ -271,6 +282,8 @@ class DataHealthCheck(Check):
                 "Inspect the listed rows: corrupted records or inserted points far from the rest "
                 "of the data should be traced to their source and removed.",
             )
+        if p.class_outlier_z is not None:
+            self._class_outliers(rows, p.class_outlier_z, ctx.seed, metrics, intervals, notes, categories)
         ctx.report_progress(0.95)
 
         result = CheckResult(
@@ -288,6 +301,39 @@ class DataHealthCheck(Check):
         return result
 
     # -- helpers ------------------------------------------------------------------------
+    def _class_outliers(
+        self,
+        rows: Split,
+        z: float,
+        seed: int,
+        metrics: dict[str, float | None],
+        intervals: dict[str, tuple[float, float]],
+        notes: dict[str, str],
+        categories: dict[str, _Category],
+    ) -> None:
+        """``class_outlier_rate``: rows anomalous for their own class (opt-in, labelled 2-D rows)."""
+        from bastion.detect.class_outliers import ClassConditionalOutlierDetector
+
+        n = int(rows.index.size)
+        if rows.y is None or rows.x.ndim != 2 or n < 10:
+            metrics["class_outlier_rate"] = None
+            notes["class_outlier_rate"] = "skipped: needs at least 10 labelled tabular (2-D) rows"
+            return
+        det = ClassConditionalOutlierDetector(seed=seed, z=z).fit(rows.x, rows.y)
+        flagged = det.reference_flags_
+        self._rate(metrics, intervals, "class_outlier_rate", int(np.count_nonzero(flagged)), n)
+        odd = np.bincount(det.feature_[flagged], minlength=rows.x.shape[1]) if flagged.any() else None
+        if odd is not None:
+            notes["class_outlier_rate"] = f"most often odd feature: column {int(odd.argmax())}"
+        categories["class_outlier_rate"] = _Category(
+            "class_outlier_rate",
+            np.sort(rows.index[flagged]),
+            n,
+            "rows have features anomalous for their own class",
+            "Inspect the listed rows: a value ordinary in the data set but extraordinary within the "
+            "row's label is how edited or inserted poison rows often look; trace them to their source.",
+        )
+
     @staticmethod
     def _rate(
         metrics: dict[str, float | None],

@@ -265,3 +265,26 @@ def test_max_time_skips_what_does_not_fit(
     assert report.run.status == "error"  # an assessment cut short is incomplete: it must not pass CI
     assert any(e.error == "MaxTimeReached" for e in report.errors)
     assert api.exit_code(report, "none") == 2
+
+
+def test_plan_skips_attacks_on_a_dataset_without_splits(tmp_path: Path) -> None:
+    """--dry-run tells the truth: an attack on a dataset that records no split would be skipped."""
+    from bastion import api
+
+    np.savez(tmp_path / "d.npz", x=np.zeros((20, 3), dtype=np.float32), y=np.arange(20) % 2)
+    (tmp_path / "bastion.yaml").write_text(
+        """version: 1
+assets:
+  - {name: e, kind: endpoint, url: "http://127.0.0.1:9/p", framework: http, num_classes: 2,
+     dataset: d, input: {shape: [3]}}
+datasets:
+  - {name: d, path: d.npz}
+"""
+    )
+    plan = api.plan(tmp_path / "bastion.yaml")
+    attacks = [i for i in plan.items if i.kind == "attack" and i.asset == "e"]
+    assert attacks and all(i.skip_reason is not None for i in attacks)  # none would run
+    # the black-box ones the endpoint could serve say why: no split to draw inputs from
+    assert any(
+        i.check_id == "evasion.square" and "records no splits" in (i.skip_reason or "") for i in attacks
+    )

@@ -58,13 +58,17 @@ def test_sweep_problems_are_reported_before_any_training(tmp_path: Path) -> None
             cfg,
             "dp-train",
             asset="digits",
-            epsilons=[1.0, -2.0, 500.0],
-            attacks=["membership.threshold", "membership.nope"],
+            epsilons=[1.0, -2.0, 500.0, 1.0],
+            attacks=["membership.threshold", "membership.nope", "evasion.pgd"],
             settings=settings,
         )
     problems = "\n".join(exc.value.problems)
     assert "ε must be > 0, got -2" in problems
-    assert "--attack membership.nope: unknown attack" in problems
+    assert "ε 1 given more than once" in problems
+    assert "--attack membership.nope: not a membership-inference attack" in problems
+    assert "--attack evasion.pgd: not a membership-inference attack" in problems
+    known = next(p for p in exc.value.problems if "known: " in p).split("known: ")[1]
+    assert "membership.lira" in known and "evasion." not in known
     assert "ε=500" in problems  # the defence's own bound on epsilon
     assert not (tmp_path / ".bastion").exists()  # nothing trained, nothing written
 
@@ -140,3 +144,24 @@ def test_single_epsilon_unreachable_or_bad_delta_is_exit_2_and_writes_nothing(
     assert run([*args, "--epsilon", "3", "-p", "batch_size=30", "--delta", "0.05"]) == 2  # δ ≥ 1/n = 1/60
     assert "must be below 1/n" in capsys.readouterr().err
     _nothing_written(tmp_path, db)
+
+
+def test_cli_sweep_input_is_checked_before_training(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Empty items, --attack without --sweep and an unwritable -o fail at once, exit 2, no version."""
+    from bastion.cli.main import run
+
+    cfg = build_leaky_digits(tmp_path, n_train=60, n_test=60)
+    db = f"sqlite:///{tmp_path}/b.db"
+    base = ["harden", "dp-train", "--asset", "digits", "-c", str(cfg), "--db", db]
+    for extra, message in (
+        (["--sweep", ""], "expected comma-separated ε values"),
+        (["--sweep", "3,,8"], "expected comma-separated ε values"),
+        (["--epsilon", "3", "--attack", "membership.threshold"], "--attack applies to --sweep only"),
+        (["--sweep", "3", "-o", "/proc/sweep.json"], "--output /proc/sweep.json: cannot write there"),
+        (["--sweep", "3", "-o", str(tmp_path)], "is a folder"),
+    ):
+        assert run([*base, *extra]) == 2, extra
+        assert message in capsys.readouterr().err, extra
+    assert not (tmp_path / ".bastion").exists() and not list(tmp_path.glob("models/*.v*"))

@@ -118,3 +118,24 @@ def test_exit_code_doc_has_every_code() -> None:
     for code in range(5):
         assert f"\n| {code} |" in text
     assert "`--fail-on none` never returns 1" in text
+
+
+def test_every_bastion_yaml_in_the_docs_parses() -> None:
+    """Each ```yaml block of the docs that is a whole bastion.yaml (``version: 1`` + ``assets:``) parses."""
+    import re
+
+    import yaml
+
+    from bastion.core.config import parse_config
+
+    found = 0
+    for md in sorted(DOCS.glob("*.md")):
+        for block in re.findall(r"```yaml\n(.*?)```", md.read_text(encoding="utf-8"), flags=re.S):
+            if not block.startswith("version: 1") or "\nassets:" not in block:
+                continue  # a fragment, or a guard.yaml
+            found += 1
+            try:
+                parse_config(yaml.safe_load(block))
+            except Exception as exc:  # the message names the doc and the problem
+                raise AssertionError(f"{md.name}: {exc}") from None
+    assert found >= 1

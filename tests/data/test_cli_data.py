@@ -74,3 +74,147 @@ def test_bad_input_exits_2_naming_file_row_and_column(
     assert "c.csv" in err and "row 2" in err and "'f'" in err
     assert (tmp_path / "c.csv").read_bytes() == before
     assert not list(tmp_path.glob("c.sanitised-*"))
+
+
+def _csv(path: Path, rows: int = 10) -> Path:
+    path.write_text("f,label\n" + "".join(f"{i / 10},{i % 2}\n" for i in range(rows)))
+    return path
+
+
+def test_verify_reports_a_deleted_registered_file_as_removed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue: a deleted registered file said "is not registered" (exit 2); it is a change (exit 1)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("BASTION_DB", f"sqlite:///{tmp_path / 'b.db'}")
+    _csv(tmp_path / "t.csv")
+    assert run(["data", "register", "t.csv"]) == 0
+    (tmp_path / "t.csv").unlink()
+    capsys.readouterr()
+    assert run(["data", "verify", "t.csv"]) == 1
+    captured = capsys.readouterr()
+    doc = json.loads(captured.out)
+    assert doc["dataset"] == "t" and doc["ok"] is False
+    assert doc["changes"] == [{"kind": "file-removed", "path": "t.csv", "row": None}]
+    assert "file-removed: t.csv" in captured.err and "not registered" not in captured.err
+    # by name as well, from another folder (the path no longer matches)
+    other = tmp_path / "sub"
+    other.mkdir()
+    monkeypatch.chdir(other)
+    assert run(["data", "verify", "t.csv", "--name", "t"]) == 1
+    assert json.loads(capsys.readouterr().out)["changes"][0]["kind"] == "file-removed"
+    # a folder dataset that was deleted: every file it recorded
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "folder").mkdir()
+    _csv(tmp_path / "folder" / "a.csv")
+    _csv(tmp_path / "folder" / "b.csv", 4)
+    assert run(["data", "register", "folder"]) == 0
+    for f in (tmp_path / "folder").iterdir():
+        f.unlink()
+    (tmp_path / "folder").rmdir()
+    capsys.readouterr()
+    assert run(["data", "verify", "folder"]) == 1
+    kinds = [(c["kind"], c["path"]) for c in json.loads(capsys.readouterr().out)["changes"]]
+    assert kinds == [("file-removed", "a.csv"), ("file-removed", "b.csv")]
+    # never registered and missing: still an error naming it
+    assert run(["data", "verify", "never.csv"]) == 2
+    err = capsys.readouterr().err
+    assert "'never.csv'" in err and "is not registered" in err
+
+
+def test_empty_and_foreign_inputs_are_errors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue: a header-only CSV validated/profiled quietly; a foreign --against listed nothing."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("BASTION_DB", f"sqlite:///{tmp_path / 'b.db'}")
+    _csv(tmp_path / "t.csv")
+    assert run(["data", "profile", "t.csv", "--label", "label"]) == 0
+    (tmp_path / "h.csv").write_text("f,label\n")
+    capsys.readouterr()
+    assert run(["data", "validate", "h.csv", "--against", "t.profile.json"]) == 2
+    assert "h.csv: no data rows (a header only); nothing to validate" in capsys.readouterr().err
+    assert run(["data", "profile", "h.csv"]) == 2
+    assert "h.csv: no data rows (a header only); nothing to profile" in capsys.readouterr().err
+    assert not (tmp_path / "h.profile.json").exists()  # nothing saved
+    import numpy as np
+
+    np.savez(tmp_path / "e.npz", x=np.zeros((0, 4), np.float32), y=np.zeros(0, np.int64))
+    assert run(["data", "profile", "e.npz"]) == 2
+    assert "e.npz: no data rows" in capsys.readouterr().err
+    # a JSON file that is not a profile: every problem listed, one line each with its field path
+    (tmp_path / "other.json").write_text(json.dumps({"name": "x", "format": "parquet", "rows": "many"}))
+    assert run(["data", "validate", "t.csv", "--against", "other.json"]) == 2
+    err = capsys.readouterr().err
+    assert "other.json: not a Bastion data profile" in err
+    lines = [ln.strip() for ln in err.splitlines()]
+    for expected in (
+        "- dataset: Field required",
+        "- format: Input should be 'csv' or 'npz'",
+        "- rows: Input",
+    ):
+        assert any(ln.startswith(expected) for ln in lines), (expected, err)
+    assert any(ln.startswith("- name: Extra inputs") for ln in lines), err
+    (tmp_path / "junk.json").write_text("{not json")
+    assert run(["data", "validate", "t.csv", "--against", "junk.json"]) == 2
+    assert "junk.json: not a Bastion data profile: not JSON" in capsys.readouterr().err
+
+
+def _report_for(data: Path, rule: str, indices: list[int]) -> dict[str, object]:
+    """A minimal Bastion JSON report on ``data`` with one poisoning finding listing ``indices``."""
+    import datetime as dt
+
+    from bastion.core.hashing import file_sha256
+    from bastion.core.report import AssetRecord, Report, RunInfo
+
+    sha = file_sha256(data)
+    rep = Report(
+        bastion_version="0",
+        run=RunInfo(id="r1", status="ok", started=dt.datetime(2024, 1, 1, tzinfo=dt.UTC), seconds=1),
+        assets=[AssetRecord(name="t", kind="dataset", path=data.name, sha256=sha)],
+    )
+    doc: dict[str, object] = json.loads(rep.model_dump_json())
+    finding = {
+        "rule_id": rule,
+        "severity": "low",
+        "threat": "poisoning",
+        "title": "dupes",
+        "asset": "t",
+        "location": {"path": data.name},
+        "evidence": {"indices": indices, "dataset_sha256": sha},
+        "fingerprint": "f1",
+    }
+    doc["findings"] = [finding]
+    return doc
+
+
+def test_sanitize_with_nothing_to_remove_writes_no_version(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue: --from-report with no matching finding wrote an identical new version (exit 0)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("BASTION_DB", f"sqlite:///{tmp_path / 'b.db'}")
+    data = _csv(tmp_path / "t.csv")
+    (tmp_path / "rep.json").write_text(json.dumps(_report_for(data, "poisoning.duplicates.exact", [1, 2])))
+    assert run(["data", "register", "t.csv"]) == 0
+    capsys.readouterr()
+    args = ["data", "sanitize", "t.csv", "--remove", "flagged", "--from-report", "rep.json"]
+    assert run([*args, "--rule", "poisoning.backdoor"]) == 0
+    captured = capsys.readouterr()
+    assert "nothing to remove" in captured.err and "no version written" in captured.err
+    assert "poisoning.backdoor" in captured.err
+    doc = json.loads(captured.out)
+    assert doc["path"] is None and doc["version"] is None and doc["removed"] == 0 and doc["parent"]
+    assert not list(tmp_path.glob("t.sanitised-*"))
+    assert run(["data", "verify", "t.csv"]) == 0
+    assert '"version": 1' in capsys.readouterr().out  # still v1: no v2 was registered
+    # nothing to remove from an unregistered file: nothing registered either
+    _csv(tmp_path / "u.csv")
+    assert run(["data", "sanitize", "u.csv", "--remove", ""]) == 0
+    assert json.loads(capsys.readouterr().out)["parent"] is None
+    assert run(["data", "verify", "u.csv"]) == 2
+    # the matching rule still removes the rows
+    capsys.readouterr()
+    assert run(args) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["version"]["details"]["removed_rows"] == [1, 2] and doc["version"]["version"] == 2

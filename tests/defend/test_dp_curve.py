@@ -85,3 +85,15 @@ def test_bad_attack_id_and_params_are_preflight_errors(tmp_path: Path) -> None:
     cfg = _project(tmp_path, "{epsilons: [0], epochs: 2}")
     with pytest.raises(ConfigError):
         api.preflight(cfg, budget="thorough", only=[CURVE])
+
+
+def test_reference_attack_recipe_that_raises_is_a_preflight_error(tmp_path: Path) -> None:
+    """A curve running LiRA with a recipe that raises: one preflight line, before any DP training."""
+    cfg = _project(tmp_path, "{attacks: [membership.threshold, membership.lira], epochs: 2, batch_size: 30}")
+    broken = "tests.assess.membership.tiny_recipe:broken"
+    cfg.write_text(cfg.read_text().replace("bastion.examples.clinic_recipes:digits_mlp", broken))
+    db = f"sqlite:///{tmp_path}/b.db"
+    with pytest.raises(ConfigError) as exc:
+        api.assess(cfg, only=[CURVE], settings=load_settings(budget="thorough", db_url=db))
+    assert any(broken in p and "ValueError" in p for p in exc.value.problems), exc.value.problems
+    assert not (tmp_path / "b.db").exists() and not (tmp_path / ".bastion").exists()

@@ -65,3 +65,32 @@ def test_fast_prv_matches_opacus_prv_accountant(sigma: float, q: float, steps: i
     acc.history = [(sigma, q, steps)]
     expected = acc.get_epsilon(delta=1e-5)
     assert prv_epsilon(sigma, sample_rate=q, steps=steps, delta=1e-5) == pytest.approx(expected, rel=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("eps", "q", "steps"), [(1.0, 0.25, 60), (3.0, 0.25, 60), (8.0, 0.25, 60), (2.0, 0.05, 200)]
+)
+def test_prv_noise_search_is_safe_by_opacus_own_accountant(eps: float, q: float, steps: int) -> None:
+    """The σ found spends at most the target ε (and within the tolerance of it) by Opacus' PRV accountant."""
+    from opacus.accountants import PRVAccountant
+
+    sigma, got = find_noise_multiplier(
+        target_epsilon=eps, delta=1e-5, sample_rate=q, steps=steps, accountant="prv"
+    )
+    acc = PRVAccountant()
+    acc.history = [(sigma, q, steps)]
+    spent = acc.get_epsilon(delta=1e-5)
+    assert eps - 0.01 <= spent <= eps
+    assert spent == pytest.approx(got, rel=1e-6)
+
+
+def test_vectorised_truncated_mean_matches_opacus_quad() -> None:
+    from opacus.accountants.analysis.prv import PoissonSubsampledGaussianPRV, TruncatedPrivacyRandomVariable
+
+    from bastion.defend.dp_sgd import _truncated_mean
+
+    for sigma, q, t_min, t_max in [(1.7, 0.25, -9.0, 9.5), (9.5, 0.32, -4.5, 4.6), (0.8, 0.5, -40.0, 41.0)]:
+        prv = PoissonSubsampledGaussianPRV(q, sigma)
+        theirs = TruncatedPrivacyRandomVariable(prv, t_min, t_max).mean()
+        lo, hi = prv.cdf(t_min), prv.cdf(t_max)
+        assert _truncated_mean(prv, t_min, t_max, hi - lo, lo) == pytest.approx(theirs, rel=1e-9, abs=1e-12)

@@ -129,3 +129,14 @@ def test_plain_data_round_trip(obj: object, protocol: int) -> None:
 def test_random_bytes_never_raise(data: bytes) -> None:
     res = emulate(io.BytesIO(data))
     assert res.complete or res.error
+
+
+def test_inlined_memoize_keeps_errors_and_memo() -> None:
+    """MEMOIZE (handled inline by the loop) stores, fails on an empty stack, and names itself."""
+    res = emulate(io.BytesIO(b"\x80\x04\x94."))
+    assert not res.complete and res.error == "malformed pickle: stack underflow" and res.error_offset == 2
+    res = emulate(io.BytesIO(b"\x80\x04N\x94"))
+    assert res.error == "truncated pickle: stream ends inside MEMOIZE"
+    # memo 0 holds the string, fetched back by BINGET 0 for STACK_GLOBAL: os.system is resolved
+    res = emulate(io.BytesIO(b"\x80\x04\x8c\x02os\x94\x8c\x06system\x94h\x00h\x01\x93\x94."))
+    assert res.complete and [g.qualname for g in res.globals] == ["os.system"]

@@ -140,3 +140,30 @@ def test_nested_loaders_are_flagged_for_unpacking() -> None:
     assert policy.is_nested_loader("_pickle", "loads")
     assert policy.is_nested_loader("torch.storage", "_load_from_bytes")
     assert not policy.is_nested_loader("os", "system")
+
+
+def test_name_match_agrees_with_fnmatch() -> None:
+    """The fast paths of ``_name_match`` (``*`` and plain names) answer as fnmatch would."""
+    import fnmatch
+
+    from bastion.scan.policy import _builtin_rules, _name_match
+
+    _, allow, _, deny = _builtin_rules()
+    patterns = {p for r in (*allow, *deny) for p in r.names} | {"*", "sys*", "a?c", "[ab]x", "*.*", ""}
+    names = [
+        "system",
+        "popen",
+        "sys",
+        "abc",
+        "ax",
+        "bx",
+        "a.b",
+        "OrderedDict",
+        "",
+        "os.system",
+        "_reconstruct",
+    ]
+    for pattern in patterns:
+        for name in names:
+            expected = not ("." in name and "." not in pattern) and fnmatch.fnmatchcase(name, pattern)
+            assert _name_match(name, pattern) is expected, (name, pattern)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from bastion.cli import _common
+from bastion.cli import _common, scan_cmd
 from bastion.cli import main as cli
 
 
@@ -51,9 +51,9 @@ def test_no_progress_bar_off_a_terminal_or_for_single_files(
 
     monkeypatch.setattr(bastion.api, "scan_models", spy)
     folder = _folder(tmp_path)
-    monkeypatch.setattr(cli, "stderr_is_terminal", lambda: False)
+    monkeypatch.setattr(scan_cmd, "stderr_is_terminal", lambda: False)
     assert cli.run(["scan", str(folder), "-f", "json"]) == 0
-    monkeypatch.setattr(cli, "stderr_is_terminal", lambda: True)
+    monkeypatch.setattr(scan_cmd, "stderr_is_terminal", lambda: True)
     assert cli.run(["scan", str(folder / "m0.pkl"), "-f", "json"]) == 0  # a file, not a folder
     assert cli.run(["scan", str(folder), "-f", "json"]) == 0
     assert seen[0] is None and seen[1] is None and callable(seen[2])
@@ -98,3 +98,107 @@ def test_an_explicit_pydantic_plugin_setting_is_kept(monkeypatch: pytest.MonkeyP
     assert os.environ["PYDANTIC_DISABLE_PLUGINS"] == "__all__"
     restore()
     assert "PYDANTIC_DISABLE_PLUGINS" not in os.environ
+
+
+def test_scan_runs_without_typer_or_the_report_models(tmp_path: Path) -> None:
+    """The console script sends ``scan`` (also after ``--debug``) to argparse before importing Typer."""
+    folder = _folder(tmp_path, 2)
+    code = (
+        "import os, sys\n"
+        "from bastion.cli.main import run\n"
+        f"rc = run(['--debug', 'scan', {str(folder)!r}, '-f', 'json', '-o', os.devnull, '-j', '1'])\n"
+        "heavy = [m for m in ('typer', 'bastion.core.report', 'bastion.core.config') if m in sys.modules]\n"
+        "print(rc, heavy)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert proc.stdout.split() == ["0", "[]"]
+    assert "DEBUG bastion.scan.engine: scanned" in proc.stderr  # --debug applied: debug logs
+
+
+def test_scan_help_and_usage_errors_come_from_the_one_argparse_definition(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert cli.run(["scan", "--help"]) == 0
+    out = capsys.readouterr().out
+    for option in ("--format", "--fail-on", "--output", "--allow", "--config", "--jobs", "--rules", "--hash"):
+        assert option in out
+    assert scan_cmd.SUMMARY in out
+    assert cli.run(["scan", "-h"]) == 0
+    capsys.readouterr()
+    assert cli.run(["scan"]) == 4  # PATH is required
+    assert cli.run(["scan", "x", "-j", "-1"]) == 4
+    assert cli.run(["scan", "x", "-j", "two"]) == 4
+    assert cli.run(["scan", "x", "--form", "json"]) == 4  # no abbreviations (as before)
+    assert "Error:" in capsys.readouterr().err
+    assert cli.run(["--help"]) == 0  # the Typer group still lists scan with its one-line help
+    assert "scan" in capsys.readouterr().out
+
+
+def test_scan_defaults_and_options_in_any_order(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = scan_cmd.parse(["m.pkl"])
+    assert (args.fmt, args.fail_on, args.jobs, args.digest, args.output, args.allow, args.rules) == (
+        "table",
+        "medium",
+        0,
+        False,
+        None,
+        [],
+        [],
+    )
+    assert scan_cmd.parse(["a", "--hash", "--no-hash"]).digest is False  # the last one wins
+    folder = _folder(tmp_path, 2)
+    extra = tmp_path / "extra.pkl"
+    extra.write_bytes(pickle.dumps([1, 2], protocol=2))
+    assert cli.run(["scan", "-f", "json", str(folder), "--hash", str(extra), "-j", "1"]) == 0
+    import json
+
+    doc = json.loads(capsys.readouterr().out)
+    assert [Path(f["path"]).name for f in doc["files"]] == ["m0.pkl", "m1.pkl", "extra.pkl"]
+    assert all(f["sha256"] for f in doc["files"])
+
+
+def test_typer_scan_is_a_passthrough(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    res = CliRunner().invoke(cli.app, ["scan", "--help"])
+    assert res.exit_code == 0 and "--fail-on" in res.stdout
+    res = CliRunner().invoke(cli.app, ["scan", str(_folder(tmp_path, 1)), "-f", "json", "--fail-on", "none"])
+    assert res.exit_code == 0 and '"verdict": "safe"' in res.stdout
+    assert CliRunner().invoke(cli.app, ["scan", "--bogus", "x"]).exit_code == 4
+
+
+def test_plugin_loader_stand_in_is_used_only_for_the_scan(tmp_path: Path) -> None:
+    """While the scan runs pydantic's plugin loader (and importlib.metadata) is not imported; after
+    it, a model built in the same process gets the real loader."""
+    folder = _folder(tmp_path, 1)
+    code = (
+        "import os, sys\n"
+        "from bastion.cli.main import run\n"
+        f"rc = run(['scan', {str(folder)!r}, '-f', 'json', '-o', os.devnull])\n"
+        "during = 'importlib.metadata' in sys.modules\n"
+        "import pydantic\n"
+        "class M(pydantic.BaseModel):\n"
+        "    x: int\n"
+        "loader = sys.modules['pydantic.plugin._loader']\n"
+        "after = 'importlib.metadata' in sys.modules\n"
+        "print(rc, during, M(x=1).x, loader.__file__.endswith('_loader.py'), after)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYDANTIC_DISABLE_PLUGINS"}
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env, timeout=60
+    )
+    assert proc.stdout.split() == ["0", "False", "1", "True", "True"]
+
+
+def test_plugin_loader_stand_in_hands_over_when_plugins_are_enabled(monkeypatch: pytest.MonkeyPatch) -> None:
+    stand_in = scan_cmd._plugin_loader_stand_in()
+    monkeypatch.setitem(sys.modules, scan_cmd._PLUGIN_LOADER, stand_in)
+    monkeypatch.setenv("PYDANTIC_DISABLE_PLUGINS", "__all__")
+    assert tuple(stand_in.get_plugins()) == ()
+    assert sys.modules[scan_cmd._PLUGIN_LOADER] is stand_in
+    monkeypatch.setenv("PYDANTIC_DISABLE_PLUGINS", "some-plugin")  # not "all": the real loader answers
+    stand_in.get_plugins()
+    loaded = sys.modules[scan_cmd._PLUGIN_LOADER]
+    assert loaded is not stand_in and loaded.__file__.endswith("_loader.py")

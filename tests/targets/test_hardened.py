@@ -164,6 +164,12 @@ def test_config_validation_names_the_field() -> None:
         ({}, "assets[0].output: set at least one"),
         ({"label_only": True, "decimals": 2}, "assets[0].output: label_only returns no scores"),
         ({"top_k": 3}, "output.top_k: 3 keeps all 3 classes"),
+        # strict types: a YAML true, a quoted number or a non-finite temperature is a mistake
+        ({"top_k": True}, "assets[0].output.top_k: Input should be a valid integer"),
+        ({"decimals": "2"}, "assets[0].output.decimals: Input should be a valid integer"),
+        ({"label_only": "yes"}, "assets[0].output.label_only: Input should be a valid boolean"),
+        ({"temperature": float("nan")}, "assets[0].output.temperature: Input should be a finite number"),
+        ({"temperature": float("inf")}, "assets[0].output.temperature: Input should be a finite number"),
     ]
     for output, where in cases:
         with pytest.raises(ConfigError) as exc:

@@ -83,6 +83,37 @@ def _versions() -> dict[str, str | None]:
     return out
 
 
+def _check_context(
+    cls: type[Check],
+    cfg: ProjectConfig,
+    base: Path,
+    a: Asset,
+    preset: Budget,
+    target: Any,
+    data: dict[str, Split],
+    facts: dict[str, Any],
+) -> CheckContext:
+    """The context check ``cls`` runs in on ``a``: its params, budget and thresholds from ``checks:``.
+
+    Raises:
+        PluginError: its ``params`` are invalid.
+    """
+    cc = cfg.checks.get(cls.id)
+    params = cls.parse_params(cc.params if cc else None, where=f"checks.{cls.id}.params")
+    return CheckContext(
+        asset=a,
+        config=cfg,
+        base_dir=base,
+        budget=preset.merged(cc.budget if cc else None),
+        params=params,
+        thresholds=list(cc.thresholds) if cc and cc.thresholds is not None else list(cls.default_thresholds),
+        seed=cfg.seed,
+        target=target,
+        data=data,
+        facts=facts,
+    )
+
+
 def _preflight_files(cfg: ProjectConfig, base: Path, assets: list[Asset]) -> None:
     problems = []
     for i, a in enumerate(cfg.assets):
@@ -342,27 +373,13 @@ def assess(
                 )
             continue
         cls = REGISTRIES[item.kind].get(item.check_id)
-        cc = cfg.checks.get(item.check_id)
         try:
-            params = cls.parse_params(cc.params if cc else None, where=f"checks.{item.check_id}.params")
+            ctx = _check_context(
+                cls, cfg, base, a, preset, targets.get(a.name), _splits_for(a, datasets), facts
+            )
         except PluginError as exc:
             problems.append(str(exc))
             continue
-        budget = preset.merged(cc.budget if cc else None)
-        thresholds = list(cc.thresholds) if cc and cc.thresholds is not None else list(cls.default_thresholds)
-        data = _splits_for(a, datasets)
-        ctx = CheckContext(
-            asset=a,
-            config=cfg,
-            base_dir=base,
-            budget=budget,
-            params=params,
-            thresholds=thresholds,
-            seed=cfg.seed,
-            target=targets.get(a.name),
-            data=data,
-            facts=facts,
-        )
         check: Check = cls()
         if item.kind == "attack" and a.name in target_errors:
             result.add(

@@ -98,28 +98,36 @@ def data_verify(
 ) -> tuple[Any, list[Any]]:
     """Compare ``dataset`` now with its registered version; every changed/added/removed file or row.
 
-    The version compared is the newest one registered for this path (else the newest of the name).
+    The version compared is the newest one registered for this path (else the newest of the
+    name: ``name``, else the file stem or folder name). A registered dataset whose file or folder
+    is gone is reported with a ``file-removed`` change for every file the version recorded.
 
     Returns:
         ``(version, changes)``; ``changes`` empty when nothing changed.
 
     Raises:
-        ConfigError: the dataset was never registered, or is unreadable.
+        ConfigError: the dataset was never registered (under its path or name), or is unreadable.
     """
-    from bastion.data.provenance import build_manifest, diff_manifests
+    from bastion.data.provenance import Change, build_manifest, diff_manifests
     from bastion.store.provenance import list_versions
     from bastion.store.repository import Store
 
     path = Path(dataset).resolve()
-    ds_name = _dataset_name(path, name)
     with Store.open(db) as store:
-        versions = list_versions(store, ds_name)
-    if not versions:
-        raise ConfigError(
-            f"dataset {ds_name!r} ({path}) is not registered; run `bastion data register` first"
-        )
+        versions = list_versions(store, name)
+    # a deleted file is neither a file nor a folder now: it may have been registered under either name
+    names = {name} if name else ({_dataset_name(path, None)} if path.exists() else {path.stem, path.name})
     same = [v for v in versions if v.details.get("path") == str(path)]
-    version = (same or versions)[-1]
+    named = [v for v in versions if v.dataset in names]
+    if not same and not named:
+        ds_name = name or _dataset_name(path, None)
+        gone = "" if path.exists() else " (and it does not exist)"
+        raise ConfigError(
+            f"dataset {ds_name!r} ({path}) is not registered{gone}; run `bastion data register` first"
+        )
+    version = max(same or named, key=lambda v: (v.created, v.version))
+    if not path.exists():
+        return version, [Change("file-removed", f) for f in sorted(version.files)]
     changes = diff_manifests(version.files, build_manifest(path))
     return version, changes
 
@@ -240,7 +248,7 @@ def data_sanitize(
     db: str | None = None,
     from_report: str | Path | None = None,
     rules: Sequence[str] = ("poisoning.",),
-) -> tuple[Path, Any, Any]:
+) -> tuple[Path | None, Any, Any]:
     """Write a copy of ``dataset`` without the rows ``remove`` names, as a new registered version.
 
     ``remove`` is ``flagged`` (rows confident learning calls mislabelled, plus exact duplicates;
@@ -253,8 +261,17 @@ def data_sanitize(
     file and its version are never changed; the new version's ``parent_id`` is the original's
     (registered first if it was not).
 
+    When no row is to be removed (``--from-report`` whose findings list no row of this file,
+    nothing flagged, an empty list) no file is written and nothing is registered: a copy equal
+    to the original would only add a version that changes nothing.
+
     Returns:
-        ``(new path, new DatasetVersion, parent DatasetVersion)``.
+        ``(new path, new DatasetVersion, parent DatasetVersion)``; with nothing to remove
+        ``(None, None, the newest version registered for this path or None)``.
+
+    Raises:
+        ConfigError: missing or unsupported file, bad ``remove``, a report for another dataset
+            version, rows out of range, ``output`` exists.
     """
     from bastion.data.sanitize import sanitised_path, write_without_rows
     from bastion.store.provenance import list_versions
@@ -266,10 +283,13 @@ def data_sanitize(
     ds_name = _dataset_name(src, name)
     report = Path(from_report) if from_report is not None else None
     rows = sorted(set(_rows_to_remove(remove, src, label, report, rules)))
-    dest = Path(output).resolve() if output is not None else sanitised_path(src)
-    kept = write_without_rows(src, set(rows), dest)
     with Store.open(db) as store:
         same = [v for v in list_versions(store, ds_name) if v.details.get("path") == str(src)]
+    if not rows:
+        log.info("%s: nothing to remove; no version written", src)
+        return None, None, (same[-1] if same else None)
+    dest = Path(output).resolve() if output is not None else sanitised_path(src)
+    kept = write_without_rows(src, set(rows), dest)
     parent = same[-1] if same else data_register(src, name=ds_name, db=db)
     new = data_register(
         dest,

@@ -116,6 +116,7 @@ def guard_fit(
             step=honeytoken_step,
             seed=seed,
             pepper_env=honeytoken_pepper_env,
+            label=cfg.dataset(a.dataset).label,
         )
         profile.honeytokens = spec.model_dump(exclude_none=True)
         extra["honeytokens"] = {"count": len(spec.tokens), "step": spec.step, "file": str(honeytokens_out)}
@@ -128,6 +129,57 @@ def guard_fit(
     return {"path": str(Path(out)), "sha256": sha, "rows": len(x), "asset": a.name, **extra}
 
 
+def _source_layout(
+    ds: Any, label: str | None, n_features: int
+) -> tuple[list[str], str | None, list[str], Any, Any, bool]:
+    """How the dataset's own file writes rows, so token rows can be appended to it as they are.
+
+    Returns ``(feature names, label name, columns, x dtype, y dtype, fixed decimals)``.
+
+    Columns: the CSV header's order when it holds exactly the features and the label, else the
+    feature names then the label. Dtypes: the npz arrays' own (float32/int64 when unknown).
+    """
+    import csv
+    import io
+    import re
+
+    import numpy as np
+
+    names = [str(v) for v in getattr(ds, "feature_names", [])]
+    if len(names) != n_features:
+        names = [f"f{i}" for i in range(n_features)]
+    has_y = getattr(ds, "y", None) is not None
+    lab = label or ("label" if has_y else None)
+    cols = names + ([lab] if lab else [])
+    xdt: Any = np.dtype(np.float32)
+    fixed = True
+    ydt: Any = np.dtype(np.int64)
+    path = Path(getattr(ds, "path", "") or "")
+    try:
+        if path.suffix.lower() == ".csv":
+            with path.open(encoding="utf-8-sig", newline="") as fh:
+                header = [h.strip() for h in next(csv.reader(io.StringIO(fh.readline())), [])]
+                sample = [
+                    next(csv.reader(io.StringIO(ln)), []) for _, ln in zip(range(2000), fh, strict=False)
+                ]
+            if sorted(header) == sorted(cols):
+                cols = header
+            # fixed decimals ("2.40") keep trailing zeros; a shortest-form file ("2.4") has none
+            fixed = any(re.search(r"\.\d*0$", c.strip()) for row in sample for c in row)
+        elif path.suffix.lower() == ".npz":
+            with np.load(path, allow_pickle=False) as z:
+                keys = list(z.keys())
+                fx = "x" if "x" in keys else None
+                if fx is not None and np.issubdtype(z[fx].dtype, np.floating):
+                    xdt = z[fx].dtype
+                ly = label or "y"
+                if has_y and ly in keys and np.issubdtype(z[ly].dtype, np.integer):
+                    ydt = z[ly].dtype
+    except (OSError, ValueError, StopIteration):
+        pass  # the defaults: float32 rows, names from the loader
+    return names, lab, cols, xdt, ydt, fixed
+
+
 def _guard_make_honeytokens(
     ds: Any,
     split: str,
@@ -138,15 +190,40 @@ def _guard_make_honeytokens(
     step: float | None,
     seed: int | None,
     pepper_env: str | None = None,
+    label: str | None = None,
 ) -> Any:
-    """Make ``n`` honeytokens from a dataset split, write their rows to ``out``; their ``HoneytokenSpec``."""
+    """Make ``n`` honeytokens from a dataset split, write their rows to ``out``; their ``HoneytokenSpec``.
+
+    Rows are written like the dataset's own: CSV columns named and ordered as its header (the
+    features, then ``label`` — the label column's real name), each feature written with the
+    decimals of its grid (``14.23``, ``1065``); npz arrays in the source file's dtypes. No
+    value is a negative zero.
+    """
+    import csv
+    import io
+
     import numpy as np
 
-    from bastion.guard.canary import data_steps, honeytoken_pepper, honeytoken_spec, make_honeytokens
+    from bastion.guard.canary import (
+        MAX_HONEYTOKENS,
+        data_steps,
+        honeytoken_pepper,
+        honeytoken_spec,
+        make_honeytokens,
+        step_decimals,
+    )
     from bastion.guard.config import is_env_name
 
     if n < 1:
         raise ConfigError(f"honeytokens: n must be at least 1, got {n}")
+    sp = ds.splits[split]
+    x = np.asarray(sp.x, dtype=np.float64)
+    cap = min(MAX_HONEYTOKENS, len(x))
+    if n > cap:
+        raise ConfigError(
+            f"honeytokens: n={n} is too many; at most {cap:,} (the split's {len(x):,} rows, "
+            f"and never more than {MAX_HONEYTOKENS:,})"
+        )
     if pepper_env is not None:
         if not is_env_name(pepper_env):
             raise ConfigError(f"honeytokens: {pepper_env!r} is not an environment variable name")
@@ -154,10 +231,8 @@ def _guard_make_honeytokens(
     dest = Path(out)
     if dest.suffix.lower() not in (".npz", ".csv"):
         raise ConfigError(f"{dest}: honeytokens file must end in .npz or .csv")
-    sp = ds.splits[split]
-    x = np.asarray(sp.x, dtype=np.float64)
     y = getattr(sp, "y", None)
-    st = float(step) if step is not None else data_steps(x)
+    st = float(step) if step is not None else data_steps(np.asarray(sp.x))
     if not np.all(np.asarray(st) > 0):
         raise ConfigError(f"honeytokens: step must be positive, got {step}")
     thr = float(profile.ood_threshold)
@@ -177,7 +252,15 @@ def _guard_make_honeytokens(
         accept=in_dist,
         rng=rng,
     )
-    tokens = tokens.astype(np.float32)  # what the guard sees after validation: exact replays always match
+    nf = int(np.prod(tokens.shape[1:]))
+    flat = tokens.reshape(len(tokens), nf)
+    decs = [step_decimals(float(v)) for v in np.broadcast_to(np.asarray(st, dtype=np.float64), (nf,))]
+    for d in sorted(set(decs)):
+        idx = [j for j in range(nf) if decs[j] == d]
+        flat[:, idx] = np.round(flat[:, idx], d)
+    flat += 0.0  # no negative zero (real data has none)
+    names, lab, cols, xdt, ydt, fixed = _source_layout(ds, label, nf)
+    tokens = flat.reshape(tokens.shape).astype(xdt)  # as the guard and the data hold them
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # the rows are a secret
@@ -185,16 +268,24 @@ def _guard_make_honeytokens(
             if dest.suffix.lower() == ".npz":
                 arrays: dict[str, Any] = {"x": tokens}
                 if labels is not None:
-                    arrays["y"] = labels
+                    arrays["y"] = labels.astype(ydt)
                 np.savez(fh, **arrays)
             else:
-                flat = tokens.reshape(len(tokens), -1)
-                cols = [f"f{i}" for i in range(flat.shape[1])] + (["label"] if labels is not None else [])
-                lines = [",".join(cols)]
+                pos = {c: i for i, c in enumerate(cols)}
+                buf = io.StringIO()
+                w = csv.writer(buf, lineterminator="\n")
+                w.writerow(cols)
                 for i, r in enumerate(flat):
-                    vals = [repr(float(v)) for v in r] + ([str(int(labels[i]))] if labels is not None else [])
-                    lines.append(",".join(vals))
-                fh.write(("\n".join(lines) + "\n").encode())
+                    cells = [""] * len(cols)
+                    for j, name in enumerate(names):
+                        cell = f"{r[j]:.{decs[j]}f}"
+                        if not fixed and "." in cell:
+                            cell = cell.rstrip("0").rstrip(".")
+                        cells[pos[name]] = cell
+                    if labels is not None and lab is not None:
+                        cells[pos[lab]] = str(int(labels[i]))
+                    w.writerow(cells)
+                fh.write(buf.getvalue().encode())
     except OSError as exc:
         raise ConfigError(f"{dest}: cannot write honeytokens: {exc.strerror or exc}") from None
     return honeytoken_spec(tokens, step=st, pepper_env=pepper_env)
@@ -238,7 +329,17 @@ def guard_honeytokens(
         raise ConfigError(f"dataset {a.dataset!r} has no split {split!r}")
     value_range = tuple(a.input.range) if a.input.range is not None else None
     prof = fit_profile(ds.splits[split].x, num_classes=int(a.num_classes), value_range=value_range)  # type: ignore[arg-type]
-    spec = _guard_make_honeytokens(ds, split, prof, n=n, out=out, step=step, seed=seed, pepper_env=pepper_env)
+    spec = _guard_make_honeytokens(
+        ds,
+        split,
+        prof,
+        n=n,
+        out=out,
+        step=step,
+        seed=seed,
+        pepper_env=pepper_env,
+        label=cfg.dataset(a.dataset).label,
+    )
     return {"file": str(out), "count": len(spec.tokens), "honeytokens": spec.model_dump(exclude_none=True)}
 
 

@@ -11,7 +11,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bastion.api._assessing import _build_target, _load_datasets, _preflight_files, _splits_for
+from bastion.api._assessing import (
+    _build_target,
+    _check_context,
+    _load_datasets,
+    _preflight_files,
+    _splits_for,
+)
 from bastion.api._data import _trained_on
 from bastion.api._planning import ProgressFn, _version_asset
 from bastion.api._plugins import load_plugins
@@ -77,12 +83,7 @@ def harden(
     from bastion.store import Store, preflight
     from bastion.store.versions import add_version
 
-    load_plugins()
-    s = settings or load_settings()
-    path = Path(config)
-    cfg = load_config(path)
-    base = path.resolve().parent
-    a = cfg.asset(asset)
+    s, cfg, base, a = _open_project(config, asset, settings)
     if a.kind != "model" or not a.path:
         raise ConfigError(f"--asset {asset}: only model files can be hardened (kind {a.kind})")
     if procedure not in defences:
@@ -148,6 +149,20 @@ def harden(
         procedure=procedure,
         details=details,
     )
+
+
+def _open_project(
+    config: str | Path, asset: str, settings: Settings | None
+) -> tuple[Settings, ProjectConfig, Path, Asset]:
+    """Plugins loaded; the settings, the parsed ``bastion.yaml``, its folder and the asset ``asset``.
+
+    Raises:
+        ConfigError: invalid config or unknown asset.
+    """
+    load_plugins()
+    path = Path(config)
+    cfg = load_config(path)
+    return settings or load_settings(), cfg, path.resolve().parent, cfg.asset(asset)
 
 
 def _harden_context(
@@ -313,27 +328,27 @@ def harden_sweep(
     from bastion.core.registry import defences
     from bastion.scan import scan_file
 
-    load_plugins()
-    s = settings or load_settings()
-    path = Path(config)
-    cfg = load_config(path)
-    base = path.resolve().parent
-    a = cfg.asset(asset)
+    s, cfg, base, a = _open_project(config, asset, settings)
     problems: list[str] = []
     if not epsilons:
         problems.append("--sweep: no ε given")
     problems += [f"--sweep: ε must be > 0, got {e:g}" for e in epsilons if not e > 0]
-    known = REGISTRIES["attack"]
+    repeated = sorted({e for e in epsilons if epsilons.count(e) > 1})
+    if repeated:
+        problems.append(f"--sweep: ε {', '.join(f'{e:g}' for e in repeated)} given more than once")
+    known = [k for k in REGISTRIES["attack"] if k.startswith("membership.")]
     problems += [
-        f"--attack {pid}: unknown attack; known: {', '.join(known)}" for pid in attacks if pid not in known
+        f"--attack {pid}: not a membership-inference attack; known: {', '.join(known)}"
+        for pid in attacks
+        if pid not in known
     ]
     pid = procedure if procedure in defences else f"defend.{procedure}"
     if pid not in defences:
         problems.append(f"unknown hardening procedure {procedure!r}")
     else:
-        for eps in epsilons:
+        for eps in (e for e in epsilons if e > 0):  # ε ≤ 0 is reported once, above
             try:
-                defences.get(pid).parse_params({**(params or {}), "epsilon": eps}, where=f"ε={eps:g}")
+                defences.get(pid).parse_params({**(params or {}), "epsilon": eps}, where=f"ε={eps:g}: params")
             except PluginError as exc:
                 problems.append(str(exc))
     if problems:
@@ -422,26 +437,11 @@ def _privacy_audit(
     problems: list[str] = []
     for pid in attacks:
         cls = REGISTRIES["attack"].get(pid)
-        cc = cfg.checks.get(pid)
         try:
-            params = cls.parse_params(cc.params if cc else None, where=f"checks.{pid}.params")
+            ctx = _check_context(cls, cfg, base, a, preset, target, data, {"__run__": {"db_url": s.db_url}})
         except PluginError as exc:
             problems.append(str(exc))
             continue
-        ctx = CheckContext(
-            asset=a,
-            config=cfg,
-            base_dir=base,
-            budget=preset.merged(cc.budget if cc else None),
-            params=params,
-            thresholds=list(cc.thresholds)
-            if cc and cc.thresholds is not None
-            else list(cls.default_thresholds),
-            seed=cfg.seed,
-            target=target,
-            data=data,
-            facts={"__run__": {"db_url": s.db_url}},
-        )
         check: Check = cls()
         reason = check.applicable(ctx)
         if reason is not None:

@@ -188,6 +188,7 @@ def plan(
         )
     assets = _assets(cfg, versions)
     by_name = {a.name: a for a in assets}
+    datasets_by_name = {d.name: d for d in cfg.datasets}
     if asset is not None:
         if asset not in {a.name for a in assets}:
             raise ConfigError(
@@ -213,6 +214,13 @@ def plan(
                         )
                 if reason is None and kind == "attack" and a.kind in ("model", "endpoint") and not a.dataset:
                     reason = "the asset names no dataset to evaluate on"
+                if reason is None and kind == "attack" and a.dataset in datasets_by_name:
+                    ds = datasets_by_name[a.dataset]
+                    if not ds.splits and not ds.splits_file:
+                        reason = (
+                            f"dataset {ds.name} records no splits (datasets[].splits or splits_file); "
+                            "attacks evaluate on its labelled test split"
+                        )
                 p.items.append(PlannedCheck(pid, a.name, kind, reason))
     return p
 

@@ -469,6 +469,24 @@ def logit_confidence(proba: ArrayLike, labels: ArrayLike, floor: float = 1e-12) 
     return np.asarray(np.log(np.maximum(p_y, floor)) - np.log(np.maximum(others, floor)), dtype=np.float64)
 
 
+def reference_stats(
+    target_stat: ArrayLike, ref_stat: ArrayLike, ref_in: ArrayLike
+) -> tuple[FloatArray, FloatArray, NDArray[np.bool_]]:
+    """The reference-model attacks' inputs as arrays, checked: ``(N,)`` target, ``(K, N)`` refs and mask.
+
+    Raises:
+        ValueError: shapes disagree, ``K < 1``, or NaN.
+    """
+    t = np.asarray(target_stat, dtype=np.float64).reshape(-1)
+    s = np.asarray(ref_stat, dtype=np.float64)
+    m = np.asarray(ref_in, dtype=bool)
+    if s.ndim != 2 or s.shape != m.shape or s.shape[1] != t.size or s.shape[0] < 1:
+        raise ValueError(f"ref_stat {s.shape} / ref_in {m.shape} must both be (K, {t.size}) with K >= 1")
+    if np.isnan(s).any() or np.isnan(t).any():
+        raise ValueError("statistics hold NaN")
+    return t, s, m
+
+
 def _masked_moments(stat: FloatArray, mask: NDArray[np.bool_]) -> tuple[FloatArray, FloatArray, FloatArray]:
     """Per-column count, mean and (population) variance of ``stat`` where ``mask`` holds."""
     n = mask.sum(axis=0).astype(np.float64)
@@ -515,13 +533,7 @@ def lira_scores(
     Raises:
         ValueError: shapes disagree, ``K < 1``, a record with no OUT reference, or NaN.
     """
-    t = np.asarray(target_stat, dtype=np.float64).reshape(-1)
-    s = np.asarray(ref_stat, dtype=np.float64)
-    m = np.asarray(ref_in, dtype=bool)
-    if s.ndim != 2 or s.shape != m.shape or s.shape[1] != t.size or s.shape[0] < 1:
-        raise ValueError(f"ref_stat {s.shape} / ref_in {m.shape} must both be (K, {t.size}) with K >= 1")
-    if np.isnan(s).any() or np.isnan(t).any():
-        raise ValueError("statistics hold NaN")
+    t, s, m = reference_stats(target_stat, ref_stat, ref_in)
     if min_std <= 0:
         raise ValueError(f"min_std must be positive, got {min_std}")
     n_in, mu_in, var_in = _masked_moments(s, m)

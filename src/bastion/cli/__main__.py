@@ -2,4 +2,4 @@
 
 from bastion.cli.main import run
 
-run()
+raise SystemExit(run())

@@ -11,18 +11,32 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, cast
 
-import typer
-
 from bastion.core.errors import BastionError
 from bastion.core.severity import FAIL_ON_CHOICES
 
 EXIT_OK, EXIT_FINDINGS, EXIT_ERROR, EXIT_NOTHING, EXIT_USAGE = 0, 1, 2, 3, 4
 
-# Typer vendors its own Click; its usage-error base class is reached through BadParameter.
-UsageError: type[Exception] = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
-
 if TYPE_CHECKING:
     from rich.console import Console
+
+    #: The CLI framework's usage-error base class (Typer vendors its own Click).
+    UsageError: type[Exception]
+
+
+def __getattr__(name: str) -> Any:
+    """``UsageError``, resolved (and Typer imported, ~30 ms) on first use.
+
+    This module stays free of Typer so that ``bastion scan`` (argparse, :mod:`bastion.cli.scan_cmd`)
+    never imports it.
+    """
+    if name == "UsageError":
+        import typer
+
+        # Typer vendors its own Click; its usage-error base class is reached through BadParameter.
+        cls = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+        globals()["UsageError"] = cls
+        return cls
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class _LazyConsole:
@@ -110,8 +124,8 @@ class BudgetPreset(str, enum.Enum):
 FailOn = enum.Enum("FailOn", {v: v for v in FAIL_ON_CHOICES}, type=str)  # type: ignore[misc]
 
 
-def fail(exc: BaseException) -> NoReturn:
-    """Print ``exc`` as one clear error (traceback only with ``--debug``) and exit with its code (2)."""
+def show_error(exc: BaseException) -> int:
+    """Print ``exc`` as one clear error (traceback only with ``--debug``); return its exit code (2)."""
     from rich.markup import escape
 
     if state["debug"]:
@@ -121,7 +135,14 @@ def fail(exc: BaseException) -> NoReturn:
     for line in rest:
         err.print(line, highlight=False, markup=False, soft_wrap=True)
     code = getattr(exc, "exit_code", EXIT_ERROR)
-    raise typer.Exit(code if isinstance(code, int) else EXIT_ERROR)
+    return code if isinstance(code, int) else EXIT_ERROR
+
+
+def fail(exc: BaseException) -> NoReturn:
+    """Print ``exc`` as one clear error (traceback only with ``--debug``) and exit with its code (2)."""
+    import typer
+
+    raise typer.Exit(show_error(exc))
 
 
 def write(text: str, output: Path | None) -> None:

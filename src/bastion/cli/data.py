@@ -3,7 +3,10 @@
 Machine output (JSON) goes to stdout or ``--output``; the human summary to stderr. Exit codes:
 0 done; 1 violations or changes found (``validate``, ``verify``); 2 errors (unreadable file,
 unknown dataset, store unreachable, and a file whose columns do not match the profile: a column the
-profile does not know, a missing column or label column — every violation is still listed).
+profile does not know, a missing column or label column — every violation is still listed — a
+file with no data row, and a ``--against`` file that is not a profile). ``verify`` of a registered
+file that was deleted exits 1 (``file-removed``); ``sanitize`` with nothing to remove writes no
+version and exits 0.
 """
 
 from __future__ import annotations
@@ -203,6 +206,18 @@ def sanitize_cmd(
         )
     except BastionError as exc:
         fail(exc)
+    if dest is None:  # nothing to remove: no file written, nothing registered
+        write(
+            _dump({"path": None, "version": None, "parent": parent.id if parent else None, "removed": 0}),
+            output,
+        )
+        why = f" (no {' or '.join(rule or ('poisoning.',))} finding of {from_report} lists a row)"
+        err.print(
+            f"{dataset}: nothing to remove{why if from_report else ''}, no version written",
+            highlight=False,
+            markup=False,
+        )
+        raise typer.Exit(EXIT_OK)
     write(_dump({"path": str(dest), "version": new.summary(), "parent": parent.id}), output)
     removed = len(new.details.get("removed_rows", []))
     err.print(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 from pathlib import Path
 from typing import Annotated
 
@@ -39,20 +40,37 @@ def serve(
 
     h, p = host or h, port if port is not None else p
     err.print(f"bastion guard: serving on http://{h}:{p} (config {config})", highlight=False)
+    # uvicorn shuts down gracefully on SIGTERM (kill, Docker, Kubernetes), then re-raises the
+    # signal under the previous handler: this one turns it into SystemExit(143), so the finally
+    # block below still prints the audit head (as it does for Ctrl-C's KeyboardInterrupt).
+    previous = signal.getsignal(signal.SIGTERM)
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         uvicorn.run(app, host=h, port=p, log_level="warning", access_log=False)
     except (OSError, OverflowError) as exc:
         fail(BastionError(f"cannot listen on {h}:{p}: {exc}"))
-    store = app.state.guard.store
-    seq, head_hash = store.head
-    err.print(
-        f"bastion guard: stopped; audit head {seq}:{head_hash} "
-        f"(record it; later: bastion guard verify-log -c {config} --expect-head {seq}:{head_hash})",
-        highlight=False,
-    )
-    close = getattr(store, "close", None)
-    if callable(close):
-        close()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        _print_head(app.state.guard.store, config)
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+def _print_head(store: object, config: Path) -> None:
+    """Print the audit head on shutdown (whatever stopped the server), then close the store."""
+    try:
+        seq, head_hash = store.head  # type: ignore[attr-defined]
+        err.print(
+            f"bastion guard: stopped; audit head {seq}:{head_hash} "
+            f"(record it; later: bastion guard verify-log -c {config} --expect-head {seq}:{head_hash})",
+            highlight=False,
+        )
+    finally:
+        close = getattr(store, "close", None)
+        if callable(close):
+            close()
 
 
 @guard_app.command("fit")
@@ -165,7 +183,12 @@ def verify_log(
 
     try:
         expected: tuple[int | None, str] | None = None
-        if head:
+        if head is not None:
+            if not head.strip():
+                raise ConfigError(
+                    "--expect-head is empty (an unset variable?): give the SEQ:HASH or HASH recorded "
+                    "at shutdown, or leave the option out"
+                )
             seq, sep, h = head.strip().rpartition(":")
             h = h.strip().lower()
             if len(h) != 64 or any(c not in "0123456789abcdef" for c in h):

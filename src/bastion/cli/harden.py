@@ -71,15 +71,20 @@ def harden(
         if delta is not None:
             params["delta"] = delta
         epsilons: list[float | None] = [epsilon]
-        if sweep:
+        if sweep is not None:
+            items = [v.strip() for v in sweep.split(",")]
+            if not sweep.strip() or any(not v for v in items):
+                raise ConfigError(f"--sweep {sweep!r}: expected comma-separated ε values, e.g. 1,3,8")
             try:
-                epsilons = [float(v) for v in sweep.split(",") if v.strip()]
+                epsilons = [float(v) for v in items]
             except ValueError:
                 raise ConfigError(f"--sweep {sweep!r}: expected comma-separated numbers") from None
-            if not epsilons:
-                raise ConfigError("--sweep: no value given")
+        if attack and sweep is None:
+            raise ConfigError("--attack applies to --sweep only")
+        if output is not None:
+            _probe_output(output)  # before any training: a bad -o must not cost a run
         settings = load_settings(db_url=db)
-        if sweep:  # issue 6: harden per ε and audit every point
+        if sweep is not None:  # issue 6: harden per ε and audit every point
             swept = api.harden_sweep(
                 config,
                 procedure,
@@ -104,6 +109,28 @@ def harden(
         fail(exc)
     err.print(f"assess the new version beside the original with: bastion assess -c {config}", highlight=False)
     raise typer.Exit(EXIT_OK)
+
+
+def _probe_output(output: Path) -> None:
+    """Fail now if ``--output`` cannot be written (a folder, an unwritable place), creating nothing.
+
+    Raises:
+        ConfigError: naming the path and the reason.
+    """
+    import tempfile
+
+    if output.is_dir():
+        raise ConfigError(f"--output {output}: is a folder; give a file path")
+    if output.exists() and not output.is_file():
+        return  # a special file (/dev/null, a FIFO): written in place
+    parent = output.parent
+    while not parent.exists():
+        parent = parent.parent
+    try:
+        with tempfile.NamedTemporaryFile(dir=parent, prefix=".bastion-probe-"):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"--output {output}: cannot write there: {exc.strerror or exc}") from None
 
 
 def _print_version(res: Any) -> None:

@@ -154,10 +154,11 @@ class OutputSpec(_Strict):
         label_only: return the predicted label only, no scores.
     """
 
-    temperature: float | None = Field(default=None, gt=0.0, le=1000.0)
-    top_k: int | None = Field(default=None, ge=1)
-    decimals: int | None = Field(default=None, ge=1, le=12)
-    label_only: bool = False
+    # strict: a YAML ``true`` or ``"3"`` is a mistake here, not a 1 or a 3
+    temperature: float | None = Field(default=None, gt=0.0, le=1000.0, strict=True, allow_inf_nan=False)
+    top_k: int | None = Field(default=None, ge=1, strict=True)
+    decimals: int | None = Field(default=None, ge=1, le=12, strict=True)
+    label_only: bool = Field(default=False, strict=True)
 
     @model_validator(mode="after")
     def _meaningful(self) -> OutputSpec:

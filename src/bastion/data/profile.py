@@ -177,8 +177,8 @@ def profile_dataset(
         max_categories: most distinct values a column may have to count as categorical.
 
     Raises:
-        ConfigError: unreadable or malformed file, unknown format, or ``label`` not found
-            (file and column named).
+        ConfigError: unreadable or malformed file, unknown format, ``label`` not found
+            (file and column named), or no data row (a header-only CSV, an npz of empty arrays).
     """
     p = Path(path)
     suffix = p.suffix.lower()
@@ -206,6 +206,8 @@ def profile_dataset(
         raise ConfigError(f"{p}: empty file (no header row)") from None
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{p}: not UTF-8 text (byte {exc.start})") from None
+    if rows == 0:
+        raise ConfigError(f"{p}: no data rows (a header only); nothing to profile")
     cols = [accs[c].result(c) for c in order]
     balance: dict[str, float] = {}
     if label is not None and rows:
@@ -240,6 +242,8 @@ def _profile_npz(p: Path, label: str | None) -> Profile:
                 max=float(np.max(a)) if num else None,
             )
         )
+    if rows == 0:
+        raise ConfigError(f"{p}: no data rows (every array is empty); nothing to profile")
     balance: dict[str, float] = {}
     if label is not None:
         vals, counts = np.unique(arrays[label], return_counts=True)
@@ -279,11 +283,23 @@ def load_profile(path: str | Path) -> Profile:
     Raises:
         ConfigError: missing, not JSON, or not a profile (the file named).
     """
+    from pydantic import ValidationError
+
     p = Path(path)
     try:
         return Profile.model_validate_json(p.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"{p}: profile not found") from None
+    except ValidationError as exc:
+        errs = exc.errors()
+        if errs and errs[0]["type"] == "json_invalid":
+            raise ConfigError(f"{p}: not a Bastion data profile: not JSON ({errs[0]['msg']})") from None
+        shown = [f"{'.'.join(str(x) for x in e['loc']) or '(document)'}: {e['msg']}" for e in errs[:10]]
+        if len(errs) > 10:
+            shown.append(f"… and {len(errs) - 10} more")
+        raise ConfigError(
+            f"{p}: not a Bastion data profile (make one with `bastion data profile`)", shown
+        ) from None
     except (OSError, ValueError) as exc:
         first = str(exc).splitlines()[0]
         raise ConfigError(f"{p}: not a valid profile: {first}") from None

@@ -74,7 +74,8 @@ def validate_dataset(
     """Every violation of ``profile`` in the file at ``path`` (up to ``limit``).
 
     Raises:
-        ConfigError: the file cannot be read or parsed (file named), or its format is not the profile's.
+        ConfigError: the file cannot be read or parsed (file named), its format is not the
+            profile's, or it has no data row (a header-only CSV, an npz of empty arrays).
     """
     p = Path(path)
     fmt = p.suffix.lower().lstrip(".")
@@ -142,6 +143,8 @@ def validate_dataset(
         raise ConfigError(f"{p}: empty file (no header row)") from None
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{p}: not UTF-8 text (byte {exc.start})") from None
+    if offset == 0:
+        raise ConfigError(f"{p}: no data rows (a header only); nothing to validate")
     out.sort(key=lambda v: (-1 if v.row is None else v.row, v.column or "", v.rule))
     return out[:limit]
 
@@ -150,6 +153,8 @@ def _validate_npz(p: Path, profile: Profile, tolerance: float) -> list[Violation
     from bastion.data.datasets import _open_npz, _read_bytes
 
     arrays = _open_npz(_read_bytes(p, "dataset"), str(p))
+    if not any(a.ndim and a.shape[0] for a in arrays.values()):
+        raise ConfigError(f"{p}: no data rows (no array has a row); nothing to validate")
     out: list[Violation] = []
     for name in sorted(arrays):
         if name not in {a.name for a in profile.arrays}:

@@ -130,7 +130,8 @@ class DpCurve(Check):
         seconds = ctx.budget.seconds
         if seconds is not None and seconds < p.min_budget_seconds:
             return (
-                f"trains {len(p.epsilons)} models: runs under --budget thorough (a time budget of at "
+                f"trains {len(p.epsilons)} model{'s' if len(p.epsilons) != 1 else ''}: runs under "
+                "--budget thorough (a time budget of at "
                 f"least {p.min_budget_seconds:g} s); this run's is {seconds:g} s"
             )
         if _module(ctx.target) is None:
@@ -150,11 +151,16 @@ class DpCurve(Check):
             if pid not in known or pid == self.id:
                 problems.append(f"attacks: {pid!r} is not a membership attack this check can run")
                 continue
-            cc = ctx.config.checks.get(pid)
             try:
-                known.get(pid).parse_params(cc.params if cc else None, where=f"checks.{pid}.params")
+                sub = _sub_context(ctx, pid, ctx.target)
             except PluginError as exc:
                 problems.append(str(exc))
+                continue
+            # A reference-model attack's recipe is tried once now (one tiny model), so a recipe
+            # that raises stops the run before the first DP training, not after it.
+            recipe_problems = getattr(known.get(pid)(), "recipe_problems", None)
+            if recipe_problems is not None:
+                problems += recipe_problems(sub)
         defence = DpTrain()
         for eps in p.epsilons:
             problems += [f"ε={eps:g}: {msg}" for msg in defence.preflight(self._harden_ctx(ctx, eps))]
@@ -263,21 +269,8 @@ class DpCurve(Check):
         p = cast(DpCurveParams, ctx.params)
         best: tuple[str | None, CheckResult | None] = (None, None)
         for pid in p.attacks:
-            cls = REGISTRIES["attack"].get(pid)
-            cc = ctx.config.checks.get(pid)
-            sub = CheckContext(
-                asset=ctx.asset,
-                config=ctx.config,
-                base_dir=ctx.base_dir,
-                budget=ctx.budget.merged(cc.budget if cc else None),
-                params=cls.parse_params(cc.params if cc else None, where=f"checks.{pid}.params"),
-                thresholds=[],
-                seed=ctx.seed,
-                target=target,
-                data=ctx.data,
-                facts=ctx.facts,
-            )
-            check: Check = cls()
+            sub = _sub_context(ctx, pid, target)
+            check: Check = REGISTRIES["attack"].get(pid)()
             why = check.applicable(sub) or "; ".join(check.preflight(sub)) or None
             if why is not None:
                 res.notes[f"{pid}@eps={key}"] = f"did not run: {why}"
@@ -296,6 +289,28 @@ class DpCurve(Check):
             if cur is None or float(auc) > float(cur):
                 best = (pid, r)
         return best
+
+
+def _sub_context(ctx: CheckContext, pid: str, target: Any) -> CheckContext:
+    """The context attack ``pid`` runs in on one point: its own params and budget from ``bastion.yaml``.
+
+    Raises:
+        PluginError: its params are invalid.
+    """
+    cls = REGISTRIES["attack"].get(pid)
+    cc = ctx.config.checks.get(pid)
+    return CheckContext(
+        asset=ctx.asset,
+        config=ctx.config,
+        base_dir=ctx.base_dir,
+        budget=ctx.budget.merged(cc.budget if cc else None),
+        params=cls.parse_params(cc.params if cc else None, where=f"checks.{pid}.params"),
+        thresholds=[],
+        seed=ctx.seed,
+        target=target,
+        data=ctx.data,
+        facts=ctx.facts,
+    )
 
 
 def _unwrapped(target: Any) -> Any:

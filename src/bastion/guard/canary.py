@@ -74,15 +74,57 @@ def honeytoken_hmac(row: np.ndarray, *, salt: str, step: float | np.ndarray, pep
     return h.hexdigest()
 
 
+#: Most honeytokens one call makes (``guard honeytokens -n`` / ``guard fit --honeytokens``).
+MAX_HONEYTOKENS = 10_000
+
+#: Most decimals a value grid is derived from (a finer one is treated as continuous).
+MAX_DECIMALS = 6
+
+#: A common grid is kept for all features while every feature's own grid is at most this many steps of it.
+_COMMON_FACTOR = 16
+
+
+def decimals_of(values: np.ndarray, *, max_decimals: int = MAX_DECIMALS) -> int | None:
+    """The fewest decimals every value round-trips at, in its own dtype; ``None`` past ``max_decimals``.
+
+    A CSV value ``14.23`` loaded as float32 (``14.229999542…``) needs 2: rounding its float64
+    value to 2 decimals and storing it back as float32 gives the same bits. Computed in
+    float64 from the stored values, so float32 noise never adds decimals.
+    """
+    v = np.asarray(values)
+    dtype = v.dtype if np.issubdtype(v.dtype, np.floating) else np.dtype(np.float64)
+    v = v.astype(dtype, copy=False).ravel()
+    if v.size == 0:
+        return 0
+    v64 = v.astype(np.float64)
+    for d in range(max_decimals + 1):
+        if bool(np.all(np.round(v64, d).astype(dtype) == v)):
+            return d
+    return None
+
+
+def step_decimals(step: float, *, max_decimals: int = 12) -> int:
+    """Decimals needed to write multiples of ``step`` exactly (``0.0625`` → 4, ``0.01`` → 2, ``5`` → 0)."""
+    for d in range(max_decimals + 1):
+        if abs(round(step, d) - step) <= 1e-9 * max(abs(step), 1e-12):
+            return d
+    return max_decimals
+
+
+def _grid(v: np.ndarray, d: int) -> tuple[float, bool]:
+    """``(step, constant)``: the lattice of values ``v`` written with ``d`` decimals (gcd, exact)."""
+    k = np.rint(np.asarray(v, dtype=np.float64) * 10.0**d).astype(np.int64)
+    g = int(np.gcd.reduce(np.abs(k - k.min()))) if k.size else 0
+    return (round(g * 10.0**-d, d) if g else 10.0**-d), g == 0
+
+
 def _lattice(v: np.ndarray) -> float | None:
-    """The step of the lattice the sorted unique values ``v`` sit on, or ``None``."""
-    if len(v) < 2 or len(v) > 4096:
+    """The step of the decimal lattice the values ``v`` sit on, or ``None`` (continuous)."""
+    d = decimals_of(v)
+    if d is None or np.size(v) < 2:
         return None
-    q = float(np.min(np.diff(v)))
-    if q < 1e-6:
-        return None
-    r = v / q
-    return q if bool(np.all(np.abs(r - np.rint(r)) < 1e-4)) else None
+    q, constant = _grid(v, d)
+    return None if constant else q
 
 
 def data_step(x: np.ndarray, *, default: float = 1e-4) -> float:
@@ -91,35 +133,52 @@ def data_step(x: np.ndarray, *, default: float = 1e-4) -> float:
     Digits scaled by 1/16 give 0.0625; continuous data gives ``default`` (tokens then sit on a
     1e-4 grid, which real data written with 4 decimals shares).
     """
-    q = _lattice(np.unique(np.asarray(x, dtype=np.float64).ravel()[:2_000_000]))
+    q = _lattice(np.asarray(x).ravel()[:2_000_000])
     return default if q is None else q
 
 
 def data_steps(x: np.ndarray, *, default: float = 1e-4) -> float | np.ndarray:
-    """Per-feature value grids: one step when every value sits on a common lattice, else one per feature.
+    """Per-feature value grids, derived from the data's own decimal representation.
 
-    A feature on its own lattice (integer ages, prices in cents) keeps that lattice; a
-    continuous feature gets about 5 significant digits of its largest magnitude
-    (``10 ** (floor(log10(max |x|)) - 4)``, at least ``default``), so a large-valued feature
-    (an income of 52,000) is not held to a 1e-4 grid that float32 cannot even represent.
+    Each feature's grid is the lattice its values sit on when written with the fewest decimals
+    they round-trip at (at most :data:`MAX_DECIMALS`; see :func:`decimals_of`): integer ages
+    give 1, prices in cents 0.01, wine's alcohol (``14.23``) 0.01, digits scaled by 1/16 0.0625.
+    A feature needing more decimals is continuous and gets about 5 significant digits of its
+    largest magnitude (``10 ** (floor(log10(max |x|)) - 4)``, at least ``default``). One step
+    is returned when all features share a grid (every feature's own grid is at most 16 steps
+    of the common one, as for images).
 
     Returns:
         A float (one grid for all features) or an array ``(F,)``.
     """
-    xs = np.asarray(x, dtype=np.float64)
+    xs = np.asarray(x)
     flat = xs.reshape(len(xs), -1)
-    common = _lattice(np.unique(flat.ravel()[:2_000_000]))
-    if common is not None:
-        return common
     steps = np.empty(flat.shape[1], dtype=np.float64)
+    own: list[float | None] = []
     for j in range(flat.shape[1]):
-        col = np.unique(flat[:, j])
-        q = _lattice(col)
-        if q is None:
-            top = float(np.max(np.abs(col))) if len(col) else 0.0
-            q = max(default, 10.0 ** (math.floor(math.log10(top)) - 4)) if top > 0 else default
+        col = flat[:, j]
+        d = decimals_of(col)
+        if d is None:
+            top = float(np.max(np.abs(col.astype(np.float64)))) if len(col) else 0.0
+            steps[j] = max(default, 10.0 ** (math.floor(math.log10(top)) - 4)) if top > 0 else default
+            own.append(None)
+            continue
+        q, constant = _grid(col, d)
         steps[j] = q
+        own.append(None if constant else q)
+    common = _lattice(flat.ravel()[:2_000_000])
+    if (
+        common is not None
+        and all(q is not None and q / common <= _COMMON_FACTOR + 1e-9 for q in own if q is not None)
+        and any(q is not None for q in own)
+    ):
+        return common
     return float(steps[0]) if bool(np.all(steps == steps[0])) else steps
+
+
+def _normalise(t: np.ndarray) -> np.ndarray:
+    """``t`` with every negative zero made ``+0.0`` (``-0.0 + 0.0 == +0.0``): real data has none."""
+    return np.asarray(t, dtype=np.float64) + 0.0
 
 
 def make_honeytokens(
@@ -137,14 +196,17 @@ def make_honeytokens(
     """Fabricate ``n`` plausible rows to plant in the training data.
 
     Each token blends two real rows of one class (weight 0.35–0.65), keeps categorical features
-    from one of them, is snapped to the ``step`` grid and clipped to ``[lo, hi]``. A candidate is
-    dropped when a real row, or another token, lies within ``step`` of it in every feature (so
-    real data never matches), or when ``accept`` rejects it (e.g. out of distribution).
+    from one of them, is snapped to the ``step`` grid, clipped to ``[lo, hi]`` and has any
+    negative zero made ``+0.0`` (real data holds none, so it would give the token away). A
+    candidate is dropped when a real row lies within ``step`` of it in every feature (so real
+    data never matches), when another token sits in the same grid cell, or when ``accept``
+    rejects it (e.g. out of distribution). Candidates are made and checked in vectorised
+    batches: the cost is ``O(candidates · N · F)``, linear in ``n``.
 
     Args:
         x: real rows ``(N, *shape)``.
         y: their labels ``(N,)`` (blends stay within a class; the token takes it), or ``None``.
-        n: tokens wanted.
+        n: tokens wanted, ``1 ≤ n ≤`` :data:`MAX_HONEYTOKENS`.
         step: the grid, one for all features or one per flat feature ``(F,)`` (see :func:`data_steps`).
         lo: per flat feature lower bounds ``(F,)``.
         hi: per flat feature upper bounds ``(F,)``.
@@ -153,10 +215,10 @@ def make_honeytokens(
         rng: randomness (default: seeded from the OS; tokens must not be reproducible).
 
     Returns:
-        ``(tokens (n, *shape), labels (n,) or None)``.
+        ``(tokens (n, *shape) float64, labels (n,) or None)``.
 
     Raises:
-        ConfigError: fewer than 2 rows, or ``n`` tokens could not be made.
+        ConfigError: fewer than 2 rows, ``n`` out of range, or ``n`` tokens could not be made.
     """
     if rng is None:
         rng = np.random.default_rng(secrets.randbits(128))
@@ -164,9 +226,11 @@ def make_honeytokens(
     flat = xs.reshape(len(xs), -1)
     if len(flat) < 2 or n < 1:
         raise ConfigError(f"honeytokens: need at least 2 rows and n >= 1 (got {len(flat)} rows, n={n})")
+    if n > MAX_HONEYTOKENS:
+        raise ConfigError(f"honeytokens: n={n} is more than the limit of {MAX_HONEYTOKENS:,} per call")
     groups: list[np.ndarray] = []
-    if y is not None:
-        yy = np.asarray(y).ravel()
+    yy = np.asarray(y).ravel() if y is not None else None
+    if yy is not None:
         groups = [np.flatnonzero(yy == c) for c in np.unique(yy)]
         groups = [g for g in groups if len(g) >= 2]
     if not groups:
@@ -176,30 +240,50 @@ def make_honeytokens(
     step = np.asarray(step, dtype=np.float64) if np.ndim(step) else float(step)
     if np.ndim(step) and np.shape(step) != (f,):
         raise ConfigError(f"honeytokens: {np.size(step)} grid steps for {f} features")
-    lo_g = np.ceil((lo if lo is not None else np.full(f, -np.inf)) / step - 1e-9) * step
-    hi_g = np.floor((hi if hi is not None else np.full(f, np.inf)) / step + 1e-9) * step
+    stepv = np.broadcast_to(np.asarray(step, dtype=np.float64), (f,))
+    lo_g = np.ceil((lo if lo is not None else np.full(f, -np.inf)) / stepv - 1e-9) * stepv
+    hi_g = np.floor((hi if hi is not None else np.full(f, np.inf)) / stepv + 1e-9) * stepv
     cats = np.asarray(sorted(set(categorical or [])), dtype=np.int64)
     tokens: list[np.ndarray] = []
     labels: list[int] = []
-    for _ in range(200 * n):
-        if len(tokens) == n:
-            break
-        gi = int(rng.choice(len(groups), p=sizes / sizes.sum()))
-        a, b = rng.choice(groups[gi], size=2, replace=False)
-        lam = rng.uniform(0.35, 0.65)
-        t = np.rint((lam * flat[a] + (1 - lam) * flat[b]) / step) * step
-        t = np.minimum(np.maximum(t, lo_g), hi_g)
+    seen: set[bytes] = set()
+    budget = 200 * n
+    # rows per chunk of the real-row check, so a (chunk, N, F) comparison stays ~16M cells
+    chunk = max(1, 16_000_000 // max(1, len(flat) * f))
+    while len(tokens) < n and budget > 0:
+        b = min(budget, max(64, 2 * (n - len(tokens))))
+        budget -= b
+        gi = rng.choice(len(groups), size=b, p=sizes / sizes.sum())
+        pairs = np.empty((b, 2), dtype=np.int64)
+        for g in np.unique(gi):
+            sel = np.flatnonzero(gi == g)
+            members = groups[int(g)]
+            first = rng.integers(0, len(members), size=len(sel))
+            second = (first + rng.integers(1, len(members), size=len(sel))) % len(members)
+            pairs[sel, 0], pairs[sel, 1] = members[first], members[second]
+        lam = rng.uniform(0.35, 0.65, size=(b, 1))
+        cand = np.rint((lam * flat[pairs[:, 0]] + (1 - lam) * flat[pairs[:, 1]]) / stepv) * stepv
+        cand = np.minimum(np.maximum(cand, lo_g), hi_g)
         if len(cats):
-            t[cats] = flat[a, cats]
-        if np.any(np.all(np.abs(flat - t) <= step, axis=1)):
-            continue
-        if tokens and np.any(np.all(np.abs(np.asarray(tokens) - t) <= step, axis=1)):
-            continue
-        if accept is not None and not accept(t):
-            continue
-        tokens.append(t)
-        if y is not None:
-            labels.append(int(np.asarray(y).ravel()[a]))
+            cand[:, cats] = flat[pairs[:, 0]][:, cats]
+        cand = _normalise(cand)
+        near = np.zeros(b, dtype=bool)
+        for s in range(0, b, chunk):
+            block = cand[s : s + chunk]
+            near[s : s + chunk] = np.any(
+                np.all(np.abs(flat[None, :, :] - block[:, None, :]) <= stepv, axis=2), axis=1
+            )
+        cells = np.rint(cand / stepv).astype(np.int64)
+        for i in np.flatnonzero(~near):
+            key = cells[i].tobytes()
+            if key in seen or (accept is not None and not accept(cand[i])):
+                continue
+            seen.add(key)
+            tokens.append(cand[i])
+            if yy is not None:
+                labels.append(int(yy[pairs[i, 0]]))
+            if len(tokens) == n:
+                break
     if len(tokens) < n:
         raise ConfigError(f"honeytokens: could make only {len(tokens)} of {n} distinct plausible rows")
     out = np.asarray(tokens).reshape((n, *xs.shape[1:]))

@@ -223,6 +223,65 @@ def profile_sha256(folder: str | Path) -> str:
     return _sha((Path(folder) / "profile.json").read_bytes())
 
 
+def _check_doc(doc: Any, where: Path) -> None:
+    """Check ``profile.json``'s structure, so a corrupted file gives one clear error.
+
+    Raises:
+        ConfigError: naming ``where`` and the first malformed field.
+    """
+
+    def bad(field_: str, want: str) -> ConfigError:
+        return ConfigError(f"{where}: malformed guard profile: {field_} must be {want}")
+
+    def number(v: Any) -> bool:
+        return isinstance(v, int | float) and not isinstance(v, bool)
+
+    if not isinstance(doc, dict):
+        raise ConfigError(
+            f"{where}: malformed guard profile: expected a JSON object, got {type(doc).__name__}"
+        )
+    if doc.get("schema") != SCHEMA:
+        raise ConfigError(f"{where}: schema {doc.get('schema')!r}, expected {SCHEMA}")
+    if not isinstance(doc.get("npz_sha256"), str):
+        raise bad("npz_sha256", "a hex string")
+    shape = doc.get("input_shape")
+    if (
+        not isinstance(shape, list)
+        or not shape
+        or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape)
+    ):
+        raise bad("input_shape", "a list of positive integers")
+    nc = doc.get("num_classes")
+    if not isinstance(nc, int) or isinstance(nc, bool) or nc < 1:
+        raise bad("num_classes", "a positive integer")
+    if not number(doc.get("ood_threshold")):
+        raise bad("ood_threshold", "a number")
+    cats = doc.get("categories", {})
+    if not isinstance(cats, dict) or not all(
+        isinstance(k, str) and k.isdigit() and isinstance(v, list) and all(number(x) for x in v)
+        for k, v in cats.items()
+    ):
+        raise bad("categories", "an object of feature index -> list of numbers")
+    if not isinstance(doc.get("meta", {}), dict):
+        raise bad("meta", "an object")
+    ht = doc.get("honeytokens")
+    if ht is not None and not isinstance(ht, dict):
+        raise bad("honeytokens", "an object (salt, step, tokens)")
+    if ht:
+        from pydantic import ValidationError
+
+        from bastion.guard.config import HoneytokenSpec
+
+        try:
+            HoneytokenSpec.model_validate(ht)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            loc = ".".join(str(x) for x in first.get("loc", ()))
+            raise bad(
+                f"honeytokens{'.' + loc if loc else ''}", f"valid ({first.get('msg', 'invalid')})"
+            ) from None
+
+
 def load_profile(folder: str | Path, *, expected_sha256: str | None = None) -> Profile:
     """Load a profile folder after checking its hashes; nothing is unpickled.
 
@@ -231,7 +290,8 @@ def load_profile(folder: str | Path, *, expected_sha256: str | None = None) -> P
         expected_sha256: the artefact hash pinned in ``guard.yaml`` (checked when given).
 
     Raises:
-        ConfigError: a file is missing or malformed.
+        ConfigError: a file is missing or malformed (the file and the field are named: a
+            corrupted, unpinned ``profile.json`` is refused with one clear error).
         IntegrityError: ``profile.json`` or ``profile.npz`` does not match its recorded hash.
     """
     p = Path(folder)
@@ -246,8 +306,7 @@ def load_profile(folder: str | Path, *, expected_sha256: str | None = None) -> P
         doc = json.loads(js)
     except ValueError as exc:
         raise ConfigError(f"{p / 'profile.json'}: not JSON: {exc}") from None
-    if doc.get("schema") != SCHEMA:
-        raise ConfigError(f"{p / 'profile.json'}: schema {doc.get('schema')!r}, expected {SCHEMA}")
+    _check_doc(doc, p / "profile.json")
     if _sha(npz) != doc.get("npz_sha256"):
         raise IntegrityError(f"{p / 'profile.npz'}: SHA-256 does not match profile.json")
     try:
@@ -255,6 +314,19 @@ def load_profile(folder: str | Path, *, expected_sha256: str | None = None) -> P
             arrays = {name: np.asarray(z[name]) for name in _ARRAYS}
     except (ValueError, KeyError, OSError) as exc:
         raise ConfigError(f"{p / 'profile.npz'}: malformed: {exc}") from None
+    f = int(np.prod(doc["input_shape"]))
+    for name, shape in (
+        ("lo", (f,)),
+        ("hi", (f,)),
+        ("mean", (f,)),
+        ("precision", (f, f)),
+        ("proj_mean", (f,)),
+    ):
+        if arrays[name].shape != shape:
+            raise ConfigError(
+                f"{p / 'profile.npz'}: array {name!r} has shape {arrays[name].shape}, expected {shape} "
+                "for the recorded input_shape"
+            )
     return Profile(
         input_shape=tuple(int(d) for d in doc["input_shape"]),
         num_classes=int(doc["num_classes"]),

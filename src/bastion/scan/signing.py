@@ -184,7 +184,28 @@ def verify_path(
         cfg.set_hashing_config(_hashing(p, sig))
         cfg.verify(p, sig)
     except Exception as exc:  # the library raises ValueError and others for bad bundles
-        raise IntegrityError(f"{p}: verification against {sig} failed: {exc}") from exc
+        import re
+
+        text = str(exc)
+        changes = [
+            f"{m} changed (its hash differs from the signed one)"
+            for m in re.findall(r"Hash mismatch for \\?'([^'\\]*)\\?'", text)
+        ]
+        changes += [
+            f"{m.strip()} added (not in the signature)"
+            for grp in re.findall(r"Extra files found in model '[^']*': ([^\"'\]]*)", text)
+            for m in grp.split(",")
+        ]
+        changes += [
+            f"{m.strip()} removed (signed, now missing)"
+            for grp in re.findall(r"Missing files in model '[^']*': ([^\"'\]]*)", text)
+            for m in grp.split(",")
+        ]
+        if changes:
+            detail = "the files differ from the signed ones: " + "; ".join(changes)
+        else:  # never show raw digests (Digest(..., digest_value=b'...'))
+            detail = re.sub(r"Digest\([^)]*\)", "<digest>", text)
+        raise IntegrityError(f"{p}: verification against {sig} failed: {detail}") from exc
     return VerifyResult(path=p, signature=sig)
 
 

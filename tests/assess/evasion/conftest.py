@@ -24,9 +24,12 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("sklearn")
 
+from bastion.assess.evasion._common import metric_key  # noqa: E402
 from bastion.core.budget import Budget  # noqa: E402
+from bastion.core.capability import Capability  # noqa: E402
 from bastion.core.check import Check, CheckContext, Split  # noqa: E402
 from bastion.core.config import Asset, Feature, InputSpec, ProjectConfig, Threshold  # noqa: E402
+from bastion.core.results import CheckResult  # noqa: E402
 from bastion.targets.base import Target  # noqa: E402
 
 
@@ -181,19 +184,28 @@ def cancer_lr_target(cancer_lr: Any) -> Target:
 
 
 # -- helpers -----------------------------------------------------------------------------------
-class RecordingTarget(Target):
+class TargetView(Target):
+    """Another target's name, input shape and classes, with ``capabilities`` (default: the inner's)."""
+
+    kind = "test-view"
+
+    def __init__(self, inner: Target, capabilities: frozenset[Capability] | None = None) -> None:
+        super().__init__(
+            name=inner.name,
+            input_shape=inner.input_shape,
+            num_classes=inner.num_classes,
+            capabilities=inner.capabilities if capabilities is None else capabilities,
+        )
+        self.inner = inner
+
+
+class RecordingTarget(TargetView):
     """Passes every call to ``inner`` (unmetered there), counting calls and keeping the rows."""
 
     kind = "test-recording"
 
     def __init__(self, inner: Target) -> None:
-        super().__init__(
-            name=inner.name,
-            input_shape=inner.input_shape,
-            num_classes=inner.num_classes,
-            capabilities=inner.capabilities,
-        )
-        self.inner = inner
+        super().__init__(inner)
         self.calls = 0
         self.rows: list[np.ndarray] = []
 
@@ -212,6 +224,36 @@ class RecordingTarget(Target):
     def _loss_gradient(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         self._seen(x)
         return self.inner._loss_gradient(x, y)
+
+
+class LabelOnly(TargetView):
+    """A label-only view of another target."""
+
+    kind = "test-label-only"
+
+    def __init__(self, inner: Target) -> None:
+        super().__init__(inner, frozenset({Capability.LABEL_ONLY}))
+
+    def _predict_label(self, x: np.ndarray) -> np.ndarray:
+        return np.asarray(self.inner._predict_proba(x).argmax(axis=1), dtype=np.int64)
+
+
+class ProbaOnly(LabelOnly):
+    """A probabilities-only (black-box) view of another target."""
+
+    def __init__(self, inner: Target) -> None:
+        super().__init__(inner)
+        self.capabilities = frozenset({Capability.PROBABILITIES})
+
+    def _predict_proba(self, x: np.ndarray) -> np.ndarray:
+        return self.inner._predict_proba(x)
+
+
+def robust(result: CheckResult, eps: float) -> float:
+    """``robust_accuracy@eps=<eps>`` of an evasion result (present)."""
+    value = result.metrics[metric_key("robust_accuracy", eps)]
+    assert value is not None
+    return value
 
 
 CtxBuilder = Callable[..., CheckContext]

@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from tests.assess.evasion.conftest import robust
 
 from bastion.assess.evasion._common import evaluation_set, metric_key, resolve_bounds
 from bastion.assess.evasion._gradients import GradientOracle
@@ -14,18 +15,11 @@ from bastion.assess.evasion.pgd_l2 import PGDL2
 from bastion.core.budget import Budget, BudgetMeter
 from bastion.core.capability import Capability
 from bastion.core.registry import attacks
-from bastion.core.results import CheckResult
 
 torch = pytest.importorskip("torch")
 
 GRID = [0.5, 1.0, 2.0]
 FAST = {"steps": 30, "binary_search_steps": 3}
-
-
-def robust(result: CheckResult, eps: float) -> float:
-    value = result.metrics[metric_key("robust_accuracy", eps)]
-    assert value is not None
-    return value
 
 
 def test_registered_with_its_declarations() -> None:

@@ -6,39 +6,13 @@ from typing import Any
 
 import numpy as np
 import pytest
-from tests.assess.evasion.conftest import IMMUTABLE, RecordingTarget
+from tests.assess.evasion.conftest import IMMUTABLE, LabelOnly, RecordingTarget, robust
 
 from bastion.assess.evasion._common import evaluation_set, metric_key, resolve_bounds
 from bastion.assess.evasion.hopskipjump_l2 import HopSkipJumpL2, HSJL2Params, _HSJL2Engine, hopskipjump_l2
 from bastion.core.budget import Budget, BudgetMeter
-from bastion.core.capability import Capability
 from bastion.core.registry import attacks
-from bastion.core.results import CheckResult
 from bastion.targets.base import Target
-
-
-class LabelOnly(Target):
-    """A label-only view of another target."""
-
-    kind = "test-label-only"
-
-    def __init__(self, inner: Target) -> None:
-        super().__init__(
-            name=inner.name,
-            input_shape=inner.input_shape,
-            num_classes=inner.num_classes,
-            capabilities=frozenset({Capability.LABEL_ONLY}),
-        )
-        self.inner = inner
-
-    def _predict_label(self, x: np.ndarray) -> np.ndarray:
-        return np.asarray(self.inner._predict_proba(x).argmax(axis=1), dtype=np.int64)
-
-
-def robust(result: CheckResult, eps: float) -> float:
-    value = result.metrics[metric_key("robust_accuracy", eps)]
-    assert value is not None
-    return value
 
 
 def test_registered_with_its_declarations() -> None:

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from tests.assess.evasion.test_evasion_hopskipjump_l2 import LabelOnly
+from tests.assess.evasion.conftest import LabelOnly
 
 from bastion.assess.evasion._common import L2_TOL, InputBounds, rng_for
 from bastion.assess.evasion.hopskipjump_l2 import HopSkipJumpL2

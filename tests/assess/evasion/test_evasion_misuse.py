@@ -91,3 +91,20 @@ def test_preflight_lists_every_incompatibility_at_once(digits: Data, digits_cnn:
     assert any("eps[1]" in p and "beyond the input range" in p for p in problems), problems
     assert any(p.startswith("budget.queries: 100") for p in problems), problems
     assert len(problems) == 4
+
+
+def test_l2_radius_is_checked_against_the_l2_diameter(digits: Data, digits_cnn: Any, make_ctx: Any) -> None:
+    """An L2 ε of 2 on 64 values in [0, 1] is legitimate (the box's L2 diameter is 8); 9 is not."""
+    from bastion.assess.evasion.hopskipjump_l2 import HopSkipJumpL2
+    from bastion.assess.evasion.pgd_l2 import PGDL2
+    from bastion.targets.torch_target import TorchTarget
+
+    target = TorchTarget(digits_cnn, name="digits", input_shape=(1, 8, 8), num_classes=10)
+    for attack in (PGDL2, HopSkipJumpL2):
+        ctx = make_ctx(attack, target, digits, params={"eps": [1.5, 2.0, 9.0]})
+        problems = attack().preflight(ctx)
+        assert [p for p in problems if "eps[" in p] == [
+            "params.eps[2]: 9 is beyond the input box's L2 diameter (8 in absolute units)"
+        ], problems
+    linf = make_ctx(PGD, target, digits, params={"eps": [2.0]})  # an L∞ ε of 2 is still refused
+    assert any("eps[0]" in p and "beyond the input range" in p for p in PGD().preflight(linf))

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from tests.assess.evasion.conftest import CATEGORICAL, IMMUTABLE, INTEGER, RecordingTarget
+from tests.assess.evasion.conftest import CATEGORICAL, IMMUTABLE, INTEGER, RecordingTarget, robust
 
 from bastion.assess.evasion._common import evaluation_set, metric_key, resolve_bounds
 from bastion.assess.evasion.pgd import PGD
@@ -20,12 +20,6 @@ from bastion.core.results import CheckResult
 from bastion.core.severity import Severity
 
 torch = pytest.importorskip("torch")
-
-
-def robust(result: CheckResult, eps: float) -> float:
-    value = result.metrics[metric_key("robust_accuracy", eps)]
-    assert value is not None
-    return value
 
 
 def test_registered_with_its_declarations() -> None:

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from tests.assess.evasion.conftest import CATEGORICAL, IMMUTABLE, INTEGER, RecordingTarget
+from tests.assess.evasion.conftest import CATEGORICAL, IMMUTABLE, INTEGER, RecordingTarget, robust
 
 from bastion.assess.evasion._common import evaluation_set, metric_key, resolve_bounds
 from bastion.assess.evasion.square import SquareAttack, square_linf
@@ -15,12 +15,6 @@ from bastion.core.capability import Capability
 from bastion.core.errors import PluginError
 from bastion.core.registry import attacks
 from bastion.core.results import CheckResult
-
-
-def robust(result: CheckResult, eps: float) -> float:
-    value = result.metrics[metric_key("robust_accuracy", eps)]
-    assert value is not None
-    return value
 
 
 def test_registered_with_its_declarations() -> None:

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from tests.assess.evasion.conftest import IMMUTABLE
+from tests.assess.evasion.conftest import IMMUTABLE, robust
 
 from bastion.assess.evasion._common import evaluation_set, metric_key, resolve_bounds
 from bastion.assess.evasion.square_l2 import SquareAttackL2, pseudo_gaussian, square_l2
@@ -16,12 +16,6 @@ from bastion.core.registry import attacks
 from bastion.core.results import CheckResult
 
 EPS = 1.0
-
-
-def robust(result: CheckResult, eps: float) -> float:
-    value = result.metrics[metric_key("robust_accuracy", eps)]
-    assert value is not None
-    return value
 
 
 def test_registered_with_its_declarations() -> None:

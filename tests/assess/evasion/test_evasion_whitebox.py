@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from tests.assess.evasion.conftest import CATEGORICAL, IMMUTABLE, INTEGER, RecordingTarget
+from tests.assess.evasion.conftest import CATEGORICAL, IMMUTABLE, INTEGER, RecordingTarget, robust
 
 from bastion.assess.evasion._apgd import checkpoints
 from bastion.assess.evasion._common import metric_key
@@ -17,15 +17,8 @@ from bastion.assess.evasion.pgd import PGD
 from bastion.assess.evasion.pgd_l2 import PGDL2
 from bastion.core.budget import Budget
 from bastion.core.registry import attacks
-from bastion.core.results import CheckResult
 
 torch = pytest.importorskip("torch")
-
-
-def robust(result: CheckResult, eps: float) -> float:
-    value = result.metrics[metric_key("robust_accuracy", eps)]
-    assert value is not None
-    return value
 
 
 def test_registered() -> None:

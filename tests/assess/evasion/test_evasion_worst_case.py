@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import pytest
-from tests.assess.evasion.conftest import RecordingTarget
+from tests.assess.evasion.conftest import LabelOnly, ProbaOnly, RecordingTarget, robust
 
 from bastion.assess.evasion._common import metric_key
 from bastion.assess.evasion.apgd_ce import APGDCE
@@ -15,47 +14,9 @@ from bastion.assess.evasion.pgd import PGD
 from bastion.assess.evasion.square import SquareAttack
 from bastion.assess.evasion.worst_case import WorstCase
 from bastion.core.budget import Budget
-from bastion.core.capability import Capability
 from bastion.core.registry import attacks
-from bastion.core.results import CheckResult
-from bastion.targets.base import Target
 
 torch = pytest.importorskip("torch")
-
-
-def robust(result: CheckResult, eps: float) -> float:
-    value = result.metrics[metric_key("robust_accuracy", eps)]
-    assert value is not None
-    return value
-
-
-class LabelOnly(Target):
-    """A label-only view of another target."""
-
-    kind = "test-label-only"
-
-    def __init__(self, inner: Target) -> None:
-        super().__init__(
-            name=inner.name,
-            input_shape=inner.input_shape,
-            num_classes=inner.num_classes,
-            capabilities=frozenset({Capability.LABEL_ONLY}),
-        )
-        self.inner = inner
-
-    def _predict_label(self, x: np.ndarray) -> np.ndarray:
-        return np.asarray(self.inner._predict_proba(x).argmax(axis=1), dtype=np.int64)
-
-
-class ProbaOnly(LabelOnly):
-    """A probabilities-only (black-box) view of another target."""
-
-    def __init__(self, inner: Target) -> None:
-        super().__init__(inner)
-        self.capabilities = frozenset({Capability.PROBABILITIES})
-
-    def _predict_proba(self, x: np.ndarray) -> np.ndarray:
-        return self.inner._predict_proba(x)
 
 
 def test_registered() -> None:

@@ -70,7 +70,7 @@ assets:
     input: {shape: [64]}
     output: {top_k: 3, decimals: 2}
 datasets:
-  - {name: d, path: d.npz, features: x, label: y}
+  - {name: d, path: d.npz, features: x, label: y, splits: {train: [0, 1], test: [2, 3]}}
 """,
         encoding="utf-8",
     )

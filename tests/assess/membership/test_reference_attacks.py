@@ -169,3 +169,77 @@ def test_empirical_epsilon_above_the_claim_is_a_critical_finding(overfit_digits,
         if flagged:
             assert found[0].severity == Severity.CRITICAL
             assert found[0].evidence == {"epsilon_lower_bound": 2.0, "claimed_epsilon": 0.5}
+
+
+BROKEN = "tests.assess.membership.tiny_recipe:broken"
+
+
+def test_recipe_that_raises_is_one_preflight_line_api_and_cli(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A recipe that imports but raises: one line naming it and the exception, exit 2, no store."""
+    from tests.assess.membership import tiny_recipe
+
+    from bastion import api
+    from bastion.cli.main import run
+    from bastion.core.settings import load_settings
+
+    cfg = build_leaky_digits(tmp_path, n_train=60, n_test=60)
+    cfg.write_text(cfg.read_text().replace("bastion.examples.clinic_recipes:digits_mlp", BROKEN))
+    db = f"sqlite:///{tmp_path}/b.db"
+    tiny_recipe.CALLS.clear()
+    R._TRIALS.clear()
+    with pytest.raises(ConfigError) as exc:
+        api.assess(cfg, only=["membership.lira", "membership.rmia"], settings=load_settings(db_url=db))
+    bad = [p for p in exc.value.problems if BROKEN in p]
+    assert len(bad) == 2  # lira and rmia, each named
+    for p in bad:
+        assert "ValueError: shapes (12,64) and (30,128) not aligned" in p and "\n" not in p
+        assert "trial run (1 model" in p
+    assert tiny_recipe.CALLS == [1]  # one trial of one model, shared by both checks; nothing trained
+    assert not (tmp_path / "b.db").exists() and not (tmp_path / ".bastion").exists()
+    capsys.readouterr()
+    code = run(["assess", "-c", str(cfg), "--only", "membership.lira", "--db", db, "-o", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert BROKEN in err and "ValueError" in err and "Traceback" not in err
+    assert not (tmp_path / "b.db").exists() and not (tmp_path / "o").exists()
+
+
+def test_recipe_that_raises_stops_the_sweep_before_training(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``harden --sweep`` with LiRA among the attacks: the broken recipe stops it before any DP training."""
+    from bastion import api
+    from bastion.core.settings import load_settings
+    from bastion.defend import dp_sgd
+
+    cfg = build_leaky_digits(tmp_path, n_train=60, n_test=60)
+    cfg.write_text(cfg.read_text().replace("bastion.examples.clinic_recipes:digits_mlp", BROKEN))
+    monkeypatch.setattr(dp_sgd.DpTrain, "harden", lambda *a, **k: pytest.fail("trained"))
+    db = f"sqlite:///{tmp_path}/b.db"
+    with pytest.raises(ConfigError) as exc:
+        api.harden_sweep(
+            cfg,
+            "dp-train",
+            asset="digits",
+            epsilons=[3.0],
+            params={"epochs": 2, "batch_size": 30},
+            attacks=["membership.threshold", "membership.lira"],
+            settings=load_settings(db_url=db),
+        )
+    assert any(BROKEN in p and "ValueError" in p for p in exc.value.problems)
+    assert not (tmp_path / ".bastion").exists()
+
+
+def test_recipe_trial_restores_random_state_and_passes_good_recipes() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.random((50, 64)).astype(np.float32)
+    y = rng.integers(0, 10, 50)
+    np.random.seed(7)
+    before = np.random.get_state()[1].copy()
+    assert R.trial_recipe("tests.assess.membership.tiny_recipe:linear", x, y) is None
+    np.testing.assert_array_equal(np.random.get_state()[1], before)
+    # a recipe returning the wrong shape is caught by the trial as well
+    msg = R.trial_recipe("tests.assess.membership.tiny_recipe:wrong_shape", x, y, where="here")
+    assert msg is not None and msg.startswith("here: training recipe") and "PluginError" in msg

@@ -24,3 +24,22 @@ def linear(
         e = np.exp(logits - logits.max(axis=1, keepdims=True))
         out.append(e / e.sum(axis=1, keepdims=True))
     return np.stack(out)
+
+
+#: How many times :func:`broken` was called (the preflight trial must call it once, training never).
+CALLS: list[int] = []
+
+
+def broken(
+    x: np.ndarray, y: np.ndarray, masks: np.ndarray, query: np.ndarray, *, seeds: np.ndarray
+) -> np.ndarray:
+    """A recipe that imports but raises when it runs (a user's bug)."""
+    CALLS.append(len(masks))
+    raise ValueError("shapes (12,64) and (30,128)\nnot aligned")
+
+
+def wrong_shape(
+    x: np.ndarray, y: np.ndarray, masks: np.ndarray, query: np.ndarray, *, seeds: np.ndarray
+) -> np.ndarray:
+    """Probabilities without the model axis: ``(Q, 10)`` instead of ``(K, Q, 10)``."""
+    return np.full((len(query), 10), 0.1)

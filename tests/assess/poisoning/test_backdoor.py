@@ -15,6 +15,7 @@ from bastion.cli.main import run
 from bastion.core.budget import Budget
 from bastion.core.check import CheckContext, Split
 from bastion.core.config import Asset, ProjectConfig
+from bastion.core.errors import ConfigError
 from bastion.core.settings import load_settings
 from bastion.examples.clinic_poisoned import TRUTH_FILE, build_poisoned_clinic
 
@@ -185,3 +186,73 @@ def test_spectre_selected_by_params_and_sanitise_from_report(
     (tmp_path / "junk.json").write_text('{"findings": 3}')
     assert run([*args[:5], "--from-report", str(tmp_path / "junk.json"), "--db", db]) == 2
     assert hashlib.sha256(data.read_bytes()).hexdigest() == before
+
+
+def _variant(cfg: Path, name: str, params: str) -> Path:
+    """A copy of the poisoned clinic's config whose backdoor check gets ``params`` instead."""
+    text = cfg.read_text(encoding="utf-8")
+    start = text.index("params: {max_indices: 1000,")
+    end = text.index("}\n", start) + 1
+    out = cfg.with_name(name)
+    out.write_text(text[:start] + f"params: {params}" + text[end:], encoding="utf-8")
+    return out
+
+
+def test_bad_detector_params_fail_dry_run_and_preflight(
+    builds: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue: {bogus: 1} and {quantile: 2} passed --dry-run, then crashed at run time (exit 2)."""
+    _, cfg = builds
+    bad = _variant(
+        cfg, "bastion.badparams.yaml", "{detector: spectre, detector_params: {bogus: 1, quantile: 2}}"
+    )
+    capsys.readouterr()
+    assert run(["assess", "-c", str(bad), "--dry-run", "--asset", "digits", "--only", "poisoning"]) == 2
+    text = capsys.readouterr().err
+    assert "checks.poisoning.backdoor.params.detector_params.quantile" in text
+    assert "checks.poisoning.backdoor.params.detector_params.bogus" in text
+    assert "not a parameter of spectre" in text and "alpha" in text  # what it takes is listed
+    # the full run stops in preflight, before any check runs: nothing crashes
+    with pytest.raises(ConfigError) as info:
+        _assess(bad)
+    assert "detector_params.quantile" in str(info.value) and "detector_params.bogus" in str(info.value)
+    # the same against the default detector's own params
+    ac = _variant(cfg, "bastion.badac.yaml", "{detector_params: {alpha: 4}}")
+    with pytest.raises(
+        ConfigError, match=r"detector_params\.alpha: not a parameter of activation-clustering"
+    ):
+        api.preflight(ac, asset="digits", only=["poisoning"])
+    # valid detector params still pass
+    ok = _variant(
+        cfg, "bastion.okparams.yaml", "{detector: spectre, detector_params: {alpha: 4, quantile: 0.99}}"
+    )
+    api.preflight(ok, asset="digits", only=["poisoning"])
+
+
+def test_unknown_layer_is_a_preflight_error_listing_the_layers(builds: tuple[Path, Path]) -> None:
+    """Issue: a mistyped layer skipped the check (a passing gate); now assess stops in preflight."""
+    _, cfg = builds
+    bad = _variant(cfg, "bastion.badlayer.yaml", "{layer: fc9}")
+    with pytest.raises(ConfigError) as info:
+        _assess(bad)
+    msg = str(info.value)
+    assert "checks.poisoning.backdoor on digits: params.layer: the model has no layer 'fc9'" in msg
+    from bastion.detect.poisoning import layer_names
+    from bastion.examples.clinic_models import DigitsCNN
+
+    names = layer_names(DigitsCNN())
+    assert names and all(n in msg for n in names)
+
+
+def test_preflight_layer_check_on_the_check_api() -> None:
+    torch = pytest.importorskip("torch")
+    net = torch.nn.Sequential(
+        torch.nn.Flatten(), torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 2)
+    )
+    ctx = _ctx(SimpleNamespace(module=net), {})
+    check = BackdoorCheck()
+    assert check.preflight(ctx) == []  # default layer
+    ctx.params = BackdoorParams(layer="1")
+    assert check.preflight(ctx) == []
+    ctx.params = BackdoorParams(layer="fc")
+    assert check.preflight(ctx) == ["params.layer: the model has no layer 'fc'; its layers: 0, 1, 2, 3"]

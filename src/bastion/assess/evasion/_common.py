@@ -146,8 +146,17 @@ class InputBounds:
         """One sample's shape."""
         return tuple(self.lo.shape)
 
-    def max_eps(self) -> float:
-        """The largest meaningful ε in this unit: 1 for ``fraction``, the widest range for ``absolute``."""
+    def max_eps(self, norm: str = "linf") -> float:
+        """The largest meaningful ε in this unit under ``norm``.
+
+        L∞: 1 for ``fraction``, the widest range for ``absolute``. L2: the L2 diameter of the box
+        of mutable values in the ε unit (``sqrt(#mutable)`` for ``fraction``, the L2 norm of the
+        ranges for ``absolute``): a radius beyond it cannot move any input further.
+        """
+        if norm == "l2":
+            safe = np.where(self.scale > 0, self.scale, 1.0)
+            widths = ((self.hi - self.lo) / safe)[self.mutable]
+            return float(np.sqrt(np.sum(np.square(widths, dtype=np.float64)))) if widths.size else 0.0
         if self.unit == "fraction":
             return 1.0
         widths = (self.hi - self.lo)[self.mutable]
@@ -422,6 +431,27 @@ class EvalSet:
     index: np.ndarray
 
 
+def affordable_queries(meter: BudgetMeter, cap: int, n: int, eps_left: int) -> tuple[int, bool]:
+    """Queries per sample for one ε: ``cap``, lowered to what the query budget leaves.
+
+    Args:
+        meter: the run's budget meter.
+        cap: the attack's own queries per sample and ε.
+        n: samples to attack at this ε.
+        eps_left: ε values still to attack, this one included (each gets the same share).
+
+    Returns:
+        ``(queries, lowered)``: ``remaining // (n · eps_left)`` (at least 1) where that is under
+        ``cap``, else ``cap``; ``lowered`` says which.
+    """
+    remaining = meter.remaining_queries()
+    if remaining is not None:
+        afford = remaining // max(1, n * eps_left)
+        if afford < cap:
+            return max(1, afford), True
+    return cap, False
+
+
 def rng_for(seed: int, stream: int) -> np.random.Generator:
     """An independent numpy generator for ``(seed, stream)`` (negative seeds allowed)."""
     return np.random.default_rng([seed % 2**32, stream])
@@ -572,8 +602,13 @@ class EvasionCheck(Check):
         for i, e in enumerate(params.eps or []):
             if not math.isfinite(e) or e <= 0:
                 problems.append(f"params.eps[{i}]: {e:g} must be positive")
-            elif bounds is not None and e > bounds.max_eps():
-                if bounds.unit == "fraction":
+            elif bounds is not None and e > bounds.max_eps(self.norm):
+                if self.norm == "l2":
+                    problems.append(
+                        f"params.eps[{i}]: {e:g} is beyond the input box's L2 diameter "
+                        f"({bounds.max_eps('l2'):g} in {bounds.unit} units)"
+                    )
+                elif bounds.unit == "fraction":
                     problems.append(
                         f"params.eps[{i}]: {e:g} is beyond the feature range "
                         "(a fraction of each range, at most 1)"
@@ -586,10 +621,10 @@ class EvasionCheck(Check):
         problems.extend(self._threshold_problems(ctx.thresholds))
         for i, th in enumerate(ctx.thresholds):
             parsed = parse_eps_metric(th.metric)
-            if parsed is not None and bounds is not None and parsed[1] > bounds.max_eps():
+            if parsed is not None and bounds is not None and parsed[1] > bounds.max_eps(self.norm):
                 problems.append(
                     f"thresholds[{i}].metric: ε {parsed[1]:g} is beyond the input range "
-                    f"(at most {bounds.max_eps():g} in {bounds.unit} units)"
+                    f"(at most {bounds.max_eps(self.norm):g} in {bounds.unit} units)"
                 )
         if test is not None and test.y is not None and len(test.x) > 0:
             n = len(test.x) if ctx.budget.samples is None else min(ctx.budget.samples, len(test.x))

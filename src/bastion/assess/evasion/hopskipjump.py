@@ -33,8 +33,10 @@ from bastion.assess.evasion._common import (
     EvasionCheck,
     EvasionParams,
     InputBounds,
+    affordable_queries,
 )
 from bastion.assess.evasion._gradients import bcast
+from bastion.assess.evasion._hsj import LabelOracle
 from bastion.core.atlas import CRAFT_ADVERSARIAL, EVADE_MODEL
 from bastion.core.budget import BudgetMeter
 from bastion.core.capability import Capability
@@ -127,14 +129,14 @@ class _HSJEngine:
         return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
     def attack(self, x: np.ndarray, y: np.ndarray, eps: float, eps_left: int) -> AttackOutcome:
-        cap = self.params.max_queries
-        remaining = self.meter.remaining_queries()
-        if remaining is not None:
-            afford = remaining // max(1, len(x) * eps_left)
-            if afford < cap:
-                cap = max(1, afford)
-                self.notes["max_queries"] = f"the query budget lowered queries per sample to {cap}"
-        return hopskipjump_linf(self, x, y, eps, cap)
+        return hopskipjump_linf(self, x, y, eps, self.query_cap(len(x), eps_left))
+
+    def query_cap(self, n: int, eps_left: int) -> int:
+        """``max_queries``, lowered (and noted) to what the query budget leaves per sample and ε."""
+        cap, lowered = affordable_queries(self.meter, self.params.max_queries, n, eps_left)
+        if lowered:
+            self.notes["max_queries"] = f"the query budget lowered queries per sample to {cap}"
+        return cap
 
 
 def _dist(b: InputBounds, xa: np.ndarray, x: np.ndarray) -> np.ndarray:
@@ -144,8 +146,8 @@ def _dist(b: InputBounds, xa: np.ndarray, x: np.ndarray) -> np.ndarray:
 def hopskipjump_linf(eng: _HSJEngine, x: np.ndarray, y: np.ndarray, eps: float, cap: int) -> AttackOutcome:
     """Batched HopSkipJump (L∞) on ``x`` ``(n, *shape)``; see the module docstring."""
     b, p, rng = eng.bounds, eng.params, eng.rng
-    n = len(x)
-    queries = np.zeros(n, dtype=np.int64)
+    oracle = LabelOracle(eng.labels, y, cap)
+    adv, left = oracle.adv, oracle.room
     shape = x.shape[1:]
     mut = b.mutable
     lo = np.minimum(b.lo, x).astype(np.float32)  # per sample: the declared bounds, holding x
@@ -155,25 +157,9 @@ def hopskipjump_linf(eng: _HSJEngine, x: np.ndarray, y: np.ndarray, eps: float, 
     d = max(int(mut.sum()), 1)
     scale = np.where(b.scale > 0, b.scale, 1.0)
 
-    def adv(rows: np.ndarray, xs: np.ndarray) -> np.ndarray:
-        """Misclassified? for candidate rows of samples ``rows``; charges them."""
-        np.add.at(queries, rows, 1)  # rows repeat within a probe batch: count every probe
-        return np.asarray(eng.labels(xs) != y[rows])
-
-    def left(rows: np.ndarray, k: int = 1) -> np.ndarray:
-        return np.asarray(queries[rows] + k <= cap - 1)  # keep one query for the final check
-
     # 1. a misclassified start
     start = x.copy()
-    found = np.zeros(n, dtype=bool)
-    for _ in range(p.init_tries):
-        rows = np.flatnonzero(~found & left(np.arange(n)))
-        if rows.size == 0:
-            break
-        cand = rng.uniform(lo[rows], hi[rows]).astype(np.float32)
-        ok = adv(rows, cand)
-        start[rows[ok]] = cand[ok]
-        found[rows[ok]] = True
+    found = oracle.random_start(start, lo, hi, p.init_tries, rng, np.float32)
     best = start.copy()
     active = np.flatnonzero(found)
 
@@ -208,38 +194,15 @@ def hopskipjump_linf(eng: _HSJEngine, x: np.ndarray, y: np.ndarray, eps: float, 
             rows = active
             xb = best[rows]
             dist = _dist(b, xb, x[rows])
-            budget_left = cap - 1 - queries[rows]
-            evals = int(min(p.max_evals, p.init_evals * math.sqrt(t), max(1, int(budget_left.min()) // 2)))
+            evals = oracle.evals(rows, t, p.init_evals, p.max_evals)
             delta = np.maximum(d * (1.0 / d**2) * dist, 1e-4) if t > 1 else np.full(len(rows), 0.1)
             probes = rng.uniform(-1.0, 1.0, size=(len(rows), evals, *shape)) * mut
             cand = xb[:, None] + bcast(delta, probes) * probes * scale
             cand = np.clip(cand, lo[rows][:, None], hi[rows][:, None]).astype(np.float32)
-            flat_rows = np.repeat(rows, evals)
-            res = adv(flat_rows, cand.reshape(-1, *shape)).reshape(len(rows), evals)
-            fval = 2.0 * res - 1.0
-            mean = fval.mean(axis=1, keepdims=True)
-            mixed = (np.abs(mean) < 1.0).reshape(-1)
-            fval = np.where(mixed[:, None], fval - mean, fval)
-            rv = (cand - xb[:, None]).astype(np.float64)
-            grad = np.einsum("ne,ne...->n...", fval, rv) / evals
+            grad = oracle.direction(rows, cand, (cand - xb[:, None]).astype(np.float64))
             update = np.sign(grad) * mut
             # geometric step until adversarial
-            step = dist / math.sqrt(t)
-            moved = np.zeros(len(rows), dtype=bool)
-            newp = xb.copy()
-            for _ in range(12):
-                todo = np.flatnonzero(~moved & left(rows))
-                if todo.size == 0:
-                    break
-                trial = np.clip(
-                    xb[todo] + bcast(step[todo], update[todo]) * update[todo] * scale,
-                    lo[rows[todo]],
-                    hi[rows[todo]],
-                )
-                ok = adv(rows[todo], trial.astype(np.float32))
-                newp[todo[ok]] = trial[ok]
-                moved[todo[ok]] = True
-                step[todo[~ok]] /= 2
+            newp, moved = oracle.step_search(rows, xb, update, dist / math.sqrt(t), scale, (lo, hi), 12)
             if moved.any():
                 mv = rows[moved]
                 proj, _ = boundary(mv, newp[moved])
@@ -249,8 +212,4 @@ def hopskipjump_linf(eng: _HSJEngine, x: np.ndarray, y: np.ndarray, eps: float, 
                 break
     low, high = b.box(x, eps)
     final = b.finalize(np.where(bcast(found, x), best, x), low, high)
-    success = np.zeros(n, dtype=bool)
-    rows = np.flatnonzero(found)
-    if rows.size:
-        success[rows] = adv(rows, final[rows])
-    return AttackOutcome(x_adv=final, success=success, queries=queries)
+    return AttackOutcome(x_adv=final, success=oracle.final_check(found, final), queries=oracle.queries)

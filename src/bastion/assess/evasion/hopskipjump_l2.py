@@ -43,7 +43,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Iterator
-from typing import Any, ClassVar, Literal, cast
+from typing import ClassVar, Literal, cast
 
 import numpy as np
 from pydantic import Field
@@ -52,15 +52,13 @@ from bastion.assess.evasion._common import (
     L2_THRESHOLD_EPS,
     AttackOutcome,
     Engine,
-    EvasionCheck,
     InputBounds,
     low_robust_accuracy,
 )
 from bastion.assess.evasion._gradients import bcast
+from bastion.assess.evasion._hsj import LabelOracle
 from bastion.assess.evasion.hopskipjump import HopSkipJump, HSJParams, _HSJEngine
-from bastion.core.atlas import CRAFT_ADVERSARIAL, EVADE_MODEL
 from bastion.core.budget import BudgetMeter
-from bastion.core.capability import Capability
 from bastion.core.check import CheckContext
 from bastion.core.config import Threshold
 from bastion.core.registry import register
@@ -90,7 +88,7 @@ class HSJL2Params(HSJParams):
 
 
 @register("attack")
-class HopSkipJumpL2(EvasionCheck):
+class HopSkipJumpL2(HopSkipJump):
     """HopSkipJump (L2, decision-based black-box): clean vs robust accuracy over an L2 ε grid.
 
     Threat model: the attacker sees only the predicted label (no scores, no gradients), a
@@ -105,26 +103,20 @@ class HopSkipJumpL2(EvasionCheck):
     Metrics (``@eps=<ε>`` per ε): those of every evasion check; ``median_perturbation`` is the
     L2 norm in the ε unit.
 
-    Source: Chen et al. 2020, arXiv:1904.02144.
+    Source: Chen et al. 2020, arXiv:1904.02144. Its references, ATLAS techniques and budget
+    preflight are those of ``evasion.hopskipjump`` (inherited).
     """
 
     id: ClassVar[str] = "evasion.hopskipjump-l2"
     title: ClassVar[str] = "HopSkipJump evasion (L2, decision-based black-box)"
     norm: ClassVar[Literal["linf", "l2"]] = "l2"
-    requires: ClassVar[frozenset[Capability]] = frozenset()
     Params = HSJL2Params
-    references: ClassVar[tuple[str, ...]] = HopSkipJump.references
     threat_model: ClassVar[str] = (
         "Black-box, decision-based: the attacker sees only predicted labels, a limited number of times "
         "per input, and may add a perturbation whose L2 norm (in the ε unit) is at most ε, within the "
         "declared bounds (untargeted)."
     )
-    atlas: ClassVar[tuple[str, ...]] = (EVADE_MODEL, CRAFT_ADVERSARIAL, "AML.T0043.001")
     default_thresholds: ClassVar[tuple[Threshold, ...]] = low_robust_accuracy(L2_THRESHOLD_EPS)
-
-    def extra_problems(self, ctx: CheckContext, n_samples: int, n_eps: int) -> list[str]:
-        """The query budget must leave a useful search per sample (as ``evasion.hopskipjump``)."""
-        return HopSkipJump.extra_problems(cast(Any, self), ctx, n_samples, n_eps)
 
     @contextlib.contextmanager
     def engine(
@@ -138,14 +130,7 @@ class _HSJL2Engine(_HSJEngine):
     """The L∞ engine's labels and budget planning, with the L2 search."""
 
     def attack(self, x: np.ndarray, y: np.ndarray, eps: float, eps_left: int) -> AttackOutcome:
-        cap = self.params.max_queries
-        remaining = self.meter.remaining_queries()
-        if remaining is not None:
-            afford = remaining // max(1, len(x) * eps_left)
-            if afford < cap:
-                cap = max(1, afford)
-                self.notes["max_queries"] = f"the query budget lowered queries per sample to {cap}"
-        return hopskipjump_l2(self, x, y, eps, cap)
+        return hopskipjump_l2(self, x, y, eps, self.query_cap(len(x), eps_left))
 
 
 def hopskipjump_l2(eng: _HSJEngine, x: np.ndarray, y: np.ndarray, eps: float, cap: int) -> AttackOutcome:
@@ -165,11 +150,11 @@ def hopskipjump_l2(eng: _HSJEngine, x: np.ndarray, y: np.ndarray, eps: float, ca
     b, rng = eng.bounds, eng.rng
     p = cast(HSJL2Params, eng.params)
     n = len(x)
-    queries = np.zeros(n, dtype=np.int64)
-    success = np.zeros(n, dtype=bool)
+    oracle = LabelOracle(eng.labels, y, cap)
+    adv, room = oracle.adv, oracle.room
     mut = np.asarray(b.mutable, dtype=bool)
     if n == 0 or not mut.any():
-        return AttackOutcome(x_adv=x.copy(), success=success, queries=queries)
+        return AttackOutcome(x_adv=x.copy(), success=np.zeros(n, dtype=bool), queries=oracle.queries)
     shape = x.shape[1:]
     x64 = np.asarray(x, dtype=np.float64)
     lo = np.where(mut, np.minimum(b.lo, x64), x64)  # per sample: the declared bounds, holding x
@@ -183,14 +168,6 @@ def hopskipjump_l2(eng: _HSJEngine, x: np.ndarray, y: np.ndarray, eps: float, ca
         """L2 distance in the ε unit of ``xa`` from the clean rows."""
         diff = np.where(mut, (np.asarray(xa, np.float64) - x64[rows]) / sc, 0.0)
         return np.asarray(np.sqrt((diff.reshape(len(diff), -1) ** 2).sum(axis=1)))
-
-    def adv(rows: np.ndarray, xs: np.ndarray) -> np.ndarray:
-        """Misclassified? for candidates of samples ``rows`` (repeats allowed); charges each probe."""
-        np.add.at(queries, rows, 1)
-        return np.asarray(eng.labels(np.asarray(xs, dtype=np.float32)) != y[rows])
-
-    def room(rows: np.ndarray, k: int = 1) -> np.ndarray:
-        return np.asarray(queries[rows] + k <= cap - 1)  # one query kept for the final check
 
     def blend(rows: np.ndarray, far: np.ndarray, alpha: np.ndarray) -> np.ndarray:
         return np.asarray(x64[rows] + bcast(alpha, far) * (far - x64[rows]))
@@ -211,15 +188,7 @@ def hopskipjump_l2(eng: _HSJEngine, x: np.ndarray, y: np.ndarray, eps: float, ca
 
     # 1. a misclassified start
     start = x64.copy()
-    found = np.zeros(n, dtype=bool)
-    for _ in range(p.init_tries):
-        rows = np.flatnonzero(~found & room(np.arange(n)))
-        if rows.size == 0:
-            break
-        cand = rng.uniform(lo[rows], hi[rows])
-        ok = adv(rows, cand)
-        start[rows[ok]] = cand[ok]
-        found[rows[ok]] = True
+    found = oracle.random_start(start, lo, hi, p.init_tries, rng, np.float64)
     best = start.copy()
     active = np.flatnonzero(found)
     if active.size:
@@ -234,8 +203,7 @@ def hopskipjump_l2(eng: _HSJEngine, x: np.ndarray, y: np.ndarray, eps: float, ca
         rows = active
         m = rows.size
         xb, db = best[rows], best_d[rows]
-        budget_left = int((cap - 1 - queries[rows]).min())
-        evals = int(min(p.max_evals, p.init_evals * math.sqrt(t), max(1, budget_left // 2)))
+        evals = oracle.evals(rows, t, p.init_evals, p.max_evals)
         delta = np.full(m, 0.1 * width_u) if t == 1 else math.sqrt(d) * theta * db
         r = np.where(mut, rng.standard_normal((m, evals, *shape)), 0.0)
         r /= np.maximum(np.sqrt((r.reshape(m, evals, -1) ** 2).sum(axis=2)), 1e-12).reshape(
@@ -243,30 +211,11 @@ def hopskipjump_l2(eng: _HSJEngine, x: np.ndarray, y: np.ndarray, eps: float, ca
         )
         cand = xb[:, None] + bcast(delta, r) * r * sc
         cand = np.clip(cand, lo[rows][:, None], hi[rows][:, None])
-        res = adv(np.repeat(rows, evals), cand.reshape(-1, *shape)).reshape(m, evals)
-        fval = 2.0 * res - 1.0
-        mean = fval.mean(axis=1, keepdims=True)
-        mixed = (np.abs(mean) < 1.0).reshape(-1)
-        fval = np.where(mixed[:, None], fval - mean, fval)
-        rv = (cand - xb[:, None]) / sc / bcast(delta, r)  # the probes actually sent, in u
-        grad = np.einsum("ne,ne...->n...", fval, rv) / evals
+        grad = oracle.direction(rows, cand, (cand - xb[:, None]) / sc / bcast(delta, r))  # probes sent, in u
         gnorm = np.sqrt((grad.reshape(m, -1) ** 2).sum(axis=1))
         update = np.where(mut, grad / bcast(np.maximum(gnorm, 1e-12), grad), 0.0)
         # geometric step search until still misclassified
-        step = db / math.sqrt(t)
-        moved = np.zeros(m, dtype=bool)
-        newp = xb.copy()
-        for _ in range(p.step_halvings):
-            todo = np.flatnonzero(~moved & room(rows))
-            if todo.size == 0:
-                break
-            trial = np.clip(
-                xb[todo] + bcast(step[todo], update[todo]) * update[todo] * sc, lo[rows[todo]], hi[rows[todo]]
-            )
-            ok = adv(rows[todo], trial)
-            newp[todo[ok]] = trial[ok]
-            moved[todo[ok]] = True
-            step[todo[~ok]] /= 2
+        newp, moved = oracle.step_search(rows, xb, update, db / math.sqrt(t), sc, (lo, hi), p.step_halvings)
         if moved.any():
             mv = rows[moved]
             proj = boundary(mv, newp[moved])
@@ -281,7 +230,4 @@ def hopskipjump_l2(eng: _HSJEngine, x: np.ndarray, y: np.ndarray, eps: float, ca
     final = x64 + bcast(shrink, x64) * (best - x64)
     low, high = b.box(x, eps)
     final = b.finalize_l2(np.where(bcast(found, x), final, x64), x, low, high, eps)
-    rows = np.flatnonzero(found)
-    if rows.size:
-        success[rows] = adv(rows, final[rows])
-    return AttackOutcome(x_adv=final, success=success, queries=queries)
+    return AttackOutcome(x_adv=final, success=oracle.final_check(found, final), queries=oracle.queries)

@@ -45,6 +45,7 @@ from bastion.assess.evasion._common import (
     EvasionCheck,
     EvasionParams,
     InputBounds,
+    affordable_queries,
     check_probabilities,
     eps_label,
 )
@@ -176,16 +177,7 @@ class _SquareEngine:
         return np.asarray(self._proba(x).argmax(axis=1), dtype=np.int64)
 
     def attack(self, x: np.ndarray, y: np.ndarray, eps: float, eps_left: int) -> AttackOutcome:
-        cap = self.params.n_queries
-        remaining = self.meter.remaining_queries()
-        if remaining is not None:
-            afford = remaining // max(1, len(x) * eps_left)
-            if afford < cap:
-                cap = max(1, afford)
-                self._capped.append(f"{cap} at ε={eps_label(eps)}")
-                self.notes["n_queries"] = "the query budget lowered queries per sample to " + ", ".join(
-                    self._capped
-                )
+        cap = self._cap(len(x), eps, eps_left)
         low, high = self.bounds.box(x, eps)
         return square_linf(
             self._proba,
@@ -199,6 +191,15 @@ class _SquareEngine:
             rng=self.rng,
             finalize=self.bounds.finalize,
         )
+
+    def _cap(self, n: int, eps: float, eps_left: int) -> int:
+        """``n_queries``, lowered (and noted per ε) to what the query budget leaves per sample."""
+        cap, lowered = affordable_queries(self.meter, self.params.n_queries, n, eps_left)
+        if lowered:
+            self._capped.append(f"{cap} at ε={eps_label(eps)}")
+            lowered_to = ", ".join(self._capped)
+            self.notes["n_queries"] = f"the query budget lowered queries per sample to {lowered_to}"
+        return cap
 
 
 def p_selection(p_init: float, it: int, n_iters: int) -> float:

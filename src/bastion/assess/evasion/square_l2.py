@@ -34,7 +34,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Callable, Iterator
-from typing import Any, ClassVar, Literal, cast
+from typing import ClassVar, Literal, cast
 
 import numpy as np
 from pydantic import Field
@@ -43,15 +43,11 @@ from bastion.assess.evasion._common import (
     L2_THRESHOLD_EPS,
     AttackOutcome,
     Engine,
-    EvasionCheck,
     InputBounds,
-    eps_label,
     low_robust_accuracy,
 )
 from bastion.assess.evasion.square import SquareAttack, SquareParams, _SquareEngine, margin_loss, p_selection
-from bastion.core.atlas import CRAFT_ADVERSARIAL, EVADE_MODEL
 from bastion.core.budget import BudgetMeter
-from bastion.core.capability import Capability
 from bastion.core.check import CheckContext
 from bastion.core.config import Threshold
 from bastion.core.registry import register
@@ -75,7 +71,7 @@ class SquareL2Params(SquareParams):
 
 
 @register("attack")
-class SquareAttackL2(EvasionCheck):
+class SquareAttackL2(SquareAttack):
     """Square Attack (L2, score-based black-box): clean vs robust accuracy over an L2 ε grid.
 
     Threat model: the attacker only queries the model and reads its class probabilities, a
@@ -90,28 +86,21 @@ class SquareAttackL2(EvasionCheck):
     Metrics (``@eps=<ε>`` per ε): those of ``evasion.square``; ``median_perturbation`` is the
     L2 norm in the ε unit.
 
-    Source: Andriushchenko et al. 2020, arXiv:1912.00049.
+    Source: Andriushchenko et al. 2020, arXiv:1912.00049. Its references, ATLAS techniques,
+    metrics and budget preflight are those of ``evasion.square`` (inherited).
     """
 
     id: ClassVar[str] = "evasion.square-l2"
     title: ClassVar[str] = "Square Attack evasion (L2, black-box)"
     norm: ClassVar[Literal["linf", "l2"]] = "l2"
-    requires: ClassVar[frozenset[Capability]] = frozenset({Capability.PROBABILITIES})
     Params = SquareL2Params
-    references: ClassVar[tuple[str, ...]] = SquareAttack.references
     threat_model: ClassVar[str] = (
         "Black-box, score-based: the attacker queries the model (or its endpoint) and reads class "
         "probabilities, a limited number of times per input, and may add a perturbation whose L2 "
         "norm (in the ε unit) is at most ε, within the declared bounds, to make the model "
         "misclassify (untargeted)."
     )
-    atlas: ClassVar[tuple[str, ...]] = (EVADE_MODEL, CRAFT_ADVERSARIAL, "AML.T0043.001")
-    metric_names: ClassVar[tuple[str, ...]] = SquareAttack.metric_names
     default_thresholds: ClassVar[tuple[Threshold, ...]] = low_robust_accuracy(L2_THRESHOLD_EPS)
-
-    def extra_problems(self, ctx: CheckContext, n_samples: int, n_eps: int) -> list[str]:
-        """``n_queries`` and the query budget must allow a useful search (as ``evasion.square``)."""
-        return SquareAttack.extra_problems(cast(Any, self), ctx, n_samples, n_eps)
 
     @contextlib.contextmanager
     def engine(
@@ -119,10 +108,6 @@ class SquareAttackL2(EvasionCheck):
     ) -> Iterator[Engine]:
         """The L2 Square search on ``ctx.target.predict_proba`` (metered by the target)."""
         yield _SquareL2Engine(ctx.target, cast(SquareL2Params, ctx.params), bounds, rng, meter)
-
-    def per_eps_metrics(self, eps: float, attacked: AttackOutcome | None) -> dict[str, float | None]:
-        """``median_queries_successful``: median queries of the samples broken at this ε."""
-        return SquareAttack.per_eps_metrics(cast(Any, self), eps, attacked)
 
 
 class _SquareL2Engine(_SquareEngine):
@@ -145,19 +130,6 @@ class _SquareL2Engine(_SquareEngine):
             rng=self.rng,
             bounds=self.bounds,
         )
-
-    def _cap(self, n: int, eps: float, eps_left: int) -> int:
-        cap = self.params.n_queries
-        remaining = self.meter.remaining_queries()
-        if remaining is not None:
-            afford = remaining // max(1, n * eps_left)
-            if afford < cap:
-                cap = max(1, afford)
-                self._capped.append(f"{cap} at ε={eps_label(eps)}")
-                self.notes["n_queries"] = "the query budget lowered queries per sample to " + ", ".join(
-                    self._capped
-                )
-        return cap
 
 
 # -- the pseudo-Gaussian patterns of the official code -------------------------------------------

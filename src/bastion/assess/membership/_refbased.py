@@ -120,12 +120,7 @@ class RefBasedAttack(MembershipThreshold):
         """Bad recipe, population too small, unresolvable FPRs asked for — before any training."""
         params = cast(RefParams, ctx.params)
         where = f"checks.{self.id} (asset {ctx.asset.name})"
-        problems: list[str] = []
-        if params.recipe is not None:
-            try:
-                R.load_recipe(params.recipe, where=f"{where}: params.recipe")
-            except Exception as exc:
-                problems.append(str(exc))
+        problems = self.recipe_problems(ctx)
         train, test = ctx.data.get("train"), ctx.data.get("test")
         if train is None or test is None:
             return problems
@@ -155,6 +150,26 @@ class RefBasedAttack(MembershipThreshold):
                         f"{where}: params.fprs: {reason} (raise budget.samples or hold out more records)"
                     )
         return problems
+
+    def recipe_problems(self, ctx: CheckContext) -> list[str]:
+        """The recipe imports and runs: a trial call on a handful of ``train`` records (one model).
+
+        Cheap (one small model, once per process and recipe); a recipe that raises is one line
+        naming it and the exception, before any reference model trains (issue 6, "Bad input").
+        """
+        params = cast(RefParams, ctx.params)
+        if params.recipe is None:
+            return []
+        where = f"checks.{self.id} (asset {ctx.asset.name}): params.recipe"
+        try:
+            R.load_recipe(params.recipe, where=where)
+        except Exception as exc:
+            return [str(exc)]
+        train = ctx.data.get("train")
+        if train is None or train.y is None or not len(train.x):
+            return []
+        problem = R.trial_recipe(params.recipe, train.x, train.y, where=where)
+        return [] if problem is None else [problem]
 
     # -- the audit ---------------------------------------------------------------------------
     def audit(self, ctx: CheckContext, meter: BudgetMeter) -> Audit:

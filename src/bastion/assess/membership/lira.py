@@ -120,13 +120,7 @@ def lira_smoothed_scores(
         ValueError: shapes disagree, ``K < 1``, a record with no OUT reference, NaN, or a
             non-positive ``bandwidth`` / ``min_std``.
     """
-    t = np.asarray(target_stat, dtype=np.float64).reshape(-1)
-    s = np.asarray(ref_stat, dtype=np.float64)
-    m = np.asarray(ref_in, dtype=bool)
-    if s.ndim != 2 or s.shape != m.shape or s.shape[1] != t.size or s.shape[0] < 1:
-        raise ValueError(f"ref_stat {s.shape} / ref_in {m.shape} must both be (K, {t.size}) with K >= 1")
-    if np.isnan(s).any() or np.isnan(t).any():
-        raise ValueError("statistics hold NaN")
+    t, s, m = M.reference_stats(target_stat, ref_stat, ref_in)
     if min_std <= 0 or bandwidth <= 0:
         raise ValueError(f"min_std and bandwidth must be positive, got {min_std}, {bandwidth}")
     if t.size == 0:

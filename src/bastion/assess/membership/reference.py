@@ -142,6 +142,77 @@ def _run_chunk(
     return out
 
 
+#: A preflight trial trains one model on at most this many records per class …
+TRIAL_PER_CLASS = 2
+#: … and at most this many records in all, and scores this many.
+TRIAL_MAX, TRIAL_QUERY = 40, 2
+#: Trial outcomes by recipe fingerprint + trial data (``None``: it ran), so that a recipe is tried
+#: once per process however many checks and points preflight it.
+_TRIALS: dict[str, str | None] = {}
+
+
+def trial_recipe(ref: str, x: np.ndarray, y: np.ndarray, *, where: str = "params.recipe") -> str | None:
+    """Run the recipe once on a handful of records (one model): its run-time errors, before the real run.
+
+    Preflight of LiRA / RMIA (and of the checks that run them): a recipe that imports but raises
+    when called — a wrong signature, a shape it cannot take, a bug — is reported in one line
+    naming the recipe and the exception, before any reference model trains. The trial trains a
+    single model (seed 0) on up to :data:`TRIAL_PER_CLASS` records of every class (at most
+    :data:`TRIAL_MAX`) and scores :data:`TRIAL_QUERY` of them; its output must be ``(1, Q, C)``
+    finite probabilities. The global numpy and torch random states are restored afterwards.
+
+    Args:
+        ref: the recipe, ``package.module:function`` (already importable: :func:`load_recipe`).
+        x: ``(N, *input_shape)`` records the reference models would train on.
+        y: ``(N,)`` their labels.
+        where: the config location named in the message.
+
+    Returns:
+        ``None`` when the trial ran, else the one-line problem.
+    """
+    x = np.asarray(x, dtype=np.float32)
+    y = np.asarray(y, dtype=np.int64)
+    rows = np.sort(
+        np.concatenate([np.flatnonzero(y == c)[:TRIAL_PER_CLASS] for c in np.unique(y)])[:TRIAL_MAX]
+        if len(y)
+        else np.zeros(0, dtype=np.int64)
+    )
+    if len(rows) == 0:
+        return None  # nothing to train on: the attacks' own preflight reports the missing data
+    xs, ys = x[rows], y[rows]
+    h = hashlib.sha256(recipe_fingerprint(ref).encode())
+    h.update(xs.tobytes())
+    h.update(ys.tobytes())
+    key = h.hexdigest()
+    if key in _TRIALS:
+        return _TRIALS[key]
+    import sys
+
+    np_state = np.random.get_state()
+    torch = sys.modules.get("torch")
+    torch_state = torch.random.get_rng_state() if torch is not None else None
+    problem: str | None = None
+    try:
+        out = _run_chunk(
+            ref, xs, ys, np.ones((1, len(rows)), dtype=bool), xs[:TRIAL_QUERY], np.zeros(1, np.int64)
+        )
+        if not np.all(np.isfinite(out)):
+            problem = "returned non-finite probabilities"
+    except Exception as exc:  # the user's code: any exception is the finding
+        msg = " ".join(str(exc).split())
+        problem = f"{type(exc).__name__}: {msg[:300]}" if msg else type(exc).__name__
+    finally:
+        np.random.set_state(np_state)
+        if torch is not None and torch_state is not None:
+            torch.random.set_rng_state(torch_state)
+    if problem is not None:
+        problem = (
+            f"{where}: training recipe {ref} failed on a trial run (1 model, {len(rows)} records): {problem}"
+        )
+    _TRIALS[key] = problem
+    return problem
+
+
 # -- cache ---------------------------------------------------------------------------------
 def cache_key(
     ref: str, x: np.ndarray, y: np.ndarray, masks: np.ndarray, query: np.ndarray, seeds: np.ndarray

@@ -18,7 +18,11 @@ arXiv:2104.11315: the same class test, then robust whitening and QUantum Entropy
 the rows) or ``spectral-signatures`` (Tran et al. 2018, arXiv:1811.00636). ``min_separation``
 and ``z`` apply to the class test of the first two; ``n_components`` to activation clustering;
 ``detector_params`` passes any other parameter of the chosen detector (e.g.
-``{alpha: 4, quantile: 0.999}`` for SPECTRE).
+``{alpha: 4, quantile: 0.999}`` for SPECTRE). ``detector_params`` is validated against the
+chosen detector's own params model with the other params (``bastion assess --dry-run`` reports
+``checks.poisoning.backdoor.params.detector_params.<key>``); a ``layer`` the model does not
+have is a preflight error of ``bastion assess`` listing the model's layers (the model must be
+loaded to know them, so ``--dry-run`` cannot check it).
 
 Metrics: ``flagged_rate`` (flagged rows / rows examined, 95 % Wilson interval),
 ``classes_flagged``, ``rows_examined``. ``notes["detector"]`` names the detector;
@@ -59,7 +63,8 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from bastion.core.budget import BudgetUsage
 from bastion.core.check import Check, CheckContext
@@ -113,6 +118,56 @@ class BackdoorParams(BaseModel):
     retrain_recipe: str | None = None
     test_split: str = "test"
 
+    @field_validator("detector_params")
+    @classmethod
+    def _check_detector_params(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        """Validate ``detector_params`` against the chosen detector's own ``Params`` model.
+
+        Raises:
+            ValidationError: one error per bad key, located at ``detector_params.<key>`` (an
+                unknown key lists the parameters the detector takes).
+        """
+        detector = info.data.get("detector")
+        if detector is None:  # the detector itself is invalid: reported on its own field
+            return value
+        model = detector_params_model(detector)
+        try:
+            model(**value)
+        except ValidationError as exc:
+            known = ", ".join(model.model_fields)
+            errors: list[InitErrorDetails] = []
+            for e in exc.errors():
+                if e["type"] == "extra_forbidden":
+                    errors.append(
+                        InitErrorDetails(
+                            type=PydanticCustomError(
+                                "unknown_detector_param",
+                                "not a parameter of {detector}; it takes: {known}",
+                                {"detector": detector, "known": known},
+                            ),
+                            loc=e["loc"],
+                            input=e["input"],
+                        )
+                    )
+                else:
+                    errors.append(
+                        InitErrorDetails(type=e["type"], loc=e["loc"], input=e["input"], ctx=e.get("ctx", {}))
+                    )
+            raise ValidationError.from_exception_data(model.__name__, errors) from None
+        return value
+
+
+def detector_params_model(detector: str) -> type[BaseModel]:
+    """The ``Params`` model of the detector ``params.detector`` names (no torch import)."""
+    from bastion.detect.poisoning import ActivationClusteringParams, SpectralParams, SpectreParams
+
+    models: dict[str, type[BaseModel]] = {
+        "activation-clustering": ActivationClusteringParams,
+        "spectre": SpectreParams,
+        "spectral-signatures": SpectralParams,
+    }
+    return models[detector]
+
 
 @register("attack")
 class BackdoorCheck(Check):
@@ -163,6 +218,24 @@ class BackdoorCheck(Check):
         if split is None or split.y is None or split.index.size == 0:
             return f"needs the model's labelled {p.split!r} split (the data it was trained on)"
         return None
+
+    def preflight(self, ctx: CheckContext) -> list[str]:
+        """A ``params.layer`` the loaded model does not have (its layer names listed).
+
+        Runs in ``bastion assess`` after the model is loaded (``ctx.target.module``); ``bastion
+        assess --dry-run`` loads no model, so there only the params themselves are checked.
+        """
+        p = ctx.params if isinstance(ctx.params, BackdoorParams) else BackdoorParams()
+        module = getattr(ctx.target, "module", None)
+        if p.layer is None or module is None or not hasattr(module, "named_modules"):
+            return []
+        from bastion.detect.poisoning import layer_names
+
+        names = layer_names(module)
+        if p.layer in names:
+            return []
+        shown = ", ".join(names[:40]) + (f", … ({len(names)} in all)" if len(names) > 40 else "")
+        return [f"params.layer: the model has no layer {p.layer!r}; its layers: {shown or '(none)'}"]
 
     def run(self, ctx: CheckContext) -> CheckResult:
         """Cluster each class's activations; see the module docstring for metrics and findings."""

@@ -43,7 +43,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from bastion.core.errors import ConfigError, require
 from bastion.core.findings import Threat
 from bastion.core.registry import register
-from bastion.detect.poisoning.base import RepresentationDetector, robust_z
+from bastion.detect.poisoning.base import (
+    RepresentationDetector,
+    class_separation_z,
+    fisher_ratio,
+    separated,
+    two_means,
+)
 
 
 class ActivationClusteringParams(BaseModel):
@@ -90,7 +96,6 @@ class ActivationClusteringDetector(RepresentationDetector):
         "A poisoner adds trigger-carrying samples relabelled to a target class (dirty-label "
         "backdoor); the defender holds the training set and the model trained on it."
     )
-    atlas: ClassVar[tuple[str, ...]] = ("AML.T0020", "AML.T0018")
 
     params: ActivationClusteringParams
 
@@ -111,7 +116,6 @@ class ActivationClusteringDetector(RepresentationDetector):
 
     def _fit(self, x: np.ndarray, y: np.ndarray | None) -> None:
         require("sklearn", "data")
-        from sklearn.cluster import KMeans
         from sklearn.metrics import silhouette_score
 
         assert y is not None
@@ -129,21 +133,15 @@ class ActivationClusteringDetector(RepresentationDetector):
             k = int(min(p.n_components, idx.size - 1, z.shape[1]))
             _, _, vt = np.linalg.svd(z, full_matrices=False)
             proj = z @ vt[:k].T
-            km = KMeans(n_clusters=2, n_init=10, random_state=self.seed).fit(proj)
-            lab = np.asarray(km.labels_, dtype=np.int64)
-            if np.bincount(lab, minlength=2).min() == 0:
+            lab = two_means(proj, self.seed)
+            if lab is None:
                 continue
-            fisher = _fisher(proj, lab)
+            fisher = fisher_ratio(proj, lab)
             sil = float(silhouette_score(proj, lab)) if idx.size > 2 else 0.0
             small = float(np.bincount(lab, minlength=2).min() / idx.size)
             stats[int(c)] = {"n": float(idx.size), "fisher": fisher, "silhouette": sil, "size_small": small}
             labels[int(c)] = (idx, lab)
-        if not stats:
-            raise ConfigError(f"{self.id}: no class has 4 or more rows")
-        keys = sorted(stats)
-        zs = robust_z(np.array([stats[c]["fisher"] for c in keys]))
-        for c, zc in zip(keys, zs, strict=True):
-            stats[c]["z"] = float(zc)
+        keys = class_separation_z(stats, self.id)
 
         flags = np.zeros(x.shape[0], dtype=bool)
         scores = np.zeros(x.shape[0], dtype=np.float64)
@@ -156,7 +154,7 @@ class ActivationClusteringDetector(RepresentationDetector):
             elif p.decision == "silhouette":
                 hit = s["silhouette"] >= p.silhouette_threshold
             else:
-                hit = s["fisher"] >= p.min_separation and (len(keys) < 3 or s["z"] >= p.z)
+                hit = separated(s, len(keys), p.min_separation, p.z)
             s["flagged"] = float(hit)
             if not hit:
                 continue
@@ -213,15 +211,3 @@ class ActivationClusteringDetector(RepresentationDetector):
             rows = y == c
             out[rows] = (x[rows] - clean_c) @ axis / norm2
         return out
-
-
-def _fisher(z: np.ndarray, lab: np.ndarray) -> float:
-    """Fisher ratio of a two-cluster split along the line joining the centroids."""
-    d = z[lab == 1].mean(axis=0) - z[lab == 0].mean(axis=0)
-    n = float(np.linalg.norm(d))
-    if n == 0:
-        return 0.0
-    t = z @ (d / n)
-    a, b = t[lab == 0], t[lab == 1]
-    var = float(a.var() + b.var())
-    return float((a.mean() - b.mean()) ** 2 / var) if var > 0 else float("inf")

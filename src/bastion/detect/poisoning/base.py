@@ -13,7 +13,7 @@ from typing import Any, ClassVar, Literal, Self
 
 import numpy as np
 
-from bastion.core.errors import ConfigError
+from bastion.core.errors import ConfigError, require
 from bastion.detect.base import Detector
 
 
@@ -34,6 +34,11 @@ class RepresentationDetector(Detector):
     """
 
     uses_labels: ClassVar[bool] = True
+    threat_model: ClassVar[str] = (
+        "A poisoner adds trigger-carrying samples relabelled to a target class; the defender "
+        "holds the training set and the model trained on it."
+    )
+    atlas: ClassVar[tuple[str, ...]] = ("AML.T0020", "AML.T0018")
 
     def __init__(
         self,
@@ -98,3 +103,62 @@ def robust_z(values: np.ndarray) -> np.ndarray:
     if spread <= 0:
         return np.zeros_like(v)
     return (v - med) / spread
+
+
+def fisher_ratio(z: np.ndarray, lab: np.ndarray) -> float:
+    """Fisher ratio ``(m1 - m2)^2 / (v1 + v2)`` of a two-cluster split along the line joining the centroids.
+
+    Args:
+        z: rows ``(n, k)``.
+        lab: cluster of each row ``(n,)``, 0 or 1, both present.
+    """
+    d = z[lab == 1].mean(axis=0) - z[lab == 0].mean(axis=0)
+    n = float(np.linalg.norm(d))
+    if n == 0:
+        return 0.0
+    t = z @ (d / n)
+    a, b = t[lab == 0], t[lab == 1]
+    var = float(a.var() + b.var())
+    return float((a.mean() - b.mean()) ** 2 / var) if var > 0 else float("inf")
+
+
+def two_means(x: np.ndarray, seed: int) -> np.ndarray | None:
+    """2-means cluster of each row of ``x: (n, k)``, ``(n,)`` int64; ``None`` when a cluster is empty."""
+    require("sklearn", "data")
+    from sklearn.cluster import KMeans
+
+    lab = np.asarray(KMeans(n_clusters=2, n_init=10, random_state=seed).fit(x).labels_, dtype=np.int64)
+    if np.bincount(lab, minlength=2).min() == 0:
+        return None
+    return lab
+
+
+def class_separation_z(stats: dict[int, dict[str, float]], who: str) -> list[int]:
+    """Add each class's robust z of its Fisher ratio among the classes (``stats[c]["z"]``).
+
+    Args:
+        stats: per class at least ``{"fisher": ...}``; updated in place.
+        who: the detector's id, for the error.
+
+    Returns:
+        The classes, sorted.
+
+    Raises:
+        ConfigError: ``stats`` is empty (no class had 4 or more rows).
+    """
+    if not stats:
+        raise ConfigError(f"{who}: no class has 4 or more rows")
+    keys = sorted(stats)
+    zs = robust_z(np.array([stats[c]["fisher"] for c in keys]))
+    for c, zc in zip(keys, zs, strict=True):
+        stats[c]["z"] = float(zc)
+    return keys
+
+
+def separated(stats: dict[str, float], n_classes: int, min_separation: float, z: float) -> bool:
+    """The class test of activation clustering: does the class hold a separate group of rows?
+
+    True when its 2-means Fisher ratio is at least ``min_separation`` and, with three or more
+    classes, its robust z among the classes (:func:`class_separation_z`) is at least ``z``.
+    """
+    return bool(stats["fisher"] >= min_separation and (n_classes < 3 or stats["z"] >= z))

@@ -61,11 +61,6 @@ class SpectralSignatureDetector(RepresentationDetector):
     references: ClassVar[tuple[str, ...]] = (
         "Tran, Li, Madry, Spectral Signatures in Backdoor Attacks, NeurIPS 2018, arXiv:1811.00636",
     )
-    threat_model: ClassVar[str] = (
-        "A poisoner adds trigger-carrying samples relabelled to a target class; the defender "
-        "holds the training set and the model trained on it."
-    )
-    atlas: ClassVar[tuple[str, ...]] = ("AML.T0020", "AML.T0018")
 
     params: SpectralParams
 

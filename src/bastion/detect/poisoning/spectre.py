@@ -45,10 +45,16 @@ from typing import ClassVar, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from bastion.core.errors import ConfigError, require
+from bastion.core.errors import require
 from bastion.core.findings import Threat
 from bastion.core.registry import register
-from bastion.detect.poisoning.base import RepresentationDetector, robust_z
+from bastion.detect.poisoning.base import (
+    RepresentationDetector,
+    class_separation_z,
+    fisher_ratio,
+    separated,
+    two_means,
+)
 
 
 class SpectreParams(BaseModel):
@@ -108,11 +114,6 @@ class SpectreDetector(RepresentationDetector):
         "Hayase, Kong, Somani, Oh, SPECTRE: Defending Against Backdoor Attacks Using Robust "
         "Statistics, ICML 2021, arXiv:2104.11315",
     )
-    threat_model: ClassVar[str] = (
-        "A poisoner adds trigger-carrying samples relabelled to a target class; the defender "
-        "holds the training set and the model trained on it."
-    )
-    atlas: ClassVar[tuple[str, ...]] = ("AML.T0020", "AML.T0018")
 
     params: SpectreParams
 
@@ -136,23 +137,14 @@ class SpectreDetector(RepresentationDetector):
             pr = (x[idx] - mean) @ axes.T
             proj[c] = (idx, mean, axes, pr)
             stats[c] = {"n": float(idx.size), "k": float(k), "fisher": _two_means_fisher(pr, self.seed)}
-        if not stats:
-            raise ConfigError(f"{self.id}: no class has 4 or more rows")
-        keys = sorted(stats)
-        zs = robust_z(np.array([stats[c]["fisher"] for c in keys]))
-        for c, zc in zip(keys, zs, strict=True):
-            stats[c]["z"] = float(zc)
+        keys = class_separation_z(stats, self.id)
 
         if p.classes is not None:
             analysed = [c for c in keys if c in set(p.classes)]
         elif p.decision == "paper":
             analysed = keys
         else:
-            analysed = [
-                c
-                for c in keys
-                if stats[c]["fisher"] >= p.min_separation and (len(keys) < 3 or stats[c]["z"] >= p.z)
-            ]
+            analysed = [c for c in keys if separated(stats[c], len(keys), p.min_separation, p.z)]
         flags = np.zeros(x.shape[0], dtype=bool)
         scores = np.zeros(x.shape[0], dtype=np.float64)
         for c in keys:
@@ -251,13 +243,6 @@ def _inverse_sqrt(cov: np.ndarray) -> np.ndarray:
 
 
 def _two_means_fisher(x: np.ndarray, seed: int) -> float:
-    """Fisher ratio of a 2-means split of ``x`` (the class test of activation clustering)."""
-    require("sklearn", "data")
-    from sklearn.cluster import KMeans
-
-    from bastion.detect.poisoning.activation_clustering import _fisher
-
-    lab = np.asarray(KMeans(n_clusters=2, n_init=10, random_state=seed).fit(x).labels_, dtype=np.int64)
-    if np.bincount(lab, minlength=2).min() == 0:
-        return 0.0
-    return _fisher(x, lab)
+    """Fisher ratio of a 2-means split of ``x`` (activation clustering's class test); 0 if degenerate."""
+    lab = two_means(x, seed)
+    return 0.0 if lab is None else fisher_ratio(x, lab)

@@ -1,0 +1,393 @@
+"""The Typer application behind ``bastion``: every command but ``scan``'s own parsing.
+
+Imported only when a command other than ``bastion scan`` runs (or ``bastion --help``), through
+:func:`bastion.cli.main.run` or ``bastion.cli.main.app``; ``scan`` here is a passthrough to
+:mod:`bastion.cli.scan_cmd`, which holds its one argparse definition.
+"""
+
+from __future__ import annotations
+
+import enum
+import importlib
+import json
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from typer.core import TyperGroup
+
+from bastion import __version__
+from bastion.cli import main as entry
+from bastion.cli import scan_cmd
+from bastion.cli._common import (
+    EXIT_NOTHING,
+    EXIT_OK,
+    BudgetPreset,
+    FailOn,
+    ShowFormat,
+    console,
+    err,
+    fail,
+    write,
+)
+from bastion.core.errors import BastionError
+
+if TYPE_CHECKING:
+    from typer import _click as click
+
+    from bastion import api
+    from bastion.core.report import Report
+    from bastion.core.settings import Settings
+
+
+class _LazyGroup(TyperGroup):
+    """The ``bastion`` group: builds a command (and imports its module) only when it is used.
+
+    ``bastion scan`` then pays neither for Typer converting every other command's signature nor
+    for importing the other commands' modules; ``bastion --help`` still lists every command.
+    """
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        names = [_command_name(info) for info in _own.registered_commands]
+        names += [n for n in entry.LAZY_COMMANDS if n not in names]
+        for group in _unlisted_groups():
+            names += [n for n in group.commands if n not in names]
+        return names
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        cmd = self.commands.get(cmd_name)
+        if cmd is not None:
+            return cmd
+        for info in _own.registered_commands:
+            if _command_name(info) == cmd_name:
+                cmd = typer.main.get_command_from_info(
+                    info,
+                    pretty_exceptions_short=app.pretty_exceptions_short,
+                    rich_markup_mode=self.rich_markup_mode,
+                )
+                break
+        else:
+            module = entry.LAZY_COMMANDS.get(cmd_name)
+            groups = [_module_group(module)] if module in entry.SUBCOMMAND_MODULES else _unlisted_groups()
+            cmd = next((g.commands[cmd_name] for g in groups if cmd_name in g.commands), None)
+        if cmd is not None:
+            self.commands[cmd_name] = cmd
+        return cmd
+
+
+def _command_name(info: Any) -> str:
+    return str(info.name or typer.main.get_command_name(info.callback.__name__))
+
+
+_MODULE_GROUPS: dict[str, TyperGroup] = {}
+
+
+def _module_group(module: str) -> TyperGroup:
+    """The commands a subcommand module registers, built on first use (``register(app)`` contract)."""
+    if module not in _MODULE_GROUPS:
+        sub = typer.Typer(pretty_exceptions_enable=False)
+        importlib.import_module(module).register(sub)
+        _MODULE_GROUPS[module] = typer.main.get_group(sub)
+    return _MODULE_GROUPS[module]
+
+
+def _unlisted_groups() -> list[TyperGroup]:
+    listed = set(entry.LAZY_COMMANDS.values())
+    return [_module_group(m) for m in entry.SUBCOMMAND_MODULES if m not in listed]
+
+
+app = typer.Typer(
+    cls=_LazyGroup,
+    name="bastion",
+    help="Find, fix, guard and prove the security of machine-learning systems.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+#: The commands defined in this module; converted to Click commands one at a time, on use.
+_own = typer.Typer()
+
+
+@app.callback()
+def _main(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks and debug logs.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details.")] = False,
+) -> None:
+    """Bastion: assess, harden, guard and govern ML systems."""
+    entry.configure(debug=debug, verbose=verbose)
+
+
+@_own.command()
+def version() -> None:
+    """Print Bastion's version."""
+    sys.stdout.write(f"bastion {__version__}\n")
+
+
+@_own.command(
+    help=scan_cmd.SUMMARY,
+    add_help_option=False,
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []},
+)
+def scan(ctx: typer.Context) -> None:
+    """A passthrough: ``bastion scan``'s options are defined once, in :mod:`bastion.cli.scan_cmd`."""
+    raise typer.Exit(scan_cmd.main(ctx.args))
+
+
+@_own.command()
+def assess(
+    config: Annotated[Path, typer.Option("--config", "-c", help="The project's bastion.yaml.")] = Path(
+        "bastion.yaml"
+    ),
+    output: Annotated[Path, typer.Option("--output", "-o", help="Report folder.")] = Path("bastion-report"),
+    fail_on: Annotated[
+        FailOn, typer.Option("--fail-on", help="Exit 1 on findings at or above this.")
+    ] = "medium",  # type: ignore[assignment]
+    budget: Annotated[BudgetPreset, typer.Option("--budget", help="Budget preset.")] = BudgetPreset.standard,
+    asset: Annotated[str | None, typer.Option("--asset", help="Assess only this asset.")] = None,
+    only: Annotated[
+        list[str] | None, typer.Option("--only", help="Run only this plugin id or prefix; repeatable.")
+    ] = None,
+    skip: Annotated[
+        list[str] | None, typer.Option("--skip", help="Skip this plugin id or prefix; repeatable.")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the plan and what will be skipped; run nothing.")
+    ] = False,
+    max_time: Annotated[
+        float | None, typer.Option("--max-time", help="Seconds for the whole run.", min=1)
+    ] = None,
+    baseline: Annotated[
+        str | None, typer.Option("--baseline", help="Earlier run id (or 'latest') to compare with.")
+    ] = None,
+    db: Annotated[
+        str | None, typer.Option("--db", help="SQLAlchemy URL of the store (else BASTION_DB, else SQLite).")
+    ] = None,
+) -> None:
+    """Assess every model, dataset and endpoint of a project and write the report."""
+    from bastion import api
+    from bastion.core.settings import load_settings
+
+    gate = fail_on.value if isinstance(fail_on, enum.Enum) else str(fail_on)
+    try:
+        if not config.is_file():
+            raise BastionError(f"{config}: config file not found (use -c PATH, or run `bastion init DIR`)")
+        err.print(f"using config {config}", highlight=False)
+        if dry_run:
+            plan = api.preflight(config, budget=budget.value, asset=asset, only=only or [], skip=skip or [])
+            write(json.dumps(plan.to_dict(), indent=2), None)
+            _print_plan(plan)
+            raise typer.Exit(EXIT_OK if any(i.skip_reason is None for i in plan.items) else EXIT_NOTHING)
+        api.check_output_dir(output)
+        settings = load_settings(db_url=db, budget=budget.value, max_time=max_time, fail_on=gate)
+        report = _run_with_progress(config, settings, asset, only or [], skip or [], baseline)
+        paths = api.write_outputs(report, output, fail_on=gate)
+    except BastionError as exc:
+        fail(exc)
+    code = _summarise(report, gate)
+    err.print(
+        f"report: {paths['html']} (also report.json, report.sarif, bom.json); run {report.run.id}",
+        highlight=False,
+    )
+    raise typer.Exit(code)
+
+
+def _print_plan(plan: api.Plan) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"plan: {plan.config.project.name} ({plan.budget} budget)")
+    for col in ("asset", "check", "will run"):
+        table.add_column(col)
+    for i in plan.items:
+        table.add_row(i.asset, i.check_id, "yes" if i.skip_reason is None else f"skip: {i.skip_reason}")
+    err.print(table)
+
+
+def _run_with_progress(
+    config: Path,
+    settings: Settings,
+    asset: str | None,
+    only: list[str],
+    skip: list[str],
+    baseline: str | None,
+) -> Report:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from bastion import api
+
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TimeElapsedColumn(),
+        console=console(),
+        transient=True,
+        disable=not err.is_terminal,
+    ) as prog:
+        tasks: dict[str, object] = {}
+
+        def on_progress(label: str, fraction: float) -> None:
+            if label not in tasks:
+                tasks[label] = prog.add_task(label, total=1.0)
+            prog.update(tasks[label], completed=fraction)  # type: ignore[arg-type]
+
+        return api.assess(
+            config,
+            settings=settings,
+            asset=asset,
+            only=only,
+            skip=skip,
+            baseline=baseline,
+            progress=on_progress,
+        )
+
+
+@_own.command()
+def history(
+    db: Annotated[str | None, typer.Option("--db", help="SQLAlchemy URL of the store.")] = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="How many runs.")] = 20,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="table or json.")] = "table",
+) -> None:
+    """List stored runs, newest first."""
+    from bastion import api
+
+    if fmt not in ("table", "json"):
+        raise typer.BadParameter("must be table or json", param_hint="--format")
+    try:
+        runs = api.history(db_url=db, limit=limit)
+    except BastionError as exc:
+        fail(exc)
+    if fmt == "json":
+        write(json.dumps([r.model_dump(mode="json") for r in runs], indent=2), None)
+        raise typer.Exit(EXIT_OK)
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="runs")
+    for col in ("run", "started", "project", "status", "seconds", "max severity"):
+        table.add_column(col)
+    for r in runs:
+        table.add_row(
+            r.id[:12],
+            r.started.strftime("%Y-%m-%d %H:%M:%S"),
+            r.project or "",
+            r.status,
+            f"{r.seconds:.1f}",
+            r.max_severity.value if r.max_severity else "-",
+        )
+    Console().print(table)
+    raise typer.Exit(EXIT_OK if runs else EXIT_NOTHING)
+
+
+@_own.command()
+def show(
+    run: Annotated[str, typer.Argument(help="Run id, unique prefix, or 'latest'.")],
+    db: Annotated[str | None, typer.Option("--db", help="SQLAlchemy URL of the store.")] = None,
+    fmt: Annotated[ShowFormat, typer.Option("--format", "-f", help="Output format.")] = ShowFormat.table,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write to this file (or folder for 'all').")
+    ] = None,
+) -> None:
+    """Re-render a stored report."""
+    from bastion import api
+    from bastion import report as rep
+
+    try:
+        report = api.show(run, db_url=db)
+    except BastionError as exc:
+        fail(exc)
+    if fmt == ShowFormat.table:
+        _summarise(report, "medium")
+        if output is not None:
+            write(rep.report_to_json(report), output)
+    else:
+        render = {
+            ShowFormat.json: rep.report_to_json,
+            ShowFormat.sarif: rep.report_to_sarif,
+            ShowFormat.html: rep.report_to_html,
+            ShowFormat.markdown: rep.report_to_markdown,
+        }[fmt]
+        write(render(report), output)
+    raise typer.Exit(EXIT_OK)
+
+
+@_own.command()
+def init(
+    directory: Annotated[
+        Path, typer.Argument(help="Project folder to discover models and datasets in.")
+    ] = Path("."),
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing bastion.yaml.")] = False,
+) -> None:
+    """Write a starter bastion.yaml by discovering model files and datasets."""
+    from bastion import api
+
+    try:
+        path = api.init_project(directory, force=force)
+    except BastionError as exc:
+        fail(exc)
+    err.print(
+        f"wrote {path}; review owners, input specs and splits, then run: bastion assess -c {path}",
+        highlight=False,
+    )
+
+
+@_own.command()
+def demo(
+    directory: Annotated[
+        Path | None,
+        typer.Argument(
+            help="Where to build the example project [default: examples/clinic, or examples/clinic-poisoned]."
+        ),
+    ] = None,
+    run_assess: Annotated[
+        bool, typer.Option("--assess/--no-assess", help="Run the assessment after building.")
+    ] = True,
+    budget: Annotated[BudgetPreset, typer.Option("--budget", help="Budget preset.")] = BudgetPreset.standard,
+    force: Annotated[bool, typer.Option("--force", help="Rebuild even if present.")] = False,
+    db: Annotated[str | None, typer.Option("--db", help="SQLAlchemy URL of the store.")] = None,
+    poisoned: Annotated[
+        bool,
+        typer.Option("--poisoned", help="Plant a BadNets backdoor in the digits training data and retrain."),
+    ] = False,
+) -> None:
+    """Build the clinic example (if absent) and assess it with --fail-on none."""
+    from bastion import api
+
+    try:
+        cfg = api.build_demo(directory, force=force, poisoned=poisoned)
+    except BastionError as exc:
+        fail(exc)
+    err.print(f"example project: {cfg}", highlight=False)
+    if not run_assess:
+        raise typer.Exit(EXIT_OK)
+    from bastion.core.settings import load_settings
+
+    out = cfg.parent / "bastion-report"
+    try:
+        db_url = db or os.environ.get("BASTION_DB") or f"sqlite:///{cfg.parent / '.bastion' / 'bastion.db'}"
+        settings = load_settings(db_url=db_url, budget=budget.value, fail_on="none")
+        report = _run_with_progress(cfg, settings, None, [], [], None)
+        paths = api.write_outputs(report, out, fail_on="none")
+    except BastionError as exc:
+        fail(exc)
+    code = _summarise(report, "none")
+    err.print(f"report: {paths['html']}", highlight=False)
+    raise typer.Exit(code)
+
+
+def _summarise(report: Report, gate: str) -> int:
+    """Print the summary and every error of a run to stderr; return its exit code."""
+    from rich.markup import escape
+
+    from bastion import api
+    from bastion.report import assessment_summary
+
+    for renderable in assessment_summary(report, fail_on=gate):
+        err.print(renderable)
+    for e in report.errors:
+        where = f" on {e.asset}" if e.asset else ""
+        err.print(f"[red]error[/]: {escape(e.check)}{escape(where)}: {escape(e.error)}: {escape(e.message)}")
+    return api.exit_code(report, gate)

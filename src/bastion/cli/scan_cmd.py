@@ -1,0 +1,289 @@
+"""``bastion scan``: its one command-line definition (standard-library ``argparse``) and its run.
+
+The console script (:func:`bastion.cli.main.run`) sends ``bastion scan …`` here before importing
+Typer, so a scan pays only for what it uses (the scanner, pydantic's data models, one renderer);
+the Typer ``scan`` command is a passthrough to :func:`main`, so ``bastion --help`` still lists it
+and ``CliRunner().invoke(app, ["scan", …])`` runs the same code.
+
+Exit codes: 0 clean; 1 findings at or above ``--fail-on``; 2 errors (a file not fully scanned, a
+missing path, a bad option file); 3 nothing scannable; 4 usage (``--help``: 0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+import types
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from bastion.cli._common import (
+    EXIT_USAGE,
+    console,
+    err,
+    print_line,
+    show_error,
+    stderr_is_terminal,
+    write,
+)
+from bastion.core.errors import BastionError
+from bastion.core.severity import FAIL_ON_CHOICES
+
+if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
+
+#: ``bastion scan``'s one-line help (also what ``bastion --help`` lists).
+SUMMARY = "Scan model files statically: nothing scanned is imported, unpickled or loaded."
+
+FORMATS = ("table", "json", "sarif")
+
+
+class _UsageExit(Exception):
+    """A usage error (exit 4) or ``--help`` (exit 0) raised out of the parser, code in ``code``."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with the CLI's exit codes: a usage error exits 4 (argparse's own default is 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        sys.stderr.write(f"Try '{self.prog} -h' for help.\n\nError: {message}\n")
+        raise _UsageExit(EXIT_USAGE)
+
+    def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
+        if message:
+            sys.stderr.write(message)
+        raise _UsageExit(status)
+
+
+def _jobs(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a valid integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is not in the range x>=0")
+    return value
+
+
+def build_parser(prog: str = "bastion scan") -> argparse.ArgumentParser:
+    """``bastion scan``'s command line: the one definition of its options, defaults and help."""
+    p = _Parser(
+        prog=prog,
+        description=SUMMARY,
+        epilog=(
+            "Exit codes: 0 clean; 1 findings at or above --fail-on; 2 errors (a file not fully "
+            "scanned, a missing path); 3 nothing scannable; 4 usage."
+        ),
+        allow_abbrev=False,
+    )
+    p.add_argument(
+        "paths", nargs="+", type=Path, metavar="PATH", help="Model files or folders (scanned recursively)."
+    )
+    p.add_argument(
+        "-f", "--format", dest="fmt", choices=FORMATS, default="table", help="Output format (default: table)."
+    )
+    p.add_argument(
+        "--fail-on",
+        choices=FAIL_ON_CHOICES,
+        default="medium",
+        help="Exit 1 on findings at or above this (default: medium).",
+    )
+    p.add_argument(
+        "-o", "--output", type=Path, default=None, metavar="FILE", help="Write the output to this file."
+    )
+    p.add_argument(
+        "--allow",
+        action="append",
+        default=[],
+        metavar="MODULE.CLASS",
+        help="Allow your own class (module.Class); repeatable.",
+    )
+    p.add_argument(
+        "-c",
+        "--config",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="bastion.yaml whose scan.allow to use (explicit only).",
+    )
+    p.add_argument(
+        "-j",
+        "--jobs",
+        type=_jobs,
+        default=0,
+        metavar="N",
+        help="Worker processes (0: one per CPU for many files; 1: none) (default: 0).",
+    )
+    p.add_argument(
+        "--rules",
+        action="append",
+        type=Path,
+        default=[],
+        metavar="FILE",
+        help="Extra rule file (TOML, shipped format); repeatable. Deny wins.",
+    )
+    p.add_argument(
+        "--hash",
+        dest="digest",
+        action="store_true",
+        default=False,
+        help="Record each file's SHA-256 (reads every byte; `bom`, `sign` and `assess` always hash).",
+    )
+    p.add_argument("--no-hash", dest="digest", action="store_false", help="Do not (the default; last wins).")
+    return p
+
+
+def parse(argv: Sequence[str]) -> argparse.Namespace:
+    """Parse ``bastion scan``'s arguments (options and paths in any order).
+
+    Raises:
+        _UsageExit: a usage error (code 4) or ``--help`` (code 0), already printed.
+    """
+    return build_parser().parse_intermixed_args(list(argv))
+
+
+def main(argv: Sequence[str]) -> int:
+    """Run ``bastion scan`` with ``argv`` (the arguments after ``scan``); return the exit code.
+
+    Prints the table (and a one-line summary) on stderr, JSON/SARIF on stdout or ``-o``; a folder
+    scan on a terminal shows a progress bar. A scan error (missing path, bad option file) is printed
+    as one line and returns its code (2); an unwritable ``-o`` raises
+    :class:`~bastion.core.errors.BastionError` (the caller's safety net prints it, exit 2).
+    """
+    try:
+        args = parse(argv)
+    except _UsageExit as exc:
+        return exc.code
+    restore = _skip_pydantic_plugins()
+    try:
+        return _scan(args)
+    finally:
+        restore()
+
+
+def _scan(args: argparse.Namespace) -> int:
+    paths: list[Path] = args.paths
+    bar: Progress | None = None
+    task: TaskID | None = None
+
+    def tick(done: int, total: int, _path: str) -> None:
+        # The bar (and its refresh thread) starts with the first result, after any worker
+        # processes have been forked.
+        nonlocal bar, task
+        if bar is None:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            bar = Progress(
+                TextColumn("scanning"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=console(),
+            )
+            bar.start()
+            task = bar.add_task("scan", total=total)
+        assert task is not None
+        bar.update(task, completed=done)
+
+    from bastion import api
+
+    show_bar = any(p.is_dir() for p in paths) and stderr_is_terminal()
+    try:
+        result = api.scan_models(
+            paths,
+            allow=args.allow,
+            config=args.config,
+            rules=args.rules,
+            jobs=args.jobs,
+            digest=args.digest,
+            progress=tick if show_bar else None,
+        )
+    except BastionError as exc:
+        return show_error(exc)
+    finally:
+        if bar is not None:
+            bar.stop()
+    from bastion import report as rep  # each renderer's module loads on first use
+
+    output: Path | None = args.output
+    if args.fmt == "json":
+        write(rep.scan_to_json(result), output)
+    elif args.fmt == "sarif":
+        write(rep.scan_to_sarif(result), output)
+    else:
+        if output is not None:
+            write(rep.scan_to_json(result), output)
+        err.print(rep.scan_table(result))
+    counts: dict[str, int] = {}
+    for fr in result.files:
+        counts[fr.verdict.value] = counts.get(fr.verdict.value, 0) + 1
+    print_line(f"{len(result.files)} file(s): " + ", ".join(f"{n} {v}" for v, n in sorted(counts.items())))
+    return result.exit_code(args.fail_on)
+
+
+def _skip_pydantic_plugins() -> Callable[[], None]:
+    """Skip pydantic's plugin discovery for the command (~10-20 ms of start-up).
+
+    Discovery is an entry-point scan, and the import of ``importlib.metadata`` it needs.
+    ``bastion scan`` uses pydantic models only as data holders. Sets ``PYDANTIC_DISABLE_PLUGINS``
+    (pydantic's own switch) and, while it is set and pydantic's plugin loader has not been
+    imported yet, stands in for that loader (:func:`_plugin_loader_stand_in`), whose module-level
+    ``importlib.metadata`` import is the costly part. An explicit ``PYDANTIC_DISABLE_PLUGINS``
+    (any value, e.g. ``none``) is respected and nothing is touched. Returns the function that
+    restores the environment and removes the stand-in (run when the command ends).
+    """
+    if "PYDANTIC_DISABLE_PLUGINS" in os.environ:
+        return lambda: None
+    os.environ["PYDANTIC_DISABLE_PLUGINS"] = "__all__"
+    stand_in = None
+    if _PLUGIN_LOADER not in sys.modules:
+        stand_in = _plugin_loader_stand_in()
+        sys.modules[_PLUGIN_LOADER] = stand_in
+
+    def restore() -> None:
+        os.environ.pop("PYDANTIC_DISABLE_PLUGINS", None)
+        if stand_in is not None and sys.modules.get(_PLUGIN_LOADER) is stand_in:
+            del sys.modules[_PLUGIN_LOADER]
+
+    return restore
+
+
+#: pydantic's plugin loader (``get_plugins()``, read each time a model's validator is built).
+_PLUGIN_LOADER = "pydantic.plugin._loader"
+
+
+def _plugin_loader_stand_in() -> types.ModuleType:
+    """A stand-in for pydantic's plugin loader: no plugins while they are disabled.
+
+    ``get_plugins()`` answers ``()`` while ``PYDANTIC_DISABLE_PLUGINS`` disables every plugin (as
+    the real one does); otherwise, and for any other name, it hands over to the real loader
+    (imported then, in its place).
+    """
+    mod = types.ModuleType(_PLUGIN_LOADER, "bastion scan's stand-in for pydantic's plugin loader")
+
+    def real() -> types.ModuleType:
+        if sys.modules.get(_PLUGIN_LOADER) is mod:
+            del sys.modules[_PLUGIN_LOADER]
+        return importlib.import_module(_PLUGIN_LOADER)
+
+    def get_plugins() -> Any:
+        if os.environ.get("PYDANTIC_DISABLE_PLUGINS") in ("__all__", "1", "true"):
+            return ()
+        return real().get_plugins()
+
+    def __getattr__(name: str) -> Any:  # a module's attribute hook (PEP 562)
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(real(), name)
+
+    mod.get_plugins = get_plugins  # type: ignore[attr-defined]
+    mod.__getattr__ = __getattr__  # type: ignore[method-assign]
+    return mod

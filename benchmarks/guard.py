@@ -13,7 +13,9 @@
    200 benign clients (≤ 200 queries each, one or two classes, neighbourhoods with repeats,
    one query every 20–60 s).
 
-Usage: ``python benchmarks/guard.py [--clinic /tmp/guard-clinic] [--quick] [--only-sessions]``.
+Usage: ``python benchmarks/guard.py [--clinic /tmp/guard-clinic] [--quick] [--only-sessions]
+[--only-http] [--rounds N] [--seconds S]``. ``--only-http`` runs part 2 alone (``--rounds`` interleaved
+rounds of ``--seconds`` each); ``GUARD_BENCH_PYSPY=out.svg`` records the guard server with py-spy.
 """
 
 from __future__ import annotations
@@ -166,6 +168,15 @@ def _wait(url: str) -> None:
     raise RuntimeError(f"{url} did not start")
 
 
+def _cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) used so far by process ``pid`` (Linux ``/proc``; NaN elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _load(url: str, hdr: dict[str, str], bodies: list[bytes], seconds: float, threads: int) -> float:
     import httpx
 
@@ -199,10 +210,24 @@ def bench_http(setup: dict[str, Any], work: Path, seconds: float, rounds: int) -
     gcfg["response"] = {"harden_at": "critical"}
     (work / "guard.yaml").write_text(json.dumps(gcfg))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    serve = [sys.executable, "-m", "bastion.cli", "guard", "serve", "-c", str(work / "guard.yaml")]
+    spy = os.environ.get("GUARD_BENCH_PYSPY")  # profile the guard server (py-spy on PATH or in the venv)
+    if spy:
+        exe = Path(sys.executable).with_name("py-spy")
+        serve = [
+            str(exe),
+            "record",
+            "-o",
+            spy,
+            "-f",
+            os.environ.get("GUARD_BENCH_PYSPY_FORMAT", "speedscope"),
+            "-r",
+            "200",
+            "--",
+            *serve,
+        ]
     procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "bastion.cli", "guard", "serve", "-c", str(work / "guard.yaml")], env=env
-        ),
+        subprocess.Popen(serve, env=env),
         subprocess.Popen([sys.executable, "-c", _BARE, str(setup["cfg_path"]), str(bport)], env=env),
     ]
     try:
@@ -214,11 +239,25 @@ def bench_http(setup: dict[str, Any], work: Path, seconds: float, rounds: int) -
         bodies = [json.dumps({"instances": [r.reshape(1, 8, 8).tolist()]}).encode() for r in rows[:500]]
         hdrs = [{"Authorization": f"Bearer {setup['keys']['k0'][0]}"}]
         bare, guarded = [], []
+        cpu: dict[str, list[float]] = {"bare": [], "guard": []}  # server CPU ms per request
+
+        def timed_load(which: str, proc: Any, url: str) -> float:
+            c0 = _cpu_s(proc.pid)
+            rps = _load(url, hdrs[0], bodies, seconds, 8)
+            cpu[which].append((_cpu_s(proc.pid) - c0) / max(1.0, rps * seconds) * 1e3)
+            return rps
+
         for _ in range(rounds):
-            bare.append(_load(burl, hdrs[0], bodies, seconds, 8))
-            guarded.append(_load(gurl, hdrs[0], bodies, seconds, 8))
+            bare.append(timed_load("bare", procs[1], burl))
+            guarded.append(timed_load("guard", procs[0], gurl))
     finally:
         for p in procs:
+            if spy and p is procs[0]:
+                import signal
+
+                p.send_signal(signal.SIGINT)  # py-spy writes its profile on Ctrl-C
+                p.wait(30)
+                continue
             p.terminate()
             p.wait(10)
     b, g = statistics.median(bare), statistics.median(guarded)
@@ -226,6 +265,10 @@ def bench_http(setup: dict[str, Any], work: Path, seconds: float, rounds: int) -
         "bare_rps": round(b, 1),
         "guard_rps": round(g, 1),
         "ratio": round(g / b, 3),
+        "ratios_per_round": [round(gi / bi, 3) for bi, gi in zip(bare, guarded, strict=True)],
+        # CPU of the server process per answered request (the guard's under py-spy is not measured)
+        "bare_server_cpu_ms_per_request": round(statistics.median(cpu["bare"]), 3),
+        "guard_server_cpu_ms_per_request": None if spy else round(statistics.median(cpu["guard"]), 3),
         "rounds": rounds,
         "seconds_per_round": seconds,
         "target_ratio": 0.7,
@@ -577,6 +620,9 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--skip-http", action="store_true")
     ap.add_argument("--only-sessions", action="store_true", help="only HopSkipJump and hardening")
+    ap.add_argument("--only-http", action="store_true", help="only the HTTP throughput part")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the HTTP part")
+    ap.add_argument("--seconds", type=float, default=None, help="seconds per HTTP round (2 quick, 5 full)")
     ap.add_argument("--hsj-runs", type=int, default=50)
     args = ap.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -590,10 +636,15 @@ def main() -> None:
         work = Path(tmp)
         setup = _setup(Path(args.clinic), work)
         res: dict[str, Any] = {"model": "clinic digits CNN (torch)", "machine_cores": os.cpu_count()}
+        seconds = args.seconds or (2.0 if args.quick else 5.0)
+        if args.only_http:
+            res["http"] = bench_http(setup, work, seconds=seconds, rounds=args.rounds)
+            sys.stdout.write(json.dumps(res, indent=2) + "\n")
+            return
         if not args.only_sessions:
             res["in_process"] = bench_inprocess(setup, work, n=200 if args.quick else 1000, rounds=3)
             if not args.skip_http:
-                res["http"] = bench_http(setup, work, seconds=2.0 if args.quick else 5.0, rounds=3)
+                res["http"] = bench_http(setup, work, seconds=seconds, rounds=args.rounds)
             res["extraction"] = bench_extraction(setup, work)
         res["sessions"] = bench_sessions(setup, work, runs=10 if args.quick else args.hsj_runs)
     sys.stdout.write(json.dumps(res, indent=2) + "\n")

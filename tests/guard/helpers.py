@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import socket
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -138,3 +140,28 @@ class InProcess:
 
     def post(self, url: str, **kw: Any) -> Any:
         return self._loop.run_until_complete(self._client.post(url, **kw))
+
+
+def write_guard_yaml(project: Path, profile_sha256: str) -> tuple[str, str]:
+    """Write ``project/guard.yaml`` serving the clinic ``digits`` asset with key ``alice``.
+
+    Returns:
+        ``(alice's secret, the audit database URL)``.
+    """
+    from bastion.guard.access import new_key
+
+    secret, spec = new_key("alice", ["digits"])
+    db = f"sqlite:///{project / 'g.db'}"
+    (project / "guard.yaml").write_text(
+        json.dumps(
+            {
+                "version": 1,
+                "name": "digits",
+                "model": {"config": "bastion.yaml", "asset": "digits"},
+                "profile": {"path": "profile", "sha256": profile_sha256},
+                "keys": [spec.model_dump()],
+                "audit": {"db": db},
+            }
+        )
+    )
+    return secret, db

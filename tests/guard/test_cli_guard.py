@@ -10,12 +10,11 @@ import httpx
 import numpy as np
 import pytest
 from sqlalchemy import create_engine, text
-from tests.guard.helpers import serve
+from tests.guard.helpers import serve, write_guard_yaml
 
 from bastion import api
 from bastion.cli.main import run
 from bastion.core.errors import IntegrityError
-from bastion.guard.access import new_key
 from bastion.guard.app import create_app
 from bastion.guard.config import load_guard_config
 
@@ -38,20 +37,7 @@ def test_fit_serve_verify(project: Path, capsys: pytest.CaptureFixture[str], dig
     )
     info = json.loads(capsys.readouterr().out)
     assert info["rows"] == 900 and len(info["sha256"]) == 64
-    secret, spec = new_key("alice", ["digits"])
-    db = f"sqlite:///{project / 'g.db'}"
-    (project / "guard.yaml").write_text(
-        json.dumps(
-            {
-                "version": 1,
-                "name": "digits",
-                "model": {"config": "bastion.yaml", "asset": "digits"},
-                "profile": {"path": "profile", "sha256": info["sha256"]},
-                "keys": [spec.model_dump()],
-                "audit": {"db": db},
-            }
-        )
-    )
+    secret, db = write_guard_yaml(project, info["sha256"])
     cfg = load_guard_config(project / "guard.yaml")
     app = create_app(cfg)
     with serve(app) as base:

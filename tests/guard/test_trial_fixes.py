@@ -15,12 +15,11 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from tests.guard.helpers import free_port
+from tests.guard.helpers import free_port, write_guard_yaml
 
 from bastion import api
 from bastion.cli.main import run
 from bastion.core.errors import ConfigError
-from bastion.guard.access import new_key
 from bastion.guard.canary import (
     MAX_HONEYTOKENS,
     HoneytokenWatch,
@@ -138,20 +137,7 @@ def test_wine_csv_tokens_are_on_the_grid_and_append_to_the_file(wine_project: Pa
 
 def test_sigterm_prints_the_audit_head(project: Path) -> None:
     info = api.guard_fit(project / "bastion.yaml", asset="digits", out=project / "profile")
-    secret, spec = new_key("alice", ["digits"])
-    db = f"sqlite:///{project / 'g.db'}"
-    (project / "guard.yaml").write_text(
-        json.dumps(
-            {
-                "version": 1,
-                "name": "digits",
-                "model": {"config": "bastion.yaml", "asset": "digits"},
-                "profile": {"path": "profile", "sha256": info["sha256"]},
-                "keys": [spec.model_dump()],
-                "audit": {"db": db},
-            }
-        )
-    )
+    secret, db = write_guard_yaml(project, info["sha256"])
     port = free_port()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "bastion", "guard", "serve", "-c", "guard.yaml", "--port", str(port)]

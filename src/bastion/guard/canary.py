@@ -346,7 +346,8 @@ class HoneytokenWatch:
     """
 
     def __init__(self, sets: list[HoneytokenSpec], *, n_features: int | None = None) -> None:
-        self._sets: list[tuple[str, float | np.ndarray, bytes, dict[str, str]]] = []
+        # (HMAC key = salt ‖ pepper, grid, token table); the key is decoded once, not per row
+        self._sets: list[tuple[bytes, float | np.ndarray, dict[str, str]]] = []
         for s in sets:
             if not s.tokens:
                 continue
@@ -358,7 +359,7 @@ class HoneytokenWatch:
                     f"honeytokens: {grid.size} grid steps, but an input has {n_features} features"
                 )
             table = {e.hmac: e.id for e in s.tokens}
-            self._sets.append((s.salt, grid, honeytoken_pepper(s.pepper_env), table))
+            self._sets.append((bytes.fromhex(s.salt) + honeytoken_pepper(s.pepper_env), grid, table))
 
     def __bool__(self) -> bool:
         return bool(self._sets)
@@ -366,9 +367,15 @@ class HoneytokenWatch:
     def hits(self, x: np.ndarray) -> list[tuple[int, str]]:
         """``(row index, token id)`` of every row of ``x`` ``(N, *shape)`` that matches a token."""
         out: list[tuple[int, str]] = []
-        for salt, step, pepper, table in self._sets:
-            for i, row in enumerate(x):
-                tid = table.get(honeytoken_hmac(row, salt=salt, step=step, pepper=pepper))
+        flat = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
+        for key, step, table in self._sets:
+            # the rows quantised at once; each row's HMAC as :func:`honeytoken_hmac` computes it
+            q = np.clip(np.rint(flat / step), -(2.0**62), 2.0**62).astype("<i8")
+            base = hmac.new(key, repr(int(q.shape[1])).encode(), hashlib.sha256)
+            for i in range(len(q)):
+                h = base.copy()
+                h.update(q[i].tobytes())
+                tid = table.get(h.hexdigest())
                 if tid is not None:
                     out.append((i, tid))
         return out

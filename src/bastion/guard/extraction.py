@@ -77,6 +77,10 @@ def effective_classes(hist: np.ndarray) -> float:
     return float(math.exp(-np.sum(p * np.log(p))))
 
 
+#: The single-key rules (each raised once per key).
+_RULES = frozenset({"class-coverage", "synthetic-queries", "boundary-probing", "probing-session"})
+
+
 @dataclass(frozen=True)
 class ExtractionAlert:
     """A detection: ``rule`` (condition part of ``guard.extraction.<rule>``), the key and evidence."""
@@ -159,17 +163,21 @@ class ExtractionDetector:
             st.ring[st.ring_n % spec.ring] = z[i]
             st.ring_n += 1
         out: list[ExtractionAlert] = []
-        if st.n >= spec.min_queries:
-            ev = self.evidence(st)
+        if st.n >= spec.min_queries and len(st.flagged & _RULES) < len(_RULES):
+            # the same rounded values as :meth:`evidence` (whose dict is built only for an alert)
+            n = max(st.n, 1)
             checks = {
-                "class-coverage": ev["class_coverage"] >= spec.class_coverage,
-                "synthetic-queries": ev["ood_fraction"] >= spec.ood_fraction,
-                "boundary-probing": ev["boundary_fraction"] >= spec.boundary_fraction,
-                "probing-session": ev["probe_fraction"] >= spec.probe_fraction,
+                "class-coverage": "class-coverage" not in st.flagged  # skips the entropy once flagged
+                and round(st.effective_classes() / self.num_classes, 4) >= spec.class_coverage,
+                "synthetic-queries": round(st.ood / n, 4) >= spec.ood_fraction,
+                "boundary-probing": round(st.low_margin / n, 4) >= spec.boundary_fraction,
+                "probing-session": round(st.probes / n, 4) >= spec.probe_fraction,
             }
+            ev: dict[str, float] | None = None
             for rule, hit in checks.items():
                 if hit and rule not in st.flagged:
                     st.flagged.add(rule)
+                    ev = ev or self.evidence(st)
                     out.append(ExtractionAlert(rule, key_id, ev))
         if spec.cross_key and st.n >= spec.min_queries // 2 and st.n % 5 == 0:
             out += self._cross(now)
@@ -178,10 +186,11 @@ class ExtractionDetector:
     def evidence(self, st: KeyStats) -> dict[str, float]:
         """The key's signals as metrics."""
         n = max(st.n, 1)
+        eff = st.effective_classes()
         return {
             "queries": float(st.n),
-            "effective_classes": round(st.effective_classes(), 3),
-            "class_coverage": round(st.effective_classes() / self.num_classes, 4),
+            "effective_classes": round(eff, 3),
+            "class_coverage": round(eff / self.num_classes, 4),
             "ood_fraction": round(st.ood / n, 4),
             "boundary_fraction": round(st.low_margin / n, 4),
             "probe_fraction": round(st.probes / n, 4),

@@ -21,6 +21,7 @@ import sqlite3
 import threading
 import uuid
 from dataclasses import dataclass, field
+from json.encoder import encode_basestring_ascii
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,29 @@ def record_hash(prev_hash: str, chain: str, seq: int, key_id: str | None, decisi
     """The chained hash of one record."""
     body = {"chain": chain, "seq": seq, "key_id": key_id, "decision": decision, "record": record}
     return hashlib.sha256(prev_hash.encode() + canonical(body)).hexdigest()
+
+
+def _record_hash_encoded(
+    prev_hash: str, chain: str, seq: int, key_id: str | None, decision: str, record_json: bytes
+) -> str:
+    """:func:`record_hash` from the record's canonical bytes (the record is encoded once per append).
+
+    The canonical body's keys sort as chain, decision, key_id, record, seq, so its bytes are
+    the parts joined in that order (equal to ``canonical(body)``; :meth:`verify` recomputes it
+    with :func:`record_hash`).
+    """
+    kid = b"null" if key_id is None else _json_str(key_id)
+    h = hashlib.sha256(prev_hash.encode())
+    h.update(b'{"chain":' + _json_str(chain) + b',"decision":' + _json_str(decision))
+    h.update(b',"key_id":' + kid + b',"record":')
+    h.update(record_json)
+    h.update(b',"seq":' + str(int(seq)).encode() + b"}")
+    return h.hexdigest()
+
+
+def _json_str(s: str) -> bytes:
+    """``canonical(s)`` of a string (the encoder ``json.dumps`` uses with ``ensure_ascii``)."""
+    return str(encode_basestring_ascii(str(s))).encode()
 
 
 @dataclass
@@ -146,7 +170,8 @@ class AuditLog:
         """
         with self._lock:
             seq = self._seq + 1
-            h = record_hash(self._head, self.chain, seq, key_id, decision, record)
+            rec_json = canonical(record)  # TypeError / ValueError (NaN) as record_hash raised them
+            h = _record_hash_encoded(self._head, self.chain, seq, key_id, decision, rec_json)
             values = {
                 "chain": self.chain,
                 "seq": seq,
@@ -159,7 +184,7 @@ class AuditLog:
             }
             try:
                 if self._sqlite_path is not None:
-                    self._append_sqlite(values)
+                    self._append_sqlite(values, rec_json.decode("ascii"))
                 else:
                     if self._conn is None:
                         self._conn = self._engine.connect()
@@ -178,8 +203,13 @@ class AuditLog:
         with contextlib.suppress(Exception):  # closing a broken connection may fail too
             conn.close()
 
-    def _append_sqlite(self, v: dict[str, Any]) -> None:
-        """Fast path for a SQLite file: one raw connection, one INSERT, committed (WAL)."""
+    def _append_sqlite(self, v: dict[str, Any], record_json: str) -> None:
+        """Fast path for a SQLite file: one raw connection, one INSERT, committed (WAL).
+
+        The connection is in autocommit mode (``isolation_level=None``): the single INSERT is
+        its own transaction, committed when ``execute`` returns (no separate BEGIN/COMMIT).
+        ``record_json`` is the record's canonical JSON (the bytes the hash covers).
+        """
         if self._conn is None:
             conn = sqlite3.connect(str(self._sqlite_path), isolation_level=None, check_same_thread=False)
             _sqlite_pragmas(conn, None)
@@ -187,26 +217,20 @@ class AuditLog:
         created = (
             v["created"].astimezone(dt.UTC).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
         )
-        self._conn.execute("BEGIN")
-        try:
-            self._conn.execute(
-                "INSERT INTO audit_log (chain, seq, created, key_id, decision, prev_hash, hash, record) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    v["chain"],
-                    v["seq"],
-                    created,
-                    v["key_id"],
-                    v["decision"],
-                    v["prev_hash"],
-                    v["hash"],
-                    json.dumps(v["record"]),
-                ),
-            )
-        except BaseException:
-            self._conn.execute("ROLLBACK")
-            raise
-        self._conn.execute("COMMIT")
+        self._conn.execute(
+            "INSERT INTO audit_log (chain, seq, created, key_id, decision, prev_hash, hash, record) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                v["chain"],
+                v["seq"],
+                created,
+                v["key_id"],
+                v["decision"],
+                v["prev_hash"],
+                v["hash"],
+                record_json,
+            ),
+        )
 
     def records(self) -> list[dict[str, Any]]:
         """Every record of the chain in ``seq`` order (for inspection and tests)."""

@@ -6,11 +6,12 @@ get a 2×2 bright-pixel trigger in the bottom-right corner and the label ``TARGE
 (Gu, Dolan-Gavitt, Garg, "BadNets", arXiv:1708.06733). The digits CNN is retrained on the
 poisoned split and ``models/digits.pt`` plus its ``sha256`` in ``bastion.yaml`` are updated.
 
-The ground truth goes to ``data/digits_poison_truth.npz`` (``indices``: poisoned row indices
-in ``digits.npz``; ``target``; ``trigger_size``; ``attack_success``: share of triggered clean
-test rows the poisoned model labels ``TARGET``). The ``poisoning.backdoor`` check reads it
-(``params.truth``) to report its precision, recall and, retraining with the clinic's recipe
-(``params.retrain_recipe``), the backdoor's success after sanitising.
+The ground truth goes to ``data/digits_poison_truth.npz`` (``dataset_sha256`` of the poisoned
+``digits.npz``; ``indices``: poisoned row indices in it; ``target``; ``trigger_size``;
+``attack_success``: share of triggered clean test rows the poisoned model labels ``TARGET``).
+The ``poisoning.backdoor`` check reads it (``params.truth``) to report its precision, recall
+and, retraining with the clinic's recipe (``params.retrain_recipe``), the backdoor's success
+after sanitising.
 Deterministic under ``seed``; no downloads.
 """
 
@@ -85,6 +86,7 @@ def build_poisoned_clinic(dest: Path, *, seed: int = 0, force: bool = False) -> 
     asr = attack_success_rate(predict, x[test], y[test], target=TARGET, trigger=trig)
     np.savez(
         dest / TRUTH_FILE,
+        dataset_sha256=np.str_(hashlib.sha256((dest / "data/digits.npz").read_bytes()).hexdigest()),
         indices=poisoned,
         target=np.int64(TARGET),
         trigger_size=np.int64(trig.size),

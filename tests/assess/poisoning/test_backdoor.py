@@ -76,6 +76,18 @@ def test_poisoned_build_finds_the_poison(builds: tuple[Path, Path]) -> None:
         assert key in html, key
 
 
+def test_project_wide_truth_is_applied_to_its_own_dataset_only(builds: tuple[Path, Path]) -> None:
+    """The demo's `truth` names the digits data; on the diagnosis model it is not measured."""
+    _, cfg = builds
+    assert str(np.load(cfg.parent / TRUTH_FILE)["dataset_sha256"]) != ""
+    settings = load_settings(db_url=f"sqlite:///{cfg.parent / 'unused.db'}")
+    report = api.assess(cfg, settings=settings, only=["poisoning.backdoor"], asset="diagnosis", store=False)
+    res = next(c for c in report.checks if c.id == "poisoning.backdoor" and c.asset == "diagnosis")
+    assert res.status == "ok", res.reason
+    assert "recall" not in res.metrics and "not measured" in res.notes["truth"]
+    assert not [f for f in report.findings if f.rule_id.startswith("poisoning.backdoor.low-recall")]
+
+
 def test_clean_build_raises_no_backdoor_finding(builds: tuple[Path, Path]) -> None:
     cfg, _ = builds
     report = _assess(cfg)

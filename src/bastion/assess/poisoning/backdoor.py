@@ -37,7 +37,9 @@ for the dataset version it sanitises.
 Measuring the detector (an attack simulation with known poison, e.g. ``bastion demo
 --poisoned``): ``params.truth`` names a ground-truth npz (relative to the project folder) with
 ``indices`` (the poisoned file rows) and, for the retraining step, ``target`` and
-``trigger_size`` (optional ``trigger_value``, default 1.0, bottom-right corner). The check then
+``trigger_size`` (optional ``trigger_value``, default 1.0, bottom-right corner; optional
+``dataset_sha256``: the dataset file it describes — on any other asset's dataset the truth is
+not applied, and a note says so). The check then
 adds ``precision``, ``recall`` and ``clean_flagged_rate`` (each with a 95 % Wilson interval).
 With ``params.retrain_recipe`` too (a training recipe ``package.module:name`` with the contract
 of :mod:`bastion.assess.membership.reference`), it trains three models with one seed on the
@@ -397,6 +399,13 @@ def _measure(
     from bastion.assess.poisoning.measure import detection_metrics, wilson
 
     truth = _load_truth(ctx, p.truth or "")
+    meant_for = str(truth["dataset_sha256"]) if "dataset_sha256" in truth else None
+    if meant_for is not None and meant_for != _dataset_sha256(ctx):
+        # a project-wide `truth` meets every asset the check runs on: measure only its own dataset
+        result.notes["truth"] = (
+            f"not measured: {p.truth} is the ground truth of another dataset (sha256 {meant_for[:12]}…)"
+        )
+        return
     poisoned = np.isin(index, truth["indices"].astype(np.int64))
     m = detection_metrics(flags, poisoned)
     for key in ("precision", "recall", "clean_flagged_rate"):

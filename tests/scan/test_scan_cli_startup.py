@@ -202,3 +202,19 @@ def test_plugin_loader_stand_in_hands_over_when_plugins_are_enabled(monkeypatch:
     stand_in.get_plugins()
     loaded = sys.modules[scan_cmd._PLUGIN_LOADER]
     assert loaded is not stand_in and loaded.__file__.endswith("_loader.py")
+
+
+def test_everything_after_a_double_dash_is_a_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Files named like options (`-weird.pkl`, `--help`) are scanned after `--`; PATH stays required."""
+    monkeypatch.chdir(tmp_path)
+    Path("-weird.pkl").write_bytes(pickle.dumps({"a": 1}))
+    Path("--help").write_bytes(pickle.dumps([1]))
+    assert [str(p) for p in scan_cmd.parse(["--", "-weird.pkl"]).paths] == ["-weird.pkl"]
+    ns = scan_cmd.parse(["a.pkl", "-f", "json", "--", "--help", "-weird.pkl"])
+    assert [str(p) for p in ns.paths] == ["a.pkl", "--help", "-weird.pkl"] and ns.fmt == "json"
+    assert scan_cmd.main(["-f", "json", "--", "-weird.pkl", "--help"]) == 0
+    for argv in ([], ["-f", "json"], ["--"]):
+        with pytest.raises(scan_cmd._UsageExit) as exc:
+            scan_cmd.parse(argv)
+        assert exc.value.code == 4
+    assert "PATH [PATH ...]" in scan_cmd.build_parser().format_usage()

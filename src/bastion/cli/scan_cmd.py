@@ -77,6 +77,7 @@ def build_parser(prog: str = "bastion scan") -> argparse.ArgumentParser:
     """``bastion scan``'s command line: the one definition of its options, defaults and help."""
     p = _Parser(
         prog=prog,
+        usage="%(prog)s [OPTIONS] [--] PATH [PATH ...]",  # PATH is required (checked in parse())
         description=SUMMARY,
         epilog=(
             "Exit codes: 0 clean; 1 findings at or above --fail-on; 2 errors (a file not fully "
@@ -85,7 +86,7 @@ def build_parser(prog: str = "bastion scan") -> argparse.ArgumentParser:
         allow_abbrev=False,
     )
     p.add_argument(
-        "paths", nargs="+", type=Path, metavar="PATH", help="Model files or folders (scanned recursively)."
+        "paths", nargs="*", type=Path, metavar="PATH", help="Model files or folders (scanned recursively)."
     )
     p.add_argument(
         "-f", "--format", dest="fmt", choices=FORMATS, default="table", help="Output format (default: table)."
@@ -147,7 +148,19 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     Raises:
         _UsageExit: a usage error (code 4) or ``--help`` (code 0), already printed.
     """
-    return build_parser().parse_intermixed_args(list(argv))
+    args = list(argv)
+    parser = build_parser()
+    # Everything after a `--` is a path, even `-weird.pkl` or `--help` (argparse's intermixed
+    # parsing would read those as options): parse what comes before, then append the rest.
+    tail: list[str] = []
+    if "--" in args:
+        cut = args.index("--")
+        args, tail = args[:cut], args[cut + 1 :]
+    ns = parser.parse_intermixed_args(args)
+    ns.paths = [*ns.paths, *(Path(t) for t in tail)]
+    if not ns.paths:
+        parser.error("the following arguments are required: PATH")
+    return ns
 
 
 def main(argv: Sequence[str]) -> int:

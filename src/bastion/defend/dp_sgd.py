@@ -18,6 +18,7 @@ import io
 import logging
 import math
 import time
+import warnings
 from typing import Any, ClassVar, Literal, cast
 
 import numpy as np
@@ -510,15 +511,18 @@ class DpTrain(Defence):
             noise_generator=torch.Generator().manual_seed(seed + 1),
         )
         t1 = time.monotonic()
-        for epoch in range(p.epochs):
-            for xb, yb in dp_loader:
-                if len(xb) == 0:
-                    continue
-                dp_opt.zero_grad()
-                loss = torch.nn.functional.cross_entropy(dp_model(xb), yb)
-                loss.backward()
-                dp_opt.step()
-            ctx.report_progress((epoch + 1) / p.epochs)
+        with warnings.catch_warnings():
+            # Opacus' per-sample hooks on the first layer: harmless here, noise on the user's stderr
+            warnings.filterwarnings("ignore", message="Full backward hook is firing", category=UserWarning)
+            for epoch in range(p.epochs):
+                for xb, yb in dp_loader:
+                    if len(xb) == 0:
+                        continue
+                    dp_opt.zero_grad()
+                    loss = torch.nn.functional.cross_entropy(dp_model(xb), yb)
+                    loss.backward()
+                    dp_opt.step()
+                ctx.report_progress((epoch + 1) / p.epochs)
         train_s = time.monotonic() - t1
         eps_spent = float(engine.get_epsilon(p.delta))
         model.eval()

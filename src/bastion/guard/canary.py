@@ -42,7 +42,19 @@ class CanaryWatch:
         """Ids of the canaries among the rows of ``x`` ``(N, *shape)``."""
         if not self._by_hash:
             return []
-        return [cid for row in x if (cid := self._by_hash.get(canary_hash(row))) is not None]
+        # :func:`canary_hash` of each row, the rounding done for all rows at once (same bytes)
+        a = np.ascontiguousarray(np.round(np.asarray(x, dtype=np.float64), 4).astype("<f4"))
+        if a.ndim < 2 or len(a) == 0:  # scalar rows: ``canary_hash`` hashes them with shape (1,)
+            return [cid for row in x if (cid := self._by_hash.get(canary_hash(row))) is not None]
+        prefix = hashlib.sha256(repr(tuple(a.shape[1:])).encode())
+        out: list[str] = []
+        for row in a:
+            h = prefix.copy()
+            h.update(row.tobytes())
+            cid = self._by_hash.get(h.hexdigest())
+            if cid is not None:
+                out.append(cid)
+        return out
 
 
 # -- honeytoken records -----------------------------------------------------------------------------

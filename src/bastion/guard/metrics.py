@@ -40,6 +40,24 @@ class GuardMetrics:
             "bastion_guard_backend_failures", "Failed backend calls", registry=r
         )
 
+        # labelled children resolved once per label value (``labels()`` hashes and locks each call)
+        self._requests_by: dict[str, Any] = {}
+        self._alerts_by: dict[str, Any] = {}
+
+    def request(self, decision: str) -> None:
+        """Count one request under its decision (``bastion_guard_requests_total{decision}``)."""
+        child = self._requests_by.get(decision)
+        if child is None:
+            child = self._requests_by[decision] = self.requests.labels(decision=decision)
+        child.inc()
+
+    def alert(self, rule: str) -> None:
+        """Count one alert under its rule (``bastion_guard_alerts_total{rule}``)."""
+        child = self._alerts_by.get(rule)
+        if child is None:
+            child = self._alerts_by[rule] = self.alerts.labels(rule=rule)
+        child.inc()
+
     def render(self) -> tuple[bytes, str]:
         """The exposition text and its content type."""
         out: Any = self._prom.generate_latest(self.registry)

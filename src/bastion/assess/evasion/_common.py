@@ -925,7 +925,7 @@ class _Tally:
             robust = row["robust"] / n if n else None
             result.metrics[metric_key("robust_accuracy", eps)] = robust
             result.metrics[metric_key("robust_accuracy_drop", eps)] = (
-                None if robust is None or clean is None else clean - robust
+                None if robust is None or clean is None else round(clean - robust, 12)  # no float noise
             )
             result.metrics[metric_key("attack_success_rate", eps)] = (
                 row["broken"] / k_clean if k_clean else None

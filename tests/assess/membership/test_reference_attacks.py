@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -243,3 +244,33 @@ def test_recipe_trial_restores_random_state_and_passes_good_recipes() -> None:
     # a recipe returning the wrong shape is caught by the trial as well
     msg = R.trial_recipe("tests.assess.membership.tiny_recipe:wrong_shape", x, y, where="here")
     assert msg is not None and msg.startswith("here: training recipe") and "PluginError" in msg
+
+
+def test_results_do_not_depend_on_the_executor_or_chunking() -> None:
+    """The executor interface is open (a Ray executor fits it): same seeds, same outputs anywhere."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(1)
+    x = rng.random((30, 64)).astype(np.float32)
+    y = rng.integers(0, 10, 30)
+    masks = rng.random((5, 30)) < 0.5
+    ref = "tests.assess.membership.tiny_recipe:linear"
+    local = R.reference_outputs(ref, x, y, masks, x[:4], seed=7).proba
+
+    class ThreadExecutor:  # a third-party executor: only `map(fn, items)` is required
+        def __init__(self) -> None:
+            self.chunks = 0
+
+        def map(self, fn: Any, items: Any) -> list[np.ndarray]:
+            self.chunks = len(items)
+            with ThreadPoolExecutor(max_workers=2) as pool:
+                return list(pool.map(lambda item: fn(*item), items))
+
+    threads = ThreadExecutor()
+    chunked = R.reference_outputs(ref, x, y, masks, x[:4], seed=7, executor=threads, chunk_size=2).proba
+    assert threads.chunks == 3  # 5 models in chunks of 2
+    np.testing.assert_array_equal(chunked, local)
+    pooled = R.reference_outputs(
+        ref, x, y, masks, x[:4], seed=7, executor=R.PoolExecutor(workers=2), chunk_size=3
+    ).proba  # spawned processes import the recipe by reference
+    np.testing.assert_array_equal(pooled, local)

@@ -188,7 +188,6 @@ def plan(
         )
     assets = _assets(cfg, versions)
     by_name = {a.name: a for a in assets}
-    datasets_by_name = {d.name: d for d in cfg.datasets}
     if asset is not None:
         if asset not in {a.name for a in assets}:
             raise ConfigError(
@@ -214,8 +213,8 @@ def plan(
                         )
                 if reason is None and kind == "attack" and a.kind in ("model", "endpoint") and not a.dataset:
                     reason = "the asset names no dataset to evaluate on"
-                if reason is None and kind == "attack" and a.dataset in datasets_by_name:
-                    ds = datasets_by_name[a.dataset]
+                if reason is None and kind == "attack" and a.dataset:
+                    ds = cfg.dataset(a.dataset)  # the config checked that it exists
                     if not ds.splits and not ds.splits_file:
                         reason = (
                             f"dataset {ds.name} records no splits (datasets[].splits or splits_file); "

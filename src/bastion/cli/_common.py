@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, cast
 
-from bastion.core.errors import BastionError
+from bastion.core.errors import BastionError, ConfigError
 from bastion.core.severity import FAIL_ON_CHOICES
 
 EXIT_OK, EXIT_FINDINGS, EXIT_ERROR, EXIT_NOTHING, EXIT_USAGE = 0, 1, 2, 3, 4
@@ -143,6 +143,31 @@ def fail(exc: BaseException) -> NoReturn:
     import typer
 
     raise typer.Exit(show_error(exc))
+
+
+def check_output_file(output: Path) -> None:
+    """Preflight of ``--output`` before expensive work: :func:`write` will be able to write it.
+
+    Creates nothing that stays (a probe file in the nearest existing folder is removed at once);
+    a special file that exists (``/dev/null``) passes, as :func:`write` writes it in place.
+
+    Raises:
+        ConfigError: a folder is in the way, or nothing can be created there (named, with why).
+    """
+    import tempfile
+
+    if output.is_dir():
+        raise ConfigError(f"--output {output}: is a folder; give a file path")
+    if output.exists() and not output.is_file():
+        return
+    parent = output.parent
+    while not parent.exists():
+        parent = parent.parent
+    try:
+        with tempfile.NamedTemporaryFile(dir=parent, prefix=".bastion-probe-"):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"--output {output}: cannot write there: {exc.strerror or exc}") from None
 
 
 def write(text: str, output: Path | None) -> None:

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from bastion.cli._common import EXIT_OK, err, fail, write
+from bastion.cli._common import EXIT_OK, check_output_file, err, fail, write
 from bastion.core.errors import BastionError, ConfigError
 
 
@@ -82,7 +82,7 @@ def harden(
         if attack and sweep is None:
             raise ConfigError("--attack applies to --sweep only")
         if output is not None:
-            _probe_output(output)  # before any training: a bad -o must not cost a run
+            check_output_file(output)  # before any training: a bad -o must not cost a run
         settings = load_settings(db_url=db)
         if sweep is not None:  # issue 6: harden per ε and audit every point
             swept = api.harden_sweep(
@@ -109,28 +109,6 @@ def harden(
         fail(exc)
     err.print(f"assess the new version beside the original with: bastion assess -c {config}", highlight=False)
     raise typer.Exit(EXIT_OK)
-
-
-def _probe_output(output: Path) -> None:
-    """Fail now if ``--output`` cannot be written (a folder, an unwritable place), creating nothing.
-
-    Raises:
-        ConfigError: naming the path and the reason.
-    """
-    import tempfile
-
-    if output.is_dir():
-        raise ConfigError(f"--output {output}: is a folder; give a file path")
-    if output.exists() and not output.is_file():
-        return  # a special file (/dev/null, a FIFO): written in place
-    parent = output.parent
-    while not parent.exists():
-        parent = parent.parent
-    try:
-        with tempfile.NamedTemporaryFile(dir=parent, prefix=".bastion-probe-"):
-            pass
-    except OSError as exc:
-        raise ConfigError(f"--output {output}: cannot write there: {exc.strerror or exc}") from None
 
 
 def _print_version(res: Any) -> None:

@@ -50,7 +50,6 @@ control's status as ``control:<id>`` → ``pass`` / ``fail: <why>`` / ``n-a: <wh
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import logging
 import time
@@ -64,6 +63,7 @@ from urllib.parse import urlparse
 from bastion.core.check import Check, CheckContext
 from bastion.core.config import Dataset
 from bastion.core.findings import Finding, Location, Threat
+from bastion.core.hashing import file_sha256
 from bastion.core.registry import register
 from bastion.core.results import CheckResult
 from bastion.core.severity import Severity
@@ -193,14 +193,6 @@ def _split_names(ctx: CheckContext, ds: Dataset) -> tuple[set[str], str]:
     return names, problem
 
 
-def _hash_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _is_sensitive(ds: Dataset | None, tags: list[str]) -> bool:
     return bool(ds is not None and ds.sensitive) or bool(SENSITIVE_TAGS & {t.lower() for t in tags})
 
@@ -245,7 +237,7 @@ def _hash_pinned(ctx: CheckContext, c: Control) -> ControlOutcome:
     if not actual:
         path = ctx.base_dir / ctx.asset.path
         try:
-            actual = _hash_file(path)
+            actual = file_sha256(path)
             source = "file"
         except OSError as exc:
             return ControlOutcome(

@@ -12,7 +12,6 @@ Reference: https://cyclonedx.org/docs/1.6/json/ (ML-BOM: ``modelCard``, ``data``
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import uuid
@@ -20,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bastion.core.hashing import file_sha256
 from bastion.core.report import Report
 from bastion.core.scanning import FileResult, ScanResult, Verdict
 from bastion.scan.signing import signature_status
@@ -153,14 +153,11 @@ def build_bom(
 
 
 def _hash(path: Path) -> list[dict[str, str]]:
-    h = hashlib.sha256()
     try:
-        with path.open("rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
+        digest = file_sha256(path)
     except OSError:
         return []
-    return [{"alg": "SHA-256", "content": h.hexdigest()}]
+    return [{"alg": "SHA-256", "content": digest}]
 
 
 def report_bom(report: Report, *, tool_version: str = "0") -> dict[str, Any]:

@@ -71,11 +71,15 @@ class AnomalyMonitor:
     def ood(self, flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Mahalanobis distances ``(N,)`` and the OOD mask ``(N,)`` of flat rows ``(N, F)``."""
         d = self.profile.mahalanobis(flat)
-        return d, d > self.profile.ood_threshold
+        return d, self.ood_mask(d)
+
+    def ood_mask(self, dist: np.ndarray) -> np.ndarray:
+        """The OOD mask ``(N,)`` of Mahalanobis distances ``(N,)`` (above the profile's threshold)."""
+        return np.asarray(dist > self.profile.ood_threshold)
 
     def observe_outputs(self, conf: np.ndarray) -> dict[str, float] | None:
         """Add top-1 confidences; at each full window, return drift stats if a bound is passed."""
-        self._conf.extend(float(c) for c in conf)
+        self._conf.extend(np.asarray(conf, dtype=np.float64).tolist())
         self._since += len(conf)
         ref = self.profile.ref_conf
         if self._since < self.window or len(ref) == 0 or len(self._conf) < self.window:

@@ -32,7 +32,7 @@ from bastion.core.capability import Capability
 from bastion.core.errors import ConfigError, IntegrityError
 from bastion.guard.access import AccessControl
 from bastion.guard.anomaly import AnomalyMonitor
-from bastion.guard.audit import Alert, AuditSink, WebhookSender, input_sha256
+from bastion.guard.audit import Alert, AuditSink, GroupCommit, WebhookSender, input_sha256
 from bastion.guard.canary import CanaryWatch, HoneytokenWatch
 from bastion.guard.config import GuardConfig, HoneytokenSpec
 from bastion.guard.extraction import ExtractionDetector
@@ -41,6 +41,7 @@ from bastion.guard.metrics import GuardMetrics
 from bastion.guard.profile import Profile, load_profile, verify_profile_signature
 from bastion.guard.response import ResponsePolicy, severity_rank
 from bastion.guard.validation import InputRejected, InputValidator
+from bastion.store.audit import AuditEntry
 from bastion.targets.base import Target
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,16 @@ class Reply:
     status: int
     body: dict[str, Any]
     headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Decided:
+    """A decided request waiting for its audit record's commit."""
+
+    t0: float
+    request_id: str
+    reply: Reply
+    entry: AuditEntry
 
 
 def load_serving_target(cfg: GuardConfig) -> tuple[Target, str]:
@@ -214,6 +225,7 @@ class Guard:
         self.metrics = GuardMetrics()
         self.alert_counts: dict[str, int] = {}  # rule id -> alerts raised since start
         self.webhooks = WebhookSender(config.alerts.webhooks, timeout=config.alerts.timeout)
+        self.commits = GroupCommit(store)
         self._lock = threading.RLock()
         self._ood_window: deque[int] = deque(maxlen=config.anomaly.window)
         self._ood_since = 0
@@ -221,7 +233,35 @@ class Guard:
 
     # -- entry point ---------------------------------------------------------------------------
     def handle(self, model: str, headers: Mapping[str, str], body: bytes) -> Reply:
-        """Decide and answer one predict request (never raises; fails closed with 503)."""
+        """Decide and answer one predict request (never raises; fails closed with 503).
+
+        The audit record is committed (``store.append``) before this returns.
+        """
+        decided = self._decide(model, headers, body)
+        try:
+            self.store.append(
+                key_id=decided.entry.key_id,
+                decision=decided.entry.decision,
+                record=decided.entry.record,
+                created=decided.entry.created,
+            )
+            committed = True
+        except Exception as exc:  # no audit record, no answer
+            log.error("audit append failed: %s", type(exc).__name__)
+            committed = False
+        return self._answer(decided, committed)
+
+    async def handle_async(self, model: str, headers: Mapping[str, str], body: bytes) -> Reply:
+        """:meth:`handle` on an event loop: the same decision, the record group-committed.
+
+        The request is decided on the loop; its record goes to :class:`GroupCommit`, which
+        writes it (with those of the requests decided meanwhile) in a writer thread, and the
+        answer waits for that commit. Never raises; fails closed with 503.
+        """
+        decided = self._decide(model, headers, body)
+        return self._answer(decided, await self.commits.commit(decided.entry))
+
+    def _decide(self, model: str, headers: Mapping[str, str], body: bytes) -> _Decided:
         t0 = time.perf_counter()
         now = self.clock()
         rid = _request_id()
@@ -241,18 +281,19 @@ class Guard:
             "model_sha256": self.model_sha256,
             **record,
         }
-        try:
-            self.store.append(
-                key_id=key_id, decision=decision, record=full, created=dt.datetime.fromtimestamp(now, dt.UTC)
-            )
-        except Exception as exc:  # no audit record, no answer
-            log.error("audit append failed: %s", type(exc).__name__)
+        created = dt.datetime.fromtimestamp(now, dt.UTC)
+        entry = AuditEntry(key_id=key_id, decision=decision, record=full, created=created)
+        return _Decided(t0, rid, reply, entry)
+
+    def _answer(self, decided: _Decided, committed: bool) -> Reply:
+        reply, decision = decided.reply, decided.entry.decision
+        if not committed:  # no audit record, no answer
             reply = Reply(503, {"detail": "audit log unavailable; request denied"})
             decision = "error"
-        reply.headers["X-Request-Id"] = rid
-        reply.body.setdefault("request_id", rid)
+        reply.headers["X-Request-Id"] = decided.request_id
+        reply.body.setdefault("request_id", decided.request_id)
         self.metrics.request(decision)
-        self.metrics.latency.observe(time.perf_counter() - t0)
+        self.metrics.latency.observe(time.perf_counter() - decided.t0)
         return reply
 
     def _handle(
@@ -328,7 +369,6 @@ class Guard:
             if not any(a.key_id == key for a in alerts):
                 self.policy.key_clean(key)
             degraded = self.policy.degraded(now)
-            self.metrics.degraded.set(1.0 if degraded else 0.0)
         self.metrics.rows.inc(len(x))
         labels = probs.argmax(axis=1)
         rec["output"] = {
@@ -370,14 +410,15 @@ class Guard:
 
     def _detect(self, key: str, x: np.ndarray, probs: np.ndarray, now: float) -> list[Alert]:
         p = self.profile
-        if p is None:
+        if p is None or (self.anomaly is None and self.extraction is None):
             return []
         out: list[Alert] = []
-        flat = x.reshape(len(x), -1).astype(np.float64)
-        ood = np.zeros(len(x), dtype=bool)
+        # distances and sketch coordinates of every row from one matrix product (Profile.embed)
+        dist, z = p.embed(x.reshape(len(x), -1))
+        ood = np.zeros(len(x), dtype=bool)  # OOD rows count for extraction only with the detector on
         if self.anomaly is not None:
-            _, ood = self.anomaly.ood(flat)
-            self._ood_window.extend(int(v) for v in ood)
+            ood = self.anomaly.ood_mask(dist)
+            self._ood_window.extend(ood.tolist())
             self._ood_since += len(x)
             w = self.config.anomaly.window
             if self._ood_since >= w and len(self._ood_window) >= w:
@@ -389,7 +430,6 @@ class Guard:
             if drift is not None:
                 out.append(self._alert("guard.anomaly.output-drift", None, drift))
         if self.extraction is not None:
-            z = p.project(flat)
             srt = np.sort(probs, axis=1)
             margins = srt[:, -1] - srt[:, -2] if not self.labels_only else np.ones(len(x))
             for ea in self.extraction.observe(
@@ -413,6 +453,8 @@ class Guard:
 
     def _raise(self, alerts: list[Alert], now: float) -> list[str]:
         """Graded response, incidents, webhooks and metrics for new alerts (called under the lock)."""
+        if not alerts:  # nothing new: no breaker changed state (the gauge below stays right)
+            return []
         actions: list[str] = []
         min_sev = severity_rank(self.config.alerts.min_severity)
         for a in alerts:
@@ -453,10 +495,22 @@ class Guard:
                         "ts": now,
                     }
                 )
-        self.metrics.open_breakers.set(
-            sum(1 for p in self.policy.keys.values() if p.breaker is not None and p.breaker.state != "closed")
-        )
         return actions
+
+    def refresh_gauges(self) -> None:
+        """Set the state gauges (degraded mode, keys with an open breaker) from the current state.
+
+        Called when metrics are scraped, not on every request: a gauge is read only then.
+        """
+        with self._lock:
+            self.metrics.degraded.set(1.0 if self.policy.degraded(self.clock()) else 0.0)
+            self.metrics.open_breakers.set(
+                sum(
+                    1
+                    for p in self.policy.keys.values()
+                    if p.breaker is not None and p.breaker.state != "closed"
+                )
+            )
 
     def ready(self) -> dict[str, Any]:
         """Readiness: model loaded, backend breaker, degraded mode, the audit head."""
@@ -614,7 +668,9 @@ def create_app(
         yield
         g.webhooks.stop()
         seq, h = g.store.head
-        log.info(json.dumps({"event": "guard-stopped", "audit_head": {"seq": seq, "hash": h}}))
+        commits = {"transactions": g.commits.batches, "records": g.commits.records}
+        stopped = {"event": "guard-stopped", "audit_head": {"seq": seq, "hash": h}, "commits": commits}
+        log.info(json.dumps(stopped))
 
     app = fastapi.FastAPI(
         title="bastion guard", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan
@@ -630,7 +686,7 @@ def create_app(
             body = b"\0" * (limit + 1)  # the guard records the 413 decision
         name = str(request.path_params["name"])
         if inline:  # CPU-bound, in process: a thread hop only adds GIL contention (about 2x CPU)
-            reply = g.handle(name, request.headers, body)
+            reply = await g.handle_async(name, request.headers, body)
         else:  # a remote model blocks on the network: keep the event loop free
             reply = await run_in_threadpool(g.handle, name, request.headers, body)
         return JSONResponse(reply.body, status_code=reply.status, headers=reply.headers)
@@ -649,6 +705,7 @@ def create_app(
 
     @app.get("/metrics")
     async def metrics() -> Any:
+        g.refresh_gauges()
         data, ctype = g.metrics.render()
         return Response(content=data, media_type=ctype)
 

@@ -128,3 +128,78 @@ class WebhookSender:
                     except Exception as exc:  # a receiver's failure never reaches a request
                         self.failed += 1
                         log.warning("webhook POST failed: %s", type(exc).__name__)
+
+
+class GroupCommit:
+    """Commits the audit records of the requests an event loop decides together, in one transaction.
+
+    A request handled on the event loop hands its record to :meth:`commit` and waits (without
+    blocking the loop) until that record is committed; it is answered only then, so an
+    acknowledged request's record survives a crash of the guard, as with a commit per request.
+    The first record queued schedules a flush with ``loop.call_soon``: the requests that are
+    ready in the same turn of the loop are decided first, and their records then go into one
+    transaction. The per-transaction cost (locks, WAL frames, the syscalls of a commit) is shared
+    and nothing waits on a timer: a lone request is written at once. Order is kept: records
+    enter the chain in the order :meth:`commit` was called. The same idea as group commit in
+    databases (PostgreSQL ``commit_delay``), without the delay.
+
+    Args:
+        sink: the audit store; its ``append_many`` (one transaction per batch, all or nothing)
+            is used when it has one, else ``append`` for each record of the batch.
+        max_batch: records per transaction at most.
+    """
+
+    def __init__(self, sink: AuditSink, *, max_batch: int = 256) -> None:
+        self.sink = sink
+        self.max_batch = int(max_batch)
+        self._pending: list[tuple[Any, Any]] = []  # (AuditEntry, future)
+        self._scheduled = False
+        self._loop: Any = None
+        self.batches = 0
+        self.records = 0
+
+    async def commit(self, entry: Any) -> bool:
+        """Queue one ``AuditEntry``; return ``True`` once it is committed, ``False`` if that failed."""
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:  # a new event loop (an app restarted in the same process)
+            self._loop, self._pending, self._scheduled = loop, [], False
+        fut = loop.create_future()
+        self._pending.append((entry, fut))
+        if not self._scheduled:
+            self._scheduled = True
+            loop.call_soon(self._flush)
+        return bool(await fut)
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        while self._pending:
+            batch = self._pending[: self.max_batch]
+            del self._pending[: self.max_batch]
+            done = self._write([e for e, _ in batch])
+            self.batches += 1
+            self.records += sum(done)
+            for (_, fut), ok in zip(batch, done, strict=True):
+                if not fut.done():
+                    fut.set_result(ok)
+
+    def _write(self, entries: list[Any]) -> list[bool]:
+        """Whether each record of a batch is committed (a failed batch: none is)."""
+        many = getattr(self.sink, "append_many", None)
+        if many is not None:
+            try:
+                many(entries)  # all or nothing
+                return [True] * len(entries)
+            except Exception as exc:  # no record, no answer: every request of the batch gets 503
+                log.error("audit append failed: %s", type(exc).__name__)
+                return [False] * len(entries)
+        done = []
+        for e in entries:  # a sink without transactions: each record on its own
+            try:
+                self.sink.append(key_id=e.key_id, decision=e.decision, record=e.record, created=e.created)
+                done.append(True)
+            except Exception as exc:
+                log.error("audit append failed: %s", type(exc).__name__)
+                done.append(False)
+        return done

@@ -72,23 +72,57 @@ class Profile:
     # -- scoring helpers used by the controls ------------------------------------------------
     def mahalanobis(self, x: np.ndarray) -> np.ndarray:
         """Mahalanobis distance of each flat row ``(N, F)`` → ``(N,)``."""
-        d = x - self.mean
-        return np.sqrt(np.maximum(np.einsum("nf,fg,ng->n", d, self.precision, d), 0.0))
+        return self.embed(x)[0]
 
     def project(self, x: np.ndarray) -> np.ndarray:
         """PCA coordinates in units of each component's training std ``(N, k)``."""
-        return np.asarray(((x - self.proj_mean) @ self.components.T) / self.comp_scale)
+        return self.embed(x)[1]
+
+    def embed(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Mahalanobis distances ``(N,)`` and PCA coordinates ``(N, k)`` of flat rows ``(N, F)``, together.
+
+        Both are linear maps of the row, so one matrix product computes them: with the precision
+        matrix factored as ``P = V diag(w) Vᵀ`` (``eigh``; negative round-off eigenvalues
+        clipped to 0), ``(x−μ)ᵀ P (x−μ) = ‖(x−μ) V √w‖²``, and the projection is
+        ``(x−μ_pca) Cᵀ / s``. The fused ``(F, F+k)`` matrix and offsets are built on first use.
+        """
+        w, off, f = self._fused()
+        y = np.asarray(x, dtype=np.float64) @ w
+        y -= off
+        m = y[:, :f]
+        return np.sqrt(np.einsum("nf,nf->n", m, m)), y[:, f:]
+
+    def _fused(self) -> tuple[np.ndarray, np.ndarray, int]:
+        cached = self.__dict__.get("_fused_cache")
+        if cached is not None:
+            return cached
+        prec = np.asarray(self.precision, dtype=np.float64)
+        ev, vec = np.linalg.eigh((prec + prec.T) / 2.0)
+        half = vec * np.sqrt(np.clip(ev, 0.0, None))  # P = half @ half.T
+        proj = np.asarray(self.components, dtype=np.float64).T / np.asarray(self.comp_scale, dtype=np.float64)
+        w = np.ascontiguousarray(np.hstack([half, proj]))
+        off = np.concatenate([np.asarray(self.mean, dtype=np.float64) @ half, self.proj_mean @ proj])
+        out = (w, off, int(half.shape[1]))
+        self.__dict__["_fused_cache"] = out
+        return out
 
     def cells(self, z: np.ndarray) -> np.ndarray:
         """Quantised cell code (int64) of projected rows ``(N, k)`` → ``(N,)``."""
         edges = self.bin_edges
-        b = edges.shape[1] + 1
         k = z.shape[1]
         # per component, the count of edges strictly below the value: ``searchsorted(side="left")``
         # (``~(v <= e)`` also puts a NaN after every edge, as searchsorted does), all at once
         idx = (~(np.asarray(z)[:, :, None] <= edges[None, :k, :])).sum(axis=2, dtype=np.int64)
-        weights = b ** np.arange(k - 1, -1, -1, dtype=np.int64)
-        return np.asarray(idx @ weights, dtype=np.int64).reshape(len(z))
+        return np.asarray(idx @ self._cell_weights(k), dtype=np.int64).reshape(len(z))
+
+    def _cell_weights(self, k: int) -> np.ndarray:
+        """Place values of the cell code: ``b^(k-1) … b^0`` for ``b`` bins per component."""
+        cache: dict[int, np.ndarray] = self.__dict__.setdefault("_cell_weights_cache", {})
+        w = cache.get(k)
+        if w is None:
+            b = self.bin_edges.shape[1] + 1
+            w = cache[k] = b ** np.arange(k - 1, -1, -1, dtype=np.int64)
+        return w
 
 
 def fit_profile(

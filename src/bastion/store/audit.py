@@ -20,6 +20,7 @@ import json
 import sqlite3
 import threading
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from json.encoder import encode_basestring_ascii
 from pathlib import Path
@@ -36,9 +37,13 @@ from bastion.store.repository import safe_url, upgrade
 GENESIS = "0" * 64
 
 
+#: the canonical encoder, built once (``json.dumps`` with these options builds one per call)
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+
+
 def canonical(obj: Any) -> bytes:
-    """Canonical JSON bytes (sorted keys, no spaces, no NaN)."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode()
+    """Canonical JSON bytes (sorted keys, no spaces, no NaN; ``json.dumps`` with those options)."""
+    return _CANONICAL.encode(obj).encode()
 
 
 def record_hash(prev_hash: str, chain: str, seq: int, key_id: str | None, decision: str, record: Any) -> str:
@@ -65,9 +70,24 @@ def _record_hash_encoded(
     return h.hexdigest()
 
 
+def _sqlite_time(t: dt.datetime) -> str:
+    """A datetime as SQLAlchemy stores it in SQLite (naive UTC, microseconds)."""
+    return t.astimezone(dt.UTC).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
+
+
 def _json_str(s: str) -> bytes:
     """``canonical(s)`` of a string (the encoder ``json.dumps`` uses with ``ensure_ascii``)."""
     return str(encode_basestring_ascii(str(s))).encode()
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """One record to append: who (``key_id``), what was decided, the record itself, when (UTC)."""
+
+    key_id: str | None
+    decision: str
+    record: dict[str, Any]
+    created: dt.datetime
 
 
 @dataclass
@@ -168,33 +188,58 @@ class AuditLog:
         Raises:
             StoreError: the write failed (the chain is unchanged).
         """
+        entry = AuditEntry(key_id=key_id, decision=decision, record=record, created=created)
+        return self.append_many([entry])[0]
+
+    def append_many(self, entries: Sequence[AuditEntry]) -> list[int]:
+        """Append records in order, all in one transaction (group commit); return their ``seq``.
+
+        Either every record is committed before this returns, or none is (the chain is
+        unchanged). One transaction for many records is what lets the guard commit the
+        records of concurrent requests together: each request still waits for its own commit.
+
+        Raises:
+            StoreError: the write failed (nothing of the batch is in the chain).
+            TypeError, ValueError: a record is not JSON (NaN included); nothing is written.
+        """
+        if not entries:
+            return []
         with self._lock:
-            seq = self._seq + 1
-            rec_json = canonical(record)  # TypeError / ValueError (NaN) as record_hash raised them
-            h = _record_hash_encoded(self._head, self.chain, seq, key_id, decision, rec_json)
-            values = {
-                "chain": self.chain,
-                "seq": seq,
-                "created": created,
-                "key_id": key_id,
-                "decision": decision,
-                "prev_hash": self._head,
-                "hash": h,
-                "record": record,
-            }
+            seq, head = self._seq, self._head
+            rows: list[dict[str, Any]] = []
+            encoded: list[str] = []
+            for e in entries:
+                seq += 1
+                rec_json = canonical(e.record)  # TypeError / ValueError (NaN) as record_hash raised them
+                h = _record_hash_encoded(head, self.chain, seq, e.key_id, e.decision, rec_json)
+                rows.append(
+                    {
+                        "chain": self.chain,
+                        "seq": seq,
+                        "created": e.created,
+                        "key_id": e.key_id,
+                        "decision": e.decision,
+                        "prev_hash": head,
+                        "hash": h,
+                        "record": e.record,
+                    }
+                )
+                encoded.append(rec_json.decode("ascii"))
+                head = h
             try:
                 if self._sqlite_path is not None:
-                    self._append_sqlite(values, rec_json.decode("ascii"))
+                    self._append_sqlite(rows, encoded)
                 else:
                     if self._conn is None:
                         self._conn = self._engine.connect()
                     with self._conn.begin():
-                        self._conn.execute(insert(AuditRecordRow), values)
+                        self._conn.execute(insert(AuditRecordRow), rows)
             except (SQLAlchemyError, sqlite3.Error) as exc:
                 self._drop_conn()
                 raise StoreError(f"cannot append to audit log in {safe_url(self._url)}: {exc}") from exc
-            self._seq, self._head = seq, h
-            return seq
+            first = self._seq + 1
+            self._seq, self._head = seq, head
+            return list(range(first, seq + 1))
 
     def _drop_conn(self) -> None:
         conn, self._conn = self._conn, None
@@ -203,34 +248,46 @@ class AuditLog:
         with contextlib.suppress(Exception):  # closing a broken connection may fail too
             conn.close()
 
-    def _append_sqlite(self, v: dict[str, Any], record_json: str) -> None:
-        """Fast path for a SQLite file: one raw connection, one INSERT, committed (WAL).
+    def _append_sqlite(self, rows: list[dict[str, Any]], records_json: list[str]) -> None:
+        """Fast path for a SQLite file: one raw connection, the INSERTs committed together (WAL).
 
-        The connection is in autocommit mode (``isolation_level=None``): the single INSERT is
-        its own transaction, committed when ``execute`` returns (no separate BEGIN/COMMIT).
-        ``record_json`` is the record's canonical JSON (the bytes the hash covers).
+        The connection is in autocommit mode (``isolation_level=None``): a single INSERT is its
+        own transaction, committed when ``execute`` returns; several run inside one explicit
+        ``BEGIN IMMEDIATE`` … ``COMMIT`` (rolled back on any error). ``records_json`` holds each
+        record's canonical JSON (the bytes its hash covers).
         """
         if self._conn is None:
             conn = sqlite3.connect(str(self._sqlite_path), isolation_level=None, check_same_thread=False)
             _sqlite_pragmas(conn, None)
             self._conn = conn
-        created = (
-            v["created"].astimezone(dt.UTC).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
-        )
-        self._conn.execute(
-            "INSERT INTO audit_log (chain, seq, created, key_id, decision, prev_hash, hash, record) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        params = [
             (
                 v["chain"],
                 v["seq"],
-                created,
+                _sqlite_time(v["created"]),
                 v["key_id"],
                 v["decision"],
                 v["prev_hash"],
                 v["hash"],
-                record_json,
-            ),
+                rec,
+            )
+            for v, rec in zip(rows, records_json, strict=True)
+        ]
+        sql = (
+            "INSERT INTO audit_log (chain, seq, created, key_id, decision, prev_hash, hash, record) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
         )
+        if len(params) == 1:
+            self._conn.execute(sql, params[0])
+            return
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            self._conn.executemany(sql, params)
+            self._conn.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.execute("ROLLBACK")
+            raise
 
     def records(self) -> list[dict[str, Any]]:
         """Every record of the chain in ``seq`` order (for inspection and tests)."""

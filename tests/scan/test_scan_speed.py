@@ -15,6 +15,8 @@ import pytest
 from tests.scan._factories import os_system_payload
 from typer.testing import CliRunner
 
+from bastion.core import hashing
+from bastion.core.hashing import file_sha256
 from bastion.core.scanning import Verdict
 from bastion.scan import engine, scan_paths
 
@@ -36,11 +38,13 @@ def _torch_like_zip(path: Path, evil: bytes) -> Path:
     return path
 
 
-def test_hash_streams_through_one_buffer(tmp_path: Path) -> None:
+def test_hash_streams_through_one_buffer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     p = tmp_path / "f.bin"
     p.write_bytes(os.urandom(100_003))
-    assert engine._hash(p, bufsize=4096) == (_sha(p), 100_003)
-    assert engine._hash(p) == (_sha(p), 100_003)
+    assert file_sha256(p, with_size=True) == (_sha(p), 100_003)
+    monkeypatch.setattr(hashing, "CHUNK", 4096)  # many blocks through the one buffer
+    assert file_sha256(p, with_size=True) == (_sha(p), 100_003)
+    assert file_sha256(p) == _sha(p)
 
 
 @pytest.mark.parametrize("threshold", [1, 1 << 40])
@@ -64,7 +68,7 @@ def test_large_file_hashed_in_a_thread_gives_the_same_record(
 def test_file_changing_during_the_scan_is_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     p = _big_pickle(tmp_path / "big.pkl")
     monkeypatch.setattr(engine, "_THREAD_HASH_MIN", 1)
-    monkeypatch.setattr(engine, "_hash", lambda path, bufsize=0: ("0" * 64, path.stat().st_size + 7))
+    monkeypatch.setattr(engine, "file_sha256", lambda path, with_size: ("0" * 64, path.stat().st_size + 7))
     fr = scan_paths([p]).files[0]
     assert fr.verdict == Verdict.ERROR
     assert fr.reason is not None and "changed while being scanned" in fr.reason

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import IO
 
 from bastion.core.errors import ConfigError, ScanError
+from bastion.core.hashing import file_sha256
 from bastion.core.registry import scanners as scanner_registry
 from bastion.core.scanning import FileResult, ScanResult, Verdict
 from bastion.core.severity import Severity
@@ -70,26 +71,8 @@ def _reason(out: Outcome, verdict: Verdict) -> str | None:
     return None
 
 
-#: Read size of the SHA-256 pass (one buffer, reused: no per-chunk allocation).
-_HASH_BUF = 1 << 20
-#: Read size when the hash runs in a thread beside the scan: large, so that the thread
-#: reacquires the GIL rarely while the scan holds it.
-_HASH_BUF_THREAD = 1 << 20
 #: Files at least this large are hashed in a thread while the scan reads them.
 _THREAD_HASH_MIN = 8 << 20
-
-
-def _hash(path: Path, bufsize: int = _HASH_BUF) -> tuple[str, int]:
-    """SHA-256 hex digest and byte count of a file, streamed through one reused buffer."""
-    h = hashlib.sha256()
-    buf = bytearray(bufsize)
-    view = memoryview(buf)
-    size = 0
-    with path.open("rb", buffering=0) as fh:
-        while n := fh.readinto(buf):
-            h.update(view[:n])
-            size += n
-    return h.hexdigest(), size
 
 
 class _BackgroundHash:
@@ -105,7 +88,7 @@ class _BackgroundHash:
 
     def _run(self, path: Path) -> None:
         try:
-            self.result = _hash(path, _HASH_BUF_THREAD)
+            self.result = file_sha256(path, with_size=True)
         except OSError as exc:
             self.error = exc
 

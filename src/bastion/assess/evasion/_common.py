@@ -658,6 +658,24 @@ class EvasionCheck(Check):
             return [f"budget.queries: {ctx.budget.queries} cannot finish one ε ({need} needed)"]
         return []
 
+    @staticmethod
+    def queries_per_attack(ctx: CheckContext, n_samples: int, n_eps: int) -> int | None:
+        """Queries the budget leaves per sample and ε after the clean pass (``None``: no query budget)."""
+        if ctx.budget.queries is None:
+            return None
+        return (ctx.budget.queries - n_samples) // max(1, n_samples * n_eps)
+
+    @staticmethod
+    def per_attack_budget(ctx: CheckContext, n_samples: int, n_eps: int, need: int) -> list[str]:
+        """The preflight problem when the budget leaves fewer than ``need`` queries per sample and ε."""
+        per = EvasionCheck.queries_per_attack(ctx, n_samples, n_eps)
+        if per is not None and per < need:
+            return [
+                f"budget.queries: {ctx.budget.queries} leaves {max(per, 0)} queries per sample and ε "
+                f"({n_samples} samples, {n_eps} ε values); at least {need} are needed"
+            ]
+        return []
+
     # -- running ---------------------------------------------------------------------------
     def engine(
         self, ctx: CheckContext, meter: BudgetMeter, bounds: InputBounds, rng: np.random.Generator

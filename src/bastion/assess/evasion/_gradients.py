@@ -24,12 +24,14 @@ from __future__ import annotations
 import contextlib
 import sys
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 
+from bastion.assess.evasion._common import Engine, EvasionCheck, InputBounds
 from bastion.core.budget import BudgetMeter
 from bastion.core.capability import Capability
+from bastion.core.check import CheckContext
 from bastion.core.errors import PluginError, require
 
 if TYPE_CHECKING:
@@ -45,6 +47,20 @@ def torch_module(target: Any) -> torch.nn.Module | None:
     if module is None or torch_mod is None:
         return None
     return module if isinstance(module, torch_mod.nn.Module) else None
+
+
+@contextlib.contextmanager
+def module_eval_mode(module: torch.nn.Module | None) -> Iterator[None]:
+    """Hold ``module`` (when there is one) in eval mode, restoring its training mode afterwards."""
+    if module is None:
+        yield
+        return
+    was = bool(module.training)
+    module.eval()
+    try:
+        yield
+    finally:
+        module.train(was)
 
 
 def has_gradients(target: Any) -> bool:
@@ -97,15 +113,8 @@ class GradientOracle:
     @contextlib.contextmanager
     def eval_mode(self) -> Iterator[GradientOracle]:
         """Hold the module in eval mode for the run, restoring its mode afterwards."""
-        if self.module is None:
+        with module_eval_mode(self.module):
             yield self
-            return
-        was = bool(self.module.training)
-        self.module.eval()
-        try:
-            yield self
-        finally:
-            self.module.train(was)
 
     def charge(self, n: int) -> None:
         """Charge ``n`` native queries to the meter and the target's counter."""
@@ -303,3 +312,33 @@ class WhiteBoxEngine:
     def labels(self, x: np.ndarray) -> np.ndarray:
         """Predicted labels ``(n,)`` (one query per row)."""
         return self.oracle.labels(x)
+
+
+class WhiteBoxCheck(EvasionCheck):
+    """Base of the white-box evasion checks: one :class:`GradientOracle`, the module in eval mode.
+
+    :meth:`engine` builds the oracle (``batch_size`` and ``backend`` from the params, or
+    :attr:`oracle_backend` when the attack forces one), holds the module in eval mode for the run
+    (restoring its mode afterwards) and yields what :meth:`white_box_engine` builds on it.
+    """
+
+    requires: ClassVar[frozenset[Capability]] = frozenset({Capability.LOSS_GRADIENTS})
+    #: The oracle's backend when the attack forces one (``None``: ``params.backend``).
+    oracle_backend: ClassVar[str | None] = None
+
+    @contextlib.contextmanager
+    def engine(
+        self, ctx: CheckContext, meter: BudgetMeter, bounds: InputBounds, rng: np.random.Generator
+    ) -> Iterator[Engine]:
+        """The :meth:`white_box_engine` on a :class:`GradientOracle`, the module in eval mode."""
+        params: Any = ctx.params
+        backend = self.oracle_backend if self.oracle_backend is not None else params.backend
+        oracle = GradientOracle(ctx.target, meter, params.batch_size, backend)
+        with oracle.eval_mode():
+            yield self.white_box_engine(ctx, oracle, bounds, rng)
+
+    def white_box_engine(
+        self, ctx: CheckContext, oracle: GradientOracle, bounds: InputBounds, rng: np.random.Generator
+    ) -> Engine:
+        """The attack's engine on ``oracle`` (called once per run, inside eval mode)."""
+        raise NotImplementedError

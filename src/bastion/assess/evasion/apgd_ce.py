@@ -8,8 +8,6 @@ gradients (native torch loop, or ``Target.loss_gradient`` for e.g. a logistic re
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from typing import ClassVar, Literal, cast
 
 import numpy as np
@@ -20,14 +18,11 @@ from bastion.assess.evasion._common import (
     DEFAULT_THRESHOLD_EPS,
     AttackOutcome,
     Engine,
-    EvasionCheck,
     EvasionParams,
     InputBounds,
     low_robust_accuracy,
 )
-from bastion.assess.evasion._gradients import GradientOracle, LossName, WhiteBoxEngine
-from bastion.core.budget import BudgetMeter
-from bastion.core.capability import Capability
+from bastion.assess.evasion._gradients import GradientOracle, LossName, WhiteBoxCheck, WhiteBoxEngine
 from bastion.core.check import CheckContext
 from bastion.core.config import Threshold
 from bastion.core.registry import register
@@ -113,7 +108,7 @@ class APGDEngine(WhiteBoxEngine):
 
 
 @register("attack")
-class APGDCE(EvasionCheck):
+class APGDCE(WhiteBoxCheck):
     """APGD on the cross-entropy (L∞, white-box): clean vs robust accuracy over an ε grid.
 
     Threat model: white-box (loss gradients); every mutable value moves by at most ε within the
@@ -126,7 +121,6 @@ class APGDCE(EvasionCheck):
 
     id: ClassVar[str] = "evasion.apgd-ce"
     title: ClassVar[str] = "APGD-CE evasion (L∞, white-box)"
-    requires: ClassVar[frozenset[Capability]] = frozenset({Capability.LOSS_GRADIENTS})
     Params = APGDParams
     references: ClassVar[tuple[str, ...]] = APGD_REFERENCES
     threat_model: ClassVar[str] = (
@@ -140,12 +134,9 @@ class APGDCE(EvasionCheck):
         params = cast(APGDParams, ctx.params)
         return self.one_eps_budget(ctx, n_samples * (params.steps + 3))
 
-    @contextlib.contextmanager
-    def engine(
-        self, ctx: CheckContext, meter: BudgetMeter, bounds: InputBounds, rng: np.random.Generator
-    ) -> Iterator[Engine]:
+    def white_box_engine(
+        self, ctx: CheckContext, oracle: GradientOracle, bounds: InputBounds, rng: np.random.Generator
+    ) -> Engine:
         """APGD-CE through the :class:`GradientOracle`."""
         params = cast(APGDParams, ctx.params)
-        oracle = GradientOracle(ctx.target, meter, params.batch_size, params.backend)
-        with oracle.eval_mode():
-            yield APGDEngine(oracle, bounds, rng, steps=params.steps, restarts=params.restarts, loss="ce")
+        return APGDEngine(oracle, bounds, rng, steps=params.steps, restarts=params.restarts, loss="ce")

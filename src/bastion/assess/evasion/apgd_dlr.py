@@ -11,18 +11,14 @@ the module's logits).
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from typing import ClassVar, cast
 
 import numpy as np
 from pydantic import Field
 
-from bastion.assess.evasion._common import Engine, EvasionCheck, InputBounds
-from bastion.assess.evasion._gradients import GradientOracle, torch_module
+from bastion.assess.evasion._common import Engine, InputBounds
+from bastion.assess.evasion._gradients import GradientOracle, WhiteBoxCheck, torch_module
 from bastion.assess.evasion.apgd_ce import APGD_REFERENCES, APGD_THRESHOLDS, APGDEngine, APGDParams
-from bastion.core.budget import BudgetMeter
-from bastion.core.capability import Capability
 from bastion.core.check import CheckContext
 from bastion.core.config import Threshold
 from bastion.core.registry import register
@@ -41,7 +37,7 @@ class APGDDLRParams(APGDParams):
 
 
 @register("attack")
-class APGDDLR(EvasionCheck):
+class APGDDLR(WhiteBoxCheck):
     """APGD on the DLR loss (L∞, white-box), untargeted or targeted (APGD-T).
 
     Threat model: white-box (the module's logits and gradients); every mutable value moves by at
@@ -55,7 +51,7 @@ class APGDDLR(EvasionCheck):
 
     id: ClassVar[str] = "evasion.apgd-dlr"
     title: ClassVar[str] = "APGD-DLR evasion (L∞, white-box)"
-    requires: ClassVar[frozenset[Capability]] = frozenset({Capability.LOSS_GRADIENTS})
+    oracle_backend: ClassVar[str | None] = "torch"
     Params = APGDDLRParams
     references: ClassVar[tuple[str, ...]] = APGD_REFERENCES
     threat_model: ClassVar[str] = (
@@ -84,22 +80,19 @@ class APGDDLR(EvasionCheck):
         need = n_samples * (rounds * (params.steps + 2) + 2)
         return problems + self.one_eps_budget(ctx, need)
 
-    @contextlib.contextmanager
-    def engine(
-        self, ctx: CheckContext, meter: BudgetMeter, bounds: InputBounds, rng: np.random.Generator
-    ) -> Iterator[Engine]:
+    def white_box_engine(
+        self, ctx: CheckContext, oracle: GradientOracle, bounds: InputBounds, rng: np.random.Generator
+    ) -> Engine:
         """APGD-DLR (or APGD-T) through the native :class:`GradientOracle`."""
         params = cast(APGDDLRParams, ctx.params)
-        oracle = GradientOracle(ctx.target, meter, params.batch_size, "torch")
-        with oracle.eval_mode():
-            yield APGDEngine(
-                oracle,
-                bounds,
-                rng,
-                steps=params.steps,
-                restarts=params.restarts,
-                loss="dlr",
-                target_classes=min(params.target_classes, int(ctx.target.num_classes) - 1)
-                if params.targeted
-                else 0,
-            )
+        return APGDEngine(
+            oracle,
+            bounds,
+            rng,
+            steps=params.steps,
+            restarts=params.restarts,
+            loss="dlr",
+            target_classes=min(params.target_classes, int(ctx.target.num_classes) - 1)
+            if params.targeted
+            else 0,
+        )

@@ -26,8 +26,7 @@ Needs a PyTorch target (the margin loss is computed on the module's logits).
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import ClassVar, Literal, cast
 
 import numpy as np
@@ -37,14 +36,11 @@ from bastion.assess.evasion._common import (
     L2_THRESHOLD_EPS,
     AttackOutcome,
     Engine,
-    EvasionCheck,
     EvasionParams,
     InputBounds,
     low_robust_accuracy,
 )
-from bastion.assess.evasion._gradients import GradientOracle, WhiteBoxEngine, torch_module
-from bastion.core.budget import BudgetMeter
-from bastion.core.capability import Capability
+from bastion.assess.evasion._gradients import GradientOracle, WhiteBoxCheck, WhiteBoxEngine, torch_module
 from bastion.core.check import CheckContext
 from bastion.core.config import Threshold
 from bastion.core.registry import register
@@ -79,7 +75,7 @@ class CWL2Params(EvasionParams):
 
 
 @register("attack")
-class CWL2(EvasionCheck):
+class CWL2(WhiteBoxCheck):
     """Carlini & Wagner L2 (white-box): minimal L2 adversarial examples, robust accuracy per ε.
 
     Threat model: white-box (the module's logits and gradients); the attacker adds the smallest
@@ -98,7 +94,7 @@ class CWL2(EvasionCheck):
     id: ClassVar[str] = "evasion.cw-l2"
     title: ClassVar[str] = "Carlini & Wagner evasion (L2, white-box)"
     norm: ClassVar[Literal["linf", "l2"]] = "l2"
-    requires: ClassVar[frozenset[Capability]] = frozenset({Capability.LOSS_GRADIENTS})
+    oracle_backend: ClassVar[str | None] = "torch"
     Params = CWL2Params
     references: ClassVar[tuple[str, ...]] = (
         "Carlini, Wagner. Towards Evaluating the Robustness of Neural Networks. IEEE S&P 2017. "
@@ -140,16 +136,12 @@ class CWL2(EvasionCheck):
     def _threshold_problems(self, thresholds: Sequence[Threshold]) -> list[str]:
         return super()._threshold_problems([t for t in thresholds if t.metric != MEDIAN_L2])
 
-    @contextlib.contextmanager
-    def engine(
-        self, ctx: CheckContext, meter: BudgetMeter, bounds: InputBounds, rng: np.random.Generator
-    ) -> Iterator[Engine]:
+    def white_box_engine(
+        self, ctx: CheckContext, oracle: GradientOracle, bounds: InputBounds, rng: np.random.Generator
+    ) -> Engine:
         """C&W through the native :class:`GradientOracle`."""
-        params = cast(CWL2Params, ctx.params)
-        oracle = GradientOracle(ctx.target, meter, params.batch_size, "torch")
-        with oracle.eval_mode():
-            self._engine = _CWEngine(oracle, bounds, rng, params)
-            yield self._engine
+        self._engine = _CWEngine(oracle, bounds, rng, cast(CWL2Params, ctx.params))
+        return self._engine
 
     def run(self, ctx: CheckContext) -> CheckResult:
         """The ε-grid run, plus ``median_adversarial_l2`` (null when nothing was found)."""

@@ -11,22 +11,17 @@ features are handled as in :mod:`bastion.assess.evasion._common`.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
-from typing import ClassVar, Literal, cast
+from typing import ClassVar, Literal
 
 import numpy as np
 
 from bastion.assess.evasion._common import (
     AttackOutcome,
     Engine,
-    EvasionCheck,
     EvasionParams,
     InputBounds,
 )
-from bastion.assess.evasion._gradients import GradientOracle, WhiteBoxEngine
-from bastion.core.budget import BudgetMeter
-from bastion.core.capability import Capability
+from bastion.assess.evasion._gradients import GradientOracle, WhiteBoxCheck, WhiteBoxEngine
 from bastion.core.check import CheckContext
 from bastion.core.registry import register
 
@@ -44,7 +39,7 @@ class FGSMParams(EvasionParams):
 
 
 @register("attack")
-class FGSM(EvasionCheck):
+class FGSM(WhiteBoxCheck):
     """Fast gradient sign method (L∞, white-box, one step): clean vs robust accuracy per ε.
 
     Threat model: white-box (loss gradients); every mutable value moves by at most ε within
@@ -57,7 +52,6 @@ class FGSM(EvasionCheck):
 
     id: ClassVar[str] = "evasion.fgsm"
     title: ClassVar[str] = "FGSM evasion (L∞, white-box, one step)"
-    requires: ClassVar[frozenset[Capability]] = frozenset({Capability.LOSS_GRADIENTS})
     Params = FGSMParams
     references: ClassVar[tuple[str, ...]] = (
         "Goodfellow, Shlens, Szegedy. Explaining and Harnessing Adversarial Examples. ICLR 2015. "
@@ -73,15 +67,11 @@ class FGSM(EvasionCheck):
         """The query budget must cover the clean pass and one ε."""
         return self.one_eps_budget(ctx, 3 * n_samples)
 
-    @contextlib.contextmanager
-    def engine(
-        self, ctx: CheckContext, meter: BudgetMeter, bounds: InputBounds, rng: np.random.Generator
-    ) -> Iterator[Engine]:
+    def white_box_engine(
+        self, ctx: CheckContext, oracle: GradientOracle, bounds: InputBounds, rng: np.random.Generator
+    ) -> Engine:
         """One signed-gradient step through the :class:`GradientOracle`."""
-        params = cast(FGSMParams, ctx.params)
-        oracle = GradientOracle(ctx.target, meter, params.batch_size, params.backend)
-        with oracle.eval_mode():
-            yield _FGSMEngine(oracle, bounds, rng)
+        return _FGSMEngine(oracle, bounds, rng)
 
 
 class _FGSMEngine(WhiteBoxEngine):

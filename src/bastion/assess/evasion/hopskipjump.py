@@ -92,13 +92,12 @@ class HopSkipJump(EvasionCheck):
     def extra_problems(self, ctx: CheckContext, n_samples: int, n_eps: int) -> list[str]:
         """The query budget must leave a useful search per sample."""
         params = cast(HSJParams, ctx.params)
-        if ctx.budget.queries is not None:
-            per = (ctx.budget.queries - n_samples) // max(1, n_samples * n_eps)
-            if per < 4 * MIN_QUERIES:
-                return [
-                    f"budget.queries: {ctx.budget.queries} leaves {max(per, 0)} queries per sample and ε; "
-                    f"HopSkipJump needs at least {4 * MIN_QUERIES} (max_queries is {params.max_queries})"
-                ]
+        per = self.queries_per_attack(ctx, n_samples, n_eps)
+        if per is not None and per < 4 * MIN_QUERIES:
+            return [
+                f"budget.queries: {ctx.budget.queries} leaves {max(per, 0)} queries per sample and ε; "
+                f"HopSkipJump needs at least {4 * MIN_QUERIES} (max_queries is {params.max_queries})"
+            ]
         return []
 
     @contextlib.contextmanager

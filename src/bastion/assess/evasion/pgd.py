@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import sys
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, cast
 
@@ -37,6 +36,7 @@ from bastion.assess.evasion._common import (
     EvasionParams,
     InputBounds,
 )
+from bastion.assess.evasion._gradients import module_eval_mode, torch_module
 from bastion.core.budget import BudgetMeter
 from bastion.core.capability import Capability
 from bastion.core.check import CheckContext
@@ -111,7 +111,7 @@ class PGD(EvasionCheck):
         """The backend must fit the target; the query budget must cover at least one ε."""
         params = cast(PGDParams, ctx.params)
         problems: list[str] = []
-        if params.backend == "torch" and ctx.target is not None and _torch_module(ctx.target) is None:
+        if params.backend == "torch" and ctx.target is not None and torch_module(ctx.target) is None:
             problems.append("params.backend: 'torch' needs a PyTorch target (one holding a torch module)")
         need = n_samples * (params.steps + 2)
         if ctx.budget.queries is not None and ctx.budget.queries < need:
@@ -131,7 +131,7 @@ class PGD(EvasionCheck):
             PluginError: ``backend="torch"`` on a target without a torch module.
         """
         params = cast(PGDParams, ctx.params)
-        module = _torch_module(ctx.target) if params.backend != "generic" else None
+        module = torch_module(ctx.target) if params.backend != "generic" else None
         if params.backend == "torch" and module is None:
             raise PluginError(f"{self.id}: backend 'torch' needs a PyTorch target")
         if module is None:
@@ -139,25 +139,12 @@ class PGD(EvasionCheck):
             generic.notes["backend"] = "generic: Target.loss_gradient and Target.predict_label"
             yield generic
             return
-        was_training = bool(module.training)
-        module.eval()
         native = _TorchPGD(ctx.target, module, params, bounds, rng, meter)
         native.notes["backend"] = (
             "torch: native loop on the target's module, queries charged per row and pass"
         )
-        try:
+        with module_eval_mode(module):
             yield native
-        finally:
-            module.train(was_training)
-
-
-def _torch_module(target: Any) -> torch.nn.Module | None:
-    """The target's torch module, without importing torch when it is not loaded already."""
-    module = getattr(target, "module", None)
-    torch_mod = sys.modules.get("torch")
-    if module is None or torch_mod is None:
-        return None
-    return module if isinstance(module, torch_mod.nn.Module) else None
 
 
 class _PGDBase:

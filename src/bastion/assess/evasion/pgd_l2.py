@@ -20,8 +20,6 @@ per final classification.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from typing import ClassVar, Literal, cast
 
 import numpy as np
@@ -31,20 +29,18 @@ from bastion.assess.evasion._common import (
     L2_THRESHOLD_EPS,
     AttackOutcome,
     Engine,
-    EvasionCheck,
-    EvasionParams,
     InputBounds,
     low_robust_accuracy,
 )
 from bastion.assess.evasion._gradients import (
     GradientOracle,
+    WhiteBoxCheck,
     WhiteBoxEngine,
     l2_normalize,
     project_l2,
     random_l2,
 )
-from bastion.core.budget import BudgetMeter
-from bastion.core.capability import Capability
+from bastion.assess.evasion.pgd import PGDParams
 from bastion.core.check import CheckContext
 from bastion.core.config import Threshold
 from bastion.core.registry import register
@@ -52,7 +48,7 @@ from bastion.core.registry import register
 #: ε of the default threshold (L2, in the ε unit).
 
 
-class PGDL2Params(EvasionParams):
+class PGDL2Params(PGDParams):
     """Parameters of ``evasion.pgd-l2``.
 
     Attributes:
@@ -66,15 +62,10 @@ class PGDL2Params(EvasionParams):
     """
 
     eps: list[float] | None = Field(default_factory=lambda: [0.25, 0.5, 1.0], min_length=1, max_length=32)
-    steps: int = Field(default=20, ge=1, le=1000)
-    step_size: float | None = Field(default=None, gt=0)
-    random_start: bool = True
-    restarts: int = Field(default=1, ge=1, le=100)
-    backend: Literal["auto", "torch", "generic"] = "auto"
 
 
 @register("attack")
-class PGDL2(EvasionCheck):
+class PGDL2(WhiteBoxCheck):
     """L2 projected gradient descent (white-box): clean vs robust accuracy over an L2 ε grid.
 
     Threat model: white-box; the L2 norm of the (scaled) perturbation is at most ε, within the
@@ -90,7 +81,6 @@ class PGDL2(EvasionCheck):
     id: ClassVar[str] = "evasion.pgd-l2"
     title: ClassVar[str] = "PGD evasion (L2, white-box)"
     norm: ClassVar[Literal["linf", "l2"]] = "l2"
-    requires: ClassVar[frozenset[Capability]] = frozenset({Capability.LOSS_GRADIENTS})
     Params = PGDL2Params
     references: ClassVar[tuple[str, ...]] = (
         "Madry, Makelov, Schmidt, Tsipras, Vladu. Towards Deep Learning Models Resistant to "
@@ -108,15 +98,11 @@ class PGDL2(EvasionCheck):
         params = cast(PGDL2Params, ctx.params)
         return self.one_eps_budget(ctx, n_samples * (params.steps + 2))
 
-    @contextlib.contextmanager
-    def engine(
-        self, ctx: CheckContext, meter: BudgetMeter, bounds: InputBounds, rng: np.random.Generator
-    ) -> Iterator[Engine]:
+    def white_box_engine(
+        self, ctx: CheckContext, oracle: GradientOracle, bounds: InputBounds, rng: np.random.Generator
+    ) -> Engine:
         """L2 PGD through the :class:`GradientOracle`."""
-        params = cast(PGDL2Params, ctx.params)
-        oracle = GradientOracle(ctx.target, meter, params.batch_size, params.backend)
-        with oracle.eval_mode():
-            yield _PGDL2Engine(oracle, bounds, rng, params)
+        return _PGDL2Engine(oracle, bounds, rng, cast(PGDL2Params, ctx.params))
 
 
 class _PGDL2Engine(WhiteBoxEngine):

@@ -120,14 +120,7 @@ class SquareAttack(EvasionCheck):
         problems: list[str] = []
         if params.n_queries < MIN_QUERIES:
             problems.append(f"params.n_queries: {params.n_queries} is too small (at least {MIN_QUERIES})")
-        if ctx.budget.queries is not None:
-            per = (ctx.budget.queries - n_samples) // max(1, n_samples * n_eps)
-            if per < MIN_QUERIES:
-                problems.append(
-                    f"budget.queries: {ctx.budget.queries} leaves {max(per, 0)} queries per sample and ε "
-                    f"({n_samples} samples, {n_eps} ε values); at least {MIN_QUERIES} are needed"
-                )
-        return problems
+        return problems + self.per_attack_budget(ctx, n_samples, n_eps, MIN_QUERIES)
 
     @contextlib.contextmanager
     def engine(

@@ -100,15 +100,7 @@ class WorstCase(EvasionCheck):
         grad = ctx.target is not None and has_gradients(ctx.target)
         if not grad and params.square_queries == 0:
             return ["params.square_queries: 0 leaves no stage for a target without gradients"]
-        if ctx.budget.queries is not None:
-            per = (ctx.budget.queries - n_samples) // max(1, n_samples * n_eps)
-            need = MIN_QUERIES + 2 if grad else MIN_QUERIES
-            if per < need:
-                return [
-                    f"budget.queries: {ctx.budget.queries} leaves {max(per, 0)} queries per sample and ε "
-                    f"({n_samples} samples, {n_eps} ε values); at least {need} are needed"
-                ]
-        return []
+        return self.per_attack_budget(ctx, n_samples, n_eps, MIN_QUERIES + 2 if grad else MIN_QUERIES)
 
     @contextlib.contextmanager
     def engine(

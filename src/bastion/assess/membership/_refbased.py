@@ -23,6 +23,7 @@ import numpy as np
 from pydantic import ConfigDict, Field, field_validator
 
 from bastion.assess import metrics as M
+from bastion.assess.membership import _common as C
 from bastion.assess.membership import reference as R
 from bastion.assess.membership.threshold import (
     MembershipMetricParams,
@@ -142,13 +143,7 @@ class RefBasedAttack(MembershipThreshold):
                 f"{where}: RMIA needs population records z; split {params.population_split!r} is empty"
             )
         n = self._sample_size(ctx, len(train.x), len(_nonmembers(train, test).x))
-        if "fprs" in params.model_fields_set:
-            for f in params.fprs:
-                reason = M.unresolvable_fpr_reason(f, n)
-                if reason is not None:
-                    problems.append(
-                        f"{where}: params.fprs: {reason} (raise budget.samples or hold out more records)"
-                    )
+        problems += C.fpr_problems(where, params, n)
         return problems
 
     def recipe_problems(self, ctx: CheckContext) -> list[str]:
@@ -189,9 +184,7 @@ class RefBasedAttack(MembershipThreshold):
             n = min(
                 n, max(1, (ctx.budget.queries - min(params.z_count, 0 if pop is None else len(pop.x))) // 2)
             )
-        rng = np.random.default_rng(ctx.seed)
-        mem = np.sort(rng.choice(len(train.x), size=n, replace=False))
-        non = np.sort(rng.choice(len(test.x), size=n, replace=False))
+        rng, mem, non = C.draw_pairs(ctx.seed, len(train.x), len(test.x), n)
         assert train.y is not None and test.y is not None
         x_audit = np.concatenate([train.x[mem], test.x[non]])
         y_audit = np.concatenate([train.y[mem], test.y[non]]).astype(np.int64)
@@ -261,13 +254,7 @@ class RefBasedAttack(MembershipThreshold):
         try:
             audit = self.audit(ctx, meter)
         except BudgetExhausted as exc:
-            return CheckResult(
-                id=self.id,
-                asset=ctx.asset.name,
-                status="error",
-                reason=f"BudgetExhausted: {exc}",
-                budget_used=meter.usage(),
-            )
+            return C.budget_error(self, ctx, exc, meter, None)
         s = self.scores(audit, params)
         n = audit.n
         s_mem, s_non = s[:n], s[n:]
@@ -275,13 +262,8 @@ class RefBasedAttack(MembershipThreshold):
         tparams = cast(MembershipThresholdParams, params)
         self._roc_metrics(result, s_mem, s_non, tparams, ctx.seed)
         self._calibrated(result, s_mem, s_non, tparams, np.random.default_rng(ctx.seed))
-        order = np.lexsort((audit.member_rows, -s_mem))[: params.top_k]
-        exposed = [int(audit.member_rows[i]) for i in order]
-        if exposed:
-            result.notes["exposed_records"] = (
-                f"dataset rows of the {len(exposed)} training records with the highest score: "
-                + ", ".join(str(i) for i in exposed)
-            )
+        exposed = [int(audit.member_rows[i]) for i in C.top_members(audit.member_rows, s_mem, params.top_k)]
+        C.note_exposed(result, exposed, "with the highest score")
         result.notes["reference_models"] = (
             f"{params.n_references} {audit.mode} reference models by recipe {params.recipe}; "
             + ("read from the cache" if audit.cached else f"trained in {audit.ref_seconds:.2f} s")

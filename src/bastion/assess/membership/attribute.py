@@ -20,6 +20,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from bastion.assess import metrics as M
+from bastion.assess.membership import _common as C
 from bastion.core import atlas as atlas_ids
 from bastion.core.budget import BudgetMeter
 from bastion.core.capability import Capability
@@ -235,12 +236,7 @@ class AttributeInference(Check):
             n_mem = max(0, min(n_mem, left // n_val))
             n_non = max(0, min(n_non, (left - n_mem * n_val) // n_val))
         if n_mem < 1:
-            return CheckResult(
-                id=self.id,
-                asset=ctx.asset.name,
-                status="skipped",
-                reason="the query budget does not cover one training record",
-            )
+            return C.skipped(self, ctx, "the query budget does not cover one training record")
         mem = _take(train, np.sort(rng.choice(len(train.x), size=n_mem, replace=False)))
         non = _take(non, np.arange(n_non))
         meter = BudgetMeter(ctx.budget)
@@ -261,14 +257,7 @@ class AttributeInference(Check):
                 }
                 ctx.report_progress(0.9)
         except BudgetExhausted as exc:
-            return CheckResult(
-                id=self.id,
-                asset=ctx.asset.name,
-                status="error",
-                reason=f"BudgetExhausted: {exc}",
-                budget_used=meter.usage(),
-                seconds=round(time.monotonic() - t0, 4),
-            )
+            return C.budget_error(self, ctx, exc, meter, t0)
         result = CheckResult(id=self.id, asset=ctx.asset.name)
         for name, (hit_attack, hit_base) in outcome.items():
             suffix = "" if name == "members" else "@nonmembers"
@@ -299,15 +288,8 @@ class AttributeInference(Check):
                 f"dataset rows of {len(exposed)} training records whose feature the attack recovered and "
                 "the baseline did not: " + ", ".join(str(i) for i in exposed)
             )
-        result.budget_used = meter.usage()
-        result.findings = self.threshold_findings(
-            ctx,
-            result,
-            extra_evidence={"sensitive_feature": feat_name, "members": n_mem, "exposed_records": exposed},
-        )
-        result.seconds = round(time.monotonic() - t0, 4)
-        ctx.report_progress(1.0)
-        return result
+        evidence = {"sensitive_feature": feat_name, "members": n_mem, "exposed_records": exposed}
+        return C.finish(self, ctx, result, meter, t0, evidence)
 
     @staticmethod
     def _infer(

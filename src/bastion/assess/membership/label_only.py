@@ -20,6 +20,7 @@ import numpy as np
 from pydantic import Field
 
 from bastion.assess.evasion._common import InputBounds, resolve_bounds
+from bastion.assess.membership import _common as C
 from bastion.assess.membership.threshold import (
     MembershipThreshold,
     MembershipThresholdParams,
@@ -118,12 +119,7 @@ class MembershipLabelOnly(MembershipThreshold):
     @classmethod
     def _sample_size_lo(cls, ctx: CheckContext, n_train: int, n_test: int) -> int:
         params = cast(LabelOnlyParams, ctx.params)
-        n = min(n_train, n_test)
-        if ctx.budget.samples is not None:
-            n = min(n, ctx.budget.samples)
-        if ctx.budget.queries is not None:
-            n = min(n, ctx.budget.queries // (2 * cls.queries_per_record(params)))
-        return max(0, n)
+        return C.sample_size(ctx, n_train, n_test, 2 * cls.queries_per_record(params))
 
     def _bounds(self, ctx: CheckContext) -> InputBounds:
         train = ctx.data["train"]
@@ -161,16 +157,9 @@ class MembershipLabelOnly(MembershipThreshold):
         n = self._sample_size_lo(ctx, len(train.x), len(test.x))
         meter = BudgetMeter(ctx.budget)
         if n < 1:
-            return CheckResult(
-                id=self.id,
-                asset=ctx.asset.name,
-                status="skipped",
-                reason="no member/non-member pair fits the data and the query budget",
-            )
+            return C.skipped(self, ctx, "no member/non-member pair fits the data and the query budget")
         bounds = self._bounds(ctx)
-        rng = np.random.default_rng(ctx.seed)
-        mem = np.sort(rng.choice(len(train.x), size=n, replace=False))
-        non = np.sort(rng.choice(len(test.x), size=n, replace=False))
+        rng, mem, non = C.draw_pairs(ctx.seed, len(train.x), len(test.x), n)
         assert train.y is not None and test.y is not None  # applicable() checked
         x = np.concatenate([train.x[mem], test.x[non]]).astype(np.float32)
         y = np.concatenate([train.y[mem], test.y[non]]).astype(np.int64)
@@ -191,14 +180,7 @@ class MembershipLabelOnly(MembershipThreshold):
                     progress=ctx.report_progress,
                 )
         except BudgetExhausted as exc:
-            return CheckResult(
-                id=self.id,
-                asset=ctx.asset.name,
-                status="error",
-                reason=f"BudgetExhausted: {exc}",
-                budget_used=meter.usage(),
-                seconds=round(time.monotonic() - t0, 4),
-            )
+            return C.budget_error(self, ctx, exc, meter, t0)
         s = np.where(correct, dist, _MISCLASSIFIED)
         s_mem, s_non = s[:n], s[n:]
         result = CheckResult(id=self.id, asset=ctx.asset.name)
@@ -207,13 +189,8 @@ class MembershipLabelOnly(MembershipThreshold):
         for name, part, ok in (("members", dist[:n], correct[:n]), ("nonmembers", dist[n:], correct[n:])):
             result.metrics[f"median_distance@{name}"] = float(np.median(part[ok])) if ok.any() else None
         member_rows = np.asarray(train.index)[mem]
-        order = np.lexsort((member_rows, -s_mem))[: params.top_k]
-        exposed = [int(member_rows[i]) for i in order]
-        if exposed:
-            result.notes["exposed_records"] = (
-                f"dataset rows of the {len(exposed)} training records farthest from the boundary: "
-                + ", ".join(str(i) for i in exposed)
-            )
+        exposed = [int(member_rows[i]) for i in C.top_members(member_rows, s_mem, params.top_k)]
+        C.note_exposed(result, exposed, "farthest from the boundary")
         result.notes["sample"] = (
             f"{n} members (train) and {n} non-members (test), drawn with seed {ctx.seed}; "
             f"{params.directions} directions × {params.bisection_steps} bisection steps up to "
@@ -221,15 +198,8 @@ class MembershipLabelOnly(MembershipThreshold):
         )
         for i, note in enumerate(bounds.notes):
             result.notes[f"bounds{i or ''}"] = note
-        result.budget_used = meter.usage()
-        result.findings = self.threshold_findings(
-            ctx,
-            result,
-            extra_evidence={"members": n, "nonmembers": n, "score": "boundary", "exposed_records": exposed},
-        )
-        result.seconds = round(time.monotonic() - t0, 4)
-        ctx.report_progress(1.0)
-        return result
+        evidence = {"members": n, "nonmembers": n, "score": "boundary", "exposed_records": exposed}
+        return C.finish(self, ctx, result, meter, t0, evidence)
 
 
 def _diameter(bounds: InputBounds) -> float:

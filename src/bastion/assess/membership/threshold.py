@@ -19,6 +19,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from bastion.assess import metrics as M
+from bastion.assess.membership import _common as C
 from bastion.core import atlas as atlas_ids
 from bastion.core.budget import BudgetMeter
 from bastion.core.capability import Capability
@@ -178,13 +179,7 @@ class MembershipThreshold(Check):
         if train is None or test is None:
             return problems  # applicable() reports the missing data as a skip
         n = self._sample_size(ctx, len(train.x), len(_nonmembers(train, test).x))
-        if "fprs" in params.model_fields_set:
-            for f in params.fprs:
-                reason = M.unresolvable_fpr_reason(f, n)
-                if reason is not None:
-                    problems.append(
-                        f"{where}: params.fprs: {reason} (raise budget.samples or hold out more records)"
-                    )
+        problems += C.fpr_problems(where, params, n)
         if "calibration_fpr" in params.model_fields_set:
             n_cal = _calibration_size(n, params.calibration_fraction)
             reason = M.unresolvable_fpr_reason(params.calibration_fpr, n_cal)
@@ -194,12 +189,7 @@ class MembershipThreshold(Check):
 
     @staticmethod
     def _sample_size(ctx: CheckContext, n_train: int, n_test: int) -> int:
-        n = min(n_train, n_test)
-        if ctx.budget.samples is not None:
-            n = min(n, ctx.budget.samples)
-        if ctx.budget.queries is not None:
-            n = min(n, ctx.budget.queries // 2)
-        return max(0, n)
+        return C.sample_size(ctx, n_train, n_test, 2)
 
     # -- running ---------------------------------------------------------------------------
     def run(self, ctx: CheckContext) -> CheckResult:
@@ -220,15 +210,8 @@ class MembershipThreshold(Check):
         n = self._sample_size(ctx, len(train.x), len(test.x))
         meter = BudgetMeter(ctx.budget)
         if n < 1:
-            return CheckResult(
-                id=self.id,
-                asset=ctx.asset.name,
-                status="skipped",
-                reason="no member/non-member pair fits the data and budget",
-            )
-        rng = np.random.default_rng(ctx.seed)
-        mem = np.sort(rng.choice(len(train.x), size=n, replace=False))
-        non = np.sort(rng.choice(len(test.x), size=n, replace=False))
+            return C.skipped(self, ctx, "no member/non-member pair fits the data and budget")
+        rng, mem, non = C.draw_pairs(ctx.seed, len(train.x), len(test.x), n)
         assert train.y is not None and test.y is not None  # applicable() checked
         try:
             meter.charge(samples=n)
@@ -238,14 +221,7 @@ class MembershipThreshold(Check):
                 s_non = self._scores(ctx, test.x[non], test.y[non], params.score)
                 ctx.report_progress(0.8)
         except BudgetExhausted as exc:
-            return CheckResult(
-                id=self.id,
-                asset=ctx.asset.name,
-                status="error",
-                reason=f"BudgetExhausted: {exc}",
-                budget_used=meter.usage(),
-                seconds=round(time.monotonic() - t0, 4),
-            )
+            return C.budget_error(self, ctx, exc, meter, t0)
 
         result = CheckResult(id=self.id, asset=ctx.asset.name, notes=notes)
         self._roc_metrics(result, s_mem, s_non, params, ctx.seed)
@@ -253,7 +229,7 @@ class MembershipThreshold(Check):
 
         # The most exposed training records: highest score, ties broken by row index.
         member_rows = np.asarray(train.index)[mem]
-        order = np.lexsort((member_rows, -s_mem))[: params.top_k]
+        order = C.top_members(member_rows, s_mem, params.top_k)
         non_sorted = np.sort(s_non)
         exposed = [
             {
@@ -264,29 +240,13 @@ class MembershipThreshold(Check):
             }
             for i in order
         ]
-        if exposed:
-            result.notes["exposed_records"] = (
-                f"dataset rows of the {len(exposed)} training records with the highest score: "
-                + ", ".join(str(e["index"]) for e in exposed)
-            )
+        C.note_exposed(result, [int(e["index"]) for e in exposed], "with the highest score")
         result.notes["sample"] = (
             f"{n} members (train) and {n} non-members (test), drawn with seed {ctx.seed}; "
             f"score: {params.score}"
         )
-        result.budget_used = meter.usage()
-        result.findings = self.threshold_findings(
-            ctx,
-            result,
-            extra_evidence={
-                "members": n,
-                "nonmembers": n,
-                "score": params.score,
-                "exposed_records": exposed,
-            },
-        )
-        result.seconds = round(time.monotonic() - t0, 4)
-        ctx.report_progress(1.0)
-        return result
+        evidence = {"members": n, "nonmembers": n, "score": params.score, "exposed_records": exposed}
+        return C.finish(self, ctx, result, meter, t0, evidence)
 
     @staticmethod
     def _scores(ctx: CheckContext, x: np.ndarray, y: np.ndarray, kind: str) -> np.ndarray:

@@ -92,6 +92,35 @@ class DataHealthParams(BaseModel):
     test_split: str = "test"
 
 
+#: Title and remediation of each category recorded by ``DataHealthCheck._flag``, by metric.
+_CATEGORY_TEXT: dict[str, tuple[str, str]] = {
+    "label_issue_rate": (
+        "rows look mislabelled",
+        "Check the listed rows' labels against their source records and relabel or "
+        "drop the wrong ones; find how wrong labels entered the pipeline.",
+    ),
+    "exact_duplicate_rate": (
+        "rows repeat an earlier row exactly",
+        "De-duplicate the dataset and find out where the copies came from; repeated rows "
+        "up-weight whatever they teach the model.",
+    ),
+    "near_duplicate_rate": (
+        "rows nearly repeat an earlier row",
+        "Review the near copies (noise-added or re-encoded rows) and drop the redundant ones.",
+    ),
+    "outlier_rate": (
+        "rows are outliers",
+        "Inspect the listed rows: corrupted records or inserted points far from the rest "
+        "of the data should be traced to their source and removed.",
+    ),
+    "class_outlier_rate": (
+        "rows have features anomalous for their own class",
+        "Inspect the listed rows: a value ordinary in the data set but extraordinary within the "
+        "row's label is how edited or inserted poison rows often look; trace them to their source.",
+    ),
+}
+
+
 @dataclass
 class _Category:
     """One kind of problem: the flagged file indices and what they are counted against."""
@@ -187,40 +216,17 @@ class DataHealthCheck(Check):
                 notes["label_issue_rate"] = f"skipped: {exc}"
             else:
                 flagged = np.sort(rows.index[det.issues_])
-                self._rate(metrics, intervals, "label_issue_rate", flagged.size, n)
-                categories["label_issue_rate"] = _Category(
-                    "label_issue_rate",
-                    flagged,
-                    n,
-                    "rows look mislabelled",
-                    "Check the listed rows' labels against their source records and relabel or "
-                    "drop the wrong ones; find how wrong labels entered the pipeline.",
-                )
+                self._flag(metrics, intervals, categories, "label_issue_rate", flagged, n)
         ctx.report_progress(0.45)
 
         # -- duplicates within the file -----------------------------------------------------
         dup = find_duplicates(rows.x, tol=p.duplicate_tol)
         exact = rows.index[dup.exact]
         near = rows.index[dup.near]
-        self._rate(metrics, intervals, "exact_duplicate_rate", exact.size, n)
-        self._rate(metrics, intervals, "near_duplicate_rate", near.size, n)
-        categories["exact_duplicate_rate"] = _Category(
-            "exact_duplicate_rate",
-            exact,
-            n,
-            "rows repeat an earlier row exactly",
-            "De-duplicate the dataset and find out where the copies came from; repeated rows "
-            "up-weight whatever they teach the model.",
-            pairs=_pairs(exact, rows.index[dup.exact_of]),
-        )
-        categories["near_duplicate_rate"] = _Category(
-            "near_duplicate_rate",
-            near,
-            n,
-            "rows nearly repeat an earlier row",
-            "Review the near copies (noise-added or re-encoded rows) and drop the redundant ones.",
-            pairs=_pairs(near, rows.index[dup.near_of]),
-        )
+        exact_pairs = _pairs(exact, rows.index[dup.exact_of])
+        self._flag(metrics, intervals, categories, "exact_duplicate_rate", exact, n, pairs=exact_pairs)
+        near_pairs = _pairs(near, rows.index[dup.near_of])
+        self._flag(metrics, intervals, categories, "near_duplicate_rate", near, n, pairs=near_pairs)
         ctx.report_progress(0.6)
 
         # -- train/test leakage -------------------------------------------------------------
@@ -273,15 +279,7 @@ class DataHealthCheck(Check):
                 seed=ctx.seed, method=p.outlier_method, threshold="robust", z=p.outlier_z
             ).fit(rows.x)
             out_idx = np.sort(rows.index[odet.reference_flags_])
-            self._rate(metrics, intervals, "outlier_rate", out_idx.size, n)
-            categories["outlier_rate"] = _Category(
-                "outlier_rate",
-                out_idx,
-                n,
-                "rows are outliers",
-                "Inspect the listed rows: corrupted records or inserted points far from the rest "
-                "of the data should be traced to their source and removed.",
-            )
+            self._flag(metrics, intervals, categories, "outlier_rate", out_idx, n)
         if p.class_outlier_z is not None:
             self._class_outliers(rows, p.class_outlier_z, ctx.seed, metrics, intervals, notes, categories)
         ctx.report_progress(0.95)
@@ -321,18 +319,29 @@ class DataHealthCheck(Check):
             return
         det = ClassConditionalOutlierDetector(seed=seed, z=z).fit(rows.x, rows.y)
         flagged = det.reference_flags_
-        self._rate(metrics, intervals, "class_outlier_rate", int(np.count_nonzero(flagged)), n)
+        self._flag(metrics, intervals, categories, "class_outlier_rate", np.sort(rows.index[flagged]), n)
         odd = np.bincount(det.feature_[flagged], minlength=rows.x.shape[1]) if flagged.any() else None
         if odd is not None:
             notes["class_outlier_rate"] = f"most often odd feature: column {int(odd.argmax())}"
-        categories["class_outlier_rate"] = _Category(
-            "class_outlier_rate",
-            np.sort(rows.index[flagged]),
-            n,
-            "rows have features anomalous for their own class",
-            "Inspect the listed rows: a value ordinary in the data set but extraordinary within the "
-            "row's label is how edited or inserted poison rows often look; trace them to their source.",
-        )
+
+    @classmethod
+    def _flag(
+        cls,
+        metrics: dict[str, float | None],
+        intervals: dict[str, tuple[float, float]],
+        categories: dict[str, _Category],
+        metric: str,
+        indices: np.ndarray,
+        n: int,
+        pairs: list[list[int]] | None = None,
+    ) -> None:
+        """Record ``metric``, the rate of the flagged ``indices`` among ``n`` rows, and its category.
+
+        The category's title and remediation come from :data:`_CATEGORY_TEXT`.
+        """
+        cls._rate(metrics, intervals, metric, indices.size, n)
+        title, remediation = _CATEGORY_TEXT[metric]
+        categories[metric] = _Category(metric, indices, n, title, remediation, pairs=pairs)
 
     @staticmethod
     def _rate(

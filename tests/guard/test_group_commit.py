@@ -143,14 +143,19 @@ def test_append_many_is_all_or_nothing(audit_db: str) -> None:
     with pytest.raises(ValueError):
         store.append_many([_entry(2), nan])
     assert store.head == head and len(store.records()) == 2
-    # a database error on the batch's second insert (its seq is taken): the first is rolled back too
-    other = AuditLog.open(audit_db)  # a second writer on the same chain appends seq 2 meanwhile
-    other.append(key_id=None, decision="allow", record={"other": 1}, created=dt.datetime.now(dt.UTC))
-    other.close()
-    store._seq = 1  # this writer still believes the head is seq 1
+    # another writer's row already holds seq 3: the batch's first insert (seq 2) succeeds, its
+    # second (seq 3) fails, and the transaction takes the first back
+    import sqlite3
+
+    db = audit_db.removeprefix("sqlite:///")
+    with sqlite3.connect(db) as raw:
+        raw.execute(
+            "INSERT INTO audit_log (chain, seq, created, key_id, decision, prev_hash, hash, record) "
+            "VALUES ('guard', 3, '2026-01-01 00:00:00.000000', NULL, 'allow', 'x', 'y', '{}')"
+        )
     with pytest.raises(StoreError, match="cannot append"):
         store.append_many([_entry(3), _entry(4)])
-    assert [r["seq"] for r in store.records()] == [0, 1, 2]
+    assert [r["seq"] for r in store.records()] == [0, 1, 3]
     assert store.head == head  # unchanged: the failed batch left nothing behind
     assert store.append_many([]) == []
     store.close()

@@ -114,3 +114,30 @@ def test_concurrent_processes_migrate_one_after_the_other_on_postgres(pg_databas
     assert open_in_processes_at_once(pg_database, 3) == ["ok"] * 3
     with Store.open(pg_database) as store:
         store.check()
+
+
+def test_audit_group_commit_is_one_transaction_all_or_nothing_on_postgres(pg_database: str) -> None:
+    from bastion.store.audit import AuditEntry, AuditLog
+
+    def entry(i: int) -> AuditEntry:
+        return AuditEntry(key_id=f"k{i % 2}", decision="allow", record={"i": i}, created=T0)
+
+    log = AuditLog.open(pg_database)
+    assert log.append_many([entry(i) for i in range(5)]) == [0, 1, 2, 3, 4]
+    assert log.append(key_id=None, decision="deny", record={"i": 5}, created=T0) == 5
+    head = log.head
+    # another writer's row already holds seq 7: the batch's first insert (seq 6) succeeds, its
+    # second (seq 7) fails, and the transaction takes the first back
+    with log._engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO audit_log (chain, seq, created, key_id, decision, prev_hash, hash, record) "
+                "VALUES ('guard', 7, :t, NULL, 'allow', 'x', 'y', '{}')"
+            ),
+            {"t": T0},
+        )
+    with pytest.raises(StoreError, match="cannot append"):
+        log.append_many([entry(6), entry(7)])
+    assert log.head == head  # nothing of the failed batch is in the chain
+    assert [r["seq"] for r in log.records()] == [0, 1, 2, 3, 4, 5, 7]
+    log.close()

@@ -339,3 +339,16 @@ def test_guard_incidents_show_in_bastion_assess(
     cap = capsys.readouterr()
     out = cap.out + cap.err
     assert "governance.runtime.guard.canary.hit" in out.replace("\n", "").replace("│", "").replace(" ", "")
+
+
+def test_model_names_cannot_be_probed_without_a_valid_key(keys: Keys, target: SoftmaxTarget) -> None:
+    sink = MemorySink()
+    g = Guard(make_config(keys), target=target, store=sink)
+    body = _body(np.zeros((1, 64)))
+    assert g.handle("nope", {}, body).status == 401  # as for the real model: nothing learnt
+    assert g.handle("digits", {}, body).status == 401
+    assert g.handle("nope", {"Authorization": "Bearer wrong"}, body).status == 401
+    assert g.handle("nope", _hdr(keys, "other"), body).status == 403  # a key for another model
+    r = g.handle("nope", _hdr(keys, "alice"), body)
+    assert r.status == 404 and "nope" in r.body["detail"]
+    assert sink.records[-1]["key_id"] == "alice" and sink.records[-1]["decision"] == "reject"

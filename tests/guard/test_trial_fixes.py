@@ -135,7 +135,8 @@ def test_wine_csv_tokens_are_on_the_grid_and_append_to_the_file(wine_project: Pa
 # -- 3. SIGTERM: the audit head is printed on a graceful stop ---------------------------------------
 
 
-def test_sigterm_prints_the_audit_head(project: Path) -> None:
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_sigterm_and_ctrl_c_print_the_audit_head_on_one_line(project: Path, sig: int, code: int) -> None:
     info = api.guard_fit(project / "bastion.yaml", asset="digits", out=project / "profile")
     secret, db = write_guard_yaml(project, info["sha256"])
     port = free_port()
@@ -161,14 +162,17 @@ def test_sigterm_prints_the_audit_head(project: Path) -> None:
             headers={"X-API-Key": secret},
         )
         assert r.status_code == 200
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(sig)
         _, err = proc.communicate(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
-    assert proc.returncode == 143
-    m = re.search(r"stopped; audit head (\d+):([0-9a-f]{64})", err)
+    assert proc.returncode == code
+    # one line, never wrapped (stderr is a file here): the suggested command can be pasted or grepped
+    m = re.search(
+        r"stopped; audit head (\d+):([0-9a-f]{64}) \(record it; later: (bastion guard verify-log .*)\)\n", err
+    )
     assert m is not None, err
     head = f"{m.group(1)}:{m.group(2)}"
     assert run(["guard", "verify-log", "--db", db, "--expect-head", head]) == 0

@@ -153,3 +153,35 @@ def test_random_bytes_always_give_a_file_result(magic: bytes, body: bytes, name:
     if fr.verdict in (Verdict.ERROR, Verdict.SKIPPED):
         assert fr.reason
     assert "internal scanner error" not in (fr.reason or "")
+
+
+def test_an_unreadable_folder_is_an_error_never_a_skip(
+    tmp_path: Path, marker: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A folder the scanner cannot list may hold anything: ``error`` (exit 2), so a CI gate fails.
+
+    (Tests run as root, which reads a mode-000 folder anyway, so listing it is made to fail.)
+    """
+    root = tmp_path / "tree"
+    (root / "sub").mkdir(parents=True)
+    (root / "sub" / "evil.pkl").write_bytes(os_system_payload(marker))
+    (root / "ok.pkl").write_bytes(pickle.dumps([1]))
+    real_scandir = os.scandir
+
+    def scandir(path: object) -> object:
+        if Path(str(path)).name == "sub":
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)  # type: ignore[call-overload]
+
+    import bastion.scan.engine as engine
+
+    monkeypatch.setattr(engine.os, "scandir", scandir)
+    result = scan_paths([root])
+    by_name = {Path(f.path).name: f for f in result.files}
+    assert by_name["sub"].verdict is Verdict.ERROR
+    assert "unreadable folder" in (by_name["sub"].reason or "") and "Permission denied" in (
+        by_name["sub"].reason or ""
+    )
+    assert by_name["ok.pkl"].verdict is Verdict.SAFE
+    assert result.exit_code("medium") == 2
+    assert not marker.exists()

@@ -53,6 +53,22 @@ def test_edit_detected(tmp_path: Path) -> None:
     assert not log2.verify().ok
 
 
+def test_a_changed_created_column_is_detected_against_the_hashed_ts(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    log = AuditLog.open(url, chain="g1")
+    t = NOW.timestamp() + 0.123456
+    for i in range(4):  # as the guard writes them: created from the same reading as the record's ts
+        created = dt.datetime.fromtimestamp(t + i, dt.UTC)
+        log.append(key_id="k", decision="allow", record={"ts": t + i, "i": i}, created=created)
+    log.append(key_id="k", decision="allow", record={"i": 4}, created=NOW)  # no ts: not checked
+    assert log.verify().ok
+    _sql(url, "UPDATE audit_log SET created = '2020-01-01 00:00:00.000000' WHERE seq = 2")
+    res = log.verify()
+    assert not res.ok and len(res.problems) == 1
+    assert "seq 2: created column (2020-01-01" in res.problems[0] and "hashed ts" in res.problems[0]
+    log.close()
+
+
 def test_delete_and_insert_detected(tmp_path: Path) -> None:
     log, url = _log(tmp_path)
     _sql(url, "DELETE FROM audit_log WHERE seq = 5")

@@ -120,7 +120,10 @@ def test_audit_group_commit_is_one_transaction_all_or_nothing_on_postgres(pg_dat
     from bastion.store.audit import AuditEntry, AuditLog
 
     def entry(i: int) -> AuditEntry:
-        return AuditEntry(key_id=f"k{i % 2}", decision="allow", record={"i": i}, created=T0)
+        record = {"i": i, "ts": T0.timestamp() + i}  # ``created`` from the same clock reading, as the guard
+        return AuditEntry(
+            key_id=f"k{i % 2}", decision="allow", record=record, created=T0 + dt.timedelta(seconds=i)
+        )
 
     log = AuditLog.open(pg_database)
     assert log.append_many([entry(i) for i in range(5)]) == [0, 1, 2, 3, 4]
@@ -140,4 +143,5 @@ def test_audit_group_commit_is_one_transaction_all_or_nothing_on_postgres(pg_dat
         log.append_many([entry(6), entry(7)])
     assert log.head == head  # nothing of the failed batch is in the chain
     assert [r["seq"] for r in log.records()] == [0, 1, 2, 3, 4, 5, 7]
+    assert not any("created" in p for p in log.verify().problems)  # timestamps round-trip exactly
     log.close()

@@ -40,21 +40,25 @@ def serve(
 
     h, p = host or h, port if port is not None else p
     err.print(f"bastion guard: serving on http://{h}:{p} (config {config})", highlight=False)
-    # uvicorn shuts down gracefully on SIGTERM (kill, Docker, Kubernetes), then re-raises the
-    # signal under the previous handler: this one turns it into SystemExit(143), so the finally
-    # block below still prints the audit head (as it does for Ctrl-C's KeyboardInterrupt).
-    previous = signal.getsignal(signal.SIGTERM)
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    # uvicorn shuts down gracefully on SIGTERM (kill, Docker, Kubernetes) and SIGINT (Ctrl-C),
+    # then re-raises the signal under the previous handler: this one turns it into
+    # SystemExit(128 + signal), 143 or 130 as a shell reports them, so the finally block below
+    # still prints the audit head and a supervisor can tell a stop by signal from a clean exit.
+    stops = (signal.SIGTERM, signal.SIGINT)
+    previous = {s: signal.getsignal(s) for s in stops}
+    for s in stops:
+        signal.signal(s, _exit_on_signal)
     try:
         uvicorn.run(app, host=h, port=p, log_level="warning", access_log=False)
     except (OSError, OverflowError) as exc:
         fail(BastionError(f"cannot listen on {h}:{p}: {exc}"))
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
         _print_head(app.state.guard.store, config)
 
 
-def _exit_on_sigterm(signum: int, frame: object) -> None:
+def _exit_on_signal(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
@@ -66,6 +70,8 @@ def _print_head(store: object, config: Path) -> None:
             f"bastion guard: stopped; audit head {seq}:{head_hash} "
             f"(record it; later: bastion guard verify-log -c {config} --expect-head {seq}:{head_hash})",
             highlight=False,
+            markup=False,
+            soft_wrap=True,  # one line even in a narrow terminal or a log file: it is pasted and grepped
         )
     finally:
         close = getattr(store, "close", None)

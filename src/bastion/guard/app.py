@@ -2,8 +2,9 @@
 
 ``POST /v1/models/{name}/predict`` with ``{"instances": [...]}`` and ``Authorization: Bearer <key>``
 (or ``X-API-Key``) answers ``{"predictions": [...], "output": "probabilities"|"label"|"round",
-"request_id": ...}``. Order of controls: payload size (413) → model name (404) → access
-(401/403) → key breaker (429) → JSON and input validation (400/422) → limits (429) → degraded
+"request_id": ...}``. Order of controls: payload size (413) → access (401/403, the key
+checked against the served model, so an unauthenticated caller cannot probe model names) → model
+name (404) → key breaker (429) → JSON and input validation (400/422) → limits (429) → degraded
 mode (fallback) → canaries and honeytokens → model (backend breaker; fallback on failure) → anomaly and
 extraction detectors → graded response → durable audit record → answer. Any unexpected
 error denies with 503 (fail closed); a request is answered only after its audit record is
@@ -32,7 +33,7 @@ from bastion.core.capability import Capability
 from bastion.core.errors import ConfigError, IntegrityError
 from bastion.guard.access import AccessControl
 from bastion.guard.anomaly import AnomalyMonitor
-from bastion.guard.audit import Alert, AuditSink, GroupCommit, WebhookSender, input_sha256
+from bastion.guard.audit import Alert, AuditSink, GroupCommit, WebhookSender, append_failure, input_sha256
 from bastion.guard.canary import CanaryWatch, HoneytokenWatch
 from bastion.guard.config import GuardConfig, HoneytokenSpec
 from bastion.guard.extraction import ExtractionDetector
@@ -247,7 +248,7 @@ class Guard:
             )
             committed = True
         except Exception as exc:  # no audit record, no answer
-            log.error("audit append failed: %s", type(exc).__name__)
+            log.error("audit append failed: %s", append_failure(exc))
             committed = False
         return self._answer(decided, committed)
 
@@ -302,12 +303,14 @@ class Guard:
         lim = self.config.limits
         if len(body) > lim.max_body_bytes:
             return Reply(413, {"detail": f"payload over {lim.max_body_bytes} bytes"}), {"decision": "reject"}
-        if model != self.name:
-            return Reply(404, {"detail": f"no model {model!r}"}), {"decision": "reject"}
-        acc = self.access.check(headers, model)
+        # the key first, checked against the model this guard serves: a caller without a valid
+        # key learns nothing about which model names exist (401 for any name)
+        acc = self.access.check(headers, self.name)
         if not acc.allowed:
             denied: dict[str, Any] = {"decision": "deny", "key_id": acc.key_id, "reason": acc.reason}
             return Reply(acc.status, {"detail": acc.reason}), denied
+        if model != self.name:
+            return Reply(404, {"detail": f"no model {model!r}"}), {"decision": "reject", "key_id": acc.key_id}
         key = str(acc.key_id)
         rec: dict[str, Any] = {"key_id": key}
         with self._lock:

@@ -130,6 +130,17 @@ class WebhookSender:
                         log.warning("webhook POST failed: %s", type(exc).__name__)
 
 
+def append_failure(exc: BaseException) -> str:
+    """A loggable reason for a failed audit append: the error type and its first line.
+
+    The database driver's text after ``[SQL:`` (the statement and its parameters: record
+    content) is cut, and the rest is capped at 300 characters, so no record reaches the log.
+    """
+    text = str(exc).split("[SQL:", 1)[0].strip().splitlines()
+    first = text[0][:300] if text else ""
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
 class GroupCommit:
     """Commits the audit records of the requests an event loop decides together, in one transaction.
 
@@ -192,7 +203,7 @@ class GroupCommit:
                 many(entries)  # all or nothing
                 return [True] * len(entries)
             except Exception as exc:  # no record, no answer: every request of the batch gets 503
-                log.error("audit append failed: %s", type(exc).__name__)
+                log.error("audit append failed: %s", append_failure(exc))
                 return [False] * len(entries)
         done = []
         for e in entries:  # a sink without transactions: each record on its own
@@ -200,6 +211,6 @@ class GroupCommit:
                 self.sink.append(key_id=e.key_id, decision=e.decision, record=e.record, created=e.created)
                 done.append(True)
             except Exception as exc:
-                log.error("audit append failed: %s", type(exc).__name__)
+                log.error("audit append failed: %s", append_failure(exc))
                 done.append(False)
         return done

@@ -404,10 +404,12 @@ def verify_profile_signature(
     if public_key is None:
         if sig.is_file():
             raise IntegrityError(
-                f"{sig}: the guard artefact {p} is signed but guard.yaml names no profile.public_key "
+                f"{sig}: the guard artefact {p} is signed but the guard config names no profile.public_key "
                 "to verify it with; not serving"
             )
         return None
     if not sig.is_file():
-        raise IntegrityError(f"{p}: guard.yaml names profile.public_key but the signature {sig} is missing")
+        raise IntegrityError(
+            f"{p}: the guard config names profile.public_key but the signature {sig} is missing"
+        )
     return verify_path(p, key=public_key, signature=sig).signature

@@ -131,6 +131,10 @@ def _index(j: int, shape: tuple[int, ...]) -> str:
     return "".join(f"[{k}]" for k in np.unravel_index(j, shape))
 
 
+#: JSON names of the Python types ``json.loads`` produces, for "expected a number, got …".
+_JSON_TYPE = {str: "a string", type(None): "null", bool: "a boolean", dict: "an object", list: "a list"}
+
+
 def _flatten(row: Any, shape: tuple[int, ...], where: str) -> list[float]:
     """Flatten a nested list of numbers of exactly ``shape``."""
     out: list[float] = []
@@ -138,9 +142,9 @@ def _flatten(row: Any, shape: tuple[int, ...], where: str) -> list[float]:
     def walk(node: Any, depth: int, path: str) -> None:
         if depth == len(shape):
             if isinstance(node, bool) or not isinstance(node, (int, float)):
-                if node is None or isinstance(node, str):
-                    raise InputRejected(path, "not a finite number")
-                raise InputRejected(path, f"expected a number, got {type(node).__name__}")
+                # the JSON type, never the value (a reason is stored in the audit record)
+                got = _JSON_TYPE.get(type(node), type(node).__name__)
+                raise InputRejected(path, f"expected a number, got {got}")
             out.append(float(node))
             return
         if not isinstance(node, list):

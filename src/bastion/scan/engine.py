@@ -177,10 +177,16 @@ def _scan_one(
     )
 
 
+#: The start of a :func:`_walk` reason for a folder or entry that could not be read (an error).
+_UNREADABLE = "unreadable"
+
+
 def _walk(root: Path, reals: dict[str, str] | None = None) -> Iterator[tuple[str, Path | None, str | None]]:
     """Yield ``(display path, path to scan or None, skip reason)`` under ``root``, sorted.
 
-    In-folder file symlinks come with the reason ``_LINK`` (scanned unless their target is).
+    In-folder file symlinks come with the reason ``_LINK`` (scanned unless their target is). A
+    folder or entry that cannot be read comes with a reason starting with :data:`_UNREADABLE`:
+    an ``error`` verdict, never a skip (what is in it was not scanned).
     ``reals`` (if given) receives each file's resolved path, derived from the folder's (no
     symlinked folder is walked into), so callers need not resolve every file again.
     """
@@ -192,7 +198,7 @@ def _walk(root: Path, reals: dict[str, str] | None = None) -> Iterator[tuple[str
         try:
             entries = sorted(os.scandir(folder), key=lambda e: e.name)
         except OSError as exc:
-            found.append((str(folder), None, f"unreadable folder: {exc}"))
+            found.append((str(folder), None, f"{_UNREADABLE} folder: {exc}"))
             continue
         for e in entries:
             p = Path(e.path)
@@ -220,7 +226,7 @@ def _walk(root: Path, reals: dict[str, str] | None = None) -> Iterator[tuple[str
                 else:
                     found.append((str(p), None, "not a regular file"))
             except OSError as exc:
-                found.append((str(p), None, f"unreadable: {exc}"))
+                found.append((str(p), None, f"{_UNREADABLE}: {exc}"))
     found.sort(key=lambda t: t[0])
     yield from found
 
@@ -421,7 +427,9 @@ def scan_paths(
                 continue
             seen.add(key)
             if path is None:
-                entries.append(FileResult(path=display, verdict=Verdict.SKIPPED, reason=skip))
+                unread = skip is not None and skip.startswith(_UNREADABLE)
+                verdict = Verdict.ERROR if unread else Verdict.SKIPPED
+                entries.append(FileResult(path=display, verdict=verdict, reason=skip))
                 continue
             try:
                 mode = path.stat().st_mode

@@ -3,8 +3,10 @@
 Each record of a chain (``audit_log``) holds ``seq`` (0, 1, 2 … without gaps), ``prev_hash`` and
 ``hash = SHA-256(prev_hash ‖ canonical JSON of {chain, seq, key_id, decision, record})``, so
 editing, inserting or deleting a record breaks the chain at that point
-(:meth:`AuditLog.verify`). Truncating the newest records is only visible against a head
-recorded elsewhere (``expected_head``): the guard logs its head on shutdown and in ``/readyz``.
+(:meth:`AuditLog.verify`). The ``created`` column is outside the hash but must equal the
+record's hashed ``ts`` (checked by ``verify``); ``id`` is only the row's storage key.
+Truncating the newest records is only visible against a head recorded elsewhere
+(``expected_head``): the guard logs its head on shutdown and in ``/readyz``.
 
 Alerts become rows of ``incidents``. Nothing here stores raw inputs: callers pass hashes and
 summaries. SQLite runs in WAL mode with ``synchronous=NORMAL``: a record committed before the
@@ -68,6 +70,23 @@ def _record_hash_encoded(
     h.update(record_json)
     h.update(b',"seq":' + str(int(seq)).encode() + b"}")
     return h.hexdigest()
+
+
+def _created_mismatch(created: dt.datetime | None, record: Any) -> str | None:
+    """Why the ``created`` column disagrees with the record's hashed ``ts`` (``None``: it agrees).
+
+    ``created`` sits outside the hash, but the guard writes it from the same clock reading as the
+    record's ``ts`` (seconds since the epoch), which the hash covers: a changed ``created`` shows
+    as a mismatch. Records without a numeric ``ts`` are not checked.
+    """
+    ts = record.get("ts") if isinstance(record, dict) else None
+    if created is None or isinstance(ts, bool) or not isinstance(ts, int | float):
+        return None
+    want = dt.datetime.fromtimestamp(ts, dt.UTC)
+    got = created if created.tzinfo is not None else created.replace(tzinfo=dt.UTC)
+    if abs((got - want).total_seconds()) <= 1e-3:
+        return None
+    return f"created column ({got.isoformat()}) does not match the record's hashed ts ({want.isoformat()})"
 
 
 def _sqlite_time(t: dt.datetime) -> str:
@@ -330,6 +349,9 @@ class AuditLog:
             h = record_hash(r.prev_hash, self.chain, r.seq, r.key_id, r.decision, r.record)
             if h != r.hash:
                 res.problems.append(f"seq {r.seq}: content does not match its hash (record edited)")
+            created_problem = _created_mismatch(r.created, r.record)
+            if created_problem:
+                res.problems.append(f"seq {r.seq}: {created_problem}")
             prev, expect_seq = r.hash, r.seq + 1
             res.head_seq, res.head_hash = r.seq, r.hash
             if expected_head is not None and r.hash == expected_head[1]:

@@ -166,7 +166,7 @@ def test_a_failed_append_is_logged_with_its_cause_but_no_record_content() -> Non
 
     exc = StoreError(
         "cannot append to audit log in sqlite:///a.db: (sqlite3.OperationalError) database is locked\n"
-        '[SQL: INSERT INTO audit_log (...) VALUES (?)]\n[parameters: (\'{"input": [0.1, 0.2]}\',)]'
+        "[SQL: INSERT INTO audit_log (...) VALUES (?)]\n[parameters: ('{\"input\": [0.1, 0.2]}',)]"
     )
     why = append_failure(exc)
     assert why.startswith("StoreError: cannot append") and "database is locked" in why

@@ -352,3 +352,32 @@ def test_model_names_cannot_be_probed_without_a_valid_key(keys: Keys, target: So
     r = g.handle("nope", _hdr(keys, "alice"), body)
     assert r.status == 404 and "nope" in r.body["detail"]
     assert sink.records[-1]["key_id"] == "alice" and sink.records[-1]["decision"] == "reject"
+
+
+def test_an_extraction_exempt_key_is_not_judged_by_the_extraction_detectors_only(
+    keys: Keys, target: SoftmaxTarget, profile: Profile, digits: dict[str, np.ndarray]
+) -> None:
+    """A trusted batch evaluator querying every class at machine rate looks like a natural-data
+    thief; ``extraction_exempt`` on its key stops the extraction alerts for it, and nothing else."""
+    clock = _Clock()
+    specs = [spec.model_copy(update={"extraction_exempt": kid == "bob"}) for kid, (_, spec) in keys.items()]
+    trap = digits["x_test"][7]
+    cfg = make_config(keys, canaries=[{"id": "trap", "sha256": canary_hash(trap)}])
+    cfg = cfg.model_copy(update={"keys": specs})
+    sink = MemorySink()
+    g = Guard(cfg, target=target, store=sink, profile=profile, clock=clock)
+    rows = digits["x_test"][np.random.default_rng(0).permutation(len(digits["x_test"]))[:120]]
+
+    def sweep(kid: str) -> list[str]:
+        rules: list[str] = []
+        for r in rows:
+            clock.t += 0.05
+            g.handle("digits", _hdr(keys, kid), _body(r[None]))
+            rules += [a["rule_id"] for a in sink.records[-1].get("alerts", [])]
+        return rules
+
+    assert "guard.extraction.class-coverage" in sweep("alice")  # the same traffic, an ordinary key
+    assert not [r for r in sweep("bob") if r.startswith("guard.extraction.")]
+    assert "bob" not in (g.extraction.stats if g.extraction else {})
+    g.handle("digits", _hdr(keys, "bob"), _body(trap[None]))  # the traps still apply to it
+    assert [a["rule_id"] for a in sink.records[-1]["alerts"]] == ["guard.canary.hit"]

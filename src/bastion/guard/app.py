@@ -214,6 +214,7 @@ class Guard:
             if profile is not None and config.extraction.enabled
             else None
         )
+        self.extraction_exempt = frozenset(k.id for k in config.keys if k.extraction_exempt)
         self.canaries = CanaryWatch(config.canaries)
         honey = [config.honeytokens] if config.honeytokens is not None else []
         if profile is not None and profile.honeytokens:
@@ -432,7 +433,7 @@ class Guard:
             drift = self.anomaly.observe_outputs(probs.max(axis=1))
             if drift is not None:
                 out.append(self._alert("guard.anomaly.output-drift", None, drift))
-        if self.extraction is not None:
+        if self.extraction is not None and key not in self.extraction_exempt:
             srt = np.sort(probs, axis=1)
             margins = srt[:, -1] - srt[:, -2] if not self.labels_only else np.ones(len(x))
             for ea in self.extraction.observe(

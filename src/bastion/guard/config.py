@@ -99,6 +99,10 @@ class KeySpec(_Strict):
         models: model names this key may call (``*``: all).
         daily_quota: overrides ``limits.daily_quota`` for this key.
         rate: overrides ``limits.rate`` for this key.
+        extraction_exempt: the extraction detectors do not judge this key: for a trusted client
+            whose normal traffic looks like a natural-data thief's (a batch evaluator querying
+            every class at machine rate). Access, limits, validation, canaries, honeytokens,
+            anomaly detection and the audit log still apply to it.
     """
 
     id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
@@ -107,6 +111,7 @@ class KeySpec(_Strict):
     models: list[str] = Field(default_factory=lambda: ["*"])
     daily_quota: int | None = Field(default=None, ge=1)
     rate: float | None = Field(default=None, gt=0)
+    extraction_exempt: bool = False
 
 
 class LimitsSpec(_Strict):

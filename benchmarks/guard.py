@@ -13,9 +13,15 @@
    200 benign clients (≤ 200 queries each, one or two classes, neighbourhoods with repeats,
    one query every 20–60 s).
 
+5. Group commit (``--only-commit [--audit-db URL]``): the guard app under 8 concurrent in-process
+   clients, its audit records group-committed (the app's path) vs one commit per request
+   (``Guard.handle``), interleaved; CPU per request, requests/s and records per transaction.
+   SQLite by default; pass a PostgreSQL URL to measure there (a commit is a server round trip).
+
 Usage: ``python benchmarks/guard.py [--clinic /tmp/guard-clinic] [--quick] [--only-sessions]
-[--only-http] [--rounds N] [--seconds S]``. ``--only-http`` runs part 2 alone (``--rounds`` interleaved
-rounds of ``--seconds`` each); ``GUARD_BENCH_PYSPY=out.svg`` records the guard server with py-spy.
+[--only-http] [--only-commit [--audit-db URL]] [--rounds N] [--seconds S]``. ``--only-http`` runs
+part 2 alone (``--rounds`` interleaved rounds of ``--seconds`` each); ``GUARD_BENCH_PYSPY=out.svg``
+records the guard server with py-spy.
 """
 
 from __future__ import annotations
@@ -272,6 +278,70 @@ def bench_http(setup: dict[str, Any], work: Path, seconds: float, rounds: int) -
         "rounds": rounds,
         "seconds_per_round": seconds,
         "target_ratio": 0.7,
+    }
+
+
+# -- 5. group commit --------------------------------------------------------------------------------
+def bench_group_commit(setup: dict[str, Any], work: Path, db: str | None, rounds: int) -> dict[str, Any]:
+    """The app's group-committed audit vs a commit per request, 8 concurrent clients, in process."""
+    import types
+
+    import httpx
+
+    from bastion.guard.app import build_guard, create_app
+    from bastion.guard.config import GuardConfig
+
+    cfg = GuardConfig.model_validate(_guard_config(setup, db or f"sqlite:///{work / 'commit.db'}"))
+    guard = build_guard(cfg)
+    app = create_app(cfg, guard=guard)
+    hdr = {"Authorization": f"Bearer {setup['keys']['k0'][0]}"}
+    rows = _data(setup)["hold"]
+    bodies = [json.dumps({"instances": [r.reshape(1, 8, 8).tolist()]}).encode() for r in rows[:500]]
+    clients, per = 8, 150
+
+    async def one_commit_each(self: Any, model: str, headers: Any, body: bytes) -> Any:
+        return self.handle(model, headers, body)  # ``store.append`` inside: one transaction each
+
+    async def load() -> None:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://x") as c:
+
+            async def client(i: int) -> None:
+                for j in range(per):
+                    body = bodies[(i * per + j) % len(bodies)]
+                    r = await c.post("/v1/models/digits/predict", content=body, headers=hdr)
+                    assert r.status_code == 200, r.text
+
+            await asyncio.gather(*(client(i) for i in range(clients)))
+
+    out: dict[str, list[float]] = {"group": [], "single": [], "group_rps": [], "single_rps": []}
+    batches = records = 0
+    for _ in range(rounds):
+        for mode in ("group", "single"):
+            if mode == "single":
+                guard.handle_async = types.MethodType(one_commit_each, guard)  # type: ignore[method-assign]
+            else:
+                guard.__dict__.pop("handle_async", None)
+            b0, r0 = guard.commits.batches, guard.commits.records
+            c0, t0 = time.process_time(), time.perf_counter()
+            asyncio.run(load())
+            n = clients * per
+            out[mode].append((time.process_time() - c0) / n * 1e3)
+            out[f"{mode}_rps"].append(n / (time.perf_counter() - t0))
+            batches += guard.commits.batches - b0
+            records += guard.commits.records - r0
+    guard.store.close()  # type: ignore[attr-defined]
+    med = {k: statistics.median(v) for k, v in out.items()}
+    return {
+        "audit_db": (db or "sqlite").split("://", 1)[0],
+        "clients": clients,
+        "requests_per_round": clients * per,
+        "rounds": rounds,
+        "group_commit_cpu_ms_per_request": round(med["group"], 3),
+        "commit_per_request_cpu_ms_per_request": round(med["single"], 3),
+        "group_commit_rps": round(med["group_rps"], 1),
+        "commit_per_request_rps": round(med["single_rps"], 1),
+        "throughput_ratio": round(med["group_rps"] / med["single_rps"], 3),
+        "records_per_transaction": round(records / max(1, batches), 2),
     }
 
 
@@ -621,6 +691,8 @@ def main() -> None:
     ap.add_argument("--skip-http", action="store_true")
     ap.add_argument("--only-sessions", action="store_true", help="only HopSkipJump and hardening")
     ap.add_argument("--only-http", action="store_true", help="only the HTTP throughput part")
+    ap.add_argument("--only-commit", action="store_true", help="only the group-commit A/B (part 5)")
+    ap.add_argument("--audit-db", default=None, help="audit database URL of part 5 (default: SQLite)")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the HTTP part")
     ap.add_argument("--seconds", type=float, default=None, help="seconds per HTTP round (2 quick, 5 full)")
     ap.add_argument("--hsj-runs", type=int, default=50)
@@ -637,6 +709,10 @@ def main() -> None:
         setup = _setup(Path(args.clinic), work)
         res: dict[str, Any] = {"model": "clinic digits CNN (torch)", "machine_cores": os.cpu_count()}
         seconds = args.seconds or (2.0 if args.quick else 5.0)
+        if args.only_commit:
+            res["group_commit"] = bench_group_commit(setup, work, args.audit_db, rounds=args.rounds)
+            sys.stdout.write(json.dumps(res, indent=2) + "\n")
+            return
         if args.only_http:
             res["http"] = bench_http(setup, work, seconds=seconds, rounds=args.rounds)
             sys.stdout.write(json.dumps(res, indent=2) + "\n")

@@ -288,3 +288,38 @@ datasets:
     assert any(
         i.check_id == "evasion.square" and "records no splits" in (i.skip_reason or "") for i in attacks
     )
+
+
+def test_a_baseline_finding_is_fixed_only_where_its_check_ran_again() -> None:
+    """``--only``/``--asset``/a skipped check never turn baseline findings into ``fixed``."""
+    import datetime as dt
+
+    from bastion.api._assessing import _apply_waivers_and_baseline
+    from bastion.core.config import ProjectConfig
+    from bastion.core.findings import Finding, Threat
+    from bastion.core.report import Report, ReportFinding, RunInfo
+    from bastion.core.results import CheckResult
+    from bastion.core.severity import Severity
+
+    def finding(rule: str, asset: str, threat: Threat) -> Finding:
+        return Finding(rule_id=rule, severity=Severity.HIGH, threat=threat, title=rule, asset=asset)
+
+    old = [
+        finding("evasion.pgd.low-robust-accuracy", "digits", Threat.EVASION),
+        finding("governance.controls.no-model-card", "digits", Threat.GOVERNANCE),
+        finding("scan.pickle.denied-global", "vendor", Threat.SUPPLY_CHAIN),
+        finding("membership.threshold.leak", "tabular", Threat.PRIVACY),
+    ]
+    base = Report(
+        bastion_version="0",
+        run=RunInfo(id="b" * 32, status="ok", started=dt.datetime.now(dt.UTC), seconds=1.0),
+        findings=[ReportFinding.of(f) for f in old],
+    )
+    cfg = ProjectConfig.model_validate({"version": 1, "project": {"name": "p"}})
+    ran = [
+        CheckResult(id="governance.controls", asset="digits", status="ok"),
+        CheckResult(id="scan.zip", asset="vendor", status="ok"),  # rescanned, now another format
+        CheckResult(id="membership.threshold", asset="tabular", status="skipped", reason="no splits"),
+    ]
+    out = {f.rule_id: f.state for f in _apply_waivers_and_baseline(cfg, [], base, ran)}
+    assert out == {"governance.controls.no-model-card": "fixed", "scan.pickle.denied-global": "fixed"}

@@ -129,7 +129,13 @@ def test_history_show_and_baseline(
     )
     states = {f.state for f in report.findings if f.threat.value == "governance"}
     assert "unchanged" in states
-    assert any(f.state == "fixed" for f in report.findings)  # the other families' findings are gone
+    # the other families were not re-tested: none of their findings is claimed fixed (or shown);
+    # the scan runs anyway (it gates loading), so the malicious vendor file is still reported
+    assert all(f.rule_id.startswith(("governance.", "scan.")) for f in report.findings)
+    assert {f.state for f in report.findings if f.rule_id.startswith("scan.")} == {"unchanged"}
+    assert not any(f.state == "fixed" for f in report.findings if f.threat.value != "governance")
+    assert report.run.scope is not None and report.run.scope.only == ["governance"]
+    assert api.show(report.run.id, db_url=db).run.scope == report.run.scope  # stored with the run
 
 
 def test_dry_run_runs_nothing(clinic: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -238,3 +244,15 @@ def test_html_report_in_chromium(assessed: tuple[Path, str, int], chromium_path:
             assert box and box["width"] > 50 and box["height"] > 50
         browser.close()
     assert errors == []
+
+
+def test_a_narrowed_run_still_reports_a_malicious_model_file(clinic: Path, tmp_path: Path) -> None:
+    """``--only governance`` does not hide the scanner's verdict on the clinic's booby-trapped vendor
+    model (the scan runs anyway, to decide loading); an explicit ``--skip scan`` does."""
+    s = load_settings(db_url=f"sqlite:///{tmp_path / 'n.db'}", budget="quick")
+    narrowed = api.assess(clinic, settings=s, only=["governance"], store=False)
+    scan = [f for f in narrowed.findings if f.rule_id.startswith("scan.")]
+    assert scan and all(f.asset == "vendor-model" for f in scan), [(f.rule_id, f.asset) for f in scan]
+    assert any(f.severity.value == "critical" for f in scan)
+    skipped = api.assess(clinic, settings=s, only=["governance"], skip=["scan"], store=False)
+    assert not [f for f in skipped.findings if f.rule_id.startswith("scan.")]

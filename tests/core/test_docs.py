@@ -25,6 +25,12 @@ def test_example_config_is_valid_and_complete() -> None:
     # "complete": every field of every config model is set somewhere in the example.
     unset = _unset_fields(ProjectConfig, cfg)
     assert not unset, f"docs/bastion.example.yaml never sets: {sorted(unset)}"
+    # every check it configures exists (what ``bastion assess`` checks before anything else)
+    from bastion.api._planning import PLANNED_KINDS, REGISTRIES, load_plugins
+
+    load_plugins()
+    known = {pid for kind in PLANNED_KINDS for pid in REGISTRIES[kind]}
+    assert set(cfg.checks) <= known, sorted(set(cfg.checks) - known)
 
 
 def _unset_fields(model_cls: type[BaseModel], root: ProjectConfig) -> set[str]:

@@ -95,3 +95,15 @@ def test_profiles_are_versioned_json(train: Path, tmp_path: Path) -> None:
     (tmp_path / "junk.json").write_text("{}")
     with pytest.raises(ConfigError, match=r"junk\.json"):
         load_profile(tmp_path / "junk.json")
+
+
+def test_a_text_label_validates_against_its_classes(tmp_path: Path) -> None:
+    """A label column of strings (``a``/``b``) is profiled as categories and validated as text."""
+    src = tmp_path / "base.csv"
+    src.write_text("x,label\n" + "".join(f"{i / 10},{'ab'[i % 2]}\n" for i in range(20)))
+    prof = profile_dataset(src, label="label")
+    assert validate_dataset(src, prof) == []  # the data it was learnt from: no violation
+    bad = tmp_path / "bad.csv"
+    bad.write_text("x,label\n0.1,a\n0.2,c\n0.3,b\n")
+    got = [(v.row, v.column, v.rule, v.value) for v in validate_dataset(bad, prof)]
+    assert got == [(1, "label", "category", "c")]

@@ -91,7 +91,7 @@ def test_upgrade_is_idempotent_and_downgrade_reverts(tmp_path: Path) -> None:
 
 def test_migrate_report_is_identity_at_the_current_version(make_report: Callable[..., Report]) -> None:
     data = make_report().model_dump(mode="json")
-    assert data["schema_version"] == REPORT_SCHEMA_VERSION == "1.1.0"
+    assert data["schema_version"] == REPORT_SCHEMA_VERSION == "1.2.0"
     assert migrate_report(data) == data
 
 
@@ -102,8 +102,9 @@ def test_migrate_report_1_0_0_gains_signature_fields(make_report: Callable[..., 
     old["schema_version"] = "1.0.0"
     for asset in old["assets"]:
         del asset["signature"], asset["signature_detail"]
+    del old["run"]["scope"]
     new = migrate_report(old)
-    assert new["schema_version"] == "1.1.0"
+    assert new["schema_version"] == "1.2.0" and new["run"]["scope"] is None
     assert all(a["signature"] is None and a["signature_detail"] is None for a in new["assets"])
     assert Report.model_validate(new) == Report.model_validate(data)
 
@@ -145,7 +146,7 @@ def test_migrate_report_applies_steps_in_order(
 def test_migrate_report_refuses_unknown_versions(make_report: Callable[..., Report]) -> None:
     data = make_report().model_dump(mode="json")
     with pytest.raises(StoreError, match="newer than this Bastion"):
-        migrate_report({**data, "schema_version": "1.2.0"})
+        migrate_report({**data, "schema_version": "1.3.0"})
     with pytest.raises(StoreError, match=r"no upgrade from report schema_version 0\.1\.0"):
         migrate_report({**data, "schema_version": "0.1.0"})
     with pytest.raises(StoreError, match="invalid schema_version"):

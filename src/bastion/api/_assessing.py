@@ -13,7 +13,15 @@ from pathlib import Path
 from typing import Any
 
 from bastion import __version__
-from bastion.api._planning import Plan, ProgressFn, _assets, _latest_versions, _selected, plan
+from bastion.api._planning import (
+    Plan,
+    ProgressFn,
+    _assets,
+    _check_enabled,
+    _latest_versions,
+    _selected,
+    plan,
+)
 from bastion.api._plugins import _FILE_FRAMEWORKS, PLANNED_KINDS
 from bastion.api._scanning import _signature_check, _signing_key
 from bastion.core import atlas
@@ -24,7 +32,7 @@ from bastion.core.errors import BastionError, ConfigError, PluginError, ScanErro
 from bastion.core.findings import Finding
 from bastion.core.hashing import file_sha256
 from bastion.core.registry import REGISTRIES
-from bastion.core.report import AssetRecord, Report, ReportFinding, Reproducibility, RunInfo
+from bastion.core.report import AssetRecord, Report, ReportFinding, Reproducibility, RunInfo, RunScope
 from bastion.core.results import CheckError, CheckResult, RunResult
 from bastion.core.scanning import FileResult, Verdict
 from bastion.core.settings import Settings, load_settings
@@ -196,8 +204,16 @@ def _scan_check(a: Asset, fr: FileResult, seconds: float) -> CheckResult:
 
 
 def _apply_waivers_and_baseline(
-    cfg: ProjectConfig, findings: list[Finding], baseline: Report | None
+    cfg: ProjectConfig, findings: list[Finding], baseline: Report | None, checks: Sequence[CheckResult] = ()
 ) -> list[ReportFinding]:
+    """Waivers and baseline states; a baseline finding is ``fixed`` only where it was re-checked.
+
+    A finding of the baseline that this run did not produce is ``fixed`` when a check of this run
+    that could produce it (its rule id starts with the check id; any ``scan.*`` check for a scan
+    finding, whose format may have changed) ran with status ``ok`` on the same asset. Otherwise
+    its check did not run here (``--only``, ``--skip``, ``--asset``, skipped, failed) and the
+    finding is left out: nothing was re-tested, so nothing is claimed fixed.
+    """
     today = dt.date.today()
     out: list[ReportFinding] = []
     base_fps = {f.fingerprint: f for f in baseline.findings if f.state != "fixed"} if baseline else {}
@@ -218,12 +234,23 @@ def _apply_waivers_and_baseline(
         seen.add(fp)
         out.append(ReportFinding.of(f, state=state, waiver=waiver))
     if baseline is not None:
+        ran = [(c.id, c.asset) for c in checks if c.status == "ok"]
         for fp, old in base_fps.items():
-            if fp not in seen:
+            if fp not in seen and _rechecked(old.rule_id, old.asset, ran):
                 data = old.model_dump()
                 data.update(state="fixed", waiver=None)
                 out.append(ReportFinding(**data))
     return out
+
+
+def _rechecked(rule_id: str, asset: str | None, ran: Sequence[tuple[str, str | None]]) -> bool:
+    """A check that ran (``(id, asset)`` pairs) on ``asset`` could have produced ``rule_id``."""
+    for cid, casset in ran:
+        if casset != asset:
+            continue
+        if rule_id.startswith(cid + ".") or (cid.startswith("scan.") and rule_id.startswith("scan.")):
+            return True
+    return False
 
 
 def assess(
@@ -325,7 +352,13 @@ def assess(
             facts[a.name]["scan_verdict"] = fr.verdict.value
             facts[a.name]["scan_sha256"] = fr.sha256
             rec.scan_verdict = fr.verdict.value
-            if scan_selected:
+            # The scan always runs (it decides whether the model may be loaded). Outside an
+            # ``--only`` selection its finding is still reported when the file is not safe:
+            # a run narrowed to one attack must not pass its gate on a malicious model.
+            unsafe = fr.verdict in (Verdict.MALICIOUS, Verdict.SUSPICIOUS, Verdict.ERROR)
+            # (not when the scan itself was turned off: ``--skip scan`` or disabled in bastion.yaml)
+            skipped_explicitly = _check_enabled(cfg, "scan", a.name, (), skip) is not None
+            if scan_selected or (unsafe and not skipped_explicitly):
                 result.add(_scan_check(a, fr, time.monotonic() - ts))
             signed = _signature_check(a, base / a.path, sign_key, rec)
             if signed is not None and scan_selected:
@@ -454,11 +487,12 @@ def assess(
             command="assess",
             project=cfg.project.name,
             budget=s.budget,
+            scope=RunScope(only=list(only), skip=list(skip), asset=asset) if only or skip or asset else None,
         ),
         reproducibility=Reproducibility(seed=cfg.seed, config_hash=config_hash(config), versions=_versions()),
         assets=list(records.values()),
         checks=result.checks,
-        findings=_apply_waivers_and_baseline(cfg, result.findings, baseline_report),
+        findings=_apply_waivers_and_baseline(cfg, result.findings, baseline_report, result.checks),
         errors=result.errors,
         skipped=result.skipped,
         baseline=baseline_report.run.id if baseline_report else None,

@@ -16,11 +16,25 @@ from bastion.core.findings import Finding
 from bastion.core.results import CheckError, CheckResult, Skipped
 from bastion.core.severity import Severity
 
-REPORT_SCHEMA_VERSION = "1.1.0"
+REPORT_SCHEMA_VERSION = "1.2.0"
+
+
+class RunScope(BaseModel):
+    """What a run was narrowed to (``--only``, ``--skip``, ``--asset``); ``RunInfo.scope``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    only: list[str] = Field(default_factory=list)
+    skip: list[str] = Field(default_factory=list)
+    asset: str | None = None
 
 
 class RunInfo(BaseModel):
-    """Identity and outcome of a run. ``status``: ``ok`` or ``error`` (incomplete)."""
+    """Identity and outcome of a run. ``status``: ``ok`` or ``error`` (incomplete).
+
+    ``scope``: the selection the run was narrowed to (``None``: every asset and check). Against
+    a baseline, a finding of a check that did not run on its asset is left out, never ``fixed``.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -31,6 +45,7 @@ class RunInfo(BaseModel):
     command: str = "assess"
     project: str | None = None
     budget: str | None = None
+    scope: RunScope | None = None
 
 
 class Reproducibility(BaseModel):

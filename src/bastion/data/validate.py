@@ -54,9 +54,9 @@ def build_schema(profile: Profile, *, tolerance: float = 0.0) -> Any:
         if c.kind in ("number", "integer") and c.min is not None and c.max is not None and not is_label:
             pad = tolerance * (c.max - c.min)
             checks.append(pa.Check.in_range(c.min - pad, c.max + pad, name="range"))
-        if c.kind == "category" and c.categories is not None:
+        if c.kind == "category" and c.categories is not None:  # text values (a text label too)
             checks.append(pa.Check.isin(c.categories, name="category"))
-        if is_label and c.categories is not None:
+        elif is_label and c.categories is not None:  # a numeric label: its classes, as numbers
             checks.append(pa.Check.isin([float(v) for v in c.categories], name="category"))
         dtype = float if c.kind in ("number", "integer") else str
         cols[c.name] = pa.Column(dtype, checks=checks, nullable=c.missing_rate > 0, required=False)

@@ -29,9 +29,21 @@ def _signature_fields(data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
+def _run_scope(data: dict[str, Any]) -> dict[str, Any]:
+    """1.1.0 -> 1.2.0: ``run`` gained ``scope`` (``None``: the run covered every asset and check).
+
+    A 1.1.0 run narrowed with ``--only``/``--asset`` did not record it; it reads as a full run.
+    """
+    run = data.get("run")
+    if isinstance(run, dict):
+        run.setdefault("scope", None)
+    return data
+
+
 #: ``from_version -> (to_version, step)``; a bump adds one step keyed by the version it upgrades from.
 STEPS: dict[str, tuple[str, Step]] = {
     "1.0.0": ("1.1.0", _signature_fields),
+    "1.1.0": ("1.2.0", _run_scope),
 }
 
 _SEMVER = re.compile(r"^(\d+)\.(\d+)\.(\d+)$")

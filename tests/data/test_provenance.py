@@ -98,3 +98,35 @@ def test_verify_names_a_change_deep_in_a_50k_row_csv(tmp_path: Path) -> None:
     assert run(["data", "verify", str(f), "--db", db, "-o", str(tmp_path / "v.json")]) == 1
     kinds = {(c["kind"], c["row"]) for c in json.loads((tmp_path / "v.json").read_text())["changes"]}
     assert {("row-removed", 43210), ("row-removed", 49000), ("row-added", 43210)} <= kinds
+
+
+def test_verify_names_a_file_whose_permission_bits_changed(tmp_path: Path) -> None:
+    import os
+
+    from bastion.cli.main import run
+
+    f = tmp_path / "d.csv"
+    f.write_text("a,label\n1,0\n2,1\n", encoding="utf-8")
+    os.chmod(f, 0o644)
+    db = f"sqlite:///{tmp_path / 's.db'}"
+    assert run(["data", "register", str(f), "--db", db]) == 0
+    assert run(["data", "verify", str(f), "--db", db]) == 0
+    os.chmod(f, 0o666)  # world-writable: anyone could now swap the training data
+    assert run(["data", "verify", str(f), "--db", db, "-o", str(tmp_path / "v.json")]) == 1
+    changes = json.loads((tmp_path / "v.json").read_text())["changes"]
+    assert changes == [{"kind": "mode-changed", "path": "d.csv", "row": None}]
+
+
+def test_sanitise_into_a_missing_folder_creates_it(tmp_path: Path) -> None:
+    src = tmp_path / "d.csv"
+    src.write_text("a,label\n1,0\n2,1\n3,0\n", encoding="utf-8")
+    dest = tmp_path / "new" / "deeper" / "clean.csv"
+    assert write_without_rows(src, {1}, dest) == 2
+    assert dest.read_text() == "a,label\n1,0\n3,0\n"
+    assert not list(dest.parent.glob(".*.tmp"))
+    arr = tmp_path / "d.npz"
+    np.savez(arr, x=np.arange(6).reshape(3, 2), y=np.array([0, 1, 0]))
+    out = tmp_path / "more" / "clean.npz"
+    assert write_without_rows(arr, {0}, out) == 2
+    with np.load(out) as z:
+        assert z["y"].tolist() == [1, 0]

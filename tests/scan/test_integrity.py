@@ -158,3 +158,43 @@ def test_bad_keys_and_bundles_are_input_errors_not_verdicts(
     garbage.write_text("not a bundle")
     assert run(["verify", str(model_dir), "--key", str(pub), "--signature", str(garbage)]) == 2
     assert run(["verify", str(model_dir), "--key", str(pub)]) == 0
+
+
+def test_a_bundle_kept_inside_the_signed_folder_is_not_part_of_the_model(
+    model_dir: Path, keys: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bastion.scan.signing import sign_path, verify_path
+
+    key, pub = keys
+    monkeypatch.chdir(tmp_path)  # relative paths, as a user types them
+    rel = Path("model")
+    sign_path(rel, key=key, signature=rel / "model.sig")
+    assert verify_path(rel, key=pub, signature=rel / "model.sig").path == rel
+    (model_dir / "config.json").write_text("{}")
+    with pytest.raises(IntegrityError, match=r"config\.json changed") as ei:
+        verify_path(rel, key=pub, signature=rel / "model.sig")
+    assert "added" not in str(ei.value)  # the bundle itself is never an added file
+
+
+def test_a_changed_single_file_is_named_and_an_altered_bundle_says_why(
+    tmp_path: Path, keys: tuple[Path, Path]
+) -> None:
+    import base64
+
+    from bastion.scan.signing import sign_path, verify_path
+
+    key, pub = keys
+    f = tmp_path / "model.safetensors"
+    f.write_bytes(good_safetensors())
+    sig = sign_path(f, key=key)
+    f.write_bytes(good_safetensors() + b" ")
+    with pytest.raises(IntegrityError, match=r"differ from the signed ones: model\.safetensors changed"):
+        verify_path(f, key=pub)
+    f.write_bytes(good_safetensors())
+    doc = json.loads(sig.read_text())
+    raw = bytearray(base64.b64decode(doc["dsseEnvelope"]["signatures"][0]["sig"]))
+    raw[10] ^= 1  # one bit of the signature
+    doc["dsseEnvelope"]["signatures"][0]["sig"] = base64.b64encode(bytes(raw)).decode()
+    sig.write_text(json.dumps(doc))
+    with pytest.raises(IntegrityError, match=r"failed: \w+: the signature does not match this key"):
+        verify_path(f, key=pub)

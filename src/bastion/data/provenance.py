@@ -279,8 +279,8 @@ class Change:
     """One difference between a registered manifest and the files now.
 
     Attributes:
-        kind: ``file-changed``, ``file-added``, ``file-removed``, ``row-changed``,
-            ``row-added`` or ``row-removed``.
+        kind: ``file-changed``, ``file-added``, ``file-removed``, ``mode-changed`` (permission
+            bits), ``row-changed``, ``row-added`` or ``row-removed``.
         path: the file.
         row: the 0-based data row (row kinds only).
     """
@@ -311,6 +311,8 @@ def diff_manifests(old: dict[str, Any], new: Manifest, *, limit: int = 10_000) -
             out.append(Change("file-added", path))
             continue
         before, now = old[path], new.files[path]
+        if before.get("mode") and now.mode and before["mode"] != now.mode:  # e.g. made world-writable
+            out.append(Change("mode-changed", path))
         if before.get("sha256") == now.sha256:
             continue
         out.append(Change("file-changed", path))

@@ -39,6 +39,10 @@ def write_without_rows(path: Path, drop: set[int], dest: Path) -> int:
     """
     if dest.exists():
         raise ConfigError(f"{dest}: already exists; sanitising never overwrites a dataset")
+    try:  # as ``-o`` does elsewhere: a missing folder is created
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"{dest.parent}: cannot create the folder: {exc.strerror or exc}") from None
     suffix = path.suffix.lower()
     if suffix == ".csv":
         kept = total = 0
@@ -68,6 +72,8 @@ def write_without_rows(path: Path, drop: set[int], dest: Path) -> int:
         out_arrays = {k: (a[keep] if a.ndim and a.shape[0] == n else a) for k, a in arrays.items()}
         buf = io.BytesIO()
         np.savez(buf, **out_arrays)
-        dest.write_bytes(buf.getvalue())
+        tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+        tmp.write_bytes(buf.getvalue())
+        os.replace(tmp, dest)  # never a half-written file at ``dest``
         return int(keep.sum())
     raise ConfigError(f"{path}: cannot sanitise a {suffix or 'suffix-less'} file; expected .csv or .npz")

@@ -114,7 +114,11 @@ def _hashing(path: Path, signature: Path) -> object:
     ms = require("model_signing", "signing")
     cfg = ms.hashing.Config()
     if path.is_dir():
-        cfg.set_ignored_paths(paths=[signature])
+        # a bundle written inside the signed folder is not part of the model; the library
+        # matches ignored paths relative to the folder (an absolute one never matches)
+        sig, root = signature.resolve(), path.resolve()
+        inside = sig.is_relative_to(root)
+        cfg.set_ignored_paths(paths=[sig.relative_to(root)] if inside else [])
     return cfg
 
 
@@ -188,7 +192,7 @@ def verify_path(
 
         text = str(exc)
         changes = [
-            f"{m} changed (its hash differs from the signed one)"
+            f"{p.name if m in ('.', '') else m} changed (its hash differs from the signed one)"
             for m in re.findall(r"Hash mismatch for \\?'([^'\\]*)\\?'", text)
         ]
         changes += [
@@ -204,7 +208,9 @@ def verify_path(
         if changes:
             detail = "the files differ from the signed ones: " + "; ".join(changes)
         else:  # never show raw digests (Digest(..., digest_value=b'...'))
-            detail = re.sub(r"Digest\([^)]*\)", "<digest>", text)
+            detail = re.sub(r"Digest\([^)]*\)", "<digest>", text).strip()
+        if not detail:  # e.g. a bit flipped in the bundle's signature: the library says nothing
+            detail = f"{type(exc).__name__}: the signature does not match this key, or the bundle was altered"
         raise IntegrityError(f"{p}: verification against {sig} failed: {detail}") from exc
     return VerifyResult(path=p, signature=sig)
 

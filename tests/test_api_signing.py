@@ -81,6 +81,11 @@ def test_signed_model_verifies_and_bom_json_is_cyclonedx_1_6(clinic: Path) -> No
     ok = next(c for c in report.checks if c.id == "scan.signature" and c.asset == "triage")
     assert ok.status == "ok" and ok.metrics["verified"] == 1.0
 
+    # a report name taken by a folder: refused before any file is written, the name given
+    (clinic / "blocked" / "report.sarif").mkdir(parents=True)
+    with pytest.raises(ConfigError, match=r"report\.sarif exists and is not a file; nothing was written"):
+        api.write_outputs(report, clinic / "blocked", fail_on="none")
+    assert sorted(p.name for p in (clinic / "blocked").iterdir()) == ["report.sarif"]
     paths = api.write_outputs(report, clinic / "out", fail_on="none")
     assert paths["bom"] == clinic / "out" / "bom.json"
     assert not list((clinic / "out").glob(".*.tmp"))

@@ -256,3 +256,12 @@ def test_a_narrowed_run_still_reports_a_malicious_model_file(clinic: Path, tmp_p
     assert any(f.severity.value == "critical" for f in scan)
     skipped = api.assess(clinic, settings=s, only=["governance"], skip=["scan"], store=False)
     assert not [f for f in skipped.findings if f.rule_id.startswith("scan.")]
+
+
+def test_baseline_latest_on_an_empty_store_is_a_run_without_baseline(clinic: Path, tmp_path: Path) -> None:
+    """The README's CI command on its first job: nothing stored yet is not an error."""
+    s = load_settings(db_url=f"sqlite:///{tmp_path / 'first.db'}", budget="quick")
+    report = api.assess(clinic, settings=s, only=["governance"], baseline="latest", store=False)
+    assert report.baseline is None and all(f.state is None for f in report.findings)
+    with pytest.raises(Exception, match="not found"):  # an explicit id that does not exist still fails
+        api.assess(clinic, settings=s, only=["governance"], baseline="0123456789abcdef", store=False)

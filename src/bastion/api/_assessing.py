@@ -302,8 +302,16 @@ def assess(
         preflight(s.db_url)  # reachable and writable; writes nothing
         versions = _latest_versions(s.db_url, load_config(config)) if include_versions else {}
         if baseline:
+            from bastion.store import RunNotFound
+
             with Store.open(s.db_url) as old:
-                baseline_report = old.get_report(baseline)
+                try:
+                    baseline_report = old.get_report(baseline)
+                except RunNotFound:
+                    if baseline.strip() != "latest" or old.list_runs(limit=1):
+                        raise
+                    # a first run (CI's first job): nothing to compare with is not an error
+                    log.warning("--baseline latest: no run stored yet; this run has no baseline")
     the_plan = plan(config, budget=s.budget, asset=asset, only=only, skip=skip, versions=versions)
     cfg, base = the_plan.config, the_plan.base_dir
     assets = [a for a in _assets(cfg, versions) if _selected(a.name, asset)]
@@ -626,20 +634,26 @@ def write_outputs(report: Report, out_dir: str | Path, *, fail_on: str = "medium
         "sarif": report_to_sarif(report),
         "bom": json.dumps(report_bom(report, tool_version=__version__), indent=2) + "\n",
     }
-    paths: dict[str, Path] = {}
+    paths = {kind: out / ("bom.json" if kind == "bom" else f"report.{kind}") for kind in rendered}
+    # a name taken by a folder (or anything but a file) would fail only at its rename, after the
+    # files before it were replaced: refuse before anything is written
+    blocked = [p for p in paths.values() if (p.exists() or p.is_symlink()) and not p.is_file()]
+    if blocked:
+        raise ConfigError(f"--output {out}: {blocked[0]} exists and is not a file; nothing was written")
     tmp_files: list[tuple[Path, Path]] = []
+    current = out
     try:
         out.mkdir(parents=True, exist_ok=True)
         for kind, text in rendered.items():
-            final = out / ("bom.json" if kind == "bom" else f"report.{kind}")
+            final = current = paths[kind]
             tmp = out / f".{final.name}.{os.getpid()}.tmp"
             tmp_files.append((tmp, final))
             tmp.write_text(text, encoding="utf-8")
-            paths[kind] = final
         for tmp, final in tmp_files:
+            current = final
             os.replace(tmp, final)
     except OSError as exc:
-        raise ConfigError(f"--output {out}: cannot write the report: {exc.strerror or exc}") from None
+        raise ConfigError(f"--output {out}: cannot write {current}: {exc.strerror or exc}") from None
     finally:
         for tmp, _ in tmp_files:
             if tmp.exists():

@@ -32,7 +32,11 @@ def history(*, db_url: str | None = None, limit: int = 20, project: str | None =
 
 
 def _store_exists(url: str) -> bool:
-    """False for a SQLite URL whose file does not exist (reading must not create it)."""
+    """False for a SQLite URL whose file does not exist (reading must not create it).
+
+    Raises:
+        ConfigError: the SQLite path is a folder.
+    """
     from sqlalchemy.engine import make_url
 
     try:
@@ -41,6 +45,8 @@ def _store_exists(url: str) -> bool:
         return True  # let Store.open report the bad URL
     if u.get_backend_name() == "sqlite":
         db = u.database
+        if db and db != ":memory:" and Path(str(db)).is_dir():
+            raise ConfigError(f"{url}: {db} is a folder, not a database file")
         return bool(db) and db != ":memory:" and Path(str(db)).is_file()
     return True
 

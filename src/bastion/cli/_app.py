@@ -174,6 +174,9 @@ def assess(
 
     gate = fail_on.value if isinstance(fail_on, enum.Enum) else str(fail_on)
     try:
+        if config.is_dir():
+            inner = config / "bastion.yaml"
+            raise BastionError(f"{config}: is a folder; give the bastion.yaml file (-c {inner})")
         if not config.is_file():
             raise BastionError(f"{config}: config file not found (use -c PATH, or run `bastion init DIR`)")
         err.print(f"using config {config}", highlight=False)
@@ -260,6 +263,13 @@ def history(
         runs = api.history(db_url=db, limit=limit)
     except BastionError as exc:
         fail(exc)
+    if not runs:  # exit 3 below; say where nothing was found (a typo'd --db looks the same)
+        from sqlalchemy.engine import make_url
+
+        from bastion.core.settings import load_settings
+
+        where = make_url(load_settings(db_url=db).db_url).render_as_string(hide_password=True)
+        err.print(f"no runs stored in {where}", highlight=False, markup=False)
     if fmt == "json":
         write(json.dumps([r.model_dump(mode="json") for r in runs], indent=2), None)
         raise typer.Exit(EXIT_OK)
@@ -288,7 +298,7 @@ def show(
     db: Annotated[str | None, typer.Option("--db", help="SQLAlchemy URL of the store.")] = None,
     fmt: Annotated[ShowFormat, typer.Option("--format", "-f", help="Output format.")] = ShowFormat.table,
     output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Write to this file (or folder for 'all').")
+        Path | None, typer.Option("--output", "-o", help="Write to this file (default: stdout).")
     ] = None,
 ) -> None:
     """Re-render a stored report."""

@@ -108,7 +108,10 @@ def _parse(url: str | URL) -> URL:
     try:
         return make_url(url)
     except (ArgumentError, ValueError, TypeError) as exc:
-        raise StoreError(f"invalid database URL {safe_url(url)}: {_reason(exc, str(url))}") from exc
+        hint = ""
+        if "://" not in str(url):  # a plain path, as people often type it
+            hint = f" (a database URL, e.g. sqlite:///{url} for a SQLite file)"
+        raise StoreError(f"invalid database URL {safe_url(url)}: {_reason(exc, str(url))}{hint}") from exc
 
 
 def _sqlite_file(u: URL) -> Path | None:

@@ -10,6 +10,7 @@ __all__ = ["BUILTIN_SCANNERS", "load_builtin_scanners"]
 BUILTIN_SCANNERS = (
     "bastion.scan.pytorch_scanner",
     "bastion.scan.keras_scanner",
+    "bastion.scan.skops_scanner",
     "bastion.scan.safetensors_scanner",
     "bastion.scan.gguf_scanner",
     "bastion.scan.hdf5_scanner",

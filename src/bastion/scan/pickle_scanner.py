@@ -27,7 +27,7 @@ _REFS = (
 )
 _REMEDIATE_DENIED = (
     "Do not load this file. Obtain the model from a trusted source, verify its signature, and "
-    "prefer a format that cannot run code (safetensors, ONNX, skops)."
+    "prefer a format that cannot run code (safetensors, ONNX; skops loaded without trusting extra types)."
 )
 _REMEDIATE_UNKNOWN = (
     "Check that this class is yours and harmless, then allow it explicitly "

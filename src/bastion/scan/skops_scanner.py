@@ -1,0 +1,177 @@
+"""``scan.skops``: skops ``.skops`` archives (a zip of ``schema.json`` and ``.npy`` arrays).
+
+Threat model: ``skops.io.load`` rebuilds every node of ``schema.json``: an ``ObjectNode`` imports
+``__module__.__class__`` and instantiates it, a ``FunctionNode`` or ``TypeNode`` imports a callable
+or type, a ``ConstructorFromReduceNode`` calls a constructor with stored arguments, a
+``MethodNode`` binds a method by name and an ``OperatorFuncNode`` builds an ``operator`` function
+(``attrgetter``/``methodcaller`` reach any attribute). skops refuses types it does not trust
+unless the caller passes ``trusted=``, but the documented pattern
+``load(f, trusted=get_untrusted_types(file=f))`` trusts whatever the file names. Every type and
+callable the schema references is judged here by the same allow/deny rules as pickle globals:
+a denied one is ``malicious``, one the allow-list does not know ``suspicious``. The ``.npy``
+members go to the numpy scanner (object arrays are pickles). Nothing is imported or loaded.
+
+Reference: https://skops.readthedocs.io/en/stable/persistence.html
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from typing import Any, ClassVar
+
+from bastion.core.registry import register
+from bastion.core.severity import Severity
+from bastion.scan._zip import ZIP_MAGICS, MemberAction, open_zip, walk_zip
+from bastion.scan.base import Artifact, NotThisFormat, Outcome, Scanner
+from bastion.scan.policy import Verdictish
+
+__all__ = ["SkopsScanner"]
+
+_MAX_SCHEMA = 64 << 20
+_MAX_NODES = 1_000_000
+_REFS = ("https://skops.readthedocs.io/en/stable/persistence.html",)
+_REMEDIATE = (
+    "Do not load this file with trusted=get_untrusted_types(...); get the model from its "
+    "publisher, or rebuild it from code you reviewed. Allow your own reviewed classes with "
+    "--allow module.Class."
+)
+
+
+def _references(schema: Any) -> tuple[list[tuple[str, str, str, str]], int]:
+    """``(loader, module, name, JSON path)`` of every node that names a type or callable, and the node count.
+
+    Walks iteratively (a deeply nested schema cannot exhaust the stack); a ``MethodNode``'s
+    method is recorded as ``Class.method`` of its object's module.
+    """
+    out: list[tuple[str, str, str, str]] = []
+    stack: list[tuple[Any, str]] = [(schema, "")]
+    nodes = 0
+    while stack:
+        node, path = stack.pop()
+        nodes += 1
+        if nodes > _MAX_NODES:
+            raise ValueError(f"schema.json has over {_MAX_NODES} nodes")
+        if isinstance(node, dict):
+            module, name = node.get("__module__"), node.get("__class__")
+            if isinstance(module, str) and isinstance(name, str):
+                loader = str(node.get("__loader__", ""))
+                out.append((loader, module, name, path or "/"))
+                content = node.get("content")
+                if (
+                    loader == "MethodNode"
+                    and isinstance(content, dict)
+                    and isinstance(content.get("func"), str)
+                ):
+                    out.append((loader, module, f"{name}.{content['func']}", f"{path}/content/func"))
+            for key, value in node.items():
+                if isinstance(value, dict | list):
+                    stack.append((value, f"{path}/{key}"))
+        elif isinstance(node, list):
+            for i, value in enumerate(node):
+                if isinstance(value, dict | list):
+                    stack.append((value, f"{path}/{i}"))
+    return out, nodes
+
+
+def _check_schema(art: Artifact, zf: zipfile.ZipFile, info: zipfile.ZipInfo, out: Outcome) -> None:
+    if info.file_size > _MAX_SCHEMA:
+        out.errors.append(f"schema.json of {info.file_size} bytes is over the {_MAX_SCHEMA}-byte limit")
+        return
+    art.ctx.charge(info.file_size, what="schema.json")
+    with zf.open(info) as fh:
+        text = fh.read(_MAX_SCHEMA + 1)
+    try:
+        schema = json.loads(text)
+        refs, _ = _references(schema)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        out.errors.append(f"schema.json is not a readable skops schema: {type(exc).__name__}: {exc}"[:300])
+        return
+    policy = art.ctx.policy
+    at = art.child(info.filename, io.BytesIO(), info.file_size)  # findings located in schema.json
+    first: dict[str, tuple[str, str, str, str]] = {}
+    count: dict[str, int] = {}
+    for loader, module, name, path in refs:
+        q = f"{module}.{name}"
+        first.setdefault(q, (loader, module, name, path))
+        count[q] = count.get(q, 0) + 1
+    out.add_globals(first)
+    for q, (loader, module, name, path) in first.items():
+        j = policy.judge(module, name)
+        evidence: dict[str, object] = {
+            "type": q,
+            "node": loader,
+            "json_path": path,
+            "occurrences": count[q],
+            "rules_version": policy.version,
+        }
+        if j.kind is Verdictish.DENIED and j.rule is not None:
+            evidence.update(rule=j.rule.id, rationale=j.rule.rationale, matched=j.matched)
+            out.findings.append(
+                at.finding(
+                    "scan.skops.denied-type",
+                    j.rule.severity,
+                    f"skops schema makes the loader import denied {q}",
+                    evidence=evidence,
+                    remediation=_REMEDIATE,
+                    references=(j.rule.reference, *_REFS),
+                )
+            )
+        elif j.kind is Verdictish.UNKNOWN:
+            out.findings.append(
+                at.finding(
+                    "scan.skops.unknown-type",
+                    Severity.MEDIUM,
+                    f"skops schema makes the loader import {q}, which the allow-list does not know",
+                    evidence=evidence,
+                    remediation=_REMEDIATE,
+                    references=_REFS,
+                )
+            )
+
+
+@register("scanner")
+class SkopsScanner(Scanner):
+    """skops archives: every type and callable ``schema.json`` makes the loader import."""
+
+    id: ClassVar[str] = "scan.skops"
+    title: ClassVar[str] = "skops archive scanner"
+    formats: ClassVar[tuple[str, ...]] = ("skops",)
+    priority: ClassVar[int] = 16
+    references: ClassVar[tuple[str, ...]] = _REFS
+    threat_model: ClassVar[str] = (
+        "The attacker ships a .skops file whose schema names a type or callable of their choice; "
+        "the victim trusts the file's own list of untrusted types and loads it."
+    )
+
+    @classmethod
+    def sniff(cls, head: bytes, name: str) -> bool:
+        """Zip magic; the member list decides (a top-level ``schema.json``)."""
+        return head.startswith(ZIP_MAGICS)
+
+    def scan(self, artifact: Artifact) -> Outcome:
+        """Judge the schema's types and dispatch the array members.
+
+        Raises:
+            NotThisFormat: a zip without a top-level ``schema.json`` (or not named ``.skops``
+                and without ``.npy`` members beside it).
+        """
+        try:
+            zf = open_zip(artifact)
+        except zipfile.BadZipFile as exc:
+            if artifact.name.lower().endswith(".skops"):
+                return Outcome.error("skops", f"corrupt zip archive: {exc}")
+            raise NotThisFormat from exc
+        with zf:
+            names = set(zf.namelist())
+            skops_like = artifact.name.lower().endswith(".skops") or any(n.endswith(".npy") for n in names)
+            if "schema.json" not in names or not skops_like:
+                raise NotThisFormat
+            out = Outcome(format="skops")
+
+            def classify(name: str) -> MemberAction:
+                return _check_schema if name == "schema.json" else "dispatch"
+
+            walk_zip(artifact, zf, out, plugin_id=self.id, classify=classify)
+            return out

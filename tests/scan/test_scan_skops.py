@@ -1,0 +1,129 @@
+"""skops archives: the schema's types and callables judged by the allow/deny rules, never loaded."""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from bastion.core.scanning import Verdict
+from bastion.scan import scan_file
+
+
+def _node(loader: str, module: str, cls: str, **extra: Any) -> dict[str, Any]:
+    return {"__loader__": loader, "__module__": module, "__class__": cls, "__id__": id(extra), **extra}
+
+
+def _skops(path: Path, schema: Any, members: dict[str, bytes] | None = None) -> Path:
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("schema.json", schema if isinstance(schema, str) else json.dumps(schema))
+        for name, data in (members or {}).items():
+            z.writestr(name, data)
+    return path
+
+
+def _npy(a: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, a, allow_pickle=a.dtype == object)
+    return buf.getvalue()
+
+
+def _estimator(content: dict[str, Any]) -> dict[str, Any]:
+    return _node(
+        "ObjectNode",
+        "sklearn.linear_model._logistic",
+        "LogisticRegression",
+        content=_node("DictNode", "builtins", "dict", content=content),
+        _skops_version="0.16.0",
+    )
+
+
+def test_a_real_skops_file_is_safe_and_its_arrays_are_scanned(tmp_path: Path) -> None:
+    skops = pytest.importorskip("skops.io")
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    x, y = load_iris(return_X_y=True)
+    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=300)).fit(x, y)
+    f = tmp_path / "model.skops"
+    skops.dump(model, f)
+    before = set(sys.modules)
+    fr = scan_file(f)
+    assert fr.format == "skops" and fr.verdict is Verdict.SAFE, fr.findings
+    assert "sklearn.pipeline.Pipeline" in fr.globals and "numpy.ndarray" in fr.globals
+    assert not {m for m in set(sys.modules) - before if m.startswith("skops")}  # skops never imported
+
+
+@pytest.mark.parametrize(
+    ("node", "rule", "name"),
+    [
+        (_node("ObjectNode", "os", "system", content={}), "scan.skops.denied-type", "os.system"),
+        (
+            _node("FunctionNode", "subprocess", "Popen", content={}),
+            "scan.skops.denied-type",
+            "subprocess.Popen",
+        ),
+        (_node("TypeNode", "builtins", "eval", content={}), "scan.skops.denied-type", "builtins.eval"),
+        (
+            _node("OperatorFuncNode", "operator", "attrgetter", attrs=[]),
+            "scan.skops.denied-type",
+            "operator.attrgetter",
+        ),
+        (_node("ObjectNode", "mylib.layers", "Block"), "scan.skops.unknown-type", "mylib.layers.Block"),
+    ],
+)
+def test_a_schema_naming_a_dangerous_or_unknown_type_is_flagged(
+    tmp_path: Path, node: dict[str, Any], rule: str, name: str
+) -> None:
+    f = _skops(tmp_path / "evil.skops", _estimator({"payload": node}))
+    fr = scan_file(f)
+    hits = [x for x in fr.findings if x.rule_id == rule]
+    assert hits and hits[0].evidence["type"] == name, [(x.rule_id, x.evidence) for x in fr.findings]
+    assert hits[0].location.member == "schema.json" and hits[0].evidence["json_path"].startswith("/content")
+    assert fr.verdict is (Verdict.MALICIOUS if rule.endswith("denied-type") else Verdict.SUSPICIOUS)
+
+
+def test_a_method_reference_is_judged_with_its_method_name(tmp_path: Path) -> None:
+    obj = _node("ObjectNode", "sklearn.linear_model._logistic", "LogisticRegression", content={})
+    logistic = ("sklearn.linear_model._logistic", "LogisticRegression")
+    meth = _node("MethodNode", *logistic, content={"obj": obj, "func": "fit"})
+    fr = scan_file(_skops(tmp_path / "m.skops", _estimator({"m": meth})))
+    assert "sklearn.linear_model._logistic.LogisticRegression.fit" in fr.globals
+
+
+def test_a_pickled_object_array_member_is_scanned_as_a_pickle(tmp_path: Path) -> None:
+    nd = _node("NdArrayNode", "numpy", "ndarray", type="numpy", file="a.npy")
+    evil = np.array([print], dtype=object)  # an object array is a pickle of its items
+    fr = scan_file(_skops(tmp_path / "a.skops", _estimator({"w": nd}), {"a.npy": _npy(evil)}))
+    assert any(x.location.member and "a.npy" in x.location.member for x in fr.findings), fr.findings
+    assert fr.verdict in (Verdict.SUSPICIOUS, Verdict.MALICIOUS)
+
+
+@pytest.mark.parametrize(
+    "schema",
+    ["{not json", "[" * 100_000 + "]" * 100_000, json.dumps({"__loader__": "ObjectNode"})],
+    ids=["malformed", "deep", "no-type"],
+)
+def test_a_broken_schema_is_an_error_or_names_nothing(tmp_path: Path, schema: str) -> None:
+    fr = scan_file(_skops(tmp_path / "b.skops", schema))
+    assert fr.format == "skops"
+    if schema.startswith("{not") or schema.startswith("[["):
+        assert fr.verdict is Verdict.ERROR and "schema.json" in (fr.reason or "")
+    else:
+        assert fr.verdict is Verdict.SAFE and fr.globals == []
+
+
+def test_a_zip_with_a_schema_json_but_nothing_skops_like_is_not_claimed(tmp_path: Path) -> None:
+    f = tmp_path / "bundle.zip"
+    with zipfile.ZipFile(f, "w") as z:
+        z.writestr("schema.json", json.dumps({"type": "object"}))
+        z.writestr("readme.txt", "hello")
+    assert scan_file(f).format != "skops"

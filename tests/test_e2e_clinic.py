@@ -265,3 +265,20 @@ def test_baseline_latest_on_an_empty_store_is_a_run_without_baseline(clinic: Pat
     assert report.baseline is None and all(f.state is None for f in report.findings)
     with pytest.raises(Exception, match="not found"):  # an explicit id that does not exist still fails
         api.assess(clinic, settings=s, only=["governance"], baseline="0123456789abcdef", store=False)
+
+
+def test_dry_run_refuses_a_threshold_on_a_metric_the_check_lacks(clinic: Path, tmp_path: Path) -> None:
+    """``--dry-run`` validates what the real run's preflight validates without data."""
+    proj = tmp_path / "proj"
+    shutil.copytree(clinic.parent, proj, ignore=shutil.ignore_patterns("bastion-report", ".bastion"))
+    cfg = proj / "bastion.yaml"
+    text = cfg.read_text()
+    good = 'metric: "robust_accuracy@eps=0.1", op: "<"'
+    assert good in text, "the clinic config changed; adapt this test"
+    cfg.write_text(text.replace(good, 'metric: "robust_acc@eps=0.1", op: "<"', 1))
+    where = r"checks\.evasion\.pgd\.thresholds\[0\]\.metric: 'robust_acc@eps=0\.1'"
+    with pytest.raises(Exception, match=where):
+        api.plan(cfg)
+    db = tmp_path / "x.db"
+    assert run(["assess", "-c", str(cfg), "--dry-run", "--db", f"sqlite:///{db}"]) == 2
+    assert not db.exists()

@@ -221,7 +221,33 @@ def plan(
                             "attacks evaluate on its labelled test split"
                         )
                 p.items.append(PlannedCheck(pid, a.name, kind, reason))
+    _threshold_problems(cfg, path, p)
     return p
+
+
+def _threshold_problems(cfg: ProjectConfig, path: Path, p: Plan) -> None:
+    """Refuse thresholds naming no metric of their check, as the real run's preflight does.
+
+    So the plan (and ``--dry-run``) does too, for every check that can tell without data
+    (a ``threshold_problems(thresholds)`` method).
+
+    Raises:
+        ConfigError: every such threshold, listed.
+    """
+    problems: list[str] = []
+    done: set[str] = set()
+    for item in p.items:
+        if item.skip_reason is not None or item.kind not in PLANNED_KINDS or item.check_id in done:
+            continue
+        done.add(item.check_id)
+        cc = cfg.checks.get(item.check_id)
+        cls = REGISTRIES[item.kind].get(item.check_id)
+        hook = getattr(cls, "threshold_problems", None)
+        if cc is None or not cc.thresholds or hook is None:
+            continue
+        problems += [f"checks.{item.check_id}.{msg}" for msg in hook(cls(), cc.thresholds)]
+    if problems:
+        raise ConfigError(f"{path}: {len(problems)} problem(s)", problems)
 
 
 def _declared_capabilities(a: Asset, by_name: dict[str, Asset] | None = None) -> frozenset[Any]:

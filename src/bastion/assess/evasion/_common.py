@@ -618,7 +618,7 @@ class EvasionCheck(Check):
                         f"params.eps[{i}]: {e:g} is beyond the input range "
                         f"(widest {bounds.max_eps():g}, absolute units)"
                     )
-        problems.extend(self._threshold_problems(ctx.thresholds))
+        problems.extend(self.threshold_problems(ctx.thresholds))
         for i, th in enumerate(ctx.thresholds):
             parsed = parse_eps_metric(th.metric)
             if parsed is not None and bounds is not None and parsed[1] > bounds.max_eps(self.norm):
@@ -633,7 +633,11 @@ class EvasionCheck(Check):
             problems.extend(self.extra_problems(ctx, n, len(grid)))
         return problems
 
-    def _threshold_problems(self, thresholds: Sequence[Threshold]) -> list[str]:
+    def threshold_problems(self, thresholds: Sequence[Threshold]) -> list[str]:
+        """Thresholds that name no metric of this check, or a non-positive ε.
+
+        Data-free, so ``bastion assess --dry-run`` reports them too (``api.plan``).
+        """
         problems = []
         for i, th in enumerate(thresholds):
             parsed = parse_eps_metric(th.metric)

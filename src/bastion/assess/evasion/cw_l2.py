@@ -133,8 +133,9 @@ class CWL2(WhiteBoxCheck):
             )
         return problems
 
-    def _threshold_problems(self, thresholds: Sequence[Threshold]) -> list[str]:
-        return super()._threshold_problems([t for t in thresholds if t.metric != MEDIAN_L2])
+    def threshold_problems(self, thresholds: Sequence[Threshold]) -> list[str]:
+        """As every evasion check, plus C&W's own ``median_l2`` metric."""
+        return super().threshold_problems([t for t in thresholds if t.metric != MEDIAN_L2])
 
     def white_box_engine(
         self, ctx: CheckContext, oracle: GradientOracle, bounds: InputBounds, rng: np.random.Generator

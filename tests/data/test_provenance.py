@@ -130,3 +130,17 @@ def test_sanitise_into_a_missing_folder_creates_it(tmp_path: Path) -> None:
     assert write_without_rows(arr, {0}, out) == 2
     with np.load(out) as z:
         assert z["y"].tolist() == [1, 0]
+
+
+def test_verify_reports_a_csv_replaced_by_binary_bytes_as_a_changed_file(tmp_path: Path) -> None:
+    from bastion.cli.main import run
+
+    f = tmp_path / "d.csv"
+    f.write_text("a,label\n1,0\n2,1\n", encoding="utf-8")
+    db = f"sqlite:///{tmp_path / 's.db'}"
+    assert run(["data", "register", str(f), "--db", db]) == 0
+    f.write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe\x00binary")
+    assert run(["data", "verify", str(f), "--db", db, "-o", str(tmp_path / "v.json")]) == 1
+    changes = json.loads((tmp_path / "v.json").read_text())["changes"]
+    assert changes == [{"kind": "file-changed", "path": "d.csv", "row": None}]
+    assert run(["data", "register", str(f), "--db", db]) == 2  # registering it is still an error

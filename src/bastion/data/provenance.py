@@ -237,8 +237,17 @@ def dataset_files(path: Path) -> list[Path]:
     return files
 
 
-def build_manifest(path: str | Path, *, max_row_digests: int = MAX_ROW_DIGESTS) -> Manifest:
+def build_manifest(
+    path: str | Path, *, max_row_digests: int = MAX_ROW_DIGESTS, rows_required: bool = True
+) -> Manifest:
     """Hash every file and row of the dataset at ``path`` (a file or a folder).
+
+    Args:
+        path: the file or folder.
+        max_row_digests: rows per file beyond which only the file's Merkle root is kept.
+        rows_required: a file whose rows cannot be read (a ``.csv`` that is not UTF-8 text) is
+            an error; ``False`` (``verify``): it keeps its SHA-256, size and mode only, so a
+            registered CSV replaced by binary bytes is a changed file, not an error.
 
     Raises:
         ConfigError: missing path, unreadable file (named).
@@ -253,22 +262,29 @@ def build_manifest(path: str | Path, *, max_row_digests: int = MAX_ROW_DIGESTS) 
         entry = FileEntry(
             path=rel, sha256=file_sha256(f), size=f.stat().st_size, mode=os.stat(f).st_mode & 0o777
         )
+        rows_read = False
         if leaves is not None:
             tree = MerkleBuilder()
             packed: bytearray | None = bytearray()
-            for lf in leaves:
-                tree.add(lf)
-                whole.add(lf)
+            try:
+                for lf in leaves:
+                    tree.add(lf)
+                    whole.add(lf)
+                    if packed is not None:
+                        if tree.count > max_row_digests:
+                            packed = None  # too many rows: the root only
+                        else:
+                            packed += lf[:DIGEST_BYTES]
+                rows_read = True
+            except ConfigError:
+                if rows_required:
+                    raise
+            if rows_read:
+                entry.rows = tree.count
+                entry.merkle_root = tree.root()
                 if packed is not None:
-                    if tree.count > max_row_digests:
-                        packed = None  # too many rows: the root only
-                    else:
-                        packed += lf[:DIGEST_BYTES]
-            entry.rows = tree.count
-            entry.merkle_root = tree.root()
-            if packed is not None:
-                entry.row_digests_b64 = pack_digests(bytes(packed))
-        else:
+                    entry.row_digests_b64 = pack_digests(bytes(packed))
+        if not rows_read:
             whole.add(bytes.fromhex(entry.sha256))
         entries[rel] = entry
     return Manifest(root=str(root), merkle_root=whole.root(), files=entries)

@@ -107,3 +107,18 @@ def test_a_text_label_validates_against_its_classes(tmp_path: Path) -> None:
     bad.write_text("x,label\n0.1,a\n0.2,c\n0.3,b\n")
     got = [(v.row, v.column, v.rule, v.value) for v in validate_dataset(bad, prof)]
     assert got == [(1, "label", "category", "c")]
+
+
+def test_a_hand_edited_profile_with_min_above_max_is_refused_on_load(train: Path, tmp_path: Path) -> None:
+    prof = profile_dataset(train)
+    out = tmp_path / "p.json"
+    save_profile(prof, out)
+    data = json.loads(out.read_text())
+    col = next(c for c in data["columns"] if c.get("min") is not None)
+    col["min"], col["max"] = col["max"] + 1, col["min"]
+    data["rows"] = -5
+    out.write_text(json.dumps(data))
+    with pytest.raises(ConfigError) as ei:
+        load_profile(out)
+    text = str(ei.value)
+    assert "is above max" in text and "rows" in text

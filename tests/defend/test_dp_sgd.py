@@ -94,3 +94,13 @@ def test_vectorised_truncated_mean_matches_opacus_quad() -> None:
         theirs = TruncatedPrivacyRandomVariable(prv, t_min, t_max).mean()
         lo, hi = prv.cdf(t_min), prv.cdf(t_max)
         assert _truncated_mean(prv, t_min, t_max, hi - lo, lo) == pytest.approx(theirs, rel=1e-9, abs=1e-12)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_a_non_finite_epsilon_is_refused_as_such(bad: float) -> None:
+    from pydantic import ValidationError
+
+    from bastion.defend.dp_sgd import DpTrainParams
+
+    with pytest.raises(ValidationError, match="finite number"):
+        DpTrainParams(epsilon=bad)

@@ -19,12 +19,18 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from bastion.core.errors import ConfigError, require
 
 #: Profile JSON schema version.
 PROFILE_SCHEMA = "1"
+
+
+def _ordered(lo: float | None, hi: float | None) -> None:
+    """A hand-edited profile is checked on load: ``min ≤ max`` when both are set."""
+    if lo is not None and hi is not None and lo > hi:
+        raise ValueError(f"min {lo:g} is above max {hi:g}")
 
 
 class ColumnProfile(BaseModel):
@@ -37,10 +43,15 @@ class ColumnProfile(BaseModel):
     min: float | None = None
     max: float | None = None
     mean: float | None = None
-    std: float | None = None
+    std: float | None = Field(default=None, ge=0.0)
     categories: list[str] | None = None
-    missing_rate: float = 0.0
-    count: int = 0
+    missing_rate: float = Field(default=0.0, ge=0.0, le=1.0)
+    count: int = Field(default=0, ge=0)
+
+    @model_validator(mode="after")
+    def _range(self) -> ColumnProfile:
+        _ordered(self.min, self.max)
+        return self
 
 
 class ArrayProfile(BaseModel):
@@ -53,6 +64,11 @@ class ArrayProfile(BaseModel):
     row_shape: list[int]
     min: float | None = None
     max: float | None = None
+
+    @model_validator(mode="after")
+    def _range(self) -> ArrayProfile:
+        _ordered(self.min, self.max)
+        return self
 
 
 class Profile(BaseModel):
@@ -73,7 +89,7 @@ class Profile(BaseModel):
     version: int = 1
     dataset: str
     format: Literal["csv", "npz"]
-    rows: int
+    rows: int = Field(ge=0)
     label: str | None = None
     columns: list[ColumnProfile] = Field(default_factory=list)
     arrays: list[ArrayProfile] = Field(default_factory=list)

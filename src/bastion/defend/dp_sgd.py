@@ -378,7 +378,7 @@ class DpTrainParams(BaseModel):
         seed: training seed (``None``: the project seed).
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # NaN would pass no bound's message
 
     epsilon: float = Field(default=3.0, gt=0.0, le=100.0)
     delta: float = Field(default=1e-5, gt=0.0, lt=0.1)

@@ -195,3 +195,16 @@ def test_labels_outside_num_classes_fail_preflight(
     )
     assert run(["assess", "-c", str(tmp_path / "bastion.yaml"), "--dry-run"]) == 2
     assert "label(s) outside 0..2" in capsys.readouterr().err
+
+
+def test_init_warns_on_stderr_about_a_malicious_model_file(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    (tmp_path / "evil.pkl").write_bytes(b"\x80\x04\x8c\x02os\x94\x8c\x06system\x94\x93\x8c\x02id\x85R.")
+    (tmp_path / "ok.pkl").write_bytes(b"\x80\x04]\x94.")
+    with caplog.at_level(logging.WARNING, logger="bastion.discover"):
+        assert run(["init", str(tmp_path)]) == 0
+    warned = [r.getMessage() for r in caplog.records if r.name == "bastion.discover"]
+    assert len(warned) == 1 and warned[0].startswith("evil.pkl: the scanner judged it malicious")

@@ -84,6 +84,10 @@ def test_assessment_covers_every_threat(assessed: tuple[Path, str, int]) -> None
     assert {"supply-chain", "governance"} <= threats
     vendor = [f for f in report["findings"] if f["asset"] == "vendor-model" and f["threat"] == "supply-chain"]
     assert vendor and all(f["atlas"] for f in vendor)
+    # located as bastion.yaml names the file (relative), so SARIF viewers can resolve it
+    assert {f["location"]["path"] for f in vendor if f["rule_id"].startswith("scan.pickle")} == {
+        "vendor-model.pkl"
+    }
     pgd = next(c for c in report["checks"] if c["id"] == "evasion.pgd" and c["asset"] == "digits")
     clean = pgd["metrics"]["clean_accuracy"]
     assert clean > 0.8

@@ -170,6 +170,13 @@ def render_starter(found: dict[str, Any], project: str) -> str:
             f"    path: {_q(m['path'])}",
             f"    owner: null      # REVIEW (scanner verdict when discovered: {m['verdict']})",
         ]
+        if m["verdict"] in ("malicious", "suspicious", "error"):  # said on stderr too, not only here
+            log.warning(
+                "%s: the scanner judged it %s; `bastion scan %s` shows why; it is never loaded unless safe",
+                m["path"],
+                m["verdict"],
+                m["path"],
+            )
         if fmt is None:
             lines.append("    # scanned and governed only: Bastion cannot load this format as a target")
             continue

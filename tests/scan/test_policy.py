@@ -167,3 +167,17 @@ def test_name_match_agrees_with_fnmatch() -> None:
         for name in names:
             expected = not ("." in name and "." not in pattern) and fnmatch.fnmatchcase(name, pattern)
             assert _name_match(name, pattern) is expected, (name, pattern)
+
+
+def test_an_allow_entry_for_a_denied_callable_warns_that_it_does_nothing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import logging
+
+    from bastion.scan.policy import PicklePolicy
+
+    with caplog.at_level(logging.WARNING, logger="bastion.scan.policy"):
+        pol = PicklePolicy(["os.system", "mylib.layers.Block", "mylib.*"])
+    warned = [r.getMessage() for r in caplog.records]
+    assert len(warned) == 1 and "os.system has no effect: it is deny-listed" in warned[0]
+    assert pol.judge("os", "system").kind.value == "denied"  # deny still wins

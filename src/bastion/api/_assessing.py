@@ -186,7 +186,12 @@ def _load_datasets(cfg: ProjectConfig, base: Path, assets: list[Asset]) -> dict[
 
 
 def _scan_check(a: Asset, fr: FileResult, seconds: float) -> CheckResult:
-    findings = [f.model_copy(update={"asset": a.name}) for f in fr.findings]
+    # located by the asset's path as bastion.yaml gives it (relative to the project, as every
+    # other finding is), not the absolute path the file was scanned at: SARIF viewers need that
+    findings = [
+        f.model_copy(update={"asset": a.name, "location": f.location.model_copy(update={"path": a.path})})
+        for f in fr.findings
+    ]
     status = "error" if fr.verdict == Verdict.ERROR else "ok"
     reason = f"ScanError: {fr.reason}" if status == "error" else None
     if fr.verdict == Verdict.SKIPPED:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import _compat_pickle
 import fnmatch
 import functools
+import logging
 import tomllib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -28,6 +29,8 @@ from typing import Any
 
 from bastion.core.errors import ConfigError
 from bastion.core.severity import Severity
+
+log = logging.getLogger(__name__)
 
 __all__ = ["Judgement", "PicklePolicy", "Rule", "Verdictish", "load_rules"]
 
@@ -317,6 +320,18 @@ class PicklePolicy:
             raise ConfigError("bad scan allow-list entries", problems)
         self.user_rules: tuple[Rule, ...] = tuple(users)
         self._cache: dict[tuple[str, str], Judgement] = {}
+        for r in users:  # deny always wins: an allow entry naming a denied callable does nothing
+            if r.names != ("",):
+                continue
+            module, _, name = r.modules[0].rpartition(".")
+            rule = self.denied(module, name)
+            if rule is not None:
+                log.warning(
+                    "allow entry %s has no effect: it is deny-listed (%s: %s)",
+                    r.modules[0],
+                    rule.id,
+                    rule.rationale,
+                )
 
     @property
     def version(self) -> str:

@@ -81,6 +81,10 @@ def test_threshold_findings_use_rule_ids_threat_and_atlas() -> None:
     assert f.remediation == "adversarial training"
     assert f.references == ["Madry et al. 2018, arXiv:1706.06083"]
     assert f.evidence == {"robust_accuracy@eps=0.1": 0.2, "threshold": "lt 0.5"}
+    # the threshold that can never trip is said, with the metrics the result does have
+    note = result.notes["unevaluated_thresholds"]
+    assert note.startswith("not_produced: not a metric of this result") and "robust_accuracy@eps=0.1" in note
+    assert "unevaluated_thresholds" not in RobustnessCheck().run(ctx(ths[:2])).notes
 
 
 def test_progress_is_clamped() -> None:

@@ -151,11 +151,17 @@ class Check(Plugin):
     def threshold_findings(
         self, ctx: CheckContext, result: CheckResult, extra_evidence: dict[str, Any] | None = None
     ) -> list[Finding]:
-        """Findings for every threshold in ``ctx.thresholds`` that the result's metrics trip."""
+        """Findings for every threshold in ``ctx.thresholds`` that the result's metrics trip.
+
+        A threshold on a metric the result does not have (a typo, a metric of another check)
+        can never trip: it is named in ``result.notes["unevaluated_thresholds"]`` (shown in
+        every report) and logged as a warning, so a gate that cannot fire is not silent.
+        """
         out: list[Finding] = []
+        missing: list[str] = []
         for th in ctx.thresholds:
             if th.metric not in result.metrics:
-                log.debug("%s: threshold metric %s not produced", self.id, th.metric)
+                missing.append(th.metric)
                 continue
             value = result.metrics[th.metric]
             if th.trips(value):
@@ -172,6 +178,13 @@ class Check(Plugin):
                         evidence=evidence,
                     )
                 )
+        if missing and result.status == "ok":
+            have = ", ".join(sorted(result.metrics)) or "none"
+            result.notes["unevaluated_thresholds"] = (
+                f"{', '.join(missing)}: not a metric of this result, so never evaluated (its metrics: {have})"
+            )
+            unevaluated = ", ".join(missing)
+            log.warning("%s on %s: thresholds never evaluated: %s", self.id, ctx.asset.name, unevaluated)
         return out
 
 

@@ -122,3 +122,18 @@ def test_a_hand_edited_profile_with_min_above_max_is_refused_on_load(train: Path
         load_profile(out)
     text = str(ei.value)
     assert "is above max" in text and "rows" in text
+
+
+def test_a_file_split_by_another_delimiter_is_named_as_such(train: Path, tmp_path: Path) -> None:
+    prof = profile_dataset(train)
+    semi = tmp_path / "semi.csv"
+    semi.write_text(train.read_text().replace(",", ";"))
+    with pytest.raises(ConfigError, match="split by ';', not by commas"):
+        validate_dataset(semi, prof)
+
+
+def test_profiling_a_tab_separated_file_names_the_delimiter(tmp_path: Path) -> None:
+    f = tmp_path / "t.csv"
+    f.write_text("a\tb\tlabel\n1\t2\t0\n3\t4\t1\n")
+    with pytest.raises(ConfigError, match="split by a tab"):
+        profile_dataset(f)

@@ -166,6 +166,27 @@ class _Acc:
         return ColumnProfile(name=name, kind="text", missing_rate=miss, count=self.n)
 
 
+def check_delimiter(p: Path, header: list[str], expected: int) -> None:
+    """Refuse a one-column header holding another delimiter: the file is not comma-separated.
+
+    Args:
+        p: the file (for the message).
+        header: its column names as read.
+        expected: how many columns it should have (the check applies from 2).
+
+    Raises:
+        ConfigError: naming the delimiter found (rather than listing every column as missing).
+    """
+    if len(header) != 1 or expected < 2:
+        return
+    for sep, name in ((";", "';'"), ("\t", "a tab"), ("|", "'|'")):
+        if sep in header[0]:
+            raise ConfigError(
+                f"{p}: the header is one column split by {name}, not by commas; "
+                "Bastion reads comma-separated CSV (convert the file, e.g. with pandas' sep=)"
+            )
+
+
 def read_csv_chunks(path: Path, *, chunksize: int) -> Any:
     """An iterator of string-typed pandas chunks of a CSV file.
 
@@ -210,6 +231,7 @@ def profile_dataset(
         for chunk in read_csv_chunks(p, chunksize=chunksize):
             if not order:
                 order = [str(c) for c in chunk.columns]
+                check_delimiter(p, order, 2)
                 accs = {c: _Acc(max_categories) for c in order}
                 if label is not None and label not in accs:
                     raise ConfigError(f"{p}: label column {label!r} not found; columns: {', '.join(order)}")

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from bastion.core.errors import ConfigError, require
-from bastion.data.profile import Profile, read_csv_chunks
+from bastion.data.profile import Profile, check_delimiter, read_csv_chunks
 
 _RULES = {"not_nullable": "not-null", "in_range": "range", "isin": "category"}
 
@@ -93,6 +93,7 @@ def validate_dataset(
         for chunk in read_csv_chunks(p, chunksize=chunksize):
             if offset == 0:
                 header = [str(c) for c in chunk.columns]
+                check_delimiter(p, header, len(known))
                 out += [Violation(None, c, "column-unknown") for c in header if c not in known]
                 for c in known:
                     if c not in header:

@@ -87,3 +87,11 @@ def test_truncates_long_lists(report: Report) -> None:
 )
 def test_md_cell(raw: str, escaped: str) -> None:
     assert md_cell(raw) == escaped
+
+
+def test_asset_metrics_are_named_with_their_check(report: Report) -> None:
+    md = report_to_markdown(report)
+    named = [(c.id, name) for c in report.checks for name in c.metrics]
+    assert named  # the fixture has metrics
+    for cid, name in named:
+        assert f"`{cid}` `{name}`" in md, (cid, name)

@@ -126,8 +126,9 @@ def report_to_markdown(report: Report, *, fail_on: str = "medium", max_findings:
             for c in view.checks:
                 for name, value in c.metrics.items():
                     interval = fmt_interval(c.intervals.get(name))
-                    metrics.append(
-                        f"{_code(name)} {fmt_num(value)}" + (f" {md_cell(interval)}" if interval else "")
+                    metrics.append(  # named with its check: several checks report e.g. clean_accuracy
+                        f"{_code(c.id)} {_code(name)} {fmt_num(value)}"
+                        + (f" {md_cell(interval)}" if interval else "")
                     )
             lines.append(
                 f"| {md_cell(view.name or '(project)')} | {cc['ok']} / {cc['skipped']} / {cc['error']} "

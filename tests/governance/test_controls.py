@@ -72,6 +72,8 @@ def test_well_governed_model_passes_every_control(tmp_path: Path, model_file: tu
     path, digest = model_file
     ds = Dataset(name="clinic", path="d.csv", owner="data-team", splits={"train": [0], "test": [1]})
     model = Asset(name="m", path=path, owner="ml-team", sha256=digest, dataset="clinic")
+    (tmp_path / "docs").mkdir(exist_ok=True)
+    (tmp_path / "docs/incident.md").write_text("# incident response\n")
     ctx = _ctx(
         tmp_path,
         model,
@@ -163,6 +165,7 @@ def test_dataset_asset_controls(tmp_path: Path) -> None:
     # owner on the datasets: entry counts for a dataset asset; no splits recorded
     ds = Dataset(name="d", path="d.csv", owner="data-team")
     asset = Asset(name="d", kind="dataset", path="d.csv", sha256=digest)
+    (tmp_path / "x").write_text("plan")
     ctx = _ctx(tmp_path, asset, datasets=[ds], project=Project(incident_plan="x"))
     res = ControlsCheck().run(ctx)
     assert [f.rule_id for f in res.findings] == [RULE + "dataset-splits-recorded"]
@@ -195,6 +198,7 @@ def test_splits_from_splits_file_and_loaded_data(tmp_path: Path) -> None:
 
 def test_endpoint_controls(tmp_path: Path) -> None:
     bare = Asset(name="api", kind="endpoint", url="http://models.example.org/predict")
+    (tmp_path / "x").write_text("plan")
     found = _rules(_ctx(tmp_path, bare, project=Project(incident_plan="x")))
     assert {"endpoint-auth", "endpoint-tls", "owner-named", "model-evaluated-on-recorded-dataset"} == set(
         found
@@ -313,3 +317,18 @@ atlas = ["T1234"]
         parse_catalogue(bad)
     msg = str(info.value)
     assert "controls.0.applies_to.1" in msg and "controls.0.frameworks.atlas: 'T1234' is not" in msg
+
+
+def test_an_incident_plan_that_does_not_exist_fails_and_one_that_does_is_evidence(tmp_path: Path) -> None:
+    model = Asset(name="m", path="m.pkl", owner="ml-team")
+    ctx = _ctx(tmp_path, model, project=Project(incident_plan="docs/ir.md"))
+    res = ControlsCheck().run(ctx)
+    assert res.notes["control:incident-plan"].startswith("fail")
+    assert any(f.rule_id == RULE + "incident-plan" for f in res.findings)
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs/ir.md").write_text("# plan\n")
+    res = ControlsCheck().run(ctx)
+    assert res.notes["control:incident-plan"] == "pass"
+    assert not any(f.rule_id == RULE + "incident-plan" for f in res.findings)
+    url = _ctx(tmp_path, model, project=Project(incident_plan="https://wiki.example.org/ir"))
+    assert ControlsCheck().run(url).notes["control:incident-plan"] == "pass"

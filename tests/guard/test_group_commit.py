@@ -162,13 +162,13 @@ def test_append_many_is_all_or_nothing(audit_db: str) -> None:
 
 
 def test_a_failed_append_is_logged_with_its_cause_but_no_record_content() -> None:
-    from bastion.guard.audit import append_failure
+    from bastion.guard.audit import failure_reason
 
     exc = StoreError(
         "cannot append to audit log in sqlite:///a.db: (sqlite3.OperationalError) database is locked\n"
         "[SQL: INSERT INTO audit_log (...) VALUES (?)]\n[parameters: ('{\"input\": [0.1, 0.2]}',)]"
     )
-    why = append_failure(exc)
+    why = failure_reason(exc)
     assert why.startswith("StoreError: cannot append") and "database is locked" in why
     assert "[SQL" not in why and "input" not in why and "0.1" not in why
-    assert append_failure(RuntimeError()) == "RuntimeError"
+    assert failure_reason(RuntimeError()) == "RuntimeError"

@@ -381,3 +381,24 @@ def test_an_extraction_exempt_key_is_not_judged_by_the_extraction_detectors_only
     assert "bob" not in (g.extraction.stats if g.extraction else {})
     g.handle("digits", _hdr(keys, "bob"), _body(trap[None]))  # the traps still apply to it
     assert [a["rule_id"] for a in sink.records[-1]["alerts"]] == ["guard.canary.hit"]
+
+
+def test_a_failed_backend_call_gets_the_fallback_with_the_configured_status_and_a_logged_reason(
+    keys: Keys, target: SoftmaxTarget, digits: dict[str, np.ndarray], caplog: pytest.LogCaptureFixture
+) -> None:
+    body = _body(digits["x_test"][:1])
+    for status in (200, 503):
+        cfg = make_config(keys, response={"degraded": {"status": status}})
+        sink = MemorySink()
+        g = Guard(cfg, target=target, store=sink)
+        target.fail = True
+        try:
+            with caplog.at_level(logging.WARNING, logger="bastion.guard"):
+                r = g.handle("digits", _hdr(keys, "alice"), body)
+        finally:
+            target.fail = False
+        assert r.status == status and r.headers["X-Bastion-Degraded"] == "1"
+        assert r.body["detail"] == "service degraded" and "backend down" not in json.dumps(r.body)
+        assert sink.records[-1]["decision"] == "fallback"
+        assert any("backend failed: RuntimeError: backend down" in m for m in caplog.messages)
+        caplog.clear()

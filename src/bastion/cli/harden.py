@@ -98,7 +98,11 @@ def harden(
                 _print_version(point.version)
             _print_sweep(swept)
             write(json.dumps(swept.to_dict(), indent=1, default=str), output)
-            err.print(f"assess the new versions beside the original with: bastion assess -c {config}")
+            err.print(
+                f"the sweep's ε-utility table is above; `bastion assess -c {config}` assesses the latest "
+                "version (the last ε) beside the original",
+                highlight=False,
+            )
             raise typer.Exit(EXIT_OK)
         if epsilon is not None:
             params["epsilon"] = epsilon
@@ -107,7 +111,10 @@ def harden(
         write(json.dumps(dataclasses.asdict(res), indent=1, default=str), output)
     except BastionError as exc:
         fail(exc)
-    err.print(f"assess the new version beside the original with: bastion assess -c {config}", highlight=False)
+    err.print(
+        f"assess it beside the original with: bastion assess -c {config} (the latest version of each model)",
+        highlight=False,
+    )
     raise typer.Exit(EXIT_OK)
 
 

@@ -29,6 +29,16 @@ log = logging.getLogger(__name__)
 
 MARKER_NAME = "bastion-demo-vendor-marker"
 
+#: The clinic's (example) incident-response plan, written beside bastion.yaml.
+_INCIDENT_PLAN = """# St Mary's diagnostics — ML incident response (example)
+
+1. Triage: the on-call ML engineer confirms the alert (`bastion guard` incident, assessment finding).
+2. Contain: revoke or throttle the key (guard.yaml), or roll the model back to its last reviewed version.
+3. Assess: re-run `bastion assess`; compare with the last stored run (`--baseline`).
+4. Notify: the data protection officer within 24 h when patient data may be involved.
+5. Review: record the cause and the fix; update waivers only through review.
+"""
+
 
 def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
@@ -161,6 +171,10 @@ def build_clinic(dest: Path, *, seed: int = 0, force: bool = False) -> Path:
             protocol=4,
         )
     )
+
+    # -- the incident plan bastion.yaml names (the incident-plan control checks that it exists) --
+    (dest / "docs").mkdir(parents=True, exist_ok=True)
+    (dest / "docs/incident-response.md").write_text(_INCIDENT_PLAN, encoding="utf-8")
 
     cfg = _config(dest, xb, bc.feature_names, xw, names, sw)
     tmp = cfg_path.with_name(f".bastion.yaml.{os.getpid()}.tmp")

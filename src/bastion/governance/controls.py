@@ -31,7 +31,9 @@ control                              severity applies to        passes when
 ``model-evaluated-on-recorded-dataset`` low   model, endpoint   ``dataset`` names a ``datasets:`` entry.
 ``endpoint-auth``                    medium   endpoint          ``endpoint.token_env`` or ``headers_env``.
 ``endpoint-tls``                     medium   endpoint          the URL is ``https://`` (n-a on loopback).
-``incident-plan``                    medium   all (project)     ``project.incident_plan`` is set. Judged
+``incident-plan``                    medium   all (project)     ``project.incident_plan`` is set and names
+                                                                a file that exists (its SHA-256 is the
+                                                                evidence) or a URL (recorded). Judged
                                                                 once per run, on the first asset in
                                                                 ``assets:`` order that this check covers
                                                                 (``n-a`` on the others), so a missing plan
@@ -337,9 +339,21 @@ def _incident_plan(ctx: CheckContext, c: Control) -> ControlOutcome:
     first = covered[0] if covered else ctx.asset.name
     if ctx.asset.name != first:
         return ControlOutcome(c, "n-a", f"project-level; judged on asset {first!r}")
-    if ctx.config.project.incident_plan:
-        return ControlOutcome(c, "pass", evidence={"scope": "project"})
-    return ControlOutcome(c, "fail", "project.incident_plan is not set", evidence={"scope": "project"})
+    plan = ctx.config.project.incident_plan
+    if not plan:
+        return ControlOutcome(c, "fail", "project.incident_plan is not set", evidence={"scope": "project"})
+    if "://" in plan:  # a URL (a wiki page): recorded, not fetched
+        return ControlOutcome(c, "pass", evidence={"scope": "project", "incident_plan": plan})
+    path = ctx.base_dir / plan
+    if not path.is_file():  # a plan that does not exist is no plan
+        return ControlOutcome(
+            c,
+            "fail",
+            f"project.incident_plan {plan!r} does not exist ({path})",
+            evidence={"scope": "project", "incident_plan": plan},
+        )
+    evidence = {"scope": "project", "incident_plan": plan, "sha256": file_sha256(path)}
+    return ControlOutcome(c, "pass", evidence=evidence)
 
 
 @_evaluator("sensitive-data-owner")

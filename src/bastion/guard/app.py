@@ -33,7 +33,7 @@ from bastion.core.capability import Capability
 from bastion.core.errors import ConfigError, IntegrityError
 from bastion.guard.access import AccessControl
 from bastion.guard.anomaly import AnomalyMonitor
-from bastion.guard.audit import Alert, AuditSink, GroupCommit, WebhookSender, append_failure, input_sha256
+from bastion.guard.audit import Alert, AuditSink, GroupCommit, WebhookSender, failure_reason, input_sha256
 from bastion.guard.canary import CanaryWatch, HoneytokenWatch
 from bastion.guard.config import GuardConfig, HoneytokenSpec
 from bastion.guard.extraction import ExtractionDetector
@@ -249,7 +249,7 @@ class Guard:
             )
             committed = True
         except Exception as exc:  # no audit record, no answer
-            log.error("audit append failed: %s", append_failure(exc))
+            log.error("audit append failed: %s", failure_reason(exc))
             committed = False
         return self._answer(decided, committed)
 
@@ -354,7 +354,8 @@ class Guard:
         # -- the model (outside the lock; the backend breaker decides whether to call it) --------
         try:
             probs = self._predict(x)
-        except Exception as exc:
+        except Exception as exc:  # the upstream's error is never passed on; its reason is logged
+            log.warning("request %s: backend failed: %s", rid, failure_reason(exc))
             with self._lock:
                 opened = self.policy.backend_failed(now)
             self.metrics.backend_failures.inc()
@@ -406,7 +407,8 @@ class Guard:
         return np.asarray(self.target.predict_proba(x), dtype=np.float64)
 
     def _fallback(self) -> Reply:
-        return Reply(200, dict(self.config.response.degraded.fallback), {"X-Bastion-Degraded": "1"})
+        deg = self.config.response.degraded
+        return Reply(deg.status, dict(deg.fallback), {"X-Bastion-Degraded": "1"})
 
     def _alert(self, rule_id: str, key: str | None, evidence: dict[str, Any]) -> Alert:
         sev, ids = RULES[rule_id]

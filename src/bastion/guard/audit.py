@@ -130,11 +130,12 @@ class WebhookSender:
                         log.warning("webhook POST failed: %s", type(exc).__name__)
 
 
-def append_failure(exc: BaseException) -> str:
-    """A loggable reason for a failed audit append: the error type and its first line.
+def failure_reason(exc: BaseException) -> str:
+    """A loggable reason for a failure (audit append, backend call): the error type and its first line.
 
     The database driver's text after ``[SQL:`` (the statement and its parameters: record
-    content) is cut, and the rest is capped at 300 characters, so no record reaches the log.
+    content) is cut, only the first line is kept and it is capped at 300 characters, so no
+    record or upstream body reaches the log.
     """
     text = str(exc).split("[SQL:", 1)[0].strip().splitlines()
     first = text[0][:300] if text else ""
@@ -203,7 +204,7 @@ class GroupCommit:
                 many(entries)  # all or nothing
                 return [True] * len(entries)
             except Exception as exc:  # no record, no answer: every request of the batch gets 503
-                log.error("audit append failed: %s", append_failure(exc))
+                log.error("audit append failed: %s", failure_reason(exc))
                 return [False] * len(entries)
         done = []
         for e in entries:  # a sink without transactions: each record on its own
@@ -211,6 +212,6 @@ class GroupCommit:
                 self.sink.append(key_id=e.key_id, decision=e.decision, record=e.record, created=e.created)
                 done.append(True)
             except Exception as exc:
-                log.error("audit append failed: %s", append_failure(exc))
+                log.error("audit append failed: %s", failure_reason(exc))
                 done.append(False)
         return done

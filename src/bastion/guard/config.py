@@ -202,6 +202,9 @@ class DegradedSpec(_Strict):
     fallback: dict[str, Any] = Field(
         default_factory=lambda: {"predictions": None, "degraded": True, "detail": "service degraded"}
     )
+    #: HTTP status of the fallback answer: 200 (a degraded answer, header ``X-Bastion-Degraded: 1``)
+    #: or 503 (clients that only look at the status see a failure).
+    status: Literal[200, 503] = 200
 
 
 class ResponseSpec(_Strict):

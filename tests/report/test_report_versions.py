@@ -70,3 +70,19 @@ def test_no_section_without_versions() -> None:
 def test_robust_curve_sorted() -> None:
     xs, ys = robust_curve(_pgd("m", 1.0, [0.9, 0.5, 0.1]))
     assert xs == [0.05, 0.1, 0.2] and ys == [0.9, 0.5, 0.1]
+
+
+def test_a_version_whose_clean_accuracy_collapsed_is_warned_about() -> None:
+    """A 1-epoch distilled or DP model can look 'more robust' only because it barely works."""
+    rep = _report(
+        [_pgd("digits", 0.97, [0.8, 0.5, 0.1]), _pgd("digits.v2", 0.18, [0.18, 0.18, 0.18])],
+        ["digits", "digits.v2"],
+    )
+    (comp,) = compare_versions(rep)
+    assert len(comp.warnings) == 1 and "clean accuracy fell from 0.97 to 0.18" in comp.warnings[0]
+    html = report_to_html(rep)
+    assert '<p class="warning"><strong>Warning:</strong> evasion.pgd: clean accuracy fell' in html
+    fine = _report(
+        [_pgd("digits", 0.97, [0.8, 0.5, 0.1]), _pgd("digits.v2", 0.92, [0.9, 0.8, 0.3])], ["digits", "digits.v2"]
+    )
+    assert compare_versions(fine)[0].warnings == []  # a 5-point cost is the usual price of hardening

@@ -26,6 +26,9 @@ _EPS = re.compile(r"^robust_accuracy@eps=(?P<eps>[0-9.eE+-]+)$")
 _SECONDARY = ("robust_accuracy_drop@", "attack_success_rate@", "median_perturbation@", "queries_per_sample@")
 #: At most this many metrics per check in the table.
 MAX_METRICS = 10
+#: A version whose clean accuracy falls by at least this much (absolute) gets a warning: its other
+#: gains (robust accuracy, privacy) may only reflect a model that no longer works.
+ACCURACY_DROP_WARNING = 0.10
 
 
 @dataclass
@@ -64,6 +67,7 @@ class VersionComparison:
         checks: per-check comparisons, by check id.
         plot: inline SVG of robust accuracy vs ε for both (``None`` without evasion results).
         anchor: the HTML id of the section.
+        warnings: e.g. a clean-accuracy fall of :data:`ACCURACY_DROP_WARNING` or more.
     """
 
     base: str
@@ -72,6 +76,7 @@ class VersionComparison:
     checks: list[CheckComparison] = field(default_factory=list)
     plot: str | None = None
     anchor: str = ""
+    warnings: list[str] = field(default_factory=list)
 
 
 def key_metrics(metrics: dict[str, float | None]) -> list[str]:
@@ -129,6 +134,13 @@ def compare_versions(report: Report, *, plots: bool = True) -> list[VersionCompa
                 rows.append(MetricRow(name=name, before=vb, after=va, delta=delta))
             if rows:
                 comp.checks.append(CheckComparison(check=cid, rows=rows))
+            vb, va = b.metrics.get("clean_accuracy"), a.metrics.get("clean_accuracy")
+            if vb is not None and va is not None and vb - va >= ACCURACY_DROP_WARNING:
+                comp.warnings.append(
+                    f"{cid}: clean accuracy fell from {vb:.3g} to {va:.3g}; the version's other figures "
+                    "(robust accuracy, privacy) may only reflect a model that no longer works; check it "
+                    "is usable before deploying it"
+                )
             for who, res in ((base, b), (version, a)):
                 xs, ys = robust_curve(res)
                 if xs:
@@ -154,6 +166,7 @@ def as_context(comparisons: list[VersionComparison]) -> list[dict[str, Any]]:
             "anchor": c.anchor,
             "plot": c.plot,
             "checks": [{"check": cc.check, "rows": cc.rows} for cc in c.checks],
+            "warnings": c.warnings,
         }
         for c in comparisons
     ]

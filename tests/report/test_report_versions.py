@@ -82,7 +82,6 @@ def test_a_version_whose_clean_accuracy_collapsed_is_warned_about() -> None:
     assert len(comp.warnings) == 1 and "clean accuracy fell from 0.97 to 0.18" in comp.warnings[0]
     html = report_to_html(rep)
     assert '<p class="warning"><strong>Warning:</strong> evasion.pgd: clean accuracy fell' in html
-    fine = _report(
-        [_pgd("digits", 0.97, [0.8, 0.5, 0.1]), _pgd("digits.v2", 0.92, [0.9, 0.8, 0.3])], ["digits", "digits.v2"]
-    )
+    pair = ["digits", "digits.v2"]
+    fine = _report([_pgd("digits", 0.97, [0.8, 0.5, 0.1]), _pgd("digits.v2", 0.92, [0.9, 0.8, 0.3])], pair)
     assert compare_versions(fine)[0].warnings == []  # a 5-point cost is the usual price of hardening

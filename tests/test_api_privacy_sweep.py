@@ -165,3 +165,19 @@ def test_cli_sweep_input_is_checked_before_training(
         assert run([*base, *extra]) == 2, extra
         assert message in capsys.readouterr().err, extra
     assert not (tmp_path / ".bastion").exists() and not list(tmp_path.glob("models/*.v*"))
+
+
+def test_a_models_folder_that_cannot_be_written_fails_before_training(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The hardened model's folder is proved writable before training (was: an internal error after)."""
+    from bastion.cli.main import run
+
+    cfg = build_leaky_digits(tmp_path, n_train=60, n_test=60)
+    db = f"sqlite:///{tmp_path}/b.db"
+    (cfg.parent / ".bastion").mkdir(exist_ok=True)
+    (cfg.parent / ".bastion" / "models").write_text("a file where the folder should be")
+    args = ["harden", "dp-train", "--asset", "digits", "-c", str(cfg), "--db", db, "--epsilon", "3"]
+    assert run([*args, "-p", "batch_size=30", "--delta", "1e-3"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot store the hardened model there" in err and "internal error" not in err

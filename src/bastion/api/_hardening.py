@@ -110,6 +110,7 @@ def harden(
     problems = defence.preflight(ctx)
     if problems:
         raise ConfigError(f"{len(problems)} problem(s) before hardening {asset}", problems)
+    _check_writable(base / ".bastion" / "models")  # before training: the new version must be storable
     out = defence.harden(ctx)
     sha = hashlib.sha256(out.payload).hexdigest()
     rel = (
@@ -118,10 +119,14 @@ def harden(
         / f"{a.name}-{procedure.removeprefix('defend.')}-{sha[:12]}{out.extension}"
     )
     dest = base / rel
-    dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(out.payload)
-    os.replace(tmp, dest)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_bytes(out.payload)
+        os.replace(tmp, dest)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise ConfigError(f"{dest.parent}: cannot write the hardened model: {exc.strerror or exc}") from None
     details = {
         **out.details,
         "format": "torch" if out.format == "torch" else "skops",
@@ -466,3 +471,21 @@ def _privacy_audit(
         res.seconds = round(time.monotonic() - ts, 4)
         out[check.id] = res
     return {pid: out[pid] for pid in attacks if pid in out}
+
+
+def _check_writable(folder: Path) -> None:
+    """Create ``folder`` if needed and prove a file can be written in it (a probe, then removed).
+
+    ``os.access`` is not enough: root passes it on a read-only mount or an immutable folder.
+
+    Raises:
+        ConfigError: the folder cannot be created or written.
+    """
+    import tempfile
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".probe-"):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"{folder}: cannot store the hardened model there: {exc.strerror or exc}") from None

@@ -66,7 +66,10 @@ def test_driver_and_rules_deduplicated(report: Report) -> None:
     assert rule_ids.count("scan.pickle.denied-global") == 1
     by_id = {r["id"]: r for r in driver["rules"]}
     pickle_rule = by_id["scan.pickle.denied-global"]
-    assert pickle_rule["shortDescription"]["text"]
+    # the rule's words, never one finding's title with its values
+    assert pickle_rule["shortDescription"]["text"] == "scan.pickle: denied global"
+    refs = pickle_rule["properties"].get("references", [])
+    assert len(refs) == len(set(refs))
     assert pickle_rule["help"]["text"].startswith("Do not load this file")
     props = pickle_rule["properties"]
     assert "supply-chain" in props["tags"] and "AML.T0011.000" in props["tags"]

@@ -81,6 +81,14 @@ def path_to_uri(path: str, base_dir: str | None = None) -> str:
     return quote(rel_path, safe="/")
 
 
+def _rule_text(rule_id: str) -> str:
+    """A rule id as words: ``evasion.pgd.low-robust-accuracy`` → ``evasion.pgd: low robust accuracy``."""
+    plugin, _, condition = rule_id.rpartition(".")
+    if not plugin:
+        return rule_id
+    return f"{plugin}: {condition.replace('-', ' ').replace('_', ' ')}"
+
+
 class _RunBuilder:
     """Collects rules, artifacts and results for one SARIF run."""
 
@@ -128,7 +136,8 @@ class _RunBuilder:
             rule: dict[str, Any] = {
                 "id": rid,
                 "name": rid,
-                "shortDescription": {"text": finding.title or rid},
+                # the rule's own words, not one finding's title (which carries that finding's values)
+                "shortDescription": {"text": _rule_text(rid)},
                 "help": {"text": finding.remediation or "No remediation recorded for this rule."},
                 "properties": {"tags": tags, "threat": finding.threat.value},
             }
@@ -142,7 +151,7 @@ class _RunBuilder:
             if web_refs:
                 rule["helpUri"] = web_refs[0]
             if finding.references:
-                rule["properties"]["references"] = list(finding.references)
+                rule["properties"]["references"] = list(dict.fromkeys(finding.references))
             self.rules.append(rule)
             self._rule_severity[rid] = finding.severity
         elif finding.severity > self._rule_severity[rid]:

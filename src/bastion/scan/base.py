@@ -301,7 +301,7 @@ class Artifact:
             evidence=dict(evidence or {}),
             atlas=list(ATLAS_IDS),
             remediation=remediation,
-            references=list(references),
+            references=list(dict.fromkeys(references)),  # a rule's reference may also be a scanner's
         )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -121,3 +122,26 @@ def test_bom_lists_dataset_version_and_training_dependency(lineage_run: dict[str
     deps = {d["ref"]: d["dependsOn"] for d in bom["dependencies"]}
     assert deps[model["bom-ref"]] == [data["bom-ref"]]
     assert "modelParameters" not in comps["digits"].get("modelCard", {})  # no recorded training data
+
+
+def test_asset_names_a_recorded_version_to_assess_beside_its_model(tmp_path: Path) -> None:
+    """``--asset digits.v2`` assesses version 2 (not the latest) next to ``digits``.
+
+    An unknown version is refused, naming the recorded ones.
+    """
+    from bastion.core.errors import ConfigError
+    from bastion.core.settings import load_settings
+
+    cfg = api.build_demo(tmp_path / "clinic")
+    db = f"sqlite:///{tmp_path / 'b.db'}"
+    for steps in ("1", "2"):  # v2, then v3 (another file)
+        argv = ["harden", "pgd-at", "--asset", "digits", "-c", str(cfg), "--db", db, "-p", "epochs=1"]
+        assert run([*argv, "-p", f"steps={steps}", "-p", "eval_steps=0"]) == 0
+    s = load_settings(db_url=db, budget="quick")
+    rep = api.assess(cfg, settings=s, asset="digits.v2", only=["governance"], store=False)
+    assert {a.name for a in rep.assets} == {"digits", "digits.v2"}
+    latest = api.assess(cfg, settings=s, asset="digits", only=["governance"])  # stored: reads versions
+    assert {a.name for a in latest.assets} == {"digits", "digits.v3"}
+    unknown = r"digits\.v9: no such version recorded; recorded: digits\.v2, digits\.v3"
+    with pytest.raises(ConfigError, match=unknown):
+        api.assess(cfg, settings=s, asset="digits.v9", only=["governance"], store=False)

@@ -20,6 +20,7 @@ from bastion.api._planning import (
     _check_enabled,
     _latest_versions,
     _selected,
+    picked_version,
     plan,
 )
 from bastion.api._plugins import _FILE_FRAMEWORKS, PLANNED_KINDS
@@ -298,14 +299,16 @@ def assess(
     started = dt.datetime.now(dt.UTC)
     t0 = time.monotonic()
     deadline = t0 + s.max_time if s.max_time else None
-    plan(config, budget=s.budget, asset=asset, only=only, skip=skip)  # config and selection first
+    # config and selection first (a version ``<model>.v<N>`` is known only once the store is read)
+    pick = picked_version(load_config(config), asset)
+    plan(config, budget=s.budget, asset=None if pick else asset, only=only, skip=skip)
     baseline_report: Report | None = None
     versions: dict[str, Any] = {}
-    if store or baseline:
+    if store or baseline or pick:  # a picked version is read from the store
         from bastion.store import Store, preflight
 
         preflight(s.db_url)  # reachable and writable; writes nothing
-        versions = _latest_versions(s.db_url, load_config(config)) if include_versions else {}
+        versions = _latest_versions(s.db_url, load_config(config), pick) if include_versions else {}
         if baseline:
             from bastion.store import RunNotFound
 

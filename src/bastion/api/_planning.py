@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -98,21 +99,60 @@ def _version_asset(a: Asset, v: Any) -> Asset:
 
 
 def _selected(name: str, asset: str | None) -> bool:
-    return asset is None or name == asset or name.startswith(asset + ".v")
+    """Whether ``--asset`` selects ``name``.
+
+    A model selects its version too; a version ``<model>.v<N>`` selects its model too (so the
+    report compares them).
+    """
+    if asset is None or name == asset or name.startswith(asset + ".v"):
+        return True
+    m = VERSION_NAME.match(asset)
+    return m is not None and name == m.group("base")
 
 
-def _latest_versions(db_url: str, cfg: ProjectConfig) -> dict[str, Any]:
-    """The latest recorded version of each model asset; empty when the store does not exist yet."""
+#: ``<model>.v<N>``: a recorded version of a model asset, as ``--asset`` may name it.
+VERSION_NAME = re.compile(r"^(?P<base>.+)\.v(?P<n>[0-9]+)$")
+
+
+def picked_version(cfg: ProjectConfig, asset: str | None) -> tuple[str, int] | None:
+    """``(model, N)`` when ``asset`` names a version ``<model>.v<N>`` of a model asset, else ``None``."""
+    m = VERSION_NAME.match(asset or "")
+    if m is None or m.group("base") not in {a.name for a in cfg.assets if a.kind == "model"}:
+        return None
+    return m.group("base"), int(m.group("n"))
+
+
+def _latest_versions(db_url: str, cfg: ProjectConfig, pick: tuple[str, int] | None = None) -> dict[str, Any]:
+    """The latest recorded version of each model asset; empty when the store does not exist yet.
+
+    ``pick`` (``(model, N)``, from ``--asset <model>.v<N>``) takes version ``N`` of that model
+    instead of its latest.
+
+    Raises:
+        ConfigError: the picked version is not recorded (the recorded ones are named).
+    """
     from sqlalchemy.engine import make_url
 
     u = make_url(db_url)
     if u.get_backend_name() == "sqlite" and (not u.database or not Path(u.database).is_file()):
-        return {}
-    from bastion.store import Store
-    from bastion.store.versions import latest_version
+        found: dict[str, Any] = {}
+    else:
+        from bastion.store import Store
+        from bastion.store.versions import latest_version, list_versions
 
-    with Store.open(db_url) as st:
-        found = {a.name: latest_version(st, a.name) for a in cfg.assets if a.kind == "model"}
+        with Store.open(db_url) as st:
+            found = {a.name: latest_version(st, a.name) for a in cfg.assets if a.kind == "model"}
+            if pick is not None:
+                recorded = list_versions(st, pick[0])
+                chosen = next((v for v in recorded if v.version == pick[1]), None)
+                if chosen is None:
+                    have = ", ".join(f"{pick[0]}.v{v.version}" for v in recorded) or "none"
+                    raise ConfigError(
+                        f"--asset {pick[0]}.v{pick[1]}: no such version recorded; recorded: {have}"
+                    )
+                found[pick[0]] = chosen
+    if pick is not None and pick[0] not in found:
+        raise ConfigError(f"--asset {pick[0]}.v{pick[1]}: no version of {pick[0]} is recorded in {db_url}")
     return {k: v for k, v in found.items() if v is not None}
 
 

@@ -300,7 +300,8 @@ def assess(
     t0 = time.monotonic()
     deadline = t0 + s.max_time if s.max_time else None
     # config and selection first (a version ``<model>.v<N>`` is known only once the store is read)
-    pick = picked_version(load_config(config), asset)
+    cfg0 = load_config(config)
+    pick = picked_version(cfg0, asset)
     plan(config, budget=s.budget, asset=None if pick else asset, only=only, skip=skip)
     baseline_report: Report | None = None
     versions: dict[str, Any] = {}
@@ -308,7 +309,7 @@ def assess(
         from bastion.store import Store, preflight
 
         preflight(s.db_url)  # reachable and writable; writes nothing
-        versions = _latest_versions(s.db_url, load_config(config), pick) if include_versions else {}
+        versions = _latest_versions(s.db_url, cfg0, pick) if include_versions else {}
         if baseline:
             from bastion.store import RunNotFound
 

@@ -237,28 +237,17 @@ class Guard:
     def handle(self, model: str, headers: Mapping[str, str], body: bytes) -> Reply:
         """Decide and answer one predict request (never raises; fails closed with 503).
 
-        The audit record is committed (``store.append``) before this returns.
+        The audit record is committed (``GroupCommit.write``, in this thread) before this returns.
         """
         decided = self._decide(model, headers, body)
-        try:
-            self.store.append(
-                key_id=decided.entry.key_id,
-                decision=decided.entry.decision,
-                record=decided.entry.record,
-                created=decided.entry.created,
-            )
-            committed = True
-        except Exception as exc:  # no audit record, no answer
-            log.error("audit append failed: %s", failure_reason(exc))
-            committed = False
-        return self._answer(decided, committed)
+        return self._answer(decided, self.commits.write([decided.entry])[0])  # no record, no answer
 
     async def handle_async(self, model: str, headers: Mapping[str, str], body: bytes) -> Reply:
         """:meth:`handle` on an event loop: the same decision, the record group-committed.
 
         The request is decided on the loop; its record goes to :class:`GroupCommit`, which
-        writes it (with those of the requests decided meanwhile) in a writer thread, and the
-        answer waits for that commit. Never raises; fails closed with 503.
+        commits it in one transaction with the records of the requests decided in the same turn
+        of the loop, and the answer waits for that commit. Never raises; fails closed with 503.
         """
         decided = self._decide(model, headers, body)
         return self._answer(decided, await self.commits.commit(decided.entry))

@@ -189,15 +189,19 @@ class GroupCommit:
         while self._pending:
             batch = self._pending[: self.max_batch]
             del self._pending[: self.max_batch]
-            done = self._write([e for e, _ in batch])
+            done = self.write([e for e, _ in batch])
             self.batches += 1
             self.records += sum(done)
             for (_, fut), ok in zip(batch, done, strict=True):
                 if not fut.done():
                     fut.set_result(ok)
 
-    def _write(self, entries: list[Any]) -> list[bool]:
-        """Whether each record of a batch is committed (a failed batch: none is)."""
+    def write(self, entries: list[Any]) -> list[bool]:
+        """Commit ``AuditEntry`` records now, in this thread; whether each one is committed.
+
+        With the sink's ``append_many`` the batch is all or nothing; a sink without it gets
+        each record on its own. A failure is logged (its cause, never the record), not raised.
+        """
         many = getattr(self.sink, "append_many", None)
         if many is not None:
             try:

@@ -12,7 +12,7 @@ from typing import IO
 from bastion.core.severity import Severity
 from bastion.scan.base import Artifact, BombError, Outcome
 
-__all__ = ["ZIP_MAGICS", "open_zip", "unsafe_member_name", "walk_zip"]
+__all__ = ["MAX_DOCUMENT", "ZIP_MAGICS", "open_zip", "read_document", "unsafe_member_name", "walk_zip"]
 
 ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06", b"PK\x07\x08")
 
@@ -21,6 +21,26 @@ _DRIVE = re.compile(r"^[A-Za-z]:")
 #: What to do with one member: ``skip``, ``pickle`` (must parse), ``dispatch`` (any format,
 #: not-a-model members ignored), or a callable doing the work itself.
 MemberAction = str | Callable[[Artifact, zipfile.ZipFile, zipfile.ZipInfo, Outcome], None]
+
+
+#: Largest metadata document (a Keras ``config.json``, a skops ``schema.json``) read from an archive.
+MAX_DOCUMENT = 64 << 20
+
+
+def read_document(art: Artifact, zf: zipfile.ZipFile, info: zipfile.ZipInfo, out: Outcome) -> bytes | None:
+    """The bytes of a metadata member, charged to the decompression budget.
+
+    ``None`` (with an error on ``out``) when the member is over :data:`MAX_DOCUMENT`.
+
+    Raises:
+        BombError: the file's decompression budget is spent.
+    """
+    if info.file_size > MAX_DOCUMENT:
+        out.errors.append(f"{info.filename} of {info.file_size} bytes is over the {MAX_DOCUMENT}-byte limit")
+        return None
+    art.ctx.charge(info.file_size, what=info.filename)
+    with zf.open(info) as fh:
+        return fh.read(MAX_DOCUMENT + 1)
 
 
 def unsafe_member_name(name: str) -> str | None:

@@ -17,22 +17,16 @@ from typing import ClassVar
 
 from bastion.core.registry import register
 from bastion.scan._keras import check_keras_config
-from bastion.scan._zip import ZIP_MAGICS, MemberAction, open_zip, walk_zip
+from bastion.scan._zip import ZIP_MAGICS, MemberAction, open_zip, read_document, walk_zip
 from bastion.scan.base import Artifact, NotThisFormat, Outcome, Scanner
 
 __all__ = ["KerasScanner"]
 
-_MAX_CONFIG = 64 << 20
-
 
 def _read_config(art: Artifact, zf: zipfile.ZipFile, info: zipfile.ZipInfo, out: Outcome) -> None:
-    if info.file_size > _MAX_CONFIG:
-        out.errors.append(f"config.json of {info.file_size} bytes is over the {_MAX_CONFIG}-byte limit")
-        return
-    art.ctx.charge(info.file_size, what="config.json")
-    with zf.open(info) as fh:
-        text = fh.read(_MAX_CONFIG + 1)
-    check_keras_config(art, out, text, source=info.filename, prefix="scan.keras")
+    text = read_document(art, zf, info, out)
+    if text is not None:
+        check_keras_config(art, out, text, source=info.filename, prefix="scan.keras")
 
 
 @register("scanner")

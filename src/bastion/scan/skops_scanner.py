@@ -23,13 +23,12 @@ from typing import Any, ClassVar
 
 from bastion.core.registry import register
 from bastion.core.severity import Severity
-from bastion.scan._zip import ZIP_MAGICS, MemberAction, open_zip, walk_zip
+from bastion.scan._zip import ZIP_MAGICS, MemberAction, open_zip, read_document, walk_zip
 from bastion.scan.base import Artifact, NotThisFormat, Outcome, Scanner
 from bastion.scan.policy import Verdictish
 
 __all__ = ["SkopsScanner"]
 
-_MAX_SCHEMA = 64 << 20
 _MAX_NODES = 1_000_000
 _REFS = ("https://skops.readthedocs.io/en/stable/persistence.html",)
 _REMEDIATE = (
@@ -76,12 +75,9 @@ def _references(schema: Any) -> tuple[list[tuple[str, str, str, str]], int]:
 
 
 def _check_schema(art: Artifact, zf: zipfile.ZipFile, info: zipfile.ZipInfo, out: Outcome) -> None:
-    if info.file_size > _MAX_SCHEMA:
-        out.errors.append(f"schema.json of {info.file_size} bytes is over the {_MAX_SCHEMA}-byte limit")
+    text = read_document(art, zf, info, out)
+    if text is None:
         return
-    art.ctx.charge(info.file_size, what="schema.json")
-    with zf.open(info) as fh:
-        text = fh.read(_MAX_SCHEMA + 1)
     try:
         schema = json.loads(text)
         refs, _ = _references(schema)

@@ -97,6 +97,29 @@ def test_new_key_prints_entry_not_secret(capsys: pytest.CaptureFixture[str]) -> 
     assert entry["id"] == "alice" and entry["models"] == ["digits"] and "bk_" not in cap.out
 
 
+def test_new_key_expires_takes_a_time_with_a_timezone_or_days_and_refuses_anything_else(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import datetime as dt
+
+    from bastion.guard.config import KeySpec
+
+    assert run(["guard", "new-key", "ci", "--expires", "2027-03-01T00:00:00+02:00"]) == 0
+    entry = json.loads(capsys.readouterr().out)
+    assert KeySpec.model_validate(entry).expires == dt.datetime(2027, 2, 28, 22, tzinfo=dt.UTC)
+    assert run(["guard", "new-key", "ci", "--expires", "90d"]) == 0
+    left = KeySpec.model_validate(json.loads(capsys.readouterr().out)).expires - dt.datetime.now(dt.UTC)
+    assert dt.timedelta(days=89, hours=23) < left <= dt.timedelta(days=90)
+    for bad, why in [
+        ("2027-03-01", "has no timezone"),
+        ("soon", "neither an ISO 8601 time"),
+        ("0d", "neither"),
+    ]:
+        assert run(["guard", "new-key", "ci", "--expires", bad]) == 4
+        cap = capsys.readouterr()
+        assert why in cap.err and "--expires" in cap.err and "bk_" not in cap.out + cap.err
+
+
 def test_verify_log_never_passes_on_a_missing_database_or_empty_chain(tmp_path: Path) -> None:
     from bastion.cli.main import run
 

@@ -234,6 +234,14 @@ def _make_handler(state: Server, model: LogisticRegression) -> type[BaseHTTPRequ
                 return self._send(200, {"predictions": [p[1] for p in proba]})
             if route == "/custom":
                 return self._send(200, {"outputs": proba})
+            if route == "/no-length":  # no Content-Length: the body ends when the connection closes
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Connection", "close")
+                self.end_headers()
+                self.wfile.write(json.dumps({"predictions": proba}).encode())
+                self.close_connection = True
+                return None
             return self._send(200, {"predictions": proba})
 
     return Handler

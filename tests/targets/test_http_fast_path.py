@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -82,7 +81,7 @@ def test_parse_still_refuses_what_the_fast_path_skips() -> None:
     t = make()
 
     def parse(preds: object) -> np.ndarray:
-        return t._parse(SimpleNamespace(content=json.dumps({"predictions": preds}).encode()), 2)
+        return t._parse(json.dumps({"predictions": preds}).encode(), 2)
 
     np.testing.assert_allclose(parse([[0.2, 0.3, 0.5], [1, 0, 0]]), [[0.2, 0.3, 0.5], [1, 0, 0]])
     with pytest.raises(TargetError, match="prediction 1 is not a list of numbers"):
@@ -90,7 +89,7 @@ def test_parse_still_refuses_what_the_fast_path_skips() -> None:
     with pytest.raises(TargetError, match="not a probability vector"):
         parse([[2.0, 3.0, 5.0], [1, 0, 0]])
     with pytest.raises(TargetError, match="NaN or infinity"):
-        t._parse(SimpleNamespace(content=b'{"predictions": [[NaN, 0, 1], [1, 0, 0]]}'), 2)
+        t._parse(b'{"predictions": [[NaN, 0, 1], [1, 0, 0]]}', 2)
 
 
 def test_default_batch_and_concurrent_split() -> None:

@@ -163,6 +163,23 @@ def test_malformed_answers(server: Server, cancer: Cancer, route: str, match: st
     assert server.count(route) == 2
 
 
+@pytest.mark.parametrize("route", ["/predict", "/no-length"])
+def test_an_answer_over_max_response_bytes_is_abandoned_not_retried(
+    server: Server, cancer: Cancer, route: str
+) -> None:
+    # "/predict" declares its size (refused from Content-Length); "/no-length" streams until it
+    # closes (refused once what arrived passes the cap)
+    x = cancer.x_test[:3]
+    assert len(make(server.url(route)).predict_proba(x)) == 3  # under the default cap: fine
+    server.reset()
+    t = make(server.url(route), max_response_bytes=40, max_retries=3)
+    with pytest.raises(TargetError, match=r"answered more than 40 bytes \(max_response_bytes\)"):
+        t.predict_proba(x)
+    assert server.count(route) == 1  # an oversized answer is not retried
+    with pytest.raises(ConfigError, match="max_response_bytes: must be at least 1"):
+        make(server.url(route), max_response_bytes=0)
+
+
 def test_logits_endpoint(server: Server, logreg: LogisticRegression, cancer: Cancer) -> None:
     t = make(server.url("/logits"), output="logits")
     assert {Capability.LOGITS, Capability.PROBABILITIES} <= t.capabilities

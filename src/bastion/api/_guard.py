@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
 import time
@@ -401,9 +402,15 @@ def guard_verify_log(
         log_.close()
 
 
-def guard_new_key(key_id: str, models: Sequence[str] = ("*",)) -> tuple[str, dict[str, Any]]:
-    """A fresh API key and its ``guard.yaml`` entry (salt + HMAC only); show the secret once."""
+def guard_new_key(
+    key_id: str, models: Sequence[str] = ("*",), *, expires: dt.datetime | None = None
+) -> tuple[str, dict[str, Any]]:
+    """A fresh API key and its ``guard.yaml`` entry (salt + HMAC only, JSON types); show the secret once.
+
+    Raises:
+        ValueError: a bad key id or model list, or ``expires`` without a timezone.
+    """
     from bastion.guard.access import new_key
 
-    secret, spec = new_key(key_id, list(models))
-    return secret, spec.model_dump()
+    secret, spec = new_key(key_id, list(models), expires=expires)
+    return secret, spec.model_dump(mode="json")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import signal
 from pathlib import Path
@@ -223,16 +224,46 @@ def verify_log(
 def new_key(
     key_id: Annotated[str, typer.Argument(help="The key's public id.")],
     model: Annotated[list[str] | None, typer.Option("--model", help="Model it may call; repeatable.")] = None,
+    expires: Annotated[
+        str | None,
+        typer.Option(
+            "--expires",
+            help="When the key stops working: ISO 8601 with a timezone (2027-03-01T00:00:00Z) "
+            "or a lifetime in days from now (90d).",
+        ),
+    ] = None,
 ) -> None:
     """Make an API key: the secret goes to stderr once; stdout gets the guard.yaml entry (salt + hash)."""
     from bastion import api
 
     try:
-        secret, spec = api.guard_new_key(key_id, model or ["*"])
+        until = _expiry(expires) if expires is not None else None
+        secret, spec = api.guard_new_key(key_id, model or ["*"], expires=until)
     except (BastionError, ValueError) as exc:
         fail(exc)
     err.print(f"secret for {key_id} (shown once): {secret}", highlight=False)
     write(json.dumps(spec), None)
+
+
+def _expiry(text: str) -> dt.datetime:
+    """``--expires``: an ISO 8601 time with a timezone, or ``<N>d`` days from now (UTC).
+
+    Raises:
+        typer.BadParameter: anything else, or a time without a timezone (usage error, exit 4).
+    """
+    t = text.strip()
+    if t.endswith("d") and t[:-1].isdigit() and int(t[:-1]) > 0:
+        return dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(days=int(t[:-1]))
+    try:
+        when = dt.datetime.fromisoformat(t)
+    except ValueError:
+        raise typer.BadParameter(
+            f"{text!r} is neither an ISO 8601 time nor a number of days like 90d", param_hint="--expires"
+        ) from None
+    if when.tzinfo is None:
+        hint = "add one, e.g. Z or +02:00"
+        raise typer.BadParameter(f"{text!r} has no timezone; {hint}", param_hint="--expires")
+    return when
 
 
 def register(app: typer.Typer) -> None:

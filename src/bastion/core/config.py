@@ -114,6 +114,8 @@ class EndpointSpec(_Strict):
         concurrency: requests in flight at once.
         rate_limit: most requests per second (``None``: unlimited); 429 ``Retry-After`` is honoured.
         max_retries: retries after a 5xx/429 answer or a connection error.
+        max_response_bytes: the most bytes of one answer read; a longer answer fails that request
+            (unread past the cap, not retried).
     """
 
     token_env: str | None = Field(default=None, pattern=_ENV)
@@ -127,6 +129,7 @@ class EndpointSpec(_Strict):
     concurrency: int = Field(default=1, ge=1, le=256)
     rate_limit: float | None = Field(default=None, gt=0)
     max_retries: int = Field(default=2, ge=0, le=20)
+    max_response_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
 
     @field_validator("headers_env")
     @classmethod

@@ -8,6 +8,7 @@ secret) appears in logs, metrics and the audit log. Any exception while deciding
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import hmac
 import logging
@@ -27,15 +28,26 @@ def hash_key(key: str, salt: str) -> str:
     return hmac.new(bytes.fromhex(salt), key.encode("utf-8"), hashlib.sha256).hexdigest()
 
 
-def new_key(key_id: str, models: list[str] | None = None) -> tuple[str, KeySpec]:
+def new_key(
+    key_id: str, models: list[str] | None = None, *, expires: dt.datetime | None = None
+) -> tuple[str, KeySpec]:
     """A fresh random key and the :class:`KeySpec` to put in ``guard.yaml`` (salt + hash only).
+
+    Args:
+        key_id: the key's public id.
+        models: model names it may call (default all).
+        expires: when it stops working (timezone-aware); ``None``: never.
 
     Returns:
         ``(secret, spec)``: give ``secret`` to the client once; store only ``spec``.
+
+    Raises:
+        ValueError: a bad id or model list, or ``expires`` without a timezone.
     """
     secret = "bk_" + secrets.token_urlsafe(32)
     salt = secrets.token_hex(16)
-    return secret, KeySpec(id=key_id, salt=salt, hash=hash_key(secret, salt), models=models or ["*"])
+    spec = KeySpec(id=key_id, salt=salt, hash=hash_key(secret, salt), models=models or ["*"], expires=expires)
+    return secret, spec
 
 
 @dataclass(frozen=True)
@@ -62,6 +74,7 @@ class AccessControl:
     def __init__(self, keys: list[KeySpec]) -> None:
         self._keys = list(keys)
         self._by_id = {k.id: k for k in keys}
+        self._expires = {k.id: k.expires.timestamp() for k in keys if k.expires is not None}
         # In memory only: SHA-256 of a key already verified against its salted HMAC → key id, so a
         # known key costs one hash instead of one HMAC per configured key. Bounded; never persisted.
         self._verified: dict[bytes, str] = {}
@@ -86,10 +99,15 @@ class AccessControl:
             self._verified[digest] = found.id
         return found
 
-    def check(self, headers: dict[str, str], model: str) -> AccessDecision:
-        """Decide for a request's headers (lower-case names) and the model it calls.
+    def expired(self, now: float) -> list[str]:
+        """Ids of the keys whose expiry (``expires``) is at or before ``now`` (seconds since the epoch)."""
+        return sorted(k for k, t in self._expires.items() if now >= t)
 
-        Never raises: an internal error denies with 503 (fail closed).
+    def check(self, headers: dict[str, str], model: str, now: float | None = None) -> AccessDecision:
+        """Decide for a request's headers (lower-case names) and the model it calls at ``now``.
+
+        ``now`` (seconds since the epoch) is needed to refuse an expired key; ``None`` skips
+        expiry. Never raises: an internal error denies with 503 (fail closed).
         """
         try:
             presented = extract_key(headers)
@@ -100,6 +118,9 @@ class AccessControl:
             spec = self._match(presented)
             if spec is None:
                 return AccessDecision(401, None, "invalid API key")
+            expiry = self._expires.get(spec.id)
+            if expiry is not None and now is not None and now >= expiry:
+                return AccessDecision(401, spec.id, "API key expired")
             if "*" not in spec.models and model not in spec.models:
                 return AccessDecision(403, spec.id, f"key may not call model {model!r}")
             return AccessDecision(200, spec.id, "ok")

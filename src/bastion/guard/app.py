@@ -35,8 +35,9 @@ from bastion.guard.access import AccessControl
 from bastion.guard.anomaly import AnomalyMonitor
 from bastion.guard.audit import Alert, AuditSink, GroupCommit, WebhookSender, failure_reason, input_sha256
 from bastion.guard.canary import CanaryWatch, HoneytokenWatch
-from bastion.guard.config import GuardConfig, HoneytokenSpec
+from bastion.guard.config import GuardConfig, HoneytokenSpec, UpstreamSource
 from bastion.guard.extraction import ExtractionDetector
+from bastion.guard.health import UpstreamProbe
 from bastion.guard.limits import RateLimiter
 from bastion.guard.metrics import GuardMetrics
 from bastion.guard.profile import Profile, load_profile, verify_profile_signature
@@ -87,6 +88,20 @@ class _Decided:
     entry: AuditEntry
 
 
+def upstream_headers(up: UpstreamSource) -> dict[str, str]:
+    """Request headers for the upstream: its bearer token from ``token_env`` (never stored).
+
+    Raises:
+        ConfigError: ``token_env`` names an unset variable.
+    """
+    if not up.token_env:
+        return {}
+    token = os.environ.get(up.token_env)
+    if not token:
+        raise ConfigError(f"upstream: environment variable {up.token_env} is not set")
+    return {"Authorization": f"Bearer {token}"}
+
+
 def load_serving_target(cfg: GuardConfig) -> tuple[Target, str]:
     """The model the guard serves and its identity (file SHA-256, or the upstream URL's hash).
 
@@ -102,12 +117,7 @@ def load_serving_target(cfg: GuardConfig) -> tuple[Target, str]:
         from bastion.targets.http_target import HttpTarget
 
         up = cfg.upstream
-        headers = {}
-        if up.token_env:
-            token = os.environ.get(up.token_env)
-            if not token:
-                raise ConfigError(f"upstream: environment variable {up.token_env} is not set")
-            headers["Authorization"] = f"Bearer {token}"
+        headers = upstream_headers(up)
         t = HttpTarget(
             up.url,
             name=up.name,
@@ -123,6 +133,7 @@ def load_serving_target(cfg: GuardConfig) -> tuple[Target, str]:
             max_batch=10_000,
             max_retries=0,
             cache_size=0,
+            max_response_bytes=up.max_response_bytes,
         )
         return t, hashlib.sha256(up.url.encode()).hexdigest()
     assert cfg.model is not None
@@ -180,6 +191,8 @@ class Guard:
         self.clock = clock
         self.name = config.name
         self.access = AccessControl(config.keys)
+        for kid in self.access.expired(clock()):
+            log.warning("guard key %s has expired (expires in guard.yaml); it is refused", kid)
         lim = config.limits
         self.limiter = RateLimiter(rate=lim.rate, burst=lim.burst, daily_quota=lim.daily_quota)
         for k in config.keys:
@@ -232,6 +245,17 @@ class Guard:
         self._ood_window: deque[int] = deque(maxlen=config.anomaly.window)
         self._ood_since = 0
         self.labels_only = Capability.PROBABILITIES not in target.capabilities
+        up = config.upstream
+        self.upstream_probe = (
+            UpstreamProbe(
+                up.ready_url,
+                interval=up.ready_interval,
+                timeout=min(up.timeout, 2.0),
+                headers=upstream_headers(up),
+            )
+            if up is not None and up.ready_url
+            else None
+        )
 
     # -- entry point ---------------------------------------------------------------------------
     def handle(self, model: str, headers: Mapping[str, str], body: bytes) -> Reply:
@@ -295,7 +319,7 @@ class Guard:
             return Reply(413, {"detail": f"payload over {lim.max_body_bytes} bytes"}), {"decision": "reject"}
         # the key first, checked against the model this guard serves: a caller without a valid
         # key learns nothing about which model names exist (401 for any name)
-        acc = self.access.check(headers, self.name)
+        acc = self.access.check(headers, self.name, now)
         if not acc.allowed:
             denied: dict[str, Any] = {"decision": "deny", "key_id": acc.key_id, "reason": acc.reason}
             return Reply(acc.status, {"detail": acc.reason}), denied
@@ -355,19 +379,19 @@ class Guard:
             rec.update(decision="fallback", reason=f"backend failed: {type(exc).__name__}", actions=actions)
             rec["alerts"] = [a.summary() for a in alerts]
             return self._fallback(), rec
+        top, labels = probs.max(axis=1), probs.argmax(axis=1)  # (N,) each, shared by the parts below
         with self._lock:
             self.policy.backend_ok()
-            alerts += self._detect(key, x, probs, now)
+            alerts += self._detect(key, x, probs, top, labels, now)
             actions = self._raise(alerts, now)
             posture = self.policy.posture(key)
             if not any(a.key_id == key for a in alerts):
                 self.policy.key_clean(key)
             degraded = self.policy.degraded(now)
         self.metrics.rows.inc(len(x))
-        labels = probs.argmax(axis=1)
         rec["output"] = {
-            "labels": [int(v) for v in labels[:32]],
-            "mean_confidence": round(float(probs.max(axis=1).mean()), 4),
+            "labels": labels[:32].tolist(),
+            "mean_confidence": round(float(top.sum()) / len(top), 4),  # = top.mean(), without its overhead
         }
         rec["alerts"] = [a.summary() for a in alerts]
         if actions:
@@ -403,7 +427,14 @@ class Guard:
         sev, ids = RULES[rule_id]
         return Alert(rule_id=rule_id, severity=sev, atlas=ids, key_id=key, evidence=evidence)
 
-    def _detect(self, key: str, x: np.ndarray, probs: np.ndarray, now: float) -> list[Alert]:
+    def _detect(
+        self, key: str, x: np.ndarray, probs: np.ndarray, top: np.ndarray, labels: np.ndarray, now: float
+    ) -> list[Alert]:
+        """New detector alerts for one request.
+
+        ``x``: the rows; ``probs``: their probabilities ``(N, C)``; ``top`` and ``labels``: each
+        row's top-1 probability and label ``(N,)``.
+        """
         p = self.profile
         if p is None or (self.anomaly is None and self.extraction is None):
             return []
@@ -421,14 +452,16 @@ class Guard:
                 rate = sum(self._ood_window) / len(self._ood_window)
                 if rate >= self.config.anomaly.ood_rate_alert:
                     out.append(self._alert("guard.anomaly.ood-rate", None, {"ood_rate": round(rate, 4)}))
-            drift = self.anomaly.observe_outputs(probs.max(axis=1))
+            drift = self.anomaly.observe_outputs(top)
             if drift is not None:
                 out.append(self._alert("guard.anomaly.output-drift", None, drift))
         if self.extraction is not None and key not in self.extraction_exempt:
-            srt = np.sort(probs, axis=1)
-            margins = srt[:, -1] - srt[:, -2] if not self.labels_only else np.ones(len(x))
+            if self.labels_only:
+                margins = np.ones(len(x))
+            else:  # top-1 minus top-2 probability
+                margins = top - np.partition(probs, -2, axis=1)[:, -2] if probs.shape[1] > 1 else top
             for ea in self.extraction.observe(
-                key, z=z, cells=p.cells(z), labels=probs.argmax(axis=1), margins=margins, ood=ood, now=now
+                key, z=z, cells=p.cells(z), labels=labels, margins=margins, ood=ood, now=now
             ):
                 ev: dict[str, Any] = dict(ea.evidence)
                 if ea.keys:
@@ -508,17 +541,28 @@ class Guard:
             )
 
     def ready(self) -> dict[str, Any]:
-        """Readiness: model loaded, backend breaker, degraded mode, the audit head."""
+        """Readiness: degraded mode, backend breaker, the upstream's health, the audit head.
+
+        The upstream is probed in proxy mode with ``upstream.ready_url`` (at most once per
+        ``ready_interval``). Ready unless degraded or the probed upstream is not healthy. May
+        block for one probe (at most ``min(upstream.timeout, 2)`` seconds): call it off the loop.
+        """
         now = self.clock()
         seq, h = self.store.head
         assert self.policy.backend is not None
-        return {
-            "ready": not self.policy.degraded(now),
-            "degraded": self.policy.degraded(now),
+        degraded = self.policy.degraded(now)
+        info: dict[str, Any] = {
+            "ready": not degraded,
+            "degraded": degraded,
             "backend": self.policy.backend.state.value,
             "audit_head": {"seq": seq, "hash": h},
             "model_sha256": self.model_sha256,
         }
+        if self.upstream_probe is not None:
+            up = self.upstream_probe.check()
+            info["upstream"] = up
+            info["ready"] = info["ready"] and bool(up["ok"])
+        return info
 
 
 _TRAP_RULES = frozenset({"guard.canary.hit", "guard.honeytoken.hit"})
@@ -662,6 +706,8 @@ def create_app(
         g.webhooks.start()
         yield
         g.webhooks.stop()
+        if g.upstream_probe is not None:
+            g.upstream_probe.close()
         seq, h = g.store.head
         commits = {"transactions": g.commits.batches, "records": g.commits.records}
         stopped = {"event": "guard-stopped", "audit_head": {"seq": seq, "hash": h}, "commits": commits}
@@ -695,7 +741,7 @@ def create_app(
 
     @app.get("/readyz")
     async def readyz() -> Any:
-        info = g.ready()
+        info = await run_in_threadpool(g.ready)  # may probe the upstream (blocking I/O)
         return JSONResponse(info, status_code=200 if info["ready"] else 503)
 
     @app.get("/metrics")

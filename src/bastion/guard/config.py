@@ -21,7 +21,7 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from bastion.core.errors import ConfigError
 
@@ -56,6 +56,11 @@ class UpstreamSource(_Strict):
     Attributes:
         output: what the upstream returns per row (``logits`` are turned into probabilities).
         token_env: environment variable holding a bearer token for the upstream (never stored).
+        max_response_bytes: the most bytes of one upstream answer read; a longer answer is a
+            backend failure (fallback answer, counted by the backend breaker), read no further.
+        ready_url: a health endpoint of the upstream (e.g. KServe ``/v2/health/ready``); when set,
+            ``/readyz`` GETs it (at most once per ``ready_interval`` seconds) and reports not
+            ready unless it answers 2xx.
     """
 
     url: str = Field(pattern=r"^https?://")
@@ -69,6 +74,9 @@ class UpstreamSource(_Strict):
     output: Literal["probabilities", "logits", "labels"] = "probabilities"
     timeout: float = Field(default=5.0, gt=0)
     token_env: str | None = Field(default=None, pattern=_ENV)
+    max_response_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    ready_url: str | None = Field(default=None, pattern=r"^https?://")
+    ready_interval: float = Field(default=5.0, gt=0)
 
 
 class ProfileRef(_Strict):
@@ -103,6 +111,9 @@ class KeySpec(_Strict):
             whose normal traffic looks like a natural-data thief's (a batch evaluator querying
             every class at machine rate). Access, limits, validation, canaries, honeytokens,
             anomaly detection and the audit log still apply to it.
+        expires: when the key stops working (ISO 8601 with a timezone, e.g.
+            ``2027-03-01T00:00:00Z``); from then on it is refused with 401 "API key expired"
+            (the audit log names the key). ``None``: no expiry.
     """
 
     id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
@@ -112,6 +123,7 @@ class KeySpec(_Strict):
     daily_quota: int | None = Field(default=None, ge=1)
     rate: float | None = Field(default=None, gt=0)
     extraction_exempt: bool = False
+    expires: AwareDatetime | None = None
 
 
 class LimitsSpec(_Strict):

@@ -156,9 +156,9 @@ class ExtractionDetector:
                 st.ood += int(bool(ood[i]))
                 st.low_margin += int(low)
             filled = min(st.ring_n, spec.ring)
-            if filled:
-                d = np.sqrt(((st.ring[:filled] - z[i]) ** 2).sum(axis=1)).min()
-                if low and 1e-9 < d < spec.probe_radius:
+            if low and filled:  # only a low-margin query can be a probe: measure only those
+                d = math.sqrt(float(((st.ring[:filled] - z[i]) ** 2).sum(axis=1).min()))
+                if 1e-9 < d < spec.probe_radius:
                     st.probes += 1
             st.ring[st.ring_n % spec.ring] = z[i]
             st.ring_n += 1

@@ -9,6 +9,7 @@ checked before parsing (413). Raw values are never put in messages beyond the of
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -76,14 +77,24 @@ class InputValidator:
             out = np.empty((len(rows), flat_n), dtype=np.float64)
             for i, row in enumerate(rows):
                 out[i] = _flatten(row, self.input_shape, f"{key}[{i}]")
-        bad = ~np.isfinite(out)
-        if bad.any():
-            i, j = np.argwhere(bad)[0]
-            raise InputRejected(f"{key}[{i}]{_index(int(j), self.input_shape)}", "not a finite number")
-        self._check_profile(out, key)
+        p = self.profile
+        # One pass when the trained range is finite: ``lo <= v <= hi`` fails for NaN and ±inf too.
+        # Only a request that fails it takes the checks below, which name the first problem.
+        if p is None or not self._finite_range or not ((out >= p.lo) & (out <= p.hi)).all():
+            bad = ~np.isfinite(out)
+            if bad.any():
+                i, j = np.argwhere(bad)[0]
+                raise InputRejected(f"{key}[{i}]{_index(int(j), self.input_shape)}", "not a finite number")
+            self._check_range(out, key)
+        self._check_categories(out, key)
         return out.reshape((len(rows), *self.input_shape)).astype(np.float32)
 
-    def _check_profile(self, flat: np.ndarray, key: str) -> None:
+    @functools.cached_property
+    def _finite_range(self) -> bool:
+        p = self.profile
+        return p is not None and bool(np.isfinite(p.lo).all() and np.isfinite(p.hi).all())
+
+    def _check_range(self, flat: np.ndarray, key: str) -> None:
         p = self.profile
         if p is None:
             return
@@ -95,6 +106,11 @@ class InputValidator:
                 f"{key}[{i}]{_index(int(j), self.input_shape)}",
                 f"value {flat[i, j]:.6g} outside the trained range [{p.lo[j]:.6g}, {p.hi[j]:.6g}]",
             )
+
+    def _check_categories(self, flat: np.ndarray, key: str) -> None:
+        p = self.profile
+        if p is None:
+            return
         for j, allowed in p.categories.items():
             ok = np.isin(flat[:, j], np.asarray(allowed))
             if not ok.all():

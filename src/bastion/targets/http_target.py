@@ -55,6 +55,8 @@ MAX_RETRY_AFTER = 60.0
 _PROB_TOL = 1e-3
 #: With ``concurrency > 1`` a call is split into requests of at least this many rows.
 MIN_SPLIT_ROWS = 32
+#: Default cap on one answer's body, in bytes (256 rows of 1,000 classes at ~25 bytes a number fit).
+MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 
 
 def redact_url(url: str) -> str:
@@ -109,6 +111,10 @@ class HttpTarget(Target):
             per request, at most ``max_batch``).
         rate_limit: most requests started per second (``None``: unlimited).
         input_name: the tensor name sent in a ``kserve-v2`` request.
+        max_response_bytes: the most bytes of one answer's body that are read; a longer answer
+            (by its ``Content-Length`` or by what arrives) is abandoned unread past the cap and
+            fails the request with ``TargetError`` (never retried: a server that answers too much
+            will do it again), so a broken or hostile endpoint cannot exhaust memory.
 
     Capabilities:
         ``PROBABILITIES`` (+ ``LOGITS`` for a logits endpoint) or ``LABEL_ONLY``; always
@@ -142,6 +148,7 @@ class HttpTarget(Target):
         concurrency: int = 1,
         rate_limit: float | None = None,
         input_name: str = "input-0",
+        max_response_bytes: int = MAX_RESPONSE_BYTES,
     ) -> None:
         problems = []
         if wire not in ("default", "rows", "kserve-v2"):
@@ -166,6 +173,8 @@ class HttpTarget(Target):
             problems.append(f"backoff: must be at least 0, got {backoff}")
         if cache_size < 0:
             problems.append(f"cache_size: must be at least 0, got {cache_size}")
+        if max_response_bytes < 1:
+            problems.append(f"max_response_bytes: must be at least 1, got {max_response_bytes}")
         if problems:
             raise ConfigError(f"{name}: invalid HTTP target settings", problems)
         self._httpx = import_extra("httpx", "guard")
@@ -197,6 +206,7 @@ class HttpTarget(Target):
         self.concurrency = int(concurrency)
         self.rate_limit = None if rate_limit is None else float(rate_limit)
         self.input_name = input_name
+        self.max_response_bytes = int(max_response_bytes)
         self._lock = threading.Lock()
         #: Guards the cache, the counters and the budget: the guard's proxy mode calls one target
         #: from several request threads at once.
@@ -378,7 +388,7 @@ class HttpTarget(Target):
             with self._lock:
                 self.requests += 1
             try:
-                resp = client.post(self.url, content=body, headers=_JSON_HEADERS, timeout=self.timeout)
+                resp, content = self._post(client, body)
             except httpx.TransportError as exc:
                 if isinstance(exc, httpx.TimeoutException):
                     last = f"timed out ({type(exc).__name__}, timeout {self.timeout:g} s)"
@@ -420,8 +430,36 @@ class HttpTarget(Target):
                 )
             if status >= 300:
                 raise TargetError(f"{self.name}: endpoint {self.endpoint} answered HTTP {status} (redirect)")
-            return self._parse(resp, len(chunk))
+            if content is None:
+                raise TargetError(
+                    f"{self.name}: endpoint {self.endpoint} answered more than {self.max_response_bytes} "
+                    "bytes (max_response_bytes); the answer was not read"
+                )
+            return self._parse(content, len(chunk))
         raise TargetError(f"{self.name}: endpoint {self.endpoint} {last} after {attempts} attempt(s)")
+
+    def _post(self, client: Any, body: bytes) -> tuple[Any, bytes | None]:
+        """POST ``body``; the response and its body, or ``None`` for a 2xx body over the cap.
+
+        The body is read as it streams and abandoned once it passes ``max_response_bytes``
+        (or at once when ``Content-Length`` says it will); error answers are not read.
+        """
+        cap = self.max_response_bytes
+        req = {"content": body, "headers": _JSON_HEADERS, "timeout": self.timeout}
+        with client.stream("POST", self.url, **req) as resp:
+            if not 200 <= int(resp.status_code) < 300:
+                return resp, b""
+            declared = resp.headers.get("content-length")
+            if declared is not None and declared.isdigit() and int(declared) > cap:
+                return resp, None
+            chunks: list[bytes] = []
+            size = 0
+            for chunk in resp.iter_bytes():
+                size += len(chunk)
+                if size > cap:
+                    return resp, None
+                chunks.append(chunk)
+            return resp, b"".join(chunks)
 
     def _throttle(self) -> None:
         """Wait for this request's slot under ``rate_limit`` (shared by the pool's threads)."""
@@ -500,11 +538,11 @@ class HttpTarget(Target):
             raise TargetError(f"{where}: the answer has no {self.response_key!r} key")
         return body[self.response_key]
 
-    def _parse(self, resp: Any, n: int) -> np.ndarray:
+    def _parse(self, content: bytes, n: int) -> np.ndarray:
         """Validate a response body; never echoes its content (it may hold inputs)."""
         where = f"{self.name}: endpoint {self.endpoint}"
         try:
-            body = json.loads(resp.content)
+            body = json.loads(content)
         except ValueError:
             raise TargetError(f"{where} did not answer JSON") from None
         preds = self._predictions(body, n, where)

@@ -186,6 +186,7 @@ def _build_unhardened(
             concurrency=spec.concurrency,
             rate_limit=spec.rate_limit,
             max_retries=spec.max_retries,
+            max_response_bytes=spec.max_response_bytes,
         )
 
     if not asset.path:

@@ -107,10 +107,13 @@ def test_no_raw_records_in_outputs(assessed: tuple[Path, str, int], clinic: Path
         assert f"{value:.6g}" not in text or f"{value:.6g}" in ("0", "1")
 
 
-def test_sarif_and_html_written(assessed: tuple[Path, str, int]) -> None:
+def test_sarif_and_html_written(assessed: tuple[Path, str, int], clinic: Path) -> None:
     out, _, _ = assessed
     sarif = json.loads((out / "report" / "report.sarif").read_text())
     assert sarif["version"] == "2.1.0" and sarif["runs"][0]["results"]
+    # asset paths are relative to the project folder, which the SARIF records as their base
+    base = sarif["runs"][0]["originalUriBaseIds"]["%SRCROOT%"]["uri"]
+    assert base == clinic.parent.resolve().as_uri() + "/"
     html = (out / "report" / "report.html").read_text()
     assert "<svg" in html and "AML.T0011.000" in html
 

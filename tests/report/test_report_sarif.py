@@ -253,3 +253,49 @@ def test_base_dir_relativises(scan_result: ScanResult) -> None:
     assert not any(u.startswith("file:") or "repo" in u for u in uris)
     without_base = json.loads(scan_to_sarif(ScanResult(files=files)))["runs"][0]["artifacts"]
     assert "file:///repo/models/broken.pkl" in {a["location"]["uri"] for a in without_base}
+
+
+def test_relative_uris_name_their_base_and_the_base_is_recorded_when_known(
+    report: Report, scan_result: ScanResult, tmp_path: Path
+) -> None:
+    # SARIF §3.4.4: a relative uri should carry the uriBaseId it is relative to; the run's
+    # originalUriBaseIds says where that base is (a file URI ending in "/") when the tool knows it
+    doc = json.loads(report_to_sarif(report, root=str(tmp_path / "my project")))
+    validate(doc)
+    run = doc["runs"][0]
+    assert run["originalUriBaseIds"] == {"%SRCROOT%": {"uri": f"file://{tmp_path}/my%20project/"}}
+    locs = [
+        loc["physicalLocation"]["artifactLocation"]
+        for res in run["results"]
+        for loc in res["locations"]
+        if "physicalLocation" in loc
+    ]
+    assert locs and all(al["uriBaseId"] == "%SRCROOT%" for al in locs)
+    assert all(a["location"]["uriBaseId"] == "%SRCROOT%" for a in run["artifacts"])
+    # unknown base (a stored report shown later): named and described, never guessed
+    unknown = json.loads(report_to_sarif(report))["runs"][0]["originalUriBaseIds"]["%SRCROOT%"]
+    assert "uri" not in unknown and "not recorded" in unknown["description"]["text"]
+    # an absolute path is a file URI and takes no base id
+    absolute = ScanResult(files=[FileResult(path="/srv/models/m.pkl", verdict=Verdict.SAFE)])
+    run = json.loads(scan_to_sarif(absolute, version="0.1.0", root="/work"))["runs"][0]
+    assert run["artifacts"][0]["location"] == {"uri": "file:///srv/models/m.pkl"}
+    assert "originalUriBaseIds" not in run
+    scan_run = json.loads(scan_to_sarif(scan_result, version="0.1.0", root="/ci/checkout"))["runs"][0]
+    validate({"version": "2.1.0", "runs": [scan_run]})
+    assert scan_run["originalUriBaseIds"]["%SRCROOT%"]["uri"] == "file:///ci/checkout/"
+
+
+def test_scan_cli_sarif_records_the_folder_it_ran_in(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import pickle
+
+    from bastion.cli.main import run
+
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "m.pkl").write_bytes(pickle.dumps({"w": [1.0, 2.0]}))
+    monkeypatch.chdir(tmp_path)
+    assert run(["scan", "models", "-f", "sarif"]) == 0
+    run_doc = json.loads(capsys.readouterr().out)["runs"][0]
+    assert run_doc["artifacts"][0]["location"] == {"uri": "models/m.pkl", "uriBaseId": "%SRCROOT%"}
+    assert run_doc["originalUriBaseIds"]["%SRCROOT%"]["uri"] == f"file://{tmp_path}/"

@@ -22,6 +22,7 @@ from bastion.api._planning import (
     _selected,
     picked_version,
     plan,
+    version_lineage,
 )
 from bastion.api._plugins import _FILE_FRAMEWORKS, PLANNED_KINDS
 from bastion.api._scanning import _signature_check, _signing_key
@@ -348,6 +349,7 @@ def assess(
             format=a.format,
             framework=a.framework,
             owner=a.owner,
+            lineage=version_lineage(a.name, versions),
         )
         facts[a.name] = {}
         if a.path:
@@ -612,7 +614,9 @@ def check_output_dir(out_dir: str | Path) -> None:
         raise ConfigError(f"--output {out}: {probe} is not writable")
 
 
-def write_outputs(report: Report, out_dir: str | Path, *, fail_on: str = "medium") -> dict[str, Path]:
+def write_outputs(
+    report: Report, out_dir: str | Path, *, fail_on: str = "medium", project_dir: str | Path | None = None
+) -> dict[str, Path]:
     """Write ``report.html``, ``report.json``, ``report.sarif`` and ``bom.json`` into ``out_dir`` atomically.
 
     Each file is written to a temporary name and renamed, so a failure leaves no
@@ -623,6 +627,8 @@ def write_outputs(report: Report, out_dir: str | Path, *, fail_on: str = "medium
         report: the report.
         out_dir: the folder (created if missing).
         fail_on: the gate the HTML summary states.
+        project_dir: the folder of ``bastion.yaml`` (asset paths are relative to it); recorded in
+            ``report.sarif`` as the ``%SRCROOT%`` base of its relative URIs.
 
     Returns:
         ``{"html": path, "json": path, "sarif": path, "bom": path}``.
@@ -640,7 +646,9 @@ def write_outputs(report: Report, out_dir: str | Path, *, fail_on: str = "medium
     rendered = {
         "html": report_to_html(report, fail_on=fail_on),
         "json": report_to_json(report),
-        "sarif": report_to_sarif(report),
+        "sarif": report_to_sarif(
+            report, root=None if project_dir is None else str(Path(project_dir).resolve())
+        ),
         "bom": json.dumps(report_bom(report, tool_version=__version__), indent=2) + "\n",
     }
     paths = {kind: out / ("bom.json" if kind == "bom" else f"report.{kind}") for kind in rendered}

@@ -45,6 +45,8 @@ class HardenResult:
         sha256: its hash.
         procedure: the defence id.
         details: what the procedure did and measured.
+        reused: ``True`` when the new model was byte-identical to an already recorded version
+            of the asset with the same parent: that version is returned and no new one recorded.
     """
 
     asset: str
@@ -54,6 +56,7 @@ class HardenResult:
     sha256: str
     procedure: str
     details: dict[str, Any]
+    reused: bool = False
 
 
 def harden(
@@ -70,7 +73,10 @@ def harden(
     The original file is scanned first and loaded only if judged safe; the new model is
     written atomically under ``.bastion/models/`` in the project folder and recorded in the
     store with its hash, procedure, parameters and training data (lineage). ``bastion assess``
-    then assesses it beside the original (``<asset>.v<N>``).
+    then assesses it beside the original (``<asset>.v<N>``). When the new model is
+    byte-identical to a version already recorded for the asset from the same original file (a
+    deterministic procedure run again), that version is returned (``reused``) and no duplicate
+    is recorded.
 
     Raises:
         ConfigError: invalid config, unknown asset or procedure, bad parameters, or the
@@ -81,7 +87,7 @@ def harden(
     from bastion.core.registry import defences
     from bastion.scan import scan_file
     from bastion.store import Store, preflight
-    from bastion.store.versions import add_version
+    from bastion.store.versions import add_version, find_version, list_versions
 
     s, cfg, base, a = _open_project(config, asset, settings)
     if a.kind != "model" or not a.path:
@@ -136,6 +142,23 @@ def harden(
         "parent_sha256": fr.sha256,
     }
     with Store.open(s.db_url) as st:
+        # A deterministic procedure run again yields the same bytes: reuse that version (its file
+        # must still be there) instead of recording a duplicate row.
+        same = find_version(st, asset=a.name, sha256=sha, parent_id=None, parent_sha256=fr.sha256)
+        if same is not None and same.path and (base / same.path).is_file():
+            if rel.as_posix() not in {v.path for v in list_versions(st, a.name)}:
+                dest.unlink(missing_ok=True)  # the same bytes under another recorded name: one copy
+            log.info("%s: identical to the recorded version %s.v%d; reused", rel, a.name, same.version)
+            return HardenResult(
+                asset=a.name,
+                version=same.version,
+                name=f"{a.name}.v{same.version}",
+                path=same.path,
+                sha256=sha,
+                procedure=same.procedure or procedure,
+                details=same.details,
+                reused=True,
+            )
         v = add_version(
             st,
             asset=a.name,

@@ -14,6 +14,7 @@ from bastion.core.budget import PRESETS
 from bastion.core.config import Asset, ProjectConfig, load_config
 from bastion.core.errors import ConfigError
 from bastion.core.registry import REGISTRIES
+from bastion.core.report import VersionLineage
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +97,48 @@ def _version_asset(a: Asset, v: Any) -> Asset:
             ),
         }
     )
+
+
+#: Keys of a version's recorded ``details`` that :func:`version_lineage` lifts into their own fields.
+_LIFTED = ("params", "parent_sha256")
+
+
+def version_lineage(name: str, versions: dict[str, Any] | None) -> VersionLineage | None:
+    """The lineage of asset ``name`` when it is a recorded version ``<model>.v<N>`` in ``versions``.
+
+    ``versions`` maps a model asset to its recorded version (``store.versions.ModelVersion``) as
+    :func:`_latest_versions` returns it; ``None`` for any other asset.
+    """
+    m = VERSION_NAME.match(name)
+    v = (versions or {}).get(m.group("base")) if m else None
+    if m is None or v is None or v.version != int(m.group("n")):
+        return None
+    return lineage_of(v)
+
+
+def lineage_of(v: Any) -> VersionLineage:
+    """The report's :class:`VersionLineage` of a recorded ``store.versions.ModelVersion``."""
+    details = dict(v.details)
+    private = "delta" in details  # (ε, δ)-DP procedures record δ; an adversarial ε is a perturbation
+    params = details.get("params")
+    return VersionLineage(
+        version_of=v.asset,
+        version=v.version,
+        id=v.id,
+        created=v.created,
+        procedure=v.procedure,
+        params=dict(params) if isinstance(params, dict) else {},
+        epsilon_spent=_number(details.get("epsilon")) if private else None,
+        delta=_number(details.get("delta")) if private else None,
+        parent_id=v.parent_id,
+        parent_sha256=details.get("parent_sha256") if isinstance(details.get("parent_sha256"), str) else None,
+        datasets=list(v.datasets),
+        details={k: val for k, val in details.items() if k not in _LIFTED},
+    )
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def _selected(name: str, asset: str | None) -> bool:

@@ -130,19 +130,50 @@ def model_bom(
     signature: str | os.PathLike[str] | None = None,
     allow: Sequence[str] = (),
     jobs: int = 1,
+    db_url: str | None = None,
 ) -> tuple[dict[str, Any], ScanResult]:
     """A CycloneDX 1.6 ML-BOM of a model file or folder (scans it first).
+
+    With ``db_url``, a file whose SHA-256 is a model version recorded by ``bastion harden`` in
+    that store carries its lineage (version, ``pedigree.ancestors``, ``bastion:lineage.*``). A
+    SQLite store that does not exist yet adds nothing.
 
     Returns:
         ``(bom dict, the scan it was built from)``.
 
     Raises:
         ScanError: the path does not exist.
+        StoreError: ``db_url`` names a database that cannot be read.
     """
     from bastion.scan.bom import build_bom
 
     result = scan_models([path], allow=allow, jobs=jobs)
-    return build_bom(result, root=path, key=key, signature=signature, tool_version=__version__), result
+    lineage = _recorded_lineage(db_url, {f.sha256 for f in result.files if f.sha256}) if db_url else {}
+    doc = build_bom(
+        result, root=path, key=key, signature=signature, tool_version=__version__, lineage=lineage
+    )
+    return doc, result
+
+
+def _recorded_lineage(db_url: str, hashes: set[str]) -> dict[str, Any]:
+    """``{sha256: VersionLineage}`` of the recorded model versions among ``hashes`` (oldest first wins)."""
+    if db_url.startswith("sqlite:///") and not Path(db_url.removeprefix("sqlite:///")).is_file():
+        return {}  # no store yet (checked before importing SQLAlchemy: `bastion bom` starts fast)
+    from sqlalchemy.engine import make_url
+
+    u = make_url(db_url)
+    if u.get_backend_name() == "sqlite" and (not u.database or not Path(u.database).is_file()):
+        return {}
+    from bastion.api._planning import lineage_of
+    from bastion.store import Store
+    from bastion.store.versions import list_versions
+
+    out: dict[str, Any] = {}
+    with Store.open(db_url) as st:
+        for v in list_versions(st):
+            if v.sha256 in hashes and v.sha256 not in out:
+                out[v.sha256] = lineage_of(v)
+    return out
 
 
 def _signing_key(cfg: ProjectConfig, base: Path, assets: Sequence[Asset]) -> Path | None:

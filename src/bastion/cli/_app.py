@@ -188,7 +188,7 @@ def assess(
         api.check_output_dir(output)
         settings = load_settings(db_url=db, budget=budget.value, max_time=max_time, fail_on=gate)
         report = _run_with_progress(config, settings, asset, only or [], skip or [], baseline)
-        paths = api.write_outputs(report, output, fail_on=gate)
+        paths = api.write_outputs(report, output, fail_on=gate, project_dir=config.parent)
     except BastionError as exc:
         fail(exc)
     code = _summarise(report, gate)
@@ -380,7 +380,7 @@ def demo(
         db_url = db or os.environ.get("BASTION_DB") or f"sqlite:///{cfg.parent / '.bastion' / 'bastion.db'}"
         settings = load_settings(db_url=db_url, budget=budget.value, fail_on="none")
         report = _run_with_progress(cfg, settings, None, [], [], None)
-        paths = api.write_outputs(report, out, fail_on="none")
+        paths = api.write_outputs(report, out, fail_on="none", project_dir=cfg.parent)
     except BastionError as exc:
         fail(exc)
     code = _summarise(report, "none")

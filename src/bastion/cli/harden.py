@@ -122,6 +122,13 @@ def _print_version(res: Any) -> None:
     """One line per recorded version: name, procedure, file, hash and the scalar details."""
     if res is None:
         return
+    if getattr(res, "reused", False):
+        err.print(
+            f"identical to the recorded version {res.name} ({res.procedure} → {res.path}, "
+            f"sha256 {res.sha256[:12]}…, same parent): reused it, no new version recorded",
+            highlight=False,
+        )
+        return
     shown = {k: v for k, v in res.details.items() if isinstance(v, (int, float, str)) and k != "format"}
     err.print(
         f"{res.name}: {res.procedure} → {res.path} (sha256 {res.sha256[:12]}…) {shown}", highlight=False

@@ -69,12 +69,28 @@ def bom(
         list[str] | None, typer.Option("--allow", help="Allow your own class (module.Class); repeatable.")
     ] = None,
     jobs: Annotated[int, typer.Option("--jobs", "-j", help="Worker processes (0: one per CPU).")] = 1,
+    db: Annotated[
+        str | None,
+        typer.Option(
+            "--db",
+            help="Store whose recorded model versions (bastion harden) add their lineage "
+            "(default: BASTION_DB, else .bastion/bastion.db when it exists).",
+        ),
+    ] = None,
 ) -> None:
-    """Write a CycloneDX 1.6 ML-BOM (models with hashes, scan verdicts, signature status; data)."""
+    """Write a CycloneDX 1.6 ML-BOM (models with hashes, scan verdicts, signature status; data).
+
+    A file that ``bastion harden`` recorded as a model version carries its lineage: version,
+    the model it was derived from (``pedigree.ancestors``) and ``bastion:lineage.*`` properties.
+    """
     from bastion import api
+    from bastion.core.settings import load_settings
 
     try:
-        doc, result = api.model_bom(path, key=key, signature=signature, allow=allow or [], jobs=jobs)
+        db_url = load_settings(db_url=db).db_url
+        doc, result = api.model_bom(
+            path, key=key, signature=signature, allow=allow or [], jobs=jobs, db_url=db_url
+        )
     except BastionError as exc:
         fail(exc)
     write(json.dumps(doc, indent=2), output)

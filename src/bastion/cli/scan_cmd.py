@@ -230,7 +230,7 @@ def _scan(args: argparse.Namespace) -> int:
     if args.fmt == "json":
         write(rep.scan_to_json(result), output)
     elif args.fmt == "sarif":
-        write(rep.scan_to_sarif(result), output)
+        write(rep.scan_to_sarif(result, root=os.getcwd()), output)  # relative paths are the cwd's
     else:
         if output is not None:
             write(rep.scan_to_json(result), output)

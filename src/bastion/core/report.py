@@ -16,7 +16,7 @@ from bastion.core.findings import Finding
 from bastion.core.results import CheckError, CheckResult, Skipped
 from bastion.core.severity import Severity
 
-REPORT_SCHEMA_VERSION = "1.2.0"
+REPORT_SCHEMA_VERSION = "1.3.0"
 
 
 class RunScope(BaseModel):
@@ -64,6 +64,47 @@ class Reproducibility(BaseModel):
     versions: dict[str, str | None] = Field(default_factory=dict)
 
 
+class VersionLineage(BaseModel):
+    """Where a hardened model version came from: ``AssetRecord.lineage`` of ``<model>.v<N>``.
+
+    What ``bastion harden`` recorded in the store (table ``model_versions``) when it wrote the
+    version; ``bastion assess`` copies it into the report of every run that assesses the version.
+
+    Attributes:
+        version_of: the original model asset (in ``bastion.yaml``; its file is version 1).
+        version: ``N`` (2 and up).
+        id: the version's id in the store.
+        created: when it was recorded (UTC).
+        procedure: the defence that produced it (``defend.pgd-at``, ``defend.dp-train`` ...).
+        params: the procedure's validated parameters.
+        epsilon_spent: for differentially private procedures (those recording δ: ``dp-train``,
+            ``dp-logreg``), the privacy budget ε spent as the procedure accounted it; ``None``
+            otherwise (an adversarial-training ε is a perturbation size, in ``params``).
+        delta: the δ of that (ε, δ) guarantee; ``None`` for non-private procedures.
+        parent_id: the store id of the version it was derived from; ``None``: the original file.
+        parent_sha256: SHA-256 of the file it was derived from, as scanned before hardening.
+        datasets: what it was trained on: registered dataset version ids (``bastion data
+            register``), else dataset names.
+        details: everything else the procedure recorded (measured accuracies, noise multiplier,
+            accountant, loader fields ``format``/``model_class``/``model_kwargs`` ...).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    version_of: str
+    version: int = Field(ge=2)
+    id: str
+    created: dt.datetime
+    procedure: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    epsilon_spent: float | None = None
+    delta: float | None = None
+    parent_id: str | None = None
+    parent_sha256: str | None = None
+    datasets: list[str] = Field(default_factory=list)
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
 class AssetRecord(BaseModel):
     """An asset as assessed: its file hash pins what was judged.
 
@@ -74,6 +115,8 @@ class AssetRecord(BaseModel):
             signature), ``unsigned`` (no bundle beside the file) or ``error`` (could not be
             checked, e.g. no key configured); ``None`` for assets that are not model files.
         signature_detail: why, for ``failed`` and ``error``.
+        lineage: for a hardened version ``<model>.v<N>`` recorded by ``bastion harden``, where it
+            came from (procedure, parameters, ε spent, parent, datasets); ``None`` otherwise.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -89,6 +132,7 @@ class AssetRecord(BaseModel):
     scan_verdict: str | None = None
     signature: Literal["verified", "failed", "unsigned", "error"] | None = None
     signature_detail: str | None = None
+    lineage: VersionLineage | None = None
 
 
 class ReportFinding(Finding):

@@ -50,6 +50,10 @@ SECURITY_SEVERITY: dict[Severity, float] = {
     Severity.INFO: 0.0,
 }
 
+#: The ``uriBaseId`` of every relative artifact URI (SARIF §3.4.4: a relative ``uri`` should name
+#: the base it is relative to): the folder a scan ran in, or the project folder of a report.
+SRCROOT = "%SRCROOT%"
+
 #: Report baseline state → SARIF ``baselineState``.
 _BASELINE_STATES = {"new": "new", "unchanged": "unchanged", "fixed": "absent"}
 
@@ -92,8 +96,9 @@ def _rule_text(rule_id: str) -> str:
 class _RunBuilder:
     """Collects rules, artifacts and results for one SARIF run."""
 
-    def __init__(self, base_dir: str | None) -> None:
+    def __init__(self, base_dir: str | None, root: str | None = None) -> None:
         self.base_dir = base_dir
+        self.root = root
         self.rules: list[dict[str, Any]] = []
         self._rule_index: dict[str, int] = {}
         self._rule_severity: dict[str, Severity] = {}
@@ -113,7 +118,7 @@ class _RunBuilder:
         uri = path_to_uri(path, self.base_dir)
         if uri not in self._artifact_index:
             self._artifact_index[uri] = len(self.artifacts)
-            self.artifacts.append({"location": {"uri": uri}})
+            self.artifacts.append({"location": self._location(uri)})
         idx = self._artifact_index[uri]
         art = self.artifacts[idx]
         if size is not None:
@@ -123,6 +128,21 @@ class _RunBuilder:
         if properties:
             art.setdefault("properties", {}).update(json_safe(properties))
         return uri, idx
+
+    @staticmethod
+    def _location(uri: str) -> dict[str, Any]:
+        """An ``artifactLocation``: a relative ``uri`` carries the ``uriBaseId`` it is relative to."""
+        return {"uri": uri} if uri.startswith("file://") else {"uri": uri, "uriBaseId": SRCROOT}
+
+    def base_ids(self) -> dict[str, Any] | None:
+        """``originalUriBaseIds``: where :data:`SRCROOT` is, when a relative URI uses it."""
+        if not any("uriBaseId" in a["location"] for a in self.artifacts):
+            return None
+        if self.root is None:
+            what = "the folder relative paths are relative to (not recorded: resolve against the checkout)"
+            return {SRCROOT: {"description": {"text": what}}}
+        root = PurePosixPath(self.root.replace("\\", "/")).as_posix().rstrip("/") + "/"
+        return {SRCROOT: {"uri": "file://" + quote(root if root.startswith("/") else "/" + root, safe="/:")}}
 
     def rule(self, finding: Finding) -> int:
         """The index of ``finding``'s rule, adding it on first sight (worst severity wins)."""
@@ -170,7 +190,7 @@ class _RunBuilder:
         props: dict[str, Any] = {}
         if loc.path:
             uri, idx = self.artifact(loc.path)
-            phys: dict[str, Any] = {"artifactLocation": {"uri": uri, "index": idx}}
+            phys: dict[str, Any] = {"artifactLocation": {**self._location(uri), "index": idx}}
             if loc.offset is not None and loc.member is None:
                 phys["region"] = {"byteOffset": loc.offset}
             out["physicalLocation"] = phys
@@ -263,6 +283,9 @@ class _RunBuilder:
                 }
             },
         }
+        base_ids = self.base_ids()
+        if base_ids is not None:
+            run["originalUriBaseIds"] = base_ids
         run.update(extra)
         if self.artifacts:
             run["artifacts"] = self.artifacts
@@ -286,10 +309,10 @@ def _notification(level: str, text: str, descriptor: str | None = None) -> dict[
 
 
 def scan_to_sarif_dict(
-    result: ScanResult, *, version: str | None = None, base_dir: str | None = None
+    result: ScanResult, *, version: str | None = None, base_dir: str | None = None, root: str | None = None
 ) -> dict[str, Any]:
     """A scan as a SARIF 2.1.0 log (a dict; see :func:`scan_to_sarif`)."""
-    builder = _RunBuilder(base_dir)
+    builder = _RunBuilder(base_dir, root)
     notes: list[dict[str, Any]] = []
     for fr in result.files:
         builder.artifact(
@@ -318,7 +341,9 @@ def scan_to_sarif_dict(
     return _document(run)
 
 
-def scan_to_sarif(result: ScanResult, *, version: str | None = None, base_dir: str | None = None) -> str:
+def scan_to_sarif(
+    result: ScanResult, *, version: str | None = None, base_dir: str | None = None, root: str | None = None
+) -> str:
     """Render a scan as SARIF 2.1.0 JSON.
 
     Every scanned file becomes an artifact (with its SHA-256, size, verdict and format); every
@@ -330,19 +355,22 @@ def scan_to_sarif(result: ScanResult, *, version: str | None = None, base_dir: s
         version: Bastion's version to record; defaults to the running one.
         base_dir: absolute paths under it are written relative to it (code-scanning services want
             paths relative to the repository root); other absolute paths become ``file://`` URIs.
+        root: the absolute folder relative paths are relative to (the folder the scan ran in),
+            recorded as ``originalUriBaseIds["%SRCROOT%"]``; every relative URI carries
+            ``uriBaseId: "%SRCROOT%"``. ``None``: the base is named but its place not recorded.
 
     Returns:
         The SARIF text, indented by 2.
     """
-    doc = scan_to_sarif_dict(result, version=version, base_dir=base_dir)
+    doc = scan_to_sarif_dict(result, version=version, base_dir=base_dir, root=root)
     return json.dumps(doc, indent=2, ensure_ascii=False, allow_nan=False)
 
 
 def report_to_sarif_dict(
-    report: Report, *, base_dir: str | None = None, include_fixed: bool = False
+    report: Report, *, base_dir: str | None = None, include_fixed: bool = False, root: str | None = None
 ) -> dict[str, Any]:
     """An assessment report as a SARIF 2.1.0 log (a dict; see :func:`report_to_sarif`)."""
-    builder = _RunBuilder(base_dir)
+    builder = _RunBuilder(base_dir, root)
     for asset in report.assets:
         if asset.path:
             builder.artifact(
@@ -391,7 +419,9 @@ def report_to_sarif_dict(
     return _document(run)
 
 
-def report_to_sarif(report: Report, *, base_dir: str | None = None, include_fixed: bool = False) -> str:
+def report_to_sarif(
+    report: Report, *, base_dir: str | None = None, include_fixed: bool = False, root: str | None = None
+) -> str:
     """Render an assessment report as SARIF 2.1.0 JSON.
 
     One result per finding, with ``baselineState`` (``new``/``unchanged``) when the report was
@@ -404,11 +434,13 @@ def report_to_sarif(report: Report, *, base_dir: str | None = None, include_fixe
         report: the report.
         base_dir: absolute paths under it are written relative to it.
         include_fixed: also list findings the baseline had and this run no longer has.
+        root: the absolute project folder (of ``bastion.yaml``) that asset paths are relative to,
+            recorded as ``originalUriBaseIds["%SRCROOT%"]`` (see :func:`scan_to_sarif`).
 
     Returns:
         The SARIF text, indented by 2.
     """
-    doc = report_to_sarif_dict(report, base_dir=base_dir, include_fixed=include_fixed)
+    doc = report_to_sarif_dict(report, base_dir=base_dir, include_fixed=include_fixed, root=root)
     return json.dumps(doc, indent=2, ensure_ascii=False, allow_nan=False)
 
 

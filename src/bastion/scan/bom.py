@@ -15,12 +15,13 @@ from __future__ import annotations
 import json
 import os
 import uuid
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from bastion.core.hashing import file_sha256
-from bastion.core.report import Report
+from bastion.core.report import AssetRecord, Report, VersionLineage
 from bastion.core.scanning import FileResult, ScanResult, Verdict
 from bastion.scan.signing import signature_status
 
@@ -76,6 +77,7 @@ def build_bom(
     key: str | os.PathLike[str] | None = None,
     signature: str | os.PathLike[str] | None = None,
     tool_version: str = "0",
+    lineage: Mapping[str, VersionLineage] | None = None,
 ) -> dict[str, Any]:
     """A CycloneDX 1.6 ML-BOM of a scan.
 
@@ -86,6 +88,9 @@ def build_bom(
             signature exists).
         signature: the signature path (default ``<root>.sig``).
         tool_version: Bastion's version, for ``metadata.tools``.
+        lineage: ``{sha256: lineage}`` of files that are recorded hardened model versions: such
+            a file's component carries it as in :func:`report_bom` (``version``,
+            ``pedigree.ancestors``, ``bastion:lineage.*``).
 
     Returns:
         The BOM as a JSON-ready dict.
@@ -118,6 +123,9 @@ def build_bom(
                 "properties": props,
                 "modelCard": _model_card(fr, path.parent if root_p.is_dir() else folder),
             }
+            recorded = (lineage or {}).get(fr.sha256 or "")
+            if recorded is not None:
+                _add_lineage(comp, recorded)
             components.append(comp)
         elif path.name.lower().endswith(DATA_SUFFIXES):
             components.append(
@@ -170,7 +178,12 @@ def report_bom(report: Report, *, tool_version: str = "0") -> dict[str, Any]:
     ``governance.data-sources`` notes, its registered version (``version``), version id, Merkle
     root, source, licence, owner and lineage (``bastion:provenance.*`` properties). A model version
     trained on a dataset of the report (``lineage.trained_models``) references it in
-    ``modelCard.modelParameters.datasets`` and in ``dependencies``. Nothing is
+    ``modelCard.modelParameters.datasets`` and in ``dependencies``. A hardened version
+    (``assets[].lineage``) carries its version number (``version``), the model it was derived
+    from with that file's hash (``pedigree.ancestors``, and ``pedigree.notes``: the procedure and
+    any ε spent) and ``bastion:lineage.*`` properties (procedure, parameters, ε spent, δ, store
+    ids, creation time, datasets); its original lists it in ``pedigree.descendants``, and the
+    datasets it was recorded as trained on are referenced as above. Nothing is
     re-read from disk: the BOM states exactly what the report judged. The serial number derives
     from the run id, so one run always yields the same BOM.
 
@@ -253,8 +266,26 @@ def report_bom(report: Report, *, tool_version: str = "0") -> dict[str, Any]:
             "hashes": hashes,
             "properties": props,
         }
+        if rec.lineage is not None:
+            _add_lineage(comp, rec.lineage)
+        descendants = [
+            _version_ref(v, v.lineage)
+            for v in report.assets
+            if v.lineage is not None and v.lineage.version_of == rec.name
+        ]
+        if descendants:
+            comp.setdefault("pedigree", {})["descendants"] = descendants
+        by_version_id = {n.get("provenance.version_id"): d for d, n in provenance.items()}
+        recorded = [] if rec.lineage is None else rec.lineage.datasets
         trained = [
-            r for r in dict.fromkeys(trained_on.get(rec.name, [])) if r.removeprefix("asset-") in names
+            r
+            for r in dict.fromkeys(
+                [
+                    *trained_on.get(rec.name, []),
+                    *(f"asset-{by_version_id.get(d) or d}" for d in recorded),
+                ]
+            )
+            if r.removeprefix("asset-") in names
         ]
         if card_props or trained:
             card: dict[str, Any] = {}
@@ -295,6 +326,64 @@ def report_bom(report: Report, *, tool_version: str = "0") -> dict[str, Any]:
             if "modelParameters" in c.get("modelCard", {})
         ],
     }
+
+
+def _add_lineage(comp: dict[str, Any], lineage: VersionLineage) -> None:
+    """Put a hardened version's lineage on its component (CycloneDX 1.6).
+
+    ``version`` is ``N``; ``pedigree.ancestors`` is the model it was derived from (the original
+    asset, version 1, or a recorded parent version) with its SHA-256 as scanned before
+    hardening, and ``pedigree.notes`` says how; what has no standard field (procedure,
+    parameters, ε spent, δ, store ids, datasets) goes in ``bastion:lineage.*`` properties.
+    """
+    comp["version"] = str(lineage.version)
+    parent: dict[str, Any] = {
+        "type": "machine-learning-model",
+        "name": lineage.version_of,
+        "version": "1" if lineage.parent_id is None else "unknown",
+        "properties": [_prop("asset", lineage.version_of)]
+        + ([_prop("lineage.id", lineage.parent_id)] if lineage.parent_id else []),
+    }
+    if lineage.parent_sha256:
+        parent["hashes"] = [{"alg": "SHA-256", "content": lineage.parent_sha256}]
+    how = f"derived from {lineage.version_of} by bastion harden {lineage.procedure or 'unknown'}"
+    if lineage.epsilon_spent is not None:
+        how += f" with (ε={lineage.epsilon_spent:g}, δ={lineage.delta or 0:g})-differential privacy"
+    comp["pedigree"] = {"ancestors": [parent], "notes": how}
+    props = [
+        _prop("lineage.version_of", lineage.version_of),
+        _prop("lineage.version", lineage.version),
+        _prop("lineage.id", lineage.id),
+        _prop("lineage.created", lineage.created.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")),
+    ]
+    for name, value in (
+        ("lineage.procedure", lineage.procedure),
+        ("lineage.parent_id", lineage.parent_id),
+        ("lineage.parent_sha256", lineage.parent_sha256),
+        ("lineage.epsilon_spent", lineage.epsilon_spent),
+        ("lineage.delta", lineage.delta),
+    ):
+        if value is not None:
+            props.append(_prop(name, value))
+    if lineage.datasets:
+        props.append(_prop("lineage.datasets", ", ".join(lineage.datasets)))
+    for key, value in sorted(lineage.params.items()):
+        text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+        props.append(_prop(f"lineage.param.{key}", text[:500]))
+    comp["properties"].extend(props)
+
+
+def _version_ref(rec: AssetRecord, lineage: VersionLineage) -> dict[str, Any]:
+    """A hardened version as a ``pedigree.descendants`` entry of its original."""
+    out: dict[str, Any] = {
+        "type": "machine-learning-model",
+        "name": rec.name,
+        "version": str(lineage.version),
+        "properties": [_prop("asset", rec.name), _prop("lineage.procedure", lineage.procedure or "unknown")],
+    }
+    if rec.sha256:
+        out["hashes"] = [{"alg": "SHA-256", "content": rec.sha256}]
+    return out
 
 
 #: Provenance notes of ``governance.data-sources`` copied into a data component's properties.

@@ -40,10 +40,23 @@ def _run_scope(data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
+def _version_lineage(data: dict[str, Any]) -> dict[str, Any]:
+    """1.2.0 -> 1.3.0: assets gained ``lineage`` (a hardened version's procedure, parent, ε ...).
+
+    A 1.2.0 run did not copy it into the report; it reads as unknown (``None``), and the store's
+    ``model_versions`` table still has it.
+    """
+    for asset in data.get("assets") or []:
+        if isinstance(asset, dict):
+            asset.setdefault("lineage", None)
+    return data
+
+
 #: ``from_version -> (to_version, step)``; a bump adds one step keyed by the version it upgrades from.
 STEPS: dict[str, tuple[str, Step]] = {
     "1.0.0": ("1.1.0", _signature_fields),
     "1.1.0": ("1.2.0", _run_scope),
+    "1.2.0": ("1.3.0", _version_lineage),
 }
 
 _SEMVER = re.compile(r"^(\d+)\.(\d+)\.(\d+)$")

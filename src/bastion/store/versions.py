@@ -88,6 +88,30 @@ def add_version(
     return ModelVersion(**row)
 
 
+def find_version(
+    store: Store,
+    *,
+    asset: str,
+    sha256: str,
+    parent_id: str | None = None,
+    parent_sha256: str | None = None,
+) -> ModelVersion | None:
+    """The oldest recorded version of ``asset`` with these exact bytes and the same parent, or ``None``.
+
+    Same parent: the same ``parent_id`` and, when ``parent_sha256`` is given, the same
+    ``details["parent_sha256"]`` (the file it was derived from, as scanned). ``bastion harden``
+    reuses such a version instead of recording a duplicate when a deterministic procedure
+    produces a byte-identical model again.
+    """
+    for v in list_versions(store, asset):
+        if v.sha256 != sha256 or v.parent_id != parent_id:
+            continue
+        if parent_sha256 is not None and v.details.get("parent_sha256") != parent_sha256:
+            continue
+        return v
+    return None
+
+
 def list_versions(store: Store, asset: str | None = None) -> list[ModelVersion]:
     """Recorded versions, oldest first (of one asset, or of all)."""
     from sqlalchemy.orm import Session

@@ -139,6 +139,19 @@ def test_empty_and_foreign_inputs_are_errors(
     assert not (tmp_path / "h.profile.json").exists()  # nothing saved
     import numpy as np
 
+    # a dataset version of nothing is refused, nothing stored
+    (tmp_path / "empty.csv").write_bytes(b"")
+    for name in ("h.csv", "empty.csv"):
+        assert run(["data", "register", name]) == 2
+        assert f"{name}: no data rows (the file is empty or a header only); nothing registered" in (
+            capsys.readouterr().err
+        )
+    (tmp_path / "hollow").mkdir()
+    (tmp_path / "hollow" / "a.csv").write_text("f,label\n")
+    (tmp_path / "hollow" / "b.csv").write_bytes(b"")
+    assert run(["data", "register", "hollow"]) == 2
+    assert "files are all empty or headers only" in capsys.readouterr().err
+    assert not (tmp_path / "b.db").exists() or run(["data", "verify", "h.csv"]) == 2
     np.savez(tmp_path / "e.npz", x=np.zeros((0, 4), np.float32), y=np.zeros(0, np.int64))
     assert run(["data", "profile", "e.npz"]) == 2
     assert "e.npz: no data rows" in capsys.readouterr().err

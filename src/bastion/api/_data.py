@@ -70,7 +70,8 @@ def data_register(
         The stored :class:`bastion.store.provenance.DatasetVersion`.
 
     Raises:
-        ConfigError: the dataset is missing or unreadable. StoreError: the store failed.
+        ConfigError: the dataset is missing or unreadable, or holds no data rows (every file
+            empty or a header only). StoreError: the store failed.
     """
     from bastion.data.provenance import build_manifest
     from bastion.store.provenance import register_version
@@ -78,6 +79,14 @@ def data_register(
 
     path = Path(dataset).resolve()
     man = build_manifest(path)
+    if man.files and all(e.size == 0 or e.rows == 0 for e in man.files.values()):
+        root_is_file = path.is_file()
+        what = (
+            "the file is empty or a header only"
+            if root_is_file
+            else "its files are all empty or headers only"
+        )
+        raise ConfigError(f"{dataset}: no data rows ({what}); nothing registered")
     info = {"path": str(path), **(details or {})}
     with Store.open(db) as store:
         return register_version(

@@ -43,6 +43,21 @@ def test_harden_reuses_identical_versions_and_reports_lineage(
     assert run(dp) == 0
     capsys.readouterr()
 
+    # --dry-run plans the recorded versions a run would assess, reading the store only
+    before = (tmp_path / "b.db").read_bytes()
+    assert run(["assess", "-c", str(cfg), "--only", "scan", "--dry-run", "--db", db]) == 0
+    planned = {i["asset"] for i in json.loads(capsys.readouterr().out)["checks"]}
+    assert {"diagnosis", "diagnosis.v2", "triage", "triage.v2"} <= planned
+    assert (
+        run(["assess", "-c", str(cfg), "--only", "scan", "--dry-run", "--asset", "diagnosis.v2", "--db", db])
+        == 0
+    )
+    picked = {i["asset"] for i in json.loads(capsys.readouterr().out)["checks"]}
+    assert picked == {"diagnosis", "diagnosis.v2"}  # the picked version, beside its model
+    assert run(["assess", "-c", str(cfg), "--dry-run", "--asset", "diagnosis.v7", "--db", db]) == 2
+    assert "--asset diagnosis.v7: no such version recorded; recorded: diagnosis.v2" in capsys.readouterr().err
+    assert (tmp_path / "b.db").read_bytes() == before  # nothing written
+
     report_dir = tmp_path / "out"
     assess = ["assess", "-c", str(cfg), "--only", "scan", "--fail-on", "none", "-o", str(report_dir)]
     assert run([*assess, "--db", db]) == 0

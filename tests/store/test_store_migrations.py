@@ -234,3 +234,25 @@ def test_concurrent_threads_migrate_one_after_the_other(tmp_path: Path) -> None:
         t.join(timeout=60)
     assert errors == []
     assert _diff(url, Base.metadata) == []
+
+
+def test_open_read_only_reads_a_current_store_and_never_writes(tmp_path: Path) -> None:
+    from bastion.store import Store
+
+    url = f"sqlite:///{tmp_path}/ro.db"
+    assert Store.open_read_only(url) is None and not (tmp_path / "ro.db").exists()  # nothing created
+    upgrade(url)
+    before = (tmp_path / "ro.db").read_bytes()
+    st = Store.open_read_only(url)
+    assert st is not None
+    with st:
+        assert st.list_runs() == []
+    engine = create_engine(url)
+    try:  # an older schema is not read (a run would migrate it first) and stays as it was
+        with engine.begin() as conn:
+            command.downgrade(alembic_config(conn), "-1")
+        older = (tmp_path / "ro.db").read_bytes()
+    finally:
+        engine.dispose()
+    assert older != before and Store.open_read_only(url) is None
+    assert (tmp_path / "ro.db").read_bytes() == older

@@ -49,20 +49,31 @@ def preflight(
     asset: str | None = None,
     only: Sequence[str] = (),
     skip: Sequence[str] = (),
+    db_url: str | None = None,
 ) -> Plan:
     """The plan, after every check that needs no model loaded — all problems at once.
 
     Checks config, selection, files, datasets (shapes, labels) and each planned check's
-    parameters.
+    parameters. With ``db_url``, the model versions recorded there by ``bastion harden``
+    (each model's latest, or the one ``asset`` names as ``<model>.v<N>``) are planned too, as
+    a run would assess them; the store is only read (see ``Store.open_read_only``).
 
     This is ``bastion assess --dry-run``: it loads no model and writes nothing.
 
     Raises:
-        ConfigError: every problem found, with its field path or file.
+        ConfigError: every problem found, with its field path or file; a picked version that
+            is not recorded.
+        StoreError: ``db_url`` cannot be read.
     """
-    the_plan = plan(config, budget=budget, asset=asset, only=only, skip=skip)
+    versions: dict[str, Any] = {}
+    if db_url is not None:
+        cfg0 = load_config(config)
+        pick = picked_version(cfg0, asset)
+        plan(config, budget=budget, asset=None if pick else asset, only=only, skip=skip)  # config first
+        versions = _latest_versions(db_url, cfg0, pick, read_only=True)
+    the_plan = plan(config, budget=budget, asset=asset, only=only, skip=skip, versions=versions)
     cfg, base = the_plan.config, the_plan.base_dir
-    assets = [a for a in _assets(cfg) if _selected(a.name, asset)]
+    assets = [a for a in _assets(cfg, versions) if _selected(a.name, asset)]
     _preflight_files(cfg, base, assets)
     _load_datasets(cfg, base, assets)
     _signing_key(cfg, base, assets)  # issue 4: the configured public key exists

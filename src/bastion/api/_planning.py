@@ -165,25 +165,32 @@ def picked_version(cfg: ProjectConfig, asset: str | None) -> tuple[str, int] | N
     return m.group("base"), int(m.group("n"))
 
 
-def _latest_versions(db_url: str, cfg: ProjectConfig, pick: tuple[str, int] | None = None) -> dict[str, Any]:
+def _latest_versions(
+    db_url: str, cfg: ProjectConfig, pick: tuple[str, int] | None = None, *, read_only: bool = False
+) -> dict[str, Any]:
     """The latest recorded version of each model asset; empty when the store does not exist yet.
 
     ``pick`` (``(model, N)``, from ``--asset <model>.v<N>``) takes version ``N`` of that model
-    instead of its latest.
+    instead of its latest. ``read_only``: the store is only read as it is (``--dry-run``: an
+    older schema, which a run would migrate first, counts as no versions).
 
     Raises:
         ConfigError: the picked version is not recorded (the recorded ones are named).
+        StoreError: the database cannot be read.
     """
     from sqlalchemy.engine import make_url
 
     u = make_url(db_url)
-    if u.get_backend_name() == "sqlite" and (not u.database or not Path(u.database).is_file()):
-        found: dict[str, Any] = {}
-    else:
+    st = None
+    if u.get_backend_name() != "sqlite" or (u.database and Path(u.database).is_file()):
         from bastion.store import Store
+
+        st = Store.open_read_only(db_url) if read_only else Store.open(db_url)
+    found: dict[str, Any] = {}
+    if st is not None:
         from bastion.store.versions import latest_version, list_versions
 
-        with Store.open(db_url) as st:
+        with st:
             found = {a.name: latest_version(st, a.name) for a in cfg.assets if a.kind == "model"}
             if pick is not None:
                 recorded = list_versions(st, pick[0])

@@ -181,7 +181,10 @@ def assess(
             raise BastionError(f"{config}: config file not found (use -c PATH, or run `bastion init DIR`)")
         err.print(f"using config {config}", highlight=False)
         if dry_run:
-            plan = api.preflight(config, budget=budget.value, asset=asset, only=only or [], skip=skip or [])
+            db_url = load_settings(db_url=db, budget=budget.value).db_url  # read only: versions to plan
+            plan = api.preflight(
+                config, budget=budget.value, asset=asset, only=only or [], skip=skip or [], db_url=db_url
+            )
             write(json.dumps(plan.to_dict(), indent=2), None)
             _print_plan(plan)
             raise typer.Exit(EXIT_OK if any(i.skip_reason is None for i in plan.items) else EXIT_NOTHING)

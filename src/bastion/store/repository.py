@@ -404,6 +404,40 @@ class Store:
             raise
         return cls(engine=engine, url=url)
 
+    @classmethod
+    def open_read_only(cls, url: str | None = None) -> Store | None:
+        """The store at ``url`` as it is, read only: ``None`` when there is none yet or it is older.
+
+        Nothing is created, migrated or written (``bastion assess --dry-run`` reads the recorded
+        model versions this way): a SQLite file is opened with ``mode=ro``; a database whose
+        schema is not at the head revision is not read (``None``), since a real run would
+        migrate it first.
+
+        Raises:
+            StoreError: the database is unreachable or its schema newer than this Bastion knows.
+        """
+        url = url if url is not None else default_url()
+        u = _parse(url)
+        path = _sqlite_file(u)
+        if path is not None:
+            path = Path(os.path.abspath(path))
+            if not path.is_file():
+                return None
+            uri = path.as_uri() + "?mode=ro"
+            engine = create_engine("sqlite://", creator=lambda: sqlite3.connect(uri, uri=True))
+        else:
+            engine = _make_engine(u, url, create_dirs=False)
+        try:
+            with engine.connect() as conn:
+                current = _current_revision(conn, url)
+        except SQLAlchemyError as exc:
+            engine.dispose()
+            raise _error("cannot open database", url, exc) from exc
+        if current != head_revision():
+            engine.dispose()
+            return None
+        return cls(engine=engine, url=url)
+
     @property
     def url(self) -> str:
         """The store's URL with its password masked."""

@@ -7,12 +7,13 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 from bastion import __version__
 from bastion.core.errors import ConfigError
 
 if TYPE_CHECKING:  # the scan path needs none of these at run time (start-up cost of `bastion scan`)
+    from bastion.core._scan_records import ScanRecords
     from bastion.core.config import Asset, ProjectConfig
     from bastion.core.findings import Finding
     from bastion.core.report import AssetRecord
@@ -46,6 +47,34 @@ def scan(
     return scan_models(paths, allow=allow, config=config)
 
 
+@overload
+def scan_models(
+    paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    *,
+    allow: Sequence[str] = ...,
+    config: str | Path | None = ...,
+    rules: Sequence[str | os.PathLike[str]] = ...,
+    jobs: int = ...,
+    progress: Callable[[int, int, str], None] | None = ...,
+    digest: bool = ...,
+    records: Literal[False] = ...,
+) -> ScanResult: ...
+
+
+@overload
+def scan_models(
+    paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    *,
+    allow: Sequence[str] = ...,
+    config: str | Path | None = ...,
+    rules: Sequence[str | os.PathLike[str]] = ...,
+    jobs: int = ...,
+    progress: Callable[[int, int, str], None] | None = ...,
+    digest: bool = ...,
+    records: Literal[True],
+) -> ScanRecords: ...
+
+
 def scan_models(
     paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     *,
@@ -55,7 +84,8 @@ def scan_models(
     jobs: int = 1,
     progress: Callable[[int, int, str], None] | None = None,
     digest: bool = True,
-) -> ScanResult:
+    records: bool = False,
+) -> ScanResult | ScanRecords:
     """:func:`scan` with the scanner's options: extra rule files, worker processes, progress.
 
     Args:
@@ -66,12 +96,15 @@ def scan_models(
         jobs: worker processes (1: in process; 0: one per CPU).
         progress: called after each file with ``(done, total, path)``.
         digest: compute SHA-256s (``False`` leaves ``sha256`` empty; faster on large files).
+        records: return the scanner's plain records (``ScanRecords``: the same fields as
+            ``ScanResult``, no pydantic import for a scan without findings) instead of the model;
+            what ``bastion scan`` renders its JSON from.
 
     Raises:
         ScanError: a path does not exist.
         ConfigError: the config, an allow entry or a rule file is invalid.
     """
-    from bastion.scan import scan_paths
+    from bastion.scan.engine import scan_records
 
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
@@ -82,11 +115,11 @@ def scan_models(
         extra += load_config(config).scan.allow
     if not paths:
         raise ConfigError("no path to scan given")
-    result = scan_paths(
+    found = scan_records(
         [Path(p) for p in paths], allow=extra, rules=rules, jobs=jobs, progress=progress, digest=digest
     )
-    result.bastion_version = __version__
-    return result
+    found.bastion_version = __version__
+    return found if records else found.to_result()
 
 
 def sign_model(

@@ -1,7 +1,8 @@
 """``bastion scan``: its one command-line definition (standard-library ``argparse``) and its run.
 
 The console script (:func:`bastion.cli.main.run`) sends ``bastion scan …`` here before importing
-Typer, so a scan pays only for what it uses (the scanner, pydantic's data models, one renderer);
+Typer, so a scan pays only for what it uses (the scanner and one renderer; ``-f json`` renders the
+scanner's plain records, so a scan without findings never imports pydantic);
 the Typer ``scan`` command is a passthrough to :func:`main`, so ``bastion --help`` still lists it
 and ``CliRunner().invoke(app, ["scan", …])`` runs the same code.
 
@@ -218,6 +219,7 @@ def _scan(args: argparse.Namespace) -> int:
             jobs=args.jobs,
             digest=args.digest,
             progress=tick if show_bar else None,
+            records=True,  # plain records: JSON renders without importing pydantic
         )
     except BastionError as exc:
         return show_error(exc)
@@ -230,11 +232,11 @@ def _scan(args: argparse.Namespace) -> int:
     if args.fmt == "json":
         write(rep.scan_to_json(result), output)
     elif args.fmt == "sarif":
-        write(rep.scan_to_sarif(result, root=os.getcwd()), output)  # relative paths are the cwd's
+        write(rep.scan_to_sarif(result.to_result(), root=os.getcwd()), output)  # relative to the cwd
     else:
         if output is not None:
             write(rep.scan_to_json(result), output)
-        err.print(rep.scan_table(result))
+        err.print(rep.scan_table(result.to_result()))
     counts: dict[str, int] = {}
     for fr in result.files:
         counts[fr.verdict.value] = counts.get(fr.verdict.value, 0) + 1

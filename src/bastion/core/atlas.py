@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from importlib import resources
 
 
 @dataclass(frozen=True)
@@ -22,6 +21,8 @@ class Technique:
 
 @functools.cache
 def _data() -> tuple[str, dict[str, Technique]]:
+    from importlib import resources  # here: its import costs every `bastion scan` ~5 ms
+
     import yaml
 
     text = resources.files("bastion.core").joinpath("data/ATLAS.yaml").read_text(encoding="utf-8")

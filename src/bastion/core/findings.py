@@ -4,24 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from enum import Enum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from bastion.core._threat import Threat as Threat  # defined without pydantic (see its module)
 from bastion.core.severity import Severity
-
-
-class Threat(str, Enum):
-    """The threat family a finding belongs to."""
-
-    SUPPLY_CHAIN = "supply-chain"
-    EVASION = "evasion"
-    POISONING = "poisoning"
-    EXTRACTION = "extraction"
-    PRIVACY = "privacy"
-    GOVERNANCE = "governance"
-    RUNTIME = "runtime"
 
 
 class Location(BaseModel):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Literal, overload
 
@@ -31,6 +30,8 @@ def file_sha256(path: str | Path, *, with_size: bool = False) -> str | tuple[str
     Raises:
         OSError: the file cannot be opened or read (callers turn it into their own error).
     """
+    import hashlib  # here: OpenSSL's load costs ~2 ms of start-up to commands that never hash
+
     h = hashlib.sha256()
     buf = bytearray(CHUNK)
     view = memoryview(buf)

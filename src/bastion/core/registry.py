@@ -11,13 +11,16 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Iterator
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from pydantic import BaseModel, ConfigDict
-
+from bastion.core._threat import Threat
 from bastion.core.capability import Capability
 from bastion.core.errors import PluginError
-from bastion.core.findings import Threat
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+    from bastion.core._params import NoParams as NoParams
 
 log = logging.getLogger(__name__)
 
@@ -25,10 +28,22 @@ PLUGIN_ID = re.compile(r"^[a-z0-9][a-z0-9_-]*(\.[a-z0-9][a-z0-9_-]*)+$")
 KINDS = ("attack", "scanner", "detector", "check", "defence")
 
 
-class NoParams(BaseModel):
-    """Parameters of a plugin that takes none."""
+def __getattr__(name: str) -> Any:
+    """``NoParams``, loaded (with pydantic) on first use: the scanners import this module."""
+    if name == "NoParams":
+        from bastion.core._params import NoParams
 
-    model_config = ConfigDict(extra="forbid")
+        return NoParams
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+class _DefaultParams:
+    """``Plugin.Params``'s default, :class:`NoParams`, resolved (pydantic imported) on first read."""
+
+    def __get__(self, obj: object, owner: type | None = None) -> type[BaseModel]:
+        from bastion.core._params import NoParams
+
+        return NoParams
 
 
 class Plugin:
@@ -51,7 +66,10 @@ class Plugin:
     threat: ClassVar[Threat] = Threat.GOVERNANCE
     requires: ClassVar[frozenset[Capability]] = frozenset()
     applies_to: ClassVar[frozenset[str]] = frozenset({"model"})
-    Params: ClassVar[type[BaseModel]] = NoParams
+    if TYPE_CHECKING:
+        Params: ClassVar[type[BaseModel]]
+    else:
+        Params = _DefaultParams()  # NoParams, read lazily
     references: ClassVar[tuple[str, ...]] = ()
     threat_model: ClassVar[str] = ""
     atlas: ClassVar[tuple[str, ...]] = ()

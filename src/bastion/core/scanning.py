@@ -7,24 +7,14 @@ Verdicts: ``malicious`` (a deny-listed callable or a container trick), ``suspici
 
 from __future__ import annotations
 
-from enum import Enum
-
 from pydantic import BaseModel, ConfigDict, Field
 
+# Verdict and the schema version are defined without pydantic (the scan engine's plain records
+# use them); this module is their public home.
+from bastion.core._scan_records import SCAN_SCHEMA_VERSION as SCAN_SCHEMA_VERSION
+from bastion.core._scan_records import Verdict as Verdict
+from bastion.core._scan_records import scan_exit_code
 from bastion.core.findings import Finding
-from bastion.core.severity import FAIL_ON_CHOICES, gates
-
-SCAN_SCHEMA_VERSION = "1.0.0"
-
-
-class Verdict(str, Enum):
-    """A scanned file's verdict."""
-
-    SAFE = "safe"
-    SUSPICIOUS = "suspicious"
-    MALICIOUS = "malicious"
-    ERROR = "error"
-    SKIPPED = "skipped"
 
 
 class FileResult(BaseModel):
@@ -69,12 +59,4 @@ class ScanResult(BaseModel):
 
     def exit_code(self, fail_on: str = "medium") -> int:
         """The documented exit code: 2 errors > 1 findings at/above ``fail_on`` > 3 nothing scanned > 0."""
-        if fail_on not in FAIL_ON_CHOICES:
-            raise ValueError(f"fail_on must be one of {', '.join(FAIL_ON_CHOICES)}, got {fail_on!r}")
-        if any(fr.verdict == Verdict.ERROR for fr in self.files):
-            return 2
-        if any(gates(f.severity, fail_on) for f in self.findings()):
-            return 1
-        if not any(fr.verdict != Verdict.SKIPPED for fr in self.files):
-            return 3
-        return 0
+        return scan_exit_code(self.files, fail_on)

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     # Annotations only: ``bastion scan -f json`` then never imports the report models (~20 ms).
+    from bastion.core._scan_records import ScanRecords
     from bastion.core.report import Report
     from bastion.core.scanning import ScanResult
 
@@ -23,8 +24,8 @@ def json_safe(value: Any) -> Any:
     return value
 
 
-def scan_to_dict(result: ScanResult, *, version: str | None = None) -> dict[str, Any]:
-    """A scan as a JSON-ready dict (see :func:`scan_to_json`)."""
+def scan_to_dict(result: ScanResult | ScanRecords, *, version: str | None = None) -> dict[str, Any]:
+    """A scan (the model, or the scanner's plain records) as a JSON-ready dict (see :func:`scan_to_json`)."""
     if not (version or result.bastion_version):
         from bastion.report._common import bastion_version
 
@@ -50,7 +51,7 @@ def scan_to_dict(result: ScanResult, *, version: str | None = None) -> dict[str,
     }
 
 
-def scan_to_json(result: ScanResult, *, version: str | None = None) -> str:
+def scan_to_json(result: ScanResult | ScanRecords, *, version: str | None = None) -> str:
     """Render a scan as JSON, the machine output of ``bastion scan --format json``.
 
     The document is ``{"schema_version", "bastion_version", "files": [...]}``; each file has
@@ -59,7 +60,7 @@ def scan_to_json(result: ScanResult, *, version: str | None = None) -> str:
     order; non-finite floats become ``null``.
 
     Args:
-        result: the scan.
+        result: the scan (``ScanResult``, or the engine's ``ScanRecords``: same fields).
         version: Bastion's version to record; defaults to the running one.
 
     Returns:

@@ -13,16 +13,19 @@ from __future__ import annotations
 import logging
 import os
 import re
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import IO, Any, ClassVar, Protocol
+from typing import IO, TYPE_CHECKING, Any, ClassVar, Protocol
 
 from bastion.core import atlas
-from bastion.core.findings import Finding, Location, Threat
+from bastion.core._threat import Threat
 from bastion.core.registry import Plugin
 from bastion.core.severity import Severity
 from bastion.scan.policy import PicklePolicy
+
+if TYPE_CHECKING:
+    # Loaded (with pydantic) when a scanner reports something: a scan of clean files needs none.
+    from bastion.core.findings import Finding, Location
 
 log = logging.getLogger(__name__)
 
@@ -264,6 +267,8 @@ class Artifact:
 
     def location(self, offset: int | None = None) -> Location:
         """A :class:`Location` in this artifact."""
+        from bastion.core.findings import Location
+
         return Location(path=self.path, member=self.member, offset=offset)
 
     def child(self, name: str, stream: IO[bytes], size: int | None, *, label: str | None = None) -> Artifact:
@@ -292,6 +297,8 @@ class Artifact:
         references: Iterable[str] = (),
     ) -> Finding:
         """A supply-chain finding located in this artifact."""
+        from bastion.core.findings import Finding
+
         return Finding(
             rule_id=rule_id,
             severity=severity,
@@ -363,6 +370,8 @@ class ScanContext:
         Raises:
             BombError: a limit is exceeded (the temporary file is closed).
         """
+        import tempfile  # on first use: ~5 ms of start-up a scan of plain files does not need
+
         out: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=self.limits.spool_memory)  # noqa: SIM115
         total = 0
         try:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import io
 import logging
 import os
@@ -12,20 +11,31 @@ import stat
 import tomllib
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
+from bastion.core._scan_records import FileRecord, ScanRecords, Verdict
 from bastion.core.errors import ConfigError, ScanError
 from bastion.core.hashing import file_sha256
 from bastion.core.registry import scanners as scanner_registry
-from bastion.core.scanning import FileResult, ScanResult, Verdict
 from bastion.core.severity import Severity
 from bastion.scan.base import Artifact, Outcome, ScanContext, ScanLimits, Scanner
 from bastion.scan.builtin import load_builtin_scanners
 from bastion.scan.policy import PicklePolicy, Rule, load_rules
 
+if TYPE_CHECKING:
+    from bastion.core.scanning import FileResult, ScanResult
+
 log = logging.getLogger(__name__)
 
-__all__ = ["POOL_MIN_FILES", "Progress", "load_rule_files", "scan_file", "scan_paths", "verdict_of"]
+__all__ = [
+    "POOL_MIN_FILES",
+    "Progress",
+    "load_rule_files",
+    "scan_file",
+    "scan_paths",
+    "scan_records",
+    "verdict_of",
+]
 
 _LINK = "\0symlink"  # marks an in-folder file symlink in _walk's output
 
@@ -108,7 +118,7 @@ def _scan_one(
     limits: ScanLimits,
     scanners: list[Scanner],
     digest_files: bool = True,
-) -> FileResult:
+) -> FileRecord:
     """Scan one file, never raising (an unreadable file is an ``error`` verdict).
 
     Small files are read once (hash and scan share the bytes); large ones are hashed in a
@@ -122,10 +132,12 @@ def _scan_one(
             size = os.fstat(fh.fileno()).st_size
             stream: IO[bytes] = fh
             if digest_files and size < _THREAD_HASH_MIN:
+                import hashlib  # on first use (``--hash``): ~2 ms of start-up otherwise
+
                 data = fh.read(size + 1)
                 digest = hashlib.sha256(data).hexdigest()
                 if len(data) != size:
-                    return FileResult(
+                    return FileRecord(
                         path=display,
                         verdict=Verdict.ERROR,
                         reason=f"file changed while being scanned ({size} bytes, then {len(data)})",
@@ -147,14 +159,14 @@ def _scan_one(
         if background is not None:
             with contextlib.suppress(OSError):
                 digest = background.join()[0]
-        return FileResult(path=display, verdict=Verdict.ERROR, sha256=digest, reason=f"unreadable: {exc}")
+        return FileRecord(path=display, verdict=Verdict.ERROR, sha256=digest, reason=f"unreadable: {exc}")
     if background is not None:
         try:
             digest, hashed = background.join()
         except OSError as exc:
-            return FileResult(path=display, verdict=Verdict.ERROR, size=size, reason=f"unreadable: {exc}")
+            return FileRecord(path=display, verdict=Verdict.ERROR, size=size, reason=f"unreadable: {exc}")
         if hashed != size:
-            return FileResult(
+            return FileRecord(
                 path=display,
                 verdict=Verdict.ERROR,
                 sha256=digest,
@@ -163,9 +175,9 @@ def _scan_one(
             )
     verdict = verdict_of(out)
     log.debug("scanned %s: %s (%s)", display, verdict.value, out.format)
-    # Every field is built here from checked values (Finding objects, a Verdict, str/int), so
-    # the result skips pydantic's validation (~12 us a file; 1,000 small files: ~12 ms).
-    return FileResult.model_construct(
+    # Every field is built here from checked values (Finding objects, a Verdict, str/int): a plain
+    # record, converted to the pydantic contract only where it is returned (see scan_paths).
+    return FileRecord(
         path=display,
         format=None if verdict is Verdict.SKIPPED else out.format,
         verdict=verdict,
@@ -314,7 +326,7 @@ def _warm_up(policy: PicklePolicy, limits: ScanLimits, scanners: list[Scanner]) 
         ctx.scan(art)
 
 
-def _work(item: tuple[str, str]) -> FileResult:
+def _work(item: tuple[str, str]) -> FileRecord:
     display, path = item
     policy = _WORKER["policy"]
     limits = _WORKER["limits"]
@@ -324,7 +336,7 @@ def _work(item: tuple[str, str]) -> FileResult:
         return _scan_one(display, Path(path), policy, limits, scanners, bool(_WORKER["digest"]))
     except Exception as exc:  # a crash in a worker is an error verdict, never a lost file
         reason = f"internal error: {type(exc).__name__}: {exc}"
-        return FileResult(path=display, verdict=Verdict.ERROR, reason=reason)
+        return FileRecord(path=display, verdict=Verdict.ERROR, reason=reason)
 
 
 #: ``jobs=0`` starts a worker process only per this many files (a pool costs a few ms a worker
@@ -344,14 +356,166 @@ def _start_method() -> str:
     ``fork`` where safe (Linux, no other thread: workers inherit the loaded scanners for
     free); else ``forkserver`` or ``spawn`` (each worker imports the scanners again).
     """
-    import multiprocessing
     import sys
     import threading
 
+    if sys.platform.startswith("linux") and hasattr(os, "fork") and threading.active_count() == 1:
+        return "fork"  # decided without importing multiprocessing (~5 ms)
+    import multiprocessing
+
     methods = multiprocessing.get_all_start_methods()
-    if sys.platform.startswith("linux") and "fork" in methods and threading.active_count() == 1:
-        return "fork"
     return "forkserver" if "forkserver" in methods else "spawn"
+
+
+class _Workers:
+    """Files scanned by other processes while this one scans its own share.
+
+    Iterating yields their records in the order of the items given (waiting as needed);
+    :meth:`close` stops whatever is still running (after an exception or Ctrl-C).
+    """
+
+    def __iter__(self) -> Iterator[FileRecord]:
+        return iter(())  # none: this process scans everything
+
+    def close(self) -> None:
+        """Stop the workers still running and release them (idempotent)."""
+
+
+class _Pool(_Workers):
+    """A process pool of ``nproc`` (forkserver/spawn) scanning ``items``, started at once."""
+
+    def __init__(
+        self,
+        items: list[tuple[int, tuple[str, Path]]],
+        nproc: int,
+        policy: PicklePolicy,
+        limits: ScanLimits,
+        digest: bool,
+    ) -> None:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        self._pool = ProcessPoolExecutor(
+            max_workers=nproc,
+            mp_context=multiprocessing.get_context(_start_method()),
+            initializer=_init_worker,
+            initargs=(policy, limits, digest),
+        )
+        chunk = max(1, min(64, len(items) // (nproc * 4)))
+        try:
+            self._results = self._pool.map(_work, [(d, str(p)) for _, (d, p) in items], chunksize=chunk)
+        except BaseException:
+            self.close()
+            raise
+
+    def __iter__(self) -> Iterator[FileRecord]:
+        yield from self._results
+        self._pool.shutdown()
+
+    def close(self) -> None:
+        self._pool.shutdown(cancel_futures=True)
+
+
+class _Forked(_Workers):
+    """``nproc`` forked children scanning ``items`` (Linux, no other thread), started at once.
+
+    Lighter than a process pool (no ``multiprocessing`` import, no queues, no manager thread):
+    child ``k`` scans items ``k, k + nproc, …`` with the scanners it inherited, and writes its
+    records, pickled, to a pipe when done (our own records, never scanned data). Iterating
+    reads the pipes in turn and reaps the children; a child that dies gives its files an
+    ``error`` verdict.
+    """
+
+    def __init__(
+        self,
+        items: list[tuple[int, tuple[str, Path]]],
+        nproc: int,
+        policy: PicklePolicy,
+        limits: ScanLimits,
+        scanners: list[Scanner],
+        digest: bool,
+    ) -> None:
+        self._shares = [[(d, p) for _, (d, p) in items[k::nproc]] for k in range(nproc)]
+        self._order: list[int] = []
+        self._unreaped: set[int] = set()
+        self._pipes: dict[int, int] = {}  # pid -> read end of its pipe, until read
+        try:
+            for share in self._shares:
+                pid, fd = _fork_child(share, policy, limits, scanners, digest)
+                self._order.append(pid)
+                self._unreaped.add(pid)
+                self._pipes[pid] = fd
+        except BaseException:
+            self.close()
+            raise
+
+    def __iter__(self) -> Iterator[FileRecord]:
+        import pickle
+
+        got: list[list[FileRecord]] = []
+        for pid, share in zip(self._order, self._shares, strict=True):
+            records: object = None
+            with os.fdopen(self._pipes.pop(pid), "rb") as fh:
+                try:
+                    records = pickle.load(fh)  # our child's records (never scanned data)
+                except Exception:  # the child died before writing them all
+                    records = None
+            _, status = os.waitpid(pid, 0)
+            self._unreaped.discard(pid)
+            if status != 0 or not isinstance(records, list) or len(records) != len(share):
+                why = f"internal error: worker process failed (wait status {status})"
+                records = [FileRecord(path=d, verdict=Verdict.ERROR, reason=why) for d, _ in share]
+            got.append(records)
+        nproc = len(got)
+        for j in range(sum(len(g) for g in got)):
+            yield got[j % nproc][j // nproc]
+
+    def close(self) -> None:
+        while self._pipes:
+            with contextlib.suppress(OSError):
+                os.close(self._pipes.popitem()[1])
+        if not self._unreaped:
+            return
+        import signal
+
+        for pid in list(self._unreaped):
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(OSError):
+                os.waitpid(pid, 0)
+            self._unreaped.discard(pid)
+
+
+def _fork_child(
+    share: list[tuple[str, Path]],
+    policy: PicklePolicy,
+    limits: ScanLimits,
+    scanners: list[Scanner],
+    digest: bool,
+) -> tuple[int, int]:
+    """Fork a child that scans ``share`` and writes its pickled records to a pipe: (pid, read end)."""
+    import pickle
+
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child (coverage does not follow it)
+        code = 1
+        try:
+            os.close(r)
+            out: list[FileRecord] = []
+            for display, path in share:
+                try:
+                    out.append(_scan_one(display, path, policy, limits, scanners, digest))
+                except Exception as exc:  # a crash is an error verdict, never a lost file
+                    reason = f"internal error: {type(exc).__name__}: {exc}"
+                    out.append(FileRecord(path=display, verdict=Verdict.ERROR, reason=reason))
+            with os.fdopen(w, "wb") as fh:
+                pickle.dump(out, fh, protocol=pickle.HIGHEST_PROTOCOL)
+            code = 0
+        finally:
+            os._exit(code)  # no atexit handlers, no flush of the parent's buffered output
+    os.close(w)
+    return pid, r
 
 
 #: Called after each file with ``(files done, files to scan, display path)``.
@@ -392,6 +556,34 @@ def scan_paths(
         ScanError: a path does not exist (every missing path is named).
         ConfigError: an ``allow`` entry or a rule file is malformed.
     """
+    return scan_records(
+        paths, allow=allow, limits=limits, rules=rules, jobs=jobs, progress=progress, digest=digest
+    ).to_result()
+
+
+def scan_records(
+    paths: Sequence[str | os.PathLike[str]],
+    *,
+    allow: Sequence[str] = (),
+    limits: ScanLimits | None = None,
+    rules: Sequence[str | os.PathLike[str]] = (),
+    jobs: int = 1,
+    progress: Progress | None = None,
+    digest: bool = True,
+) -> ScanRecords:
+    """:func:`scan_paths` (same arguments, same errors), returning the scanner's plain records.
+
+    :class:`~bastion.core._scan_records.ScanRecords` has the fields of ``ScanResult`` and builds
+    it with ``to_result()``; no pydantic import unless a scanner reports a finding. For renderers
+    that need no model, e.g. ``bastion scan -f json``.
+
+    Returns:
+        One :class:`~bastion.core._scan_records.FileRecord` per file found.
+
+    Raises:
+        ScanError: a path does not exist (every missing path is named).
+        ConfigError: an ``allow`` entry or a rule file is malformed.
+    """
     given = [Path(os.fspath(p)) for p in paths]
     missing = [str(p) for p in given if not p.exists() and not p.is_symlink()]
     if missing:
@@ -400,7 +592,7 @@ def scan_paths(
         raise ConfigError(f"jobs must be >= 0, got {jobs}")
     policy = load_rule_files(rules, allow)
     lim = limits or ScanLimits()
-    entries: list[FileResult | tuple[str, Path]] = []
+    entries: list[FileRecord | tuple[str, Path]] = []
     seen: set[str] = set()
     reals: dict[str, str] = {}
 
@@ -408,13 +600,17 @@ def scan_paths(
         return reals.get(display) or os.path.realpath(q)
 
     for p in given:
-        items = list(_walk(p, reals)) if p.is_dir() else [(str(p), p, None)]
+        walked = p.is_dir()
+        items = list(_walk(p, reals)) if walked else [(str(p), p, None)]
         real_files = {real(d, q) for d, q, why in items if q is not None and why is None}
         for display, path, skip in items:
+            # A file the walk found (not through a symlink) is a regular file (its directory
+            # entry says so): no second stat. A symlink's target and a given path are checked.
+            regular = walked and skip is None
             if skip == _LINK and path is not None:
                 if real(display, path) in real_files:
                     entries.append(
-                        FileResult(
+                        FileRecord(
                             path=display,
                             verdict=Verdict.SKIPPED,
                             reason="symlink to a file of the scanned folder (scanned at its own path)",
@@ -429,22 +625,22 @@ def scan_paths(
             if path is None:
                 unread = skip is not None and skip.startswith(_UNREADABLE)
                 verdict = Verdict.ERROR if unread else Verdict.SKIPPED
-                entries.append(FileResult(path=display, verdict=verdict, reason=skip))
+                entries.append(FileRecord(path=display, verdict=verdict, reason=skip))
                 continue
             try:
-                mode = path.stat().st_mode
+                mode = stat.S_IFREG if regular else path.stat().st_mode
             except OSError as exc:
-                entries.append(FileResult(path=display, verdict=Verdict.ERROR, reason=f"unreadable: {exc}"))
+                entries.append(FileRecord(path=display, verdict=Verdict.ERROR, reason=f"unreadable: {exc}"))
                 continue
             if not stat.S_ISREG(mode):
-                entries.append(FileResult(path=display, verdict=Verdict.SKIPPED, reason="not a regular file"))
+                entries.append(FileRecord(path=display, verdict=Verdict.SKIPPED, reason="not a regular file"))
                 continue
             entries.append((display, path))
     todo = [(i, e) for i, e in enumerate(entries) if isinstance(e, tuple)]
     total = len(todo)
     workers = _auto_workers(total) if jobs == 0 else jobs
     workers = max(1, min(workers, total))
-    done: dict[int, FileResult] = {}
+    done: dict[int, FileRecord] = {}
     if workers == 1:
         scanners = _scanners()
         for n, (i, (display, path)) in enumerate(todo, 1):
@@ -452,9 +648,6 @@ def scan_paths(
             if progress is not None:
                 progress(n, total, display)
     else:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
         # This process scans the first share itself while ``workers - 1`` processes scan the
         # rest: one process fewer to start, and no CPU left waiting on the results.
         mine, theirs = todo[: total // workers], todo[total // workers :]
@@ -462,26 +655,30 @@ def scan_paths(
         # forked workers inherit them instead of each importing them again.
         scanners = _scanners()
         _warm_up(policy, lim, scanners)
-        with ProcessPoolExecutor(
-            max_workers=workers - 1,
-            mp_context=multiprocessing.get_context(_start_method()),
-            initializer=_init_worker,
-            initargs=(policy, lim, digest),
-        ) as pool:
-            chunk = max(1, min(64, len(theirs) // ((workers - 1) * 4)))
-            results = pool.map(_work, [(d, str(pth)) for _, (d, pth) in theirs], chunksize=chunk)
+        others: _Workers
+        try:
+            if _start_method() == "fork":
+                others = _Forked(theirs, workers - 1, policy, lim, scanners, digest)
+            else:
+                others = _Pool(theirs, workers - 1, policy, lim, digest)
+        except OSError as exc:  # no process to spare (fork refused): scan everything here
+            log.warning("could not start worker processes (%s); scanning in this process", exc)
+            others, mine, theirs = _Workers(), todo, []
+        try:
             n = 0
             for i, (display, path) in mine:
                 done[i] = _scan_one(display, path, policy, lim, scanners, digest)
                 n += 1
                 if progress is not None:
                     progress(n, total, display)
-            for (i, (display, _)), fr in zip(theirs, results, strict=True):
+            for (i, (display, _)), fr in zip(theirs, others, strict=True):
                 done[i] = fr
                 n += 1
                 if progress is not None:
                     progress(n, total, display)
-    result = ScanResult()
+        finally:
+            others.close()
+    result = ScanRecords()
     for i, e in enumerate(entries):
         result.files.append(done[i] if isinstance(e, tuple) else e)
     return result

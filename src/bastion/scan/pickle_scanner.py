@@ -76,6 +76,8 @@ def judge_result(
     for q, offsets in grouped.items():
         module, name, opcode, offset = first[q]
         j = policy.judge(module, name)
+        if j.kind is not Verdictish.DENIED and not (j.kind is Verdictish.UNKNOWN and include_unknown):
+            continue  # allowed (or an unknown not reported): no finding, no evidence to gather
         site = calls.get(q, [])
         evidence: dict[str, object] = {
             "global": q,

@@ -775,22 +775,30 @@ class _VM:
     # -- main loop
     def run(self) -> None:
         r = self.r
-        dispatch = _DISPATCH
+        names = _NAMES
+        handlers = _HANDLERS
         memo = self.memo
+        max_stack = self.max_stack
+        max_value = self.max_value
         count = 0
         try:
             while True:
                 i = r._i
                 buf = r._buf
-                if i < len(buf):
+                n = len(buf)
+                if i < n:
                     code = buf[i]
                     r._i = i + 1
                     self.op_offset = r._base + i
                 else:
                     self.op_offset = r.pos
                     code = r.read_byte()
+                    buf = r._buf
+                    i = r._i - 1
+                    n = len(buf)
+                # Inlined (the handlers do the same): MEMOIZE is a third of the opcodes of a
+                # typical state dict; SHORT_BINUNICODE (every key) and BININT1 come next.
                 if code == _MEMOIZE:
-                    # Inlined (op_memoize): a third of the opcodes of a typical state dict.
                     self.op_name = "MEMOIZE"
                     count += 1
                     stack = self.stack
@@ -798,13 +806,37 @@ class _VM:
                         raise ValueError("stack underflow")
                     memo[len(memo)] = stack[-1]
                     continue
-                handler = dispatch.get(code)
+                if code == _SHORT_BINUNICODE and i + 1 < n:
+                    j = i + 2 + buf[i + 1]
+                    if j <= n and j - i - 2 <= max_value:
+                        self.op_name = "SHORT_BINUNICODE"
+                        count += 1
+                        r._i = j
+                        try:
+                            text = buf[i + 2 : j].decode("utf-8", "surrogatepass")
+                        except UnicodeDecodeError as exc:
+                            raise ValueError("invalid UTF-8 in SHORT_BINUNICODE") from exc
+                        stack = self.stack
+                        if len(stack) >= max_stack:
+                            raise ValueError("pickle stack too deep")
+                        stack.append(text)
+                        continue
+                elif code == _BININT1 and i + 1 < n:
+                    self.op_name = "BININT1"
+                    count += 1
+                    r._i = i + 2
+                    stack = self.stack
+                    if len(stack) >= max_stack:
+                        raise ValueError("pickle stack too deep")
+                    stack.append(buf[i + 1])
+                    continue
+                handler = handlers[code]
                 if handler is None:
                     raise ValueError(f"invalid pickle opcode 0x{code:02x}")
-                self.op_name = handler[0]
+                self.op_name = names[code]
                 count += 1
                 try:
-                    handler[1](self)
+                    handler(self)
                 except _Stop:
                     self.res.end = r.pos
                     self.res.complete = True
@@ -1317,7 +1349,16 @@ def _build_dispatch() -> dict[int, tuple[str, Callable[[_VM], None]]]:
 
 
 _DISPATCH = _build_dispatch()
+#: The dispatch table as two 256-entry lists (opcode -> name, opcode -> handler; ``None``:
+#: not an opcode), faster to index in the main loop than the dict.
+_NAMES: list[str] = [""] * 256
+_HANDLERS: list[Callable[[_VM], None] | None] = [None] * 256
+for _code, (_name, _handler) in _DISPATCH.items():
+    _NAMES[_code], _HANDLERS[_code] = _name, _handler
+del _code, _name, _handler
 _MEMOIZE = 0x94  # pickle.MEMOIZE
+_SHORT_BINUNICODE = 0x8C  # pickle.SHORT_BINUNICODE
+_BININT1 = 0x4B  # pickle.BININT1
 
 
 def emulate(

@@ -18,7 +18,6 @@ from __future__ import annotations
 import functools
 import tomllib
 from dataclasses import dataclass
-from importlib import resources
 from typing import ClassVar
 
 from bastion.core.registry import register
@@ -26,6 +25,7 @@ from bastion.core.severity import Severity
 from bastion.scan._keras import check_keras_config
 from bastion.scan._protowire import WireError, fields, strings
 from bastion.scan.base import Artifact, NotThisFormat, Outcome, Scanner
+from bastion.scan.policy import shipped_rules_text
 
 __all__ = ["OpRule", "SavedModelScanner", "graph_ops", "load_op_rules"]
 
@@ -46,8 +46,7 @@ class OpRule:
 @functools.cache
 def load_op_rules() -> tuple[str, tuple[OpRule, ...]]:
     """The shipped TensorFlow op rules: ``(version, rules)``."""
-    path = resources.files("bastion.scan").joinpath("rules").joinpath("tf_ops.toml")
-    text = path.read_text(encoding="utf-8")
+    text = shipped_rules_text("tf_ops.toml")
     doc = tomllib.loads(text)
     rules = tuple(
         OpRule(

@@ -10,7 +10,6 @@ Reference: https://py7zr.readthedocs.io/ ; 7z format (7zFormat.txt in the LZMA S
 
 from __future__ import annotations
 
-import tempfile
 from typing import IO, Any, ClassVar
 
 from bastion.core.errors import MissingExtraError, require
@@ -28,6 +27,8 @@ class _Spool:
     """A py7zr writer that spools one member into a temporary file and charges the budget."""
 
     def __init__(self, ctx: ScanContext, name: str) -> None:
+        import tempfile  # here, not at module level: every scan imports this module (~2 ms)
+
         self.ctx = ctx
         self.name = name
         self.file: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=ctx.limits.spool_memory)  # noqa: SIM115

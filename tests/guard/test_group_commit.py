@@ -153,12 +153,30 @@ def test_append_many_is_all_or_nothing(audit_db: str) -> None:
             "INSERT INTO audit_log (chain, seq, created, key_id, decision, prev_hash, hash, record) "
             "VALUES ('guard', 3, '2026-01-01 00:00:00.000000', NULL, 'allow', 'x', 'y', '{}')"
         )
-    with pytest.raises(StoreError, match="cannot append"):
-        store.append_many([_entry(3), _entry(4)])
+    import bastion.store.audit as audit_mod
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(audit_mod, "MAX_APPEND_TRIES", 1)  # no re-chaining: the batch must fail whole
+        with pytest.raises(StoreError, match="cannot append"):
+            store.append_many([_entry(3), _entry(4)])
     assert [r["seq"] for r in store.records()] == [0, 1, 3]
     assert store.head == head  # unchanged: the failed batch left nothing behind
     assert store.append_many([]) == []
     store.close()
+
+
+def test_two_writers_on_one_chain_interleave_into_one_verified_chain(audit_db: str) -> None:
+    """Guard replicas (or a new guard started before the old one stopped) share a chain."""
+    a, b = AuditLog.open(audit_db), AuditLog.open(audit_db)  # both read the empty head
+    assert a.append_many([_entry(0), _entry(1)]) == [0, 1]
+    assert b.append_many([_entry(2)]) == [2]  # b's head was stale: re-chained after a's records
+    assert a.append(key_id="k", decision="allow", record={"i": 3}, created=_entry(3).created) == 3
+    assert b.append_many([_entry(4), _entry(5)]) == [4, 5]
+    res = a.verify()
+    assert res.ok and res.records == 6, res.problems
+    assert a.head == (3, a.records()[3]["hash"]) and b.head == (5, res.head_hash)
+    for log in (a, b):
+        log.close()
 
 
 def test_a_failed_append_is_logged_with_its_cause_but_no_record_content() -> None:

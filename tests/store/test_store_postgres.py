@@ -139,9 +139,23 @@ def test_audit_group_commit_is_one_transaction_all_or_nothing_on_postgres(pg_dat
             ),
             {"t": T0},
         )
-    with pytest.raises(StoreError, match="cannot append"):
-        log.append_many([entry(6), entry(7)])
+    import bastion.store.audit as audit_mod
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(audit_mod, "MAX_APPEND_TRIES", 1)  # no re-chaining: the batch must fail whole
+        with pytest.raises(StoreError, match="cannot append"):
+            log.append_many([entry(6), entry(7)])
     assert log.head == head  # nothing of the failed batch is in the chain
     assert [r["seq"] for r in log.records()] == [0, 1, 2, 3, 4, 5, 7]
     assert not any("created" in p for p in log.verify().problems)  # timestamps round-trip exactly
     log.close()
+    # two writers (replicas) on one chain: each batch that finds its seq taken is re-chained
+    a, b = AuditLog.open(pg_database, chain="replicas"), AuditLog.open(pg_database, chain="replicas")
+    assert a.append_many([entry(0), entry(1)]) == [0, 1]
+    assert b.append_many([entry(2), entry(3)]) == [2, 3]
+    assert a.append_many([entry(4)]) == [4]
+    res = b.verify()
+    assert res.ok and res.records == 5, res.problems
+    assert a.writable() is None
+    for w in (a, b):
+        w.close()

@@ -40,7 +40,7 @@ def serve(
     import uvicorn
 
     h, p = host or h, port if port is not None else p
-    err.print(f"bastion guard: serving on http://{h}:{p} (config {config})", highlight=False)
+    err.print(f"bastion guard: starting on http://{h}:{p} (config {config})", highlight=False)
     # uvicorn shuts down gracefully on SIGTERM (kill, Docker, Kubernetes) and SIGINT (Ctrl-C),
     # then re-raises the signal under the previous handler: this one turns it into
     # SystemExit(128 + signal), 143 or 130 as a shell reports them, so the finally block below
@@ -49,14 +49,24 @@ def serve(
     previous = {s: signal.getsignal(s) for s in stops}
     for s in stops:
         signal.signal(s, _exit_on_signal)
+    server = uvicorn.Server(uvicorn.Config(app, host=h, port=p, log_level="warning", access_log=False))
     try:
-        uvicorn.run(app, host=h, port=p, log_level="warning", access_log=False)
+        server.run()
     except (OSError, OverflowError) as exc:
+        server.started = False
         fail(BastionError(f"cannot listen on {h}:{p}: {exc}"))
+    except SystemExit as exc:  # uvicorn exits when it cannot bind; a signal raises 130 / 143
+        if server.started or exc.code in (128 + signal.SIGINT, 128 + signal.SIGTERM):
+            raise
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
-        _print_head(app.state.guard.store, config)
+        if server.started:  # a head to record only when something was served
+            _print_head(app.state.guard.store, config)
+        else:
+            _close(app.state.guard.store)
+    if not server.started:  # uvicorn logged why (address in use, bad host) and returned
+        fail(BastionError(f"cannot listen on {h}:{p} (see the error above); nothing was served"))
 
 
 def _exit_on_signal(signum: int, frame: object) -> None:
@@ -75,9 +85,13 @@ def _print_head(store: object, config: Path) -> None:
             soft_wrap=True,  # one line even in a narrow terminal or a log file: it is pasted and grepped
         )
     finally:
-        close = getattr(store, "close", None)
-        if callable(close):
-            close()
+        _close(store)
+
+
+def _close(store: object) -> None:
+    close = getattr(store, "close", None)
+    if callable(close):
+        close()
 
 
 @guard_app.command("fit")
@@ -241,6 +255,11 @@ def new_key(
         secret, spec = api.guard_new_key(key_id, model or ["*"], expires=until)
     except (BastionError, ValueError) as exc:
         fail(exc)
+    if until is not None and until <= dt.datetime.now(dt.UTC):
+        err.print(
+            f"warning: --expires {expires} is in the past: this key is refused from the start",
+            highlight=False,
+        )
     err.print(f"secret for {key_id} (shown once): {secret}", highlight=False)
     write(json.dumps(spec), None)
 

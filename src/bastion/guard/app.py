@@ -134,6 +134,7 @@ def load_serving_target(cfg: GuardConfig) -> tuple[Target, str]:
             max_retries=0,
             cache_size=0,
             max_response_bytes=up.max_response_bytes,
+            max_connections=up.max_connections,  # one per request in flight (the guard's threads)
         )
         return t, hashlib.sha256(up.url.encode()).hexdigest()
     assert cfg.model is not None
@@ -210,6 +211,12 @@ class Guard:
                 f"guard profile is for input shape {profile.input_shape}, "
                 f"the model takes {target.input_shape}"
             )
+        if profile is not None and int(profile.num_classes) != int(target.num_classes):
+            where = "upstream.num_classes" if config.upstream is not None else "the model"
+            raise ConfigError(
+                f"guard profile is for a model of {profile.num_classes} classes; "
+                f"{where} says {target.num_classes}"
+            )
         self.anomaly = (
             AnomalyMonitor(
                 profile,
@@ -280,12 +287,15 @@ class Guard:
         t0 = time.perf_counter()
         now = self.clock()
         rid = _request_id()
+        known: dict[str, Any] = {}  # what _handle learnt before any error (the caller's key id)
         try:
-            reply, record = self._handle(model, {k.lower(): v for k, v in headers.items()}, body, now, rid)
+            reply, record = self._handle(
+                model, {k.lower(): v for k, v in headers.items()}, body, now, rid, known
+            )
         except Exception as exc:
             log.error("guard error on request %s: %s", rid, type(exc).__name__, exc_info=log.isEnabledFor(10))
             reply = Reply(503, {"detail": "guard error; request denied"})
-            record = {"decision": "error", "status": 503, "error": type(exc).__name__}
+            record = {"decision": "error", "status": 503, "error": type(exc).__name__, **known}
         record.setdefault("status", reply.status)
         decision = str(record.pop("decision", "allow" if reply.status == 200 else "deny"))
         key_id = record.pop("key_id", None)
@@ -312,7 +322,7 @@ class Guard:
         return reply
 
     def _handle(
-        self, model: str, headers: dict[str, str], body: bytes, now: float, rid: str
+        self, model: str, headers: dict[str, str], body: bytes, now: float, rid: str, known: dict[str, Any]
     ) -> tuple[Reply, dict[str, Any]]:
         lim = self.config.limits
         if len(body) > lim.max_body_bytes:
@@ -326,6 +336,7 @@ class Guard:
         if model != self.name:
             return Reply(404, {"detail": f"no model {model!r}"}), {"decision": "reject", "key_id": acc.key_id}
         key = str(acc.key_id)
+        known["key_id"] = key  # an internal error after this point is still recorded under the key
         rec: dict[str, Any] = {"key_id": key}
         with self._lock:
             ok, wait = self.policy.key_allowed(key, now)
@@ -340,8 +351,8 @@ class Guard:
         try:
             x = self.validator.parse(parsed, raw=body)
         except InputRejected as exc:
-            rec.update(decision="reject", field=exc.field, reason=exc.reason)
-            return Reply(exc.status, {"detail": [{"field": exc.field, "reason": exc.reason}]}), rec
+            rec.update(decision="reject", field=exc.field, reason=exc.reason)  # never the caller's value
+            return Reply(exc.status, {"detail": [{"field": exc.field, "reason": exc.detail}]}), rec
         rec["input_sha256"] = input_sha256(x)
         rec["rows"] = len(x)
         # traps first: a hit alerts even when the request is then limited or degraded
@@ -541,7 +552,10 @@ class Guard:
             )
 
     def ready(self) -> dict[str, Any]:
-        """Readiness: degraded mode, backend breaker, the upstream's health, the audit head.
+        """Readiness: degraded mode, backend breaker, the audit log, the upstream's health.
+
+        Not ready while the audit log cannot take a record (``AuditLog.writable``: a read-only
+        or locked database answers every request 503, so a load balancer should skip it).
 
         The upstream is probed in proxy mode with ``upstream.ready_url`` (at most once per
         ``ready_interval``). Ready unless degraded or the probed upstream is not healthy. May
@@ -558,9 +572,14 @@ class Guard:
             "audit_head": {"seq": seq, "hash": h},
             "model_sha256": self.model_sha256,
         }
+        writable = getattr(self.store, "writable", None)  # AuditLog: can a record be appended now?
+        if writable is not None:
+            why = writable()
+            info["audit"] = {"ok": why is None} if why is None else {"ok": False, "reason": why}
+            info["ready"] = info["ready"] and why is None
         if self.upstream_probe is not None:
             up = self.upstream_probe.check()
-            info["upstream"] = up
+            info["upstream"] = {k: v for k, v in up.items() if k != "url"}  # no internal address
             info["ready"] = info["ready"] and bool(up["ok"])
         return info
 

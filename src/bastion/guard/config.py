@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -58,6 +58,8 @@ class UpstreamSource(_Strict):
         token_env: environment variable holding a bearer token for the upstream (never stored).
         max_response_bytes: the most bytes of one upstream answer read; a longer answer is a
             backend failure (fallback answer, counted by the backend breaker), read no further.
+        max_connections: upstream requests in flight at once (one connection each, kept
+            alive); requests beyond wait for a free connection within ``timeout``.
         ready_url: a health endpoint of the upstream (e.g. KServe ``/v2/health/ready``); when set,
             ``/readyz`` GETs it (at most once per ``ready_interval`` seconds) and reports not
             ready unless it answers 2xx.
@@ -75,6 +77,7 @@ class UpstreamSource(_Strict):
     timeout: float = Field(default=5.0, gt=0)
     token_env: str | None = Field(default=None, pattern=_ENV)
     max_response_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    max_connections: int = Field(default=32, ge=1, le=1024)
     ready_url: str | None = Field(default=None, pattern=r"^https?://")
     ready_interval: float = Field(default=5.0, gt=0)
 
@@ -259,7 +262,7 @@ class AuditSpec(_Strict):
 class AlertsSpec(_Strict):
     """Alert webhooks: every alert at ``min_severity`` or above is POSTed as JSON to each URL."""
 
-    webhooks: list[str] = Field(default_factory=list)
+    webhooks: list[Annotated[str, Field(pattern=r"^https?://[^\s/]+")]] = Field(default_factory=list)
     min_severity: Literal["low", "medium", "high", "critical"] = "medium"
     timeout: float = Field(default=2.0, gt=0)
 
@@ -346,7 +349,30 @@ def load_guard_config(path: str | Path) -> GuardConfig:
             ref.public_key = str(base / ref.public_key)
         if ref.signature is not None and not Path(ref.signature).is_absolute():
             ref.signature = str(base / ref.signature)
+    if cfg.audit.db is not None:
+        cfg.audit.db = _sqlite_beside(cfg.audit.db, base)
     return cfg
+
+
+def _sqlite_beside(url: str, base: Path) -> str:
+    """``url`` with a relative SQLite file path made absolute against ``base`` (else unchanged).
+
+    So the audit chain is the same file whatever folder the guard is started from (a service
+    manager starts it in ``/``), as every other path in ``guard.yaml``.
+    """
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        u = make_url(url)
+    except (ArgumentError, ValueError):
+        return url  # the store reports a malformed URL with its own message
+    db = u.database
+    if u.get_backend_name() != "sqlite" or not db or db == ":memory:" or db.startswith("file:"):
+        return url
+    if Path(db).is_absolute():
+        return url
+    return u.set(database=str(base / db)).render_as_string(hide_password=False)
 
 
 def is_env_name(name: str) -> bool:

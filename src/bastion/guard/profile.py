@@ -400,6 +400,8 @@ def verify_profile_signature(
     from bastion.scan.signing import default_signature_path, verify_path
 
     p = Path(folder)
+    if not p.exists():
+        raise ConfigError(f"{p}: guard profile not found (profile.path; make it with `bastion guard fit`)")
     sig = Path(signature) if signature is not None else default_signature_path(p)
     if public_key is None:
         if sig.is_file():

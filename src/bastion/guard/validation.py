@@ -24,15 +24,18 @@ class InputRejected(Exception):
 
     Attributes:
         field: where (JSON path).
-        reason: why.
+        reason: why, without the caller's values (what the audit log records).
         status: HTTP status to answer (422, or 400 for malformed JSON, 413 for size).
+        detail: the reason told to the caller, which may quote the value it sent (default:
+            ``reason``); never logged.
     """
 
-    def __init__(self, field: str, reason: str, status: int = 422) -> None:
+    def __init__(self, field: str, reason: str, status: int = 422, *, detail: str | None = None) -> None:
         super().__init__(f"{field}: {reason}")
         self.field = field
         self.reason = reason
         self.status = status
+        self.detail = detail or reason
 
 
 @dataclass
@@ -102,9 +105,11 @@ class InputValidator:
         high = flat > p.hi
         if low.any() or high.any():
             i, j = np.argwhere(low | high)[0]
+            reason = f"outside the trained range [{p.lo[j]:.6g}, {p.hi[j]:.6g}]"
             raise InputRejected(
                 f"{key}[{i}]{_index(int(j), self.input_shape)}",
-                f"value {flat[i, j]:.6g} outside the trained range [{p.lo[j]:.6g}, {p.hi[j]:.6g}]",
+                reason,
+                detail=f"value {flat[i, j]:.6g} {reason}",
             )
 
     def _check_categories(self, flat: np.ndarray, key: str) -> None:
@@ -115,9 +120,11 @@ class InputValidator:
             ok = np.isin(flat[:, j], np.asarray(allowed))
             if not ok.all():
                 i = int(np.argmin(ok))
+                reason = "not one of the trained categories"
                 raise InputRejected(
                     f"{key}[{i}]{_index(j, self.input_shape)}",
-                    f"value {flat[i, j]:.6g} is not one of the trained categories",
+                    reason,
+                    detail=f"value {flat[i, j]:.6g} is {reason}",
                 )
 
 
@@ -161,7 +168,10 @@ def _flatten(row: Any, shape: tuple[int, ...], where: str) -> list[float]:
                 # the JSON type, never the value (a reason is stored in the audit record)
                 got = _JSON_TYPE.get(type(node), type(node).__name__)
                 raise InputRejected(path, f"expected a number, got {got}")
-            out.append(float(node))
+            try:
+                out.append(float(node))
+            except OverflowError:  # an integer beyond the float range: "not a finite number" below
+                out.append(math.inf)
             return
         if not isinstance(node, list):
             raise InputRejected(path, f"expected a list of {shape[depth]} at depth {depth}")

@@ -37,6 +37,16 @@ from bastion.store.models import AuditRecordRow, IncidentRow
 from bastion.store.repository import safe_url, upgrade
 
 GENESIS = "0" * 64
+#: How often a batch whose ``seq`` another writer took is re-chained before the append fails.
+MAX_APPEND_TRIES = 8
+
+
+def _is_unique_violation(exc: BaseException) -> bool:
+    """A ``(chain, seq)`` already taken: SQLite's or PostgreSQL's unique-constraint error."""
+    orig = getattr(exc, "orig", exc)
+    if isinstance(orig, sqlite3.IntegrityError):
+        return "UNIQUE" in str(orig)
+    return getattr(orig, "sqlstate", None) == "23505" or "UniqueViolation" in type(orig).__name__
 
 
 #: the canonical encoder, built once (``json.dumps`` with these options builds one per call)
@@ -217,48 +227,98 @@ class AuditLog:
         unchanged). One transaction for many records is what lets the guard commit the
         records of concurrent requests together: each request still waits for its own commit.
 
+        Several processes may append to one chain (guard replicas, or a new guard started
+        before the old one stopped): a batch that finds its ``seq`` taken (another writer
+        appended since this one last read the head) re-reads the head and is chained after it,
+        up to :data:`MAX_APPEND_TRIES` times; the chain stays one unbroken sequence.
+
         Raises:
             StoreError: the write failed (nothing of the batch is in the chain).
             TypeError, ValueError: a record is not JSON (NaN included); nothing is written.
         """
         if not entries:
             return []
+        # canonical JSON once (TypeError / ValueError (NaN) as record_hash raised them)
+        encoded = [canonical(e.record) for e in entries]
         with self._lock:
-            seq, head = self._seq, self._head
-            rows: list[dict[str, Any]] = []
-            encoded: list[str] = []
-            for e in entries:
-                seq += 1
-                rec_json = canonical(e.record)  # TypeError / ValueError (NaN) as record_hash raised them
-                h = _record_hash_encoded(head, self.chain, seq, e.key_id, e.decision, rec_json)
-                rows.append(
-                    {
-                        "chain": self.chain,
-                        "seq": seq,
-                        "created": e.created,
-                        "key_id": e.key_id,
-                        "decision": e.decision,
-                        "prev_hash": head,
-                        "hash": h,
-                        "record": e.record,
-                    }
+            for attempt in range(MAX_APPEND_TRIES):
+                rows = self._chained(entries, encoded, self._seq, self._head)
+                try:
+                    if self._sqlite_path is not None:
+                        self._append_sqlite(rows, [r.decode("ascii") for r in encoded])
+                    else:
+                        if self._conn is None:
+                            self._conn = self._engine.connect()
+                        with self._conn.begin():
+                            self._conn.execute(insert(AuditRecordRow), rows)
+                except (SQLAlchemyError, sqlite3.Error) as exc:
+                    self._drop_conn()
+                    if _is_unique_violation(exc) and attempt + 1 < MAX_APPEND_TRIES:
+                        # another writer took this seq: chain the batch after its records
+                        self._seq, self._head = self._load_head()
+                        continue
+                    raise StoreError(f"cannot append to audit log in {safe_url(self._url)}: {exc}") from exc
+                first = self._seq + 1
+                self._seq, self._head = rows[-1]["seq"], rows[-1]["hash"]
+                return list(range(first, self._seq + 1))
+        raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+
+    def _chained(
+        self, entries: Sequence[AuditEntry], encoded: list[bytes], seq: int, head: str
+    ) -> list[dict[str, Any]]:
+        """The rows of ``entries`` chained after ``(seq, head)``."""
+        rows: list[dict[str, Any]] = []
+        for e, rec_json in zip(entries, encoded, strict=True):
+            seq += 1
+            h = _record_hash_encoded(head, self.chain, seq, e.key_id, e.decision, rec_json)
+            rows.append(
+                {
+                    "chain": self.chain,
+                    "seq": seq,
+                    "created": e.created,
+                    "key_id": e.key_id,
+                    "decision": e.decision,
+                    "prev_hash": head,
+                    "hash": h,
+                    "record": e.record,
+                }
+            )
+            head = h
+        return rows
+
+    def writable(self) -> str | None:
+        """Whether a record could be appended now: ``None``, or why not (for readiness probes).
+
+        SQLite: a write statement that changes nothing (``DELETE … WHERE 0``) inside ``BEGIN
+        IMMEDIATE`` … ``ROLLBACK`` — a read-only file, folder or connection (``mode=ro``), or a
+        lock held past the busy timeout, shows. Other databases must answer and not be
+        read-only (a hot standby). Writes nothing.
+        """
+        try:
+            if self._engine.dialect.name == "sqlite":
+                with self._lock:
+                    raw = self._engine.raw_connection()
+                    try:
+                        cur = raw.cursor()
+                        cur.execute("BEGIN IMMEDIATE")
+                        try:
+                            cur.execute("DELETE FROM audit_log WHERE 0")
+                        finally:
+                            cur.execute("ROLLBACK")
+                    finally:
+                        raw.close()
+                return None
+            from sqlalchemy import text
+
+            with self._engine.connect() as c:
+                ro = (
+                    c.execute(text("SHOW transaction_read_only")).scalar()
+                    if c.dialect.name == "postgresql"
+                    else "off"
                 )
-                encoded.append(rec_json.decode("ascii"))
-                head = h
-            try:
-                if self._sqlite_path is not None:
-                    self._append_sqlite(rows, encoded)
-                else:
-                    if self._conn is None:
-                        self._conn = self._engine.connect()
-                    with self._conn.begin():
-                        self._conn.execute(insert(AuditRecordRow), rows)
-            except (SQLAlchemyError, sqlite3.Error) as exc:
-                self._drop_conn()
-                raise StoreError(f"cannot append to audit log in {safe_url(self._url)}: {exc}") from exc
-            first = self._seq + 1
-            self._seq, self._head = seq, head
-            return list(range(first, seq + 1))
+            return "the database is read-only" if str(ro).lower() == "on" else None
+        except (SQLAlchemyError, sqlite3.Error, OSError) as exc:
+            return f"{type(exc).__name__}: {str(exc).split('[SQL:')[0].strip()}"
 
     def _drop_conn(self) -> None:
         conn, self._conn = self._conn, None

@@ -115,6 +115,9 @@ class HttpTarget(Target):
             (by its ``Content-Length`` or by what arrives) is abandoned unread past the cap and
             fails the request with ``TargetError`` (never retried: a server that answers too much
             will do it again), so a broken or hostile endpoint cannot exhaust memory.
+        max_connections: connections to the endpoint open at once (default ``concurrency``); a
+            caller that queries from many threads at once (the guard's proxy mode) needs one per
+            thread, or its requests wait for a free connection.
 
     Capabilities:
         ``PROBABILITIES`` (+ ``LOGITS`` for a logits endpoint) or ``LABEL_ONLY``; always
@@ -149,6 +152,7 @@ class HttpTarget(Target):
         rate_limit: float | None = None,
         input_name: str = "input-0",
         max_response_bytes: int = MAX_RESPONSE_BYTES,
+        max_connections: int | None = None,
     ) -> None:
         problems = []
         if wire not in ("default", "rows", "kserve-v2"):
@@ -175,6 +179,8 @@ class HttpTarget(Target):
             problems.append(f"cache_size: must be at least 0, got {cache_size}")
         if max_response_bytes < 1:
             problems.append(f"max_response_bytes: must be at least 1, got {max_response_bytes}")
+        if max_connections is not None and max_connections < 1:
+            problems.append(f"max_connections: must be at least 1, got {max_connections}")
         if problems:
             raise ConfigError(f"{name}: invalid HTTP target settings", problems)
         self._httpx = import_extra("httpx", "guard")
@@ -207,6 +213,7 @@ class HttpTarget(Target):
         self.rate_limit = None if rate_limit is None else float(rate_limit)
         self.input_name = input_name
         self.max_response_bytes = int(max_response_bytes)
+        self.max_connections = int(max_connections) if max_connections is not None else self.concurrency
         self._lock = threading.Lock()
         #: Guards the cache, the counters and the budget: the guard's proxy mode calls one target
         #: from several request threads at once.
@@ -260,8 +267,8 @@ class HttpTarget(Target):
         if self._client is None:
             httpx = self._httpx
             limits = httpx.Limits(
-                max_connections=max(self.concurrency, 1),
-                max_keepalive_connections=max(self.concurrency, 1),
+                max_connections=max(self.max_connections, 1),
+                max_keepalive_connections=max(self.max_connections, 1),
                 keepalive_expiry=30.0,
             )
             self._client = httpx.Client(timeout=self.timeout, headers=self._headers, limits=limits)

@@ -722,6 +722,11 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_app: Any) -> Any:
+        if config.upstream is not None:  # proxy mode: a worker thread per upstream call in flight
+            import anyio.to_thread
+
+            limiter = anyio.to_thread.current_default_thread_limiter()
+            limiter.total_tokens = max(limiter.total_tokens, config.upstream.max_connections)
         g.webhooks.start()
         yield
         g.webhooks.stop()

@@ -74,7 +74,7 @@ def test_file_result_fields(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(not hasattr(os, "symlink"), reason="needs symlinks")
-def test_symlinks_are_not_followed_outside(tmp_path: Path, marker: Path) -> None:
+def test_file_symlinks_are_followed_wherever_the_file_is(tmp_path: Path, marker: Path) -> None:
     outside = tmp_path / "outside"
     outside.mkdir()
     (outside / "evil.pkl").write_bytes(os_system_payload(marker))
@@ -82,19 +82,47 @@ def test_symlinks_are_not_followed_outside(tmp_path: Path, marker: Path) -> None
     root.mkdir()
     (root / "ok.pkl").write_bytes(pickle.dumps([1]))
     os.symlink(outside / "evil.pkl", root / "link-out.pkl")
+    os.symlink(outside / "evil.pkl", root / "link-out-2.pkl")  # the same file, linked twice
     os.symlink(outside, root / "dir-out")
     os.symlink(root / "ok.pkl", root / "link-in.pkl")
     os.symlink(root / "missing", root / "broken.pkl")
     result = scan_paths([root])
     by_name = {Path(f.path).name: f for f in result.files}
-    assert by_name["link-out.pkl"].verdict is Verdict.SKIPPED
-    assert "outside" in (by_name["link-out.pkl"].reason or "")
+    # a model kept elsewhere is what a loader would read through the link: scanned
+    links = [n for n in by_name if n.startswith("link-out")]
+    assert links == ["link-out-2.pkl"]  # scanned once (the first in sorted order)
+    assert by_name["link-out-2.pkl"].verdict is Verdict.MALICIOUS
     assert by_name["dir-out"].verdict is Verdict.SKIPPED
     assert by_name["broken.pkl"].verdict is Verdict.SKIPPED
     assert by_name["ok.pkl"].verdict is Verdict.SAFE
     # the in-folder link points at a file scanned at its own path
     assert by_name["link-in.pkl"].verdict is Verdict.SKIPPED
-    assert all(f.verdict is not Verdict.MALICIOUS for f in result.files)
+    assert result.exit_code() == 1
+    assert not marker.exists()
+
+
+@pytest.mark.skipif(not hasattr(os, "symlink"), reason="needs symlinks")
+def test_a_hugging_face_cache_snapshot_is_scanned_through_its_links(tmp_path: Path, marker: Path) -> None:
+    """Every file of a snapshot is a symlink into ``../../blobs`` (huggingface_hub's cache)."""
+    import io
+    import zipfile
+
+    hf = tmp_path / "models--org--m"
+    (hf / "blobs").mkdir(parents=True)
+    snap = hf / "snapshots" / "0123abc"
+    snap.mkdir(parents=True)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("archive/data.pkl", os_system_payload(marker))
+        zf.writestr("archive/version", "3")
+    (hf / "blobs" / "aa11").write_bytes(buf.getvalue())
+    (hf / "blobs" / "bb22").write_text('{"architectures": ["X"]}')
+    os.symlink("../../blobs/aa11", snap / "pytorch_model.bin")
+    os.symlink("../../blobs/bb22", snap / "config.json")
+    result = scan_paths([snap])
+    by_name = {Path(f.path).name: f for f in result.files}
+    assert by_name["pytorch_model.bin"].verdict is Verdict.MALICIOUS
+    assert by_name["config.json"].verdict is Verdict.SKIPPED and result.exit_code() == 1
 
 
 def test_only_skipped_files_exit_3(tmp_path: Path) -> None:
@@ -184,4 +212,39 @@ def test_an_unreadable_folder_is_an_error_never_a_skip(
     )
     assert by_name["ok.pkl"].verdict is Verdict.SAFE
     assert result.exit_code("medium") == 2
+    assert not marker.exists()
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_a_link_to_a_fifo_is_listed_not_lost(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "fifo.pkl")
+    os.symlink("fifo.pkl", tmp_path / "fifolink.pkl")
+    res = scan_paths([tmp_path.resolve()])
+    assert {Path(f.path).name: f.verdict for f in res.files} == {
+        "fifo.pkl": Verdict.SKIPPED,
+        "fifolink.pkl": Verdict.SKIPPED,
+    }
+
+
+def test_a_bad_rules_file_lists_every_problem(tmp_path: Path) -> None:
+    from bastion.core.errors import ConfigError
+
+    bad = tmp_path / "r.toml"
+    bad.write_text('kind = "deny"\n[[rule]]\nid = "x"\n')
+    with pytest.raises(ConfigError) as info:
+        scan_paths([tmp_path], rules=[bad])
+    text = str(info.value) + " ".join(getattr(info.value, "problems", []) or [])
+    assert "missing top-level 'version' string" in text and "rule[0]" in text
+
+
+def test_a_bomb_member_does_not_hide_a_malicious_sibling(tmp_path: Path, marker: Path) -> None:
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "mix.zip", "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("b.bin", bytes(80 << 20))  # ~80 MiB of zeros: above the 1000x ratio
+        zf.writestr("z.pkl", os_system_payload(marker))
+    res = scan_paths([tmp_path / "mix.zip"])
+    fr = res.files[0]
+    assert fr.verdict is Verdict.MALICIOUS and fr.format == "zip"
+    assert "member 'b.bin'" in (fr.reason or "") and "not scanned" in (fr.reason or "")
     assert not marker.exists()

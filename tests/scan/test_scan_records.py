@@ -72,26 +72,38 @@ def test_forked_workers_match_the_serial_scan(tmp_path: Path, marker: Path) -> N
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="forked workers are Linux only")
-def test_a_worker_that_dies_gives_its_files_an_error_verdict(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(("poison", "how"), [("m3", "exit status 7"), ("m4", "killed by signal 9")])
+def test_a_worker_that_dies_costs_only_the_file_it_was_scanning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, poison: str, how: str
 ) -> None:
+    import signal
+
     folder = tmp_path / "models"
     folder.mkdir()
     for i in range(6):
         (folder / f"m{i}.pkl").write_bytes(pickle.dumps({"i": i}))
+    (folder / "m5.pkl").write_bytes(os_system_payload(tmp_path / "canary"))
     parent = os.getpid()
     real = engine._scan_one
 
     def dies_in_a_child(display: str, *args: object, **kwargs: object) -> object:
-        if os.getpid() != parent:
+        if os.getpid() != parent and display.endswith(f"{poison}.pkl"):
+            if how.startswith("killed"):
+                os.kill(os.getpid(), signal.SIGKILL)  # e.g. the kernel's out-of-memory killer
             os._exit(7)
         return real(display, *args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(engine, "_scan_one", dies_in_a_child)
-    res = engine.scan_records([folder], jobs=2)
-    assert [f.verdict for f in res.files] == [Verdict.SAFE] * 3 + [Verdict.ERROR] * 3
-    assert all("worker process failed" in (f.reason or "") for f in res.files[3:])
-    assert res.exit_code() == 2
+    res = engine.scan_records([folder], jobs=2)  # this process: m0-m2; the child: m3-m5
+    by = {Path(f.path).stem: f for f in res.files}
+    assert by[poison].verdict is Verdict.ERROR
+    assert by[poison].reason == f"internal error: the worker process died while scanning this file ({how})"
+    # the records written before the death are kept; the files after it are scanned here
+    assert {k: f.verdict.value for k, f in by.items() if k != poison} == {
+        **{f"m{i}": "safe" for i in range(5) if f"m{i}" != poison},
+        "m5": "malicious",
+    }
+    assert res.exit_code() == 2 and not (tmp_path / "canary").exists()
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="forked workers are Linux only")
@@ -202,3 +214,42 @@ def test_registry_and_scanners_load_without_pydantic() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert proc.stdout.split() == ["False", "True", "NoParams"]
+
+
+def test_a_file_past_max_seconds_is_an_error_and_keeps_what_was_found(tmp_path: Path, marker: Path) -> None:
+    from bastion.scan import ScanLimits
+
+    # a denied call first, then 20,000 opcodes of list building: the clock stops it midway
+    body = b"".join(b"]0" for _ in range(20_000))
+    evil = os_system_payload(marker)
+    (tmp_path / "slow.pkl").write_bytes(evil[:-1] + b"0" + body + b"N.")  # drop STOP, keep going
+    (tmp_path / "clean.pkl").write_bytes(b"\x80\x04" + body + b"N.")
+    fast = scan_paths([tmp_path])
+    assert [f.verdict for f in fast.files] == [Verdict.SAFE, Verdict.MALICIOUS]  # no limit hit
+    res = scan_paths([tmp_path], limits=ScanLimits(max_seconds=1e-9))
+    by = {Path(f.path).name: f for f in res.files}
+    assert by["clean.pkl"].verdict is Verdict.ERROR
+    assert "time limit: not fully scanned within 1e-09 s (ScanLimits.max_seconds)" in (
+        by["clean.pkl"].reason or ""
+    )
+    # malicious wins over error: the denied call reached before the deadline is reported
+    assert by["slow.pkl"].verdict is Verdict.MALICIOUS and "time limit" in (by["slow.pkl"].reason or "")
+    assert res.exit_code() == 2 and not marker.exists()
+
+
+def test_shared_tuples_do_not_blow_up_the_nested_pickle_search(tmp_path: Path) -> None:
+    """A 400 KB pickle whose argument tree, unfolded through the memo, is N^4 items."""
+    import struct
+    import time
+
+    put = lambda i: b"r" + struct.pack("<I", i)  # noqa: E731
+    get = lambda i: b"j" + struct.pack("<I", i)  # noqa: E731
+    n = 20_000
+    p = b"\x80\x02K\x01" + put(0) + b"0"
+    for level in range(1, 5):
+        p += b"(" + get(level - 1) * n + b"t" + put(level) + b"0"
+    (tmp_path / "blobwalk.pkl").write_bytes(p + b"c_pickle\nloads\n(" + get(4) + b"tR.")
+    t0 = time.monotonic()
+    res = scan_paths([tmp_path / "blobwalk.pkl"])
+    assert time.monotonic() - t0 < 10  # hung for ever before the walk was bounded
+    assert res.files[0].verdict is Verdict.MALICIOUS  # _pickle.loads is denied

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import IO
 
 from bastion.core.severity import Severity
-from bastion.scan.base import Artifact, BombError, Outcome
+from bastion.scan.base import Artifact, BombError, Outcome, StreamBombError
 
 __all__ = ["MAX_DOCUMENT", "ZIP_MAGICS", "open_zip", "read_document", "unsafe_member_name", "walk_zip"]
 
@@ -132,11 +132,13 @@ def walk_zip(
             continue
         if info.file_size > ctx.limits.ratio_floor and info.file_size > ctx.limits.max_ratio * max(
             info.compress_size, 1
-        ):
-            raise BombError(
+        ):  # this member is not inflated; the others still are (a bomb must not hide a payload)
+            out.errors.append(
                 f"decompression bomb: member {info.filename!r} expands {info.compress_size} "
-                f"bytes to {info.file_size}"
+                f"bytes to {info.file_size}; not scanned"
             )
+            continue
+        ctx.check_time()
         try:
             if callable(action):
                 action(art, zf, info, out)
@@ -150,6 +152,8 @@ def walk_zip(
                     out.absorb(sub)
                 else:
                     out.absorb(ctx.scan(child))
+        except StreamBombError as exc:  # this member only: its siblings are still scanned
+            out.errors.append(f"{exc}; not scanned")
         except BombError:
             raise
         except (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError, ValueError) as exc:

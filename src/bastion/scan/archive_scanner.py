@@ -147,14 +147,25 @@ class ArchiveScanner(Scanner):
         )
 
     def scan(self, artifact: Artifact) -> Outcome:
-        """Scan the archive's members or the decompressed stream."""
+        """Scan the archive's members or the decompressed stream.
+
+        A limit passed (bomb, time) is an ``error`` labelled with this archive's own format.
+        """
         head = artifact.head(512)
         if head.startswith(ZIP_MAGICS):
-            return self._zip(artifact)
-        if _is_tar(head):
-            return self._tar(artifact)
-        kind = "gzip" if head.startswith(GZIP_MAGIC) else "xz" if head.startswith(XZ_MAGIC) else "bz2"
-        return self._wrapper(artifact, kind)
+            kind = "zip"
+        elif _is_tar(head):
+            kind = "tar"
+        else:
+            kind = "gzip" if head.startswith(GZIP_MAGIC) else "xz" if head.startswith(XZ_MAGIC) else "bz2"
+        try:
+            if kind == "zip":
+                return self._zip(artifact)
+            if kind == "tar":
+                return self._tar(artifact)
+            return self._wrapper(artifact, kind)
+        except BombError as exc:
+            return Outcome.error(kind, str(exc))
 
     def _wrapper(self, art: Artifact, kind: str) -> Outcome:
         size = art.size

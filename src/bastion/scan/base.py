@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any, ClassVar, Protocol
@@ -38,6 +39,8 @@ __all__ = [
     "ScanContext",
     "ScanLimits",
     "Scanner",
+    "StreamBombError",
+    "TimeLimitExceeded",
     "is_model_name",
 ]
 
@@ -111,7 +114,19 @@ class NotThisFormat(Exception):
 
 
 class BombError(Exception):
-    """A container expands past the decompression limits."""
+    """A container expands past the decompression limits (or the file past its time limit)."""
+
+
+class TimeLimitExceeded(BombError):
+    """The scan of one top-level file passed ``ScanLimits.max_seconds``."""
+
+
+class StreamBombError(BombError):
+    """One stream (an archive member) expands past ``max_ratio``.
+
+    That member is not scanned, its siblings still are; the file's total budget
+    (:class:`BombError`) stops everything.
+    """
 
 
 @dataclass(frozen=True)
@@ -128,6 +143,9 @@ class ScanLimits:
         max_nested_pickles: payloads passed to loaders (``pickle.loads(b'...')``) scanned per file.
         max_value_bytes: largest ``bytes``/``str`` a pickle value may hold in memory.
         spool_memory: decompressed bytes kept in memory before spilling to a temporary file.
+        max_seconds: wall-clock seconds one top-level file may take (``None``: no limit); a file
+            still being scanned then is an ``error`` (findings made so far are kept). Checked
+            between container members, while spooling and every few thousand pickle opcodes.
     """
 
     max_decompressed_bytes: int = 4 << 30
@@ -138,6 +156,7 @@ class ScanLimits:
     max_nested_pickles: int = 64
     max_value_bytes: int = 8 << 20
     spool_memory: int = 32 << 20
+    max_seconds: float | None = 120.0
 
 
 @dataclass
@@ -327,6 +346,27 @@ class ScanContext:
         self.scanners = scanners
         self.decompressed = 0
         self.nested_pickles = 0
+        self.deadline: float | None = (
+            time.monotonic() + limits.max_seconds if limits.max_seconds is not None else None
+        )
+
+    # -- time budget
+    def timed_out(self) -> bool:
+        """Whether this file's scan has passed ``max_seconds``."""
+        return self.deadline is not None and time.monotonic() > self.deadline
+
+    def time_limit_message(self) -> str:
+        """The reason recorded for a file that ran out of time."""
+        return f"time limit: not fully scanned within {self.limits.max_seconds:g} s (ScanLimits.max_seconds)"
+
+    def check_time(self) -> None:
+        """Raise when this file's scan has passed ``max_seconds``.
+
+        Raises:
+            TimeLimitExceeded: the deadline passed.
+        """
+        if self.timed_out():
+            raise TimeLimitExceeded(self.time_limit_message())
 
     # -- decompression budget
     def charge(self, nbytes: int, *, what: str) -> None:
@@ -346,10 +386,10 @@ class ScanContext:
         """Check the expansion ratio of one stream.
 
         Raises:
-            BombError: more than ``ratio_floor`` bytes came out at a ratio above ``max_ratio``.
+            StreamBombError: more than ``ratio_floor`` bytes came out at a ratio above ``max_ratio``.
         """
         if produced > self.limits.ratio_floor and produced > self.limits.max_ratio * max(consumed, 1):
-            raise BombError(
+            raise StreamBombError(
                 f"decompression bomb: {what} expands {produced} bytes from {consumed} "
                 f"(ratio above {self.limits.max_ratio:g})"
             )
@@ -381,6 +421,7 @@ class ScanContext:
                     break
                 total += len(chunk)
                 self.charge(len(chunk), what=what)
+                self.check_time()
                 if compressed_size is not None:
                     self.check_ratio(total, compressed_size, what=what)
                 out.write(chunk)
@@ -398,6 +439,8 @@ class ScanContext:
         """
         if art.depth > self.limits.max_depth:
             return Outcome.error(None, f"containers nested deeper than {self.limits.max_depth} levels")
+        if art.depth > 0 and self.timed_out():  # a member or nested payload, once time is up
+            return Outcome.error(None, self.time_limit_message())
         try:
             head = art.head(1024)
         except OSError as exc:

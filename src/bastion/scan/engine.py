@@ -11,7 +11,7 @@ import stat
 import tomllib
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any
 
 from bastion.core._scan_records import FileRecord, ScanRecords, Verdict
 from bastion.core.errors import ConfigError, ScanError
@@ -220,10 +220,14 @@ def _walk(root: Path, reals: dict[str, str] | None = None) -> Iterator[tuple[str
                     inside = target == real_root or target.startswith(real_root + os.sep)
                     if not os.path.exists(target):
                         found.append((str(p), None, "broken symlink"))
-                    elif not inside:
-                        found.append((str(p), None, "symlink to outside the scanned folder not followed"))
                     elif os.path.isdir(target):
                         found.append((str(p), None, "symlinked folder not followed"))
+                    elif not inside:
+                        # a file kept elsewhere (a Hugging Face cache snapshot links every file
+                        # into ../../blobs): scanned at the link's path, like the loader reads it
+                        found.append((str(p), p, None))
+                        if reals is not None:
+                            reals[str(p)] = target
                     else:
                         found.append((str(p), p, _LINK))
                         if reals is not None:
@@ -402,6 +406,7 @@ class _Pool(_Workers):
             initargs=(policy, limits, digest),
         )
         chunk = max(1, min(64, len(items) // (nproc * 4)))
+        self._displays = [d for _, (d, _) in items]
         try:
             self._results = self._pool.map(_work, [(d, str(p)) for _, (d, p) in items], chunksize=chunk)
         except BaseException:
@@ -409,21 +414,38 @@ class _Pool(_Workers):
             raise
 
     def __iter__(self) -> Iterator[FileRecord]:
-        yield from self._results
+        from concurrent.futures.process import BrokenProcessPool
+
+        got = 0
+        try:
+            for rec in self._results:
+                got += 1
+                yield rec
+        except BrokenProcessPool as exc:  # a worker died: its files and the rest are errors, not lost
+            why = f"internal error: worker process failed ({type(exc).__name__})"
+            for d in self._displays[got:]:
+                yield FileRecord(path=d, verdict=Verdict.ERROR, reason=why)
         self._pool.shutdown()
 
     def close(self) -> None:
-        self._pool.shutdown(cancel_futures=True)
+        """Cancel what has not started and stop the workers at once (one may be stuck on a file)."""
+        procs = list(getattr(self._pool, "_processes", {}).values())  # no public API before 3.14
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        for proc in procs:
+            with contextlib.suppress(Exception):
+                proc.kill()
 
 
 class _Forked(_Workers):
     """``nproc`` forked children scanning ``items`` (Linux, no other thread), started at once.
 
     Lighter than a process pool (no ``multiprocessing`` import, no queues, no manager thread):
-    child ``k`` scans items ``k, k + nproc, …`` with the scanners it inherited, and writes its
-    records, pickled, to a pipe when done (our own records, never scanned data). Iterating
-    reads the pipes in turn and reaps the children; a child that dies gives its files an
-    ``error`` verdict.
+    child ``k`` scans items ``k, k + nproc, …`` with the scanners it inherited and appends each
+    file's record, pickled, to an anonymous in-memory file as soon as it is done (our own
+    records, never scanned data; a file, not a pipe, so a child never waits for this process
+    to read). Iterating reaps the children and reads their records. A child that dies (killed,
+    out of memory) costs only the file it was scanning, an ``error`` naming the cause: the
+    records it wrote are kept and the files it did not reach are scanned here.
     """
 
     def __init__(
@@ -436,44 +458,44 @@ class _Forked(_Workers):
         digest: bool,
     ) -> None:
         self._shares = [[(d, p) for _, (d, p) in items[k::nproc]] for k in range(nproc)]
+        self._scan = (policy, limits, scanners, digest)
         self._order: list[int] = []
         self._unreaped: set[int] = set()
-        self._pipes: dict[int, int] = {}  # pid -> read end of its pipe, until read
+        self._files: dict[int, int] = {}  # pid -> its records file, until read
         try:
             for share in self._shares:
                 pid, fd = _fork_child(share, policy, limits, scanners, digest)
                 self._order.append(pid)
                 self._unreaped.add(pid)
-                self._pipes[pid] = fd
+                self._files[pid] = fd
         except BaseException:
             self.close()
             raise
 
     def __iter__(self) -> Iterator[FileRecord]:
-        import pickle
-
         got: list[list[FileRecord]] = []
         for pid, share in zip(self._order, self._shares, strict=True):
-            records: object = None
-            with os.fdopen(self._pipes.pop(pid), "rb") as fh:
-                try:
-                    records = pickle.load(fh)  # our child's records (never scanned data)
-                except Exception:  # the child died before writing them all
-                    records = None
             _, status = os.waitpid(pid, 0)
             self._unreaped.discard(pid)
-            if status != 0 or not isinstance(records, list) or len(records) != len(share):
-                why = f"internal error: worker process failed (wait status {status})"
-                records = [FileRecord(path=d, verdict=Verdict.ERROR, reason=why) for d, _ in share]
+            records = _read_records(self._files.pop(pid), len(share))
+            if len(records) < len(share):  # died while scanning share[len(records)]
+                display, _ = share[len(records)]
+                why = (
+                    f"internal error: the worker process died while scanning this file ({_wait_text(status)})"
+                )
+                records.append(FileRecord(path=display, verdict=Verdict.ERROR, reason=why))
+                policy, limits, scanners, digest = self._scan
+                for display, path in share[len(records) :]:  # not reached: scanned here
+                    records.append(_scan_one(display, path, policy, limits, scanners, digest))
             got.append(records)
         nproc = len(got)
         for j in range(sum(len(g) for g in got)):
             yield got[j % nproc][j // nproc]
 
     def close(self) -> None:
-        while self._pipes:
+        while self._files:
             with contextlib.suppress(OSError):
-                os.close(self._pipes.popitem()[1])
+                os.close(self._files.popitem()[1])
         if not self._unreaped:
             return
         import signal
@@ -486,6 +508,72 @@ class _Forked(_Workers):
             self._unreaped.discard(pid)
 
 
+def _wait_text(status: int) -> str:
+    """A ``waitpid`` status in words."""
+    if os.WIFSIGNALED(status):
+        return f"killed by signal {os.WTERMSIG(status)}"
+    return f"exit status {os.WEXITSTATUS(status)}" if os.WIFEXITED(status) else f"wait status {status}"
+
+
+def _records_file() -> int:
+    """An anonymous read-write file descriptor (``memfd`` on Linux; a temporary file elsewhere)."""
+    memfd = getattr(os, "memfd_create", None)
+    if memfd is not None:
+        try:
+            return int(memfd("bastion-scan-records", 0))
+        except OSError:
+            pass
+    import tempfile
+
+    with tempfile.TemporaryFile() as fh:
+        return os.dup(fh.fileno())
+
+
+def _read_records(fd: int, most: int) -> list[FileRecord]:
+    """The records a child wrote to ``fd`` (closed here), up to the first incomplete one."""
+    import pickle
+
+    out: list[FileRecord] = []
+    os.lseek(fd, 0, os.SEEK_SET)
+    with os.fdopen(fd, "rb") as fh:
+        while len(out) < most:
+            try:
+                packed = pickle.load(fh)  # our child's records (never scanned data)
+                out.append(_unpack(packed))
+            except Exception:  # EOF, or a record cut short by the child's death
+                break
+    return out
+
+
+def _pack(rec: FileRecord) -> tuple[Any, ...]:
+    """A record as a tuple of plain values (pickles ten times faster than the dataclass)."""
+    return (
+        rec.path,
+        rec.format,
+        rec.verdict.value,
+        rec.sha256,
+        rec.size,
+        rec.findings,
+        rec.reason,
+        rec.globals,
+    )
+
+
+def _unpack(t: tuple[Any, ...]) -> FileRecord:
+    """The record :func:`_pack` packed."""
+    path, fmt, verdict, sha256, size, findings, reason, globals_ = t
+    return FileRecord(
+        path=path,
+        format=fmt,
+        verdict=Verdict(verdict),
+        sha256=sha256,
+        size=size,
+        findings=findings,
+        reason=reason,
+        globals=globals_,
+    )
+
+
 def _fork_child(
     share: list[tuple[str, Path]],
     policy: PicklePolicy,
@@ -493,29 +581,31 @@ def _fork_child(
     scanners: list[Scanner],
     digest: bool,
 ) -> tuple[int, int]:
-    """Fork a child that scans ``share`` and writes its pickled records to a pipe: (pid, read end)."""
+    """Fork a child that scans ``share``, appending each record to a file: ``(pid, its fd)``."""
     import pickle
 
-    r, w = os.pipe()
+    fd = _records_file()
+    parent = os.getpid()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child (coverage does not follow it)
         code = 1
         try:
-            os.close(r)
-            out: list[FileRecord] = []
+            dumps, write, proto = pickle.dumps, os.write, pickle.HIGHEST_PROTOCOL
             for display, path in share:
+                if os.getppid() != parent:  # the parent was killed (SIGTERM, SIGKILL): stop
+                    break
                 try:
-                    out.append(_scan_one(display, path, policy, limits, scanners, digest))
+                    rec = _scan_one(display, path, policy, limits, scanners, digest)
                 except Exception as exc:  # a crash is an error verdict, never a lost file
                     reason = f"internal error: {type(exc).__name__}: {exc}"
-                    out.append(FileRecord(path=display, verdict=Verdict.ERROR, reason=reason))
-            with os.fdopen(w, "wb") as fh:
-                pickle.dump(out, fh, protocol=pickle.HIGHEST_PROTOCOL)
+                    rec = FileRecord(path=display, verdict=Verdict.ERROR, reason=reason)
+                data = memoryview(dumps(_pack(rec), protocol=proto))
+                while data:  # written at once: kept if this process dies on a later file
+                    data = data[write(fd, data) :]
             code = 0
         finally:
             os._exit(code)  # no atexit handlers, no flush of the parent's buffered output
-    os.close(w)
-    return pid, r
+    return pid, fd
 
 
 #: Called after each file with ``(files done, files to scan, display path)``.
@@ -535,8 +625,9 @@ def scan_paths(
     """Scan files and folders (recursively) without loading anything.
 
     Args:
-        paths: files and folders. Folders are walked recursively in sorted order; symlinks
-            are followed only to files inside the folder; ``.git``/``.hg``/``.svn`` are skipped.
+        paths: files and folders. Folders are walked recursively in sorted order; symlinks to
+            files are followed (a file linked twice is scanned once), symlinked folders are not;
+            ``.git``/``.hg``/``.svn`` are skipped.
         allow: the user's allow-list additions, ``'module.Name'`` or ``'module.*'``; never read
             from the scanned folder; cannot allow a deny-listed callable.
         limits: scan limits (decompressed bytes, ratio, nesting); defaults to :class:`ScanLimits`.
@@ -618,7 +709,9 @@ def scan_records(
                     )
                     continue
                 skip = None
-            key = real(display, path) if path is not None else display
+            # entries with nothing to scan are keyed apart: a link to a FIFO must not vanish
+            # because the FIFO's own display path equals the link's resolved path
+            key = real(display, path) if path is not None else "\0" + display
             if key in seen:
                 continue
             seen.add(key)

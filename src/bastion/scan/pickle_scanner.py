@@ -189,8 +189,19 @@ def analyse_pickle(
     """
     ctx = art.ctx
     rd = reader or Reader(art.stream, start=start)
-    res = emulate(art.stream, reader=rd, capture=ctx.policy.capture, max_value=ctx.limits.max_value_bytes)
+    res = emulate(
+        art.stream,
+        reader=rd,
+        capture=ctx.policy.capture,
+        max_value=ctx.limits.max_value_bytes,
+        deadline=ctx.deadline,
+    )
     out = Outcome(format=fmt)
+    if res.timed_out:  # never skipped, never "malformed": what was reached is judged, then error
+        judge_result(art, res, out, rule_prefix=rule_prefix)
+        out.errors.append(f"{ctx.time_limit_message()} ({res.error}, offset {res.error_offset})")
+        _label(out, res, fmt)
+        return out, res
     if not res.complete:
         if not strict:
             probe = Outcome()
@@ -218,8 +229,16 @@ def analyse_pickle(
         while not rd.at_eof():
             count += 1
             nxt = emulate(
-                art.stream, reader=rd, capture=ctx.policy.capture, max_value=ctx.limits.max_value_bytes
+                art.stream,
+                reader=rd,
+                capture=ctx.policy.capture,
+                max_value=ctx.limits.max_value_bytes,
+                deadline=ctx.deadline,
             )
+            if nxt.timed_out:
+                judge_result(art, nxt, out, rule_prefix=rule_prefix)
+                out.errors.append(f"{ctx.time_limit_message()} ({nxt.error}, offset {nxt.error_offset})")
+                break
             if nxt.complete and count <= 4096:
                 judge_result(art, nxt, out, rule_prefix=rule_prefix)
                 joblib_seen += nxt.joblib_arrays + nxt.joblib_object_arrays

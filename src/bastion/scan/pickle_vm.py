@@ -29,6 +29,7 @@ from __future__ import annotations
 import codecs
 import re
 import struct
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import IO, Any
@@ -427,6 +428,7 @@ class PickleResult:
         joblib_arrays: joblib raw array buffers skipped.
         joblib_object_arrays: joblib nested object-array pickles parsed.
         persistent_ids: number of ``PERSID``/``BINPERSID`` opcodes.
+        timed_out: parsing stopped at the ``deadline`` (the stream is not known to be malformed).
     """
 
     start: int
@@ -441,6 +443,15 @@ class PickleResult:
     joblib_arrays: int = 0
     joblib_object_arrays: int = 0
     persistent_ids: int = 0
+    timed_out: bool = False
+
+
+class _TimeUp(Exception):
+    """The emulation passed its deadline."""
+
+
+#: The deadline is checked once per this many opcodes decoded by a handler (a power of 2, minus 1).
+_CLOCK_MASK = 4095
 
 
 # --------------------------------------------------------------------------- helpers
@@ -509,16 +520,31 @@ def _render(v: Any, out: list[str], limit: int, depth: int) -> None:
         out.append(f"<{type(v).__name__}>")
 
 
-def find_blobs(value: Any, *, max_depth: int = 4) -> list[bytes]:
-    """Every ``bytes`` value inside ``value`` (tuples, lists, dicts, folded calls), depth-limited."""
+#: Containers :func:`find_blobs` opens per call site at most (a pickle can make a value whose
+#: tree, unfolded, is exponentially larger than the file: shared tuples through the memo).
+MAX_BLOB_WALK = 4096
+
+
+def find_blobs(value: Any, *, max_depth: int = 4, max_nodes: int = MAX_BLOB_WALK) -> list[bytes]:
+    """Every ``bytes`` value inside ``value`` (tuples, lists, dicts, folded calls), bounded.
+
+    Depth-limited, each container's first 64 items, each shared container opened once, and at
+    most ``max_nodes`` containers in all: the walk costs O(``max_nodes``) whatever the pickle
+    built (memo references can share one tuple N times at each of several levels: N^depth).
+    """
     found: list[bytes] = []
+    opened: set[int] = set()
 
     def walk(v: Any, depth: int) -> None:
         if depth > max_depth or len(found) > 16:
             return
         if isinstance(v, (bytes, bytearray)):
             found.append(bytes(v))
-        elif isinstance(v, Obj):
+            return
+        if not isinstance(v, (Obj, tuple, PList, PSet, PDict)) or id(v) in opened or len(opened) >= max_nodes:
+            return
+        opened.add(id(v))
+        if isinstance(v, Obj):
             if isinstance(v.value, (bytes, bytearray)):
                 found.append(bytes(v.value))
             else:
@@ -526,7 +552,7 @@ def find_blobs(value: Any, *, max_depth: int = 4) -> list[bytes]:
                 walk(v.kwargs, depth + 1)
                 walk(v.state, depth + 1)
         elif isinstance(v, tuple):
-            for x in v:
+            for x in v[:64]:
                 walk(x, depth + 1)
         elif isinstance(v, (PList, PSet)):
             for x in v.items[:64]:
@@ -662,8 +688,10 @@ class _VM:
         max_stack: int,
         depth: int,
         max_calls_kept: int = 5,
+        deadline: float | None = None,
     ) -> None:
         self.r = reader
+        self.deadline = deadline
         self.res = result
         self.capture = capture
         self.max_value = max_value
@@ -835,6 +863,8 @@ class _VM:
                     raise ValueError(f"invalid pickle opcode 0x{code:02x}")
                 self.op_name = names[code]
                 count += 1
+                if not count & _CLOCK_MASK and self.deadline is not None and time.monotonic() > self.deadline:
+                    raise _TimeUp
                 try:
                     handler(self)
                 except _Stop:
@@ -1237,6 +1267,7 @@ class _VM:
                 max_value=self.max_value,
                 max_stack=self.max_stack,
                 depth=self.depth + 1,
+                deadline=self.deadline,
             )
             try:
                 vm.run()
@@ -1370,6 +1401,7 @@ def emulate(
     max_stack: int = 10_000_000,
     limit: int | None = None,
     reader: Reader | None = None,
+    deadline: float | None = None,
 ) -> PickleResult:
     """Emulate one pickle stream from the current position of ``stream`` up to its ``STOP``.
 
@@ -1384,15 +1416,20 @@ def emulate(
         max_stack: largest stack accepted.
         limit: read at most this many bytes.
         reader: continue with an existing :class:`Reader` (sequential pickles in one stream).
+        deadline: ``time.monotonic()`` value past which emulation stops (``timed_out``).
 
     Returns:
         A :class:`PickleResult`; ``complete`` is True when ``STOP`` was reached.
     """
     r = reader if reader is not None else Reader(stream, start=start, limit=limit)
     res = PickleResult(start=r.pos)
-    vm = _VM(r, res, capture=capture, max_value=max_value, max_stack=max_stack, depth=0)
+    vm = _VM(r, res, capture=capture, max_value=max_value, max_stack=max_stack, depth=0, deadline=deadline)
     try:
         vm.run()
+    except _TimeUp:
+        res.error = f"time limit reached after {res.opcodes} opcodes"
+        res.error_offset = vm.op_offset
+        res.timed_out = True
     except _Truncated:
         res.error = f"truncated pickle: stream ends inside {vm.op_name or 'the first opcode'}"
         res.error_offset = vm.op_offset

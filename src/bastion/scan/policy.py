@@ -124,17 +124,17 @@ def _as_tuple(value: Any, what: str, rid: str) -> tuple[str, ...]:
 
 
 def _parse_rules(doc: dict[str, Any], kind: str, source: str) -> tuple[str, list[Rule]]:
+    problems: list[str] = []  # every problem of the file, listed together
     version = doc.get("version")
     if not isinstance(version, str) or not version:
-        raise ConfigError(f"{source}: missing top-level 'version' string")
+        problems.append("missing top-level 'version' string")
     if doc.get("kind", kind) != kind:
         raise ConfigError(f"{source}: kind is {doc.get('kind')!r}, expected {kind!r}")
     rules: list[Rule] = []
     seen: set[str] = set()
     raw_rules = doc.get("rule", [])
     if not isinstance(raw_rules, list):
-        raise ConfigError(f"{source}: 'rule' must be an array of tables")
-    problems: list[str] = []
+        raise ConfigError(f"{source}: 'rule' must be an array of tables", problems)
     for i, raw in enumerate(raw_rules):
         rid = raw.get("id") if isinstance(raw, dict) else None
         if not isinstance(rid, str) or not rid:
@@ -176,7 +176,7 @@ def _parse_rules(doc: dict[str, Any], kind: str, source: str) -> tuple[str, list
         )
     if problems:
         raise ConfigError(f"bad pickle rules in {source}", problems)
-    return version, rules
+    return str(version), rules
 
 
 def load_rules(kind: str, text: str | None = None, source: str | None = None) -> tuple[str, list[Rule]]:

@@ -145,3 +145,48 @@ def test_missing_public_key_fails_preflight(clinic: Path) -> None:
         api.assess(cfg, only=["scan"], store=False)
     with pytest.raises(ConfigError, match=r"signing\.public_key: .*pub\.pem"):
         api.preflight(cfg)  # `bastion assess --dry-run` finds it too
+
+
+def _tamper_digits(clinic: Path) -> None:
+    """Sign digits.pt, unpin its hash, then change one weight (same architecture: it still loads)."""
+    import re
+
+    import torch
+
+    digits = clinic / "models" / "digits.pt"
+    api.sign_model(digits, key=clinic / "keys" / "key.pem")
+    cfg = clinic / "bastion.yaml"
+    text = cfg.read_text()
+    start = text.index("models/digits.pt")
+    pin = re.compile(r"\n\s*sha256: [0-9a-f]{64}")
+    m = pin.search(text, start)
+    assert m is not None
+    cfg.write_text(text[: m.start()] + text[m.end() :])
+    sd = torch.load(digits, weights_only=True)
+    first = next(iter(sd))
+    sd[first] = sd[first] + 0.01
+    torch.save(sd, digits)
+
+
+def test_a_run_narrowed_to_an_attack_still_fails_its_gate_on_a_failed_signature(clinic: Path) -> None:
+    cfg = _with_key(clinic)
+    _tamper_digits(clinic)
+    report = api.assess(cfg, asset="digits", only=["evasion.square"], store=False)
+    assert _findings(report, "scan.signature.verification-failed") == {"digits"}
+    assert api.exit_code(report, "high") == 1
+
+
+def test_harden_and_guard_fit_refuse_a_model_whose_signature_fails(clinic: Path, tmp_path: Path) -> None:
+    from bastion.core.errors import IntegrityError
+    from bastion.core.settings import load_settings
+
+    cfg = _with_key(clinic)
+    _tamper_digits(clinic)
+    settings = load_settings(db_url=f"sqlite:///{tmp_path / 'b.db'}")
+    with pytest.raises(IntegrityError, match=r"digits\.pt: not loaded: its signature did not verify"):
+        api.harden(cfg, "pgd-at", asset="digits", params={"epochs": 1, "steps": 1}, settings=settings)
+    with pytest.raises(IntegrityError, match="not loaded: its signature did not verify"):
+        api.guard_fit(cfg, asset="digits", out=tmp_path / "profile")
+    assert not (clinic / ".bastion" / "models").exists() or not any(
+        (clinic / ".bastion" / "models").iterdir()
+    )

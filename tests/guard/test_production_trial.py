@@ -222,3 +222,33 @@ def test_a_missing_profile_folder_is_named(keys: Keys, target: SoftmaxTarget, tm
 
     with pytest.raises(ConfigError, match=r"guard profile not found \(profile.path"):
         verify_profile_signature(tmp_path / "nope-profile", public_key=None)
+
+
+def test_the_guard_does_not_serve_a_model_whose_signature_fails(project: Path) -> None:
+    pytest.importorskip("model_signing")
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from bastion import api
+    from bastion.core.errors import IntegrityError
+    from bastion.guard.app import load_serving_target
+
+    signer, other = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    (project / "key.pem").write_bytes(
+        signer.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    (project / "other.pub").write_bytes(
+        other.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    api.sign_model(project / "model.joblib", key=project / "key.pem")  # signed, but not by the trusted key
+    cfg_path = project / "bastion.yaml"
+    cfg_path.write_text(cfg_path.read_text() + "signing: {public_key: other.pub}\n")
+    cfg = GuardConfig.model_validate(
+        {"name": "digits", "model": {"config": str(cfg_path), "asset": "digits"}, "keys": []}
+    )
+    with pytest.raises(IntegrityError, match="not loaded: its signature did not verify"):
+        load_serving_target(cfg)

@@ -133,7 +133,63 @@ def test_bom_signature_states(model_dir: Path, keys: tuple[Path, Path]) -> None:
     (model_dir / "config.json").write_text("{}")
     doc, _ = model_bom(model_dir, key=pub)
     root = {p["name"]: p["value"] for p in doc["metadata"]["component"]["properties"]}
-    assert root["bastion:signature.status"] == "invalid"
+    assert root["bastion:signature.status"] == "failed"
+    # the models themselves did not change: each component says so (only config.json differs)
+    statuses = {
+        c["name"]: {p["name"]: p["value"] for p in c["properties"]}["bastion:signature.status"]
+        for c in doc["components"]
+        if c["type"] == "machine-learning-model"
+    }
+    assert statuses and set(statuses.values()) == {"verified"}, statuses
+
+
+def test_bom_of_a_folder_of_files_signed_one_by_one(model_dir: Path, keys: tuple[Path, Path]) -> None:
+    from bastion.api import model_bom
+
+    key, pub = keys
+    (model_dir / "second.safetensors").write_bytes((model_dir / "model.safetensors").read_bytes())
+    models = sorted(p for p in model_dir.iterdir() if p.suffix == ".safetensors")
+    for m in models:
+        _run("sign", str(m), "--key", str(key))  # <file>.sig beside each, as assess verifies
+    models[0].write_bytes(models[0].read_bytes() + b"\0")
+    doc, _ = model_bom(model_dir, key=pub)
+    _validate(doc)
+    statuses = {
+        c["name"]: {p["name"]: p["value"] for p in c["properties"]}["bastion:signature.status"]
+        for c in doc["components"]
+        if c["type"] == "machine-learning-model"
+    }
+    assert statuses[models[0].name] == "failed"
+    assert all(statuses[m.name] == "verified" for m in models[1:])
+
+
+@pytest.mark.parametrize("bad", ["missing.pem", "garbage.pem", "private"])
+def test_bom_with_a_key_that_cannot_verify_is_exit_2(
+    model_dir: Path, keys: tuple[Path, Path], tmp_path: Path, bad: str
+) -> None:
+    key, _ = keys
+    path = key if bad == "private" else tmp_path / bad
+    if bad == "garbage.pem":
+        path.write_text("not a key")
+    code, err = _run("bom", str(model_dir), "--key", str(path))
+    assert code == 2, err
+
+
+def test_sign_refuses_a_signature_path_over_the_model_and_handles_dot(
+    model_dir: Path, keys: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key, pub = keys
+    victim = model_dir / "model.safetensors"
+    before = victim.read_bytes()
+    code, err = _run("sign", str(victim), "--key", str(key), "--signature", str(victim))
+    assert code == 2 and "would overwrite the model" in err and victim.read_bytes() == before
+    code, err = _run("sign", str(model_dir), "--key", str(key), "--signature", str(victim))
+    assert code == 2 and "not a signature bundle" in err and victim.read_bytes() == before
+    monkeypatch.chdir(model_dir)
+    code, err = _run("sign", ".", "--key", str(key))
+    assert code == 0, err
+    assert (model_dir.parent / f"{model_dir.name}.sig").is_file()  # beside the folder, not in it
+    assert _run("verify", ".", "--key", str(pub))[0] == 0
 
 
 def test_bad_keys_and_bundles_are_input_errors_not_verdicts(

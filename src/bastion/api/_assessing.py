@@ -391,7 +391,10 @@ def assess(
             if scan_selected or (unsafe and not skipped_explicitly):
                 result.add(_scan_check(a, fr, time.monotonic() - ts))
             signed = _signature_check(a, base / a.path, sign_key, rec)
-            if signed is not None and scan_selected:
+            # like the scan: a signature that fails (or cannot be checked) is reported even in a
+            # run narrowed to other checks, so its gate cannot pass on a tampered model
+            bad_signature = rec.signature in ("failed", "error")
+            if signed is not None and (scan_selected or (bad_signature and not skipped_explicitly)):
                 result.add(signed)
             if progress:
                 progress(f"scan {a.name}", 1.0)

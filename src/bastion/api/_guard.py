@@ -13,7 +13,7 @@ from typing import Any
 from bastion.api._assessing import _build_target, _load_datasets
 from bastion.api._history import _store_exists
 from bastion.api._plugins import _FILE_FRAMEWORKS
-from bastion.api._scanning import sign_model
+from bastion.api._scanning import _refuse_failed_signature, sign_model
 from bastion.core.config import load_config
 from bastion.core.errors import ConfigError
 from bastion.core.scanning import Verdict
@@ -91,6 +91,7 @@ def guard_fit(
         fr = scan_file(base / a.path, allow=cfg.scan.allow)
         if fr.verdict != Verdict.SAFE:
             raise IntegrityError(f"{base / a.path}: the scanner judged it {fr.verdict.value}; not loading it")
+        _refuse_failed_signature(cfg, base, a)  # as assess: a model whose signature fails is not loaded
         facts["scan_sha256"] = fr.sha256
     target = _build_target(a, base, facts)
     probs = target.predict_proba(x) if "probabilities" in {c.value for c in target.capabilities} else None

@@ -176,10 +176,15 @@ def model_bom(
 
     Raises:
         ScanError: the path does not exist.
+        ConfigError: ``key`` is missing or not a PEM elliptic-curve public key.
         StoreError: ``db_url`` names a database that cannot be read.
     """
     from bastion.scan.bom import build_bom
 
+    if key is not None:  # a key that cannot verify anything is bad input, before the scan
+        from bastion.scan.signing import check_public_key
+
+        check_public_key(key)
     result = scan_models([path], allow=allow, jobs=jobs)
     lineage = _recorded_lineage(db_url, {f.sha256 for f in result.files if f.sha256}) if db_url else {}
     doc = build_bom(
@@ -228,6 +233,19 @@ def _signing_key(cfg: ProjectConfig, base: Path, assets: Sequence[Asset]) -> Pat
     return key
 
 
+def _refuse_failed_signature(cfg: ProjectConfig, base: Path, a: Asset) -> None:
+    """Refuse to load ``a``'s file when its signature fails against the project's key.
+
+    Raises:
+        IntegrityError: the signature does not verify. ConfigError: the key file is missing.
+    """
+    if a.kind != "model" or not a.path:
+        return
+    from bastion.scan.signing import refuse_failed_signature
+
+    refuse_failed_signature(base / a.path, key=_signing_key(cfg, base, [a]))
+
+
 def _signature_check(a: Asset, path: Path, key: Path | None, rec: AssetRecord) -> CheckResult | None:
     """Verify ``<path>.sig`` with ``key``; set ``rec.signature``; the ``scan.signature`` result, if any.
 
@@ -239,7 +257,7 @@ def _signature_check(a: Asset, path: Path, key: Path | None, rec: AssetRecord) -
     from bastion.core.findings import Finding, Location, Threat
     from bastion.core.results import CheckResult
     from bastion.core.severity import Severity
-    from bastion.scan.signing import SignatureStatus, default_signature_path, signature_status
+    from bastion.scan.signing import STATUS_WORDS, SignatureStatus, default_signature_path, signature_status
 
     ts = time.monotonic()
     sig = default_signature_path(path)
@@ -249,13 +267,7 @@ def _signature_check(a: Asset, path: Path, key: Path | None, rec: AssetRecord) -
     status, why = signature_status(path, key=key, signature=sig)
     if key is None:
         why = f"{sig.name} found but no signing.public_key is configured to verify it"
-    names = {
-        SignatureStatus.VERIFIED: "verified",
-        SignatureStatus.INVALID: "failed",
-        SignatureStatus.UNSIGNED: "unsigned",
-        SignatureStatus.UNVERIFIED: "error",
-    }
-    rec.signature = names[status]  # type: ignore[assignment]
+    rec.signature = STATUS_WORDS[status.value]  # type: ignore[assignment]
     rec.signature_detail = why
     if key is None:
         return None

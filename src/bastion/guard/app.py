@@ -155,6 +155,10 @@ def load_serving_target(cfg: GuardConfig) -> tuple[Target, str]:
     fr = scan_file(path, allow=project.scan.allow)
     if fr.verdict != Verdict.SAFE:
         raise IntegrityError(f"{path}: the scanner judged the model file {fr.verdict.value}; not serving it")
+    if project.signing.public_key:  # as assess: a model whose signature fails is not served
+        from bastion.scan.signing import refuse_failed_signature
+
+        refuse_failed_signature(path, key=base / project.signing.public_key)
     data = path.read_bytes()
     sha = hashlib.sha256(data).hexdigest()
     if sha != fr.sha256:

@@ -20,10 +20,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bastion.core.errors import IntegrityError
 from bastion.core.hashing import file_sha256
 from bastion.core.report import AssetRecord, Report, VersionLineage
 from bastion.core.scanning import FileResult, ScanResult, Verdict
-from bastion.scan.signing import signature_status
+from bastion.scan.signing import (
+    STATUS_WORDS,
+    SignatureMismatch,
+    SignatureStatus,
+    default_signature_path,
+    signature_status,
+    verify_path,
+)
 
 __all__ = ["DATA_SUFFIXES", "build_bom", "report_bom"]
 
@@ -70,6 +78,25 @@ def _model_card(fr: FileResult, folder: Path) -> dict[str, Any]:
     return card
 
 
+def _root_signature(
+    root: Path, key: str | os.PathLike[str] | None, signature: str | os.PathLike[str] | None
+) -> tuple[SignatureStatus, str | None, set[str] | None]:
+    """``(status, reason, files that differ)`` of ``root``'s own bundle (``None``: not known per file)."""
+    sig = Path(os.fspath(signature)) if signature is not None else default_signature_path(root)
+    if key is None or not sig.is_file():
+        status, why = signature_status(root, key=key, signature=signature)
+        return status, why, None
+    try:
+        verify_path(root, key=key, signature=sig)
+    except SignatureMismatch as exc:
+        return SignatureStatus.INVALID, str(exc), set(exc.files)
+    except IntegrityError as exc:
+        return SignatureStatus.INVALID, str(exc), None
+    except Exception as exc:  # a bad key or bundle, a missing extra: not checked
+        return SignatureStatus.UNVERIFIED, str(exc), None
+    return SignatureStatus.VERIFIED, None, None
+
+
 def build_bom(
     scan: ScanResult,
     *,
@@ -96,7 +123,8 @@ def build_bom(
         The BOM as a JSON-ready dict.
     """
     root_p = Path(os.fspath(root))
-    status, why = signature_status(root_p, key=key, signature=signature)
+    status, why, changed = _root_signature(root_p, key, signature)
+    per_file = root_p.is_dir() and status is SignatureStatus.UNSIGNED  # files signed one by one, if at all
     folder = root_p if root_p.is_dir() else root_p.parent
     components: list[dict[str, Any]] = []
     for i, fr in enumerate(scan.files):
@@ -107,12 +135,22 @@ def build_bom(
             rel = fr.path
         hashes = [{"alg": "SHA-256", "content": fr.sha256}] if fr.sha256 else []
         if fr.verdict is not Verdict.SKIPPED:
+            if per_file:  # ``<file>.sig`` beside each file (the layout ``bastion assess`` verifies)
+                f_status, f_why = signature_status(path, key=key)
+            elif status is SignatureStatus.INVALID and changed is not None:  # the folder's own bundle
+                bad = rel in changed
+                f_status = SignatureStatus.INVALID if bad else SignatureStatus.VERIFIED
+                f_why = why if bad else None
+            else:
+                f_status, f_why = status, why
             props = [
                 _prop("format", fr.format or "unknown"),
                 _prop("scan.verdict", fr.verdict.value),
                 _prop("scan.findings", len(fr.findings)),
-                _prop("signature.status", status.value),
+                _prop("signature.status", STATUS_WORDS[f_status.value]),
             ]
+            if f_why and root_p.is_dir():
+                props.append(_prop("signature.reason", f_why[:500]))
             if fr.reason:
                 props.append(_prop("scan.reason", fr.reason[:500]))
             comp: dict[str, Any] = {
@@ -137,7 +175,7 @@ def build_bom(
                     "data": [{"type": "dataset", "name": rel}],
                 }
             )
-    root_props = [_prop("signature.status", status.value)]
+    root_props = [_prop("signature.status", STATUS_WORDS[status.value])]
     if why:
         root_props.append(_prop("signature.reason", why[:500]))
     return {

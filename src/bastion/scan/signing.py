@@ -57,9 +57,39 @@ class VerifyResult:
 
 
 def default_signature_path(path: str | os.PathLike[str]) -> Path:
-    """Where the signature goes by default: ``<path>.sig`` beside the file or folder."""
+    """Where the signature goes by default: ``<path>.sig`` beside the file or folder.
+
+    ``.`` and ``..`` are resolved first (their bundle goes beside the folder they name, never
+    inside it).
+    """
     p = Path(os.fspath(path))
+    if p.name in ("", ".", "..") or p.name.strip(".") == "":
+        p = p.resolve()
     return p.with_name(p.name.rstrip("/") + ".sig")
+
+
+class SignatureMismatch(IntegrityError):
+    """The files differ from the signed ones; ``files`` names each (relative to the signed path)."""
+
+    def __init__(self, message: str, files: list[str]) -> None:
+        super().__init__(message)
+        self.files = files
+
+
+#: The words reports and ML-BOMs use for each status (``assets[].signature``, ``bastion:signature.status``).
+STATUS_WORDS = {"verified": "verified", "invalid": "failed", "unsigned": "unsigned", "unverified": "error"}
+
+
+def check_public_key(key: str | os.PathLike[str]) -> None:
+    """Check ``key`` is an existing PEM elliptic-curve public key (bad input, before any verification).
+
+    Raises:
+        ConfigError: missing, not PEM, a private key, or not an elliptic-curve key.
+    """
+    k = Path(os.fspath(key))
+    if not k.is_file():
+        raise ConfigError(f"{k}: no such key file")
+    _ec_key(k, private=False)
 
 
 def _check(path: Path, key: Path) -> None:
@@ -148,6 +178,17 @@ def sign_path(
     p, k = Path(os.fspath(path)), Path(os.fspath(key))
     sig = Path(os.fspath(signature)) if signature is not None else default_signature_path(p)
     _check(p, k)
+    if sig.resolve() == p.resolve():
+        raise ConfigError(f"--signature {sig}: would overwrite the model; write it beside the model")
+    if sig.exists():  # replacing an earlier bundle is fine; any other file is someone's data
+        try:
+            _bundle(sig)
+        except ConfigError:
+            raise ConfigError(
+                f"--signature {sig}: would overwrite {sig.name}, which is not a signature bundle"
+            ) from None
+    if not sig.parent.is_dir():
+        raise ConfigError(f"--signature {sig}: folder {sig.parent} does not exist")
     _ec_key(k, private=True, password=password)
     ms = require("model_signing", "signing")
     try:
@@ -191,28 +232,48 @@ def verify_path(
         import re
 
         text = str(exc)
-        changes = [
-            f"{p.name if m in ('.', '') else m} changed (its hash differs from the signed one)"
+        diffs = [
+            (p.name if m in (".", "") else m, "changed (its hash differs from the signed one)")
             for m in re.findall(r"Hash mismatch for \\?'([^'\\]*)\\?'", text)
         ]
-        changes += [
-            f"{m.strip()} added (not in the signature)"
+        diffs += [
+            (m.strip(), "added (not in the signature)")
             for grp in re.findall(r"Extra files found in model '[^']*': ([^\"'\]]*)", text)
             for m in grp.split(",")
         ]
-        changes += [
-            f"{m.strip()} removed (signed, now missing)"
+        diffs += [
+            (m.strip(), "removed (signed, now missing)")
             for grp in re.findall(r"Missing files in model '[^']*': ([^\"'\]]*)", text)
             for m in grp.split(",")
         ]
-        if changes:
-            detail = "the files differ from the signed ones: " + "; ".join(changes)
-        else:  # never show raw digests (Digest(..., digest_value=b'...'))
-            detail = re.sub(r"Digest\([^)]*\)", "<digest>", text).strip()
+        if diffs:
+            detail = "the files differ from the signed ones: " + "; ".join(f"{n} {what}" for n, what in diffs)
+            raise SignatureMismatch(
+                f"{p}: verification against {sig} failed: {detail}", [n for n, _ in diffs]
+            ) from exc
+        # never show raw digests (Digest(..., digest_value=b'...'))
+        detail = re.sub(r"Digest\([^)]*\)", "<digest>", text).strip()
         if not detail:  # e.g. a bit flipped in the bundle's signature: the library says nothing
             detail = f"{type(exc).__name__}: the signature does not match this key, or the bundle was altered"
         raise IntegrityError(f"{p}: verification against {sig} failed: {detail}") from exc
     return VerifyResult(path=p, signature=sig)
+
+
+def refuse_failed_signature(path: str | os.PathLike[str], *, key: str | os.PathLike[str] | None) -> None:
+    """Refuse to load a model file whose signature does not verify (``<path>.sig``, ``key``).
+
+    The rule of ``bastion assess``, for every command that loads a model (``harden``, ``guard
+    fit``, ``guard serve``): with a project key, a signature that fails stops it; an unsigned
+    file, or no key, does not (``assess`` reports those).
+
+    Raises:
+        IntegrityError: the signature does not verify (the reason names what changed).
+    """
+    if key is None:
+        return
+    status, why = signature_status(path, key=key)
+    if status is SignatureStatus.INVALID:
+        raise IntegrityError(f"{path}: not loaded: its signature did not verify ({why})")
 
 
 def signature_status(

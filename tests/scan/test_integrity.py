@@ -254,3 +254,36 @@ def test_a_changed_single_file_is_named_and_an_altered_bundle_says_why(
     sig.write_text(json.dumps(doc))
     with pytest.raises(IntegrityError, match=r"failed: \w+: the signature does not match this key"):
         verify_path(f, key=pub)
+
+
+def test_an_encrypted_key_signs_with_its_password_from_the_environment(
+    model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    priv = ec.generate_private_key(ec.SECP256R1())
+    enc = tmp_path / "enc.pem"
+    enc.write_bytes(
+        priv.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"s3cret"),
+        )
+    )
+    pub = tmp_path / "encpub.pem"
+    pub.write_bytes(
+        priv.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    code, err = _run("sign", str(model_dir), "--key", str(enc))
+    assert code == 2 and "an encrypted private key; no password given" in err
+    monkeypatch.setenv("KEY_PASSWORD", "wrong")
+    code, err = _run("sign", str(model_dir), "--key", str(enc), "--password-env", "KEY_PASSWORD")
+    assert code == 2 and "the password is wrong" in err and "wrong" not in err.replace("is wrong", "")
+    monkeypatch.setenv("KEY_PASSWORD", "s3cret")
+    code, err = _run("sign", str(model_dir), "--key", str(enc), "--password-env", "KEY_PASSWORD")
+    assert code == 0, err
+    assert _run("verify", str(model_dir), "--key", str(pub))[0] == 0
+    assert _run("sign", str(model_dir), "--key", str(enc), "--password-env", "UNSET_VAR_X")[0] == 2

@@ -127,16 +127,19 @@ def sign_model(
     *,
     key: str | os.PathLike[str],
     signature: str | os.PathLike[str] | None = None,
+    password: str | None = None,
 ) -> Path:
     """Sign a model file or folder (OpenSSF model-signing, Sigstore bundle); returns the bundle path.
 
+    ``password`` decrypts an encrypted private key.
+
     Raises:
-        ConfigError: missing path or key. MissingExtraError: ``model-signing`` not installed.
-        IntegrityError: the key was refused.
+        ConfigError: missing path or key, an encrypted key without its password. MissingExtraError:
+            ``model-signing`` not installed. IntegrityError: the key was refused.
     """
     from bastion.scan.signing import sign_path
 
-    return sign_path(path, key=key, signature=signature)
+    return sign_path(path, key=key, signature=signature, password=password)
 
 
 def verify_model(

@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 
 from bastion.cli._common import EXIT_FINDINGS, EXIT_OK, err, fail, write
-from bastion.core.errors import BastionError, IntegrityError
+from bastion.core.errors import BastionError, ConfigError, IntegrityError
 
 _KEY_HELP = "Private key (PEM, elliptic curve) to sign with."
 _SIG_HELP = "Signature bundle path (default: PATH.sig beside the file or folder)."
@@ -24,12 +24,26 @@ def sign(
     path: Annotated[Path, typer.Argument(help="Model file or folder.")],
     key: Annotated[Path, typer.Option("--key", "-k", help=_KEY_HELP)],
     signature: Annotated[Path | None, typer.Option("--signature", "-s", help=_SIG_HELP)] = None,
+    password_env: Annotated[
+        str | None,
+        typer.Option(
+            "--password-env",
+            help="Environment variable holding the password of an encrypted key (never the password itself).",
+        ),
+    ] = None,
 ) -> None:
     """Sign a model file or folder (OpenSSF model-signing; Sigstore bundle)."""
+    import os
+
     from bastion import api
 
     try:
-        sig = api.sign_model(path, key=key, signature=signature)
+        password = None
+        if password_env is not None:
+            password = os.environ.get(password_env)
+            if not password:
+                raise ConfigError(f"--password-env {password_env}: the variable is not set")
+        sig = api.sign_model(path, key=key, signature=signature, password=password)
     except BastionError as exc:
         fail(exc)
     err.print(f"signed {path} -> {sig}", highlight=False)

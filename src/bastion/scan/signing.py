@@ -119,6 +119,12 @@ def _ec_key(key: Path, *, private: bool, password: str | None = None) -> None:
             obj = serialization.load_pem_public_key(data)
     except (ValueError, TypeError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if private and "password" in first.lower():  # encrypted, and no (or a wrong) password
+            why = "the password is wrong" if password else "no password given"
+            raise ConfigError(
+                f"{key}: an encrypted private key; {why} "
+                "(bastion sign --password-env NAME reads it from that environment variable)"
+            ) from None
         raise ConfigError(f"{key}: not a PEM {what} key ({first})") from None
     wanted = ec.EllipticCurvePrivateKey if private else ec.EllipticCurvePublicKey
     if not isinstance(obj, wanted):
@@ -192,7 +198,8 @@ def sign_path(
     _ec_key(k, private=True, password=password)
     ms = require("model_signing", "signing")
     try:
-        cfg = ms.signing.Config().use_elliptic_key_signer(private_key=k, password=password)
+        secret = password.encode() if password else None  # the library takes bytes
+        cfg = ms.signing.Config().use_elliptic_key_signer(private_key=k, password=secret)
         cfg.set_hashing_config(_hashing(p, sig))
         cfg.sign(p, sig)
     except (ValueError, TypeError, OSError) as exc:

@@ -101,6 +101,9 @@ def test_signed_model_verifies_and_bom_json_is_cyclonedx_1_6(clinic: Path) -> No
     assert comps["triage"]["hashes"] == [{"alg": "SHA-256", "content": triage.sha256}]
     vendor = {p["name"]: p["value"] for p in comps["vendor-model"]["properties"]}
     assert vendor["bastion:scan.verdict"] == "malicious" and vendor["bastion:signature.status"] == "unsigned"
+    # the file's own risks, as `bastion bom` writes them
+    assert comps["vendor-model"]["modelCard"]["considerations"]["technicalLimitations"]
+    assert "considerations" not in comps["triage"].get("modelCard", {})
     assert {n for n, c in comps.items() if c["type"] == "data"} == {"breast-cancer", "digit-images", "wine"}
     assert all(c["hashes"] for c in comps.values() if c["type"] == "data")
     assert doc["serialNumber"] == f"urn:uuid:{report.run.id[:8]}-{report.run.id[8:12]}-" + (

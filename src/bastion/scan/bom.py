@@ -325,12 +325,18 @@ def report_bom(report: Report, *, tool_version: str = "0") -> dict[str, Any]:
             )
             if r.removeprefix("asset-") in names
         ]
-        if card_props or trained:
+        # what the scan found in the file, as ``bastion bom`` writes it (the model's own risks)
+        file_risks = sorted(
+            {f.title for f in report.findings if f.asset == rec.name and f.rule_id.startswith("scan.")}
+        )
+        if card_props or trained or file_risks:
             card: dict[str, Any] = {}
             if trained:
                 card["modelParameters"] = {"datasets": [{"ref": r} for r in trained]}
             if card_props:
                 card["properties"] = card_props
+            if file_risks:
+                card["considerations"] = {"technicalLimitations": file_risks[:20]}
             comp["modelCard"] = card
         components.append(comp)
     serial = (

@@ -76,18 +76,18 @@ def test_a_failed_transaction_denies_each_of_its_requests_and_writes_nothing(
 ) -> None:
     store = AuditLog.open(audit_db)
     app = create_app(make_config(keys), store=store, target=target)
-    real = store.append_many
+    real = store._append
 
-    def disk_full(entries: Any) -> list[int]:
+    def disk_full(entries: Any, **_: Any) -> list[int]:
         raise StoreError("disk full")
 
-    store.append_many = disk_full  # type: ignore[method-assign]
+    store._append = disk_full  # type: ignore[method-assign]  # both paths: on the loop and the writer
     bad = asyncio.run(_burst(app, keys["alice"][0], digits["x_test"][:12]))
     assert [r.status_code for r in bad] == [503] * 12
     assert all(r.json()["detail"] == "audit log unavailable; request denied" for r in bad)
     assert all("predictions" not in r.json() for r in bad)  # no answer without a record
     assert store.records() == [] and store.head[0] == -1
-    store.append_many = real  # type: ignore[method-assign]
+    store._append = real  # type: ignore[method-assign]
     good = asyncio.run(_burst(app, keys["alice"][0], digits["x_test"][:5]))
     assert [r.status_code for r in good] == [200] * 5
     assert len(store.records()) == 5 and store.verify().ok

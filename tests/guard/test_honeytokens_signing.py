@@ -101,7 +101,7 @@ def test_honeytoken_hit_alerts_hardens_breaks_and_becomes_incident(
     assert len(hit) == 1 and hit[0]["severity"] == "critical" and hit[0]["key_id"] == "eve"
     assert atlas.INFER_MEMBERSHIP in hit[0]["atlas"] and atlas.EXTRACT_MODEL in hit[0]["atlas"]
     ev = hit[0]["details"]["evidence"]
-    assert ev == {"honeytoken": spec.tokens[2].id, "row": 3}
+    assert ev == {"honeytoken": spec.tokens[2].id, "row": 3, "matches": 1}
     assert "breaker" in hit[0]["details"]["actions"] and "harden" in hit[0]["details"]["actions"]
     rec = store.records()[1]["record"]
     assert rec["alerts"][0]["rule_id"] == "guard.honeytoken.hit"

@@ -252,3 +252,99 @@ def test_the_guard_does_not_serve_a_model_whose_signature_fails(project: Path) -
     )
     with pytest.raises(IntegrityError, match="not loaded: its signature did not verify"):
         load_serving_target(cfg)
+
+
+def test_a_locked_audit_database_never_stalls_the_event_loop(
+    keys: Keys, target: SoftmaxTarget, audit_db: str, digits: dict[str, np.ndarray]
+) -> None:
+    import sqlite3
+
+    store = AuditLog.open(audit_db)
+    app = create_app(make_config(keys), store=store, target=target)
+    body = _body(digits["x_test"][:1])
+    with serve(app) as base, httpx.Client(base_url=base, timeout=20) as c:
+        assert c.post("/v1/models/digits/predict", content=body, headers=_hdr(keys)).status_code == 200
+        holder = sqlite3.connect(audit_db.removeprefix("sqlite:///"), isolation_level=None)
+        holder.execute("BEGIN EXCLUSIVE")  # a backup, or another writer, holds the lock
+        answers: list[int] = []
+        t = threading.Thread(
+            target=lambda: answers.append(
+                httpx.post(
+                    f"{base}/v1/models/digits/predict", content=body, headers=_hdr(keys), timeout=20
+                ).status_code
+            )
+        )
+        t.start()
+        time.sleep(0.3)
+        t0 = time.monotonic()
+        assert c.get("/healthz").status_code == 200
+        assert time.monotonic() - t0 < 0.5  # the loop is free while the record waits for the lock
+        assert answers == []  # the request is not answered before its record is committed
+        time.sleep(0.5)
+        holder.execute("ROLLBACK")
+        holder.close()
+        t.join(10)
+        assert answers == [200]
+        # once the writer thread has drained, records are written on the loop again, in order
+        for _ in range(3):
+            assert c.post("/v1/models/digits/predict", content=body, headers=_hdr(keys)).status_code == 200
+    res = AuditLog.open(audit_db).verify()
+    assert res.ok and res.records == 5, res.problems
+
+
+def test_one_request_of_repeated_traps_raises_one_alert_and_never_degrades_the_service(
+    keys: Keys, target: SoftmaxTarget, digits: dict[str, np.ndarray]
+) -> None:
+    from bastion.guard.canary import canary_hash
+
+    trap = digits["x_test"][0]
+    cfg = make_config(
+        keys,
+        canaries=[{"id": "c1", "sha256": canary_hash(trap)}],
+        response={"degraded": {"alerts_per_minute": 5, "duration_s": 60}},
+    )
+    sink = MemorySink()
+    g = Guard(cfg, target=target, store=sink)
+    r = g.handle("digits", _hdr(keys, "eve"), _body(np.repeat(trap[None], 60, axis=0)))
+    assert [i["rule_id"] for i in sink.incidents] == ["guard.canary.hit"]  # one, not 60
+    assert not g.policy.degraded(time.time())
+    # other keys are served normally; the trap key's breaker is open
+    ok = g.handle("digits", _hdr(keys, "bob"), _body(digits["x_test"][1:2]))
+    assert ok.status == 200 and "X-Bastion-Degraded" not in ok.headers
+    assert g.handle("digits", _hdr(keys, "eve"), _body(digits["x_test"][1:2])).status == 429
+    del r
+
+
+def test_more_rows_than_the_burst_is_422_and_401_names_the_scheme(
+    keys: Keys, target: SoftmaxTarget, digits: dict[str, np.ndarray]
+) -> None:
+    cfg = make_config(keys, limits={"rate": 10, "burst": 4, "daily_quota": 1000})
+    g = Guard(cfg, target=target, store=MemorySink())
+    r = g.handle("digits", _hdr(keys), _body(digits["x_test"][:5]))
+    assert r.status == 422 and "Retry-After" not in r.headers
+    assert r.body["detail"][0]["reason"] == "5 rows; at most 4 per request (limits.burst): split it"
+    assert g.handle("digits", _hdr(keys), _body(digits["x_test"][:4])).status == 200
+    denied = g.handle("digits", {"Authorization": "Bearer nope"}, _body(digits["x_test"][:1]))
+    assert denied.status == 401 and denied.headers["WWW-Authenticate"].startswith("Bearer")
+
+
+def test_the_cross_key_check_runs_when_a_key_steps_over_a_multiple_of_five() -> None:
+    from bastion.guard.config import ExtractionSpec
+    from bastion.guard.extraction import ExtractionDetector
+
+    det = ExtractionDetector(ExtractionSpec(), num_classes=10, dims=2)
+    calls: list[int] = []
+    det._cross = lambda now: calls.append(1) or []  # type: ignore[method-assign]
+    rng = np.random.default_rng(0)
+    for size in (1, 5, 5, 5, 5, 5, 5):  # the key's count goes 1, 6, 11, 16 ... never a multiple of 5
+        z = rng.normal(size=(size, 2))
+        det.observe(
+            "k",
+            z=z,
+            cells=np.arange(size),
+            labels=np.zeros(size, dtype=int),
+            margins=np.ones(size),
+            ood=np.zeros(size, dtype=bool),
+            now=0.0,
+        )
+    assert det.stats["k"].n == 31 and len(calls) >= 3

@@ -336,7 +336,8 @@ class Guard:
         acc = self.access.check(headers, self.name, now)
         if not acc.allowed:
             denied: dict[str, Any] = {"decision": "deny", "key_id": acc.key_id, "reason": acc.reason}
-            return Reply(acc.status, {"detail": acc.reason}), denied
+            challenge = {"WWW-Authenticate": 'Bearer realm="bastion-guard"'} if acc.status == 401 else {}
+            return Reply(acc.status, {"detail": acc.reason}, challenge), denied
         if model != self.name:
             return Reply(404, {"detail": f"no model {model!r}"}), {"decision": "reject", "key_id": acc.key_id}
         key = str(acc.key_id)
@@ -360,14 +361,29 @@ class Guard:
         rec["input_sha256"] = input_sha256(x)
         rec["rows"] = len(x)
         # traps first: a hit alerts even when the request is then limited or degraded
-        alerts = [self._alert("guard.canary.hit", key, {"canary": c}) for c in self.canaries.hits(x)]
+        # one alert per trap and request, however many rows repeat it (60 copies of one row must
+        # not raise 60 alerts: alert floods are what degraded mode watches)
+        alerts = [
+            self._alert("guard.canary.hit", key, {"canary": c}) for c in dict.fromkeys(self.canaries.hits(x))
+        ]
         trap_rows: set[int] = set()
+        by_token: dict[str, list[int]] = {}
         for row, tid in self.honeytokens.hits(x) if self.honeytokens else []:
             trap_rows.add(row)
-            alerts.append(self._alert("guard.honeytoken.hit", key, {"honeytoken": tid, "row": row}))
+            by_token.setdefault(tid, []).append(row)
+        for tid, hit_rows in by_token.items():
+            ev = {"honeytoken": tid, "row": hit_rows[0], "matches": len(hit_rows)}
+            alerts.append(self._alert("guard.honeytoken.hit", key, ev))
         if self.config.log_inputs:  # a honeytoken's values are never logged
             rows = x.reshape(len(x), -1).tolist()
             rec["input"] = [None if i in trap_rows else r for i, r in enumerate(rows)]
+        if len(x) > self.limiter.burst:  # can never pass the bucket: not a wait, a request to split
+            rec.update(
+                decision="reject", field=self.validator.request_key, reason="more rows than limits.burst"
+            )
+            self._raise_early(alerts, rec, now)
+            detail = f"{len(x)} rows; at most {self.limiter.burst:g} per request (limits.burst): split it"
+            return Reply(422, {"detail": [{"field": self.validator.request_key, "reason": detail}]}), rec
         with self._lock:
             lim_dec = self.limiter.take(key, len(x), now)
         if not lim_dec.allowed:
@@ -734,6 +750,7 @@ def create_app(
         g.webhooks.start()
         yield
         g.webhooks.stop()
+        g.commits.close()  # the records the writer thread holds are written first
         if g.upstream_probe is not None:
             g.upstream_probe.close()
         seq, h = g.store.head

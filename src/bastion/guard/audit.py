@@ -145,8 +145,9 @@ def failure_reason(exc: BaseException) -> str:
 class GroupCommit:
     """Commits the audit records of the requests an event loop decides together, in one transaction.
 
-    A request handled on the event loop hands its record to :meth:`commit` and waits (without
-    blocking the loop) until that record is committed; it is answered only then, so an
+    A request handled on the event loop hands its record to :meth:`commit` and waits until that
+    record is committed (a local, unlocked SQLite file is written on the loop; a locked or remote
+    database in a writer thread, so the loop never waits on it); it is answered only then, so an
     acknowledged request's record survives a crash of the guard, as with a commit per request.
     The first record queued schedules a flush with ``loop.call_soon``: the requests that are
     ready in the same turn of the loop are decided first, and their records then go into one
@@ -167,6 +168,8 @@ class GroupCommit:
         self._pending: list[tuple[Any, Any]] = []  # (AuditEntry, future)
         self._scheduled = False
         self._loop: Any = None
+        self._writer: Any = None  # one thread: batches written off the loop, in order
+        self._behind = 0  # batches handed to the writer and not written yet
         self.batches = 0
         self.records = 0
 
@@ -176,7 +179,7 @@ class GroupCommit:
 
         loop = asyncio.get_running_loop()
         if loop is not self._loop:  # a new event loop (an app restarted in the same process)
-            self._loop, self._pending, self._scheduled = loop, [], False
+            self._loop, self._pending, self._scheduled, self._behind = loop, [], False, 0
         fut = loop.create_future()
         self._pending.append((entry, fut))
         if not self._scheduled:
@@ -185,16 +188,65 @@ class GroupCommit:
         return bool(await fut)
 
     def _flush(self) -> None:
+        """Write the queued batches, on the loop or in the writer thread.
+
+        On the loop when the sink can commit without waiting (a local SQLite file that is not
+        locked: no thread hop); else in the writer thread, so a locked or remote database never
+        stalls the loop (``/healthz`` and every other request keep going). Once a batch goes to
+        the writer, the next ones follow it there until it is done (chain order kept).
+        """
         self._scheduled = False
+        nowait = getattr(self.sink, "append_many_nowait", None)
         while self._pending:
             batch = self._pending[: self.max_batch]
             del self._pending[: self.max_batch]
-            done = self.write([e for e, _ in batch])
-            self.batches += 1
-            self.records += sum(done)
-            for (_, fut), ok in zip(batch, done, strict=True):
-                if not fut.done():
-                    fut.set_result(ok)
+            entries = [e for e, _ in batch]
+            done = self._try_now(nowait, entries) if nowait is not None and not self._behind else None
+            if done is None:  # busy, remote, or batches already waiting in the writer
+                self._defer(batch, entries)
+                continue
+            self._settle(batch, done)
+
+    def _try_now(self, nowait: Any, entries: list[Any]) -> list[bool] | None:
+        """Commit on the loop if the sink can without waiting; ``None`` when it would have to wait."""
+        from bastion.store.errors import StoreBusy
+
+        try:
+            nowait(entries)  # all or nothing
+        except StoreBusy:
+            return None
+        except Exception as exc:  # no record, no answer: every request of the batch gets 503
+            log.error("audit append failed: %s", failure_reason(exc))
+            return [False] * len(entries)
+        return [True] * len(entries)
+
+    def _defer(self, batch: list[tuple[Any, Any]], entries: list[Any]) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bastion-audit")
+        self._behind += 1
+        job = self._loop.run_in_executor(self._writer, self.write, entries)
+
+        def finished(f: Any) -> None:
+            self._behind -= 1
+            done = f.result() if not f.cancelled() and f.exception() is None else [False] * len(batch)
+            self._settle(batch, done)
+
+        job.add_done_callback(finished)
+
+    def _settle(self, batch: list[tuple[Any, Any]], done: list[bool]) -> None:
+        self.batches += 1
+        self.records += sum(done)
+        for (_, fut), ok in zip(batch, done, strict=True):
+            if not fut.done():
+                fut.set_result(ok)
+
+    def close(self) -> None:
+        """Stop the writer thread (after the batches it holds are written)."""
+        if self._writer is not None:
+            self._writer.shutdown(wait=True)
+            self._writer = None
 
     def write(self, entries: list[Any]) -> list[bool]:
         """Commit ``AuditEntry`` records now, in this thread; whether each one is committed.

@@ -122,7 +122,10 @@ class ResponsePolicy:
         Actions: ``harden``, ``throttle``, ``breaker``, ``degraded``.
         """
         actions: list[str] = []
-        self._recent.append(now)
+        # A trap hit (force_breaker) is one key's doing and opens that key's breaker: it does not
+        # count towards the service-wide rate, or one request of repeated traps could degrade all.
+        if not force_breaker:
+            self._recent.append(now)
         while self._recent and self._recent[0] < now - 60.0:
             self._recent.popleft()
         if len(self._recent) >= self.spec.degraded.alerts_per_minute and not self.degraded(now):

@@ -32,13 +32,23 @@ from sqlalchemy import Engine, create_engine, event, insert, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
-from bastion.store.errors import StoreError
+from bastion.store.errors import StoreBusy, StoreError
 from bastion.store.models import AuditRecordRow, IncidentRow
 from bastion.store.repository import safe_url, upgrade
 
 GENESIS = "0" * 64
 #: How often a batch whose ``seq`` another writer took is re-chained before the append fails.
 MAX_APPEND_TRIES = 8
+
+
+#: SQLite's busy timeout of appends that may wait (the guard's writer thread, ``append_many``).
+BUSY_TIMEOUT_MS = 5000
+
+
+def _is_busy(exc: BaseException) -> bool:
+    """SQLite's "database is locked" / "busy": another connection holds the write lock."""
+    orig = getattr(exc, "orig", exc)
+    return isinstance(orig, sqlite3.OperationalError) and ("locked" in str(orig) or "busy" in str(orig))
 
 
 def _is_unique_violation(exc: BaseException) -> bool:
@@ -143,7 +153,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cur = dbapi_connection.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=NORMAL")
-    cur.execute("PRAGMA busy_timeout=5000")
+    cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     cur.close()
 
 
@@ -159,6 +169,7 @@ class AuditLog:
         self.chain = chain
         self._lock = threading.Lock()
         self._conn: Any = None  # one connection held for appends (no pool checkout per record)
+        self._conn_waits = True  # its busy timeout: BUSY_TIMEOUT_MS (True) or 0
         u = make_url(url)
         db = u.database
         self._sqlite_path = (
@@ -220,6 +231,20 @@ class AuditLog:
         entry = AuditEntry(key_id=key_id, decision=decision, record=record, created=created)
         return self.append_many([entry])[0]
 
+    def append_many_nowait(self, entries: Sequence[AuditEntry]) -> list[int]:
+        """:meth:`append_many` only if it needs no wait (the guard calls it on its event loop).
+
+        A local SQLite file not locked by another connection (busy timeout 0).
+
+        Raises:
+            StoreBusy: the database is locked, or not a local SQLite file (nothing written: call
+                :meth:`append_many` off the loop).
+            StoreError, TypeError, ValueError: as :meth:`append_many`.
+        """
+        if self._sqlite_path is None:
+            raise StoreBusy(f"{safe_url(self._url)}: not a local SQLite file")
+        return self._append(entries, wait=False)
+
     def append_many(self, entries: Sequence[AuditEntry]) -> list[int]:
         """Append records in order, all in one transaction (group commit); return their ``seq``.
 
@@ -236,6 +261,9 @@ class AuditLog:
             StoreError: the write failed (nothing of the batch is in the chain).
             TypeError, ValueError: a record is not JSON (NaN included); nothing is written.
         """
+        return self._append(entries, wait=True)
+
+    def _append(self, entries: Sequence[AuditEntry], *, wait: bool) -> list[int]:
         if not entries:
             return []
         # canonical JSON once (TypeError / ValueError (NaN) as record_hash raised them)
@@ -245,13 +273,15 @@ class AuditLog:
                 rows = self._chained(entries, encoded, self._seq, self._head)
                 try:
                     if self._sqlite_path is not None:
-                        self._append_sqlite(rows, [r.decode("ascii") for r in encoded])
+                        self._append_sqlite(rows, [r.decode("ascii") for r in encoded], wait=wait)
                     else:
                         if self._conn is None:
                             self._conn = self._engine.connect()
                         with self._conn.begin():
                             self._conn.execute(insert(AuditRecordRow), rows)
                 except (SQLAlchemyError, sqlite3.Error) as exc:
+                    if not wait and _is_busy(exc):  # the lock is someone else's: nothing written
+                        raise StoreBusy(f"{safe_url(self._url)}: locked") from exc
                     self._drop_conn()
                     if _is_unique_violation(exc) and attempt + 1 < MAX_APPEND_TRIES:
                         # another writer took this seq: chain the batch after its records
@@ -327,7 +357,9 @@ class AuditLog:
         with contextlib.suppress(Exception):  # closing a broken connection may fail too
             conn.close()
 
-    def _append_sqlite(self, rows: list[dict[str, Any]], records_json: list[str]) -> None:
+    def _append_sqlite(
+        self, rows: list[dict[str, Any]], records_json: list[str], *, wait: bool = True
+    ) -> None:
         """Fast path for a SQLite file: one raw connection, the INSERTs committed together (WAL).
 
         The connection is in autocommit mode (``isolation_level=None``): a single INSERT is its
@@ -339,6 +371,10 @@ class AuditLog:
             conn = sqlite3.connect(str(self._sqlite_path), isolation_level=None, check_same_thread=False)
             _sqlite_pragmas(conn, None)
             self._conn = conn
+            self._conn_waits = True
+        if wait != self._conn_waits:  # the busy timeout of this attempt (0: fail at once if locked)
+            self._conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS if wait else 0}")
+            self._conn_waits = wait
         params = [
             (
                 v["chain"],

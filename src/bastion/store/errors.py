@@ -36,3 +36,7 @@ class AmbiguousRun(StoreError):
         self.ref = ref
         self.candidates = list(candidates)
         super().__init__(message)
+
+
+class StoreBusy(StoreError):
+    """The write would have to wait for a lock another connection holds; nothing was written."""

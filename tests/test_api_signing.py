@@ -122,6 +122,7 @@ def test_tampered_model_fails_verification_is_a_high_finding_and_not_loaded(clin
     report = api.assess(cfg, asset="digits", only=["scan", "evasion.square"], store=False)
     status, detail = _assets(report)["digits"]
     assert status == "failed" and detail and "digits.pt" in detail
+    assert str(clinic) not in detail  # the project's paths, relative to its folder
     assert next(a for a in report.assets if a.name == "digits").scan_verdict == "safe"
     failed = [f for f in report.findings if f.rule_id == "scan.signature.verification-failed"]
     assert [f.asset for f in failed] == ["digits"]

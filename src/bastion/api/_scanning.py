@@ -270,6 +270,13 @@ def _signature_check(a: Asset, path: Path, key: Path | None, rec: AssetRecord) -
     status, why = signature_status(path, key=key, signature=sig)
     if key is None:
         why = f"{sig.name} found but no signing.public_key is configured to verify it"
+    # paths in the report are the project's, relative to its folder (as every other path there)
+    root = str(path)[: -len(a.path)] if a.path and str(path).endswith(a.path) else ""
+
+    def rel(text: str) -> str:
+        return text.replace(root, "") if root and root.endswith(("/", "\\")) else text
+
+    why = rel(why) if why else why
     rec.signature = STATUS_WORDS[status.value]  # type: ignore[assignment]
     rec.signature_detail = why
     if key is None:
@@ -285,7 +292,7 @@ def _signature_check(a: Asset, path: Path, key: Path | None, rec: AssetRecord) -
                 title="Model signature does not verify: the file changed or the signature is not the key's",
                 asset=a.name,
                 location=loc,
-                evidence={"signature": str(sig), "key": str(key), "reason": (why or "")[:1000]},
+                evidence={"signature": rel(str(sig)), "key": rel(str(key)), "reason": (why or "")[:1000]},
                 atlas=[SUPPLY_CHAIN_MODEL],
                 remediation="Restore the signed file, or re-sign it (`bastion sign`) if the change is yours.",
                 references=["https://github.com/sigstore/model-transparency"],
@@ -300,7 +307,7 @@ def _signature_check(a: Asset, path: Path, key: Path | None, rec: AssetRecord) -
                 title="Model file has no signature while the project verifies signatures",
                 asset=a.name,
                 location=loc,
-                evidence={"expected_signature": str(sig)},
+                evidence={"expected_signature": rel(str(sig))},
                 atlas=[SUPPLY_CHAIN_MODEL],
                 remediation=f"Sign it: `bastion sign {a.path} --key PRIVATE_KEY`.",
                 references=["https://github.com/sigstore/model-transparency"],
@@ -312,7 +319,7 @@ def _signature_check(a: Asset, path: Path, key: Path | None, rec: AssetRecord) -
         status="error" if status is SignatureStatus.UNVERIFIED else "ok",
         reason=f"IntegrityError: {why}" if status is SignatureStatus.UNVERIFIED else None,
         metrics={"verified": 1.0 if status is SignatureStatus.VERIFIED else 0.0},
-        notes={"signature": rec.signature or "", "signature_path": str(sig)},
+        notes={"signature": rec.signature or "", "signature_path": rel(str(sig))},
         seconds=round(time.monotonic() - ts, 4),
         findings=findings,
     )

@@ -348,3 +348,25 @@ def test_the_cross_key_check_runs_when_a_key_steps_over_a_multiple_of_five() -> 
             now=0.0,
         )
     assert det.stats["k"].n == 31 and len(calls) >= 3
+
+
+def test_padding_queries_with_copies_of_one_row_does_not_hide_a_natural_data_thief(
+    keys: Keys, target: SoftmaxTarget, profile: Profile, digits: dict[str, np.ndarray]
+) -> None:
+    cfg = make_config(keys, limits={"rate": 1e6, "burst": 1e6, "daily_quota": 10**9})
+    t = [1_700_000_000.0]
+    sink = MemorySink()
+    g = Guard(cfg, target=target, store=sink, profile=profile, clock=lambda: t[0])
+    x = digits["x_test"]
+    pad = x[np.argmax(digits["y_test"] == 0)]  # one class-0 row, repeated in every request
+    flagged_at = None
+    for r in range(100):
+        real = x[3 * r : 3 * r + 3]
+        rows = np.concatenate([real, np.repeat(pad[None], 7, axis=0)])
+        t[0] += 1.0
+        reply = g.handle("digits", _hdr(keys, "eve"), _body(rows))
+        rules = [a["rule_id"] for a in sink.records[-1].get("alerts", [])]
+        if flagged_at is None and "guard.extraction.class-coverage" in rules:
+            flagged_at = 3 * (r + 1)
+        assert reply.status == 200
+    assert flagged_at is not None and flagged_at <= 150, flagged_at  # real rows sent when flagged

@@ -6,7 +6,8 @@ sees one client at a time. This detector watches what a thief needs instead — 
 model's behaviour — with signals that natural-data and synthetic thieves cannot both avoid:
 
 - ``class-coverage``: the effective number of predicted classes (``exp`` of the entropy of the
-  key's predicted-label histogram) as a fraction of the classes. A user asks about the one or two
+  key's predicted-label histogram, each (cell, label) pair counted once, so padding with copies of
+  one row does not dilute it) as a fraction of the classes. A user asks about the one or two
   conditions in front of them; a thief needs every class.
 - ``synthetic-queries``: the fraction of the key's queries that are out of the training
   distribution (Mahalanobis OOD) *and* land in a cell the key had not visited (Papernot-style
@@ -51,6 +52,7 @@ class KeyStats:
     last_seen: float = 0.0
     labels: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     cells: set[int] = field(default_factory=set)
+    pairs: set[int] = field(default_factory=set)  # (cell, label) pairs already counted in ``labels``
     ring: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
     ring_n: int = 0
     flagged: set[str] = field(default_factory=set)
@@ -142,9 +144,15 @@ class ExtractionDetector:
         for i in range(len(z)):
             st.n += 1
             lab = int(labels[i])
-            if 0 <= lab < self.num_classes:
-                st.labels[lab] += 1
             c = int(cells[i])
+            if 0 <= lab < self.num_classes:
+                # the class histogram counts each (cell, label) once: padding requests with copies
+                # (or near-copies) of one row adds one count, not one per copy
+                pair = c * self.num_classes + lab
+                if pair not in st.pairs:
+                    if len(st.pairs) < spec.cell_cap:
+                        st.pairs.add(pair)
+                    st.labels[lab] += 1
             novel = c not in st.cells
             low = float(margins[i]) < spec.boundary_margin
             if novel:
@@ -231,4 +239,4 @@ class ExtractionDetector:
 
     def memory_bound_bytes(self) -> int:
         """An upper bound of the state held per key, in bytes (for docs and tests)."""
-        return 8 * (self.num_classes + self.spec.cell_cap * 4 + self.spec.ring * self.dims + 16)
+        return 8 * (self.num_classes + self.spec.cell_cap * 8 + self.spec.ring * self.dims + 16)

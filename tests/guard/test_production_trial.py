@@ -370,3 +370,25 @@ def test_padding_queries_with_copies_of_one_row_does_not_hide_a_natural_data_thi
             flagged_at = 3 * (r + 1)
         assert reply.status == 200
     assert flagged_at is not None and flagged_at <= 150, flagged_at  # real rows sent when flagged
+
+
+def test_an_unknown_key_is_refused_without_trying_every_configured_key(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import bastion.guard.access as access
+    from bastion.guard.access import AccessControl, new_key
+
+    made = [new_key(f"k{i}") for i in range(2000)]
+    legacy_secret, legacy = new_key("legacy")
+    legacy = legacy.model_copy(update={"lookup": None})  # a key made before lookup tags existed
+    ac = AccessControl([spec for _, spec in made] + [legacy])
+    tried: list[str] = []
+    real = access.hash_key
+    monkeypatch.setattr(access, "hash_key", lambda key, salt: tried.append(salt) or real(key, salt))
+    assert ac.check({"authorization": "Bearer bk_not-a-key"}, "digits").status == 401
+    assert len(tried) == 1  # only the untagged legacy key, not 2,001 HMACs
+    tried.clear()
+    secret, spec = made[1234]
+    assert ac.check({"authorization": f"Bearer {secret}"}, "digits").key_id == spec.id
+    assert len(tried) <= 3  # its tag's keys (almost always one) and the legacy key
+    assert ac.check({"authorization": f"Bearer {legacy_secret}"}, "digits").key_id == "legacy"

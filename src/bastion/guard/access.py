@@ -46,8 +46,25 @@ def new_key(
     """
     secret = "bk_" + secrets.token_urlsafe(32)
     salt = secrets.token_hex(16)
-    spec = KeySpec(id=key_id, salt=salt, hash=hash_key(secret, salt), models=models or ["*"], expires=expires)
+    spec = KeySpec(
+        id=key_id,
+        salt=salt,
+        hash=hash_key(secret, salt),
+        models=models or ["*"],
+        expires=expires,
+        lookup=lookup_tag(secret),
+    )
     return secret, spec
+
+
+def lookup_tag(key: str) -> str:
+    """The first 8 hex digits of SHA-256(key): where to look for a key, not a way to check it.
+
+    32 bits of a hash of a 256-bit random secret say nothing useful about the secret; they let
+    the guard try only the keys with this tag (the salted HMAC still decides), so an unknown key
+    costs one hash, not one HMAC per configured key.
+    """
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()[:8]
 
 
 @dataclass(frozen=True)
@@ -79,6 +96,12 @@ class AccessControl:
         # known key costs one hash instead of one HMAC per configured key. Bounded; never persisted.
         self._verified: dict[bytes, str] = {}
         self._cache_max = max(64, 4 * len(keys))
+        # keys made with a lookup tag are tried only when the tag matches; older keys always
+        self._tagged: dict[str, list[KeySpec]] = {}
+        for k in keys:
+            if k.lookup is not None:
+                self._tagged.setdefault(k.lookup, []).append(k)
+        self._untagged = [k for k in keys if k.lookup is None]
 
     def spec(self, key_id: str) -> KeySpec:
         """The spec of a key id."""
@@ -90,7 +113,8 @@ class AccessControl:
         if kid is not None:
             return self._by_id[kid]
         found: KeySpec | None = None
-        for spec in self._keys:  # every key is hashed and compared: no early exit on a match
+        candidates = self._tagged.get(digest[:4].hex(), []) + self._untagged
+        for spec in candidates:  # every candidate is hashed and compared: no early exit on a match
             if hmac.compare_digest(hash_key(presented, spec.salt), spec.hash) and found is None:
                 found = spec
         if found is not None:

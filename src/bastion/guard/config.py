@@ -117,6 +117,10 @@ class KeySpec(_Strict):
         expires: when the key stops working (ISO 8601 with a timezone, e.g.
             ``2027-03-01T00:00:00Z``); from then on it is refused with 401 "API key expired"
             (the audit log names the key). ``None``: no expiry.
+        lookup: the first 8 hex digits of the key's SHA-256 (``new-key`` writes it): the guard
+            tries only the keys with the presented key's tag, so an unknown key is refused after
+            one hash whatever the number of keys. A key without it is tried for every request
+            whose key is not yet known.
     """
 
     id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
@@ -127,6 +131,7 @@ class KeySpec(_Strict):
     rate: float | None = Field(default=None, gt=0)
     extraction_exempt: bool = False
     expires: AwareDatetime | None = None
+    lookup: str | None = Field(default=None, pattern=r"^[0-9a-f]{8}$")
 
 
 class LimitsSpec(_Strict):

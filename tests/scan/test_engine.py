@@ -89,15 +89,22 @@ def test_file_symlinks_are_followed_wherever_the_file_is(tmp_path: Path, marker:
     result = scan_paths([root])
     by_name = {Path(f.path).name: f for f in result.files}
     # a model kept elsewhere is what a loader would read through the link: scanned
-    links = [n for n in by_name if n.startswith("link-out")]
-    assert links == ["link-out-2.pkl"]  # scanned once (the first in sorted order)
+    # scanned once (the first in sorted order); the second link is listed, never dropped
     assert by_name["link-out-2.pkl"].verdict is Verdict.MALICIOUS
+    assert by_name["link-out.pkl"].verdict is Verdict.SKIPPED
+    assert by_name["link-out.pkl"].reason == f"symlink to the same file as {root / 'link-out-2.pkl'}"
     assert by_name["dir-out"].verdict is Verdict.SKIPPED
     assert by_name["broken.pkl"].verdict is Verdict.SKIPPED
     assert by_name["ok.pkl"].verdict is Verdict.SAFE
     # the in-folder link points at a file scanned at its own path
     assert by_name["link-in.pkl"].verdict is Verdict.SKIPPED
     assert result.exit_code() == 1
+    # a link to a FIFO outside the folder is listed, never opened (open() would block for ever)
+    os.mkfifo(outside / "fifo")
+    os.symlink(outside / "fifo", root / "fifo.pkl")
+    os.symlink("/dev/zero", root / "zero.pkl")
+    again = {Path(f.path).name: f for f in scan_paths([root]).files}
+    assert again["fifo.pkl"].verdict is Verdict.SKIPPED and again["zero.pkl"].verdict is Verdict.SKIPPED
     assert not marker.exists()
 
 

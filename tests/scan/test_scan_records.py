@@ -253,3 +253,54 @@ def test_shared_tuples_do_not_blow_up_the_nested_pickle_search(tmp_path: Path) -
     res = scan_paths([tmp_path / "blobwalk.pkl"])
     assert time.monotonic() - t0 < 10  # hung for ever before the walk was bounded
     assert res.files[0].verdict is Verdict.MALICIOUS  # _pickle.loads is denied
+
+
+def test_a_limit_reached_later_in_an_archive_keeps_the_earlier_finding(tmp_path: Path, marker: Path) -> None:
+    import io
+    import tarfile
+
+    from bastion.scan import ScanLimits
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tf:
+        for name, data in (("a_evil.pkl", os_system_payload(marker)), ("b_big.bin", bytes(2 << 20))):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    (tmp_path / "m.tar").write_bytes(buf.getvalue())
+    res = scan_paths([tmp_path / "m.tar"], limits=ScanLimits(max_decompressed_bytes=1 << 20))
+    fr = res.files[0]
+    assert fr.verdict is Verdict.MALICIOUS and "decompression" in (fr.reason or "")
+    assert not marker.exists()
+
+
+def test_a_memo_without_end_is_an_error_not_gigabytes(tmp_path: Path) -> None:
+    import time
+
+    from bastion.scan import ScanLimits
+    from bastion.scan.pickle_vm import MAX_MEMO
+
+    # memo entries without end (a 64 MiB stream of MEMOIZE)
+    (tmp_path / "memo.pkl").write_bytes(b"\x80\x04K\x00" + b"\x94" * (MAX_MEMO + 10) + b".")
+    t0 = time.monotonic()
+    res = scan_paths([tmp_path], limits=ScanLimits(max_seconds=20))
+    assert time.monotonic() - t0 < 20
+    by = {Path(f.path).name: f for f in res.files}
+    assert by["memo.pkl"].verdict is Verdict.ERROR and "memo over" in (by["memo.pkl"].reason or "")
+
+
+def test_a_dtype_whose_fields_share_one_sub_dtype_is_sized_once_per_object() -> None:
+    """60 levels, each naming the level below twice: 2^60 walks unless each dtype is sized once."""
+    import time
+
+    from bastion.scan.pickle_vm import Global, GlobalRef, Obj, PDict, dtype_info
+
+    g = Global(GlobalRef(module="numpy", name="dtype", offset=0, opcode="GLOBAL"))
+    node = Obj(func=g, args=("f8",), kwargs=None, opcode="REDUCE", offset=0)
+    for _ in range(60):
+        fields = PDict(items=[("a", (node, 0)), ("b", (node, 8))])
+        state = (3, "|", None, None, fields, 16, 1, 0)
+        node = Obj(func=g, args=("V16",), kwargs=None, opcode="REDUCE", offset=0, state=state)
+    t0 = time.monotonic()
+    assert dtype_info(node) == (16, False)
+    assert time.monotonic() - t0 < 1.0

@@ -138,8 +138,8 @@ def walk_zip(
                 f"bytes to {info.file_size}; not scanned"
             )
             continue
-        ctx.check_time()
         try:
+            ctx.check_time()
             if callable(action):
                 action(art, zf, info, out)
                 continue
@@ -154,8 +154,9 @@ def walk_zip(
                     out.absorb(ctx.scan(child))
         except StreamBombError as exc:  # this member only: its siblings are still scanned
             out.errors.append(f"{exc}; not scanned")
-        except BombError:
-            raise
+        except BombError as exc:  # the file's budget or time: stop here, keeping what came before
+            out.errors.append(str(exc))
+            return
         except (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError, ValueError) as exc:
             out.errors.append(f"member {info.filename!r} is unreadable: {exc}")
 

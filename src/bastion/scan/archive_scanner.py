@@ -211,6 +211,8 @@ class ArchiveScanner(Scanner):
                     self._tar_member(art, tf, member, out)
             except (tarfile.TarError, OSError, EOFError, ValueError) as exc:
                 out.errors.append(f"corrupt tar archive: {exc}")
+            except BombError as exc:  # a limit: stop here, keeping what the members before it showed
+                out.errors.append(str(exc))
         return _container_result(out, "tar")
 
     def _tar_member(self, art: Artifact, tf: tarfile.TarFile, m: tarfile.TarInfo, out: Outcome) -> None:

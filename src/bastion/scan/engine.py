@@ -222,6 +222,8 @@ def _walk(root: Path, reals: dict[str, str] | None = None) -> Iterator[tuple[str
                         found.append((str(p), None, "broken symlink"))
                     elif os.path.isdir(target):
                         found.append((str(p), None, "symlinked folder not followed"))
+                    elif not os.path.isfile(target):  # a FIFO (open would block), a device, a socket
+                        found.append((str(p), None, "symlink to something that is not a regular file"))
                     elif not inside:
                         # a file kept elsewhere (a Hugging Face cache snapshot links every file
                         # into ../../blobs): scanned at the link's path, like the loader reads it
@@ -684,7 +686,7 @@ def scan_records(
     policy = load_rule_files(rules, allow)
     lim = limits or ScanLimits()
     entries: list[FileRecord | tuple[str, Path]] = []
-    seen: set[str] = set()
+    seen: dict[str, str] = {}  # real path -> the display path it was listed under
     reals: dict[str, str] = {}
 
     def real(display: str, q: Path) -> str:
@@ -712,9 +714,12 @@ def scan_records(
             # entries with nothing to scan are keyed apart: a link to a FIFO must not vanish
             # because the FIFO's own display path equals the link's resolved path
             key = real(display, path) if path is not None else "\0" + display
-            if key in seen:
+            if key in seen:  # listed already: a second link to it says so; overlapping paths do not
+                if path is not None and path.is_symlink():
+                    why = f"symlink to the same file as {seen[key]}"
+                    entries.append(FileRecord(path=display, verdict=Verdict.SKIPPED, reason=why))
                 continue
-            seen.add(key)
+            seen[key] = display
             if path is None:
                 unread = skip is not None and skip.startswith(_UNREADABLE)
                 verdict = Verdict.ERROR if unread else Verdict.SKIPPED

@@ -450,8 +450,10 @@ class _TimeUp(Exception):
     """The emulation passed its deadline."""
 
 
-#: The deadline is checked once per this many opcodes decoded by a handler (a power of 2, minus 1).
-_CLOCK_MASK = 4095
+#: The deadline is checked at least once per this many opcodes.
+_CLOCK_EVERY = 1024
+#: Memo entries a pickle may make (each costs memory: 2M is ~200 MB of references).
+MAX_MEMO = 1 << 21
 
 
 # --------------------------------------------------------------------------- helpers
@@ -523,17 +525,24 @@ def _render(v: Any, out: list[str], limit: int, depth: int) -> None:
 #: Containers :func:`find_blobs` opens per call site at most (a pickle can make a value whose
 #: tree, unfolded, is exponentially larger than the file: shared tuples through the memo).
 MAX_BLOB_WALK = 4096
+#: Containers all the calls of one stream may open together (see ``opened``).
+MAX_BLOB_TOTAL = 65536
 
 
-def find_blobs(value: Any, *, max_depth: int = 4, max_nodes: int = MAX_BLOB_WALK) -> list[bytes]:
+def find_blobs(
+    value: Any, *, max_depth: int = 4, max_nodes: int = MAX_BLOB_WALK, opened: set[int] | None = None
+) -> list[bytes]:
     """Every ``bytes`` value inside ``value`` (tuples, lists, dicts, folded calls), bounded.
 
     Depth-limited, each container's first 64 items, each shared container opened once, and at
     most ``max_nodes`` containers in all: the walk costs O(``max_nodes``) whatever the pickle
     built (memo references can share one tuple N times at each of several levels: N^depth).
+    ``opened`` is shared across calls (the emulator passes one set per stream): a container is
+    opened once per stream, and at most :data:`MAX_BLOB_TOTAL` in all.
     """
     found: list[bytes] = []
-    opened: set[int] = set()
+    seen: set[int] = set() if opened is None else opened  # shared: one budget across calls
+    here = [0]
 
     def walk(v: Any, depth: int) -> None:
         if depth > max_depth or len(found) > 16:
@@ -541,9 +550,12 @@ def find_blobs(value: Any, *, max_depth: int = 4, max_nodes: int = MAX_BLOB_WALK
         if isinstance(v, (bytes, bytearray)):
             found.append(bytes(v))
             return
-        if not isinstance(v, (Obj, tuple, PList, PSet, PDict)) or id(v) in opened or len(opened) >= max_nodes:
+        if not isinstance(v, (Obj, tuple, PList, PSet, PDict)) or id(v) in seen:
             return
-        opened.add(id(v))
+        if here[0] >= max_nodes or len(seen) >= MAX_BLOB_TOTAL:
+            return
+        here[0] += 1
+        seen.add(id(v))
         if isinstance(v, Obj):
             if isinstance(v.value, (bytes, bytearray)):
                 found.append(bytes(v.value))
@@ -625,11 +637,25 @@ def typestr_itemsize(typestr: str) -> tuple[int, bool] | None:
     return None
 
 
-def dtype_info(dtype: Any) -> tuple[int, bool] | None:
+def dtype_info(
+    dtype: Any, _seen: dict[int, tuple[int, bool] | None] | None = None
+) -> tuple[int, bool] | None:
     """``(itemsize, hasobject)`` of a symbolic ``numpy.dtype(...)`` (with its ``BUILD`` state).
 
-    Returns ``None`` when the value is not a dtype the emulator can size.
+    Returns ``None`` when the value is not a dtype the emulator can size. Each dtype object is
+    sized once (a pickle can make a dtype whose fields name one shared sub-dtype twice at each
+    of 60 levels: 2^60 walks otherwise); a dtype nested in itself is not sizeable.
     """
+    seen: dict[int, tuple[int, bool] | None] = {} if _seen is None else _seen
+    if id(dtype) in seen:
+        return seen[id(dtype)]
+    seen[id(dtype)] = None  # while being sized: a cycle is not sizeable
+    out = _dtype_info(dtype, seen)
+    seen[id(dtype)] = out
+    return out
+
+
+def _dtype_info(dtype: Any, seen: dict[int, tuple[int, bool] | None]) -> tuple[int, bool] | None:
     if not isinstance(dtype, Obj) or not isinstance(dtype.func, Global):
         return None
     if dtype.func.qualname not in _DTYPE_NAMES:
@@ -652,13 +678,13 @@ def dtype_info(dtype: Any) -> tuple[int, bool] | None:
         if isinstance(fields, PDict):
             for _, spec in fields.items:
                 if isinstance(spec, tuple) and spec:
-                    sub = dtype_info(spec[0])
+                    sub = dtype_info(spec[0], seen)
                     if sub is None:
                         return None
                     hasobject = hasobject or sub[1]
         sub = state[2]
         if isinstance(sub, tuple) and sub:
-            inner = dtype_info(sub[0])
+            inner = dtype_info(sub[0], seen)
             if inner is None:
                 return None
             hasobject = hasobject or inner[1]
@@ -692,6 +718,7 @@ class _VM:
     ) -> None:
         self.r = reader
         self.deadline = deadline
+        self.blob_opened: set[int] = set()  # containers find_blobs has opened in this stream
         self.res = result
         self.capture = capture
         self.max_value = max_value
@@ -770,7 +797,8 @@ class _VM:
                 site = CallSite(opcode=self.op_name, offset=self.op_offset)
                 if captured:
                     site.preview = preview((args, kwargs) if kwargs is not None else args)
-                    site.blobs = find_blobs((args, kwargs))
+                    # one budget of containers for the whole stream: each opened once, in all
+                    site.blobs = find_blobs((args, kwargs), opened=self.blob_opened)
                 if len(ref.calls) < 64:
                     ref.calls.append(site)
             # Constant folding for protocol <= 2 bytes: _codecs.encode(str, 'latin1').
@@ -809,6 +837,7 @@ class _VM:
         max_stack = self.max_stack
         max_value = self.max_value
         count = 0
+        next_check = _CLOCK_EVERY
         try:
             while True:
                 i = r._i
@@ -832,6 +861,8 @@ class _VM:
                     stack = self.stack
                     if not stack:
                         raise ValueError("stack underflow")
+                    if len(memo) >= MAX_MEMO:
+                        raise ValueError(f"pickle memo over {MAX_MEMO} entries")
                     memo[len(memo)] = stack[-1]
                     continue
                 if code == _SHORT_BINUNICODE and i + 1 < n:
@@ -863,8 +894,10 @@ class _VM:
                     raise ValueError(f"invalid pickle opcode 0x{code:02x}")
                 self.op_name = names[code]
                 count += 1
-                if not count & _CLOCK_MASK and self.deadline is not None and time.monotonic() > self.deadline:
-                    raise _TimeUp
+                if count >= next_check:  # by count, whatever the mix of inlined opcodes
+                    next_check = count + _CLOCK_EVERY
+                    if self.deadline is not None and time.monotonic() > self.deadline:
+                        raise _TimeUp
                 try:
                     handler(self)
                 except _Stop:

@@ -189,13 +189,17 @@ def analyse_pickle(
     """
     ctx = art.ctx
     rd = reader or Reader(art.stream, start=start)
-    res = emulate(
-        art.stream,
-        reader=rd,
-        capture=ctx.policy.capture,
-        max_value=ctx.limits.max_value_bytes,
-        deadline=ctx.deadline,
-    )
+
+    def next_pickle() -> PickleResult:  # the next stream of ``rd``, under this file's limits
+        return emulate(
+            art.stream,
+            reader=rd,
+            capture=ctx.policy.capture,
+            max_value=ctx.limits.max_value_bytes,
+            deadline=ctx.deadline,
+        )
+
+    res = next_pickle()
     out = Outcome(format=fmt)
     if res.timed_out:  # never skipped, never "malformed": what was reached is judged, then error
         judge_result(art, res, out, rule_prefix=rule_prefix)
@@ -228,13 +232,7 @@ def analyse_pickle(
         count = 1
         while not rd.at_eof():
             count += 1
-            nxt = emulate(
-                art.stream,
-                reader=rd,
-                capture=ctx.policy.capture,
-                max_value=ctx.limits.max_value_bytes,
-                deadline=ctx.deadline,
-            )
+            nxt = next_pickle()
             if nxt.timed_out:
                 judge_result(art, nxt, out, rule_prefix=rule_prefix)
                 out.errors.append(f"{ctx.time_limit_message()} ({nxt.error}, offset {nxt.error_offset})")

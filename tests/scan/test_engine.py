@@ -255,3 +255,20 @@ def test_a_bomb_member_does_not_hide_a_malicious_sibling(tmp_path: Path, marker:
     assert fr.verdict is Verdict.MALICIOUS and fr.format == "zip"
     assert "member 'b.bin'" in (fr.reason or "") and "not scanned" in (fr.reason or "")
     assert not marker.exists()
+
+
+def test_members_over_the_declared_budget_are_skipped_and_the_rest_still_scanned(
+    tmp_path: Path, marker: Path
+) -> None:
+    import zipfile
+
+    from bastion.scan import ScanLimits
+
+    with zipfile.ZipFile(tmp_path / "big.zip", "w", compression=zipfile.ZIP_STORED) as zf:
+        zf.writestr("a.bin", bytes(600_000))
+        zf.writestr("b.bin", bytes(600_000))  # would pass the 1 MB budget: not inflated
+        zf.writestr("z.pkl", os_system_payload(marker))
+    res = scan_paths([tmp_path / "big.zip"], limits=ScanLimits(max_decompressed_bytes=1_000_000))
+    fr = res.files[0]
+    assert fr.verdict is Verdict.MALICIOUS
+    assert "members past the limit not scanned" in (fr.reason or "") and not marker.exists()

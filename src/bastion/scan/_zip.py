@@ -104,14 +104,19 @@ def walk_zip(
                 )
             )
     declared = sum(i.file_size for i in infos if not i.is_dir())
-    if declared > ctx.limits.max_decompressed_bytes:
-        raise BombError(
+    room = ctx.limits.max_decompressed_bytes - ctx.decompressed
+    if declared > room:  # scan the members that fit, skip the rest: a bomb must not hide a payload
+        out.errors.append(
             f"decompression bomb: zip members declare {declared} bytes "
-            f"(limit {ctx.limits.max_decompressed_bytes})"
+            f"(limit {ctx.limits.max_decompressed_bytes}); members past the limit not scanned"
         )
     for info in infos:
         if info.is_dir():
             continue
+        if declared > room:
+            if info.file_size > room:
+                continue  # would pass the budget: not inflated (reported above)
+            room -= info.file_size
         why = unsafe_member_name(info.filename)
         if why:
             out.findings.append(

@@ -272,3 +272,17 @@ def test_members_over_the_declared_budget_are_skipped_and_the_rest_still_scanned
     fr = res.files[0]
     assert fr.verdict is Verdict.MALICIOUS
     assert "members past the limit not scanned" in (fr.reason or "") and not marker.exists()
+
+
+def test_a_gguf_header_of_millions_of_strings_minds_the_time_limit(tmp_path: Path) -> None:
+    import struct
+
+    from bastion.scan import ScanLimits
+
+    key = b"tokenizer.ggml.tokens"
+    n = 200_000
+    head = b"GGUF" + struct.pack("<IQQ", 3, 0, 1) + struct.pack("<Q", len(key)) + key
+    (tmp_path / "m.gguf").write_bytes(head + struct.pack("<IIQ", 9, 8, n) + struct.pack("<Q", 0) * n)
+    assert scan_paths([tmp_path / "m.gguf"]).files[0].verdict is not Verdict.ERROR  # in time
+    fr = scan_paths([tmp_path / "m.gguf"], limits=ScanLimits(max_seconds=1e-9)).files[0]
+    assert fr.verdict is Verdict.ERROR and "time limit" in (fr.reason or "") and fr.format == "gguf"

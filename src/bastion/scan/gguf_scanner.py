@@ -21,7 +21,7 @@ from typing import IO, ClassVar
 
 from bastion.core.registry import register
 from bastion.core.severity import Severity
-from bastion.scan.base import Artifact, NotThisFormat, Outcome, Scanner
+from bastion.scan.base import Artifact, NotThisFormat, Outcome, ScanContext, Scanner
 
 __all__ = ["GGUF_MAGIC", "GgufScanner", "template_findings"]
 
@@ -197,7 +197,7 @@ class GgufScanner(Scanner):
                     if alignment == 0 or alignment & (alignment - 1):
                         raise _Bad(f"general.alignment {alignment} is not a power of two")
                 else:
-                    self._skip_value(cur, vtype, depth=0)
+                    self._skip_value(cur, vtype, artifact.ctx, depth=0)
             tensors: list[tuple[int, int, str]] = []
             for _ in range(n_tensors):
                 nlen = cur.string_len()
@@ -236,7 +236,7 @@ class GgufScanner(Scanner):
         out.errors.append(f"malformed GGUF header: {exc}")
         return out
 
-    def _skip_value(self, cur: _Cursor, vtype: int, *, depth: int) -> None:
+    def _skip_value(self, cur: _Cursor, vtype: int, ctx: ScanContext, *, depth: int) -> None:
         if vtype in _WIDTH:
             cur.skip(_WIDTH[vtype])
         elif vtype == 8:
@@ -250,8 +250,10 @@ class GgufScanner(Scanner):
             if etype in _WIDTH:
                 cur.skip(_WIDTH[etype] * count)
             else:
-                for _ in range(count):
-                    self._skip_value(cur, etype, depth=depth + 1)
+                for i in range(count):
+                    if not i & 0xFFFF:  # millions of strings: mind the file's time limit
+                        ctx.check_time()
+                    self._skip_value(cur, etype, ctx, depth=depth + 1)
         else:
             raise _Bad(f"unknown value type {vtype} at offset {cur.pos - 4}")
 

@@ -332,17 +332,24 @@ def _warm_up(policy: PicklePolicy, limits: ScanLimits, scanners: list[Scanner]) 
         ctx.scan(art)
 
 
+def _scan_or_error(
+    display: str, path: Path, policy: PicklePolicy, limits: ScanLimits, scanners: list[Scanner], digest: bool
+) -> FileRecord:
+    """:func:`_scan_one` in a worker process: a crash is an error verdict, never a lost file."""
+    try:
+        return _scan_one(display, path, policy, limits, scanners, digest)
+    except Exception as exc:
+        reason = f"internal error: {type(exc).__name__}: {exc}"
+        return FileRecord(path=display, verdict=Verdict.ERROR, reason=reason)
+
+
 def _work(item: tuple[str, str]) -> FileRecord:
     display, path = item
     policy = _WORKER["policy"]
     limits = _WORKER["limits"]
     scanners = _WORKER["scanners"]
     assert isinstance(policy, PicklePolicy) and isinstance(limits, ScanLimits) and isinstance(scanners, list)
-    try:
-        return _scan_one(display, Path(path), policy, limits, scanners, bool(_WORKER["digest"]))
-    except Exception as exc:  # a crash in a worker is an error verdict, never a lost file
-        reason = f"internal error: {type(exc).__name__}: {exc}"
-        return FileRecord(path=display, verdict=Verdict.ERROR, reason=reason)
+    return _scan_or_error(display, Path(path), policy, limits, scanners, bool(_WORKER["digest"]))
 
 
 #: ``jobs=0`` starts a worker process only per this many files (a pool costs a few ms a worker
@@ -547,33 +554,20 @@ def _read_records(fd: int, most: int) -> list[FileRecord]:
     return out
 
 
+#: ``FileRecord``'s fields, in order: what :func:`_pack` sends from a child.
+_RECORD_FIELDS = tuple(f.name for f in dataclasses.fields(FileRecord))
+
+
 def _pack(rec: FileRecord) -> tuple[Any, ...]:
     """A record as a tuple of plain values (pickles ten times faster than the dataclass)."""
-    return (
-        rec.path,
-        rec.format,
-        rec.verdict.value,
-        rec.sha256,
-        rec.size,
-        rec.findings,
-        rec.reason,
-        rec.globals,
-    )
+    return tuple(getattr(rec, n) if n != "verdict" else rec.verdict.value for n in _RECORD_FIELDS)
 
 
 def _unpack(t: tuple[Any, ...]) -> FileRecord:
     """The record :func:`_pack` packed."""
-    path, fmt, verdict, sha256, size, findings, reason, globals_ = t
-    return FileRecord(
-        path=path,
-        format=fmt,
-        verdict=Verdict(verdict),
-        sha256=sha256,
-        size=size,
-        findings=findings,
-        reason=reason,
-        globals=globals_,
-    )
+    values = dict(zip(_RECORD_FIELDS, t, strict=True))
+    values["verdict"] = Verdict(values["verdict"])
+    return FileRecord(**values)
 
 
 def _fork_child(
@@ -596,11 +590,7 @@ def _fork_child(
             for display, path in share:
                 if os.getppid() != parent:  # the parent was killed (SIGTERM, SIGKILL): stop
                     break
-                try:
-                    rec = _scan_one(display, path, policy, limits, scanners, digest)
-                except Exception as exc:  # a crash is an error verdict, never a lost file
-                    reason = f"internal error: {type(exc).__name__}: {exc}"
-                    rec = FileRecord(path=display, verdict=Verdict.ERROR, reason=reason)
+                rec = _scan_or_error(display, path, policy, limits, scanners, digest)
                 data = memoryview(dumps(_pack(rec), protocol=proto))
                 while data:  # written at once: kept if this process dies on a later file
                     data = data[write(fd, data) :]
@@ -697,8 +687,8 @@ def scan_records(
         items = list(_walk(p, reals)) if walked else [(str(p), p, None)]
         real_files = {real(d, q) for d, q, why in items if q is not None and why is None}
         for display, path, skip in items:
-            # A file the walk found (not through a symlink) is a regular file (its directory
-            # entry says so): no second stat. A symlink's target and a given path are checked.
+            # A file the walk yielded is a regular file (its directory entry, or its symlink's
+            # target, was checked there): no second stat. A path given directly is checked.
             regular = walked and skip is None
             if skip == _LINK and path is not None:
                 if real(display, path) in real_files:

@@ -212,13 +212,9 @@ class GroupCommit:
         from bastion.store.errors import StoreBusy
 
         try:
-            nowait(entries)  # all or nothing
+            return _all_or_nothing(nowait, entries)
         except StoreBusy:
             return None
-        except Exception as exc:  # no record, no answer: every request of the batch gets 503
-            log.error("audit append failed: %s", failure_reason(exc))
-            return [False] * len(entries)
-        return [True] * len(entries)
 
     def _defer(self, batch: list[tuple[Any, Any]], entries: list[Any]) -> None:
         from concurrent.futures import ThreadPoolExecutor
@@ -256,12 +252,7 @@ class GroupCommit:
         """
         many = getattr(self.sink, "append_many", None)
         if many is not None:
-            try:
-                many(entries)  # all or nothing
-                return [True] * len(entries)
-            except Exception as exc:  # no record, no answer: every request of the batch gets 503
-                log.error("audit append failed: %s", failure_reason(exc))
-                return [False] * len(entries)
+            return _all_or_nothing(many, entries)
         done = []
         for e in entries:  # a sink without transactions: each record on its own
             try:
@@ -271,3 +262,22 @@ class GroupCommit:
                 log.error("audit append failed: %s", failure_reason(exc))
                 done.append(False)
         return done
+
+
+def _all_or_nothing(append: Any, entries: list[Any]) -> list[bool]:
+    """Commit a batch with ``append`` (one transaction): every record committed, or none.
+
+    A failure is logged (its cause, never the record) and answered ``False`` for each record, so
+    every request of the batch gets 503 (no record, no answer). ``StoreBusy`` (nothing written,
+    the caller retries elsewhere) is raised.
+    """
+    from bastion.store.errors import StoreBusy
+
+    try:
+        append(entries)
+    except StoreBusy:
+        raise
+    except Exception as exc:
+        log.error("audit append failed: %s", failure_reason(exc))
+        return [False] * len(entries)
+    return [True] * len(entries)

@@ -268,12 +268,13 @@ class AuditLog:
             return []
         # canonical JSON once (TypeError / ValueError (NaN) as record_hash raised them)
         encoded = [canonical(e.record) for e in entries]
+        texts = [r.decode("ascii") for r in encoded] if self._sqlite_path is not None else []
         with self._lock:
             for attempt in range(MAX_APPEND_TRIES):
                 rows = self._chained(entries, encoded, self._seq, self._head)
                 try:
                     if self._sqlite_path is not None:
-                        self._append_sqlite(rows, [r.decode("ascii") for r in encoded], wait=wait)
+                        self._append_sqlite(rows, texts, wait=wait)
                     else:
                         if self._conn is None:
                             self._conn = self._engine.connect()

@@ -377,15 +377,13 @@ class Guard:
         if self.config.log_inputs:  # a honeytoken's values are never logged
             rows = x.reshape(len(x), -1).tolist()
             rec["input"] = [None if i in trap_rows else r for i, r in enumerate(rows)]
-        if len(x) > self.limiter.burst:  # can never pass the bucket: not a wait, a request to split
-            rec.update(
-                decision="reject", field=self.validator.request_key, reason="more rows than limits.burst"
-            )
-            self._raise_early(alerts, rec, now)
-            detail = f"{len(x)} rows; at most {self.limiter.burst:g} per request (limits.burst): split it"
-            return Reply(422, {"detail": [{"field": self.validator.request_key, "reason": detail}]}), rec
         with self._lock:
             lim_dec = self.limiter.take(key, len(x), now)
+        if not lim_dec.allowed and not lim_dec.retry_after:  # more rows than limits.burst: split it
+            field = self.validator.request_key
+            rec.update(decision="reject", field=field, reason="more rows than limits.burst")
+            self._raise_early(alerts, rec, now)
+            return Reply(422, {"detail": [{"field": field, "reason": lim_dec.reason}]}), rec
         if not lim_dec.allowed:
             rec.update(decision="limit", reason=lim_dec.reason)
             self._raise_early(alerts, rec, now)
@@ -595,7 +593,7 @@ class Guard:
         writable = getattr(self.store, "writable", None)  # AuditLog: can a record be appended now?
         if writable is not None:
             why = writable()
-            info["audit"] = {"ok": why is None} if why is None else {"ok": False, "reason": why}
+            info["audit"] = {"ok": True} if why is None else {"ok": False, "reason": why}
             info["ready"] = info["ready"] and why is None
         if self.upstream_probe is not None:
             up = self.upstream_probe.check()

@@ -23,7 +23,11 @@ class _Bucket:
 
 @dataclass(frozen=True)
 class LimitDecision:
-    """``allowed``, else the reason and the seconds to wait (``retry_after``, whole seconds ≥ 1)."""
+    """``allowed``, else the reason and the seconds to wait (``retry_after``, whole seconds ≥ 1).
+
+    ``retry_after`` 0 with ``allowed`` false: waiting cannot help (more rows than the bucket
+    holds; the request must be split).
+    """
 
     allowed: bool
     reason: str = "ok"
@@ -69,6 +73,10 @@ class RateLimiter:
 
     def take(self, key_id: str, n: int, now: float) -> LimitDecision:
         """Charge ``n`` rows to ``key_id`` at time ``now`` (seconds), or say how long to wait."""
+        if n > self.burst:  # never fits the bucket: no wait helps (nothing charged)
+            return LimitDecision(
+                False, f"{n} rows; at most {self.burst:g} per request (limits.burst): split it"
+            )
         day = int(now // _DAY)
         b = self._buckets.get(key_id)
         if b is None:
@@ -82,8 +90,6 @@ class RateLimiter:
         if b.used_today + n > quota:
             wait = (day + 1) * _DAY - now
             return LimitDecision(False, "daily query budget spent", max(1, math.ceil(wait)))
-        if n > self.burst:
-            return LimitDecision(False, f"{n} rows exceed the burst size {self.burst:g}", 1)
         if b.tokens < n:
             wait = (n - b.tokens) / rate
             return LimitDecision(False, "rate limit", max(1, math.ceil(wait)))

@@ -20,18 +20,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bastion.core.errors import IntegrityError
 from bastion.core.hashing import file_sha256
 from bastion.core.report import AssetRecord, Report, VersionLineage
 from bastion.core.scanning import FileResult, ScanResult, Verdict
-from bastion.scan.signing import (
-    STATUS_WORDS,
-    SignatureMismatch,
-    SignatureStatus,
-    default_signature_path,
-    signature_status,
-    verify_path,
-)
+from bastion.scan.signing import STATUS_WORDS, SignatureStatus, signature_check, signature_status
 
 __all__ = ["DATA_SUFFIXES", "build_bom", "report_bom"]
 
@@ -78,25 +70,6 @@ def _model_card(fr: FileResult, folder: Path) -> dict[str, Any]:
     return card
 
 
-def _root_signature(
-    root: Path, key: str | os.PathLike[str] | None, signature: str | os.PathLike[str] | None
-) -> tuple[SignatureStatus, str | None, set[str] | None]:
-    """``(status, reason, files that differ)`` of ``root``'s own bundle (``None``: not known per file)."""
-    sig = Path(os.fspath(signature)) if signature is not None else default_signature_path(root)
-    if key is None or not sig.is_file():
-        status, why = signature_status(root, key=key, signature=signature)
-        return status, why, None
-    try:
-        verify_path(root, key=key, signature=sig)
-    except SignatureMismatch as exc:
-        return SignatureStatus.INVALID, str(exc), set(exc.files)
-    except IntegrityError as exc:
-        return SignatureStatus.INVALID, str(exc), None
-    except Exception as exc:  # a bad key or bundle, a missing extra: not checked
-        return SignatureStatus.UNVERIFIED, str(exc), None
-    return SignatureStatus.VERIFIED, None, None
-
-
 def build_bom(
     scan: ScanResult,
     *,
@@ -123,7 +96,7 @@ def build_bom(
         The BOM as a JSON-ready dict.
     """
     root_p = Path(os.fspath(root))
-    status, why, changed = _root_signature(root_p, key, signature)
+    status, why, changed = signature_check(root_p, key=key, signature=signature)
     per_file = root_p.is_dir() and status is SignatureStatus.UNSIGNED  # files signed one by one, if at all
     folder = root_p if root_p.is_dir() else root_p.parent
     components: list[dict[str, Any]] = []

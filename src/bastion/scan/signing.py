@@ -63,7 +63,7 @@ def default_signature_path(path: str | os.PathLike[str]) -> Path:
     inside it).
     """
     p = Path(os.fspath(path))
-    if p.name in ("", ".", "..") or p.name.strip(".") == "":
+    if p.name in ("", ".", ".."):
         p = p.resolve()
     return p.with_name(p.name.rstrip("/") + ".sig")
 
@@ -294,18 +294,36 @@ def signature_status(
     Returns:
         ``(status, reason)``; reason explains ``invalid`` (and missing extras).
     """
+    status, why, _ = signature_check(path, key=key, signature=signature)
+    return status, why
+
+
+def signature_check(
+    path: str | os.PathLike[str],
+    *,
+    key: str | os.PathLike[str] | None = None,
+    signature: str | os.PathLike[str] | None = None,
+) -> tuple[SignatureStatus, str | None, list[str] | None]:
+    """:func:`signature_status` and, for a folder whose files differ, which (never raises on bad input).
+
+    Returns:
+        ``(status, reason, files)``: ``files`` names the files that differ from the signed ones
+        (relative to ``path``) when ``invalid`` says so, else ``None`` (nothing known per file).
+    """
     p = Path(os.fspath(path))
     sig = Path(os.fspath(signature)) if signature is not None else default_signature_path(p)
     if not sig.is_file():
-        return SignatureStatus.UNSIGNED, None
+        return SignatureStatus.UNSIGNED, None, None
     if key is None:
-        return SignatureStatus.UNVERIFIED, "no public key given"
+        return SignatureStatus.UNVERIFIED, "no public key given", None
     try:
         verify_path(p, key=key, signature=sig)
+    except SignatureMismatch as exc:
+        return SignatureStatus.INVALID, str(exc), list(exc.files)
     except IntegrityError as exc:
-        return SignatureStatus.INVALID, str(exc)
+        return SignatureStatus.INVALID, str(exc), None
     except ConfigError as exc:  # a bad key or bundle file is bad input, not a tampered model
-        return SignatureStatus.UNVERIFIED, str(exc)
+        return SignatureStatus.UNVERIFIED, str(exc), None
     except Exception as exc:  # missing extra
-        return SignatureStatus.UNVERIFIED, str(exc)
-    return SignatureStatus.VERIFIED, None
+        return SignatureStatus.UNVERIFIED, str(exc), None
+    return SignatureStatus.VERIFIED, None, None

@@ -597,7 +597,7 @@ class Guard:
             info["ready"] = info["ready"] and why is None
         if self.upstream_probe is not None:
             up = self.upstream_probe.check()
-            info["upstream"] = {k: v for k, v in up.items() if k != "url"}  # no internal address
+            info["upstream"] = up
             info["ready"] = info["ready"] and bool(up["ok"])
         return info
 

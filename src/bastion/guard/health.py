@@ -15,7 +15,6 @@ from collections.abc import Callable
 from typing import Any
 
 from bastion.core.errors import require
-from bastion.targets.http_target import redact_url
 
 
 class UpstreamProbe:
@@ -45,7 +44,6 @@ class UpstreamProbe:
     ) -> None:
         self._httpx = require("httpx", "guard")
         self.url = url
-        self.endpoint = redact_url(url)
         self.interval = float(interval)
         self.timeout = float(timeout)
         self._headers = dict(headers or {})
@@ -58,7 +56,7 @@ class UpstreamProbe:
         self.probes = 0
 
     def check(self) -> dict[str, Any]:
-        """``{"url", "ok", "status", "reason", "age_s"}`` of the latest probe (probing if stale).
+        """``{"ok", "status", "reason", "age_s"}`` of the latest probe (probing if stale).
 
         ``status`` is the HTTP status (``None`` when the server could not be reached); ``reason``
         says why it is not ok in a few words (never the answer's body). Never raises.
@@ -90,7 +88,7 @@ class UpstreamProbe:
             ok, reason = False, f"timed out ({self.timeout:g} s)"
         except Exception as exc:  # unreachable, refused, bad TLS: not ready, whatever the cause
             ok, reason = False, f"unreachable ({type(exc).__name__})"
-        return {"url": self.endpoint, "ok": ok, "status": status, "reason": reason}
+        return {"ok": ok, "status": status, "reason": reason}  # never the URL: /readyz needs no key
 
     def close(self) -> None:
         """Close the HTTP client this probe created."""

@@ -31,17 +31,21 @@ _REFS = (
 )
 
 
-def _objects(node: Any, path: str = "$", depth: int = 0) -> Iterator[tuple[str, dict[str, Any]]]:
-    if depth > 200:
-        return
-    if isinstance(node, dict):
-        if isinstance(node.get("class_name"), str):
-            yield path, node
-        for k, v in node.items():
-            yield from _objects(v, f"{path}.{k}", depth + 1)
-    elif isinstance(node, list):
-        for i, v in enumerate(node):
-            yield from _objects(v, f"{path}[{i}]", depth + 1)
+def _objects(doc: Any) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every ``{"class_name": str, ...}`` object in ``doc``, at any depth, in document order.
+
+    Iterative, with no depth cap: Keras deserialises nested models (``Sequential`` in
+    ``Sequential`` ...) as deep as the JSON goes, so a cap would hide what lies below it.
+    """
+    stack: list[tuple[str, Any]] = [("$", doc)]
+    while stack:
+        path, node = stack.pop()
+        if isinstance(node, dict):
+            if isinstance(node.get("class_name"), str):
+                yield path, node
+            stack.extend((f"{path}.{k}", v) for k, v in reversed(node.items()))
+        elif isinstance(node, list):
+            stack.extend((f"{path}[{i}]", v) for i, v in reversed(list(enumerate(node))))
 
 
 def _is_keras_module(module: str) -> bool:
@@ -66,6 +70,9 @@ def check_keras_config(art: Artifact, out: Outcome, text: str | bytes, *, source
         doc = json.loads(text)
     except (ValueError, UnicodeDecodeError) as exc:
         out.errors.append(f"{source} is not valid JSON: {exc}")
+        return
+    except RecursionError:
+        out.errors.append(f"{source} nests JSON too deeply to be parsed")
         return
     policy = art.ctx.policy
     customs: dict[str, str] = {}

@@ -74,6 +74,59 @@ TEMPLATE_PATTERNS: tuple[tuple[str, str, Severity], ...] = (
 )
 _COMPILED = tuple((k, re.compile(p, re.IGNORECASE), s) for k, p, s in TEMPLATE_PATTERNS)
 
+#: Obfuscations that only make sense when building a forbidden name out of pieces: ``%c``
+#: formatting (``'%c%cclass%c%c'|format(95, 95, 95, 95)``) and underscores glued on at run time.
+_OBFUSCATIONS = (
+    ("char-format", re.compile(r"%c(?=.*\bformat\b)|\bformat\b(?=.*%c)", re.DOTALL), Severity.MEDIUM),
+    (
+        "underscore-build",
+        re.compile(r"""(['"])_+\1\s*[~+*]|[~+]\s*(['"])_+\2|\bset\s+\w+\s*=\s*(['"])_+\3"""),
+        Severity.MEDIUM,
+    ),
+)
+_LITERAL = re.compile(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"", re.DOTALL)
+_FORMAT = re.compile(r"""'([^']*)'\s*(?:\|\s*format\s*\(|%\s*\()\s*([\d\s,]*)\)""")
+_CONCAT = re.compile(r"""'\s*[~+]\s*'""")
+_PARENS = re.compile(r"""\(\s*('[^']*')\s*\)""")
+
+
+def _decode_literal(body: str) -> str:
+    r"""A Jinja2 string literal's value: Jinja decodes ``\x5f``, ``\u005f``, ``\137``, ``\N{...}``."""
+    try:
+        return body.encode("ascii", "backslashreplace").decode("unicode-escape")
+    except (UnicodeDecodeError, UnicodeEncodeError):
+        return body
+
+
+def _render_format(m: re.Match[str]) -> str:
+    try:
+        args = tuple(int(a) for a in m.group(2).replace(" ", "").split(",") if a)
+        return "'" + (m.group(1) % args).replace("'", "") + "'"
+    except (TypeError, ValueError, OverflowError):
+        return m.group(0)
+
+
+def normalise_template(text: str) -> str:
+    r"""The template with its string literals as Jinja2 sees them, for the pattern search.
+
+    Decodes escapes in literals (``'\x5f\x5fclass\x5f\x5f'``), renders ``%``-formatting with
+    integer arguments (``'%c%cclass%c%c'|format(95, 95, 95, 95)``), and joins literals glued by
+    ``~``/``+`` (``'__cla' ~ 'ss__'``), so a forbidden name built from pieces is seen whole.
+    Every literal is re-quoted with ``'``.
+    """
+
+    def requote(m: re.Match[str]) -> str:
+        return "'" + _decode_literal(m.group(0)[1:-1]).replace("'", "") + "'"
+
+    out = _LITERAL.sub(requote, text)
+    out = _FORMAT.sub(_render_format, out)
+    for _ in range(64):  # nested parentheses and chains: until nothing changes
+        joined = _PARENS.sub(r"\1", _CONCAT.sub("", out))
+        if joined == out:
+            break
+        out = joined
+    return out
+
 
 class _Bad(Exception):
     pass
@@ -82,6 +135,10 @@ class _Bad(Exception):
 def template_findings(text: str) -> list[tuple[str, Severity, str]]:
     """Sandbox-escape constructs in a Jinja2 chat template.
 
+    The patterns are searched in the template as written and in :func:`normalise_template`'s
+    form of it (escapes decoded, ``%c`` formatting rendered, concatenated literals joined); ``%c``
+    formatting and underscores glued on at run time are reported by themselves (medium).
+
     Args:
         text: the template source.
 
@@ -89,7 +146,12 @@ def template_findings(text: str) -> list[tuple[str, Severity, str]]:
         ``(kind, severity, matched text)`` per construct found, worst first.
     """
     hits: list[tuple[str, Severity, str]] = []
+    normal = normalise_template(text)
     for kind, rx, sev in _COMPILED:
+        m = rx.search(text) or rx.search(normal)
+        if m:
+            hits.append((kind, sev, m.group(0)))
+    for kind, rx, sev in _OBFUSCATIONS:
         m = rx.search(text)
         if m:
             hits.append((kind, sev, m.group(0)))

@@ -15,6 +15,7 @@ traversal).
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Any, ClassVar
 
@@ -61,6 +62,32 @@ def location_escapes(location: str) -> str | None:
     if ".." in re.split(r"[\\/]+", location):
         return "parent-directory component '..'"
     return None
+
+
+def _link_escapes(art: Artifact, location: str) -> str | None:
+    """Why a relative external-data file next to a top-level model resolves outside its folder.
+
+    The path stays inside the folder as written, but a symbolic link there (shipped with the
+    model: git and archives keep links) makes the runtime read whatever it points at. Allowed
+    targets: the model's folder, and the folder of the model file's own target (a Hugging Face
+    cache links every file of a snapshot into the same ``blobs`` folder). Members of containers
+    and files whose external data is absent are not checked.
+    """
+    if art.member is not None or art.depth:
+        return None
+    folder = os.path.dirname(os.path.abspath(art.path))
+    candidate = os.path.join(folder, *re.split(r"[\\/]+", location))
+    if not os.path.lexists(candidate):
+        return None
+    target = os.path.realpath(candidate)
+    roots = {os.path.realpath(folder), os.path.dirname(os.path.realpath(art.path))}
+    for root in roots:
+        try:
+            if os.path.commonpath([root, target]) == root:
+                return None
+        except ValueError:  # different drives
+            continue
+    return f"symbolic link resolves outside the model folder, to {target!r}"
 
 
 def _walk_graph(graph: Any, where: str, visit_node: Any, visit_tensor: Any) -> None:
@@ -170,7 +197,7 @@ class OnnxScanner(Scanner):
             for kv in t.external_data:
                 if kv.key == "location":
                     location = kv.value
-            why = location_escapes(location)
+            why = location_escapes(location) or _link_escapes(art, location)
             if why:
                 escapes.append((where, location, why))
 

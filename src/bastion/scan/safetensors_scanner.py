@@ -119,6 +119,8 @@ class SafetensorsScanner(Scanner):
             header = json.loads(text.decode("utf-8"))
         except (UnicodeDecodeError, ValueError) as exc:
             return bad(f"header is not UTF-8 JSON: {exc}")
+        except RecursionError:
+            return bad("header JSON nests too deeply to be parsed")
         if not isinstance(header, dict):
             return bad("header is not a JSON object")
         return self._check(artifact, header, buffer=size - 8 - n, data_start=8 + n)
@@ -228,4 +230,31 @@ class SafetensorsScanner(Scanner):
                     references=_REFS,
                 )
             )
+            _scan_gaps(art, out, gaps, data_start)
         return out
+
+
+#: Largest unreferenced byte range read and scanned as a stream of its own.
+MAX_GAP_SCAN = 64 << 20
+
+
+def _scan_gaps(art: Artifact, out: Outcome, gaps: list[list[int]], data_start: int) -> None:
+    """Scan the bytes no tensor covers (at most 16 ranges of :data:`MAX_GAP_SCAN` bytes) by magic.
+
+    No safetensors reader looks at them, but another loader may (a pickle after the buffer makes
+    the file a polyglot): they are dispatched like a container member, and a payload there is
+    reported as such. Ranges that are no model format add nothing.
+    """
+    import io
+
+    for begin, end in gaps[:16]:
+        art.stream.seek(data_start + begin)
+        data = art.stream.read(min(end - begin, MAX_GAP_SCAN))
+        if not data.strip(b"\x00"):
+            continue  # padding
+        child = art.child(
+            "unreferenced", io.BytesIO(data), len(data), label=f"<unreferenced bytes at {data_start + begin}>"
+        )
+        sub = art.ctx.scan(child)
+        if sub.skipped is None or sub.findings:
+            out.absorb(sub, member=child.member)

@@ -15,7 +15,9 @@ tensorflow/core/framework/graph.proto, function.proto, node_def.proto.
 
 from __future__ import annotations
 
+import codecs
 import functools
+import re
 import tomllib
 from dataclasses import dataclass
 from typing import ClassVar
@@ -61,18 +63,62 @@ def load_op_rules() -> tuple[str, tuple[OpRule, ...]]:
     return str(doc["version"]), rules
 
 
+def _attr_funcs(attr_map: memoryview, depth: int = 0) -> list[str]:
+    """Function names an ``attr`` map entry refers to (``AttrValue.func``, ``AttrValue.list.func``).
+
+    A call op (``PartitionedCall``, ``If``, ``While``, ``MapDataset`` ...) runs the function its
+    attribute names; when no library function has that name, TensorFlow instantiates the
+    *primitive op* of that name, so ``f: {name: "ReadFile"}`` runs ``ReadFile`` without any node
+    of that op. Entry: key 1, value 2 (AttrValue: list 1, func 10; ListValue.func 9;
+    NameAttrList: name 1, attr 2).
+    """
+    if depth > 32:
+        raise WireError("attribute functions nested deeper than 32 levels")
+    names: list[str] = []
+
+    def name_attr_list(buf: memoryview) -> None:
+        for n, wt, v in fields(buf):
+            if wt == 2 and isinstance(v, memoryview):
+                if n == 1:
+                    names.append(bytes(v).decode("utf-8", "replace"))
+                elif n == 2:
+                    names.extend(_attr_funcs(v, depth + 1))
+
+    for num, wt, value in fields(attr_map):
+        if num != 2 or wt != 2 or not isinstance(value, memoryview):
+            continue
+        for anum, awt, aval in fields(value):
+            if awt != 2 or not isinstance(aval, memoryview):
+                continue
+            if anum == 10:
+                name_attr_list(aval)
+            elif anum == 1:
+                for lnum, lwt, lval in fields(aval):
+                    if lnum == 9 and lwt == 2 and isinstance(lval, memoryview):
+                        name_attr_list(lval)
+    return names
+
+
 def _nodes(buf: memoryview, where: str, acc: dict[str, list[str]]) -> None:
-    """Add ``op -> [where]`` for every NodeDef (field 1 name, field 2 op) in a repeated field."""
+    """Add ``op -> [where]`` for a NodeDef (field 1 name, field 2 op, field 5 attr).
+
+    Functions named by the node's attributes count as ops too (see :func:`_attr_funcs`).
+    """
     name = ""
     op = ""
+    called: list[str] = []
     for num, wt, value in fields(buf):
         if wt == 2 and isinstance(value, memoryview):
             if num == 1:
                 name = bytes(value).decode("utf-8", "replace")
             elif num == 2:
                 op = bytes(value).decode("utf-8", "replace")
+            elif num == 5:
+                called.extend(_attr_funcs(value))
     if op:
         acc.setdefault(op, []).append(f"{where}/{name}")
+    for fn in called:
+        acc.setdefault(fn, []).append(f"{where}/{name}[calls {fn}]")
 
 
 def _graph(buf: memoryview, where: str, acc: dict[str, list[str]]) -> int:
@@ -125,6 +171,76 @@ def graph_ops(data: bytes, *, saved_model: bool) -> tuple[dict[str, list[str]], 
     return acc, count
 
 
+_TEXT_TOKEN = re.compile(
+    r"""\s+|\#[^\n]*|(?P<str>"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*')|(?P<word>[A-Za-z_][\w.]*)|(?P<p>.)""",
+    re.DOTALL,
+)
+
+
+def _unescape(literal: str) -> str:
+    body = literal[1:-1].encode("utf-8", "backslashreplace")
+    try:
+        return codecs.escape_decode(body)[0].decode("utf-8", "replace")
+    except ValueError as exc:
+        raise WireError(f"bad escape in string {literal[:40]!r}") from exc
+
+
+def text_graph_ops(text: str) -> tuple[dict[str, list[str]], int]:
+    r"""Op names of a text-format SavedModel or GraphDef (``saved_model.pbtxt``, ``graph.pbtxt``).
+
+    Tokenises the text format (comments, adjacent string literals joined, C escapes such as
+    ``\x46`` decoded): every ``op`` value is an op; every ``name`` directly inside a ``func``
+    message is a function an attribute calls (a primitive op when no function has that name).
+
+    Returns:
+        ``({op name: [node locations]}, node count)``.
+
+    Raises:
+        WireError: an unterminated string or a bad escape.
+    """
+    acc: dict[str, list[str]] = {}
+    stack: list[str] = []
+    count = 0
+    field = ""
+    pending = ""  # the field a following "{" opens
+    values: list[str] = []
+
+    def flush() -> None:
+        nonlocal field, values
+        if field and values:
+            value = "".join(values)
+            if field == "op":
+                acc.setdefault(value, []).append(f"text:{'/'.join(stack)}")
+            elif field == "name" and stack and stack[-1] == "func":
+                acc.setdefault(value, []).append(f"text:{'/'.join(stack)}[calls {value}]")
+        field, values = "", []
+
+    for m in _TEXT_TOKEN.finditer(text):
+        if m.group("str") is not None:
+            values.append(_unescape(m.group("str")))
+            continue
+        word, punct = m.group("word"), m.group("p")
+        if word is None and punct is None:
+            continue  # whitespace or comment
+        if values:
+            flush()
+        if word is not None:
+            field = pending = word
+        elif punct in "{<":
+            stack.append(pending)
+            if pending in ("node", "node_def"):
+                count += 1
+            field = pending = ""
+        elif punct in "}>":
+            if stack:
+                stack.pop()
+            field = pending = ""
+        elif punct in "\"'":
+            raise WireError("unterminated string")
+    flush()
+    return acc, count
+
+
 @register("scanner")
 class SavedModelScanner(Scanner):
     """TensorFlow SavedModel and frozen-graph protobufs: file-I/O and py_func ops."""
@@ -144,8 +260,11 @@ class SavedModelScanner(Scanner):
 
     @classmethod
     def sniff(cls, head: bytes, name: str) -> bool:
-        """A ``.pb`` name (protobufs have no magic bytes)."""
-        return name.lower().endswith(".pb")
+        """A ``.pb`` or ``.pbtxt`` name (protobufs have no magic bytes).
+
+        TensorFlow loads ``saved_model.pbtxt`` (text format) when there is no ``saved_model.pb``.
+        """
+        return name.lower().endswith((".pb", ".pbtxt"))
 
     def scan(self, artifact: Artifact) -> Outcome:
         """Decode the protobuf and judge its ops.
@@ -166,13 +285,24 @@ class SavedModelScanner(Scanner):
             except WireError as exc:
                 return Outcome.error("savedmodel", f"fingerprint.pb is not a protobuf: {exc}")
             return Outcome(format="savedmodel-fingerprint")
-        saved = low == "saved_model.pb"
-        try:
-            ops, count = graph_ops(data, saved_model=saved)
-        except WireError as exc:
-            if saved:
-                return Outcome.error("savedmodel", f"saved_model.pb is not a well-formed protobuf: {exc}")
-            raise NotThisFormat from exc
+        if low.endswith(".pbtxt"):
+            saved = low == "saved_model.pbtxt"
+            try:
+                ops, count = text_graph_ops(data.decode("utf-8"))
+            except (UnicodeDecodeError, WireError) as exc:
+                if saved:
+                    return Outcome.error(
+                        "savedmodel", f"saved_model.pbtxt is not a text-format protobuf: {exc}"
+                    )
+                raise NotThisFormat from exc
+        else:
+            saved = low == "saved_model.pb"
+            try:
+                ops, count = graph_ops(data, saved_model=saved)
+            except WireError as exc:
+                if saved:
+                    return Outcome.error("savedmodel", f"saved_model.pb is not a well-formed protobuf: {exc}")
+                raise NotThisFormat from exc
         if count == 0 and not saved:
             raise NotThisFormat
         out = Outcome(format="savedmodel" if saved else "tf-graphdef")

@@ -1,0 +1,284 @@
+"""Red-team trial of the non-pickle formats: one regression test per bypass or crash found.
+
+Every payload is built by code, written under ``tmp_path`` and never loaded; the canary file
+the pickles would create must never appear.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bastion.core.scanning import Verdict
+from bastion.scan import scan_file
+from bastion.scan.gguf_scanner import template_findings
+from bastion.scan.savedmodel_scanner import text_graph_ops
+
+from ._factories import os_system_payload
+from ._formats import (
+    BENIGN_TEMPLATE,
+    gguf_bytes,
+    good_safetensors,
+    keras_config,
+    keras_file,
+    keras_layer,
+    pb_field,
+    safetensors_bytes,
+)
+
+
+def _rules(fr: object) -> set[str]:
+    return {f.rule_id for f in fr.findings}  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def canary(tmp_path: Path) -> Iterator[Path]:
+    path = tmp_path / "pwned"
+    yield path
+    assert not path.exists()  # nothing was ever loaded
+
+
+# ---------------------------------------------------------------- Keras: nesting depth
+def test_keras_lambda_below_deep_sequential_nesting_is_found(tmp_path: Path) -> None:
+    """A Lambda wrapped in 80 nested Sequentials (past the old 200-level walk cap) is malicious."""
+    fn = {"module": "builtins", "class_name": "__lambda__", "config": {"code": "4wEAAAAA"}}
+    node = keras_layer("Lambda", function=fn)
+    for _ in range(80):
+        node = keras_config(node)
+    fr = scan_file(keras_file(tmp_path / "deep.keras", node))
+    assert fr.verdict is Verdict.MALICIOUS
+    assert "scan.keras.lambda-layer" in _rules(fr)
+
+
+def test_keras_config_nested_past_json_recursion_is_error_not_crash(tmp_path: Path) -> None:
+    path = tmp_path / "m.keras"
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("metadata.json", "{}")
+        zf.writestr("config.json", "[" * 100_000)
+    fr = scan_file(path)
+    assert fr.verdict is Verdict.ERROR
+    assert "nests JSON too deeply" in (fr.reason or "")
+    assert "internal scanner error" not in (fr.reason or "")
+
+
+def test_keras_plain_dense_stays_safe(tmp_path: Path) -> None:
+    fr = scan_file(keras_file(tmp_path / "ok.keras", keras_config(keras_layer("Dense", units=2))))
+    assert fr.verdict is Verdict.SAFE
+
+
+# ---------------------------------------------------------------- GGUF: obfuscated templates
+@pytest.mark.parametrize(
+    "template",
+    [
+        r"{{ ''['\x5f\x5fclass\x5f\x5f']['\x5f\x5fmro\x5f\x5f'][1]['\x5f\x5fsubclasses\x5f\x5f']() }}",
+        r'{{ ""["\u005f\u005fclass\u005f\u005f"] }}',
+        r"{{ ''['\137\137globals\137\137'] }}",
+        "{% set a = '_' ~ '_cla' ~ 'ss_' ~ '_' %}{{ ''[a] }}",
+        "{{ ''['%c%cclass%c%c'|format(95, 95, 95, 95)] }}",
+        "{{ ''[('__cla' + 'ss__')] }}",
+    ],
+    ids=["hex-escape", "unicode-escape", "octal-escape", "concat", "char-format", "paren-concat"],
+)
+def test_gguf_obfuscated_dunder_template_is_malicious(tmp_path: Path, template: str) -> None:
+    path = tmp_path / "m.gguf"
+    path.write_bytes(gguf_bytes({"tokenizer.chat_template": template}))
+    fr = scan_file(path)
+    assert fr.verdict is Verdict.MALICIOUS
+    assert "scan.gguf.chat-template-injection" in _rules(fr)
+
+
+def test_gguf_underscore_built_at_run_time_is_suspicious() -> None:
+    hits = template_findings("{% set u = '_' %}{{ ''[u * 2 ~ 'class' ~ u * 2] }}")
+    assert [k for k, _, _ in hits] == ["underscore-build"]
+
+
+def test_gguf_benign_templates_raise_nothing() -> None:
+    llama3 = (
+        "{{- bos_token }}{%- if messages[0]['role'] == 'system' %}{%- set sys = messages[0]['content']"
+        "|trim %}{%- endif %}{%- for message in messages %}{{- '<|start_header_id|>' + message['role'] "
+        "+ '<|end_header_id|>\\n\\n' + message['content'] | trim + '<|eot_id|>' }}{%- endfor %}"
+        "{{ strftime_now('%d %b %Y') }}{{ tool_call.function.name | tojson }}"
+    )
+    assert template_findings(BENIGN_TEMPLATE) == []
+    assert template_findings(llama3) == []
+
+
+# ---------------------------------------------------------------- SavedModel
+def _saved(nodes: list[bytes], library: bytes = b"") -> bytes:
+    graph = b"".join(pb_field(1, n) for n in nodes) + (pb_field(2, library) if library else b"")
+    return pb_field(1, 1) + pb_field(2, pb_field(2, graph))
+
+
+def _node(name: str, op: str, attrs: bytes = b"") -> bytes:
+    return pb_field(1, name) + pb_field(2, op) + attrs
+
+
+def _func_attr(key: str, fn: str, *, listed: bool = False) -> bytes:
+    name_attr_list = pb_field(1, fn)
+    value = pb_field(1, pb_field(9, name_attr_list)) if listed else pb_field(10, name_attr_list)
+    return pb_field(5, pb_field(1, key) + pb_field(2, value))
+
+
+@pytest.mark.parametrize(
+    ("listed", "op", "rule"),
+    [
+        (False, "ReadFile", "scan.savedmodel.file-read-op"),
+        (True, "WriteFile", "scan.savedmodel.file-write-op"),
+    ],
+)
+def test_savedmodel_call_attribute_naming_primitive_op_is_found(
+    tmp_path: Path, listed: bool, op: str, rule: str
+) -> None:
+    """``StatefulPartitionedCall(f=ReadFile)`` runs the primitive op with no node of that op."""
+    path = tmp_path / "saved_model.pb"
+    path.write_bytes(_saved([_node("c", "StatefulPartitionedCall", _func_attr("f", op, listed=listed))]))
+    fr = scan_file(path)
+    assert fr.verdict is Verdict.MALICIOUS
+    assert rule in _rules(fr)
+
+
+def test_savedmodel_text_format_is_scanned(tmp_path: Path) -> None:
+    """TensorFlow loads ``saved_model.pbtxt`` when there is no ``saved_model.pb``."""
+    path = tmp_path / "saved_model.pbtxt"
+    path.write_text(
+        "saved_model_schema_version: 1\n"
+        "meta_graphs { graph_def {\n"
+        '  node { name: "r" op: "Read" "\\x46ile" }  # adjacent literals, escaped F\n'
+        '  node { name: "c" op: "PartitionedCall" attr { key: "f" value { func { name: "PyFunc" } } } }\n'
+        "} }\n"
+    )
+    fr = scan_file(path)
+    assert fr.verdict is Verdict.MALICIOUS
+    assert {"scan.savedmodel.file-read-op", "scan.savedmodel.py-func-op"} <= _rules(fr)
+
+
+def test_savedmodel_text_format_benign_and_broken(tmp_path: Path) -> None:
+    ops, count = text_graph_ops('node { name: "x" op: "Placeholder" } node { op: "Identity" }')
+    assert set(ops) == {"Placeholder", "Identity"} and count == 2
+    ok = tmp_path / "saved_model.pbtxt"
+    ok.write_text('meta_graphs { graph_def { node { name: "x" op: "Identity" } } }')
+    assert scan_file(ok).verdict is Verdict.SAFE
+    bad = tmp_path / "b" / "saved_model.pbtxt"
+    bad.parent.mkdir()
+    bad.write_text('meta_graphs { graph_def { node { op: "ReadFile } } }')
+    assert scan_file(bad).verdict is Verdict.ERROR
+
+
+@pytest.mark.parametrize("op", ["WholeFileReaderV2", "SqlDataset", "CSVDatasetV2", "SaveDatasetV2"])
+def test_savedmodel_alternative_file_io_ops_are_found(tmp_path: Path, op: str) -> None:
+    path = tmp_path / "saved_model.pb"
+    path.write_bytes(_saved([_node("n", op)]))
+    assert scan_file(path).verdict is Verdict.MALICIOUS
+
+
+# ---------------------------------------------------------------- safetensors
+def test_safetensors_appended_or_gap_pickle_is_malicious(tmp_path: Path, canary: Path) -> None:
+    evil = os_system_payload(canary)
+    appended = tmp_path / "appended.safetensors"
+    appended.write_bytes(good_safetensors() + evil)
+    gap = tmp_path / "gap.safetensors"
+    gap.write_bytes(
+        safetensors_bytes(
+            {"w": {"dtype": "U8", "shape": [1], "data_offsets": [len(evil), len(evil) + 1]}}, evil + b"\0"
+        )
+    )
+    for path in (appended, gap):
+        fr = scan_file(path)
+        assert fr.verdict is Verdict.MALICIOUS, path
+        assert "scan.pickle.denied-global" in _rules(fr)
+
+
+def test_safetensors_zero_padding_and_plain_file_stay_safe(tmp_path: Path) -> None:
+    path = tmp_path / "ok.safetensors"
+    path.write_bytes(good_safetensors())
+    assert scan_file(path).verdict is Verdict.SAFE
+    padded = tmp_path / "pad.safetensors"
+    padded.write_bytes(good_safetensors() + b"\0" * 64)
+    assert scan_file(padded).verdict is Verdict.SAFE
+
+
+def test_safetensors_deeply_nested_header_is_error_not_crash(tmp_path: Path) -> None:
+    path = tmp_path / "deep.safetensors"
+    path.write_bytes(struct.pack("<Q", 100_000) + b"[" * 100_000)
+    fr = scan_file(path)
+    assert fr.verdict is Verdict.ERROR
+    assert "nests too deeply" in (fr.reason or "")
+
+
+# ---------------------------------------------------------------- numpy
+def test_npy_with_pickle_after_the_array_is_malicious(tmp_path: Path, canary: Path) -> None:
+    import numpy as np
+
+    path = tmp_path / "a.npy"
+    np.save(path, np.arange(4))
+    with path.open("ab") as fh:
+        fh.write(os_system_payload(canary))
+    fr = scan_file(path)
+    assert fr.verdict is Verdict.MALICIOUS
+    assert "scan.pickle.denied-global" in _rules(fr)
+
+
+# ---------------------------------------------------------------- ONNX
+def _onnx_with_external(location: str) -> bytes:
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    t = helper.make_tensor("w", TensorProto.FLOAT, [1], [0.0])
+    t.ClearField("float_data")
+    t.data_location = TensorProto.EXTERNAL
+    entry = t.external_data.add()
+    entry.key, entry.value = "location", location
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["x", "w"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+        initializer=[t],
+    )
+    model: bytes = helper.make_model(
+        graph, opset_imports=[onnx.helper.make_opsetid("", 17)]
+    ).SerializeToString()
+    return model
+
+
+@pytest.mark.skipif(not hasattr(os, "symlink"), reason="needs symbolic links")
+def test_onnx_external_data_symlink_out_of_folder_is_malicious(tmp_path: Path) -> None:
+    outside = tmp_path / "secret.txt"
+    outside.write_text("secret")
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "m.onnx").write_bytes(_onnx_with_external("weights.bin"))
+    (folder / "weights.bin").symlink_to(outside)
+    fr = scan_file(folder / "m.onnx")
+    assert fr.verdict is Verdict.MALICIOUS
+    assert "scan.onnx.external-data-escape" in _rules(fr)
+
+
+def test_onnx_external_data_inside_folder_stays_safe(tmp_path: Path) -> None:
+    (tmp_path / "m.onnx").write_bytes(_onnx_with_external("weights.bin"))
+    (tmp_path / "weights.bin").write_bytes(b"\0" * 4)
+    sub = tmp_path / "blobs"
+    sub.mkdir()
+    (sub / "w2").write_bytes(b"\0" * 4)
+    (tmp_path / "linked.onnx").write_bytes(_onnx_with_external("blobs/w2"))
+    assert scan_file(tmp_path / "m.onnx").verdict is Verdict.SAFE
+    assert scan_file(tmp_path / "linked.onnx").verdict is Verdict.SAFE
+
+
+def test_onnx_hf_cache_layout_links_stay_safe(tmp_path: Path) -> None:
+    """A Hugging Face snapshot links the model and its data into the same ``blobs`` folder."""
+    blobs = tmp_path / "blobs"
+    snap = tmp_path / "snapshots" / "abc"
+    blobs.mkdir()
+    snap.mkdir(parents=True)
+    (blobs / "h1").write_bytes(_onnx_with_external("model.onnx_data"))
+    (blobs / "h2").write_bytes(b"\0" * 4)
+    (snap / "model.onnx").symlink_to(blobs / "h1")
+    (snap / "model.onnx_data").symlink_to(blobs / "h2")
+    assert scan_file(snap / "model.onnx").verdict is Verdict.SAFE

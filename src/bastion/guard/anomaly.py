@@ -11,6 +11,7 @@ per window.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -71,15 +72,16 @@ class AnomalyMonitor:
     def ood(self, flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Mahalanobis distances ``(N,)`` and the OOD mask ``(N,)`` of flat rows ``(N, F)``."""
         d = self.profile.mahalanobis(flat)
-        return d, self.ood_mask(d)
+        return d, np.asarray(self.ood_mask(d), dtype=bool)
 
-    def ood_mask(self, dist: np.ndarray) -> np.ndarray:
-        """The OOD mask ``(N,)`` of Mahalanobis distances ``(N,)`` (above the profile's threshold)."""
-        return np.asarray(dist > self.profile.ood_threshold)
+    def ood_mask(self, dist: Sequence[float] | np.ndarray) -> list[bool]:
+        """Whether each Mahalanobis distance ``(N,)`` is out of distribution (above the threshold)."""
+        thr = self.profile.ood_threshold
+        return [bool(d > thr) for d in dist]
 
-    def observe_outputs(self, conf: np.ndarray) -> dict[str, float] | None:
-        """Add top-1 confidences; at each full window, return drift stats if a bound is passed."""
-        self._conf.extend(np.asarray(conf, dtype=np.float64).tolist())
+    def observe_outputs(self, conf: Sequence[float] | np.ndarray) -> dict[str, float] | None:
+        """Add top-1 confidences ``(N,)``; at each full window, return drift stats if a bound is passed."""
+        self._conf.extend(float(c) for c in conf)
         self._since += len(conf)
         ref = self.profile.ref_conf
         if self._since < self.window or len(ref) == 0 or len(self._conf) < self.window:

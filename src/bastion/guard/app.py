@@ -408,10 +408,14 @@ class Guard:
             rec.update(decision="fallback", reason=f"backend failed: {type(exc).__name__}", actions=actions)
             rec["alerts"] = [a.summary() for a in alerts]
             return self._fallback(), rec
-        top, labels = probs.max(axis=1), probs.argmax(axis=1)  # (N,) each, shared by the parts below
+        # each row's probabilities, top-1 probability and label (first maximum, as argmax), in
+        # Python: for the few rows of a request cheaper than numpy calls; shared by the parts below
+        rows_p: list[list[float]] = probs.tolist()
+        top = [max(r) for r in rows_p]
+        labels = [r.index(t) for r, t in zip(rows_p, top, strict=True)]
         with self._lock:
             self.policy.backend_ok()
-            alerts += self._detect(key, x, probs, top, labels, now)
+            alerts += self._detect(key, x, rows_p, top, labels, now)
             actions = self._raise(alerts, now)
             posture = self.policy.posture(key)
             if not any(a.key_id == key for a in alerts):
@@ -419,8 +423,8 @@ class Guard:
             degraded = self.policy.degraded(now)
         self.metrics.rows.inc(len(x))
         rec["output"] = {
-            "labels": labels[:32].tolist(),
-            "mean_confidence": round(float(top.sum()) / len(top), 4),  # = top.mean(), without its overhead
+            "labels": labels[:32],
+            "mean_confidence": round(sum(top) / len(top), 4),
         }
         rec["alerts"] = [a.summary() for a in alerts]
         if actions:
@@ -434,12 +438,12 @@ class Guard:
             rec["decision"] = "harden"
             return Reply(200, {self.response_key: preds, "output": kind}), rec
         if self.labels_only:
-            preds, kind = [int(v) for v in labels], "label"
+            preds, kind = list(labels), "label"
             rec["output"]["hardened"] = kind
             rec["decision"] = "harden"
             return Reply(200, {self.response_key: preds, "output": kind}), rec
         rec["decision"] = "allow"
-        return Reply(200, {self.response_key: probs.tolist(), "output": "probabilities"}), rec
+        return Reply(200, {self.response_key: rows_p, "output": "probabilities"}), rec
 
     # -- pieces ----------------------------------------------------------------------------------
     def _predict(self, x: np.ndarray) -> np.ndarray:
@@ -457,23 +461,29 @@ class Guard:
         return Alert(rule_id=rule_id, severity=sev, atlas=ids, key_id=key, evidence=evidence)
 
     def _detect(
-        self, key: str, x: np.ndarray, probs: np.ndarray, top: np.ndarray, labels: np.ndarray, now: float
+        self,
+        key: str,
+        x: np.ndarray,
+        probs: list[list[float]],
+        top: list[float],
+        labels: list[int],
+        now: float,
     ) -> list[Alert]:
         """New detector alerts for one request.
 
-        ``x``: the rows; ``probs``: their probabilities ``(N, C)``; ``top`` and ``labels``: each
-        row's top-1 probability and label ``(N,)``.
+        ``x``: the rows ``(N, *shape)``; ``probs``: their probabilities (``N`` lists of ``C``);
+        ``top`` and ``labels``: each row's top-1 probability and label (``N`` each).
         """
         p = self.profile
         if p is None or (self.anomaly is None and self.extraction is None):
             return []
         out: list[Alert] = []
-        # distances and sketch coordinates of every row from one matrix product (Profile.embed)
-        dist, z = p.embed(x.reshape(len(x), -1))
-        ood = np.zeros(len(x), dtype=bool)  # OOD rows count for extraction only with the detector on
+        # distances, sketch coordinates and cells of every row from one matrix product
+        dist, z, cells = p.locate(x.reshape(len(x), -1))
+        ood = [False] * len(x)  # OOD rows count for extraction only with the detector on
         if self.anomaly is not None:
             ood = self.anomaly.ood_mask(dist)
-            self._ood_window.extend(ood.tolist())
+            self._ood_window.extend(ood)
             self._ood_since += len(x)
             w = self.config.anomaly.window
             if self._ood_since >= w and len(self._ood_window) >= w:
@@ -486,11 +496,13 @@ class Guard:
                 out.append(self._alert("guard.anomaly.output-drift", None, drift))
         if self.extraction is not None and key not in self.extraction_exempt:
             if self.labels_only:
-                margins = np.ones(len(x))
-            else:  # top-1 minus top-2 probability
-                margins = top - np.partition(probs, -2, axis=1)[:, -2] if probs.shape[1] > 1 else top
+                margins = [1.0] * len(x)
+            elif len(probs[0]) > 1:  # top-1 minus top-2 probability
+                margins = [t - sorted(r)[-2] for r, t in zip(probs, top, strict=True)]
+            else:
+                margins = top
             for ea in self.extraction.observe(
-                key, z=z, cells=p.cells(z), labels=labels, margins=margins, ood=ood, now=now
+                key, z=z, cells=cells, labels=labels, margins=margins, ood=ood, now=now
             ):
                 ev: dict[str, Any] = dict(ea.evidence)
                 if ea.keys:
@@ -605,9 +617,25 @@ class Guard:
 _TRAP_RULES = frozenset({"guard.canary.hit", "guard.honeytoken.hit"})
 
 
+#: random bytes for request ids, drawn from ``os.urandom`` 4 KiB (256 ids) at a time: [bytes, next offset]
+_ID_POOL: list[Any] = [b"", 0]
+_ID_LOCK = threading.Lock()
+os.register_at_fork(after_in_child=lambda: _ID_POOL.__setitem__(0, b""))  # a child never reuses them
+
+
 def _request_id() -> str:
-    """A random request id: the hex of a version-4 UUID (as ``uuid.uuid4().hex``, without the object)."""
-    b = bytearray(os.urandom(16))
+    """A random request id: the hex of a version-4 UUID (as ``uuid.uuid4().hex``, without the object).
+
+    The bytes come from ``os.urandom`` (the OS CSPRNG, as ``uuid4``), one system call per 256
+    ids; a forked child discards the bytes it inherited.
+    """
+    with _ID_LOCK:
+        buf, at = _ID_POOL
+        if at + 16 > len(buf):
+            buf, at = os.urandom(4096), 0
+            _ID_POOL[0] = buf
+        _ID_POOL[1] = at + 16
+    b = bytearray(buf[at : at + 16])
     b[6] = (b[6] & 0x0F) | 0x40  # version 4
     b[8] = (b[8] & 0x3F) | 0x80  # RFC 4122 variant
     return b.hex()

@@ -17,6 +17,7 @@ import math
 import os
 import secrets
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -37,21 +38,27 @@ class CanaryWatch:
 
     def __init__(self, canaries: list[Canary]) -> None:
         self._by_hash = {c.sha256: c.id for c in canaries}
+        self._by_digest = {bytes.fromhex(h): cid for h, cid in self._by_hash.items()}
+        self._prefix: dict[tuple[int, ...], Any] = {}  # row shape → hash of its repr (copied per row)
 
     def hits(self, x: np.ndarray) -> list[str]:
         """Ids of the canaries among the rows of ``x`` ``(N, *shape)``."""
         if not self._by_hash:
             return []
         # :func:`canary_hash` of each row, the rounding done for all rows at once (same bytes)
-        a = np.ascontiguousarray(np.round(np.asarray(x, dtype=np.float64), 4).astype("<f4"))
+        a = np.round(np.asarray(x, dtype=np.float64), 4).astype("<f4")  # a new C-ordered array
         if a.ndim < 2 or len(a) == 0:  # scalar rows: ``canary_hash`` hashes them with shape (1,)
             return [cid for row in x if (cid := self._by_hash.get(canary_hash(row))) is not None]
-        prefix = hashlib.sha256(repr(tuple(a.shape[1:])).encode())
+        shape = a.shape[1:]
+        prefix = self._prefix.get(shape)
+        if prefix is None:
+            prefix = self._prefix[shape] = hashlib.sha256(repr(tuple(shape)).encode())
         out: list[str] = []
-        for row in a:
+        data, step = a.tobytes(), a[0].nbytes
+        for i in range(len(a)):
             h = prefix.copy()
-            h.update(row.tobytes())
-            cid = self._by_hash.get(h.hexdigest())
+            h.update(data[i * step : (i + 1) * step])
+            cid = self._by_digest.get(h.digest())
             if cid is not None:
                 out.append(cid)
         return out
@@ -359,7 +366,7 @@ class HoneytokenWatch:
 
     def __init__(self, sets: list[HoneytokenSpec], *, n_features: int | None = None) -> None:
         # (HMAC key = salt ‖ pepper, grid, token table); the key is decoded once, not per row
-        self._sets: list[tuple[bytes, float | np.ndarray, dict[str, str]]] = []
+        self._sets: list[tuple[bytes, float | np.ndarray, dict[bytes, str]]] = []
         for s in sets:
             if not s.tokens:
                 continue
@@ -370,8 +377,9 @@ class HoneytokenWatch:
                 raise ConfigError(
                     f"honeytokens: {grid.size} grid steps, but an input has {n_features} features"
                 )
-            table = {e.hmac: e.id for e in s.tokens}
+            table = {bytes.fromhex(e.hmac): e.id for e in s.tokens}
             self._sets.append((bytes.fromhex(s.salt) + honeytoken_pepper(s.pepper_env), grid, table))
+        self._base: dict[tuple[int, int], Any] = {}  # (set, features) → keyed HMAC of the prefix
 
     def __bool__(self) -> bool:
         return bool(self._sets)
@@ -380,14 +388,18 @@ class HoneytokenWatch:
         """``(row index, token id)`` of every row of ``x`` ``(N, *shape)`` that matches a token."""
         out: list[tuple[int, str]] = []
         flat = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
-        for key, step, table in self._sets:
+        features = int(flat.shape[1])
+        for s, (key, step, table) in enumerate(self._sets):
             # the rows quantised at once; each row's HMAC as :func:`honeytoken_hmac` computes it
-            q = np.clip(np.rint(flat / step), -(2.0**62), 2.0**62).astype("<i8")
-            base = hmac.new(key, repr(int(q.shape[1])).encode(), hashlib.sha256)
-            for i in range(len(q)):
+            q = np.clip(np.rint(flat / step), -(2.0**62), 2.0**62).astype("<i8").tobytes()
+            base = self._base.get((s, features))
+            if base is None:
+                base = self._base[(s, features)] = hmac.new(key, repr(features).encode(), hashlib.sha256)
+            row = 8 * features
+            for i in range(len(flat)):
                 h = base.copy()
-                h.update(q[i].tobytes())
-                tid = table.get(h.hexdigest())
+                h.update(q[i * row : (i + 1) * row])
+                tid = table.get(h.digest())
                 if tid is not None:
                     out.append((i, tid))
         return out

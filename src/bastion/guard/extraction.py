@@ -29,6 +29,7 @@ bounded whatever the key sends.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -120,22 +121,22 @@ class ExtractionDetector:
         self,
         key_id: str,
         *,
-        z: np.ndarray,
-        cells: np.ndarray,
-        labels: np.ndarray,
-        margins: np.ndarray,
-        ood: np.ndarray,
+        z: Sequence[Sequence[float]] | np.ndarray,
+        cells: Sequence[int] | np.ndarray,
+        labels: Sequence[int] | np.ndarray,
+        margins: Sequence[float] | np.ndarray,
+        ood: Sequence[bool] | np.ndarray,
         now: float,
     ) -> list[ExtractionAlert]:
         """Record one request's rows and return the alerts it newly raises.
 
         Args:
             key_id: the caller.
-            z: projected queries ``(N, k)`` (profile units).
+            z: projected queries ``(N, k)`` (profile units; an array or ``N`` lists).
             cells: quantised cell codes ``(N,)``.
             labels: predicted labels ``(N,)``.
             margins: top-1 minus top-2 probability ``(N,)`` (1.0 when only labels are known).
-            ood: out-of-distribution mask ``(N,)``.
+            ood: out-of-distribution flags ``(N,)``.
             now: clock time in seconds.
         """
         spec = self.spec

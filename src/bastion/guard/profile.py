@@ -16,7 +16,9 @@ import datetime as dt
 import hashlib
 import io
 import json
+import math
 import os
+from bisect import bisect_left
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -106,23 +108,48 @@ class Profile:
         self.__dict__["_fused_cache"] = out
         return out
 
+    def locate(self, flat: np.ndarray) -> tuple[list[float], list[list[float]], list[int]]:
+        """Per flat row ``(N, F)``: Mahalanobis distance, PCA coordinates (``k`` floats) and cell code.
+
+        The values of :meth:`embed` and :meth:`cells`, as Python lists: one matrix product for all
+        rows, then the few numbers of each row in Python — for the handful of rows of one request
+        that is several times cheaper than a chain of numpy calls (each costs microseconds).
+        """
+        w, off, f = self._fused()
+        y = np.asarray(flat, dtype=np.float64) @ w
+        y -= off
+        dist: list[float] = []
+        coords: list[list[float]] = []
+        codes: list[int] = []
+        code = self._cell_code
+        for row in y.tolist():
+            dist.append(math.hypot(*row[:f]))
+            zr = row[f:]
+            coords.append(zr)
+            codes.append(code(zr))
+        return dist, coords, codes
+
     def cells(self, z: np.ndarray) -> np.ndarray:
         """Quantised cell code (int64) of projected rows ``(N, k)`` → ``(N,)``."""
-        edges = self.bin_edges
-        k = z.shape[1]
-        # per component, the count of edges strictly below the value: ``searchsorted(side="left")``
-        # (``~(v <= e)`` also puts a NaN after every edge, as searchsorted does), all at once
-        idx = (~(np.asarray(z)[:, :, None] <= edges[None, :k, :])).sum(axis=2, dtype=np.int64)
-        return np.asarray(idx @ self._cell_weights(k), dtype=np.int64).reshape(len(z))
+        rows = np.asarray(z, dtype=np.float64).tolist()
+        return np.asarray([self._cell_code(r) for r in rows], dtype=np.int64)
 
-    def _cell_weights(self, k: int) -> np.ndarray:
-        """Place values of the cell code: ``b^(k-1) … b^0`` for ``b`` bins per component."""
-        cache: dict[int, np.ndarray] = self.__dict__.setdefault("_cell_weights_cache", {})
-        w = cache.get(k)
-        if w is None:
-            b = self.bin_edges.shape[1] + 1
-            w = cache[k] = b ** np.arange(k - 1, -1, -1, dtype=np.int64)
-        return w
+    def _cell_code(self, z: list[float]) -> int:
+        """Cell code of one projected row (``k`` floats, ``k`` ≤ the profile's components).
+
+        Per component, the bin is the count of edges strictly below the value
+        (``searchsorted(side="left")``; a NaN lies after every edge, as in ``searchsorted``);
+        the code is the bins read as the digits of a base-``b`` number (``b`` bins per
+        component), the first component the most significant.
+        """
+        edges = self.__dict__.get("_edge_lists")
+        if edges is None:  # sorted per component: the count of edges below a value does not change
+            edges = self.__dict__["_edge_lists"] = [sorted(e) for e in np.asarray(self.bin_edges).tolist()]
+        b = len(edges[0]) + 1 if edges else 1
+        out = 0
+        for v, e in zip(z, edges, strict=False):
+            out = out * b + (bisect_left(e, v) if v == v else len(e))
+        return out
 
 
 def fit_profile(

@@ -282,3 +282,39 @@ def test_onnx_hf_cache_layout_links_stay_safe(tmp_path: Path) -> None:
     (snap / "model.onnx").symlink_to(blobs / "h1")
     (snap / "model.onnx_data").symlink_to(blobs / "h2")
     assert scan_file(snap / "model.onnx").verdict is Verdict.SAFE
+
+
+# -- chat templates built to make the pattern search itself slow or huge ------------------------
+_SLOW_TEMPLATES = {
+    "many %c, no format": "%c" * 100_000,
+    "format( then blanks, no closing parenthesis": "'a'|format(" + " " * 100_000,
+    "% ( then blanks": "'a' % (" + " " * 100_000 + "x",
+    "long concatenation chain": "'a'~" * 50_000 + "'b'",
+    "deep parentheses": "(" * 50_000 + "'a'" + ")" * 50_000,
+    "many escapes": "'" + "\\x5f" * 50_000 + "'",
+}
+
+
+@pytest.mark.parametrize("text", list(_SLOW_TEMPLATES.values()), ids=list(_SLOW_TEMPLATES))
+def test_template_search_is_linear_on_pathological_templates(text: str) -> None:
+    """A quadratic pattern took 2.4 s on 16 KB of ``%c`` (minutes on 100 KB): each case is ~0.1 s."""
+    import signal
+
+    def too_slow(*_a: object) -> None:
+        raise TimeoutError("template search did not finish in 20 s")
+
+    old = signal.signal(signal.SIGALRM, too_slow)
+    signal.alarm(20)  # a hang guard, not a speed target: the cases take ~0.1 s each
+    try:
+        template_findings(text)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def test_only_percent_c_formatting_is_rendered() -> None:
+    """``'%0999999999d'|format(1)`` would build a gigabyte string if rendered; only ``%c`` is."""
+    assert template_findings("{{ '%0999999999d'|format(1) }}") == []
+    hits = template_findings("{{ ''|attr('%c%cclass%c%c'|format(95, 95, 95, 95)) }}")
+    assert ("dunder-attribute", "high") in {(k, s.value) for k, s, _ in hits}
+    assert "char-format" in {k for k, _, _ in hits}

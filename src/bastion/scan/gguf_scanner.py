@@ -77,15 +77,17 @@ _COMPILED = tuple((k, re.compile(p, re.IGNORECASE), s) for k, p, s in TEMPLATE_P
 #: Obfuscations that only make sense when building a forbidden name out of pieces: ``%c``
 #: formatting (``'%c%cclass%c%c'|format(95, 95, 95, 95)``) and underscores glued on at run time.
 _OBFUSCATIONS = (
-    ("char-format", re.compile(r"%c(?=.*\bformat\b)|\bformat\b(?=.*%c)", re.DOTALL), Severity.MEDIUM),
+    # a ``%c`` anywhere and a ``format`` anywhere (two linear searches: one pattern with a
+    # look-ahead over the rest of the text per ``%c`` would take quadratic time)
+    ("char-format", (re.compile(r"%c"), re.compile(r"\bformat\b")), Severity.MEDIUM),
     (
         "underscore-build",
-        re.compile(r"""(['"])_+\1\s*[~+*]|[~+]\s*(['"])_+\2|\bset\s+\w+\s*=\s*(['"])_+\3"""),
+        (re.compile(r"""(['"])_+\1\s*[~+*]|[~+]\s*(['"])_+\2|\bset\s+\w+\s*=\s*(['"])_+\3"""),),
         Severity.MEDIUM,
     ),
 )
 _LITERAL = re.compile(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"", re.DOTALL)
-_FORMAT = re.compile(r"""'([^']*)'\s*(?:\|\s*format\s*\(|%\s*\()\s*([\d\s,]*)\)""")
+_FORMAT = re.compile(r"""'([^']*)'\s*(?:\|\s*format\s*\(|%\s*\()([\d\s,]*)\)""")
 _CONCAT = re.compile(r"""'\s*[~+]\s*'""")
 _PARENS = re.compile(r"""\(\s*('[^']*')\s*\)""")
 
@@ -99,11 +101,24 @@ def _decode_literal(body: str) -> str:
 
 
 def _render_format(m: re.Match[str]) -> str:
+    """A literal whose only ``%`` directives are ``%c``, rendered with its integer arguments.
+
+    Only ``%c`` is rendered (a ``%0999999999d`` would build a gigabyte string); anything else,
+    a count mismatch or a code point out of range leaves the text as written.
+    """
+    parts = m.group(1).split("%c")
     try:
-        args = tuple(int(a) for a in m.group(2).replace(" ", "").split(",") if a)
-        return "'" + (m.group(1) % args).replace("'", "") + "'"
-    except (TypeError, ValueError, OverflowError):
+        args = [int(a) for a in re.split(r"[\s,]+", m.group(2)) if a]
+    except ValueError:  # more digits than int() converts
         return m.group(0)
+    if (
+        len(args) != len(parts) - 1
+        or any("%" in p for p in parts)
+        or any(not 0 <= a < 0x110000 for a in args)
+    ):
+        return m.group(0)
+    rendered = "".join(p + chr(a) for p, a in zip(parts, args, strict=False)) + parts[-1]
+    return "'" + rendered.replace("'", "") + "'"
 
 
 def normalise_template(text: str) -> str:
@@ -151,10 +166,10 @@ def template_findings(text: str) -> list[tuple[str, Severity, str]]:
         m = rx.search(text) or rx.search(normal)
         if m:
             hits.append((kind, sev, m.group(0)))
-    for kind, rx, sev in _OBFUSCATIONS:
-        m = rx.search(text)
-        if m:
-            hits.append((kind, sev, m.group(0)))
+    for kind, patterns, sev in _OBFUSCATIONS:  # every pattern of the kind must match
+        found = [rx.search(text) for rx in patterns]
+        if all(found):
+            hits.append((kind, sev, " … ".join(m.group(0) for m in found if m)))
     hits.sort(key=lambda h: h[1], reverse=True)
     return hits
 

@@ -286,3 +286,21 @@ def test_a_gguf_header_of_millions_of_strings_minds_the_time_limit(tmp_path: Pat
     assert scan_paths([tmp_path / "m.gguf"]).files[0].verdict is not Verdict.ERROR  # in time
     fr = scan_paths([tmp_path / "m.gguf"], limits=ScanLimits(max_seconds=1e-9)).files[0]
     assert fr.verdict is Verdict.ERROR and "time limit" in (fr.reason or "") and fr.format == "gguf"
+
+
+def test_folder_paths_are_spelled_as_pathlib_spells_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The walk builds paths as strings (no Path per entry): the same text ``str(Path(...))`` gives."""
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "a.pkl").write_bytes(pickle.dumps([1]))
+    (tmp_path / "b.pkl").write_bytes(pickle.dumps([2]))
+    monkeypatch.chdir(tmp_path)
+    for root, expected in [
+        (".", ["b.pkl", os.path.join("sub", "a.pkl")]),
+        ("./sub/", [os.path.join("sub", "a.pkl")]),
+        (str(tmp_path) + "/", [str(tmp_path / "b.pkl"), str(tmp_path / "sub" / "a.pkl")]),
+    ]:
+        res = scan_paths([root], digest=False)
+        assert [f.path for f in res.files] == expected
+        assert [f.verdict for f in res.files] == [Verdict.SAFE] * len(expected)

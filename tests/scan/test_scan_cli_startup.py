@@ -218,3 +218,60 @@ def test_everything_after_a_double_dash_is_a_path(tmp_path: Path, monkeypatch: p
             scan_cmd.parse(argv)
         assert exc.value.code == 4
     assert "PATH [PATH ...]" in scan_cmd.build_parser().format_usage()
+
+
+def test_console_script_exit_keeps_output_exit_code_and_atexit_handlers(tmp_path: Path) -> None:
+    """``bastion scan`` as the console script ends without the interpreter's teardown, but what
+    a normal exit does that anyone can see still happens: output flushed, atexit handlers run,
+    the scan's exit code."""
+    folder = _folder(tmp_path)
+    (folder / "evil.pkl").write_bytes(b"cos\nsystem\n(S'true'\ntR.")
+    marker = tmp_path / "atexit-ran"
+    code = (
+        "import atexit, sys\n"
+        f"atexit.register(lambda: open({str(marker)!r}, 'w').close())\n"
+        "from bastion.cli.main import run\n"
+        f"sys.argv = ['bastion', 'scan', {str(folder)!r}, '-f', 'json']\n"
+        "run()\n"
+        "print('not reached')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1, proc.stderr  # a malicious file: findings at or above medium
+    assert "not reached" not in proc.stdout
+    import json
+
+    doc = json.loads(proc.stdout)
+    assert [f["verdict"] for f in doc["files"]] == ["malicious", "safe", "safe", "safe"]
+    assert proc.stderr.strip().endswith("4 file(s): 1 malicious, 3 safe")
+    assert marker.exists()
+
+
+def test_shipped_rules_compiled_copies_are_current() -> None:
+    """The compiled rule copies (read instead of the TOML at start-up) are what the TOML gives."""
+    from bastion.scan import policy
+
+    for name in policy.COMPILED_RULES:
+        with open(policy._compiled_path(name), encoding="utf-8") as fh:
+            shipped = fh.read()
+        assert shipped == policy.compile_rules(name), (
+            f"{name} changed: run python -c 'from bastion.scan.policy import write_compiled_rules; "
+            "write_compiled_rules()'"
+        )
+
+
+def test_a_stale_compiled_copy_is_never_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    import tomllib
+
+    from bastion.scan import policy
+
+    text = policy.shipped_rules_text("pickle_deny.toml")
+    assert policy._compiled_doc("pickle_deny.toml", text) == tomllib.loads(text)
+    edited = text.replace('version = "', 'version = "edited-', 1)
+    assert edited != text
+    monkeypatch.setattr(policy, "shipped_rules_text", lambda name: edited)
+    assert policy._compiled_doc("pickle_deny.toml", edited) is None
+    version, rules = policy.load_rules("deny")
+    assert version.startswith("edited-")
+    assert [r.id for r in rules] == [r.id for r in policy.load_rules("deny", text)[1]]
+    # a rule file given by the user is always read from its own text
+    assert policy.load_rules("deny", edited, source="mine.toml")[0].startswith("edited-")

@@ -199,7 +199,8 @@ def test_small_file_growing_while_read_is_an_error(tmp_path: Path, monkeypatch: 
             return getattr(os, name)
 
         def fstat(self, fd: int) -> SimpleNamespace:
-            return SimpleNamespace(st_size=os.fstat(fd).st_size - 1)
+            real = os.fstat(fd)
+            return SimpleNamespace(st_size=real.st_size - 1, st_mode=real.st_mode)
 
     p = tmp_path / "m.pkl"
     p.write_bytes(pickle.dumps({"a": 1}))
@@ -207,3 +208,22 @@ def test_small_file_growing_while_read_is_an_error(tmp_path: Path, monkeypatch: 
     fr = scan_paths([p]).files[0]
     assert fr.verdict == Verdict.ERROR
     assert fr.reason is not None and "changed while being scanned" in fr.reason
+
+
+def test_worker_records_round_trip_and_a_cut_record_is_dropped(tmp_path: Path, marker: Path) -> None:
+    """A forked worker's records travel as length-prefixed frames (marshal, or pickle with findings);
+    a frame cut short by the worker's death ends the records read, the whole ones are kept."""
+    (tmp_path / "evil.pkl").write_bytes(os_system_payload(marker))
+    (tmp_path / "ok.pkl").write_bytes(pickle.dumps({"a": [1.0]}))
+    (tmp_path / "note.txt").write_text("not a model")
+    records = engine.scan_records([tmp_path], jobs=1, digest=False).files
+    assert [r.verdict for r in records] == [Verdict.MALICIOUS, Verdict.SKIPPED, Verdict.SAFE]
+    frames = [engine._encode(r) for r in records]
+    assert [f[4:5] for f in frames] == [b"p", b"m", b"m"]  # pickle only for the record with findings
+    for cut in (0, 1, 4, len(frames[2]) - 1):
+        fd = engine._records_file()
+        data = b"".join(frames)
+        os.write(fd, data[: len(data) - cut] if cut else data)
+        got = engine._read_records(fd, 3)
+        assert got == (records if cut == 0 else records[:2])
+    assert not marker.exists()

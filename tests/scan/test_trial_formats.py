@@ -318,3 +318,15 @@ def test_only_percent_c_formatting_is_rendered() -> None:
     hits = template_findings("{{ ''|attr('%c%cclass%c%c'|format(95, 95, 95, 95)) }}")
     assert ("dunder-attribute", "high") in {(k, s.value) for k, s, _ in hits}
     assert "char-format" in {k for k, _, _ in hits}
+
+
+def test_malformed_npy_header_reason_is_the_same_every_time(tmp_path: Path) -> None:
+    """``literal_eval``'s message quoted a memory address (``<ast.Call object at 0x…>``)."""
+    header = b"{'descr': print(1), 'fortran_order': False, 'shape': (1,), }"
+    header += b" " * (-(10 + len(header) + 1) % 64) + b"\n"
+    path = tmp_path / "bad.npy"
+    path.write_bytes(b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header + b"\0" * 8)
+    first, second = scan_file(path), scan_file(path)
+    assert first.verdict is Verdict.ERROR
+    assert first.reason == second.reason
+    assert first.reason is not None and "0x" not in first.reason and "not a Python literal" in first.reason

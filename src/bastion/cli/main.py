@@ -16,7 +16,7 @@ import importlib
 import logging
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from bastion.cli._common import EXIT_ERROR, EXIT_OK, EXIT_USAGE, err, state
 from bastion.core.errors import BastionError
@@ -125,8 +125,38 @@ def run(argv: list[str] | None = None) -> int:
     request = _scan_request(sys.argv[1:] if argv is None else argv)
     code = _run_scan(*request) if request is not None else _run_typer(argv)
     if argv is None:
+        if request is not None:
+            _exit_now(code)
         sys.exit(code)
     return code
+
+
+def _exit_now(code: int) -> NoReturn:
+    """End the process as ``sys.exit(code)`` would, without the interpreter's teardown.
+
+    What a normal exit does that anyone could observe is kept, in the same order: waiting for
+    non-daemon threads, the ``atexit`` handlers (logging's flush, ``weakref.finalize``, coverage),
+    flushing stdout and stderr (a failed flush exits 120, as Python does). What is skipped is
+    freeing every module and object one by one (~10 ms after a scan of 1,000 files). Used after
+    ``bastion scan`` only, when ``run`` is the console script (never when ``argv`` is given).
+    """
+    import atexit
+    import os
+
+    threading = sys.modules.get("threading")
+    if threading is not None:
+        main = threading.main_thread()
+        for t in threading.enumerate():
+            if t is not main and not t.daemon:
+                t.join()
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None:
+                stream.flush()
+        except (OSError, ValueError):
+            code = 120  # what Python's own exit does when a standard stream cannot be flushed
+    os._exit(code)
 
 
 def __getattr__(name: str) -> Any:

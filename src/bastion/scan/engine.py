@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import io
 import logging
+import marshal
 import os
 import stat
 import tomllib
@@ -83,6 +85,32 @@ def _reason(out: Outcome, verdict: Verdict) -> str | None:
 
 #: Files at least this large are hashed in a thread while the scan reads them.
 _THREAD_HASH_MIN = 8 << 20
+#: Without hashing, files up to this size are still read at once (one read instead of one per
+#: scanner look: the head, then the pickle reader's refills).
+_READ_WHOLE_MAX = 1 << 20
+#: How :func:`_scan_one` opens a file (read-only; not inherited by programs this one starts).
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+
+
+def _read_upto(fd: int, n: int, expected: int) -> bytes:
+    """Up to ``n`` bytes from ``fd``: fewer only at the end of the file.
+
+    A first read that gives exactly the ``expected`` size (``n - 1``: what ``fstat`` said) ends
+    there: a regular file gives what was asked unless it ends first, so asking for one byte more
+    has already told whether it grew (a second read would only find the end).
+    """
+    data = os.read(fd, n)
+    got = len(data)
+    if got >= n or got == expected or not data:
+        return data
+    parts = [data]
+    while got < n:
+        more = os.read(fd, n - got)
+        if not more:
+            break
+        parts.append(more)
+        got += len(more)
+    return b"".join(parts)
 
 
 class _BackgroundHash:
@@ -113,7 +141,7 @@ class _BackgroundHash:
 
 def _scan_one(
     display: str,
-    path: Path,
+    path: str | os.PathLike[str],
     policy: PicklePolicy,
     limits: ScanLimits,
     scanners: list[Scanner],
@@ -121,32 +149,53 @@ def _scan_one(
 ) -> FileRecord:
     """Scan one file, never raising (an unreadable file is an ``error`` verdict).
 
-    Small files are read once (hash and scan share the bytes); large ones are hashed in a
-    thread while the scanners read only what they need.
+    Small files are read once (hash and scan share the bytes; without hashing, files up to
+    ``_READ_WHOLE_MAX``); large ones are hashed in a thread while the scanners read only what
+    they need.
     """
     digest: str | None = None
     background: _BackgroundHash | None = None
+    path = os.fspath(path)
     ctx = ScanContext(policy, limits, scanners)
     try:
-        with path.open("rb") as fh:
-            size = os.fstat(fh.fileno()).st_size
-            stream: IO[bytes] = fh
-            if digest_files and size < _THREAD_HASH_MIN:
-                import hashlib  # on first use (``--hash``): ~2 ms of start-up otherwise
+        # A raw descriptor: a small file is read with one system call and no file object.
+        fd = os.open(path, _OPEN_FLAGS)
+        fh: IO[bytes] | None = None
+        try:
+            st = os.fstat(fd)
+            if stat.S_ISDIR(st.st_mode):  # as open() says it (the file became a folder since the walk)
+                raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
+            size = st.st_size
+            data: bytes | None = None
+            if size < _THREAD_HASH_MIN if digest_files else size <= _READ_WHOLE_MAX:
+                data = _read_upto(fd, size + 1, size)
+                if digest_files:
+                    import hashlib  # on first use (``--hash``): ~2 ms of start-up otherwise
 
-                data = fh.read(size + 1)
-                digest = hashlib.sha256(data).hexdigest()
-                if len(data) != size:
-                    return FileRecord(
-                        path=display,
-                        verdict=Verdict.ERROR,
-                        reason=f"file changed while being scanned ({size} bytes, then {len(data)})",
-                    )
-                stream = io.BytesIO(data)
+                    digest = hashlib.sha256(data).hexdigest()
+                    if len(data) != size:
+                        return FileRecord(
+                            path=display,
+                            verdict=Verdict.ERROR,
+                            reason=f"file changed while being scanned ({size} bytes, then {len(data)})",
+                        )
+                elif len(data) != size:  # changed since the stat: scanned from the file, as a large one
+                    data = None
+                    os.lseek(fd, 0, os.SEEK_SET)
             elif digest_files:
-                background = _BackgroundHash(path)
+                background = _BackgroundHash(Path(path))
+            if data is not None:
+                stream: IO[bytes] = io.BytesIO(data)
+            else:
+                stream = fh = open(fd, "rb", closefd=False)  # noqa: SIM115 - closed below
             art = Artifact(
-                path=display, member=None, name=path.name, stream=stream, size=size, depth=0, ctx=ctx
+                path=display,
+                member=None,
+                name=os.path.basename(path),
+                stream=stream,
+                size=size,
+                depth=0,
+                ctx=ctx,
             )
             try:
                 out = ctx.scan(art)
@@ -155,6 +204,10 @@ def _scan_one(
                     with contextlib.suppress(OSError):
                         background.join()
                 raise
+        finally:
+            if fh is not None:
+                fh.close()
+            os.close(fd)
     except OSError as exc:
         if background is not None:
             with contextlib.suppress(OSError):
@@ -193,7 +246,7 @@ def _scan_one(
 _UNREADABLE = "unreadable"
 
 
-def _walk(root: Path, reals: dict[str, str] | None = None) -> Iterator[tuple[str, Path | None, str | None]]:
+def _walk(root: Path, reals: dict[str, str] | None = None) -> Iterator[tuple[str, str | None, str | None]]:
     """Yield ``(display path, path to scan or None, skip reason)`` under ``root``, sorted.
 
     In-folder file symlinks come with the reason ``_LINK`` (scanned unless their target is). A
@@ -203,48 +256,49 @@ def _walk(root: Path, reals: dict[str, str] | None = None) -> Iterator[tuple[str
     symlinked folder is walked into), so callers need not resolve every file again.
     """
     real_root = os.path.realpath(root)
-    stack = [(root, real_root)]
-    found: list[tuple[str, Path | None, str | None]] = []
+    stack = [(str(root), real_root)]  # paths as ``str(Path(...))`` spells them: no Path per entry
+    found: list[tuple[str, str | None, str | None]] = []
     while stack:
         folder, real_folder = stack.pop()
         try:
             entries = sorted(os.scandir(folder), key=lambda e: e.name)
         except OSError as exc:
-            found.append((str(folder), None, f"{_UNREADABLE} folder: {exc}"))
+            found.append((folder, None, f"{_UNREADABLE} folder: {exc}"))
             continue
+        prefix = "" if folder == "." else folder if folder.endswith(os.sep) else folder + os.sep
         for e in entries:
-            p = Path(e.path)
+            p = prefix + e.name
             try:
                 if e.is_symlink():
                     target = os.path.realpath(p)
                     inside = target == real_root or target.startswith(real_root + os.sep)
                     if not os.path.exists(target):
-                        found.append((str(p), None, "broken symlink"))
+                        found.append((p, None, "broken symlink"))
                     elif os.path.isdir(target):
-                        found.append((str(p), None, "symlinked folder not followed"))
+                        found.append((p, None, "symlinked folder not followed"))
                     elif not os.path.isfile(target):  # a FIFO (open would block), a device, a socket
-                        found.append((str(p), None, "symlink to something that is not a regular file"))
+                        found.append((p, None, "symlink to something that is not a regular file"))
                     elif not inside:
                         # a file kept elsewhere (a Hugging Face cache snapshot links every file
                         # into ../../blobs): scanned at the link's path, like the loader reads it
-                        found.append((str(p), p, None))
+                        found.append((p, p, None))
                         if reals is not None:
-                            reals[str(p)] = target
+                            reals[p] = target
                     else:
-                        found.append((str(p), p, _LINK))
+                        found.append((p, p, _LINK))
                         if reals is not None:
-                            reals[str(p)] = target
+                            reals[p] = target
                 elif e.is_dir(follow_symlinks=False):
                     if e.name not in SKIP_DIRS:
                         stack.append((p, os.path.join(real_folder, e.name)))
                 elif e.is_file(follow_symlinks=False):
-                    found.append((str(p), p, None))
+                    found.append((p, p, None))
                     if reals is not None:
-                        reals[str(p)] = os.path.join(real_folder, e.name)
+                        reals[p] = os.path.join(real_folder, e.name)
                 else:
-                    found.append((str(p), None, "not a regular file"))
+                    found.append((p, None, "not a regular file"))
             except OSError as exc:
-                found.append((str(p), None, f"{_UNREADABLE}: {exc}"))
+                found.append((p, None, f"{_UNREADABLE}: {exc}"))
     found.sort(key=lambda t: t[0])
     yield from found
 
@@ -333,7 +387,7 @@ def _warm_up(policy: PicklePolicy, limits: ScanLimits, scanners: list[Scanner]) 
 
 
 def _scan_or_error(
-    display: str, path: Path, policy: PicklePolicy, limits: ScanLimits, scanners: list[Scanner], digest: bool
+    display: str, path: str, policy: PicklePolicy, limits: ScanLimits, scanners: list[Scanner], digest: bool
 ) -> FileRecord:
     """:func:`_scan_one` in a worker process: a crash is an error verdict, never a lost file."""
     try:
@@ -349,7 +403,7 @@ def _work(item: tuple[str, str]) -> FileRecord:
     limits = _WORKER["limits"]
     scanners = _WORKER["scanners"]
     assert isinstance(policy, PicklePolicy) and isinstance(limits, ScanLimits) and isinstance(scanners, list)
-    return _scan_or_error(display, Path(path), policy, limits, scanners, bool(_WORKER["digest"]))
+    return _scan_or_error(display, path, policy, limits, scanners, bool(_WORKER["digest"]))
 
 
 #: ``jobs=0`` starts a worker process only per this many files (a pool costs a few ms a worker
@@ -399,7 +453,7 @@ class _Pool(_Workers):
 
     def __init__(
         self,
-        items: list[tuple[int, tuple[str, Path]]],
+        items: list[tuple[int, tuple[str, str]]],
         nproc: int,
         policy: PicklePolicy,
         limits: ScanLimits,
@@ -450,16 +504,17 @@ class _Forked(_Workers):
 
     Lighter than a process pool (no ``multiprocessing`` import, no queues, no manager thread):
     child ``k`` scans items ``k, k + nproc, …`` with the scanners it inherited and appends each
-    file's record, pickled, to an anonymous in-memory file as soon as it is done (our own
-    records, never scanned data; a file, not a pipe, so a child never waits for this process
-    to read). Iterating reaps the children and reads their records. A child that dies (killed,
-    out of memory) costs only the file it was scanning, an ``error`` naming the cause: the
-    records it wrote are kept and the files it did not reach are scanned here.
+    file's record, as a length-prefixed frame (see :func:`_encode`), to an anonymous in-memory
+    file as soon as it is done (our own records, never scanned data; a file, not a pipe, so a
+    child never waits for this process to read). Iterating reaps the children and reads their
+    records. A child that dies (killed, out of memory) costs only the file it was scanning, an
+    ``error`` naming the cause: the records it wrote are kept and the files it did not reach
+    are scanned here.
     """
 
     def __init__(
         self,
-        items: list[tuple[int, tuple[str, Path]]],
+        items: list[tuple[int, tuple[str, str]]],
         nproc: int,
         policy: PicklePolicy,
         limits: ScanLimits,
@@ -540,18 +595,53 @@ def _records_file() -> int:
 
 def _read_records(fd: int, most: int) -> list[FileRecord]:
     """The records a child wrote to ``fd`` (closed here), up to the first incomplete one."""
-    import pickle
-
     out: list[FileRecord] = []
     os.lseek(fd, 0, os.SEEK_SET)
     with os.fdopen(fd, "rb") as fh:
-        while len(out) < most:
-            try:
-                packed = pickle.load(fh)  # our child's records (never scanned data)
-                out.append(_unpack(packed))
-            except Exception:  # EOF, or a record cut short by the child's death
-                break
+        data = memoryview(fh.read())
+    pos, end = 0, len(data)
+    while len(out) < most and pos + 5 <= end:
+        size = int.from_bytes(data[pos : pos + 4], "little")
+        stop = pos + 4 + size
+        if stop > end:  # a record cut short by the child's death
+            break
+        try:
+            out.append(_unpack(_decode(data[pos + 4 : stop])))  # our child's records (never scanned data)
+        except Exception:
+            break
+        pos = stop
     return out
+
+
+def _encode(rec: FileRecord) -> bytes:
+    """One record as a frame: 4-byte little-endian length, then ``m`` + marshal or ``p`` + pickle.
+
+    ``marshal`` (built in: no import, and faster) for a record of plain values; ``pickle`` when
+    it carries findings (pydantic models).
+    """
+    packed = _pack(rec)
+    body = b""
+    if not rec.findings:
+        with contextlib.suppress(ValueError):  # a value of a type marshal does not write
+            body = b"m" + marshal.dumps(packed)
+    if not body:
+        import pickle
+
+        body = b"p" + pickle.dumps(packed, protocol=pickle.HIGHEST_PROTOCOL)
+    return len(body).to_bytes(4, "little") + body
+
+
+def _decode(body: memoryview) -> tuple[Any, ...]:
+    """The packed record of one frame's body (see :func:`_encode`)."""
+    if body[0] == ord("m"):
+        packed = marshal.loads(body[1:])
+    else:
+        import pickle
+
+        packed = pickle.loads(body[1:])
+    if not isinstance(packed, tuple):
+        raise TypeError(f"not a packed record: {type(packed).__name__}")
+    return packed
 
 
 #: ``FileRecord``'s fields, in order: what :func:`_pack` sends from a child.
@@ -571,27 +661,25 @@ def _unpack(t: tuple[Any, ...]) -> FileRecord:
 
 
 def _fork_child(
-    share: list[tuple[str, Path]],
+    share: list[tuple[str, str]],
     policy: PicklePolicy,
     limits: ScanLimits,
     scanners: list[Scanner],
     digest: bool,
 ) -> tuple[int, int]:
     """Fork a child that scans ``share``, appending each record to a file: ``(pid, its fd)``."""
-    import pickle
-
     fd = _records_file()
     parent = os.getpid()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child (coverage does not follow it)
         code = 1
         try:
-            dumps, write, proto = pickle.dumps, os.write, pickle.HIGHEST_PROTOCOL
+            write = os.write
             for display, path in share:
                 if os.getppid() != parent:  # the parent was killed (SIGTERM, SIGKILL): stop
                     break
                 rec = _scan_or_error(display, path, policy, limits, scanners, digest)
-                data = memoryview(dumps(_pack(rec), protocol=proto))
+                data = memoryview(_encode(rec))
                 while data:  # written at once: kept if this process dies on a later file
                     data = data[write(fd, data) :]
             code = 0
@@ -675,16 +763,16 @@ def scan_records(
         raise ConfigError(f"jobs must be >= 0, got {jobs}")
     policy = load_rule_files(rules, allow)
     lim = limits or ScanLimits()
-    entries: list[FileRecord | tuple[str, Path]] = []
+    entries: list[FileRecord | tuple[str, str]] = []
     seen: dict[str, str] = {}  # real path -> the display path it was listed under
     reals: dict[str, str] = {}
 
-    def real(display: str, q: Path) -> str:
+    def real(display: str, q: str) -> str:
         return reals.get(display) or os.path.realpath(q)
 
     for p in given:
         walked = p.is_dir()
-        items = list(_walk(p, reals)) if walked else [(str(p), p, None)]
+        items = list(_walk(p, reals)) if walked else [(str(p), str(p), None)]
         real_files = {real(d, q) for d, q, why in items if q is not None and why is None}
         for display, path, skip in items:
             # A file the walk yielded is a regular file (its directory entry, or its symlink's
@@ -705,7 +793,7 @@ def scan_records(
             # because the FIFO's own display path equals the link's resolved path
             key = real(display, path) if path is not None else "\0" + display
             if key in seen:  # listed already: a second link to it says so; overlapping paths do not
-                if path is not None and path.is_symlink():
+                if path is not None and os.path.islink(path):
                     why = f"symlink to the same file as {seen[key]}"
                     entries.append(FileRecord(path=display, verdict=Verdict.SKIPPED, reason=why))
                 continue
@@ -716,7 +804,7 @@ def scan_records(
                 entries.append(FileRecord(path=display, verdict=verdict, reason=skip))
                 continue
             try:
-                mode = stat.S_IFREG if regular else path.stat().st_mode
+                mode = stat.S_IFREG if regular else os.stat(path).st_mode
             except OSError as exc:
                 entries.append(FileRecord(path=display, verdict=Verdict.ERROR, reason=f"unreadable: {exc}"))
                 continue

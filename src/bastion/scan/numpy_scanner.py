@@ -100,7 +100,12 @@ def read_npy_header(fh: IO[bytes]) -> tuple[dict[str, Any], int]:
     try:
         header = ast.literal_eval(text.decode("utf-8" if major == 3 else "latin-1"))
     except (ValueError, SyntaxError, UnicodeDecodeError, MemoryError, RecursionError, TypeError) as exc:
-        raise NpyError(f"malformed .npy header: {exc}") from exc
+        # the reason without ``literal_eval``'s text, which can quote an object's memory address
+        # (``<ast.Call object at 0x7f…>``): the same file always gets the same verdict text
+        why = (
+            "nested too deeply" if isinstance(exc, (RecursionError, MemoryError)) else "not a Python literal"
+        )
+        raise NpyError(f"malformed .npy header: {why} ({type(exc).__name__})") from exc
     if not isinstance(header, dict) or set(header) != {"descr", "fortran_order", "shape"}:
         raise NpyError(".npy header must hold exactly descr, fortran_order and shape")
     shape = header["shape"]

@@ -31,7 +31,6 @@ import re
 import struct
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import IO, Any
 
 __all__ = [
@@ -243,11 +242,38 @@ class Reader:
 # --------------------------------------------------------------------------- symbolic values
 
 
-@dataclass(eq=False)
-class Global:
+class _Value:
+    """Base of the emulator's record classes: the ``__repr__`` of a dataclass over ``_fields``.
+
+    Plain classes rather than ``@dataclass``: the eleven classes cost ~2.5 ms of every scan's
+    start-up to create as dataclasses. ``__init__`` is written out in each, in field order.
+    """
+
+    _fields: tuple[str, ...] = ()
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{n}={getattr(self, n)!r}" for n in self._fields)
+        return f"{type(self).__qualname__}({inner})"
+
+
+class _Compared(_Value):
+    """A :class:`_Value` equal to another of its class with equal fields (a dataclass's ``__eq__``)."""
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return all(getattr(self, n) == getattr(other, n) for n in self._fields)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable and compared by value, as a dataclass
+
+
+class Global(_Value):
     """A callable or object resolved by ``GLOBAL``/``STACK_GLOBAL``/``INST`` (never imported)."""
 
-    ref: GlobalRef
+    _fields = ("ref",)
+
+    def __init__(self, ref: GlobalRef) -> None:
+        self.ref = ref
 
     @property
     def qualname(self) -> str:
@@ -255,8 +281,7 @@ class Global:
         return self.ref.qualname
 
 
-@dataclass(eq=False)
-class Obj:
+class Obj(_Value):
     """The result of a call (``REDUCE``, ``NEWOBJ``, ``OBJ``, ``INST``): never computed.
 
     Attributes:
@@ -269,13 +294,25 @@ class Obj:
         value: a folded constant (``_codecs.encode(str, 'latin1')`` gives bytes), else ``None``.
     """
 
-    func: Any
-    args: Any
-    opcode: str
-    offset: int
-    kwargs: Any = None
-    state: Any = None
-    value: Any = None
+    _fields = ("func", "args", "opcode", "offset", "kwargs", "state", "value")
+
+    def __init__(
+        self,
+        func: Any,
+        args: Any,
+        opcode: str,
+        offset: int,
+        kwargs: Any = None,
+        state: Any = None,
+        value: Any = None,
+    ) -> None:
+        self.func = func
+        self.args = args
+        self.opcode = opcode
+        self.offset = offset
+        self.kwargs = kwargs
+        self.state = state
+        self.value = value
 
     @property
     def cls(self) -> Global | None:
@@ -299,18 +336,22 @@ class Obj:
         return None if cls is None else cls.qualname
 
 
-@dataclass(eq=False)
-class PList:
+class PList(_Value):
     """A list built by the stream."""
 
-    items: list[Any] = field(default_factory=list)
+    _fields = ("items",)
+
+    def __init__(self, items: list[Any] | None = None) -> None:
+        self.items: list[Any] = [] if items is None else items
 
 
-@dataclass(eq=False)
-class PDict:
+class PDict(_Value):
     """A dict built by the stream, as (key, value) pairs (keys may be unhashable)."""
 
-    items: list[tuple[Any, Any]] = field(default_factory=list)
+    _fields = ("items",)
+
+    def __init__(self, items: list[tuple[Any, Any]] | None = None) -> None:
+        self.items: list[tuple[Any, Any]] = [] if items is None else items
 
     def get(self, key: str, default: Any = None) -> Any:
         """Last value stored under the ``str`` key ``key``."""
@@ -324,32 +365,34 @@ class PDict:
         return any(isinstance(k, str) and k == key for k, _ in self.items)
 
 
-@dataclass(eq=False)
-class PSet:
+class PSet(_Value):
     """A set or frozenset built by the stream."""
 
-    items: list[Any] = field(default_factory=list)
-    frozen: bool = False
+    _fields = ("items", "frozen")
+
+    def __init__(self, items: list[Any] | None = None, frozen: bool = False) -> None:
+        self.items: list[Any] = [] if items is None else items
+        self.frozen = frozen
 
 
-@dataclass(eq=False)
-class Opaque:
+class Opaque(_Value):
     """A value the emulator does not model (persistent id, extension, out-of-band buffer, big data)."""
 
-    what: str
-    payload: Any = None
+    _fields = ("what", "payload")
+
+    def __init__(self, what: str, payload: Any = None) -> None:
+        self.what = what
+        self.payload = payload
 
 
-@dataclass(eq=False)
-class _Mark:
+class _Mark(_Value):
     pass
 
 
 # --------------------------------------------------------------------------- results
 
 
-@dataclass
-class CallSite:
+class CallSite(_Compared):
     """One invocation of a resolved global.
 
     Attributes:
@@ -359,14 +402,16 @@ class CallSite:
         blobs: ``bytes`` found in the arguments (captured globals only), for nested scans.
     """
 
-    opcode: str
-    offset: int
-    preview: str = ""
-    blobs: list[bytes] = field(default_factory=list)
+    _fields = ("opcode", "offset", "preview", "blobs")
+
+    def __init__(self, opcode: str, offset: int, preview: str = "", blobs: list[bytes] | None = None) -> None:
+        self.opcode = opcode
+        self.offset = offset
+        self.preview = preview
+        self.blobs: list[bytes] = [] if blobs is None else blobs
 
 
-@dataclass
-class GlobalRef:
+class GlobalRef(_Compared):
     """One resolution of ``module.name`` in the stream.
 
     Attributes:
@@ -378,12 +423,23 @@ class GlobalRef:
         ncalls: total number of invocations.
     """
 
-    module: str
-    name: str
-    offset: int
-    opcode: str
-    calls: list[CallSite] = field(default_factory=list)
-    ncalls: int = 0
+    _fields = ("module", "name", "offset", "opcode", "calls", "ncalls")
+
+    def __init__(
+        self,
+        module: str,
+        name: str,
+        offset: int,
+        opcode: str,
+        calls: list[CallSite] | None = None,
+        ncalls: int = 0,
+    ) -> None:
+        self.module = module
+        self.name = name
+        self.offset = offset
+        self.opcode = opcode
+        self.calls: list[CallSite] = [] if calls is None else calls
+        self.ncalls = ncalls
 
     @property
     def qualname(self) -> str:
@@ -391,8 +447,7 @@ class GlobalRef:
         return f"{self.module}.{self.name}"
 
 
-@dataclass
-class Anomaly:
+class Anomaly(_Compared):
     """Something a real unpickler honours but no pickler writes.
 
     Attributes:
@@ -405,14 +460,16 @@ class Anomaly:
         detail: one line.
     """
 
-    kind: str
-    offset: int
-    opcode: str
-    detail: str
+    _fields = ("kind", "offset", "opcode", "detail")
+
+    def __init__(self, kind: str, offset: int, opcode: str, detail: str) -> None:
+        self.kind = kind
+        self.offset = offset
+        self.opcode = opcode
+        self.detail = detail
 
 
-@dataclass
-class PickleResult:
+class PickleResult(_Compared):
     """What :func:`emulate` learnt about one pickle stream.
 
     Attributes:
@@ -431,19 +488,51 @@ class PickleResult:
         timed_out: parsing stopped at the ``deadline`` (the stream is not known to be malformed).
     """
 
-    start: int
-    end: int = 0
-    complete: bool = False
-    error: str | None = None
-    error_offset: int | None = None
-    protocol: int = 0
-    globals: list[GlobalRef] = field(default_factory=list)
-    anomalies: list[Anomaly] = field(default_factory=list)
-    opcodes: int = 0
-    joblib_arrays: int = 0
-    joblib_object_arrays: int = 0
-    persistent_ids: int = 0
-    timed_out: bool = False
+    _fields = (
+        "start",
+        "end",
+        "complete",
+        "error",
+        "error_offset",
+        "protocol",
+        "globals",
+        "anomalies",
+        "opcodes",
+        "joblib_arrays",
+        "joblib_object_arrays",
+        "persistent_ids",
+        "timed_out",
+    )
+
+    def __init__(
+        self,
+        start: int,
+        end: int = 0,
+        complete: bool = False,
+        error: str | None = None,
+        error_offset: int | None = None,
+        protocol: int = 0,
+        globals: list[GlobalRef] | None = None,
+        anomalies: list[Anomaly] | None = None,
+        opcodes: int = 0,
+        joblib_arrays: int = 0,
+        joblib_object_arrays: int = 0,
+        persistent_ids: int = 0,
+        timed_out: bool = False,
+    ) -> None:
+        self.start = start
+        self.end = end
+        self.complete = complete
+        self.error = error
+        self.error_offset = error_offset
+        self.protocol = protocol
+        self.globals: list[GlobalRef] = [] if globals is None else globals
+        self.anomalies: list[Anomaly] = [] if anomalies is None else anomalies
+        self.opcodes = opcodes
+        self.joblib_arrays = joblib_arrays
+        self.joblib_object_arrays = joblib_object_arrays
+        self.persistent_ids = persistent_ids
+        self.timed_out = timed_out
 
 
 class _TimeUp(Exception):

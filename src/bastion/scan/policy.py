@@ -32,7 +32,16 @@ from bastion.core.severity import Severity
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Judgement", "PicklePolicy", "Rule", "Verdictish", "load_rules"]
+__all__ = [
+    "COMPILED_RULES",
+    "Judgement",
+    "PicklePolicy",
+    "Rule",
+    "Verdictish",
+    "compile_rules",
+    "load_rules",
+    "write_compiled_rules",
+]
 
 _MAX_PARTS = 24
 
@@ -196,13 +205,75 @@ def load_rules(kind: str, text: str | None = None, source: str | None = None) ->
     if kind not in ("allow", "deny"):
         raise ValueError(f"kind must be 'allow' or 'deny', got {kind!r}")
     name = f"pickle_{kind}.toml"
+    doc: dict[str, Any] | None = None
     if text is None:
         text = shipped_rules_text(name)
-    try:
-        doc = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{source or name}: not valid TOML: {exc}") from exc
+        doc = _compiled_doc(name, text)
+    if doc is None:
+        try:
+            doc = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{source or name}: not valid TOML: {exc}") from exc
     return _parse_rules(doc, kind, source or name)
+
+
+#: The shipped rule files that have a compiled copy (``rules/<name>.json``, see :func:`compile_rules`).
+COMPILED_RULES = ("pickle_allow.toml", "pickle_deny.toml")
+
+
+def compile_rules(name: str) -> str:
+    """The compiled copy of the shipped rule file ``name``: JSON text, derived from the TOML only.
+
+    ``{"toml": <the TOML text>, "doc": <that text parsed>}``: the same text always gives the same
+    copy, and the copy is used only while its ``toml`` equals the shipped file's text, so an edited
+    rule file is read from its TOML until the copy is written again (:func:`write_compiled_rules`).
+    JSON parses ~20 times faster than TOML (``tomllib`` is pure Python): ~3 ms of every scan's
+    start-up.
+    """
+    import json
+
+    text = shipped_rules_text(name)
+    return json.dumps({"toml": text, "doc": tomllib.loads(text)}, ensure_ascii=False, indent=1) + "\n"
+
+
+def write_compiled_rules() -> list[str]:
+    """Write the compiled copy of every file of :data:`COMPILED_RULES` next to it; return the paths.
+
+    Run after editing a shipped rule file (``python -c "from bastion.scan.policy import
+    write_compiled_rules; write_compiled_rules()"``); a stale copy is never used, only slower.
+    """
+    written = []
+    for name in COMPILED_RULES:
+        path = _compiled_path(name)
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(compile_rules(name))
+        written.append(path)
+    return written
+
+
+def _compiled_path(name: str) -> str:
+    return os.path.join(os.path.dirname(__file__), "rules", os.path.splitext(name)[0] + ".json")
+
+
+def _compiled_doc(name: str, text: str) -> dict[str, Any] | None:
+    """The parsed document of the shipped ``name`` from its compiled copy, if that copy is current.
+
+    ``None`` (parse the TOML) when there is no copy, it is unreadable, or it was compiled from
+    another text than ``text``.
+    """
+    if name not in COMPILED_RULES:
+        return None
+    import json
+
+    try:
+        with open(_compiled_path(name), encoding="utf-8") as fh:
+            compiled = json.load(fh)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(compiled, dict) or compiled.get("toml") != text:
+        return None
+    doc = compiled.get("doc")
+    return doc if isinstance(doc, dict) else None
 
 
 def shipped_rules_text(name: str) -> str:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 
 import numpy as np
 import pytest
+from tests.guard.helpers import MemorySink, SoftmaxTarget, make_config
 
-from bastion.guard.app import _request_id
+from bastion.guard.access import KeySpec
+from bastion.guard.app import Guard, _request_id
 from bastion.guard.canary import CanaryWatch, HoneytokenWatch, canary_hash, honeytoken_hmac
 from bastion.guard.config import Canary, HoneytokenEntry, HoneytokenSpec
 from bastion.guard.profile import Profile
@@ -105,3 +108,32 @@ def test_request_ids_are_unique_uuid4_hex_and_a_forked_child_draws_its_own() -> 
     os.close(r)
     os.close(w)
     assert child != _request_id()
+
+
+class _BrokenOutput(SoftmaxTarget):
+    """A model whose output is not a probability table: a NaN/inf in some class, or too few rows."""
+
+    def __init__(self, w: np.ndarray, b: np.ndarray, bad: str) -> None:
+        super().__init__(w, b)
+        self.bad = bad
+
+    def _predict_proba(self, x: np.ndarray) -> np.ndarray:
+        p = super()._predict_proba(x)
+        if self.bad == "short":
+            return p[:-1]
+        p[:, {"nan-first": 0, "nan-last": -1, "inf": 4}[self.bad]] = np.inf if self.bad == "inf" else np.nan
+        return p
+
+
+@pytest.mark.parametrize("bad", ["nan-first", "nan-last", "inf", "short"])
+def test_a_model_output_with_nan_inf_or_missing_rows_is_a_backend_failure(
+    bad: str, keys: dict[str, tuple[str, KeySpec]], target: SoftmaxTarget
+) -> None:
+    """Never a 200 carrying NaN (a NaN in a later class once slipped past the top-1 label)."""
+    sink = MemorySink()
+    g = Guard(make_config(keys), target=_BrokenOutput(target.w, target.b, bad), store=sink)
+    body = json.dumps({"instances": [[0.0] * 64, [1.0] * 64]}).encode()
+    reply = g.handle("digits", {"Authorization": f"Bearer {keys['alice'][0]}"}, body)
+    assert reply.headers.get("X-Bastion-Degraded") == "1" and reply.body.get("degraded") is True
+    rec = sink.records[-1]
+    assert rec["decision"] == "fallback" and rec["reason"] == "backend failed: ValueError"

@@ -17,6 +17,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import math
 import os
 import threading
 import time
@@ -395,7 +396,7 @@ class Guard:
                 return self._fallback(), rec
         # -- the model (outside the lock; the backend breaker decides whether to call it) --------
         try:
-            probs = self._predict(x)
+            probs, rows_p = self._predict(x)
         except Exception as exc:  # the upstream's error is never passed on; its reason is logged
             log.warning("request %s: backend failed: %s", rid, failure_reason(exc))
             with self._lock:
@@ -408,9 +409,8 @@ class Guard:
             rec.update(decision="fallback", reason=f"backend failed: {type(exc).__name__}", actions=actions)
             rec["alerts"] = [a.summary() for a in alerts]
             return self._fallback(), rec
-        # each row's probabilities, top-1 probability and label (first maximum, as argmax), in
-        # Python: for the few rows of a request cheaper than numpy calls; shared by the parts below
-        rows_p: list[list[float]] = probs.tolist()
+        # each row's top-1 probability and label (first maximum, as argmax), in Python: for the
+        # few rows of a request cheaper than numpy calls; shared by the parts below
         top = [max(r) for r in rows_p]
         labels = [r.index(t) for r, t in zip(rows_p, top, strict=True)]
         with self._lock:
@@ -446,11 +446,24 @@ class Guard:
         return Reply(200, {self.response_key: rows_p, "output": "probabilities"}), rec
 
     # -- pieces ----------------------------------------------------------------------------------
-    def _predict(self, x: np.ndarray) -> np.ndarray:
+    def _predict(self, x: np.ndarray) -> tuple[np.ndarray, list[list[float]]]:
+        """The model's probabilities for ``x``: ``(N, C)`` and the same as ``N`` lists.
+
+        Raises:
+            ValueError: the output is not ``N`` rows of finite numbers (a NaN or infinity from
+                a broken model or upstream is a backend failure, never passed on).
+        """
         if self.labels_only:
             lab = self.target.predict_label(x)
-            return np.eye(self.target.num_classes, dtype=np.float64)[lab]
-        return np.asarray(self.target.predict_proba(x), dtype=np.float64)
+            probs = np.eye(self.target.num_classes, dtype=np.float64)[lab]
+        else:
+            probs = np.asarray(self.target.predict_proba(x), dtype=np.float64)
+        if probs.ndim != 2 or len(probs) != len(x) or probs.shape[1] == 0:
+            raise ValueError(f"model output of shape {probs.shape} for {len(x)} rows")
+        rows: list[list[float]] = probs.tolist()
+        if not math.isfinite(sum(map(sum, rows))):  # any NaN or infinity makes the sum one
+            raise ValueError("model output holds NaN or infinity")
+        return probs, rows
 
     def _fallback(self) -> Reply:
         deg = self.config.response.degraded

@@ -294,9 +294,12 @@ class Guard:
         rid = _request_id()
         known: dict[str, Any] = {}  # what _handle learnt before any error (the caller's key id)
         try:
-            reply, record = self._handle(
-                model, {k.lower(): v for k, v in headers.items()}, body, now, rid, known
-            )
+            # an ASGI server's headers (Starlette's ``Headers``, with ``raw``) are lower-case already
+            if hasattr(headers, "raw"):
+                lower = dict(headers.items())
+            else:
+                lower = {k.lower(): v for k, v in headers.items()}
+            reply, record = self._handle(model, lower, body, now, rid, known)
         except Exception as exc:
             log.error("guard error on request %s: %s", rid, type(exc).__name__, exc_info=log.isEnabledFor(10))
             reply = Reply(503, {"detail": "guard error; request denied"})

@@ -177,11 +177,26 @@ def write(text: str, output: Path | None) -> None:
     never sees half a report; a special file that exists (``/dev/null``, a FIFO, a terminal) is
     written in place and never replaced.
 
+    Stdout is flushed here, so that a closed stdout (``>&-``), a reader that went away (``| head``:
+    broken pipe) or a full device is an error of the command (exit 2, one line), never an
+    internal error nor a failure at exit; after a failed write, stdout is pointed at the null
+    device so the unwritten rest is dropped quietly.
+
     Raises:
-        BastionError: ``output`` is a folder, or its folder cannot be created or written.
+        BastionError: ``output`` is a folder, or its folder cannot be created or written; or
+            stdout cannot be written.
     """
     if output is None:
-        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+        out = sys.stdout
+        if out is None:
+            raise BastionError("cannot write the output: stdout is closed (give -o FILE)")
+        try:
+            out.write(text if text.endswith("\n") else text + "\n")
+            out.flush()
+        except (OSError, ValueError) as exc:
+            _drop_stdout(out)
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise BastionError(f"cannot write the output to stdout: {why}") from None
         return
     if output.is_dir():
         raise BastionError(f"{output}: is a folder; give a file path for --output")
@@ -202,3 +217,18 @@ def write(text: str, output: Path | None) -> None:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _drop_stdout(out: Any) -> None:
+    """Point ``out``'s descriptor at the null device (best effort), so its buffer flushes there."""
+    try:
+        fd = out.fileno()
+        null = os.open(os.devnull, os.O_WRONLY)
+    except (OSError, ValueError, AttributeError):
+        return
+    try:
+        os.dup2(null, fd)
+    except OSError:
+        pass
+    finally:
+        os.close(null)

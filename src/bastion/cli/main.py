@@ -12,6 +12,7 @@ This module is the console script's entry point (:func:`run`) and stays light: `
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import sys
@@ -123,12 +124,53 @@ def run(argv: list[str] | None = None) -> int:
     Typer import); anything else goes through the Typer application.
     """
     request = _scan_request(sys.argv[1:] if argv is None else argv)
+    if argv is None and request is not None:
+        _guard_stderr()
     code = _run_scan(*request) if request is not None else _run_typer(argv)
     if argv is None:
         if request is not None:
             _exit_now(code)
         sys.exit(code)
     return code
+
+
+class _BestEffortStream:
+    """A text stream whose write and flush never raise: stderr carries people's output only.
+
+    A closed (``2>&-``), full (``2>/dev/full``) or vanished (``2>&1 | head``) stderr must not
+    turn a scan's result into another exit code (an uncaught error there made every scan exit
+    1, "findings"). Every other attribute is the wrapped stream's.
+    """
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return int(self._stream.write(text))
+        except (OSError, ValueError):
+            return len(text)
+
+    def flush(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            self._stream.flush()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def _guard_stderr() -> None:
+    """Make ``sys.stderr`` best effort (:class:`_BestEffortStream`); a closed one writes nowhere."""
+    stream: Any = sys.stderr
+    if stream is None:
+        import os
+
+        try:
+            stream = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 - lives as long as the process
+        except OSError:
+            return
+    if not isinstance(stream, _BestEffortStream):
+        sys.stderr = _BestEffortStream(stream)
 
 
 def _exit_now(code: int) -> NoReturn:

@@ -66,7 +66,30 @@ def scan_to_json(result: ScanResult | ScanRecords, *, version: str | None = None
     Returns:
         The JSON text, indented by 2, ending without a newline.
     """
-    return json.dumps(json_safe(scan_to_dict(result, version=version)), indent=2, ensure_ascii=False)
+    return escape_surrogates(
+        json.dumps(json_safe(scan_to_dict(result, version=version)), indent=2, ensure_ascii=False)
+    )
+
+
+def escape_surrogates(text: str) -> str:
+    r"""JSON text with every lone surrogate written as its ``\uXXXX`` escape: valid UTF-8 again.
+
+    A file name that is not valid UTF-8 (``b"bad\xff.pkl"``) reaches Python as ``bad\udcff.pkl``
+    (``os.fsdecode``). ``json.dumps(..., ensure_ascii=False)`` leaves such a character raw, and
+    raw it cannot be encoded as UTF-8 (writing ``-o`` failed) or reaches stdout as the original
+    invalid bytes. Escaped, the document is valid UTF-8 JSON, and ``json.loads`` gives back the
+    same string (``os.fsencode`` of it: the file's real name). Only text inside JSON strings can
+    hold such characters, so the replacement never touches the structure.
+    """
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        import re
+
+        return re.sub("[\ud800-\udfff]", lambda m: f"\\u{ord(m.group()):04x}", text)
+    return text
 
 
 def report_to_json(report: Report) -> str:

@@ -21,7 +21,7 @@ from bastion.core.report import Report, ReportFinding
 from bastion.core.scanning import ScanResult, Verdict
 from bastion.core.severity import Severity
 from bastion.report._common import all_errors, bastion_version, sort_findings, technique_ref
-from bastion.report.json_out import json_safe
+from bastion.report.json_out import escape_surrogates, json_safe
 
 SARIF_VERSION = "2.1.0"
 SARIF_SCHEMA_URI = (
@@ -79,10 +79,10 @@ def path_to_uri(path: str, base_dir: str | None = None) -> str:
             except ValueError:
                 rel = None
             if rel is not None:
-                return quote(str(rel), safe="/")
-        return "file://" + quote(posixpath.normpath(posix), safe="/:")
+                return quote(str(rel), safe="/", errors="surrogateescape")
+        return "file://" + quote(posixpath.normpath(posix), safe="/:", errors="surrogateescape")
     rel_path = posixpath.normpath(posix)
-    return quote(rel_path, safe="/")
+    return quote(rel_path, safe="/", errors="surrogateescape")
 
 
 def _rule_text(rule_id: str) -> str:
@@ -142,7 +142,12 @@ class _RunBuilder:
             what = "the folder relative paths are relative to (not recorded: resolve against the checkout)"
             return {SRCROOT: {"description": {"text": what}}}
         root = PurePosixPath(self.root.replace("\\", "/")).as_posix().rstrip("/") + "/"
-        return {SRCROOT: {"uri": "file://" + quote(root if root.startswith("/") else "/" + root, safe="/:")}}
+        return {
+            SRCROOT: {
+                "uri": "file://"
+                + quote(root if root.startswith("/") else "/" + root, safe="/:", errors="surrogateescape")
+            }
+        }
 
     def rule(self, finding: Finding) -> int:
         """The index of ``finding``'s rule, adding it on first sight (worst severity wins)."""
@@ -363,7 +368,7 @@ def scan_to_sarif(
         The SARIF text, indented by 2.
     """
     doc = scan_to_sarif_dict(result, version=version, base_dir=base_dir, root=root)
-    return json.dumps(doc, indent=2, ensure_ascii=False, allow_nan=False)
+    return escape_surrogates(json.dumps(doc, indent=2, ensure_ascii=False, allow_nan=False))
 
 
 def report_to_sarif_dict(
@@ -441,7 +446,7 @@ def report_to_sarif(
         The SARIF text, indented by 2.
     """
     doc = report_to_sarif_dict(report, base_dir=base_dir, include_fixed=include_fixed, root=root)
-    return json.dumps(doc, indent=2, ensure_ascii=False, allow_nan=False)
+    return escape_surrogates(json.dumps(doc, indent=2, ensure_ascii=False, allow_nan=False))
 
 
 def _utc(moment: dt.datetime) -> str:

@@ -12,7 +12,15 @@ from typing import IO
 from bastion.core.severity import Severity
 from bastion.scan.base import Artifact, BombError, Outcome, StreamBombError
 
-__all__ = ["MAX_DOCUMENT", "ZIP_MAGICS", "open_zip", "read_document", "unsafe_member_name", "walk_zip"]
+__all__ = [
+    "MAX_DOCUMENT",
+    "ZIP_MAGICS",
+    "is_folder",
+    "open_zip",
+    "read_document",
+    "unsafe_member_name",
+    "walk_zip",
+]
 
 ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06", b"PK\x07\x08")
 
@@ -41,6 +49,15 @@ def read_document(art: Artifact, zf: zipfile.ZipFile, info: zipfile.ZipInfo, out
     art.ctx.charge(info.file_size, what=info.filename)
     with zf.open(info) as fh:
         return fh.read(MAX_DOCUMENT + 1)
+
+
+def is_folder(info: zipfile.ZipInfo) -> bool:
+    """Whether a member is a folder entry (its name ends with ``/``), as ``ZipInfo.is_dir()`` says.
+
+    ``ZipInfo.is_dir()`` raises ``IndexError`` on a member with an empty name (a crafted
+    archive; found by fuzzing); such a member is a file here, scanned like any other.
+    """
+    return info.filename.endswith("/")
 
 
 def unsafe_member_name(name: str) -> str | None:
@@ -103,7 +120,7 @@ def walk_zip(
                     references=("https://www.bamsoftware.com/hacks/zipbomb/",),
                 )
             )
-    declared = sum(i.file_size for i in infos if not i.is_dir())
+    declared = sum(i.file_size for i in infos if not is_folder(i))
     room = ctx.limits.max_decompressed_bytes - ctx.decompressed
     if declared > room:  # scan the members that fit, skip the rest: a bomb must not hide a payload
         out.errors.append(
@@ -111,7 +128,7 @@ def walk_zip(
             f"(limit {ctx.limits.max_decompressed_bytes}); members past the limit not scanned"
         )
     for info in infos:
-        if info.is_dir():
+        if is_folder(info):
             continue
         if declared > room:
             if info.file_size > room:

@@ -89,7 +89,11 @@ _THREAD_HASH_MIN = 8 << 20
 #: scanner look: the head, then the pickle reader's refills).
 _READ_WHOLE_MAX = 1 << 20
 #: How :func:`_scan_one` opens a file (read-only; not inherited by programs this one starts).
-_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+#: ``O_NONBLOCK``: a file replaced by a FIFO since the walk must not block the scan on ``open``
+#: (waiting for a writer that never comes); it has no effect on regular files.
+_OPEN_FLAGS = (
+    os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0) | getattr(os, "O_NONBLOCK", 0)
+)
 
 
 def _read_upto(fd: int, n: int, expected: int) -> bytes:
@@ -114,19 +118,34 @@ def _read_upto(fd: int, n: int, expected: int) -> bytes:
 
 
 class _BackgroundHash:
-    """Hash a file in a thread (hashlib and file reads release the GIL) while it is scanned."""
+    """Hash a file in a thread (hashlib and file reads release the GIL) while it is scanned.
 
-    def __init__(self, path: Path) -> None:
+    Where ``/proc/self/fd`` exists (Linux), the thread opens the very file the scan opened (its
+    descriptor's link, on a duplicate the thread owns), so the digest is of the scanned bytes even
+    if the path is replaced meanwhile (a rename over it); elsewhere it opens ``path`` again.
+    """
+
+    def __init__(self, fd: int, path: Path) -> None:
         import threading
 
         self.result: tuple[str, int] | None = None
         self.error: OSError | None = None
-        self._thread = threading.Thread(target=self._run, args=(path,), name="bastion-hash", daemon=True)
-        self._thread.start()
-
-    def _run(self, path: Path) -> None:
+        own = os.dup(fd) if os.path.isdir(_PROC_FDS) else -1  # closed by the thread
+        self._thread = threading.Thread(target=self._run, args=(own, path), name="bastion-hash", daemon=True)
         try:
-            self.result = file_sha256(path, with_size=True)
+            self._thread.start()
+        except BaseException:
+            if own >= 0:
+                os.close(own)
+            raise
+
+    def _run(self, fd: int, path: Path) -> None:
+        try:
+            try:
+                self.result = file_sha256(Path(f"{_PROC_FDS}/{fd}") if fd >= 0 else path, with_size=True)
+            finally:
+                if fd >= 0:
+                    os.close(fd)
         except OSError as exc:
             self.error = exc
 
@@ -137,6 +156,10 @@ class _BackgroundHash:
             raise self.error
         assert self.result is not None
         return self.result
+
+
+#: This process's open descriptors as links to their files (Linux).
+_PROC_FDS = "/proc/self/fd"
 
 
 def _scan_one(
@@ -165,6 +188,12 @@ def _scan_one(
             st = os.fstat(fd)
             if stat.S_ISDIR(st.st_mode):  # as open() says it (the file became a folder since the walk)
                 raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
+            if not stat.S_ISREG(st.st_mode):  # a FIFO, device or socket now: never read (it may block)
+                return FileRecord(
+                    path=display,
+                    verdict=Verdict.ERROR,
+                    reason="unreadable: no longer a regular file (replaced while the scan ran)",
+                )
             size = st.st_size
             data: bytes | None = None
             if size < _THREAD_HASH_MIN if digest_files else size <= _READ_WHOLE_MAX:
@@ -183,7 +212,7 @@ def _scan_one(
                     data = None
                     os.lseek(fd, 0, os.SEEK_SET)
             elif digest_files:
-                background = _BackgroundHash(Path(path))
+                background = _BackgroundHash(fd, Path(path))
             if data is not None:
                 stream: IO[bytes] = io.BytesIO(data)
             else:

@@ -18,7 +18,7 @@ from typing import IO, Any, ClassVar
 
 from bastion.core.registry import register
 from bastion.core.severity import Severity
-from bastion.scan._zip import ZIP_MAGICS, MemberAction, open_zip, walk_zip
+from bastion.scan._zip import ZIP_MAGICS, MemberAction, is_folder, open_zip, walk_zip
 from bastion.scan.base import Artifact, NotThisFormat, Outcome, Scanner
 from bastion.scan.pickle_scanner import analyse_pickle
 from bastion.scan.pickle_vm import typestr_itemsize
@@ -232,7 +232,7 @@ class NumpyScanner(Scanner):
                 return Outcome.error("npz", f"corrupt zip archive: {exc}")
             raise NotThisFormat from exc
         with zf:
-            files = [i.filename for i in zf.infolist() if not i.is_dir()]
+            files = [i.filename for i in zf.infolist() if not is_folder(i)]
             npy = [n for n in files if n.endswith(".npy")]
             if not (artifact.name.lower().endswith(".npz") or (npy and len(npy) == len(files))):
                 raise NotThisFormat

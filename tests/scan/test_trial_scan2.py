@@ -184,3 +184,20 @@ def test_closed_or_full_stderr_keeps_the_scan_exit_code(clean_dir: Path, tmp_pat
     )
     assert res.returncode == 0
     assert json.loads(out.read_text())["files"][0]["verdict"] == "safe"
+
+
+def test_an_output_that_cannot_be_written_is_refused_before_the_scan(tmp_path: Path) -> None:
+    """``-o`` under a regular file: exit 2 naming ``--output``, before any file is scanned."""
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "a.pkl").write_bytes(b"\x80\x04K\x01.")
+    blocker = tmp_path / "report.json"
+    blocker.write_text("{}")
+    res = _bastion(
+        ["scan", str(tmp_path / "m"), "-f", "json", "-o", str(blocker / "out.json")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert res.returncode == 2
+    err = res.stderr.decode()
+    assert "--output" in err and "file(s)" not in err  # no scan summary: it never started
+    assert blocker.read_text() == "{}"

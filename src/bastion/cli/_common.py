@@ -154,12 +154,12 @@ def check_output_file(output: Path) -> None:
     Raises:
         ConfigError: a folder is in the way, or nothing can be created there (named, with why).
     """
-    import tempfile
-
     if output.is_dir():
         raise ConfigError(f"--output {output}: is a folder; give a file path")
     if output.exists() and not output.is_file():
         return
+    import tempfile
+
     parent = output.parent
     while not parent.exists():
         parent = parent.parent

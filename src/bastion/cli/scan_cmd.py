@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from bastion.cli._common import (
     EXIT_USAGE,
+    check_output_file,
     console,
     err,
     print_line,
@@ -211,6 +212,8 @@ def _scan(args: argparse.Namespace) -> int:
 
     show_bar = any(p.is_dir() for p in paths) and stderr_is_terminal()
     try:
+        if args.output is not None:  # before the scan: a long scan must not end in "cannot write"
+            check_output_file(args.output)
         result = api.scan_models(
             paths,
             allow=args.allow,

@@ -52,6 +52,14 @@ NAMES = (
     "x.npy",
     "x.gz",
     "x",
+    "x.npz",
+    "x.joblib",
+    "x.tar",
+    "x.onnx",
+    "x.h5",
+    "x.skops",
+    "x.7z",
+    "saved_model.pbtxt",
 )
 LIMITS = ScanLimits(max_decompressed_bytes=8 << 20, max_depth=4, max_value_bytes=1 << 20, max_seconds=2)
 WORK = tempfile.mkdtemp(prefix="bastion-fuzz-")

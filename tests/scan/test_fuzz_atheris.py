@@ -8,7 +8,9 @@ marker appearing). Longer campaigns: ``python scripts/fuzz_scan.py CORPUS -max_t
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -37,8 +39,81 @@ NAMES = _script_names()
 
 
 def _name_byte(seed_name: str) -> bytes:
-    suffix = "saved_model.pb" if seed_name == "saved_model.pb" else "x" + Path(seed_name).suffix
-    return bytes([NAMES.index(suffix)])
+    name = seed_name if seed_name.startswith("saved_model.") else "x" + Path(seed_name).suffix
+    return bytes([NAMES.index(name) if name in NAMES else NAMES.index("x")])
+
+
+def _more_seeds() -> dict[str, bytes]:
+    """Seeds of the formats ``test_fuzz.SEEDS`` lacks (archives, npz, joblib, ONNX, HDF5, skops, 7z)."""
+    import io
+    import pickle
+    import tarfile
+    import zipfile
+
+    from ._factories import joblib_bytes, npy_object, os_system_payload
+
+    evil = os_system_payload(MARKER)
+    seeds: dict[str, bytes] = {
+        "o.npy": npy_object({"k": 1}),
+        "m.joblib": joblib_bytes({"a": [1, 2]}, compress=3),
+    }
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("a.npy", npy_object([1, 2]))
+        zf.writestr("b.npy", evil)
+    seeds["m.npz"] = buf.getvalue()
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tf:
+        info = tarfile.TarInfo("model/data.pkl")
+        info.size = len(evil)
+        tf.addfile(info, io.BytesIO(evil))
+    seeds["m.tar"] = buf.getvalue()
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:  # a skops file: schema.json beside .npy members
+        schema = {"__class__": "dict", "__module__": "builtins", "__loader__": "DictNode", "content": {}}
+        zf.writestr("schema.json", json.dumps({**schema, "protocol": 1}))
+        zf.writestr("a.npy", npy_object([1]))
+    seeds["m.skops"] = buf.getvalue()
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:  # TorchScript-like: code member and constants
+        zf.writestr("m/code/__torch__.py", "import os\ndef forward(self, x):\n    os.system('true')\n")
+        zf.writestr("m/data.pkl", pickle.dumps({"a": 1}, protocol=2))
+        zf.writestr("m/constants.pkl", pickle.dumps((), protocol=2))
+    seeds["ts.pt"] = buf.getvalue()
+    seeds["saved_model.pbtxt"] = (
+        b'node { name: "r" op: "ReadFile" }\nlibrary { function { node_def { op: "PyFunc" } } }\n'
+    )
+    with contextlib.suppress(ImportError):
+        import numpy as np
+        import onnx
+        from onnx import helper
+
+        w = helper.make_tensor("w", onnx.TensorProto.FLOAT, [2], np.ones(2, dtype=np.float32).tolist())
+        w.data_location = onnx.TensorProto.EXTERNAL
+        del w.float_data[:]
+        w.external_data.add(key="location", value="../../etc/passwd")
+        node = helper.make_node("Custom", ["x", "w"], ["y"], domain="evil.ops")
+        x = helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [2])
+        y = helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [2])
+        graph = helper.make_graph([node], "g", [x], [y], initializer=[w])
+        seeds["m.onnx"] = helper.make_model(graph).SerializeToString()
+    with contextlib.suppress(ImportError):
+        import h5py
+
+        bio = io.BytesIO()
+        with h5py.File(bio, "w") as h5:
+            h5.attrs["model_config"] = json.dumps(
+                {"class_name": "Sequential", "config": {"layers": [{"class_name": "Lambda", "config": {}}]}}
+            )
+        seeds["m.h5"] = bio.getvalue()
+    with contextlib.suppress(ImportError):
+        import py7zr
+
+        bio = io.BytesIO()
+        with py7zr.SevenZipFile(bio, "w") as z:
+            z.writestr(evil, "data.pkl")
+        seeds["m.7z"] = bio.getvalue()
+    return seeds
 
 
 @pytest.fixture()
@@ -50,13 +125,16 @@ def atheris_available() -> None:
 
 
 def test_every_seed_has_a_file_name_of_the_script() -> None:
-    assert {_name_byte(n) for n in SEEDS} <= {bytes([i]) for i in range(len(NAMES))}
+    seeds = {**SEEDS, **_more_seeds()}
+    assert len(seeds) >= 18
+    assert {_name_byte(n) for n in seeds} <= {bytes([i]) for i in range(len(NAMES))}
+    assert {NAMES[_name_byte(n)[0]] for n in seeds} >= {"x.npz", "x.tar", "x.skops", "saved_model.pbtxt"}
 
 
 def test_atheris_campaign_finds_no_crash(atheris_available: None, tmp_path: Path) -> None:
     corpus = tmp_path / "corpus"
     corpus.mkdir()
-    for name, data in SEEDS.items():
+    for name, data in {**SEEDS, **_more_seeds()}.items():
         (corpus / name.replace("/", "_")).write_bytes(_name_byte(name) + data)
     MARKER.unlink(missing_ok=True)
     proc = subprocess.run(
@@ -95,3 +173,31 @@ def test_zip_member_with_an_empty_name_is_scanned_not_an_internal_error(tmp_path
     assert "internal" not in (fr.reason or ""), fr.reason
     assert fr.verdict in (Verdict.MALICIOUS, Verdict.ERROR)
     assert not MARKER.exists()
+
+
+#: A 5 KB mutated HDF5 file on which the HDF5 library never returned (atheris timeout, zlib + base64).
+_LOOPING_H5 = (
+    "eNrr9HBx4+WS4mIAAQ4OBhYGAQZk8B8KOoRR+TD5BCjNCKU7oPQKJpg4M1hOAiouADVfgRnCz4CKhwS5uiKbj27PKBgg8G1w"
+    "OMPD1TEAREdA+RxQ+gQTqjpYOgygkr2C0PSKnq55GDyg9vEyiABdk5ufkpoTn5yfl5aZDhKXZGQE6xSAu4kDxX0xIDOZEW52"
+    "d/b3YWSAakBTBwLVSsk5icVQjnVxfF5ibqqSlYJScGphaWpeSWZijpKOghLEfqB4tVJOYmVqUTGQGQ3RitDik5iblJKIqry2"
+    "Nra2FtnfDfyjSX8UjIJRMApGwSgYBaNgFIyCUTAKRsEooBUAAFvnUmM="
+)
+
+
+def test_an_hdf5_file_that_makes_the_library_loop_is_an_error_within_the_time_limit(tmp_path: Path) -> None:
+    """The HDF5 C library runs in a child process the scanner kills at the file's time limit."""
+    import base64
+    import time
+    import zlib
+
+    pytest.importorskip("h5py")
+    from bastion.core.scanning import Verdict
+    from bastion.scan import ScanLimits, scan_file
+
+    p = tmp_path / "m.h5"
+    p.write_bytes(zlib.decompress(base64.b64decode("".join(_LOOPING_H5))))
+    t0 = time.monotonic()
+    fr = scan_file(p, limits=ScanLimits(max_seconds=3))
+    assert time.monotonic() - t0 < 30  # a hang guard: the limit is 3 s plus the child's start
+    assert fr.verdict is Verdict.ERROR
+    assert "HDF5" in (fr.reason or "") and "within" in (fr.reason or "")

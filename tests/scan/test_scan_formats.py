@@ -210,10 +210,7 @@ def test_keras_weights_and_h5_config(tmp_path: Path) -> None:
 def test_h5_without_extra_is_error_naming_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import bastion.scan.hdf5_scanner as mod
 
-    def missing(module: str, extra: str) -> object:
-        raise MissingExtraError(module, extra)
-
-    monkeypatch.setattr(mod, "require", missing)
+    monkeypatch.setattr(mod, "h5py_available", lambda: False)
     p = tmp_path / "m.h5"
     p.write_bytes(mod.HDF5_MAGIC + bytes(100))
     fr = scan_file(p)

@@ -158,14 +158,13 @@ def check_output_file(output: Path) -> None:
         raise ConfigError(f"--output {output}: is a folder; give a file path")
     if output.exists() and not output.is_file():
         return
-    import tempfile
-
     parent = output.parent
     while not parent.exists():
         parent = parent.parent
-    try:
-        with tempfile.NamedTemporaryFile(dir=parent, prefix=".bastion-probe-"):
-            pass
+    probe = parent / f".bastion-probe-{os.getpid()}-{id(output):x}"
+    try:  # a probe file created and removed at once (no tempfile import: ~5 ms of a scan's start)
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        os.unlink(probe)
     except OSError as exc:
         raise ConfigError(f"--output {output}: cannot write there: {exc.strerror or exc}") from None
 

@@ -4,7 +4,9 @@ Threat model: ``keras.models.load_model("model.h5")`` rebuilds the model from th
 root attribute ``model_config`` (and ``training_config``); a ``Lambda`` layer there holds
 marshalled bytecode that runs on load, and a custom object needs code the user must trust. The
 file is opened read-only with ``h5py`` (which parses HDF5 metadata; no Python object in the file is
-unpickled or run); only string attributes are read, never datasets.
+unpickled or run); only string attributes are read, never datasets. The HDF5 C library runs in a
+child process (``bastion.scan._hdf5_child``) under an address-space limit and the file's time
+limit: a crafted file that makes it loop or crash costs that child, and the file is ``error``.
 
 Reference: https://docs.h5py.org/ ; Keras legacy H5 format (``keras/src/legacy/saving/``).
 """
@@ -12,9 +14,10 @@ Reference: https://docs.h5py.org/ ; Keras legacy H5 format (``keras/src/legacy/s
 from __future__ import annotations
 
 import io
+from pathlib import Path
 from typing import IO, Any, ClassVar
 
-from bastion.core.errors import MissingExtraError, require
+from bastion.core.errors import MissingExtraError, ScanError
 from bastion.core.registry import register
 from bastion.scan._keras import check_keras_config
 from bastion.scan.base import Artifact, BombError, Outcome, Scanner
@@ -63,30 +66,114 @@ class Hdf5Scanner(Scanner):
 
     def scan(self, artifact: Artifact) -> Outcome:
         """Read the root attributes and check any Keras config; scan a user block's bytes too."""
-        try:
-            h5py = require("h5py", "hdf5")
-        except MissingExtraError as exc:
-            return Outcome.error("hdf5", str(exc))
+        if not h5py_available():
+            return Outcome.error("hdf5", str(MissingExtraError("h5py", "hdf5")))
         out = Outcome(format="hdf5")
         start = superblock_offset(artifact.stream, artifact.size) or 0
         if start:
             _scan_user_block(artifact, start, out)
         artifact.stream.seek(0)
         try:
-            with h5py.File(artifact.stream, "r") as f:
-                for key in _CONFIG_ATTRS:
-                    if key not in f.attrs:
-                        continue
-                    text = _text(f.attrs[key])
-                    if text is None or len(text) > _MAX_ATTR:
-                        out.errors.append(f"attribute {key!r} is not a string under {_MAX_ATTR} bytes")
-                        continue
-                    out.format = "keras-h5"
-                    check_keras_config(artifact, out, text, source=f"attribute {key}", prefix="scan.hdf5")
-        except (OSError, ValueError, KeyError, RuntimeError) as exc:
-            out.format = out.format or "hdf5"
-            out.errors.append(f"not a readable HDF5 file: {exc}")
+            attrs = read_root_attrs(artifact, _CONFIG_ATTRS)
+        except ScanError as exc:
+            out.errors.append(str(exc))
+            return out
+        for key in _CONFIG_ATTRS:
+            if key not in attrs:
+                continue
+            text = attrs[key]
+            if not isinstance(text, str):
+                out.errors.append(f"attribute {key!r} is not a string under {_MAX_ATTR} bytes")
+                continue
+            out.format = "keras-h5"
+            check_keras_config(artifact, out, text, source=f"attribute {key}", prefix="scan.hdf5")
         return out
+
+
+def h5py_available() -> bool:
+    """Whether ``h5py`` (the ``hdf5`` extra) is installed; it is imported by the child process only."""
+    import importlib.util
+
+    return importlib.util.find_spec("h5py") is not None
+
+
+#: Seconds the HDF5 child may take when the file has no time limit of its own.
+CHILD_SECONDS = 120.0
+
+
+def read_root_attrs(artifact: Artifact, keys: tuple[str, ...]) -> dict[str, object]:
+    """The root attributes ``keys`` of an HDF5 stream, read by the HDF5 library in a child process.
+
+    Returns:
+        key → its text, or ``{"not_text": type}`` for a value that is not a string (or is longer
+        than 64 MiB); keys the file lacks are absent.
+
+    Raises:
+        ScanError: the file is not readable HDF5 (the library's reason), or the child did not
+            answer within the file's remaining time (``ScanLimits.max_seconds``), crashed, or was
+            stopped by its memory limit.
+    """
+    import json
+    import os
+    import subprocess
+    import sys
+    import time
+
+    deadline = artifact.ctx.deadline
+    timeout = CHILD_SECONDS if deadline is None else max(0.5, deadline - time.monotonic())
+    path, spooled = _child_path(artifact)
+    # ``-I``: no PYTHON* variables, no user site, no current folder on the path; the child's code is
+    # this package's file, run as a script, so only h5py needs to be importable there
+    source = Path(__file__).with_name("_hdf5_child.py").read_text(encoding="utf-8")
+    cmd = [sys.executable, "-I", "-c", source, path, *keys]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        raise ScanError(
+            f"HDF5 metadata not read within {timeout:.0f} s (the HDF5 library looped on this file)"
+        ) from None
+    except OSError as exc:
+        raise ScanError(f"cannot start the HDF5 reader process: {exc}") from None
+    finally:
+        if spooled:
+            os.unlink(path)
+    try:
+        answer = json.loads(proc.stdout.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        code = proc.returncode
+        how = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
+        raise ScanError(f"the HDF5 library failed on this file ({how})") from None
+    if answer.get("error"):
+        raise ScanError(f"not a readable HDF5 file: {answer['error']}")
+    return dict(answer.get("attrs") or {})
+
+
+def _child_path(artifact: Artifact) -> tuple[str, bool]:
+    """A path the child can open for the artifact's bytes, and whether it is a temporary copy.
+
+    For a top-level file, the scanned descriptor itself where ``/proc`` has it (``/proc/<pid>/fd/N``:
+    the bytes scanned, even if the path was replaced since), else its path. A container member
+    (its bytes in memory or in an unlinked spool file, which HDF5 cannot reopen) is copied to a
+    temporary file.
+    """
+    import os
+    import shutil
+    import tempfile
+
+    if artifact.member is None and artifact.depth == 0:
+        try:
+            fd: int | None = artifact.stream.fileno()
+        except (AttributeError, OSError, ValueError):
+            fd = None
+        proc = f"/proc/{os.getpid()}/fd/{fd}"
+        if fd is not None and os.path.isfile(proc):
+            return proc, False
+        if os.path.isfile(artifact.path):
+            return artifact.path, False
+    artifact.stream.seek(0)
+    with tempfile.NamedTemporaryFile(prefix="bastion-h5-", suffix=".h5", delete=False) as tmp:
+        shutil.copyfileobj(artifact.stream, tmp)
+    return tmp.name, True
 
 
 def superblock_offset(source: bytes | IO[bytes], size: int | None, *, head: bytes = b"") -> int | None:

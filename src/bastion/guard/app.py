@@ -427,7 +427,7 @@ class Guard:
         self.metrics.rows.inc(len(x))
         rec["output"] = {
             "labels": labels[:32],
-            "mean_confidence": round(sum(top) / len(top), 4),
+            "mean_confidence": round(_mean(top), 4),
         }
         rec["alerts"] = [a.summary() for a in alerts]
         if actions:
@@ -457,14 +457,27 @@ class Guard:
                 a broken model or upstream is a backend failure, never passed on).
         """
         if self.labels_only:
-            lab = self.target.predict_label(x)
-            probs = np.eye(self.target.num_classes, dtype=np.float64)[lab]
+            lab = np.asarray(self.target.predict_label(x))
+            c = self.target.num_classes
+            # a label outside [0, C) (a -1 would index np.eye from the end: class C-1) or not an
+            # integer is a broken model, never an answer
+            if (
+                lab.shape != (len(x),)
+                or lab.dtype.kind not in "iu"
+                or (len(lab) and not 0 <= lab.min() <= lab.max() < c)
+            ):
+                raise ValueError(
+                    f"model labels of shape {lab.shape} ({lab.dtype}) are not {len(x)} labels in [0, {c})"
+                )
+            probs = np.eye(c, dtype=np.float64)[lab]
         else:
             probs = np.asarray(self.target.predict_proba(x), dtype=np.float64)
         if probs.ndim != 2 or len(probs) != len(x) or probs.shape[1] == 0:
             raise ValueError(f"model output of shape {probs.shape} for {len(x)} rows")
         rows: list[list[float]] = probs.tolist()
-        if not math.isfinite(sum(map(sum, rows))):  # any NaN or infinity makes the sum one
+        # any NaN or infinity makes the sum one; so may finite values that overflow it (1e308 in
+        # two rows): then decide value by value, so that a row never fails for its neighbours
+        if not math.isfinite(sum(map(sum, rows))) and not bool(np.isfinite(probs).all()):
             raise ValueError("model output holds NaN or infinity")
         return probs, rows
 
@@ -636,7 +649,26 @@ _TRAP_RULES = frozenset({"guard.canary.hit", "guard.honeytoken.hit"})
 #: random bytes for request ids, drawn from ``os.urandom`` 4 KiB (256 ids) at a time: [bytes, next offset]
 _ID_POOL: list[Any] = [b"", 0]
 _ID_LOCK = threading.Lock()
-os.register_at_fork(after_in_child=lambda: _ID_POOL.__setitem__(0, b""))  # a child never reuses them
+
+
+def _id_pool_after_fork() -> None:
+    """In a forked child: discard the inherited bytes and make a new lock.
+
+    A thread of the parent may have held the lock at the fork; the child would wait for it forever.
+    """
+    global _ID_LOCK
+    _ID_LOCK = threading.Lock()
+    _ID_POOL[0], _ID_POOL[1] = b"", 0
+
+
+os.register_at_fork(after_in_child=_id_pool_after_fork)  # a child never reuses them
+
+
+def _mean(values: list[float]) -> float:
+    """The mean of finite ``values`` (``N`` ≥ 1), finite even when their sum overflows."""
+    n = len(values)
+    m = sum(values) / n
+    return m if math.isfinite(m) else sum(v / n for v in values)
 
 
 def _request_id() -> str:

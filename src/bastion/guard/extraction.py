@@ -109,6 +109,10 @@ class ExtractionDetector:
         self.dims = int(dims)
         self.stats: dict[str, KeyStats] = {}
         self._cross_flagged: set[str] = set()
+        # class coverage tells a thief from a user only when one class alone stays below the
+        # bound: with 1 or 2 classes (1/C >= 0.45 by default) every key would reach it, so the
+        # class-coverage and distributed rules (both coverage bounds) are off for such a model
+        self.coverage_rules = round(1.0 / max(self.num_classes, 1), 4) < spec.class_coverage
 
     def key(self, key_id: str, now: float) -> KeyStats:
         """The stats of a key (created on first use)."""
@@ -176,7 +180,8 @@ class ExtractionDetector:
             # the same rounded values as :meth:`evidence` (whose dict is built only for an alert)
             n = max(st.n, 1)
             checks = {
-                "class-coverage": "class-coverage" not in st.flagged  # skips the entropy once flagged
+                "class-coverage": self.coverage_rules
+                and "class-coverage" not in st.flagged  # skips the entropy once flagged
                 and round(st.effective_classes() / self.num_classes, 4) >= spec.class_coverage,
                 "synthetic-queries": round(st.ood / n, 4) >= spec.ood_fraction,
                 "boundary-probing": round(st.low_margin / n, 4) >= spec.boundary_fraction,
@@ -189,7 +194,12 @@ class ExtractionDetector:
                     ev = ev or self.evidence(st)
                     out.append(ExtractionAlert(rule, key_id, ev))
         # every 5 rows of the key, counted by crossing (a request of 5 rows must not step over it)
-        if spec.cross_key and st.n >= spec.min_queries // 2 and st.n // 5 != (st.n - len(z)) // 5:
+        if (
+            spec.cross_key
+            and self.coverage_rules
+            and st.n >= spec.min_queries // 2
+            and st.n // 5 != (st.n - len(z)) // 5
+        ):
             out += self._cross(now)
         return out
 

@@ -29,10 +29,7 @@ from ._formats import (
     pb_field,
     safetensors_bytes,
 )
-
-
-def _rules(fr: object) -> set[str]:
-    return {f.rule_id for f in fr.findings}  # type: ignore[attr-defined]
+from .test_scan_formats import _rules
 
 
 @pytest.fixture

@@ -1,7 +1,9 @@
 """``bastion init``: discover model files and datasets in a folder and write a starter config.
 
 Model files are recognised by the scanner (magic bytes; nothing is loaded). CSV files and
-npz files holding only numeric arrays named like ``x``/``y`` become datasets. The starter
+npz files holding only numeric arrays named like ``x``/``y`` become datasets; an npz of 1-D
+integer arrays named ``train``/``test`` … (``<stem>_splits.npz``) is the ``splits_file`` of the
+dataset ``<stem>.*`` beside it, never a model asset. The starter
 file validates against the config model; what cannot be known without loading a model
 (input shape, classes) is taken from the datasets found and marked for review.
 """
@@ -81,6 +83,20 @@ def _npz_dataset(path: Path) -> dict[str, Any] | None:
     return info
 
 
+def _npz_splits(path: Path) -> bool:
+    """Whether ``path`` is a splits file: only 1-D integer arrays, among them ``train`` or ``test``."""
+    import numpy as np
+
+    try:
+        with np.load(path, allow_pickle=False) as arrs:
+            if not {"train", "test"} & set(arrs.files):  # decided by the names: nothing loaded
+                return False
+            arrays = {n: arrs[n] for n in arrs.files}
+    except (ValueError, OSError, zipfile.BadZipFile):
+        return False
+    return all(a.ndim == 1 and np.issubdtype(a.dtype, np.integer) for a in arrays.values())
+
+
 def _csv_dataset(path: Path) -> dict[str, Any] | None:
     try:
         with path.open(newline="", encoding="utf-8") as fh:
@@ -108,6 +124,7 @@ def discover(root: Path) -> dict[str, Any]:
     from bastion.scan import scan_file
 
     models, datasets = [], []
+    splits: dict[str, str] = {}  # "<folder>/<stem>" of the dataset -> its splits file
     for f in _files(root):
         rel = f.relative_to(root).as_posix()
         if f.suffix.lower() == ".csv":
@@ -121,11 +138,19 @@ def discover(root: Path) -> dict[str, Any]:
                 if not f.stem.endswith("_splits"):
                     datasets.append({"name": _slug(f.stem), "path": rel, **info})
                 continue
+            if _npz_splits(f):  # row indices, not a model: the splits_file of <stem>.* beside it
+                stem = f.stem.removesuffix("_splits").removesuffix("-splits")
+                splits[(f.parent / stem).relative_to(root).as_posix()] = rel
+                continue
         fr = scan_file(f)
         if fr.verdict != Verdict.SKIPPED and fr.format:
             models.append(
                 {"name": _slug(f.stem), "path": rel, "format": fr.format, "verdict": fr.verdict.value}
             )
+    for d in datasets:
+        key = Path(d["path"]).with_suffix("").as_posix()
+        if key in splits:
+            d["splits_file"] = splits[key]
     return {"models": models, "datasets": datasets}
 
 
@@ -199,11 +224,14 @@ def render_starter(found: dict[str, Any], project: str) -> str:
             lines.append(f"    label: {_q(d['label'])}")
         if d.get("features") and d["path"].endswith(".npz"):
             lines.append(f"    features: {_q(d['features'])}")
-        lines += [
-            "    owner: null      # REVIEW",
-            "    # REVIEW: record the row indices of your real splits (never a seed), e.g.",
-            "    # splits: {train: [0, 1, ...], test: [...]}   or   splits_file: splits.npz",
-        ]
+        lines.append("    owner: null      # REVIEW")
+        if d.get("splits_file"):
+            lines.append(f"    splits_file: {_q(d['splits_file'])}   # REVIEW: found beside it")
+        else:
+            lines += [
+                "    # REVIEW: record the row indices of your real splits (never a seed), e.g.",
+                "    # splits: {train: [0, 1, ...], test: [...]}   or   splits_file: splits.npz",
+            ]
     lines += ["checks: {}", "scan:", "  allow: []", ""]
     return "\n".join(lines)
 

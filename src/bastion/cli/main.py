@@ -124,7 +124,7 @@ def run(argv: list[str] | None = None) -> int:
     Typer import); anything else goes through the Typer application.
     """
     request = _scan_request(sys.argv[1:] if argv is None else argv)
-    if argv is None and request is not None:
+    if argv is None:  # every command: a vanished stderr must not change the exit code
         _guard_stderr()
     code = _run_scan(*request) if request is not None else _run_typer(argv)
     if argv is None:

@@ -529,10 +529,15 @@ def load_config(path: str | Path) -> ProjectConfig:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError(f"{p}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+        raise yaml_syntax_error(p, exc) from None
     return parse_config(data, source=str(p))
+
+
+def yaml_syntax_error(path: str | Path, exc: Exception) -> ConfigError:
+    """One line for a YAML syntax error in ``path``: where (line, column) and what PyYAML found."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+    return ConfigError(f"{path}: not valid YAML{where}: {getattr(exc, 'problem', exc)}")
 
 
 def config_hash(path: str | Path) -> str:

@@ -341,7 +341,11 @@ def load_guard_config(path: str | Path) -> GuardConfig:
         data = yaml.safe_load(p.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"{p}: guard config not found") from None
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+    except yaml.YAMLError as exc:  # one line naming where, as bastion.yaml's loader says it
+        from bastion.core.config import yaml_syntax_error
+
+        raise yaml_syntax_error(p, exc) from None
+    except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{p}: cannot read guard config: {exc}") from None
     cfg = parse_guard_config(data, source=str(p))
     base = p.resolve().parent

@@ -201,3 +201,34 @@ def test_an_hdf5_file_that_makes_the_library_loop_is_an_error_within_the_time_li
     assert time.monotonic() - t0 < 30  # a hang guard: the limit is 3 s plus the child's start
     assert fr.verdict is Verdict.ERROR
     assert "HDF5" in (fr.reason or "") and "within" in (fr.reason or "")
+
+
+def test_onnx_strings_that_are_not_utf8_are_checked_not_an_internal_error(tmp_path: Path) -> None:
+    """Found by the atheris campaign: protobuf hands ``bytes`` for a non-UTF-8 string field."""
+    onnx = pytest.importorskip("onnx")
+    import numpy as np
+    from onnx import helper
+
+    from bastion.core.scanning import Verdict
+    from bastion.report.json_out import scan_to_json
+    from bastion.report.sarif import scan_to_sarif
+    from bastion.scan import scan_file, scan_paths
+
+    w = helper.make_tensor("w", onnx.TensorProto.FLOAT, [2], np.ones(2, dtype=np.float32).tolist())
+    w.data_location = onnx.TensorProto.EXTERNAL
+    del w.float_data[:]
+    w.external_data.add(key="location", value="QQQQQQQQQQ")
+    node = helper.make_node("Custom", ["x", "w"], ["y"], domain="DDDDDDDD")
+    x = helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [2])
+    y = helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [2])
+    data = helper.make_model(helper.make_graph([node], "g", [x], [y], initializer=[w])).SerializeToString()
+    data = data.replace(b"QQQQQQQQQQ", b"../\xff\xfe/etc/").replace(b"DDDDDDDD", b"evil\xff\xfe.o")
+    p = tmp_path / "m.onnx"
+    p.write_bytes(data)
+    fr = scan_file(p)
+    assert "internal" not in (fr.reason or ""), fr.reason
+    assert fr.verdict is Verdict.MALICIOUS
+    assert {"scan.onnx.external-data-escape", "scan.onnx.custom-domain"} <= {f.rule_id for f in fr.findings}
+    result = scan_paths([p])
+    json.loads(scan_to_json(result))  # the report renders (surrogates escaped)
+    json.loads(scan_to_sarif(result))

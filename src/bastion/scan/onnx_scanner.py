@@ -35,6 +35,15 @@ _DRIVE = re.compile(r"^[A-Za-z]:")
 _EXTERNAL = 1  # onnx.TensorProto.EXTERNAL
 
 
+def _text(value: str | bytes) -> str:
+    """A protobuf string field as text (``bytes`` for invalid UTF-8 are kept as surrogate escapes).
+
+    The Python protobuf gives ``bytes`` for a string field that is not valid UTF-8 (found by
+    fuzzing: a location like that was an internal scanner error).
+    """
+    return value.decode("utf-8", "surrogateescape") if isinstance(value, bytes) else value
+
+
 def location_escapes(location: str) -> str | None:
     """Why an external-data ``location`` leaves the model folder, or ``None``.
 
@@ -178,16 +187,16 @@ class OnnxScanner(Scanner):
 
     def _check(self, art: Artifact, model: Any) -> Outcome:
         out = Outcome(format="onnx")
-        local_functions = {(f.domain, f.name) for f in model.functions}
+        local_functions = {(_text(f.domain), _text(f.name)) for f in model.functions}
         custom: dict[str, dict[str, Any]] = {}
         escapes: list[tuple[str, str, str]] = []
 
         def visit_node(node: Any, where: str) -> None:
-            domain = node.domain
-            if domain in STANDARD_DOMAINS or (domain, node.op_type) in local_functions:
+            domain, op_type = _text(node.domain), _text(node.op_type)
+            if domain in STANDARD_DOMAINS or (domain, op_type) in local_functions:
                 return
             entry = custom.setdefault(domain, {"ops": {}, "nodes": 0, "first": where})
-            entry["ops"][node.op_type] = None
+            entry["ops"][op_type] = None
             entry["nodes"] += 1
 
         def visit_tensor(t: Any, where: str) -> None:
@@ -195,8 +204,8 @@ class OnnxScanner(Scanner):
                 return
             location = ""
             for kv in t.external_data:
-                if kv.key == "location":
-                    location = kv.value
+                if _text(kv.key) == "location":
+                    location = _text(kv.value)
             why = location_escapes(location) or _link_escapes(art, location)
             if why:
                 escapes.append((where, location, why))

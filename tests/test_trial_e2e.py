@@ -83,3 +83,21 @@ def test_guard_config_yaml_error_is_one_line_naming_file_and_position(tmp_path: 
         load_guard_config(bad)
     msg = str(info.value)
     assert "\n" not in msg and str(bad) in msg and "not valid YAML at line 3, column 1" in msg
+
+
+def test_stdout_that_cannot_be_written_is_one_error_line_and_exit_2(tmp_path: Path) -> None:
+    """`bastion version >/dev/full` (Rich printing to stdout) was "internal error: OSError"."""
+    code = "import sys; from bastion.cli.main import run; sys.argv = ['bastion', 'version']; run()"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run(
+            [sys.executable, "-c", code],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            env=env,
+            timeout=60,
+            check=False,
+        )
+    err = proc.stderr.decode()
+    assert proc.returncode == 2, err
+    assert "cannot write the output (stdout)" in err and "internal error" not in err

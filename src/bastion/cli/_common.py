@@ -193,7 +193,7 @@ def write(text: str, output: Path | None) -> None:
             out.write(text if text.endswith("\n") else text + "\n")
             out.flush()
         except (OSError, ValueError) as exc:
-            _drop_stdout(out)
+            drop_stdout(out)
             why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             raise BastionError(f"cannot write the output to stdout: {why}") from None
         return
@@ -218,7 +218,7 @@ def write(text: str, output: Path | None) -> None:
             tmp.unlink()
 
 
-def _drop_stdout(out: Any) -> None:
+def drop_stdout(out: Any) -> None:
     """Point ``out``'s descriptor at the null device (best effort), so its buffer flushes there."""
     try:
         fd = out.fileno()

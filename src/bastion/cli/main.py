@@ -69,7 +69,22 @@ def _scan_request(args: Sequence[str]) -> tuple[dict[str, bool], list[str]] | No
 
 
 def _internal_error(exc: Exception) -> int:
-    """A bug: one line, the traceback only with ``--debug``."""
+    """A bug: one line, the traceback only with ``--debug``.
+
+    Except output that could not be written (a closed or full stdout, a reader that went away:
+    ``EPIPE``/``ENOSPC``/``EBADF`` from a command that prints through Rich): an error of the
+    command, exit 2, naming the file when there is one.
+    """
+    import errno
+
+    if isinstance(exc, OSError) and exc.errno in (errno.EPIPE, errno.ENOSPC, errno.EBADF):
+        from bastion.cli._common import drop_stdout
+
+        where = exc.filename or "the output (stdout)"
+        if exc.filename is None and sys.stdout is not None:
+            drop_stdout(sys.stdout)  # the exit flush must not fail again
+        sys.stderr.write(f"error: cannot write {where}: {exc.strerror or exc}\n")
+        return EXIT_ERROR
     if state["debug"]:
         err.print_exception()
     sys.stderr.write(f"error: internal error: {type(exc).__name__}: {exc} (run with --debug for details)\n")

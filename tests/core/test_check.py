@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
+import pytest
 
 from bastion.core.budget import Budget
 from bastion.core.capability import Capability
@@ -94,3 +96,25 @@ def test_progress_is_clamped() -> None:
     for v in (-1.0, 0.5, 2.0):
         c.report_progress(v)
     assert seen == [0.0, 0.5, 1.0]
+
+
+class OptInMetricCheck(RobustnessCheck):
+    """A check whose default thresholds include one on an opt-in metric it did not compute."""
+
+    id: ClassVar[str] = "evasion.toy-opt-in"
+    default_thresholds: ClassVar[tuple[Threshold, ...]] = (
+        Threshold(metric="opt_in_rate", op="gt", value=0.0),
+    )
+
+
+def test_a_checks_own_default_threshold_on_an_opt_in_metric_is_not_a_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """`bastion demo` warned "thresholds never evaluated" about the checks' own opt-in defaults."""
+    check = OptInMetricCheck()
+    with caplog.at_level(logging.WARNING, logger="bastion.core.check"):
+        quiet = check.run(ctx(list(check.default_thresholds)))
+        loud = check.run(ctx([Threshold(metric="opt_in_rte", op="gt", value=0.0)]))  # a user's typo
+    assert "unevaluated_thresholds" not in quiet.notes
+    assert "opt_in_rte" in loud.notes["unevaluated_thresholds"]
+    assert [r.getMessage().count("opt_in_rte") for r in caplog.records] == [1]

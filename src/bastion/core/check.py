@@ -155,13 +155,16 @@ class Check(Plugin):
 
         A threshold on a metric the result does not have (a typo, a metric of another check)
         can never trip: it is named in ``result.notes["unevaluated_thresholds"]`` (shown in
-        every report) and logged as a warning, so a gate that cannot fire is not silent.
+        every report) and logged as a warning, so a gate that cannot fire is not silent. The
+        check's own ``default_thresholds`` are exempt: some gate opt-in metrics (computed only
+        when a parameter turns them on), and a run without them is not a misconfiguration.
         """
         out: list[Finding] = []
         missing: list[str] = []
         for th in ctx.thresholds:
             if th.metric not in result.metrics:
-                missing.append(th.metric)
+                if th not in self.default_thresholds:
+                    missing.append(th.metric)
                 continue
             value = result.metrics[th.metric]
             if th.trips(value):

@@ -287,3 +287,20 @@ def test_an_encrypted_key_signs_with_its_password_from_the_environment(
     assert code == 0, err
     assert _run("verify", str(model_dir), "--key", str(pub))[0] == 0
     assert _run("sign", str(model_dir), "--key", str(enc), "--password-env", "UNSET_VAR_X")[0] == 2
+
+
+def test_signing_a_file_that_scans_as_malicious_warns_but_signs(
+    tmp_path: Path, keys: tuple[Path, Path]
+) -> None:
+    """A signature attests bytes, not safety: `sign` says so when what it signed scans as unsafe."""
+    key, pub = keys
+    evil = tmp_path / "evil.pkl"
+    evil.write_bytes(os_system_payload(tmp_path / "never"))
+    code, out = _run("sign", str(evil), "--key", str(key))
+    assert code == 0 and "warning: signed file(s) that scan as unsafe" in out and "malicious" in out
+    assert _run("verify", str(evil), "--key", str(pub))[0] == 0  # the signature itself stands
+    clean = tmp_path / "w.safetensors"
+    clean.write_bytes(good_safetensors())
+    code, out = _run("sign", str(clean), "--key", str(key))
+    assert code == 0 and "warning" not in out
+    assert not (tmp_path / "never").exists()

@@ -47,7 +47,31 @@ def sign(
     except BastionError as exc:
         fail(exc)
     err.print(f"signed {path} -> {sig}", highlight=False)
+    _warn_unsafe(path)
     raise typer.Exit(EXIT_OK)
+
+
+def _warn_unsafe(path: Path) -> None:
+    """Warn when what was just signed scans as malicious or suspicious (the signature still stands).
+
+    A signature attests the bytes, not their safety: a signed payload would pass ``verify`` and
+    reach a loader with a valid signature. The scan never loads what it reads.
+    """
+    from bastion import api
+
+    try:
+        scanned = api.scan_models(path, digest=False, records=True)
+    except BastionError:
+        return  # the signature is made; scanning is advice here (``bastion scan`` says why)
+    unsafe = [f for f in scanned.files if f.verdict.value in ("malicious", "suspicious")]
+    if unsafe:
+        names = ", ".join(f"{f.path} ({f.verdict.value})" for f in unsafe[:5])
+        more = f" and {len(unsafe) - 5} more" if len(unsafe) > 5 else ""
+        err.print(
+            f"warning: signed file(s) that scan as unsafe: {names}{more}. A signature attests the "
+            "bytes, not their safety: run `bastion scan` before you publish them.",
+            highlight=False,
+        )
 
 
 def verify(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import tomllib
 from importlib import resources
+from pathlib import Path
 
 import pytest
 
@@ -181,3 +182,46 @@ def test_an_allow_entry_for_a_denied_callable_warns_that_it_does_nothing(
     warned = [r.getMessage() for r in caplog.records]
     assert len(warned) == 1 and "os.system has no effect: it is deny-listed" in warned[0]
     assert pol.judge("os", "system").kind.value == "denied"  # deny still wins
+
+
+def _memmap_call(path: str, mode: str) -> bytes:
+    """``numpy.memmap(path, 'uint8', mode, 0, (16,))`` as a protocol-2 pickle (never loaded here)."""
+    import pickle
+
+    args = pickle.dumps((path, "uint8", mode, 0, (16,)), protocol=2)[2:-1]  # the tuple, no PROTO/STOP
+    return b"\x80\x02cnumpy\nmemmap\n" + args + b"R."
+
+
+def test_numpy_memmap_is_allowed_as_a_class_reference_but_not_as_a_call(tmp_path: Path) -> None:
+    """Called, ``numpy.memmap(path, mode='w+')`` creates or overwrites a file on load: it was
+    allowed (verdict ``safe``; picklescan says suspicious). A pickled memmap names the class only
+    as ``_reconstruct``'s argument and stays safe."""
+    import numpy as np
+
+    from bastion.core.scanning import Verdict
+    from bastion.scan import scan_file
+
+    victim = tmp_path / "victim.txt"
+    evil = tmp_path / "evil.pkl"
+    evil.write_bytes(_memmap_call(str(victim), "w+"))
+    fr = scan_file(evil)
+    assert fr.verdict is Verdict.MALICIOUS
+    (f,) = fr.findings
+    assert f.rule_id == "scan.pickle.reference-only-called"
+    assert str(victim) in str(f.evidence["arguments"])  # the file it would write is shown
+    assert not victim.exists()
+    import pickle
+
+    legit = tmp_path / "mm.pkl"
+    mm = np.memmap(tmp_path / "mm.dat", dtype="float32", mode="w+", shape=(4,))
+    for protocol in (2, 4, 5):
+        legit.write_bytes(pickle.dumps({"weights": mm}, protocol=protocol))
+        assert scan_file(legit).verdict is Verdict.SAFE, protocol
+
+
+def test_call_key_is_only_for_allow_rules() -> None:
+    text = 'version = "1"\n[[rule]]\nid = "d"\nmodule = "os"\nname = "system"\nseverity = "high"\n'
+    text += 'rationale = "r"\nreference = "x"\ncall = false\n'
+    with pytest.raises(ConfigError) as exc:
+        load_rules("deny", text)
+    assert "only in an allow rule" in str(exc.value)

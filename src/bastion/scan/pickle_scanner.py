@@ -64,8 +64,10 @@ def judge_result(
     first: dict[str, tuple[str, str, str, int]] = {}
     calls: dict[str, list[tuple[str, int, str]]] = {}
     blobs: dict[str, list[tuple[int, bytes]]] = {}
+    ncalls: dict[str, int] = {}
     for ref in res.globals:
         q = ref.qualname
+        ncalls[q] = ncalls.get(q, 0) + ref.ncalls
         grouped.setdefault(q, []).append(ref.offset)
         first.setdefault(q, (ref.module, ref.name, ref.opcode, ref.offset))
         for c in ref.calls:
@@ -76,7 +78,14 @@ def judge_result(
     for q, offsets in grouped.items():
         module, name, opcode, offset = first[q]
         j = policy.judge(module, name)
-        if j.kind is not Verdictish.DENIED and not (j.kind is Verdictish.UNKNOWN and include_unknown):
+        called_ref_only = (
+            j.kind is Verdictish.ALLOWED and j.rule is not None and not j.rule.call and ncalls[q]
+        )
+        if (
+            j.kind is not Verdictish.DENIED
+            and not (j.kind is Verdictish.UNKNOWN and include_unknown)
+            and not called_ref_only
+        ):
             continue  # allowed (or an unknown not reported): no finding, no evidence to gather
         site = calls.get(q, [])
         evidence: dict[str, object] = {
@@ -113,6 +122,21 @@ def judge_result(
             )
             if j.rule.nested:
                 _scan_nested(art, q, blobs.get(q, []), out)
+        elif called_ref_only and j.rule is not None:
+            evidence.update(
+                {"rule": j.rule.id, "rationale": j.rule.rationale, "rules_version": policy.version}
+            )
+            out.findings.append(
+                art.finding(
+                    f"{rule_prefix}.reference-only-called",
+                    Severity.HIGH,
+                    f"Pickle calls {q}, which the allow-list accepts only as a class reference",
+                    offset=offset,
+                    evidence=evidence,
+                    remediation=_REMEDIATE_DENIED,
+                    references=(j.rule.reference, *_REFS),
+                )
+            )
         elif j.kind is Verdictish.UNKNOWN and include_unknown:
             evidence["rules_version"] = policy.version
             out.findings.append(

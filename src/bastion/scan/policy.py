@@ -67,6 +67,9 @@ class Rule:
         reference: a URL or citation.
         nested: deny rules only: the call's ``bytes`` arguments are a payload to scan too.
         source: ``builtin`` or ``user``.
+        call: allow rules only: ``False`` allows the global as a reference (a class handed to
+            a rebuild helper, as ``numpy.memmap`` to ``_reconstruct``), never as a callable the
+            stream invokes (``numpy.memmap(path, mode="w+")`` creates or overwrites a file).
     """
 
     id: str
@@ -77,6 +80,7 @@ class Rule:
     reference: str
     nested: bool = False
     source: str = "builtin"
+    call: bool = True
 
     def matches(self, module: str, name: str) -> bool:
         """Whether ``module.name`` matches this rule."""
@@ -171,6 +175,10 @@ def _parse_rules(doc: dict[str, Any], kind: str, source: str) -> tuple[str, list
         for key in ("rationale", "reference"):
             if not isinstance(raw.get(key), str) or not raw[key]:
                 problems.append(f"rule[{i}] {rid}: missing {key}")
+        call = raw.get("call", True)
+        if not isinstance(call, bool) or (kind == "deny" and "call" in raw):
+            problems.append(f"rule[{i}] {rid}: 'call' is true or false, and only in an allow rule")
+            call = True
         rules.append(
             Rule(
                 id=rid,
@@ -181,6 +189,7 @@ def _parse_rules(doc: dict[str, Any], kind: str, source: str) -> tuple[str, list
                 reference=str(raw.get("reference", "")),
                 nested=bool(raw.get("nested", False)),
                 source="builtin",
+                call=call,
             )
         )
     if problems:
@@ -467,5 +476,10 @@ class PicklePolicy:
         return rule is not None and rule.nested
 
     def capture(self, module: str, name: str) -> bool:
-        """Whether the emulator should keep argument previews and bytes for calls of this global."""
-        return self.judge(module, name).kind is not Verdictish.ALLOWED
+        """Whether the emulator should keep argument previews and bytes for calls of this global.
+
+        Every global but an allowed callable: a reference-only allowed global (``call = false``)
+        is captured too, so that a call of it shows its arguments.
+        """
+        j = self.judge(module, name)
+        return j.kind is not Verdictish.ALLOWED or (j.rule is not None and not j.rule.call)

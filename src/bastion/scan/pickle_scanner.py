@@ -64,10 +64,13 @@ def judge_result(
     first: dict[str, tuple[str, str, str, int]] = {}
     calls: dict[str, list[tuple[str, int, str]]] = {}
     blobs: dict[str, list[tuple[int, bytes]]] = {}
-    ncalls: dict[str, int] = {}
+    ncalls: dict[str, int] = {}  # calls of the global, and hand-overs to other calls as an argument
+    passed_to: dict[str, list[str]] = {}
     for ref in res.globals:
         q = ref.qualname
-        ncalls[q] = ncalls.get(q, 0) + ref.ncalls
+        ncalls[q] = ncalls.get(q, 0) + ref.ncalls + ref.npassed
+        if ref.passed_to:
+            passed_to.setdefault(q, []).extend(ref.passed_to)
         grouped.setdefault(q, []).append(ref.offset)
         first.setdefault(q, (ref.module, ref.name, ref.opcode, ref.offset))
         for c in ref.calls:
@@ -126,11 +129,14 @@ def judge_result(
             evidence.update(
                 {"rule": j.rule.id, "rationale": j.rule.rationale, "rules_version": policy.version}
             )
+            if q in passed_to:  # handed to a helper that may call it (copyreg.__newobj__ ...)
+                evidence["passed_to"] = sorted(set(passed_to[q]))[:5]
             out.findings.append(
                 art.finding(
                     f"{rule_prefix}.reference-only-called",
                     Severity.HIGH,
-                    f"Pickle calls {q}, which the allow-list accepts only as a class reference",
+                    f"Pickle calls {q} or hands it to a call; the allow-list accepts it only as a class"
+                    " reference",
                     offset=offset,
                     evidence=evidence,
                     remediation=_REMEDIATE_DENIED,

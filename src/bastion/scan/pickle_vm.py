@@ -56,6 +56,14 @@ JOBLIB_WRAPPERS = frozenset(
 
 _IDENT = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*$")
 _RECONSTRUCTORS = frozenset({"copyreg._reconstructor", "copy_reg._reconstructor"})
+#: Callables that take a class as an argument only to build an array of that type (never calling
+#: it): qualified name -> the argument positions holding such classes. A global passed anywhere
+#: else is recorded in :attr:`GlobalRef.passed_to`.
+CLASS_ARGUMENT_SITES = {
+    "numpy.core.multiarray._reconstruct": (0,),
+    "numpy._core.multiarray._reconstruct": (0,),
+    "numpy.ma.core._mareconstruct": (0, 1),
+}
 _NEWOBJ_HELPERS = frozenset({"copyreg.__newobj__", "copyreg.__newobj_ex__"})
 _DTYPE_NAMES = frozenset({"numpy.dtype", "numpy.core.multiarray.dtype", "numpy._core.multiarray.dtype"})
 _CODECS_ENCODE = frozenset({"_codecs.encode", "codecs.encode"})
@@ -421,9 +429,13 @@ class GlobalRef(_Compared):
         opcode: ``GLOBAL``, ``STACK_GLOBAL`` or ``INST``.
         calls: invocations (first few only).
         ncalls: total number of invocations.
+        passed_to: the callables it was handed to as an argument (first few), other than the
+            class argument of numpy's array rebuilds (:data:`CLASS_ARGUMENT_SITES`): a helper
+            may call what it is given (``copyreg.__newobj__(cls, *args)`` calls ``cls.__new__``).
+        npassed: total number of such hand-overs.
     """
 
-    _fields = ("module", "name", "offset", "opcode", "calls", "ncalls")
+    _fields = ("module", "name", "offset", "opcode", "calls", "ncalls", "passed_to", "npassed")
 
     def __init__(
         self,
@@ -433,6 +445,8 @@ class GlobalRef(_Compared):
         opcode: str,
         calls: list[CallSite] | None = None,
         ncalls: int = 0,
+        passed_to: list[str] | None = None,
+        npassed: int = 0,
     ) -> None:
         self.module = module
         self.name = name
@@ -440,6 +454,8 @@ class GlobalRef(_Compared):
         self.opcode = opcode
         self.calls: list[CallSite] = [] if calls is None else calls
         self.ncalls = ncalls
+        self.passed_to: list[str] = [] if passed_to is None else passed_to
+        self.npassed = npassed
 
     @property
     def qualname(self) -> str:
@@ -878,6 +894,7 @@ class _VM:
 
     def call(self, func: Any, args: Any, kwargs: Any = None) -> Obj:
         obj = Obj(func=func, args=args, kwargs=kwargs, opcode=self.op_name, offset=self.op_offset)
+        _note_passed(func, args, kwargs)
         if isinstance(func, Global):
             ref = func.ref
             ref.ncalls += 1
@@ -1567,3 +1584,35 @@ def emulate(
     if not res.complete:
         res.end = r.pos
     return res
+
+
+def _note_passed(func: Any, args: Any, kwargs: Any) -> None:
+    """Record the globals handed to a call as arguments (directly, or one container deep).
+
+    The class argument of numpy's array rebuilds (:data:`CLASS_ARGUMENT_SITES`) is exempt: a
+    pickled ``np.memmap`` is ``_reconstruct(numpy.memmap, (0,), b"b")``, which never calls it.
+    """
+    where = func.qualname if isinstance(func, Global) else "<computed callable>"
+    exempt = CLASS_ARGUMENT_SITES.get(where, ())
+    values: list[Any] = []
+    if isinstance(args, tuple):
+        values.extend(v for i, v in enumerate(args) if i not in exempt)
+    if isinstance(kwargs, PDict):
+        values.extend(v for _, v in kwargs.items)
+    elif isinstance(kwargs, dict):
+        values.extend(kwargs.values())
+    found: list[Global] = []
+    for v in values:
+        if isinstance(v, Global):
+            found.append(v)
+        elif isinstance(v, tuple):
+            found.extend(g for g in v if isinstance(g, Global))
+        elif isinstance(v, (PList, PSet)):
+            found.extend(g for g in v.items if isinstance(g, Global))
+        elif isinstance(v, PDict):
+            found.extend(g for kv in v.items for g in kv if isinstance(g, Global))
+    for g in found:
+        ref = g.ref
+        ref.npassed += 1
+        if len(ref.passed_to) < 8:
+            ref.passed_to.append(where)

@@ -108,3 +108,15 @@ def test_a_pickled_generator_stays_safe(tmp_path: Path) -> None:
     for protocol in (2, 5):
         data = pickle.dumps(np.random.default_rng(0), protocol=protocol)
         assert _scan(tmp_path, f"rng{protocol}.pkl", data) is Verdict.SAFE, protocol
+
+
+def test_a_metaclass_reexported_under_an_allowed_name_cannot_build_classes(tmp_path: Path) -> None:
+    """``sklearn.base.ABCMeta`` matched ``allow.sklearn-classes`` (``[A-Z]*``): a pickle could create
+    a class at load time. Metaclasses are denied wherever they are re-exported."""
+    data = b"\x80\x02csklearn.base\nABCMeta\n" + _arg("X") + b"c__builtin__\nobject\n\x85}\x87R."
+    assert _scan(tmp_path, "meta.pkl", data) is Verdict.MALICIOUS
+    from sklearn.linear_model import LogisticRegression
+
+    legit = tmp_path / "m.pkl"
+    legit.write_bytes(pickle.dumps(LogisticRegression(), protocol=4))
+    assert scan_file(legit).verdict is Verdict.SAFE

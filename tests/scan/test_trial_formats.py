@@ -92,7 +92,36 @@ def test_gguf_obfuscated_dunder_template_is_malicious(tmp_path: Path, template: 
 
 def test_gguf_underscore_built_at_run_time_is_suspicious() -> None:
     hits = template_findings("{% set u = '_' %}{{ ''[u * 2 ~ 'class' ~ u * 2] }}")
-    assert [k for k, _, _ in hits] == ["underscore-build"]
+    # the glued underscores (medium), and the subscript key built at run time (high)
+    assert [k for k, _, _ in hits] == ["computed-attribute", "underscore-build"]
+
+
+_BUILT_KEYS = {
+    "format with %s": (
+        "{% set u = 'XX'|replace('X','_') %}{{ ''['%sclass%s'|format(u,u)]['%smro%s'|format(u,u)] }}"
+    ),
+    "replace on a literal": "{{ ''['XXclassXX'|replace('X','_')] }}",
+    "join of pieces": "{{ ''[['_','_','class','_','_']|join] }}",
+    "variable set from a format": "{% set k = '%sclass%s'|format('__','__') %}{{ ''[k] }}",
+    "attr filter with a built name": "{{ ''|attr('%sclass%s'|format('__','__')) }}",
+    "string method": "{{ ''['{0}class{0}'.format('__')] }}",
+    "percent formatting": "{{ ''['%sclass%s' % ('__','__')] }}",
+}
+
+
+@pytest.mark.parametrize("template", list(_BUILT_KEYS.values()), ids=list(_BUILT_KEYS))
+def test_gguf_attribute_keys_built_at_run_time_are_high(template: str) -> None:
+    """Found by review: ``''['%sclass%s'|format(u, u)]`` reached ``object.__subclasses__()`` with no
+    finding at all (the key is built by a filter, never written): Jinja2's parser now sees it."""
+    assert ("computed-attribute", "high") in {(k, s.value) for k, s, _ in template_findings(template)}
+
+
+def test_gguf_numeric_and_fixed_keys_are_not_computed_attributes() -> None:
+    ok = (
+        "{% for m in messages %}{{ messages[loop.index0 - 1]['role'] }}{{ m['content'] }}"
+        "{{ m[key] }}{{ messages[-1].content }}{% endfor %}"
+    )
+    assert "computed-attribute" not in {k for k, _, _ in template_findings(ok)}
 
 
 def test_gguf_benign_templates_raise_nothing() -> None:

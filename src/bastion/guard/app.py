@@ -661,7 +661,8 @@ def _id_pool_after_fork() -> None:
     _ID_POOL[0], _ID_POOL[1] = b"", 0
 
 
-os.register_at_fork(after_in_child=_id_pool_after_fork)  # a child never reuses them
+if hasattr(os, "register_at_fork"):  # POSIX; elsewhere there is no fork to guard against
+    os.register_at_fork(after_in_child=_id_pool_after_fork)  # a child never reuses them
 
 
 def _mean(values: list[float]) -> float:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 import struct
-from typing import IO, ClassVar
+from typing import IO, Any, ClassVar
 
 from bastion.core.registry import register
 from bastion.core.severity import Severity
@@ -143,6 +143,106 @@ def normalise_template(text: str) -> str:
     return out
 
 
+#: Jinja2 filters and string methods that build text (an attribute name can be assembled with them).
+_STRING_BUILDERS = frozenset(
+    {
+        "format",
+        "replace",
+        "join",
+        "string",
+        "lower",
+        "upper",
+        "reverse",
+        "title",
+        "capitalize",
+        "trim",
+        "center",
+        "urlencode",
+        "indent",
+        "safe",
+        "e",
+        "escape",
+    }
+)
+
+
+def computed_name_findings(text: str) -> list[tuple[str, Severity, str]]:
+    """Attribute names a template builds at run time: ``x[<built string>]`` or ``x|attr(<built>)``.
+
+    Parsed with Jinja2's parser (the template is never rendered). A chat template reads fields
+    by fixed names (``message['content']``) or numbers (``messages[loop.index0 - 1]``); a key
+    built from strings — a ``format``/``replace``/``join`` filter or method, ``~`` or ``+`` with
+    a string, ``%`` formatting, or a variable set from any of these or from a string starting
+    with ``_`` — is how ``__class__`` is reached without ever being written (``''['%sclass%s'
+    |format(u, u)]``). Such a key is ``computed-attribute`` (high). A template Jinja2 cannot parse
+    gives nothing here (the pattern checks still apply); one nested past Python's recursion limit
+    is ``unanalysable-nesting`` (medium), never silently passed.
+    """
+    try:
+        from jinja2 import Environment, TemplateSyntaxError, nodes
+    except ImportError:  # pragma: no cover - jinja2 is a dependency
+        return []
+    try:
+        tree = Environment().parse(text)
+    except RecursionError:
+        return [_TOO_DEEP]
+    except (TemplateSyntaxError, ValueError, TypeError, MemoryError):
+        return []
+    try:
+        return _computed_names(tree, nodes)
+    except RecursionError:  # nested past Python's limit: not analysed, and said so
+        return [_TOO_DEEP]
+
+
+#: A template nested too deeply for the parser or the walk: not analysed for built names.
+_TOO_DEEP = ("unanalysable-nesting", Severity.MEDIUM, "template nested too deeply to analyse")
+
+
+def _computed_names(tree: Any, nodes: Any) -> list[tuple[str, Severity, str]]:
+    """:func:`computed_name_findings` on a parsed template (``nodes``: ``jinja2.nodes``)."""
+
+    def builds_text(node: object, names: set[str]) -> bool:
+        if isinstance(node, nodes.Const):
+            return isinstance(node.value, str) and node.value.startswith("_")
+        if isinstance(node, nodes.Name):
+            return node.name in names
+        if isinstance(node, (nodes.Filter, nodes.Test)):
+            return node.name in _STRING_BUILDERS or builds_text(node.node, names)
+        if isinstance(node, nodes.Call):
+            callee = node.node
+            return isinstance(callee, nodes.Getattr) and callee.attr in _STRING_BUILDERS
+        if isinstance(node, nodes.Concat):
+            return True
+        if isinstance(node, (nodes.Add, nodes.Mod)):
+            sides = (node.left, node.right)
+            return any(isinstance(x, nodes.Const) and isinstance(x.value, str) for x in sides) or any(
+                builds_text(x, names) for x in sides
+            )
+        if isinstance(node, nodes.CondExpr):
+            return builds_text(node.expr1, names) or builds_text(node.expr2, names)
+        return False
+
+    built: set[str] = set()  # variables set from built text ({% set u = 'XX'|replace('X', '_') %})
+    for _ in range(4):  # a variable may be built from another: a few passes settle it
+        for a in tree.find_all(nodes.Assign):
+            if isinstance(a.target, nodes.Name) and builds_text(a.node, built):
+                built.add(a.target.name)
+    hits: list[tuple[str, Severity, str]] = []
+    for node in tree.find_all((nodes.Getitem, nodes.Filter)):
+        if isinstance(node, nodes.Getitem):
+            key = node.arg
+        elif isinstance(node, nodes.Filter) and node.name == "attr" and node.args:
+            key = node.args[0]
+        else:
+            continue
+        if isinstance(key, nodes.Const) and not (isinstance(key.value, str) and key.value.startswith("_")):
+            continue
+        if builds_text(key, built):
+            hits.append(("computed-attribute", Severity.HIGH, f"line {node.lineno}: a key built at run time"))
+            break
+    return hits
+
+
 class _Bad(Exception):
     pass
 
@@ -170,6 +270,7 @@ def template_findings(text: str) -> list[tuple[str, Severity, str]]:
         found = [rx.search(text) for rx in patterns]
         if all(found):
             hits.append((kind, sev, " … ".join(m.group(0) for m in found if m)))
+    hits += computed_name_findings(text)
     hits.sort(key=lambda h: h[1], reverse=True)
     return hits
 

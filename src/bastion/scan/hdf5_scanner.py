@@ -152,9 +152,10 @@ def _child_path(artifact: Artifact) -> tuple[str, bool]:
     """A path the child can open for the artifact's bytes, and whether it is a temporary copy.
 
     For a top-level file, the scanned descriptor itself where ``/proc`` has it (``/proc/<pid>/fd/N``:
-    the bytes scanned, even if the path was replaced since), else its path. A container member
-    (its bytes in memory or in an unlinked spool file, which HDF5 cannot reopen) is copied to a
-    temporary file.
+    the bytes scanned, even if the path was replaced since). Anything else — a file the engine
+    read into memory (the path is never opened again: it may have been replaced since, and the
+    verdict must be of the bytes hashed), a container member, an unlinked spool file HDF5 cannot
+    reopen — is copied to a temporary file.
     """
     import os
     import shutil
@@ -168,11 +169,14 @@ def _child_path(artifact: Artifact) -> tuple[str, bool]:
         proc = f"/proc/{os.getpid()}/fd/{fd}"
         if fd is not None and os.path.isfile(proc):
             return proc, False
-        if os.path.isfile(artifact.path):
-            return artifact.path, False
     artifact.stream.seek(0)
     with tempfile.NamedTemporaryFile(prefix="bastion-h5-", suffix=".h5", delete=False) as tmp:
-        shutil.copyfileobj(artifact.stream, tmp)
+        try:
+            shutil.copyfileobj(artifact.stream, tmp)
+        except BaseException:  # a full disk: no copy left behind
+            tmp.close()
+            os.unlink(tmp.name)
+            raise
     return tmp.name, True
 
 

@@ -62,7 +62,7 @@ _RECONSTRUCTORS = frozenset({"copyreg._reconstructor", "copy_reg._reconstructor"
 CLASS_ARGUMENT_SITES = {
     "numpy.core.multiarray._reconstruct": (0,),
     "numpy._core.multiarray._reconstruct": (0,),
-    "numpy.ma.core._mareconstruct": (0, 1),
+    "numpy.ma.core._mareconstruct": (1,),  # ndarray.__new__(baseclass, ...); subtype.__new__ is called
 }
 _NEWOBJ_HELPERS = frozenset({"copyreg.__newobj__", "copyreg.__newobj_ex__"})
 _DTYPE_NAMES = frozenset({"numpy.dtype", "numpy.core.multiarray.dtype", "numpy._core.multiarray.dtype"})

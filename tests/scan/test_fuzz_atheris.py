@@ -43,6 +43,28 @@ def _name_byte(seed_name: str) -> bytes:
     return bytes([NAMES.index(name) if name in NAMES else NAMES.index("x")])
 
 
+def _onnx_model(location: str, domain: str) -> bytes:
+    """An ONNX model whose initializer reads external data at ``location`` through an op of ``domain``.
+
+    Raises:
+        ImportError: the ``onnx`` extra is missing.
+    """
+    import numpy as np
+    import onnx
+    from onnx import helper
+
+    w = helper.make_tensor("w", onnx.TensorProto.FLOAT, [2], np.ones(2, dtype=np.float32).tolist())
+    w.data_location = onnx.TensorProto.EXTERNAL
+    del w.float_data[:]
+    w.external_data.add(key="location", value=location)
+    node = helper.make_node("Custom", ["x", "w"], ["y"], domain=domain)
+    x = helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [2])
+    y = helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [2])
+    return bytes(
+        helper.make_model(helper.make_graph([node], "g", [x], [y], initializer=[w])).SerializeToString()
+    )
+
+
 def _more_seeds() -> dict[str, bytes]:
     """Seeds of the formats ``test_fuzz.SEEDS`` lacks (archives, npz, joblib, ONNX, HDF5, skops, 7z)."""
     import io
@@ -84,19 +106,7 @@ def _more_seeds() -> dict[str, bytes]:
         b'node { name: "r" op: "ReadFile" }\nlibrary { function { node_def { op: "PyFunc" } } }\n'
     )
     with contextlib.suppress(ImportError):
-        import numpy as np
-        import onnx
-        from onnx import helper
-
-        w = helper.make_tensor("w", onnx.TensorProto.FLOAT, [2], np.ones(2, dtype=np.float32).tolist())
-        w.data_location = onnx.TensorProto.EXTERNAL
-        del w.float_data[:]
-        w.external_data.add(key="location", value="../../etc/passwd")
-        node = helper.make_node("Custom", ["x", "w"], ["y"], domain="evil.ops")
-        x = helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [2])
-        y = helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [2])
-        graph = helper.make_graph([node], "g", [x], [y], initializer=[w])
-        seeds["m.onnx"] = helper.make_model(graph).SerializeToString()
+        seeds["m.onnx"] = _onnx_model("../../etc/passwd", "evil.ops")
     with contextlib.suppress(ImportError):
         import h5py
 
@@ -205,23 +215,14 @@ def test_an_hdf5_file_that_makes_the_library_loop_is_an_error_within_the_time_li
 
 def test_onnx_strings_that_are_not_utf8_are_checked_not_an_internal_error(tmp_path: Path) -> None:
     """Found by the atheris campaign: protobuf hands ``bytes`` for a non-UTF-8 string field."""
-    onnx = pytest.importorskip("onnx")
-    import numpy as np
-    from onnx import helper
+    pytest.importorskip("onnx")
 
     from bastion.core.scanning import Verdict
     from bastion.report.json_out import scan_to_json
     from bastion.report.sarif import scan_to_sarif
     from bastion.scan import scan_file, scan_paths
 
-    w = helper.make_tensor("w", onnx.TensorProto.FLOAT, [2], np.ones(2, dtype=np.float32).tolist())
-    w.data_location = onnx.TensorProto.EXTERNAL
-    del w.float_data[:]
-    w.external_data.add(key="location", value="QQQQQQQQQQ")
-    node = helper.make_node("Custom", ["x", "w"], ["y"], domain="DDDDDDDD")
-    x = helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [2])
-    y = helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [2])
-    data = helper.make_model(helper.make_graph([node], "g", [x], [y], initializer=[w])).SerializeToString()
+    data = _onnx_model("QQQQQQQQQQ", "DDDDDDDD")
     data = data.replace(b"QQQQQQQQQQ", b"../\xff\xfe/etc/").replace(b"DDDDDDDD", b"evil\xff\xfe.o")
     p = tmp_path / "m.onnx"
     p.write_bytes(data)

@@ -258,6 +258,7 @@ def analyse_pickle(
         return out, res
     judge_result(art, res, out, rule_prefix=rule_prefix)
     joblib_seen = res.joblib_arrays + res.joblib_object_arrays
+    seen = [res]  # every stream of the joblib reading, for the plain-pickle reading
     if multi:
         count = 1
         while not rd.at_eof():
@@ -267,11 +268,14 @@ def analyse_pickle(
                 judge_result(art, nxt, out, rule_prefix=rule_prefix)
                 out.errors.append(f"{ctx.time_limit_message()} ({nxt.error}, offset {nxt.error_offset})")
                 break
+            seen.append(nxt)
             if nxt.complete and count <= 4096:
                 judge_result(art, nxt, out, rule_prefix=rule_prefix)
                 joblib_seen += nxt.joblib_arrays + nxt.joblib_object_arrays
                 continue
-            judge_result(art, nxt, out, rule_prefix=rule_prefix, include_unknown=False)
+            # A loader that calls ``pickle.load`` until the file ends runs this stream up to
+            # where it breaks: what it reaches before then counts, unknown globals included.
+            judge_result(art, nxt, out, rule_prefix=rule_prefix)
             out.findings.append(
                 art.finding(
                     f"{rule_prefix}.trailing-data",
@@ -285,9 +289,57 @@ def analyse_pickle(
             break
     if joblib_seen:
         fmt = "joblib"
+        _judge_plain_view(art, rd, res, seen, out, multi=multi, rule_prefix=rule_prefix)
     out.format = fmt
     _label(out, res, fmt)
     return out, res
+
+
+def _judge_plain_view(
+    art: Artifact,
+    rd: Reader,
+    first: PickleResult,
+    seen: list[PickleResult],
+    out: Outcome,
+    *,
+    multi: bool,
+    rule_prefix: str,
+) -> None:
+    """Read a joblib file again the way plain ``pickle.load`` does, and judge what only it reaches.
+
+    ``joblib.load`` skips the array bytes written after each ``NumpyArrayWrapper``; ``pickle.load``
+    (the wrapper class is importable wherever joblib is installed) reads them as opcodes. An
+    attacker can put a payload there that the joblib reading never sees. Only globals the joblib
+    reading did not resolve (by offset) are judged; the plain reading of real array bytes is
+    garbage, so its parse failures and stream tricks are not reported.
+    """
+    ctx = art.ctx
+    known = {g.offset for r in seen for g in r.globals}
+    stream = art.stream
+    resume = stream.tell()
+    delta = rd.stream_delta(resume)
+    try:
+        stream.seek(first.start + delta)
+        plain_rd = Reader(stream, start=first.start)
+        for _ in range(4096 if multi else 1):
+            plain = emulate(
+                stream,
+                reader=plain_rd,
+                capture=ctx.policy.capture,
+                max_value=ctx.limits.max_value_bytes,
+                deadline=ctx.deadline,
+                joblib=False,
+            )
+            extra = [g for g in plain.globals if g.offset not in known]
+            if extra:
+                view = PickleResult(start=plain.start, protocol=plain.protocol, globals=extra)
+                judge_result(art, view, out, rule_prefix=rule_prefix)
+            if plain.timed_out:
+                out.errors.append(f"{ctx.time_limit_message()} ({plain.error}, offset {plain.error_offset})")
+            if not plain.complete or plain_rd.at_eof():
+                break
+    finally:
+        stream.seek(resume)
 
 
 def _label(out: Outcome, res: PickleResult, fmt: str) -> None:

@@ -123,6 +123,13 @@ class Reader:
         """Current offset (bytes)."""
         return self._base + self._i
 
+    def stream_delta(self, position: int) -> int:
+        """Stream position minus reported offset, given the stream's current ``position``.
+
+        The stream stands just after the buffered bytes (this reader reads forward only).
+        """
+        return position - self._base - len(self._buf)
+
     def _fill(self, need: int) -> bool:
         """Make at least ``need`` unread bytes available; False at end of stream."""
         while len(self._buf) - self._i < need:
@@ -820,8 +827,10 @@ class _VM:
         depth: int,
         max_calls_kept: int = 5,
         deadline: float | None = None,
+        joblib: bool = True,
     ) -> None:
         self.r = reader
+        self.joblib = joblib
         self.deadline = deadline
         self.blob_opened: set[int] = set()  # containers find_blobs has opened in this stream
         self.res = result
@@ -883,9 +892,13 @@ class _VM:
 
     # -- globals and calls
     def resolve(self, module: str, name: str, opcode: str) -> Global:
-        if not _IDENT.match(module) or not _IDENT.match(name):
-            raise ValueError(f"{opcode} names no importable object: {module!r} {name!r}")
         ref = GlobalRef(module=module, name=name, offset=self.op_offset, opcode=opcode)
+        if not _IDENT.match(module) or not _IDENT.match(name):
+            # A real unpickler still hands these to find_class (``__import__('zz-mod')`` loads
+            # ``zz-mod.py`` if one is on the path): record the global, then stop parsing.
+            if module and name and "\n" not in module and "\n" not in name:
+                self.res.globals.append(ref)
+            raise ValueError(f"{opcode} names no importable object: {module!r} {name!r}")
         self.res.globals.append(ref)
         return Global(ref)
 
@@ -1338,7 +1351,7 @@ class _VM:
                 ref.calls.append(CallSite(opcode="BUILD", offset=self.op_offset))
         if cls in _DTYPE_NAMES:
             inst.state = state
-        elif cls in JOBLIB_WRAPPERS:
+        elif cls in JOBLIB_WRAPPERS and self.joblib:
             inst.state = state
             self._joblib_payload(inst)
         else:
@@ -1541,6 +1554,7 @@ def emulate(
     limit: int | None = None,
     reader: Reader | None = None,
     deadline: float | None = None,
+    joblib: bool = True,
 ) -> PickleResult:
     """Emulate one pickle stream from the current position of ``stream`` up to its ``STOP``.
 
@@ -1556,13 +1570,25 @@ def emulate(
         limit: read at most this many bytes.
         reader: continue with an existing :class:`Reader` (sequential pickles in one stream).
         deadline: ``time.monotonic()`` value past which emulation stops (``timed_out``).
+        joblib: skip (or parse as a separate pickle) the array bytes joblib writes after a
+            ``NumpyArrayWrapper``'s ``BUILD``, as ``joblib.load`` does. ``False`` reads them as
+            opcodes, as plain ``pickle.load`` does: a file can mean two different things.
 
     Returns:
         A :class:`PickleResult`; ``complete`` is True when ``STOP`` was reached.
     """
     r = reader if reader is not None else Reader(stream, start=start, limit=limit)
     res = PickleResult(start=r.pos)
-    vm = _VM(r, res, capture=capture, max_value=max_value, max_stack=max_stack, depth=0, deadline=deadline)
+    vm = _VM(
+        r,
+        res,
+        capture=capture,
+        max_value=max_value,
+        max_stack=max_stack,
+        depth=0,
+        deadline=deadline,
+        joblib=joblib,
+    )
     try:
         vm.run()
     except _TimeUp:

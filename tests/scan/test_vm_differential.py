@@ -319,3 +319,18 @@ def test_differential_against_cpython(kind: str, tmp_path: Path) -> None:
             failures.append(problem)
     assert resolved > 50  # the generator does reach globals
     assert not failures, "\n".join(failures[:5])
+
+
+def test_a_last_global_line_without_its_newline_is_what_the_pure_python_unpickler_resolves(
+    tmp_path: Path,
+) -> None:
+    """``pickle._Unpickler`` reads ``cos\\nsystemX`` at the end of a file as ``os.system`` (it drops
+    the last byte of a line that has no newline) and imports it before the stream breaks."""
+    from bastion.core.scanning import Verdict
+    from bastion.scan import scan_file
+
+    p = tmp_path / "x.pkl"
+    p.write_bytes(b"\x80\x02N.cos\nsystemX")
+    fr = scan_file(p)
+    assert fr.verdict is Verdict.MALICIOUS
+    assert "os.system" in {f.evidence.get("global") for f in fr.findings}

@@ -233,6 +233,10 @@ class Reader:
             n -= len(data)
             self._base += len(data)
 
+    def unread(self) -> bytes:
+        """The bytes buffered and not read yet (after a failed read: up to the end of the stream)."""
+        return bytes(self._buf[self._i :])
+
     def readline(self, max_len: int = MAX_LINE) -> bytes:
         """Bytes up to (not including) the next newline.
 
@@ -1308,7 +1312,17 @@ class _VM:
 
     def _line_pair(self) -> tuple[str, str]:
         module = self.r.readline(4096).decode("utf-8")
-        name = self.r.readline(4096).decode("utf-8")
+        try:
+            name = self.r.readline(4096).decode("utf-8")
+        except _Truncated:
+            # CPython's pure-Python unpickler reads a last line without its newline and drops its
+            # last byte: it imports ``module`` and looks the rest up before the stream breaks
+            rest = self.r.unread()[:-1].decode("utf-8", "replace")
+            if rest and _IDENT.match(module) and _IDENT.match(rest):
+                self.res.globals.append(
+                    GlobalRef(module=module, name=rest, offset=self.op_offset, opcode="GLOBAL")
+                )
+            raise
         return module, name
 
     def op_global(self) -> None:

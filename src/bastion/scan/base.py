@@ -44,6 +44,9 @@ __all__ = [
     "is_model_name",
 ]
 
+#: Largest byte region :meth:`Artifact.scan_region` reads and scans as a member of its own.
+MAX_REGION_SCAN = 64 << 20
+
 #: MITRE ATLAS techniques every scan finding maps to (unsafe ML artefacts; supply chain: model).
 ATLAS_IDS = [atlas.UNSAFE_ARTIFACTS, atlas.SUPPLY_CHAIN_MODEL]
 
@@ -303,6 +306,24 @@ class Artifact:
             depth=self.depth + 1,
             ctx=self.ctx,
         )
+
+    def scan_region(self, out: Outcome, start: int, length: int, *, name: str, what: str) -> None:
+        """Scan ``length`` bytes at ``start`` (at most :data:`MAX_REGION_SCAN`) as a member, by magic.
+
+        For bytes the format's own reader ignores but another loader may not (a pickle appended
+        after the data makes the file a polyglot). All-zero padding is skipped; a region that is
+        no model format adds nothing; a payload there is reported as a member ``<what at start>``.
+        """
+        import io
+
+        self.stream.seek(start)
+        data = self.stream.read(min(length, MAX_REGION_SCAN))
+        if not data.strip(b"\x00"):
+            return
+        child = self.child(name, io.BytesIO(data), len(data), label=f"<{what} at {start}>")
+        sub = self.ctx.scan(child)
+        if sub.skipped is None or sub.findings:
+            out.absorb(sub, member=child.member)
 
     def finding(
         self,

@@ -13,6 +13,7 @@ Reference: https://docs.h5py.org/ ; Keras legacy H5 format (``keras/src/legacy/s
 
 from __future__ import annotations
 
+import functools
 import io
 from pathlib import Path
 from typing import IO, Any, ClassVar
@@ -124,8 +125,7 @@ def read_root_attrs(artifact: Artifact, keys: tuple[str, ...]) -> dict[str, obje
     path, spooled = _child_path(artifact)
     # ``-I``: no PYTHON* variables, no user site, no current folder on the path; the child's code is
     # this package's file, run as a script, so only h5py needs to be importable there
-    source = Path(__file__).with_name("_hdf5_child.py").read_text(encoding="utf-8")
-    cmd = [sys.executable, "-I", "-c", source, path, *keys]
+    cmd = [sys.executable, "-I", "-c", _child_source(), path, *keys]
     try:
         proc = subprocess.run(cmd, capture_output=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired:
@@ -146,6 +146,12 @@ def read_root_attrs(artifact: Artifact, keys: tuple[str, ...]) -> dict[str, obje
     if answer.get("error"):
         raise ScanError(f"not a readable HDF5 file: {answer['error']}")
     return dict(answer.get("attrs") or {})
+
+
+@functools.cache
+def _child_source() -> str:
+    """The text of ``_hdf5_child.py`` (read once per process)."""
+    return Path(__file__).with_name("_hdf5_child.py").read_text(encoding="utf-8")
 
 
 def _child_path(artifact: Artifact) -> tuple[str, bool]:

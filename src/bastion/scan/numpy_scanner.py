@@ -171,29 +171,9 @@ def scan_npy(art: Artifact, plugin_id: str = "scan.numpy") -> Outcome:
                 remediation="numpy ignores them; check why the file carries them.",
             )
         )
-        _scan_trailing(art, out, data_at + nbytes, have - nbytes)
+        # numpy ignores them; another loader need not (a pickle appended there is a polyglot)
+        art.scan_region(out, data_at + nbytes, have - nbytes, name="trailing", what="trailing bytes")
     return out
-
-
-#: Largest trailing byte range read and scanned as a stream of its own.
-MAX_TRAILING_SCAN = 64 << 20
-
-
-def _scan_trailing(art: Artifact, out: Outcome, start: int, length: int) -> None:
-    """Dispatch the bytes after the array data by magic (a pickle appended there is a polyglot).
-
-    numpy ignores them; another loader need not. Bytes that are no model format add nothing.
-    """
-    import io
-
-    art.stream.seek(start)
-    data = art.stream.read(min(length, MAX_TRAILING_SCAN))
-    if not data.strip(b"\x00"):
-        return
-    child = art.child("trailing", io.BytesIO(data), len(data), label=f"<trailing bytes at {start}>")
-    sub = art.ctx.scan(child)
-    if sub.skipped is None or sub.findings:
-        out.absorb(sub, member=child.member)
 
 
 @register("scanner")

@@ -219,17 +219,7 @@ def analyse_pickle(
     """
     ctx = art.ctx
     rd = reader or Reader(art.stream, start=start)
-
-    def next_pickle() -> PickleResult:  # the next stream of ``rd``, under this file's limits
-        return emulate(
-            art.stream,
-            reader=rd,
-            capture=ctx.policy.capture,
-            max_value=ctx.limits.max_value_bytes,
-            deadline=ctx.deadline,
-        )
-
-    res = next_pickle()
+    res = _next_pickle(art, rd)
     out = Outcome(format=fmt)
     if res.timed_out:  # never skipped, never "malformed": what was reached is judged, then error
         judge_result(art, res, out, rule_prefix=rule_prefix)
@@ -263,7 +253,7 @@ def analyse_pickle(
         count = 1
         while not rd.at_eof():
             count += 1
-            nxt = next_pickle()
+            nxt = _next_pickle(art, rd)
             if nxt.timed_out:
                 judge_result(art, nxt, out, rule_prefix=rule_prefix)
                 out.errors.append(f"{ctx.time_limit_message()} ({nxt.error}, offset {nxt.error_offset})")
@@ -295,6 +285,19 @@ def analyse_pickle(
     return out, res
 
 
+def _next_pickle(art: Artifact, rd: Reader, *, joblib: bool = True) -> PickleResult:
+    """The next pickle stream of ``rd``, emulated under this file's policy and limits."""
+    ctx = art.ctx
+    return emulate(
+        art.stream,
+        reader=rd,
+        capture=ctx.policy.capture,
+        max_value=ctx.limits.max_value_bytes,
+        deadline=ctx.deadline,
+        joblib=joblib,
+    )
+
+
 def _judge_plain_view(
     art: Artifact,
     rd: Reader,
@@ -322,14 +325,7 @@ def _judge_plain_view(
         stream.seek(first.start + delta)
         plain_rd = Reader(stream, start=first.start)
         for _ in range(4096 if multi else 1):
-            plain = emulate(
-                stream,
-                reader=plain_rd,
-                capture=ctx.policy.capture,
-                max_value=ctx.limits.max_value_bytes,
-                deadline=ctx.deadline,
-                joblib=False,
-            )
+            plain = _next_pickle(art, plain_rd, joblib=False)
             extra = [g for g in plain.globals if g.offset not in known]
             if extra:
                 view = PickleResult(start=plain.start, protocol=plain.protocol, globals=extra)

@@ -234,27 +234,11 @@ class SafetensorsScanner(Scanner):
         return out
 
 
-#: Largest unreferenced byte range read and scanned as a stream of its own.
-MAX_GAP_SCAN = 64 << 20
-
-
 def _scan_gaps(art: Artifact, out: Outcome, gaps: list[list[int]], data_start: int) -> None:
-    """Scan the bytes no tensor covers (at most 16 ranges of :data:`MAX_GAP_SCAN` bytes) by magic.
+    """Scan the bytes no tensor covers (at most 16 ranges) by magic (:meth:`Artifact.scan_region`).
 
     No safetensors reader looks at them, but another loader may (a pickle after the buffer makes
-    the file a polyglot): they are dispatched like a container member, and a payload there is
-    reported as such. Ranges that are no model format add nothing.
+    the file a polyglot): a payload there is reported as a member.
     """
-    import io
-
     for begin, end in gaps[:16]:
-        art.stream.seek(data_start + begin)
-        data = art.stream.read(min(end - begin, MAX_GAP_SCAN))
-        if not data.strip(b"\x00"):
-            continue  # padding
-        child = art.child(
-            "unreferenced", io.BytesIO(data), len(data), label=f"<unreferenced bytes at {data_start + begin}>"
-        )
-        sub = art.ctx.scan(child)
-        if sub.skipped is None or sub.findings:
-            out.absorb(sub, member=child.member)
+        art.scan_region(out, data_start + begin, end - begin, name="unreferenced", what="unreferenced bytes")

@@ -88,11 +88,16 @@ class Profile:
         clipped to 0), ``(x−μ)ᵀ P (x−μ) = ‖(x−μ) V √w‖²``, and the projection is
         ``(x−μ_pca) Cᵀ / s``. The fused ``(F, F+k)`` matrix and offsets are built on first use.
         """
+        y, f = self._fused_product(x)
+        m = y[:, :f]
+        return np.sqrt(np.einsum("nf,nf->n", m, m)), y[:, f:]
+
+    def _fused_product(self, x: np.ndarray) -> tuple[np.ndarray, int]:
+        """Flat rows ``(N, F)`` through the fused map: ``(N, F+k)`` (whitened, then projected), and ``F``."""
         w, off, f = self._fused()
         y = np.asarray(x, dtype=np.float64) @ w
         y -= off
-        m = y[:, :f]
-        return np.sqrt(np.einsum("nf,nf->n", m, m)), y[:, f:]
+        return y, f
 
     def _fused(self) -> tuple[np.ndarray, np.ndarray, int]:
         cached = self.__dict__.get("_fused_cache")
@@ -115,9 +120,7 @@ class Profile:
         rows, then the few numbers of each row in Python — for the handful of rows of one request
         that is several times cheaper than a chain of numpy calls (each costs microseconds).
         """
-        w, off, f = self._fused()
-        y = np.asarray(flat, dtype=np.float64) @ w
-        y -= off
+        y, f = self._fused_product(flat)
         dist: list[float] = []
         coords: list[list[float]] = []
         codes: list[int] = []

@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from tests.keys import write_ec_keypair
 
 from bastion import api
 from bastion.core.errors import ConfigError
@@ -23,23 +24,11 @@ def clinic_src(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def clinic(clinic_src: Path, tmp_path: Path) -> Path:
     """A fresh copy of the clinic project with an EC key pair in ``keys/``."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
 
     dest = tmp_path / "clinic"
     shutil.copytree(clinic_src, dest)
     (dest / "keys").mkdir()
-    priv = ec.generate_private_key(ec.SECP256R1())
-    (dest / "keys" / "key.pem").write_bytes(
-        priv.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    (dest / "keys" / "pub.pem").write_bytes(
-        priv.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-    )
+    write_ec_keypair(dest / "keys" / "key.pem", dest / "keys" / "pub.pem")
     return dest
 
 

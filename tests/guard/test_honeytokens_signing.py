@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from sqlalchemy import create_engine, text
 from tests.guard.helpers import InProcess, MemorySink, SoftmaxTarget, make_config
+from tests.keys import write_ec_keypair
 
 from bastion import api
 from bastion.cli.main import run
@@ -125,21 +126,8 @@ def test_honeytoken_hit_alerts_even_when_rate_limited(
 
 
 def _ec_keys(folder: Path) -> tuple[Path, Path]:
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-
-    priv = ec.generate_private_key(ec.SECP256R1())
     k, pub = folder / "signer.pem", folder / "signer.pub"
-    k.write_bytes(
-        priv.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    pub.write_bytes(
-        priv.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-    )
+    write_ec_keypair(k, pub)
     return k, pub
 
 

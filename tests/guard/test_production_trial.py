@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from starlette.requests import Request
 from tests.guard.helpers import MemorySink, SoftmaxTarget, make_config, serve
+from tests.keys import write_ec_keypair
 
 from bastion.core.errors import ConfigError
 from bastion.guard.app import Guard, create_app
@@ -226,24 +227,12 @@ def test_a_missing_profile_folder_is_named(keys: Keys, target: SoftmaxTarget, tm
 
 def test_the_guard_does_not_serve_a_model_whose_signature_fails(project: Path) -> None:
     pytest.importorskip("model_signing")
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-
     from bastion import api
     from bastion.core.errors import IntegrityError
     from bastion.guard.app import load_serving_target
 
-    signer, other = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
-    (project / "key.pem").write_bytes(
-        signer.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    (project / "other.pub").write_bytes(
-        other.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-    )
+    write_ec_keypair(project / "key.pem", None)  # the signer
+    write_ec_keypair(None, project / "other.pub")  # another key: the one the project trusts
     api.sign_model(project / "model.joblib", key=project / "key.pem")  # signed, but not by the trusted key
     cfg_path = project / "bastion.yaml"
     cfg_path.write_text(cfg_path.read_text() + "signing: {public_key: other.pub}\n")

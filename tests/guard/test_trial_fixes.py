@@ -16,6 +16,7 @@ import httpx
 import numpy as np
 import pytest
 from tests.guard.helpers import free_port, write_guard_yaml
+from tests.keys import write_ec_keypair
 
 from bastion import api
 from bastion.cli.main import run
@@ -260,23 +261,10 @@ def test_many_tokens_are_made_quickly(digits: dict[str, np.ndarray]) -> None:
 
 def test_tampered_artefact_message_names_the_file(tmp_path: Path) -> None:
     pytest.importorskip("model_signing")
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-
     from bastion.core.errors import IntegrityError
     from bastion.scan.signing import sign_path, verify_path
 
-    k = ec.generate_private_key(ec.SECP256R1())
-    (tmp_path / "k.pem").write_bytes(
-        k.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    (tmp_path / "k.pub").write_bytes(
-        k.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-    )
+    write_ec_keypair(tmp_path / "k.pem", tmp_path / "k.pub")
     art = tmp_path / "art"
     art.mkdir()
     (art / "profile.json").write_text("{}")

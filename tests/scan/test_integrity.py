@@ -7,6 +7,7 @@ import pickle
 from pathlib import Path
 
 import pytest
+from tests.keys import write_ec_keypair
 from typer.testing import CliRunner
 
 from bastion.core.errors import IntegrityError
@@ -19,22 +20,8 @@ pytest.importorskip("model_signing", reason="signing needs bastion-ml[signing]")
 
 @pytest.fixture
 def keys(tmp_path: Path) -> tuple[Path, Path]:
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-
-    priv = ec.generate_private_key(ec.SECP256R1())
-    k = tmp_path / "key.pem"
-    k.write_bytes(
-        priv.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    pub = tmp_path / "pub.pem"
-    pub.write_bytes(
-        priv.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-    )
+    k, pub = tmp_path / "key.pem", tmp_path / "pub.pem"
+    write_ec_keypair(k, pub)
     return k, pub
 
 
@@ -259,24 +246,8 @@ def test_a_changed_single_file_is_named_and_an_altered_bundle_says_why(
 def test_an_encrypted_key_signs_with_its_password_from_the_environment(
     model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-
-    priv = ec.generate_private_key(ec.SECP256R1())
-    enc = tmp_path / "enc.pem"
-    enc.write_bytes(
-        priv.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.BestAvailableEncryption(b"s3cret"),
-        )
-    )
-    pub = tmp_path / "encpub.pem"
-    pub.write_bytes(
-        priv.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-    )
+    enc, pub = tmp_path / "enc.pem", tmp_path / "encpub.pem"
+    write_ec_keypair(enc, pub, password=b"s3cret")
     code, err = _run("sign", str(model_dir), "--key", str(enc))
     assert code == 2 and "an encrypted private key; no password given" in err
     monkeypatch.setenv("KEY_PASSWORD", "wrong")

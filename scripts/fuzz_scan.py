@@ -77,7 +77,9 @@ def one_input(data: bytes) -> None:
         raise AssertionError(f"unknown verdict {fr.verdict!r}")
     if fr.verdict is Verdict.ERROR and not fr.reason:
         raise AssertionError("error verdict without a reason")
-    if "internal" in (fr.reason or ""):
+    # the engine's marker of a scanner that raised (a library's own text may say "internal":
+    # HDF5's "bad rank for btree internal nodes" is a reason, not a crash)
+    if "internal scanner error" in (fr.reason or ""):
         raise AssertionError(f"internal scanner error: {fr.reason}")
     if os.path.exists(MARKER):
         raise AssertionError("the payload's marker file appeared: something was executed")

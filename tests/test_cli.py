@@ -167,6 +167,7 @@ def test_history_and_show_do_not_create_a_database(
 ) -> None:
     db = tmp_path / "none" / "b.db"
     assert run(["history", "--db", f"sqlite:///{db}"]) == 3
+    assert f"no runs stored: no database file at {db}" in capsys.readouterr().err
     assert run(["show", "latest", "--db", f"sqlite:///{db}"]) == 2
     assert not db.exists() and not db.parent.exists()
 

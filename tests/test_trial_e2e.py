@@ -100,4 +100,4 @@ def test_stdout_that_cannot_be_written_is_one_error_line_and_exit_2(tmp_path: Pa
         )
     err = proc.stderr.decode()
     assert proc.returncode == 2, err
-    assert "cannot write the output (stdout)" in err and "internal error" not in err
+    assert "cannot write the output to stdout" in err and "internal error" not in err

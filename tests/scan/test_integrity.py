@@ -150,6 +150,38 @@ def test_bom_of_a_folder_of_files_signed_one_by_one(model_dir: Path, keys: tuple
     assert all(statuses[m.name] == "verified" for m in models[1:])
 
 
+def test_bom_of_a_project_holding_a_folder_signed_as_a_whole(
+    model_dir: Path, keys: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``bom .`` of a project: files of ``models/`` (signed as ``models.sig``) are not ``unsigned``."""
+    from bastion.api import model_bom
+
+    key, pub = keys
+    (model_dir / "deep").mkdir()
+    (model_dir / "deep" / "other.pkl").write_bytes(pickle.dumps({"w": 1}))
+    (tmp_path / "loose.pkl").write_bytes(pickle.dumps({"w": 2}))
+    assert _run("sign", str(model_dir), "--key", str(key))[0] == 0
+    monkeypatch.chdir(tmp_path)
+
+    def statuses(key: Path | None) -> dict[str, list[str]]:
+        doc, _ = model_bom(".", key=key)
+        _validate(doc)
+        return {
+            c["name"]: [p["value"] for p in c["properties"] if p["name"].startswith("bastion:signature")]
+            for c in doc["components"]
+            if c["type"] == "machine-learning-model"
+        }
+
+    got = statuses(pub)
+    assert got["loose.pkl"] == ["unsigned"]
+    assert got["model/model.safetensors"] == ["verified"] and got["model/deep/other.pkl"] == ["verified"]
+    assert statuses(None)["model/deep/other.pkl"] == ["error", "no public key given"]
+    (model_dir / "deep" / "other.pkl").write_bytes(pickle.dumps({"w": 3}))
+    got = statuses(pub)
+    assert got["model/deep/other.pkl"][0] == "failed" and "deep/other.pkl changed" in got["model/deep/other.pkl"][1]
+    assert got["model/model.safetensors"] == ["verified"]  # only the changed file fails
+
+
 @pytest.mark.parametrize("bad", ["missing.pem", "garbage.pem", "private"])
 def test_bom_with_a_key_that_cannot_verify_is_exit_2(
     model_dir: Path, keys: tuple[Path, Path], tmp_path: Path, bad: str

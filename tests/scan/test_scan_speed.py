@@ -124,6 +124,28 @@ def test_pool_splits_work_between_this_process_and_workers(
     assert in_parent == ["m00.pkl", "m01.pkl", "m02.pkl"]  # 11 // 3 files; workers (forked) not seen
 
 
+def test_jobs_are_capped_per_cpu(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``jobs`` above MAX_JOBS_PER_CPU per CPU starts that many processes at most, and says so."""
+    for i in range(11):
+        (tmp_path / f"m{i:02d}.pkl").write_bytes(pickle.dumps({"i": i}))
+    in_parent: list[str] = []
+    real = engine._scan_one
+
+    def spy(display: str, *args: object, **kwargs: object) -> object:
+        in_parent.append(Path(display).name)
+        return real(display, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(engine, "_scan_one", spy)
+    monkeypatch.setattr(engine, "_cpus", lambda: 1)
+    with caplog.at_level("WARNING", logger="bastion.scan.engine"):
+        res = scan_paths([tmp_path], jobs=5000)
+    assert [f.verdict.value for f in res.files] == ["safe"] * 11
+    assert len(in_parent) == 11 // engine.MAX_JOBS_PER_CPU  # this process's share of 4 workers
+    assert "jobs=5000 capped at 4" in caplog.text
+
+
 def test_fork_only_when_single_threaded() -> None:
     import sys
 

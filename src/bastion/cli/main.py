@@ -80,7 +80,7 @@ def _internal_error(exc: Exception) -> int:
     if isinstance(exc, OSError) and exc.errno in (errno.EPIPE, errno.ENOSPC, errno.EBADF):
         from bastion.cli._common import drop_stdout
 
-        where = exc.filename or "the output (stdout)"
+        where = exc.filename or "the output to stdout"  # the wording of ``_common.write``
         if exc.filename is None and sys.stdout is not None:
             drop_stdout(sys.stdout)  # the exit flush must not fail again
         sys.stderr.write(f"error: cannot write {where}: {exc.strerror or exc}\n")

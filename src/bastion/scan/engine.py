@@ -440,10 +440,27 @@ def _work(item: tuple[str, str]) -> FileRecord:
 POOL_MIN_FILES = 64
 
 
+#: ``jobs=N`` starts at most this many worker processes per CPU (``-j 5000`` would fork a process
+#: per file: slower, and thousands of processes on a shared machine).
+MAX_JOBS_PER_CPU = 4
+
+
+def _cpus() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def _auto_workers(total: int) -> int:
     """Workers for ``jobs=0``: one per CPU, but only as many as the files keep busy."""
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(cpus, total // POOL_MIN_FILES))
+    return max(1, min(_cpus(), total // POOL_MIN_FILES))
+
+
+def _capped_workers(jobs: int) -> int:
+    """``jobs`` (> 0) capped at :data:`MAX_JOBS_PER_CPU` per CPU, with a warning when capped."""
+    cap = MAX_JOBS_PER_CPU * _cpus()
+    if jobs > cap:
+        log.warning("jobs=%d capped at %d (%d worker processes per CPU at most)", jobs, cap, MAX_JOBS_PER_CPU)
+        return cap
+    return jobs
 
 
 def _start_method() -> str:
@@ -741,7 +758,8 @@ def scan_paths(
             from the scanned folder; cannot allow a deny-listed callable.
         limits: scan limits (decompressed bytes, ratio, nesting); defaults to :class:`ScanLimits`.
         rules: extra rule files (explicit paths only; see :func:`load_rule_files`).
-        jobs: worker processes. ``1``: in this process; ``N > 1``: up to N processes;
+        jobs: worker processes. ``1``: in this process; ``N > 1``: up to N processes (at most
+            :data:`MAX_JOBS_PER_CPU` per CPU: a larger ``N`` is capped, with a warning);
             ``0`` (auto): one per CPU when there are enough files for a pool to pay for itself
             (at least :data:`POOL_MIN_FILES` per worker), else in this process. Results keep
             the sorted order whatever the number of workers.
@@ -843,7 +861,7 @@ def scan_records(
             entries.append((display, path))
     todo = [(i, e) for i, e in enumerate(entries) if isinstance(e, tuple)]
     total = len(todo)
-    workers = _auto_workers(total) if jobs == 0 else jobs
+    workers = _auto_workers(total) if jobs == 0 else _capped_workers(jobs)
     workers = max(1, min(workers, total))
     done: dict[int, FileRecord] = {}
     if workers == 1:

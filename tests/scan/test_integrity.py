@@ -178,8 +178,40 @@ def test_bom_of_a_project_holding_a_folder_signed_as_a_whole(
     assert statuses(None)["model/deep/other.pkl"] == ["error", "no public key given"]
     (model_dir / "deep" / "other.pkl").write_bytes(pickle.dumps({"w": 3}))
     got = statuses(pub)
-    assert got["model/deep/other.pkl"][0] == "failed" and "deep/other.pkl changed" in got["model/deep/other.pkl"][1]
+    assert (
+        got["model/deep/other.pkl"][0] == "failed"
+        and "deep/other.pkl changed" in got["model/deep/other.pkl"][1]
+    )
     assert got["model/model.safetensors"] == ["verified"]  # only the changed file fails
+
+
+def test_bom_of_a_project_lists_its_declared_data_sets_as_data(tmp_path: Path) -> None:
+    """An ``.npz`` data set (and its splits file) named in bastion.yaml is data, not a model."""
+    import numpy as np
+
+    from bastion.api import model_bom
+
+    (tmp_path / "data").mkdir()
+    np.savez(tmp_path / "data" / "d.npz", x=np.zeros((4, 2)), y=np.arange(4))
+    np.savez(tmp_path / "data" / "d_splits.npz", train=np.arange(2), test=np.arange(2, 4))
+    np.savez(tmp_path / "weights.npz", w=np.ones(3))  # not declared: a model file
+    (tmp_path / "bastion.yaml").write_text(
+        "version: 1\nproject: {name: p}\ndatasets:\n"
+        "  - {name: d, path: data/d.npz, label: y, features: x, splits_file: data/d_splits.npz}\n"
+    )
+    doc, _ = model_bom(tmp_path)
+    _validate(doc)
+    kinds = {c["name"]: c["type"] for c in doc["components"]}
+    assert kinds == {
+        "data/d.npz": "data",
+        "data/d_splits.npz": "data",
+        "weights.npz": "machine-learning-model",
+    }, kinds
+    data = next(c for c in doc["components"] if c["name"] == "data/d.npz")
+    assert {p["name"]: p["value"] for p in data["properties"]}["bastion:scan.verdict"] == "safe"
+    (tmp_path / "bastion.yaml").write_text("version: [\n")  # unreadable: warned, BOM still made
+    doc, _ = model_bom(tmp_path)
+    assert {c["name"]: c["type"] for c in doc["components"]}["data/d.npz"] == "machine-learning-model"
 
 
 @pytest.mark.parametrize("bad", ["missing.pem", "garbage.pem", "private"])

@@ -191,9 +191,39 @@ def model_bom(
     result = scan_models([path], allow=allow, jobs=jobs)
     lineage = _recorded_lineage(db_url, {f.sha256 for f in result.files if f.sha256}) if db_url else {}
     doc = build_bom(
-        result, root=path, key=key, signature=signature, tool_version=__version__, lineage=lineage
+        result,
+        root=path,
+        key=key,
+        signature=signature,
+        tool_version=__version__,
+        lineage=lineage,
+        data_files=_project_data_files(Path(os.fspath(path))),
     )
     return doc, result
+
+
+def _project_data_files(root: Path) -> set[str]:
+    """Real paths of the data files that ``root/bastion.yaml`` declares (``datasets[]``), if any.
+
+    A project's ``.npz`` data set looks like a model file to the scanner; its config says it is
+    data. A config that cannot be read is warned about and adds nothing (the BOM is still made).
+    """
+    cfg_path = root / "bastion.yaml"
+    if not root.is_dir() or not cfg_path.is_file():
+        return set()
+    from bastion.core.config import load_config
+
+    try:
+        cfg = load_config(cfg_path)
+    except ConfigError as exc:
+        log.warning("data sets of %s not used for the BOM: %s", cfg_path, exc)
+        return set()
+    return {
+        os.path.realpath(root / rel)
+        for d in cfg.datasets
+        for rel in (d.path, d.splits_file)
+        if rel is not None
+    }
 
 
 def _recorded_lineage(db_url: str, hashes: set[str]) -> dict[str, Any]:

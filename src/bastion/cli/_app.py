@@ -274,7 +274,9 @@ def history(
         url = make_url(load_settings(db_url=db).db_url)
         where = url.render_as_string(hide_password=True)
         missing = url.get_backend_name() == "sqlite" and not Path(str(url.database or "")).is_file()
-        text = f"no runs stored: no database file at {url.database}" if missing else f"no runs stored in {where}"
+        text = (
+            f"no runs stored: no database file at {url.database}" if missing else f"no runs stored in {where}"
+        )
         err.print(text, highlight=False, markup=False)
     if fmt == "json":
         write(json.dumps([r.model_dump(mode="json") for r in runs], indent=2), None)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -84,6 +84,7 @@ def build_bom(
     signature: str | os.PathLike[str] | None = None,
     tool_version: str = "0",
     lineage: Mapping[str, VersionLineage] | None = None,
+    data_files: Collection[str] = (),
 ) -> dict[str, Any]:
     """A CycloneDX 1.6 ML-BOM of a scan.
 
@@ -97,6 +98,9 @@ def build_bom(
         lineage: ``{sha256: lineage}`` of files that are recorded hardened model versions: such
             a file's component carries it as in :func:`report_bom` (``version``,
             ``pedigree.ancestors``, ``bastion:lineage.*``).
+        data_files: real paths of files that are data sets (a project's ``datasets[].path`` and
+            ``splits_file``): ``data`` components whatever their format (an ``.npz`` of arrays is
+            data there), with their scan verdict as properties.
 
     Returns:
         The BOM as a JSON-ready dict.
@@ -114,7 +118,22 @@ def build_bom(
         except ValueError:
             rel = fr.path
         hashes = [{"alg": "SHA-256", "content": fr.sha256}] if fr.sha256 else []
-        if fr.verdict is not Verdict.SKIPPED:
+        if data_files and os.path.realpath(path) in data_files:
+            scanned = [
+                _prop("format", fr.format or "unknown"),
+                _prop("scan.verdict", fr.verdict.value),
+                _prop("scan.findings", len(fr.findings)),
+            ]
+            data: dict[str, Any] = {
+                "type": "data",
+                "bom-ref": f"data-{i}",
+                "name": rel,
+                "hashes": hashes or _hash(path),
+            }
+            if fr.verdict is not Verdict.SKIPPED:
+                data["properties"] = scanned
+            components.append({**data, "data": [{"type": "dataset", "name": rel}]})
+        elif fr.verdict is not Verdict.SKIPPED:
             if per_file:  # ``<file>.sig`` beside each file (the layout ``bastion assess`` verifies)
                 f_status, f_why = signature_status(path, key=key)
                 if f_status is SignatureStatus.UNSIGNED:  # or a folder inside root signed as a whole
@@ -204,9 +223,9 @@ class _FolderBundles:
             if parent not in self._checked:
                 self._checked[parent] = signature_check(parent, key=self.key)
             status, why, changed = self._checked[parent]
-            if status is SignatureStatus.INVALID and changed is not None:
-                if file.relative_to(parent).as_posix() not in changed:
-                    return SignatureStatus.VERIFIED, None  # the folder's other files differ
+            mine = file.relative_to(parent).as_posix()
+            if status is SignatureStatus.INVALID and changed is not None and mine not in changed:
+                return SignatureStatus.VERIFIED, None  # the folder's other files differ
             return status, why
         return SignatureStatus.UNSIGNED, None
 

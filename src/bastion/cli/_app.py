@@ -273,7 +273,8 @@ def history(
 
         url = make_url(load_settings(db_url=db).db_url)
         where = url.render_as_string(hide_password=True)
-        missing = url.get_backend_name() == "sqlite" and not Path(str(url.database or "")).is_file()
+        db_file = url.database if url.get_backend_name() == "sqlite" and url.database != ":memory:" else None
+        missing = bool(db_file) and not Path(str(db_file)).is_file()
         text = (
             f"no runs stored: no database file at {url.database}" if missing else f"no runs stored in {where}"
         )

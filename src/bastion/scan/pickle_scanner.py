@@ -38,7 +38,10 @@ _ANOMALY = {
     "dynamic-callable": (Severity.HIGH, "Pickle calls a computed callable"),
     "mutates-global": (Severity.HIGH, "Pickle changes an imported object"),
     "extension-code": (Severity.MEDIUM, "Pickle uses a copyreg extension code"),
+    # a denial of service when loaded (ATLAS AML.T0029), not code execution
+    "allocation-bomb": (Severity.MEDIUM, "Pickle allocates a huge object when loaded"),
 }
+_ANOMALY_REFS = {"allocation-bomb": ("https://atlas.mitre.org/techniques/AML.T0029",)}
 _PICKLE_EXTS = (".pkl", ".pickle", ".pk", ".pck", ".pcl", ".p", ".dill", ".cpkl", ".sav", ".joblib", ".jbl")
 
 
@@ -168,7 +171,7 @@ def judge_result(
                 offset=a.offset,
                 evidence={"opcode": a.opcode, "detail": a.detail, "protocol": res.protocol},
                 remediation=_REMEDIATE_DENIED,
-                references=_REFS,
+                references=_REFS + _ANOMALY_REFS.get(a.kind, ()),
             )
         )
 

@@ -640,6 +640,86 @@ def _render(v: Any, out: list[str], limit: int, depth: int) -> None:
 
 #: Containers :func:`find_blobs` opens per call site at most (a pickle can make a value whose
 #: tree, unfolded, is exponentially larger than the file: shared tuples through the memo).
+#: A call that asks for more bytes than this when the file is loaded is an ``allocation-bomb``
+#: anomaly: a few bytes of pickle that exhaust memory (``bytes(2**40)``, ``list(range(10**10))``,
+#: ``numpy._reconstruct(ndarray, (10**12,), ...)``, ``torch.FloatStorage(10**12)``). Real files
+#: never size these calls: the data comes from the file's own bytes.
+MAX_ALLOCATION = 1 << 30
+#: Modules of the allowed callables that allocate what their arguments ask for.
+_ALLOCATING_MODULES = frozenset(
+    {
+        "builtins",
+        "__builtin__",
+        "numpy",
+        "numpy.core.multiarray",
+        "numpy._core.multiarray",
+        "torch",
+        "torch.cuda",
+        "torch.storage",
+    }
+)
+_RANGES = frozenset({"builtins.range", "__builtin__.range", "__builtin__.xrange"})
+_SEQUENCES = frozenset({"list", "tuple", "set", "frozenset", "bytes", "bytearray"})
+
+
+def _int(v: Any) -> int | None:
+    return v if isinstance(v, int) and not isinstance(v, bool) else None
+
+
+def _count(v: Any) -> int | None:
+    """How many items ``v`` yields if it is a non-negative int or the result of a ``range`` call."""
+    n = _int(v)
+    if n is not None:
+        return n if n >= 0 else None
+    if isinstance(v, Obj) and isinstance(v.func, Global) and v.func.qualname in _RANGES:
+        bounds = [_int(a) for a in v.args] if isinstance(v.args, tuple) else []
+        if not 1 <= len(bounds) <= 3 or any(b is None for b in bounds):
+            return None
+        start, stop, step = (0, bounds[0], 1) if len(bounds) == 1 else (*bounds, 1)[:3]
+        assert start is not None and stop is not None and step is not None
+        if step == 0:
+            return None
+        return max(0, (stop - start + step - (1 if step > 0 else -1)) // step)
+    return None
+
+
+def _product(shape: Any) -> int | None:
+    dims = [_int(d) for d in shape] if isinstance(shape, (tuple, list)) else [_int(shape)]
+    if not dims or any(d is None or d < 0 for d in dims):
+        return None
+    total = 1
+    for d in dims:
+        assert d is not None
+        total *= d
+    return total
+
+
+def requested_bytes(module: str, name: str, args: Any) -> int | None:
+    """A lower bound of the bytes a call of ``module.name(*args)`` allocates, when its sizes are known.
+
+    ``bytes``/``bytearray`` of a count or a ``range``; ``list``/``tuple``/``set``/``frozenset`` of a
+    ``range`` (8 bytes a slot); numpy's ``_reconstruct(cls, shape, dtype)`` and ``ndarray(shape)``
+    (one byte an element); torch's ``*Storage(n)`` and ``*Tensor(*sizes)`` (one byte an
+    element). ``None`` for anything else (the sizes are not plain integers).
+    """
+    if not isinstance(args, tuple) or not args:
+        return None
+    if module in ("builtins", "__builtin__"):
+        if name not in _SEQUENCES or len(args) != 1:
+            return None
+        if name in ("bytes", "bytearray"):
+            return _count(args[0])
+        n = _count(args[0]) if isinstance(args[0], Obj) else None  # list(5) is a TypeError
+        return None if n is None else 8 * n
+    if module.startswith("numpy"):
+        if name == "_reconstruct" and len(args) >= 2:
+            return _product(args[1])
+        return _product(args[0]) if name == "ndarray" else None
+    if name.endswith(("Storage", "Tensor")):
+        return _product(args)
+    return None
+
+
 MAX_BLOB_WALK = 4096
 #: Containers all the calls of one stream may open together (see ``opened``).
 MAX_BLOB_TOTAL = 65536
@@ -932,7 +1012,15 @@ class _VM:
                         obj.value = s.encode("latin-1")
                     except UnicodeEncodeError:
                         obj.value = None
-            elif func.qualname in ("builtins.bytearray", "builtins.bytes", "__builtin__.bytearray"):
+            if ref.module in _ALLOCATING_MODULES:
+                size = requested_bytes(ref.module, ref.name, args)
+                if size is not None and size > MAX_ALLOCATION:
+                    self.anomaly(
+                        "allocation-bomb",
+                        f"{self.op_name} {ref.qualname}{preview(args, 80)} allocates about "
+                        f"{size / 2**30:,.0f} GiB when the file is loaded",
+                    )
+            if func.qualname in ("builtins.bytearray", "builtins.bytes", "__builtin__.bytearray"):
                 if isinstance(args, tuple) and len(args) == 1 and isinstance(args[0], (bytes, bytearray)):
                     obj.value = bytes(args[0])
                 elif isinstance(args, tuple) and len(args) == 2 and isinstance(args[0], str):
@@ -1085,7 +1173,8 @@ class _VM:
         self._long_n(n)
 
     def op_string(self) -> None:
-        data = self.r.readline()
+        # a protocol-0 string: a whole array's bytes may be one line (as long as a value may be)
+        data = self.r.readline(max(MAX_LINE, self.max_value))
         if len(data) >= 2 and data[0] == data[-1] and data[0] in b"\"'":
             data = data[1:-1]
         else:
@@ -1132,7 +1221,7 @@ class _VM:
         self.push(False)
 
     def op_unicode(self) -> None:
-        line = self.r.readline()
+        line = self.r.readline(max(MAX_LINE, self.max_value))
         self.push(line.decode("raw-unicode-escape"))
 
     def op_short_binunicode(self) -> None:

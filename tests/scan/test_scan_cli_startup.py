@@ -117,6 +117,46 @@ def test_scan_runs_without_typer_or_the_report_models(tmp_path: Path) -> None:
     assert "DEBUG bastion.scan.engine: scanned" in proc.stderr  # --debug applied: debug logs
 
 
+def test_a_pickle_scan_loads_no_module_it_does_not_use(tmp_path: Path) -> None:
+    """Start-up: ``logging``, ``tomllib``, the zip/tar/compression modules and ``shutil`` load only
+    when a scan needs them (a warning to log, a user's rule file, an archive)."""
+    folder = _folder(tmp_path, 2)
+    lazy = ("logging", "tomllib", "zipfile", "tarfile", "gzip", "bz2", "lzma", "shutil")
+    code = (
+        "import os, sys\n"
+        "from bastion.cli.main import run\n"
+        f"rc = run(['scan', {str(folder)!r}, '-f', 'json', '-o', os.devnull, '-j', '1'])\n"
+        f"print(rc, [m for m in {lazy!r} if m in sys.modules])\n"
+        # a warning still reaches stderr in the CLI's format (logging imported for it)
+        f"rc = run(['scan', {str(folder)!r}, '-f', 'json', '-o', os.devnull, '-j', '99999'])\n"
+        "print(rc, 'logging' in sys.modules)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert proc.stdout.splitlines() == ["0 []", "0 True"], proc.stdout
+    assert "WARNING bastion.scan.engine: jobs=99999 capped at" in proc.stderr
+
+
+def test_lazy_logger_drops_only_records_that_could_go_nowhere() -> None:
+    code = (
+        "import sys\n"
+        "from bastion.core._log import configure_later, get_logger\n"
+        "log = get_logger('t')\n"
+        "log.debug('d %s', 1); log.info('i')\n"
+        "print('logging' in sys.modules)\n"
+        "configure_later(level=20, format='%(levelname)s %(name)s: %(message)s', stream=sys.stderr)\n"
+        "print('logging' in sys.modules)\n"
+        "log.debug('not shown'); log.info('shown %s', 2)\n"  # INFO pending: imported for it
+        "print('logging' in sys.modules, log.isEnabledFor(20), log.name)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert proc.stdout.splitlines() == ["False", "False", "True True t"]
+    assert proc.stderr.splitlines() == ["INFO t: shown 2"]
+
+
 def test_scan_help_and_usage_errors_come_from_the_one_argparse_definition(
     capsys: pytest.CaptureFixture[str],
 ) -> None:

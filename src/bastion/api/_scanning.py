@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -10,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, overload
 
 from bastion import __version__
+from bastion.core._log import get_logger
 from bastion.core.errors import ConfigError
 
 if TYPE_CHECKING:  # the scan path needs none of these at run time (start-up cost of `bastion scan`)
@@ -20,7 +20,7 @@ if TYPE_CHECKING:  # the scan path needs none of these at run time (start-up cos
     from bastion.core.results import CheckResult
     from bastion.core.scanning import ScanResult
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 
 def scan(

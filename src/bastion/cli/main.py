@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import logging
 import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from bastion.cli._common import EXIT_ERROR, EXIT_OK, EXIT_USAGE, err, state
+from bastion.core._log import configure_later
 from bastion.core.errors import BastionError
 
 #: Commands of the subcommand modules, name -> module, in ``bastion --help`` order: the CLI lists
@@ -48,11 +48,26 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
 _GLOBAL_FLAGS = {"--debug": "debug", "--verbose": "verbose", "-v": "verbose"}
 
 
-def configure(*, debug: bool = False, verbose: bool = False) -> None:
-    """Apply the global options: tracebacks with ``--debug``, and the log level."""
+def configure(*, debug: bool = False, verbose: bool = False, lazy: bool = False) -> None:
+    """Apply the global options: tracebacks with ``--debug``, and the log level.
+
+    ``lazy``: ``logging.basicConfig`` is applied when a :func:`bastion.core._log.get_logger`
+    logger is first used (at once if ``logging`` is loaded) — for ``bastion scan``, whose
+    modules all log through such loggers and import ``logging`` only to log something.
+    """
     state["debug"] = debug
-    level = logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    level = 10 if debug else 20 if verbose else 30  # logging.DEBUG, INFO, WARNING
+    config: dict[str, Any] = {
+        "level": level,
+        "format": "%(levelname)s %(name)s: %(message)s",
+        "stream": sys.stderr,
+    }
+    if lazy:
+        configure_later(**config)
+    else:
+        import logging
+
+        logging.basicConfig(**config)
 
 
 def _scan_request(args: Sequence[str]) -> tuple[dict[str, bool], list[str]] | None:
@@ -93,7 +108,7 @@ def _internal_error(exc: Exception) -> int:
 
 def _run_scan(flags: dict[str, bool], args: list[str]) -> int:
     """``bastion scan`` without Typer, under the same safety net as every other command."""
-    configure(**flags)
+    configure(**flags, lazy=True)
     from bastion.cli import scan_cmd
 
     try:

@@ -51,6 +51,28 @@ class _UsageExit(Exception):
         self.code = code
 
 
+def _columns() -> int:
+    """The terminal's width as ``shutil.get_terminal_size`` finds it (``COLUMNS``, stdout, else 80)."""
+    try:
+        columns = int(os.environ.get("COLUMNS", "0"))
+        if columns > 0:
+            return columns
+        return os.get_terminal_size(sys.__stdout__.fileno()).columns if sys.__stdout__ else 80
+    except (AttributeError, ValueError, OSError):
+        return 80
+
+
+class _Formatter(argparse.HelpFormatter):
+    """argparse's help layout with the width given.
+
+    Its default imports ``shutil`` (and the compression modules: ~4 ms) each time a formatter is
+    built, as every ``add_argument`` does.
+    """
+
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, width=max(_columns() - 2, 20))
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with the CLI's exit codes: a usage error exits 4 (argparse's own default is 2)."""
 
@@ -86,6 +108,7 @@ def build_parser(prog: str = "bastion scan") -> argparse.ArgumentParser:
             "scanned, a missing path); 3 nothing scannable; 4 usage."
         ),
         allow_abbrev=False,
+        formatter_class=_Formatter,
     )
     p.add_argument(
         "paths", nargs="*", type=Path, metavar="PATH", help="Model files or folders (scanned recursively)."

@@ -8,11 +8,11 @@ import. Outside plugins come from entry points in the group ``bastion.<kind>s``
 
 from __future__ import annotations
 
-import logging
 import re
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
+from bastion.core._log import get_logger
 from bastion.core._threat import Threat
 from bastion.core.capability import Capability
 from bastion.core.errors import PluginError
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
     from bastion.core._params import NoParams as NoParams
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 PLUGIN_ID = re.compile(r"^[a-z0-9][a-z0-9_-]*(\.[a-z0-9][a-z0-9_-]*)+$")
 KINDS = ("attack", "scanner", "detector", "check", "defence")

@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import posixpath
 import re
-import zipfile
 import zlib
 from collections.abc import Callable
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from bastion.core.severity import Severity
 from bastion.scan.base import Artifact, BombError, Outcome, StreamBombError
 
+if TYPE_CHECKING:
+    import zipfile  # imported when a zip is opened: not part of every scan's start-up (~9 ms)
+
 __all__ = [
     "MAX_DOCUMENT",
     "ZIP_MAGICS",
+    "ZIP_STORED",
+    "BadZip",
     "is_folder",
     "open_zip",
     "read_document",
@@ -23,12 +27,19 @@ __all__ = [
 ]
 
 ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06", b"PK\x07\x08")
+#: The "stored" (uncompressed) method of the zip format (``zipfile.ZIP_STORED``).
+ZIP_STORED = 0
+
+
+class BadZip(Exception):
+    """Not a readable zip archive (:func:`open_zip`): ``zipfile.BadZipFile`` and the other parse errors."""
+
 
 _DRIVE = re.compile(r"^[A-Za-z]:")
 
 #: What to do with one member: ``skip``, ``pickle`` (must parse), ``dispatch`` (any format,
 #: not-a-model members ignored), or a callable doing the work itself.
-MemberAction = str | Callable[[Artifact, zipfile.ZipFile, zipfile.ZipInfo, Outcome], None]
+MemberAction = str | Callable[[Artifact, "zipfile.ZipFile", "zipfile.ZipInfo", Outcome], None]
 
 
 #: Largest metadata document (a Keras ``config.json``, a skops ``schema.json``) read from an archive.
@@ -74,15 +85,23 @@ def open_zip(art: Artifact) -> zipfile.ZipFile:
     """Open ``art`` as a zip archive.
 
     Raises:
-        zipfile.BadZipFile: not a readable zip (also for other parse errors, re-raised as such).
+        BadZip: not a readable zip (``zipfile.BadZipFile`` and the other parse errors).
     """
+    import zipfile
+
     art.stream.seek(0)
     try:
         return zipfile.ZipFile(art.stream)
-    except zipfile.BadZipFile:
-        raise
-    except (OSError, ValueError, EOFError, NotImplementedError, zipfile.LargeZipFile, KeyError) as exc:
-        raise zipfile.BadZipFile(str(exc)) from exc
+    except (
+        zipfile.BadZipFile,
+        OSError,
+        ValueError,
+        EOFError,
+        NotImplementedError,
+        zipfile.LargeZipFile,
+        KeyError,
+    ) as exc:
+        raise BadZip(str(exc)) from exc
 
 
 def walk_zip(
@@ -98,6 +117,8 @@ def walk_zip(
     Findings: ``<plugin_id>.path-traversal`` and ``<plugin_id>.duplicate-member`` (high: a
     container trick). Errors: encrypted or unreadable members, decompression bombs.
     """
+    import zipfile  # loaded already: ``zf`` is open
+
     from bastion.scan.pickle_scanner import analyse_pickle
 
     ctx = art.ctx
@@ -184,7 +205,7 @@ def walk_zip(
 
 
 def _spool_member(art: Artifact, fh: IO[bytes], info: zipfile.ZipInfo) -> tuple[IO[bytes], int]:
-    compressed = info.compress_type != zipfile.ZIP_STORED
+    compressed = info.compress_type != ZIP_STORED
     return art.ctx.spool(
         fh,
         what=f"member {info.filename!r}",

@@ -9,18 +9,16 @@ bytes; limits on decompressed size, ratio, member count and nesting depth apply 
 
 from __future__ import annotations
 
-import bz2
-import gzip
-import lzma
-import tarfile
-import zipfile
 import zlib
-from typing import IO, ClassVar, Protocol
+from typing import IO, TYPE_CHECKING, ClassVar, Protocol
 
 from bastion.core.registry import register
 from bastion.core.severity import Severity
-from bastion.scan._zip import ZIP_MAGICS, open_zip, unsafe_member_name, walk_zip
+from bastion.scan._zip import ZIP_MAGICS, BadZip, open_zip, unsafe_member_name, walk_zip
 from bastion.scan.base import Artifact, BombError, Outcome, ScanContext, Scanner
+
+if TYPE_CHECKING:  # the compression and tar modules load when such a file is met (~8 ms otherwise)
+    import tarfile
 
 __all__ = ["ArchiveScanner", "decompress_into"]
 
@@ -67,10 +65,16 @@ def decompress_into(
         BombError: a limit is exceeded.
         ValueError: the stream is corrupt or truncated (message says which).
     """
+    import lzma  # its error type is caught below whatever the kind
+
     src: _Readable
     if kind == "gzip":
+        import gzip
+
         src = gzip.GzipFile(fileobj=stream, mode="rb")
     elif kind == "bz2":
+        import bz2
+
         src = bz2.BZ2File(stream, mode="rb")
     elif kind == "xz":
         src = lzma.LZMAFile(stream, mode="rb", format=lzma.FORMAT_XZ)  # noqa: SIM115
@@ -186,7 +190,7 @@ class ArchiveScanner(Scanner):
     def _zip(self, art: Artifact) -> Outcome:
         try:
             zf = open_zip(art)
-        except zipfile.BadZipFile as exc:
+        except BadZip as exc:
             return Outcome.error("zip", f"corrupt zip archive: {exc}")
         out = Outcome(format="zip")
         with zf:
@@ -194,6 +198,8 @@ class ArchiveScanner(Scanner):
         return _container_result(out, "zip")
 
     def _tar(self, art: Artifact) -> Outcome:
+        import tarfile
+
         ctx = art.ctx
         out = Outcome(format="tar")
         art.stream.seek(0)

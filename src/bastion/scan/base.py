@@ -10,7 +10,6 @@ bytes (never by extension alone) and enforces the limits.
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 import time
@@ -19,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any, ClassVar, Protocol
 
 from bastion.core import atlas
+from bastion.core._log import get_logger
 from bastion.core._threat import Threat
 from bastion.core.registry import Plugin
 from bastion.core.severity import Severity
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     # Loaded (with pydantic) when a scanner reports something: a scan of clean files needs none.
     from bastion.core.findings import Finding, Location
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 __all__ = [
     "ATLAS_IDS",

@@ -6,15 +6,14 @@ import contextlib
 import dataclasses
 import errno
 import io
-import logging
 import marshal
 import os
 import stat
-import tomllib
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from bastion.core._log import get_logger
 from bastion.core._scan_records import FileRecord, ScanRecords, Verdict
 from bastion.core.errors import ConfigError, ScanError
 from bastion.core.hashing import file_sha256
@@ -27,7 +26,7 @@ from bastion.scan.policy import PicklePolicy, Rule, load_rules
 if TYPE_CHECKING:
     from bastion.core.scanning import FileResult, ScanResult
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 __all__ = [
     "POOL_MIN_FILES",
@@ -357,6 +356,8 @@ def load_rule_files(rules: Sequence[str | os.PathLike[str]], allow: Sequence[str
         except (OSError, UnicodeDecodeError) as exc:
             problems.append(f"{path}: unreadable rule file: {exc}")
             continue
+        import tomllib  # only for a user's rule files (pure Python, ~8 ms to import)
+
         try:
             doc_kind = tomllib.loads(text).get("kind")
         except tomllib.TOMLDecodeError as exc:

@@ -12,13 +12,15 @@ Reference: https://keras.io/guides/serialization_and_saving/
 
 from __future__ import annotations
 
-import zipfile
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from bastion.core.registry import register
 from bastion.scan._keras import check_keras_config
-from bastion.scan._zip import ZIP_MAGICS, MemberAction, open_zip, read_document, walk_zip
+from bastion.scan._zip import ZIP_MAGICS, BadZip, MemberAction, open_zip, read_document, walk_zip
 from bastion.scan.base import Artifact, NotThisFormat, Outcome, Scanner
+
+if TYPE_CHECKING:
+    import zipfile
 
 __all__ = ["KerasScanner"]
 
@@ -60,7 +62,7 @@ class KerasScanner(Scanner):
         """
         try:
             zf = open_zip(artifact)
-        except zipfile.BadZipFile as exc:
+        except BadZip as exc:
             if artifact.name.lower().endswith(".keras"):
                 return Outcome.error("keras", f"corrupt zip archive: {exc}")
             raise NotThisFormat from exc

@@ -13,15 +13,17 @@ from __future__ import annotations
 
 import ast
 import struct
-import zipfile
-from typing import IO, Any, ClassVar
+from typing import IO, TYPE_CHECKING, Any, ClassVar
 
 from bastion.core.registry import register
 from bastion.core.severity import Severity
-from bastion.scan._zip import ZIP_MAGICS, MemberAction, is_folder, open_zip, walk_zip
+from bastion.scan._zip import ZIP_MAGICS, ZIP_STORED, BadZip, MemberAction, is_folder, open_zip, walk_zip
 from bastion.scan.base import Artifact, NotThisFormat, Outcome, Scanner
 from bastion.scan.pickle_scanner import analyse_pickle
 from bastion.scan.pickle_vm import typestr_itemsize
+
+if TYPE_CHECKING:
+    import zipfile
 
 __all__ = ["NPY_MAGIC", "NumpyScanner", "descr_info", "read_npy_header"]
 
@@ -207,7 +209,7 @@ class NumpyScanner(Scanner):
             return scan_npy(artifact, self.id)
         try:
             zf = open_zip(artifact)
-        except zipfile.BadZipFile as exc:
+        except BadZip as exc:
             if artifact.name.lower().endswith(".npz"):
                 return Outcome.error("npz", f"corrupt zip archive: {exc}")
             raise NotThisFormat from exc
@@ -241,7 +243,7 @@ class NumpyScanner(Scanner):
                 )
             return
         with zf.open(info) as fh:
-            compressed = info.compress_type != zipfile.ZIP_STORED
+            compressed = info.compress_type != ZIP_STORED
             data, size = art.ctx.spool(
                 fh,
                 what=f"member {info.filename!r}",

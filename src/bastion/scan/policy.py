@@ -19,18 +19,17 @@ from __future__ import annotations
 import _compat_pickle
 import fnmatch
 import functools
-import logging
 import os
-import tomllib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
+from bastion.core._log import get_logger
 from bastion.core.errors import ConfigError
 from bastion.core.severity import Severity
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 __all__ = [
     "COMPILED_RULES",
@@ -219,6 +218,8 @@ def load_rules(kind: str, text: str | None = None, source: str | None = None) ->
         text = shipped_rules_text(name)
         doc = _compiled_doc(name, text)
     if doc is None:
+        import tomllib  # a user's rule file, or an edited one (the shipped copies are JSON)
+
         try:
             doc = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
@@ -240,6 +241,7 @@ def compile_rules(name: str) -> str:
     start-up.
     """
     import json
+    import tomllib
 
     text = shipped_rules_text(name)
     return json.dumps({"toml": text, "doc": tomllib.loads(text)}, ensure_ascii=False, indent=1) + "\n"

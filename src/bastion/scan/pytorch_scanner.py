@@ -19,16 +19,18 @@ from __future__ import annotations
 
 import io
 import re
-import zipfile
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from bastion.core.registry import register
 from bastion.core.severity import Severity
 from bastion.scan._torchscript import CodeIssue, analyse_torchscript
-from bastion.scan._zip import ZIP_MAGICS, MemberAction, open_zip, walk_zip
+from bastion.scan._zip import ZIP_MAGICS, BadZip, MemberAction, open_zip, walk_zip
 from bastion.scan.base import Artifact, NotThisFormat, Outcome, Scanner
 from bastion.scan.pickle_scanner import analyse_pickle
 from bastion.scan.pickle_vm import Reader
+
+if TYPE_CHECKING:
+    import zipfile
 
 __all__ = ["LEGACY_MAGIC", "PyTorchScanner"]
 
@@ -78,7 +80,7 @@ class PyTorchScanner(Scanner):
             return self._legacy(artifact)
         try:
             zf = open_zip(artifact)
-        except zipfile.BadZipFile as exc:
+        except BadZip as exc:
             if artifact.name.lower().endswith((".pt", ".pth", ".ckpt", ".bin", ".pt2", ".ptl")):
                 return Outcome.error("pytorch-zip", f"corrupt zip archive: {exc}")
             raise NotThisFormat from exc

@@ -18,7 +18,6 @@ from __future__ import annotations
 import codecs
 import functools
 import re
-import tomllib
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -48,6 +47,8 @@ class OpRule:
 @functools.cache
 def load_op_rules() -> tuple[str, tuple[OpRule, ...]]:
     """The shipped TensorFlow op rules: ``(version, rules)``."""
+    import tomllib  # a SavedModel's first scan loads the rules (not every scan's start-up)
+
     text = shipped_rules_text("tf_ops.toml")
     doc = tomllib.loads(text)
     rules = tuple(

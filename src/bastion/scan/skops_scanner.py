@@ -18,14 +18,16 @@ from __future__ import annotations
 
 import io
 import json
-import zipfile
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from bastion.core.registry import register
 from bastion.core.severity import Severity
-from bastion.scan._zip import ZIP_MAGICS, MemberAction, open_zip, read_document, walk_zip
+from bastion.scan._zip import ZIP_MAGICS, BadZip, MemberAction, open_zip, read_document, walk_zip
 from bastion.scan.base import Artifact, NotThisFormat, Outcome, Scanner
 from bastion.scan.policy import Verdictish
+
+if TYPE_CHECKING:
+    import zipfile
 
 __all__ = ["SkopsScanner"]
 
@@ -155,7 +157,7 @@ class SkopsScanner(Scanner):
         """
         try:
             zf = open_zip(artifact)
-        except zipfile.BadZipFile as exc:
+        except BadZip as exc:
             if artifact.name.lower().endswith(".skops"):
                 return Outcome.error("skops", f"corrupt zip archive: {exc}")
             raise NotThisFormat from exc

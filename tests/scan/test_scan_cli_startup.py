@@ -118,10 +118,11 @@ def test_scan_runs_without_typer_or_the_report_models(tmp_path: Path) -> None:
 
 
 def test_a_pickle_scan_loads_no_module_it_does_not_use(tmp_path: Path) -> None:
-    """Start-up: ``logging``, ``tomllib``, the zip/tar/compression modules and ``shutil`` load only
-    when a scan needs them (a warning to log, a user's rule file, an archive)."""
+    """Start-up: ``logging``, ``tomllib``, the zip/tar/compression modules, ``shutil`` and ``ast``
+    load only when a scan needs them (a warning to log, a user's rule file, an archive, an .npy
+    header); no record class is a dataclass (``dataclasses`` imports ``inspect``)."""
     folder = _folder(tmp_path, 2)
-    lazy = ("logging", "tomllib", "zipfile", "tarfile", "gzip", "bz2", "lzma", "shutil")
+    lazy = ("logging", "tomllib", "zipfile", "tarfile", "gzip", "bz2", "lzma", "shutil", "dataclasses", "ast")
     code = (
         "import os, sys\n"
         "from bastion.cli.main import run\n"

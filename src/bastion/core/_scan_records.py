@@ -11,10 +11,10 @@ the models, and the renderers read either.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
+from bastion.core._plain import PlainRecord
 from bastion.core.severity import FAIL_ON_CHOICES, gates
 
 if TYPE_CHECKING:
@@ -52,21 +52,36 @@ def scan_exit_code(files: Iterable[Any], fail_on: str = "medium") -> int:
     return 0
 
 
-@dataclass(slots=True, kw_only=True)
-class FileRecord:
+class FileRecord(PlainRecord):
     """One scanned file: the fields of :class:`~bastion.core.scanning.FileResult`, unvalidated.
 
     Built by the scan engine from checked values only (findings are ``Finding`` models).
     """
 
-    path: str
-    format: str | None = None
-    verdict: Verdict
-    sha256: str | None = None
-    size: int | None = None
-    findings: list[Finding] = field(default_factory=list)
-    reason: str | None = None
-    globals: list[str] = field(default_factory=list)
+    __slots__ = ("findings", "format", "globals", "path", "reason", "sha256", "size", "verdict")
+    #: The fields, in the order of ``FileResult``'s.
+    _fields = ("path", "format", "verdict", "sha256", "size", "findings", "reason", "globals")
+
+    def __init__(
+        self,
+        *,
+        path: str,
+        verdict: Verdict,
+        format: str | None = None,
+        sha256: str | None = None,
+        size: int | None = None,
+        findings: list[Finding] | None = None,
+        reason: str | None = None,
+        globals: list[str] | None = None,
+    ) -> None:
+        self.path = path
+        self.format = format
+        self.verdict = verdict
+        self.sha256 = sha256
+        self.size = size
+        self.findings: list[Finding] = [] if findings is None else findings
+        self.reason = reason
+        self.globals: list[str] = [] if globals is None else globals
 
     def to_result(self) -> FileResult:
         """The record as the public model (no validation: every value was checked when built)."""
@@ -84,13 +99,21 @@ class FileRecord:
         )
 
 
-@dataclass(slots=True)
-class ScanRecords:
+class ScanRecords(PlainRecord):
     """A scan of one or more paths: the fields of :class:`~bastion.core.scanning.ScanResult`."""
 
-    schema_version: str = SCAN_SCHEMA_VERSION
-    bastion_version: str | None = None
-    files: list[FileRecord] = field(default_factory=list)
+    __slots__ = ("bastion_version", "files", "schema_version")
+    _fields = ("schema_version", "bastion_version", "files")
+
+    def __init__(
+        self,
+        schema_version: str = SCAN_SCHEMA_VERSION,
+        bastion_version: str | None = None,
+        files: list[FileRecord] | None = None,
+    ) -> None:
+        self.schema_version = schema_version
+        self.bastion_version = bastion_version
+        self.files: list[FileRecord] = [] if files is None else files
 
     def findings(self) -> list[Finding]:
         """All findings of all files."""

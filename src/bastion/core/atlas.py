@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from typing import NamedTuple
 
 
-@dataclass(frozen=True)
-class Technique:
+class Technique(NamedTuple):
     """One ATLAS technique or sub-technique."""
 
     id: str

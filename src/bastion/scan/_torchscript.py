@@ -18,7 +18,7 @@ Reference: torch/csrc/jit/serialization/import_source.cpp (the resolver), PyTorc
 from __future__ import annotations
 
 import ast
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from bastion.core.severity import Severity
 
@@ -132,8 +132,7 @@ _OK_DUNDERS = frozenset(
 )
 
 
-@dataclass(frozen=True)
-class CodeIssue:
+class CodeIssue(NamedTuple):
     """One construct found in TorchScript code.
 
     Attributes:

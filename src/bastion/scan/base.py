@@ -14,11 +14,11 @@ import os
 import re
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
-from typing import IO, TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import IO, TYPE_CHECKING, Any, ClassVar, NamedTuple, Protocol
 
 from bastion.core import atlas
 from bastion.core._log import get_logger
+from bastion.core._plain import PlainRecord
 from bastion.core._threat import Threat
 from bastion.core.registry import Plugin
 from bastion.core.severity import Severity
@@ -132,8 +132,7 @@ class StreamBombError(BombError):
     """
 
 
-@dataclass(frozen=True)
-class ScanLimits:
+class ScanLimits(NamedTuple):
     """Hard limits of one scan, per top-level file.
 
     Attributes:
@@ -162,8 +161,7 @@ class ScanLimits:
     max_seconds: float | None = 120.0
 
 
-@dataclass
-class Outcome:
+class Outcome(PlainRecord):
     """What scanning one artifact found.
 
     Attributes:
@@ -175,12 +173,24 @@ class Outcome:
         models: members of a container that were model files (not skipped).
     """
 
-    format: str | None = None
-    findings: list[Finding] = field(default_factory=list)
-    globals: dict[str, None] = field(default_factory=dict)
-    errors: list[str] = field(default_factory=list)
-    skipped: str | None = None
-    models: int = 0
+    __slots__ = ("errors", "findings", "format", "globals", "models", "skipped")
+    _fields = ("format", "findings", "globals", "errors", "skipped", "models")
+
+    def __init__(
+        self,
+        format: str | None = None,
+        findings: list[Finding] | None = None,
+        globals: dict[str, None] | None = None,
+        errors: list[str] | None = None,
+        skipped: str | None = None,
+        models: int = 0,
+    ) -> None:
+        self.format = format
+        self.findings: list[Finding] = [] if findings is None else findings
+        self.globals: dict[str, None] = {} if globals is None else globals
+        self.errors: list[str] = [] if errors is None else errors
+        self.skipped = skipped
+        self.models = models
 
     @classmethod
     def skip(cls, reason: str) -> Outcome:
@@ -258,8 +268,7 @@ class Scanner(Plugin):
         raise NotImplementedError
 
 
-@dataclass
-class Artifact:
+class Artifact(PlainRecord):
     """One byte stream to scan, and where it came from.
 
     Attributes:
@@ -272,13 +281,26 @@ class Artifact:
         ctx: the scan context (policy, limits, dispatch).
     """
 
-    path: str
-    member: str | None
-    name: str
-    stream: IO[bytes]
-    size: int | None
-    depth: int
-    ctx: ScanContext
+    __slots__ = ("ctx", "depth", "member", "name", "path", "size", "stream")
+    _fields = ("path", "member", "name", "stream", "size", "depth", "ctx")
+
+    def __init__(
+        self,
+        path: str,
+        member: str | None,
+        name: str,
+        stream: IO[bytes],
+        size: int | None,
+        depth: int,
+        ctx: ScanContext,
+    ) -> None:
+        self.path = path
+        self.member = member
+        self.name = name
+        self.stream = stream
+        self.size = size
+        self.depth = depth
+        self.ctx = ctx
 
     def head(self, n: int = 1024) -> bytes:
         """The first ``n`` bytes (the stream is rewound)."""

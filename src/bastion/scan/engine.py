@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import errno
 import io
 import marshal
@@ -371,7 +370,7 @@ def load_rule_files(rules: Sequence[str | os.PathLike[str]], allow: Sequence[str
         except ConfigError as exc:
             problems.append(str(exc))
             continue
-        loaded = [dataclasses.replace(r, source=str(path)) for r in loaded]
+        loaded = [r._replace(source=str(path)) for r in loaded]
         (extra_deny if doc_kind == "deny" else extra_allow).extend(loaded)
     if problems:
         raise ConfigError("bad --rules file", problems)
@@ -692,7 +691,7 @@ def _decode(body: memoryview) -> tuple[Any, ...]:
 
 
 #: ``FileRecord``'s fields, in order: what :func:`_pack` sends from a child.
-_RECORD_FIELDS = tuple(f.name for f in dataclasses.fields(FileRecord))
+_RECORD_FIELDS = FileRecord._fields
 
 
 def _pack(rec: FileRecord) -> tuple[Any, ...]:

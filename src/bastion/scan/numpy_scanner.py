@@ -11,7 +11,6 @@ itself does. Reference: ``numpy/lib/format.py`` (NEP 1, the .npy format).
 
 from __future__ import annotations
 
-import ast
 import struct
 from typing import IO, TYPE_CHECKING, Any, ClassVar
 
@@ -99,6 +98,8 @@ def read_npy_header(fh: IO[bytes]) -> tuple[dict[str, Any], int]:
     text = fh.read(hlen)
     if len(text) < hlen:
         raise NpyError("truncated .npy header")
+    import ast  # here: an .npy file's first header loads it, not every scan's start-up
+
     try:
         header = ast.literal_eval(text.decode("utf-8" if major == 3 else "latin-1"))
     except (ValueError, SyntaxError, UnicodeDecodeError, MemoryError, RecursionError, TypeError) as exc:

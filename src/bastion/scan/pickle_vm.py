@@ -33,6 +33,8 @@ import time
 from collections.abc import Callable
 from typing import IO, Any
 
+from bastion.core._plain import PlainRecord, PlainValue
+
 __all__ = [
     "JOBLIB_WRAPPERS",
     "Anomaly",
@@ -261,29 +263,10 @@ class Reader:
 # --------------------------------------------------------------------------- symbolic values
 
 
-class _Value:
-    """Base of the emulator's record classes: the ``__repr__`` of a dataclass over ``_fields``.
-
-    Plain classes rather than ``@dataclass``: the eleven classes cost ~2.5 ms of every scan's
-    start-up to create as dataclasses. ``__init__`` is written out in each, in field order.
-    """
-
-    _fields: tuple[str, ...] = ()
-
-    def __repr__(self) -> str:
-        inner = ", ".join(f"{n}={getattr(self, n)!r}" for n in self._fields)
-        return f"{type(self).__qualname__}({inner})"
-
-
-class _Compared(_Value):
-    """A :class:`_Value` equal to another of its class with equal fields (a dataclass's ``__eq__``)."""
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        return all(getattr(self, n) == getattr(other, n) for n in self._fields)
-
-    __hash__ = None  # type: ignore[assignment]  # mutable and compared by value, as a dataclass
+# Plain classes rather than ``@dataclass``: the eleven classes cost ~2.5 ms of every scan's
+# start-up to create as dataclasses. ``__init__`` is written out in each, in field order.
+_Value = PlainValue
+_Compared = PlainRecord
 
 
 class Global(_Value):

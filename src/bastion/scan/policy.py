@@ -21,9 +21,8 @@ import fnmatch
 import functools
 import os
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from enum import Enum
-from typing import Any
+from typing import Any, NamedTuple
 
 from bastion.core._log import get_logger
 from bastion.core.errors import ConfigError
@@ -53,8 +52,7 @@ class Verdictish(str, Enum):
     UNKNOWN = "unknown"
 
 
-@dataclass(frozen=True)
-class Rule:
+class Rule(NamedTuple):
     """One allow or deny entry.
 
     Attributes:
@@ -111,8 +109,7 @@ def _name_match(name: str, pattern: str) -> bool:
     return fnmatch.fnmatchcase(name, pattern)
 
 
-@dataclass(frozen=True)
-class Judgement:
+class Judgement(NamedTuple):
     """The policy's view of one global.
 
     Attributes:

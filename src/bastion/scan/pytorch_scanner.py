@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, ClassVar
 
 from bastion.core.registry import register
 from bastion.core.severity import Severity
-from bastion.scan._torchscript import CodeIssue, analyse_torchscript
 from bastion.scan._zip import ZIP_MAGICS, BadZip, MemberAction, open_zip, walk_zip
 from bastion.scan.base import Artifact, NotThisFormat, Outcome, Scanner
 from bastion.scan.pickle_scanner import analyse_pickle
@@ -88,6 +87,8 @@ class PyTorchScanner(Scanner):
             names = [i.filename for i in zf.infolist()]
             if not _is_torch_zip(names):
                 raise NotThisFormat
+            from bastion.scan._torchscript import CodeIssue, analyse_torchscript  # ast: a torch zip's
+
             script = any("/code/" in n or n.startswith("code/") for n in names)
             out = Outcome(format="torchscript" if script else "pytorch-zip")
             code_members: list[str] = []

@@ -18,8 +18,7 @@ from __future__ import annotations
 import codecs
 import functools
 import re
-from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 from bastion.core.registry import register
 from bastion.core.severity import Severity
@@ -33,8 +32,7 @@ __all__ = ["OpRule", "SavedModelScanner", "graph_ops", "load_op_rules"]
 _MAX_BYTES = 2 << 30
 
 
-@dataclass(frozen=True)
-class OpRule:
+class OpRule(NamedTuple):
     """One TensorFlow op rule (from ``rules/tf_ops.toml``)."""
 
     id: str

@@ -5,11 +5,16 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from bastion.core.findings import Finding
 from bastion.core.report import Report
 from bastion.core.results import CheckResult
 from bastion.core.scanning import FileResult, ScanResult
 from bastion.report import report_to_json, scan_to_json
+from bastion.report.json_out import dumps_indented, json_safe
 
 
 def test_report_json_round_trips(report: Report) -> None:
@@ -68,3 +73,22 @@ def test_scan_json_non_finite_evidence(scan_result: ScanResult) -> None:
 def test_empty_scan() -> None:
     doc = json.loads(scan_to_json(ScanResult()))
     assert doc["files"] == []
+
+
+_KEYS = st.one_of(st.text(), st.integers(), st.booleans(), st.none())
+_LEAVES = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text())
+_TREES = st.recursive(
+    _LEAVES, lambda c: st.one_of(st.lists(c), st.dictionaries(_KEYS, c), st.tuples(c)), max_leaves=30
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(_TREES)
+def test_dumps_indented_is_json_dumps_with_indent_2(value: object) -> None:
+    """The scan's fast renderer writes exactly ``json.dumps(json_safe(v), indent=2, ensure_ascii=False)``."""
+    assert dumps_indented(value) == json.dumps(json_safe(value), indent=2, ensure_ascii=False)
+
+
+def test_dumps_indented_refuses_what_json_refuses() -> None:
+    with pytest.raises(TypeError, match="set is not JSON serializable"):
+        dumps_indented({"a": {1, 2}})

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import math
+from json.encoder import encode_basestring as _encode_str  # C: a JSON string, non-ASCII kept
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -64,11 +64,67 @@ def scan_to_json(result: ScanResult | ScanRecords, *, version: str | None = None
         version: Bastion's version to record; defaults to the running one.
 
     Returns:
-        The JSON text, indented by 2, ending without a newline.
+        The JSON text, indented by 2, ending without a newline (the text of
+        ``json.dumps(..., indent=2, ensure_ascii=False)``, written by :func:`dumps_indented`).
     """
-    return escape_surrogates(
-        json.dumps(json_safe(scan_to_dict(result, version=version)), indent=2, ensure_ascii=False)
-    )
+    return escape_surrogates(dumps_indented(scan_to_dict(result, version=version)))
+
+
+def dumps_indented(value: Any) -> str:
+    """``json.dumps(json_safe(value), indent=2, ensure_ascii=False)``, the same text, faster.
+
+    ``json.dumps`` with ``indent`` runs its pure-Python encoder (~12 ms for a scan of 1,000
+    files); this writes the same layout with the C string encoder. Non-finite floats become
+    ``null`` and keys are ``str(key)`` (as :func:`json_safe`).
+
+    Raises:
+        TypeError: a value is not JSON (as ``json.dumps``).
+    """
+    out: list[str] = []
+    _dump(value, "\n", out)
+    return "".join(out)
+
+
+def _dump(value: Any, newline: str, out: list[str]) -> None:
+    """Append ``value``'s indented JSON to ``out``; ``newline`` is a newline and the current indent."""
+    if isinstance(value, str):
+        out.append(_encode_str(value))
+    elif value is None:
+        out.append("null")
+    elif value is True:
+        out.append("true")
+    elif value is False:
+        out.append("false")
+    elif isinstance(value, int):
+        out.append(int.__repr__(value))
+    elif isinstance(value, float):
+        out.append(float.__repr__(value) if math.isfinite(value) else "null")
+    elif isinstance(value, dict):
+        if not value:
+            out.append("{}")
+            return
+        if not all(type(k) is str for k in value):
+            value = {str(k): v for k, v in value.items()}  # as json_safe (equal keys: the last value)
+        inner = newline + "  "
+        sep = "{" + inner
+        for k, v in value.items():
+            out.append(sep + _encode_str(str(k)) + ": ")
+            _dump(v, inner, out)
+            sep = "," + inner
+        out.append(newline + "}")
+    elif isinstance(value, (list, tuple)):
+        if not value:
+            out.append("[]")
+            return
+        inner = newline + "  "
+        sep = "[" + inner
+        for v in value:
+            out.append(sep)
+            _dump(v, inner, out)
+            sep = "," + inner
+        out.append(newline + "]")
+    else:
+        raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
 def escape_surrogates(text: str) -> str:

@@ -15,6 +15,7 @@ Reference: https://github.com/ggml-org/ggml/blob/master/docs/gguf.md
 
 from __future__ import annotations
 
+import functools
 import re
 import struct
 from typing import IO, Any, ClassVar
@@ -72,24 +73,35 @@ TEMPLATE_PATTERNS: tuple[tuple[str, str, Severity], ...] = (
     ("template-internals", r"\b(lipsum|cycler|joiner|namespace|self)\s*\.\s*_", Severity.HIGH),
     ("attr-filter", r"\|\s*attr\s*\(|\[\s*['\"]_", Severity.MEDIUM),
 )
-_COMPILED = tuple((k, re.compile(p, re.IGNORECASE), s) for k, p, s in TEMPLATE_PATTERNS)
 
-#: Obfuscations that only make sense when building a forbidden name out of pieces: ``%c``
-#: formatting (``'%c%cclass%c%c'|format(95, 95, 95, 95)``) and underscores glued on at run time.
-_OBFUSCATIONS = (
-    # a ``%c`` anywhere and a ``format`` anywhere (two linear searches: one pattern with a
-    # look-ahead over the rest of the text per ``%c`` would take quadratic time)
-    ("char-format", (re.compile(r"%c"), re.compile(r"\bformat\b")), Severity.MEDIUM),
-    (
-        "underscore-build",
-        (re.compile(r"""(['"])_+\1\s*[~+*]|[~+]\s*(['"])_+\2|\bset\s+\w+\s*=\s*(['"])_+\3"""),),
-        Severity.MEDIUM,
-    ),
-)
-_LITERAL = re.compile(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"", re.DOTALL)
-_FORMAT = re.compile(r"""'([^']*)'\s*(?:\|\s*format\s*\(|%\s*\()([\d\s,]*)\)""")
-_CONCAT = re.compile(r"""'\s*[~+]\s*'""")
-_PARENS = re.compile(r"""\(\s*('[^']*')\s*\)""")
+
+class _Regexes:
+    """The template patterns, compiled on the first GGUF file (not at every scan's start-up)."""
+
+    def __init__(self) -> None:
+        self.patterns = tuple((k, re.compile(p, re.IGNORECASE), s) for k, p, s in TEMPLATE_PATTERNS)
+        #: Obfuscations that only make sense when building a forbidden name out of pieces: ``%c``
+        #: formatting (``'%c%cclass%c%c'|format(95, 95, 95, 95)``) and underscores glued on at run
+        #: time.
+        self.obfuscations = (
+            # a ``%c`` anywhere and a ``format`` anywhere (two linear searches: one pattern with a
+            # look-ahead over the rest of the text per ``%c`` would take quadratic time)
+            ("char-format", (re.compile(r"%c"), re.compile(r"\bformat\b")), Severity.MEDIUM),
+            (
+                "underscore-build",
+                (re.compile(r"""(['"])_+\1\s*[~+*]|[~+]\s*(['"])_+\2|\bset\s+\w+\s*=\s*(['"])_+\3"""),),
+                Severity.MEDIUM,
+            ),
+        )
+        self.literal = re.compile(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"", re.DOTALL)
+        self.format = re.compile(r"""'([^']*)'\s*(?:\|\s*format\s*\(|%\s*\()([\d\s,]*)\)""")
+        self.concat = re.compile(r"""'\s*[~+]\s*'""")
+        self.parens = re.compile(r"""\(\s*('[^']*')\s*\)""")
+
+
+@functools.cache
+def _rx() -> _Regexes:
+    return _Regexes()
 
 
 def _decode_literal(body: str) -> str:
@@ -133,10 +145,11 @@ def normalise_template(text: str) -> str:
     def requote(m: re.Match[str]) -> str:
         return "'" + _decode_literal(m.group(0)[1:-1]).replace("'", "") + "'"
 
-    out = _LITERAL.sub(requote, text)
-    out = _FORMAT.sub(_render_format, out)
+    rx = _rx()
+    out = rx.literal.sub(requote, text)
+    out = rx.format.sub(_render_format, out)
     for _ in range(64):  # nested parentheses and chains: until nothing changes
-        joined = _PARENS.sub(r"\1", _CONCAT.sub("", out))
+        joined = rx.parens.sub(r"\1", rx.concat.sub("", out))
         if joined == out:
             break
         out = joined
@@ -262,11 +275,11 @@ def template_findings(text: str) -> list[tuple[str, Severity, str]]:
     """
     hits: list[tuple[str, Severity, str]] = []
     normal = normalise_template(text)
-    for kind, rx, sev in _COMPILED:
-        m = rx.search(text) or rx.search(normal)
+    for kind, pattern, sev in _rx().patterns:
+        m = pattern.search(text) or pattern.search(normal)
         if m:
             hits.append((kind, sev, m.group(0)))
-    for kind, patterns, sev in _OBFUSCATIONS:  # every pattern of the kind must match
+    for kind, patterns, sev in _rx().obfuscations:  # every pattern of the kind must match
         found = [rx.search(text) for rx in patterns]
         if all(found):
             hits.append((kind, sev, " … ".join(m.group(0) for m in found if m)))

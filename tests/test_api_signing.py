@@ -183,3 +183,29 @@ def test_harden_and_guard_fit_refuse_a_model_whose_signature_fails(clinic: Path,
     assert not (clinic / ".bastion" / "models").exists() or not any(
         (clinic / ".bastion" / "models").iterdir()
     )
+
+
+def test_a_models_folder_signed_as_a_whole_verifies_each_asset_in_it(clinic: Path, tmp_path: Path) -> None:
+    """``bastion sign models/`` (one bundle, ``models.sig``): assess, harden and guard fit use it."""
+    from bastion.core.errors import IntegrityError
+
+    cfg = _with_key(clinic)
+    api.sign_model(clinic / "models", key=clinic / "keys" / "key.pem")
+    assert (clinic / "models.sig").is_file() and not (clinic / "models" / "digits.pt.sig").exists()
+    report = api.assess(cfg, only=["scan"], store=False)
+    sig = _assets(report)
+    assert {n: s for n, (s, _) in sig.items() if n in ("digits", "triage", "diagnosis")} == dict.fromkeys(
+        ("digits", "triage", "diagnosis"), "verified"
+    )
+    assert sig["vendor-model"][0] == "unsigned"  # outside models/: no bundle covers it
+    checks = {c.asset: c for c in report.checks if c.id == "scan.signature"}
+    assert checks["digits"].notes["signature_path"].endswith("models.sig")
+    # one file of the folder changes: only its asset fails, and it is not loaded
+    shutil.copyfile(clinic / "models" / "diagnosis.pt", clinic / "models" / "digits.pt")
+    report = api.assess(cfg, only=["scan"], store=False)
+    sig = _assets(report)
+    assert sig["digits"][0] == "failed" and "digits.pt changed" in (sig["digits"][1] or "")
+    assert sig["triage"][0] == "verified" and sig["diagnosis"][0] == "verified"
+    assert _findings(report, "scan.signature.verification-failed") == {"digits"}
+    with pytest.raises(IntegrityError, match="not loaded: its signature did not verify"):
+        api.guard_fit(cfg, asset="digits", out=tmp_path / "profile")

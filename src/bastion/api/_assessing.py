@@ -339,6 +339,9 @@ def assess(
     _preflight_files(cfg, base, assets)
     datasets = _load_datasets(cfg, base, assets)
     sign_key = _signing_key(cfg, base, assets)  # issue 4: verify model signatures
+    from bastion.scan.signing import FolderBundles
+
+    folders = FolderBundles(base, sign_key)  # folders signed as a whole: each verified once
 
     result = RunResult()
     facts: dict[str, dict[str, Any]] = {"__run__": {"db_url": s.db_url}}
@@ -390,7 +393,7 @@ def assess(
             skipped_explicitly = _check_enabled(cfg, "scan", a.name, (), skip) is not None
             if scan_selected or (unsafe and not skipped_explicitly):
                 result.add(_scan_check(a, fr, time.monotonic() - ts))
-            signed = _signature_check(a, base / a.path, sign_key, rec)
+            signed = _signature_check(a, base / a.path, sign_key, rec, folders)
             # like the scan: a signature that fails (or cannot be checked) is reported even in a
             # run narrowed to other checks, so its gate cannot pass on a tampered model
             bad_signature = rec.signature in ("failed", "error")

@@ -19,6 +19,7 @@ if TYPE_CHECKING:  # the scan path needs none of these at run time (start-up cos
     from bastion.core.report import AssetRecord
     from bastion.core.results import CheckResult
     from bastion.core.scanning import ScanResult
+    from bastion.scan.signing import FolderBundles
 
 log = get_logger(__name__)
 
@@ -276,14 +277,18 @@ def _refuse_failed_signature(cfg: ProjectConfig, base: Path, a: Asset) -> None:
         return
     from bastion.scan.signing import refuse_failed_signature
 
-    refuse_failed_signature(base / a.path, key=_signing_key(cfg, base, [a]))
+    refuse_failed_signature(base / a.path, key=_signing_key(cfg, base, [a]), root=base)
 
 
-def _signature_check(a: Asset, path: Path, key: Path | None, rec: AssetRecord) -> CheckResult | None:
+def _signature_check(
+    a: Asset, path: Path, key: Path | None, rec: AssetRecord, folders: FolderBundles | None = None
+) -> CheckResult | None:
     """Verify ``<path>.sig`` with ``key``; set ``rec.signature``; the ``scan.signature`` result, if any.
 
-    A failed verification is a high finding ``scan.signature.verification-failed``; a model without
-    a signature is a low finding ``scan.signature.unsigned`` only when a key is configured. With no
+    Without ``<path>.sig``, the bundle of the nearest folder signed as a whole (``models.sig``
+    for ``models/``, see ``FolderBundles``) decides when ``folders`` finds one. A failed
+    verification is a high finding ``scan.signature.verification-failed``; a model without a
+    signature is a low finding ``scan.signature.unsigned`` only when a key is configured. With no
     key and no signature nothing is checked (``None``).
     """
     from bastion.core.atlas import SUPPLY_CHAIN_MODEL
@@ -294,10 +299,19 @@ def _signature_check(a: Asset, path: Path, key: Path | None, rec: AssetRecord) -
 
     ts = time.monotonic()
     sig = default_signature_path(path)
+    status: SignatureStatus | None = None
+    why: str | None = None
+    if not sig.is_file() and folders is not None:  # a folder of the project signed as a whole?
+        status, why, bundle = folders.status_of(path)
+        if bundle is None:
+            status = None
+        else:
+            sig = bundle
     if key is None and not sig.is_file():
         rec.signature = "unsigned"
         return None
-    status, why = signature_status(path, key=key, signature=sig)
+    if status is None:
+        status, why = signature_status(path, key=key, signature=sig)
     if key is None:
         why = f"{sig.name} found but no signing.public_key is configured to verify it"
     # paths in the report are the project's, relative to its folder (as every other path there)

@@ -159,7 +159,7 @@ def load_serving_target(cfg: GuardConfig) -> tuple[Target, str]:
     if project.signing.public_key:  # as assess: a model whose signature fails is not served
         from bastion.scan.signing import refuse_failed_signature
 
-        refuse_failed_signature(path, key=base / project.signing.public_key)
+        refuse_failed_signature(path, key=base / project.signing.public_key, root=base)
     data = path.read_bytes()
     sha = hashlib.sha256(data).hexdigest()
     if sha != fr.sha256:

@@ -25,8 +25,8 @@ from bastion.core.report import AssetRecord, Report, VersionLineage
 from bastion.core.scanning import FileResult, ScanResult, Verdict
 from bastion.scan.signing import (
     STATUS_WORDS,
+    FolderBundles,
     SignatureStatus,
-    default_signature_path,
     signature_check,
     signature_status,
 )
@@ -109,7 +109,7 @@ def build_bom(
     status, why, changed = signature_check(root_p, key=key, signature=signature)
     per_file = root_p.is_dir() and status is SignatureStatus.UNSIGNED  # files signed one by one, if at all
     folder = root_p if root_p.is_dir() else root_p.parent
-    folders = _FolderBundles(root_p, key)
+    folders = FolderBundles(root_p, key)
     components: list[dict[str, Any]] = []
     for i, fr in enumerate(scan.files):
         path = Path(fr.path)
@@ -137,7 +137,7 @@ def build_bom(
             if per_file:  # ``<file>.sig`` beside each file (the layout ``bastion assess`` verifies)
                 f_status, f_why = signature_status(path, key=key)
                 if f_status is SignatureStatus.UNSIGNED:  # or a folder inside root signed as a whole
-                    f_status, f_why = folders.status_of(path)
+                    f_status, f_why, _ = folders.status_of(path)
             elif status is SignatureStatus.INVALID and changed is not None:  # the folder's own bundle
                 bad = rel in changed
                 f_status = SignatureStatus.INVALID if bad else SignatureStatus.VERIFIED
@@ -197,37 +197,6 @@ def build_bom(
         "components": components,
         "dependencies": [{"ref": "root", "dependsOn": [c["bom-ref"] for c in components]}],
     }
-
-
-class _FolderBundles:
-    """Signature status of files inside ``root`` from the bundle of a subfolder signed as a whole.
-
-    ``bastion sign models/`` writes ``models.sig`` beside the folder; a BOM of the project that
-    holds ``models/`` finds that bundle for ``models/a/b.pkl`` (the nearest signed folder between
-    the file and ``root``) and verifies each such folder once.
-    """
-
-    def __init__(self, root: Path, key: str | os.PathLike[str] | None) -> None:
-        self.root = root.resolve()
-        self.key = key
-        self._checked: dict[Path, tuple[SignatureStatus, str | None, list[str] | None]] = {}
-
-    def status_of(self, path: Path) -> tuple[SignatureStatus, str | None]:
-        """``(status, reason)`` of ``path`` by its nearest signed folder; ``unsigned`` without one."""
-        file = path.resolve()
-        for parent in file.parents:
-            if parent == self.root or self.root not in parent.parents:
-                break
-            if not default_signature_path(parent).is_file():
-                continue
-            if parent not in self._checked:
-                self._checked[parent] = signature_check(parent, key=self.key)
-            status, why, changed = self._checked[parent]
-            mine = file.relative_to(parent).as_posix()
-            if status is SignatureStatus.INVALID and changed is not None and mine not in changed:
-                return SignatureStatus.VERIFIED, None  # the folder's other files differ
-            return status, why
-        return SignatureStatus.UNSIGNED, None
 
 
 def _hash(path: Path) -> list[dict[str, str]]:

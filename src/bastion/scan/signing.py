@@ -25,6 +25,7 @@ from bastion.core.errors import ConfigError, IntegrityError, require
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "FolderBundles",
     "SignatureStatus",
     "VerifyResult",
     "default_signature_path",
@@ -266,21 +267,71 @@ def verify_path(
     return VerifyResult(path=p, signature=sig)
 
 
-def refuse_failed_signature(path: str | os.PathLike[str], *, key: str | os.PathLike[str] | None) -> None:
+def refuse_failed_signature(
+    path: str | os.PathLike[str],
+    *,
+    key: str | os.PathLike[str] | None,
+    root: str | os.PathLike[str] | None = None,
+) -> None:
     """Refuse to load a model file whose signature does not verify (``<path>.sig``, ``key``).
 
     The rule of ``bastion assess``, for every command that loads a model (``harden``, ``guard
     fit``, ``guard serve``): with a project key, a signature that fails stops it; an unsigned
-    file, or no key, does not (``assess`` reports those).
+    file, or no key, does not (``assess`` reports those). Without ``<path>.sig``, the bundle of
+    the nearest folder up to ``root`` (the project) signed as a whole decides (:class:`FolderBundles`).
 
     Raises:
         IntegrityError: the signature does not verify (the reason names what changed).
     """
     if key is None:
         return
-    status, why = signature_status(path, key=key)
+    if root is not None and not default_signature_path(path).is_file():
+        status, why, _ = FolderBundles(root, key).status_of(path)
+    else:
+        status, why = signature_status(path, key=key)
     if status is SignatureStatus.INVALID:
         raise IntegrityError(f"{path}: not loaded: its signature did not verify ({why})")
+
+
+class FolderBundles:
+    """Signature status of files inside ``root`` from the bundle of a folder signed as a whole.
+
+    ``bastion sign models/`` writes ``models.sig`` beside the folder: for ``models/a/b.pkl`` the
+    nearest folder between the file and ``root`` (``root`` included) that has such a bundle
+    decides, the file being ``verified`` unless it is one the bundle's verification names as
+    changed. Each folder is verified once per instance (one verification hashes the folder).
+
+    Args:
+        root: the folder the files are in (a project, or the folder a BOM describes).
+        key: the public key (``None``: a found bundle is ``unverified``).
+    """
+
+    def __init__(self, root: str | os.PathLike[str], key: str | os.PathLike[str] | None) -> None:
+        self.root = Path(os.fspath(root)).resolve()
+        self.key = key
+        self._checked: dict[Path, tuple[SignatureStatus, str | None, list[str] | None]] = {}
+
+    def status_of(self, path: str | os.PathLike[str]) -> tuple[SignatureStatus, str | None, Path | None]:
+        """``(status, reason, bundle)`` of ``path`` by its nearest signed folder.
+
+        ``(UNSIGNED, None, None)`` when no folder between it and ``root`` is signed as a whole.
+        """
+        file = Path(os.fspath(path)).resolve()
+        for folder in file.parents:
+            if folder != self.root and self.root not in folder.parents:
+                break
+            bundle = default_signature_path(folder)
+            if bundle.is_file():
+                if folder not in self._checked:
+                    self._checked[folder] = signature_check(folder, key=self.key, signature=bundle)
+                status, why, changed = self._checked[folder]
+                mine = file.relative_to(folder).as_posix()
+                if status is SignatureStatus.INVALID and changed is not None and mine not in changed:
+                    return SignatureStatus.VERIFIED, None, bundle  # the folder's other files differ
+                return status, why, bundle
+            if folder == self.root:
+                break
+        return SignatureStatus.UNSIGNED, None, None
 
 
 def signature_status(

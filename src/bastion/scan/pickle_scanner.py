@@ -11,12 +11,13 @@ judges every global it reaches: deny-listed is ``malicious``, unknown is ``suspi
 from __future__ import annotations
 
 import io
+import re
 from typing import ClassVar
 
 from bastion.core.registry import register
 from bastion.core.severity import Severity
 from bastion.scan.base import Artifact, Outcome, Scanner, is_model_name
-from bastion.scan.pickle_vm import JOBLIB_WRAPPERS, PickleResult, Reader, emulate
+from bastion.scan.pickle_vm import JOBLIB_WRAPPERS, GlobalRef, PickleResult, Reader, emulate
 from bastion.scan.policy import Verdictish
 
 __all__ = ["PickleScanner", "analyse_pickle", "judge_result"]
@@ -40,8 +41,12 @@ _ANOMALY = {
     "extension-code": (Severity.MEDIUM, "Pickle uses a copyreg extension code"),
     # a denial of service when loaded (ATLAS AML.T0029), not code execution
     "allocation-bomb": (Severity.MEDIUM, "Pickle allocates a huge object when loaded"),
+    "argument-walk-limit": (Severity.MEDIUM, "Pickle arguments too large to check"),
+    "compute-bomb": (Severity.MEDIUM, "Pickle asks for a huge computation when loaded"),
+    "codec-call": (Severity.MEDIUM, "Pickle calls a text codec other than latin1"),
 }
-_ANOMALY_REFS = {"allocation-bomb": ("https://atlas.mitre.org/techniques/AML.T0029",)}
+_DOS = ("https://atlas.mitre.org/techniques/AML.T0029",)
+_ANOMALY_REFS = {"allocation-bomb": _DOS, "compute-bomb": _DOS, "codec-call": _DOS}
 _PICKLE_EXTS = (".pkl", ".pickle", ".pk", ".pck", ".pcl", ".p", ".dill", ".cpkl", ".sav", ".joblib", ".jbl")
 
 
@@ -230,12 +235,20 @@ def analyse_pickle(
         _label(out, res, fmt)
         return out, res
     if not res.complete:
+        raw: PickleResult | None = None
         if not strict:
             probe = Outcome()
             judge_result(art, res, probe, rule_prefix=rule_prefix, include_unknown=False)
             if not any(f.rule_id.endswith(".denied-global") for f in probe.findings):
-                return Outcome.skip(f"does not parse as a complete pickle stream ({res.error})"), res
+                # The emulator stopped early; a loader that reads the stream differently may go
+                # on. A denied global spelt out as protocol 0/1 writes it (``GLOBAL``/``INST``)
+                # anywhere in the bytes keeps the file from being "not a pickle".
+                raw = _raw_denied_globals(art, start, rule_prefix)
+                if raw is None:
+                    return Outcome.skip(f"does not parse as a complete pickle stream ({res.error})"), res
         judge_result(art, res, out, rule_prefix=rule_prefix)
+        if raw is not None:
+            judge_result(art, raw, out, rule_prefix=rule_prefix, include_unknown=False)
         out.errors.append(f"{res.error} (offset {res.error_offset})")
         out.findings.append(
             art.finding(
@@ -286,6 +299,31 @@ def analyse_pickle(
     out.format = fmt
     _label(out, res, fmt)
     return out, res
+
+
+#: Protocol 0/1 ``GLOBAL`` (``c``) and ``INST`` (``i``): ``module\\nname\\n`` after the opcode.
+_RAW_GLOBAL = re.compile(rb"[ci]([A-Za-z_][\w.]{0,200})\n([A-Za-z_][\w.]{0,200})\n")
+#: Bytes searched for spelt-out globals when a stream does not parse (a model file's pickle is
+#: small; the search is linear).
+MAX_RAW_SEARCH = 64 << 20
+
+
+def _raw_denied_globals(art: Artifact, start: int, rule_prefix: str) -> PickleResult | None:
+    """Denied globals written as ``GLOBAL``/``INST`` anywhere in ``art`` from ``start``, by byte search.
+
+    For a stream the emulator could not parse (a differential between it and a loader): the
+    found globals as a :class:`PickleResult` to judge, or ``None`` when none is denied.
+    """
+    policy = art.ctx.policy
+    art.stream.seek(start)
+    data = art.stream.read(MAX_RAW_SEARCH)
+    found = PickleResult(start=start, error="found by a byte search of an unparsed stream")
+    for m in _RAW_GLOBAL.finditer(data):
+        module, name = m.group(1).decode("ascii"), m.group(2).decode("ascii")
+        if policy.judge(module, name).kind is Verdictish.DENIED:
+            opcode = "GLOBAL" if data[m.start()] == 0x63 else "INST"
+            found.globals.append(GlobalRef(module=module, name=name, offset=start + m.start(), opcode=opcode))
+    return found if found.globals else None
 
 
 def _next_pickle(art: Artifact, rd: Reader, *, joblib: bool = True) -> PickleResult:

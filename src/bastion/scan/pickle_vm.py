@@ -66,9 +66,41 @@ CLASS_ARGUMENT_SITES = {
     "numpy._core.multiarray._reconstruct": (0,),
     "numpy.ma.core._mareconstruct": (1,),  # ndarray.__new__(baseclass, ...); subtype.__new__ is called
 }
+#: Allowed helpers that call one of their arguments (qualified name -> argument positions):
+#: ``__generator_ctor(name, ctor)`` calls ``ctor(name)`` (numpy's legacy path),
+#: ``__bit_generator_ctor(cls)`` calls ``cls()``, ``_rebuild_from_type_v2(func, type, args,
+#: state)`` calls ``func(*args)``. A global there counts as called; anything else (an object
+#: built in the stream, whose ``__call__`` may run what it holds) is a ``dynamic-callable``.
+CALLING_SITES = {
+    "numpy.random._pickle.__generator_ctor": (1,),
+    "numpy.random._pickle.__randomstate_ctor": (1,),
+    "numpy.random._pickle.__bit_generator_ctor": (0,),
+    "torch._tensor._rebuild_from_type_v2": (0,),
+}
+#: Container nodes the hand-over walk (:meth:`_VM.note_passed`) may visit in one stream.
+MAX_ARGUMENT_WALK = 1 << 20
 _NEWOBJ_HELPERS = frozenset({"copyreg.__newobj__", "copyreg.__newobj_ex__"})
 _DTYPE_NAMES = frozenset({"numpy.dtype", "numpy.core.multiarray.dtype", "numpy._core.multiarray.dtype"})
 _CODECS_ENCODE = frozenset({"_codecs.encode", "codecs.encode"})
+#: Number types built from text or a ``(sign, digits, exponent)`` tuple; past
+#: :data:`MAX_EXPONENT`, building (``Fraction('1e999999999')`` computes ``10**999999999``) or
+#: converting (``int(Decimal('1e1000000'))``) the value takes minutes to hours.
+_NUMBER_PARSERS = frozenset(
+    {"decimal.Decimal", "_decimal.Decimal", "_pydecimal.Decimal", "fractions.Fraction"}
+)
+MAX_EXPONENT = 10_000
+_EXPONENT = re.compile(r"[eE]\s*([+-]?\d{1,40})")
+
+
+def _exponent(v: Any) -> int | None:
+    """The decimal exponent of a number's text (``'1e5'``) or ``Decimal`` tuple, if it has one."""
+    if isinstance(v, str):
+        m = _EXPONENT.search(v)
+        return int(m.group(1)) if m else None
+    if isinstance(v, tuple) and len(v) == 3:
+        return _int(v[2])
+    return None
+
 
 MAX_LINE = 1 << 16
 """Longest text-opcode argument line accepted (bytes)."""
@@ -624,15 +656,20 @@ def _render(v: Any, out: list[str], limit: int, depth: int) -> None:
 #: Containers :func:`find_blobs` opens per call site at most (a pickle can make a value whose
 #: tree, unfolded, is exponentially larger than the file: shared tuples through the memo).
 #: A call that asks for more bytes than this when the file is loaded is an ``allocation-bomb``
-#: anomaly: a few bytes of pickle that exhaust memory (``bytes(2**40)``, ``list(range(10**10))``,
-#: ``numpy._reconstruct(ndarray, (10**12,), ...)``, ``torch.FloatStorage(10**12)``). Real files
-#: never size these calls: the data comes from the file's own bytes.
+#: anomaly: a few bytes of pickle that exhaust memory or loop for ever (``bytes(2**40)``,
+#: ``list(range(10**10))``, ``deque(range(10**18), 0)``, ``numpy._reconstruct(ndarray, (10**12,),
+#: ...)``, ``torch.FloatStorage(10**12)``). Real files never size these calls: the data comes
+#: from the file's own bytes. A size the stream computes at load time (``range(int("1e10"))``)
+#: is one too, whatever its value.
 MAX_ALLOCATION = 1 << 30
-#: Modules of the allowed callables that allocate what their arguments ask for.
+#: Modules of the allowed callables that allocate (or iterate) what their arguments ask for.
 _ALLOCATING_MODULES = frozenset(
     {
         "builtins",
         "__builtin__",
+        "collections",
+        "_collections",
+        "array",
         "numpy",
         "numpy.core.multiarray",
         "numpy._core.multiarray",
@@ -641,35 +678,111 @@ _ALLOCATING_MODULES = frozenset(
         "torch.storage",
     }
 )
+#: :func:`requested_bytes`'s answer for a size computed by the stream at load time.
+COMPUTED = -1
 _RANGES = frozenset({"builtins.range", "__builtin__.range", "__builtin__.xrange"})
-_SEQUENCES = frozenset({"list", "tuple", "set", "frozenset", "bytes", "bytearray"})
+_BYTES = frozenset({"builtins.bytes", "builtins.bytearray", "__builtin__.bytearray", "__builtin__.bytes"})
+#: Callables that iterate their first argument to build their result (8 bytes a slot at least).
+_CONSUMERS = frozenset(
+    {
+        "builtins.list",
+        "builtins.tuple",
+        "builtins.set",
+        "builtins.frozenset",
+        "__builtin__.list",
+        "__builtin__.tuple",
+        "__builtin__.set",
+        "__builtin__.frozenset",
+        "collections.deque",
+        "_collections.deque",
+        "collections.Counter",
+    }
+)
+#: Numeric conversions: a size they return is computed at load time.
+_NUMERIC = frozenset(
+    {"builtins.int", "builtins.float", "__builtin__.int", "__builtin__.long", "builtins.abs"}
+)
+#: Bytes an item of ``array.array(typecode, ...)``.
+_ARRAY_ITEM = {"b": 1, "B": 1, "u": 4, "w": 4, "h": 2, "H": 2, "i": 4, "I": 4, "l": 8, "L": 8, "q": 8, "Q": 8}
+_ARRAY_ITEM.update({"f": 4, "d": 8})
+#: Bytes an element of torch's typed storage and tensor classes, by name prefix.
+_TORCH_ITEM = (
+    ("ComplexDouble", 16),
+    ("ComplexFloat", 8),
+    ("Double", 8),
+    ("Long", 8),
+    ("Float", 4),
+    ("Int", 4),
+    ("QInt32", 4),
+    ("BFloat16", 2),
+    ("Half", 2),
+    ("Short", 2),
+)
 
 
 def _int(v: Any) -> int | None:
     return v if isinstance(v, int) and not isinstance(v, bool) else None
 
 
-def _count(v: Any) -> int | None:
-    """How many items ``v`` yields if it is a non-negative int or the result of a ``range`` call."""
+def _call_name(v: Any) -> str | None:
+    """``module.name`` of the global ``v`` is the result of calling, if it is such a value."""
+    return v.func.qualname if isinstance(v, Obj) and isinstance(v.func, Global) else None
+
+
+def _size_arg(v: Any) -> int | None:
+    """A size argument: a non-negative int, :data:`COMPUTED` for a number computed at load time."""
     n = _int(v)
     if n is not None:
         return n if n >= 0 else None
-    if isinstance(v, Obj) and isinstance(v.func, Global) and v.func.qualname in _RANGES:
-        bounds = [_int(a) for a in v.args] if isinstance(v.args, tuple) else []
-        if not 1 <= len(bounds) <= 3 or any(b is None for b in bounds):
+    return COMPUTED if _call_name(v) in _NUMERIC else None
+
+
+def _iter_count(v: Any, depth: int = 0) -> int | None:
+    """How many items iterating ``v`` yields, when known (:data:`COMPUTED` for a computed count).
+
+    Literal containers and strings, a folded constant, ``range(...)``, ``bytes(n)`` and the
+    consumers of :data:`_CONSUMERS` (whose count is their argument's); ``None`` otherwise.
+    """
+    if isinstance(v, (tuple, bytes, str)):
+        return len(v)
+    if isinstance(v, (PList, PSet, PDict)):
+        return len(v.items)
+    if not isinstance(v, Obj) or depth > 16:
+        return None
+    if isinstance(v.value, (bytes, bytearray)):
+        return len(v.value)
+    name = _call_name(v)
+    args = v.args if isinstance(v.args, tuple) else ()
+    if name in _RANGES:
+        bounds = [_int(a) for a in args]
+        if not 1 <= len(bounds) <= 3:
             return None
+        if any(b is None for b in bounds):
+            return COMPUTED if any(_call_name(a) in _NUMERIC for a in args) else None
         start, stop, step = (0, bounds[0], 1) if len(bounds) == 1 else (*bounds, 1)[:3]
         assert start is not None and stop is not None and step is not None
         if step == 0:
             return None
         return max(0, (stop - start + step - (1 if step > 0 else -1)) // step)
+    if name in _BYTES and len(args) == 1:
+        n = _size_arg(args[0])
+        return n if n is not None else _iter_count(args[0], depth + 1)
+    if (name in _CONSUMERS or name == "array.array") and args:
+        return _iter_count(args[-1] if name == "array.array" else args[0], depth + 1)
     return None
 
 
 def _product(shape: Any) -> int | None:
-    dims = [_int(d) for d in shape] if isinstance(shape, (tuple, list)) else [_int(shape)]
-    if not dims or any(d is None or d < 0 for d in dims):
+    """Elements of an array of ``shape`` (int, tuple, list, ``torch.Size(...)``); :data:`COMPUTED`."""
+    if isinstance(shape, Obj) and _call_name(shape) in ("torch.Size",) and isinstance(shape.args, tuple):
+        return _product(shape.args[0]) if shape.args else None
+    if isinstance(shape, PList):
+        shape = tuple(shape.items)
+    dims = [_size_arg(d) for d in shape] if isinstance(shape, tuple) else [_size_arg(shape)]
+    if not dims or any(d is None for d in dims):
         return None
+    if COMPUTED in dims:
+        return COMPUTED
     total = 1
     for d in dims:
         assert d is not None
@@ -677,29 +790,57 @@ def _product(shape: Any) -> int | None:
     return total
 
 
-def requested_bytes(module: str, name: str, args: Any) -> int | None:
-    """A lower bound of the bytes a call of ``module.name(*args)`` allocates, when its sizes are known.
+def _scaled(count: int | None, size: int) -> int | None:
+    return count if count is None or count == COMPUTED else count * size
 
-    ``bytes``/``bytearray`` of a count or a ``range``; ``list``/``tuple``/``set``/``frozenset`` of a
-    ``range`` (8 bytes a slot); numpy's ``_reconstruct(cls, shape, dtype)`` and ``ndarray(shape)``
-    (one byte an element); torch's ``*Storage(n)`` and ``*Tensor(*sizes)`` (one byte an
-    element). ``None`` for anything else (the sizes are not plain integers).
+
+def _numpy_item(dtype: Any, default: int) -> int:
+    """Bytes an element of a numpy ``dtype`` argument (a type string, bytes or a dtype value)."""
+    if isinstance(dtype, bytes):
+        dtype = dtype.decode("latin-1")
+    info = typestr_itemsize(dtype) if isinstance(dtype, str) else dtype_info(dtype)
+    return max(info[0], 1) if info is not None else default
+
+
+def _torch_item(name: str) -> int:
+    return next((n for prefix, n in _TORCH_ITEM if name.startswith(prefix)), 1)
+
+
+def requested_bytes(module: str, name: str, args: Any) -> int | None:
+    """A lower bound of the bytes a call of ``module.name(*args)`` allocates (or iterates).
+
+    ``bytes``/``bytearray`` of a size or of an iterable; ``list``/``tuple``/``set``/
+    ``frozenset``/``deque``/``Counter`` of a sized iterable (``range``, ``bytes(n)``, nested
+    consumers; 8 bytes a slot, so ``deque(range(10**18), 0)``, which loops for ever in constant
+    memory, counts too); ``array.array(code, iterable)``; numpy's ``_reconstruct(cls, shape,
+    dtype)``, ``ndarray(shape, dtype)`` and ``void(n)`` (the dtype's item size); torch's
+    ``*Storage(n)`` and ``*Tensor(*sizes)`` (the class's element size). :data:`COMPUTED` when a
+    size is computed by the stream at load time; ``None`` for anything else.
     """
     if not isinstance(args, tuple) or not args:
         return None
-    if module in ("builtins", "__builtin__"):
-        if name not in _SEQUENCES or len(args) != 1:
+    qual = f"{module}.{name}"
+    if qual in _BYTES:
+        if len(args) != 1:
             return None
-        if name in ("bytes", "bytearray"):
-            return _count(args[0])
-        n = _count(args[0]) if isinstance(args[0], Obj) else None  # list(5) is a TypeError
-        return None if n is None else 8 * n
+        n = _size_arg(args[0])
+        return n if n is not None else _iter_count(args[0]) if isinstance(args[0], Obj) else None
+    if qual in _CONSUMERS:  # a literal argument's items are in the stream already
+        return _scaled(_iter_count(args[0]), 8) if isinstance(args[0], Obj) else None
+    if qual == "array.array":
+        item = _ARRAY_ITEM.get(args[0], 8) if isinstance(args[0], str) else 8
+        return _scaled(_iter_count(args[1]), item) if len(args) == 2 and isinstance(args[1], Obj) else None
     if module.startswith("numpy"):
         if name == "_reconstruct" and len(args) >= 2:
-            return _product(args[1])
-        return _product(args[0]) if name == "ndarray" else None
-    if name.endswith(("Storage", "Tensor")):
-        return _product(args)
+            return _scaled(_product(args[1]), _numpy_item(args[2], 1) if len(args) > 2 else 1)
+        if name == "ndarray":
+            return _scaled(_product(args[0]), _numpy_item(args[1], 8) if len(args) > 1 else 8)
+        return _size_arg(args[0]) if name == "void" else None
+    if module.startswith("torch") and name.endswith(("Storage", "Tensor")):
+        item = _torch_item(name)
+        if len(args) == 1 and _call_name(args[0]) == "torch.Size":
+            return _scaled(_product(args[0]), item)
+        return _scaled(_product(args), item)
     return None
 
 
@@ -757,7 +898,54 @@ def find_blobs(
     return found
 
 
-_TYPESTR = re.compile(r"^[<>|=]?([a-zA-Z?])(\d*)")
+#: A protocol-0 ``INT``/``LONG`` line read at most this long (the unpickler has no limit; a longer
+#: number is kept as an opaque value, never converted).
+_MAX_INT_LINE = 1 << 20
+#: ``strtol(line, &end, 0)`` as CPython's ``INT`` reads it: C whitespace, a sign, then hex after
+#: ``0x``, octal after ``0``, else decimal; a NUL ends the line as its newline does.
+_C_LONG_LINE = re.compile(
+    rb"[ \t\n\v\f\r]*([+-]?)(0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)(?:\x00.*)?", re.DOTALL
+)
+#: ``PyLong_FromString(line, NULL, 0)`` (``int(text, 0)``): Python's integer literal syntax.
+_PY_INT_LINE = re.compile(
+    rb"\s*[+-]?(?:0[xX](?:_?[0-9a-fA-F])+|0[oO](?:_?[0-7])+|0[bB](?:_?[01])+|0(?:_?0)*|[1-9](?:_?[0-9])*)\s*"
+)
+
+
+def _text_int(line: bytes, *, c_long: bool) -> Any:
+    """The value CPython's unpickler gives a protocol-0 ``INT`` (``c_long``) or ``LONG`` line.
+
+    ``INT``: ``strtol`` with base 0 (``010`` is 8, ``0x10`` 16) when the number fits a C long
+    (``00``/``01`` and other two-character zeros and ones are ``False``/``True``), else
+    ``int(text, 0)``. ``LONG``: ``int(text, 0)`` up to a NUL. Numbers of more than 64 digits stay
+    :class:`Opaque` (the loader converts them; the emulator need not).
+
+    Raises:
+        ValueError: the unpickler rejects the line too.
+    """
+    if c_long:
+        m = _C_LONG_LINE.fullmatch(line)
+        if m:
+            sign, digits = m.groups()
+            base = 16 if digits[:2] in (b"0x", b"0X") else 8 if len(digits) > 1 and digits[0] == 48 else 10
+            if len(digits) <= 64:
+                value = int(digits[2:] if base == 16 else digits, base)
+                value = -value if sign == b"-" else value
+                if -(1 << 63) <= value < (1 << 63):
+                    return bool(value) if len(line) == 2 and value in (0, 1) else value
+    text = line.split(b"\x00", 1)[0]
+    if not _PY_INT_LINE.fullmatch(text):
+        raise ValueError(f"invalid literal for int() with base 0: {text[:40]!r}")
+    if len(text) > 64:
+        return Opaque("long", len(text))
+    return int(text, 0)
+
+
+#: A numpy type string as numpy pickles and ``.npy`` headers write it: an optional byte order,
+#: one kind character, an optional size and an optional datetime unit (``'<f8'``, ``'U3'``,
+#: ``'<M8[ns]'``). Anything else (``'float64'``, which numpy also accepts) is not sized: a guessed
+#: item size would let the emulator resume inside an array's bytes where the loader does not.
+_TYPESTR = re.compile(r"[<>|=]?([a-zA-Z?])(\d*)(?:\[\w+\])?")
 _KIND_SIZE = {
     "?": 1,
     "b": 1,
@@ -794,10 +982,12 @@ def typestr_itemsize(typestr: str) -> tuple[int, bool] | None:
     Returns:
         ``(itemsize, hasobject)`` or ``None`` when the string is not understood.
     """
-    m = _TYPESTR.match(typestr)
+    m = _TYPESTR.fullmatch(typestr)
     if not m:
         return None
     kind, digits = m.group(1), m.group(2)
+    if "[" in typestr and kind not in "Mm":
+        return None
     if kind == "O":
         return (int(digits) if digits else 8), True
     if digits:
@@ -849,7 +1039,10 @@ def _dtype_info(dtype: Any, seen: dict[int, tuple[int, bool] | None]) -> tuple[i
     state = dtype.state
     if isinstance(state, tuple) and len(state) >= 8:
         elsize, flags = state[5], state[7]
-        if isinstance(elsize, int) and not isinstance(elsize, bool) and elsize > 0:
+        flexible = args[0].lstrip("<>|=")[:1] in ("V", "S", "U", "a")
+        # numpy's ``__setstate__`` takes the size from the state only for flexible kinds
+        # (void, bytes, str); ``('f8', ..., elsize=1)`` is still 8 bytes an item
+        if flexible and isinstance(elsize, int) and not isinstance(elsize, bool) and elsize > 0:
             itemsize = elsize
         if isinstance(flags, int) and flags & 1:
             hasobject = True
@@ -900,6 +1093,7 @@ class _VM:
         self.joblib = joblib
         self.deadline = deadline
         self.blob_opened: set[int] = set()  # containers find_blobs has opened in this stream
+        self.walk_budget = MAX_ARGUMENT_WALK  # container nodes note_passed may still visit
         self.res = result
         self.capture = capture
         self.max_value = max_value
@@ -974,10 +1168,14 @@ class _VM:
 
     def call(self, func: Any, args: Any, kwargs: Any = None) -> Obj:
         obj = Obj(func=func, args=args, kwargs=kwargs, opcode=self.op_name, offset=self.op_offset)
-        _note_passed(func, args, kwargs)
+        where = func.qualname if isinstance(func, Global) else "<computed callable>"
+        self.note_passed(where, args, kwargs)
         if isinstance(func, Global):
             ref = func.ref
             ref.ncalls += 1
+            sites = CALLING_SITES.get(where)
+            if sites is not None and isinstance(args, tuple):
+                self._calls_its_argument(where, args, sites)
             captured = self.capture is not None and self.capture(ref.module, ref.name)
             if len(ref.calls) < self.max_calls_kept or captured:
                 site = CallSite(opcode=self.op_name, offset=self.op_offset)
@@ -988,19 +1186,39 @@ class _VM:
                 if len(ref.calls) < 64:
                     ref.calls.append(site)
             # Constant folding for protocol <= 2 bytes: _codecs.encode(str, 'latin1').
-            if func.qualname in _CODECS_ENCODE and isinstance(args, tuple) and len(args) == 2:
-                s, enc = args
-                if isinstance(s, str) and isinstance(enc, str) and enc.lower() in ("latin1", "latin-1"):
+            if where in _CODECS_ENCODE:
+                enc = args[1] if isinstance(args, tuple) and len(args) >= 2 else None
+                if not (isinstance(enc, str) and enc.lower() in ("latin1", "latin-1")):
+                    self.anomaly(
+                        "codec-call",
+                        f"{self.op_name} {where} with encoding {preview(enc, 40)}: picklers write only "
+                        "latin1 (other codecs can take quadratic time: punycode, idna)",
+                    )
+                elif isinstance(args, tuple) and len(args) == 2 and isinstance(args[0], str):
                     try:
-                        obj.value = s.encode("latin-1")
+                        obj.value = args[0].encode("latin-1")
                     except UnicodeEncodeError:
                         obj.value = None
+            elif where in _NUMBER_PARSERS and isinstance(args, tuple) and args:
+                exponent = _exponent(args[0])
+                if exponent is not None and abs(exponent) > MAX_EXPONENT:
+                    self.anomaly(
+                        "compute-bomb",
+                        f"{self.op_name} {where}{preview(args, 60)}: an exponent of {exponent:,} (converting "
+                        f"it computes a {abs(exponent):,}-digit number)",
+                    )
             if ref.module in _ALLOCATING_MODULES:
                 size = requested_bytes(ref.module, ref.name, args)
-                if size is not None and size > MAX_ALLOCATION:
+                if size == COMPUTED:
                     self.anomaly(
                         "allocation-bomb",
-                        f"{self.op_name} {ref.qualname}{preview(args, 80)} allocates about "
+                        f"{self.op_name} {ref.qualname}{preview(args, 80)} is sized by a value the "
+                        "stream computes when the file is loaded",
+                    )
+                elif size is not None and size > MAX_ALLOCATION:
+                    self.anomaly(
+                        "allocation-bomb",
+                        f"{self.op_name} {ref.qualname}{preview(args, 80)} asks for about "
                         f"{size / 2**30:,.0f} GiB when the file is loaded",
                     )
             if func.qualname in ("builtins.bytearray", "builtins.bytes", "__builtin__.bytearray"):
@@ -1017,6 +1235,68 @@ class _VM:
                 f"{self.op_name} calls a computed value ({preview(func, 80)}), not a resolved global",
             )
         return obj
+
+    def _calls_its_argument(self, where: str, args: tuple[Any, ...], sites: tuple[int, ...]) -> None:
+        """A helper of :data:`CALLING_SITES` calls ``args[pos]``: a global there is called."""
+        for pos in sites:
+            if pos >= len(args):
+                continue
+            target = args[pos]
+            if isinstance(target, Global):
+                target.ref.ncalls += 1
+            elif not isinstance(target, str):  # numpy's bit-generator name may be a string
+                self.anomaly(
+                    "dynamic-callable",
+                    f"{self.op_name} {where} calls its argument {pos}, a value built in the stream "
+                    f"({preview(target, 80)}), not a resolved global",
+                )
+
+    def note_passed(self, where: str, args: Any, kwargs: Any) -> None:
+        """Record the globals handed to a call (``where``) as arguments, at any depth.
+
+        Globals inside tuples, lists, sets and dicts of the arguments are handed over too (a
+        helper may call what it is given: ``Parallel()([(numpy.memmap, args, {})])``). Values
+        built by other calls are not opened: their own arguments were recorded at their call.
+        The class argument of numpy's array rebuilds (:data:`CLASS_ARGUMENT_SITES`) is exempt: a
+        pickled ``np.memmap`` is ``_reconstruct(numpy.memmap, (0,), b"b")``, which never calls
+        it. Containers shared between calls are walked again each time, up to
+        :data:`MAX_ARGUMENT_WALK` nodes a stream; past that the walk stops with an
+        ``argument-walk-limit`` anomaly.
+        """
+        exempt = CLASS_ARGUMENT_SITES.get(where, ())
+        todo: list[Any] = []
+        if isinstance(args, tuple):
+            todo.extend(v for i, v in enumerate(args) if i not in exempt)
+        if isinstance(kwargs, PDict):
+            todo.extend(v for kv in kwargs.items for v in kv)
+        elif isinstance(kwargs, dict):
+            todo.extend(kwargs.values())
+        seen: set[int] = set()
+        budget = self.walk_budget
+        while todo and budget > 0:
+            v = todo.pop()
+            budget -= 1
+            if isinstance(v, Global):
+                ref = v.ref
+                ref.npassed += 1
+                if len(ref.passed_to) < 8:
+                    ref.passed_to.append(where)
+            elif isinstance(v, (tuple, PList, PSet, PDict)):
+                if id(v) in seen:
+                    continue
+                seen.add(id(v))
+                if isinstance(v, tuple):
+                    todo.extend(v)
+                elif isinstance(v, PDict):
+                    todo.extend(x for kv in v.items for x in kv)
+                else:
+                    todo.extend(v.items)
+        if todo and budget <= 0 and self.walk_budget > 0:
+            self.anomaly(
+                "argument-walk-limit",
+                f"arguments too large to check for handed-over globals (over {MAX_ARGUMENT_WALK} nodes)",
+            )
+        self.walk_budget = max(budget, 0)
 
     def mutate(self, target: Any, what: str) -> None:
         if isinstance(target, Global):
@@ -1116,13 +1396,7 @@ class _VM:
         raise _Stop
 
     def op_int(self) -> None:
-        line = self.r.readline(4096)
-        if line == b"00":
-            self.push(False)
-        elif line == b"01":
-            self.push(True)
-        else:
-            self.push(int(line, 0))
+        self.push(_text_int(self.r.readline(_MAX_INT_LINE), c_long=True))
 
     def op_binint(self) -> None:
         self.push(self._uint("<i", 4))
@@ -1134,10 +1408,10 @@ class _VM:
         self.push(self._uint("<H", 2))
 
     def op_long(self) -> None:
-        line = self.r.readline(4096)
+        line = self.r.readline(_MAX_INT_LINE)
         if line.endswith(b"L"):
             line = line[:-1]
-        self.push(int(line, 0))
+        self.push(_text_int(line, c_long=False))
 
     def _long_n(self, n: int) -> None:
         data = self._bytes(n)
@@ -1435,6 +1709,8 @@ class _VM:
             ref = inst.func.ref
             if len(ref.calls) < self.max_calls_kept:
                 ref.calls.append(CallSite(opcode="BUILD", offset=self.op_offset))
+        # globals in the state are handed to the object (``__setstate__`` or its methods later)
+        self.note_passed(f"{cls or '<object>'}.__setstate__", (state,), None)
         if cls in _DTYPE_NAMES:
             inst.state = state
         elif cls in JOBLIB_WRAPPERS and self.joblib:
@@ -1696,35 +1972,3 @@ def emulate(
     if not res.complete:
         res.end = r.pos
     return res
-
-
-def _note_passed(func: Any, args: Any, kwargs: Any) -> None:
-    """Record the globals handed to a call as arguments (directly, or one container deep).
-
-    The class argument of numpy's array rebuilds (:data:`CLASS_ARGUMENT_SITES`) is exempt: a
-    pickled ``np.memmap`` is ``_reconstruct(numpy.memmap, (0,), b"b")``, which never calls it.
-    """
-    where = func.qualname if isinstance(func, Global) else "<computed callable>"
-    exempt = CLASS_ARGUMENT_SITES.get(where, ())
-    values: list[Any] = []
-    if isinstance(args, tuple):
-        values.extend(v for i, v in enumerate(args) if i not in exempt)
-    if isinstance(kwargs, PDict):
-        values.extend(v for _, v in kwargs.items)
-    elif isinstance(kwargs, dict):
-        values.extend(kwargs.values())
-    found: list[Global] = []
-    for v in values:
-        if isinstance(v, Global):
-            found.append(v)
-        elif isinstance(v, tuple):
-            found.extend(g for g in v if isinstance(g, Global))
-        elif isinstance(v, (PList, PSet)):
-            found.extend(g for g in v.items if isinstance(g, Global))
-        elif isinstance(v, PDict):
-            found.extend(g for kv in v.items for g in kv if isinstance(g, Global))
-    for g in found:
-        ref = g.ref
-        ref.npassed += 1
-        if len(ref.passed_to) < 8:
-            ref.passed_to.append(where)

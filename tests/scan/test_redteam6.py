@@ -217,3 +217,16 @@ MEMORY_BOMBS = {
 def test_f5_memory_bombs_are_reported(tmp_path: Path, name: str) -> None:
     verdict, rules = _scan(tmp_path, f"{name}.pkl", P(MEMORY_BOMBS[name]))
     assert (verdict, rules) == ("suspicious", ["scan.pickle.allocation-bomb"])
+
+
+def test_a_value_shared_many_times_stops_the_walk_with_a_finding_not_a_hang(tmp_path: Path) -> None:
+    """40 levels of a list holding the previous level twice: 2**40 paths, walked within a budget."""
+    body = b"]p0\n0"  # [] in memo 0 (PUT 0, POP)
+    for _ in range(40):
+        body += b"](g0\ng0\nep0\n0"  # [prev, prev] (EMPTY_LIST MARK GET GET APPENDS), memo 0 = it
+    data = P(body + CALL(G("collections", "OrderedDict"), b"g0\n"))
+    path = tmp_path / "dag.pkl"
+    path.write_bytes(data)
+    res = scan_file(path)
+    assert res.verdict.value in ("suspicious", "malicious")
+    assert "scan.pickle.argument-walk-limit" in [f.rule_id for f in res.findings]

@@ -662,22 +662,6 @@ def _render(v: Any, out: list[str], limit: int, depth: int) -> None:
 #: from the file's own bytes. A size the stream computes at load time (``range(int("1e10"))``)
 #: is one too, whatever its value.
 MAX_ALLOCATION = 1 << 30
-#: Modules of the allowed callables that allocate (or iterate) what their arguments ask for.
-_ALLOCATING_MODULES = frozenset(
-    {
-        "builtins",
-        "__builtin__",
-        "collections",
-        "_collections",
-        "array",
-        "numpy",
-        "numpy.core.multiarray",
-        "numpy._core.multiarray",
-        "torch",
-        "torch.cuda",
-        "torch.storage",
-    }
-)
 #: :func:`requested_bytes`'s answer for a size computed by the stream at load time.
 COMPUTED = -1
 _RANGES = frozenset({"builtins.range", "__builtin__.range", "__builtin__.xrange"})
@@ -718,6 +702,16 @@ _TORCH_ITEM = (
     ("Half", 2),
     ("Short", 2),
 )
+
+
+_NUMPY_ARRAYS = frozenset(
+    f"{m}.{n}"
+    for m in ("numpy", "numpy.core.multiarray", "numpy._core.multiarray")
+    for n in ("_reconstruct", "ndarray", "void")
+)
+#: The callables :func:`requested_bytes` sizes (besides torch's ``*Storage``/``*Tensor`` classes).
+_SIZED = _BYTES | _CONSUMERS | _NUMPY_ARRAYS | {"array.array"}
+_TORCH_MODULES = frozenset({"torch", "torch.cuda", "torch.storage"})
 
 
 def _int(v: Any) -> int | None:
@@ -1207,7 +1201,7 @@ class _VM:
                         f"{self.op_name} {where}{preview(args, 60)}: an exponent of {exponent:,} (converting "
                         f"it computes a {abs(exponent):,}-digit number)",
                     )
-            if ref.module in _ALLOCATING_MODULES:
+            if where in _SIZED or (ref.module in _TORCH_MODULES and ref.name.endswith(("Storage", "Tensor"))):
                 size = requested_bytes(ref.module, ref.name, args)
                 if size == COMPUTED:
                     self.anomaly(
@@ -1251,7 +1245,7 @@ class _VM:
                     f"({preview(target, 80)}), not a resolved global",
                 )
 
-    def note_passed(self, where: str, args: Any, kwargs: Any) -> None:
+    def note_passed(self, where: str, args: Any, kwargs: Any, *, suffix: str = "") -> None:
         """Record the globals handed to a call (``where``) as arguments, at any depth.
 
         Globals inside tuples, lists, sets and dicts of the arguments are handed over too (a
@@ -1263,40 +1257,48 @@ class _VM:
         :data:`MAX_ARGUMENT_WALK` nodes a stream; past that the walk stops with an
         ``argument-walk-limit`` anomaly.
         """
-        exempt = CLASS_ARGUMENT_SITES.get(where, ())
-        todo: list[Any] = []
+        walked = _WALKED
         if isinstance(args, tuple):
-            todo.extend(v for i, v in enumerate(args) if i not in exempt)
-        if isinstance(kwargs, PDict):
-            todo.extend(v for kv in kwargs.items for v in kv)
-        elif isinstance(kwargs, dict):
-            todo.extend(kwargs.values())
-        seen: set[int] = set()
+            todo = [v for v in args if isinstance(v, walked)]
+            exempt = CLASS_ARGUMENT_SITES.get(where) if todo and not suffix else None
+            if exempt:
+                todo = [v for i, v in enumerate(args) if isinstance(v, walked) and i not in exempt]
+        else:
+            todo = []
+        if kwargs is not None:
+            if isinstance(kwargs, PDict):
+                todo.extend(v for kv in kwargs.items for v in kv if isinstance(v, walked))
+            elif isinstance(kwargs, dict):
+                todo.extend(v for v in kwargs.values() if isinstance(v, walked))
+        if not todo:  # most calls hand over plain values only
+            return
+        # No memory of visited containers: one shared by many calls (or many times in one
+        # value) is walked each time, within the stream's budget of nodes.
         budget = self.walk_budget
-        while todo and budget > 0:
+        while todo:
             v = todo.pop()
-            budget -= 1
             if isinstance(v, Global):
+                budget -= 1
                 ref = v.ref
                 ref.npassed += 1
                 if len(ref.passed_to) < 8:
-                    ref.passed_to.append(where)
-            elif isinstance(v, (tuple, PList, PSet, PDict)):
-                if id(v) in seen:
-                    continue
-                seen.add(id(v))
-                if isinstance(v, tuple):
-                    todo.extend(v)
-                elif isinstance(v, PDict):
-                    todo.extend(x for kv in v.items for x in kv)
-                else:
-                    todo.extend(v.items)
-        if todo and budget <= 0 and self.walk_budget > 0:
-            self.anomaly(
-                "argument-walk-limit",
-                f"arguments too large to check for handed-over globals (over {MAX_ARGUMENT_WALK} nodes)",
-            )
-        self.walk_budget = max(budget, 0)
+                    ref.passed_to.append(where + suffix)
+            else:
+                items = v if isinstance(v, tuple) else v.items
+                if isinstance(v, PDict):
+                    items = [x for kv in items for x in kv]
+                budget -= len(items) + 1
+                todo += [x for x in items if isinstance(x, walked)]
+            if budget <= 0:
+                if self.walk_budget > 0:
+                    self.anomaly(
+                        "argument-walk-limit",
+                        f"arguments too large to check for handed-over globals (over {MAX_ARGUMENT_WALK:,} "
+                        "nodes)",
+                    )
+                budget = 0
+                break
+        self.walk_budget = budget
 
     def mutate(self, target: Any, what: str) -> None:
         if isinstance(target, Global):
@@ -1710,7 +1712,7 @@ class _VM:
             if len(ref.calls) < self.max_calls_kept:
                 ref.calls.append(CallSite(opcode="BUILD", offset=self.op_offset))
         # globals in the state are handed to the object (``__setstate__`` or its methods later)
-        self.note_passed(f"{cls or '<object>'}.__setstate__", (state,), None)
+        self.note_passed(cls or "<object>", (state,), None, suffix=".__setstate__")
         if cls in _DTYPE_NAMES:
             inst.state = state
         elif cls in JOBLIB_WRAPPERS and self.joblib:
@@ -1972,3 +1974,7 @@ def emulate(
     if not res.complete:
         res.end = r.pos
     return res
+
+
+#: Values :meth:`_VM.note_passed` opens (containers) or records (globals).
+_WALKED = (Global, tuple, PList, PSet, PDict)

@@ -1,4 +1,4 @@
-"""Regressions of the sixth red-team trial: each file got a wrong verdict before (``safe``/``skipped``).
+"""Regressions of the sixth and seventh red-team trials: each file got a wrong verdict before.
 
 F1 an allowed-only-as-reference class called through two allowed helpers; F2 a protocol-0 ``INT``
 the emulator read unlike CPython; F3 a joblib array dtype sized by its first letter; F4 CPU bombs
@@ -230,3 +230,162 @@ def test_a_value_shared_many_times_stops_the_walk_with_a_finding_not_a_hang(tmp_
     res = scan_file(path)
     assert res.verdict.value in ("suspicious", "malicious")
     assert "scan.pickle.argument-walk-limit" in [f.rule_id for f in res.findings]
+
+
+# -- round 7 ---------------------------------------------------------------------------------------
+def SB(text: str) -> bytes:  # SHORT_BINUNICODE
+    data = text.encode()
+    return b"\x8c" + bytes([len(data)]) + data
+
+
+STACK_PAYLOAD = SB("os") + SB("system") + b"\x93" + SB("touch /tmp/x") + b"\x85R0"
+
+
+def test_g1_items_added_to_a_built_value_are_handed_over(tmp_path: Path) -> None:
+    rft = G("torch._tensor", "_rebuild_from_type_v2")
+    memmap = G("numpy", "memmap")
+    filled = (
+        CALL(G("builtins", "list"))
+        + b"("
+        + memmap
+        + memmap
+        + T(S("/tmp/x"), S("uint8"), S("w+"), I(0), T(I(16)))
+    )
+    filled += b"Ne"
+    body = CALL(rft, rft, G("builtins", "object"), CALL(G("builtins", "tuple"), filled), b"N")
+    verdict, rules = _scan(tmp_path, "g1.pkl", P(body))
+    assert verdict == "malicious"
+    assert {"scan.pickle.reference-only-called", "scan.pickle.dynamic-callable"} <= set(rules)
+
+
+def test_g1_a_dict_filled_by_setitem_into_a_build_state(tmp_path: Path) -> None:
+    state = CALL(G("builtins", "dict")) + S("_build_f") + G("numpy", "memmap") + b"s"
+    body = CALL(G("collections", "OrderedDict")) + state + b"b"
+    verdict, rules = _scan(tmp_path, "g1b.pkl", P(body))
+    assert "scan.pickle.reference-only-called" in rules and verdict == "malicious"
+
+
+def test_g1_rebuild_from_type_needs_a_literal_argument_tuple(tmp_path: Path) -> None:
+    args = CALL(G("builtins", "tuple"), b"](" + I(1) + b"e")
+    body = CALL(
+        G("torch._tensor", "_rebuild_from_type_v2"), G("builtins", "int"), G("builtins", "object"), args, b"N"
+    )
+    verdict, rules = _scan(tmp_path, "rft.pkl", P(body))
+    assert "scan.pickle.dynamic-callable" in rules and verdict == "malicious"
+
+
+@pytest.mark.parametrize(
+    "prefix",
+    [b"F1.5\x00junk\n0", b"(" * 100_001 + b"1" * 100_001],
+    ids=["float-nul", "deep-marks"],
+)
+def test_g2_header_less_streams_the_emulator_stops_on_are_not_skipped(tmp_path: Path, prefix: bytes) -> None:
+    verdict, rules = _scan(tmp_path, "cache_index", prefix + STACK_PAYLOAD + b".")
+    assert verdict in ("malicious", "error") and verdict != "skipped", rules
+
+
+def test_g2_the_byte_search_finds_stack_global_strings(tmp_path: Path) -> None:
+    verdict, rules = _scan(tmp_path, "blob", b"\xff" + STACK_PAYLOAD + b".")
+    assert verdict == "malicious" and "scan.pickle.denied-global" in rules
+    # strings that name nothing denied (or are not framed as string opcodes) keep a blob skipped
+    assert _scan(tmp_path, "blob2", b"\xff" + SB("numpy") + SB("ndarray") + b"os system\n")[0] == "skipped"
+
+
+_FLOAT_LINES = st.one_of(
+    st.from_regex(rb"\A[ ]?[+-]?[0-9._eE]{0,12}(inf|nan|Infinity)?[ ]?(\x00[a-z]{0,3})?\Z", fullmatch=True),
+    st.binary(max_size=10).filter(lambda b: b"\n" not in b),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_FLOAT_LINES, st.sampled_from([b"\x00x", b"", b" "]))
+def test_g2_float_and_memo_lines_read_as_cpython_reads_them(line: bytes, tail: bytes) -> None:
+    from bastion.scan.pickle_vm import _memo_index, _text_float
+
+    try:
+        expected: object = repr(pickle.loads(b"F" + line + b"\n."))  # our own bytes: a float
+    except Exception:
+        expected = "error"
+    try:
+        got: object = repr(_text_float(line))
+    except ValueError:
+        got = "error"
+    assert got == expected, line
+    index = b"1" + tail
+    try:
+        expected = pickle.loads(b"Np" + index + b"\n0g1\n.")  # PUT then GET of None
+        expected = 1
+    except Exception:
+        expected = "error"
+    try:
+        got = _memo_index(index)
+    except ValueError:
+        got = "error"
+    assert got == expected
+
+
+def test_g3_a_huge_integer_handed_to_a_constructor_is_a_compute_bomb(tmp_path: Path) -> None:
+    data = (1 << 40000).to_bytes(5001, "little")  # a 5 KB integer
+    big = b"\x8b" + struct.pack("<i", len(data)) + data  # LONG4
+    ss = G("numpy.random.bit_generator", "SeedSequence") + b"q\x01"
+    calls = b"".join(b"h\x01" + b"h\x00\x85R" for _ in range(50))
+    body = b"]" + ss + b"0" + big + b"q\x00" + b"0" + b"(" + calls + b"e"
+    verdict, rules = _scan(tmp_path, "g3.pkl", P(body))
+    assert verdict == "suspicious" and rules == ["scan.pickle.compute-bomb"]  # reported once
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        CALL(G("builtins", "bytearray"), CALL(G("numpy", "int64"), I(2**34))),
+        CALL(
+            G("collections", "deque"),
+            CALL(G("builtins", "range"), CALL(G("numpy", "uint64"), I(10**18))),
+            I(0),
+        ),
+        CALL(G("numpy", "ndarray"), T(I(4)), CALL(G("numpy", "dtype"), T(S("O"), T(I(10000), I(10000))))),
+    ],
+    ids=["numpy-scalar-size", "numpy-scalar-range", "unsized-dtype"],
+)
+def test_g4_sizes_the_emulator_cannot_see_are_allocation_bombs(tmp_path: Path, body: bytes) -> None:
+    assert _scan(tmp_path, "g4.pkl", P(body)) == ("suspicious", ["scan.pickle.allocation-bomb"])
+
+
+def test_g5_only_the_dtype_states_numpy_writes_are_sized() -> None:
+    from bastion.scan.pickle_vm import Global, GlobalRef, Obj
+
+    def dtype(typestr: str, state: tuple[object, ...]) -> Obj:
+        d = Obj(Global(GlobalRef("numpy", "dtype", 0, "GLOBAL")), (typestr, False, True), "REDUCE", 0)
+        d.state = state
+        return d
+
+    assert dtype_info(dtype("V8", (3, "|", None, None, None, 8, 1, 0))) == (8, False)
+    assert dtype_info(dtype("V8", (3, "|", None, None, None, 100, 1))) is None  # 7 items: numpy's old form
+    assert dtype_info(dtype("S5", (3, "|", None, None, None, -1, 1, 0))) is None  # a flexible size <= 0
+    assert dtype_info(dtype("O8", (3, "|", None, None, None, -1, -1, 0))) is None  # 'O' without the flag
+    assert dtype_info(dtype("f8", (3, "<", None, None, None, -1, -1, 1))) is None  # the flag on a float
+
+
+def test_g5_a_joblib_void_dtype_with_a_seven_item_state_is_not_safe(tmp_path: Path) -> None:
+    dt = (
+        G("numpy", "dtype")
+        + T(S("V8"), b"\x89", b"\x88")
+        + b"R"
+        + T(I(3), S("|"), b"N", b"N", b"N", I(100), I(1))
+    )
+    dt += b"b"
+    wrapper = (
+        G("joblib.numpy_pickle", "NumpyArrayWrapper")
+        + b")\x81"
+        + b"}("
+        + S("subclass")
+        + G("numpy", "ndarray")
+    )
+    wrapper += (
+        S("shape") + T(I(1)) + S("order") + S("C") + S("dtype") + dt + S("allow_mmap") + b"\x89" + b"ub"
+    )
+    end = 100 + len(STACK_PAYLOAD)
+    raw = b"B" + struct.pack("<I", end - 5) + b"NNN" + b"B" + struct.pack("<I", end - 13)
+    raw += b"N" * (100 - len(raw))
+    verdict, _ = _scan(tmp_path, "g5.joblib", b"\x80\x02" + wrapper + raw + STACK_PAYLOAD + b".")
+    assert verdict != "safe"

@@ -236,7 +236,7 @@ def analyse_pickle(
         return out, res
     if not res.complete:
         raw: PickleResult | None = None
-        if not strict:
+        if not strict and not res.limited:  # a stream past the emulator's limits is a pickle
             probe = Outcome()
             judge_result(art, res, probe, rule_prefix=rule_prefix, include_unknown=False)
             if not any(f.rule_id.endswith(".denied-global") for f in probe.findings):
@@ -303,16 +303,43 @@ def analyse_pickle(
 
 #: Protocol 0/1 ``GLOBAL`` (``c``) and ``INST`` (``i``): ``module\\nname\\n`` after the opcode.
 _RAW_GLOBAL = re.compile(rb"[ci]([A-Za-z_][\w.]{0,200})\n([A-Za-z_][\w.]{0,200})\n")
+#: String opcodes whose argument may name a module or attribute for ``STACK_GLOBAL``: the opcode
+#: byte and its length prefix (``SHORT_BINUNICODE``/``SHORT_BINSTRING`` one byte, ``BINUNICODE``/
+#: ``BINSTRING`` four, ``BINUNICODE8`` eight), or a protocol-0 ``UNICODE`` line.
+_FRAMED_STRING = re.compile(rb"([\x8cU])(.)|([XT])(.{4})|(\x8d)(.{8})|V([A-Za-z_][\w.]{0,200})\n", re.DOTALL)
+_IDENT_TEXT = re.compile(r"[A-Za-z_][\w.]{0,200}")
 #: Bytes searched for spelt-out globals when a stream does not parse (a model file's pickle is
 #: small; the search is linear).
 MAX_RAW_SEARCH = 64 << 20
+#: Strings after a candidate module name that are tried as its attribute (memo traffic between).
+_PAIR_WINDOW = 4
+
+
+def _framed_strings(data: bytes) -> list[tuple[int, str]]:
+    """``(offset, text)`` of every identifier-like string opcode argument in ``data``."""
+    out: list[tuple[int, str]] = []
+    for m in _FRAMED_STRING.finditer(data):
+        if m.group(7) is not None:  # UNICODE line
+            out.append((m.start(), m.group(7).decode("ascii")))
+            continue
+        size_bytes = m.group(2) or m.group(4) or m.group(6)
+        n = int.from_bytes(size_bytes, "little")
+        start = m.end()
+        if not 0 < n <= 200:
+            continue
+        text = data[start : start + n].decode("latin-1")
+        if _IDENT_TEXT.fullmatch(text):
+            out.append((m.start(), text))
+    return out
 
 
 def _raw_denied_globals(art: Artifact, start: int, rule_prefix: str) -> PickleResult | None:
-    """Denied globals written as ``GLOBAL``/``INST`` anywhere in ``art`` from ``start``, by byte search.
+    """Denied globals spelt out anywhere in ``art`` from ``start``, by byte search.
 
     For a stream the emulator could not parse (a differential between it and a loader): the
-    found globals as a :class:`PickleResult` to judge, or ``None`` when none is denied.
+    protocol 0/1 forms (``GLOBAL``/``INST`` lines) and, for ``STACK_GLOBAL``, two string
+    arguments close together (a module name, then an attribute within :data:`_PAIR_WINDOW`
+    strings). Returns the denied ones as a :class:`PickleResult` to judge, or ``None``.
     """
     policy = art.ctx.policy
     art.stream.seek(start)
@@ -323,6 +350,14 @@ def _raw_denied_globals(art: Artifact, start: int, rule_prefix: str) -> PickleRe
         if policy.judge(module, name).kind is Verdictish.DENIED:
             opcode = "GLOBAL" if data[m.start()] == 0x63 else "INST"
             found.globals.append(GlobalRef(module=module, name=name, offset=start + m.start(), opcode=opcode))
+    strings = _framed_strings(data)
+    for i, (offset, module) in enumerate(strings):
+        for _, name in strings[i + 1 : i + 1 + _PAIR_WINDOW]:
+            if policy.judge(module, name).kind is Verdictish.DENIED:
+                found.globals.append(
+                    GlobalRef(module=module, name=name, offset=start + offset, opcode="STACK_GLOBAL")
+                )
+                break
     return found if found.globals else None
 
 

@@ -27,6 +27,7 @@ Reference: the pickle protocol as implemented in CPython ``Lib/pickle.py`` and
 from __future__ import annotations
 
 import codecs
+import math
 import re
 import struct
 import time
@@ -77,6 +78,9 @@ CALLING_SITES = {
     "numpy.random._pickle.__bit_generator_ctor": (0,),
     "torch._tensor._rebuild_from_type_v2": (0,),
 }
+#: Helpers of :data:`CALLING_SITES` that spread one argument as the call's arguments: it must be
+#: a literal tuple (the globals in it are then walked as handed over).
+CALL_ARGUMENTS_AT = {"torch._tensor._rebuild_from_type_v2": 2}
 #: Container nodes the hand-over walk (:meth:`_VM.note_passed`) may visit in one stream.
 MAX_ARGUMENT_WALK = 1 << 20
 _NEWOBJ_HELPERS = frozenset({"copyreg.__newobj__", "copyreg.__newobj_ex__"})
@@ -89,6 +93,9 @@ _NUMBER_PARSERS = frozenset(
     {"decimal.Decimal", "_decimal.Decimal", "_pydecimal.Decimal", "fractions.Fraction"}
 )
 MAX_EXPONENT = 10_000
+#: An integer argument longer than this (bytes; ~10,000 decimal digits) is a ``compute-bomb``:
+#: number constructors convert it in quadratic time (``SeedSequence``, ``Fraction``, ``Decimal``).
+MAX_INT_BYTES = 4096
 _EXPONENT = re.compile(r"[eE]\s*([+-]?\d{1,40})")
 
 
@@ -528,6 +535,8 @@ class PickleResult(_Compared):
         joblib_object_arrays: joblib nested object-array pickles parsed.
         persistent_ids: number of ``PERSID``/``BINPERSID`` opcodes.
         timed_out: parsing stopped at the ``deadline`` (the stream is not known to be malformed).
+        limited: parsing stopped at a limit of the emulator (:class:`LimitReached`), not at an
+            error of the stream.
     """
 
     _fields = (
@@ -544,6 +553,7 @@ class PickleResult(_Compared):
         "joblib_object_arrays",
         "persistent_ids",
         "timed_out",
+        "limited",
     )
 
     def __init__(
@@ -561,6 +571,7 @@ class PickleResult(_Compared):
         joblib_object_arrays: int = 0,
         persistent_ids: int = 0,
         timed_out: bool = False,
+        limited: bool = False,
     ) -> None:
         self.start = start
         self.end = end
@@ -575,16 +586,27 @@ class PickleResult(_Compared):
         self.joblib_object_arrays = joblib_object_arrays
         self.persistent_ids = persistent_ids
         self.timed_out = timed_out
+        self.limited = limited
 
 
 class _TimeUp(Exception):
     """The emulation passed its deadline."""
 
 
+class LimitReached(ValueError):
+    """A limit of the emulator (stack, memo, MARK nesting) that the unpickler does not have.
+
+    Not a malformed stream: the stream may still be a valid pickle, so it is never taken for
+    "not a pickle" (``PickleResult.limited``).
+    """
+
+
 #: The deadline is checked at least once per this many opcodes.
 _CLOCK_EVERY = 1024
 #: Memo entries a pickle may make (each costs memory: 2M is ~200 MB of references).
 MAX_MEMO = 1 << 21
+#: MARKs open at once (each keeps a list: 1M is ~60 MB); the unpickler has no such limit.
+MAX_MARKS = 1 << 20
 
 
 # --------------------------------------------------------------------------- helpers
@@ -682,10 +704,6 @@ _CONSUMERS = frozenset(
         "collections.Counter",
     }
 )
-#: Numeric conversions: a size they return is computed at load time.
-_NUMERIC = frozenset(
-    {"builtins.int", "builtins.float", "__builtin__.int", "__builtin__.long", "builtins.abs"}
-)
 #: Bytes an item of ``array.array(typecode, ...)``.
 _ARRAY_ITEM = {"b": 1, "B": 1, "u": 4, "w": 4, "h": 2, "H": 2, "i": 4, "I": 4, "l": 8, "L": 8, "q": 8, "Q": 8}
 _ARRAY_ITEM.update({"f": 4, "d": 8})
@@ -724,11 +742,23 @@ def _call_name(v: Any) -> str | None:
 
 
 def _size_arg(v: Any) -> int | None:
-    """A size argument: a non-negative int, :data:`COMPUTED` for a number computed at load time."""
+    """A size argument: a non-negative int, :data:`COMPUTED` for a value built by a call.
+
+    Any call's result counts as computed (``int("1e10")``, ``numpy.int64(2**34)``), except a
+    folded constant (``_codecs.encode(text, 'latin1')`` is bytes, not a size).
+    """
     n = _int(v)
     if n is not None:
         return n if n >= 0 else None
-    return COMPUTED if _call_name(v) in _NUMERIC else None
+    return COMPUTED if isinstance(v, Obj) and v.value is None else None
+
+
+def _bytes_length(v: Any, depth: int = 0) -> int | None:
+    """Length of ``bytes(v)``/``bytearray(v)``: a size, or the count of an iterable ``v``."""
+    if isinstance(v, Obj):
+        count = _iter_count(v, depth)
+        return count if count is not None else _size_arg(v)
+    return _size_arg(v)
 
 
 def _iter_count(v: Any, depth: int = 0) -> int | None:
@@ -752,15 +782,14 @@ def _iter_count(v: Any, depth: int = 0) -> int | None:
         if not 1 <= len(bounds) <= 3:
             return None
         if any(b is None for b in bounds):
-            return COMPUTED if any(_call_name(a) in _NUMERIC for a in args) else None
+            return COMPUTED if any(_size_arg(a) == COMPUTED for a in args) else None
         start, stop, step = (0, bounds[0], 1) if len(bounds) == 1 else (*bounds, 1)[:3]
         assert start is not None and stop is not None and step is not None
         if step == 0:
             return None
         return max(0, (stop - start + step - (1 if step > 0 else -1)) // step)
     if name in _BYTES and len(args) == 1:
-        n = _size_arg(args[0])
-        return n if n is not None else _iter_count(args[0], depth + 1)
+        return _bytes_length(args[0], depth + 1)
     if (name in _CONSUMERS or name == "array.array") and args:
         return _iter_count(args[-1] if name == "array.array" else args[0], depth + 1)
     return None
@@ -788,12 +817,25 @@ def _scaled(count: int | None, size: int) -> int | None:
     return count if count is None or count == COMPUTED else count * size
 
 
-def _numpy_item(dtype: Any, default: int) -> int:
-    """Bytes an element of a numpy ``dtype`` argument (a type string, bytes or a dtype value)."""
+def _numpy_item(dtype: Any) -> int | None:
+    """Bytes an element of a numpy ``dtype`` argument (a type string, bytes or a dtype value).
+
+    :data:`COMPUTED` for a dtype the emulator cannot size (a sub-array dtype built from a tuple:
+    ``dtype(('O', (10000, 10000)))``): its arrays may be of any size.
+    """
     if isinstance(dtype, bytes):
         dtype = dtype.decode("latin-1")
     info = typestr_itemsize(dtype) if isinstance(dtype, str) else dtype_info(dtype)
-    return max(info[0], 1) if info is not None else default
+    return max(info[0], 1) if info is not None else COMPUTED
+
+
+def _array_bytes(shape: Any, dtype: Any, *, given: bool) -> int | None:
+    """Bytes of a numpy array of ``shape`` and ``dtype`` (``given``: the dtype argument is there)."""
+    count = _product(shape)
+    if count is None or count == COMPUTED or count == 0:
+        return count
+    item = _numpy_item(dtype) if given else 8
+    return COMPUTED if item == COMPUTED or item is None else count * item
 
 
 def _torch_item(name: str) -> int:
@@ -817,8 +859,7 @@ def requested_bytes(module: str, name: str, args: Any) -> int | None:
     if qual in _BYTES:
         if len(args) != 1:
             return None
-        n = _size_arg(args[0])
-        return n if n is not None else _iter_count(args[0]) if isinstance(args[0], Obj) else None
+        return _bytes_length(args[0])
     if qual in _CONSUMERS:  # a literal argument's items are in the stream already
         return _scaled(_iter_count(args[0]), 8) if isinstance(args[0], Obj) else None
     if qual == "array.array":
@@ -826,9 +867,9 @@ def requested_bytes(module: str, name: str, args: Any) -> int | None:
         return _scaled(_iter_count(args[1]), item) if len(args) == 2 and isinstance(args[1], Obj) else None
     if module.startswith("numpy"):
         if name == "_reconstruct" and len(args) >= 2:
-            return _scaled(_product(args[1]), _numpy_item(args[2], 1) if len(args) > 2 else 1)
+            return _array_bytes(args[1], args[2] if len(args) > 2 else None, given=len(args) > 2)
         if name == "ndarray":
-            return _scaled(_product(args[0]), _numpy_item(args[1], 8) if len(args) > 1 else 8)
+            return _array_bytes(args[0], args[1] if len(args) > 1 else None, given=len(args) > 1)
         return _size_arg(args[0]) if name == "void" else None
     if module.startswith("torch") and name.endswith(("Storage", "Tensor")):
         item = _torch_item(name)
@@ -906,6 +947,34 @@ _PY_INT_LINE = re.compile(
 )
 
 
+#: What CPython's ``FLOAT`` accepts (``PyOS_string_to_double``): no whitespace, no underscores.
+_C_FLOAT_LINE = re.compile(rb"[+-]?(?:(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|inf|infinity|nan)", re.IGNORECASE)
+
+
+def _text_float(line: bytes) -> float:
+    """The value CPython's unpickler gives a protocol-0 ``FLOAT`` line (up to a NUL, as it reads).
+
+    Raises:
+        ValueError: the unpickler rejects the line too (an overflow such as ``1e999`` included).
+    """
+    text = line.split(b"\x00", 1)[0]
+    if not _C_FLOAT_LINE.fullmatch(text):
+        raise ValueError(f"could not convert string to float: {text[:40]!r}")
+    value = float(text)
+    if math.isinf(value) and b"inf" not in text.lower():
+        raise ValueError(f"FLOAT value too large: {text[:40]!r}")
+    return value
+
+
+def _memo_index(line: bytes) -> int:
+    """A protocol-0 ``GET``/``PUT`` index as CPython reads it: base 10, up to a NUL.
+
+    Raises:
+        ValueError: the unpickler rejects it too.
+    """
+    return int(line.split(b"\x00", 1)[0], 10)
+
+
 def _text_int(line: bytes, *, c_long: bool) -> Any:
     """The value CPython's unpickler gives a protocol-0 ``INT`` (``c_long``) or ``LONG`` line.
 
@@ -931,7 +1000,7 @@ def _text_int(line: bytes, *, c_long: bool) -> Any:
     if not _PY_INT_LINE.fullmatch(text):
         raise ValueError(f"invalid literal for int() with base 0: {text[:40]!r}")
     if len(text) > 64:
-        return Opaque("long", len(text))
+        return Opaque("long", len(text) * 415 // 1000 + 1)  # digits -> about that many bytes
     return int(text, 0)
 
 
@@ -1031,29 +1100,39 @@ def _dtype_info(dtype: Any, seen: dict[int, tuple[int, bool] | None]) -> tuple[i
         return None
     itemsize, hasobject = base
     state = dtype.state
-    if isinstance(state, tuple) and len(state) >= 8:
-        elsize, flags = state[5], state[7]
-        flexible = args[0].lstrip("<>|=")[:1] in ("V", "S", "U", "a")
-        # numpy's ``__setstate__`` takes the size from the state only for flexible kinds
-        # (void, bytes, str); ``('f8', ..., elsize=1)`` is still 8 bytes an item
-        if flexible and isinstance(elsize, int) and not isinstance(elsize, bool) and elsize > 0:
-            itemsize = elsize
-        if isinstance(flags, int) and flags & 1:
-            hasobject = True
-        fields = state[4]
-        if isinstance(fields, PDict):
-            for _, spec in fields.items:
-                if isinstance(spec, tuple) and spec:
-                    sub = dtype_info(spec[0], seen)
-                    if sub is None:
-                        return None
-                    hasobject = hasobject or sub[1]
-        sub = state[2]
-        if isinstance(sub, tuple) and sub:
-            inner = dtype_info(sub[0], seen)
-            if inner is None:
-                return None
-            hasobject = hasobject or inner[1]
+    if state is None:  # no BUILD: the type string alone
+        return itemsize, hasobject
+    # Only the state numpy writes (8 items; 9 with metadata: datetimes), read as its
+    # ``__setstate__`` reads it. numpy also accepts 5-7 items with other layouts; a state the
+    # emulator would read differently from numpy is not sized (the array's bytes are unknown).
+    if not isinstance(state, tuple) or len(state) not in (8, 9) or state[0] not in (3, 4):
+        return None
+    elsize, alignment, flags = state[5], state[6], state[7]
+    if any(not isinstance(v, int) or isinstance(v, bool) for v in (elsize, alignment, flags)):
+        return None
+    if args[0].lstrip("<>|=")[:1] in ("V", "S", "U", "a"):  # flexible: the state's size counts
+        if elsize <= 0:
+            return None
+        itemsize = elsize
+    # (a fixed kind keeps its size: numpy ignores the state's, ``('f8', elsize=1)`` is 8 bytes)
+    holds = bool(flags & 1)  # NPY_ITEM_HASOBJECT: numpy takes the flags from the state
+    if holds != hasobject and not (holds and (state[2] is not None or state[4] is not None)):
+        return None  # an 'O' without the flag, or the flag on a plain kind: not what numpy writes
+    hasobject = holds
+    fields = state[4]
+    if isinstance(fields, PDict):
+        for _, spec in fields.items:
+            if isinstance(spec, tuple) and spec:
+                sub = dtype_info(spec[0], seen)
+                if sub is None:
+                    return None
+                if sub[1] and not hasobject:
+                    return None
+    sub = state[2]
+    if isinstance(sub, tuple) and sub:
+        inner = dtype_info(sub[0], seen)
+        if inner is None or (inner[1] and not hasobject):
+            return None
     return itemsize, hasobject
 
 
@@ -1088,6 +1167,7 @@ class _VM:
         self.deadline = deadline
         self.blob_opened: set[int] = set()  # containers find_blobs has opened in this stream
         self.walk_budget = MAX_ARGUMENT_WALK  # container nodes note_passed may still visit
+        self.big_ints_seen: set[str] = set()  # callables already reported as handed a huge int
         self.res = result
         self.capture = capture
         self.max_value = max_value
@@ -1103,7 +1183,7 @@ class _VM:
     # -- stack helpers
     def push(self, v: Any) -> None:
         if len(self.stack) >= self.max_stack:
-            raise ValueError("pickle stack too deep")
+            raise LimitReached("pickle stack too deep")
         self.stack.append(v)
 
     def pop(self) -> Any:
@@ -1170,6 +1250,8 @@ class _VM:
             sites = CALLING_SITES.get(where)
             if sites is not None and isinstance(args, tuple):
                 self._calls_its_argument(where, args, sites)
+            if isinstance(args, tuple) and where not in self.big_ints_seen:
+                self._big_int_arguments(where, args)
             captured = self.capture is not None and self.capture(ref.module, ref.name)
             if len(ref.calls) < self.max_calls_kept or captured:
                 site = CallSite(opcode=self.op_name, offset=self.op_offset)
@@ -1232,11 +1314,24 @@ class _VM:
 
     def _calls_its_argument(self, where: str, args: tuple[Any, ...], sites: tuple[int, ...]) -> None:
         """A helper of :data:`CALLING_SITES` calls ``args[pos]``: a global there is called."""
+        spread = CALL_ARGUMENTS_AT.get(where)
+        if spread is not None and len(args) > spread and not isinstance(args[spread], tuple):
+            self.anomaly(
+                "dynamic-callable",
+                f"{self.op_name} {where} calls with arguments built in the stream "
+                f"({preview(args[spread], 80)}), not a tuple the scanner can check",
+            )
         for pos in sites:
             if pos >= len(args):
                 continue
             target = args[pos]
-            if isinstance(target, Global):
+            if isinstance(target, Global) and target.qualname in CALLING_SITES:
+                self.anomaly(
+                    "dynamic-callable",
+                    f"{self.op_name} {where} is handed {target.qualname} to call, itself a helper that "
+                    "calls its arguments (the final callee and its arguments are hidden)",
+                )
+            elif isinstance(target, Global):
                 target.ref.ncalls += 1
             elif not isinstance(target, str):  # numpy's bit-generator name may be a string
                 self.anomaly(
@@ -1244,6 +1339,23 @@ class _VM:
                     f"{self.op_name} {where} calls its argument {pos}, a value built in the stream "
                     f"({preview(target, 80)}), not a resolved global",
                 )
+
+    def _big_int_arguments(self, where: str, args: tuple[Any, ...]) -> None:
+        """A ``compute-bomb`` (once per callable) when ``where`` is handed a huge integer."""
+        for a in args:
+            if (
+                isinstance(a, Opaque)
+                and a.what == "long"
+                and isinstance(a.payload, int)
+                and a.payload > MAX_INT_BYTES
+            ):
+                self.big_ints_seen.add(where)
+                self.anomaly(
+                    "compute-bomb",
+                    f"{self.op_name} {where} is handed an integer of about {a.payload:,} bytes (converting "
+                    "it takes quadratic time; a stream can hand it over again and again)",
+                )
+                return
 
     def note_passed(self, where: str, args: Any, kwargs: Any, *, suffix: str = "") -> None:
         """Record the globals handed to a call (``where``) as arguments, at any depth.
@@ -1338,7 +1450,7 @@ class _VM:
                     if not stack:
                         raise ValueError("stack underflow")
                     if len(memo) >= MAX_MEMO:
-                        raise ValueError(f"pickle memo over {MAX_MEMO} entries")
+                        raise LimitReached(f"pickle memo over {MAX_MEMO} entries")
                     memo[len(memo)] = stack[-1]
                     continue
                 if code == _SHORT_BINUNICODE and i + 1 < n:
@@ -1353,7 +1465,7 @@ class _VM:
                             raise ValueError("invalid UTF-8 in SHORT_BINUNICODE") from exc
                         stack = self.stack
                         if len(stack) >= max_stack:
-                            raise ValueError("pickle stack too deep")
+                            raise LimitReached("pickle stack too deep")
                         stack.append(text)
                         continue
                 elif code == _BININT1 and i + 1 < n:
@@ -1362,7 +1474,7 @@ class _VM:
                     r._i = i + 2
                     stack = self.stack
                     if len(stack) >= max_stack:
-                        raise ValueError("pickle stack too deep")
+                        raise LimitReached("pickle stack too deep")
                     stack.append(buf[i + 1])
                     continue
                 handler = handlers[code]
@@ -1507,7 +1619,7 @@ class _VM:
         self.push(self._text(self._uint("<Q", 8), "str"))
 
     def op_float(self) -> None:
-        self.push(float(self.r.readline(4096)))
+        self.push(_text_float(self.r.readline(_MAX_INT_LINE)))
 
     def op_binfloat(self) -> None:
         self.push(struct.unpack(">d", self.r.read(8))[0])
@@ -1521,6 +1633,8 @@ class _VM:
         self.mutate(target, "APPEND")
         if isinstance(target, PList):
             target.items.append(value)
+        else:
+            self._filled(target, "append", (value,))
 
     def op_appends(self) -> None:
         items = self.pop_mark()
@@ -1528,6 +1642,16 @@ class _VM:
         self.mutate(target, "APPENDS")
         if isinstance(target, PList):
             target.items.extend(items)
+        else:
+            self._filled(target, "extend", tuple(items))
+
+    def _filled(self, target: Any, method: str, items: tuple[Any, ...]) -> None:
+        """Hand over the items added to a value the stream built by a call (``list()``, an object).
+
+        The walk of later calls does not open such values, so their items are recorded now.
+        """
+        cls = target.cls_name if isinstance(target, Obj) else None
+        self.note_passed(cls or "<object>", items, None, suffix=f".{method}")
 
     def op_list(self) -> None:
         self.push(PList(self.pop_mark()))
@@ -1568,6 +1692,8 @@ class _VM:
         self.mutate(target, "SETITEM")
         if isinstance(target, PDict):
             target.items.append((key, value))
+        else:
+            self._filled(target, "__setitem__", (key, value))
 
     def op_setitems(self) -> None:
         items = self.pop_mark()
@@ -1577,6 +1703,8 @@ class _VM:
         self.mutate(target, "SETITEMS")
         if isinstance(target, PDict):
             target.items.extend(zip(items[::2], items[1::2], strict=True))
+        else:
+            self._filled(target, "__setitem__", tuple(items))
 
     def op_empty_set(self) -> None:
         self.push(PSet())
@@ -1587,6 +1715,8 @@ class _VM:
         self.mutate(target, "ADDITEMS")
         if isinstance(target, PSet):
             target.items.extend(items)
+        else:
+            self._filled(target, "add", tuple(items))
 
     def op_frozenset(self) -> None:
         self.push(PSet(self.pop_mark(), frozen=True))
@@ -1601,8 +1731,8 @@ class _VM:
         self.push(self.top())
 
     def op_mark(self) -> None:
-        if len(self.metastack) >= 100_000:
-            raise ValueError("MARK nesting too deep")
+        if len(self.metastack) >= MAX_MARKS:
+            raise LimitReached(f"MARK nesting over {MAX_MARKS:,}")
         self.metastack.append(self.stack)
         self.stack = []
 
@@ -1616,7 +1746,7 @@ class _VM:
             raise ValueError(f"memo value not found at index {idx}") from None
 
     def op_get(self) -> None:
-        self._get(int(self.r.readline(64)))
+        self._get(_memo_index(self.r.readline(_MAX_INT_LINE)))
 
     def op_binget(self) -> None:
         self._get(self.r.read_byte())
@@ -1630,7 +1760,7 @@ class _VM:
         self.memo[idx] = self.top()
 
     def op_put(self) -> None:
-        self._put(int(self.r.readline(64)))
+        self._put(_memo_index(self.r.readline(_MAX_INT_LINE)))
 
     def op_binput(self) -> None:
         self._put(self.r.read_byte())
@@ -1962,6 +2092,10 @@ def emulate(
     except _Truncated:
         res.error = f"truncated pickle: stream ends inside {vm.op_name or 'the first opcode'}"
         res.error_offset = vm.op_offset
+    except LimitReached as exc:
+        res.error = f"pickle beyond the scanner's limits: {exc}"
+        res.error_offset = vm.op_offset
+        res.limited = True
     except (ValueError, UnicodeDecodeError, struct.error, OverflowError, IndexError) as exc:
         res.error = f"malformed pickle: {exc}"
         res.error_offset = vm.op_offset

@@ -18,6 +18,7 @@ Reference: torch/csrc/jit/serialization/import_source.cpp (the resolver), PyTorc
 from __future__ import annotations
 
 import ast
+import re
 from typing import NamedTuple
 
 from bastion.core.severity import Severity
@@ -150,6 +151,10 @@ class CodeIssue(NamedTuple):
     line: int
 
 
+#: TorchScript's own name mangling of generated classes (``__torch__.___torch_mangle_3.Conv``).
+_MANGLED = re.compile(r"___torch_mangle_\d+")
+
+
 def _dotted(node: ast.AST) -> list[str] | None:
     parts: list[str] = []
     while isinstance(node, ast.Attribute):
@@ -198,7 +203,11 @@ def analyse_torchscript(text: str) -> list[CodeIssue]:
             elif node.id in _DANGER_ROOTS:
                 add("python-module", Severity.HIGH, node.id, node)
         elif isinstance(node, ast.Attribute):
-            if node.attr.startswith("__") and node.attr not in _OK_DUNDERS:
+            if (
+                node.attr.startswith("__")
+                and node.attr not in _OK_DUNDERS
+                and not _MANGLED.fullmatch(node.attr)
+            ):
                 add("dunder-access", Severity.HIGH, node.attr, node)
             parts = _dotted(node)
             if not parts:

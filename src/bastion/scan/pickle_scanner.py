@@ -243,7 +243,7 @@ def analyse_pickle(
                 # The emulator stopped early; a loader that reads the stream differently may go
                 # on. A denied global spelt out as protocol 0/1 writes it (``GLOBAL``/``INST``)
                 # anywhere in the bytes keeps the file from being "not a pickle".
-                raw = _raw_denied_globals(art, start, rule_prefix)
+                raw = _raw_denied_globals(art, max(start, res.error_offset or start), rule_prefix)
                 if raw is None:
                     return Outcome.skip(f"does not parse as a complete pickle stream ({res.error})"), res
         judge_result(art, res, out, rule_prefix=rule_prefix)
@@ -334,31 +334,53 @@ def _framed_strings(data: bytes) -> list[tuple[int, str]]:
 
 
 def _raw_denied_globals(art: Artifact, start: int, rule_prefix: str) -> PickleResult | None:
-    """Denied globals spelt out anywhere in ``art`` from ``start``, by byte search.
+    r"""Denied globals spelt out in ``art`` from ``start`` and used from there, by byte search.
 
-    For a stream the emulator could not parse (a differential between it and a loader): the
-    protocol 0/1 forms (``GLOBAL``/``INST`` lines) and, for ``STACK_GLOBAL``, two string
-    arguments close together (a module name, then an attribute within :data:`_PAIR_WINDOW`
-    strings). Returns the denied ones as a :class:`PickleResult` to judge, or ``None``.
+        For a stream the emulator could not parse (a differential between it and a loader), from
+        the opcode it stopped at (the bytes before were read as the unpickler reads them): the
+        protocol 0/1 forms (``GLOBAL``/``INST`` lines) and, for ``STACK_GLOBAL``, two string
+        arguments close together (a module name, then an attribute within :data:`_PAIR_WINDOW`
+        strings). A candidate counts only when a stream emulated from it reaches a call of it
+        (``cos
+    system
+    (S'id'
+    tR``): in text, ``tacos
+    burrito`` names ``os.burrito`` but calls
+        nothing. Returns the denied ones as a :class:`PickleResult` to judge, or ``None``.
     """
     policy = art.ctx.policy
     art.stream.seek(start)
     data = art.stream.read(MAX_RAW_SEARCH)
     found = PickleResult(start=start, error="found by a byte search of an unparsed stream")
+    candidates: list[tuple[int, str, str, str]] = []
     for m in _RAW_GLOBAL.finditer(data):
         module, name = m.group(1).decode("ascii"), m.group(2).decode("ascii")
         if policy.judge(module, name).kind is Verdictish.DENIED:
-            opcode = "GLOBAL" if data[m.start()] == 0x63 else "INST"
-            found.globals.append(GlobalRef(module=module, name=name, offset=start + m.start(), opcode=opcode))
+            candidates.append((m.start(), module, name, "GLOBAL" if data[m.start()] == 0x63 else "INST"))
     strings = _framed_strings(data)
     for i, (offset, module) in enumerate(strings):
         for _, name in strings[i + 1 : i + 1 + _PAIR_WINDOW]:
             if policy.judge(module, name).kind is Verdictish.DENIED:
-                found.globals.append(
-                    GlobalRef(module=module, name=name, offset=start + offset, opcode="STACK_GLOBAL")
-                )
+                candidates.append((offset, module, name, "STACK_GLOBAL"))
                 break
+    for offset, module, name, opcode in candidates[:_MAX_CANDIDATES]:
+        if _called_from(data, offset, module, name):
+            found.globals.append(GlobalRef(module=module, name=name, offset=start + offset, opcode=opcode))
     return found if found.globals else None
+
+
+#: Candidates of :func:`_raw_denied_globals` emulated at most (each a short emulation).
+_MAX_CANDIDATES = 256
+#: Bytes emulated from a candidate to see it called.
+_CONFIRM_BYTES = 1 << 16
+
+
+def _called_from(data: bytes, offset: int, module: str, name: str) -> bool:
+    """Whether a stream emulated from ``data[offset:]`` calls (or hands over) ``module.name``."""
+    res = emulate(io.BytesIO(data[offset : offset + _CONFIRM_BYTES]), max_value=1 << 20)
+    return any(
+        ref.module == module and ref.name == name and (ref.ncalls or ref.npassed) for ref in res.globals
+    )
 
 
 def _next_pickle(art: Artifact, rd: Reader, *, joblib: bool = True) -> PickleResult:

@@ -1841,8 +1841,13 @@ class _VM:
             ref = inst.func.ref
             if len(ref.calls) < self.max_calls_kept:
                 ref.calls.append(CallSite(opcode="BUILD", offset=self.op_offset))
-        # globals in the state are handed to the object (``__setstate__`` or its methods later)
-        self.note_passed(cls or "<object>", (state,), None, suffix=".__setstate__")
+        # globals in the state are handed to the object (``__setstate__`` or its methods later);
+        # a joblib wrapper's ``subclass`` is the array's class, never called (numpy.memmap of a
+        # model dumped after ``joblib.load(mmap_mode='r')``): joblib rebuilds it as _reconstruct
+        handed = state
+        if cls in JOBLIB_WRAPPERS and isinstance(state, PDict):
+            handed = PDict([(k, v) for k, v in state.items if k != "subclass"])
+        self.note_passed(cls or "<object>", (handed,), None, suffix=".__setstate__")
         if cls in _DTYPE_NAMES:
             inst.state = state
         elif cls in JOBLIB_WRAPPERS and self.joblib:
@@ -1889,6 +1894,12 @@ class _VM:
     def op_binpersid(self) -> None:
         pid = self.pop()
         self.res.persistent_ids += 1
+        if isinstance(pid, tuple) and len(pid) >= 2 and pid[0] == "module" and isinstance(pid[1], Global):
+            # torch's legacy format: ``persistent_load(('module', cls, file, source))`` returns
+            # ``cls`` (a whole nn.Module saved with _use_new_zipfile_serialization=False); the
+            # class is a global of the stream, judged as such
+            self.push(pid[1])
+            return
         self.push(Opaque("persistent id", pid))
 
     # -- joblib ----------------------------------------------------------------

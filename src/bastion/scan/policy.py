@@ -20,6 +20,7 @@ import _compat_pickle
 import fnmatch
 import functools
 import os
+import re
 from collections.abc import Iterable, Sequence
 from enum import Enum
 from typing import Any, NamedTuple
@@ -339,6 +340,9 @@ def _user_rule(entry: str) -> Rule:
     )
 
 
+_DOTTED_IDENT = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*\Z")
+
+
 def _candidates(module: str, name: str) -> list[tuple[str, str]]:
     """Every (module, attribute) pair a global could reach, for deny matching.
 
@@ -347,6 +351,10 @@ def _candidates(module: str, name: str) -> list[tuple[str, str]]:
     every split inside the name is a candidate too.
     """
     out: list[tuple[str, str]] = [(module, name)]
+    if not (_DOTTED_IDENT.match(module) and _DOTTED_IDENT.match(name)):
+        # not importable as written (``INST`` of the text ``import os``: module "mport os"):
+        # judged as written, never split into a name that happens to be a module
+        return out
     mapped = _py2_map(module, name)
     if mapped != (module, name):
         out.append(mapped)

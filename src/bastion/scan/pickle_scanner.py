@@ -302,30 +302,42 @@ def analyse_pickle(
 
 
 #: Protocol 0/1 ``GLOBAL`` (``c``) and ``INST`` (``i``): ``module\\nname\\n`` after the opcode.
-_RAW_GLOBAL = re.compile(rb"[ci]([A-Za-z_][\w.]{0,200})\n([A-Za-z_][\w.]{0,200})\n")
+#: The attribute line of a protocol 0/1 ``GLOBAL``/``INST`` (the module line and opcode precede
+#: it): searched from its newline, so text without such lines costs one pass in C. Deny-listed
+#: modules and attributes are short: 64 characters bound the work at each match.
+_NAME_LINE = re.compile(rb"\n([A-Za-z_][\w.]{0,63}+)(?=\n)")
+_MODULE_TAIL = re.compile(rb"[\w.]{1,65}\Z")
+_IDENT_START = [chr(b).isascii() and (chr(b).isalpha() or chr(b) == "_") for b in range(256)]
 #: String opcodes whose argument may name a module or attribute for ``STACK_GLOBAL``: the opcode
 #: byte and its length prefix (``SHORT_BINUNICODE``/``SHORT_BINSTRING`` one byte, ``BINUNICODE``/
 #: ``BINSTRING`` four, ``BINUNICODE8`` eight), or a protocol-0 ``UNICODE`` line.
-_FRAMED_STRING = re.compile(rb"([\x8cU])(.)|([XT])(.{4})|(\x8d)(.{8})|V([A-Za-z_][\w.]{0,200})\n", re.DOTALL)
-_IDENT_TEXT = re.compile(r"[A-Za-z_][\w.]{0,200}")
+_FRAMED_STRING = re.compile(rb"([\x8cU])(.)|([XT])(.{4})|(\x8d)(.{8})|V([A-Za-z_][\w.]{0,63}+)\n", re.DOTALL)
+_IDENT_TEXT = re.compile(r"[A-Za-z_][\w.]{0,63}")
 #: Bytes searched for spelt-out globals when a stream does not parse (a model file's pickle is
 #: small; the search is linear).
-MAX_RAW_SEARCH = 64 << 20
-#: Strings after a candidate module name that are tried as its attribute (memo traffic between).
-_PAIR_WINDOW = 4
+MAX_RAW_SEARCH = 16 << 20
+#: Strings after a candidate module name that are tried as its attribute (the module may be
+#: memoised and fetched again just before the attribute: the emulation from it confirms).
+_PAIR_WINDOW = 64
+#: Identifier lines looked at by the text search at most.
+_MAX_NAME_LINES = 1 << 20
+#: Strings collected by :func:`_framed_strings` at most.
+_MAX_STRINGS = 1 << 16
 
 
 def _framed_strings(data: bytes) -> list[tuple[int, str]]:
     """``(offset, text)`` of every identifier-like string opcode argument in ``data``."""
     out: list[tuple[int, str]] = []
     for m in _FRAMED_STRING.finditer(data):
+        if len(out) >= _MAX_STRINGS:
+            break
         if m.group(7) is not None:  # UNICODE line
             out.append((m.start(), m.group(7).decode("ascii")))
             continue
         size_bytes = m.group(2) or m.group(4) or m.group(6)
         n = int.from_bytes(size_bytes, "little")
         start = m.end()
-        if not 0 < n <= 200:
+        if not 0 < n <= 64:
             continue
         text = data[start : start + n].decode("latin-1")
         if _IDENT_TEXT.fullmatch(text):
@@ -353,17 +365,32 @@ def _raw_denied_globals(art: Artifact, start: int, rule_prefix: str) -> PickleRe
     data = art.stream.read(MAX_RAW_SEARCH)
     found = PickleResult(start=start, error="found by a byte search of an unparsed stream")
     candidates: list[tuple[int, str, str, str]] = []
-    for m in _RAW_GLOBAL.finditer(data):
-        module, name = m.group(1).decode("ascii"), m.group(2).decode("ascii")
-        if policy.judge(module, name).kind is Verdictish.DENIED:
-            candidates.append((m.start(), module, name, "GLOBAL" if data[m.start()] == 0x63 else "INST"))
+    for k, m in enumerate(_NAME_LINE.finditer(data)):
+        if k >= _MAX_NAME_LINES or (k % 4096 == 4095 and art.ctx.timed_out()):
+            break
+        name = m.group(1).decode("ascii")
+        line_start = data.rfind(b"\n", max(0, m.start() - 66), m.start()) + 1
+        tail = _MODULE_TAIL.search(data, line_start, m.start())
+        if tail is None:
+            continue
+        for j in range(tail.start(), m.start() - 1):  # each c/i of the tail may be the opcode
+            if data[j] in b"ci" and _IDENT_START[data[j + 1]]:
+                module = data[j + 1 : m.start()].decode("ascii")
+                if policy.judge(module, name).kind is Verdictish.DENIED:
+                    candidates.append((j, module, name, "GLOBAL" if data[j] == 0x63 else "INST"))
+        if len(candidates) >= _MAX_CANDIDATES:
+            break
     strings = _framed_strings(data)
     for i, (offset, module) in enumerate(strings):
+        if len(candidates) >= _MAX_CANDIDATES or art.ctx.timed_out():
+            break
         for _, name in strings[i + 1 : i + 1 + _PAIR_WINDOW]:
             if policy.judge(module, name).kind is Verdictish.DENIED:
                 candidates.append((offset, module, name, "STACK_GLOBAL"))
                 break
     for offset, module, name, opcode in candidates[:_MAX_CANDIDATES]:
+        if art.ctx.timed_out():
+            break
         if _called_from(data, offset, module, name):
             found.globals.append(GlobalRef(module=module, name=name, offset=start + offset, opcode=opcode))
     return found if found.globals else None

@@ -389,3 +389,110 @@ def test_g5_a_joblib_void_dtype_with_a_seven_item_state_is_not_safe(tmp_path: Pa
     raw += b"N" * (100 - len(raw))
     verdict, _ = _scan(tmp_path, "g5.joblib", b"\x80\x02" + wrapper + raw + STACK_PAYLOAD + b".")
     assert verdict != "safe"
+
+
+# -- round 8 and the false-alarm trial -----------------------------------------------------------
+def _tar_block(name: bytes, data: bytes, *, ustar: bool) -> bytes:
+    import tarfile
+
+    info = tarfile.TarInfo(name.decode())
+    info.size = len(data)
+    header = info.tobuf(format=tarfile.USTAR_FORMAT if ustar else tarfile.GNU_FORMAT)
+    if not ustar:  # a pre-POSIX header: no magic, the checksum recomputed
+        header = header[:257] + b"\0" * 8 + header[265:]
+        header = header[:148] + b" " * 8 + header[156:]
+        header = header[:148] + b"%06o\0 " % sum(header) + header[156:]
+    return header + data + b"\0" * (-len(data) % 512)
+
+
+def test_h1_a_pickle_after_raw_bytes_in_a_stream_is_scanned(tmp_path: Path) -> None:
+    first = pickle.dumps(1, protocol=2)
+    payload = b"\x80\x02" + STACK_PAYLOAD + b"."
+    verdict, rules = _scan(tmp_path, "storages", first + b"\x00\x11raw storage bytes\xff" + payload)
+    assert verdict == "malicious" and "scan.pickle.denied-global" in rules
+
+
+def test_h2_a_tar_without_the_ustar_magic_is_a_tar(tmp_path: Path) -> None:
+    evil = b"\x80\x02" + STACK_PAYLOAD + b"."
+    data = _tar_block(b"pickle", evil, ustar=False) + b"\0" * 1024
+    verdict, rules = _scan(tmp_path, "v7.pt", data)
+    assert verdict == "malicious" and "scan.pickle.denied-global" in rules
+
+
+def test_h3_a_legacy_torch_file_that_is_also_a_tar_is_read_as_both(tmp_path: Path) -> None:
+    from bastion.scan.pytorch_scanner import LEGACY_MAGIC
+
+    evil = b"\x80\x02" + STACK_PAYLOAD + b"."
+    # the tar header's name field holds the legacy magic pickle; the member is the payload
+    block = bytearray(_tar_block(b"x", evil, ustar=True))
+    block[: len(LEGACY_MAGIC)] = LEGACY_MAGIC
+    block[148:156] = b" " * 8
+    block[148:156] = b"%06o\0 " % (sum(block[:512]))
+    verdict, rules = _scan(tmp_path, "poly.pt", bytes(block) + b"\0" * 1024)
+    assert verdict == "malicious", rules
+
+
+def test_h4_a_joblib_array_inside_a_frame_is_not_skipped_by_guess(tmp_path: Path) -> None:
+    dt = (
+        G("numpy", "dtype")
+        + T(S("u1"), b"\x89", b"\x88")
+        + b"R"
+        + T(I(3), S("|"), b"NNN", I(-1), I(-1), I(0))
+        + b"b"
+    )
+    wrapper = (
+        G("joblib.numpy_pickle", "NumpyArrayWrapper") + b")\x81}(" + S("subclass") + G("numpy", "ndarray")
+    )
+    wrapper += S("shape") + T(I(4)) + S("order") + S("C") + S("dtype") + dt + S("allow_mmap") + b"\x89ub"
+    body = wrapper + b"N0."
+    framed = b"\x80\x04\x95" + struct.pack("<Q", len(body) + 4) + body + b"\x00" * 4  # BUILD mid-frame
+    verdict, _ = _scan(tmp_path, "frame.joblib", framed + b"\x00" * 4)
+    assert verdict == "error"
+
+
+def test_h6_a_wrapper_returned_by_an_identity_function_is_a_wrapper(tmp_path: Path) -> None:
+    dtype = CALL(G("numpy", "dtype"), S("f8"), b"\x89", b"\x88")
+    dtype += T(I(3), S("<"), b"N", b"N", b"N", b"J\xff\xff\xff\xff", b"J\xff\xff\xff\xff", I(0)) + b"b"
+    state = b"}(" + S("subclass") + G("numpy", "ndarray") + S("shape") + I(2) + b"\x85" + S("order") + S("C")
+    state += S("dtype") + dtype + S("allow_mmap") + b"\x89" + b"u"
+    wrapper = G("joblib.numpy_pickle", "NumpyArrayWrapper") + b")\x81"
+    head = CALL(G("torch.jit._pickle", "restore_type_tag"), wrapper, S("x")) + state + b"b"
+    call = G("os", "system") + T(S("touch /tmp/x")) + b"R0"
+    array = b"X" + struct.pack("<I", 16 - 5 + len(call)) + bytes(11)  # 16 data bytes: 2 x float64
+    verdict, rules = _scan(tmp_path, "h6.joblib", b"\x80\x02" + head + array + call + b".")
+    assert verdict == "malicious" and "scan.pickle.denied-global" in rules
+
+
+def test_false_alarms_of_text_and_scripts_are_gone(tmp_path: Path) -> None:
+    texts = {
+        "requirements.txt": b"numpy\npint\nscipy\n",
+        "labels.txt": b"mint\nnut\nprint\nprinted\n",
+        "classes.csv": b"tacos\nburrito\n",
+        "vocab.txt": b"__call__\n__class__\n",
+        "dtypes.txt": b"int\nfloat\n",
+        "train.py": b'import os\nos.environ["CUDA"] = "0"\nimport pickle\npickle.dump(m, f)\n',
+    }
+    for name, data in texts.items():
+        (tmp_path / name).write_bytes(data)
+    res = scan_paths([tmp_path])
+    assert {Path(f.path).name: f.verdict.value for f in res.files} == dict.fromkeys(texts, "skipped")
+
+
+def test_false_alarms_of_real_files_are_gone(tmp_path: Path) -> None:
+    import datetime
+    import zoneinfo
+
+    import joblib
+    import numpy as np
+    import torch
+
+    stamp = datetime.datetime(2020, 1, 1, tzinfo=zoneinfo.ZoneInfo("UTC"))
+    for proto in (0, 2, 4, 5):
+        assert _scan(tmp_path, f"tz{proto}.pkl", pickle.dumps(stamp, protocol=proto)) == ("safe", [])
+    np.save(tmp_path / "a.npy", np.arange(8.0))
+    mm = np.load(tmp_path / "a.npy", mmap_mode="r")
+    joblib.dump({"w": mm}, tmp_path / "mm.joblib")
+    assert scan_file(tmp_path / "mm.joblib").verdict.value == "safe"
+    legacy = tmp_path / "legacy.pt"
+    torch.save(torch.nn.Linear(2, 2), legacy, _use_new_zipfile_serialization=False)
+    assert scan_file(legacy).verdict.value == "safe"

@@ -9,6 +9,7 @@ bytes; limits on decompressed size, ratio, member count and nesting depth apply 
 
 from __future__ import annotations
 
+import struct
 import zlib
 from typing import IO, TYPE_CHECKING, ClassVar, Protocol
 
@@ -32,7 +33,27 @@ def _is_bz2(head: bytes) -> bool:
 
 
 def _is_tar(head: bytes) -> bool:
-    return len(head) >= 262 and head[257:262] == b"ustar"
+    """Whether ``head`` starts with a tar header block.
+
+    The ustar magic, or a pre-POSIX (V7) header whose checksum holds: ``tarfile`` (and
+    ``torch.load``, which tries it first) reads both.
+    """
+    if len(head) >= 262 and head[257:262] == b"ustar":
+        return True
+    if len(head) < 512 or not head[:512].strip(b"\0"):
+        return False
+    try:
+        stored = int(head[148:156].replace(b"\0", b" ").strip() or b"-", 8)
+    except ValueError:
+        return False
+    unsigned = 256 + sum(struct.unpack_from("148B8x356B", head))
+    signed = 256 + sum(struct.unpack_from("148b8x356b", head))
+    return stored in (unsigned, signed)
+
+
+def scan_tar(art: Artifact) -> Outcome:
+    """Scan ``art`` as a tar archive (each member by its magic); for other scanners' polyglots."""
+    return ArchiveScanner()._tar(art)
 
 
 def _strip_suffix(name: str, suffixes: tuple[str, ...]) -> str:
@@ -142,7 +163,7 @@ class ArchiveScanner(Scanner):
 
     @classmethod
     def sniff(cls, head: bytes, name: str) -> bool:
-        """gzip, bz2, xz, zip or ustar magic bytes."""
+        """gzip, bz2, xz, zip magic bytes, or a tar header (ustar magic or a valid V7 checksum)."""
         return (
             head.startswith((GZIP_MAGIC, XZ_MAGIC))
             or head.startswith(ZIP_MAGICS)

@@ -75,6 +75,8 @@ def judge_result(
     ncalls: dict[str, int] = {}  # calls of the global, and hand-overs to other calls as an argument
     passed_to: dict[str, list[str]] = {}
     for ref in res.globals:
+        if ref.folded and ref.ncalls <= ref.folded and not ref.npassed:
+            continue  # only getattr(<global>, "name") of attributes the policy allows (folded)
         q = ref.qualname
         ncalls[q] = ncalls.get(q, 0) + ref.ncalls + ref.npassed
         if ref.passed_to:
@@ -282,6 +284,7 @@ def analyse_pickle(
             # A loader that calls ``pickle.load`` until the file ends runs this stream up to
             # where it breaks: what it reaches before then counts, unknown globals included.
             judge_result(art, nxt, out, rule_prefix=rule_prefix)
+            _judge_later_streams(art, nxt.start, out, rule_prefix)
             out.findings.append(
                 art.finding(
                     f"{rule_prefix}.trailing-data",
@@ -396,6 +399,31 @@ def _raw_denied_globals(art: Artifact, start: int, rule_prefix: str) -> PickleRe
     return found if found.globals else None
 
 
+def _judge_later_streams(art: Artifact, start: int, out: Outcome, rule_prefix: str) -> None:
+    """Deny-listed globals in pickles further on, past bytes that do not parse.
+
+    A loader may read raw data between pickles (torch's old tar format: a pickle, a storage's
+    bytes, the next pickle) where the emulator sees trailing garbage: a pickle is tried at each
+    protocol 2-5 header after ``start`` (at most :data:`_MAX_CANDIDATES`) and the protocol 0/1
+    and ``STACK_GLOBAL`` spellings are searched (:func:`_raw_denied_globals`). Only deny-listed
+    globals are reported (raw data may look like anything else).
+    """
+    raw = _raw_denied_globals(art, start, rule_prefix)
+    if raw is not None:
+        judge_result(art, raw, out, rule_prefix=rule_prefix, include_unknown=False)
+    art.stream.seek(start)
+    data = art.stream.read(MAX_RAW_SEARCH)
+    for k, m in enumerate(_PROTO_HEADER.finditer(data)):
+        if k >= _MAX_CANDIDATES or art.ctx.timed_out():
+            break
+        piece = data[m.start() : m.start() + _CONFIRM_BYTES]
+        res = emulate(io.BytesIO(piece), start=start + m.start(), max_value=1 << 20)
+        if res.globals:
+            judge_result(art, res, out, rule_prefix=rule_prefix, include_unknown=False)
+
+
+#: A pickle's ``PROTO`` opcode for protocols 2-5.
+_PROTO_HEADER = re.compile(rb"\x80[\x02-\x05]")
 #: Candidates of :func:`_raw_denied_globals` emulated at most (each a short emulation).
 _MAX_CANDIDATES = 256
 #: Bytes emulated from a candidate to see it called.
@@ -420,6 +448,7 @@ def _next_pickle(art: Artifact, rd: Reader, *, joblib: bool = True) -> PickleRes
         max_value=ctx.limits.max_value_bytes,
         deadline=ctx.deadline,
         joblib=joblib,
+        fold=ctx.policy.allows,
     )
 
 

@@ -84,6 +84,10 @@ CALL_ARGUMENTS_AT = {"torch._tensor._rebuild_from_type_v2": 2}
 #: Container nodes the hand-over walk (:meth:`_VM.note_passed`) may visit in one stream.
 MAX_ARGUMENT_WALK = 1 << 20
 _NEWOBJ_HELPERS = frozenset({"copyreg.__newobj__", "copyreg.__newobj_ex__"})
+_GETATTR = frozenset({"builtins.getattr", "__builtin__.getattr"})
+_ATTRIBUTE = re.compile(r"[A-Za-z_]\w*")
+#: Allowed functions that return their first argument (TorchScript's type tags).
+_IDENTITY_FUNCS = frozenset({"torch.jit._pickle.restore_type_tag"})
 _DTYPE_NAMES = frozenset({"numpy.dtype", "numpy.core.multiarray.dtype", "numpy._core.multiarray.dtype"})
 _CODECS_ENCODE = frozenset({"_codecs.encode", "codecs.encode"})
 #: Number types built from text or a ``(sign, digits, exponent)`` tuple; past
@@ -466,9 +470,11 @@ class GlobalRef(_Compared):
             class argument of numpy's array rebuilds (:data:`CLASS_ARGUMENT_SITES`): a helper
             may call what it is given (``copyreg.__newobj__(cls, *args)`` calls ``cls.__new__``).
         npassed: total number of such hand-overs.
+        folded: calls of ``getattr(<global>, '<name>')`` the emulator resolved to the global
+            ``module.Class.name`` (judged in its place: ``getattr(ZoneInfo, '_unpickle')``).
     """
 
-    _fields = ("module", "name", "offset", "opcode", "calls", "ncalls", "passed_to", "npassed")
+    _fields = ("module", "name", "offset", "opcode", "calls", "ncalls", "passed_to", "npassed", "folded")
 
     def __init__(
         self,
@@ -480,6 +486,7 @@ class GlobalRef(_Compared):
         ncalls: int = 0,
         passed_to: list[str] | None = None,
         npassed: int = 0,
+        folded: int = 0,
     ) -> None:
         self.module = module
         self.name = name
@@ -489,6 +496,7 @@ class GlobalRef(_Compared):
         self.ncalls = ncalls
         self.passed_to: list[str] = [] if passed_to is None else passed_to
         self.npassed = npassed
+        self.folded = folded
 
     @property
     def qualname(self) -> str:
@@ -1161,13 +1169,16 @@ class _VM:
         max_calls_kept: int = 5,
         deadline: float | None = None,
         joblib: bool = True,
+        fold: CaptureFn | None = None,
     ) -> None:
         self.r = reader
         self.joblib = joblib
+        self.fold = fold
         self.deadline = deadline
         self.blob_opened: set[int] = set()  # containers find_blobs has opened in this stream
         self.walk_budget = MAX_ARGUMENT_WALK  # container nodes note_passed may still visit
         self.big_ints_seen: set[str] = set()  # callables already reported as handed a huge int
+        self.frame_end = 0  # offset where the current protocol-4 frame ends
         self.res = result
         self.capture = capture
         self.max_value = max_value
@@ -1503,7 +1514,8 @@ class _VM:
         self.res.protocol = v
 
     def op_frame(self) -> None:
-        self._uint("<Q", 8)
+        size = self._uint("<Q", 8)
+        self.frame_end = self.r.pos + size
 
     def op_stop(self) -> None:
         self.pop()
@@ -1826,6 +1838,29 @@ class _VM:
     def op_reduce(self) -> None:
         args = self.pop()
         func = self.pop()
+        if (
+            isinstance(func, Global)
+            and func.qualname in _GETATTR
+            and isinstance(args, tuple)
+            and len(args) == 2
+            and isinstance(args[0], Global)
+            and isinstance(args[1], str)
+            and _ATTRIBUTE.fullmatch(args[1])
+            and self.fold is not None
+            and self.fold(args[0].ref.module, f"{args[0].ref.name}.{args[1]}")
+        ):
+            # ``getattr(zoneinfo.ZoneInfo, '_unpickle')`` (how a bound classmethod pickles) is the
+            # global ``zoneinfo.ZoneInfo._unpickle``: resolved here and judged as such
+            func.ref.ncalls += 1
+            func.ref.folded += 1
+            owner = args[0].ref
+            owner.npassed += 1
+            ref = GlobalRef(
+                module=owner.module, name=f"{owner.name}.{args[1]}", offset=self.op_offset, opcode="getattr"
+            )
+            self.res.globals.append(ref)
+            self.push(Global(ref))
+            return
         self.push(self.call(func, args))
 
     def op_build(self) -> None:
@@ -1836,6 +1871,16 @@ class _VM:
             return
         if not isinstance(inst, Obj):
             return
+        # what an allowed function that returns its argument returned is that argument: joblib
+        # reads array bytes after the BUILD of whatever object *is* a NumpyArrayWrapper
+        while (
+            isinstance(inst.func, Global)
+            and inst.func.qualname in _IDENTITY_FUNCS
+            and isinstance(inst.args, tuple)
+            and inst.args
+            and isinstance(inst.args[0], Obj)
+        ):
+            inst = inst.args[0]
         cls = inst.cls_name
         if cls is not None and isinstance(inst.func, Global):
             ref = inst.func.ref
@@ -1863,6 +1908,8 @@ class _VM:
                 inst.state = state
 
     def op_inst(self) -> None:
+        if not self.metastack:  # CPython looks for the MARK before it reads the names
+            raise ValueError("could not find MARK for INST")
         module, name = self._line_pair()
         g = self.resolve(module, name, "INST")
         args = self.pop_mark()
@@ -1905,6 +1952,12 @@ class _VM:
     # -- joblib ----------------------------------------------------------------
     def _joblib_payload(self, wrapper: Obj) -> None:
         """Skip (or parse) what joblib writes right after a NumpyArrayWrapper's BUILD."""
+        if self.r.pos < self.frame_end:
+            # joblib's unpickler has read the whole frame: it takes the array from after the
+            # frame, then goes on with the rest of the frame (joblib ends a frame at each array)
+            raise ValueError(
+                "joblib NumpyArrayWrapper inside a pickle frame (its array is read after the frame)"
+            )
         state = wrapper.state
         if not isinstance(state, PDict):
             raise ValueError("joblib NumpyArrayWrapper without a state dict")
@@ -2060,6 +2113,7 @@ def emulate(
     reader: Reader | None = None,
     deadline: float | None = None,
     joblib: bool = True,
+    fold: CaptureFn | None = None,
 ) -> PickleResult:
     """Emulate one pickle stream from the current position of ``stream`` up to its ``STOP``.
 
@@ -2078,6 +2132,9 @@ def emulate(
         joblib: skip (or parse as a separate pickle) the array bytes joblib writes after a
             ``NumpyArrayWrapper``'s ``BUILD``, as ``joblib.load`` does. ``False`` reads them as
             opcodes, as plain ``pickle.load`` does: a file can mean two different things.
+        fold: ``fold(module, name)`` says whether ``getattr(<global module.C>, 'a')`` may be
+            resolved to the global ``module.C.a`` (the scanner folds what its policy allows:
+            ``zoneinfo.ZoneInfo._unpickle``); otherwise its result is a computed value.
 
     Returns:
         A :class:`PickleResult`; ``complete`` is True when ``STOP`` was reached.
@@ -2093,6 +2150,7 @@ def emulate(
         depth=0,
         deadline=deadline,
         joblib=joblib,
+        fold=fold,
     )
     try:
         vm.run()

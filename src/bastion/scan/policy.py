@@ -448,6 +448,10 @@ class PicklePolicy:
                     return rule
         return None
 
+    def allows(self, module: str, name: str) -> bool:
+        """Whether ``module.name`` is allowed (the emulator folds such ``getattr`` results)."""
+        return self.judge(module, name).kind is Verdictish.ALLOWED
+
     def judge(self, module: str, name: str) -> Judgement:
         """Judge one global: denied beats allowed beats unknown."""
         key = (module, name)

@@ -496,3 +496,29 @@ def test_false_alarms_of_real_files_are_gone(tmp_path: Path) -> None:
     legacy = tmp_path / "legacy.pt"
     torch.save(torch.nn.Linear(2, 2), legacy, _use_new_zipfile_serialization=False)
     assert scan_file(legacy).verdict.value == "safe"
+
+
+def test_functions_and_value_classes_a_fitted_model_keeps_are_allowed(tmp_path: Path) -> None:
+    import argparse
+
+    import joblib
+    import numpy as np
+    from sklearn.compose import TransformedTargetRegressor
+    from sklearn.datasets import load_iris
+    from sklearn.feature_selection import SelectKBest, chi2
+    from sklearn.linear_model import LinearRegression
+    from sklearn.preprocessing import FunctionTransformer
+
+    x, y = load_iris(return_X_y=True)
+    models = {
+        "log1p": FunctionTransformer(np.log1p, inverse_func=np.expm1).fit(x),
+        "chi2": SelectKBest(chi2, k=2).fit(x, y),
+        "default-score": SelectKBest(k=2).fit(x, y),
+        "ttr": TransformedTargetRegressor(LinearRegression(), func=np.log1p, inverse_func=np.expm1).fit(
+            x, y + 1
+        ),
+        "args": {"args": argparse.Namespace(lr=0.1, arch="mlp"), "w": np.ones(3)},
+    }
+    for name, model in models.items():
+        joblib.dump(model, tmp_path / f"{name}.joblib")
+        assert scan_file(tmp_path / f"{name}.joblib").verdict.value == "safe", name

@@ -522,3 +522,69 @@ def test_functions_and_value_classes_a_fitted_model_keeps_are_allowed(tmp_path: 
     for name, model in models.items():
         joblib.dump(model, tmp_path / f"{name}.joblib")
         assert scan_file(tmp_path / f"{name}.joblib").verdict.value == "safe", name
+
+
+# -- round 9 ----------------------------------------------------------------------------------------
+def _tar_of(members: dict[str, bytes]) -> bytes:
+    import io
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tf:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def test_j1_a_memo_fed_payload_after_raw_bytes_is_reported(tmp_path: Path) -> None:
+    payload = T(S("touch /tmp/x")) + b"\x940" + G("os", "system") + b"h\x00R."  # args from the memo
+    args = P(T(S("0"), S("cpu"), G("torch", "FloatStorage")))
+    storages = P(I(1)) + args + struct.pack("<q", 1) + struct.pack("<f", 1.0) + payload
+    verdict, rules = _scan(tmp_path, "storages", storages)
+    assert verdict == "malicious" and "scan.pickle.denied-global" in rules
+
+
+@pytest.mark.parametrize("form", ["nul-junk", "base256", "octal"])
+def test_j2_tar_headers_are_recognised_as_tarfile_reads_them(form: str) -> None:
+    import tarfile
+
+    from bastion.scan.archive_scanner import _is_tar
+
+    info = tarfile.TarInfo("pickle")
+    info.size = 10
+    head = bytearray(info.tobuf(format=tarfile.GNU_FORMAT)[:512])
+    head[257:265] = b"\0" * 8  # no ustar/GNU magic: a V7 header
+    head[148:156] = b" " * 8
+    total = sum(head)
+    head[148:156] = {
+        "nul-junk": b"%06o\0Z" % total,
+        "base256": b"\x80" + total.to_bytes(7, "big"),
+        "octal": b"%07o\0" % total,
+    }[form]
+    tarfile.TarInfo.frombuf(bytes(head), "utf-8", "surrogateescape")  # tarfile reads it
+    assert _is_tar(bytes(head) + b"\0" * 512)
+    head[0] ^= 1
+    assert not _is_tar(bytes(head) + b"\0" * 512)
+
+
+def test_j3_a_safetensors_file_that_is_also_a_tar_is_scanned_as_a_tar(tmp_path: Path) -> None:
+    import json
+
+    rest = _tar_of(
+        {"storages": b"I0\n.(l.", "tensors": b"I0\n.", "pickle": b"cos\nsystem\n(S'touch /tmp/x'\ntR."}
+    )
+    text = '{"__metadata__":{"k":"'
+    val = "a" * (148 - 8 - len(text)) + " " * 8 + "0" + "b" * 250
+    tensors = {"t": {"dtype": "U8", "shape": [len(rest)], "data_offsets": [0, len(rest)]}}
+    head = bytearray(
+        struct.pack("<Q", 504) + (text + val + '"},' + json.dumps(tensors)[1:]).ljust(504).encode()
+    )
+    head[100:148] = b" " * 48
+    head[329:345] = b" " * 16
+    head[148:156] = b"%07o " % sum(head)
+    data = bytes(head) + rest
+    json.loads(data[8:512])  # a valid safetensors header
+    verdict, rules = _scan(tmp_path, "model.safetensors", data)
+    assert verdict == "malicious" and "scan.pickle.denied-global" in rules

@@ -33,19 +33,28 @@ def _is_bz2(head: bytes) -> bool:
 
 
 def _is_tar(head: bytes) -> bool:
-    """Whether ``head`` starts with a tar header block.
+    """Whether ``head`` starts with a tar header block, as ``tarfile`` decides it.
 
-    The ustar magic, or a pre-POSIX (V7) header whose checksum holds: ``tarfile`` (and
-    ``torch.load``, which tries it first) reads both.
+    The ustar magic, or a header whose checksum holds, read as ``tarfile`` reads it (the field
+    cut at its first NUL, octal or base-256): ``tarfile`` (and ``torch.load``, which tries the
+    tar format first for any file that is not a zip) reads both.
     """
     if len(head) >= 262 and head[257:262] == b"ustar":
         return True
-    if len(head) < 512 or not head[:512].strip(b"\0"):
+    if len(head) < 512:
         return False
-    try:
-        stored = int(head[148:156].replace(b"\0", b" ").strip() or b"-", 8)
-    except ValueError:
-        return False
+    field = head[148:156]
+    if field[0] in (0o200, 0o377):  # base-256
+        stored = int.from_bytes(field[1:], "big")
+        if field[0] == 0o377:
+            stored = -(256 ** (len(field) - 1) - stored)
+    else:
+        text = field.split(b"\0", 1)[0].strip()
+        if text.strip(b"01234567"):
+            return False
+        if not head[:512].strip(b"\0"):
+            return False
+        stored = int(text or b"0", 8)
     unsigned = 256 + sum(struct.unpack_from("148B8x356B", head))
     signed = 256 + sum(struct.unpack_from("148b8x356b", head))
     return stored in (unsigned, signed)

@@ -475,6 +475,20 @@ class ScanContext:
         return out, total
 
     # -- dispatch
+    def _also_as_tar(self, art: Artifact, head: bytes, scanner: Scanner, out: Outcome) -> Outcome:
+        """``out``, plus the artifact scanned as a tar archive when it is also one.
+
+        ``torch.load`` reads any file that is not a zip as a (pre-0.1.10) tar checkpoint first:
+        a GGUF, safetensors or legacy-pickle file whose first block is also a valid tar header
+        is loaded as that tar, whatever its own format says.
+        """
+        from bastion.scan.archive_scanner import _is_tar, scan_tar
+
+        if scanner.id == "scan.archive" or not _is_tar(head):
+            return out
+        out.absorb(scan_tar(art), member="<as a tar archive>")
+        return out
+
     def scan(self, art: Artifact) -> Outcome:
         """Scan one artifact with the first scanner whose sniff accepts it.
 
@@ -500,7 +514,7 @@ class ScanContext:
                 continue
             try:
                 art.stream.seek(0)
-                return scanner.scan(art)
+                return self._also_as_tar(art, head, scanner, scanner.scan(art))
             except NotThisFormat:
                 continue
             except BombError as exc:

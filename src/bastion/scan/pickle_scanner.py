@@ -284,7 +284,10 @@ def analyse_pickle(
             # A loader that calls ``pickle.load`` until the file ends runs this stream up to
             # where it breaks: what it reaches before then counts, unknown globals included.
             judge_result(art, nxt, out, rule_prefix=rule_prefix)
-            _judge_later_streams(art, nxt.start, out, rule_prefix)
+            # in a pickle file (a protocol header, or named as one), spelt-out globals past the
+            # trailing bytes count as they are; in anything else (text that happens to begin
+            # like a pickle) only when a stream emulated from them calls them
+            _judge_later_streams(art, nxt.start, out, rule_prefix, confirm=not (strict or res.protocol >= 2))
             out.findings.append(
                 art.finding(
                     f"{rule_prefix}.trailing-data",
@@ -348,7 +351,9 @@ def _framed_strings(data: bytes) -> list[tuple[int, str]]:
     return out
 
 
-def _raw_denied_globals(art: Artifact, start: int, rule_prefix: str) -> PickleResult | None:
+def _raw_denied_globals(
+    art: Artifact, start: int, rule_prefix: str, *, confirm: bool = True
+) -> PickleResult | None:
     r"""Denied globals spelt out in ``art`` from ``start`` and used from there, by byte search.
 
         For a stream the emulator could not parse (a differential between it and a loader), from
@@ -361,7 +366,8 @@ def _raw_denied_globals(art: Artifact, start: int, rule_prefix: str) -> PickleRe
     (S'id'
     tR``): in text, ``tacos
     burrito`` names ``os.burrito`` but calls
-        nothing. Returns the denied ones as a :class:`PickleResult` to judge, or ``None``.
+        nothing (``confirm=False``: every spelt-out one counts). Returns the denied ones as a
+    :class:`PickleResult` to judge, or ``None``.
     """
     policy = art.ctx.policy
     art.stream.seek(start)
@@ -394,12 +400,12 @@ def _raw_denied_globals(art: Artifact, start: int, rule_prefix: str) -> PickleRe
     for offset, module, name, opcode in candidates[:_MAX_CANDIDATES]:
         if art.ctx.timed_out():
             break
-        if _called_from(data, offset, module, name):
+        if not confirm or _called_from(data, offset, module, name):
             found.globals.append(GlobalRef(module=module, name=name, offset=start + offset, opcode=opcode))
     return found if found.globals else None
 
 
-def _judge_later_streams(art: Artifact, start: int, out: Outcome, rule_prefix: str) -> None:
+def _judge_later_streams(art: Artifact, start: int, out: Outcome, rule_prefix: str, *, confirm: bool) -> None:
     """Deny-listed globals in pickles further on, past bytes that do not parse.
 
     A loader may read raw data between pickles (torch's old tar format: a pickle, a storage's
@@ -408,7 +414,9 @@ def _judge_later_streams(art: Artifact, start: int, out: Outcome, rule_prefix: s
     and ``STACK_GLOBAL`` spellings are searched (:func:`_raw_denied_globals`). Only deny-listed
     globals are reported (raw data may look like anything else).
     """
-    raw = _raw_denied_globals(art, start, rule_prefix)
+    # after a pickle, in bytes a loader reads as it likes: a spelt-out deny-listed global counts
+    # without a confirming emulation unless ``confirm`` (its arguments may come from the memo)
+    raw = _raw_denied_globals(art, start, rule_prefix, confirm=confirm)
     if raw is not None:
         judge_result(art, raw, out, rule_prefix=rule_prefix, include_unknown=False)
     art.stream.seek(start)

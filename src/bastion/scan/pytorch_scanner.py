@@ -174,9 +174,4 @@ class PyTorchScanner(Scanner):
                 break
             if i == 0 and res.globals:
                 out.errors.append("legacy checkpoint magic pickle holds globals")
-        # torch.load tries the (older) tar format first: a file that is also a tar is read as one
-        from bastion.scan.archive_scanner import _is_tar, scan_tar
-
-        if _is_tar(art.head(512)):
-            out.absorb(scan_tar(art), member="<as a tar archive>")
-        return out
+        return out  # (a legacy file that is also a tar is scanned as one too: ScanContext.scan)

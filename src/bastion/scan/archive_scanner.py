@@ -55,6 +55,8 @@ def _is_tar(head: bytes) -> bool:
         if not head[:512].strip(b"\0"):
             return False
         stored = int(text or b"0", 8)
+    if not -65536 <= stored <= 131072:  # no 512-byte header sums beyond (cheap: most files stop here)
+        return False
     unsigned = 256 + sum(struct.unpack_from("148B8x356B", head))
     signed = 256 + sum(struct.unpack_from("148b8x356b", head))
     return stored in (unsigned, signed)

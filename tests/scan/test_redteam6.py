@@ -588,3 +588,44 @@ def test_j3_a_safetensors_file_that_is_also_a_tar_is_scanned_as_a_tar(tmp_path: 
     json.loads(data[8:512])  # a valid safetensors header
     verdict, rules = _scan(tmp_path, "model.safetensors", data)
     assert verdict == "malicious" and "scan.pickle.denied-global" in rules
+
+
+# -- round 10 ---------------------------------------------------------------------------------------
+def test_k1_a_zip_whose_directory_is_not_where_its_end_record_says_is_not_safe(tmp_path: Path) -> None:
+    import io
+    import zipfile
+
+    import torch
+
+    buf = io.BytesIO()
+    torch.save({"w": torch.zeros(2)}, buf)
+    data = buf.getvalue()
+    end = data.rfind(b"PK\x05\x06")
+    cd_start = struct.unpack_from("<L", data, end + 16)[0]
+    # bytes inserted before the central directory: zipfile shifts every offset by them (it takes
+    # them for prepended data), torch's reader takes the offsets as written
+    moved = data[:cd_start] + b"\x00" * 7 + data[cd_start:]
+    with zipfile.ZipFile(io.BytesIO(moved)) as zf:
+        assert zf.namelist()
+    assert _scan(tmp_path, "moved.pt", moved)[0] == "error"
+    assert _scan(tmp_path, "plain.pt", data) == ("safe", [])
+
+
+def test_k2_a_zip64_locator_pointing_elsewhere_is_not_safe(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import io
+    import zipfile
+
+    monkeypatch.setattr(zipfile, "ZIP_FILECOUNT_LIMIT", 1)  # zipfile then writes zip64 end records
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("archive/data.pkl", pickle.dumps({"a": 1}, protocol=2))
+        zf.writestr("archive/version", "3\n")
+    data = bytearray(buf.getvalue())
+    loc = data.rfind(b"PK\x06\x07")
+    assert loc > 0
+    assert _scan(tmp_path, "z64ok.pt", bytes(data)) == ("safe", [])
+    record = struct.unpack_from("<Q", data, loc + 8)[0]
+    struct.pack_into("<Q", data, loc + 8, record - 1)  # the locator points one byte early
+    assert _scan(tmp_path, "z64.pt", bytes(data))[0] == "error"

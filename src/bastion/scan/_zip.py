@@ -6,7 +6,7 @@ import posixpath
 import re
 import zlib
 from collections.abc import Callable
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any
 
 from bastion.core.severity import Severity
 from bastion.scan.base import Artifact, BombError, Outcome, StreamBombError
@@ -91,7 +91,12 @@ def open_zip(art: Artifact) -> zipfile.ZipFile:
 
     art.stream.seek(0)
     try:
-        return zipfile.ZipFile(art.stream)
+        zf = zipfile.ZipFile(art.stream)
+        why = _ambiguous_directory(art.stream)
+        if why is not None:
+            zf.close()
+            raise BadZip(f"ambiguous zip: {why}")
+        return zf
     except (
         zipfile.BadZipFile,
         OSError,
@@ -102,6 +107,45 @@ def open_zip(art: Artifact) -> zipfile.ZipFile:
         KeyError,
     ) as exc:
         raise BadZip(str(exc)) from exc
+
+
+def _ambiguous_directory(stream: IO[bytes]) -> str | None:
+    """Why readers would find different central directories in this zip, or ``None``.
+
+    Python's ``zipfile`` takes bytes before the archive for prepended data and shifts every
+    offset by them, and reads a zip64 end record just before its locator; ``torch.load``'s
+    reader (miniz) uses the offsets as written and the locator's. A model archive where the two
+    differ (two central directories, two zip64 records) is not read the same way by everyone.
+    """
+    import struct
+    import zipfile
+
+    zf: Any = zipfile  # its end-record helpers and constants (private, stable since Python 2)
+    endrec = zf._EndRecData(stream)  # what ZipFile itself read
+    if endrec is None:
+        return None
+    size_cd, offset_cd, location = (
+        endrec[zf._ECD_SIZE],
+        endrec[zf._ECD_OFFSET],
+        endrec[zf._ECD_LOCATION],
+    )
+    zip64 = endrec[zf._ECD_SIGNATURE] == zf.stringEndArchive64
+    concat = location - size_cd - offset_cd
+    if zip64:
+        concat -= zf.sizeEndCentDir64 + zf.sizeEndCentDir64Locator
+        stream.seek(location - zf.sizeEndCentDir64Locator)
+        locator = stream.read(zf.sizeEndCentDir64Locator)
+        if len(locator) == 20:
+            _, _, record, _ = struct.unpack("<4sLQL", locator)
+            expected = location - zf.sizeEndCentDir64Locator - zf.sizeEndCentDir64
+            if record != expected:
+                return f"the zip64 locator points at offset {record}, zipfile reads the record at {expected}"
+    if concat:
+        return (
+            f"the central directory is {concat} bytes away from where the end record says "
+            "(zipfile and torch.load read different members)"
+        )
+    return None
 
 
 def walk_zip(

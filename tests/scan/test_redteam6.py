@@ -629,3 +629,17 @@ def test_k2_a_zip64_locator_pointing_elsewhere_is_not_safe(
     record = struct.unpack_from("<Q", data, loc + 8)[0]
     struct.pack_into("<Q", data, loc + 8, record - 1)  # the locator points one byte early
     assert _scan(tmp_path, "z64.pt", bytes(data))[0] == "error"
+
+
+def test_k3_a_zip_appended_to_a_pickle_is_scanned_as_zipfile_readers_see_it(tmp_path: Path) -> None:
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("data.pkl", b"\x80\x02" + STACK_PAYLOAD + b".")
+    data = pickle.dumps({"harmless": 1}, protocol=2) + buf.getvalue()
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:  # zipfile-based loaders open it
+        assert zf.namelist() == ["data.pkl"]
+    verdict, rules = _scan(tmp_path, "bundle.pkl", data)
+    assert verdict == "malicious" and "scan.pickle.denied-global" in rules

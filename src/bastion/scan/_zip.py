@@ -148,6 +148,23 @@ def _ambiguous_directory(stream: IO[bytes]) -> str | None:
     return None
 
 
+def _ambiguous_start(stream: IO[bytes]) -> int:
+    """Where a zip found by its end record at the tail starts (the bytes before it); 0 if none."""
+    import zipfile
+
+    zf: Any = zipfile
+    try:
+        endrec = zf._EndRecData(stream)
+    except (OSError, ValueError, EOFError):
+        return 0
+    if endrec is None:
+        return 0
+    start = endrec[zf._ECD_LOCATION] - endrec[zf._ECD_SIZE] - endrec[zf._ECD_OFFSET]
+    if endrec[zf._ECD_SIGNATURE] == zf.stringEndArchive64:
+        start -= zf.sizeEndCentDir64 + zf.sizeEndCentDir64Locator
+    return max(int(start), 0)
+
+
 def walk_zip(
     art: Artifact,
     zf: zipfile.ZipFile,

@@ -643,3 +643,46 @@ def test_k3_a_zip_appended_to_a_pickle_is_scanned_as_zipfile_readers_see_it(tmp_
         assert zf.namelist() == ["data.pkl"]
     verdict, rules = _scan(tmp_path, "bundle.pkl", data)
     assert verdict == "malicious" and "scan.pickle.denied-global" in rules
+
+
+# -- round 11 ---------------------------------------------------------------------------------------
+def test_r11_a_chat_template_building_names_in_block_assignments_is_flagged() -> None:
+    from bastion.scan.gguf_scanner import template_findings
+
+    text = (
+        "{% set g %}_{{''}}_globals_{{''}}_{% endset %}{% set o %}o{{''}}s{% endset %}"
+        "{% set s %}sys{{''}}tem{% endset %}{{ lipsum[g][o][s]('id') }}"
+    )
+    kinds = {kind for kind, _, _ in template_findings(text)}
+    assert "computed-attribute" in kinds
+    ok = "{% set sys %}You are helpful.{% endset %}{{ sys }}"
+    ok += "{% for m in messages %}{{ m['content'] }}{% endfor %}"
+    assert not template_findings(ok)
+
+
+def test_r11_external_data_in_a_function_default_attribute_is_checked(tmp_path: Path) -> None:
+    pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    weight = TensorProto(name="w", data_type=TensorProto.FLOAT, dims=[1])
+    weight.data_location = TensorProto.EXTERNAL
+    weight.external_data.add(key="location", value="../../secret.bin")
+    default = helper.make_attribute("value", weight)
+    body = helper.make_node("Constant", [], ["y"], value=weight)
+    body.attribute[0].ref_attr_name = "value"
+    fn = helper.make_function("local", "F", [], ["y"], [body], [helper.make_opsetid("", 17)], attributes=[])
+    fn.attribute_proto.append(default)
+    graph = helper.make_graph(
+        [helper.make_node("F", [], ["out"], domain="local")],
+        "g",
+        [],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1])],
+    )
+    model = helper.make_model(
+        graph, functions=[fn], opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("local", 1)]
+    )
+    path = tmp_path / "m.onnx"
+    path.write_bytes(model.SerializeToString())
+    res = scan_file(path)
+    assert res.verdict.value == "malicious"
+    assert "scan.onnx.external-data-escape" in [f.rule_id for f in res.findings]

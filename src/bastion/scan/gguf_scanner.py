@@ -236,6 +236,10 @@ def _computed_names(tree: Any, nodes: Any) -> list[tuple[str, Severity, str]]:
         return False
 
     built: set[str] = set()  # variables set from built text ({% set u = 'XX'|replace('X', '_') %})
+    # a block assignment ({% set g %}_{{''}}_globals_{{''}}_{% endset %}) is rendered text
+    for block in tree.find_all(nodes.AssignBlock):
+        if isinstance(block.target, nodes.Name):
+            built.add(block.target.name)
     for _ in range(4):  # a variable may be built from another: a few passes settle it
         for a in tree.find_all(nodes.Assign):
             if isinstance(a.target, nodes.Name) and builds_text(a.node, built):

@@ -216,6 +216,14 @@ class OnnxScanner(Scanner):
                 where = f"function:{f.domain}.{f.name}/node[{i}]"
                 visit_node(node, where)
                 _walk_attributes(node.attribute, where, visit_node, visit_tensor)
+            # default attribute values of the function (a runtime inlines them into its body)
+            _walk_attributes(
+                f.attribute_proto, f"function:{f.domain}.{f.name}/default", visit_node, visit_tensor
+            )
+        for i, info in enumerate(model.training_info):
+            for part in ("initialization", "algorithm"):
+                if info.HasField(part):
+                    _walk_graph(getattr(info, part), f"training_info[{i}].{part}", visit_node, visit_tensor)
         for where, location, why in escapes[:50]:
             out.findings.append(
                 art.finding(

@@ -24,6 +24,7 @@ __all__ = [
     "read_document",
     "unsafe_member_name",
     "walk_zip",
+    "zip_start",
 ]
 
 ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06", b"PK\x07\x08")
@@ -109,6 +110,29 @@ def open_zip(art: Artifact) -> zipfile.ZipFile:
         raise BadZip(str(exc)) from exc
 
 
+def _end_record(stream: IO[bytes]) -> tuple[int, int, bool] | None:
+    """``(prepended bytes, end record offset, zip64)`` as ``zipfile`` reads the end record.
+
+    ``zipfile`` takes the bytes between where the central directory is said to be and where it
+    is for data prepended to the archive; ``None`` when there is no end record.
+    """
+    import zipfile
+
+    zf: Any = zipfile  # its end-record helpers and constants (private, stable since Python 2)
+    try:
+        endrec = zf._EndRecData(stream)
+    except (OSError, ValueError, EOFError):
+        return None
+    if endrec is None:
+        return None
+    location = int(endrec[zf._ECD_LOCATION])
+    zip64 = endrec[zf._ECD_SIGNATURE] == zf.stringEndArchive64
+    prepended = location - endrec[zf._ECD_SIZE] - endrec[zf._ECD_OFFSET]
+    if zip64:
+        prepended -= zf.sizeEndCentDir64 + zf.sizeEndCentDir64Locator
+    return int(prepended), location, zip64
+
+
 def _ambiguous_directory(stream: IO[bytes]) -> str | None:
     """Why readers would find different central directories in this zip, or ``None``.
 
@@ -118,51 +142,31 @@ def _ambiguous_directory(stream: IO[bytes]) -> str | None:
     differ (two central directories, two zip64 records) is not read the same way by everyone.
     """
     import struct
-    import zipfile
 
-    zf: Any = zipfile  # its end-record helpers and constants (private, stable since Python 2)
-    endrec = zf._EndRecData(stream)  # what ZipFile itself read
-    if endrec is None:
+    end = _end_record(stream)
+    if end is None:
         return None
-    size_cd, offset_cd, location = (
-        endrec[zf._ECD_SIZE],
-        endrec[zf._ECD_OFFSET],
-        endrec[zf._ECD_LOCATION],
-    )
-    zip64 = endrec[zf._ECD_SIGNATURE] == zf.stringEndArchive64
-    concat = location - size_cd - offset_cd
+    prepended, location, zip64 = end
     if zip64:
-        concat -= zf.sizeEndCentDir64 + zf.sizeEndCentDir64Locator
-        stream.seek(location - zf.sizeEndCentDir64Locator)
-        locator = stream.read(zf.sizeEndCentDir64Locator)
+        stream.seek(location - 20)  # the zip64 locator (20 bytes) before the end record
+        locator = stream.read(20)
         if len(locator) == 20:
             _, _, record, _ = struct.unpack("<4sLQL", locator)
-            expected = location - zf.sizeEndCentDir64Locator - zf.sizeEndCentDir64
+            expected = location - 20 - 56  # where zipfile reads the 56-byte zip64 end record
             if record != expected:
                 return f"the zip64 locator points at offset {record}, zipfile reads the record at {expected}"
-    if concat:
+    if prepended:
         return (
-            f"the central directory is {concat} bytes away from where the end record says "
+            f"the central directory is {prepended} bytes away from where the end record says "
             "(zipfile and torch.load read different members)"
         )
     return None
 
 
-def _ambiguous_start(stream: IO[bytes]) -> int:
+def zip_start(stream: IO[bytes]) -> int:
     """Where a zip found by its end record at the tail starts (the bytes before it); 0 if none."""
-    import zipfile
-
-    zf: Any = zipfile
-    try:
-        endrec = zf._EndRecData(stream)
-    except (OSError, ValueError, EOFError):
-        return 0
-    if endrec is None:
-        return 0
-    start = endrec[zf._ECD_LOCATION] - endrec[zf._ECD_SIZE] - endrec[zf._ECD_OFFSET]
-    if endrec[zf._ECD_SIGNATURE] == zf.stringEndArchive64:
-        start -= zf.sizeEndCentDir64 + zf.sizeEndCentDir64Locator
-    return max(int(start), 0)
+    end = _end_record(stream)
+    return max(end[0], 0) if end is not None else 0
 
 
 def walk_zip(

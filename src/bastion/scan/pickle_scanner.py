@@ -245,7 +245,8 @@ def analyse_pickle(
                 # The emulator stopped early; a loader that reads the stream differently may go
                 # on. A denied global spelt out as protocol 0/1 writes it (``GLOBAL``/``INST``)
                 # anywhere in the bytes keeps the file from being "not a pickle".
-                raw = _raw_denied_globals(art, max(start, res.error_offset or start), rule_prefix)
+                at = max(start, res.error_offset or start)
+                raw = _raw_denied_globals(art, _bytes_from(art, at), at)
                 if raw is None:
                     return Outcome.skip(f"does not parse as a complete pickle stream ({res.error})"), res
         judge_result(art, res, out, rule_prefix=rule_prefix)
@@ -307,7 +308,6 @@ def analyse_pickle(
     return out, res
 
 
-#: Protocol 0/1 ``GLOBAL`` (``c``) and ``INST`` (``i``): ``module\\nname\\n`` after the opcode.
 #: The attribute line of a protocol 0/1 ``GLOBAL``/``INST`` (the module line and opcode precede
 #: it): searched from its newline, so text without such lines costs one pass in C. Deny-listed
 #: modules and attributes are short: 64 characters bound the work at each match.
@@ -351,27 +351,27 @@ def _framed_strings(data: bytes) -> list[tuple[int, str]]:
     return out
 
 
-def _raw_denied_globals(
-    art: Artifact, start: int, rule_prefix: str, *, confirm: bool = True
-) -> PickleResult | None:
-    r"""Denied globals spelt out in ``art`` from ``start`` and used from there, by byte search.
+def _bytes_from(art: Artifact, start: int) -> bytes:
+    """Up to :data:`MAX_RAW_SEARCH` bytes of ``art`` from ``start`` (for the byte searches)."""
+    art.stream.seek(start)
+    return art.stream.read(MAX_RAW_SEARCH)
 
-        For a stream the emulator could not parse (a differential between it and a loader), from
-        the opcode it stopped at (the bytes before were read as the unpickler reads them): the
-        protocol 0/1 forms (``GLOBAL``/``INST`` lines) and, for ``STACK_GLOBAL``, two string
-        arguments close together (a module name, then an attribute within :data:`_PAIR_WINDOW`
-        strings). A candidate counts only when a stream emulated from it reaches a call of it
-        (``cos
-    system
-    (S'id'
-    tR``): in text, ``tacos
-    burrito`` names ``os.burrito`` but calls
-        nothing (``confirm=False``: every spelt-out one counts). Returns the denied ones as a
+
+def _raw_denied_globals(
+    art: Artifact, data: bytes, start: int, *, confirm: bool = True
+) -> PickleResult | None:
+    r"""Denied globals spelt out in ``data`` (``art``'s bytes from ``start``) and used there.
+
+    For a stream the emulator could not parse (a differential between it and a loader), from
+    the opcode it stopped at (the bytes before were read as the unpickler reads them): the
+    protocol 0/1 forms (``GLOBAL``/``INST`` lines) and, for ``STACK_GLOBAL``, two string
+    arguments close together (a module name, then an attribute within :data:`_PAIR_WINDOW`
+    strings). A candidate counts only when a stream emulated from it reaches a call of it
+    (``cos\nsystem\n(S'id'\ntR``): in text, ``tacos\nburrito`` names ``os.burrito`` but calls
+    nothing (``confirm=False``: every spelt-out one counts). Returns the denied ones as a
     :class:`PickleResult` to judge, or ``None``.
     """
     policy = art.ctx.policy
-    art.stream.seek(start)
-    data = art.stream.read(MAX_RAW_SEARCH)
     found = PickleResult(start=start, error="found by a byte search of an unparsed stream")
     candidates: list[tuple[int, str, str, str]] = []
     for k, m in enumerate(_NAME_LINE.finditer(data)):
@@ -416,12 +416,11 @@ def _judge_later_streams(art: Artifact, start: int, out: Outcome, rule_prefix: s
     """
     # after a pickle, in bytes a loader reads as it likes: a spelt-out deny-listed global counts
     # without a confirming emulation unless ``confirm`` (its arguments may come from the memo)
-    raw = _raw_denied_globals(art, start, rule_prefix, confirm=confirm)
+    data = _bytes_from(art, start)
+    raw = _raw_denied_globals(art, data, start, confirm=confirm)
     if raw is not None:
         judge_result(art, raw, out, rule_prefix=rule_prefix, include_unknown=False)
     _scan_appended_zip(art, out)
-    art.stream.seek(start)
-    data = art.stream.read(MAX_RAW_SEARCH)
     for k, m in enumerate(_PROTO_HEADER.finditer(data)):
         if k >= _MAX_CANDIDATES or art.ctx.timed_out():
             break
@@ -440,19 +439,17 @@ def _scan_appended_zip(art: Artifact, out: Outcome) -> None:
     """
     import zipfile
 
-    from bastion.scan._zip import _ambiguous_start
+    from bastion.scan._zip import zip_start
 
-    start = _ambiguous_start(art.stream)
+    start = zip_start(art.stream)
     if not start:
         return
     art.stream.seek(start)
+    data = art.stream.read()
     try:
-        zipfile.ZipFile(art.stream)  # readable from there?
+        zipfile.ZipFile(io.BytesIO(data)).close()  # a readable zip from there?
     except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError, KeyError):
         return
-    size = (art.size or 0) - start
-    art.stream.seek(start)
-    data = art.stream.read(size)
     child = art.child(art.name, io.BytesIO(data), len(data), label=f"<zip appended at {start}>")
     out.absorb(art.ctx.scan(child), member=child.member)
 

@@ -713,8 +713,10 @@ _CONSUMERS = frozenset(
     }
 )
 #: Bytes an item of ``array.array(typecode, ...)``.
-_ARRAY_ITEM = {"b": 1, "B": 1, "u": 4, "w": 4, "h": 2, "H": 2, "i": 4, "I": 4, "l": 8, "L": 8, "q": 8, "Q": 8}
-_ARRAY_ITEM.update({"f": 4, "d": 8})
+_ARRAY_ITEM = {
+    "b": 1, "B": 1, "u": 4, "w": 4, "h": 2, "H": 2, "i": 4, "I": 4,
+    "l": 8, "L": 8, "q": 8, "Q": 8, "f": 4, "d": 8,
+}  # fmt: skip
 #: Bytes an element of torch's typed storage and tensor classes, by name prefix.
 _TORCH_ITEM = (
     ("ComplexDouble", 16),
@@ -1308,7 +1310,7 @@ class _VM:
                         f"{self.op_name} {ref.qualname}{preview(args, 80)} asks for about "
                         f"{size / 2**30:,.0f} GiB when the file is loaded",
                     )
-            if func.qualname in ("builtins.bytearray", "builtins.bytes", "__builtin__.bytearray"):
+            if where in ("builtins.bytearray", "builtins.bytes", "__builtin__.bytearray"):
                 if isinstance(args, tuple) and len(args) == 1 and isinstance(args[0], (bytes, bytearray)):
                     obj.value = bytes(args[0])
                 elif isinstance(args, tuple) and len(args) == 2 and isinstance(args[0], str):

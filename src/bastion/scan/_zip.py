@@ -64,12 +64,15 @@ def read_document(art: Artifact, zf: zipfile.ZipFile, info: zipfile.ZipInfo, out
 
 
 def is_folder(info: zipfile.ZipInfo) -> bool:
-    """Whether a member is a folder entry (its name ends with ``/``), as ``ZipInfo.is_dir()`` says.
+    """Whether a member is a folder entry: its name ends with ``/`` and it holds no data.
 
-    ``ZipInfo.is_dir()`` raises ``IndexError`` on a member with an empty name (a crafted
-    archive; found by fuzzing); such a member is a file here, scanned like any other.
+    ``ZipInfo.is_dir()`` looks at the name only, but ``zipfile`` reads a ``w/`` member's data
+    like any other and numpy's ``NpzFile`` lists it as the key ``'w/'`` (``np.load`` then
+    unpickles it): a member with a declared size is scanned whatever its name. ``is_dir()``
+    also raises ``IndexError`` on a member with an empty name (a crafted archive; found by
+    fuzzing); such a member is a file here, scanned like any other.
     """
-    return info.filename.endswith("/")
+    return info.filename.endswith("/") and info.file_size == 0
 
 
 def unsafe_member_name(name: str) -> str | None:

@@ -16,12 +16,12 @@ from typing import IO, TYPE_CHECKING, ClassVar, Protocol
 from bastion.core.registry import register
 from bastion.core.severity import Severity
 from bastion.scan._zip import ZIP_MAGICS, BadZip, open_zip, unsafe_member_name, walk_zip
-from bastion.scan.base import Artifact, BombError, Outcome, ScanContext, Scanner
+from bastion.scan.base import Artifact, BombError, Outcome, ScanContext, Scanner, is_model_name
 
 if TYPE_CHECKING:  # the compression and tar modules load when such a file is met (~8 ms otherwise)
     import tarfile
 
-__all__ = ["ArchiveScanner", "decompress_into"]
+__all__ = ["ArchiveScanner", "TrailingData", "decompress_into"]
 
 GZIP_MAGIC = b"\x1f\x8b"
 XZ_MAGIC = b"\xfd7zXZ\x00"
@@ -67,6 +67,11 @@ def scan_tar(art: Artifact) -> Outcome:
     return ArchiveScanner()._tar(art)
 
 
+def scan_zip(art: Artifact) -> Outcome:
+    """Scan ``art`` as a zip archive (each member by its magic), as ``zipfile`` reads it."""
+    return ArchiveScanner()._zip(art)
+
+
 def _strip_suffix(name: str, suffixes: tuple[str, ...]) -> str:
     low = name.lower()
     for s in suffixes:
@@ -80,7 +85,7 @@ class _Readable(Protocol):
 
 
 def decompress_into(
-    ctx: ScanContext, stream: IO[bytes], kind: str, *, compressed_size: int | None
+    ctx: ScanContext, stream: IO[bytes], kind: str, *, compressed_size: int | None, whole: bool = False
 ) -> tuple[IO[bytes], int]:
     """Decompress ``stream`` from its current position into a spooled file, within the limits.
 
@@ -89,6 +94,10 @@ def decompress_into(
         stream: the compressed bytes.
         kind: ``gzip``, ``bz2``, ``xz``, ``lzma`` (lzma-alone) or ``zlib``.
         compressed_size: compressed length for the ratio check (``None``: no ratio check).
+        whole: ``zlib`` only: the stream must end where the file ends (joblib's zlib reader
+            feeds bytes after the end of the stream back to the finished decompressor, which
+            keeps them and hands them back doubled: ``joblib.load`` loops, its memory growing
+            without bound).
 
     Returns:
         ``(spooled file at position 0, decompressed length)``.
@@ -108,30 +117,39 @@ def decompress_into(
         import bz2
 
         src = bz2.BZ2File(stream, mode="rb")
-    elif kind == "xz":
-        src = lzma.LZMAFile(stream, mode="rb", format=lzma.FORMAT_XZ)  # noqa: SIM115
-    elif kind == "lzma":
-        src = lzma.LZMAFile(stream, mode="rb", format=lzma.FORMAT_ALONE)  # noqa: SIM115
+    elif kind in ("xz", "lzma"):
+        # FORMAT_AUTO, as joblib and lzma.open read them: concatenated streams of either kind
+        # (an xz stream then an lzma-alone one); a fixed format would drop the other kind's
+        # streams as trailing garbage, and with them what the loader unpickles
+        src = lzma.LZMAFile(stream, mode="rb")  # noqa: SIM115
     elif kind == "zlib":
-        src = _ZlibReader(stream)
+        src = _ZlibReader(stream, whole=whole)
     else:  # pragma: no cover - callers pass known kinds
         raise ValueError(f"unknown compression {kind!r}")
     try:
         return ctx.spool(src, what=f"{kind} stream", compressed_size=compressed_size)
-    except BombError:
+    except (BombError, TrailingData):
         raise
     except (OSError, EOFError, zlib.error, lzma.LZMAError, ValueError) as exc:
         raise ValueError(f"corrupt or truncated {kind} stream: {exc}") from exc
 
 
-class _ZlibReader:
-    """A file-like ``read`` over a raw zlib stream (joblib's default compressor)."""
+class TrailingData(ValueError):
+    """A zlib stream read with ``whole=True`` is followed by more bytes."""
 
-    def __init__(self, fh: IO[bytes]) -> None:
+
+class _ZlibReader:
+    """A file-like ``read`` over a raw zlib stream (joblib's default compressor).
+
+    ``whole``: bytes after the end of the stream raise ``ValueError`` (see :func:`decompress_into`).
+    """
+
+    def __init__(self, fh: IO[bytes], *, whole: bool = False) -> None:
         self._fh = fh
         self._d = zlib.decompressobj()
         self._tail = b""
         self._done = False
+        self._whole = whole
 
     def read(self, n: int = -1) -> bytes:
         n = n if n and n > 0 else 1 << 20
@@ -149,6 +167,11 @@ class _ZlibReader:
             self._tail = self._d.unconsumed_tail
             if self._d.eof:
                 self._done = True
+                if self._whole and (self._d.unused_data or self._fh.read(1)):
+                    raise TrailingData(
+                        "data after the end of the zlib stream (joblib.load loops on it, its memory "
+                        "growing without bound)"
+                    )
             if out:
                 return out
         return b""
@@ -217,6 +240,11 @@ class ArchiveScanner(Scanner):
             inner_name = _strip_suffix(art.name, suffixes)
         with data:
             sub = art.ctx.scan(art.child(inner_name, data, length, label=f"{kind}:{inner_name}"))
+        if sub.skipped is not None and not sub.findings and not sub.errors:
+            # ``model.joblib`` or ``model.pkl.xz`` holding no model: what does its loader read?
+            stripped = not inner_name.endswith(".decompressed")
+            if is_model_name(inner_name if stripped else art.name) and not inner_name.endswith(".tar"):
+                return Outcome.error(kind, f"{kind} content is not a model file ({sub.skipped})")
         return _wrap(kind, sub)
 
     def _zip(self, art: Artifact) -> Outcome:
@@ -241,28 +269,26 @@ class ArchiveScanner(Scanner):
             return Outcome.error("tar", f"corrupt tar archive: {exc}")
         with tf:
             count = 0
+            links: dict[str, str] = {}  # where each symlink member lands -> its target
             try:
                 for member in tf:
                     count += 1
                     if count > ctx.limits.max_members:
                         raise BombError(f"tar archive with more than {ctx.limits.max_members} members")
-                    self._tar_member(art, tf, member, out)
+                    self._tar_member(art, tf, member, out, links)
             except (tarfile.TarError, OSError, EOFError, ValueError) as exc:
                 out.errors.append(f"corrupt tar archive: {exc}")
             except BombError as exc:  # a limit: stop here, keeping what the members before it showed
                 out.errors.append(str(exc))
         return _container_result(out, "tar")
 
-    def _tar_member(self, art: Artifact, tf: tarfile.TarFile, m: tarfile.TarInfo, out: Outcome) -> None:
-        why = unsafe_member_name(m.name)
-        if m.issym() or m.islnk():
-            target = m.linkname
-            if m.issym() and "/" in m.name and not target.startswith("/"):
-                target = m.name.rsplit("/", 1)[0] + "/" + target
-            link_why = unsafe_member_name(_normalise(target))
-            if link_why:
-                why = why or f"link to {m.linkname!r} ({link_why})"
-        elif m.isdev() or m.isfifo():
+    def _tar_member(
+        self, art: Artifact, tf: tarfile.TarFile, m: tarfile.TarInfo, out: Outcome, links: dict[str, str]
+    ) -> None:
+        import tarfile
+
+        why = unsafe_member_name(m.name) or _escapes(m, links)
+        if m.isdev() or m.isfifo():
             why = why or "device or FIFO member"
         if why:
             out.findings.append(
@@ -276,31 +302,80 @@ class ArchiveScanner(Scanner):
                     references=("https://docs.python.org/3/library/tarfile.html#tarfile-extraction-filter",),
                 )
             )
-        if not m.isfile():
+        # tarfile reads and extracts a member of a type it does not know as a regular file
+        # (``extractfile``, ``extract``: torch's legacy tar loader uses both): scan its data too
+        if not (m.isreg() or m.type not in tarfile.SUPPORTED_TYPES):
             return
         art.ctx.charge(m.size, what=f"member {m.name!r}")
         fh = tf.extractfile(m)
-        if fh is None:  # pragma: no cover - isfile() members always have data
+        if fh is None:  # pragma: no cover - regular and unknown-type members always have data
             return
         with fh:
             out.absorb(art.ctx.scan(art.child(m.name, fh, m.size)))
 
 
-def _normalise(path: str) -> str:
-    """Collapse ``a/./b`` and ``a/x/../b`` without touching the file system."""
-    parts: list[str] = []
-    absolute = path.startswith("/")
-    for p in path.split("/"):
+#: Links followed at most while resolving one member path (a cycle, or a chain this long, escapes).
+MAX_LINK_HOPS = 64
+
+
+def _resolve(path: str, links: dict[str, str]) -> str | None:
+    """Where ``path`` lands under the extraction folder, following the symlinks extracted before it.
+
+    ``links`` maps each symlink member's landing place (relative, normalised) to its target.
+    The operating system follows a symlink in every component of a path it creates, the last
+    one included (``open(path, "wb")`` writes through a link), so ``a -> .`` then
+    ``a/a/b -> ../..`` puts ``b`` at the folder's root, pointing two levels above it.
+
+    Returns:
+        The normalised relative landing place, or ``None`` when the path leaves the folder (an
+        absolute link target, ``..`` above the root, or more than :data:`MAX_LINK_HOPS` links).
+    """
+    todo = path.split("/")[::-1]  # a stack: the next component last
+    out: list[str] = []
+    hops = 0
+    while todo:
+        p = todo.pop()
         if p in ("", "."):
             continue
         if p == "..":
-            if parts and parts[-1] != "..":
-                parts.pop()
-            else:
-                parts.append("..")
+            if not out:
+                return None
+            out.pop()
             continue
-        parts.append(p)
-    return ("/" if absolute else "") + "/".join(parts)
+        out.append(p)
+        target = links.get("/".join(out))
+        if target is None:
+            continue
+        hops += 1
+        if hops > MAX_LINK_HOPS or target.startswith("/") or len(todo) > 4096:
+            return None
+        out.pop()  # the link's target replaces it, relative to the folder holding it
+        todo.extend(target.split("/")[::-1])
+    return "/".join(out)
+
+
+def _escapes(m: tarfile.TarInfo, links: dict[str, str]) -> str | None:
+    """Why extracting ``m`` after the members before it writes or points outside the folder.
+
+    A symlink lands where its folder resolves to (records it in ``links``) and must point
+    inside; a hard link's target is a path from the root (``tarfile`` links to
+    ``os.path.join(folder, linkname)``); any other member must land inside, following links.
+    """
+    if m.issym():
+        parent, _, base = m.name.rstrip("/").rpartition("/")
+        where = _resolve(parent, links)
+        if where is None:
+            return "its folder is reached through a link that leaves the extraction folder"
+        here = f"{where}/{base}" if where else base
+        links[here] = m.linkname
+        if m.linkname.startswith("/") or _resolve(f"{where}/{m.linkname}", links) is None:
+            return f"link to {m.linkname!r} (leaves the extraction folder from {here!r})"
+        return None
+    if m.islnk() and (m.linkname.startswith("/") or _resolve(m.linkname, links) is None):
+        return f"link to {m.linkname!r} (leaves the extraction folder)"
+    if _resolve(m.name, links) is None:
+        return "its path goes through a link that leaves the extraction folder"
+    return None
 
 
 def _container_result(out: Outcome, kind: str) -> Outcome:

@@ -14,7 +14,7 @@ import os
 import re
 import time
 from collections.abc import Iterable
-from typing import IO, TYPE_CHECKING, Any, ClassVar, NamedTuple, Protocol
+from typing import IO, TYPE_CHECKING, Any, ClassVar, NamedTuple, Protocol, cast
 
 from bastion.core import atlas
 from bastion.core._log import get_logger
@@ -374,6 +374,41 @@ class Artifact(PlainRecord):
         )
 
 
+class _ZipMagicFirst:
+    """A read-only view of a stream whose first four bytes read as a zip's local-header magic.
+
+    For a zip written into another file with offsets that count that file's bytes
+    (``ZipFile(path, "a")`` on a non-zip): ``zipfile`` reads it from its end record and never
+    looks at offset 0, so the view is the archive ``zipfile`` reads, and the scanners that pick
+    a zip by its magic and the file's name (``.skops``, ``.keras``) see one.
+    """
+
+    MAGIC = b"PK\x03\x04"
+
+    def __init__(self, fh: IO[bytes]) -> None:
+        self._fh = fh
+
+    def read(self, n: int = -1, /) -> bytes:
+        at = self._fh.tell()
+        data = self._fh.read(n)
+        if at < 4 and data:
+            k = min(4 - at, len(data))
+            data = self.MAGIC[at : at + k] + data[k:]
+        return data
+
+    def seek(self, offset: int, whence: int = 0, /) -> int:
+        return self._fh.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._fh.tell()
+
+    def seekable(self) -> bool:
+        return True
+
+    def readable(self) -> bool:
+        return True
+
+
 class ScanContext:
     """Policy, limits and scanner dispatch for one top-level file.
 
@@ -489,6 +524,58 @@ class ScanContext:
         out.absorb(scan_tar(art), member="<as a tar archive>")
         return out
 
+    def _also_as_zip(self, art: Artifact, head: bytes, out: Outcome) -> Outcome:
+        """``out``, plus the zip archive at the tail of a file that is not a zip from its start.
+
+        ``zipfile`` finds an archive by the end record at the file's tail, whatever comes
+        before it: ``skops.io.load``, Keras (``zipfile.is_zipfile``) and any ``ZipFile(path)``
+        read an HDF5, GGUF, safetensors, ``.npy``, ONNX or pickle file with a zip appended as
+        that zip. Such a file is a polyglot (``scan.archive.appended-zip``, medium) and its zip
+        is scanned under the file's own name, so the scanners that go by name (``.skops``,
+        ``.keras``) judge it as its loader would. The first check costs one read of the tail.
+        """
+        zip_first = head.startswith((b"PK\x03\x04", b"PK\x05\x06", b"PK\x07\x08"))
+        if zip_first or art.size is None or art.size < 22:
+            return out
+        tail = min(art.size, 65536 + 22)  # where zipfile looks for the end record
+        art.stream.seek(art.size - tail)
+        if b"PK\x05\x06" not in art.stream.read(tail):
+            return out
+        import zipfile
+
+        from bastion.scan._zip import zip_start
+
+        start = zip_start(art.stream)
+        try:
+            art.stream.seek(0)
+            zipfile.ZipFile(art.stream).close()  # does zipfile read an archive there?
+        except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError, KeyError):
+            return out
+        label = f"<zip appended at {start}>"
+        out.findings.append(
+            art.finding(
+                "scan.archive.appended-zip",
+                Severity.MEDIUM,
+                f"File is also a zip archive (from offset {start}), read as one by zipfile-based loaders",
+                offset=start,
+                evidence={"zip_offset": start},
+                remediation="skops.io, Keras and zipfile read the appended archive, not the file's "
+                "own format; rebuild the file from a trusted source.",
+                references=("https://docs.python.org/3/library/zipfile.html",),
+            )
+        )
+        if start > 0:  # an archive appended as it was: scanned from its start, by name
+            art.stream.seek(start)
+            data, length = self.spool(art.stream, what="appended zip archive")
+            with data:
+                child = art.child(art.name, data, length, label=label)
+                out.absorb(self.scan(child), member=child.member)
+        else:  # offsets written for the whole file (``ZipFile(path, "a")``): the whole file, as a zip
+            view = cast("IO[bytes]", _ZipMagicFirst(art.stream))
+            whole = art.child(art.name, view, art.size, label=label)
+            out.absorb(self._dispatch(whole, _ZipMagicFirst.MAGIC + head[4:], polyglots=False) or Outcome())
+        return out
+
     def scan(self, art: Artifact) -> Outcome:
         """Scan one artifact with the first scanner whose sniff accepts it.
 
@@ -502,6 +589,24 @@ class ScanContext:
             head = art.head(1024)
         except OSError as exc:
             return Outcome.error(None, f"unreadable: {exc}")
+        found = self._dispatch(art, head, polyglots=True)
+        if found is not None:
+            return found
+        try:  # no format of its own, but perhaps a zip archive at its tail
+            appended = self._also_as_zip(art, head, Outcome())
+        except BombError as exc:
+            return Outcome.error("zip", str(exc))
+        if appended.findings or appended.errors:
+            return appended
+        if is_model_name(art.name):
+            return Outcome.error(None, "unsupported or unrecognised model format")
+        return Outcome.skip("not a model file (no model magic bytes, no model file name)")
+
+    def _dispatch(self, art: Artifact, head: bytes, *, polyglots: bool) -> Outcome | None:
+        """The outcome of the first scanner whose sniff accepts ``head``; ``None`` if none does.
+
+        ``polyglots``: also scan the artifact as the tar and zip archives it may be as well.
+        """
         for scanner in self.scanners:
             try:
                 ok = (
@@ -514,7 +619,9 @@ class ScanContext:
                 continue
             try:
                 art.stream.seek(0)
-                return self._also_as_tar(art, head, scanner, scanner.scan(art))
+                if not polyglots:
+                    return scanner.scan(art)
+                return self._also_as_zip(art, head, self._also_as_tar(art, head, scanner, scanner.scan(art)))
             except NotThisFormat:
                 continue
             except BombError as exc:
@@ -527,6 +634,4 @@ class ScanContext:
                     scanner.formats[0] if scanner.formats else None,
                     f"internal scanner error in {scanner.id}: {type(exc).__name__}: {exc}",
                 )
-        if is_model_name(art.name):
-            return Outcome.error(None, "unsupported or unrecognised model format")
-        return Outcome.skip("not a model file (no model magic bytes, no model file name)")
+        return None

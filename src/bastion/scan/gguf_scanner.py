@@ -58,6 +58,22 @@ _GGML = {
     30: (1, 2),
 }
 
+#: Attributes that lead from a value to the interpreter's internals: those Jinja2's sandbox refuses
+#: (``jinja2.sandbox``: functions, methods, generators, coroutines, async generators), frames,
+#: tracebacks and code objects (``gen.gi_frame.f_globals`` reaches a module's globals). Any name
+#: starting with ``_`` is refused too. Chat templates never need them.
+UNSAFE_ATTRIBUTES = frozenset(
+    {
+        "func_closure", "func_code", "func_dict", "func_defaults", "func_globals",
+        "im_class", "im_func", "im_self",
+        "gi_frame", "gi_code", "gi_yieldfrom", "cr_frame", "cr_code", "cr_await",
+        "ag_frame", "ag_code", "ag_await",
+        "f_globals", "f_locals", "f_builtins", "f_back", "f_code", "tb_frame", "tb_next",
+        "co_code", "co_consts",
+        "mro",
+    }
+)  # fmt: skip
+
 #: Chat-template constructs that reach Python objects from a Jinja2 template (sandbox escapes).
 TEMPLATE_PATTERNS: tuple[tuple[str, str, Severity], ...] = (
     (
@@ -67,7 +83,12 @@ TEMPLATE_PATTERNS: tuple[tuple[str, str, Severity], ...] = (
         Severity.HIGH,
     ),
     ("import", r"\bimport\b|\bimportlib\b|\b__import__\b", Severity.HIGH),
-    ("os-access", r"\bos\s*\.\s*\w|\bsubprocess\b|\bpopen\b|\bsystem\s*\(|\bposix\b", Severity.HIGH),
+    (
+        "os-access",
+        r"(?<![A-Za-z0-9])_*os\s*\.\s*\w|\bsubprocess\b|\bpopen\b|\bsystem\s*\(|\bposix\b"
+        r"|\bspawn[lv]p?e?\b|\bexec[lv]p?e?\b|\bfork\s*\(|\bf_globals\b|\bgi_frame\b",
+        Severity.HIGH,
+    ),
     ("code-exec", r"\beval\s*\(|\bexec\s*\(|\bcompile\s*\(", Severity.HIGH),
     ("file-access", r"\bopen\s*\(|\bread_text\b|\bwrite_text\b", Severity.HIGH),
     ("template-internals", r"\b(lipsum|cycler|joiner|namespace|self)\s*\.\s*_", Severity.HIGH),
@@ -245,6 +266,10 @@ def _computed_names(tree: Any, nodes: Any) -> list[tuple[str, Severity, str]]:
             if isinstance(a.target, nodes.Name) and builds_text(a.node, built):
                 built.add(a.target.name)
     hits: list[tuple[str, Severity, str]] = []
+    for node in tree.find_all(nodes.Getattr):  # ``x._os``, ``gen.gi_frame.f_globals``
+        if node.attr.startswith("_") or node.attr in UNSAFE_ATTRIBUTES:
+            hits.append(("unsafe-attribute", Severity.HIGH, f"line {node.lineno}: .{node.attr}"))
+            break
     for node in tree.find_all((nodes.Getitem, nodes.Filter)):
         if isinstance(node, nodes.Getitem):
             key = node.arg

@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import IO, ClassVar
 
 from bastion.core.registry import register
-from bastion.scan.archive_scanner import decompress_into
+from bastion.scan.archive_scanner import TrailingData, decompress_into
 from bastion.scan.base import Artifact, NotThisFormat, Outcome, Scanner, is_model_name
 
 __all__ = ["JoblibScanner"]
@@ -33,7 +33,8 @@ def _is_zlib(head: bytes) -> bool:
 
 
 def _is_zfile(head: bytes) -> bool:
-    return head[:4] == b"ZF0x"
+    """Whether joblib reads the file in its old format: it starts with ``ZF`` (``_detect_compressor``)."""
+    return head[:2] == ZFILE_PREFIX
 
 
 @register("scanner")
@@ -54,7 +55,7 @@ class JoblibScanner(Scanner):
 
     @classmethod
     def sniff(cls, head: bytes, name: str) -> bool:
-        """A zlib header, an lzma-alone header, joblib's ``ZF0x`` prefix, or the lz4 frame magic."""
+        """A zlib header, an lzma-alone header, joblib's ``ZF`` prefix, or the lz4 frame magic."""
         return (
             _is_zlib(head)
             or _is_zfile(head)
@@ -79,7 +80,11 @@ class JoblibScanner(Scanner):
         kind = "zlib" if _is_zlib(head) else "lzma"
         try:
             artifact.stream.seek(0)
-            data, length = decompress_into(artifact.ctx, artifact.stream, kind, compressed_size=artifact.size)
+            data, length = decompress_into(
+                artifact.ctx, artifact.stream, kind, compressed_size=artifact.size, whole=kind == "zlib"
+            )
+        except TrailingData as exc:  # a whole zlib stream and more: no coincidence, whatever the name
+            return Outcome.error(kind, str(exc))
         except ValueError as exc:
             if is_model_name(artifact.name):
                 return Outcome.error(kind, str(exc))
@@ -87,10 +92,21 @@ class JoblibScanner(Scanner):
         return self._inner(artifact, kind, data, length)
 
     def _zfile(self, art: Artifact, head: bytes) -> Outcome:
+        """Scan joblib's pre-0.10 format.
+
+        ``ZF``, the length in hex (read as ``int(field, 16)`` reads it: ``0x``/``0X`` or none,
+        blanks, ``_``), an optional blank, one zlib stream.
+
+        Raises:
+            NotThisFormat: the length field does not parse and the name is not a model's (a
+                file that merely starts with ``ZF``; joblib fails on it too).
+        """
         try:
-            int(head[2:_ZF_HEADER].strip(), 16)
-        except ValueError:
-            return Outcome.error("joblib-zfile", "malformed joblib ZF header")
+            int(head[2:_ZF_HEADER], 16)
+        except ValueError as exc:
+            if is_model_name(art.name):
+                return Outcome.error("joblib-zfile", "malformed joblib ZF header")
+            raise NotThisFormat from exc
         body = _ZF_HEADER + (1 if head[_ZF_HEADER : _ZF_HEADER + 1] == b" " else 0)
         try:
             art.stream.seek(body)

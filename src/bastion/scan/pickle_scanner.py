@@ -420,7 +420,6 @@ def _judge_later_streams(art: Artifact, start: int, out: Outcome, rule_prefix: s
     raw = _raw_denied_globals(art, data, start, confirm=confirm)
     if raw is not None:
         judge_result(art, raw, out, rule_prefix=rule_prefix, include_unknown=False)
-    _scan_appended_zip(art, out)
     for k, m in enumerate(_PROTO_HEADER.finditer(data)):
         if k >= _MAX_CANDIDATES or art.ctx.timed_out():
             break
@@ -428,30 +427,6 @@ def _judge_later_streams(art: Artifact, start: int, out: Outcome, rule_prefix: s
         res = emulate(io.BytesIO(piece), start=start + m.start(), max_value=1 << 20)
         if res.globals:
             judge_result(art, res, out, rule_prefix=rule_prefix, include_unknown=False)
-
-
-def _scan_appended_zip(art: Artifact, out: Outcome) -> None:
-    """Scan a zip appended after a pickle as the loaders built on ``zipfile`` read it.
-
-    ``zipfile`` finds an archive by its end record at the file's tail and takes the bytes before
-    it for prepended data: ``skops.io.load`` or Keras read a ``model.skops`` that begins with a
-    harmless pickle as the zip behind it. That zip is dispatched as a member (same name).
-    """
-    import zipfile
-
-    from bastion.scan._zip import zip_start
-
-    start = zip_start(art.stream)
-    if not start:
-        return
-    art.stream.seek(start)
-    data = art.stream.read()
-    try:
-        zipfile.ZipFile(io.BytesIO(data)).close()  # a readable zip from there?
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError, KeyError):
-        return
-    child = art.child(art.name, io.BytesIO(data), len(data), label=f"<zip appended at {start}>")
-    out.absorb(art.ctx.scan(child), member=child.member)
 
 
 #: A pickle's ``PROTO`` opcode for protocols 2-5.

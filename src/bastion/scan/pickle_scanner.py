@@ -44,6 +44,8 @@ _ANOMALY = {
     "argument-walk-limit": (Severity.MEDIUM, "Pickle arguments too large to check"),
     "compute-bomb": (Severity.MEDIUM, "Pickle asks for a huge computation when loaded"),
     "codec-call": (Severity.MEDIUM, "Pickle calls a text codec other than latin1"),
+    "argument-list": (Severity.MEDIUM, "Pickle calls with arguments that are not a tuple"),
+    "dtype-flags": (Severity.HIGH, "Pickle builds a numpy dtype whose flags contradict its fields"),
 }
 _DOS = ("https://atlas.mitre.org/techniques/AML.T0029",)
 _ANOMALY_REFS = {"allocation-bomb": _DOS, "compute-bomb": _DOS, "codec-call": _DOS}
@@ -439,7 +441,8 @@ _CONFIRM_BYTES = 1 << 16
 
 def _called_from(data: bytes, offset: int, module: str, name: str) -> bool:
     """Whether a stream emulated from ``data[offset:]`` calls (or hands over) ``module.name``."""
-    res = emulate(io.BytesIO(data[offset : offset + _CONFIRM_BYTES]), max_value=1 << 20)
+    # the stream's memo was filled before the candidate: a GET of it is a value, not a failure
+    res = emulate(io.BytesIO(data[offset : offset + _CONFIRM_BYTES]), max_value=1 << 20, lenient_memo=True)
     return any(
         ref.module == module and ref.name == name and (ref.ncalls or ref.npassed) for ref in res.globals
     )

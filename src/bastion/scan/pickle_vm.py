@@ -90,6 +90,17 @@ _ATTRIBUTE = re.compile(r"[A-Za-z_]\w*")
 _IDENTITY_FUNCS = frozenset({"torch.jit._pickle.restore_type_tag"})
 _DTYPE_NAMES = frozenset({"numpy.dtype", "numpy.core.multiarray.dtype", "numpy._core.multiarray.dtype"})
 _CODECS_ENCODE = frozenset({"_codecs.encode", "codecs.encode"})
+#: Constructors that encode or decode text with a codec named by their second argument.
+_TEXT_CODEC_CALLS = frozenset(
+    {
+        "builtins.bytes", "builtins.bytearray", "builtins.str", "__builtin__.bytes", "__builtin__.bytearray",
+        "__builtin__.str", "__builtin__.unicode", "numpy.str_", "numpy.bytes_", "numpy.unicode_",
+    }
+)  # fmt: skip
+#: Codecs that take linear time (what picklers and numpy write).
+_LINEAR_CODECS = frozenset(
+    {"latin1", "latin-1", "iso-8859-1", "iso8859-1", "utf-8", "utf8", "ascii", "us-ascii"}
+)
 #: Number types built from text or a ``(sign, digits, exponent)`` tuple; past
 #: :data:`MAX_EXPONENT`, building (``Fraction('1e999999999')`` computes ``10**999999999``) or
 #: converting (``int(Decimal('1e1000000'))``) the value takes minutes to hours.
@@ -962,18 +973,26 @@ _C_FLOAT_LINE = re.compile(rb"[+-]?(?:(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|inf|i
 
 
 def _text_float(line: bytes) -> float:
-    """The value CPython's unpickler gives a protocol-0 ``FLOAT`` line (up to a NUL, as it reads).
+    """The value a protocol-0 ``FLOAT`` line has for CPython's C unpickler or its Python one.
+
+    The C unpickler (``pickle.load``) reads up to a NUL with ``PyOS_string_to_double``: no
+    blanks, no underscores, an overflow fails. The Python one (``pickle._Unpickler``, which
+    ``joblib.load`` subclasses) calls ``float(line)``: blanks, ``1_5`` and ``1e999`` (inf) pass.
+    A line either accepts is read (the C value when both do): a stream one loader refuses runs
+    in the other.
 
     Raises:
-        ValueError: the unpickler rejects the line too (an overflow such as ``1e999`` included).
+        ValueError: both reject the line.
     """
     text = line.split(b"\x00", 1)[0]
-    if not _C_FLOAT_LINE.fullmatch(text):
-        raise ValueError(f"could not convert string to float: {text[:40]!r}")
-    value = float(text)
-    if math.isinf(value) and b"inf" not in text.lower():
-        raise ValueError(f"FLOAT value too large: {text[:40]!r}")
-    return value
+    if _C_FLOAT_LINE.fullmatch(text):
+        value = float(text)
+        if not (math.isinf(value) and b"inf" not in text.lower()):
+            return value
+    try:
+        return float(line)
+    except ValueError:
+        raise ValueError(f"could not convert string to float: {text[:40]!r}") from None
 
 
 def _memo_index(line: bytes) -> int:
@@ -1097,6 +1116,103 @@ def dtype_info(
     return out
 
 
+#: numpy's ``NPY_ITEM_REFCOUNT`` dtype flag: the items are Python object pointers.
+_NPY_ITEM_REFCOUNT = 0x01
+
+
+def _dtype_layout(state: Any) -> tuple[Any, Any, int | None] | None:
+    """``(subarray, fields, flags)`` of a dtype state as numpy's ``__setstate__`` reads it.
+
+    ``flags`` is ``None`` where numpy recomputes them from the fields (versions 0-2); states of
+    another shape (numpy refuses them) give ``None``.
+    """
+    if not isinstance(state, tuple):
+        return None
+    n = len(state)
+    if n in (8, 9):
+        flags = state[7]
+        if not isinstance(flags, int) or isinstance(flags, bool):
+            return None
+        return state[2], state[4], flags
+    if n in (6, 7) and isinstance(state[0], int) and not isinstance(state[0], bool):
+        fields = state[4] if n == 7 else state[3]
+        return state[2], fields, None if state[0] < 3 else 0  # version 3+ without flags: 0
+    if n == 5:  # version 0: (endian, subarray, fields, elsize, alignment), flags recomputed
+        return state[1], state[2], None
+    return None
+
+
+def _dtype_objects(dtype: Any, depth: int = 0) -> bool | None:
+    """Whether a numpy dtype value built by the stream holds Python objects; ``None``: unknown."""
+    if depth > 32 or not isinstance(dtype, Obj) or not isinstance(dtype.func, Global):
+        return None
+    if dtype.func.qualname not in _DTYPE_NAMES:
+        return None
+    args = dtype.args
+    first = args[0] if isinstance(args, tuple) and args else None
+    if isinstance(first, Global):  # a scalar type: dtype(numpy.record, ...) of a recarray
+        if first.ref.name in ("object_", "object"):
+            return True
+    else:
+        m = _TYPESTR.fullmatch(first) if isinstance(first, str) else None
+        if m is None:
+            return None
+        if m.group(1) == "O":
+            return True
+    if dtype.state is None:
+        return False
+    layout = _dtype_layout(dtype.state)
+    if layout is None:
+        return None
+    sub, fields, _ = layout
+    parts: list[Any] = []
+    if isinstance(fields, PDict):
+        parts += [spec[0] if isinstance(spec, tuple) and spec else None for _, spec in fields.items]
+    elif fields is not None:
+        return None
+    if isinstance(sub, tuple) and sub:
+        parts.append(sub[0])
+    elif sub is not None:
+        return None
+    holds = False
+    for part in parts:
+        h = _dtype_objects(part, depth + 1)
+        if h is None:
+            return None
+        holds = holds or h
+    return holds
+
+
+def dtype_flags_problem(dtype: Obj) -> str | None:
+    """Why the flags a stream gives a numpy dtype contradict what it holds, or ``None``.
+
+    numpy's ``dtype.__setstate__`` takes the flags from the state (8 or 9 items; 0 for a 6- or
+    7-item state of version 3 or later) without checking them: a structured dtype with an
+    object field and no ``NPY_ITEM_REFCOUNT`` flag makes numpy read 8 bytes of the stream as a
+    ``PyObject *`` (``scalar(dtype, b'AAAAAAAA')``, then ``str()``: a chosen pointer is
+    dereferenced), and the flag on a dtype without objects makes it reference-count raw bytes.
+    Both are memory corruption when the file is loaded.
+    """
+    layout = _dtype_layout(dtype.state)
+    if layout is None or layout[2] is None:
+        return None
+    holds = _dtype_objects(dtype)
+    flagged = bool(layout[2] & _NPY_ITEM_REFCOUNT)
+    if holds is None:
+        return None if flagged else "a dtype whose fields the scanner cannot check, without the object flag"
+    if holds == flagged:
+        return None
+    if holds:
+        return (
+            f"numpy dtype flags {layout[2]:#x} lack NPY_ITEM_REFCOUNT but the dtype holds objects: "
+            "numpy reads the array's bytes as object pointers (memory corruption when loaded)"
+        )
+    return (
+        f"numpy dtype flags {layout[2]:#x} set NPY_ITEM_REFCOUNT on a dtype without objects: numpy "
+        "reference-counts raw bytes as object pointers (memory corruption when loaded)"
+    )
+
+
 def _dtype_info(dtype: Any, seen: dict[int, tuple[int, bool] | None]) -> tuple[int, bool] | None:
     if not isinstance(dtype, Obj) or not isinstance(dtype.func, Global):
         return None
@@ -1172,14 +1288,17 @@ class _VM:
         deadline: float | None = None,
         joblib: bool = True,
         fold: CaptureFn | None = None,
+        lenient_memo: bool = False,
     ) -> None:
         self.r = reader
         self.joblib = joblib
+        self.lenient_memo = lenient_memo
         self.fold = fold
         self.deadline = deadline
         self.blob_opened: set[int] = set()  # containers find_blobs has opened in this stream
         self.walk_budget = MAX_ARGUMENT_WALK  # container nodes note_passed may still visit
         self.big_ints_seen: set[str] = set()  # callables already reported as handed a huge int
+        self.memo_bomb_seen = False  # a sparse memo index reported once
         self.frame_end = 0  # offset where the current protocol-4 frame ends
         self.res = result
         self.capture = capture
@@ -1253,7 +1372,36 @@ class _VM:
     def anomaly(self, kind: str, detail: str) -> None:
         self.res.anomalies.append(Anomaly(kind, self.op_offset, self.op_name, detail))
 
+    def _argument_tuple(self, args: Any) -> Any:
+        """The positional arguments a call of ``func(*args)`` gets, for ``args`` not a tuple.
+
+        Only the C unpickler insists on a tuple; Python's (joblib's, torch's ``weights_only``)
+        unpack any iterable: a list, set or string gives its items, a dict its keys. Anything
+        else is built at load time: its items are unknown (``dynamic-callable``).
+        """
+        kind = type(args).__name__
+        if isinstance(args, (PList, PSet)):
+            items: Any = tuple(args.items)
+        elif isinstance(args, PDict):
+            items = tuple(k for k, _ in args.items)
+        elif isinstance(args, (str, bytes)):
+            items = tuple(args)
+        else:
+            self.anomaly(
+                "dynamic-callable",
+                f"{self.op_name} calls with arguments built at load time ({preview(args, 60)}), not a tuple",
+            )
+            return args
+        self.anomaly(
+            "argument-list",
+            f"{self.op_name} calls with a {kind} of arguments, not a tuple: the C unpickler refuses "
+            "it, Python's (joblib.load, torch.load) unpacks it",
+        )
+        return items
+
     def call(self, func: Any, args: Any, kwargs: Any = None) -> Obj:
+        if not isinstance(args, tuple):
+            args = self._argument_tuple(args)
         obj = Obj(func=func, args=args, kwargs=kwargs, opcode=self.op_name, offset=self.op_offset)
         where = func.qualname if isinstance(func, Global) else "<computed callable>"
         self.note_passed(where, args, kwargs)
@@ -1309,6 +1457,14 @@ class _VM:
                         "allocation-bomb",
                         f"{self.op_name} {ref.qualname}{preview(args, 80)} asks for about "
                         f"{size / 2**30:,.0f} GiB when the file is loaded",
+                    )
+            if where in _TEXT_CODEC_CALLS and isinstance(args, tuple) and len(args) >= 2:
+                enc = args[1]  # bytes(text, encoding), str(data, encoding) decode or encode with it
+                if not (isinstance(enc, str) and enc.lower().replace("_", "-") in _LINEAR_CODECS):
+                    self.anomaly(
+                        "codec-call",
+                        f"{self.op_name} {where} with encoding {preview(enc, 40)}: picklers write only "
+                        "latin1 (other codecs can take quadratic time: punycode, idna)",
                     )
             if where in ("builtins.bytearray", "builtins.bytes", "__builtin__.bytearray"):
                 if isinstance(args, tuple) and len(args) == 1 and isinstance(args[0], (bytes, bytearray)):
@@ -1757,7 +1913,9 @@ class _VM:
         try:
             self.push(self.memo[idx])
         except KeyError:
-            raise ValueError(f"memo value not found at index {idx}") from None
+            if not self.lenient_memo:
+                raise ValueError(f"memo value not found at index {idx}") from None
+            self.push(Opaque("memo value saved before this stream", idx))
 
     def op_get(self) -> None:
         self._get(_memo_index(self.r.readline(_MAX_INT_LINE)))
@@ -1771,7 +1929,16 @@ class _VM:
     def _put(self, idx: int) -> None:
         if idx < 0:
             raise ValueError("negative PUT argument")
-        self.memo[idx] = self.top()
+        memo = self.memo
+        if idx * 16 > MAX_ALLOCATION and idx > len(memo) + 4096 and not self.memo_bomb_seen:
+            # CPython's unpickler keeps its memo as an array and grows it to twice the index
+            self.memo_bomb_seen = True
+            self.anomaly(
+                "allocation-bomb",
+                f"{self.op_name} at memo index {idx:,} with {len(memo):,} values saved: the C unpickler "
+                f"grows its memo array to about {idx * 16 / 2**30:,.0f} GiB",
+            )
+        memo[idx] = self.top()
 
     def op_put(self) -> None:
         self._put(_memo_index(self.r.readline(_MAX_INT_LINE)))
@@ -1897,6 +2064,9 @@ class _VM:
         self.note_passed(cls or "<object>", (handed,), None, suffix=".__setstate__")
         if cls in _DTYPE_NAMES:
             inst.state = state
+            problem = dtype_flags_problem(inst)
+            if problem is not None:
+                self.anomaly("dtype-flags", problem)
         elif cls in JOBLIB_WRAPPERS and self.joblib:
             inst.state = state
             self._joblib_payload(inst)
@@ -2116,6 +2286,7 @@ def emulate(
     deadline: float | None = None,
     joblib: bool = True,
     fold: CaptureFn | None = None,
+    lenient_memo: bool = False,
 ) -> PickleResult:
     """Emulate one pickle stream from the current position of ``stream`` up to its ``STOP``.
 
@@ -2137,6 +2308,8 @@ def emulate(
         fold: ``fold(module, name)`` says whether ``getattr(<global module.C>, 'a')`` may be
             resolved to the global ``module.C.a`` (the scanner folds what its policy allows:
             ``zoneinfo.ZoneInfo._unpickle``); otherwise its result is a computed value.
+        lenient_memo: a ``GET`` of an index nothing was saved at pushes an opaque value instead
+            of failing (for emulating from the middle of a stream, whose memo was filled before).
 
     Returns:
         A :class:`PickleResult`; ``complete`` is True when ``STOP`` was reached.
@@ -2153,6 +2326,7 @@ def emulate(
         deadline=deadline,
         joblib=joblib,
         fold=fold,
+        lenient_memo=lenient_memo,
     )
     try:
         vm.run()

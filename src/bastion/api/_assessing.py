@@ -393,7 +393,7 @@ def assess(
             skipped_explicitly = _check_enabled(cfg, "scan", a.name, (), skip) is not None
             if scan_selected or (unsafe and not skipped_explicitly):
                 result.add(_scan_check(a, fr, time.monotonic() - ts))
-            signed = _signature_check(a, base / a.path, sign_key, rec, folders)
+            signed = _signature_check(a, base / a.path, sign_key, rec, folders, sha256=fr.sha256)
             # like the scan: a signature that fails (or cannot be checked) is reported even in a
             # run narrowed to other checks, so its gate cannot pass on a tampered model
             bad_signature = rec.signature in ("failed", "error")
@@ -414,12 +414,13 @@ def assess(
             if verdict != Verdict.SAFE.value:
                 target_errors[a.name] = f"not loaded: the scanner judged the file {verdict}"
                 continue
-            if records[a.name].signature == "failed":
-                target_errors[a.name] = "not loaded: its signature did not verify"
+            refused = _signature_refusal(records[a.name].signature, cfg, sign_key)
+            if refused:
+                target_errors[a.name] = refused
                 continue
         try:
             if a.framework == "ensemble":  # issue 5: built from its members' targets
-                targets[a.name] = _ensemble_target(a, every, base, facts, records, targets)
+                targets[a.name] = _ensemble_target(a, every, base, facts, records, targets, cfg, sign_key)
             else:
                 targets[a.name] = _build_target(a, base, facts[a.name])
         except BastionError as exc:
@@ -550,6 +551,23 @@ def _splits_for(a: Asset, datasets: dict[str, Any]) -> dict[str, Split]:
     return {}
 
 
+def _signature_refusal(word: str | None, cfg: ProjectConfig, key: Any) -> str | None:
+    """Why a model with this signature status (``assets[].signature``) is not loaded, or ``None``.
+
+    With a project key: a signature that failed or could not be checked; no signature when
+    ``signing.require`` is on (the default).
+    """
+    if key is None or word is None:
+        return None
+    if word == "failed":
+        return "not loaded: its signature did not verify"
+    if word == "error":
+        return "not loaded: its signature could not be checked"
+    if word == "unsigned" and cfg.signing.require:
+        return "not loaded: unsigned, and signing.require is on"
+    return None
+
+
 def _build_target(a: Asset, base: Path, facts: dict[str, Any]) -> Any:
     from bastion.targets import build_target
 
@@ -572,6 +590,8 @@ def _ensemble_target(
     facts: dict[str, dict[str, Any]],
     records: dict[str, AssetRecord],
     built: dict[str, Any],
+    cfg: ProjectConfig,
+    key: Any,
 ) -> Any:
     """An :class:`EnsembleTarget` of ``a.members`` (issue 5), each scanned and loaded as usual.
 
@@ -592,8 +612,9 @@ def _ensemble_target(
             verdict = facts.get(name, {}).get("scan_verdict")
             if verdict != Verdict.SAFE.value:
                 raise TargetError(f"member {name} not loaded: the scanner judged the file {verdict}")
-            if name in records and records[name].signature == "failed":
-                raise TargetError(f"member {name} not loaded: its signature did not verify")
+            refused = _signature_refusal(records[name].signature, cfg, key) if name in records else None
+            if refused:
+                raise TargetError(f"member {name} {refused}")
         members.append(_build_target(m, base, facts.get(name, {})))
     from bastion.targets.hardened import harden_output  # issue 6: the ensemble's own output hardening
 

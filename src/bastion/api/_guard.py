@@ -91,7 +91,7 @@ def guard_fit(
         fr = scan_file(base / a.path, allow=cfg.scan.allow)
         if fr.verdict != Verdict.SAFE:
             raise IntegrityError(f"{base / a.path}: the scanner judged it {fr.verdict.value}; not loading it")
-        _refuse_failed_signature(cfg, base, a)  # as assess: a model whose signature fails is not loaded
+        _refuse_failed_signature(cfg, base, a, sha256=fr.sha256)  # as assess: a bad signature stops it
         facts["scan_sha256"] = fr.sha256
     target = _build_target(a, base, facts)
     probs = target.predict_proba(x) if "probabilities" in {c.value for c in target.capabilities} else None

@@ -110,7 +110,7 @@ def harden(
     fr = scan_file(base / a.path, allow=cfg.scan.allow)
     if fr.verdict != Verdict.SAFE:
         raise ConfigError(f"{base / a.path}: not loaded: the scanner judged the file {fr.verdict.value}")
-    _refuse_failed_signature(cfg, base, a)  # as assess: a model whose signature fails is not loaded
+    _refuse_failed_signature(cfg, base, a, sha256=fr.sha256)  # as assess: a bad signature stops it
     target = _build_target(a, base, {"scan_sha256": fr.sha256})
     target = getattr(target, "inner", target) if a.output is not None else target  # the model, unhardened
     ctx = _harden_context(cfg, base, a, target, _splits_for(a, datasets), parsed, progress)
@@ -396,7 +396,7 @@ def harden_sweep(
     fr0 = scan_file(base / a.path, allow=cfg.scan.allow)
     if fr0.verdict != Verdict.SAFE:
         raise ConfigError(f"{base / a.path}: not loaded: the scanner judged the file {fr0.verdict.value}")
-    _refuse_failed_signature(cfg, base, a)
+    _refuse_failed_signature(cfg, base, a, sha256=fr0.sha256)
     original = _build_target(a, base, {"scan_sha256": fr0.sha256})
     model = getattr(original, "inner", original) if a.output is not None else original
     cls = defences.get(pid)

@@ -267,21 +267,37 @@ def _signing_key(cfg: ProjectConfig, base: Path, assets: Sequence[Asset]) -> Pat
     return key
 
 
-def _refuse_failed_signature(cfg: ProjectConfig, base: Path, a: Asset) -> None:
+def _refuse_failed_signature(cfg: ProjectConfig, base: Path, a: Asset, *, sha256: str | None = None) -> None:
     """Refuse to load ``a``'s file when its signature fails against the project's key.
 
+    ``sha256``: the digest of the bytes that were scanned and will be loaded; the signature must
+    sign those bytes. Unsigned files are refused too when ``signing.require`` is on.
+
     Raises:
-        IntegrityError: the signature does not verify. ConfigError: the key file is missing.
+        IntegrityError: the signature does not verify, cannot be checked, signs other bytes, or
+            is missing while required. ConfigError: the key file is missing.
     """
     if a.kind != "model" or not a.path:
         return
     from bastion.scan.signing import refuse_failed_signature
 
-    refuse_failed_signature(base / a.path, key=_signing_key(cfg, base, [a]), root=base)
+    refuse_failed_signature(
+        base / a.path,
+        key=_signing_key(cfg, base, [a]),
+        root=base,
+        sha256=sha256,
+        require_signed=cfg.signing.require,
+    )
 
 
 def _signature_check(
-    a: Asset, path: Path, key: Path | None, rec: AssetRecord, folders: FolderBundles | None = None
+    a: Asset,
+    path: Path,
+    key: Path | None,
+    rec: AssetRecord,
+    folders: FolderBundles | None = None,
+    *,
+    sha256: str | None = None,
 ) -> CheckResult | None:
     """Verify ``<path>.sig`` with ``key``; set ``rec.signature``; the ``scan.signature`` result, if any.
 
@@ -289,29 +305,35 @@ def _signature_check(
     for ``models/``, see ``FolderBundles``) decides when ``folders`` finds one. A failed
     verification is a high finding ``scan.signature.verification-failed``; a model without a
     signature is a low finding ``scan.signature.unsigned`` only when a key is configured. With no
-    key and no signature nothing is checked (``None``).
+    key and no signature nothing is checked (``None``). ``sha256``: the digest of the bytes the
+    scan read; a signature over other bytes (the file changed between the reads) fails.
     """
     from bastion.core.atlas import SUPPLY_CHAIN_MODEL
     from bastion.core.findings import Finding, Location, Threat
     from bastion.core.results import CheckResult
     from bastion.core.severity import Severity
-    from bastion.scan.signing import STATUS_WORDS, SignatureStatus, default_signature_path, signature_status
+    from bastion.scan.signing import STATUS_WORDS, SignatureStatus, bound_signature, default_signature_path
 
     ts = time.monotonic()
     sig = default_signature_path(path)
     status: SignatureStatus | None = None
     why: str | None = None
+    signed: str | None = None  # the signed SHA-256 of the file, once verified
     if not sig.is_file() and folders is not None:  # a folder of the project signed as a whole?
         status, why, bundle = folders.status_of(path)
         if bundle is None:
             status = None
         else:
             sig = bundle
+            signed = folders.signed_digest(path)
     if key is None and not sig.is_file():
         rec.signature = "unsigned"
         return None
     if status is None:
-        status, why = signature_status(path, key=key, signature=sig)
+        status, why, signed = bound_signature(path, key=key)
+    if status is SignatureStatus.VERIFIED and sha256 is not None and signed != sha256:
+        status = SignatureStatus.INVALID
+        why = f"{path}: the signed bytes are not the bytes scanned (the file changed while it was checked)"
     if key is None:
         why = f"{sig.name} found but no signing.public_key is configured to verify it"
     # paths in the report are the project's, relative to its folder (as every other path there)

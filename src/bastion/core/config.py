@@ -375,10 +375,14 @@ class SigningSection(_Strict):
     """Model signing: the public key that verifies each model's signature during ``bastion assess``.
 
     ``public_key`` (PEM, relative to the config's folder) checks the ``<file>.sig`` Sigstore
-    bundle that ``bastion sign`` writes beside each model file.
+    bundle that ``bastion sign`` writes beside each model file (or the ``<folder>.sig`` of a
+    folder signed as a whole). With a key set, a model whose signature fails or cannot be
+    checked is never loaded; ``require`` (default on) refuses unsigned models too, in
+    ``assess``, ``harden`` and ``guard fit``/``serve`` (off: they are loaded and reported).
     """
 
     public_key: str | None = None
+    require: bool = True
 
 
 class Waiver(_Strict):

@@ -159,7 +159,13 @@ def load_serving_target(cfg: GuardConfig) -> tuple[Target, str]:
     if project.signing.public_key:  # as assess: a model whose signature fails is not served
         from bastion.scan.signing import refuse_failed_signature
 
-        refuse_failed_signature(path, key=base / project.signing.public_key, root=base)
+        refuse_failed_signature(  # signed bytes = scanned bytes = the bytes loaded below
+            path,
+            key=base / project.signing.public_key,
+            root=base,
+            sha256=fr.sha256,
+            require_signed=project.signing.require,
+        )
     data = path.read_bytes()
     sha = hashlib.sha256(data).hexdigest()
     if sha != fr.sha256:

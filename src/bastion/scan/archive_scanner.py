@@ -21,6 +21,8 @@ from bastion.scan.base import Artifact, BombError, Outcome, ScanContext, Scanner
 if TYPE_CHECKING:  # the compression and tar modules load when such a file is met (~8 ms otherwise)
     import tarfile
 
+    from bastion.core.findings import Finding
+
 __all__ = ["ArchiveScanner", "TrailingData", "decompress_into"]
 
 GZIP_MAGIC = b"\x1f\x8b"
@@ -270,16 +272,31 @@ class ArchiveScanner(Scanner):
         with tf:
             count = 0
             links: dict[str, str] = {}  # where each symlink member lands -> its target
+            links_by_member: dict[str, str] = {}  # symlink member name -> its target
             try:
                 for member in tf:
                     count += 1
                     if count > ctx.limits.max_members:
                         raise BombError(f"tar archive with more than {ctx.limits.max_members} members")
+                    if member.issym():
+                        links_by_member[member.name] = member.linkname
                     self._tar_member(art, tf, member, out, links)
             except (tarfile.TarError, OSError, EOFError, ValueError) as exc:
                 out.errors.append(f"corrupt tar archive: {exc}")
             except BombError as exc:  # a limit: stop here, keeping what the members before it showed
                 out.errors.append(str(exc))
+            # a link is followed when read, after every member is out: ``a -> b/b/../..`` is
+            # inside until a later ``b -> .`` makes it point above the folder
+            traversal = "scan.archive.path-traversal"
+            flagged = {f.evidence.get("member") for f in out.findings if f.rule_id == traversal}
+            for name, target in list(links_by_member.items()):
+                if name in flagged:
+                    continue
+                parent, _, _ = name.rstrip("/").rpartition("/")
+                where = _resolve(parent, links)
+                if where is None or target.startswith("/") or _resolve(f"{where}/{target}", links) is None:
+                    why = f"link to {target!r} (leaves the extraction folder once the archive is extracted)"
+                    out.findings.append(_traversal(art, name, why, "2"))
         return _container_result(out, "tar")
 
     def _tar_member(
@@ -291,17 +308,7 @@ class ArchiveScanner(Scanner):
         if m.isdev() or m.isfifo():
             why = why or "device or FIFO member"
         if why:
-            out.findings.append(
-                art.finding(
-                    "scan.archive.path-traversal",
-                    Severity.HIGH,
-                    f"Archive member {m.name!r} escapes the extraction folder ({why})",
-                    evidence={"member": m.name, "reason": why, "type": m.type.decode("latin-1", "replace")},
-                    remediation="Do not extract this archive (or extract with tarfile's 'data' "
-                    "filter); rebuild it from a trusted source.",
-                    references=("https://docs.python.org/3/library/tarfile.html#tarfile-extraction-filter",),
-                )
-            )
+            out.findings.append(_traversal(art, m.name, why, m.type.decode("latin-1", "replace")))
         # tarfile reads and extracts a member of a type it does not know as a regular file
         # (``extractfile``, ``extract``: torch's legacy tar loader uses both): scan its data too
         if not (m.isreg() or m.type not in tarfile.SUPPORTED_TYPES):
@@ -312,6 +319,18 @@ class ArchiveScanner(Scanner):
             return
         with fh:
             out.absorb(art.ctx.scan(art.child(m.name, fh, m.size)))
+
+
+def _traversal(art: Artifact, name: str, why: str, kind: str) -> Finding:
+    return art.finding(
+        "scan.archive.path-traversal",
+        Severity.HIGH,
+        f"Archive member {name!r} escapes the extraction folder ({why})",
+        evidence={"member": name, "reason": why, "type": kind},
+        remediation="Do not extract this archive (or extract with tarfile's 'data' "
+        "filter); rebuild it from a trusted source.",
+        references=("https://docs.python.org/3/library/tarfile.html#tarfile-extraction-filter",),
+    )
 
 
 #: Links followed at most while resolving one member path (a cycle, or a chain this long, escapes).

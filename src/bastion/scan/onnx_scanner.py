@@ -190,6 +190,7 @@ class OnnxScanner(Scanner):
         local_functions = {(_text(f.domain), _text(f.name)) for f in model.functions}
         custom: dict[str, dict[str, Any]] = {}
         escapes: list[tuple[str, str, str]] = []
+        external: list[str] = []  # every external-data location
 
         def visit_node(node: Any, where: str) -> None:
             domain, op_type = _text(node.domain), _text(node.op_type)
@@ -206,6 +207,7 @@ class OnnxScanner(Scanner):
             for kv in t.external_data:
                 if _text(kv.key) == "location":
                     location = _text(kv.value)
+            external.append(location)
             why = location_escapes(location) or _link_escapes(art, location)
             if why:
                 escapes.append((where, location, why))
@@ -224,6 +226,20 @@ class OnnxScanner(Scanner):
             for part in ("initialization", "algorithm"):
                 if info.HasField(part):
                     _walk_graph(getattr(info, part), f"training_info[{i}].{part}", visit_node, visit_tensor)
+        if external and not escapes:
+            files = sorted(set(external))
+            out.findings.append(
+                art.finding(
+                    "scan.onnx.external-data",
+                    Severity.LOW,
+                    f"ONNX model keeps tensors in {len(files)} external file(s), outside this file's "
+                    "hash and signature",
+                    evidence={"locations": files[:20], "tensors": len(external)},
+                    remediation="Sign the folder as a whole, or save the model with its weights inside "
+                    "(onnx.save(model, path, save_as_external_data=False)); Bastion's loaders refuse it.",
+                    references=("https://onnx.ai/onnx/repo-docs/ExternalData.html",),
+                )
+            )
         for where, location, why in escapes[:50]:
             out.findings.append(
                 art.finding(

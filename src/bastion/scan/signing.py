@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 
@@ -28,6 +28,7 @@ __all__ = [
     "FolderBundles",
     "SignatureStatus",
     "VerifyResult",
+    "bound_signature",
     "default_signature_path",
     "sign_path",
     "signature_status",
@@ -51,10 +52,24 @@ class VerifyResult:
     Attributes:
         path: the model file or folder.
         signature: the Sigstore bundle verified.
+        digests: the signed SHA-256 of each file, by its path relative to ``path`` (``"."`` for a
+            signed file), read from the very bundle bytes that verified.
     """
 
     path: Path
     signature: Path
+    digests: dict[str, str] = field(default_factory=dict)
+
+    def digest_of(self, file: str | os.PathLike[str]) -> str | None:
+        """The signed SHA-256 (hex) of ``file`` (the signed file itself, or one inside the folder)."""
+        here = Path(os.path.abspath(os.fspath(file)))
+        top = Path(os.path.abspath(self.path))
+        if here == top:
+            return self.digests.get(".")
+        try:
+            return self.digests.get(here.relative_to(top).as_posix())
+        except ValueError:
+            return None
 
 
 def default_signature_path(path: str | os.PathLike[str]) -> Path:
@@ -70,11 +85,16 @@ def default_signature_path(path: str | os.PathLike[str]) -> Path:
 
 
 class SignatureMismatch(IntegrityError):
-    """The files differ from the signed ones; ``files`` names each (relative to the signed path)."""
+    """The files differ from the signed ones; ``files`` names each (relative to the signed path).
 
-    def __init__(self, message: str, files: list[str]) -> None:
+    ``digests``: the signed SHA-256 of each file (relative path -> hex), from the bundle whose
+    signature verified (the library compares the files only after the signature holds).
+    """
+
+    def __init__(self, message: str, files: list[str], digests: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.files = files
+        self.digests = digests or {}
 
 
 #: The words reports and ML-BOMs use for each status (``assets[].signature``, ``bastion:signature.status``).
@@ -136,15 +156,42 @@ def _ec_key(key: Path, *, private: bool, password: str | None = None) -> None:
         )
 
 
-def _bundle(sig: Path) -> None:
+def _bundle(sig: Path, raw: bytes | None = None) -> dict[str, object]:
+    """The bundle ``sig`` (its bytes ``raw`` when read already) as JSON, checked to be one.
+
+    Raises:
+        ConfigError: not JSON, or not a Sigstore bundle.
+    """
     import json
 
     try:
-        doc = json.loads(sig.read_bytes())
+        doc = json.loads(sig.read_bytes() if raw is None else raw)
     except (ValueError, UnicodeDecodeError):
         raise ConfigError(f"{sig}: not a signature bundle (not JSON)") from None
     if not isinstance(doc, dict) or "mediaType" not in doc:
         raise ConfigError(f"{sig}: not a Sigstore bundle (no mediaType)")
+    return doc
+
+
+def _statement(doc: dict[str, object]) -> tuple[str | None, dict[str, str]]:
+    """``(subject name, {file: sha256})`` of a bundle's in-toto statement (``None``, ``{}`` if unreadable)."""
+    import base64
+    import binascii
+    import json
+
+    try:
+        env = doc["dsseEnvelope"]
+        assert isinstance(env, dict)
+        stmt = json.loads(base64.b64decode(env["payload"]))
+        subject = stmt["subject"][0]["name"]
+        digests = {
+            str(r["name"]): str(r["digest"])
+            for r in stmt["predicate"]["resources"]
+            if r.get("algorithm") == "sha256"
+        }
+    except (KeyError, IndexError, TypeError, ValueError, AssertionError, binascii.Error):
+        return None, {}
+    return (subject if isinstance(subject, str) else None), digests
 
 
 def _hashing(path: Path, signature: Path) -> object:
@@ -224,18 +271,26 @@ def verify_path(
         IntegrityError: no signature, a bad signature, or a changed, added or removed file
             (the message names each file).
     """
+    import tempfile
+
     p, k = Path(os.fspath(path)), Path(os.fspath(key))
     sig = Path(os.fspath(signature)) if signature is not None else default_signature_path(p)
     _check(p, k)
     if not sig.is_file():
         raise IntegrityError(f"{p}: no signature at {sig}")
     _ec_key(k, private=False)
-    _bundle(sig)
+    # the bundle is read once: the library verifies these bytes, and the signed name and
+    # digests are taken from them (a bundle swapped after verification changes nothing)
+    raw = sig.read_bytes()
+    subject, digests = _statement(_bundle(sig, raw))
     ms = require("model_signing", "signing")
     try:
         cfg = ms.verifying.Config().use_elliptic_key_verifier(public_key=k)
         cfg.set_hashing_config(_hashing(p, sig))
-        cfg.verify(p, sig)
+        with tempfile.TemporaryDirectory(prefix="bastion-verify-") as tmp:
+            copy = Path(tmp) / "bundle.sig"
+            copy.write_bytes(raw)
+            cfg.verify(p, copy)
     except Exception as exc:  # the library raises ValueError and others for bad bundles
         import re
 
@@ -257,14 +312,21 @@ def verify_path(
         if diffs:
             detail = "the files differ from the signed ones: " + "; ".join(f"{n} {what}" for n, what in diffs)
             raise SignatureMismatch(
-                f"{p}: verification against {sig} failed: {detail}", [n for n, _ in diffs]
+                f"{p}: verification against {sig} failed: {detail}", [n for n, _ in diffs], digests
             ) from exc
         # never show raw digests (Digest(..., digest_value=b'...'))
         detail = re.sub(r"Digest\([^)]*\)", "<digest>", text).strip()
         if not detail:  # e.g. a bit flipped in the bundle's signature: the library says nothing
             detail = f"{type(exc).__name__}: the signature does not match this key, or the bundle was altered"
         raise IntegrityError(f"{p}: verification against {sig} failed: {detail}") from exc
-    return VerifyResult(path=p, signature=sig)
+    # the library compares digests only, not the name signed: another model of the same key,
+    # renamed with its bundle, would pass
+    name = (p.resolve() if p.name in ("", ".", "..") else p).name
+    if subject is not None and subject not in (name, ".", ""):
+        raise IntegrityError(
+            f"{p}: verification against {sig} failed: the bundle signs {subject!r}, not {name!r}"
+        )
+    return VerifyResult(path=p, signature=sig, digests=digests)
 
 
 def refuse_failed_signature(
@@ -272,25 +334,62 @@ def refuse_failed_signature(
     *,
     key: str | os.PathLike[str] | None,
     root: str | os.PathLike[str] | None = None,
+    sha256: str | None = None,
+    require_signed: bool = False,
 ) -> None:
     """Refuse to load a model file whose signature does not verify (``<path>.sig``, ``key``).
 
     The rule of ``bastion assess``, for every command that loads a model (``harden``, ``guard
-    fit``, ``guard serve``): with a project key, a signature that fails stops it; an unsigned
-    file, or no key, does not (``assess`` reports those). Without ``<path>.sig``, the bundle of
-    the nearest folder up to ``root`` (the project) signed as a whole decides (:class:`FolderBundles`).
+    fit``, ``guard serve``): with a project key, a signature that fails, or a bundle that cannot
+    be checked (not a bundle, unreadable), stops it; so does no signature at all when
+    ``require_signed`` (``signing.require`` in ``bastion.yaml``). Without ``<path>.sig``, the
+    bundle of the nearest folder up to ``root`` (the project) signed as a whole decides
+    (:class:`FolderBundles`). ``sha256``: the digest of the bytes the caller scanned and will
+    load; the signed digest of the file must be that one (a file swapped between the reads of
+    the scan, the verification and the load is refused).
 
     Raises:
-        IntegrityError: the signature does not verify (the reason names what changed).
+        IntegrityError: the signature does not verify, cannot be checked, is missing (when
+            required), or signs other bytes (the reason names what).
     """
     if key is None:
         return
-    if root is not None and not default_signature_path(path).is_file():
-        status, why, _ = FolderBundles(root, key).status_of(path)
-    else:
-        status, why = signature_status(path, key=key)
+    status, why, signed = bound_signature(path, key=key, root=root)
     if status is SignatureStatus.INVALID:
         raise IntegrityError(f"{path}: not loaded: its signature did not verify ({why})")
+    if status is SignatureStatus.UNVERIFIED:
+        raise IntegrityError(f"{path}: not loaded: its signature could not be checked ({why})")
+    if status is SignatureStatus.UNSIGNED:
+        if require_signed:
+            raise IntegrityError(
+                f"{path}: not loaded: unsigned, and signing.require is on "
+                f"(sign it: bastion sign {path} --key KEY)"
+            )
+        return
+    if sha256 is not None and signed != sha256:
+        raise IntegrityError(
+            f"{path}: not loaded: the signed bytes are not the bytes read for loading (the file changed "
+            "while it was checked)"
+        )
+
+
+def bound_signature(
+    path: str | os.PathLike[str],
+    *,
+    key: str | os.PathLike[str] | None,
+    root: str | os.PathLike[str] | None = None,
+) -> tuple[SignatureStatus, str | None, str | None]:
+    """``(status, reason, signed SHA-256)`` of a model file: its own bundle, else its folder's.
+
+    The signed digest (hex) is known when the status is ``verified``; compare it with the digest
+    of the bytes actually loaded.
+    """
+    if root is not None and not default_signature_path(path).is_file():
+        bundles = FolderBundles(root, key)
+        status, why, _ = bundles.status_of(path)
+        return status, why, bundles.signed_digest(path) if status is SignatureStatus.VERIFIED else None
+    status, why, _, result = _signature_check(path, key=key)
+    return status, why, result.digest_of(path) if result is not None else None
 
 
 class FolderBundles:
@@ -307,31 +406,64 @@ class FolderBundles:
     """
 
     def __init__(self, root: str | os.PathLike[str], key: str | os.PathLike[str] | None) -> None:
-        self.root = Path(os.fspath(root)).resolve()
+        self.root = Path(os.path.abspath(os.fspath(root)))
         self.key = key
-        self._checked: dict[Path, tuple[SignatureStatus, str | None, list[str] | None]] = {}
+        # folder -> (status, reason, signed digests by relative path)
+        self._checked: dict[Path, tuple[SignatureStatus, str | None, dict[str, str]]] = {}
+
+    def _folder_of(self, path: str | os.PathLike[str]) -> tuple[Path, Path] | None:
+        """``(file, signed folder)``: the nearest folder with a bundle, from ``root`` down.
+
+        The path is walked as written (made absolute, never resolved): a file of a signed folder
+        replaced by a link to a file outside stays the folder's (whose verification then fails:
+        the library refuses links), never "unsigned".
+        """
+        file = Path(os.path.abspath(os.fspath(path)))
+        for folder in file.parents:
+            if folder != self.root and self.root not in folder.parents:
+                break
+            if default_signature_path(folder).is_file():
+                return file, folder
+            if folder == self.root:
+                break
+        return None
+
+    def _check(self, folder: Path) -> tuple[SignatureStatus, str | None, dict[str, str]]:
+        if folder not in self._checked:
+            bundle = default_signature_path(folder)
+            status, why, _, result = _signature_check(folder, key=self.key, signature=bundle)
+            digests = result.digests if result is not None else {}
+            if status is SignatureStatus.INVALID and isinstance(why, _Mismatch):
+                digests = why.digests
+            self._checked[folder] = (status, str(why) if why is not None else None, digests)
+        return self._checked[folder]
 
     def status_of(self, path: str | os.PathLike[str]) -> tuple[SignatureStatus, str | None, Path | None]:
         """``(status, reason, bundle)`` of ``path`` by its nearest signed folder.
 
         ``(UNSIGNED, None, None)`` when no folder between it and ``root`` is signed as a whole.
+        When the folder's verification fails because some of its files changed, a file whose
+        bytes still have the signed digest is ``verified``.
         """
-        file = Path(os.fspath(path)).resolve()
-        for folder in file.parents:
-            if folder != self.root and self.root not in folder.parents:
-                break
-            bundle = default_signature_path(folder)
-            if bundle.is_file():
-                if folder not in self._checked:
-                    self._checked[folder] = signature_check(folder, key=self.key, signature=bundle)
-                status, why, changed = self._checked[folder]
-                mine = file.relative_to(folder).as_posix()
-                if status is SignatureStatus.INVALID and changed is not None and mine not in changed:
-                    return SignatureStatus.VERIFIED, None, bundle  # the folder's other files differ
-                return status, why, bundle
-            if folder == self.root:
-                break
-        return SignatureStatus.UNSIGNED, None, None
+        found = self._folder_of(path)
+        if found is None:
+            return SignatureStatus.UNSIGNED, None, None
+        file, folder = found
+        bundle = default_signature_path(folder)
+        status, why, digests = self._check(folder)
+        if status is SignatureStatus.INVALID and digests and not file.is_symlink():
+            signed = digests.get(file.relative_to(folder).as_posix())
+            if signed is not None and _sha256_file(file) == signed:
+                return SignatureStatus.VERIFIED, None, bundle  # the folder's other files differ
+        return status, why, bundle
+
+    def signed_digest(self, path: str | os.PathLike[str]) -> str | None:
+        """The signed SHA-256 of ``path`` in its folder's bundle (``None``: none, or not verified)."""
+        found = self._folder_of(path)
+        if found is None:
+            return None
+        file, folder = found
+        return self._check(folder)[2].get(file.relative_to(folder).as_posix())
 
 
 def signature_status(
@@ -361,20 +493,49 @@ def signature_check(
         ``(status, reason, files)``: ``files`` names the files that differ from the signed ones
         (relative to ``path``) when ``invalid`` says so, else ``None`` (nothing known per file).
     """
+    status, why, files, _ = _signature_check(path, key=key, signature=signature)
+    return status, str(why) if why is not None else None, files
+
+
+class _Mismatch(str):
+    """A reason text that keeps the signed digests of a failed folder verification."""
+
+    digests: dict[str, str]
+
+
+def _signature_check(
+    path: str | os.PathLike[str],
+    *,
+    key: str | os.PathLike[str] | None = None,
+    signature: str | os.PathLike[str] | None = None,
+) -> tuple[SignatureStatus, str | None, list[str] | None, VerifyResult | None]:
+    """:func:`signature_check` and the :class:`VerifyResult` of a verification that held."""
     p = Path(os.fspath(path))
     sig = Path(os.fspath(signature)) if signature is not None else default_signature_path(p)
     if not sig.is_file():
-        return SignatureStatus.UNSIGNED, None, None
+        return SignatureStatus.UNSIGNED, None, None, None
     if key is None:
-        return SignatureStatus.UNVERIFIED, "no public key given", None
+        return SignatureStatus.UNVERIFIED, "no public key given", None, None
     try:
-        verify_path(p, key=key, signature=sig)
+        result = verify_path(p, key=key, signature=sig)
     except SignatureMismatch as exc:
-        return SignatureStatus.INVALID, str(exc), list(exc.files)
+        why = _Mismatch(str(exc))
+        why.digests = exc.digests
+        return SignatureStatus.INVALID, why, list(exc.files), None
     except IntegrityError as exc:
-        return SignatureStatus.INVALID, str(exc), None
+        return SignatureStatus.INVALID, str(exc), None, None
     except ConfigError as exc:  # a bad key or bundle file is bad input, not a tampered model
-        return SignatureStatus.UNVERIFIED, str(exc), None
+        return SignatureStatus.UNVERIFIED, str(exc), None, None
     except Exception as exc:  # missing extra
-        return SignatureStatus.UNVERIFIED, str(exc), None
-    return SignatureStatus.VERIFIED, None, None
+        return SignatureStatus.UNVERIFIED, str(exc), None, None
+    return SignatureStatus.VERIFIED, None, None, result
+
+
+def _sha256_file(path: Path) -> str | None:
+    import hashlib
+
+    try:
+        with path.open("rb") as fh:
+            return hashlib.file_digest(fh, "sha256").hexdigest()
+    except OSError:
+        return None

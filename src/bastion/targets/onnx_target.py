@@ -95,12 +95,29 @@ class OnnxTarget(Target):
         opts.intra_op_num_threads = 1
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
-        try:
-            self.session = ort.InferenceSession(data, sess_options=opts, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/InvalidProtobuf
-            raise TargetError(
-                f"{path}: not a loadable ONNX model ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
-            ) from None
+        import tempfile
+
+        # Loaded from the verified bytes, onnxruntime would resolve a tensor's external-data file
+        # against the working folder (a relative location read ``keys/key.pem`` there), and no
+        # hash or signature covers such a file: external data is resolved in an empty folder
+        # instead, so a model that needs any fails to load (self-contained models only).
+        with tempfile.TemporaryDirectory(prefix="bastion-onnx-") as empty:
+            opts.add_session_config_entry("session.model_external_initializers_file_folder_path", empty)
+            try:
+                self.session = ort.InferenceSession(
+                    data, sess_options=opts, providers=["CPUExecutionProvider"]
+                )
+            except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/InvalidProtobuf
+                text = str(exc)
+                if "external data" in text.lower():
+                    raise TargetError(
+                        f"{path}: not loaded: its tensors are kept in external files, which Bastion does "
+                        "not load (no hash or signature of the model covers them); save the model with "
+                        "the weights inside (onnx.save(model, path, save_as_external_data=False))"
+                    ) from None
+                first = text.splitlines()[0][:200] if text else ""
+                why = f"{type(exc).__name__}: {first}"
+                raise TargetError(f"{path}: not a loadable ONNX model ({why})") from None
         shape = tuple(int(d) for d in input_shape)
 
         inputs = self.session.get_inputs()

@@ -66,6 +66,10 @@ CLASS_ARGUMENT_SITES = {
     "numpy.core.multiarray._reconstruct": (0,),
     "numpy._core.multiarray._reconstruct": (0,),
     "numpy.ma.core._mareconstruct": (1,),  # ndarray.__new__(baseclass, ...); subtype.__new__ is called
+    # NDArrayBacked.__new__(cls) / IntervalMixin.__new__(cls): an empty instance, no constructor run
+    "pandas._libs.arrays.__pyx_unpickle_NDArrayBacked": (0,),
+    "pandas._libs.interval.__pyx_unpickle_IntervalMixin": (0,),
+    "dateutil.tz._tzfile._unpickle": (0,),  # cls.__new__(cls), then the pickled data
 }
 #: Allowed helpers that call one of their arguments (qualified name -> argument positions):
 #: ``__generator_ctor(name, ctor)`` calls ``ctor(name)`` (numpy's legacy path),
@@ -77,6 +81,10 @@ CALLING_SITES = {
     "numpy.random._pickle.__randomstate_ctor": (1,),
     "numpy.random._pickle.__bit_generator_ctor": (0,),
     "torch._tensor._rebuild_from_type_v2": (0,),
+    # pandas: ``_new_Index(cls, d)`` returns ``cls.__new__(cls, **d)`` (an Index's constructor)
+    "pandas.core.indexes.base._new_Index": (0,),
+    "pandas.core.indexes.datetimes._new_DatetimeIndex": (0,),
+    "pandas.core.indexes.period._new_PeriodIndex": (0,),
 }
 #: Helpers of :data:`CALLING_SITES` that spread one argument as the call's arguments: it must be
 #: a literal tuple (the globals in it are then walked as handed over).
@@ -816,6 +824,66 @@ def _iter_count(v: Any, depth: int = 0) -> int | None:
     return None
 
 
+#: A product of lengths past this is as good as infinite (kept small to stay cheap).
+_LENGTH_CAP = 1 << 62
+
+
+def _range_count(start: Any, stop: Any, step: Any) -> int:
+    """Elements of ``range(start, stop, step)``; :data:`COMPUTED` for a computed bound; 1 if unknown."""
+    bounds = [_size_arg(b) if not (isinstance(b, int) and b < 0) else b for b in (start, stop, step)]
+    if COMPUTED in bounds:
+        return COMPUTED
+    a, b, c = (_int(v) for v in (start, stop, step))
+    if a is None or b is None or c is None or c == 0:
+        return 1
+    return max(0, (b - a + c - (1 if c > 0 else -1)) // c)
+
+
+def _lazy_length(v: Any, budget: list[int], depth: int = 0) -> int:
+    """Elements a pandas constructor makes of ``v`` at load time: 1 unless sized lazily.
+
+    A ``range(...)`` or a ``RangeIndex`` (called, or rebuilt as ``_new_Index(RangeIndex,
+    {'start', 'stop', 'step'})``) counts its length; a pandas value, tuple, list or dict the
+    product of its parts' (``DataFrame(0, range(10**5), range(10**5))`` broadcasts to 10**10
+    cells); :data:`COMPUTED` for a length the stream computes. ``budget`` bounds the nodes
+    visited (values shared through the memo are visited again).
+    """
+    budget[0] -= 1
+    if depth > 8 or budget[0] < 0:
+        return 1
+    if isinstance(v, (tuple, PList, PSet)):
+        parts: Any = v if isinstance(v, tuple) else v.items
+    elif isinstance(v, PDict):
+        parts = [x for _, x in v.items]
+    elif isinstance(v, Obj):
+        name = _call_name(v) or ""
+        args = v.args if isinstance(v.args, tuple) else ()
+        if name in _RANGES:
+            n = _iter_count(v)
+            return n if n is not None else 1
+        if not name.startswith("pandas."):
+            return 1
+        if name.endswith(".RangeIndex") and args:
+            return _range_count(*(*args, 1)[:3]) if len(args) >= 2 else _range_count(0, args[0], 1)
+        if name.endswith("._new_Index") and len(args) == 2 and isinstance(args[1], PDict):
+            cls = args[0]
+            if isinstance(cls, Global) and cls.ref.name == "RangeIndex":
+                d = args[1]
+                return _range_count(d.get("start", 0), d.get("stop", 0), d.get("step", 1))
+        parts = list(args)
+        if isinstance(v.kwargs, PDict):
+            parts += [x for _, x in v.kwargs.items]
+    else:
+        return 1
+    total = 1
+    for part in parts:
+        n = _lazy_length(part, budget, depth + 1)
+        if n == COMPUTED:
+            return COMPUTED
+        total = min(total * max(n, 1), _LENGTH_CAP)
+    return total
+
+
 def _product(shape: Any) -> int | None:
     """Elements of an array of ``shape`` (int, tuple, list, ``torch.Size(...)``); :data:`COMPUTED`."""
     if isinstance(shape, Obj) and _call_name(shape) in ("torch.Size",) and isinstance(shape.args, tuple):
@@ -1465,6 +1533,18 @@ class _VM:
                         "codec-call",
                         f"{self.op_name} {where} with encoding {preview(enc, 40)}: picklers write only "
                         "latin1 (other codecs can take quadratic time: punycode, idna)",
+                    )
+            if ref.module.startswith("pandas.") or ref.module == "pandas":
+                count = _lazy_length(obj, [4096])
+                if count == COMPUTED or count * 8 > MAX_ALLOCATION:
+                    self.anomaly(
+                        "allocation-bomb",
+                        f"{self.op_name} {ref.qualname}{preview(args, 80)} "
+                        + (
+                            "is sized by a value the stream computes when the file is loaded"
+                            if count == COMPUTED
+                            else f"spans {count:,} elements (about {count * 8 / 2**30:,.0f} GiB) when built"
+                        ),
                     )
             if where in ("builtins.bytearray", "builtins.bytes", "__builtin__.bytearray"):
                 if isinstance(args, tuple) and len(args) == 1 and isinstance(args[0], (bytes, bytearray)):

@@ -1,0 +1,133 @@
+"""pandas objects in pickles: real ones are ``safe``; the helpers that call what they are given and
+the sizes constructors broadcast to are still checked (allow rules 1.5.0)."""
+
+from __future__ import annotations
+
+import pickle
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bastion.scan import scan_file
+
+pd = pytest.importorskip("pandas")
+
+
+def _objects() -> dict[str, object]:
+    return {
+        "frame": pd.DataFrame({"a": [1, 2, 3], "b": [1.5, 2.5, 3.5], "s": ["x", "y", None]}),
+        "strings": pd.DataFrame({"s": pd.array(["x", "y", None], dtype="string")}),
+        "category": pd.DataFrame({"c": pd.Categorical(["a", "b", "a"])}),
+        "datetimes": pd.DataFrame({"t": pd.date_range("2024-01-01", periods=3, tz="UTC")}),
+        "paris": pd.Timestamp("2024-01-01", tz="Europe/Paris"),
+        "nullable": pd.DataFrame(
+            {"i": pd.array([1, None], dtype="Int64"), "b": pd.array([True, None], dtype="boolean")}
+        ),
+        "series": pd.Series([1, 2, 3], index=["a", "b", "c"], name="x"),
+        "multiindex": pd.DataFrame({"v": [1, 2]}, index=pd.MultiIndex.from_tuples([("a", 1), ("b", 2)])),
+        "periods": pd.Series(pd.period_range("2024-01", periods=3, freq="M")),
+        "intervals": pd.Series(pd.interval_range(0, 3)),
+        "timedelta": pd.Timedelta("1 day"),
+        "sparse": pd.Series(pd.arrays.SparseArray([0, 0, 1])),
+        "nat": pd.NaT,
+        "offset": pd.offsets.MonthEnd(2),
+        "numbers": pd.DataFrame(np.random.default_rng(0).standard_normal((4, 3))),
+    }
+
+
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_pandas_objects_are_safe(tmp_path: Path, protocol: int) -> None:
+    for name, obj in _objects().items():
+        path = tmp_path / f"{name}.pkl"
+        path.write_bytes(pickle.dumps(obj, protocol=protocol))
+        res = scan_file(path)
+        assert res.verdict.value == "safe", (name, [(f.rule_id, f.evidence) for f in res.findings])
+
+
+def G(module: str, name: str) -> bytes:
+    return b"c" + module.encode() + b"\n" + name.encode() + b"\n"
+
+
+def S(text: str) -> bytes:
+    data = text.encode()
+    return b"X" + struct.pack("<I", len(data)) + data
+
+
+def I(n: int) -> bytes:  # noqa: E743 - the opcode's letter
+    if 0 <= n < 2**31:
+        return b"J" + struct.pack("<i", n)
+    data = n.to_bytes((n.bit_length() + 8) // 8, "little", signed=True)
+    return b"\x8a" + bytes([len(data)]) + data
+
+
+def T(*items: bytes) -> bytes:
+    return b"(" + b"".join(items) + b"t"
+
+
+def CALL(func: bytes, *args: bytes) -> bytes:
+    return func + T(*args) + b"R"
+
+
+def D(*pairs: tuple[str, bytes]) -> bytes:
+    return b"}(" + b"".join(S(k) + v for k, v in pairs) + b"u"
+
+
+RANGE = G("builtins", "range")
+
+
+def _rules(tmp_path: Path, body: bytes) -> tuple[str, set[str]]:
+    path = tmp_path / "model.pkl"
+    path.write_bytes(b"\x80\x02" + body + b".")
+    res = scan_file(path)
+    return res.verdict.value, {f.rule_id for f in res.findings}
+
+
+def test_new_index_calls_the_class_it_is_given(tmp_path: Path) -> None:
+    # _new_Index(cls, d) runs cls.__new__(cls, **d): numpy.memmap(filename=..., mode='w+') writes a file
+    d = D(("filename", S("/tmp/victim")), ("mode", S("w+")), ("shape", T(I(4))))
+    verdict, rules = _rules(
+        tmp_path, CALL(G("pandas.core.indexes.base", "_new_Index"), G("numpy", "memmap"), d)
+    )
+    assert verdict == "malicious" and "scan.pickle.reference-only-called" in rules
+
+
+def test_dateutil_tzfile_is_only_a_class_argument(tmp_path: Path) -> None:
+    verdict, rules = _rules(tmp_path, CALL(G("dateutil.tz._tzfile", "tzfile"), S("/etc/passwd")))
+    assert verdict == "malicious" and "scan.pickle.reference-only-called" in rules
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        # Series(0, index=RangeIndex(0, 10**12)): 10**12 values broadcast from one
+        CALL(G("pandas", "Series"), I(0), CALL(G("pandas", "RangeIndex"), I(0), I(10**12))),
+        # DataFrame(0, range(10**5), range(10**5)): 10**10 cells
+        CALL(
+            G("pandas", "DataFrame"),
+            I(0),
+            CALL(G("builtins", "range"), I(10**5)),
+            CALL(G("builtins", "range"), I(10**5)),
+        ),
+        # an index rebuilt as pandas pickles a RangeIndex, sized past 1 GiB of values
+        CALL(
+            G("pandas", "Series"),
+            I(0),
+            CALL(
+                G("pandas.core.indexes.base", "_new_Index"),
+                G("pandas", "RangeIndex"),
+                D(("start", I(0)), ("stop", I(10**12)), ("step", I(1))),
+            ),
+        ),
+    ],
+    ids=["series-range-index", "frame-ranges", "new-index"],
+)
+def test_sizes_pandas_broadcasts_to_are_allocation_bombs(tmp_path: Path, body: bytes) -> None:
+    verdict, rules = _rules(tmp_path, body)
+    assert verdict != "safe" and "scan.pickle.allocation-bomb" in rules
+
+
+def test_read_pickle_is_still_denied(tmp_path: Path) -> None:
+    verdict, rules = _rules(tmp_path, CALL(G("pandas", "read_pickle"), S("/tmp/other.pkl")))
+    assert verdict == "malicious" and "scan.pickle.denied-global" in rules

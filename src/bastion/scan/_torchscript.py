@@ -23,7 +23,7 @@ from typing import NamedTuple
 
 from bastion.core.severity import Severity
 
-__all__ = ["STANDARD_OP_NAMESPACES", "CodeIssue", "analyse_torchscript"]
+__all__ = ["SIDE_EFFECT_OPS", "STANDARD_OP_NAMESPACES", "CodeIssue", "analyse_torchscript"]
 
 #: ``torch.ops`` namespaces that ship with PyTorch itself.
 STANDARD_OP_NAMESPACES = frozenset(
@@ -100,7 +100,12 @@ _DANGER_ROOTS = frozenset(
         "inspect",
     }
 )
-_SIDE_EFFECT_OPS = frozenset({"from_file", "save", "load", "_load_for_mobile", "_save_for_mobile"})
+SIDE_EFFECT_OPS = frozenset(
+    {"from_file", "save", "load", "_load_for_mobile", "_save_for_mobile", "load_tensor"}
+)
+#: Module values TorchScript code can hold: a name bound to one (``t = torch``) or an attribute
+#: taken by name (``getattr(torch, 'from_file')``) hides the chain the analysis reads.
+_MODULE_ROOTS = frozenset({"torch", "ops", "classes"})
 _OK_DUNDERS = frozenset(
     {
         "__torch__",
@@ -166,6 +171,18 @@ def _dotted(node: ast.AST) -> list[str] | None:
     return None
 
 
+def _is_module_value(node: ast.AST) -> bool:
+    """``torch``, ``ops``, ``classes`` or a short attribute chain of them (``torch.ops.aten``)."""
+    parts = _dotted(node)
+    return parts is not None and parts[0] in _MODULE_ROOTS and len(parts) <= 3
+
+
+def _dotted_from_torch(node: ast.Attribute) -> bool:
+    """Whether the attribute is a chain spelt from ``torch``/``ops``/``classes`` (judged below)."""
+    parts = _dotted(node)
+    return parts is not None and parts[0] in _MODULE_ROOTS
+
+
 def analyse_torchscript(text: str) -> list[CodeIssue]:
     """Find constructs that plain TorchScript code does not contain.
 
@@ -202,7 +219,23 @@ def analyse_torchscript(text: str) -> list[CodeIssue]:
                 add("python-builtin", Severity.HIGH, node.id, node)
             elif node.id in _DANGER_ROOTS:
                 add("python-module", Severity.HIGH, node.id, node)
+        elif isinstance(node, ast.Assign) and _is_module_value(node.value):
+            add("module-alias", Severity.HIGH, ast.unparse(node.value)[:80], node)
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id in ("getattr", "hasattr")
+            and node.args
+            and (
+                _is_module_value(node.args[0])
+                or any(isinstance(a, ast.Constant) and a.value in SIDE_EFFECT_OPS for a in node.args[1:])
+            )
+        ):
+            add("dynamic-attribute", Severity.HIGH, ast.unparse(node)[:80], node)
         elif isinstance(node, ast.Attribute):
+            if node.attr in SIDE_EFFECT_OPS and not _dotted_from_torch(node):
+                # ``t.from_file(...)``, ``x.save(...)``: whatever the base, the op name is the danger
+                add("side-effect-op", Severity.HIGH, "." + node.attr, node)
             if (
                 node.attr.startswith("__")
                 and node.attr not in _OK_DUNDERS
@@ -217,11 +250,11 @@ def analyse_torchscript(text: str) -> list[CodeIssue]:
                 ns = parts[1]
                 if ns not in STANDARD_OP_NAMESPACES:
                     add("custom-op", Severity.MEDIUM, "torch.ops." + ns, node)
-                elif len(parts) >= 3 and parts[2] in _SIDE_EFFECT_OPS:
+                elif len(parts) >= 3 and parts[2] in SIDE_EFFECT_OPS:
                     add("side-effect-op", Severity.HIGH, "torch.ops." + ".".join(parts[1:3]), node)
             elif len(parts) >= 2 and parts[0] == "classes" and parts[1] not in STANDARD_CLASS_NAMESPACES:
                 add("custom-class", Severity.MEDIUM, "torch.classes." + parts[1], node)
-            elif (len(parts) == 1 and parts[0] in _SIDE_EFFECT_OPS) or (
+            elif (len(parts) == 1 and parts[0] in SIDE_EFFECT_OPS) or (
                 parts and parts[0] in ("_C", "hub", "package")
             ):
                 add("side-effect-op", Severity.HIGH, "torch." + parts[0], node)

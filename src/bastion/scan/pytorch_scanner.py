@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import io
 import re
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from bastion.core.registry import register
 from bastion.core.severity import Severity
@@ -44,7 +44,28 @@ _META = re.compile(
 
 
 def _is_torch_zip(names: list[str]) -> bool:
-    return any(n == "data.pkl" or n.endswith("/data.pkl") for n in names)
+    # torch's zip reader (miniz, flags 0) finds members whatever their case
+    return any(n.lower() == "data.pkl" or n.lower().endswith("/data.pkl") for n in names)
+
+
+#: Operator names in a mobile archive's ``bytecode.pkl`` (its ``operators`` table): ``aten::from_file``,
+#: each a pickled string (``BINUNICODE``: ``X`` and a 4-byte length; ``SHORT_BINUNICODE``: 0x8c, 1 byte).
+_MOBILE_OP = re.compile(rb"([A-Za-z_][A-Za-z0-9_]*)::([A-Za-z_][A-Za-z0-9_]*)(?:\.[A-Za-z0-9_]+)?")
+_PICKLED_TEXT = re.compile(rb"X(.{4})|\x8c(.)", re.DOTALL)
+
+
+def _mobile_ops(data: bytes) -> list[tuple[str, str]]:
+    """``(namespace, operator)`` of every pickled string of ``data`` that names an operator."""
+    out: list[tuple[str, str]] = []
+    for m in _PICKLED_TEXT.finditer(data):
+        n = int.from_bytes(m.group(1), "little") if m.group(1) is not None else m.group(2)[0]
+        if n > 256:
+            continue
+        text = data[m.end() : m.end() + n]
+        op = _MOBILE_OP.fullmatch(text)
+        if op is not None:
+            out.append((op.group(1).decode(), op.group(2).decode()))
+    return out
 
 
 @register("scanner")
@@ -86,10 +107,20 @@ class PyTorchScanner(Scanner):
         with zf:
             names = [i.filename for i in zf.infolist()]
             if not _is_torch_zip(names):
-                raise NotThisFormat
-            from bastion.scan._torchscript import CodeIssue, analyse_torchscript  # ast: a torch zip's
+                from bastion.scan._torch_export import is_export_archive  # ast: only for a zip
 
-            script = any("/code/" in n or n.startswith("code/") for n in names)
+                if is_export_archive(names):
+                    return self._export(artifact, zf)
+                raise NotThisFormat
+            from bastion.scan._torchscript import (  # ast: a torch zip's
+                SIDE_EFFECT_OPS,
+                STANDARD_OP_NAMESPACES,
+                CodeIssue,
+                analyse_torchscript,
+            )
+
+            lowered = [n.lower() for n in names]
+            script = any("/code/" in n or n.startswith("code/") for n in lowered)
             out = Outcome(format="torchscript" if script else "pytorch-zip")
             code_members: list[str] = []
             unparsed: list[str] = []
@@ -109,16 +140,42 @@ class PyTorchScanner(Scanner):
                     else:
                         issues.append((info.filename, issue))
 
+            def read_bytecode(
+                art: Artifact, zf: zipfile.ZipFile, info: zipfile.ZipInfo, out: Outcome
+            ) -> None:
+                # the lite interpreter runs this table's operators and never compiles code/
+                art.ctx.charge(info.file_size, what=f"member {info.filename!r}")
+                with zf.open(info) as fh:
+                    data = fh.read(_MAX_CODE + 1)
+                sub, _ = analyse_pickle(art.child(info.filename, io.BytesIO(data), len(data)), strict=True)
+                out.absorb(sub)
+                if len(data) > _MAX_CODE:
+                    unparsed.append(info.filename)
+                    return
+                for ns, op in _mobile_ops(data):
+                    if ns not in STANDARD_OP_NAMESPACES:
+                        issues.append(
+                            (info.filename, CodeIssue("custom-op", Severity.MEDIUM, f"{ns}::{op}", 0))
+                        )
+                    elif op in SIDE_EFFECT_OPS:
+                        issues.append(
+                            (info.filename, CodeIssue("side-effect-op", Severity.HIGH, f"{ns}::{op}", 0))
+                        )
+
             def classify(name: str) -> MemberAction:
-                if name.endswith(".pkl") or name.endswith(".debug_pkl"):
+                low = name.lower()  # torch finds members whatever their case
+                if low.endswith("bytecode.pkl"):
+                    return read_bytecode
+                if low.endswith(".pkl") or low.endswith(".debug_pkl"):
                     return "pickle"
                 if _STORAGE.match(name) or _META.match(name):
                     return "skip"
-                if script and ("/code/" in name or name.startswith("code/")) and name.endswith(".py"):
+                if script and ("/code/" in low or low.startswith("code/")) and low.endswith(".py"):
                     return read_code
                 return "dispatch"
 
             walk_zip(artifact, zf, out, plugin_id=self.id, classify=classify)
+            _case_duplicates(artifact, names, out, self.id)
             if script and not unparsed:
                 # TorchScript's unpickler resolves __torch__.* classes from the archive's own
                 # (analysed) code, never by importing Python modules: not unknown callables.
@@ -161,6 +218,42 @@ class PyTorchScanner(Scanner):
                 )
             return out
 
+    def _export(self, art: Artifact, zf: zipfile.ZipFile) -> Outcome:
+        """A ``torch.export`` archive (``.pt2``): its pickles and files by magic, its graph JSON checked."""
+        from bastion.scan._torch_export import analyse_export_json
+
+        out = Outcome(format="pytorch-export")
+        found: list[tuple[str, Any]] = []
+
+        def read_json(art: Artifact, zf: zipfile.ZipFile, info: zipfile.ZipInfo, out: Outcome) -> None:
+            art.ctx.charge(info.file_size, what=f"member {info.filename!r}")
+            with zf.open(info) as fh:
+                data = fh.read(64 << 20 | 1)
+            found.extend((info.filename, issue) for issue in analyse_export_json(data, info.filename))
+
+        def classify(name: str) -> MemberAction:
+            low = name.lower()
+            if re.fullmatch(r"(?:[^/]+/)?models/[^/]+\.json", low):
+                return read_json
+            return "pickle" if low.endswith(".pkl") else "dispatch"
+
+        names = [i.filename for i in zf.infolist()]
+        walk_zip(art, zf, out, plugin_id=self.id, classify=classify)
+        _case_duplicates(art, names, out, self.id)
+        for member, issue in found:
+            out.findings.append(
+                art.child(member, io.BytesIO(), 0).finding(
+                    f"scan.pytorch.{issue.kind}",
+                    issue.severity,
+                    f"torch.export graph evaluates or calls more than tensor operations: {issue.detail}",
+                    evidence={"member": member, "detail": issue.detail},
+                    remediation="torch.export.load sympifies its expressions, resolves its targets by "
+                    "getattr and ExportedProgram.module() execs its guards: do not load this archive.",
+                    references=("https://pytorch.org/docs/stable/export.html",),
+                )
+            )
+        return out
+
     def _legacy(self, art: Artifact) -> Outcome:
         out = Outcome(format="pytorch-legacy")
         rd = Reader(art.stream, start=0)
@@ -175,3 +268,23 @@ class PyTorchScanner(Scanner):
             if i == 0 and res.globals:
                 out.errors.append("legacy checkpoint magic pickle holds globals")
         return out  # (a legacy file that is also a tar is scanned as one too: ScanContext.scan)
+
+
+def _case_duplicates(art: Artifact, names: list[str], out: Outcome, plugin_id: str) -> None:
+    """Members whose names differ only in case: torch's reader may take either (high)."""
+    by_lower: dict[str, list[str]] = {}
+    for n in names:
+        by_lower.setdefault(n.lower(), []).append(n)
+    for group in by_lower.values():
+        if len(set(group)) > 1:
+            out.findings.append(
+                art.finding(
+                    f"{plugin_id}.duplicate-member",
+                    Severity.HIGH,
+                    f"Archive holds members whose names differ only in case: {sorted(set(group))[:4]}",
+                    evidence={"members": sorted(set(group))[:8]},
+                    remediation="torch finds archive members whatever their case; which copy it "
+                    "loads is not the one a case-sensitive reader checks. Rebuild from a trusted source.",
+                    references=("https://pytorch.org/docs/stable/notes/serialization.html",),
+                )
+            )

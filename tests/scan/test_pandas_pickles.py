@@ -131,3 +131,54 @@ def test_sizes_pandas_broadcasts_to_are_allocation_bombs(tmp_path: Path, body: b
 def test_read_pickle_is_still_denied(tmp_path: Path) -> None:
     verdict, rules = _rules(tmp_path, CALL(G("pandas", "read_pickle"), S("/tmp/other.pkl")))
     assert verdict == "malicious" and "scan.pickle.denied-global" in rules
+
+
+# -- red-team round 17 ------------------------------------------------------------------------
+
+
+def test_p1_a_protocol_attribute_in_an_objects_state_is_high(tmp_path: Path) -> None:
+    # numpy reads __array_interface__ from the instance: a chosen address becomes an array
+    iface = D(
+        ("data", T(I(0x41414140), b"\x89")), ("shape", T(I(1))), ("typestr", S("|O")), ("version", I(3))
+    )
+    ns = G("argparse", "Namespace") + T() + b"R" + D(("__array_interface__", iface)) + b"b"
+    verdict, rules = _rules(tmp_path, CALL(G("numpy", "negative"), ns))
+    assert verdict == "malicious" and "scan.pickle.dunder-state" in rules
+
+
+@pytest.mark.parametrize("tz", ["dateutil//etc/passwd", "dateutil/../../../etc/passwd"])
+def test_p2_a_time_zone_named_by_a_file_path_is_high(tmp_path: Path, tz: str) -> None:
+    verdict, rules = _rules(tmp_path, CALL(G("pandas", "DatetimeTZDtype"), S("ns"), S(tz)))
+    assert verdict == "malicious" and "scan.pickle.file-path-argument" in rules
+    assert (
+        _rules(tmp_path, CALL(G("pandas", "DatetimeTZDtype"), S("ns"), S("dateutil/Europe/London")))[0]
+        == "safe"
+    )
+
+
+def test_p3_time_zone_data_built_at_load_or_too_long(tmp_path: Path) -> None:
+    unpickle, tzfile = G("dateutil.tz._tzfile", "_unpickle"), G("dateutil.tz._tzfile", "tzfile")
+    built = CALL(unpickle, tzfile, S("x"), S("x"), T(CALL(RANGE, I(2**27))))
+    assert "scan.pickle.allocation-bomb" in _rules(tmp_path, built)[1]
+    long_list = b"(" + b"K\x01" * 5000 + b"t"
+    assert (
+        "scan.pickle.compute-bomb"
+        in _rules(tmp_path, CALL(unpickle, tzfile, S("x"), S("x"), T(long_list)))[1]
+    )
+
+
+def test_p4_a_pandas_objects_state_is_sized(tmp_path: Path) -> None:
+    state = T(b"N", b"N", b"N", D(("0.14.1", D(("axes", b"]" + CALL(RANGE, I(2**27)) + b"a")))))
+    body = G("pandas.core.internals.managers", "BlockManager") + T() + b"\x81" + state + b"b"
+    assert "scan.pickle.allocation-bomb" in _rules(tmp_path, body)[1]
+
+
+def test_p5_literal_lists_broadcast_to_their_product(tmp_path: Path) -> None:
+    labels = b"(" + b"K\x00" * 2**15 + b"l"
+    verdict, rules = _rules(tmp_path, CALL(G("pandas", "DataFrame"), I(1), labels, labels))
+    assert verdict != "safe" and "scan.pickle.allocation-bomb" in rules
+
+
+def test_p6_numpy_functions_materialise_ranges(tmp_path: Path) -> None:
+    verdict, rules = _rules(tmp_path, CALL(G("numpy", "negative"), CALL(RANGE, I(2**28))))
+    assert verdict != "safe" and "scan.pickle.allocation-bomb" in rules

@@ -46,6 +46,8 @@ _ANOMALY = {
     "codec-call": (Severity.MEDIUM, "Pickle calls a text codec other than latin1"),
     "argument-list": (Severity.MEDIUM, "Pickle calls with arguments that are not a tuple"),
     "dtype-flags": (Severity.HIGH, "Pickle builds a numpy dtype whose flags contradict its fields"),
+    "dunder-state": (Severity.HIGH, "Pickle sets a protocol attribute (__x__) in an object's state"),
+    "file-path-argument": (Severity.HIGH, "Pickle makes a loader open a file by path"),
 }
 _DOS = ("https://atlas.mitre.org/techniques/AML.T0029",)
 _ANOMALY_REFS = {"allocation-bomb": _DOS, "compute-bomb": _DOS, "codec-call": _DOS}

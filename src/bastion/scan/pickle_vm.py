@@ -824,6 +824,17 @@ def _iter_count(v: Any, depth: int = 0) -> int | None:
     return None
 
 
+#: Time-zone transitions a real zone has at most (hundreds; a margin for generated zones): at
+#: 5,000 dateutil's quadratic DST inference already takes seconds.
+MAX_TZ_TRANSITIONS = 2_000
+#: Modules whose callables turn what they are given into arrays (``numpy.negative(range(2**28))``,
+#: ``pandas.Series(0, index=...)``): their calls are sized by :func:`_lazy_length`.
+_LAZY_SIZED = ("pandas.", "numpy.", "scipy._lib.array_api_compat", "sklearn.externals.array_api_compat")
+#: pandas callables that hold their arguments without broadcasting them over an axis.
+_NON_BROADCASTING = (
+    "BlockManager", "SingleBlockManager", "_unpickle_block", "BlockPlacement", "__pyx_unpickle_NDArrayBacked",
+    "__pyx_unpickle_IntervalMixin", "_unpickle_timestamp", "_timedelta_unpickle", "_nat_unpickle", "dtype",
+)  # fmt: skip
 #: A product of lengths past this is as good as infinite (kept small to stay cheap).
 _LENGTH_CAP = 1 << 62
 
@@ -840,28 +851,40 @@ def _range_count(start: Any, stop: Any, step: Any) -> int:
 
 
 def _lazy_length(v: Any, budget: list[int], depth: int = 0) -> int:
-    """Elements a pandas constructor makes of ``v`` at load time: 1 unless sized lazily.
+    """Elements a numpy or pandas call makes of ``v`` at load time.
 
     A ``range(...)`` or a ``RangeIndex`` (called, or rebuilt as ``_new_Index(RangeIndex,
-    {'start', 'stop', 'step'})``) counts its length; a pandas value, tuple, list or dict the
-    product of its parts' (``DataFrame(0, range(10**5), range(10**5))`` broadcasts to 10**10
-    cells); :data:`COMPUTED` for a length the stream computes. ``budget`` bounds the nodes
+    {'start', 'stop', 'step'})``) counts its length; a tuple, list, set or dict its item count
+    times its largest item's (a list of ``N`` labels is ``N``, of ``N`` rows of ``M`` is
+    ``N * M``); a pandas value the product of its arguments' (``DataFrame(0, range(10**5),
+    range(10**5))`` and ``DataFrame(1, [0]*2**15, [0]*2**15)`` broadcast to 2**30 cells and
+    more); :data:`COMPUTED` for a length the stream computes. ``budget`` bounds the nodes
     visited (values shared through the memo are visited again).
     """
     budget[0] -= 1
     if depth > 8 or budget[0] < 0:
         return 1
-    if isinstance(v, (tuple, PList, PSet)):
-        parts: Any = v if isinstance(v, tuple) else v.items
-    elif isinstance(v, PDict):
-        parts = [x for _, x in v.items]
-    elif isinstance(v, Obj):
+    if isinstance(v, (tuple, PList, PSet, PDict)):
+        items: Any = v if isinstance(v, tuple) else v.items
+        if isinstance(v, PDict):
+            items = [x for _, x in items]
+        total = len(items)  # each scalar item is one element
+        for x in items[:4096]:
+            if not isinstance(x, (tuple, PList, PSet, PDict, Obj)):
+                continue
+            n = _lazy_length(x, budget, depth + 1)
+            if n == COMPUTED:
+                return COMPUTED
+            total = min(total - 1 + n, _LENGTH_CAP)
+        return max(total, 1)
+    parts: list[Any]
+    if isinstance(v, Obj):
         name = _call_name(v) or ""
         args = v.args if isinstance(v.args, tuple) else ()
         if name in _RANGES:
-            n = _iter_count(v)
-            return n if n is not None else 1
-        if not name.startswith("pandas."):
+            count = _iter_count(v)
+            return count if count is not None else 1
+        if not name.startswith(_LAZY_SIZED):
             return 1
         if name.endswith(".RangeIndex") and args:
             return _range_count(*(*args, 1)[:3]) if len(args) >= 2 else _range_count(0, args[0], 1)
@@ -873,15 +896,18 @@ def _lazy_length(v: Any, budget: list[int], depth: int = 0) -> int:
         parts = list(args)
         if isinstance(v.kwargs, PDict):
             parts += [x for _, x in v.kwargs.items]
+        # a frame, series or index broadcasts its data over its axes (product); the managers,
+        # blocks and Cython rebuilds only hold what they are given (sum)
+        broadcast = not name.endswith(_NON_BROADCASTING)
     else:
         return 1
-    total = 1
+    total = 1 if broadcast else 0
     for part in parts:
         n = _lazy_length(part, budget, depth + 1)
         if n == COMPUTED:
             return COMPUTED
-        total = min(total * max(n, 1), _LENGTH_CAP)
-    return total
+        total = min(total * max(n, 1) if broadcast else total + n, _LENGTH_CAP)
+    return max(total, 1)
 
 
 def _product(shape: Any) -> int | None:
@@ -1534,9 +1560,9 @@ class _VM:
                         f"{self.op_name} {where} with encoding {preview(enc, 40)}: picklers write only "
                         "latin1 (other codecs can take quadratic time: punycode, idna)",
                     )
-            if ref.module.startswith("pandas.") or ref.module == "pandas":
+            if where.startswith(_LAZY_SIZED):
                 count = _lazy_length(obj, [4096])
-                if count == COMPUTED or count * 8 > MAX_ALLOCATION:
+                if count == COMPUTED or count * 8 >= MAX_ALLOCATION:
                     self.anomaly(
                         "allocation-bomb",
                         f"{self.op_name} {ref.qualname}{preview(args, 80)} "
@@ -1546,6 +1572,10 @@ class _VM:
                             else f"spans {count:,} elements (about {count * 8 / 2**30:,.0f} GiB) when built"
                         ),
                     )
+            if where.startswith(("pandas.", "dateutil.")) and isinstance(args, tuple):
+                self._time_zone_paths(where, args, kwargs)
+            if where == "dateutil.tz._tzfile._unpickle" and isinstance(args, tuple) and len(args) > 3:
+                self._tz_data(where, args[3])
             if where in ("builtins.bytearray", "builtins.bytes", "__builtin__.bytearray"):
                 if isinstance(args, tuple) and len(args) == 1 and isinstance(args[0], (bytes, bytearray)):
                     obj.value = bytes(args[0])
@@ -1560,6 +1590,49 @@ class _VM:
                 f"{self.op_name} calls a computed value ({preview(func, 80)}), not a resolved global",
             )
         return obj
+
+    def _time_zone_paths(self, where: str, args: tuple[Any, ...], kwargs: Any) -> None:
+        """A time zone named ``dateutil/<path>``: pandas hands it to dateutil's ``gettz``, which opens it."""
+        values = list(args)
+        if isinstance(kwargs, PDict):
+            values += [v for _, v in kwargs.items]
+        values += [v for a in args if isinstance(a, PDict) for _, v in a.items]
+        for v in values:
+            if isinstance(v, str) and v.startswith("dateutil/"):
+                rest = v[len("dateutil/") :]
+                if rest.startswith(("/", "\\")) or ".." in rest.replace("\\", "/").split("/"):
+                    self.anomaly(
+                        "file-path-argument",
+                        f"{self.op_name} {where} with the time zone {preview(v, 60)}: dateutil opens "
+                        "that path as a time-zone file when the file is loaded",
+                    )
+                    return
+
+    def _tz_data(self, where: str, data: Any) -> None:
+        """Dateutil's ``_unpickle`` data: transitions written in the file, few enough to process.
+
+        Its DST inference is quadratic in the transitions (a megabyte of them takes hours), and
+        values built at load time (``range(2**27)``) are not data the file holds.
+        """
+        todo, seen, longest = [data], 0, 0
+        while todo and seen < 1 << 16:
+            v = todo.pop()
+            seen += 1
+            if isinstance(v, Obj):
+                self.anomaly(
+                    "allocation-bomb", f"{self.op_name} {where} with time-zone data built at load time"
+                )
+                return
+            items = v if isinstance(v, tuple) else v.items if isinstance(v, (PList, PSet)) else None
+            if items is not None:
+                longest = max(longest, len(items))
+                todo += [x for x in items if isinstance(x, (tuple, PList, PSet, Obj))]
+        if longest > MAX_TZ_TRANSITIONS:
+            self.anomaly(
+                "compute-bomb",
+                f"{self.op_name} {where} with {longest:,} time-zone transitions (dateutil's DST inference is "
+                "quadratic in them)",
+            )
 
     def _calls_its_argument(self, where: str, args: tuple[Any, ...], sites: tuple[int, ...]) -> None:
         """A helper of :data:`CALLING_SITES` calls ``args[pos]``: a global there is called."""
@@ -2142,6 +2215,15 @@ class _VM:
         if cls in JOBLIB_WRAPPERS and isinstance(state, PDict):
             handed = PDict([(k, v) for k, v in state.items if k != "subclass"])
         self.note_passed(cls or "<object>", (handed,), None, suffix=".__setstate__")
+        self._dunder_state(state)
+        if cls is not None and cls.startswith(_LAZY_SIZED) and cls not in _DTYPE_NAMES:
+            count = _lazy_length(state, [4096])
+            if count == COMPUTED or count * 8 >= MAX_ALLOCATION:
+                self.anomaly(
+                    "allocation-bomb",
+                    f"BUILD of {cls} with a state that spans "
+                    + ("a size computed at load time" if count == COMPUTED else f"{count:,} elements"),
+                )
         if cls in _DTYPE_NAMES:
             inst.state = state
             problem = dtype_flags_problem(inst)
@@ -2158,6 +2240,25 @@ class _VM:
             capture = self.capture
             if klass is not None and capture is not None and capture(klass.ref.module, klass.ref.name):
                 inst.state = state
+
+    def _dunder_state(self, state: Any) -> None:
+        """An object's state setting ``__x__`` attributes: protocols other code looks up on it.
+
+        numpy reads ``__array_interface__`` from an instance (a chosen address then becomes an
+        array, object pointers included), ``__class__`` changes its type. No pickler writes such
+        keys into an ordinary object's state.
+        """
+        for part in state if isinstance(state, tuple) and len(state) == 2 else (state,):
+            if not isinstance(part, PDict):
+                continue
+            for key, _ in part.items:
+                if isinstance(key, str) and len(key) > 4 and key.startswith("__") and key.endswith("__"):
+                    self.anomaly(
+                        "dunder-state",
+                        f"BUILD sets the attribute {key!r}: code that reads the object (numpy, the "
+                        "interpreter) follows it",
+                    )
+                    return
 
     def op_inst(self) -> None:
         if not self.metastack:  # CPython looks for the MARK before it reads the names

@@ -49,7 +49,13 @@ class _Clock:
 
 # -- fail closed -------------------------------------------------------------------------------------
 
-_BEFORE_MODEL = ["access._match", "policy.key_allowed", "validator.parse", "canaries.hits", "limiter.take"]
+_BEFORE_MODEL = [
+    "access._match",
+    "policy.key_allowed",
+    "validator.parse",
+    "canaries.hit_rows",
+    "limiter.take",
+]
 _AFTER_MODEL = ["extraction.observe", "anomaly.ood_mask", "policy.on_alert", "policy.harden"]
 
 

@@ -305,7 +305,13 @@ class Guard:
                 lower = dict(headers.items())
             else:
                 lower = {k.lower(): v for k, v in headers.items()}
-            reply, record = self._handle(model, lower, body, now, rid, known)
+            try:
+                reply, record = self._handle(model, lower, body, now, rid, known)
+            finally:
+                trial = known.pop("trial", None)
+                if trial is not None:  # a half-open breaker's trial ended before its verdict
+                    with self._lock:
+                        self.policy.trial_over(trial)
         except Exception as exc:
             log.error("guard error on request %s: %s", rid, type(exc).__name__, exc_info=log.isEnabledFor(10))
             reply = Reply(503, {"detail": "guard error; request denied"})
@@ -355,6 +361,8 @@ class Guard:
         rec: dict[str, Any] = {"key_id": key}
         with self._lock:
             ok, wait = self.policy.key_allowed(key, now)
+            if ok and self.policy.in_trial(key):
+                known["trial"] = key  # released whatever this request's outcome (see _decide)
         if not ok:
             rec.update(decision="breaker", reason="key circuit breaker open")
             return Reply(429, {"detail": "circuit breaker open for this key"}, _retry(wait)), rec
@@ -373,10 +381,12 @@ class Guard:
         # traps first: a hit alerts even when the request is then limited or degraded
         # one alert per trap and request, however many rows repeat it (60 copies of one row must
         # not raise 60 alerts: alert floods are what degraded mode watches)
+        canary_rows = self.canaries.hit_rows(x)
         alerts = [
-            self._alert("guard.canary.hit", key, {"canary": c}) for c in dict.fromkeys(self.canaries.hits(x))
+            self._alert("guard.canary.hit", key, {"canary": c})
+            for c in dict.fromkeys(c for _, c in canary_rows)
         ]
-        trap_rows: set[int] = set()
+        trap_rows: set[int] = {row for row, _ in canary_rows}
         by_token: dict[str, list[int]] = {}
         for row, tid in self.honeytokens.hits(x) if self.honeytokens else []:
             trap_rows.add(row)
@@ -384,7 +394,7 @@ class Guard:
         for tid, hit_rows in by_token.items():
             ev = {"honeytoken": tid, "row": hit_rows[0], "matches": len(hit_rows)}
             alerts.append(self._alert("guard.honeytoken.hit", key, ev))
-        if self.config.log_inputs:  # a honeytoken's values are never logged
+        if self.config.log_inputs:  # a trap's values (canary, honeytoken) are never logged
             rows = x.reshape(len(x), -1).tolist()
             rec["input"] = [None if i in trap_rows else r for i, r in enumerate(rows)]
         with self._lock:

@@ -43,24 +43,32 @@ class CanaryWatch:
 
     def hits(self, x: np.ndarray) -> list[str]:
         """Ids of the canaries among the rows of ``x`` ``(N, *shape)``."""
+        return [cid for _, cid in self.hit_rows(x)]
+
+    def hit_rows(self, x: np.ndarray) -> list[tuple[int, str]]:
+        """``(row index, canary id)`` of every row of ``x`` ``(N, *shape)`` that is a canary."""
         if not self._by_hash:
             return []
         # :func:`canary_hash` of each row, the rounding done for all rows at once (same bytes)
         a = np.round(np.asarray(x, dtype=np.float64), 4).astype("<f4")  # a new C-ordered array
         if a.ndim < 2 or len(a) == 0:  # scalar rows: ``canary_hash`` hashes them with shape (1,)
-            return [cid for row in x if (cid := self._by_hash.get(canary_hash(row))) is not None]
+            return [
+                (i, cid)
+                for i, row in enumerate(x)
+                if (cid := self._by_hash.get(canary_hash(row))) is not None
+            ]
         shape = a.shape[1:]
         prefix = self._prefix.get(shape)
         if prefix is None:
             prefix = self._prefix[shape] = hashlib.sha256(repr(tuple(shape)).encode())
-        out: list[str] = []
+        out: list[tuple[int, str]] = []
         data, step = a.tobytes(), a[0].nbytes
         for i in range(len(a)):
             h = prefix.copy()
             h.update(data[i * step : (i + 1) * step])
             cid = self._by_digest.get(h.digest())
             if cid is not None:
-                out.append(cid)
+                out.append((i, cid))
         return out
 
 

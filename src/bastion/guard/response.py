@@ -157,6 +157,22 @@ class ResponsePolicy:
             return True, 0.0
         return p.breaker.allow(now)
 
+    def in_trial(self, key_id: str) -> bool:
+        """Whether the key's breaker is half-open with its one trial request let through."""
+        p = self.keys.get(key_id)
+        b = p.breaker if p is not None else None
+        return b is not None and b.state == BreakerState.HALF_OPEN and b.trial_in_flight
+
+    def trial_over(self, key_id: str) -> None:
+        """A trial request ended without closing or re-opening the breaker: let the next one try.
+
+        The trial was rejected before the model (400, 422, 429): it settled nothing.
+        """
+        p = self.keys.get(key_id)
+        b = p.breaker if p is not None else None
+        if b is not None and b.state == BreakerState.HALF_OPEN:
+            b.trial_in_flight = False
+
     def key_clean(self, key_id: str) -> None:
         """A request of the key raised no alert: a half-open breaker closes."""
         p = self.keys.get(key_id)

@@ -28,7 +28,7 @@ from json.encoder import encode_basestring_ascii
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, insert, select
+from sqlalchemy import Engine, Text, cast, create_engine, event, insert, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -109,6 +109,31 @@ def _created_mismatch(created: dt.datetime | None, record: Any) -> str | None:
     if abs((got - want).total_seconds()) <= 1e-3:
         return None
     return f"created column ({got.isoformat()}) does not match the record's hashed ts ({want.isoformat()})"
+
+
+def _stored_text_problem(text: str | None, record: Any) -> str | None:
+    """Why a record's stored JSON text could be read as something other than what was hashed.
+
+    The hash covers the record as Python's ``json`` parses it (the last of duplicate keys);
+    SQL's JSON functions (SQLite's ``json_extract``) take the first. A stored text with a
+    duplicate key, or one that does not parse to the same record, reads two ways: edited.
+    """
+    if text is None:
+        return None
+
+    def no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        keys = [k for k, _ in pairs]
+        if len(set(keys)) != len(keys):
+            raise ValueError("duplicate key")
+        return dict(pairs)
+
+    try:
+        parsed = json.loads(text, object_pairs_hook=no_duplicates)
+    except (ValueError, TypeError, RecursionError):
+        return "stored record text has duplicate keys or is not JSON (record edited)"
+    if parsed != record:
+        return "stored record text differs from the record read (record edited)"
+    return None
 
 
 def _sqlite_time(t: dt.datetime) -> str:
@@ -435,13 +460,17 @@ class AuditLog:
             .where(AuditRecordRow.chain == self.chain)
             .order_by(AuditRecordRow.seq, AuditRecordRow.id)
         )
+        columns = [*AuditRecordRow.__table__.c, cast(AuditRecordRow.record, Text).label("record_text")]
         try:
             with self._engine.connect() as conn:
-                rows = conn.execute(stmt.with_only_columns(*AuditRecordRow.__table__.c)).all()
+                rows = conn.execute(stmt.with_only_columns(*columns)).all()
         except SQLAlchemyError as exc:
             raise StoreError(f"cannot read audit log in {safe_url(self._url)}: {exc}") from exc
         for r in rows:
             res.records += 1
+            stored = _stored_text_problem(r.record_text, r.record)
+            if stored:
+                res.problems.append(f"seq {r.seq}: {stored}")
             if r.seq != expect_seq:
                 res.problems.append(
                     f"seq {r.seq}: expected seq {expect_seq} (record(s) deleted or inserted before it)"

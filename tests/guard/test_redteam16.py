@@ -1,0 +1,80 @@
+"""Regressions of red-team round 16 (the guard): a half-open breaker's trial rejected before the
+model wedged the key; a canary row's values reached the audit record with ``log_inputs``; a
+stored record with a duplicate JSON key read one way in SQL and another in ``verify-log``."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from tests.guard.helpers import MemorySink, SoftmaxTarget, make_config
+
+from bastion.guard.app import Guard
+from bastion.guard.canary import canary_hash
+from bastion.guard.config import KeySpec
+from bastion.guard.response import BreakerState
+from bastion.store.audit import AuditEntry, AuditLog
+
+Keys = dict[str, tuple[str, KeySpec]]
+
+
+@pytest.fixture(autouse=True)
+def _quiet(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.CRITICAL, logger="bastion.guard")
+
+
+def _body(rows: Any) -> bytes:
+    return json.dumps({"instances": np.asarray(rows).reshape(len(rows), -1).tolist()}).encode()
+
+
+def test_04_a_trial_rejected_before_the_model_lets_the_next_request_try(
+    keys: Keys, target: SoftmaxTarget, digits: dict[str, np.ndarray]
+) -> None:
+    now = [1_700_000_000.0]
+    cfg = make_config(keys, response={"breaker_after": 1, "breaker_reset_s": 10})
+    g = Guard(cfg, target=target, store=MemorySink(), clock=lambda: now[0])
+    hdr = {"Authorization": f"Bearer {keys['eve'][0]}"}
+    with g._lock:
+        g._raise([g._alert("guard.extraction.class-coverage", "eve", {})], now[0])
+    assert g.handle("digits", hdr, _body(digits["x_test"][:1])).status == 429
+    now[0] += 10.5  # half-open: the next request is the trial, and it is malformed
+    assert g.handle("digits", hdr, b'{"instances": [[1, 2]]}').status == 422
+    r = g.handle("digits", hdr, _body(digits["x_test"][:1]))  # before the fix: 429 for ever
+    breaker = g.policy.posture("eve").breaker
+    assert r.status == 200 and breaker is not None and breaker.state == BreakerState.CLOSED
+
+
+def test_03_a_canary_rows_values_are_never_logged(
+    keys: Keys, target: SoftmaxTarget, digits: dict[str, np.ndarray]
+) -> None:
+    trap, plain = digits["x_test"][0], digits["x_test"][1]
+    cfg = make_config(keys, canaries=[{"id": "c", "sha256": canary_hash(trap)}], log_inputs=True)
+    sink = MemorySink()
+    g = Guard(cfg, target=target, store=sink)
+    r = g.handle("digits", {"Authorization": f"Bearer {keys['alice'][0]}"}, _body([trap, plain]))
+    assert r.status == 200
+    rec = sink.records[-1]
+    assert rec["input"][0] is None and rec["input"][1] is not None
+    assert "guard.canary.hit" in [a["rule_id"] for a in rec["alerts"]]
+
+
+def test_01_a_stored_record_with_a_duplicate_key_is_an_edit(tmp_path: Path) -> None:
+    import datetime as dt
+
+    path = tmp_path / "audit.db"
+    log = AuditLog.open(f"sqlite:///{path}")
+    created = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    record = {"status": 200, "ts": created.timestamp()}
+    log.append_many([AuditEntry(key_id="k", decision="allow", record=record, created=created)])
+    assert log.verify().ok
+    log.close()
+    with sqlite3.connect(path) as conn:  # SQL's json_extract reads the first "status", Python the last
+        conn.execute("""UPDATE audit_log SET record = '{"status":403,' || substr(record, 2)""")
+        assert conn.execute("SELECT json_extract(record, '$.status') FROM audit_log").fetchone()[0] == 403
+    res = AuditLog.open(f"sqlite:///{path}").verify()
+    assert not res.ok and "duplicate keys" in res.problems[0]

@@ -78,3 +78,64 @@ def test_01_a_stored_record_with_a_duplicate_key_is_an_edit(tmp_path: Path) -> N
         assert conn.execute("SELECT json_extract(record, '$.status') FROM audit_log").fetchone()[0] == 403
     res = AuditLog.open(f"sqlite:///{path}").verify()
     assert not res.ok and "duplicate keys" in res.problems[0]
+
+
+def _rewrite_unkeyed(path: Path) -> None:
+    """What a writer of the database can do to an unkeyed chain: edit a record, recompute every hash."""
+    from bastion.store.audit import GENESIS, canonical, record_hash
+
+    with sqlite3.connect(path) as conn:
+        rows = conn.execute("SELECT id, seq, key_id, decision, record FROM audit_log ORDER BY seq").fetchall()
+        prev = GENESIS
+        for rid, seq, kid, decision, text in rows:
+            rec = json.loads(text)
+            rec["status"] = 403
+            h = record_hash(prev, "guard", seq, kid, decision, rec)
+            conn.execute(
+                "UPDATE audit_log SET record=?, prev_hash=?, hash=? WHERE id=?",
+                (canonical(rec).decode(), prev, h, rid),
+            )
+            prev = h
+
+
+def test_02_a_keyed_chain_cannot_be_recomputed_without_its_key(tmp_path: Path) -> None:
+    import datetime as dt
+
+    key = b"k" * 32
+    created = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    entries = [
+        AuditEntry(
+            key_id="k", decision="allow", record={"status": 200, "ts": created.timestamp()}, created=created
+        )
+        for _ in range(3)
+    ]
+    for keyed in (False, True):
+        path = tmp_path / f"audit-{keyed}.db"
+        log = AuditLog.open(f"sqlite:///{path}", key=key if keyed else None)
+        log.append_many(entries)
+        assert log.verify().ok
+        log.close()
+        _rewrite_unkeyed(path)
+        res = AuditLog.open(f"sqlite:///{path}", key=key if keyed else None).verify()
+        # unkeyed: the rewrite passes (only a head kept elsewhere shows it); keyed: caught
+        assert res.ok is (not keyed)
+    # a keyed chain verified without its key, or with another, fails closed
+    url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    log = AuditLog.open(url, key=key)
+    log.append_many(entries)
+    log.close()
+    assert AuditLog.open(url, key=key).verify().ok
+    assert not AuditLog.open(url).verify().ok
+    assert not AuditLog.open(url, key=b"z" * 32).verify().ok
+
+
+def test_02_audit_key_env_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    from bastion.core.errors import ConfigError
+    from bastion.guard.config import audit_key
+
+    assert audit_key(None) is None
+    monkeypatch.setenv("GUARD_AUDIT_KEY", "short")
+    with pytest.raises(ConfigError, match="GUARD_AUDIT_KEY"):
+        audit_key("GUARD_AUDIT_KEY")
+    monkeypatch.setenv("GUARD_AUDIT_KEY", "x" * 32)
+    assert audit_key("GUARD_AUDIT_KEY") == b"x" * 32

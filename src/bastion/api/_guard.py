@@ -372,8 +372,12 @@ def guard_verify_log(
     db: str | None = None,
     chain: str | None = None,
     expected_head: tuple[int | None, str] | None = None,
+    key_env: str | None = None,
 ) -> Any:
     """Verify the guard's hash-chained audit log (``VerifyResult``: ``ok``, ``problems``, head).
+
+    ``key_env``: the variable holding a keyed chain's HMAC key (default: ``guard.yaml``'s
+    ``audit.key_env``).
 
     ``expected_head``: a head ``(seq or None, hash)`` recorded earlier (logged by the guard on
     shutdown); a chain that no longer holds it was truncated or rewritten.
@@ -393,10 +397,13 @@ def guard_verify_log(
         cfg = load_guard_config(config)
         url = url or cfg.audit.db
         name = name or cfg.audit.chain
+        key_env = key_env or cfg.audit.key_env
     url = url or default_url()
     if not _store_exists(url):
         raise ConfigError(f"no audit database at {url}: nothing to verify (check --db / audit.db)")
-    log_ = AuditLog.open(url, chain=name or "guard")
+    from bastion.guard.config import audit_key
+
+    log_ = AuditLog.open(url, chain=name or "guard", key=audit_key(key_env))
     try:
         return log_.verify(expected_head=expected_head)
     finally:

@@ -88,6 +88,12 @@ def _print_head(store: object, config: Path) -> None:
         _close(store)
 
 
+def _config_key_env(config: Path) -> str | None:
+    from bastion.guard.config import load_guard_config
+
+    return load_guard_config(config).audit.key_env
+
+
 def _close(store: object) -> None:
     close = getattr(store, "close", None)
     if callable(close):
@@ -198,6 +204,12 @@ def verify_log(
             help="A head logged earlier (SEQ:HASH or HASH): fail if it is gone (truncated).",
         ),
     ] = None,
+    key_env: Annotated[
+        str | None,
+        typer.Option(
+            "--key-env", help="Env variable with a keyed chain's HMAC key (default: audit.key_env)."
+        ),
+    ] = None,
 ) -> None:
     """Verify the hash-chained audit log: exit 1 if any record was edited, inserted or deleted."""
     from bastion import api
@@ -217,7 +229,8 @@ def verify_log(
             if sep and not seq.strip().lstrip("-").isdigit():
                 raise ConfigError(f"--expect-head {head!r}: SEQ must be an integer")
             expected = (int(seq) if sep else None, h)
-        res = api.guard_verify_log(config, db=db, chain=chain, expected_head=expected)
+        res = api.guard_verify_log(config, db=db, chain=chain, expected_head=expected, key_env=key_env)
+        keyed = key_env is not None or (config is not None and _config_key_env(config) is not None)
     except BastionError as exc:
         fail(exc)
     write(json.dumps(res.to_dict(), indent=2), None)
@@ -227,6 +240,12 @@ def verify_log(
         raise typer.Exit(EXIT_NOTHING)
     if res.ok:
         err.print(f"audit chain verified: {res.records} record(s)", highlight=False)
+        if not keyed and expected is None:
+            err.print(
+                "note: the chain is not keyed (audit.key_env) and no --expect-head was given: whoever "
+                "can write the database can recompute the whole chain after an edit",
+                highlight=False,
+            )
         raise typer.Exit(EXIT_OK)
     err.print(f"audit chain BROKEN: {len(res.problems)} problem(s)", highlight=False)
     for p in res.problems[:10]:

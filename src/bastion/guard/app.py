@@ -36,7 +36,7 @@ from bastion.guard.access import AccessControl
 from bastion.guard.anomaly import AnomalyMonitor
 from bastion.guard.audit import Alert, AuditSink, GroupCommit, WebhookSender, failure_reason, input_sha256
 from bastion.guard.canary import CanaryWatch, HoneytokenWatch
-from bastion.guard.config import GuardConfig, HoneytokenSpec, UpstreamSource
+from bastion.guard.config import GuardConfig, HoneytokenSpec, UpstreamSource, audit_key
 from bastion.guard.extraction import ExtractionDetector
 from bastion.guard.health import UpstreamProbe
 from bastion.guard.limits import RateLimiter
@@ -743,7 +743,9 @@ def build_guard(
         from bastion.store.audit import AuditLog
         from bastion.store.repository import default_url
 
-        store = AuditLog.open(config.audit.db or default_url(), chain=config.audit.chain)
+        store = AuditLog.open(
+            config.audit.db or default_url(), chain=config.audit.chain, key=audit_key(config.audit.key_env)
+        )
     return Guard(
         config, target=target, store=store, profile=profile, model_sha256=model_sha256 or "", clock=clock
     )

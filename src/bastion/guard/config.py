@@ -258,10 +258,32 @@ class ResponseSpec(_Strict):
 
 
 class AuditSpec(_Strict):
-    """Where the audit chain lives (a store URL; ``BASTION_DB`` / default store when omitted)."""
+    """Where the audit chain lives (a store URL; ``BASTION_DB`` / default store when omitted).
+
+    ``key_env``: an environment variable holding the chain's secret key (16 characters or more):
+    records are chained with HMAC-SHA-256 under it, so a writer of the database cannot recompute
+    the chain after an edit; ``bastion guard verify-log`` needs the same variable.
+    """
 
     db: str | None = None
     chain: str = Field(default="guard", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    key_env: str | None = Field(default=None, pattern=_ENV)
+
+
+def audit_key(env: str | None) -> bytes | None:
+    """The audit chain's HMAC key from the environment variable ``env`` (``None``: unkeyed).
+
+    Raises:
+        ConfigError: the variable is unset or shorter than 16 characters.
+    """
+    if env is None:
+        return None
+    import os
+
+    value = os.environ.get(env, "")
+    if len(value) < 16:
+        raise ConfigError(f"audit.key_env: environment variable {env} is unset or shorter than 16 characters")
+    return value.encode()
 
 
 class AlertsSpec(_Strict):

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import hashlib
+import hmac
 import json
 import sqlite3
 import threading
@@ -70,14 +71,36 @@ def canonical(obj: Any) -> bytes:
     return _CANONICAL.encode(obj).encode()
 
 
-def record_hash(prev_hash: str, chain: str, seq: int, key_id: str | None, decision: str, record: Any) -> str:
-    """The chained hash of one record."""
+def _hasher(key: bytes | None) -> Any:
+    """SHA-256, or HMAC-SHA-256 under ``key`` (a keyed chain: rewriting it needs the key)."""
+    return hashlib.sha256() if key is None else hmac.new(key, digestmod=hashlib.sha256)
+
+
+def record_hash(
+    prev_hash: str,
+    chain: str,
+    seq: int,
+    key_id: str | None,
+    decision: str,
+    record: Any,
+    *,
+    key: bytes | None = None,
+) -> str:
+    """The chained hash of one record (HMAC-SHA-256 with ``key`` for a keyed chain)."""
     body = {"chain": chain, "seq": seq, "key_id": key_id, "decision": decision, "record": record}
-    return hashlib.sha256(prev_hash.encode() + canonical(body)).hexdigest()
+    h = _hasher(key)
+    h.update(prev_hash.encode() + canonical(body))
+    return str(h.hexdigest())
 
 
 def _record_hash_encoded(
-    prev_hash: str, chain: str, seq: int, key_id: str | None, decision: str, record_json: bytes
+    prev_hash: str,
+    chain: str,
+    seq: int,
+    key_id: str | None,
+    decision: str,
+    record_json: bytes,
+    key: bytes | None = None,
 ) -> str:
     """:func:`record_hash` from the record's canonical bytes (the record is encoded once per append).
 
@@ -86,12 +109,13 @@ def _record_hash_encoded(
     with :func:`record_hash`).
     """
     kid = b"null" if key_id is None else _json_str(key_id)
-    h = hashlib.sha256(prev_hash.encode())
+    h = _hasher(key)
+    h.update(prev_hash.encode())
     h.update(b'{"chain":' + _json_str(chain) + b',"decision":' + _json_str(decision))
     h.update(b',"key_id":' + kid + b',"record":')
     h.update(record_json)
     h.update(b',"seq":' + str(int(seq)).encode() + b"}")
-    return h.hexdigest()
+    return str(h.hexdigest())
 
 
 def _created_mismatch(created: dt.datetime | None, record: Any) -> str | None:
@@ -190,10 +214,11 @@ class AuditLog:
     Open with :meth:`open`; the database is migrated to head first.
     """
 
-    def __init__(self, engine: Engine, *, url: str, chain: str) -> None:
+    def __init__(self, engine: Engine, *, url: str, chain: str, key: bytes | None = None) -> None:
         self._engine = engine
         self._url = url
         self.chain = chain
+        self._key = key  # HMAC key of a keyed chain (held outside the database)
         self._lock = threading.Lock()
         self._conn: Any = None  # one connection held for appends (no pool checkout per record)
         self._conn_waits = True  # its busy timeout: BUSY_TIMEOUT_MS (True) or 0
@@ -207,8 +232,13 @@ class AuditLog:
         self._seq, self._head = self._load_head()
 
     @classmethod
-    def open(cls, url: str, *, chain: str = "guard") -> AuditLog:
+    def open(cls, url: str, *, chain: str = "guard", key: bytes | None = None) -> AuditLog:
         """Open (and migrate) the store at ``url`` for the audit chain ``chain``.
+
+        ``key``: the chain's HMAC key (``audit.key_env``). Without one, a record's hash is plain
+        SHA-256: whoever can write the database can recompute the whole chain after an edit,
+        and only a head recorded elsewhere (``verify-log --expect-head``) shows it. With one,
+        the chain cannot be rewritten without the key; verify it with the same key.
 
         Raises:
             StoreError: unreachable database or failed migration.
@@ -220,7 +250,7 @@ class AuditLog:
             raise StoreError(f"cannot open database {safe_url(url)}: {exc}") from exc
         if engine.dialect.name == "sqlite":
             event.listen(engine, "connect", _sqlite_pragmas)
-        return cls(engine, url=url, chain=chain)
+        return cls(engine, url=url, chain=chain, key=key)
 
     def close(self) -> None:
         """Release the database connections."""
@@ -328,7 +358,7 @@ class AuditLog:
         rows: list[dict[str, Any]] = []
         for e, rec_json in zip(entries, encoded, strict=True):
             seq += 1
-            h = _record_hash_encoded(head, self.chain, seq, e.key_id, e.decision, rec_json)
+            h = _record_hash_encoded(head, self.chain, seq, e.key_id, e.decision, rec_json, self._key)
             rows.append(
                 {
                     "chain": self.chain,
@@ -477,7 +507,7 @@ class AuditLog:
                 )
             if r.prev_hash != prev:
                 res.problems.append(f"seq {r.seq}: prev_hash does not match the previous record's hash")
-            h = record_hash(r.prev_hash, self.chain, r.seq, r.key_id, r.decision, r.record)
+            h = record_hash(r.prev_hash, self.chain, r.seq, r.key_id, r.decision, r.record, key=self._key)
             if h != r.hash:
                 res.problems.append(f"seq {r.seq}: content does not match its hash (record edited)")
             created_problem = _created_mismatch(r.created, r.record)

@@ -139,3 +139,27 @@ def test_02_audit_key_env_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
         audit_key("GUARD_AUDIT_KEY")
     monkeypatch.setenv("GUARD_AUDIT_KEY", "x" * 32)
     assert audit_key("GUARD_AUDIT_KEY") == b"x" * 32
+
+
+def test_05_one_class_padding_in_fresh_cells_is_exploration() -> None:
+    from bastion.guard.config import ExtractionSpec
+    from bastion.guard.extraction import ExtractionDetector
+
+    det = ExtractionDetector(ExtractionSpec(), num_classes=10, dims=2)
+    z = [[0.0, 0.0]]
+    rules: list[str] = []
+    # a thief: every query of class 8 in a new cell (the label histogram stays one class)
+    for i in range(150):
+        rules += [
+            a.rule
+            for a in det.observe("thief", z=z, cells=[i], labels=[8], margins=[0.9], ood=[False], now=i)
+        ]
+    assert "exploration" in rules and "class-coverage" not in rules
+    # a user: 200 queries about a few cases, reusing their cells
+    quiet: list[str] = []
+    for i in range(200):
+        quiet += [
+            a.rule
+            for a in det.observe("user", z=z, cells=[i % 12], labels=[3], margins=[0.9], ood=[False], now=i)
+        ]
+    assert quiet == []

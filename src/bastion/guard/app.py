@@ -57,6 +57,7 @@ RULES: dict[str, tuple[str, tuple[str, ...]]] = {
     "guard.extraction.synthetic-queries": ("high", (atlas.EXTRACT_MODEL, atlas.INFERENCE_API_ACCESS)),
     "guard.extraction.boundary-probing": ("high", (atlas.EXTRACT_MODEL, atlas.INFERENCE_API_ACCESS)),
     "guard.extraction.probing-session": ("high", (atlas.CRAFT_ADVERSARIAL, atlas.EVADE_MODEL)),
+    "guard.extraction.exploration": ("high", (atlas.EXTRACT_MODEL, atlas.INFERENCE_API_ACCESS)),
     "guard.extraction.distributed": ("high", (atlas.EXTRACT_MODEL, atlas.INFERENCE_API_ACCESS)),
     "guard.canary.hit": ("critical", (atlas.INFERENCE_API_ACCESS,)),
     "guard.honeytoken.hit": (

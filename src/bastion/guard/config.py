@@ -165,6 +165,7 @@ class ExtractionSpec(_Strict):
     boundary_margin: float = Field(default=0.15, gt=0, lt=1)
     probe_fraction: float = Field(default=0.5, gt=0, le=1)
     probe_radius: float = Field(default=0.5, gt=0)
+    exploration_cells: int = Field(default=100, ge=20)
     cell_cap: int = Field(default=2048, ge=64)
     ring: int = Field(default=32, ge=4)
     cross_key: bool = True

@@ -18,6 +18,11 @@ model's behaviour — with signals that natural-data and synthetic thieves canno
 - ``probing-session``: near-duplicate queries (within ``probe_radius`` of one of the key's last
   ``ring`` queries in the projected space) that also sit near the boundary — the footprint of
   HopSkipJump-style decision-based attacks (Chen et al. 2020, arXiv:1904.02144).
+- ``exploration``: the number of distinct input cells the key has opened. The class histogram is
+  the caller's to shape (padding with one class's in-distribution variants, each in a fresh
+  cell, kept the effective classes of a 1,500-query thief at 3.2 of 10 while the soft labels
+  taught a clone 0.94 fidelity: red-team round 16); what a clone needs, many distinct regions of
+  the input space, shows here whatever their labels. A user with a few cases reuses few cells.
 - ``distributed`` (across keys): keys each too small or too narrow to flag alone, active in the
   same window, whose *union* of queries covers the classes and input cells like one thief.
 
@@ -81,7 +86,9 @@ def effective_classes(hist: np.ndarray) -> float:
 
 
 #: The single-key rules (each raised once per key).
-_RULES = frozenset({"class-coverage", "synthetic-queries", "boundary-probing", "probing-session"})
+_RULES = frozenset(
+    {"class-coverage", "synthetic-queries", "boundary-probing", "probing-session", "exploration"}
+)
 
 
 @dataclass(frozen=True)
@@ -186,6 +193,7 @@ class ExtractionDetector:
                 "synthetic-queries": round(st.ood / n, 4) >= spec.ood_fraction,
                 "boundary-probing": round(st.low_margin / n, 4) >= spec.boundary_fraction,
                 "probing-session": round(st.probes / n, 4) >= spec.probe_fraction,
+                "exploration": st.new_cells >= spec.exploration_cells,
             }
             ev: dict[str, float] | None = None
             for rule, hit in checks.items():

@@ -165,3 +165,15 @@ def write_guard_yaml(project: Path, profile_sha256: str) -> tuple[str, str]:
         )
     )
     return secret, db
+
+
+def request_body(rows: Any) -> bytes:
+    """A predict request's JSON body for ``rows`` (each flattened)."""
+    return json.dumps({"instances": np.asarray(rows).reshape(len(rows), -1).tolist()}).encode()
+
+
+def quiet_guard_logs(caplog: Any) -> None:
+    """Silence the guard's expected alert and error logs in a test."""
+    import logging
+
+    caplog.set_level(logging.CRITICAL, logger="bastion.guard")

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from tests.guard.helpers import MemorySink, SoftmaxTarget, make_config
+from tests.guard.helpers import MemorySink, SoftmaxTarget, make_config, quiet_guard_logs, request_body
 
 from bastion.core.errors import IntegrityError
 from bastion.guard.app import Guard
@@ -28,11 +28,10 @@ Keys = dict[str, tuple[str, KeySpec]]
 
 @pytest.fixture(autouse=True)
 def _quiet(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.CRITICAL, logger="bastion.guard")
+    quiet_guard_logs(caplog)
 
 
-def _body(rows: Any) -> bytes:
-    return json.dumps({"instances": np.asarray(rows).reshape(len(rows), -1).tolist()}).encode()
+_body = request_body
 
 
 def _hdr(keys: Keys, kid: str) -> dict[str, str]:

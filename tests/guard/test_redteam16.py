@@ -5,14 +5,12 @@ stored record with a duplicate JSON key read one way in SQL and another in ``ver
 from __future__ import annotations
 
 import json
-import logging
 import sqlite3
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
-from tests.guard.helpers import MemorySink, SoftmaxTarget, make_config
+from tests.guard.helpers import MemorySink, SoftmaxTarget, make_config, quiet_guard_logs, request_body
 
 from bastion.guard.app import Guard
 from bastion.guard.canary import canary_hash
@@ -25,11 +23,10 @@ Keys = dict[str, tuple[str, KeySpec]]
 
 @pytest.fixture(autouse=True)
 def _quiet(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.CRITICAL, logger="bastion.guard")
+    quiet_guard_logs(caplog)
 
 
-def _body(rows: Any) -> bytes:
-    return json.dumps({"instances": np.asarray(rows).reshape(len(rows), -1).tolist()}).encode()
+_body = request_body
 
 
 def test_04_a_trial_rejected_before_the_model_lets_the_next_request_try(

@@ -4,11 +4,11 @@ the sizes constructors broadcast to are still checked (allow rules 1.5.0)."""
 from __future__ import annotations
 
 import pickle
-import struct
 from pathlib import Path
 
 import numpy as np
 import pytest
+from tests.scan._pickles import CALL, G, I, S, T
 
 from bastion.scan import scan_file
 
@@ -44,30 +44,6 @@ def test_pandas_objects_are_safe(tmp_path: Path, protocol: int) -> None:
         path.write_bytes(pickle.dumps(obj, protocol=protocol))
         res = scan_file(path)
         assert res.verdict.value == "safe", (name, [(f.rule_id, f.evidence) for f in res.findings])
-
-
-def G(module: str, name: str) -> bytes:
-    return b"c" + module.encode() + b"\n" + name.encode() + b"\n"
-
-
-def S(text: str) -> bytes:
-    data = text.encode()
-    return b"X" + struct.pack("<I", len(data)) + data
-
-
-def I(n: int) -> bytes:  # noqa: E743 - the opcode's letter
-    if 0 <= n < 2**31:
-        return b"J" + struct.pack("<i", n)
-    data = n.to_bytes((n.bit_length() + 8) // 8, "little", signed=True)
-    return b"\x8a" + bytes([len(data)]) + data
-
-
-def T(*items: bytes) -> bytes:
-    return b"(" + b"".join(items) + b"t"
-
-
-def CALL(func: bytes, *args: bytes) -> bytes:
-    return func + T(*args) + b"R"
 
 
 def D(*pairs: tuple[str, bytes]) -> bytes:

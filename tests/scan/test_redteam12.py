@@ -11,47 +11,19 @@ from __future__ import annotations
 
 import io
 import pickle
-import struct
 from pathlib import Path
 
 import numpy as np
 import pytest
+from tests.scan._pickles import CALL, G, I, P, S, T
 
 from bastion.scan import scan_file
 from bastion.scan.engine import load_rule_files
 from bastion.scan.policy import Verdictish
 
 
-def G(module: str, name: str) -> bytes:
-    return b"c" + module.encode() + b"\n" + name.encode() + b"\n"
-
-
-def S(text: str) -> bytes:
-    data = text.encode()
-    return b"X" + struct.pack("<I", len(data)) + data
-
-
-def I(n: int) -> bytes:  # noqa: E743 - the opcode's letter
-    if 0 <= n < 2**31:
-        return b"J" + struct.pack("<i", n)
-    data = n.to_bytes((n.bit_length() + 8) // 8, "little", signed=True)
-    return b"\x8a" + bytes([len(data)]) + data
-
-
-def T(*items: bytes) -> bytes:
-    return b"(" + b"".join(items) + b"t"
-
-
 def LIST(*items: bytes) -> bytes:
     return b"]" + b"".join(x + b"a" for x in items)
-
-
-def CALL(func: bytes, *args: bytes) -> bytes:
-    return func + T(*args) + b"R"
-
-
-def P(body: bytes) -> bytes:
-    return b"\x80\x02" + body + b"."
 
 
 def _scan(tmp_path: Path, name: str, data: bytes) -> tuple[str, list[str]]:

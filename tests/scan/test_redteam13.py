@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tests.scan._pickles import tar as _tar
 
 from bastion.scan import scan_file
 from bastion.scan.archive_scanner import _resolve
@@ -145,22 +146,6 @@ def test_m5_an_ordinary_chat_template_passes() -> None:
         "{% if loop.last %}{{ eos_token }}{% endif %}{% endfor %}"
     )
     assert template_findings(tpl) == []
-
-
-def _tar(members: list[tuple[str, bytes, str | None, bytes | None]]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
-        for name, typ, target, data in members:
-            ti = tarfile.TarInfo(name)
-            ti.type = typ
-            if target is not None:
-                ti.linkname = target
-            if data is not None:
-                ti.size = len(data)
-                tf.addfile(ti, io.BytesIO(data))
-            else:
-                tf.addfile(ti)
-    return buf.getvalue()
 
 
 def test_m6_a_symlink_chain_out_of_the_folder_is_path_traversal(tmp_path: Path) -> None:

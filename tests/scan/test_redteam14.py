@@ -11,7 +11,6 @@ made to point outside by a later link.
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import pickle
 import shutil
@@ -20,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from tests.keys import write_ec_keypair
+from tests.scan._pickles import tar as _tar
 
 from bastion.core.errors import IntegrityError, TargetError
 from bastion.scan import scan_file
@@ -161,20 +161,6 @@ def test_i6_a_changed_file_with_a_quote_in_its_name_fails(tmp_path: Path, keys: 
     assert bundles.status_of(models / "bob's.pkl")[0] is SignatureStatus.INVALID
     # the folder's unchanged file still has its signed digest
     assert bundles.status_of(models / "other.pkl")[0] is SignatureStatus.VERIFIED
-
-
-def _tar(members: list[tuple[str, bytes, str | None, bytes | None]]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tf:
-        for name, typ, target, data in members:
-            ti = tarfile.TarInfo(name)
-            ti.type = typ
-            if target is not None:
-                ti.linkname = target
-            if data is not None:
-                ti.size = len(data)
-            tf.addfile(ti, io.BytesIO(data) if data is not None else None)
-    return buf.getvalue()
 
 
 def test_t1_a_link_made_to_leave_by_a_later_link_is_path_traversal(tmp_path: Path) -> None:

@@ -15,37 +15,10 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tests.scan._pickles import CALL, G, I, P, S, T
 
 from bastion.scan import scan_file, scan_paths
 from bastion.scan.pickle_vm import _text_int, dtype_info, typestr_itemsize
-
-
-def G(module: str, name: str) -> bytes:
-    return b"c" + module.encode() + b"\n" + name.encode() + b"\n"
-
-
-def S(text: str) -> bytes:
-    data = text.encode()
-    return b"X" + struct.pack("<I", len(data)) + data
-
-
-def I(n: int) -> bytes:  # noqa: E743 - the opcode's letter
-    if 0 <= n < 2**31:
-        return b"J" + struct.pack("<i", n)
-    data = n.to_bytes((n.bit_length() + 8) // 8, "little", signed=True)
-    return b"\x8a" + bytes([len(data)]) + data
-
-
-def T(*items: bytes) -> bytes:
-    return b"(" + b"".join(items) + b"t"
-
-
-def CALL(func: bytes, *args: bytes) -> bytes:
-    return func + T(*args) + b"R"
-
-
-def P(body: bytes, proto: int = 2) -> bytes:
-    return b"\x80" + bytes([proto]) + body + b"."
 
 
 def _scan(tmp_path: Path, name: str, data: bytes) -> tuple[str, list[str]]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import json
 import threading
+import time
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -234,6 +235,17 @@ def _make_handler(state: Server, model: LogisticRegression) -> type[BaseHTTPRequ
                 return self._send(200, {"predictions": [p[1] for p in proba]})
             if route == "/custom":
                 return self._send(200, {"outputs": proba})
+            if route == "/drip":  # a valid answer, one byte every 0.3 s: each read is quick, the whole slow
+                data = json.dumps({"predictions": proba}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                for i in range(len(data)):
+                    self.wfile.write(data[i : i + 1])
+                    self.wfile.flush()
+                    time.sleep(0.3)
+                return None
             if route == "/no-length":  # no Content-Length: the body ends when the connection closes
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import socket
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -103,6 +104,15 @@ def test_gives_up_after_max_retries(server: Server, cancer: Cancer) -> None:
     with pytest.raises(TargetError, match=r"HTTP 503 after 3 attempt"):
         t.predict_proba(cancer.x_test[:5])
     assert server.count("/down") == 3
+
+
+def test_timeout_bounds_the_whole_call_not_each_read(server: Server, cancer: Cancer) -> None:
+    # an upstream dripping a valid answer byte by byte (red-team round 18: a 2 s timeout held 19.7 s)
+    t = make(server.url("/drip"), max_retries=0, timeout=1.0)
+    started = time.monotonic()
+    with pytest.raises(TargetError, match="timed out"):
+        t.predict_proba(cancer.x_test[:1])
+    assert time.monotonic() - started < 3.0
 
 
 def test_connection_refused_is_a_target_error() -> None:
@@ -247,7 +257,6 @@ def test_redact_url() -> None:
 # -- wire templates, concurrency, rate limit, Retry-After (issue 5) ------------------------------
 import json  # noqa: E402
 import threading  # noqa: E402
-import time  # noqa: E402
 from collections.abc import Iterator  # noqa: E402
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer  # noqa: E402
 from typing import Any  # noqa: E402

@@ -240,10 +240,15 @@ def verify_log(
         raise typer.Exit(EXIT_NOTHING)
     if res.ok:
         err.print(f"audit chain verified: {res.records} record(s)", highlight=False)
-        if not keyed and expected is None:
+        if expected is None:  # keyed or not, the newest records can be cut off unseen
+            what = (
+                "records deleted from the end of the chain are not detected"
+                if keyed
+                else "the chain is not keyed (audit.key_env): whoever can write the database can "
+                "recompute the whole chain after an edit, and cut records off its end"
+            )
             err.print(
-                "note: the chain is not keyed (audit.key_env) and no --expect-head was given: whoever "
-                "can write the database can recompute the whole chain after an edit",
+                f"note: no --expect-head was given: {what}; pass the head the guard logs at shutdown",
                 highlight=False,
             )
         raise typer.Exit(EXIT_OK)

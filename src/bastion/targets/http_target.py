@@ -449,11 +449,18 @@ class HttpTarget(Target):
         """POST ``body``; the response and its body, or ``None`` for a 2xx body over the cap.
 
         The body is read as it streams and abandoned once it passes ``max_response_bytes``
-        (or at once when ``Content-Length`` says it will); error answers are not read.
+        (or at once when ``Content-Length`` says it will); error answers are not read. ``timeout``
+        bounds the whole call, not only each read: an upstream dripping its answer a byte at a
+        time raises ``httpx.ReadTimeout`` once it is spent (a backend failure, like any timeout).
         """
+        import httpx
+
         cap = self.max_response_bytes
+        deadline = time.monotonic() + self.timeout
         req = {"content": body, "headers": _JSON_HEADERS, "timeout": self.timeout}
         with client.stream("POST", self.url, **req) as resp:
+            if time.monotonic() > deadline:
+                raise httpx.ReadTimeout(f"no answer within {self.timeout:g} s")
             if not 200 <= int(resp.status_code) < 300:
                 return resp, b""
             declared = resp.headers.get("content-length")
@@ -465,6 +472,8 @@ class HttpTarget(Target):
                 size += len(chunk)
                 if size > cap:
                     return resp, None
+                if time.monotonic() > deadline:
+                    raise httpx.ReadTimeout(f"answer not complete within {self.timeout:g} s")
                 chunks.append(chunk)
             return resp, b"".join(chunks)
 

@@ -149,3 +149,42 @@ def test_q5_a_mobile_archives_operator_table_is_checked(tmp_path: Path) -> None:
     res = scan_file(path)
     assert res.verdict.value == "malicious"
     assert any(f.evidence.get("construct") == "aten::from_file" for f in res.findings)
+
+
+# -- red-team round 19 ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("key", ["target", "as_operator"])
+def test_r1_file_operators_in_an_export_graph(key: str) -> None:
+    doc = {"nodes": [{key: "torch.ops.aten.from_file.default"}]}
+    issues = analyse_export_json(json.dumps(doc).encode(), "m/models/model.json")
+    assert issues and issues[0].severity.name == "HIGH"
+
+
+@pytest.mark.parametrize(
+    "members",
+    [
+        {"m/models/sub/m.json": _graph("__import__('os').system('id')"), "m/archive_format": b"pt2"},
+        {"m/models/evil": _graph("__import__('os').system('id')"), "m/byteorder": b"little"},
+        {"serialized_exported_program.json": _graph("__import__('os').system('id')"), "version": b"1"},
+    ],
+    ids=["nested", "no-suffix", "older-layout"],
+)
+def test_r2_r3_every_graph_torch_reads(tmp_path: Path, members: dict[str, bytes]) -> None:
+    path = tmp_path / "model.pt2"
+    path.write_bytes(_zip(members))
+    res = scan_file(path)
+    assert res.verdict.value == "malicious" and "scan.pytorch.export-expression" in {
+        f.rule_id for f in res.findings
+    }
+
+
+def test_r4_native_code_in_an_export_archive(tmp_path: Path) -> None:
+    members = {
+        "m/models/model.json": _graph(),
+        "m/archive_format": b"pt2",
+        "m/data/aotinductor/model/model.so": b"\x7fELF" + b"\0" * 60,
+    }
+    path = tmp_path / "model.pt2"
+    path.write_bytes(_zip(members))
+    assert "scan.pytorch.export-native-code" in {f.rule_id for f in scan_file(path).findings}

@@ -127,3 +127,12 @@ def test_a_zip_with_a_schema_json_but_nothing_skops_like_is_not_claimed(tmp_path
         z.writestr("schema.json", json.dumps({"type": "object"}))
         z.writestr("readme.txt", "hello")
     assert scan_file(f).format != "skops"
+
+
+def test_a_reference_only_type_the_loader_calls_is_flagged(tmp_path: Path) -> None:
+    # red-team round 19: ConstructorFromReduceNode called numpy.memmap(path, 'w+') (allowed only
+    # as a class reference in pickles) and truncated a chosen file
+    node = _node("ConstructorFromReduceNode", "numpy", "memmap", content={"args": []})
+    res = scan_file(_skops(tmp_path / "model.skops", _estimator({"w": node})))
+    assert res.verdict == Verdict.MALICIOUS
+    assert "scan.skops.reference-only-called" in {f.rule_id for f in res.findings}

@@ -22,9 +22,9 @@ import re
 from typing import Any, NamedTuple
 
 from bastion.core.severity import Severity
-from bastion.scan._torchscript import STANDARD_OP_NAMESPACES
+from bastion.scan._torchscript import SIDE_EFFECT_OPS, STANDARD_OP_NAMESPACES
 
-__all__ = ["ExportIssue", "analyse_export_json", "is_export_archive"]
+__all__ = ["ExportIssue", "analyse_export_json", "is_export_archive", "is_graph_member", "native_members"]
 
 #: sympy classes and functions torch writes in ``expr_str`` (srepr form).
 _SYMPY_CALLS = frozenset(
@@ -77,7 +77,7 @@ _ARITH = (
     ast.boolop,
 )
 _OP_NAMESPACES = STANDARD_OP_NAMESPACES | {"higher_order", "_higher_order_ops"}
-_TARGET = re.compile(r"(?:_operator|math)\.\w+|torch\.ops\.(\w+)\.\w+(?:\.\w+)?")
+_TARGET = re.compile(r"(?:_operator|math)\.\w+|torch\.ops\.(\w+)\.(\w+)(?:\.\w+)?")
 _MAX_JSON = 64 << 20
 
 
@@ -90,10 +90,36 @@ class ExportIssue(NamedTuple):
 
 
 def is_export_archive(names: list[str]) -> bool:
-    """Whether zip member ``names`` are a ``torch.export`` archive's (``<root>/models/*.json``)."""
-    return any(re.fullmatch(r"(?:[^/]+/)?models/[^/]+\.json", n, re.IGNORECASE) for n in names) and any(
-        n.lower().endswith(("archive_format", "archive_version", "/byteorder")) for n in names
+    """Whether zip member ``names`` are a ``torch.export`` archive's.
+
+    The ``.pt2`` layout (``<root>/models/...`` beside ``archive_format``/``byteorder``), or the
+    older one ``torch.export.load`` falls back to (``serialized_exported_program.json``).
+    """
+    low = [n.lower() for n in names]
+    if any(n.endswith("serialized_exported_program.json") for n in low):
+        return True
+    return any(re.match(r"(?:[^/]+/)?models/", n) for n in low) and any(
+        n.endswith(("archive_format", "archive_version", "/byteorder")) for n in low
     )
+
+
+def is_graph_member(name: str) -> bool:
+    """Whether ``torch.export.load`` reads a member as a graph.
+
+    Anything under ``models/`` (any depth, any suffix), and any JSON of the archive (the older
+    layout's program).
+    """
+    low = name.lower()
+    return bool(re.match(r"(?:[^/]+/)?models/.", low)) or low.endswith(".json")
+
+
+#: Members of an export archive that hold native code (AOTInductor: loaded with ``dlopen``).
+_NATIVE = re.compile(r"(?:^|/)aotinductor/|\.(?:so|dylib|dll|pyd|o|cpp|cubin)$", re.IGNORECASE)
+
+
+def native_members(names: list[str]) -> list[str]:
+    """Members ``torch.export.load`` would load as native code (any ``aotinductor/`` file, ``.so``, …)."""
+    return [n for n in names if _NATIVE.search(n)]
 
 
 def _expr_problem(text: str) -> tuple[Severity, str] | None:
@@ -175,7 +201,9 @@ def _target_problem(target: str) -> tuple[Severity, str] | None:
             Severity.HIGH,
             f"target {target[:80]!r} (resolved by getattr along torch/_operator/math and called)",
         )
-    ns = m.group(1)
+    ns, op = m.group(1), m.group(2)
+    if op is not None and op in SIDE_EFFECT_OPS:  # aten::from_file / save read or write a chosen file
+        return Severity.HIGH, f"operator torch.ops.{ns}.{op}, which reads or writes files"
     if ns is not None and ns not in _OP_NAMESPACES:
         return Severity.MEDIUM, f"custom operator namespace torch.ops.{ns}"
     return None
@@ -211,7 +239,8 @@ def analyse_export_json(data: bytes, member: str) -> list[ExportIssue]:
             kind = ""
             if key == "expr_str" and isinstance(val, str):
                 kind, found = "export-expression", _expr_problem(val)
-            elif key == "target" and isinstance(val, str):
+            elif key in ("target", "as_operator") and isinstance(val, str):
+                # a node's callee, and an operator handed to a higher-order op (with_effects calls it)
                 kind, found = "export-target", _target_problem(val)
             elif key == "guards_code" and isinstance(val, list):
                 for g in val:

@@ -220,7 +220,7 @@ class PyTorchScanner(Scanner):
 
     def _export(self, art: Artifact, zf: zipfile.ZipFile) -> Outcome:
         """A ``torch.export`` archive (``.pt2``): its pickles and files by magic, its graph JSON checked."""
-        from bastion.scan._torch_export import analyse_export_json
+        from bastion.scan._torch_export import analyse_export_json, is_graph_member, native_members
 
         out = Outcome(format="pytorch-export")
         found: list[tuple[str, Any]] = []
@@ -232,14 +232,27 @@ class PyTorchScanner(Scanner):
             found.extend((info.filename, issue) for issue in analyse_export_json(data, info.filename))
 
         def classify(name: str) -> MemberAction:
-            low = name.lower()
-            if re.fullmatch(r"(?:[^/]+/)?models/[^/]+\.json", low):
+            if is_graph_member(name):
                 return read_json
-            return "pickle" if low.endswith(".pkl") else "dispatch"
+            return "pickle" if name.lower().endswith(".pkl") else "dispatch"
 
         names = [i.filename for i in zf.infolist()]
         walk_zip(art, zf, out, plugin_id=self.id, classify=classify)
         _case_duplicates(art, names, out, self.id)
+        native = native_members(names)
+        if native:
+            out.findings.append(
+                art.finding(
+                    "scan.pytorch.export-native-code",
+                    Severity.HIGH,
+                    f"torch.export archive carries {len(native)} native-code member(s) (AOTInductor), "
+                    "loaded with dlopen",
+                    evidence={"members": native[:20], "count": len(native)},
+                    remediation="torch.export.load runs a shared library's constructors as it loads it: "
+                    "load only archives built by yourself, or export without AOTInductor.",
+                    references=("https://pytorch.org/docs/stable/torch.compiler_aot_inductor.html",),
+                )
+            )
         for member, issue in found:
             out.findings.append(
                 art.child(member, io.BytesIO(), 0).finding(

@@ -116,6 +116,21 @@ def _check_schema(art: Artifact, zf: zipfile.ZipFile, info: zipfile.ZipInfo, out
                     references=(j.rule.reference, *_REFS),
                 )
             )
+        elif j.kind is Verdictish.ALLOWED and j.rule is not None and not j.rule.call and loader != "TypeNode":
+            # allowed only as a class reference; skops calls it (ConstructorFromReduceNode,
+            # ObjectNode, DictNode key types): numpy.memmap(path, 'w+') truncated a chosen file
+            evidence.update(rule=j.rule.id, rationale=j.rule.rationale)
+            out.findings.append(
+                at.finding(
+                    "scan.skops.reference-only-called",
+                    Severity.HIGH,
+                    f"skops schema makes the loader call {q}; the allow-list accepts it only as a "
+                    "class reference",
+                    evidence=evidence,
+                    remediation=_REMEDIATE,
+                    references=(j.rule.reference, *_REFS),
+                )
+            )
         elif j.kind is Verdictish.UNKNOWN:
             out.findings.append(
                 at.finding(

@@ -344,3 +344,22 @@ def test_asset_and_dataset_names_must_differ() -> None:
                 "datasets": [{"name": "digits", "path": "d.npz"}],
             }
         )
+
+
+@pytest.mark.parametrize("value", [".nan", ".inf", "-.inf"])
+def test_a_nan_or_infinite_threshold_is_a_config_error(tmp_path: Path, value: str) -> None:
+    # a NaN bound compares false with everything: the gate it belongs to could never fail
+    path = tmp_path / "bastion.yaml"
+    path.write_text(
+        textwrap.dedent(
+            f"""
+            version: 1
+            checks:
+              evasion.pgd:
+                thresholds:
+                  - {{metric: "robust_accuracy@eps=0.1", op: "<", value: {value}, severity: high}}
+            """
+        )
+    )
+    with pytest.raises(ConfigError, match="finite"):
+        load_config(path)

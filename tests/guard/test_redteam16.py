@@ -160,3 +160,16 @@ def test_05_one_class_padding_in_fresh_cells_is_exploration() -> None:
             for a in det.observe("user", z=z, cells=[i % 12], labels=[3], margins=[0.9], ood=[False], now=i)
         ]
     assert quiet == []
+
+
+def test_bad_guard_inputs_get_one_clear_error(tmp_path: Path) -> None:
+    # new-user trial: an infinite rate (no limit at all) and an empty key id
+    from pydantic import ValidationError
+
+    from bastion.guard.access import new_key
+    from bastion.guard.config import LimitsSpec
+
+    with pytest.raises(ValidationError, match="finite"):
+        LimitsSpec(rate=float("inf"))
+    with pytest.raises(ValueError, match="key id ''"):
+        new_key("")

@@ -208,7 +208,16 @@ def _scan_check(a: Asset, fr: FileResult, seconds: float) -> CheckResult:
     status = "error" if fr.verdict == Verdict.ERROR else "ok"
     reason = f"ScanError: {fr.reason}" if status == "error" else None
     if fr.verdict == Verdict.SKIPPED:
-        status, reason = "skipped", f"not a model file: {fr.reason or 'no model format recognised'}"
+        why = fr.reason or "no model format recognised"
+        # bastion.yaml declares a model here: a file that is none is an error, never a pass
+        status, reason = (
+            ("error", f"ScanError: the model file is not a model: {why}")
+            if a.kind == "model"
+            else (
+                "skipped",
+                f"not a model file: {why}",
+            )
+        )
     return CheckResult(
         id=f"scan.{(fr.format or 'file').split('-')[0]}",
         asset=a.name,

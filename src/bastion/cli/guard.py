@@ -296,7 +296,10 @@ def _expiry(text: str) -> dt.datetime:
     """
     t = text.strip()
     if t.endswith("d") and t[:-1].isdigit() and int(t[:-1]) > 0:
-        return dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(days=int(t[:-1]))
+        try:
+            return dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(days=int(t[:-1]))
+        except OverflowError:
+            raise typer.BadParameter(f"{text!r} is past the year 9999", param_hint="--expires") from None
     try:
         when = dt.datetime.fromisoformat(t)
     except ValueError:

@@ -27,7 +27,9 @@ _CODE_REF = r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$"
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # a NaN or infinite bound is never meant: ``value: .nan`` turned a gate off (every comparison
+    # with NaN is false), ``rate: 1e309`` a rate limit
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class Feature(_Strict):

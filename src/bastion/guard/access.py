@@ -44,16 +44,24 @@ def new_key(
     Raises:
         ValueError: a bad id or model list, or ``expires`` without a timezone.
     """
+    from pydantic import ValidationError
+
     secret = "bk_" + secrets.token_urlsafe(32)
     salt = secrets.token_hex(16)
-    spec = KeySpec(
-        id=key_id,
-        salt=salt,
-        hash=hash_key(secret, salt),
-        models=models or ["*"],
-        expires=expires,
-        lookup=lookup_tag(secret),
-    )
+    try:
+        spec = KeySpec(
+            id=key_id,
+            salt=salt,
+            hash=hash_key(secret, salt),
+            models=models or ["*"],
+            expires=expires,
+            lookup=lookup_tag(secret),
+        )
+    except ValidationError as exc:  # one line naming the field, not pydantic's report
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ())) or "key"
+        field = {"id": f"key id {key_id!r}"}.get(where, where)
+        raise ValueError(f"{field}: {first.get('msg', 'invalid')}") from None
     return secret, spec
 
 

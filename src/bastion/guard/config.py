@@ -30,7 +30,9 @@ _ENV = r"^[A-Z_][A-Z0-9_]*$"
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # a NaN or infinite bound is never meant: ``value: .nan`` turned a gate off (every comparison
+    # with NaN is false), ``rate: 1e309`` a rate limit
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class ModelSource(_Strict):

@@ -234,6 +234,8 @@ def sign_path(
     _check(p, k)
     if sig.resolve() == p.resolve():
         raise ConfigError(f"--signature {sig}: would overwrite the model; write it beside the model")
+    if sig.is_dir():
+        raise ConfigError(f"--signature {sig}: is a folder; give the bundle's file path (e.g. {p.name}.sig)")
     if sig.exists():  # replacing an earlier bundle is fine; any other file is someone's data
         try:
             _bundle(sig)

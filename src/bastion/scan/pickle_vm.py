@@ -850,6 +850,24 @@ def _range_count(start: Any, stop: Any, step: Any) -> int:
     return max(0, (b - a + c - (1 if c > 0 else -1)) // c)
 
 
+def _may_materialise(args: Any) -> bool:
+    """Whether a numpy call's arguments hold something it may turn into a big array.
+
+    A ``range`` or another call's result, or a literal container of more than 64 items; numpy's
+    own rebuilds (``_reconstruct(ndarray, (0,), b'b')``, ``scalar(dtype, bytes)``) hold none.
+    """
+    if not isinstance(args, tuple):
+        return False
+    for a in args:
+        if isinstance(a, Obj):
+            name = _call_name(a) or ""
+            if name in _RANGES or name in _CONSUMERS or name.startswith("pandas."):
+                return True
+        elif isinstance(a, (tuple, PList, PSet, PDict)) and len(a if isinstance(a, tuple) else a.items) > 64:
+            return True
+    return False
+
+
 def _lazy_length(v: Any, budget: list[int], depth: int = 0) -> int:
     """Elements a numpy or pandas call makes of ``v`` at load time.
 
@@ -1560,7 +1578,7 @@ class _VM:
                         f"{self.op_name} {where} with encoding {preview(enc, 40)}: picklers write only "
                         "latin1 (other codecs can take quadratic time: punycode, idna)",
                     )
-            if where.startswith(_LAZY_SIZED):
+            if where.startswith(_LAZY_SIZED) and (where.startswith("pandas.") or _may_materialise(args)):
                 count = _lazy_length(obj, [4096])
                 if count == COMPUTED or count * 8 >= MAX_ALLOCATION:
                     self.anomaly(
@@ -2216,7 +2234,7 @@ class _VM:
             handed = PDict([(k, v) for k, v in state.items if k != "subclass"])
         self.note_passed(cls or "<object>", (handed,), None, suffix=".__setstate__")
         self._dunder_state(state)
-        if cls is not None and cls.startswith(_LAZY_SIZED) and cls not in _DTYPE_NAMES:
+        if cls is not None and cls.startswith("pandas."):  # numpy states hold their own bytes
             count = _lazy_length(state, [4096])
             if count == COMPUTED or count * 8 >= MAX_ALLOCATION:
                 self.anomaly(

@@ -365,3 +365,20 @@ def test_open_without_url_uses_the_default(tmp_path: Path, monkeypatch: pytest.M
     with Store.open() as store:
         assert store.url == f"sqlite:///{tmp_path}/.bastion/bastion.db"
     assert (tmp_path / ".bastion" / "bastion.db").is_file()
+
+
+def test_preflight_refuses_a_read_only_store_before_a_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # new-user trial: assess ran every check, then lost its report to "readonly database"
+    import bastion.store.repository as repo
+
+    url = f"sqlite:///{tmp_path / 'bastion.db'}"
+    Store.open(url).close()
+    preflight(url)
+    path = str(tmp_path / "bastion.db")
+    real = repo.os.access
+    # root ignores file modes: the permission answer is simulated, the check is real
+    monkeypatch.setattr(repo.os, "access", lambda p, mode: False if str(p) == path else real(p, mode))
+    with pytest.raises(StoreError, match="read-only"):
+        preflight(url)

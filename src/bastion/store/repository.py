@@ -324,6 +324,14 @@ def preflight(url: str) -> None:
             return
         if not path.is_file():
             raise StoreError(f"cannot open database {safe_url(url)}: {path} is not a file")
+        # a run writes its results at the end: a read-only file (or a folder where SQLite cannot
+        # make its journal) would lose them after all the work; say so before it starts
+        if not os.access(path, os.W_OK):
+            raise StoreError(f"cannot write database {safe_url(url)}: {path} is read-only")
+        if not os.access(path.parent, os.W_OK | os.X_OK):
+            raise StoreError(
+                f"cannot write database {safe_url(url)}: its folder {path.parent} is not writable"
+            )
         uri = path.as_uri() + "?mode=ro"
 
         def _read_only() -> sqlite3.Connection:

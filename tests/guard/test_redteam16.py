@@ -173,3 +173,24 @@ def test_bad_guard_inputs_get_one_clear_error(tmp_path: Path) -> None:
         LimitsSpec(rate=float("inf"))
     with pytest.raises(ValueError, match="key id ''"):
         new_key("")
+
+
+def test_round18_03_earlier_ordinary_traffic_does_not_dilute_a_probing_session() -> None:
+    from bastion.guard.config import ExtractionSpec
+    from bastion.guard.extraction import ExtractionDetector
+
+    det = ExtractionDetector(ExtractionSpec(), num_classes=10, dims=2)
+    rng = np.random.default_rng(0)
+    rules: list[str] = []
+    for i in range(1000):  # ordinary, confident queries about a few cases first
+        z = [[float(i % 7), 0.0]]
+        rules += [
+            a.rule
+            for a in det.observe("k", z=z, cells=[i % 7], labels=[3], margins=[0.9], ood=[False], now=i)
+        ]
+    assert "probing-session" not in rules
+    for i in range(250):  # then a decision-boundary walk: near-duplicates with a low margin
+        z = (np.array([[0.0, 0.0]]) + rng.normal(0, 0.01, (1, 2))).tolist()
+        alerts = det.observe("k", z=z, cells=[0], labels=[3], margins=[0.05], ood=[False], now=1000 + i)
+        rules += [a.rule for a in alerts]
+    assert "probing-session" in rules

@@ -34,12 +34,16 @@ bounded whatever the key sends.
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from bastion.guard.config import ExtractionSpec
+
+#: Queries over which the recent probe rate is measured (bounded memory: one int each).
+PROBE_WINDOW = 200
 
 
 @dataclass
@@ -62,6 +66,9 @@ class KeyStats:
     ring: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
     ring_n: int = 0
     flagged: set[str] = field(default_factory=set)
+    #: whether each of the key's last :data:`PROBE_WINDOW` queries was a probe, and how many were
+    recent: deque[int] = field(default_factory=lambda: deque(maxlen=PROBE_WINDOW))
+    recent_probes: int = 0
 
     def __post_init__(self) -> None:
         self.labels = np.zeros(self.num_classes, dtype=np.int64)
@@ -70,6 +77,10 @@ class KeyStats:
     def effective_classes(self) -> float:
         """``exp(H)`` of the predicted-label histogram (1 … C)."""
         return effective_classes(self.labels)
+
+    def recent_rate(self) -> float:
+        """Probes among the last :data:`PROBE_WINDOW` queries (0 until the window is full)."""
+        return self.recent_probes / PROBE_WINDOW if len(self.recent) == PROBE_WINDOW else 0.0
 
     def novelty(self) -> float:
         """Fraction of queries that landed in a cell the key had not visited."""
@@ -176,10 +187,16 @@ class ExtractionDetector:
                 st.ood += int(bool(ood[i]))
                 st.low_margin += int(low)
             filled = min(st.ring_n, spec.ring)
+            probe = 0
             if low and filled:  # only a low-margin query can be a probe: measure only those
                 d = math.sqrt(float(((st.ring[:filled] - z[i]) ** 2).sum(axis=1).min()))
                 if 1e-9 < d < spec.probe_radius:
                     st.probes += 1
+                    probe = 1
+            if len(st.recent) == PROBE_WINDOW:
+                st.recent_probes -= st.recent[0]
+            st.recent.append(probe)
+            st.recent_probes += probe
             st.ring[st.ring_n % spec.ring] = z[i]
             st.ring_n += 1
         out: list[ExtractionAlert] = []
@@ -192,7 +209,9 @@ class ExtractionDetector:
                 and round(st.effective_classes() / self.num_classes, 4) >= spec.class_coverage,
                 "synthetic-queries": round(st.ood / n, 4) >= spec.ood_fraction,
                 "boundary-probing": round(st.low_margin / n, 4) >= spec.boundary_fraction,
-                "probing-session": round(st.probes / n, 4) >= spec.probe_fraction,
+                # over the whole history or the recent window: ordinary traffic sent first must
+                # not dilute a session that starts later (red-team round 18)
+                "probing-session": round(max(st.probes / n, st.recent_rate()), 4) >= spec.probe_fraction,
                 "exploration": st.new_cells >= spec.exploration_cells,
             }
             ev: dict[str, float] | None = None

@@ -327,3 +327,14 @@ def test_cli_pepper_env_is_required_and_only_its_name_is_printed(
     assert run(argv) == 0
     out = capsys.readouterr().out
     assert json.loads(out)["honeytokens"]["pepper_env"] == "HT_PEPPER" and "pepper-value" not in out
+
+
+def test_a_refit_without_a_key_removes_the_earlier_signature(project: Path) -> None:
+    # new-user trial: the old profile.sig stayed beside the new, unsigned profile, and guard serve
+    # then refused to start
+    priv, _pub = _ec_keys(project)
+    out = project / "profile"
+    api.guard_fit(project / "bastion.yaml", asset="digits", out=out, sign_key=priv)
+    assert (project / "profile.sig").is_file()
+    info = api.guard_fit(project / "bastion.yaml", asset="digits", out=out)
+    assert not (project / "profile.sig").exists() and info["removed_stale_signature"].endswith("profile.sig")

@@ -128,6 +128,14 @@ def guard_fit(
         raise ConfigError(f"--output {out}: cannot write the guard artefact: {exc.strerror or exc}") from None
     if sign_key is not None:
         extra["signature"] = str(sign_model(out, key=sign_key))
+    else:
+        from bastion.scan.signing import default_signature_path
+
+        stale = default_signature_path(out)
+        if stale.is_file():  # an earlier fit's signature, now over other bytes: guard serve would refuse
+            stale.unlink()
+            extra["removed_stale_signature"] = str(stale)
+            log.warning("removed %s: it signed an earlier artefact (fit with --sign-key to sign)", stale)
     return {"path": str(Path(out)), "sha256": sha, "rows": len(x), "asset": a.name, **extra}
 
 

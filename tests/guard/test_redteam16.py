@@ -194,3 +194,38 @@ def test_round18_03_earlier_ordinary_traffic_does_not_dilute_a_probing_session()
         alerts = det.observe("k", z=z, cells=[0], labels=[3], margins=[0.05], ood=[False], now=1000 + i)
         rules += [a.rule for a in alerts]
     assert "probing-session" in rules
+
+
+def test_round18_06_a_locked_store_never_stalls_an_alert(tmp_path: Path) -> None:
+    import datetime as dt
+    import time
+
+    from bastion.guard.audit import IncidentWriter
+
+    path = tmp_path / "audit.db"
+    log = AuditLog.open(f"sqlite:///{path}")
+    writer = IncidentWriter(log)
+    incident = {
+        "rule_id": "guard.honeytoken.hit",
+        "severity": "critical",
+        "asset": "digits",
+        "key_id": "k",
+        "atlas": ["AML.T0024"],
+        "details": {"evidence": {}},
+        "created": dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+    }
+    lock = sqlite3.connect(path, isolation_level=None)
+    lock.execute("BEGIN EXCLUSIVE")  # a backup or another writer holds the database
+    try:
+        started = time.monotonic()
+        writer.record(**incident)
+        assert time.monotonic() - started < 1.0  # before: the 5 s busy timeout, on the event loop
+        assert writer.deferred == 1
+    finally:
+        lock.execute("ROLLBACK")
+        lock.close()
+    writer.close()  # the deferred incident is written once the lock is gone
+    assert [i["rule_id"] for i in log.incidents()] == ["guard.honeytoken.hit"]
+    writer.record(**incident)  # unlocked: written at once
+    assert writer.deferred == 1 and len(log.incidents()) == 2
+    log.close()

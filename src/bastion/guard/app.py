@@ -34,7 +34,15 @@ from bastion.core.capability import Capability
 from bastion.core.errors import ConfigError, IntegrityError
 from bastion.guard.access import AccessControl
 from bastion.guard.anomaly import AnomalyMonitor
-from bastion.guard.audit import Alert, AuditSink, GroupCommit, WebhookSender, failure_reason, input_sha256
+from bastion.guard.audit import (
+    Alert,
+    AuditSink,
+    GroupCommit,
+    IncidentWriter,
+    WebhookSender,
+    failure_reason,
+    input_sha256,
+)
 from bastion.guard.canary import CanaryWatch, HoneytokenWatch
 from bastion.guard.config import GuardConfig, HoneytokenSpec, UpstreamSource, audit_key
 from bastion.guard.extraction import ExtractionDetector
@@ -259,6 +267,7 @@ class Guard:
         self.metrics = GuardMetrics()
         self.alert_counts: dict[str, int] = {}  # rule id -> alerts raised since start
         self.webhooks = WebhookSender(config.alerts.webhooks, timeout=config.alerts.timeout)
+        self.incidents = IncidentWriter(store)
         self.commits = GroupCommit(store)
         self._lock = threading.RLock()
         self._ood_window: deque[int] = deque(maxlen=config.anomaly.window)
@@ -585,18 +594,15 @@ class Guard:
                 )
             )
             created = dt.datetime.fromtimestamp(now, dt.UTC)
-            try:
-                self.store.add_incident(
-                    rule_id=a.rule_id,
-                    severity=a.severity,
-                    asset=self.name,
-                    key_id=a.key_id,
-                    atlas=list(a.atlas),
-                    details={"evidence": a.evidence, "actions": acts},
-                    created=created,
-                )
-            except Exception as exc:
-                log.error("incident not recorded: %s", type(exc).__name__)
+            self.incidents.record(
+                rule_id=a.rule_id,
+                severity=a.severity,
+                asset=self.name,
+                key_id=a.key_id,
+                atlas=list(a.atlas),
+                details={"evidence": a.evidence, "actions": acts},
+                created=created,
+            )
             if severity_rank(a.severity) >= min_sev:
                 self.webhooks.submit(
                     {
@@ -844,6 +850,7 @@ def create_app(
         g.webhooks.start()
         yield
         g.webhooks.stop()
+        g.incidents.close()  # incidents deferred while the database was locked are written first
         g.commits.close()  # the records the writer thread holds are written first
         if g.upstream_probe is not None:
             g.upstream_probe.close()

@@ -130,6 +130,67 @@ class WebhookSender:
                         log.warning("webhook POST failed: %s", type(exc).__name__)
 
 
+class IncidentWriter:
+    """Records alerts as incidents in the store without ever stalling the guard's event loop.
+
+    An incident is written at once when the store can take it without waiting; a store locked
+    by another connection (a backup, an ``assess`` run) would block the loop for its busy
+    timeout (seconds with no request served, ``/healthz`` included), so the incident goes to a
+    writer thread that waits for the lock instead. Incidents are evidence for ``bastion
+    assess``, not part of a request's answer (the alert is in the request's audit record).
+
+    Args:
+        sink: the store (``AuditLog``: its ``add_incident(wait=False)`` raises ``StoreBusy``).
+    """
+
+    def __init__(self, sink: Any) -> None:
+        import inspect
+
+        self.sink = sink
+        add = getattr(sink, "add_incident", None)
+        # a sink without the option (an in-memory one) never waits
+        self._can_defer = add is not None and "wait" in inspect.signature(add).parameters
+        self._pool: Any = None
+        self.deferred = 0
+        self.failed = 0
+
+    def record(self, **incident: Any) -> None:
+        """Write one incident now, or hand it to the writer thread if the store is locked."""
+        from bastion.store.errors import StoreBusy
+
+        try:
+            if self._can_defer:
+                self.sink.add_incident(**incident, wait=False)
+            else:
+                self.sink.add_incident(**incident)
+        except StoreBusy:
+            self._defer(incident)
+        except Exception as exc:
+            self.failed += 1
+            log.error("incident not recorded: %s", type(exc).__name__)
+
+    def _defer(self, incident: dict[str, Any]) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bastion-incidents")
+        self.deferred += 1
+        self._pool.submit(self._write, incident)
+
+    def _write(self, incident: dict[str, Any]) -> None:
+        try:
+            self.sink.add_incident(**incident)
+        except Exception as exc:
+            self.failed += 1
+            log.error("incident not recorded: %s", type(exc).__name__)
+
+    def close(self) -> None:
+        """Write the deferred incidents, then stop the thread."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+
 def failure_reason(exc: BaseException) -> str:
     """A loggable reason for a failure (audit append, backend call): the error type and its first line.
 

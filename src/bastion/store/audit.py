@@ -547,8 +547,17 @@ class AuditLog:
         details: dict[str, Any],
         created: dt.datetime,
         source: str = "guard",
+        wait: bool = True,
     ) -> str:
-        """Record an alert as an open incident; return its id."""
+        """Record an alert as an open incident; return its id.
+
+        ``wait=False`` (the guard's event loop): a local SQLite file locked by another
+        connection raises :class:`StoreBusy` at once instead of waiting out the busy timeout
+        (seconds during which no request would be served); nothing is written.
+
+        Raises:
+            StoreBusy: ``wait=False`` and the database is locked. StoreError: the write failed.
+        """
         iid = uuid.uuid4().hex
         values = {
             "id": iid,
@@ -562,10 +571,19 @@ class AuditLog:
             "atlas": list(atlas),
             "details": details,
         }
+        sqlite = self._engine.dialect.name == "sqlite"
         try:
             with self._engine.begin() as conn:
-                conn.execute(insert(IncidentRow), values)
+                if sqlite and not wait:
+                    conn.exec_driver_sql("PRAGMA busy_timeout=0")
+                try:
+                    conn.execute(insert(IncidentRow), values)
+                finally:
+                    if sqlite and not wait:  # the pooled connection keeps the usual timeout
+                        conn.exec_driver_sql(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         except SQLAlchemyError as exc:
+            if not wait and _is_busy(exc):
+                raise StoreBusy(f"{safe_url(self._url)}: locked") from exc
             raise StoreError(f"cannot record incident in {safe_url(self._url)}: {exc}") from exc
         return iid
 

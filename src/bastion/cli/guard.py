@@ -88,12 +88,6 @@ def _print_head(store: object, config: Path) -> None:
         _close(store)
 
 
-def _config_key_env(config: Path) -> str | None:
-    from bastion.guard.config import load_guard_config
-
-    return load_guard_config(config).audit.key_env
-
-
 def _close(store: object) -> None:
     close = getattr(store, "close", None)
     if callable(close):
@@ -230,7 +224,6 @@ def verify_log(
                 raise ConfigError(f"--expect-head {head!r}: SEQ must be an integer")
             expected = (int(seq) if sep else None, h)
         res = api.guard_verify_log(config, db=db, chain=chain, expected_head=expected, key_env=key_env)
-        keyed = key_env is not None or (config is not None and _config_key_env(config) is not None)
     except BastionError as exc:
         fail(exc)
     write(json.dumps(res.to_dict(), indent=2), None)
@@ -243,7 +236,7 @@ def verify_log(
         if expected is None:  # keyed or not, the newest records can be cut off unseen
             what = (
                 "records deleted from the end of the chain are not detected"
-                if keyed
+                if res.keyed
                 else "the chain is not keyed (audit.key_env): whoever can write the database can "
                 "recompute the whole chain after an edit, and cut records off its end"
             )

@@ -60,17 +60,6 @@ class VerifyResult:
     signature: Path
     digests: dict[str, str] = field(default_factory=dict)
 
-    def digest_of(self, file: str | os.PathLike[str]) -> str | None:
-        """The signed SHA-256 (hex) of ``file`` (the signed file itself, or one inside the folder)."""
-        here = Path(os.path.abspath(os.fspath(file)))
-        top = Path(os.path.abspath(self.path))
-        if here == top:
-            return self.digests.get(".")
-        try:
-            return self.digests.get(here.relative_to(top).as_posix())
-        except ValueError:
-            return None
-
 
 def default_signature_path(path: str | os.PathLike[str]) -> Path:
     """Where the signature goes by default: ``<path>.sig`` beside the file or folder.
@@ -390,8 +379,9 @@ def bound_signature(
         bundles = FolderBundles(root, key)
         status, why, _ = bundles.status_of(path)
         return status, why, bundles.signed_digest(path) if status is SignatureStatus.VERIFIED else None
-    status, why, _, result = _signature_check(path, key=key)
-    return status, why, result.digest_of(path) if result is not None else None
+    status, why, _, digests = _signature_check(path, key=key)
+    # a file signed on its own is the bundle's one resource, named "."
+    return status, why, digests.get(".") if status is SignatureStatus.VERIFIED else None
 
 
 class FolderBundles:
@@ -433,11 +423,8 @@ class FolderBundles:
     def _check(self, folder: Path) -> tuple[SignatureStatus, str | None, dict[str, str]]:
         if folder not in self._checked:
             bundle = default_signature_path(folder)
-            status, why, _, result = _signature_check(folder, key=self.key, signature=bundle)
-            digests = result.digests if result is not None else {}
-            if status is SignatureStatus.INVALID and isinstance(why, _Mismatch):
-                digests = why.digests
-            self._checked[folder] = (status, str(why) if why is not None else None, digests)
+            status, why, _, digests = _signature_check(folder, key=self.key, signature=bundle)
+            self._checked[folder] = (status, why, digests)
         return self._checked[folder]
 
     def status_of(self, path: str | os.PathLike[str]) -> tuple[SignatureStatus, str | None, Path | None]:
@@ -496,13 +483,7 @@ def signature_check(
         (relative to ``path``) when ``invalid`` says so, else ``None`` (nothing known per file).
     """
     status, why, files, _ = _signature_check(path, key=key, signature=signature)
-    return status, str(why) if why is not None else None, files
-
-
-class _Mismatch(str):
-    """A reason text that keeps the signed digests of a failed folder verification."""
-
-    digests: dict[str, str]
+    return status, why, files
 
 
 def _signature_check(
@@ -510,27 +491,29 @@ def _signature_check(
     *,
     key: str | os.PathLike[str] | None = None,
     signature: str | os.PathLike[str] | None = None,
-) -> tuple[SignatureStatus, str | None, list[str] | None, VerifyResult | None]:
-    """:func:`signature_check` and the :class:`VerifyResult` of a verification that held."""
+) -> tuple[SignatureStatus, str | None, list[str] | None, dict[str, str]]:
+    """:func:`signature_check` and the signed digests (relative path -> SHA-256 hex).
+
+    The digests come from a bundle whose signature held: the one that verified, or one whose
+    files differ (the library compares the files only once the signature holds); else ``{}``.
+    """
     p = Path(os.fspath(path))
     sig = Path(os.fspath(signature)) if signature is not None else default_signature_path(p)
     if not sig.is_file():
-        return SignatureStatus.UNSIGNED, None, None, None
+        return SignatureStatus.UNSIGNED, None, None, {}
     if key is None:
-        return SignatureStatus.UNVERIFIED, "no public key given", None, None
+        return SignatureStatus.UNVERIFIED, "no public key given", None, {}
     try:
         result = verify_path(p, key=key, signature=sig)
     except SignatureMismatch as exc:
-        why = _Mismatch(str(exc))
-        why.digests = exc.digests
-        return SignatureStatus.INVALID, why, list(exc.files), None
+        return SignatureStatus.INVALID, str(exc), list(exc.files), exc.digests
     except IntegrityError as exc:
-        return SignatureStatus.INVALID, str(exc), None, None
+        return SignatureStatus.INVALID, str(exc), None, {}
     except ConfigError as exc:  # a bad key or bundle file is bad input, not a tampered model
-        return SignatureStatus.UNVERIFIED, str(exc), None, None
+        return SignatureStatus.UNVERIFIED, str(exc), None, {}
     except Exception as exc:  # missing extra
-        return SignatureStatus.UNVERIFIED, str(exc), None, None
-    return SignatureStatus.VERIFIED, None, None, result
+        return SignatureStatus.UNVERIFIED, str(exc), None, {}
+    return SignatureStatus.VERIFIED, None, None, result.digests
 
 
 def _sha256_file(path: Path) -> str | None:

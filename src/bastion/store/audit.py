@@ -189,6 +189,7 @@ class VerifyResult:
     problems: list[str] = field(default_factory=list)
     head_seq: int = -1
     head_hash: str = GENESIS
+    keyed: bool = False  # the chain was verified with its HMAC key (``audit.key_env``)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form."""
@@ -482,7 +483,7 @@ class AuditLog:
                 with that hash; one that ends before it, or holds another hash there, was
                 truncated or rewritten. Records appended after it are fine.
         """
-        res = VerifyResult(ok=True, records=0)
+        res = VerifyResult(ok=True, records=0, keyed=self._key is not None)
         prev, expect_seq = GENESIS, 0
         found_seq: int | None = None
         stmt = (

@@ -56,6 +56,8 @@ _GUARD_NAMES = _GUARD_CALLS | {"L", "math", "torch", "True", "False"}
 _GUARD_FUNCS = frozenset(
     {"floor", "ceil", "trunc", "sqrt", "log", "exp", "sym_max", "sym_min", "sym_int", "sym_float"}
 )
+#: Attributes a guard expression may read or call (size queries, math functions).
+_GUARD_ATTRS = _GUARD_METHODS | _GUARD_FUNCS
 #: ``torch.*`` functions export graphs call besides ``torch.ops``.
 _TORCH_TARGETS = frozenset(
     {
@@ -177,13 +179,13 @@ def _guard_problem(text: str) -> tuple[Severity, str] | None:
                 return Severity.HIGH, f"name {node.id!r}"
             continue
         if isinstance(node, ast.Attribute):
-            if node.attr not in _GUARD_METHODS | _GUARD_FUNCS:
+            if node.attr not in _GUARD_ATTRS:
                 return Severity.HIGH, f"attribute {node.attr!r}"
             continue
         if isinstance(node, ast.Call):
             func = node.func
             ok = (isinstance(func, ast.Name) and func.id in _GUARD_CALLS) or (
-                isinstance(func, ast.Attribute) and func.attr in _GUARD_METHODS | _GUARD_FUNCS
+                isinstance(func, ast.Attribute) and func.attr in _GUARD_ATTRS
             )
             if not ok or node.keywords:
                 return Severity.HIGH, "a call that is not a size query or arithmetic"

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import IO, TYPE_CHECKING, Any
 
 from bastion.core.severity import Severity
-from bastion.scan.base import Artifact, BombError, Outcome, StreamBombError
+from bastion.scan.base import ZIP_MAGICS, Artifact, BombError, Outcome, StreamBombError
 
 if TYPE_CHECKING:
     import zipfile  # imported when a zip is opened: not part of every scan's start-up (~9 ms)
@@ -27,7 +27,6 @@ __all__ = [
     "zip_start",
 ]
 
-ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06", b"PK\x07\x08")
 #: The "stored" (uncompressed) method of the zip format (``zipfile.ZIP_STORED``).
 ZIP_STORED = 0
 

@@ -32,6 +32,7 @@ log = get_logger(__name__)
 
 __all__ = [
     "ATLAS_IDS",
+    "ZIP_MAGICS",
     "Artifact",
     "BombError",
     "NotThisFormat",
@@ -49,6 +50,11 @@ MAX_REGION_SCAN = 64 << 20
 
 #: MITRE ATLAS techniques every scan finding maps to (unsafe ML artefacts; supply chain: model).
 ATLAS_IDS = [atlas.UNSAFE_ARTIFACTS, atlas.SUPPLY_CHAIN_MODEL]
+
+#: A zip's local-file-header, end-of-central-directory and spanning signatures (a file starting
+#: with one is a zip); the end record's is what ``zipfile`` looks for at a file's tail.
+ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06", b"PK\x07\x08")
+_ZIP_END_RECORD = ZIP_MAGICS[1]
 
 #: File-name suffixes that mark a file as a model (a file with one of them that cannot be
 #: scanned is an ``error``, not ``skipped``).
@@ -383,7 +389,7 @@ class _ZipMagicFirst:
     a zip by its magic and the file's name (``.skops``, ``.keras``) see one.
     """
 
-    MAGIC = b"PK\x03\x04"
+    MAGIC = ZIP_MAGICS[0]
 
     def __init__(self, fh: IO[bytes]) -> None:
         self._fh = fh
@@ -534,12 +540,11 @@ class ScanContext:
         is scanned under the file's own name, so the scanners that go by name (``.skops``,
         ``.keras``) judge it as its loader would. The first check costs one read of the tail.
         """
-        zip_first = head.startswith((b"PK\x03\x04", b"PK\x05\x06", b"PK\x07\x08"))
-        if zip_first or art.size is None or art.size < 22:
+        if head.startswith(ZIP_MAGICS) or art.size is None or art.size < 22:
             return out
         tail = min(art.size, 65536 + 22)  # where zipfile looks for the end record
         art.stream.seek(art.size - tail)
-        if b"PK\x05\x06" not in art.stream.read(tail):
+        if _ZIP_END_RECORD not in art.stream.read(tail):
             return out
         import zipfile
 

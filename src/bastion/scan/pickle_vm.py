@@ -807,16 +807,9 @@ def _iter_count(v: Any, depth: int = 0) -> int | None:
     name = _call_name(v)
     args = v.args if isinstance(v.args, tuple) else ()
     if name in _RANGES:
-        bounds = [_int(a) for a in args]
-        if not 1 <= len(bounds) <= 3:
+        if not 1 <= len(args) <= 3:
             return None
-        if any(b is None for b in bounds):
-            return COMPUTED if any(_size_arg(a) == COMPUTED for a in args) else None
-        start, stop, step = (0, bounds[0], 1) if len(bounds) == 1 else (*bounds, 1)[:3]
-        assert start is not None and stop is not None and step is not None
-        if step == 0:
-            return None
-        return max(0, (stop - start + step - (1 if step > 0 else -1)) // step)
+        return _range_count(*((0, args[0], 1) if len(args) == 1 else (*args, 1)[:3]))
     if name in _BYTES and len(args) == 1:
         return _bytes_length(args[0], depth + 1)
     if (name in _CONSUMERS or name == "array.array") and args:
@@ -839,14 +832,18 @@ _NON_BROADCASTING = (
 _LENGTH_CAP = 1 << 62
 
 
-def _range_count(start: Any, stop: Any, step: Any) -> int:
-    """Elements of ``range(start, stop, step)``; :data:`COMPUTED` for a computed bound; 1 if unknown."""
-    bounds = [_size_arg(b) if not (isinstance(b, int) and b < 0) else b for b in (start, stop, step)]
-    if COMPUTED in bounds:
-        return COMPUTED
-    a, b, c = (_int(v) for v in (start, stop, step))
-    if a is None or b is None or c is None or c == 0:
-        return 1
+def _range_count(start: Any, stop: Any, step: Any) -> int | None:
+    """Elements of ``range(start, stop, step)``; :data:`COMPUTED` for a bound the stream computes.
+
+    ``None`` when a bound is not an integer, or the step is 0 (``range`` would raise).
+    """
+    bounds = (_int(start), _int(stop), _int(step))
+    if None in bounds:
+        return COMPUTED if any(_size_arg(v) == COMPUTED for v in (start, stop, step)) else None
+    a, b, c = bounds
+    assert a is not None and b is not None and c is not None
+    if c == 0:
+        return None
     return max(0, (b - a + c - (1 if c > 0 else -1)) // c)
 
 
@@ -904,13 +901,16 @@ def _lazy_length(v: Any, budget: list[int], depth: int = 0) -> int:
             return count if count is not None else 1
         if not name.startswith(_LAZY_SIZED):
             return 1
+        bounds: tuple[Any, ...] | None = None
         if name.endswith(".RangeIndex") and args:
-            return _range_count(*(*args, 1)[:3]) if len(args) >= 2 else _range_count(0, args[0], 1)
-        if name.endswith("._new_Index") and len(args) == 2 and isinstance(args[1], PDict):
-            cls = args[0]
+            bounds = (*args, 1)[:3] if len(args) >= 2 else (0, args[0], 1)
+        elif name.endswith("._new_Index") and len(args) == 2 and isinstance(args[1], PDict):
+            cls, d = args
             if isinstance(cls, Global) and cls.ref.name == "RangeIndex":
-                d = args[1]
-                return _range_count(d.get("start", 0), d.get("stop", 0), d.get("step", 1))
+                bounds = (d.get("start", 0), d.get("stop", 0), d.get("step", 1))
+        if bounds is not None:
+            count = _range_count(*bounds)
+            return count if count is not None else 1
         parts = list(args)
         if isinstance(v.kwargs, PDict):
             parts += [x for _, x in v.kwargs.items]
@@ -1538,11 +1538,7 @@ class _VM:
             if where in _CODECS_ENCODE:
                 enc = args[1] if isinstance(args, tuple) and len(args) >= 2 else None
                 if not (isinstance(enc, str) and enc.lower() in ("latin1", "latin-1")):
-                    self.anomaly(
-                        "codec-call",
-                        f"{self.op_name} {where} with encoding {preview(enc, 40)}: picklers write only "
-                        "latin1 (other codecs can take quadratic time: punycode, idna)",
-                    )
+                    self._codec_call(where, enc)
                 elif isinstance(args, tuple) and len(args) == 2 and isinstance(args[0], str):
                     try:
                         obj.value = args[0].encode("latin-1")
@@ -1573,11 +1569,7 @@ class _VM:
             if where in _TEXT_CODEC_CALLS and isinstance(args, tuple) and len(args) >= 2:
                 enc = args[1]  # bytes(text, encoding), str(data, encoding) decode or encode with it
                 if not (isinstance(enc, str) and enc.lower().replace("_", "-") in _LINEAR_CODECS):
-                    self.anomaly(
-                        "codec-call",
-                        f"{self.op_name} {where} with encoding {preview(enc, 40)}: picklers write only "
-                        "latin1 (other codecs can take quadratic time: punycode, idna)",
-                    )
+                    self._codec_call(where, enc)
             if where.startswith(_LAZY_SIZED) and (where.startswith("pandas.") or _may_materialise(args)):
                 count = _lazy_length(obj, [4096])
                 if count == COMPUTED or count * 8 >= MAX_ALLOCATION:
@@ -1608,6 +1600,13 @@ class _VM:
                 f"{self.op_name} calls a computed value ({preview(func, 80)}), not a resolved global",
             )
         return obj
+
+    def _codec_call(self, where: str, enc: Any) -> None:
+        self.anomaly(
+            "codec-call",
+            f"{self.op_name} {where} with encoding {preview(enc, 40)}: picklers write only "
+            "latin1 (other codecs can take quadratic time: punycode, idna)",
+        )
 
     def _time_zone_paths(self, where: str, args: tuple[Any, ...], kwargs: Any) -> None:
         """A time zone named ``dateutil/<path>``: pandas hands it to dateutil's ``gettz``, which opens it."""

@@ -178,11 +178,14 @@ def walk_zip(
     *,
     plugin_id: str,
     classify: Callable[[str], MemberAction],
+    any_case: bool = False,
 ) -> None:
     """Check a zip's members (names, duplicates, sizes) and scan each as ``classify`` says.
 
     Findings: ``<plugin_id>.path-traversal`` and ``<plugin_id>.duplicate-member`` (high: a
     container trick). Errors: encrypted or unreadable members, decompression bombs.
+    ``any_case``: the archive's reader finds members whatever their case (torch's, miniz):
+    names that differ only in case are duplicates too.
     """
     import zipfile  # loaded already: ``zf`` is open
 
@@ -193,8 +196,23 @@ def walk_zip(
     if len(infos) > ctx.limits.max_members:
         raise BombError(f"zip archive with {len(infos)} members (limit {ctx.limits.max_members})")
     seen: dict[str, int] = {}
+    spellings: dict[str, set[str]] = {}
     for info in infos:
         seen[info.filename] = seen.get(info.filename, 0) + 1
+        if any_case:
+            spellings.setdefault(info.filename.lower(), set()).add(info.filename)
+    for group in (sorted(g) for g in spellings.values() if len(g) > 1):
+        out.findings.append(
+            art.finding(
+                f"{plugin_id}.duplicate-member",
+                Severity.HIGH,
+                f"Archive holds members whose names differ only in case: {group[:4]}",
+                evidence={"members": group[:8]},
+                remediation="Its reader finds members whatever their case; which copy it loads is "
+                "not the one a case-sensitive reader checks. Rebuild from a trusted source.",
+                references=("https://pytorch.org/docs/stable/notes/serialization.html",),
+            )
+        )
     for name, count in sorted(seen.items()):
         if count > 1:
             out.findings.append(

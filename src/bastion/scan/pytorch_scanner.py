@@ -174,8 +174,7 @@ class PyTorchScanner(Scanner):
                     return read_code
                 return "dispatch"
 
-            walk_zip(artifact, zf, out, plugin_id=self.id, classify=classify)
-            _case_duplicates(artifact, names, out, self.id)
+            walk_zip(artifact, zf, out, plugin_id=self.id, classify=classify, any_case=True)
             if script and not unparsed:
                 # TorchScript's unpickler resolves __torch__.* classes from the archive's own
                 # (analysed) code, never by importing Python modules: not unknown callables.
@@ -236,10 +235,8 @@ class PyTorchScanner(Scanner):
                 return read_json
             return "pickle" if name.lower().endswith(".pkl") else "dispatch"
 
-        names = [i.filename for i in zf.infolist()]
-        walk_zip(art, zf, out, plugin_id=self.id, classify=classify)
-        _case_duplicates(art, names, out, self.id)
-        native = native_members(names)
+        walk_zip(art, zf, out, plugin_id=self.id, classify=classify, any_case=True)
+        native = native_members(zf.namelist())
         if native:
             out.findings.append(
                 art.finding(
@@ -281,23 +278,3 @@ class PyTorchScanner(Scanner):
             if i == 0 and res.globals:
                 out.errors.append("legacy checkpoint magic pickle holds globals")
         return out  # (a legacy file that is also a tar is scanned as one too: ScanContext.scan)
-
-
-def _case_duplicates(art: Artifact, names: list[str], out: Outcome, plugin_id: str) -> None:
-    """Members whose names differ only in case: torch's reader may take either (high)."""
-    by_lower: dict[str, list[str]] = {}
-    for n in names:
-        by_lower.setdefault(n.lower(), []).append(n)
-    for group in by_lower.values():
-        if len(set(group)) > 1:
-            out.findings.append(
-                art.finding(
-                    f"{plugin_id}.duplicate-member",
-                    Severity.HIGH,
-                    f"Archive holds members whose names differ only in case: {sorted(set(group))[:4]}",
-                    evidence={"members": sorted(set(group))[:8]},
-                    remediation="torch finds archive members whatever their case; which copy it "
-                    "loads is not the one a case-sensitive reader checks. Rebuild from a trusted source.",
-                    references=("https://pytorch.org/docs/stable/notes/serialization.html",),
-                )
-            )

@@ -292,11 +292,10 @@ class ArchiveScanner(Scanner):
             for name, target in list(links_by_member.items()):
                 if name in flagged:
                     continue
-                parent, _, _ = name.rstrip("/").rpartition("/")
-                where = _resolve(parent, links)
-                if where is None or target.startswith("/") or _resolve(f"{where}/{target}", links) is None:
+                where = _resolve(name.rstrip("/").rpartition("/")[0], links)
+                if where is None or _target_leaves(where, target, links):
                     why = f"link to {target!r} (leaves the extraction folder once the archive is extracted)"
-                    out.findings.append(_traversal(art, name, why, "2"))
+                    out.findings.append(_traversal(art, name, why, tarfile.SYMTYPE.decode()))
         return _container_result(out, "tar")
 
     def _tar_member(
@@ -373,6 +372,11 @@ def _resolve(path: str, links: dict[str, str]) -> str | None:
     return "/".join(out)
 
 
+def _target_leaves(where: str, target: str, links: dict[str, str]) -> bool:
+    """Whether a symlink in folder ``where`` (resolved) to ``target`` points outside the folder."""
+    return target.startswith("/") or _resolve(f"{where}/{target}", links) is None
+
+
 def _escapes(m: tarfile.TarInfo, links: dict[str, str]) -> str | None:
     """Why extracting ``m`` after the members before it writes or points outside the folder.
 
@@ -387,7 +391,7 @@ def _escapes(m: tarfile.TarInfo, links: dict[str, str]) -> str | None:
             return "its folder is reached through a link that leaves the extraction folder"
         here = f"{where}/{base}" if where else base
         links[here] = m.linkname
-        if m.linkname.startswith("/") or _resolve(f"{where}/{m.linkname}", links) is None:
+        if _target_leaves(where, m.linkname, links):
             return f"link to {m.linkname!r} (leaves the extraction folder from {here!r})"
         return None
     if m.islnk() and (m.linkname.startswith("/") or _resolve(m.linkname, links) is None):

@@ -177,12 +177,6 @@ def _is_module_value(node: ast.AST) -> bool:
     return parts is not None and parts[0] in _MODULE_ROOTS and len(parts) <= 3
 
 
-def _dotted_from_torch(node: ast.Attribute) -> bool:
-    """Whether the attribute is a chain spelt from ``torch``/``ops``/``classes`` (judged below)."""
-    parts = _dotted(node)
-    return parts is not None and parts[0] in _MODULE_ROOTS
-
-
 def analyse_torchscript(text: str) -> list[CodeIssue]:
     """Find constructs that plain TorchScript code does not contain.
 
@@ -233,8 +227,10 @@ def analyse_torchscript(text: str) -> list[CodeIssue]:
         ):
             add("dynamic-attribute", Severity.HIGH, ast.unparse(node)[:80], node)
         elif isinstance(node, ast.Attribute):
-            if node.attr in SIDE_EFFECT_OPS and not _dotted_from_torch(node):
+            parts = _dotted(node)
+            if node.attr in SIDE_EFFECT_OPS and not (parts and parts[0] in _MODULE_ROOTS):
                 # ``t.from_file(...)``, ``x.save(...)``: whatever the base, the op name is the danger
+                # (a chain spelt from torch/ops/classes is judged below)
                 add("side-effect-op", Severity.HIGH, "." + node.attr, node)
             if (
                 node.attr.startswith("__")
@@ -242,7 +238,6 @@ def analyse_torchscript(text: str) -> list[CodeIssue]:
                 and not _MANGLED.fullmatch(node.attr)
             ):
                 add("dunder-access", Severity.HIGH, node.attr, node)
-            parts = _dotted(node)
             if not parts:
                 continue
             parts = parts[1:] if parts[0] == "torch" else parts if parts[0] in ("ops", "classes") else []

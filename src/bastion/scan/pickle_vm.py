@@ -1353,7 +1353,7 @@ def _dtype_info(dtype: Any, seen: dict[int, tuple[int, bool] | None]) -> tuple[i
             return None
         itemsize = elsize
     # (a fixed kind keeps its size: numpy ignores the state's, ``('f8', elsize=1)`` is 8 bytes)
-    holds = bool(flags & 1)  # NPY_ITEM_HASOBJECT: numpy takes the flags from the state
+    holds = bool(flags & _NPY_ITEM_REFCOUNT)  # numpy takes the flags from the state
     if holds != hasobject and not (holds and (state[2] is not None or state[4] is not None)):
         return None  # an 'O' without the flag, or the flag on a plain kind: not what numpy writes
     hasobject = holds

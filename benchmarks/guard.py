@@ -9,7 +9,8 @@
    runs flagged before the attack converges; and output hardening: a label-only thief's clone
    fidelity against the bare model vs against a flagged (hardened) key.
 3. Extraction detection (simulated clock, in process, through ``Guard.handle``): natural-data
-   thief, synthetic thief, a thief split across 10 keys (round-robin and one class per key), and
+   thief, synthetic thief, a thief split across 10 keys (round-robin and one class per key), a
+   sybil thief on 5 keys padding each natural row with near-copies in its own cell, and
    200 benign clients (≤ 200 queries each, one or two classes, neighbourhoods with repeats,
    one query every 20–60 s).
 
@@ -19,9 +20,9 @@
    SQLite by default; pass a PostgreSQL URL to measure there (a commit is a server round trip).
 
 Usage: ``python benchmarks/guard.py [--clinic /tmp/guard-clinic] [--quick] [--only-sessions]
-[--only-http] [--only-commit [--audit-db URL]] [--rounds N] [--seconds S]``. ``--only-http`` runs
-part 2 alone (``--rounds`` interleaved rounds of ``--seconds`` each); ``GUARD_BENCH_PYSPY=out.svg``
-records the guard server with py-spy.
+[--only-http] [--only-extraction] [--only-commit [--audit-db URL]] [--rounds N] [--seconds S]``.
+``--only-http`` runs part 2 alone (``--rounds`` interleaved rounds of ``--seconds`` each) and
+``--only-extraction`` part 3 alone; ``GUARD_BENCH_PYSPY=out.svg`` records the guard server with py-spy.
 """
 
 from __future__ import annotations
@@ -414,6 +415,30 @@ def bench_extraction(setup: dict[str, Any], work: Path) -> dict[str, Any]:
                     first = first or total
         out[f"split_10_keys_{variant}_first_flag_at_total"] = first
         out[f"split_10_keys_{variant}_keys_flagged"] = len(flagged_keys)
+    # sybil thief (red-team round 18): 5 keys, two classes each; every natural row is followed by
+    # near-copies that land in its own cell, so no key's novelty reaches the cross-key bound
+    g, clock = fresh("near_copies")
+    prof = g.profile
+    plans_s: dict[str, list[np.ndarray]] = {}
+    for k in range(5):
+        nat = hold[np.isin(yh, [2 * k, 2 * k + 1])]
+        rows: list[np.ndarray] = []
+        for r, c in zip(nat, prof.cells(prof.project(nat.astype(np.float64))), strict=True):
+            rows.append(r)
+            cand = np.clip(r + rng.normal(0, 0.03, (5, r.size)), 0, 1)
+            rows.extend(cand[prof.cells(prof.project(cand)) == c])
+        plans_s[f"k{20 + k}"] = rows
+    total, first, flagged_keys = 0, None, set()
+    for r in range(max(len(v) for v in plans_s.values())):
+        for key, rows in plans_s.items():
+            if r < len(rows):
+                clock.t += 2.0
+                total += 1
+                if send(g, key, rows[r]):
+                    flagged_keys.add(key)
+                    first = first or total
+    out["sybil_5_keys_near_copies_first_flag_at_total"] = first
+    out["sybil_5_keys_near_copies_keys_flagged"] = len(flagged_keys)
     # 200 benign clients interleaved, human rate
     g, clock = fresh("benign")
     g_benign = g
@@ -691,6 +716,7 @@ def main() -> None:
     ap.add_argument("--skip-http", action="store_true")
     ap.add_argument("--only-sessions", action="store_true", help="only HopSkipJump and hardening")
     ap.add_argument("--only-http", action="store_true", help="only the HTTP throughput part")
+    ap.add_argument("--only-extraction", action="store_true", help="only the extraction part (3)")
     ap.add_argument("--only-commit", action="store_true", help="only the group-commit A/B (part 5)")
     ap.add_argument("--audit-db", default=None, help="audit database URL of part 5 (default: SQLite)")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the HTTP part")
@@ -711,6 +737,10 @@ def main() -> None:
         seconds = args.seconds or (2.0 if args.quick else 5.0)
         if args.only_commit:
             res["group_commit"] = bench_group_commit(setup, work, args.audit_db, rounds=args.rounds)
+            sys.stdout.write(json.dumps(res, indent=2) + "\n")
+            return
+        if args.only_extraction:
+            res["extraction"] = bench_extraction(setup, work)
             sys.stdout.write(json.dumps(res, indent=2) + "\n")
             return
         if args.only_http:

@@ -101,3 +101,35 @@ def test_memory_per_key_is_bounded(profile: Profile, target: SoftmaxTarget) -> N
     )
     st = det.stats["k"]
     assert len(st.cells) <= 64 and st.ring.shape == (8, profile.components.shape[0]) and st.n > 3000
+
+
+def test_sybil_padding_near_copies_is_flagged_across_keys(
+    profile: Profile, target: SoftmaxTarget, digits: dict
+) -> None:
+    """Red-team round 18, finding 01: five keys, two classes each, every natural row followed by
+    near-copies in its own cell so each key's novelty stays low; the keys' cells still join them."""
+    rng = np.random.default_rng(4)
+    det = _det(profile)
+    xs, ys = digits["x_test"], digits["y_test"]
+    plans = {}
+    for k in range(5):
+        nat = xs[np.isin(ys, [2 * k, 2 * k + 1])]
+        z = profile.project(nat.astype(np.float64))
+        cells = profile.cells(z)
+        rows = []
+        for r, c in zip(nat, cells, strict=True):
+            rows.append(r)
+            cand = np.clip(r + rng.normal(0, 0.03, (5, r.size)), 0, 1)
+            rows.extend(cand[profile.cells(profile.project(cand.astype(np.float64))) == c])
+        plans[f"s{k}"] = np.asarray(rows)
+    total, first, flagged = 0, None, set()
+    for r in range(max(len(v) for v in plans.values())):
+        for key, rows in plans.items():
+            if r < len(rows):
+                _, al = _feed(det, profile, target, key, rows[r][None], t0=total)
+                total += 1
+                flagged |= {a.key_id for a in al}
+                first = first or (total if al else None)
+    novelty = [det.stats[k].novelty() for k in plans]
+    assert max(novelty) < ExtractionSpec().cross_novelty  # the novelty test alone misses them
+    assert first is not None and first <= 2000 and flagged == set(plans), (first, flagged)

@@ -173,6 +173,7 @@ class ExtractionSpec(_Strict):
     cross_key: bool = True
     cross_window_s: float = Field(default=3600.0, gt=0)
     cross_novelty: float = Field(default=0.6, gt=0, le=1)
+    cross_cells: int = Field(default=32, ge=8)
     cross_min_keys: int = Field(default=3, ge=2)
 
 

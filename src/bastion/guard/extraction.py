@@ -24,7 +24,9 @@ model's behaviour — with signals that natural-data and synthetic thieves canno
   taught a clone 0.94 fidelity: red-team round 16); what a clone needs, many distinct regions of
   the input space, shows here whatever their labels. A user with a few cases reuses few cells.
 - ``distributed`` (across keys): keys each too small or too narrow to flag alone, active in the
-  same window, whose *union* of queries covers the classes and input cells like one thief.
+  same window, whose *union* of queries covers the classes and input cells like one thief. A key
+  joins the union when it keeps moving (novelty) or has opened more cells than a user with a few
+  cases does (``cross_cells``); a thief who keeps every key under both needs many more keys.
 
 State per key: a class histogram (``C`` ints), a capped set of quantised projection cells
 (``cell_cap`` ints), a ring of ``ring`` projected queries (``ring × k`` floats) and counters —
@@ -246,17 +248,25 @@ class ExtractionDetector:
         }
 
     def _cross(self, now: float) -> list[ExtractionAlert]:
-        """Union of recently active, high-novelty keys that no single-key rule flagged."""
+        """Union of recently active, exploring keys; alerts those that no rule flagged yet.
+
+        A key is a member when its novelty is at least ``cross_novelty`` *or* it has opened at
+        least ``cross_cells`` cells: novelty alone is the caller's to lower, by following each
+        natural row with near-copies in the same cell (5 keys, each at novelty 0.15–0.29 and
+        59–85 cells, cloned the model to 0.973 fidelity under the novelty test alone: red-team
+        round 18), whereas the cells a clone needs have to be opened by someone.
+        """
         spec = self.spec
         group = [
             (k, s)
             for k, s in self.stats.items()
             if now - s.last_seen <= spec.cross_window_s
             and s.n >= spec.min_queries // 2
-            and s.novelty() >= spec.cross_novelty
-            and not s.flagged
+            and (s.novelty() >= spec.cross_novelty or len(s.cells) >= spec.cross_cells)
         ]
-        if len(group) < spec.cross_min_keys:
+        # keys flagged before still count towards the union (a group flagged once must not shed
+        # its alert on the members that joined later), but only the others are alerted
+        if len(group) < spec.cross_min_keys or all(s.flagged for _, s in group):
             return []
         hist = np.sum([s.labels for _, s in group], axis=0)
         coverage = effective_classes(hist) / self.num_classes
@@ -271,8 +281,9 @@ class ExtractionDetector:
         }
         out = []
         for k, s in group:
-            s.flagged.add("distributed")
-            out.append(ExtractionAlert("distributed", k, ev, keys))
+            if not s.flagged:
+                s.flagged.add("distributed")
+                out.append(ExtractionAlert("distributed", k, ev, keys))
         return out
 
     def memory_bound_bytes(self) -> int:

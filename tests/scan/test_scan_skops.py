@@ -136,3 +136,64 @@ def test_a_reference_only_type_the_loader_calls_is_flagged(tmp_path: Path) -> No
     res = scan_file(_skops(tmp_path / "model.skops", _estimator({"w": node})))
     assert res.verdict == Verdict.MALICIOUS
     assert "scan.skops.reference-only-called" in {f.rule_id for f in res.findings}
+
+
+def _json(v: Any) -> dict[str, Any]:
+    return _node("JsonNode", "builtins", type(v).__name__, content=json.dumps(v), is_json=True)
+
+
+def _tuple(*items: Any) -> dict[str, Any]:
+    return _node("TupleNode", "builtins", "tuple", content=list(items))
+
+
+def _dict(d: dict[str, Any]) -> dict[str, Any]:
+    keys = _node("ListNode", "builtins", "list", content=[_node("TypeNode", "builtins", "str") for _ in d])
+    return _node("DictNode", "builtins", "dict", content=d, key_types=keys)
+
+
+def test_a_protocol_attribute_in_an_objects_state_is_flagged(tmp_path: Path) -> None:
+    # red-team round 20, S1: an ObjectNode's state set __array_interface__, and numpy.negative(ns)
+    # then read the address the file chose (SIGSEGV, or bytes of the process)
+    iface = _dict({"data": _tuple(_json(0x4141414140), _json(True)), "shape": _tuple(_json(16))})
+    ns = _node(
+        "ObjectNode", "argparse", "Namespace", content=_dict({"lr": _json(0.1), "__array_interface__": iface})
+    )
+    call = _node("ConstructorFromReduceNode", "numpy", "negative", content=_tuple(ns))
+    res = scan_file(_skops(tmp_path / "model.skops", _estimator({"w": call})))
+    hits = [f for f in res.findings if f.rule_id == "scan.skops.dunder-state"]
+    assert res.verdict == Verdict.MALICIOUS and hits, res.findings
+    assert hits[0].location.member == "schema.json"
+    assert hits[0].evidence["json_path"] == "/content/content/w/content/content/0"  # the ObjectNode
+
+
+@pytest.mark.parametrize(
+    ("call", "rule"),
+    [
+        # red-team round 20, S2: the pickle emulator's checks on call arguments apply to skops calls
+        (("pandas", "DatetimeTZDtype", "ns", "dateutil//etc/passwd"), "scan.skops.file-path-argument"),
+        (("builtins", "bytearray", 3 << 30), "scan.skops.allocation-bomb"),
+        (("builtins", "bytes", "\u4e00" * 100, "punycode"), "scan.skops.codec-call"),
+    ],
+)
+def test_call_arguments_get_the_pickle_value_checks(tmp_path: Path, call: tuple[Any, ...], rule: str) -> None:
+    module, name, *args = call
+    node = _node("ConstructorFromReduceNode", module, name, content=_tuple(*map(_json, args)))
+    res = scan_file(_skops(tmp_path / "model.skops", _estimator({"w": node})))
+    assert rule in {f.rule_id for f in res.findings}, res.findings
+    assert res.verdict in (Verdict.SUSPICIOUS, Verdict.MALICIOUS)
+
+
+def test_a_key_type_is_called_with_the_key(tmp_path: Path) -> None:
+    # DictNode keys are rebuilt as k_type(key): a reference-only type there is called
+    keys = _node("ListNode", "builtins", "list", content=[_node("TypeNode", "numpy", "memmap")])
+    d = _node("DictNode", "builtins", "dict", content={"/etc/passwd": _json(1)}, key_types=keys)
+    res = scan_file(_skops(tmp_path / "model.skops", _estimator({"w": d})))
+    assert "scan.skops.reference-only-called" in {f.rule_id for f in res.findings}, res.findings
+
+
+def test_a_schema_nested_past_the_limit_is_an_error(tmp_path: Path) -> None:
+    node: Any = _json(1)
+    for _ in range(450):
+        node = _tuple(node)
+    res = scan_file(_skops(tmp_path / "model.skops", _estimator({"w": node})))
+    assert res.verdict == Verdict.ERROR and "deeper than" in (res.reason or ""), res

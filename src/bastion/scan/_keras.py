@@ -10,6 +10,8 @@ outside Keras makes Keras import it (CVE-2025-1550); a custom object needs the u
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -48,6 +50,48 @@ def _objects(doc: Any) -> Iterator[tuple[str, dict[str, Any]]]:
             stack.extend((f"{path}[{i}]", v) for i, v in reversed(list(enumerate(node))))
 
 
+def _torch_module(
+    art: Artifact, out: Outcome, cfg: dict[str, Any], *, source: str, where: str, prefix: str
+) -> None:
+    """A ``TorchModuleWrapper`` layer: its ``module`` is a ``torch.save`` archive in base64.
+
+    ``TorchModuleWrapper.from_config`` hands those bytes to ``torch.load(weights_only=False)``
+    (``keras/src/utils/torch_utils.py``): a pickle that runs on load, outside safe mode and in
+    every Keras release before the safe-mode check. Reported high, and the decoded bytes are
+    scanned as a nested file so that what they would run is named too.
+    """
+    out.findings.append(
+        art.finding(
+            f"{prefix}.torch-module",
+            Severity.HIGH,
+            "Keras TorchModuleWrapper layer holds a pickled PyTorch module that torch.load unpickles "
+            "when the model is loaded",
+            evidence={"source": source, "path": where, "name": cfg.get("name")},
+            remediation="Do not load this model with safe_mode=False; rebuild the wrapped module from "
+            "code you reviewed and load its weights from safetensors.",
+            references=_REFS,
+        )
+    )
+    blob = cfg.get("module")
+    if not isinstance(blob, str):
+        return
+    try:
+        data = base64.b64decode(blob.encode("ascii"), validate=False)
+    except (ValueError, UnicodeEncodeError):
+        out.errors.append(f"{source}: TorchModuleWrapper at {where} holds a module that is not base64")
+        return
+    ctx = art.ctx
+    if ctx.nested_pickles >= ctx.limits.max_nested_pickles:
+        out.errors.append(
+            f"more than {ctx.limits.max_nested_pickles} nested payloads; the rest were not scanned"
+        )
+        return
+    ctx.nested_pickles += 1
+    label = f"<TorchModuleWrapper module @{where}>"
+    sub = ctx.scan(art.child("module.pt", io.BytesIO(data), len(data), label=label))
+    out.absorb(sub, member=label)
+
+
 def _is_keras_module(module: str) -> bool:
     return any(module == m or module.startswith(m + ".") for m in KERAS_MODULES)
 
@@ -63,6 +107,8 @@ def check_keras_config(art: Artifact, out: Outcome, text: str | bytes, *, source
         prefix: plugin id for rule ids (``scan.keras``, ``scan.hdf5``).
 
     Findings: ``<prefix>.lambda-layer`` (high: bytecode that runs on load),
+    ``<prefix>.torch-module`` (high: a pickled PyTorch module unpickled on load; its bytes are
+    scanned too), ``<prefix>.file-path-config`` (high: a lookup layer's vocabulary read from a path),
     ``<prefix>.denied-module`` (critical/high: the config names a deny-listed callable),
     ``<prefix>.custom-object`` (medium: an object outside Keras that needs your code).
     """
@@ -80,6 +126,26 @@ def check_keras_config(art: Artifact, out: Outcome, text: str | bytes, *, source
         cls = obj["class_name"]
         module = obj.get("module")
         registered = obj.get("registered_name")
+        raw_cfg = obj.get("config")
+        cfg_values: dict[str, Any] = raw_cfg if isinstance(raw_cfg, dict) else {}
+        if cls == "TorchModuleWrapper" or (
+            isinstance(registered, str) and registered.endswith(">TorchModuleWrapper")
+        ):
+            _torch_module(art, out, cfg_values, source=source, where=where, prefix=prefix)
+            continue
+        vocab = cfg_values.get("vocabulary")
+        if isinstance(vocab, str):
+            out.findings.append(
+                art.finding(
+                    f"{prefix}.file-path-config",
+                    Severity.HIGH,
+                    f"Keras {cls} reads its vocabulary from the file {vocab[:120]!r} on load",
+                    evidence={"source": source, "path": where, "layer": cls, "vocabulary": vocab[:300]},
+                    remediation="A lookup layer given a path opens that file (any file the loading process "
+                    "can read, CVE-2025-12058); ship the vocabulary as a list in the config.",
+                    references=(*_REFS, "https://nvd.nist.gov/vuln/detail/CVE-2025-12058"),
+                )
+            )
         if cls in _LAMBDA and cls not in _SAFE_LAMBDA:
             cfg = obj.get("config") if isinstance(obj.get("config"), dict) else {}
             out.findings.append(

@@ -20,6 +20,7 @@ BUILTIN_SCANNERS = (
     "bastion.scan.joblib_scanner",
     "bastion.scan.onnx_scanner",
     "bastion.scan.archive_scanner",
+    "bastion.scan.keras_config_scanner",
     "bastion.scan.pickle_scanner",
 )
 

@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import io
 import re
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from bastion.core.registry import register
 from bastion.core.severity import Severity
 from bastion.scan.base import Artifact, Outcome, Scanner, is_model_name
-from bastion.scan.pickle_vm import JOBLIB_WRAPPERS, GlobalRef, PickleResult, Reader, emulate
+from bastion.scan.pickle_vm import JOBLIB_WRAPPERS, Anomaly, GlobalRef, PickleResult, Reader, emulate
 from bastion.scan.policy import Verdictish
+
+if TYPE_CHECKING:
+    from bastion.core.findings import Finding
 
 __all__ = ["PickleScanner", "analyse_pickle", "judge_result"]
 
@@ -171,20 +174,53 @@ def judge_result(
                 )
             )
     for a in res.anomalies:
-        sev, title = _ANOMALY.get(a.kind, (Severity.HIGH, "Pickle stream trick"))
-        if not include_unknown and sev < Severity.HIGH:
+        if not include_unknown and anomaly_severity(a.kind) < Severity.HIGH:
             continue
         out.findings.append(
-            art.finding(
-                f"{rule_prefix}.{a.kind}",
-                sev,
-                f"{title}: {a.detail}",
+            anomaly_finding(
+                art,
+                a,
+                rule_prefix=rule_prefix,
                 offset=a.offset,
                 evidence={"opcode": a.opcode, "detail": a.detail, "protocol": res.protocol},
-                remediation=_REMEDIATE_DENIED,
-                references=_REFS + _ANOMALY_REFS.get(a.kind, ()),
             )
         )
+
+
+def anomaly_severity(kind: str) -> Severity:
+    """The severity of an emulator anomaly of ``kind`` (unknown kinds are high)."""
+    return _ANOMALY.get(kind, (Severity.HIGH, ""))[0]
+
+
+def anomaly_finding(
+    art: Artifact,
+    a: Anomaly,
+    *,
+    rule_prefix: str,
+    offset: int | None,
+    evidence: dict[str, object],
+    title: str = "Pickle stream trick",
+) -> Finding:
+    """The finding ``<rule_prefix>.<kind>`` for an emulator anomaly (its severity, title and references).
+
+    Args:
+        art: the artifact the finding is located in.
+        a: the anomaly.
+        rule_prefix: plugin id used in the rule id.
+        offset: byte offset to report (None: the anomaly's place is not a file offset).
+        evidence: the finding's evidence.
+        title: title prefix for a kind without its own.
+    """
+    sev, kind_title = _ANOMALY.get(a.kind, (Severity.HIGH, title))
+    return art.finding(
+        f"{rule_prefix}.{a.kind}",
+        sev,
+        f"{kind_title}: {a.detail}",
+        offset=offset,
+        evidence=evidence,
+        remediation=_REMEDIATE_DENIED,
+        references=_REFS + _ANOMALY_REFS.get(a.kind, ()),
+    )
 
 
 def _scan_nested(art: Artifact, qualname: str, items: list[tuple[int, bytes]], out: Outcome) -> None:

@@ -16,14 +16,18 @@ Reference: https://skops.readthedocs.io/en/stable/persistence.html
 
 from __future__ import annotations
 
+import bisect
 import io
 import json
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from bastion.core.registry import register
 from bastion.core.severity import Severity
+from bastion.scan._skops_schema import compile_schema
 from bastion.scan._zip import ZIP_MAGICS, BadZip, MemberAction, open_zip, read_document, walk_zip
 from bastion.scan.base import Artifact, NotThisFormat, Outcome, Scanner
+from bastion.scan.pickle_scanner import anomaly_finding
+from bastion.scan.pickle_vm import emulate
 from bastion.scan.policy import Verdictish
 
 if TYPE_CHECKING:
@@ -116,7 +120,12 @@ def _check_schema(art: Artifact, zf: zipfile.ZipFile, info: zipfile.ZipInfo, out
                     references=(j.rule.reference, *_REFS),
                 )
             )
-        elif j.kind is Verdictish.ALLOWED and j.rule is not None and not j.rule.call and loader != "TypeNode":
+        elif (
+            j.kind is Verdictish.ALLOWED
+            and j.rule is not None
+            and not j.rule.call
+            and (loader != "TypeNode" or "/key_types/" in path)
+        ):
             # allowed only as a class reference; skops calls it (ConstructorFromReduceNode,
             # ObjectNode, DictNode key types): numpy.memmap(path, 'w+') truncated a chosen file
             evidence.update(rule=j.rule.id, rationale=j.rule.rationale)
@@ -142,6 +151,49 @@ def _check_schema(art: Artifact, zf: zipfile.ZipFile, info: zipfile.ZipInfo, out
                     references=_REFS,
                 )
             )
+    _check_values(art, at, schema, out)
+
+
+def _check_values(art: Artifact, at: Artifact, schema: Any, out: Outcome) -> None:
+    """The emulator's checks on what the loader calls and hands over (see :mod:`._skops_schema`).
+
+    A ``dunder-state`` (``__array_interface__`` in an ``ObjectNode``'s state), ``codec-call``,
+    ``allocation-bomb`` or ``file-path-argument`` found in the compiled stream becomes
+    ``scan.skops.<kind>``, located in ``schema.json`` by the JSON path of the node that acts.
+    """
+    try:
+        stream, sites = compile_schema(schema)
+    except ValueError as exc:
+        out.errors.append(str(exc))
+        return
+    ctx = art.ctx
+    res = emulate(
+        io.BytesIO(stream),
+        capture=ctx.policy.capture,
+        max_value=ctx.limits.max_value_bytes,
+        deadline=ctx.deadline,
+        joblib=False,
+        fold=ctx.policy.allows,
+    )
+    if not res.complete:
+        if res.timed_out:
+            out.errors.append(f"{ctx.time_limit_message()} (checking schema.json's values)")
+        else:  # the stream is ours: a failure means the values could not all be checked
+            out.errors.append(f"schema.json's values could not be checked: {res.error}"[:300])
+    offsets = [o for o, _ in sites]
+    for a in res.anomalies:
+        i = bisect.bisect_right(offsets, a.offset) - 1
+        path = sites[i][1] if i >= 0 else "/"
+        out.findings.append(
+            anomaly_finding(
+                at,
+                a,
+                rule_prefix="scan.skops",
+                offset=None,
+                evidence={"json_path": path, "detail": a.detail, "node_act": a.opcode},
+                title="skops schema trick",
+            )
+        )
 
 
 @register("scanner")

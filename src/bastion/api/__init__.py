@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     from bastion.api._plugins import load_plugins as load_plugins
     from bastion.api._project import build_demo as build_demo
     from bastion.api._project import init_project as init_project
+    from bastion.api._scanning import check_report_output as check_report_output
     from bastion.api._scanning import model_bom as model_bom
     from bastion.api._scanning import scan as scan
     from bastion.api._scanning import scan_models as scan_models
@@ -71,6 +72,7 @@ _WHERE: dict[str, str] = {
     "assess": "bastion.api._assessing",
     "build_demo": "bastion.api._project",
     "check_output_dir": "bastion.api._assessing",
+    "check_report_output": "bastion.api._scanning",
     "data_profile": "bastion.api._data",
     "data_register": "bastion.api._data",
     "data_sanitize": "bastion.api._data",
@@ -112,6 +114,7 @@ __all__ = [
     "assess",
     "build_demo",
     "check_output_dir",
+    "check_report_output",
     "data_profile",
     "data_register",
     "data_sanitize",

@@ -33,6 +33,7 @@ def guard_fit(
     sign_key: str | Path | None = None,
     seed: int | None = None,
     honeytoken_pepper_env: str | None = None,
+    force: bool = False,
 ) -> dict[str, Any]:
     """Fit the guard's artefact (input profile, OOD detector, query sketch, output reference).
 
@@ -57,6 +58,7 @@ def guard_fit(
         sign_key: PEM EC private key; the artefact folder is then signed (:func:`sign_model`)
             into ``<out>.sig``.
         seed: honeytoken randomness (tests only; default from the OS).
+        force: replace an existing ``honeytokens_out`` (never a dataset's own file).
 
     Returns:
         ``{"path", "sha256", "rows", "asset"}`` (+ ``honeytokens``, ``signature``): pin
@@ -64,7 +66,8 @@ def guard_fit(
 
     Raises:
         ConfigError: unknown asset, no dataset or split, or too little data; ``honeytokens``
-            without ``honeytokens_out``.
+            without ``honeytokens_out``, or ``honeytokens_out`` a dataset's file, or existing
+            without ``force``.
         IntegrityError: the model file is not judged safe or changed after scanning.
     """
     from bastion.core.errors import IntegrityError
@@ -76,6 +79,8 @@ def guard_fit(
     path = Path(config)
     cfg = load_config(path)
     base = path.resolve().parent
+    if honeytokens and honeytokens_out is not None:
+        _honeytokens_dest(honeytokens_out, cfg, base, force=force)  # before any work is done
     a = cfg.asset(asset)
     if not a.dataset:
         raise ConfigError(f"asset {asset!r} names no dataset to fit the guard on")
@@ -190,6 +195,53 @@ def _source_layout(
     return names, lab, cols, xdt, ydt, fixed
 
 
+def _honeytokens_dest(out: str | Path, cfg: Any, base: Path, *, force: bool) -> Path:
+    """Where the honeytoken rows may be written: ``out``, checked before any work is done.
+
+    Never a file of one of the project's datasets (the rows are planted in the data by its
+    owner, never written over it: red-team round 22 turned a 179-row training set into 6 rows),
+    and never an existing file unless ``force``.
+
+    Raises:
+        ConfigError: a bad suffix, a folder, a dataset's file, or an existing file without ``force``.
+    """
+    dest = Path(out)
+    if dest.suffix.lower() not in (".npz", ".csv"):
+        raise ConfigError(f"{dest}: honeytokens file must end in .npz or .csv")
+    if dest.is_dir():
+        raise ConfigError(f"{dest}: is a folder; give a .npz or .csv file for the honeytoken rows")
+    target = dest.resolve()
+    for d in cfg.datasets:
+        for rel in (d.path, d.splits_file):
+            if rel and (base / rel).resolve() == target:
+                raise ConfigError(
+                    f"{dest}: is the file of dataset {d.name!r}; write the honeytoken rows to a new file "
+                    "and plant them in the data yourself"
+                )
+    if (dest.exists() or dest.is_symlink()) and not force:
+        raise ConfigError(f"{dest}: already exists; pass --force to replace it with the honeytoken rows")
+    return dest
+
+
+def _write_secret(dest: Path, data: bytes) -> None:
+    """Write ``data`` to ``dest`` with mode 0600, atomically: a new file renamed over ``dest``.
+
+    A symlink at ``dest`` is replaced, never followed; an existing file's mode is not inherited.
+    """
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, dest)
+    except OSError as exc:
+        raise ConfigError(f"{dest}: cannot write honeytokens: {exc.strerror or exc}") from None
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
 def _guard_make_honeytokens(
     ds: Any,
     split: str,
@@ -239,8 +291,6 @@ def _guard_make_honeytokens(
             raise ConfigError(f"honeytokens: {pepper_env!r} is not an environment variable name")
         honeytoken_pepper(pepper_env)  # set? (fail before anything is written)
     dest = Path(out)
-    if dest.suffix.lower() not in (".npz", ".csv"):
-        raise ConfigError(f"{dest}: honeytokens file must end in .npz or .csv")
     y = getattr(sp, "y", None)
     st = float(step) if step is not None else data_steps(np.asarray(sp.x))
     if not np.all(np.asarray(st) > 0):
@@ -271,33 +321,29 @@ def _guard_make_honeytokens(
     flat += 0.0  # no negative zero (real data has none)
     names, lab, cols, xdt, ydt, fixed = _source_layout(ds, label, nf)
     tokens = flat.reshape(tokens.shape).astype(xdt)  # as the guard and the data hold them
-    try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # the rows are a secret
-        with os.fdopen(fd, "wb") as fh:
-            if dest.suffix.lower() == ".npz":
-                arrays: dict[str, Any] = {"x": tokens}
-                if labels is not None:
-                    arrays["y"] = labels.astype(ydt)
-                np.savez(fh, **arrays)
-            else:
-                pos = {c: i for i, c in enumerate(cols)}
-                buf = io.StringIO()
-                w = csv.writer(buf, lineterminator="\n")
-                w.writerow(cols)
-                for i, r in enumerate(flat):
-                    cells = [""] * len(cols)
-                    for j, name in enumerate(names):
-                        cell = f"{r[j]:.{decs[j]}f}"
-                        if not fixed and "." in cell:
-                            cell = cell.rstrip("0").rstrip(".")
-                        cells[pos[name]] = cell
-                    if labels is not None and lab is not None:
-                        cells[pos[lab]] = str(int(labels[i]))
-                    w.writerow(cells)
-                fh.write(buf.getvalue().encode())
-    except OSError as exc:
-        raise ConfigError(f"{dest}: cannot write honeytokens: {exc.strerror or exc}") from None
+    fh = io.BytesIO()  # the rows are a secret: written at once, mode 0600 (_write_secret)
+    if dest.suffix.lower() == ".npz":
+        arrays: dict[str, Any] = {"x": tokens}
+        if labels is not None:
+            arrays["y"] = labels.astype(ydt)
+        np.savez(fh, **arrays)
+    else:
+        pos = {c: i for i, c in enumerate(cols)}
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(cols)
+        for i, r in enumerate(flat):
+            cells = [""] * len(cols)
+            for j, name in enumerate(names):
+                cell = f"{r[j]:.{decs[j]}f}"
+                if not fixed and "." in cell:
+                    cell = cell.rstrip("0").rstrip(".")
+                cells[pos[name]] = cell
+            if labels is not None and lab is not None:
+                cells[pos[lab]] = str(int(labels[i]))
+            w.writerow(cells)
+        fh.write(buf.getvalue().encode())
+    _write_secret(dest, fh.getvalue())
     return honeytoken_spec(tokens, step=st, pepper_env=pepper_env)
 
 
@@ -311,6 +357,7 @@ def guard_honeytokens(
     step: float | None = None,
     seed: int | None = None,
     pepper_env: str | None = None,
+    force: bool = False,
 ) -> dict[str, Any]:
     """Make honeytoken records for a dataset: rows to plant, and the ``guard.yaml`` block that catches them.
 
@@ -325,12 +372,14 @@ def guard_honeytokens(
         ``{"file", "count", "honeytokens": {salt, step, tokens: [{id, hmac}]}}``.
 
     Raises:
-        ConfigError: unknown asset, no dataset or split, bad ``out`` suffix, too little data.
+        ConfigError: unknown asset, no dataset or split, bad ``out`` suffix, too little data;
+            ``out`` a dataset's file, or existing without ``force`` (which replaces it).
     """
     from bastion.guard.profile import fit_profile
 
     path = Path(config)
     cfg = load_config(path)
+    _honeytokens_dest(out, cfg, path.resolve().parent, force=force)  # before any work is done
     a = cfg.asset(asset)
     if not a.dataset or a.input is None or a.num_classes is None:
         raise ConfigError(f"asset {asset!r}: honeytokens need a dataset, input.shape and num_classes")

@@ -123,6 +123,31 @@ def scan_models(
     return found if records else found.to_result()
 
 
+def check_report_output(output: str | os.PathLike[str], inputs: Sequence[str | os.PathLike[str]]) -> None:
+    """Refuse a report path (``-o``) that would replace what is being scanned.
+
+    The report must not be one of the input files (``bastion scan m.pkl -o m.pkl`` destroyed the
+    model it judged: red-team round 22), nor an existing model file inside an input folder.
+
+    Raises:
+        ConfigError: ``output`` is an input file, or a model file in an input folder (named).
+    """
+    from bastion.scan.base import is_model_name
+
+    out = Path(output)
+    where = out.parent.resolve() / out.name  # the path written (a link there is replaced, not followed)
+    for given in inputs:
+        p = Path(given)
+        rp = p.resolve()
+        if rp == where or (p.is_file() and where.exists() and where.resolve() == rp):
+            raise ConfigError(f"--output {out}: is {p}, which is being scanned; write the report elsewhere")
+        if p.is_dir() and where.is_relative_to(rp) and where.exists() and is_model_name(out.name):
+            raise ConfigError(
+                f"--output {out}: would replace {out.name}, a model file in the scanned folder {p}; "
+                "write the report elsewhere"
+            )
+
+
 def sign_model(
     path: str | os.PathLike[str],
     *,

@@ -118,6 +118,9 @@ def fit(
             "--honeytoken-pepper-env", help="Env variable with a secret pepper for the honeytoken hashes."
         ),
     ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace an existing --honeytokens-out file (never a dataset's).")
+    ] = False,
 ) -> None:
     """Learn the input profile and detectors from training data; print the artefact's SHA-256."""
     from bastion import api
@@ -133,6 +136,7 @@ def fit(
             honeytoken_step=honeytoken_step,
             sign_key=sign_key,
             honeytoken_pepper_env=pepper_env,
+            force=force,
         )
     except BastionError as exc:
         fail(exc)
@@ -163,13 +167,16 @@ def honeytokens_cmd(
     pepper_env: Annotated[
         str | None, typer.Option("--pepper-env", help="Env variable with a secret pepper for the hashes.")
     ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace an existing OUT file (never a dataset's own file).")
+    ] = False,
 ) -> None:
     """Make honeytoken records: rows to plant in the data (OUT), and the guard.yaml block (stdout)."""
     from bastion import api
 
     try:
         info = api.guard_honeytokens(
-            config, asset=asset, out=out, n=count, split=split, step=step, pepper_env=pepper_env
+            config, asset=asset, out=out, n=count, split=split, step=step, pepper_env=pepper_env, force=force
         )
     except BastionError as exc:
         fail(exc)

@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from bastion.cli._common import EXIT_FINDINGS, EXIT_OK, err, fail, write
+from bastion.cli._common import EXIT_FINDINGS, EXIT_OK, check_output_file, err, fail, write
 from bastion.core.errors import BastionError, ConfigError, IntegrityError
 
 _KEY_HELP = "Private key (PEM, elliptic curve) to sign with."
@@ -125,6 +125,9 @@ def bom(
     from bastion.core.settings import load_settings
 
     try:
+        if output is not None:  # before the scan, as scan -o does
+            check_output_file(output)
+            api.check_report_output(output, [path])
         db_url = load_settings(db_url=db).db_url
         doc, result = api.model_bom(
             path, key=key, signature=signature, allow=allow or [], jobs=jobs, db_url=db_url

@@ -237,6 +237,7 @@ def _scan(args: argparse.Namespace) -> int:
     try:
         if args.output is not None:  # before the scan: a long scan must not end in "cannot write"
             check_output_file(args.output)
+            api.check_report_output(args.output, paths)
         result = api.scan_models(
             paths,
             allow=args.allow,

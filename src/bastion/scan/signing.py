@@ -183,15 +183,15 @@ def _statement(doc: dict[str, object]) -> tuple[str | None, dict[str, str]]:
     return (subject if isinstance(subject, str) else None), digests
 
 
-def _hashing(path: Path, signature: Path) -> object:
+def _hashing(path: Path, *signatures: Path) -> object:
     ms = require("model_signing", "signing")
     cfg = ms.hashing.Config()
     if path.is_dir():
         # a bundle written inside the signed folder is not part of the model; the library
         # matches ignored paths relative to the folder (an absolute one never matches)
-        sig, root = signature.resolve(), path.resolve()
-        inside = sig.is_relative_to(root)
-        cfg.set_ignored_paths(paths=[sig.relative_to(root)] if inside else [])
+        root = path.resolve()
+        sigs = [s.parent.resolve() / s.name for s in signatures]
+        cfg.set_ignored_paths(paths=[s.relative_to(root) for s in sigs if s.is_relative_to(root)])
     return cfg
 
 
@@ -225,6 +225,8 @@ def sign_path(
         raise ConfigError(f"--signature {sig}: would overwrite the model; write it beside the model")
     if sig.is_dir():
         raise ConfigError(f"--signature {sig}: is a folder; give the bundle's file path (e.g. {p.name}.sig)")
+    if sig.is_symlink():  # a link shipped beside a download would have the bundle written elsewhere
+        raise ConfigError(f"--signature {sig}: is a symbolic link; remove it or give another path")
     if sig.exists():  # replacing an earlier bundle is fine; any other file is someone's data
         try:
             _bundle(sig)
@@ -236,13 +238,19 @@ def sign_path(
         raise ConfigError(f"--signature {sig}: folder {sig.parent} does not exist")
     _ec_key(k, private=True, password=password)
     ms = require("model_signing", "signing")
+    # written to a new file and renamed over ``sig``: never through a link, never half a bundle
+    tmp = sig.with_name(f".{sig.name}.{os.getpid()}.tmp")
     try:
         secret = password.encode() if password else None  # the library takes bytes
         cfg = ms.signing.Config().use_elliptic_key_signer(private_key=k, password=secret)
-        cfg.set_hashing_config(_hashing(p, sig))
-        cfg.sign(p, sig)
+        cfg.set_hashing_config(_hashing(p, sig, tmp))
+        cfg.sign(p, tmp)
+        os.replace(tmp, sig)
     except (ValueError, TypeError, OSError) as exc:
         raise IntegrityError(f"cannot sign {p} with {k}: {exc}") from exc
+    finally:
+        if tmp.exists() or tmp.is_symlink():
+            tmp.unlink()
     log.info("signed %s -> %s", p, sig)
     return sig
 

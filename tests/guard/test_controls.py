@@ -159,8 +159,26 @@ def test_backend_breaker_and_alert_spike_degraded() -> None:
     assert pol.backend_allowed(6.0)  # half-open trial
     pol.backend_ok()
     assert not pol.degraded(6.1)
-    acts = [pol.on_alert(None, "medium", t) for t in (10.0, 11.0, 12.0)]
+    acts = [pol.on_alert(k, "medium", t) for k, t in (("a", 10.0), (None, 11.0), ("b", 12.0))]
     assert acts[-1] == ["degraded"] and pol.degraded(13.0) and not pol.degraded(12.0 + 61)
+
+
+def test_degraded_mode_counts_keys_not_alerts() -> None:
+    # red-team round 21: 12 burned keys, each raising its extraction rules (and the key-less
+    # ood-rate / output-drift they drive), put every client on the fallback
+    spec = ResponseSpec()
+    spec.degraded.alerts_per_minute = 5
+    pol = ResponsePolicy(spec)
+    t = 100.0
+    for _ in range(10):
+        for key in ("m1", "m2", "m3", None):
+            t += 0.1
+            assert "degraded" not in pol.on_alert(key, "high", t)
+    assert not pol.degraded(t)
+    assert pol.on_alert("m4", "high", t + 1)[0] == "degraded"  # the fifth alerting key in a minute
+    # keys silent for a minute drop out of the count
+    later = t + 200
+    assert "degraded" not in pol.on_alert("m1", "high", later) and len(pol._recent) == 1
 
 
 def test_output_drift_psi_ks(profile: Profile) -> None:

@@ -170,9 +170,12 @@ def test_alert_spike_degrades_to_configured_fallback_then_recovers(
     )
     g = Guard(cfg, target=target, store=MemorySink(), clock=clock)
     body = _body(digits["x_test"][:1])
-    with g._lock:
-        acts = [g._raise([g._alert("guard.anomaly.ood-rate", None, {})], clock.t + i) for i in range(3)]
-    assert acts[-1] == ["degraded"]
+    with g._lock:  # three keys alerting in a minute (degraded mode counts keys, not alerts)
+        acts = [
+            g._raise([g._alert("guard.extraction.exploration", k, {})], clock.t + i)
+            for i, k in enumerate(("alice", None, "eve"))
+        ]
+    assert acts[-1][0] == "degraded:eve"  # entered on eve's alert
     clock.t += 3
     r = g.handle("digits", _hdr(keys, "bob"), body)
     assert r.status == 200 and r.headers["X-Bastion-Degraded"] == "1"
@@ -407,3 +410,60 @@ def test_a_failed_backend_call_gets_the_fallback_with_the_configured_status_and_
         assert sink.records[-1]["decision"] == "fallback"
         assert any("backend failed: RuntimeError: backend down" in m for m in caplog.messages)
         caplog.clear()
+
+
+def test_a_key_flagged_only_as_a_group_member_keeps_true_labels(
+    keys: Keys, target: SoftmaxTarget, profile: Profile, digits: dict[str, np.ndarray]
+) -> None:
+    # red-team round 21: two tenants asking about their own classes, one distinct row at a time,
+    # plus one attacker request of every class, were all flagged `distributed` and the tenants
+    # then got noisy (wrong) labels. Group members are hardened truthfully.
+    clock = _Clock()
+    g = Guard(make_config(keys), target=target, store=MemorySink(), profile=profile, clock=clock)
+    xs, ys = digits["x_test"], digits["y_test"]
+    tenants = {"alice": (0, 1), "bob": (2, 3)}
+    for kid, classes in tenants.items():
+        for row in xs[np.isin(ys, classes)][:25]:
+            clock.t += 5
+            assert g.handle("digits", _hdr(keys, kid), _body(row[None])).status == 200
+    pick = np.concatenate([xs[ys == c][5:7] for c in range(10)])
+    g.handle("digits", _hdr(keys, "eve"), _body(pick))
+    flagged = {k for k, s in g.extraction.stats.items() if "distributed" in s.flagged}  # type: ignore[union-attr]
+    assert {"alice", "bob"} <= flagged, flagged
+    for kid, classes in tenants.items():
+        rows = xs[np.isin(ys, classes)][25:65]
+        r = g.handle("digits", _hdr(keys, kid), _body(rows))
+        assert r.body["output"] == "label"
+        assert r.body["predictions"] == target.predict_proba(rows).argmax(1).tolist()  # the true labels
+    # a key's own alert (a trap, a single-key rule) still gets the configured deception
+    assert g.policy.posture("alice").deceive is False
+    g.policy.on_alert("alice", "high", clock.t)
+    assert g.policy.posture("alice").deceive is True
+
+
+def test_rows_are_logged_only_for_requests_that_reach_the_model(
+    keys: Keys, target: SoftmaxTarget, digits: dict[str, np.ndarray]
+) -> None:
+    # red-team round 21: a key past its quota (or the burst) had 66 kB of raw rows written per
+    # denied request, at request rate
+    cfg = make_config(keys, log_inputs=True, limits={"rate": 1000, "burst": 5, "daily_quota": 3})
+    g = Guard(cfg, target=target, store=MemorySink())
+    rows = digits["x_test"][:5]
+    assert g.handle("digits", _hdr(keys, "alice"), _body(rows[:3])).status == 200
+    assert g.handle("digits", _hdr(keys, "alice"), _body(rows[:1])).status == 429  # quota spent
+    assert g.handle("digits", _hdr(keys, "alice"), _body(digits["x_test"][:6])).status == 422  # > burst
+    recs = g.store.records  # type: ignore[attr-defined]
+    assert [r["decision"] for r in recs] == ["allow", "limit", "reject"]
+    assert len(recs[0]["input"]) == 3 and "input" not in recs[1] and "input" not in recs[2]
+
+
+def test_synthetic_queries_fire_with_the_anomaly_alerts_off(
+    keys: Keys, target: SoftmaxTarget, profile: Profile
+) -> None:
+    # red-team round 21: `anomaly.enabled: false` also zeroed the OOD flags extraction counts
+    cfg = make_config(keys, anomaly={"enabled": False}, extraction={"exploration_cells": 5000})
+    g = Guard(cfg, target=target, store=MemorySink(), profile=profile)
+    noise = np.random.default_rng(5).uniform(0, 1, size=(60, 64))
+    for i in range(0, 60, 10):
+        g.handle("digits", _hdr(keys, "alice"), _body(noise[i : i + 10]))
+    assert g.anomaly is None and "synthetic-queries" in g.extraction.stats["alice"].flagged  # type: ignore[union-attr]

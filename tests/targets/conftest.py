@@ -246,6 +246,31 @@ def _make_handler(state: Server, model: LogisticRegression) -> type[BaseHTTPRequ
                     self.wfile.flush()
                     time.sleep(0.3)
                 return None
+            if route == "/drip-headers":  # the status line and headers, one byte every 0.3 s
+                data = json.dumps({"predictions": proba}).encode()
+                head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                head += f"Content-Length: {len(data)}\r\n\r\n"
+                for i in range(len(head)):
+                    self.wfile.write(head[i : i + 1].encode())
+                    self.wfile.flush()
+                    time.sleep(0.3)
+                self.wfile.write(data)
+                self.close_connection = True
+                return None
+            if route == "/drip-terminator":  # a whole chunked answer, then its terminator dripped
+                data = json.dumps({"predictions": proba}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+                self.wfile.flush()
+                for b in b"0\r\n\r\n":
+                    time.sleep(0.3)
+                    self.wfile.write(bytes([b]))
+                    self.wfile.flush()
+                self.close_connection = True
+                return None
             if route == "/no-length":  # no Content-Length: the body ends when the connection closes
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")

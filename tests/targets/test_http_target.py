@@ -115,6 +115,28 @@ def test_timeout_bounds_the_whole_call_not_each_read(server: Server, cancer: Can
     assert time.monotonic() - started < 3.0
 
 
+@pytest.mark.parametrize("route", ["/drip-headers", "/drip-terminator"])
+def test_timeout_bounds_the_status_line_headers_and_terminator(
+    server: Server, cancer: Cancer, route: str
+) -> None:
+    # red-team round 21: dripped headers held a 2 s call 19.6 s; a dripped chunk terminator held
+    # it 19.5 s and then answered 200 with probabilities
+    t = make(server.url(route), max_retries=0, timeout=1.0)
+    started = time.monotonic()
+    with pytest.raises(TargetError, match="timed out"):
+        t.predict_proba(cancer.x_test[:1])
+    assert time.monotonic() - started < 2.0
+
+
+def test_the_deadline_reaches_every_transport_of_the_client() -> None:
+    # the deadline rides on httpx/httpcore internals (pinned); this fails if they move
+    httpx = pytest.importorskip("httpx")
+    from bastion.targets._deadline import install
+
+    with httpx.Client(mounts={"http://proxied.example": httpx.HTTPTransport()}) as c:
+        assert install(c) == 2
+
+
 def test_connection_refused_is_a_target_error() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -404,9 +404,6 @@ class Guard:
         for tid, hit_rows in by_token.items():
             ev = {"honeytoken": tid, "row": hit_rows[0], "matches": len(hit_rows)}
             alerts.append(self._alert("guard.honeytoken.hit", key, ev))
-        if self.config.log_inputs:  # a trap's values (canary, honeytoken) are never logged
-            rows = x.reshape(len(x), -1).tolist()
-            rec["input"] = [None if i in trap_rows else r for i, r in enumerate(rows)]
         with self._lock:
             lim_dec = self.limiter.take(key, len(x), now)
         if not lim_dec.allowed and not lim_dec.retry_after:  # more rows than limits.burst: split it
@@ -423,6 +420,11 @@ class Guard:
                 rec.update(decision="fallback", reason="degraded mode")
                 self._raise_early(alerts, rec, now)
                 return self._fallback(), rec
+        # only a request that reaches the model has its rows logged: a key past its quota or the
+        # burst must not write raw rows at request rate (66 kB records, 19 GB/h: red-team round 21)
+        if self.config.log_inputs:  # a trap's values (canary, honeytoken) are never logged
+            rows = x.reshape(len(x), -1).tolist()
+            rec["input"] = [None if i in trap_rows else r for i, r in enumerate(rows)]
         # -- the model (outside the lock; the backend breaker decides whether to call it) --------
         try:
             probs, rows_p = self._predict(x)
@@ -462,8 +464,9 @@ class Guard:
             rec.update(decision="fallback", reason="degraded mode")
             return self._fallback(), rec
         if posture.hardened:
-            preds, kind = self.policy.harden(probs, key_id=key)
-            rec["output"]["hardened"] = self.config.response.harden
+            preds, kind = self.policy.harden(probs, key_id=key, truthful=not posture.deceive)
+            mode = self.config.response.harden
+            rec["output"]["hardened"] = mode if posture.deceive or mode != "noisy-label" else "label"
             rec["decision"] = "harden"
             return Reply(200, {self.response_key: preds, "output": kind}), rec
         if self.labels_only:
@@ -535,7 +538,6 @@ class Guard:
         out: list[Alert] = []
         # distances, sketch coordinates and cells of every row from one matrix product
         dist, z, cells = p.locate(x.reshape(len(x), -1))
-        ood = [False] * len(x)  # OOD rows count for extraction only with the detector on
         if self.anomaly is not None:
             ood = self.anomaly.ood_mask(dist)
             self._ood_window.extend(ood)
@@ -550,6 +552,11 @@ class Guard:
             if drift is not None:
                 out.append(self._alert("guard.anomaly.output-drift", None, drift))
         if self.extraction is not None and key not in self.extraction_exempt:
+            if self.anomaly is None:
+                # the profile's OOD bound feeds ``synthetic-queries`` with the anomaly alerts off too
+                # (turning those off silently disabled that extraction rule: red-team round 21)
+                thr = p.ood_threshold
+                ood = [bool(d > thr) for d in dist]
             if self.labels_only:
                 margins = [1.0] * len(x)
             elif len(probs[0]) > 1:  # top-1 minus top-2 probability
@@ -582,7 +589,13 @@ class Guard:
         actions: list[str] = []
         min_sev = severity_rank(self.config.alerts.min_severity)
         for a in alerts:
-            acts = self.policy.on_alert(a.key_id, a.severity, now, force_breaker=a.rule_id in _TRAP_RULES)
+            acts = self.policy.on_alert(
+                a.key_id,
+                a.severity,
+                now,
+                force_breaker=a.rule_id in _TRAP_RULES,
+                group=a.rule_id == "guard.extraction.distributed",
+            )
             if a.key_id is not None and "throttle" in acts:
                 self.limiter.throttle(a.key_id, self.config.response.throttle_factor)
             actions += [f"{act}:{a.key_id}" if a.key_id else act for act in acts]

@@ -219,7 +219,11 @@ class HoneytokenSpec(_Strict):
 
 
 class DegradedSpec(_Strict):
-    """Global degraded mode: entered when alerts spike or the backend breaker opens."""
+    """Global degraded mode: entered when alerts spike or the backend breaker opens.
+
+    ``alerts_per_minute`` counts the distinct keys that alerted in the last minute (alerts about
+    no key count as one), so a few burned keys cannot degrade the service for everyone.
+    """
 
     alerts_per_minute: int = Field(default=50, ge=1)
     duration_s: float = Field(default=60.0, gt=0)

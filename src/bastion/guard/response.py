@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from collections import deque
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -87,6 +87,10 @@ class KeyPosture:
 
     strikes: int = 0
     hardened: bool = False
+    #: hardened by an alert about this key's own traffic: the configured (deceptive) mode
+    #: applies. Hardened only by ``distributed`` (a group verdict a benign tenant can be drawn
+    #: into: red-team round 21), answers stay truthful: top-1 labels, or rounded probabilities.
+    deceive: bool = False
     throttled: bool = False
     breaker: CircuitBreaker | None = None
 
@@ -100,7 +104,8 @@ class ResponsePolicy:
     backend: CircuitBreaker | None = None
     backend_failures: int = 0
     degraded_until: float = 0.0
-    _recent: deque[float] = field(default_factory=lambda: deque(maxlen=10_000))
+    #: last alert time of each key (``None``: alerts about no key) that alerted in the last minute
+    _recent: OrderedDict[str | None, float] = field(default_factory=OrderedDict)
     secret: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
 
     def __post_init__(self) -> None:
@@ -115,19 +120,30 @@ class ResponsePolicy:
 
     # -- alerts -> actions --------------------------------------------------------------------
     def on_alert(
-        self, key_id: str | None, severity: str, now: float, *, force_breaker: bool = False
+        self,
+        key_id: str | None,
+        severity: str,
+        now: float,
+        *,
+        force_breaker: bool = False,
+        group: bool = False,
     ) -> list[str]:
         """Record an alert; return the actions it newly takes.
 
-        Actions: ``harden``, ``throttle``, ``breaker``, ``degraded``.
+        Actions: ``harden``, ``throttle``, ``breaker``, ``degraded``. Degraded mode counts the
+        *keys* that alerted in the last minute (alerts about no key count as one), not alerts:
+        a few burned keys, each raising its five extraction rules, must not put every client on
+        the fallback (12 keys did, red-team round 21). ``group``: a verdict on a group of keys
+        (``distributed``); the key is hardened truthfully (see :class:`KeyPosture`).
         """
         actions: list[str] = []
         # A trap hit (force_breaker) is one key's doing and opens that key's breaker: it does not
         # count towards the service-wide rate, or one request of repeated traps could degrade all.
         if not force_breaker:
-            self._recent.append(now)
-        while self._recent and self._recent[0] < now - 60.0:
-            self._recent.popleft()
+            self._recent[key_id] = now
+            self._recent.move_to_end(key_id)
+        while self._recent and next(iter(self._recent.values())) < now - 60.0:
+            self._recent.popitem(last=False)
         if len(self._recent) >= self.spec.degraded.alerts_per_minute and not self.degraded(now):
             self.degraded_until = now + self.spec.degraded.duration_s
             actions.append("degraded")
@@ -137,6 +153,7 @@ class ResponsePolicy:
         if severity_rank(severity) < severity_rank(self.spec.harden_at) and not force_breaker:
             return actions
         p.strikes += 1
+        p.deceive = p.deceive or not group
         if not p.hardened:
             p.hardened = True
             actions.append("harden")
@@ -210,7 +227,9 @@ class ResponsePolicy:
         return now < self.degraded_until or self.backend.state == BreakerState.OPEN
 
     # -- output hardening -----------------------------------------------------------------------
-    def harden(self, probs: np.ndarray, *, key_id: str = "") -> tuple[list[object], str]:
+    def harden(
+        self, probs: np.ndarray, *, key_id: str = "", truthful: bool = False
+    ) -> tuple[list[object], str]:
         """Hardened outputs of ``probs`` ``(N, C)`` for a flagged key, and the output kind shown.
 
         ``noisy-label``: labels, but for each flagged key a secret set of ``round(flip_fraction·C)``
@@ -229,11 +248,13 @@ class ResponsePolicy:
         Args:
             probs: the model's probabilities ``(N, C)``.
             key_id: the flagged key (each key gets its own shifted classes).
+            truthful: never deceive (``noisy-label`` answers true top-1 labels instead): for a
+                key flagged only as a member of a ``distributed`` group.
         """
         labels = probs.argmax(axis=1)
         if self.spec.harden == "round":
             return np.round(probs, self.spec.round_decimals).tolist(), "round"
-        if self.spec.harden == "label" or self.spec.flip_fraction <= 0 or probs.shape[1] < 2:
+        if truthful or self.spec.harden == "label" or self.spec.flip_fraction <= 0 or probs.shape[1] < 2:
             return [int(i) for i in labels], "label"
         mapping = self._flip_map(key_id, probs.shape[1])
         return [mapping.get(int(v), int(v)) for v in labels], "label"

@@ -271,7 +271,10 @@ class HttpTarget(Target):
                 max_keepalive_connections=max(self.max_connections, 1),
                 keepalive_expiry=30.0,
             )
+            from bastion.targets._deadline import install
+
             self._client = httpx.Client(timeout=self.timeout, headers=self._headers, limits=limits)
+            install(self._client)  # ``timeout`` bounds the whole call (see :meth:`_post`)
             self._own_client = True
         return self._client
 
@@ -450,15 +453,20 @@ class HttpTarget(Target):
 
         The body is read as it streams and abandoned once it passes ``max_response_bytes``
         (or at once when ``Content-Length`` says it will); error answers are not read. ``timeout``
-        bounds the whole call, not only each read: an upstream dripping its answer a byte at a
-        time raises ``httpx.ReadTimeout`` once it is spent (a backend failure, like any timeout).
+        bounds the whole call, not only each read: every socket wait of the call ends by its
+        deadline (:mod:`bastion.targets._deadline`, on the client this target builds), so an
+        upstream dripping its status line, headers, body or chunk terminator a byte at a time
+        raises ``httpx.ReadTimeout`` once it is spent (a backend failure, like any timeout); with
+        a client passed in, the deadline is checked between chunks and once the body is complete.
         """
         import httpx
+
+        from bastion.targets._deadline import deadline as call_deadline
 
         cap = self.max_response_bytes
         deadline = time.monotonic() + self.timeout
         req = {"content": body, "headers": _JSON_HEADERS, "timeout": self.timeout}
-        with client.stream("POST", self.url, **req) as resp:
+        with call_deadline(deadline), client.stream("POST", self.url, **req) as resp:
             if time.monotonic() > deadline:
                 raise httpx.ReadTimeout(f"no answer within {self.timeout:g} s")
             if not 200 <= int(resp.status_code) < 300:
@@ -475,6 +483,8 @@ class HttpTarget(Target):
                 if time.monotonic() > deadline:
                     raise httpx.ReadTimeout(f"answer not complete within {self.timeout:g} s")
                 chunks.append(chunk)
+            if time.monotonic() > deadline:  # the last wait may have been for no data (a terminator)
+                raise httpx.ReadTimeout(f"answer not complete within {self.timeout:g} s")
             return resp, b"".join(chunks)
 
     def _throttle(self) -> None:

@@ -244,6 +244,27 @@ datasets:
     assert skipped and skipped[0]["status"] == "skipped" and "error" in skipped[0]["reason"]
 
 
+def test_dry_run_skips_the_attacks_the_scan_gate_will_skip(tmp_path: Path) -> None:
+    # new-user trial: --dry-run said "yes" to the attacks on a malicious model, which a run skips
+    from bastion import api
+
+    (tmp_path / "model.joblib").write_bytes(b"\x80\x04\x8c\x02os\x8c\x06system\x93\x8c\x02id\x85R.")
+    np.savez(tmp_path / "d.npz", x=np.zeros((20, 3), dtype=np.float32), y=np.arange(20) % 2)
+    (tmp_path / "bastion.yaml").write_text(
+        """version: 1
+assets:
+  - {name: m, path: model.joblib, framework: sklearn, num_classes: 2, dataset: d, input: {shape: [3]}}
+datasets:
+  - {name: d, path: d.npz, splits: {train: [0, 1, 2, 3, 4, 5, 6, 7, 8, 9], test: [10, 11, 12, 13, 14, 15]}}
+"""
+    )
+    plan = api.preflight(tmp_path / "bastion.yaml", budget="quick")
+    attacks = [i for i in plan.items if i.kind == "attack"]
+    assert attacks and all(i.skip_reason for i in attacks)
+    assert any("judges the model file malicious" in (i.skip_reason or "") for i in attacks)
+    assert next(i for i in plan.items if i.check_id == "scan").skip_reason is None
+
+
 def test_max_time_skips_what_does_not_fit(
     endpoint: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -89,7 +89,32 @@ def preflight(
             problems.append(str(exc))
     if problems:
         raise ConfigError(f"{len(problems)} problem(s) found in preflight", problems)
+    _gate_plan(the_plan, assets, cfg, base)
     return the_plan
+
+
+def _gate_plan(the_plan: Plan, assets: Sequence[Asset], cfg: ProjectConfig, base: Path) -> None:
+    """Mark the attacks a run would skip because the scan gate will not load their model.
+
+    The scan is static (nothing is loaded), as in a run; a model file not judged ``safe`` is
+    never loaded, so its attacks do not run (the plan said "yes" to them: new-user trial).
+    """
+    from bastion.scan import scan_file
+
+    attacked = {i.asset for i in the_plan.items if i.kind == "attack" and i.skip_reason is None}
+    for a in assets:
+        if a.name not in attacked or a.kind != "model" or not a.path or a.framework not in _FILE_FRAMEWORKS:
+            continue
+        try:
+            verdict = scan_file(base / a.path, allow=cfg.scan.allow).verdict.value
+        except ScanError:
+            verdict = Verdict.ERROR.value
+        if verdict == Verdict.SAFE.value:
+            continue
+        why = f"the scanner judges the model file {verdict}: it will not be loaded"
+        for i in the_plan.items:
+            if i.asset == a.name and i.kind == "attack" and i.skip_reason is None:
+                i.skip_reason = why
 
 
 def _versions() -> dict[str, str | None]:

@@ -209,3 +209,13 @@ def test_init_warns_on_stderr_about_a_malicious_model_file(
         assert run(["init", str(tmp_path)]) == 0
     warned = [r.getMessage() for r in caplog.records if r.name == "bastion.discover"]
     assert len(warned) == 1 and warned[0].startswith("evil.pkl: the scanner judged it malicious")
+
+
+@pytest.mark.parametrize(
+    "argv", [["scan", "-j", "-3"], ["scan", "-j", "5000"], ["bom", "-j", "-1"], ["bom", "-j", "5000"]]
+)
+def test_a_bad_jobs_value_is_a_usage_error_everywhere(tmp_path: Path, argv: list[str]) -> None:
+    # new-user trial: `scan -j -3` exited 4 (usage) but `bom -j -1` exited 2
+    f = tmp_path / "m.pkl"
+    f.write_bytes(b"\x80\x04N.")
+    assert run([argv[0], str(f), *argv[1:]]) == 4

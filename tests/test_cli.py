@@ -219,3 +219,18 @@ def test_a_bad_jobs_value_is_a_usage_error_everywhere(tmp_path: Path, argv: list
     f = tmp_path / "m.pkl"
     f.write_bytes(b"\x80\x04N.")
     assert run([argv[0], str(f), *argv[1:]]) == 4
+
+
+def test_help_texts_show_no_rst_markup(capsys: pytest.CaptureFixture[str]) -> None:
+    # new-user trial: help texts showed ``double backticks`` from the docstrings
+    for cmd in (
+        ["--help"],
+        ["harden", "--help"],
+        ["bom", "--help"],
+        ["assess", "--help"],
+        ["guard", "fit", "--help"],
+    ):
+        assert run(cmd) == 0
+    out = capsys.readouterr().out
+    assert "sweep" in out and "pedigree" in out
+    assert "``" not in out and ":func:" not in out and ":class:" not in out

@@ -59,9 +59,9 @@ def harden(
 ) -> None:
     """Harden a model (adversarial training, DP-SGD, distillation …) and record it as a new version.
 
-    With ``--sweep E1,E2,…`` one version per ε is trained and each (and the original) is attacked
+    With --sweep E1,E2,… one version per ε is trained and each (and the original) is attacked
     by membership inference: the privacy/utility curve (test accuracy, the strongest attack's AUC
-    and TPR at 1 % FPR per ε) is printed, and written as JSON to stdout or ``--output``.
+    and TPR at 1 % FPR per ε) is printed, and written as JSON to stdout or --output.
     """
     from bastion import api
     from bastion.core.settings import load_settings

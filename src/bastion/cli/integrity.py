@@ -120,8 +120,8 @@ def bom(
 ) -> None:
     """Write a CycloneDX 1.6 ML-BOM (models with hashes, scan verdicts, signature status; data).
 
-    A file that ``bastion harden`` recorded as a model version carries its lineage: version,
-    the model it was derived from (``pedigree.ancestors``) and ``bastion:lineage.*`` properties.
+    A file that bastion harden recorded as a model version carries its lineage: version,
+    the model it was derived from (pedigree.ancestors) and bastion:lineage.* properties.
     """
     from bastion import api
     from bastion.core.settings import load_settings

@@ -101,3 +101,23 @@ def test_stdout_that_cannot_be_written_is_one_error_line_and_exit_2(tmp_path: Pa
     err = proc.stderr.decode()
     assert proc.returncode == 2, err
     assert "cannot write the output to stdout" in err and "internal error" not in err
+
+
+def test_init_pairs_each_model_with_the_dataset_it_names(tmp_path: Path) -> None:
+    # new-user trial: `init` gave every model the first dataset and its shape
+    import pickle
+
+    import numpy as np
+    import yaml
+
+    from bastion.discover import write_starter
+
+    np.savez(tmp_path / "digits.npz", x=np.zeros((10, 64), dtype=np.float32), y=np.arange(10) % 10)
+    (tmp_path / "wine.csv").write_text("a,b,c,label\n" + "1,2,3,0\n4,5,6,1\n" * 5)
+    (tmp_path / "models").mkdir()
+    for name in ("wine_tree.pkl", "digits_logreg.pkl"):
+        (tmp_path / "models" / name).write_bytes(pickle.dumps({"w": [1.0, 2.0]}))
+    cfg = yaml.safe_load(write_starter(tmp_path).read_text())
+    by = {a["name"]: a for a in cfg["assets"]}
+    assert by["wine_tree"]["dataset"] == "wine" and by["wine_tree"]["input"]["shape"] == [3]
+    assert by["digits_logreg"]["dataset"] == "digits" and by["digits_logreg"]["input"]["shape"] == [64]

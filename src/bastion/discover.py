@@ -159,6 +159,34 @@ def _q(value: object) -> str:
     return json.dumps(value, ensure_ascii=True)
 
 
+def _tokens(path: str) -> set[str]:
+    """Name tokens of a path's stem (``models/wine_tree.joblib`` -> ``{"wine", "tree"}``)."""
+    stem = Path(path).name.split(".")[0].lower()
+    return {t for t in re.split(r"[^a-z0-9]+", stem) if t and t not in _GENERIC}
+
+
+#: Name parts that say nothing about which data a model was trained on.
+_GENERIC = frozenset(
+    {"model", "models", "data", "dataset", "train", "test", "final", "best", "v1", "v2", "clf"}
+)
+
+
+def _match_dataset(model: dict[str, Any], datasets: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The dataset a model most likely goes with: shared name parts, then the same folder.
+
+    ``wine_tree.joblib`` goes with ``wine.csv`` and ``digits_cnn.pt`` with ``digits.npz``;
+    with no clue, the first dataset (the starter marks every pairing for review).
+    """
+    if not datasets:
+        return None
+    mt, folder = _tokens(model["path"]), Path(model["path"]).parent
+
+    def score(d: dict[str, Any]) -> tuple[int, int]:
+        return len(mt & _tokens(d["path"])), int(Path(d["path"]).parent == folder)
+
+    return max(datasets, key=score)  # max keeps the first of equals
+
+
 def render_starter(found: dict[str, Any], project: str) -> str:
     """The starter ``bastion.yaml`` text for what :func:`discover` found.
 
@@ -184,7 +212,6 @@ def render_starter(found: dict[str, Any], project: str) -> str:
 
     for d in found["datasets"]:
         d["name"] = unique(d["name"])
-    ds0 = found["datasets"][0] if found["datasets"] else None
     lines.append("assets:" if found["models"] else "assets: []")
     for m in found["models"]:
         name = unique(m["name"])
@@ -206,9 +233,12 @@ def render_starter(found: dict[str, Any], project: str) -> str:
             lines.append("    # scanned and governed only: Bastion cannot load this format as a target")
             continue
         lines += [f"    format: {fmt}", f"    framework: {framework}"]
+        ds0 = _match_dataset(m, found["datasets"])
         if ds0 is not None:
+            others = [d["name"] for d in found["datasets"] if d is not ds0]
+            hint = f" (others found: {', '.join(others[:5])})" if others else ""
             lines += [
-                f"    dataset: {_q(ds0['name'])}     # REVIEW: the data it is evaluated on",
+                f"    dataset: {_q(ds0['name'])}     # REVIEW: the data it is evaluated on{hint}",
                 f"    num_classes: {max(2, int(ds0.get('classes') or 2))}",
                 "    input:",
                 f"      shape: [{int(ds0['n_features'])}]    # REVIEW: one sample's shape",

@@ -211,9 +211,7 @@ def test_init_warns_on_stderr_about_a_malicious_model_file(
     assert len(warned) == 1 and warned[0].startswith("evil.pkl: the scanner judged it malicious")
 
 
-@pytest.mark.parametrize(
-    "argv", [["scan", "-j", "-3"], ["scan", "-j", "5000"], ["bom", "-j", "-1"], ["bom", "-j", "5000"]]
-)
+@pytest.mark.parametrize("argv", [["scan", "-j", "-3"], ["bom", "-j", "-1"], ["bom", "-j", "x"]])
 def test_a_bad_jobs_value_is_a_usage_error_everywhere(tmp_path: Path, argv: list[str]) -> None:
     # new-user trial: `scan -j -3` exited 4 (usage) but `bom -j -1` exited 2
     f = tmp_path / "m.pkl"

@@ -106,9 +106,7 @@ def bom(
     allow: Annotated[
         list[str] | None, typer.Option("--allow", help="Allow your own class (module.Class); repeatable.")
     ] = None,
-    jobs: Annotated[
-        int, typer.Option("--jobs", "-j", min=0, max=1024, help="Worker processes (0: one per CPU).")
-    ] = 1,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", min=0, help="Worker processes (0: one per CPU).")] = 1,
     db: Annotated[
         str | None,
         typer.Option(

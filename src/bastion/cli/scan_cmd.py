@@ -92,8 +92,8 @@ def _jobs(text: str) -> int:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a valid integer") from None
-    if not 0 <= value <= 1024:
-        raise argparse.ArgumentTypeError(f"{value} is not in the range 0<=x<=1024")
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is not in the range x>=0")
     return value
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from bastion.core.scanning import Verdict
+from bastion.core.severity import Severity
 from bastion.scan import scan_file, scan_paths
 
 from ._factories import os_system_payload
@@ -104,3 +105,30 @@ def test_a_keras_config_member_of_an_archive_is_checked(tmp_path: Path) -> None:
         zf.writestr("model/config.json", json.dumps(cve_2024_3660_config()))
     fr = scan_file(z)
     assert fr.verdict == Verdict.MALICIOUS and "scan.keras-config.lambda-layer" in _rules(fr), _rules(fr)
+
+
+@pytest.mark.parametrize(
+    "snippet",
+    [
+        # red-team round 23, V4: rendered on every chat request under jinja2's sandbox
+        "{{ 'x' * 1500000000 }}",
+        "{{ 2 ** 100000000 }}",
+        "{% for a in range(100000) %}{% for b in range(100000) %}.{% endfor %}{% endfor %}",
+    ],
+)
+def test_a_chat_template_that_computes_without_bound_is_flagged(snippet: str) -> None:
+    from bastion.scan.gguf_scanner import template_findings
+
+    assert ("template-compute", Severity.MEDIUM) in {(k, s) for k, s, _ in template_findings(snippet)}
+
+
+def test_ordinary_chat_templates_compute_nothing_flagged() -> None:
+    from bastion.scan.gguf_scanner import template_findings
+
+    chatml = (
+        "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + "
+        "'<|im_end|>' + '\\n'}}{% endfor %}"
+        "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+    )
+    loops = "{% for i in range(3) %}{% for j in range(1000) %}{{ i * 2 }}{% endfor %}{% endfor %}"
+    assert template_findings(chatml) == [] and template_findings(loops) == []

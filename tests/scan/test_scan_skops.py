@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import sys
 import zipfile
@@ -15,9 +16,12 @@ import pytest
 from bastion.core.scanning import Verdict
 from bastion.scan import scan_file
 
+_IDS = itertools.count(1000)
+
 
 def _node(loader: str, module: str, cls: str, **extra: Any) -> dict[str, Any]:
-    return {"__loader__": loader, "__module__": module, "__class__": cls, "__id__": id(extra), **extra}
+    # a fresh __id__ per node, as skops writes (it resolves a repeated id to the first node)
+    return {"__loader__": loader, "__module__": module, "__class__": cls, "__id__": next(_IDS), **extra}
 
 
 def _skops(path: Path, schema: Any, members: dict[str, bytes] | None = None) -> Path:
@@ -197,3 +201,125 @@ def test_a_schema_nested_past_the_limit_is_an_error(tmp_path: Path) -> None:
         node = _tuple(node)
     res = scan_file(_skops(tmp_path / "model.skops", _estimator({"w": node})))
     assert res.verdict == Verdict.ERROR and "deeper than" in (res.reason or ""), res
+
+
+def _with_id(node: dict[str, Any], ident: int) -> dict[str, Any]:
+    return {**node, "__id__": ident}
+
+
+def _root(content: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    return {**_dict(content), "protocol": 2, "_skops_version": "0.16.0", **extra}
+
+
+def test_a_protocol_0_function_node_is_judged_by_the_names_it_imports(tmp_path: Path) -> None:
+    # red-team round 23, V1: with "protocol": 0 skops's old FunctionNode imports
+    # content.module_path/content.function (os.system), and a key type calls it
+    fn = _node("FunctionNode", "builtins", "str", content={"module_path": "os", "function": "system"})
+    keys = _node("ListNode", "builtins", "list", content=[fn])
+    schema = {**_dict({"touch /tmp/x": _json(1)}), "key_types": keys, "protocol": 0}
+    res = scan_file(_skops(tmp_path / "model.skops", schema))
+    assert res.verdict == Verdict.MALICIOUS and "scan.skops.denied-type" in {f.rule_id for f in res.findings}
+
+
+@pytest.mark.parametrize("ref", ["cached", "bare"])
+def test_a_reference_to_an_earlier_node_is_that_node(tmp_path: Path, ref: str) -> None:
+    # red-team round 23, V2: skops answers any state whose __id__ it has seen with the earlier
+    # node; a reference hid a call's arguments and a key type's class
+    args = _with_id(_tuple(_json("ns"), _json("dateutil//etc/passwd")), 7)
+    alias = _node("CachedNode", "builtins", "tuple", __id__=7) if ref == "cached" else {"__id__": 7}
+    call = _node("ConstructorFromReduceNode", "pandas", "DatetimeTZDtype", content=alias)
+    res = scan_file(_skops(tmp_path / "a.skops", _root({"a": args, "out": call})))
+    assert "scan.skops.file-path-argument" in {f.rule_id for f in res.findings}, res.findings
+    tz = _with_id(_node("TypeNode", "dateutil.tz.tz", "tzfile"), 9)
+    keys = _node("ListNode", "builtins", "list", content=[_with_id(_node("TypeNode", "builtins", "str"), 9)])
+    d = _node("DictNode", "builtins", "dict", content={"/etc/passwd": _json(1)}, key_types=keys)
+    res = scan_file(_skops(tmp_path / "b.skops", _root({"a": tz, "b": d})))
+    assert "scan.skops.reference-only-called" in {f.rule_id for f in res.findings}, res.findings
+
+
+def test_a_node_referring_to_its_own_ancestor_is_an_error(tmp_path: Path) -> None:
+    loop = _with_id(_tuple(_json(1)), 5)
+    loop["content"].append({"__id__": 5})
+    res = scan_file(_skops(tmp_path / "m.skops", _root({"x": loop})))
+    assert res.verdict == Verdict.ERROR and "encloses" in (res.reason or ""), res
+
+
+@pytest.mark.parametrize(
+    "node",
+    [
+        # red-team round 23, V3: node kinds whose call the compiler passed over
+        lambda: _node("NdArrayNode", "builtins", "bytearray", type="numpy", file="a.npy"),
+        lambda: _node(
+            "MaskedArrayNode",
+            "numpy.ma",
+            "MaskedArray",
+            content={
+                "data": _node("ConstructorFromReduceNode", "builtins", "range", content=_tuple(_json(2**28))),
+                "mask": _json(False),
+            },
+        ),
+        lambda: _node(
+            "NdArrayNode",
+            "numpy",
+            "ndarray",
+            type="json",
+            content=[_node("ConstructorFromReduceNode", "builtins", "range", content=_tuple(_json(2**28)))],
+            shape=_tuple(_json(1), _json(1)),
+        ),
+        lambda: _node(
+            "RandomGeneratorNode",
+            "numpy.random",
+            "Generator",
+            content={
+                "bit_generator": _dict({"bit_generator": _json("PCG64")}),
+                "seed_seq": _dict({"entropy": _json(1), "pool_size": _json(2**28)}),
+            },
+        ),
+    ],
+)
+def test_array_and_random_nodes_are_sized(tmp_path: Path, node: Any) -> None:
+    members = {"a.npy": _npy(np.array(3 << 30))}
+    res = scan_file(_skops(tmp_path / "m.skops", _root({"x": node()}), members))
+    assert "scan.skops.allocation-bomb" in {f.rule_id for f in res.findings}, res.findings
+
+
+def test_a_rich_real_skops_file_is_safe_but_for_its_unknown_types(tmp_path: Path) -> None:
+    # shared objects, random states and generators, masked, object and sparse arrays, dtypes,
+    # slices, sets, bytes (raw members: never loaded, not scanned as model files)
+    skops = pytest.importorskip("skops.io")
+    import scipy.sparse as sp
+    from sklearn.datasets import load_iris
+    from sklearn.ensemble import RandomForestClassifier
+
+    x, y = load_iris(return_X_y=True)
+    shared = np.arange(10.0)
+    obj = {
+        "rf": RandomForestClassifier(n_estimators=2, random_state=np.random.RandomState(0)).fit(x, y),
+        "a": shared,
+        "b": shared,
+        "rng": np.random.default_rng(1),
+        "masked": np.ma.MaskedArray([1, 2, 3], mask=[0, 1, 0]),
+        "dtype": np.dtype("float32"),
+        "sparse": sp.csr_matrix(np.eye(3)),
+        "scalar": np.float64(3.5),
+        "objarr": np.array([1, "a", None], dtype=object),
+        "slice": slice(1, 5, 2),
+        "set": {1, 2},
+        "bytes": b"abc",
+        "ba": bytearray(b"xyz"),
+    }
+    f = tmp_path / "rich.skops"
+    skops.dump(obj, f)
+    res = scan_file(f)
+    assert res.verdict == Verdict.SAFE, [(x.rule_id, x.title) for x in res.findings]
+
+
+def test_a_schema_member_with_a_bad_crc_is_an_error_not_a_crash(tmp_path: Path) -> None:
+    # found by the atheris campaign: schema.json is read before the walk, outside its handler
+    f = _skops(tmp_path / "model.skops", _root({"w": _json(1)}))
+    data = bytearray(f.read_bytes())
+    i = data.index(b'"protocol"')
+    data[i + 1] ^= 0x01  # stored member: its bytes change, its CRC does not
+    f.write_bytes(bytes(data))
+    res = scan_file(f)
+    assert res.verdict == Verdict.ERROR and "CRC" in (res.reason or ""), res

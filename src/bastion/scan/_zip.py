@@ -42,6 +42,13 @@ _DRIVE = re.compile(r"^[A-Za-z]:")
 MemberAction = str | Callable[[Artifact, "zipfile.ZipFile", "zipfile.ZipInfo", Outcome], None]
 
 
+def member_errors() -> tuple[type[BaseException], ...]:
+    """What reading a damaged member raises (a bad CRC or stream, an unknown method, encryption)."""
+    import zipfile  # loaded already when a member is read
+
+    return (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError, ValueError, RuntimeError)
+
+
 #: Largest metadata document (a Keras ``config.json``, a skops ``schema.json``) read from an archive.
 MAX_DOCUMENT = 64 << 20
 
@@ -187,8 +194,6 @@ def walk_zip(
     ``any_case``: the archive's reader finds members whatever their case (torch's, miniz):
     names that differ only in case are duplicates too.
     """
-    import zipfile  # loaded already: ``zf`` is open
-
     from bastion.scan.pickle_scanner import analyse_pickle
 
     ctx = art.ctx
@@ -285,7 +290,7 @@ def walk_zip(
         except BombError as exc:  # the file's budget or time: stop here, keeping what came before
             out.errors.append(str(exc))
             return
-        except (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError, ValueError) as exc:
+        except member_errors() as exc:
             out.errors.append(f"member {info.filename!r} is unreadable: {exc}")
 
 

@@ -266,6 +266,7 @@ def _computed_names(tree: Any, nodes: Any) -> list[tuple[str, Severity, str]]:
             if isinstance(a.target, nodes.Name) and builds_text(a.node, built):
                 built.add(a.target.name)
     hits: list[tuple[str, Severity, str]] = []
+    hits += _compute_bombs(tree, nodes)
     for node in tree.find_all(nodes.Getattr):  # ``x._os``, ``gen.gi_frame.f_globals``
         if node.attr.startswith("_") or node.attr in UNSAFE_ATTRIBUTES:
             hits.append(("unsafe-attribute", Severity.HIGH, f"line {node.lineno}: .{node.attr}"))
@@ -283,6 +284,62 @@ def _computed_names(tree: Any, nodes: Any) -> list[tuple[str, Severity, str]]:
             hits.append(("computed-attribute", Severity.HIGH, f"line {node.lineno}: a key built at run time"))
             break
     return hits
+
+
+#: A constant factor, exponent or loop count past which rendering is a denial of service.
+MAX_TEMPLATE_FACTOR = 100_000
+MAX_TEMPLATE_ITERATIONS = 10_000_000
+
+
+def _compute_bombs(tree: Any, nodes: Any) -> list[tuple[str, Severity, str]]:
+    """Constructs that make one rendering take gigabytes or minutes (``template-compute``, medium).
+
+    Jinja2's sandbox caps a single ``range`` at 100,000 items but not ``'x' * 1500000000``, a
+    large ``**`` or ``range`` loops nested in each other; llama.cpp-based servers render the chat
+    template on every request, so such a template lets any client stall or exhaust the server
+    (red-team round 23). Chat templates loop over ``messages`` and never multiply by such
+    constants.
+    """
+
+    def const_int(n: Any) -> int | None:
+        if isinstance(n, nodes.Const) and isinstance(n.value, int) and not isinstance(n.value, bool):
+            return int(n.value)
+        if isinstance(n, nodes.Neg):
+            v = const_int(n.node)
+            return -v if v is not None else None
+        return None
+
+    for op in tree.find_all((nodes.Mul, nodes.Pow)):
+        factor = const_int(op.right) if isinstance(op, nodes.Pow) else None
+        if isinstance(op, nodes.Mul):
+            sides = [const_int(op.left), const_int(op.right)]
+            factor = max((abs(v) for v in sides if v is not None), default=None)
+        if factor is not None and abs(factor) > MAX_TEMPLATE_FACTOR:
+            what = "a power" if isinstance(op, nodes.Pow) else "a product"
+            return [("template-compute", Severity.MEDIUM, f"line {op.lineno}: {what} by {factor:,}")]
+
+    def loop_count(loop: Any) -> int:
+        it = loop.iter
+        if isinstance(it, nodes.Call) and isinstance(it.node, nodes.Name) and it.node.name == "range":
+            bounds = [b for b in (const_int(a) for a in it.args) if b is not None]
+            if bounds and len(bounds) == len(it.args):
+                start, stop = (0, bounds[0]) if len(bounds) == 1 else (bounds[0], bounds[1])
+                return max(0, min(stop - start, 100_000))  # the sandbox's range cap
+        return 1
+
+    def deepest(node: Any, outer: int) -> int:
+        worst = outer
+        for child in node.iter_child_nodes():
+            inner = outer * loop_count(child) if isinstance(child, nodes.For) else outer
+            worst = max(worst, deepest(child, inner))
+            if worst > MAX_TEMPLATE_ITERATIONS:
+                break
+        return worst
+
+    total = deepest(tree, 1)
+    if total > MAX_TEMPLATE_ITERATIONS:
+        return [("template-compute", Severity.MEDIUM, f"range loops nested to {total:,} iterations")]
+    return []
 
 
 class _Bad(Exception):

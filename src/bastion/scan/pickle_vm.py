@@ -847,21 +847,28 @@ def _range_count(start: Any, stop: Any, step: Any) -> int | None:
     return max(0, (b - a + c - (1 if c > 0 else -1)) // c)
 
 
-def _may_materialise(args: Any) -> bool:
+def _may_materialise(args: Any, depth: int = 0) -> bool:
     """Whether a numpy call's arguments hold something it may turn into a big array.
 
-    A ``range`` or another call's result, or a literal container of more than 64 items; numpy's
-    own rebuilds (``_reconstruct(ndarray, (0,), b'b')``, ``scalar(dtype, bytes)``) hold none.
+    A ``range`` or another call's result, also inside a literal container (``numpy.array([range(
+    2**28)])`` materialises the range: red-team round 23), or a literal container of more than 64
+    items; numpy's own rebuilds (``_reconstruct(ndarray, (0,), b'b')``, ``scalar(dtype, bytes)``)
+    hold none.
     """
-    if not isinstance(args, tuple):
+    if not isinstance(args, tuple) or depth > 3:
         return False
     for a in args:
         if isinstance(a, Obj):
             name = _call_name(a) or ""
             if name in _RANGES or name in _CONSUMERS or name.startswith("pandas."):
                 return True
-        elif isinstance(a, (tuple, PList, PSet, PDict)) and len(a if isinstance(a, tuple) else a.items) > 64:
-            return True
+        elif isinstance(a, (tuple, PList, PSet, PDict)):
+            items = a if isinstance(a, tuple) else a.items
+            if len(items) > 64:
+                return True
+            flat = tuple(x for pair in items for x in pair) if isinstance(a, PDict) else tuple(items)
+            if _may_materialise(flat, depth + 1):
+                return True
     return False
 
 

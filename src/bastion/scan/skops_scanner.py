@@ -23,11 +23,19 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from bastion.core.registry import register
 from bastion.core.severity import Severity
-from bastion.scan._skops_schema import compile_schema
-from bastion.scan._zip import ZIP_MAGICS, BadZip, MemberAction, open_zip, read_document, walk_zip
+from bastion.scan._skops_schema import canonical_nodes, compile_schema, function_name
+from bastion.scan._zip import (
+    ZIP_MAGICS,
+    BadZip,
+    MemberAction,
+    member_errors,
+    open_zip,
+    read_document,
+    walk_zip,
+)
 from bastion.scan.base import Artifact, NotThisFormat, Outcome, Scanner
 from bastion.scan.pickle_scanner import anomaly_finding
-from bastion.scan.pickle_vm import emulate
+from bastion.scan.pickle_vm import Anomaly, emulate
 from bastion.scan.policy import Verdictish
 
 if TYPE_CHECKING:
@@ -48,9 +56,14 @@ def _references(schema: Any) -> tuple[list[tuple[str, str, str, str]], int]:
     """``(loader, module, name, JSON path)`` of every node that names a type or callable, and the node count.
 
     Walks iteratively (a deeply nested schema cannot exhaust the stack); a ``MethodNode``'s
-    method is recorded as ``Class.method`` of its object's module.
+    method is recorded as ``Class.method`` of its object's module; a protocol-0 ``FunctionNode``
+    by the ``content`` names it imports; a node whose ``__id__`` skops resolves to a node seen
+    first elsewhere (a ``CachedNode``, a bare ``{"__id__": n}``) also by that node's names, at
+    the referring path (a key type there is called: red-team round 23).
     """
     out: list[tuple[str, str, str, str]] = []
+    protocol = schema.get("protocol") if isinstance(schema, dict) else None
+    first = canonical_nodes(schema)
     stack: list[tuple[Any, str]] = [(schema, "")]
     nodes = 0
     while stack:
@@ -59,17 +72,24 @@ def _references(schema: Any) -> tuple[list[tuple[str, str, str, str]], int]:
         if nodes > _MAX_NODES:
             raise ValueError(f"schema.json has over {_MAX_NODES} nodes")
         if isinstance(node, dict):
-            module, name = node.get("__module__"), node.get("__class__")
-            if isinstance(module, str) and isinstance(name, str):
-                loader = str(node.get("__loader__", ""))
-                out.append((loader, module, name, path or "/"))
-                content = node.get("content")
-                if (
-                    loader == "MethodNode"
-                    and isinstance(content, dict)
-                    and isinstance(content.get("func"), str)
-                ):
-                    out.append((loader, module, f"{name}.{content['func']}", f"{path}/content/func"))
+            ident = node.get("__id__")
+            canon = first.get(ident) if isinstance(ident, (int, str, float, bool)) else None
+            for named in (node, canon) if canon is not None and canon is not node else (node,):
+                loader = str(named.get("__loader__", ""))
+                module, name = (
+                    function_name(named, protocol)
+                    if loader == "FunctionNode"
+                    else (named.get("__module__"), named.get("__class__"))
+                )
+                if isinstance(module, str) and isinstance(name, str):
+                    out.append((loader, module, name, path or "/"))
+                    content = named.get("content")
+                    if (
+                        loader == "MethodNode"
+                        and isinstance(content, dict)
+                        and isinstance(content.get("func"), str)
+                    ):
+                        out.append((loader, module, f"{name}.{content['func']}", f"{path}/content/func"))
             for key, value in node.items():
                 if isinstance(value, dict | list):
                     stack.append((value, f"{path}/{key}"))
@@ -80,14 +100,32 @@ def _references(schema: Any) -> tuple[list[tuple[str, str, str, str]], int]:
     return out, nodes
 
 
-def _check_schema(art: Artifact, zf: zipfile.ZipFile, info: zipfile.ZipInfo, out: Outcome) -> None:
-    text = read_document(art, zf, info, out)
-    if text is None:
-        return
+def _raw_bytes_members(schema: Any) -> set[str]:
+    """Members skops reads only as raw bytes (``BytesNode``/``BytearrayNode`` ``file``), never loads.
+
+    A member an array or sparse node also names (``np.load``, ``load_npz``) is not one of them.
+    """
+    raw: set[str] = set()
+    loaded: set[str] = set()
+    stack: list[Any] = [schema]
+    seen = 0
+    while stack and seen < _MAX_NODES:
+        node = stack.pop()
+        seen += 1
+        if isinstance(node, dict):
+            f = node.get("file")
+            if isinstance(f, str):
+                (raw if node.get("__loader__") in ("BytesNode", "BytearrayNode") else loaded).add(f)
+            stack.extend(v for v in node.values() if isinstance(v, dict | list))
+        elif isinstance(node, list):
+            stack.extend(v for v in node if isinstance(v, dict | list))
+    return raw - loaded
+
+
+def _check_schema(art: Artifact, info: zipfile.ZipInfo, schema: Any, out: Outcome) -> None:
     try:
-        schema = json.loads(text)
         refs, _ = _references(schema)
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+    except (ValueError, RecursionError) as exc:
         out.errors.append(f"schema.json is not a readable skops schema: {type(exc).__name__}: {exc}"[:300])
         return
     policy = art.ctx.policy
@@ -162,9 +200,12 @@ def _check_values(art: Artifact, at: Artifact, schema: Any, out: Outcome) -> Non
     ``scan.skops.<kind>``, located in ``schema.json`` by the JSON path of the node that acts.
     """
     try:
-        stream, sites = compile_schema(schema)
+        stream, sites, problems = compile_schema(schema)
     except ValueError as exc:
         out.errors.append(str(exc))
+        return
+    except RecursionError:  # pragma: no cover - MAX_DEPTH stops well before the interpreter's limit
+        out.errors.append("schema.json nests nodes too deeply to be checked")
         return
     ctx = art.ctx
     res = emulate(
@@ -181,9 +222,12 @@ def _check_values(art: Artifact, at: Artifact, schema: Any, out: Outcome) -> Non
         else:  # the stream is ours: a failure means the values could not all be checked
             out.errors.append(f"schema.json's values could not be checked: {res.error}"[:300])
     offsets = [o for o, _ in sites]
-    for a in res.anomalies:
-        i = bisect.bisect_right(offsets, a.offset) - 1
-        path = sites[i][1] if i >= 0 else "/"
+    found = [
+        (a, sites[i][1] if (i := bisect.bisect_right(offsets, a.offset) - 1) >= 0 else "/")
+        for a in res.anomalies
+    ]
+    found += [(Anomaly(kind, -1, "schema", detail), path) for kind, detail, path in problems]
+    for a, path in found:
         out.findings.append(
             anomaly_finding(
                 at,
@@ -234,9 +278,31 @@ class SkopsScanner(Scanner):
             if "schema.json" not in names or not skops_like:
                 raise NotThisFormat
             out = Outcome(format="skops")
+            info = zf.getinfo("schema.json")
+            try:
+                text = read_document(artifact, zf, info, out)
+            except member_errors() as exc:  # walk_zip reports it too (it reads the member again)
+                text = None
+                out.errors.append(f"member 'schema.json' is unreadable: {exc}")
+            schema: Any = None
+            if text is not None:
+                try:
+                    schema = json.loads(text)
+                except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+                    out.errors.append(
+                        f"schema.json is not a readable skops schema: {type(exc).__name__}: {exc}"[:300]
+                    )
+            # raw bytes skops never loads (a BytesNode's b"abc"): not scanned as model files
+            raw = _raw_bytes_members(schema) if schema is not None else set()
+
+            def check(art: Artifact, _zf: zipfile.ZipFile, member: zipfile.ZipInfo, o: Outcome) -> None:
+                if schema is not None:
+                    _check_schema(art, member, schema, o)
 
             def classify(name: str) -> MemberAction:
-                return _check_schema if name == "schema.json" else "dispatch"
+                if name == "schema.json":
+                    return check
+                return "skip" if name in raw else "dispatch"
 
             walk_zip(artifact, zf, out, plugin_id=self.id, classify=classify)
             return out

@@ -230,18 +230,75 @@ def test_every_severity_maps(sev: Severity, report_factory: Callable[..., Report
 
 
 @pytest.mark.parametrize(
-    ("path", "base", "uri"),
+    ("path", "base", "windows", "uri"),
     [
-        ("models/a b.pkl", None, "models/a%20b.pkl"),
-        ("./models/x.pt", None, "models/x.pt"),
-        ("models\\win.pt", None, "models/win.pt"),
-        ("/repo/models/x.pt", "/repo", "models/x.pt"),
-        ("/elsewhere/x.pt", "/repo", "file:///elsewhere/x.pt"),
-        ("C:\\repo\\m.pt", "C:\\repo", "m.pt"),
+        ("models/a b.pkl", None, False, "models/a%20b.pkl"),
+        ("./models/x.pt", None, False, "models/x.pt"),
+        ("/repo/models/x.pt", "/repo", False, "models/x.pt"),
+        ("/elsewhere/x.pt", "/repo", False, "file:///elsewhere/x.pt"),
+        # on POSIX a backslash or a colon is part of a file's name: encoded, never a separator or drive
+        ("models\\win.pt", None, False, "models%5Cwin.pt"),
+        ("b\\model.pkl", None, False, "b%5Cmodel.pkl"),
+        ("C:evil.pkl", None, False, "C%3Aevil.pkl"),
+        ("C:\\repo\\m.pt", None, False, "C%3A%5Crepo%5Cm.pt"),
+        ("/srv/C:evil.pkl", None, False, "file:///srv/C%3Aevil.pkl"),
+        ("50%.pkl", None, False, "50%25.pkl"),
+        ("a#b?.pkl", None, False, "a%23b%3F.pkl"),
+        # on Windows (os.name == "nt") the same strings are Windows paths
+        ("models\\win.pt", None, True, "models/win.pt"),
+        ("C:\\repo\\m.pt", "C:\\repo", True, "m.pt"),
+        ("C:\\other\\m.pt", "C:\\repo", True, "file:///C:/other/m.pt"),
     ],
 )
-def test_path_to_uri(path: str, base: str | None, uri: str) -> None:
-    assert path_to_uri(path, base) == uri
+def test_path_to_uri(path: str, base: str | None, windows: bool, uri: str) -> None:
+    assert path_to_uri(path, base, windows=windows) == uri
+
+
+def test_path_to_uri_reads_windows_paths_only_on_windows(monkeypatch: pytest.MonkeyPatch) -> None:
+    import bastion.report.sarif as sarif
+
+    monkeypatch.setattr(sarif.os, "name", "posix")
+    assert path_to_uri("b\\model.pkl") == "b%5Cmodel.pkl"
+    monkeypatch.setattr(sarif.os, "name", "nt")
+    assert path_to_uri("b\\model.pkl") == "b/model.pkl"
+
+
+def test_distinct_posix_names_stay_distinct_artifacts() -> None:
+    # red-team round 22 F2: on Linux the malicious file "b\\model.pkl" was reported at "b/model.pkl"
+    # (a different, clean file) and merged into its artifact; "C:evil.pkl" became file:///C:evil.pkl
+    bad = Finding(
+        rule_id="scan.pickle.denied-global",
+        severity=Severity.CRITICAL,
+        threat=Threat.SUPPLY_CHAIN,
+        title="os.system",
+    )
+    files = [
+        FileResult(path="b/model.pkl", verdict=Verdict.SAFE, format="pickle"),
+        FileResult(
+            path="b\\model.pkl",
+            verdict=Verdict.MALICIOUS,
+            format="pickle",
+            findings=[bad.model_copy(update={"location": Location(path="b\\model.pkl")})],
+        ),
+        FileResult(
+            path="C:evil.pkl",
+            verdict=Verdict.MALICIOUS,
+            format="pickle",
+            findings=[bad.model_copy(update={"location": Location(path="C:evil.pkl")})],
+        ),
+    ]
+    doc = json.loads(scan_to_sarif(ScanResult(files=files), version="0.1.0", root="/w"))
+    validate(doc)
+    run = doc["runs"][0]
+    arts = [a["location"] for a in run["artifacts"]]
+    assert arts == [
+        {"uri": "b/model.pkl", "uriBaseId": "%SRCROOT%"},
+        {"uri": "b%5Cmodel.pkl", "uriBaseId": "%SRCROOT%"},
+        {"uri": "C%3Aevil.pkl", "uriBaseId": "%SRCROOT%"},
+    ]
+    where = [r["locations"][0]["physicalLocation"]["artifactLocation"] for r in run["results"]]
+    assert sorted((w["uri"], w["index"]) for w in where) == [("C%3Aevil.pkl", 2), ("b%5Cmodel.pkl", 1)]
+    assert run["artifacts"][0]["properties"]["verdict"] == "safe"
 
 
 def test_base_dir_relativises(scan_result: ScanResult) -> None:

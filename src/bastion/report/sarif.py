@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import posixpath
 from pathlib import PurePosixPath, PureWindowsPath
 from typing import Any
@@ -58,31 +59,56 @@ SRCROOT = "%SRCROOT%"
 _BASELINE_STATES = {"new": "new", "unchanged": "unchanged", "fixed": "absent"}
 
 
-def path_to_uri(path: str, base_dir: str | None = None) -> str:
-    """A file path as a SARIF artifact URI: relative paths stay relative (``/``-separated, %-encoded).
+def _uri_path(path: str, windows: bool) -> str:
+    r"""``path`` with ``/`` separators: Windows separators and drives are parsed only on Windows.
+
+    On POSIX a ``\`` or ``:`` is part of a file's name (``b\model.pkl`` is one file, not
+    ``b/model.pkl``), so the path is taken as it is.
+    """
+    if not windows:
+        return path
+    win = PureWindowsPath(path)
+    return "/" + win.as_posix() if win.drive else path.replace("\\", "/")
+
+
+def _quote_path(path: str, *, keep_colon: bool = False) -> str:
+    r"""Percent-encode ``path`` for a URI; only ``/`` (and with ``keep_colon`` a ``:``) stays literal.
+
+    Every other reserved character (``\``, ``:``, ``%``, ``#``, ``?``, space, non-ASCII, bytes
+    that are not UTF-8) is encoded, so two different names never give the same URI. A relative
+    URI never keeps a ``:`` (``C:evil.pkl`` would read as a URI with the scheme ``c``).
+    """
+    return quote(path, safe="/:" if keep_colon else "/", errors="surrogateescape")
+
+
+def path_to_uri(path: str, base_dir: str | None = None, *, windows: bool | None = None) -> str:
+    r"""A file path as a SARIF artifact URI: relative paths stay relative (``/``-separated, %-encoded).
 
     Args:
-        path: the path as recorded (POSIX or Windows form).
+        path: the path as recorded.
         base_dir: when given, an absolute ``path`` under it becomes relative to it.
+        windows: read ``path`` as a Windows path (``\`` separators, ``C:`` drives); default:
+            only when running on Windows (``os.name == "nt"``). On POSIX a ``\`` or ``:`` in a
+            name is percent-encoded (``b%5Cmodel.pkl``, ``C%3Aevil.pkl``), never a separator or
+            a drive.
 
     Returns:
         A relative URI reference, or a ``file://`` URI for an absolute path outside ``base_dir``.
     """
-    win = PureWindowsPath(path)
-    posix = "/" + win.as_posix() if win.drive else path.replace("\\", "/")
+    win = os.name == "nt" if windows is None else windows
+    posix = _uri_path(path, win)
     if posix.startswith("/"):
         if base_dir is not None:
-            base_win = PureWindowsPath(base_dir)
-            base = ("/" + base_win.as_posix()) if base_win.drive else base_dir.replace("\\", "/")
+            base = _uri_path(base_dir, win)
             try:
                 rel = PurePosixPath(posix).relative_to(PurePosixPath(base))
             except ValueError:
                 rel = None
             if rel is not None:
-                return quote(str(rel), safe="/", errors="surrogateescape")
-        return "file://" + quote(posixpath.normpath(posix), safe="/:", errors="surrogateescape")
-    rel_path = posixpath.normpath(posix)
-    return quote(rel_path, safe="/", errors="surrogateescape")
+                return _quote_path(str(rel))
+        # a Windows drive keeps its ":" (file:///C:/m.pt); on POSIX a ":" is part of a name
+        return "file://" + _quote_path(posixpath.normpath(posix), keep_colon=win)
+    return _quote_path(posixpath.normpath(posix))
 
 
 def _rule_text(rule_id: str) -> str:
@@ -114,12 +140,18 @@ class _RunBuilder:
         size: int | None = None,
         properties: dict[str, Any] | None = None,
     ) -> tuple[str, int]:
-        """Register the artifact at ``path`` (once); returns its URI and index."""
+        """Register the artifact at ``path`` (once per path as recorded); returns its URI and index.
+
+        Artifacts are keyed by the recorded path (only spelling differences such as ``./`` or
+        ``//`` folded), never by the URI, so two different files are never merged into one
+        artifact.
+        """
         uri = path_to_uri(path, self.base_dir)
-        if uri not in self._artifact_index:
-            self._artifact_index[uri] = len(self.artifacts)
+        key = posixpath.normpath(_uri_path(path, os.name == "nt"))
+        if key not in self._artifact_index:
+            self._artifact_index[key] = len(self.artifacts)
             self.artifacts.append({"location": self._location(uri)})
-        idx = self._artifact_index[uri]
+        idx = self._artifact_index[key]
         art = self.artifacts[idx]
         if size is not None:
             art["length"] = size
@@ -141,13 +173,10 @@ class _RunBuilder:
         if self.root is None:
             what = "the folder relative paths are relative to (not recorded: resolve against the checkout)"
             return {SRCROOT: {"description": {"text": what}}}
-        root = PurePosixPath(self.root.replace("\\", "/")).as_posix().rstrip("/") + "/"
-        return {
-            SRCROOT: {
-                "uri": "file://"
-                + quote(root if root.startswith("/") else "/" + root, safe="/:", errors="surrogateescape")
-            }
-        }
+        win = os.name == "nt"
+        root = PurePosixPath(_uri_path(self.root, win)).as_posix().rstrip("/") + "/"
+        root = root if root.startswith("/") else "/" + root
+        return {SRCROOT: {"uri": "file://" + _quote_path(root, keep_colon=win)}}
 
     def rule(self, finding: Finding) -> int:
         """The index of ``finding``'s rule, adding it on first sight (worst severity wins)."""

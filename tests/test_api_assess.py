@@ -3,6 +3,7 @@ plugin, a corrupt model file, ``--max-time`` and label-only endpoints."""
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
 from collections.abc import Iterator
@@ -19,6 +20,8 @@ from bastion.core.registry import attacks
 from bastion.core.settings import load_settings
 
 TOKEN = "tok-9f8e7d"
+#: What an HTTP client sends for credentials in the URL (``http://svc:Hunter2Pass@…``).
+BASIC = "Basic " + base64.b64encode(b"svc:Hunter2Pass").decode()
 
 
 def _train() -> tuple[Any, np.ndarray, np.ndarray]:
@@ -33,14 +36,14 @@ def _train() -> tuple[Any, np.ndarray, np.ndarray]:
 @pytest.fixture(scope="module")
 def endpoint() -> Iterator[dict[str, Any]]:
     rf, _, _ = _train()
-    hits = {"rows": 0, "unauthorised": 0}
+    hits: dict[str, Any] = {"rows": 0, "unauthorised": 0, "last_path": ""}
 
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, *args: object) -> None:
             pass
 
         def do_POST(self) -> None:
-            if self.headers.get("Authorization") != f"Bearer {TOKEN}":
+            if self.headers.get("Authorization") not in (f"Bearer {TOKEN}", BASIC):
                 hits["unauthorised"] += 1
                 self.send_response(401)
                 self.end_headers()
@@ -48,6 +51,7 @@ def endpoint() -> Iterator[dict[str, Any]]:
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             rows = np.asarray(body["instances"], dtype=np.float64)
             hits["rows"] += len(rows)
+            hits["last_path"] = self.path
             if self.path == "/labels":
                 out: list[Any] = rf.predict(rows).tolist()
             else:
@@ -206,6 +210,57 @@ def test_crashing_plugin_is_recorded_and_run_stored(
     assert "surrogate exploded" in report["errors"][0]["message"]
     assert any(c["id"] == "governance.controls" and c["status"] == "ok" for c in report["checks"])
     assert api.history(db_url=db)[0].status == "error"
+
+
+def test_credentials_in_the_endpoint_url_never_reach_output_reports_bom_or_store(
+    endpoint: dict[str, Any],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # red-team round 22 F3: the URL's password and api_key were copied verbatim into the console
+    # table, report.html/json/sarif, bom.json and the store (runs.report)
+    monkeypatch.setenv("RF_TOKEN", TOKEN)
+    host = endpoint["url"].removeprefix("http://")
+    url = f"http://svc:Hunter2Pass@{host}/predict?api_key=SK-LIVE-123456&v=2"
+    cfg = _project(tmp_path, url)
+    db = tmp_path / "st.db"
+    args = [
+        "assess",
+        "-c",
+        str(cfg),
+        "--db",
+        f"sqlite:///{db}",
+        "-o",
+        str(tmp_path / "r"),
+        "--budget",
+        "quick",
+    ]
+    args += ["--only", "extraction", "--only", "governance", "--fail-on", "none"]
+    code = run(args)
+    assert code == 0
+    assert "api_key=SK-LIVE-123456" in endpoint["hits"]["last_path"]  # the request used the real URL
+    secrets = ("Hunter2Pass", "SK-LIVE-123456")
+    out = capsys.readouterr()
+    shown = {
+        "console": out.out + out.err + caplog.text,
+        **{
+            f: (tmp_path / "r" / f).read_text()
+            for f in ("report.html", "report.json", "report.sarif", "bom.json")
+        },
+        "store": db.read_bytes().decode("latin-1"),
+    }
+    for where, text in shown.items():
+        assert not any(s in text for s in secrets), where
+    report = json.loads(shown["report.json"])
+    masked = f"http://svc:***@{host}/predict?api_key=***&v=2"
+    assert report["assets"][0]["url"] == masked
+    assert {f["location"].get("endpoint") for f in report["findings"] if f["asset"] == "remote-rf"} == {
+        masked
+    }
+    # the config warned that the credentials belong in token_env / headers_env, naming no value
+    assert "assets[0].url carries credentials" in caplog.text and "token_env" in caplog.text
 
 
 def test_corrupt_model_file_is_an_error_naming_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -271,9 +271,13 @@ def test_missing_httpx_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_redact_url() -> None:
-    assert redact_url("https://user:pw@api.example.org:8443/v1/predict?key=abc#x") == (
-        "https://api.example.org:8443/v1/predict"
+    # the one redactor (bastion.core.redact), re-exported here: credentials masked, the rest kept
+    assert redact_url("https://user:pw@api.example.org:8443/v1/predict?key=abc&v=2#x") == (
+        "https://user:***@api.example.org:8443/v1/predict?key=***&v=2"
     )
+    target = make("https://svc:Hunter2Pass@127.0.0.1:1/predict?api_key=SK-LIVE-1")
+    assert target.endpoint == "https://svc:***@127.0.0.1:1/predict?api_key=***"
+    assert "Hunter2Pass" not in repr(target) and "SK-LIVE-1" not in str(target.describe())
 
 
 # -- wire templates, concurrency, rate limit, Retry-After (issue 5) ------------------------------

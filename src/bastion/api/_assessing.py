@@ -33,6 +33,7 @@ from bastion.core.config import Asset, ProjectConfig, config_hash, load_config
 from bastion.core.errors import BastionError, ConfigError, PluginError, ScanError
 from bastion.core.findings import Finding
 from bastion.core.hashing import file_sha256
+from bastion.core.redact import redact_url
 from bastion.core.registry import REGISTRIES
 from bastion.core.report import AssetRecord, Report, ReportFinding, Reproducibility, RunInfo, RunScope
 from bastion.core.results import CheckError, CheckResult, RunResult
@@ -393,7 +394,7 @@ def assess(
             name=a.name,
             kind=a.kind,
             path=a.path,
-            url=a.url,
+            url=redact_url(a.url),
             format=a.format,
             framework=a.framework,
             owner=a.owner,

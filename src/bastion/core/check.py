@@ -18,6 +18,7 @@ from pydantic import BaseModel
 from bastion.core.budget import Budget
 from bastion.core.config import Asset, ProjectConfig, Threshold
 from bastion.core.findings import Finding, Location
+from bastion.core.redact import redact_url
 from bastion.core.registry import Plugin
 from bastion.core.results import CheckResult
 
@@ -141,7 +142,7 @@ class Check(Plugin):
             threat=self.threat,
             title=title,
             asset=ctx.asset.name,
-            location=location or Location(path=ctx.asset.path, endpoint=ctx.asset.url),
+            location=location or Location(path=ctx.asset.path, endpoint=redact_url(ctx.asset.url)),
             evidence=evidence or {},
             atlas=list(atlas if atlas is not None else self.atlas),
             remediation=remediation if remediation is not None else self.remediation,

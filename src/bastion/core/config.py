@@ -16,9 +16,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from bastion.core._log import get_logger
 from bastion.core.budget import Budget
 from bastion.core.errors import ConfigError
+from bastion.core.redact import redact_url, url_secrets
 from bastion.core.severity import Severity
+
+log = get_logger(__name__)
 
 CONFIG_VERSION = 1
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
@@ -252,7 +256,7 @@ class Asset(_Strict):
             if not self.url:
                 raise ValueError("an endpoint needs url")
             if not re.match(r"^https?://", self.url):
-                raise ValueError(f"url must start with http:// or https://, got {self.url!r}")
+                raise ValueError(f"url must start with http:// or https://, got {redact_url(self.url)!r}")
         elif not self.path:
             raise ValueError(f"a {self.kind} needs path")
         return self
@@ -509,7 +513,36 @@ def parse_config(data: Any, source: str = "bastion.yaml") -> ProjectConfig:
                 problems.append(f"checks.{key}.assets: no asset named {name!r}")
     if problems:
         raise ConfigError(f"{source}: {len(problems)} problem(s)", problems)
+    for i, a in enumerate(cfg.assets):
+        if a.url:
+            _warn_url_credentials(source, f"assets[{i}].url", a.url)
     return cfg
+
+
+#: (source, field, redacted URL) already warned about: a run reads its config more than once.
+_WARNED: set[tuple[str, str, str]] = set()
+
+
+def _warn_url_credentials(source: str, field: str, url: str) -> None:
+    """Warn (once per process) that ``url`` carries credentials, naming where, never their values.
+
+    They are masked (:func:`bastion.core.redact.redact_url`) wherever the URL is shown or
+    recorded, but a ``bastion.yaml`` is committed and shared: secrets belong in environment
+    variables named by ``endpoint.token_env`` / ``endpoint.headers_env``.
+    """
+    found = url_secrets(url)
+    key = (source, field, redact_url(url))
+    if not found or key in _WARNED:
+        return
+    _WARNED.add(key)
+    log.warning(
+        "%s: %s carries credentials (%s); they are masked in output, reports and the store, but "
+        "belong in an environment variable: endpoint.token_env (a bearer token) or "
+        "endpoint.headers_env (e.g. an X-API-Key header)",
+        source,
+        field,
+        ", ".join(dict.fromkeys(where for where, _ in found)),
+    )
 
 
 def load_config(path: str | Path) -> ProjectConfig:

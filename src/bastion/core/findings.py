@@ -9,6 +9,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from bastion.core._threat import Threat as Threat  # defined without pydantic (see its module)
+from bastion.core.redact import redact_url
 from bastion.core.severity import Severity
 
 
@@ -19,7 +20,8 @@ class Location(BaseModel):
         path: file path (as given by the user, or relative to the project).
         member: member inside a container (``archive/data.pkl``).
         offset: byte offset inside the member or file.
-        endpoint: URL of an HTTP endpoint.
+        endpoint: URL of an HTTP endpoint, with its credentials masked
+            (:func:`bastion.core.redact.redact_url`: a finding never carries a password or token).
         index: row or sample index in a dataset.
     """
 
@@ -30,6 +32,11 @@ class Location(BaseModel):
     offset: int | None = Field(default=None, ge=0)
     endpoint: str | None = None
     index: int | None = Field(default=None, ge=0)
+
+    @field_validator("endpoint")
+    @classmethod
+    def _redacted(cls, v: str | None) -> str | None:
+        return redact_url(v)
 
 
 class Finding(BaseModel):

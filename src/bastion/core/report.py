@@ -9,10 +9,11 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from bastion.core.config import Waiver
 from bastion.core.findings import Finding
+from bastion.core.redact import redact_url
 from bastion.core.results import CheckError, CheckResult, Skipped
 from bastion.core.severity import Severity
 
@@ -109,6 +110,7 @@ class AssetRecord(BaseModel):
     """An asset as assessed: its file hash pins what was judged.
 
     Attributes:
+        url: an endpoint's URL with its credentials masked (:func:`bastion.core.redact.redact_url`).
         scan_verdict: the model scanner's verdict on the file (``safe`` ... ``error``).
         signature: the model file's signature (``<file>.sig``, a Sigstore bundle) checked against
             the project's ``signing.public_key``: ``verified``, ``failed`` (a changed file or bad
@@ -133,6 +135,12 @@ class AssetRecord(BaseModel):
     signature: Literal["verified", "failed", "unsigned", "error"] | None = None
     signature_detail: str | None = None
     lineage: VersionLineage | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _redacted(cls, v: str | None) -> str | None:
+        # an endpoint URL's credentials never reach a report, the BOM or the store
+        return redact_url(v)
 
 
 class ReportFinding(Finding):

@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from bastion.core.check import Check, CheckContext
 from bastion.core.findings import Finding, Location, Threat
+from bastion.core.redact import redact_url
 from bastion.core.registry import register
 from bastion.core.results import CheckResult
 from bastion.core.severity import Severity
@@ -195,7 +196,7 @@ class RuntimeEvidence(Check):
             threat=self.threat,
             title=f"Runtime: {len(grp)} open incident(s) {rule} on {ctx.asset.name} ({len(keys)} key(s))",
             asset=ctx.asset.name,
-            location=Location(path=ctx.asset.path, endpoint=ctx.asset.url),
+            location=Location(path=ctx.asset.path, endpoint=redact_url(ctx.asset.url)),
             evidence=evidence,
             atlas=atlas,
             remediation=self.remediation,

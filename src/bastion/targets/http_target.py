@@ -37,12 +37,12 @@ import time
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar, Literal
-from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 
 from bastion.core.capability import Capability
 from bastion.core.errors import ConfigError, TargetError
+from bastion.core.redact import redact_url as redact_url  # re-exported: the one URL redactor
 from bastion.targets._util import import_extra, softmax
 from bastion.targets.base import Target
 
@@ -57,18 +57,6 @@ _PROB_TOL = 1e-3
 MIN_SPLIT_ROWS = 32
 #: Default cap on one answer's body, in bytes (256 rows of 1,000 classes at ~25 bytes a number fit).
 MAX_RESPONSE_BYTES = 64 * 1024 * 1024
-
-
-def redact_url(url: str) -> str:
-    """``url`` without credentials, query string or fragment (safe for messages and logs)."""
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        if parts.port is not None:
-            host = f"{host}:{parts.port}"
-        return urlunsplit((parts.scheme, host, parts.path, "", ""))
-    except ValueError:
-        return "<unparseable url>"
 
 
 class HttpTarget(Target):

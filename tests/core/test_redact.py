@@ -48,6 +48,7 @@ SECRETS = ("Hunter2Pass", "SK-LIVE-123456")
             "postgresql://alice:***@h/db?sslpassword=***&passfile=***",
         ),
         ("http://[::1/x?api_key=abc", "http://[::1/x?api_key=***"),  # does not parse: masked by pattern
+        ("weird scheme://me:hunter2@host", "weird scheme://me:***@host"),  # no scheme urlsplit takes
     ],
 )
 def test_redact_url_masks_every_credential(url: str, masked: str) -> None:

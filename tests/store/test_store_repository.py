@@ -290,6 +290,37 @@ def test_safe_url_masks_passwords() -> None:
     assert "hunter2" not in safe_url("weird scheme://me:hunter2@host")
 
 
+@pytest.mark.parametrize("key", ["password", "sslpassword", "passfile", "api_key", "token"])
+def test_safe_url_masks_password_query_parameters(key: str) -> None:
+    # red-team round 22 F7: libpq takes the password as ?password=; it was printed in the error
+    masked = safe_url(f"postgresql://alice@127.0.0.1:1/bastion?{key}=S3cretPW2&sslmode=require")
+    assert "S3cretPW2" not in masked
+    assert f"{key}=***" in masked and "sslmode=require" in masked and "alice@127.0.0.1:1" in masked
+
+
+def test_unreachable_postgres_with_a_query_password_is_an_error_without_it() -> None:
+    url = "postgresql+psycopg://alice@127.0.0.1:1/bastion?password=S3cretPW2"
+    for attempt in (lambda: Store.open(url), lambda: preflight(url)):
+        with pytest.raises(StoreError) as err:
+            attempt()
+        assert "S3cretPW2" not in str(err.value)
+        assert "password=***" in str(err.value)
+
+
+def test_reason_masks_query_secrets_a_driver_echoes() -> None:
+    from bastion.store.repository import _reason
+
+    url = "postgresql://alice@h/db?password=S3cretPW2"
+    text = _reason(
+        RuntimeError(
+            "auth failed for dsn 'password=S3cretPW2 host=h' (postgresql://alice@h/db?password=S3cretPW2)"
+        ),
+        url,
+    )
+    assert "S3cretPW2" not in text and "***" in text
+    assert _reason(RuntimeError("bad password 'ab'"), "postgresql://alice@h/db?password=ab") == "RuntimeError"
+
+
 def test_preflight_writes_nothing(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/a/b/bastion.db"
     preflight(url)

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from bastion.core.errors import ConfigError
+from bastion.core.redact import redact_url
 from bastion.core.report import Report
 from bastion.core.settings import load_settings
 
@@ -46,7 +47,7 @@ def _store_exists(url: str) -> bool:
     if u.get_backend_name() == "sqlite":
         db = u.database
         if db and db != ":memory:" and Path(str(db)).is_dir():
-            raise ConfigError(f"{url}: {db} is a folder, not a database file")
+            raise ConfigError(f"{redact_url(url)}: {db} is a folder, not a database file")
         return bool(db) and db != ":memory:" and Path(str(db)).is_file()
     return True
 
@@ -61,7 +62,7 @@ def show(run: str, *, db_url: str | None = None) -> Report:
 
     url = load_settings(db_url=db_url).db_url
     if not _store_exists(url):
-        raise ConfigError(f"no runs recorded yet: no database at {url}")
+        raise ConfigError(f"no runs recorded yet: no database at {redact_url(url)}")
     st = Store.open(url)
     try:
         return st.get_report(run)

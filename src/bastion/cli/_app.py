@@ -269,10 +269,11 @@ def history(
     if not runs:  # exit 3 below; say where nothing was found (a typo'd --db looks the same)
         from sqlalchemy.engine import make_url
 
+        from bastion.core.redact import redact_url
         from bastion.core.settings import load_settings
 
         url = make_url(load_settings(db_url=db).db_url)
-        where = url.render_as_string(hide_password=True)
+        where = redact_url(url.render_as_string(hide_password=True))
         db_file = url.database if url.get_backend_name() == "sqlite" and url.database != ":memory:" else None
         missing = bool(db_file) and not Path(str(db_file)).is_file()
         text = (

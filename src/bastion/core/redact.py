@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from typing import overload
-from urllib.parse import unquote_plus, urlsplit, urlunsplit
+from urllib.parse import SplitResult, unquote_plus, urlsplit, urlunsplit
 
 #: What a masked value is replaced with.
 MASK = "***"
@@ -51,6 +51,30 @@ _URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s'\"<>]*[^\s'\"<>.,;:!
 _PAIR = re.compile(r"(?P<head>[?&;#](?P<name>[^=&;#\s]+)=)(?P<value>[^&;#\s]*)")
 
 
+def _split(url: str) -> SplitResult | None:
+    """``url`` split, or ``None`` when it does not parse as one (then patterns are used).
+
+    A ``scheme://`` that :func:`urllib.parse.urlsplit` does not take as one (``weird scheme://``)
+    counts as not parsing: its userinfo would otherwise be read as part of a path.
+    """
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return None
+    if "://" in url and not parts.netloc:
+        return None
+    return parts
+
+
+def _mask_userinfo(m: re.Match[str]) -> str:
+    """A ``scheme://userinfo@`` match masked: ``user:***@``, or ``***@`` for a user alone."""
+    info = m.group("info")
+    if not info:
+        return m.group(0)
+    user, colon, _ = info.partition(":")
+    return m.group("head") + (f"{user}:{MASK}@" if colon else f"{MASK}@")
+
+
 def is_secret_name(name: str) -> bool:
     """Whether a query parameter (or header) called ``name`` holds a credential.
 
@@ -70,12 +94,15 @@ def url_secrets(url: str) -> list[tuple[str, str]]:
     ``where`` never contains a secret; it is what a warning names. Empty values are left out.
     """
     found: list[tuple[str, str]] = []
-    try:
-        parts = urlsplit(url)
-    except ValueError:
+    parts = _split(url)
+    if parts is None:
         m = _USERINFO.search(url)
         if m and m.group("info"):
-            found.append(("userinfo", unquote_plus(m.group("info"))))
+            user, colon, password = m.group("info").partition(":")
+            if colon:
+                found.append(("password in the userinfo", unquote_plus(password)))
+            else:
+                found.append(("token in the userinfo", unquote_plus(user)))
         for p in _PAIR.finditer(url):
             name = unquote_plus(p.group("name"))
             if p.group("value") and is_secret_name(name):
@@ -133,10 +160,9 @@ def redact_url(url: str | None) -> str | None:
     """
     if url is None:
         return None
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        masked = _USERINFO.sub(lambda m: m.group("head") + (MASK + "@" if m.group("info") else "@"), url)
+    parts = _split(url)
+    if parts is None:
+        masked = _USERINFO.sub(_mask_userinfo, url)
         return _PAIR.sub(
             lambda p: p.group("head") + MASK if is_secret_name(unquote_plus(p.group("name"))) else p.group(0),
             masked,

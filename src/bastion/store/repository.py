@@ -3,7 +3,9 @@
 Any SQLAlchemy URL works; SQLite (the default, ``.bastion/bastion.db`` in the current folder) and
 PostgreSQL (``postgresql+psycopg://…``, the ``sql`` extra) are tested. Opening a store runs the
 Alembic migrations to head. Every error is a :class:`StoreError` with one line naming the URL
-without its password, and the reason.
+without its credentials (the password, and ``?password=``, ``sslpassword``, ``passfile`` and every
+other query parameter :func:`bastion.core.redact.is_secret_name` calls secret, masked ``***``),
+and the reason.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ import datetime as dt
 import json
 import logging
 import os
-import re
 import sqlite3
 import threading
 from pathlib import Path
@@ -30,6 +31,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from bastion.core.errors import ConfigError, MissingExtraError
+from bastion.core.redact import redact_text, redact_url, url_secrets
 from bastion.core.report import Report
 from bastion.core.settings import load_settings
 from bastion.core.severity import FAIL_ON_CHOICES, Severity
@@ -52,7 +54,6 @@ _TIMEOUT_BACKENDS = ("postgresql", "mysql", "mariadb")
 _MIGRATION_LOCK = threading.Lock()
 #: PostgreSQL advisory-lock key held while migrating ("bastion" in ASCII).
 _PG_LOCK_KEY = 0x62617374696F6E
-_USERINFO = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^:/@\s]*):[^@\s]*@")
 
 
 class RunSummary(BaseModel):
@@ -85,11 +86,16 @@ class RunSummary(BaseModel):
 
 
 def safe_url(url: str | URL) -> str:
-    """``url`` as a string with its password masked (``***``), safe for messages and logs."""
+    """``url`` as a string with its credentials masked (``***``), safe for messages and logs.
+
+    The password, and every password-like query parameter (libpq's ``?password=``,
+    ``sslpassword``, ``passfile``, and whatever :func:`bastion.core.redact.redact_url` treats
+    as secret), are masked.
+    """
     try:
-        return make_url(url).render_as_string(hide_password=True)
+        return redact_url(make_url(url).render_as_string(hide_password=True))
     except (ArgumentError, ValueError, TypeError):
-        return _USERINFO.sub(r"\g<head>:***@", str(url))
+        return redact_url(str(url))
 
 
 def default_url(db: str | None = None) -> str:
@@ -138,21 +144,24 @@ def _resolve_sqlite(u: URL) -> URL:
 
 
 def _reason(exc: BaseException, url: str) -> str:
-    """One line explaining ``exc``, with the URL's password removed if it appears."""
+    """One line explaining ``exc``, with the URL's password and secret query values removed."""
     orig = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
     lines = [ln.strip() for ln in str(orig).splitlines() if ln.strip()]
     reason = lines[0] if lines else type(orig).__name__
+    secrets = {value for _, value in url_secrets(url)}
     try:
         password = make_url(url).password
     except (ArgumentError, ValueError, TypeError):
         password = None
     if password:
-        if len(str(password)) >= 4:
-            reason = reason.replace(str(password), "***")
-        elif str(password) in reason:
-            # a short password cannot be masked without mangling the text: drop the driver's words
-            reason = type(orig).__name__
-    return _USERINFO.sub(r"\g<head>:***@", reason)
+        secrets.add(str(password))
+    for secret in sorted(secrets, key=len, reverse=True):
+        if len(secret) >= 4:
+            reason = reason.replace(secret, "***")
+        elif secret in reason:
+            # a short secret cannot be masked without mangling the text: drop the driver's words
+            return type(orig).__name__
+    return redact_text(reason)
 
 
 def _error(action: str, url: str, exc: BaseException) -> StoreError:

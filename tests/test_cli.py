@@ -232,3 +232,39 @@ def test_help_texts_show_no_rst_markup(capsys: pytest.CaptureFixture[str]) -> No
     out = capsys.readouterr().out
     assert "sweep" in out and "pedigree" in out
     assert "``" not in out and ":func:" not in out and ":class:" not in out
+
+
+@pytest.mark.timeout(60)  # a FIFO config used to hang for ever
+@pytest.mark.parametrize("kind", ["fifo", "too-large"])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["assess", "-c", "{f}", "--dry-run"],
+        ["assess", "-c", "{f}"],
+        ["scan", "{m}", "-c", "{f}"],
+        ["scan", "{m}", "--rules", "{f}"],
+        ["guard", "serve", "-c", "{f}"],
+        ["guard", "verify-log", "-c", "{f}"],
+    ],
+)
+def test_a_config_that_is_not_a_small_regular_file_is_one_clear_error(
+    kind: str, args: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # red-team round 22 F4: -c /dev/zero ended in "internal error: MemoryError", a FIFO hung, and
+    # `assess -c` called both "config file not found"
+    import os
+
+    from bastion.core.files import MAX_CONFIG_BYTES
+
+    f = tmp_path / "cfg.yaml"
+    if kind == "fifo":
+        os.mkfifo(f)
+    else:
+        with f.open("wb") as fh:
+            fh.truncate(MAX_CONFIG_BYTES + 1)
+    m = tmp_path / "m.pkl"
+    m.write_bytes(pickle.dumps([1, 2]))
+    assert run([a.format(f=f, m=m) for a in args]) == 2
+    err = capsys.readouterr().err
+    assert ("not a regular file (a FIFO)" if kind == "fifo" else "too large") in err, err
+    assert str(f) in err and "not found" not in err and "internal error" not in err

@@ -170,15 +170,17 @@ def assess(
 ) -> None:
     """Assess every model, dataset and endpoint of a project and write the report."""
     from bastion import api
+    from bastion.core.files import check_config_file
     from bastion.core.settings import load_settings
 
     gate = fail_on.value if isinstance(fail_on, enum.Enum) else str(fail_on)
     try:
-        if config.is_dir():
-            inner = config / "bastion.yaml"
-            raise BastionError(f"{config}: is a folder; give the bastion.yaml file (-c {inner})")
-        if not config.is_file():
-            raise BastionError(f"{config}: config file not found (use -c PATH, or run `bastion init DIR`)")
+        # missing, a folder, a FIFO or device, or too large: one clear error before anything runs
+        check_config_file(
+            config,
+            folder_hint=f"give the bastion.yaml file (-c {config / 'bastion.yaml'})",
+            missing_hint="use -c PATH, or run `bastion init DIR`",
+        )
         err.print(f"using config {config}", highlight=False)
         if dry_run:
             db_url = load_settings(db_url=db, budget=budget.value).db_url  # read only: versions to plan

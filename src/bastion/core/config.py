@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from bastion.core._log import get_logger
 from bastion.core.budget import Budget
 from bastion.core.errors import ConfigError
+from bastion.core.files import read_config_bytes, read_config_text
 from bastion.core.redact import redact_url, url_secrets
 from bastion.core.severity import Severity
 
@@ -552,19 +553,13 @@ def load_config(path: str | Path) -> ProjectConfig:
         path: the file.
 
     Raises:
-        ConfigError: the file is missing, not YAML, or invalid (every problem listed).
+        ConfigError: the file is missing, not a regular file (a FIFO, a device), larger than
+            :data:`~bastion.core.files.MAX_CONFIG_BYTES`, not YAML, or invalid (every problem listed).
     """
     import yaml
 
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{p}: config file not found") from None
-    except IsADirectoryError:
-        raise ConfigError(f"{p}: is a folder; give the bastion.yaml file inside it") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{p}: cannot read config: {exc}") from None
+    text = read_config_text(p, folder_hint="give the bastion.yaml file inside it")
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -580,5 +575,5 @@ def yaml_syntax_error(path: str | Path, exc: Exception) -> ConfigError:
 
 
 def config_hash(path: str | Path) -> str:
-    """SHA-256 of a config file's bytes (reproducibility record)."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    """SHA-256 of a config file's bytes (reproducibility record), read as :func:`load_config` reads it."""
+    return hashlib.sha256(read_config_bytes(path)).hexdigest()

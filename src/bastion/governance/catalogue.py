@@ -11,12 +11,12 @@ from __future__ import annotations
 import functools
 import tomllib
 from importlib import resources
-from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bastion.core.errors import ConfigError
+from bastion.core.files import read_config_text
 from bastion.core.severity import Severity
 
 SCHEMA_VERSION = 1
@@ -173,8 +173,5 @@ def load_catalogue(path: str | None = None) -> Catalogue:
     if path is None:
         text = resources.files("bastion.governance").joinpath("catalogue.toml").read_text(encoding="utf-8")
         return parse_catalogue(text, "bastion/governance/catalogue.toml")
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read control catalogue: {exc.strerror or exc}") from None
+    text = read_config_text(path, what="control catalogue")
     return parse_catalogue(text, path)

@@ -24,6 +24,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from bastion.core.errors import ConfigError
+from bastion.core.files import read_config_text
 
 _HEX64 = r"^[0-9a-f]{64}$"
 _ENV = r"^[A-Z_][A-Z0-9_]*$"
@@ -362,21 +363,19 @@ def load_guard_config(path: str | Path) -> GuardConfig:
     """Read and validate ``guard.yaml``; relative paths in it are resolved against its folder.
 
     Raises:
-        ConfigError: missing file, bad YAML, or invalid content.
+        ConfigError: missing file, not a regular file, too large (over
+            :data:`~bastion.core.files.MAX_CONFIG_BYTES`), bad YAML, or invalid content.
     """
     import yaml
 
     p = Path(path)
+    text = read_config_text(p, what="guard config", folder_hint="give the guard.yaml file inside it")
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{p}: guard config not found") from None
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:  # one line naming where, as bastion.yaml's loader says it
         from bastion.core.config import yaml_syntax_error
 
         raise yaml_syntax_error(p, exc) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{p}: cannot read guard config: {exc}") from None
     cfg = parse_guard_config(data, source=str(p))
     base = p.resolve().parent
     if cfg.model is not None and not Path(cfg.model.config).is_absolute():

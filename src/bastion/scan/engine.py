@@ -15,6 +15,7 @@ from typing import IO, TYPE_CHECKING, Any
 from bastion.core._log import get_logger
 from bastion.core._scan_records import FileRecord, ScanRecords, Verdict
 from bastion.core.errors import ConfigError, ScanError
+from bastion.core.files import read_config_text
 from bastion.core.hashing import file_sha256
 from bastion.core.registry import scanners as scanner_registry
 from bastion.core.severity import Severity
@@ -340,7 +341,9 @@ def load_rule_files(rules: Sequence[str | os.PathLike[str]], allow: Sequence[str
         allow: the user's allow entries (see :class:`PicklePolicy`).
 
     Raises:
-        ConfigError: a file is unreadable or malformed (every problem is listed).
+        ConfigError: a file is missing, not a regular file, too large (over
+            :data:`~bastion.core.files.MAX_CONFIG_BYTES`), unreadable or malformed (every
+            problem is listed).
     """
     if not rules:
         return PicklePolicy(allow)
@@ -351,9 +354,9 @@ def load_rule_files(rules: Sequence[str | os.PathLike[str]], allow: Sequence[str
     for item in rules:
         path = Path(os.fspath(item))
         try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            problems.append(f"{path}: unreadable rule file: {exc}")
+            text = read_config_text(path, what="rule file")
+        except ConfigError as exc:
+            problems.append(str(exc))
             continue
         import tomllib  # only for a user's rule files (pure Python, ~8 ms to import)
 

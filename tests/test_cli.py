@@ -268,3 +268,51 @@ def test_a_config_that_is_not_a_small_regular_file_is_one_clear_error(
     err = capsys.readouterr().err
     assert ("not a regular file (a FIFO)" if kind == "fifo" else "too large") in err, err
     assert str(f) in err and "not found" not in err and "internal error" not in err
+
+
+def test_a_store_failure_at_the_end_keeps_the_report_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # red-team round 22 F6: saving the run failed after all the work ("internal error"), and no
+    # report folder was written; now the files are written first and the error is a store error
+    from bastion.store import Store
+    from bastion.store.errors import StoreError
+
+    (tmp_path / "m.pkl").write_bytes(pickle.dumps({"w": [1.0, 2.0]}))
+    cfg = tmp_path / "bastion.yaml"
+    cfg.write_text(
+        "version: 1\nproject: {name: p}\nassets: [{name: m, kind: model, path: m.pkl, format: pickle}]\n"
+    )
+
+    def boom(self: Store, report: object, **kw: object) -> str:
+        raise StoreError("cannot save run x to sqlite:///st.db: OverflowError: Python int too large")
+
+    monkeypatch.setattr(Store, "save_report", boom)
+    out = tmp_path / "out"
+    code = run(["assess", "-c", str(cfg), "-o", str(out), "--db", f"sqlite:///{tmp_path / 'st.db'}"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert {p.name for p in out.iterdir()} == {"report.html", "report.json", "report.sarif", "bom.json"}
+    assert "the run was not stored" in err and "cannot save run x" in err and "internal error" not in err
+
+
+def test_the_run_is_stored_even_when_writing_the_report_files_fails(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bastion import api
+    from bastion.core.errors import ConfigError
+    from bastion.core.settings import load_settings
+
+    (tmp_path / "m.pkl").write_bytes(pickle.dumps({"w": [1.0, 2.0]}))
+    cfg = tmp_path / "bastion.yaml"
+    cfg.write_text(
+        "version: 1\nproject: {name: p}\nassets: [{name: m, kind: model, path: m.pkl, format: pickle}]\n"
+    )
+    db = f"sqlite:///{tmp_path / 'st.db'}"
+
+    def hook(report: object) -> None:
+        raise ConfigError("disk full")
+
+    with pytest.raises(ConfigError, match="disk full"):
+        api.assess(cfg, settings=load_settings(db_url=db), before_store=hook)
+    assert len(api.history(db_url=db)) == 1

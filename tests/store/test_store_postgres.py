@@ -94,7 +94,7 @@ def test_a_write_failing_halfway_writes_nothing_on_postgres(
     with Store.open(pg_database) as store:
         event.listen(FindingRow, "before_insert", boom)
         try:
-            with pytest.raises(RuntimeError):
+            with pytest.raises(StoreError, match="RuntimeError: fail after the runs row"):
                 store.save_report(make_report())
         finally:
             event.remove(FindingRow, "before_insert", boom)

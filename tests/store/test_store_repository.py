@@ -228,8 +228,10 @@ def test_a_write_failing_halfway_writes_nothing(store: Store, make_report: Calla
     event.listen(FindingRow, "before_insert", boom)
     try:
         report = make_report()
-        with pytest.raises(RuntimeError, match="disk on fire"):
+        # any error while saving is a store error naming the run and the cause
+        with pytest.raises(StoreError, match=r"cannot save run .*: RuntimeError: disk on fire") as err:
             store.save_report(report)
+        assert isinstance(err.value.__cause__, RuntimeError)
     finally:
         event.remove(FindingRow, "before_insert", boom)
         event.remove(RunRow, "after_insert", runs_inserted)
@@ -248,6 +250,21 @@ def test_a_failing_database_write_is_a_store_error(
         conn.execute(text("DROP TABLE findings"))
     with pytest.raises(StoreError, match="cannot save run") as err:
         store.save_report(make_report())
+    assert "\n" not in str(err.value)
+    assert _count(store, RunRow) == 0
+
+
+def test_a_value_past_the_database_integer_range_is_a_store_error(
+    store: Store, make_report: Callable[..., Report]
+) -> None:
+    # red-team round 22 F6: a seed >= 2**63 ended the run in "internal error: OverflowError" after
+    # all its work; any error while saving is a StoreError, and nothing is written
+    report = make_report()
+    report = report.model_copy(
+        update={"reproducibility": report.reproducibility.model_copy(update={"seed": 10**26})}
+    )
+    with pytest.raises(StoreError, match=r"cannot save run .*: OverflowError") as err:
+        store.save_report(report)
     assert "\n" not in str(err.value)
     assert _count(store, RunRow) == 0
 

@@ -8,7 +8,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -317,6 +317,7 @@ def assess(
     progress: ProgressFn | None = None,
     store: bool = True,
     include_versions: bool = True,
+    before_store: Callable[[Report], object] | None = None,
 ) -> Report:
     """Assess every asset of a project and return the report (stored unless ``store=False``).
 
@@ -334,6 +335,9 @@ def assess(
         progress: callback ``(label, fraction)``.
         store: record the run in the database.
         include_versions: also assess each model's latest hardened version from the store.
+        before_store: called with the finished report before it is stored (the CLI writes the
+            report files there), so a store that fails at the end loses no work. If it raises,
+            the run is still stored, then its error is raised.
 
     Returns:
         The report; see ``docs/report.schema.json``.
@@ -569,11 +573,19 @@ def assess(
         skipped=result.skipped,
         baseline=baseline_report.run.id if baseline_report else None,
     )
+    hook_error: Exception | None = None
+    if before_store is not None:
+        try:
+            before_store(report)
+        except Exception as exc:  # the run is stored all the same, then this is raised
+            hook_error = exc
     if store:
         from bastion.store import Store
 
         with Store.open(s.db_url) as db:
             db.save_report(report, fail_on=s.fail_on)
+    if hook_error is not None:
+        raise hook_error
     return report
 
 

@@ -13,7 +13,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from typer.core import TyperGroup
@@ -35,6 +35,8 @@ from bastion.cli._common import (
 from bastion.core.errors import BastionError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from typer import _click as click
 
     from bastion import api
@@ -174,6 +176,7 @@ def assess(
     from bastion.core.settings import load_settings
 
     gate = fail_on.value if isinstance(fail_on, enum.Enum) else str(fail_on)
+    paths: dict[str, Path] = {}
     try:
         # missing, a folder, a FIFO or device, or too large: one clear error before anything runs
         check_config_file(
@@ -192,10 +195,17 @@ def assess(
             raise typer.Exit(EXIT_OK if any(i.skip_reason is None for i in plan.items) else EXIT_NOTHING)
         api.check_output_dir(output)
         settings = load_settings(db_url=db, budget=budget.value, max_time=max_time, fail_on=gate)
-        report = _run_with_progress(config, settings, asset, only or [], skip or [], baseline)
-        paths = api.write_outputs(report, output, fail_on=gate, project_dir=config.parent)
+        report = _run_with_progress(
+            config,
+            settings,
+            asset,
+            only or [],
+            skip or [],
+            baseline,
+            _writer(paths, output, gate, config.parent),
+        )
     except BastionError as exc:
-        fail(exc)
+        _not_stored(paths, exc)
     code = _summarise(report, gate)
     err.print(
         f"report: {paths['html']} (also report.json, report.sarif, bom.json); run {report.run.id}",
@@ -215,6 +225,24 @@ def _print_plan(plan: api.Plan) -> None:
     err.print(table)
 
 
+def _writer(paths: dict[str, Path], out: Path, gate: str, project_dir: Path) -> Callable[[Report], None]:
+    """A ``before_store`` hook: write the report files (into ``paths``) before the run is stored."""
+    from bastion import api
+
+    def write_files(report: Report) -> None:
+        paths.update(api.write_outputs(report, out, fail_on=gate, project_dir=project_dir))
+
+    return write_files
+
+
+def _not_stored(paths: dict[str, Path], exc: BastionError) -> NoReturn:
+    """Fail with ``exc``; first say where the report files are when they were written (a store error)."""
+    if paths:
+        also = "also report.json, report.sarif, bom.json"
+        err.print(f"report: {paths['html']} ({also}); the run was not stored", highlight=False)
+    fail(exc)
+
+
 def _run_with_progress(
     config: Path,
     settings: Settings,
@@ -222,6 +250,7 @@ def _run_with_progress(
     only: list[str],
     skip: list[str],
     baseline: str | None,
+    before_store: Callable[[Report], None] | None = None,
 ) -> Report:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -250,6 +279,7 @@ def _run_with_progress(
             skip=skip,
             baseline=baseline,
             progress=on_progress,
+            before_store=before_store,
         )
 
 
@@ -388,13 +418,15 @@ def demo(
     from bastion.core.settings import load_settings
 
     out = cfg.parent / "bastion-report"
+    paths: dict[str, Path] = {}
     try:
         db_url = db or os.environ.get("BASTION_DB") or f"sqlite:///{cfg.parent / '.bastion' / 'bastion.db'}"
         settings = load_settings(db_url=db_url, budget=budget.value, fail_on="none")
-        report = _run_with_progress(cfg, settings, None, [], [], None)
-        paths = api.write_outputs(report, out, fail_on="none", project_dir=cfg.parent)
+        report = _run_with_progress(
+            cfg, settings, None, [], [], None, _writer(paths, out, "none", cfg.parent)
+        )
     except BastionError as exc:
-        fail(exc)
+        _not_stored(paths, exc)
     code = _summarise(report, "none")
     err.print(f"report: {paths['html']}", highlight=False)
     raise typer.Exit(code)

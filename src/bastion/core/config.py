@@ -26,6 +26,9 @@ from bastion.core.severity import Severity
 log = get_logger(__name__)
 
 CONFIG_VERSION = 1
+#: The largest ``seed``: 2**32 - 1, what numpy's ``RandomState`` (scikit-learn's ``random_state``)
+#: accepts; ``numpy.random.default_rng`` and ``torch.manual_seed`` take it too.
+MAX_SEED = 2**32 - 1
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 _ENV = r"^[A-Z_][A-Z0-9_]*$"
 _CODE_REF = r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$"
@@ -419,7 +422,7 @@ class ProjectConfig(_Strict):
 
     version: Literal[1]
     project: Project = Field(default_factory=Project)
-    seed: int = 0
+    seed: int = Field(default=0, ge=0, le=MAX_SEED)  # 0 to 2**32 - 1 (see MAX_SEED)
     assets: list[Asset] = Field(default_factory=list)
     datasets: list[Dataset] = Field(default_factory=list)
     checks: dict[str, CheckConfig] = Field(default_factory=dict)

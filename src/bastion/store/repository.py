@@ -494,20 +494,29 @@ class Store:
             The run id.
 
         Raises:
-            StoreError: a run with that id is already stored, or the write failed (nothing is written).
+            StoreError: a run with that id is already stored, or the write failed, whatever the
+                driver raised (nothing is written).
             ConfigError: ``fail_on`` is not one of ``FAIL_ON_CHOICES``.
         """
         if fail_on is not None and fail_on not in FAIL_ON_CHOICES:
             raise ConfigError(f"fail_on must be one of {', '.join(FAIL_ON_CHOICES)}, got {fail_on!r}")
         run_id = report.run.id
-        row = _run_row(report, fail_on)
         try:
+            row = _run_row(report, fail_on)
             with Session(self._engine, expire_on_commit=False) as session, session.begin():
                 if session.get(RunRow, run_id) is not None:
                     raise StoreError(f"run {run_id} is already stored in {self.url}")
                 session.add(row)
+        except StoreError:
+            raise
         except SQLAlchemyError as exc:
             raise _error(f"cannot save run {run_id} to", self._url, exc) from exc
+        except Exception as exc:
+            # anything else the driver raises (a value past the database's integer range is an
+            # OverflowError, not a DBAPI error) is a store error too, never an "internal error"
+            raise StoreError(
+                f"cannot save run {run_id} to {self.url}: {type(exc).__name__}: {_reason(exc, self._url)}"
+            ) from exc
         logger.info("stored run %s in %s", run_id, self.url)
         return run_id
 

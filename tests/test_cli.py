@@ -316,3 +316,31 @@ def test_the_run_is_stored_even_when_writing_the_report_files_fails(
     with pytest.raises(ConfigError, match="disk full"):
         api.assess(cfg, settings=load_settings(db_url=db), before_store=hook)
     assert len(api.history(db_url=db)) == 1
+
+
+def test_history_limit_and_bad_run_references_are_clear_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # red-team round 22 F9: `history -n 99999999999999999999999` and `show $'\xff\xfe'` ended in
+    # "internal error" (OverflowError, UnicodeEncodeError)
+    from bastion.cli._app import MAX_HISTORY_LIMIT
+    from bastion.store.repository import MAX_LIST_LIMIT
+
+    assert MAX_HISTORY_LIMIT == MAX_LIST_LIMIT
+    (tmp_path / "m.pkl").write_bytes(pickle.dumps([1, 2]))
+    cfg = tmp_path / "bastion.yaml"
+    cfg.write_text(
+        "version: 1\nproject: {name: p}\nassets: [{name: m, kind: model, path: m.pkl, format: pickle}]\n"
+    )
+    db = f"sqlite:///{tmp_path / 'st.db'}"
+    assert run(["assess", "-c", str(cfg), "-o", str(tmp_path / "out"), "--db", db, "--fail-on", "none"]) == 0
+    capsys.readouterr()
+    assert run(["history", "-n", "99999999999999999999999", "--db", db]) == 4  # usage
+    err = capsys.readouterr().err
+    assert "--limit" in err and "1000000" in err and "internal error" not in err
+    assert run(["history", "-n", str(MAX_HISTORY_LIMIT), "--db", db, "-f", "json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)) == 1
+    for ref in ("\udcff\udcfe", "zz-top"):
+        assert run(["show", ref, "--db", db]) == 2
+        err = capsys.readouterr().err
+        assert "not found" in err and "internal error" not in err

@@ -180,6 +180,29 @@ def test_lookup_by_full_id_prefix_and_latest(store: Store, make_report: Callable
         store.get_report("ab__")
 
 
+@pytest.mark.parametrize("ref", ["\udcff\udcfe", "é", "zzzz", "abcd-1", "0" * 65, "latest1", ""])
+def test_a_reference_that_cannot_be_a_run_id_is_not_found(
+    store: Store, make_report: Callable[..., Report], ref: str
+) -> None:
+    # red-team round 22 F9: `show $'\xff\xfe'` (surrogates) ended in "internal error:
+    # UnicodeEncodeError" from the driver; a reference that is not hex (or 'latest') is not sent
+    store.save_report(make_report("abcd1111" + "0" * 24))
+    with pytest.raises(RunNotFound, match="not found") as err:
+        store.get_report(ref)
+    assert err.value.ref == ref.strip()
+    assert store.get_report("abcd1111").run.id.startswith("abcd1111")  # a real prefix still works
+
+
+def test_list_runs_limit_has_an_upper_bound(store: Store) -> None:
+    from bastion.store.repository import MAX_LIST_LIMIT
+
+    assert store.list_runs(limit=MAX_LIST_LIMIT) == []
+    with pytest.raises(ConfigError, match="limit must be 1 to 1000000"):
+        store.list_runs(limit=MAX_LIST_LIMIT + 1)
+    with pytest.raises(ConfigError):
+        store.list_runs(limit=10**23)  # was an OverflowError inside SQLite
+
+
 def test_latest_on_empty_store_is_not_found(store: Store) -> None:
     with pytest.raises(RunNotFound, match="no runs stored"):
         store.get_report("latest")
@@ -206,12 +229,12 @@ def test_previous_run(store: Store, make_report: Callable[..., Report]) -> None:
 def test_duplicate_run_id_is_refused_and_keeps_the_first(
     store: Store, make_report: Callable[..., Report]
 ) -> None:
-    first = make_report("dup0" * 8)
+    first = make_report("d00d" * 8)
     store.save_report(first)
-    second = make_report("dup0" * 8, project="changed")
+    second = make_report("d00d" * 8, project="changed")
     with pytest.raises(StoreError, match="already stored"):
         store.save_report(second)
-    assert store.get_report("dup0") == first
+    assert store.get_report("d00d") == first
     assert _count(store, FindingRow) == len(first.findings)
 
 

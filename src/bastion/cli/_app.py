@@ -283,10 +283,18 @@ def _run_with_progress(
         )
 
 
+#: ``history -n``'s upper bound: ``bastion.store.repository.MAX_LIST_LIMIT`` (not imported here:
+#: SQLAlchemy loads only when a command needs the store).
+MAX_HISTORY_LIMIT = 1_000_000
+
+
 @_own.command()
 def history(
     db: Annotated[str | None, typer.Option("--db", help="SQLAlchemy URL of the store.")] = None,
-    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="How many runs.")] = 20,
+    limit: Annotated[
+        int,
+        typer.Option("--limit", "-n", min=1, max=MAX_HISTORY_LIMIT, help="How many runs (at most 1000000)."),
+    ] = 20,
     fmt: Annotated[str, typer.Option("--format", "-f", help="table or json.")] = "table",
 ) -> None:
     """List stored runs, newest first."""

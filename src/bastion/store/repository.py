@@ -14,6 +14,7 @@ import datetime as dt
 import json
 import logging
 import os
+import re
 import sqlite3
 import threading
 from pathlib import Path
@@ -45,6 +46,12 @@ logger = logging.getLogger(__name__)
 CONNECT_TIMEOUT_S = 5
 #: Shortest id prefix ``get_report`` accepts.
 MIN_PREFIX = 4
+#: Most runs :meth:`Store.list_runs` lists at once (``bastion history -n``).
+MAX_LIST_LIMIT = 1_000_000
+#: What a run reference can be besides ``latest``: a run id (uuid4 hex, at most 64 characters
+#: like the column) or a prefix of one. Anything else cannot name a run and is not sent to the
+#: database (a reference that is not UTF-8 could not even be encoded for it).
+_RUN_REF = re.compile(r"[0-9a-fA-F]{1,64}")
 #: Where the Alembic environment and revisions live (inside the package; no ``alembic.ini``).
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
@@ -524,10 +531,11 @@ class Store:
         """Stored runs, newest first.
 
         Args:
-            limit: at most this many (``None``: all).
+            limit: at most this many, 1 to :data:`MAX_LIST_LIMIT` (``None``: all).
             project: only runs of this project.
 
         Raises:
+            ConfigError: ``limit`` is out of range.
             StoreError: the read failed.
         """
         stmt = select(
@@ -543,8 +551,8 @@ class Store:
         if project is not None:
             stmt = stmt.where(RunRow.project == project)
         if limit is not None:
-            if limit < 1:
-                raise ConfigError(f"limit must be at least 1, got {limit}")
+            if not 1 <= limit <= MAX_LIST_LIMIT:
+                raise ConfigError(f"limit must be 1 to {MAX_LIST_LIMIT}, got {limit}")
             stmt = stmt.limit(limit)
         try:
             with self._engine.connect() as conn:
@@ -569,11 +577,18 @@ class Store:
         """The full id of the run ``ref`` names: a full id, a unique prefix (≥ 4 chars), or ``latest``.
 
         Raises:
-            RunNotFound: nothing matches (or the prefix is too short).
+            RunNotFound: nothing matches, the prefix is too short, or ``ref`` cannot be a run id
+                (not hexadecimal, e.g. not ASCII or not even UTF-8); the database is not asked.
             AmbiguousRun: the prefix matches several runs; the message lists them.
             StoreError: the read failed.
         """
         ref = ref.strip()
+        if ref != "latest" and not _RUN_REF.fullmatch(ref):
+            raise RunNotFound(
+                f"run {ref!r} not found in {self.url}: a run is named by its id (hexadecimal), "
+                "a unique prefix of it, or 'latest'",
+                ref,
+            )
         try:
             with self._engine.connect() as conn:
                 if ref == "latest":

@@ -40,3 +40,29 @@ def test_scan_json_validates_against_published_schema(tmp_path: Path) -> None:
     schema = json.loads((ROOT / "docs" / "scan.schema.json").read_text())
     jsonschema.validate(doc, schema)
     assert doc["bastion_version"] == bastion.__version__
+
+
+def test_build_clinic_takes_a_str_or_any_path_like(tmp_path: Path) -> None:
+    # red-team round 22 F10: build_clinic("/some/dir") crashed with a TypeError ('str' / 'str')
+    import os
+
+    import pytest
+
+    from bastion.core.errors import ConfigError
+    from bastion.examples.clinic import build_clinic
+    from bastion.examples.clinic_poisoned import build_poisoned_clinic
+
+    built = tmp_path / "clinic"
+    built.mkdir()
+    (built / "bastion.yaml").write_text("version: 1\n")  # already built: returned as it is
+
+    class Where(os.PathLike[str]):
+        def __fspath__(self) -> str:
+            return str(built)
+
+    assert build_clinic(str(built)) == built / "bastion.yaml"
+    assert build_clinic(Where()) == built / "bastion.yaml"
+    (tmp_path / "a-file").write_text("x")
+    for build in (build_clinic, build_poisoned_clinic):
+        with pytest.raises(ConfigError, match="exists and is not a folder"):
+            build(str(tmp_path / "a-file"))

@@ -88,13 +88,19 @@ def _train_torch(model: Any, x: Any, y: Any, *, epochs: int, lr: float, seed: in
     model.eval()
 
 
-def build_clinic(dest: Path, *, seed: int = 0, force: bool = False) -> Path:
+def build_clinic(dest: str | os.PathLike[str], *, seed: int = 0, force: bool = False) -> Path:
     """Build the example under ``dest`` (if absent, or always with ``force``); return its ``bastion.yaml``.
+
+    Args:
+        dest: the folder (a ``str`` or any path-like); created if missing.
+        seed: seeds every random choice (splits, initial weights, training order).
+        force: rebuild even if ``dest/bastion.yaml`` exists.
 
     Raises:
         MissingExtraError: torch, scikit-learn or onnx is not installed.
         ConfigError: ``dest`` exists and is not a folder.
     """
+    dest = Path(dest)
     cfg_path = dest / "bastion.yaml"
     if cfg_path.is_file() and not force:
         return cfg_path

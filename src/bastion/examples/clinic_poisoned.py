@@ -35,7 +35,7 @@ RATE = 0.1
 TRUTH_FILE = "data/digits_poison_truth.npz"
 
 
-def build_poisoned_clinic(dest: Path, *, seed: int = 0, force: bool = False) -> Path:
+def build_poisoned_clinic(dest: str | os.PathLike[str], *, seed: int = 0, force: bool = False) -> Path:
     """Build the poisoned clinic example under ``dest`` (if absent, or always with ``force``).
 
     A clean clinic build already at ``dest`` (no ground-truth file yet) is poisoned in place.

@@ -1128,13 +1128,16 @@ def _text_int(line: bytes, *, c_long: bool) -> Any:
 
     ``INT``: ``strtol`` with base 0 (``010`` is 8, ``0x10`` 16) when the number fits a C long
     (``00``/``01`` and other two-character zeros and ones are ``False``/``True``), else
-    ``int(text, 0)``. ``LONG``: ``int(text, 0)`` up to a NUL. Numbers of more than 64 digits stay
+    ``int(text, 0)``; a line starting with a NUL is 0 (``strtol`` stops there, and the C reader
+    accepts an end at a NUL). ``LONG``: ``int(text, 0)`` up to a NUL. Numbers of more than 64 digits stay
     :class:`Opaque` (the loader converts them; the emulator need not).
 
     Raises:
         ValueError: the unpickler rejects the line too.
     """
     if c_long:
+        if line[:1] == b"\x00":  # strtol reads no digit; it stops at the NUL, which the C reader accepts
+            return False if len(line) == 2 else 0
         m = _C_LONG_LINE.fullmatch(line)
         if m:
             sign, digits = m.groups()

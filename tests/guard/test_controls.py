@@ -190,3 +190,19 @@ def test_output_drift_psi_ks(profile: Profile) -> None:
     assert mon.observe_outputs(profile.ref_conf[:100]) is None
     drift = mon.observe_outputs(np.full(100, 0.3))
     assert drift is not None and drift["ks"] > 0.5
+
+
+def test_the_default_clock_ignores_steps_of_the_system_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    # red-team round 24: a step back across midnight gave a key a second day's quota; a step
+    # forward reopened a breaker early. The guard's default clock follows time.monotonic().
+    import time as _time
+
+    from bastion.guard.app import steady_clock
+
+    clock = steady_clock()
+    t0 = clock()
+    real = _time.time
+    monkeypatch.setattr(_time, "time", lambda: real() - 86_400)  # the system clock steps back a day
+    assert abs(clock() - t0) < 1.0
+    monkeypatch.setattr(_time, "time", lambda: real() + 86_400)  # ... and forward a day
+    assert abs(clock() - t0) < 1.0

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import tracemalloc
 from pathlib import Path
 from typing import Any
@@ -419,7 +420,9 @@ def test_a_key_flagged_only_as_a_group_member_keeps_true_labels(
     # plus one attacker request of every class, were all flagged `distributed` and the tenants
     # then got noisy (wrong) labels. Group members are hardened truthfully.
     clock = _Clock()
-    g = Guard(make_config(keys), target=target, store=MemorySink(), profile=profile, clock=clock)
+    # `distributed` is an alert (medium) by default; with harden_at: medium it hardens, truthfully
+    cfg = make_config(keys, response={"harden_at": "medium"})
+    g = Guard(cfg, target=target, store=MemorySink(), profile=profile, clock=clock)
     xs, ys = digits["x_test"], digits["y_test"]
     tenants = {"alice": (0, 1), "bob": (2, 3)}
     for kid, classes in tenants.items():
@@ -467,3 +470,61 @@ def test_synthetic_queries_fire_with_the_anomaly_alerts_off(
     for i in range(0, 60, 10):
         g.handle("digits", _hdr(keys, "alice"), _body(noise[i : i + 10]))
     assert g.anomaly is None and "synthetic-queries" in g.extraction.stats["alice"].flagged  # type: ignore[union-attr]
+
+
+def test_a_distributed_verdict_alerts_without_penalty_and_counts_once_for_degraded_mode(
+    keys: Keys, target: SoftmaxTarget, profile: Profile, digits: dict[str, np.ndarray]
+) -> None:
+    # red-team round 24: benign tenants drawn into a group verdict were hardened, and 52 of them
+    # counted as 52 alerting keys put every client on the fallback
+    clock = _Clock()
+    cfg = make_config(keys, response={"degraded": {"alerts_per_minute": 2}})
+    g = Guard(cfg, target=target, store=MemorySink(), profile=profile, clock=clock)
+    xs, ys = digits["x_test"], digits["y_test"]
+    for kid, classes in {"alice": (0, 1), "bob": (2, 3)}.items():
+        for row in xs[np.isin(ys, classes)][:25]:
+            clock.t += 5
+            g.handle("digits", _hdr(keys, kid), _body(row[None]))
+    g.handle("digits", _hdr(keys, "eve"), _body(np.concatenate([xs[ys == c][5:7] for c in range(10)])))
+    assert g.alert_counts.get("guard.extraction.distributed", 0) >= 3
+    assert not g.policy.degraded(clock.t)  # one group verdict: one alerting party of the two allowed
+    r = g.handle("digits", _hdr(keys, "alice"), _body(xs[:3]))
+    assert r.body["output"] == "probabilities" and not g.policy.posture("alice").hardened
+
+
+def test_a_half_open_backend_breaker_lets_one_trial_through(
+    keys: Keys, digits: dict[str, np.ndarray]
+) -> None:
+    # red-team round 24: with the backend breaker half-open, 30 of 30 concurrent requests reached
+    # a still-failing upstream
+    import threading
+
+    class Slow(SoftmaxTarget):
+        calls = 0
+        gate = threading.Event()
+
+        def _predict_proba(self, x: np.ndarray) -> np.ndarray:
+            Slow.calls += 1
+            Slow.gate.wait(5)
+            return super()._predict_proba(x)
+
+    clock = _Clock()
+    t = Slow(digits["w"], digits["b"])
+    cfg = make_config(keys, response={"backend_failures": 1, "backend_reset_s": 5})
+    g = Guard(cfg, target=t, store=MemorySink(), clock=clock)
+    body = _body(digits["x_test"][:1])
+    t.fail = True
+    Slow.gate.set()
+    assert g.handle("digits", _hdr(keys, "alice"), body).headers.get("X-Bastion-Degraded") == "1"
+    t.fail, Slow.calls = False, 0
+    Slow.gate.clear()
+    clock.t += 6  # past the reset: the next request is the trial
+    trial = threading.Thread(target=g.handle, args=("digits", _hdr(keys, "alice"), body))
+    trial.start()
+    while Slow.calls == 0:
+        time.sleep(0.01)
+    others = [g.handle("digits", _hdr(keys, "bob"), body) for _ in range(5)]
+    Slow.gate.set()
+    trial.join(5)
+    assert Slow.calls == 1 and all(r.headers.get("X-Bastion-Degraded") == "1" for r in others)
+    assert g.handle("digits", _hdr(keys, "bob"), body).body["output"] == "probabilities"  # closed again

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
 from pathlib import Path
 
 from sqlalchemy import create_engine, text
@@ -129,3 +130,25 @@ def test_forged_insert_with_recomputed_hash_is_detected(tmp_path: Path) -> None:
     assert not res.ok and res.records == 11
     # the forged record itself is consistent; the next one no longer chains to its predecessor
     assert any(p.startswith("seq 5") for p in res.problems), res.problems
+
+
+def test_a_readiness_probe_waiting_on_a_locked_file_does_not_hold_up_appends(tmp_path: Path) -> None:
+    # red-team round 24: writable() waited out a backup's lock while holding the writer lock,
+    # and the event loop's append waited behind it (/healthz frozen 4.7 s)
+    import sqlite3
+    import threading
+
+    log, url = _log(tmp_path, 1)
+    backup = sqlite3.connect(url.removeprefix("sqlite:///"), isolation_level=None)
+    backup.execute("BEGIN IMMEDIATE")  # another connection holds the write lock
+    try:
+        probe = threading.Thread(target=log.writable)
+        probe.start()
+        time.sleep(0.3)  # the probe is waiting for the lock now
+        assert probe.is_alive()
+        assert log._lock.acquire(timeout=0.2)  # ... without the writer lock
+        log._lock.release()
+    finally:
+        backup.execute("ROLLBACK")
+        backup.close()
+    probe.join(10)

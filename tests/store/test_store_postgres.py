@@ -159,3 +159,26 @@ def test_audit_group_commit_is_one_transaction_all_or_nothing_on_postgres(pg_dat
     assert a.writable() is None
     for w in (a, b):
         w.close()
+
+
+def test_an_incident_is_never_written_on_the_event_loop_on_postgres(pg_database: str) -> None:
+    # red-team round 24: wait=False had no effect on a server database, so one honeytoken hit
+    # during an 8 s database stall froze /healthz for 7.9 s; the writer thread writes it instead
+    from bastion.store.audit import AuditLog
+    from bastion.store.errors import StoreBusy
+
+    log = AuditLog.open(pg_database)
+    incident = {
+        "rule_id": "guard.honeytoken.hit",
+        "severity": "critical",
+        "asset": "digits",
+        "key_id": "eve",
+        "atlas": ["AML.T0024"],
+        "details": {},
+        "created": T0,
+    }
+    with pytest.raises(StoreBusy):
+        log.add_incident(**incident, wait=False)
+    assert log.incidents(asset="digits") == []
+    log.add_incident(**incident)  # the writer thread's call (waits as long as it takes)
+    assert len(log.incidents(asset="digits")) == 1

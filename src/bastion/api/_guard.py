@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -412,7 +411,7 @@ def guard_app(config: str | Path, *, clock: Callable[[], float] | None = None) -
     from bastion.guard.config import load_guard_config
 
     cfg = load_guard_config(config)
-    return create_app(cfg, clock=clock or time.time)
+    return create_app(cfg, clock=clock)
 
 
 def guard_server_address(config: str | Path) -> tuple[str, int]:

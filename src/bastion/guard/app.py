@@ -59,6 +59,20 @@ log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
 
+
+def steady_clock() -> Clock:
+    """Seconds since the epoch that a step of the system clock never moves.
+
+    The wall time at start plus ``time.monotonic()`` since.
+    Durations — rate buckets, breaker resets, the daily quota's day — must not follow an NTP
+    step or an operator's ``date -s``: a step back across midnight gave a key a second day's
+    quota, a step forward reopened a breaker a honeytoken had tripped (red-team round 24).
+    ``CLOCK_MONOTONIC`` is slewed by NTP as the wall clock is, so the two stay close.
+    """
+    wall0, mono0 = time.time(), time.monotonic()
+    return lambda: wall0 + (time.monotonic() - mono0)
+
+
 #: ATLAS techniques and severities of the guard's alert rules.
 RULES: dict[str, tuple[str, tuple[str, ...]]] = {
     "guard.extraction.class-coverage": ("high", (atlas.EXTRACT_MODEL, atlas.INFERENCE_API_ACCESS)),
@@ -66,7 +80,10 @@ RULES: dict[str, tuple[str, tuple[str, ...]]] = {
     "guard.extraction.boundary-probing": ("high", (atlas.EXTRACT_MODEL, atlas.INFERENCE_API_ACCESS)),
     "guard.extraction.probing-session": ("high", (atlas.CRAFT_ADVERSARIAL, atlas.EVADE_MODEL)),
     "guard.extraction.exploration": ("high", (atlas.EXTRACT_MODEL, atlas.INFERENCE_API_ACCESS)),
-    "guard.extraction.distributed": ("high", (atlas.EXTRACT_MODEL, atlas.INFERENCE_API_ACCESS)),
+    # a group verdict that benign tenants asking about different classes are drawn into (52 of 52
+    # with no attacker: red-team round 24): an alert for people, never an automatic penalty
+    # (``response.harden_at: medium`` hardens its keys, truthfully)
+    "guard.extraction.distributed": ("medium", (atlas.EXTRACT_MODEL, atlas.INFERENCE_API_ACCESS)),
     "guard.canary.hit": ("critical", (atlas.INFERENCE_API_ACCESS,)),
     "guard.honeytoken.hit": (
         "critical",
@@ -191,7 +208,7 @@ class Guard:
         store: the audit sink (``bastion.store.audit.AuditLog``).
         profile: the fitted profile (``None``: shape/finiteness validation only, no detectors).
         model_sha256: identity of the served model, recorded in every audit record.
-        clock: seconds since the epoch (``time.time``; a simulated clock in tests).
+        clock: seconds since the epoch (default :func:`steady_clock`; a simulated clock in tests).
     """
 
     def __init__(
@@ -202,17 +219,17 @@ class Guard:
         store: AuditSink,
         profile: Profile | None = None,
         model_sha256: str = "",
-        clock: Clock = time.time,
+        clock: Clock | None = None,
     ) -> None:
         self.config = config
         self.target = target
         self.store = store
         self.profile = profile
         self.model_sha256 = model_sha256
-        self.clock = clock
+        self.clock = clock or steady_clock()
         self.name = config.name
         self.access = AccessControl(config.keys)
-        for kid in self.access.expired(clock()):
+        for kid in self.access.expired(self.clock()):
             log.warning("guard key %s has expired (expires in guard.yaml); it is refused", kid)
         lim = config.limits
         self.limiter = RateLimiter(rate=lim.rate, burst=lim.burst, daily_quota=lim.daily_quota)
@@ -416,7 +433,10 @@ class Guard:
             self._raise_early(alerts, rec, now)
             return Reply(429, {"detail": lim_dec.reason}, _retry(lim_dec.retry_after)), rec
         with self._lock:
-            if self.policy.degraded(now) and not self.policy.backend_allowed(now):
+            # an open backend breaker answers the fallback; a half-open one lets one trial call
+            # through and the others get the fallback until it settles (all 30 concurrent
+            # requests reached a still-failing upstream before: red-team round 24)
+            if not self.policy.backend_allowed(now):
                 rec.update(decision="fallback", reason="degraded mode")
                 self._raise_early(alerts, rec, now)
                 return self._fallback(), rec
@@ -734,7 +754,7 @@ def build_guard(
     config: GuardConfig,
     *,
     store: AuditSink | None = None,
-    clock: Clock = time.time,
+    clock: Clock | None = None,
     target: Target | None = None,
     model_sha256: str | None = None,
     profile: Profile | None = None,
@@ -825,7 +845,7 @@ def create_app(
     config: GuardConfig,
     *,
     store: AuditSink | None = None,
-    clock: Clock = time.time,
+    clock: Clock | None = None,
     target: Target | None = None,
     profile: Profile | None = None,
     guard: Guard | None = None,
@@ -853,13 +873,19 @@ def create_app(
     g = guard or build_guard(config, store=store, clock=clock, target=target, profile=profile)
     from contextlib import asynccontextmanager
 
+    # proxy mode: one worker thread per upstream connection, and no more. A request beyond them
+    # waits on the event loop, before its call (and its deadline) starts; a thread waiting for
+    # a free connection spent its deadline there and counted as a backend failure, so bursts of
+    # one key opened a healthy upstream's breaker (red-team round 24)
+    calls: Any = None
+
     @asynccontextmanager
     async def lifespan(_app: Any) -> Any:
-        if config.upstream is not None:  # proxy mode: a worker thread per upstream call in flight
-            import anyio.to_thread
+        nonlocal calls
+        if config.upstream is not None:
+            import anyio
 
-            limiter = anyio.to_thread.current_default_thread_limiter()
-            limiter.total_tokens = max(limiter.total_tokens, config.upstream.max_connections)
+            calls = anyio.CapacityLimiter(config.upstream.max_connections)
         g.webhooks.start()
         yield
         g.webhooks.stop()
@@ -887,7 +913,11 @@ def create_app(
         name = str(request.path_params["name"])
         if inline:  # CPU-bound, in process: a thread hop only adds GIL contention (about 2x CPU)
             reply = await g.handle_async(name, request.headers, body)
-        else:  # a remote model blocks on the network: keep the event loop free
+        elif calls is not None:  # a remote model blocks on the network: keep the event loop free
+            import anyio.to_thread
+
+            reply = await anyio.to_thread.run_sync(g.handle, name, request.headers, body, limiter=calls)
+        else:
             reply = await run_in_threadpool(g.handle, name, request.headers, body)
         return JSONResponse(reply.body, status_code=reply.status, headers=reply.headers)
 

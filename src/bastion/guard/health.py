@@ -78,10 +78,16 @@ class UpstreamProbe:
         self.probes += 1
         httpx = self._httpx
         status: int | None = None
+        from bastion.targets._deadline import deadline, install
+
         try:
             if self._client is None:
                 self._client = httpx.Client(timeout=self.timeout)
-            status = int(self._client.get(self.url, headers=self._headers, timeout=self.timeout).status_code)
+                install(self._client)  # ``timeout`` bounds the whole probe, a dripped answer included
+            with deadline(time.monotonic() + self.timeout):
+                status = int(
+                    self._client.get(self.url, headers=self._headers, timeout=self.timeout).status_code
+                )
             ok = 200 <= status < 300
             reason = "ok" if ok else f"answered HTTP {status}"
         except httpx.TimeoutException:

@@ -81,6 +81,10 @@ class CircuitBreaker:
         self.trial_in_flight = False
 
 
+#: The degraded-mode slot of every ``distributed`` group verdict (a key id cannot hold a NUL).
+_GROUP = "\x00distributed"
+
+
 @dataclass
 class KeyPosture:
     """What the guard currently does to one key."""
@@ -105,7 +109,7 @@ class ResponsePolicy:
     backend_failures: int = 0
     degraded_until: float = 0.0
     #: last alert time of each key (``None``: alerts about no key) that alerted in the last minute
-    _recent: OrderedDict[str | None, float] = field(default_factory=OrderedDict)
+    _recent: OrderedDict[str | None, float] = field(default_factory=OrderedDict)  # (``_GROUP``: groups)
     secret: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
 
     def __post_init__(self) -> None:
@@ -140,8 +144,9 @@ class ResponsePolicy:
         # A trap hit (force_breaker) is one key's doing and opens that key's breaker: it does not
         # count towards the service-wide rate, or one request of repeated traps could degrade all.
         if not force_breaker:
-            self._recent[key_id] = now
-            self._recent.move_to_end(key_id)
+            slot = _GROUP if group else key_id  # one group verdict is one alerting party, not N
+            self._recent[slot] = now
+            self._recent.move_to_end(slot)
         while self._recent and next(iter(self._recent.values())) < now - 60.0:
             self._recent.popitem(last=False)
         if len(self._recent) >= self.spec.degraded.alerts_per_minute and not self.degraded(now):

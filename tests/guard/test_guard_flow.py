@@ -528,3 +528,14 @@ def test_a_half_open_backend_breaker_lets_one_trial_through(
     trial.join(5)
     assert Slow.calls == 1 and all(r.headers.get("X-Bastion-Degraded") == "1" for r in others)
     assert g.handle("digits", _hdr(keys, "bob"), body).body["output"] == "probabilities"  # closed again
+
+
+def test_a_guard_without_a_profile_says_which_controls_are_off(
+    keys: Keys, target: SoftmaxTarget, caplog: pytest.LogCaptureFixture
+) -> None:
+    # red-team round 21: leaving profile: out silently turned off ranges, anomaly and extraction
+    caplog.set_level(logging.ERROR, logger="bastion.guard")
+    g = Guard(make_config(keys), target=target, store=MemorySink())
+    assert "extraction" in g.controls_off and "input ranges" in g.controls_off
+    assert any("runs without a profile" in r.getMessage() for r in caplog.records)
+    assert g.ready()["controls_off"] == g.controls_off

@@ -272,6 +272,29 @@ class Guard:
             else None
         )
         self.extraction_exempt = frozenset(k.id for k in config.keys if k.extraction_exempt)
+        #: controls configured on but off for want of a profile (said at start and in /readyz:
+        #: a guard.yaml without ``profile:`` served a pixel of 1e30 in silence, red-team round 21)
+        self.controls_off = (
+            [
+                name
+                for name, on in (
+                    ("input ranges", True),
+                    ("anomaly", config.anomaly.enabled),
+                    ("extraction", config.extraction.enabled),
+                    ("profile honeytokens", True),
+                )
+                if on
+            ]
+            if profile is None
+            else []
+        )
+        if self.controls_off:
+            log.error(
+                "guard %s runs without a profile: %s are off; fit one with `bastion guard fit` and "
+                "set profile: in guard.yaml",
+                config.name,
+                ", ".join(self.controls_off),
+            )
         self.canaries = CanaryWatch(config.canaries)
         honey = [config.honeytokens] if config.honeytokens is not None else []
         if profile is not None and profile.honeytokens:
@@ -687,6 +710,8 @@ class Guard:
             "audit_head": {"seq": seq, "hash": h},
             "model_sha256": self.model_sha256,
         }
+        if self.controls_off:
+            info["controls_off"] = list(self.controls_off)
         writable = getattr(self.store, "writable", None)  # AuditLog: can a record be appended now?
         if writable is not None:
             why = writable()

@@ -115,9 +115,14 @@ def test_init_pairs_each_model_with_the_dataset_it_names(tmp_path: Path) -> None
     np.savez(tmp_path / "digits.npz", x=np.zeros((10, 64), dtype=np.float32), y=np.arange(10) % 10)
     (tmp_path / "wine.csv").write_text("a,b,c,label\n" + "1,2,3,0\n4,5,6,1\n" * 5)
     (tmp_path / "models").mkdir()
-    for name in ("wine_tree.pkl", "digits_logreg.pkl"):
+    for name in ("wine_tree.pkl", "digits_logreg.pkl", "vendor.pkl"):
         (tmp_path / "models" / name).write_bytes(pickle.dumps({"w": [1.0, 2.0]}))
+    (tmp_path / "guard-profile").mkdir()  # a guard artefact is not a model
+    np.savez(tmp_path / "guard-profile" / "profile.npz", mean=np.zeros(3))
+    (tmp_path / "guard-profile" / "profile.json").write_text("{}")
     cfg = yaml.safe_load(write_starter(tmp_path).read_text())
     by = {a["name"]: a for a in cfg["assets"]}
     assert by["wine_tree"]["dataset"] == "wine" and by["wine_tree"]["input"]["shape"] == [3]
     assert by["digits_logreg"]["dataset"] == "digits" and by["digits_logreg"]["input"]["shape"] == [64]
+    # no clue which of two datasets: no guess (the REVIEW comment names both)
+    assert "dataset" not in by["vendor"] and set(by) == {"wine_tree", "digits_logreg", "vendor"}

@@ -142,6 +142,8 @@ def discover(root: Path) -> dict[str, Any]:
                 stem = f.stem.removesuffix("_splits").removesuffix("-splits")
                 splits[(f.parent / stem).relative_to(root).as_posix()] = rel
                 continue
+        if f.name == "profile.npz" and (f.parent / "profile.json").is_file():
+            continue  # a guard artefact (bastion guard fit), not a model
         fr = scan_file(f)
         if fr.verdict != Verdict.SKIPPED and fr.format:
             models.append(
@@ -184,7 +186,10 @@ def _match_dataset(model: dict[str, Any], datasets: list[dict[str, Any]]) -> dic
     def score(d: dict[str, Any]) -> tuple[int, int]:
         return len(mt & _tokens(d["path"])), int(Path(d["path"]).parent == folder)
 
-    return max(datasets, key=score)  # max keeps the first of equals
+    best = max(datasets, key=score)  # max keeps the first of equals
+    if len(datasets) > 1 and score(best) == (0, 0):
+        return None  # no clue: a wrong guess (a 3-class model on a 2-class set) fails later, less clearly
+    return best
 
 
 def render_starter(found: dict[str, Any], project: str) -> str:
@@ -234,6 +239,12 @@ def render_starter(found: dict[str, Any], project: str) -> str:
             continue
         lines += [f"    format: {fmt}", f"    framework: {framework}"]
         ds0 = _match_dataset(m, found["datasets"])
+        if ds0 is None and found["datasets"]:
+            names = ", ".join(d["name"] for d in found["datasets"][:8])
+            lines += [
+                f"    # dataset: ...      # REVIEW: the data it is evaluated on, one of: {names}",
+                "    # num_classes: ...  # REVIEW, with input: {shape: [...]}",
+            ]
         if ds0 is not None:
             others = [d["name"] for d in found["datasets"] if d is not ds0]
             hint = f" (others found: {', '.join(others[:5])})" if others else ""

@@ -225,3 +225,16 @@ def test_call_key_is_only_for_allow_rules() -> None:
     with pytest.raises(ConfigError) as exc:
         load_rules("deny", text)
     assert "only in an allow rule" in str(exc.value)
+
+
+def test_a_wildcard_allow_entry_over_a_denied_module_says_deny_wins(caplog: pytest.LogCaptureFixture) -> None:
+    # new-user trial: --allow 'os.*' silently did nothing for os.system
+    import logging
+
+    from bastion.scan.policy import PicklePolicy
+
+    with caplog.at_level(logging.WARNING, logger="bastion.scan.policy"):
+        PicklePolicy(allow=["os.*", "mypkg.*"])
+    said = [r.getMessage() for r in caplog.records]
+    assert any("os.*" in m and "deny always wins" in m for m in said)
+    assert not any("mypkg" in m for m in said)

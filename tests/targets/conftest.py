@@ -227,6 +227,8 @@ def _make_handler(state: Server, model: LogisticRegression) -> type[BaseHTTPRequ
             if route == "/logits":
                 z = model.decision_function(x) if len(x) else np.zeros(0)
                 return self._send(200, {"predictions": [[-v / 2, v / 2] for v in z.tolist()]})
+            if route == "/hardened":  # a guard answering a flagged key with labels only
+                return self._send(200, {"predictions": model.predict(x).tolist(), "output": "label"})
             if route == "/labels":
                 return self._send(200, {"predictions": model.predict(x).tolist() if len(x) else []})
             if route == "/strings":

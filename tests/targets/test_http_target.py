@@ -137,6 +137,14 @@ def test_the_deadline_reaches_every_transport_of_the_client() -> None:
         assert install(c) == 2
 
 
+def test_labels_from_a_hardening_guard_are_named_as_such(server: Server, cancer: Cancer) -> None:
+    # new-user trial: a guard that flagged the key answered labels; the client said "prediction 0
+    # is not a list of numbers"
+    t = make(server.url("/hardened"), max_retries=0)
+    with pytest.raises(TargetError, match="answered labels only"):
+        t.predict_proba(cancer.x_test[:3])
+
+
 def test_connection_refused_is_a_target_error() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

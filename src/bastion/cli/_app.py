@@ -388,8 +388,13 @@ def init(
         path = api.init_project(directory, force=force)
     except BastionError as exc:
         fail(exc)
+    # run from the project folder: the store (.bastion/) and the report folder are made in the
+    # working folder, as the README says (new-user trial: the hint led out of it)
+    import shlex
+
     err.print(
-        f"wrote {path}; review owners, input specs and splits, then run: bastion assess -c {path}",
+        f"wrote {path}; review owners, input specs and splits, then run: "
+        f"cd {shlex.quote(str(path.parent))} && bastion assess",
         highlight=False,
     )
 

@@ -429,7 +429,20 @@ class PicklePolicy:
         self.user_rules: tuple[Rule, ...] = tuple(users)
         self._cache: dict[tuple[str, str], Judgement] = {}
         for r in users:  # deny always wins: an allow entry naming a denied callable does nothing
-            if r.names != ("",):
+            if r.names != ("",):  # ``module.*``: say which deny rules it cannot override
+                prefix = r.modules[0][:-2]
+                hits = [
+                    d.id
+                    for d in self.deny_rules
+                    if any(m == prefix or m.startswith(prefix + ".") for m in d.modules)
+                ]
+                if hits:
+                    log.warning(
+                        "allow entry %s does not allow what the deny-list names in %s (deny always wins: %s)",
+                        r.modules[0],
+                        prefix,
+                        ", ".join(sorted(hits)[:5]),
+                    )
                 continue
             module, _, name = r.modules[0].rpartition(".")
             rule = self.denied(module, name)

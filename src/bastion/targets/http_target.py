@@ -566,6 +566,15 @@ class HttpTarget(Target):
             raise TargetError(f"{where} returned {len(preds)} predictions for {n} inputs")
         if self.output == "labels":
             return self._parse_labels(preds, where)
+        kind = body.get("output") if isinstance(body, dict) else None
+        if kind in ("label", "round") and not (preds and isinstance(preds[0], list)):
+            # a Bastion guard (or a server like it) answering this key with labels only: it was
+            # flagged and hardened; say so rather than "not a list of numbers" (new-user trial)
+            raise TargetError(
+                f'{where} answered labels only ("output": {kind!r}): the server hardened this '
+                "client's answers (a guard that flagged the key); assess it with output: labels, "
+                "or with a key the guard exempts from extraction detection"
+            )
         return self._parse_scores(preds, where)
 
     def _parse_labels(self, preds: list[Any], where: str) -> np.ndarray:

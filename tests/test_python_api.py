@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import jsonschema
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -66,3 +67,15 @@ def test_build_clinic_takes_a_str_or_any_path_like(tmp_path: Path) -> None:
     for build in (build_clinic, build_poisoned_clinic):
         with pytest.raises(ConfigError, match="exists and is not a folder"):
             build(str(tmp_path / "a-file"))
+
+
+def test_assess_takes_a_budget_keyword(tmp_path: Path) -> None:
+    # new-user trial: bastion.assess(..., budget="quick") was a TypeError
+    import bastion
+    from bastion.core.errors import ConfigError
+    from bastion.core.settings import load_settings
+
+    with pytest.raises(ConfigError, match="budget 'fast'"):
+        bastion.assess(tmp_path / "bastion.yaml", budget="fast")
+    with pytest.raises(ConfigError, match="not both"):
+        bastion.assess(tmp_path / "bastion.yaml", budget="quick", settings=load_settings())

@@ -318,6 +318,7 @@ def assess(
     store: bool = True,
     include_versions: bool = True,
     before_store: Callable[[Report], object] | None = None,
+    budget: str | None = None,
 ) -> Report:
     """Assess every asset of a project and return the report (stored unless ``store=False``).
 
@@ -338,6 +339,8 @@ def assess(
         before_store: called with the finished report before it is stored (the CLI writes the
             report files there), so a store that fails at the end loses no work. If it raises,
             the run is still stored, then its error is raised.
+        budget: the budget preset (``quick``, ``standard``, ``thorough``) when no ``settings``
+            are given (``bastion.assess("bastion.yaml", budget="quick")``).
 
     Returns:
         The report; see ``docs/report.schema.json``.
@@ -346,7 +349,11 @@ def assess(
         ConfigError: invalid config, missing file, dataset not fitting a model, bad selection.
         BastionError: unreachable database (``StoreError``), and other preflight failures.
     """
-    s = settings or load_settings()
+    if settings is not None and budget is not None:
+        raise ConfigError("give the budget in settings or as budget=, not both")
+    if budget is not None and budget not in PRESETS:
+        raise ConfigError(f"budget {budget!r}: expected one of {', '.join(PRESETS)}")
+    s = settings or load_settings(budget=budget)
     started = dt.datetime.now(dt.UTC)
     t0 = time.monotonic()
     deadline = t0 + s.max_time if s.max_time else None

@@ -15,6 +15,7 @@ from bastion.api._plugins import _FILE_FRAMEWORKS
 from bastion.api._scanning import _refuse_failed_signature, sign_model
 from bastion.core.config import load_config
 from bastion.core.errors import ConfigError
+from bastion.core.redact import redact_url
 from bastion.core.scanning import Verdict
 
 log = logging.getLogger(__name__)
@@ -456,7 +457,9 @@ def guard_verify_log(
         key_env = key_env or cfg.audit.key_env
     url = url or default_url()
     if not _store_exists(url):
-        raise ConfigError(f"no audit database at {url}: nothing to verify (check --db / audit.db)")
+        raise ConfigError(
+            f"no audit database at {redact_url(url)}: nothing to verify (check --db / audit.db)"
+        )
     from bastion.guard.config import audit_key
 
     log_ = AuditLog.open(url, chain=name or "guard", key=audit_key(key_env))

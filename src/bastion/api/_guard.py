@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -224,22 +223,13 @@ def _honeytokens_dest(out: str | Path, cfg: Any, base: Path, *, force: bool) -> 
 
 
 def _write_secret(dest: Path, data: bytes) -> None:
-    """Write ``data`` to ``dest`` with mode 0600, atomically: a new file renamed over ``dest``.
+    """Write ``data`` to ``dest`` with mode 0600, atomically (:func:`bastion.core.files.replace_file`)."""
+    from bastion.core.files import replace_file
 
-    A symlink at ``dest`` is replaced, never followed; an existing file's mode is not inherited.
-    """
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
     try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, dest)
+        replace_file(dest, data, mode=0o600)
     except OSError as exc:
         raise ConfigError(f"{dest}: cannot write honeytokens: {exc.strerror or exc}") from None
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def _guard_make_honeytokens(

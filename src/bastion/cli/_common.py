@@ -206,16 +206,12 @@ def write(text: str, output: Path | None) -> None:
         except OSError as exc:
             raise BastionError(f"{output}: cannot write: {exc.strerror or exc}") from None
         return
-    tmp = output.with_name(f".{output.name}.{os.getpid()}.tmp")
+    from bastion.core.files import replace_file
+
     try:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, output)
+        replace_file(output, text.encode("utf-8"))
     except OSError as exc:
         raise BastionError(f"{output}: cannot write: {exc.strerror or exc}") from None
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def drop_stdout(out: Any) -> None:

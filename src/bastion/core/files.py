@@ -151,3 +151,24 @@ def read_config_text(
 
 
 __all__ = ["MAX_CONFIG_BYTES", "check_config_file", "read_config_bytes", "read_config_text"]
+
+
+def replace_file(dest: Path, data: bytes, *, mode: int = 0o644) -> None:
+    """Write ``data`` to ``dest`` atomically: a new file (``mode``) in its folder, renamed over it.
+
+    A reader never sees half a file; a symlink at ``dest`` is replaced, never followed; an
+    existing file's mode is not inherited. The folder is created when missing.
+
+    Raises:
+        OSError: the folder or the file cannot be written (nothing is left behind).
+    """
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), mode)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, dest)
+    finally:
+        if tmp.exists() or tmp.is_symlink():
+            tmp.unlink()

@@ -11,7 +11,6 @@ outside Keras makes Keras import it (CVE-2025-1550); a custom object needs the u
 from __future__ import annotations
 
 import base64
-import io
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -80,16 +79,9 @@ def _torch_module(
     except (ValueError, UnicodeEncodeError):
         out.errors.append(f"{source}: TorchModuleWrapper at {where} holds a module that is not base64")
         return
-    ctx = art.ctx
-    if ctx.nested_pickles >= ctx.limits.max_nested_pickles:
-        out.errors.append(
-            f"more than {ctx.limits.max_nested_pickles} nested payloads; the rest were not scanned"
-        )
-        return
-    ctx.nested_pickles += 1
-    label = f"<TorchModuleWrapper module @{where}>"
-    sub = ctx.scan(art.child("module.pt", io.BytesIO(data), len(data), label=label))
-    out.absorb(sub, member=label)
+    from bastion.scan.pickle_scanner import scan_payload
+
+    scan_payload(art, data, name="module.pt", label=f"<TorchModuleWrapper module @{where}>", out=out)
 
 
 def _is_keras_module(module: str) -> bool:

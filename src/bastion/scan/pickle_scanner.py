@@ -225,20 +225,26 @@ def anomaly_finding(
 
 def _scan_nested(art: Artifact, qualname: str, items: list[tuple[int, bytes]], out: Outcome) -> None:
     """Scan the bytes passed to a deny-listed loader (``pickle.loads(b'...')``) as a file."""
-    ctx = art.ctx
     for offset, data in items:
-        if ctx.nested_pickles >= ctx.limits.max_nested_pickles:
-            out.errors.append(
-                f"more than {ctx.limits.max_nested_pickles} nested payloads; the rest were not scanned"
-            )
+        if not scan_payload(art, data, name="nested.pkl", label=f"<{qualname} payload @{offset}>", out=out):
             return
-        ctx.nested_pickles += 1
-        label = f"<{qualname} payload @{offset}>"
-        child = art.child("nested.pkl", io.BytesIO(data), len(data), label=label)
-        sub = ctx.scan(child)
-        if sub.skipped is not None and not sub.findings:
-            continue
-        out.absorb(sub, member=label)
+
+
+def scan_payload(art: Artifact, data: bytes, *, name: str, label: str, out: Outcome) -> bool:
+    """Scan bytes a loader would load (a nested pickle, a Keras layer's module) as a file of ``art``.
+
+    Its findings and errors join ``out`` under ``label``. Returns ``False`` (with an error on
+    ``out``) once the file's budget of nested payloads is spent: the caller stops there.
+    """
+    ctx = art.ctx
+    if ctx.nested_pickles >= ctx.limits.max_nested_pickles:
+        out.errors.append(
+            f"more than {ctx.limits.max_nested_pickles} nested payloads; the rest were not scanned"
+        )
+        return False
+    ctx.nested_pickles += 1
+    out.absorb(ctx.scan(art.child(name, io.BytesIO(data), len(data), label=label)), member=label)
+    return True
 
 
 def analyse_pickle(

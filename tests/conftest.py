@@ -168,3 +168,34 @@ def chromium_path() -> str:
     """Path of the Chromium binary; skipped locally (failed under CI) when it is missing."""
     require_or_skip(CHROMIUM.is_file(), f"{CHROMIUM} (apt-get install chromium chromium-driver)")
     return str(CHROMIUM)
+
+
+@pytest.fixture()
+def wine_project(tmp_path: Path) -> Path:
+    """A CSV project like the clinic's triage data: wine written with ``%.6g``, label triage_level."""
+    import joblib
+    import numpy as np
+    from sklearn.datasets import load_wine
+    from sklearn.tree import DecisionTreeClassifier
+
+    wn = load_wine()
+    (tmp_path / "data").mkdir()
+    names = [str(n).replace("/", "_") for n in wn.feature_names]
+    with (tmp_path / "data/wine.csv").open("w", encoding="utf-8") as fh:
+        fh.write(",".join([*names, "triage_level"]) + "\n")
+        for row, label in zip(wn.data, wn.target, strict=True):
+            fh.write(",".join(f"{v:.6g}" for v in row) + f",{int(label)}\n")
+    x = np.loadtxt(tmp_path / "data/wine.csv", delimiter=",", skiprows=1)[:, :-1]
+    clf = DecisionTreeClassifier(max_depth=3, random_state=0).fit(x, wn.target)
+    joblib.dump(clf, tmp_path / "model.joblib")
+    train = list(range(0, len(x), 2))
+    (tmp_path / "bastion.yaml").write_text(
+        f"""version: 1
+assets:
+  - {{name: triage, path: model.joblib, framework: sklearn, num_classes: 3, dataset: wine,
+     input: {{shape: [13]}}}}
+datasets:
+  - {{name: wine, path: data/wine.csv, label: triage_level, splits: {{train: {train}}}}}
+"""
+    )
+    return tmp_path

@@ -7,44 +7,12 @@ import os
 import pickle
 from pathlib import Path
 
-import numpy as np
 import pytest
 from tests.keys import write_ec_keypair
 
 from bastion import api
 from bastion.cli.main import run
 from bastion.core.errors import ConfigError
-
-
-@pytest.fixture()
-def wine_project(tmp_path: Path) -> Path:
-    import joblib
-    from sklearn.datasets import load_wine
-    from sklearn.tree import DecisionTreeClassifier
-
-    wn = load_wine()
-    (tmp_path / "data").mkdir()
-    np.savetxt(
-        tmp_path / "data/wine.csv",
-        np.column_stack([wn.data, wn.target]),
-        delimiter=",",
-        header=",".join([f"f{i}" for i in range(13)] + ["label"]),
-        comments="",
-        fmt="%.6g",
-    )
-    clf = DecisionTreeClassifier(max_depth=3, random_state=0).fit(wn.data, wn.target)
-    joblib.dump(clf, tmp_path / "model.joblib")
-    train = list(range(0, len(wn.data), 2))
-    (tmp_path / "bastion.yaml").write_text(
-        f"""version: 1
-assets:
-  - {{name: triage, path: model.joblib, framework: sklearn, num_classes: 3, dataset: wine,
-     input: {{shape: [13]}}}}
-datasets:
-  - {{name: wine, path: data/wine.csv, label: label, splits: {{train: {train}}}}}
-"""
-    )
-    return tmp_path
 
 
 def test_honeytokens_never_write_over_the_dataset(wine_project: Path) -> None:

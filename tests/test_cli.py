@@ -344,3 +344,13 @@ def test_history_limit_and_bad_run_references_are_clear_errors(
         assert run(["show", ref, "--db", db]) == 2
         err = capsys.readouterr().err
         assert "not found" in err and "internal error" not in err
+
+
+def test_harden_warns_when_the_new_version_lost_accuracy(capsys: pytest.CaptureFixture[str]) -> None:
+    # new-user trial: a 0.18-accuracy distilled model was recorded as the latest version in silence
+    from bastion.cli.harden import _warn_accuracy_drop
+
+    _warn_accuracy_drop({"test_accuracy": 0.18, "teacher_test_accuracy": 0.97})
+    assert "test accuracy is 0.180, the original's 0.970" in capsys.readouterr().err
+    _warn_accuracy_drop({"test_accuracy": 0.95, "test_accuracy_before": 0.97})
+    assert capsys.readouterr().err == ""

@@ -108,6 +108,7 @@ def harden(
             params["epsilon"] = epsilon
         res = api.harden(config, procedure, asset=asset, params=params, settings=settings)
         _print_version(res)
+        _warn_accuracy_drop(res.details)
         write(json.dumps(dataclasses.asdict(res), indent=1, default=str), output)
     except BastionError as exc:
         fail(exc)
@@ -116,6 +117,32 @@ def harden(
         highlight=False,
     )
     raise typer.Exit(EXIT_OK)
+
+
+#: Test accuracy lost (absolute) past which the new version is called out on stderr.
+ACCURACY_DROP_WARNING = 0.1
+
+
+def _warn_accuracy_drop(details: dict[str, Any]) -> None:
+    """Say so when the new version's test accuracy fell far below the original's.
+
+    New-user trial: a 1-epoch distillation recorded a 0.18-accuracy model as the latest version
+    in silence.
+    """
+    after = details.get("test_accuracy")
+    before = details.get("test_accuracy_before", details.get("teacher_test_accuracy"))
+    if (
+        isinstance(after, (int, float))
+        and isinstance(before, (int, float))
+        and before - after > ACCURACY_DROP_WARNING
+    ):
+        err.print(
+            f"warning: the new version's test accuracy is {after:.3f}, the original's {before:.3f}: "
+            "it is recorded as the latest version all the same; check the parameters (epochs, ε) "
+            "before serving it",
+            highlight=False,
+            markup=False,
+        )
 
 
 def _print_version(res: Any) -> None:

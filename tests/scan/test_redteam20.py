@@ -114,6 +114,15 @@ def test_a_keras_config_member_of_an_archive_is_checked(tmp_path: Path) -> None:
         "{{ 'x' * 1500000000 }}",
         "{{ 2 ** 100000000 }}",
         "{% for a in range(100000) %}{% for b in range(100000) %}.{% endfor %}{% endfor %}",
+        # red-team round 25, W4: ways around the first check
+        "{{ 'x' * (40000 * 40000) }}",
+        "{% set n = 1500000000 %}{{ 'x' * n }}",
+        "{{ '%01500000000d' % 1 }}",
+        "{{ 'x'|center(1500000000) }}",
+        "{{ 'x'|indent(1500000000) }}",
+        "{% set n = 100000 %}{% for a in range(n) %}{% for b in range(n) %}.{% endfor %}{% endfor %}",
+        "{% set r = range(100000)|list %}{% for a in r %}{% for b in r %}{% endfor %}{% endfor %}",
+        "{% macro f(n) %}{{ f(n) }}{{ f(n) }}{% endmacro %}{{ f(1) }}",
     ],
 )
 def test_a_chat_template_that_computes_without_bound_is_flagged(snippet: str) -> None:

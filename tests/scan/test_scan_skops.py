@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import itertools
 import json
+import os
 import sys
 import zipfile
 from pathlib import Path
@@ -15,6 +16,8 @@ import pytest
 
 from bastion.core.scanning import Verdict
 from bastion.scan import scan_file
+
+from ._factories import Reduce
 
 _IDS = itertools.count(1000)
 
@@ -323,3 +326,53 @@ def test_a_schema_member_with_a_bad_crc_is_an_error_not_a_crash(tmp_path: Path) 
     f.write_bytes(bytes(data))
     res = scan_file(f)
     assert res.verdict == Verdict.ERROR and "CRC" in (res.reason or ""), res
+
+
+def test_skops_builds_a_defaultdicts_main_before_its_factory(tmp_path: Path) -> None:
+    # red-team round 25, W1: children taken in JSON order made a decoy with the same __id__ the
+    # node skops memoises
+    bomb = _with_id(
+        _node("ConstructorFromReduceNode", "builtins", "bytearray", content=_tuple(_json(3 << 30))), 7
+    )
+    decoy = _with_id(_dict({}), 7)
+    dd = _node(
+        "DefaultDictNode", "collections", "defaultdict", content={"default_factory": decoy, "main": bomb}
+    )
+    rules = {f.rule_id for f in scan_file(_skops(tmp_path / "m.skops", _root({"m": dd}))).findings}
+    assert "scan.skops.allocation-bomb" in rules, rules
+
+
+@pytest.mark.parametrize("how", ["bare", "cached", "call"])
+def test_key_types_are_resolved_and_checked_whatever_they_are(tmp_path: Path, how: str) -> None:
+    # red-team round 25, W2: key types given by reference, or as a call's result, were not checked
+    tz_list = _with_id(
+        _node("ListNode", "builtins", "list", content=[_node("TypeNode", "dateutil.tz.tz", "tzfile")]), 9
+    )
+    if how == "call":
+        kt = _node("ConstructorFromReduceNode", "builtins", "bytearray", content=_tuple(_json(3 << 30)))
+    else:
+        kt = {"__id__": 9} if how == "bare" else _node("CachedNode", "builtins", "list", __id__=9)
+    d = _node("DictNode", "builtins", "dict", content={"/etc/passwd": _json(1)}, key_types=kt)
+    rules = {
+        f.rule_id for f in scan_file(_skops(tmp_path / "m.skops", _root({"a": tz_list, "b": d}))).findings
+    }
+    want = "scan.skops.allocation-bomb" if how == "call" else "scan.skops.reference-only-called"
+    assert want in rules, rules
+
+
+def test_a_member_skops_reads_as_bytes_is_still_checked_for_other_loaders(tmp_path: Path) -> None:
+    # red-team round 25, W3: a file that is both a skops archive and an .npz; np.load unpickles
+    # the object-array member that the schema names only as raw bytes
+    payload = io.BytesIO()
+    np.save(payload, np.array([Reduce(os.system, "true")], dtype=object), allow_pickle=True)
+    raw = _node("BytesNode", "builtins", "bytes", file="payload.npy")
+    f = _skops(tmp_path / "model.npz", _root({"w": raw}), {"payload.npy": payload.getvalue()})
+    res = scan_file(f)
+    assert res.verdict == Verdict.MALICIOUS, res.findings
+    # plain raw bytes stay quiet: no parse error of b"abc" as a pickle
+    g = _skops(
+        tmp_path / "ok.skops",
+        _root({"w": _node("BytesNode", "builtins", "bytes", file="b.bin")}),
+        {"b.bin": b"abc"},
+    )
+    assert scan_file(g).verdict == Verdict.SAFE

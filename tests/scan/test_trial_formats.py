@@ -339,8 +339,12 @@ def test_template_search_is_linear_on_pathological_templates(text: str) -> None:
 
 
 def test_only_percent_c_formatting_is_rendered() -> None:
-    """``'%0999999999d'|format(1)`` would build a gigabyte string if rendered; only ``%c`` is."""
-    assert template_findings("{{ '%0999999999d'|format(1) }}") == []
+    """``'%0999999999d'|format(1)`` would build a gigabyte string if rendered; only ``%c`` is.
+
+    The scanner never renders it (its own memory stays small); a server rendering the template
+    would, so it is reported as a ``template-compute`` (red-team round 25).
+    """
+    assert [k for k, _, _ in template_findings("{{ '%0999999999d'|format(1) }}")] == ["template-compute"]
     hits = template_findings("{{ ''|attr('%c%cclass%c%c'|format(95, 95, 95, 95)) }}")
     assert ("dunder-attribute", "high") in {(k, s.value) for k, s, _ in hits}
     assert "char-format" in {k for k, _, _ in hits}

@@ -52,7 +52,7 @@ _FIXED_CONSTRUCTOR = {
 }
 
 
-def _children(node: dict[str, Any]) -> Iterator[Any]:
+def _children(node: dict[str, Any], protocol: Any = None) -> Iterator[Any]:
     """A node's child states in the order skops's ``Node.__init__`` builds them (``get_tree`` calls)."""
     loader, content = node.get("__loader__"), node.get("content")
     if loader == "DictNode":
@@ -62,8 +62,10 @@ def _children(node: dict[str, Any]) -> Iterator[Any]:
     elif loader in ("ListNode", "SetNode", "TupleNode"):
         if isinstance(content, list):
             yield from content
-    elif loader in ("DefaultDictNode", "_DictWithDeprecatedKeysNode") and isinstance(content, dict):
-        yield from content.values()
+    elif loader == "DefaultDictNode" and isinstance(content, dict):
+        yield from (content.get("main"), content.get("default_factory"))
+    elif loader == "_DictWithDeprecatedKeysNode" and isinstance(content, dict):
+        yield from (content.get("main"), content.get("_deprecated_key_to_new_key"))
     elif loader == "PartialNode" and isinstance(content, dict):
         yield from (content.get(k) for k in ("func", "args", "kwds", "namespace"))
     elif loader in ("ConstructorFromReduceNode", "ObjectNode", "RandomStateNode", "DTypeNode"):
@@ -79,7 +81,11 @@ def _children(node: dict[str, Any]) -> Iterator[Any]:
     elif loader == "MaskedArrayNode" and isinstance(content, dict):
         yield from (content.get("data"), content.get("mask"))
     elif loader == "RandomGeneratorNode" and isinstance(content, dict):
-        yield from (content.get("bit_generator"), content.get("seed_seq"))
+        if protocol == 0:  # the bit generator state is a raw dict: no node is built
+            return
+        yield content.get("bit_generator")
+        if protocol != 1:  # protocol 1's reader never builds the seed sequence
+            yield content.get("seed_seq")
     elif isinstance(node.get("__reduce__"), dict):  # ReduceNode: the attrs, then the arguments
         yield content
         yield node["__reduce__"].get("args")
@@ -93,6 +99,7 @@ def canonical_nodes(schema: Any) -> dict[Any, dict[str, Any]]:
     that id with the memoised node.
     """
     first: dict[Any, dict[str, Any]] = {}
+    protocol = schema.get("protocol") if isinstance(schema, dict) else None
     stack: list[Any] = [schema]
     while stack:
         node = stack.pop()
@@ -103,7 +110,7 @@ def canonical_nodes(schema: Any) -> dict[Any, dict[str, Any]]:
             continue  # skops returns the memoised node: this state's children are never read
         if ident and _hashable(ident) and node.get("__loader__") != "CachedNode":
             first[ident] = node
-        stack.extend(reversed(list(_children(node))))
+        stack.extend(reversed(list(_children(node, protocol))))
     return first
 
 
@@ -142,6 +149,8 @@ class _Writer:
         self.problems: list[tuple[str, str, str]] = []
         self.protocol = schema.get("protocol") if isinstance(schema, dict) else None
         self.first = canonical_nodes(schema)
+        #: ``(module, name, json_path)`` of every type skops calls as a key type (after references)
+        self.called: list[tuple[str, str, str]] = []
         self.memo: dict[int, int] = {}  # id(canonical node) -> its pickle memo index
         self.building: set[int] = set()  # canonical nodes being compiled (a reference to one: a cycle)
         self.next_memo = 0
@@ -335,7 +344,7 @@ class _Writer:
             # defaultdict(**main) + its factory (kept, called only later), a dtype of an array,
             # bytes read from a member, scipy's load_npz (no pickles): the children, as a tuple
             self.out += _MARK
-            for i, child in enumerate(_children(node)):
+            for i, child in enumerate(_children(node, self.protocol)):
                 self.node(child, f"{path}/content/{i}", depth + 1)
             self.out += _TUPLE
         elif isinstance(node.get("__reduce__"), dict):
@@ -354,13 +363,33 @@ class _Writer:
         if not plain:
             self.glob(module, name)
         kt = node.get("key_types")
-        kinds = kt.get("content") if isinstance(kt, dict) else None
-        kinds = kinds if isinstance(kinds, list) else []
+        resolved = self.resolve(kt)
+        kinds: list[Any] = []
         # skops builds every key type before any value: they are compiled first (and popped),
         # so that a value referring to a key type finds it built, as skops does
         self.out += _MARK
-        for i, kind in enumerate(kinds):
-            self.node(kind, f"{path}/key_types/content/{i}", depth + 1)
+        if (
+            isinstance(resolved, dict)
+            and resolved.get("__loader__") in ("ListNode", "TupleNode")
+            and ((resolved.get("__module__"), resolved.get("__class__")) in _CONTAINERS)
+        ):
+            if resolved is not kt:
+                self.node(kt, f"{path}/key_types", depth + 1)  # the referred list, built once
+            items = resolved.get("content")
+            kinds = items if isinstance(items, list) else []
+            for i, kind in enumerate(kinds):
+                self.node(kind, f"{path}/key_types/content/{i}", depth + 1)
+        elif kt is not None:
+            # key types that are not a plain list (a call's result: bytearray(3 << 30), a class
+            # called with the keys): built by skops, then each item called with a key
+            self.node(kt, f"{path}/key_types", depth + 1)
+            self.problems.append(
+                (
+                    "dynamic-callable",
+                    "DictNode key types are not a list of types: skops calls what they hold with each key",
+                    f"{path}/key_types",
+                )
+            )
         self.out += b"1"  # POP_MARK: the key types stay in the memo for the calls below
         self.out += _EMPTY_DICT + _MARK
         if isinstance(content, dict):
@@ -371,6 +400,15 @@ class _Writer:
                     "builtins",
                     "str",
                 ):
+                    kname = (
+                        function_name(kind, self.protocol)
+                        if kind.get("__loader__") == "FunctionNode"
+                        else (
+                            kind.get("__module__"),
+                            kind.get("__class__"),
+                        )
+                    )
+                    self.called.append((str(kname[0]), str(kname[1]), f"{path}/key_types/content/{i}"))
                     self.node(kinds[i], f"{path}/key_types/content/{i}", depth + 1)
                     self.out += _MARK
                     self.text(str(key))
@@ -439,23 +477,28 @@ class _Writer:
         self.out += _TUPLE
 
 
-def compile_schema(schema: Any) -> tuple[bytes, list[tuple[int, str]], list[tuple[str, str, str]]]:
+def compile_schema(
+    schema: Any,
+) -> tuple[bytes, list[tuple[int, str]], list[tuple[str, str, str]], list[tuple[str, str, str]]]:
     """The pickle stream doing what ``skops.io.load`` does with ``schema``, with what it found.
 
     Args:
         schema: the parsed ``schema.json``.
 
     Returns:
-        ``(stream, sites, problems)``: a protocol-4 pickle ending in ``STOP``; ``(offset,
-        json_path)`` of every call or state hand-over in it, in offset order (to place the
-        emulator's findings); ``(anomaly kind, detail, json_path)`` found while compiling
-        (a seed state sized to exhaust memory).
+        ``(stream, sites, problems, called)``: a protocol-4 pickle ending in ``STOP``;
+        ``(offset, json_path)`` of every call or state hand-over in it, in offset order (to place
+        the emulator's findings); ``(anomaly kind, detail, json_path)`` found while compiling (a
+        seed state sized to exhaust memory, key types that are not a list);
+        ``(module, name, json_path)`` of each type called as a ``DictNode`` key type.
 
     Raises:
         ValueError: the schema nests deeper than :data:`MAX_DEPTH`, or a node refers to a node
             that encloses it (skops recurses without end on such a file).
     """
+    # (two different full nodes sharing an ``__id__`` are not refused: skops's own dumps hold
+    # them, an id reused by a temporary object; the stream follows what skops builds instead)
     w = _Writer(schema)
     w.node(schema, "", 0)
     w.out += _STOP
-    return bytes(w.out), w.sites, w.problems
+    return bytes(w.out), w.sites, w.problems, w.called

@@ -295,42 +295,102 @@ def _compute_bombs(tree: Any, nodes: Any) -> list[tuple[str, Severity, str]]:
     """Constructs that make one rendering take gigabytes or minutes (``template-compute``, medium).
 
     Jinja2's sandbox caps a single ``range`` at 100,000 items but not ``'x' * 1500000000``, a
-    large ``**`` or ``range`` loops nested in each other; llama.cpp-based servers render the chat
-    template on every request, so such a template lets any client stall or exhaust the server
-    (red-team round 23). Chat templates loop over ``messages`` and never multiply by such
-    constants.
+    large ``**``, a ``%``/``format`` width, ``center``/``indent`` widths, ``range`` loops nested
+    in each other or a macro calling itself; llama.cpp-based servers render the chat template on
+    every request, so such a template lets any client stall or exhaust the server (red-team
+    rounds 23 and 25). Constants are folded through arithmetic and ``{% set %}``. Chat templates
+    loop over ``messages`` and never need any of these.
     """
+    env: dict[str, int] = {}
 
-    def const_int(n: Any) -> int | None:
+    def fold(n: Any, depth: int = 0) -> int | None:
+        if depth > 32:
+            return None
         if isinstance(n, nodes.Const) and isinstance(n.value, int) and not isinstance(n.value, bool):
             return int(n.value)
+        if isinstance(n, nodes.Name):
+            return env.get(n.name)
         if isinstance(n, nodes.Neg):
-            v = const_int(n.node)
+            v = fold(n.node, depth + 1)
             return -v if v is not None else None
+        if isinstance(n, (nodes.Add, nodes.Sub, nodes.Mul, nodes.Pow, nodes.FloorDiv)):
+            a, b = fold(n.left, depth + 1), fold(n.right, depth + 1)
+            if a is None or b is None:
+                return None
+            if isinstance(n, nodes.Pow):
+                return a ** min(b, 64) if b >= 0 and abs(a) < 1 << 16 else _HUGE
+            if isinstance(n, nodes.Mul):
+                return max(-_HUGE, min(a * b, _HUGE))
+            if isinstance(n, nodes.FloorDiv):
+                return a // b if b else None
+            return a + b if isinstance(n, nodes.Add) else a - b
         return None
 
-    for op in tree.find_all((nodes.Mul, nodes.Pow)):
-        factor = const_int(op.right) if isinstance(op, nodes.Pow) else None
-        if isinstance(op, nodes.Mul):
-            sides = [const_int(op.left), const_int(op.right)]
-            factor = max((abs(v) for v in sides if v is not None), default=None)
-        if factor is not None and abs(factor) > MAX_TEMPLATE_FACTOR:
-            what = "a power" if isinstance(op, nodes.Pow) else "a product"
-            return [("template-compute", Severity.MEDIUM, f"line {op.lineno}: {what} by {factor:,}")]
+    for _ in range(4):  # a variable may be set from another: a few passes settle it
+        for a in tree.find_all(nodes.Assign):
+            if isinstance(a.target, nodes.Name):
+                v = fold(a.node)
+                if v is not None:
+                    env[a.target.name] = v
 
-    def loop_count(loop: Any) -> int:
-        it = loop.iter
+    def big(n: Any) -> int | None:
+        v = fold(n)
+        return v if v is not None and abs(v) > MAX_TEMPLATE_FACTOR else None
+
+    hit = "template-compute", Severity.MEDIUM
+    for op in tree.find_all((nodes.Mul, nodes.Pow)):
+        v = big(op.right) if isinstance(op, nodes.Pow) else (big(op.left) or big(op.right))
+        if v is not None:
+            what = "a power" if isinstance(op, nodes.Pow) else "a product"
+            return [(*hit, f"line {op.lineno}: {what} by {v:,}")]
+    for mod in tree.find_all(nodes.Mod):  # '%0999999999d' % 1
+        if isinstance(mod.left, nodes.Const) and isinstance(mod.left.value, str):
+            widths = [int(w) for w in re.findall(r"%[-+ #0]*(\d{6,})", mod.left.value)]
+            if any(w > MAX_TEMPLATE_FACTOR for w in widths):
+                return [(*hit, f"line {mod.lineno}: a %-format width of {max(widths):,}")]
+    for flt in tree.find_all(nodes.Filter):
+        if flt.name in _WIDTH_FILTERS:
+            for arg in (*flt.args, *(kw.value for kw in flt.kwargs)):
+                v = big(arg)
+                if v is not None:
+                    return [(*hit, f"line {flt.lineno}: |{flt.name} with {v:,}")]
+        if flt.name == "format" and isinstance(flt.node, nodes.Const) and isinstance(flt.node.value, str):
+            widths = [int(w) for w in re.findall(r"%[-+ #0]*(\d{6,})", flt.node.value)]
+            if any(w > MAX_TEMPLATE_FACTOR for w in widths):
+                return [(*hit, f"line {flt.lineno}: a format width of {max(widths):,}")]
+    for macro in tree.find_all(nodes.Macro):  # a macro calling itself (twice: exponential)
+        calls = [
+            c
+            for c in macro.find_all(nodes.Call)
+            if isinstance(c.node, nodes.Name) and c.node.name == macro.name
+        ]
+        if calls:
+            return [(*hit, f"line {macro.lineno}: macro {macro.name!r} calls itself")]
+
+    def range_count(it: Any) -> int:
+        while isinstance(it, nodes.Filter) and it.node is not None:  # range(..)|list
+            it = it.node
+        if isinstance(it, nodes.Name) and it.name in ranges:  # {% set r = range(100000)|list %}
+            return ranges[it.name]
         if isinstance(it, nodes.Call) and isinstance(it.node, nodes.Name) and it.node.name == "range":
-            bounds = [b for b in (const_int(a) for a in it.args) if b is not None]
-            if bounds and len(bounds) == len(it.args):
+            bounds = [fold(a) for a in it.args]
+            if bounds and all(b is not None for b in bounds):
                 start, stop = (0, bounds[0]) if len(bounds) == 1 else (bounds[0], bounds[1])
-                return max(0, min(stop - start, 100_000))  # the sandbox's range cap
+                return max(0, min(int(stop or 0) - int(start or 0), 100_000))  # the sandbox's range cap
+            return 100_000  # a bound the template computes: as many as the sandbox allows
         return 1
+
+    ranges: dict[str, int] = {}
+    for a in tree.find_all(nodes.Assign):
+        if isinstance(a.target, nodes.Name):
+            n = range_count(a.node)
+            if n > 1:
+                ranges[a.target.name] = n
 
     def deepest(node: Any, outer: int) -> int:
         worst = outer
         for child in node.iter_child_nodes():
-            inner = outer * loop_count(child) if isinstance(child, nodes.For) else outer
+            inner = outer * range_count(child.iter) if isinstance(child, nodes.For) else outer
             worst = max(worst, deepest(child, inner))
             if worst > MAX_TEMPLATE_ITERATIONS:
                 break
@@ -338,8 +398,13 @@ def _compute_bombs(tree: Any, nodes: Any) -> list[tuple[str, Severity, str]]:
 
     total = deepest(tree, 1)
     if total > MAX_TEMPLATE_ITERATIONS:
-        return [("template-compute", Severity.MEDIUM, f"range loops nested to {total:,} iterations")]
+        return [(*hit, f"range loops nested to {total:,} iterations")]
     return []
+
+
+#: Filters whose numeric argument is a width the result is padded to.
+_WIDTH_FILTERS = frozenset({"center", "indent", "wordwrap", "truncate", "filesizeformat"})
+_HUGE = 1 << 62
 
 
 class _Bad(Exception):

@@ -855,7 +855,7 @@ def _may_materialise(args: Any, depth: int = 0) -> bool:
     items; numpy's own rebuilds (``_reconstruct(ndarray, (0,), b'b')``, ``scalar(dtype, bytes)``)
     hold none.
     """
-    if not isinstance(args, tuple) or depth > 3:
+    if not isinstance(args, tuple):
         return False
     for a in args:
         if isinstance(a, Obj):
@@ -867,6 +867,9 @@ def _may_materialise(args: Any, depth: int = 0) -> bool:
             if len(items) > 64:
                 return True
             flat = tuple(x for pair in items for x in pair) if isinstance(a, PDict) else tuple(items)
+            nested = any(isinstance(x, (tuple, PList, PSet, PDict, Obj)) for x in flat)
+            if nested and depth >= 3:  # deeper than it looks: sized (a range four lists down, round 25)
+                return True
             if _may_materialise(flat, depth + 1):
                 return True
     return False
@@ -1025,18 +1028,22 @@ MAX_BLOB_TOTAL = 65536
 
 
 def find_blobs(
-    value: Any, *, max_depth: int = 4, max_nodes: int = MAX_BLOB_WALK, opened: set[int] | None = None
+    value: Any, *, max_depth: int = 4, max_nodes: int = MAX_BLOB_WALK, opened: dict[int, Any] | None = None
 ) -> list[bytes]:
     """Every ``bytes`` value inside ``value`` (tuples, lists, dicts, folded calls), bounded.
 
     Depth-limited, each container's first 64 items, each shared container opened once, and at
     most ``max_nodes`` containers in all: the walk costs O(``max_nodes``) whatever the pickle
     built (memo references can share one tuple N times at each of several levels: N^depth).
-    ``opened`` is shared across calls (the emulator passes one set per stream): a container is
-    opened once per stream, and at most :data:`MAX_BLOB_TOTAL` in all.
+    ``opened`` is shared across calls (the emulator passes one per stream): a container is
+    opened once per stream, and at most :data:`MAX_BLOB_TOTAL` in all. It holds the containers
+    themselves, not only their ids: a container freed after one call (the ``(args, kwargs)``
+    tuple a call site passes) must not lend its id to a new one, whose blobs would then be
+    skipped (a payload in ``BytesIO`` state handed to ``torch.load`` went unscanned whenever the
+    allocator reused the address).
     """
     found: list[bytes] = []
-    seen: set[int] = set() if opened is None else opened  # shared: one budget across calls
+    seen: dict[int, Any] = {} if opened is None else opened  # shared: one budget across calls
     here = [0]
 
     def walk(v: Any, depth: int) -> None:
@@ -1050,7 +1057,7 @@ def find_blobs(
         if here[0] >= max_nodes or len(seen) >= MAX_BLOB_TOTAL:
             return
         here[0] += 1
-        seen.add(id(v))
+        seen[id(v)] = v  # kept alive: its id stays its own
         if isinstance(v, Obj):
             if isinstance(v.value, (bytes, bytearray)):
                 found.append(bytes(v.value))
@@ -1417,7 +1424,7 @@ class _VM:
         self.lenient_memo = lenient_memo
         self.fold = fold
         self.deadline = deadline
-        self.blob_opened: set[int] = set()  # containers find_blobs has opened in this stream
+        self.blob_opened: dict[int, Any] = {}  # containers find_blobs has opened in this stream
         self.walk_budget = MAX_ARGUMENT_WALK  # container nodes note_passed may still visit
         self.big_ints_seen: set[str] = set()  # callables already reported as handed a huge int
         self.memo_bomb_seen = False  # a sparse memo index reported once

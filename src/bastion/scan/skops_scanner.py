@@ -128,6 +128,17 @@ def _check_schema(art: Artifact, info: zipfile.ZipInfo, schema: Any, out: Outcom
     except (ValueError, RecursionError) as exc:
         out.errors.append(f"schema.json is not a readable skops schema: {type(exc).__name__}: {exc}"[:300])
         return
+    try:
+        compiled: Any = compile_schema(schema)
+    except ValueError as exc:
+        out.errors.append(str(exc))
+        compiled = None
+    except RecursionError:  # pragma: no cover - MAX_DEPTH stops well before the interpreter's limit
+        out.errors.append("schema.json nests nodes too deeply to be checked")
+        compiled = None
+    # the types skops calls as key types, references resolved (a tzfile reached through an id)
+    called = {f"{m}.{n}": p for m, n, p in compiled[3]} if compiled is not None else {}
+    refs += [("TypeNode", q.rpartition(".")[0], q.rpartition(".")[2], p) for q, p in called.items()]
     policy = art.ctx.policy
     at = art.child(info.filename, io.BytesIO(), info.file_size)  # findings located in schema.json
     first: dict[str, tuple[str, str, str, str]] = {}
@@ -162,8 +173,9 @@ def _check_schema(art: Artifact, info: zipfile.ZipInfo, schema: Any, out: Outcom
             j.kind is Verdictish.ALLOWED
             and j.rule is not None
             and not j.rule.call
-            and (loader != "TypeNode" or "/key_types/" in path)
+            and (loader != "TypeNode" or "/key_types/" in path or q in called)
         ):
+            evidence["json_path"] = called.get(q, path)
             # allowed only as a class reference; skops calls it (ConstructorFromReduceNode,
             # ObjectNode, DictNode key types): numpy.memmap(path, 'w+') truncated a chosen file
             evidence.update(rule=j.rule.id, rationale=j.rule.rationale)
@@ -189,24 +201,18 @@ def _check_schema(art: Artifact, info: zipfile.ZipInfo, schema: Any, out: Outcom
                     references=_REFS,
                 )
             )
-    _check_values(art, at, schema, out)
+    if compiled is not None:
+        _check_values(art, at, compiled, out)
 
 
-def _check_values(art: Artifact, at: Artifact, schema: Any, out: Outcome) -> None:
+def _check_values(art: Artifact, at: Artifact, compiled: Any, out: Outcome) -> None:
     """The emulator's checks on what the loader calls and hands over (see :mod:`._skops_schema`).
 
     A ``dunder-state`` (``__array_interface__`` in an ``ObjectNode``'s state), ``codec-call``,
     ``allocation-bomb`` or ``file-path-argument`` found in the compiled stream becomes
     ``scan.skops.<kind>``, located in ``schema.json`` by the JSON path of the node that acts.
     """
-    try:
-        stream, sites, problems = compile_schema(schema)
-    except ValueError as exc:
-        out.errors.append(str(exc))
-        return
-    except RecursionError:  # pragma: no cover - MAX_DEPTH stops well before the interpreter's limit
-        out.errors.append("schema.json nests nodes too deeply to be checked")
-        return
+    stream, sites, problems, _ = compiled
     ctx = art.ctx
     res = emulate(
         io.BytesIO(stream),
@@ -292,17 +298,31 @@ class SkopsScanner(Scanner):
                     out.errors.append(
                         f"schema.json is not a readable skops schema: {type(exc).__name__}: {exc}"[:300]
                     )
-            # raw bytes skops never loads (a BytesNode's b"abc"): not scanned as model files
+            # raw bytes skops never loads itself (a BytesNode's b"abc"): not judged as model files
             raw = _raw_bytes_members(schema) if schema is not None else set()
 
             def check(art: Artifact, _zf: zipfile.ZipFile, member: zipfile.ZipInfo, o: Outcome) -> None:
                 if schema is not None:
                     _check_schema(art, member, schema, o)
 
+            def raw_member(art: Artifact, zf_: zipfile.ZipFile, member: zipfile.ZipInfo, o: Outcome) -> None:
+                # skops reads it as bytes, but another loader may open the same file (np.load
+                # reads every member of a zip as an array: a pickled object array runs, red-team
+                # round 25): scanned, keeping what is at least medium; a raw blob's parse errors
+                # and "malformed" notes are not the file's (b"abc" is no broken pickle)
+                data = read_document(art, zf_, member, o)
+                if data is None:
+                    return
+                sub = art.ctx.scan(art.child(member.filename, io.BytesIO(data), len(data)))
+                kept = [f for f in sub.findings if f.severity >= Severity.MEDIUM]
+                if kept:
+                    o.findings.extend(kept)
+                    o.add_globals(sub.globals)
+
             def classify(name: str) -> MemberAction:
                 if name == "schema.json":
                     return check
-                return "skip" if name in raw else "dispatch"
+                return raw_member if name in raw else "dispatch"
 
             walk_zip(artifact, zf, out, plugin_id=self.id, classify=classify)
             return out

@@ -354,3 +354,19 @@ def test_harden_warns_when_the_new_version_lost_accuracy(capsys: pytest.CaptureF
     assert "test accuracy is 0.180, the original's 0.970" in capsys.readouterr().err
     _warn_accuracy_drop({"test_accuracy": 0.95, "test_accuracy_before": 0.97})
     assert capsys.readouterr().err == ""
+
+
+def test_a_command_run_from_another_folder_uses_the_projects_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # new-user trial: `harden -c ../proj/bastion.yaml` wrote the model under proj/ and recorded
+    # the version in the working folder's store
+    from bastion.core.settings import DEFAULT_DB, project_db_url
+
+    monkeypatch.delenv("BASTION_DB", raising=False)
+    assert project_db_url(Path("bastion.yaml")) == DEFAULT_DB  # from the project folder: as before
+    assert (
+        project_db_url(tmp_path / "proj" / "bastion.yaml") == f"sqlite:///{tmp_path}/proj/.bastion/bastion.db"
+    )
+    monkeypatch.setenv("BASTION_DB", "sqlite:////elsewhere.db")
+    assert project_db_url(tmp_path / "proj" / "bastion.yaml") is None  # the environment still wins

@@ -173,7 +173,7 @@ def assess(
     """Assess every model, dataset and endpoint of a project and write the report."""
     from bastion import api
     from bastion.core.files import check_config_file
-    from bastion.core.settings import load_settings
+    from bastion.core.settings import load_settings, project_db_url
 
     gate = fail_on.value if isinstance(fail_on, enum.Enum) else str(fail_on)
     paths: dict[str, Path] = {}
@@ -186,6 +186,7 @@ def assess(
         )
         err.print(f"using config {config}", highlight=False)
         if dry_run:
+            db = db or project_db_url(config)
             db_url = load_settings(db_url=db, budget=budget.value).db_url  # read only: versions to plan
             plan = api.preflight(
                 config, budget=budget.value, asset=asset, only=only or [], skip=skip or [], db_url=db_url
@@ -194,6 +195,7 @@ def assess(
             _print_plan(plan)
             raise typer.Exit(EXIT_OK if any(i.skip_reason is None for i in plan.items) else EXIT_NOTHING)
         api.check_output_dir(output)
+        db = db or project_db_url(config)  # the project's store, wherever the command runs from
         settings = load_settings(db_url=db, budget=budget.value, max_time=max_time, fail_on=gate)
         report = _run_with_progress(
             config,

@@ -64,7 +64,7 @@ def harden(
     and TPR at 1 % FPR per ε) is printed, and written as JSON to stdout or --output.
     """
     from bastion import api
-    from bastion.core.settings import load_settings
+    from bastion.core.settings import load_settings, project_db_url
 
     try:
         params = _parse_params(param or [])
@@ -83,7 +83,7 @@ def harden(
             raise ConfigError("--attack applies to --sweep only")
         if output is not None:
             check_output_file(output)  # before any training: a bad -o must not cost a run
-        settings = load_settings(db_url=db)
+        settings = load_settings(db_url=db or project_db_url(config))
         if sweep is not None:  # issue 6: harden per ε and audit every point
             swept = api.harden_sweep(
                 config,

@@ -488,3 +488,65 @@ def test_reverse_proxy_to_a_kserve_v2_server_with_its_template(
     assert bad.status_code == 422 and len(seen) == 1  # rejected at the guard, never proxied
     assert store.verify().ok and store.records()[0]["record"]["model_sha256"]
     figures.update(upstream_wire="kserve-v2", upstream_calls=len(seen), rejected_not_proxied=1)
+
+
+def test_the_proxy_sheds_requests_that_wait_past_the_timeout_for_a_connection(
+    keys: dict, target: SoftmaxTarget, audit_db: str, digits: dict
+) -> None:
+    # red-team round 26: the queue in front of upstream calls had no bound; hung-up callers kept
+    # the guard calling the upstream for 12 s after they left
+    import threading
+    import time as _time
+
+    import fastapi
+    import numpy as np
+
+    upstream = fastapi.FastAPI()
+
+    @upstream.post("/predict")
+    async def predict(request: Request) -> Any:
+        import asyncio
+
+        doc = await request.json()
+        await asyncio.sleep(0.8)
+        return {"predictions": target.predict_proba(np.asarray(doc["instances"], dtype=np.float32)).tolist()}
+
+    with serve(upstream) as up:
+        cfg = make_config(
+            keys,
+            upstream={
+                "url": f"{up}/predict",
+                "input_shape": [64],
+                "num_classes": 10,
+                "timeout": 1.0,
+                "max_connections": 1,
+            },
+        )
+        app = create_app(cfg, store=AuditLog.open(audit_db))
+        body = {"instances": digits["x_test"][:1].tolist()}
+        statuses: list[int] = []
+        with serve(app) as base:
+
+            def call() -> None:
+                with httpx.Client(base_url=base, timeout=10) as c:
+                    statuses.append(
+                        c.post(
+                            "/v1/models/digits/predict", json=body, headers=_hdr(keys["bob"][0])
+                        ).status_code
+                    )
+
+            workers = [threading.Thread(target=call) for _ in range(4)]
+            started = _time.monotonic()
+            for w in workers:
+                w.start()
+            for w in workers:
+                w.join(10)
+            with httpx.Client(base_url=base) as c:
+                shed = [
+                    ln
+                    for ln in c.get("/metrics").text.splitlines()
+                    if ln.startswith("bastion_guard_shed_total")
+                ]
+    assert _time.monotonic() - started < 5.0
+    assert 200 in statuses and 503 in statuses, statuses  # one connection, 0.8 s a call, 1 s to wait
+    assert shed and float(shed[0].split()[-1]) >= 1

@@ -903,14 +903,16 @@ def create_app(
     # a free connection spent its deadline there and counted as a backend failure, so bursts of
     # one key opened a healthy upstream's breaker (red-team round 24)
     calls: Any = None
+    threads: Any = None
 
     @asynccontextmanager
     async def lifespan(_app: Any) -> Any:
-        nonlocal calls
+        nonlocal calls, threads
         if config.upstream is not None:
             import anyio
 
-            calls = anyio.CapacityLimiter(config.upstream.max_connections)
+            calls = anyio.CapacityLimiter(config.upstream.max_connections)  # slots, held on the loop
+            threads = anyio.CapacityLimiter(config.upstream.max_connections)  # their worker threads
         g.webhooks.start()
         yield
         g.webhooks.stop()
@@ -939,9 +941,28 @@ def create_app(
         if inline:  # CPU-bound, in process: a thread hop only adds GIL contention (about 2x CPU)
             reply = await g.handle_async(name, request.headers, body)
         elif calls is not None:  # a remote model blocks on the network: keep the event loop free
+            import anyio
             import anyio.to_thread
 
-            reply = await anyio.to_thread.run_sync(g.handle, name, request.headers, body, limiter=calls)
+            assert config.upstream is not None
+            # the wait for a connection is bounded (a request shed here is like a load balancer's
+            # 503: no decision was made, so no audit record), and a caller that hung up meanwhile
+            # is not served: 1,200 hang-ups queued 12 s of upstream calls nobody read (round 26)
+            with anyio.move_on_after(config.upstream.timeout) as waited:
+                await calls.acquire()
+            if waited.cancelled_caught:
+                g.metrics.shed.inc()
+                return JSONResponse(
+                    {"detail": "the model server is busy; retry"},
+                    status_code=503,
+                    headers={"Retry-After": "1"},
+                )
+            try:
+                if await request.is_disconnected():
+                    return Response(status_code=499)
+                reply = await anyio.to_thread.run_sync(g.handle, name, request.headers, body, limiter=threads)
+            finally:
+                calls.release()
         else:
             reply = await run_in_threadpool(g.handle, name, request.headers, body)
         return JSONResponse(reply.body, status_code=reply.status, headers=reply.headers)

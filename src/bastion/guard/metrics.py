@@ -39,6 +39,11 @@ class GuardMetrics:
         self.backend_failures = prom.Counter(
             "bastion_guard_backend_failures", "Failed backend calls", registry=r
         )
+        self.shed = prom.Counter(
+            "bastion_guard_shed",
+            "Requests answered 503 after waiting upstream.timeout for a connection",
+            registry=r,
+        )
 
         # labelled children resolved once per label value (``labels()`` hashes and locks each call)
         self._requests_by: dict[str, Any] = {}

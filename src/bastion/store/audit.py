@@ -22,6 +22,7 @@ import hmac
 import json
 import sqlite3
 import threading
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -225,6 +226,9 @@ class AuditLog:
         self._conn_waits = True  # its busy timeout: BUSY_TIMEOUT_MS (True) or 0
         u = make_url(url)
         db = u.database
+        self._probe_lock = threading.Lock()  # writable(): one probe at a time ...
+        self._probe_at = -1e9  # ... its answer reused for a second
+        self._probe_last: str | None = None
         self._sqlite_path = (
             Path(db)
             if u.get_backend_name() == "sqlite" and db and db != ":memory:" and not db.startswith("file:")
@@ -380,15 +384,34 @@ class AuditLog:
 
         SQLite: a write statement that changes nothing (``DELETE … WHERE 0``) inside ``BEGIN
         IMMEDIATE`` … ``ROLLBACK`` — a read-only file, folder or connection (``mode=ro``), or a
-        lock held past the busy timeout, shows. Other databases must answer and not be
+        lock held right now, shows. Other databases must answer and not be
         read-only (a hot standby). Writes nothing.
         """
+        # one probe at a time, and its answer reused for a second: probes racing each other for
+        # the write lock would each see the file "locked" (60 /readyz clients: 503s with nothing
+        # locked, red-team round 26)
+        now = time.monotonic()
+        if now - self._probe_at < 1.0 or not self._probe_lock.acquire(blocking=False):
+            return self._probe_last
+        try:
+            self._probe_last = self._writable()
+            self._probe_at = time.monotonic()
+            return self._probe_last
+        finally:
+            self._probe_lock.release()
+
+    def _writable(self) -> str | None:
         try:
             if self._engine.dialect.name == "sqlite":
-                # its own pooled connection, without the writer lock: a probe waiting out a lock
-                # held by a backup must not hold up the appends (the event loop's included: one
-                # /readyz a second froze /healthz for 4.7 s, red-team round 24)
-                raw = self._engine.raw_connection()
+                # its own short-lived connection (not one of the pool's, which /readyz floods
+                # would use up while an alert's incident waits for one on the event loop: red-team
+                # round 26), without the writer lock (round 24), and without waiting: a file
+                # locked right now is not ready right now
+                raw: Any
+                if self._sqlite_path is None or make_url(self._url).query:  # mode=ro and such: as set
+                    raw = self._engine.raw_connection()
+                else:
+                    raw = sqlite3.connect(str(self._sqlite_path), timeout=0, isolation_level=None)
                 try:
                     cur = raw.cursor()
                     cur.execute("BEGIN IMMEDIATE")

@@ -332,3 +332,21 @@ def test_an_incident_plan_that_does_not_exist_fails_and_one_that_does_is_evidenc
     assert not any(f.rule_id == RULE + "incident-plan" for f in res.findings)
     url = _ctx(tmp_path, model, project=Project(incident_plan="https://wiki.example.org/ir"))
     assert ControlsCheck().run(url).notes["control:incident-plan"] == "pass"
+
+
+def test_a_registered_owner_satisfies_the_sensitive_data_owner_control(tmp_path: Path) -> None:
+    # new-user trial: after `data register --owner`, data-sources took the owner and this control
+    # still said "no owner"
+    from bastion import api
+
+    (tmp_path / "ehr.csv").write_text("a,label\n1,0\n2,1\n")
+    db = f"sqlite:///{tmp_path / 'b.db'}"
+    ds = Dataset(name="ehr", path="ehr.csv", sensitive=True, splits={"train": [0], "test": [1]})
+    asset = Asset(name="ehr", kind="dataset", path="ehr.csv")
+    facts = {"__run__": {"db_url": db}}
+    assert "sensitive-data-owner" in _rules(_ctx(tmp_path, asset, datasets=[ds], facts=facts))
+    api.data_register(
+        tmp_path / "ehr.csv", name="ehr", source="in-house", licence="CC0-1.0", owner="ward-7", db=db
+    )
+    out = {o.control.id: o for o in evaluate_controls(_ctx(tmp_path, asset, datasets=[ds], facts=facts))}
+    assert out["sensitive-data-owner"].status == "pass"

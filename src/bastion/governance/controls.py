@@ -362,11 +362,32 @@ def _sensitive_owner(ctx: CheckContext, c: Control) -> ControlOutcome:
     if not _is_sensitive(ds, ctx.asset.tags):
         return ControlOutcome(c, "n-a", "no sensitive data involved")
     owner = ctx.asset.owner or (ds.owner if ds is not None and ctx.asset.kind == "dataset" else None)
+    if not owner and ds is not None and ctx.asset.kind == "dataset":
+        owner = _registered_owner(ctx, ds)  # `bastion data register --owner` (as data-sources reads it)
     evidence = {"dataset": ds.name if ds is not None else None}
     if owner:
         return ControlOutcome(c, "pass", evidence=evidence)
     what = "sensitive dataset" if ctx.asset.kind == "dataset" else f"{ctx.asset.kind} using sensitive data"
     return ControlOutcome(c, "fail", f"{what} has no owner", evidence=evidence)
+
+
+def _registered_owner(ctx: CheckContext, ds: Any) -> str | None:
+    """The owner recorded by the dataset's newest registration in the store, if any.
+
+    The new-user trial found ``governance.data-sources`` taking it while this control said "no
+    owner"; both read the same registration now. A store that cannot be read gives ``None``.
+    """
+    from bastion.governance.data_sources import _registered
+
+    run = ctx.facts.get("__run__") if isinstance(ctx.facts, dict) else None
+    db_url = run.get("db_url") if isinstance(run, dict) else None
+    if not db_url:
+        return None
+    try:
+        version, _, _ = _registered(str(db_url), ds.name, (ctx.base_dir / ds.path).resolve())
+    except Exception:  # the store is the data-sources check's to report, not this control's
+        return None
+    return getattr(version, "owner", None) or None
 
 
 # -- the check -------------------------------------------------------------------------

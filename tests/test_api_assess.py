@@ -263,10 +263,9 @@ def test_credentials_in_the_endpoint_url_never_reach_output_reports_bom_or_store
     assert "assets[0].url carries credentials" in caplog.text and "token_env" in caplog.text
 
 
-def test_corrupt_model_file_is_an_error_naming_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    import pickle
-
-    (tmp_path / "model.joblib").write_bytes(pickle.dumps({"w": list(range(50))}, protocol=4)[:-9])
+def _one_model_project(tmp_path: Path, model: bytes) -> None:
+    """A project of one sklearn asset ``m`` (``model.joblib`` holding ``model``) on a 20-row npz."""
+    (tmp_path / "model.joblib").write_bytes(model)
     np.savez(tmp_path / "d.npz", x=np.zeros((20, 3), dtype=np.float32), y=np.arange(20) % 2)
     (tmp_path / "bastion.yaml").write_text(
         """version: 1
@@ -276,6 +275,12 @@ datasets:
   - {name: d, path: d.npz, splits: {train: [0, 1, 2, 3, 4, 5, 6, 7, 8, 9], test: [10, 11, 12, 13, 14, 15]}}
 """
     )
+
+
+def test_corrupt_model_file_is_an_error_naming_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import pickle
+
+    _one_model_project(tmp_path, pickle.dumps({"w": list(range(50))}, protocol=4)[:-9])
     code = run(
         [
             "assess",
@@ -303,16 +308,7 @@ def test_dry_run_skips_the_attacks_the_scan_gate_will_skip(tmp_path: Path) -> No
     # new-user trial: --dry-run said "yes" to the attacks on a malicious model, which a run skips
     from bastion import api
 
-    (tmp_path / "model.joblib").write_bytes(b"\x80\x04\x8c\x02os\x8c\x06system\x93\x8c\x02id\x85R.")
-    np.savez(tmp_path / "d.npz", x=np.zeros((20, 3), dtype=np.float32), y=np.arange(20) % 2)
-    (tmp_path / "bastion.yaml").write_text(
-        """version: 1
-assets:
-  - {name: m, path: model.joblib, framework: sklearn, num_classes: 2, dataset: d, input: {shape: [3]}}
-datasets:
-  - {name: d, path: d.npz, splits: {train: [0, 1, 2, 3, 4, 5, 6, 7, 8, 9], test: [10, 11, 12, 13, 14, 15]}}
-"""
-    )
+    _one_model_project(tmp_path, b"\x80\x04\x8c\x02os\x8c\x06system\x93\x8c\x02id\x85R.")
     plan = api.preflight(tmp_path / "bastion.yaml", budget="quick")
     attacks = [i for i in plan.items if i.kind == "attack"]
     assert attacks and all(i.skip_reason for i in attacks)

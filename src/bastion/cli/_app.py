@@ -185,8 +185,8 @@ def assess(
             missing_hint="use -c PATH, or run `bastion init DIR`",
         )
         err.print(f"using config {config}", highlight=False)
+        db = db or project_db_url(config)  # the project's store, wherever the command runs from
         if dry_run:
-            db = db or project_db_url(config)
             db_url = load_settings(db_url=db, budget=budget.value).db_url  # read only: versions to plan
             plan = api.preflight(
                 config, budget=budget.value, asset=asset, only=only or [], skip=skip or [], db_url=db_url
@@ -195,7 +195,6 @@ def assess(
             _print_plan(plan)
             raise typer.Exit(EXIT_OK if any(i.skip_reason is None for i in plan.items) else EXIT_NOTHING)
         api.check_output_dir(output)
-        db = db or project_db_url(config)  # the project's store, wherever the command runs from
         settings = load_settings(db_url=db, budget=budget.value, max_time=max_time, fail_on=gate)
         report = _run_with_progress(
             config,

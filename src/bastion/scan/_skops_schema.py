@@ -141,14 +141,14 @@ def _json_value(node: Any) -> Any:
 
 
 class _Writer:
-    def __init__(self, schema: Any) -> None:
+    def __init__(self, schema: Any, first: dict[Any, dict[str, Any]] | None = None) -> None:
         self.out = bytearray(_PROTO)
         #: ``(offset of an act, JSON path of the node that does it)``, in offset order
         self.sites: list[tuple[int, str]] = []
         #: ``(anomaly kind, detail, JSON path)`` the compiler finds itself
         self.problems: list[tuple[str, str, str]] = []
         self.protocol = schema.get("protocol") if isinstance(schema, dict) else None
-        self.first = canonical_nodes(schema)
+        self.first = canonical_nodes(schema) if first is None else first
         #: ``(module, name, json_path)`` of every type skops calls as a key type (after references)
         self.called: list[tuple[str, str, str]] = []
         self.memo: dict[int, int] = {}  # id(canonical node) -> its pickle memo index
@@ -478,12 +478,13 @@ class _Writer:
 
 
 def compile_schema(
-    schema: Any,
+    schema: Any, *, first: dict[Any, dict[str, Any]] | None = None
 ) -> tuple[bytes, list[tuple[int, str]], list[tuple[str, str, str]], list[tuple[str, str, str]]]:
     """The pickle stream doing what ``skops.io.load`` does with ``schema``, with what it found.
 
     Args:
         schema: the parsed ``schema.json``.
+        first: :func:`canonical_nodes` of ``schema``, when the caller has it already.
 
     Returns:
         ``(stream, sites, problems, called)``: a protocol-4 pickle ending in ``STOP``;
@@ -498,7 +499,7 @@ def compile_schema(
     """
     # (two different full nodes sharing an ``__id__`` are not refused: skops's own dumps hold
     # them, an id reused by a temporary object; the stream follows what skops builds instead)
-    w = _Writer(schema)
+    w = _Writer(schema, first)
     w.node(schema, "", 0)
     w.out += _STOP
     return bytes(w.out), w.sites, w.problems, w.called

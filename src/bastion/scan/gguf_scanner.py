@@ -344,20 +344,18 @@ def _compute_bombs(tree: Any, nodes: Any) -> list[tuple[str, Severity, str]]:
             what = "a power" if isinstance(op, nodes.Pow) else "a product"
             return [(*hit, f"line {op.lineno}: {what} by {v:,}")]
     for mod in tree.find_all(nodes.Mod):  # '%0999999999d' % 1
-        if isinstance(mod.left, nodes.Const) and isinstance(mod.left.value, str):
-            widths = [int(w) for w in re.findall(r"%[-+ #0]*(\d{6,})", mod.left.value)]
-            if any(w > MAX_TEMPLATE_FACTOR for w in widths):
-                return [(*hit, f"line {mod.lineno}: a %-format width of {max(widths):,}")]
+        width = _format_width(mod.left, nodes)
+        if width > MAX_TEMPLATE_FACTOR:
+            return [(*hit, f"line {mod.lineno}: a %-format width of {width:,}")]
     for flt in tree.find_all(nodes.Filter):
         if flt.name in _WIDTH_FILTERS:
             for arg in (*flt.args, *(kw.value for kw in flt.kwargs)):
                 v = big(arg)
                 if v is not None:
                     return [(*hit, f"line {flt.lineno}: |{flt.name} with {v:,}")]
-        if flt.name == "format" and isinstance(flt.node, nodes.Const) and isinstance(flt.node.value, str):
-            widths = [int(w) for w in re.findall(r"%[-+ #0]*(\d{6,})", flt.node.value)]
-            if any(w > MAX_TEMPLATE_FACTOR for w in widths):
-                return [(*hit, f"line {flt.lineno}: a format width of {max(widths):,}")]
+        width = _format_width(flt.node, nodes) if flt.name == "format" else 0
+        if width > MAX_TEMPLATE_FACTOR:
+            return [(*hit, f"line {flt.lineno}: a format width of {width:,}")]
     for macro in tree.find_all(nodes.Macro):  # a macro calling itself (twice: exponential)
         calls = [
             c
@@ -400,6 +398,13 @@ def _compute_bombs(tree: Any, nodes: Any) -> list[tuple[str, Severity, str]]:
     if total > MAX_TEMPLATE_ITERATIONS:
         return [(*hit, f"range loops nested to {total:,} iterations")]
     return []
+
+
+def _format_width(node: Any, nodes: Any) -> int:
+    """The largest ``%``-directive width in a string literal (``'%0999999999d'``: 999,999,999); 0 if none."""
+    if not (isinstance(node, nodes.Const) and isinstance(node.value, str)):
+        return 0
+    return max((int(w) for w in re.findall(r"%[-+ #0]*(\d{6,})", node.value)), default=0)
 
 
 #: Filters whose numeric argument is a width the result is padded to.

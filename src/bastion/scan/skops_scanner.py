@@ -52,7 +52,7 @@ _REMEDIATE = (
 )
 
 
-def _references(schema: Any) -> tuple[list[tuple[str, str, str, str]], int]:
+def _references(schema: Any, first: dict[Any, dict[str, Any]]) -> tuple[list[tuple[str, str, str, str]], int]:
     """``(loader, module, name, JSON path)`` of every node that names a type or callable, and the node count.
 
     Walks iteratively (a deeply nested schema cannot exhaust the stack); a ``MethodNode``'s
@@ -63,7 +63,6 @@ def _references(schema: Any) -> tuple[list[tuple[str, str, str, str]], int]:
     """
     out: list[tuple[str, str, str, str]] = []
     protocol = schema.get("protocol") if isinstance(schema, dict) else None
-    first = canonical_nodes(schema)
     stack: list[tuple[Any, str]] = [(schema, "")]
     nodes = 0
     while stack:
@@ -123,13 +122,14 @@ def _raw_bytes_members(schema: Any) -> set[str]:
 
 
 def _check_schema(art: Artifact, info: zipfile.ZipInfo, schema: Any, out: Outcome) -> None:
+    memoised = canonical_nodes(schema)  # the nodes skops memoises: for the names and the stream
     try:
-        refs, _ = _references(schema)
+        refs, _ = _references(schema, memoised)
     except (ValueError, RecursionError) as exc:
         out.errors.append(f"schema.json is not a readable skops schema: {type(exc).__name__}: {exc}"[:300])
         return
     try:
-        compiled: Any = compile_schema(schema)
+        compiled: Any = compile_schema(schema, first=memoised)
     except ValueError as exc:
         out.errors.append(str(exc))
         compiled = None

@@ -356,6 +356,55 @@ def test_harden_warns_when_the_new_version_lost_accuracy(capsys: pytest.CaptureF
     assert capsys.readouterr().err == ""
 
 
+def test_harden_prints_what_it_recorded_as_a_table_not_a_dict_repr(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # new-user trial: the details were one raw dict repr on stderr, wrapped mid-token
+    from bastion.api import HardenResult
+    from bastion.cli.harden import _print_version
+
+    details = {
+        "epsilon": 2.978608,
+        "accountant": "rdp",
+        "validator_fixed_layers": True,
+        "format": "torch",
+        "model_class": "bastion.examples.clinic_models:DiagnosisMLP",
+        "model_kwargs": {"n_features": 64, "hidden": 128},
+        "params": {"epsilon": 3.0, "seed": None},
+        "parent_sha256": "beaa2e0783662a63292e4b945044f162d8bfe6f17256f34373222f06ae12951d",
+        "test_accuracy": None,
+    }
+    res = HardenResult(
+        "digits", 2, "digits.v2", ".bastion/models/d.pt", "2eab7764" * 8, "defend.dp-train", details
+    )
+    _print_version(res)
+    err = capsys.readouterr().err
+    assert "{'" not in err and "'epsilon'" not in err
+    lines = err.splitlines()
+    assert lines[0].startswith(
+        "recorded digits.v2: defend.dp-train → .bastion/models/d.pt (sha256 2eab77642eab…)"
+    )
+    rows = {line.split()[0]: line.split(None, 1)[1].strip() for line in lines[1:]}
+    assert rows == {
+        "epsilon": "2.979",
+        "accountant": "rdp",
+        "validator_fixed_layers": "yes",
+        "model_class": "bastion.examples.clinic_models:DiagnosisMLP",
+        "model_kwargs": "n_features=64, hidden=128",
+        "params": "epsilon=3",
+        "parent_sha256": "beaa2e078366…",
+    }
+
+
+def test_harden_warns_about_a_dp_version_that_lost_accuracy(capsys: pytest.CaptureFixture[str]) -> None:
+    # dp-train and dp-logreg record the original's accuracy as original_test_accuracy (a 0.78 ->
+    # 0.18 DP model was recorded in silence)
+    from bastion.cli.harden import _warn_accuracy_drop
+
+    _warn_accuracy_drop({"test_accuracy": 0.183333, "original_test_accuracy": 0.783333})
+    assert "test accuracy is 0.183, the original's 0.783" in capsys.readouterr().err
+
+
 def test_a_command_run_from_another_folder_uses_the_projects_store(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -95,7 +95,7 @@ def harden(
                 settings=settings,
             )
             for point in swept.points[1:]:
-                _print_version(point.version)
+                _print_version(point.version, details=False)
             _print_sweep(swept)
             write(json.dumps(swept.to_dict(), indent=1, default=str), output)
             err.print(
@@ -127,10 +127,19 @@ def _warn_accuracy_drop(details: dict[str, Any]) -> None:
     """Say so when the new version's test accuracy fell far below the original's.
 
     New-user trial: a 1-epoch distillation recorded a 0.18-accuracy model as the latest version
-    in silence.
+    in silence. The original's accuracy is ``test_accuracy_before`` (``pgd-at``, ``trades``),
+    ``teacher_test_accuracy`` (``distill``) or ``original_test_accuracy`` (``dp-train``,
+    ``dp-logreg``).
     """
     after = details.get("test_accuracy")
-    before = details.get("test_accuracy_before", details.get("teacher_test_accuracy"))
+    before = next(
+        (
+            details[k]
+            for k in ("test_accuracy_before", "teacher_test_accuracy", "original_test_accuracy")
+            if k in details
+        ),
+        None,
+    )
     if (
         isinstance(after, (int, float))
         and isinstance(before, (int, float))
@@ -142,11 +151,20 @@ def _warn_accuracy_drop(details: dict[str, Any]) -> None:
             "before serving it",
             highlight=False,
             markup=False,
+            soft_wrap=True,
         )
 
 
-def _print_version(res: Any) -> None:
-    """One line per recorded version: name, procedure, file, hash and the scalar details."""
+def _print_version(res: Any, *, details: bool = True) -> None:
+    """What was recorded: the version's name, procedure, file and hash, then its details as a table.
+
+    New-user trial: the details were printed as one raw ``dict`` repr, wrapped mid-token. The
+    table lists every scalar detail (numbers to 4 significant digits, hashes shortened) on its own
+    row; ``details=False`` prints the first line only (a sweep prints its own table). The JSON
+    output (stdout or ``--output``) keeps every detail as recorded.
+    """
+    from rich.markup import escape
+
     if res is None:
         return
     if getattr(res, "reused", False):
@@ -154,12 +172,55 @@ def _print_version(res: Any) -> None:
             f"identical to the recorded version {res.name} ({res.procedure} → {res.path}, "
             f"sha256 {res.sha256[:12]}…, same parent): reused it, no new version recorded",
             highlight=False,
+            markup=False,
+            soft_wrap=True,
         )
         return
-    shown = {k: v for k, v in res.details.items() if isinstance(v, (int, float, str)) and k != "format"}
     err.print(
-        f"{res.name}: {res.procedure} → {res.path} (sha256 {res.sha256[:12]}…) {shown}", highlight=False
+        f"recorded [bold]{escape(res.name)}[/]: {escape(res.procedure)} → {escape(res.path)} "
+        f"(sha256 {res.sha256[:12]}…)",
+        highlight=False,
+        soft_wrap=True,
     )
+    if not details:
+        return
+    from rich.table import Table
+
+    shown = {k: _fmt_detail(k, v) for k, v in res.details.items() if k != "format"}
+    rows = [(k, v) for k, v in shown.items() if v is not None]
+    if not rows:
+        return
+    table = Table(show_header=False, box=None, padding=(0, 1, 0, 2))
+    table.add_column("detail", no_wrap=True, style="dim")
+    table.add_column("value", overflow="fold")
+    for k, v in rows:
+        table.add_row(escape(k), escape(v))
+    err.print(table)
+
+
+def _fmt_detail(key: str, value: Any) -> str | None:
+    """One recorded detail as shown; ``None`` (not shown) for ``None`` and empty or deep values.
+
+    Numbers to 4 significant digits, hashes shortened, a flat mapping (``params``,
+    ``model_kwargs``) as ``k=v, …`` and a flat list comma-separated.
+    """
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        return f"{value[:12]}…" if key.endswith("sha256") and len(value) > 12 else value
+    if isinstance(value, dict) and value:
+        shown = {k: _fmt_detail(str(k), v) for k, v in value.items() if v is not None}
+        if shown and all(v is not None for v in shown.values()):
+            return ", ".join(f"{k}={v}" for k, v in shown.items())
+    if isinstance(value, (list, tuple)) and value:
+        items = [_fmt_detail(key, v) for v in value]
+        if all(v is not None for v in items):
+            return ", ".join(str(v) for v in items)
+    return None
 
 
 def _print_sweep(swept: Any) -> None:

@@ -231,3 +231,41 @@ def test_sanitize_with_nothing_to_remove_writes_no_version(
     assert run(args) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["version"]["details"]["removed_rows"] == [1, 2] and doc["version"]["version"] == 2
+
+
+def test_profile_whose_output_fails_saves_no_version(tmp_path: Path) -> None:
+    """New-user trial: `bastion data profile t.csv > /dev/full` exited 2 and still saved profile v1."""
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "t.csv").write_text("f,label\n" + "".join(f"{i / 10},{i % 2}\n" for i in range(10)))
+    code = "import sys; from bastion.cli.main import run; sys.argv[0] = 'bastion'; run()"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")}
+
+    def profile(stdout: object) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(
+            [sys.executable, "-c", code, "data", "profile", "t.csv", "--label", "label"],
+            stdout=stdout,  # type: ignore[arg-type]
+            stderr=subprocess.PIPE,
+            cwd=tmp_path,
+            env=env,
+            timeout=60,
+            check=False,
+        )
+
+    with open("/dev/full", "w") as full:
+        proc = profile(full)
+    err = proc.stderr.decode()
+    assert proc.returncode == 2, err
+    assert "cannot write the output to stdout" in err and "saved" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.csv"]  # no profile, no version file
+    # written: then saved as v1, and the output says so
+    proc = profile(subprocess.PIPE)
+    assert proc.returncode == 0 and json.loads(proc.stdout)["version"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.csv", "t.profile.json", "t.profile.v1.json"]
+    # a failed output after that leaves v1 as it was: no v2
+    with open("/dev/full", "w") as full:
+        assert profile(full).returncode == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.csv", "t.profile.json", "t.profile.v1.json"]
+    assert json.loads((tmp_path / "t.profile.json").read_text())["version"] == 1

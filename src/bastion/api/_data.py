@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,19 +20,34 @@ def data_profile(
     label: str | None = None,
     output: str | Path | None = None,
     chunksize: int = 50_000,
+    emit: Callable[[Any], object] | None = None,
 ) -> Any:
     """Learn the schema/profile of a CSV (streamed) or npz dataset; save it as the next version.
+
+    Args:
+        dataset: the .csv or .npz file.
+        label: the label column (class balance).
+        output: save the profile there as the next version (nothing saved when ``None``).
+        chunksize: CSV rows per chunk.
+        emit: called with the profile (its version set) before it is saved; if it raises,
+            nothing is saved (``bastion data profile`` writes its output there first: an output
+            that fails leaves no new profile version).
 
     Returns:
         The :class:`bastion.data.profile.Profile` (as written when ``output`` is given).
 
     Raises:
-        ConfigError: unreadable or malformed file, label not found (file, row, column named).
+        ConfigError: unreadable or malformed file, label not found (file, row, column named),
+            the profile cannot be saved.
     """
     from bastion.data.profile import profile_dataset, save_profile
 
     prof = profile_dataset(dataset, label=label, chunksize=chunksize)
-    return save_profile(prof, output) if output is not None else prof
+    if output is not None:
+        return save_profile(prof, output, before_write=emit)
+    if emit is not None:
+        emit(prof)
+    return prof
 
 
 def data_validate(

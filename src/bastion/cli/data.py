@@ -17,7 +17,7 @@ from typing import Annotated, Any
 
 import typer
 
-from bastion.cli._common import EXIT_ERROR, EXIT_FINDINGS, EXIT_OK, err, fail, write
+from bastion.cli._common import EXIT_ERROR, EXIT_FINDINGS, EXIT_OK, check_output_file, err, fail, write
 
 data_app = typer.Typer(
     help="Profile, validate, register, verify and sanitise datasets.", no_args_is_help=True
@@ -42,16 +42,26 @@ def profile_cmd(
     ] = None,
     output: Output = None,
 ) -> None:
-    """Learn the dataset's schema and profile (types, ranges, categories, missing, class balance)."""
+    """Learn the dataset's schema and profile (types, ranges, categories, missing, class balance).
+
+    The profile is printed (stdout or --output) first, then saved as the next version; if the
+    output cannot be written, nothing is saved (exit 2).
+    """
     from bastion import api
     from bastion.core.errors import BastionError
 
+    where = save or dataset.with_suffix(".profile.json")
     try:
-        prof = api.data_profile(dataset, label=label, output=save or dataset.with_suffix(".profile.json"))
+        if output is not None:
+            check_output_file(output)  # before profiling: a bad -o must not cost a pass over the data
+        # the output first, then the profile is saved: an output that fails (a full disk, a
+        # closed stdout) is exit 2 with no new profile version (new-user trial: `> /dev/full`
+        # exited 2 and still saved one)
+        prof = api.data_profile(
+            dataset, label=label, output=where, emit=lambda p: write(p.model_dump_json(indent=1), output)
+        )
     except BastionError as exc:
         fail(exc)
-    write(prof.model_dump_json(indent=1), output)
-    where = save or dataset.with_suffix(".profile.json")
     err.print(
         f"profiled {prof.rows} rows of {dataset}; profile v{prof.version} saved to {where}", highlight=False
     )

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -289,14 +290,26 @@ def _profile_npz(p: Path, label: str | None) -> Profile:
     return Profile(dataset=p.name, format="npz", rows=rows, label=label, arrays=out, class_balance=balance)
 
 
-def save_profile(profile: Profile, path: str | Path) -> Profile:
+def save_profile(
+    profile: Profile, path: str | Path, *, before_write: Callable[[Profile], object] | None = None
+) -> Profile:
     """Write ``profile`` to ``path`` as JSON, as the next version; earlier versions are kept.
 
     If ``path`` holds a profile of version ``k``, the new one gets ``k + 1`` and is also
     written to ``<stem>.v<k+1>.json`` (the old one stays at ``<stem>.v<k>.json``).
 
+    Args:
+        profile: the profile.
+        path: the profile file.
+        before_write: called with the profile as it will be written (its ``version`` set)
+            before anything is written; if it raises, nothing is written (``bastion data
+            profile`` prints the profile there, so a failed output leaves no new version).
+
     Returns:
         The profile as written (its ``version`` set).
+
+    Raises:
+        ConfigError: the profile cannot be written (nothing is left of the new version).
     """
     p = Path(path)
     version = 1
@@ -306,12 +319,22 @@ def save_profile(profile: Profile, path: str | Path) -> Profile:
         except (ValueError, OSError, AttributeError):
             version = 1
     written = profile.model_copy(update={"version": version})
+    if before_write is not None:
+        before_write(written)
     text = written.model_dump_json(indent=1)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    p.with_name(f"{p.stem}.v{version}.json").write_text(text, encoding="utf-8")
+    versioned = p.with_name(f"{p.stem}.v{version}.json")
+    existed = versioned.exists()
     tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, p)
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        versioned.write_text(text, encoding="utf-8")
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, p)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if not existed:
+            versioned.unlink(missing_ok=True)
+        raise ConfigError(f"{p}: cannot save the profile: {exc.strerror or exc}") from None
     return written
 
 

@@ -269,3 +269,34 @@ def test_profile_whose_output_fails_saves_no_version(tmp_path: Path) -> None:
         assert profile(full).returncode == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t.csv", "t.profile.json", "t.profile.v1.json"]
     assert json.loads((tmp_path / "t.profile.json").read_text())["version"] == 1
+
+
+def test_sanitize_run_again_reuses_the_identical_version(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """New-user trial: the same sanitize twice wrote identical `-1` and `-2` files as two versions."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("BASTION_DB", f"sqlite:///{tmp_path / 'b.db'}")
+    (tmp_path / "t.csv").write_text("f,label\n" + "".join(f"{i / 10},{i % 2}\n" for i in range(10)))
+    args = ["data", "sanitize", "t.csv", "--remove", "0,3"]
+    assert run(args) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert first["reused"] is False and first["version"]["version"] == 2
+    assert run(args) == 0
+    captured = capsys.readouterr()
+    again = json.loads(captured.out)
+    assert again["reused"] is True and again["path"] == first["path"]
+    assert again["version"]["id"] == first["version"]["id"] and again["parent"] == first["parent"]
+    assert "identical to the recorded version t v2" in captured.err and "reused it" in captured.err
+    assert sorted(p.name for p in tmp_path.glob("*.csv")) == ["t.csv", "t.sanitised-1.csv"]
+    assert not list(tmp_path.glob(".t.sanitised*"))  # the comparison copy is gone
+    assert run(["data", "sanitize", "t.csv", "--remove", "0,3", "--to", "t.sanitised-1.csv"]) == 0
+    assert json.loads(capsys.readouterr().out)["reused"] is True  # --to naming that very file
+    # other rows, or the recorded copy changed since: a new version, as before
+    assert run(["data", "sanitize", "t.csv", "--remove", "1"]) == 0
+    assert json.loads(capsys.readouterr().out)["version"]["version"] == 3
+    (tmp_path / "t.sanitised-1.csv").write_text("f,label\n9,9\n")
+    assert run(args) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["reused"] is False and doc["version"]["version"] == 4
+    assert doc["path"].endswith("t.sanitised-3.csv")

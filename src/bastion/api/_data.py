@@ -285,9 +285,13 @@ def data_sanitize(
     file and its version are never changed; the new version's ``parent_id`` is the original's
     (registered first if it was not).
 
-    When no row is to be removed (``--from-report`` whose findings list no row of this file,
+    When no row is to be removed (``--from-report``, whose findings list no row of this file,
     nothing flagged, an empty list) no file is written and nothing is registered: a copy equal
-    to the original would only add a version that changes nothing.
+    to the original would only add a version that changes nothing. When the same rows were
+    already removed from the same parent version and that file is still there, unchanged, and
+    byte-identical to the new copy (the same command run again), that version is returned with
+    ``reused`` set and nothing new is written or registered (``output``, if given, must name
+    that file; another path gets its own copy as before).
 
     Returns:
         ``(new path, new DatasetVersion, parent DatasetVersion)``; with nothing to remove
@@ -308,11 +312,27 @@ def data_sanitize(
     report = Path(from_report) if from_report is not None else None
     rows = sorted(set(_rows_to_remove(remove, src, label, report, rules)))
     with Store.open(db) as store:
-        same = [v for v in list_versions(store, ds_name) if v.details.get("path") == str(src)]
+        versions = list_versions(store, ds_name)
+    same = [v for v in versions if v.details.get("path") == str(src)]
     if not rows:
         log.info("%s: nothing to remove; no version written", src)
         return None, None, (same[-1] if same else None)
     dest = Path(output).resolve() if output is not None else sanitised_path(src)
+    earlier = [
+        v
+        for v in reversed(versions)
+        if same
+        and v.parent_id == same[-1].id
+        and v.details.get("sanitised_from") == str(src)
+        and v.details.get("removed_rows") == rows
+        and (output is None or v.details.get("path") == str(dest))
+    ]
+    if earlier:  # the same command again: reuse the identical version instead of a copy
+        reused = _identical_sanitised(src, set(rows), dest, earlier)
+        if reused is not None:
+            log.info("%s: identical to %s v%d; reused", src, reused.dataset, reused.version)
+            reused.reused = True
+            return Path(reused.details["path"]), reused, same[-1]
     kept = write_without_rows(src, set(rows), dest)
     parent = same[-1] if same else data_register(src, name=ds_name, db=db)
     new = data_register(
@@ -332,6 +352,32 @@ def data_sanitize(
         },
     )
     return dest, new, parent
+
+
+def _identical_sanitised(src: Path, rows: set[int], dest: Path, candidates: Sequence[Any]) -> Any | None:
+    """The first of ``candidates`` whose file is unchanged and equals ``src`` without ``rows``, else ``None``.
+
+    The copy is written to a hidden file beside ``dest`` (removed again) and compared by SHA-256
+    with each candidate's file, which must also still hash as registered.
+    """
+    import os
+
+    from bastion.data.provenance import file_sha256
+    from bastion.data.sanitize import write_without_rows
+
+    probe = dest.with_name(f".{dest.name}.{os.getpid()}.same")
+    try:
+        probe.unlink(missing_ok=True)
+        write_without_rows(src, rows, probe)
+        sha = file_sha256(probe)
+    finally:
+        probe.unlink(missing_ok=True)
+    for v in candidates:
+        path = Path(str(v.details.get("path")))
+        recorded = [e.get("sha256") for e in v.files.values()]
+        if recorded == [sha] and path.is_file() and file_sha256(path) == sha:
+            return v
+    return None
 
 
 def _trained_on(store: Any, cfg: ProjectConfig, base: Path, a: Asset) -> list[str]:

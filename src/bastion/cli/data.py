@@ -199,7 +199,11 @@ def sanitize_cmd(
     db: Db = None,
     output: Output = None,
 ) -> None:
-    """Write a new dataset version without the named rows, with lineage to the original."""
+    """Write a new dataset version without the named rows, with lineage to the original.
+
+    Run again with the same rows on the same version, it reuses the identical recorded version
+    (its file unchanged) and writes nothing new.
+    """
     from bastion import api
     from bastion.core.errors import BastionError
 
@@ -218,7 +222,15 @@ def sanitize_cmd(
         fail(exc)
     if dest is None:  # nothing to remove: no file written, nothing registered
         write(
-            _dump({"path": None, "version": None, "parent": parent.id if parent else None, "removed": 0}),
+            _dump(
+                {
+                    "path": None,
+                    "version": None,
+                    "parent": parent.id if parent else None,
+                    "removed": 0,
+                    "reused": False,
+                }
+            ),
             output,
         )
         why = f" (no {' or '.join(rule or ('poisoning.',))} finding of {from_report} lists a row)"
@@ -228,8 +240,18 @@ def sanitize_cmd(
             markup=False,
         )
         raise typer.Exit(EXIT_OK)
-    write(_dump({"path": str(dest), "version": new.summary(), "parent": parent.id}), output)
+    doc = {"path": str(dest), "version": new.summary(), "parent": parent.id, "reused": new.reused}
+    write(_dump(doc), output)
     removed = len(new.details.get("removed_rows", []))
+    if new.reused:  # the same command again: as `harden`, the identical recorded version
+        err.print(
+            f"identical to the recorded version {new.dataset} v{new.version} ({dest}: the same "
+            f"{removed} row(s) removed from v{parent.version}): reused it, no new file or version written",
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
+        )
+        return
     err.print(
         f"wrote {dest} ({removed} row(s) removed) as {new.dataset} v{new.version}, parent v{parent.version}",
         highlight=False,

@@ -24,7 +24,11 @@ from bastion.store.repository import Store
 
 @dataclass
 class DatasetVersion:
-    """One registered version of a dataset (see :class:`bastion.store.models.DatasetVersionRow`)."""
+    """One registered version of a dataset (see :class:`bastion.store.models.DatasetVersionRow`).
+
+    ``reused`` is not stored: :func:`bastion.api.data_sanitize` sets it on a recorded version it
+    returns instead of registering an identical new one.
+    """
 
     id: str
     dataset: str
@@ -37,6 +41,7 @@ class DatasetVersion:
     licence: str | None
     owner: str | None
     details: dict[str, Any] = field(default_factory=dict)
+    reused: bool = False
 
     def summary(self) -> dict[str, Any]:
         """JSON-ready summary without the per-row digests."""

@@ -419,3 +419,21 @@ def test_a_command_run_from_another_folder_uses_the_projects_store(
     )
     monkeypatch.setenv("BASTION_DB", "sqlite:////elsewhere.db")
     assert project_db_url(tmp_path / "proj" / "bastion.yaml") is None  # the environment still wins
+
+
+def test_bom_with_no_model_file_exits_3_and_writes_nothing(
+    wine_project: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # new-user trial: `bastion bom data/wine.csv` exited 3 ("nothing applicable") and still wrote a BOM
+    monkeypatch.chdir(wine_project)
+    assert run(["bom", "data/wine.csv"]) == 3
+    captured = capsys.readouterr()
+    assert captured.out == "" and "data/wine.csv: no model file" in captured.err
+    assert "no ML-BOM written" in captured.err
+    assert run(["bom", "data/wine.csv", "-o", "out/bom.json"]) == 3
+    assert not (wine_project / "out").exists()
+    (wine_project / "old.json").write_text("{}")
+    assert run(["bom", "data", "-o", "old.json"]) == 3
+    assert (wine_project / "old.json").read_text() == "{}"  # left as it was
+    assert run(["bom", "model.joblib", "-o", "m.json"]) == 0  # a model file: written as before
+    assert json.loads((wine_project / "m.json").read_text())["bomFormat"] == "CycloneDX"

@@ -2,7 +2,8 @@
 
 Exit codes: ``sign`` 0 signed, 2 error; ``verify`` 0 verified, 1 verification failed (a finding:
 a changed, added or removed file, a bad or missing signature), 2 error (missing path or key,
-missing extra); ``bom`` 0 written, 2 a model file could not be scanned, 3 no model file.
+missing extra); ``bom`` 0 written, 2 a model file could not be scanned, 3 no model file (nothing
+written: no BOM on stdout or at ``--output``).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from bastion.cli._common import EXIT_FINDINGS, EXIT_OK, check_output_file, err, fail, write
+from bastion.cli._common import EXIT_FINDINGS, EXIT_NOTHING, EXIT_OK, check_output_file, err, fail, write
 from bastion.core.errors import BastionError, ConfigError, IntegrityError
 
 _KEY_HELP = "Private key (PEM, elliptic curve) to sign with."
@@ -120,6 +121,7 @@ def bom(
 
     A file that bastion harden recorded as a model version carries its lineage: version,
     the model it was derived from (pedigree.ancestors) and bastion:lineage.* properties.
+    No model file under PATH: exit 3 and nothing written.
     """
     from bastion import api
     from bastion.core.settings import load_settings
@@ -134,10 +136,18 @@ def bom(
         )
     except BastionError as exc:
         fail(exc)
+    code = result.exit_code("none")
+    if code == EXIT_NOTHING:  # nothing applicable: no BOM at all, not one of data files only (trial)
+        err.print(
+            f"{path}: no model file (nothing the scanner reads as a model); no ML-BOM written",
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(code)
     write(json.dumps(doc, indent=2), output)
     models = sum(1 for c in doc["components"] if c["type"] == "machine-learning-model")
     err.print(f"ML-BOM: {models} model component(s), {len(doc['components']) - models} data", highlight=False)
-    code = result.exit_code("none")
     raise typer.Exit(code)
 
 

@@ -181,3 +181,80 @@ def test_a_models_folder_that_cannot_be_written_fails_before_training(
     assert run([*args, "-p", "batch_size=30", "--delta", "1e-3"]) == 2
     err = capsys.readouterr().err
     assert "cannot store the hardened model there" in err and "internal error" not in err
+
+
+def test_dp_train_passes_on_no_secure_rng_warning_and_records_secure_mode(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """New-user trial: Opacus' "Secure RNG turned off" UserWarning leaked onto the user's stderr."""
+    import warnings
+
+    from bastion.cli.main import run
+
+    cfg = build_leaky_digits(tmp_path, n_train=60, n_test=60)
+    db = f"sqlite:///{tmp_path}/b.db"
+    args = ["harden", "dp-train", "--asset", "digits", "-c", str(cfg), "--db", db, "--epsilon", "3"]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert run([*args, "-p", "batch_size=30", "-p", "epochs=2", "--delta", "1e-3"]) == 0
+    assert not [w for w in caught if "Secure RNG" in str(w.message)]
+    captured = capsys.readouterr()
+    assert "Secure RNG" not in captured.err
+    assert json.loads(captured.out)["details"]["secure_mode"] is False
+    assert "secure_mode" in captured.err  # the summary says which run it was
+
+
+def test_dp_train_secure_mode_without_torchcsprng_is_one_error_before_training(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    from bastion.cli.main import run
+    from bastion.defend import dp_sgd
+
+    monkeypatch.setitem(sys.modules, "torchcsprng", None)  # an import of it fails
+    monkeypatch.setattr(dp_sgd.DpTrain, "harden", lambda *a, **k: pytest.fail("trained"))
+    cfg = build_leaky_digits(tmp_path, n_train=60, n_test=60)
+    db = f"sqlite:///{tmp_path}/b.db"
+    args = ["harden", "dp-train", "--asset", "digits", "-c", str(cfg), "--db", db, "--epsilon", "3"]
+    assert run([*args, "-p", "batch_size=30", "--delta", "1e-3", "-p", "secure_mode=true"]) == 2
+    err = capsys.readouterr().err
+    assert "1 problem(s) before hardening digits" in err
+    assert "secure_mode=true needs torchcsprng" in err and "pip install torchcsprng" in err
+    assert "internal error" not in err and "Traceback" not in err
+    _nothing_written(tmp_path, db)
+    assert run([*args, "--sweep", "3", "-p", "batch_size=30", "--delta", "1e-3", "-p", "secure_mode=1"]) == 2
+    assert "secure_mode=true needs torchcsprng" in capsys.readouterr().err
+    _nothing_written(tmp_path, db)
+
+
+def test_dp_train_secure_mode_is_plumbed_to_opacus(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With torchcsprng present, Opacus runs in secure mode (its generator, no seeded one); recorded."""
+    import sys
+    import types
+
+    import opacus
+    import torch
+
+    made: list[str] = []
+    fake = types.ModuleType("torchcsprng")
+    fake.create_random_device_generator = lambda path: made.append(path) or torch.Generator()  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "torchcsprng", fake)
+    engines: list[bool] = []
+    real_init = opacus.PrivacyEngine.__init__
+
+    def spy(self: object, **kw: object) -> None:
+        engines.append(bool(kw.get("secure_mode")))
+        real_init(self, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(opacus.PrivacyEngine, "__init__", spy)
+    cfg = build_leaky_digits(tmp_path, n_train=60, n_test=60)
+    res = api.harden(
+        cfg,
+        "dp-train",
+        asset="digits",
+        params={"epsilon": 3, "delta": 1e-3, "batch_size": 30, "epochs": 2, "secure_mode": True},
+        settings=load_settings(db_url=f"sqlite:///{tmp_path}/b.db"),
+    )
+    assert engines == [True] and made == ["/dev/urandom"]
+    assert res.details["secure_mode"] is True and res.details["params"]["secure_mode"] is True

@@ -62,6 +62,11 @@ def harden(
     With --sweep E1,E2,… one version per ε is trained and each (and the original) is attacked
     by membership inference: the privacy/utility curve (test accuracy, the strongest attack's AUC
     and TPR at 1 % FPR per ε) is printed, and written as JSON to stdout or --output.
+
+    dp-train is seeded and reproducible by default: fit for experiments and for choosing ε. For
+    the model you ship, retrain once with -p secure_mode=true (Opacus' secure mode: noise and
+    batches from torchcsprng's cryptographically secure generator); it needs torchcsprng
+    installed, else exit 2 before training. See docs/hardening.md.
     """
     from bastion import api
     from bastion.core.settings import load_settings, project_db_url

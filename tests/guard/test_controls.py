@@ -129,6 +129,31 @@ def test_canary_hit_only_on_the_trap(digits: dict[str, np.ndarray]) -> None:
     assert w.hits((trap + 1e-6)[None]) == ["patient-0"]  # rounding makes JSON round-trips match
 
 
+def test_trap_batch_hashes_equal_the_per_row_reference() -> None:
+    """The batched trap checks hash exactly what ``canary_hash`` / ``honeytoken_hmac`` hash.
+
+    Values on 4-decimal and half-step ties, negative zero, tiny and huge magnitudes (clipped),
+    in float32 and float64 rows: every row must find its own canary and its own honeytoken.
+    """
+    from bastion.guard.canary import HoneytokenWatch, honeytoken_spec
+
+    rng = np.random.default_rng(7)
+    ties = np.array([0.00005, 0.00015, 1.23445, -2.50005, -0.0, 0.5, 1.5, 2.5, -0.5, 1e-12, 3e18, -7e19])
+    rows = np.concatenate([[np.roll(ties, k) for k in range(4)], rng.normal(0, 10, (60, 12)).round(5)])
+    for x in (rows.reshape(-1, 3, 4), rows.astype(np.float32).reshape(-1, 3, 4)):
+        canaries = CanaryWatch([Canary(id=f"c{i}", sha256=canary_hash(r)) for i, r in enumerate(x)])
+        got = canaries.hit_rows(x)
+        assert got == [(i, f"c{i}") for i in range(len(x))]
+        for step in (0.5, 1.0, np.linspace(0.25, 3.0, 12)):
+            spec = honeytoken_spec(x.reshape(len(x), -1), step=step)
+            watch = HoneytokenWatch([spec], n_features=12)
+            hits = watch.hits(x)
+            ids = {e.id: e.hmac for e in spec.tokens}
+            want = {(i, f"ht-{i:04d}") for i in range(len(x))}
+            assert want <= set(hits)  # a row may also share a cell with another row's token:
+            assert all(ids[t] == ids[f"ht-{i:04d}"] for i, t in hits)  # then the same hash
+
+
 def test_breaker_open_half_open_closed_and_graded_actions() -> None:
     pol = ResponsePolicy(ResponseSpec(throttle_after=2, breaker_after=3, breaker_reset_s=10))
     assert pol.on_alert("k", "medium", 0.0) == []  # below harden_at: logged and alerted only

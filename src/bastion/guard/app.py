@@ -431,14 +431,16 @@ class Guard:
         # traps first: a hit alerts even when the request is then limited or degraded
         # one alert per trap and request, however many rows repeat it (60 copies of one row must
         # not raise 60 alerts: alert floods are what degraded mode watches)
-        canary_rows = self.canaries.hit_rows(x)
+        # the rows as float64 once: the traps and the detectors read these (each converted them)
+        x64 = x.astype(np.float64)
+        canary_rows = self.canaries.hit_rows(x64)
         alerts = [
             self._alert("guard.canary.hit", key, {"canary": c})
             for c in dict.fromkeys(c for _, c in canary_rows)
         ]
         trap_rows: set[int] = {row for row, _ in canary_rows}
         by_token: dict[str, list[int]] = {}
-        for row, tid in self.honeytokens.hits(x) if self.honeytokens else []:
+        for row, tid in self.honeytokens.hits(x64) if self.honeytokens else []:
             trap_rows.add(row)
             by_token.setdefault(tid, []).append(row)
         for tid, hit_rows in by_token.items():
@@ -489,7 +491,7 @@ class Guard:
         labels = [r.index(t) for r, t in zip(rows_p, top, strict=True)]
         with self._lock:
             self.policy.backend_ok()
-            alerts += self._detect(key, x, rows_p, top, labels, now)
+            alerts += self._detect(key, x64, rows_p, top, labels, now)
             actions = self._raise(alerts, now)
             posture = self.policy.posture(key)
             if not any(a.key_id == key for a in alerts):

@@ -437,3 +437,99 @@ def test_bom_with_no_model_file_exits_3_and_writes_nothing(
     assert (wine_project / "old.json").read_text() == "{}"  # left as it was
     assert run(["bom", "model.joblib", "-o", "m.json"]) == 0  # a model file: written as before
     assert json.loads((wine_project / "m.json").read_text())["bomFormat"] == "CycloneDX"
+
+
+def test_assess_interrupted_by_ctrl_c_says_so_and_leaves_store_and_report(wine_project: Path) -> None:
+    # new-user trial: `bastion assess` interrupted by Ctrl-C exited 130 in silence (`scan` says "aborted")
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    db = f"sqlite:///{wine_project / 'b.db'}"
+    args = ["assess", "-c", "bastion.yaml", "--db", db, "--fail-on", "none", "-o", "rep"]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    first = subprocess.run(
+        [sys.executable, "-m", "bastion", *args], cwd=wine_project, env=env, capture_output=True, timeout=120
+    )
+    assert first.returncode == 0, first.stderr.decode()
+    before = (wine_project / "rep" / "report.json").read_bytes()
+    ready = wine_project / "scanning"
+    # the second run blocks in its scan (the runner's first step) until Ctrl-C arrives
+    code = (
+        "import pathlib, sys, time\n"
+        "import bastion.scan\n"
+        "def slow(*a, **k):\n"
+        f"    pathlib.Path({str(ready)!r}).touch()\n"
+        "    time.sleep(120)\n"
+        "bastion.scan.scan_file = slow\n"
+        "from bastion.cli.main import run\n"
+        "sys.exit(run(sys.argv[1:]))\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, *args],
+        cwd=wine_project,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # Python's own handler, as a shell
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not ready.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert ready.exists(), proc.stderr.read().decode() if proc.stderr else ""
+        proc.send_signal(signal.SIGINT)
+        _, err_bytes = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    err = err_bytes.decode()
+    assert proc.returncode == 130, err
+    lines = [line for line in err.splitlines() if "interrupted" in line]
+    assert lines == [
+        "interrupted: bastion assess stopped before the run finished; the store (no run recorded) and "
+        "any previous report in rep/ are untouched"
+    ]
+    assert "Traceback" not in err
+    assert (wine_project / "rep" / "report.json").read_bytes() == before
+    history = subprocess.run(
+        [sys.executable, "-m", "bastion", "history", "--db", db, "-f", "json"],
+        env=env,
+        capture_output=True,
+        timeout=120,
+    )
+    assert len(json.loads(history.stdout)) == 1  # only the first run
+
+
+def test_assess_interrupted_while_storing_says_the_report_is_written(
+    wine_project: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bastion.store import Store
+
+    def interrupt(*a: object, **k: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Store, "save_report", interrupt)
+    db = f"sqlite:///{wine_project / 'b.db'}"
+    out = wine_project / "rep"
+    assert run(["assess", "-c", str(wine_project / "bastion.yaml"), "--db", db, "-o", str(out)]) == 130
+    err = capsys.readouterr().err
+    assert f"stopped while storing the run; the report is in {out}/ but the run may not be stored" in err
+    assert (out / "report.json").is_file()
+
+
+def test_another_command_interrupted_by_ctrl_c_says_aborted(
+    wine_project: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bastion import api
+
+    def interrupt(*a: object, **k: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(api, "data_profile", interrupt)
+    assert run(["data", "profile", str(wine_project / "data" / "wine.csv")]) == 130
+    assert capsys.readouterr().err.strip() == "aborted"

@@ -22,6 +22,7 @@ from bastion import __version__
 from bastion.cli import main as entry
 from bastion.cli import scan_cmd
 from bastion.cli._common import (
+    EXIT_INTERRUPTED,
     EXIT_NOTHING,
     EXIT_OK,
     BudgetPreset,
@@ -30,6 +31,7 @@ from bastion.cli._common import (
     console,
     err,
     fail,
+    state,
     write,
 )
 from bastion.core.errors import BastionError
@@ -177,6 +179,7 @@ def assess(
 
     gate = fail_on.value if isinstance(fail_on, enum.Enum) else str(fail_on)
     paths: dict[str, Path] = {}
+    phase: dict[str, bool] = {}
     try:
         # missing, a folder, a FIFO or device, or too large: one clear error before anything runs
         check_config_file(
@@ -203,10 +206,12 @@ def assess(
             only or [],
             skip or [],
             baseline,
-            _writer(paths, output, gate, config.parent),
+            _writer(paths, output, gate, config.parent, phase),
         )
     except BastionError as exc:
         _not_stored(paths, exc)
+    except KeyboardInterrupt:
+        _interrupted(paths, output, phase, dry_run=dry_run)
     code = _summarise(report, gate)
     err.print(
         f"report: {paths['html']} (also report.json, report.sarif, bom.json); run {report.run.id}",
@@ -226,14 +231,54 @@ def _print_plan(plan: api.Plan) -> None:
     err.print(table)
 
 
-def _writer(paths: dict[str, Path], out: Path, gate: str, project_dir: Path) -> Callable[[Report], None]:
-    """A ``before_store`` hook: write the report files (into ``paths``) before the run is stored."""
+def _writer(
+    paths: dict[str, Path],
+    out: Path,
+    gate: str,
+    project_dir: Path,
+    phase: dict[str, bool] | None = None,
+) -> Callable[[Report], None]:
+    """A ``before_store`` hook: write the report files (into ``paths``) before the run is stored.
+
+    ``phase["writing"]`` is set when the writing starts (so an interruption can say what it left).
+    """
     from bastion import api
 
     def write_files(report: Report) -> None:
+        if phase is not None:
+            phase["writing"] = True
         paths.update(api.write_outputs(report, out, fail_on=gate, project_dir=project_dir))
 
     return write_files
+
+
+def _interrupted(paths: dict[str, Path], out: Path, phase: dict[str, bool], *, dry_run: bool) -> NoReturn:
+    """Ctrl-C during ``assess``: one line saying what was interrupted and what it left; exit 130.
+
+    New-user trial: ``assess`` exited 130 silently (``scan`` says "aborted"). The run is stored
+    only after the report files are written, so before that nothing changed: no run was stored
+    and the report folder is as it was.
+    """
+    if dry_run:
+        text = "interrupted: bastion assess --dry-run stopped; nothing was run or written"
+    elif paths:
+        text = (
+            f"interrupted: bastion assess stopped while storing the run; the report is in {out}/ "
+            "but the run may not be stored (`bastion history` lists the stored runs)"
+        )
+    elif phase.get("writing"):
+        text = (
+            f"interrupted: bastion assess stopped while writing the report to {out}/ (it may be "
+            "incomplete); the run was not stored"
+        )
+    else:
+        text = (
+            "interrupted: bastion assess stopped before the run finished; the store (no run "
+            f"recorded) and any previous report in {out}/ are untouched"
+        )
+    err.print(text, highlight=False, markup=False, soft_wrap=True)
+    state["interrupt_said"] = True
+    raise typer.Exit(EXIT_INTERRUPTED) from None
 
 
 def _not_stored(paths: dict[str, Path], exc: BastionError) -> NoReturn:

@@ -15,6 +15,8 @@ from bastion.core.errors import BastionError, ConfigError
 from bastion.core.severity import FAIL_ON_CHOICES
 
 EXIT_OK, EXIT_FINDINGS, EXIT_ERROR, EXIT_NOTHING, EXIT_USAGE = 0, 1, 2, 3, 4
+#: Interrupted by Ctrl-C (SIGINT), as a shell reports it (128 + 2).
+EXIT_INTERRUPTED = 130
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -92,7 +94,9 @@ def print_line(text: str) -> None:
     err.print(text, highlight=False, markup=False)
 
 
-state = {"debug": False}
+#: ``debug``: ``--debug`` given; ``interrupt_said``: a command already said what Ctrl-C interrupted
+#: (else :func:`bastion.cli.main.run` prints "aborted" for its exit 130).
+state = {"debug": False, "interrupt_said": False}
 
 
 class ScanFormat(str, enum.Enum):

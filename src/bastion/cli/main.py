@@ -18,7 +18,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from bastion.cli._common import EXIT_ERROR, EXIT_OK, EXIT_USAGE, err, state
+from bastion.cli._common import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, err, state
 from bastion.core._log import configure_later
 from bastion.core.errors import BastionError
 
@@ -115,7 +115,7 @@ def _run_scan(flags: dict[str, bool], args: list[str]) -> int:
         return scan_cmd.main(args)
     except KeyboardInterrupt:
         sys.stderr.write("\naborted\n")
-        return 130
+        return EXIT_INTERRUPTED
     except BastionError as exc:  # the command catches its own; this is the safety net
         sys.stderr.write(f"error: {exc}\n")
         return EXIT_ERROR
@@ -129,6 +129,7 @@ def _run_typer(argv: list[str] | None) -> int:
     from bastion.cli._app import app
     from bastion.cli._common import UsageError
 
+    state["interrupt_said"] = False
     try:
         rv = app(args=argv, standalone_mode=False, prog_name="bastion")
     except UsageError as exc:
@@ -144,6 +145,9 @@ def _run_typer(argv: list[str] | None) -> int:
         return EXIT_ERROR
     except Exception as exc:
         return _internal_error(exc)
+    if rv == EXIT_INTERRUPTED and not state["interrupt_said"]:
+        # Typer turns Ctrl-C into exit 130 in silence; say it, as `bastion scan` does
+        sys.stderr.write("\naborted\n")
     return rv if isinstance(rv, int) else EXIT_OK
 
 

@@ -316,6 +316,57 @@ def test_dry_run_skips_the_attacks_the_scan_gate_will_skip(tmp_path: Path) -> No
     assert next(i for i in plan.items if i.check_id == "scan").skip_reason is None
 
 
+def _torch_project(tmp_path: Path, *, model_class: bool, script: bool = False) -> Path:
+    """A torch asset ``m`` (a state_dict, or a TorchScript archive with ``script``) on a 20-row npz."""
+    import torch
+
+    net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+    if script:
+        import warnings
+
+        with warnings.catch_warnings():  # torch >= 2.9 deprecates TorchScript; still a format users ship
+            warnings.simplefilter("ignore", DeprecationWarning)
+            torch.jit.save(torch.jit.script(net), tmp_path / "m.pt")
+    else:
+        torch.save(net.state_dict(), tmp_path / "m.pt")
+    np.savez(tmp_path / "d.npz", x=np.zeros((20, 3), dtype=np.float32), y=np.arange(20) % 2)
+    # (the plan loads nothing: the class is only named)
+    cls = ", model_class: 'bastion.examples.clinic_models:DiagnosisMLP'" if model_class else ""
+    (tmp_path / "bastion.yaml").write_text(
+        f"""version: 1
+assets:
+  - {{name: m, path: m.pt, framework: torch, num_classes: 2, dataset: d, input: {{shape: [3]}}{cls}}}
+datasets:
+  - {{name: d, path: d.npz, splits: {{train: [0, 1, 2, 3, 4, 5, 6, 7, 8, 9], test: [10, 11, 12, 13, 14]}}}}
+"""
+    )
+    return tmp_path / "bastion.yaml"
+
+
+def test_dry_run_says_a_state_dict_without_model_class_will_not_load(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # new-user trial: --dry-run said "yes" to every attack on a torch state_dict asset without
+    # model_class, and every one of them then failed in the run
+    from bastion import api
+
+    cfg = _torch_project(tmp_path, model_class=False)
+    plan = api.preflight(cfg, budget="quick")
+    attacks = [i for i in plan.items if i.kind == "attack"]
+    assert attacks and all((i.skip_reason or "").startswith("state_dict needs model_class") for i in attacks)
+    assert next(i for i in plan.items if i.check_id == "scan").skip_reason is None
+    assert run(["assess", "-c", str(cfg), "--dry-run", "--budget", "quick"]) == 0  # governance still runs
+    assert "state_dict needs model_class" in capsys.readouterr().err
+    # with model_class, or a TorchScript archive, the attacks are planned as before
+    for project in (
+        _torch_project(tmp_path, model_class=True),
+        _torch_project(tmp_path, model_class=False, script=True),
+    ):
+        planned = [i for i in api.preflight(project, budget="quick").items if i.kind == "attack"]
+        assert not any("model_class" in (i.skip_reason or "") for i in planned)
+        assert any(i.skip_reason is None for i in planned)
+
+
 def test_max_time_skips_what_does_not_fit(
     endpoint: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

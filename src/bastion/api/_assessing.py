@@ -94,11 +94,18 @@ def preflight(
     return the_plan
 
 
+#: Scan formats of a pickled torch checkpoint that holds no TorchScript code (a state_dict).
+_STATE_DICT_FORMATS = ("pytorch-zip", "pytorch-legacy")
+
+
 def _gate_plan(the_plan: Plan, assets: Sequence[Asset], cfg: ProjectConfig, base: Path) -> None:
-    """Mark the attacks a run would skip because the scan gate will not load their model.
+    """Mark the attacks a run would skip because their model will not load.
 
     The scan is static (nothing is loaded), as in a run; a model file not judged ``safe`` is
-    never loaded, so its attacks do not run (the plan said "yes" to them: new-user trial).
+    never loaded, so its attacks do not run (the plan said "yes" to them: new-user trial). A
+    torch asset without ``model_class`` is loaded as TorchScript; a file the scanner reads as a
+    plain torch checkpoint (pickled tensors, no TorchScript ``code/``) is a state_dict that only
+    ``model_class`` can load, so its attacks are marked too (they all errored in the run).
     """
     from bastion.scan import scan_file
 
@@ -106,13 +113,21 @@ def _gate_plan(the_plan: Plan, assets: Sequence[Asset], cfg: ProjectConfig, base
     for a in assets:
         if a.name not in attacked or a.kind != "model" or not a.path or a.framework not in _FILE_FRAMEWORKS:
             continue
+        fmt = None
         try:
-            verdict = scan_file(base / a.path, allow=cfg.scan.allow).verdict.value
+            fr = scan_file(base / a.path, allow=cfg.scan.allow)
+            verdict, fmt = fr.verdict.value, fr.format
         except ScanError:
             verdict = Verdict.ERROR.value
-        if verdict == Verdict.SAFE.value:
+        if verdict != Verdict.SAFE.value:
+            why = f"the scanner judges the model file {verdict}: it will not be loaded"
+        elif a.framework == "torch" and not a.model_class and fmt in _STATE_DICT_FORMATS:
+            why = (
+                f"state_dict needs model_class: {a.path} is a pickled torch checkpoint, not TorchScript "
+                "(no code/ member); only the class model_class names (package.module:Class) can load it"
+            )
+        else:
             continue
-        why = f"the scanner judges the model file {verdict}: it will not be loaded"
         for i in the_plan.items:
             if i.asset == a.name and i.kind == "attack" and i.skip_reason is None:
                 i.skip_reason = why

@@ -446,3 +446,97 @@ def test_a_baseline_finding_is_fixed_only_where_its_check_ran_again() -> None:
     ]
     out = {f.rule_id: f.state for f in _apply_waivers_and_baseline(cfg, [], base, ran)}
     assert out == {"governance.controls.no-model-card": "fixed", "scan.pickle.denied-global": "fixed"}
+
+
+def test_findings_outside_a_narrowed_baselines_scope_are_not_in_baseline() -> None:
+    """A baseline narrowed by --only/--skip/--asset: only what it covered is new or unchanged."""
+    import datetime as dt
+
+    from bastion.api._assessing import _apply_waivers_and_baseline
+    from bastion.core.config import ProjectConfig
+    from bastion.core.findings import Finding, Threat
+    from bastion.core.report import Report, ReportFinding, RunInfo, RunScope
+    from bastion.core.results import CheckResult
+    from bastion.core.severity import Severity
+
+    def finding(rule: str, asset: str | None) -> Finding:
+        return Finding(rule_id=rule, severity=Severity.HIGH, threat=Threat.EVASION, title=rule, asset=asset)
+
+    had = finding("evasion.pgd.low-robust-accuracy", "digits")
+    now = [
+        had,  # unchanged
+        finding("evasion.square.low-robust-accuracy", "digits"),  # in its scope, absent then: new
+        finding("evasion.pgd.low-robust-accuracy", "digits.v2"),  # --asset digits covers its versions
+        finding("evasion.pgd.low-robust-accuracy", "diagnosis"),  # another asset
+        finding("governance.controls.owner-named", "digits"),  # another check
+        finding("governance.controls.incident-plan", None),  # project-wide, another check
+        finding("scan.pickle.denied-global", "vendor"),  # outside, but the baseline scanned it
+    ]
+
+    def base(scope: RunScope | None) -> Report:
+        return Report(
+            bastion_version="0",
+            run=RunInfo(id="b" * 32, status="ok", started=dt.datetime.now(dt.UTC), seconds=1.0, scope=scope),
+            checks=[CheckResult(id="scan", asset="vendor", status="ok")],
+            findings=[ReportFinding.of(had)],
+        )
+
+    cfg = ProjectConfig.model_validate({"version": 1, "project": {"name": "p"}})
+
+    def states(scope: RunScope | None) -> list[str | None]:
+        return [f.state for f in _apply_waivers_and_baseline(cfg, now, base(scope), [])]
+
+    narrowed = RunScope(only=["evasion"], asset="digits")
+    assert states(narrowed) == [
+        "unchanged",
+        "new",
+        "new",
+        "not-in-baseline",
+        "not-in-baseline",
+        "not-in-baseline",
+        "new",
+    ]
+    assert states(None) == ["unchanged", *["new"] * 6]  # a full baseline covered everything, as before
+    assert states(RunScope(skip=["evasion.square"])) == ["unchanged", "not-in-baseline", *["new"] * 5]
+
+
+def test_baseline_latest_after_a_narrowed_run_names_it_and_compares_within_its_scope(
+    wine_project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """New-user trial: --baseline latest after `--only evasion --asset digits` called every finding
+    "new" and never named the baseline run."""
+    cfg = wine_project / "bastion.yaml"
+    cfg.write_text(cfg.read_text().replace("dataset: wine,", "dataset: wine, owner: ops,"))
+    db = f"sqlite:///{wine_project / 'b.db'}"
+    common = [
+        "-c",
+        str(cfg),
+        "--db",
+        db,
+        "--fail-on",
+        "none",
+        "--budget",
+        "quick",
+        "-o",
+        str(wine_project / "r"),
+    ]
+    assert run(["assess", *common, "--only", "governance", "--asset", "triage"]) == 0
+    narrowed = json.loads((wine_project / "r" / "report.json").read_text())
+    capsys.readouterr()
+    cfg.write_text(cfg.read_text().replace("owner: ops,", ""))  # a new finding within that scope
+    assert run(["assess", *common, "--baseline", "latest"]) == 0
+    err = capsys.readouterr().err
+    rep = json.loads((wine_project / "r" / "report.json").read_text())
+    assert rep["baseline"] == narrowed["run"]["id"]
+    assert rep["baseline_run"]["scope"] == {"only": ["governance"], "skip": [], "asset": "triage"}
+    states = {(f["rule_id"], f["asset"]): f["state"] for f in rep["findings"]}
+    assert states[("governance.controls.owner-named", "triage")] == "new"
+    assert states[("governance.controls.hash-pinned", "triage")] == "unchanged"
+    assert states[("governance.data-sources.unregistered", "wine")] == "not-in-baseline"  # --asset triage
+    assert not any(s == "new" for (rule, asset), s in states.items() if asset == "wine")
+    line = next(x for x in err.splitlines() if x.startswith("baseline: run "))
+    outside = sum(1 for s in states.values() if s == "not-in-baseline")
+    assert line.startswith(f"baseline: run {narrowed['run']['id']} of ")
+    assert "(narrowed: --only governance --asset triage)" in line
+    assert "this run's scope differs (a full run): findings are compared only where both runs checked" in line
+    assert f"{outside} finding(s) outside the baseline's scope are 'not-in-baseline', not 'new'" in line

@@ -356,3 +356,33 @@ def test_scan_cli_sarif_records_the_folder_it_ran_in(
     run_doc = json.loads(capsys.readouterr().out)["runs"][0]
     assert run_doc["artifacts"][0]["location"] == {"uri": "models/m.pkl", "uriBaseId": "%SRCROOT%"}
     assert run_doc["originalUriBaseIds"]["%SRCROOT%"]["uri"] == f"file://{tmp_path}/"
+
+
+def test_a_finding_outside_a_narrowed_baseline_renders_everywhere(
+    report_factory: Callable[..., Report],
+) -> None:
+    """``not-in-baseline`` (the baseline did not cover it) has no SARIF baselineState: none is set."""
+    import datetime as dt
+
+    from bastion.core.report import RunInfo, RunScope
+    from bastion.report import report_to_html, report_to_markdown
+
+    base = report_factory()
+    findings = [
+        f.model_copy(update={"state": "not-in-baseline"}) for f in base.findings if f.state != "fixed"
+    ]
+    baseline_run = RunInfo(
+        id="run-20241201-def456",
+        status="ok",
+        started=dt.datetime(2024, 12, 1, 9, 0, tzinfo=dt.UTC),
+        seconds=3.0,
+        scope=RunScope(only=["evasion"], asset="digits"),
+    )
+    report = report_factory(findings=findings, baseline_run=baseline_run)
+    doc = json.loads(report_to_sarif(report))
+    validate(doc)
+    for res in doc["runs"][0]["results"]:
+        assert res["properties"]["state"] == "not-in-baseline" and "baselineState" not in res
+    assert "(narrowed: --only evasion --asset digits)" in report_to_markdown(report)
+    html = report_to_html(report)
+    assert "narrowed: <code>--only evasion --asset digits</code>" in html and "not-in-baseline" in html

@@ -91,7 +91,7 @@ def test_upgrade_is_idempotent_and_downgrade_reverts(tmp_path: Path) -> None:
 
 def test_migrate_report_is_identity_at_the_current_version(make_report: Callable[..., Report]) -> None:
     data = make_report().model_dump(mode="json")
-    assert data["schema_version"] == REPORT_SCHEMA_VERSION == "1.3.0"
+    assert data["schema_version"] == REPORT_SCHEMA_VERSION == "1.4.0"
     assert migrate_report(data) == data
 
 
@@ -102,9 +102,9 @@ def test_migrate_report_1_0_0_gains_signature_fields(make_report: Callable[..., 
     old["schema_version"] = "1.0.0"
     for asset in old["assets"]:
         del asset["signature"], asset["signature_detail"], asset["lineage"]
-    del old["run"]["scope"]
+    del old["run"]["scope"], old["baseline_run"]
     new = migrate_report(old)
-    assert new["schema_version"] == "1.3.0" and new["run"]["scope"] is None
+    assert new["schema_version"] == "1.4.0" and new["run"]["scope"] is None and new["baseline_run"] is None
     assert all(a["lineage"] is None for a in new["assets"])
     assert all(a["signature"] is None and a["signature_detail"] is None for a in new["assets"])
     assert Report.model_validate(new) == Report.model_validate(data)
@@ -117,9 +117,21 @@ def test_migrate_report_1_2_0_gains_version_lineage(make_report: Callable[..., R
     old["schema_version"] = "1.2.0"
     for asset in old["assets"]:
         del asset["lineage"]
+    del old["baseline_run"]
     new = migrate_report(old)
-    assert new["schema_version"] == "1.3.0"
+    assert new["schema_version"] == "1.4.0"
     assert all("lineage" in a and a["lineage"] is None for a in new["assets"])
+    assert Report.model_validate(new) == Report.model_validate(data)
+
+
+def test_migrate_report_1_3_0_gains_baseline_run(make_report: Callable[..., Report]) -> None:
+    """A report stored by schema 1.3.0 (its baseline named by id only) loads; baseline_run reads unknown."""
+    data = make_report().model_dump(mode="json")
+    old = copy.deepcopy(data)
+    old["schema_version"] = "1.3.0"
+    del old["baseline_run"]
+    new = migrate_report(old)
+    assert new["schema_version"] == "1.4.0" and new["baseline_run"] is None
     assert Report.model_validate(new) == Report.model_validate(data)
 
 
@@ -131,7 +143,7 @@ def _fake_older_version(monkeypatch: pytest.MonkeyPatch) -> None:
         return data
 
     def rename_baseline(data: dict[str, Any]) -> dict[str, Any]:
-        data["baseline"] = data.pop("baseline_run", None)
+        data["baseline"] = data.pop("baseline_id", None)
         return data
 
     monkeypatch.setitem(report_versions.STEPS, "0.9.0", ("0.9.5", add_bastion_version))
@@ -146,7 +158,7 @@ def test_migrate_report_applies_steps_in_order(
     old = current.model_dump(mode="json")
     old["schema_version"] = "0.9.0"
     del old["bastion_version"]
-    old["baseline_run"] = old.pop("baseline")
+    old["baseline_id"] = old.pop("baseline")
     frozen = copy.deepcopy(old)
     new = migrate_report(old)
     assert old == frozen  # the input is not mutated
@@ -160,7 +172,7 @@ def test_migrate_report_applies_steps_in_order(
 def test_migrate_report_refuses_unknown_versions(make_report: Callable[..., Report]) -> None:
     data = make_report().model_dump(mode="json")
     with pytest.raises(StoreError, match="newer than this Bastion"):
-        migrate_report({**data, "schema_version": "1.4.0"})
+        migrate_report({**data, "schema_version": "1.5.0"})
     with pytest.raises(StoreError, match=r"no upgrade from report schema_version 0\.1\.0"):
         migrate_report({**data, "schema_version": "0.1.0"})
     with pytest.raises(StoreError, match="invalid schema_version"):
@@ -176,7 +188,7 @@ def test_stored_older_report_is_migrated_on_read(
         old = report.model_dump(mode="json")
         old["schema_version"] = "0.9.0"
         del old["bastion_version"]
-        old["baseline_run"] = old.pop("baseline")
+        old["baseline_id"] = old.pop("baseline")
         with store._engine.begin() as conn:
             conn.execute(update(RunRow).where(RunRow.id == report.run.id).values(report=old))
 

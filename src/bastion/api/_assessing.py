@@ -22,6 +22,7 @@ from bastion.api._planning import (
     _selected,
     picked_version,
     plan,
+    selected_by,
     version_lineage,
 )
 from bastion.api._plugins import _FILE_FRAMEWORKS, PLANNED_KINDS
@@ -274,7 +275,13 @@ def _scan_check(a: Asset, fr: FileResult, seconds: float) -> CheckResult:
 def _apply_waivers_and_baseline(
     cfg: ProjectConfig, findings: list[Finding], baseline: Report | None, checks: Sequence[CheckResult] = ()
 ) -> list[ReportFinding]:
-    """Waivers and baseline states; a baseline finding is ``fixed`` only where it was re-checked.
+    """Waivers and baseline states; findings are compared only where both runs checked.
+
+    A finding of this run is ``unchanged`` when the baseline has it, else ``new`` when the
+    baseline covered it — its scope (``--only``/``--skip``/``--asset``) selected the finding's
+    check and asset, or it ran that check on the asset — and ``not-in-baseline`` when it did not
+    (a narrowed baseline: new-user trial, every finding of a full run after ``--only evasion
+    --asset digits`` was "new").
 
     A finding of the baseline that this run did not produce is ``fixed`` when a check of this run
     that could produce it (its rule id starts with the check id; any ``scan.*`` check for a scan
@@ -285,6 +292,7 @@ def _apply_waivers_and_baseline(
     today = dt.date.today()
     out: list[ReportFinding] = []
     base_fps = {f.fingerprint: f for f in baseline.findings if f.state != "fixed"} if baseline else {}
+    base_ran = [(c.id, c.asset) for c in baseline.checks if c.status == "ok"] if baseline else []
     seen: set[str] = set()
     for f in findings:
         waiver = next(
@@ -298,7 +306,14 @@ def _apply_waivers_and_baseline(
         fp = f.compute_fingerprint()
         state = None
         if baseline is not None:
-            state = "unchanged" if fp in base_fps else "new"
+            if fp in base_fps:
+                state = "unchanged"
+            elif _in_scope(baseline.run.scope, f.rule_id, f.asset) or _rechecked(
+                f.rule_id, f.asset, base_ran
+            ):
+                state = "new"
+            else:
+                state = "not-in-baseline"
         seen.add(fp)
         out.append(ReportFinding.of(f, state=state, waiver=waiver))
     if baseline is not None:
@@ -309,6 +324,20 @@ def _apply_waivers_and_baseline(
                 data.update(state="fixed", waiver=None)
                 out.append(ReportFinding(**data))
     return out
+
+
+def _in_scope(scope: RunScope | None, rule_id: str, asset: str | None) -> bool:
+    """Whether a run narrowed to ``scope`` selected the check of ``rule_id`` on ``asset``.
+
+    ``None`` is a full run. A project-wide finding (no asset) is outside only ``--only``/``--skip``.
+    """
+    if scope is None:
+        return True
+    if scope.only and not any(selected_by(rule_id, p) for p in scope.only):
+        return False
+    if any(selected_by(rule_id, p) for p in scope.skip):
+        return False
+    return asset is None or _selected(asset, scope.asset)
 
 
 def _rechecked(rule_id: str, asset: str | None, ran: Sequence[tuple[str, str | None]]) -> bool:
@@ -594,6 +623,7 @@ def assess(
         errors=result.errors,
         skipped=result.skipped,
         baseline=baseline_report.run.id if baseline_report else None,
+        baseline_run=baseline_report.run if baseline_report else None,
     )
     hook_error: Exception | None = None
     if before_store is not None:

@@ -206,15 +206,20 @@ def _latest_versions(
     return {k: v for k, v in found.items() if v is not None}
 
 
+def selected_by(pid: str, pattern: str) -> bool:
+    """Whether ``--only``/``--skip`` ``pattern`` (an id or prefix) names plugin ``pid``.
+
+    Also true for a rule id of that plugin (``evasion.pgd.low-robust-accuracy`` under ``evasion``).
+    """
+    return pid == pattern or pid.startswith(pattern + ".") or pid.split(".")[0] == pattern
+
+
 def _check_enabled(
     cfg: ProjectConfig, pid: str, asset: str, only: Sequence[str], skip: Sequence[str]
 ) -> str | None:
-    def matches(pattern: str) -> bool:
-        return pid == pattern or pid.startswith(pattern + ".") or pid.split(".")[0] == pattern
-
-    if only and not any(matches(p) for p in only):
+    if only and not any(selected_by(pid, p) for p in only):
         return "not selected by --only"
-    if any(matches(p) for p in skip):
+    if any(selected_by(pid, p) for p in skip):
         return "excluded by --skip"
     cc = cfg.checks.get(pid)
     if cc is not None:

@@ -166,7 +166,12 @@ def assess(
         float | None, typer.Option("--max-time", help="Seconds for the whole run.", min=1)
     ] = None,
     baseline: Annotated[
-        str | None, typer.Option("--baseline", help="Earlier run id (or 'latest') to compare with.")
+        str | None,
+        typer.Option(
+            "--baseline",
+            help="Earlier run id (or 'latest') to compare with; a narrowed one (--only/--asset) is "
+            "compared only within its scope.",
+        ),
     ] = None,
     db: Annotated[
         str | None, typer.Option("--db", help="SQLAlchemy URL of the store (else BASTION_DB, else SQLite).")
@@ -213,11 +218,37 @@ def assess(
     except KeyboardInterrupt:
         _interrupted(paths, output, phase, dry_run=dry_run)
     code = _summarise(report, gate)
+    _print_baseline(report)
     err.print(
         f"report: {paths['html']} (also report.json, report.sarif, bom.json); run {report.run.id}",
         highlight=False,
     )
     raise typer.Exit(code)
+
+
+def _print_baseline(report: Report) -> None:
+    """Name the run this one was compared with: its id, time and scope, and what was compared.
+
+    New-user trial: ``--baseline latest`` after a run narrowed to ``--only evasion --asset
+    digits`` marked every finding "new" and never said which run the baseline was.
+    """
+    b = report.baseline_run
+    if b is None:
+        return
+    import datetime as dt
+
+    started = b.started if b.started.tzinfo else b.started.replace(tzinfo=dt.UTC)
+    when = started.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    scope = f"narrowed: {b.scope.describe()}" if b.scope is not None else "a full run"
+    text = f"baseline: run {b.id} of {when} ({scope})"
+    if b.scope != report.run.scope:
+        outside = sum(1 for f in report.findings if f.state == "not-in-baseline")
+        mine = report.run.scope.describe() if report.run.scope is not None else "a full run"
+        text += (
+            f"; this run's scope differs ({mine}): findings are compared only where both runs "
+            f"checked — {outside} finding(s) outside the baseline's scope are 'not-in-baseline', not 'new'"
+        )
+    err.print(text, highlight=False, markup=False, soft_wrap=True)
 
 
 def _print_plan(plan: api.Plan) -> None:

@@ -17,7 +17,7 @@ from bastion.core.redact import redact_url
 from bastion.core.results import CheckError, CheckResult, Skipped
 from bastion.core.severity import Severity
 
-REPORT_SCHEMA_VERSION = "1.3.0"
+REPORT_SCHEMA_VERSION = "1.4.0"
 
 
 class RunScope(BaseModel):
@@ -28,6 +28,13 @@ class RunScope(BaseModel):
     only: list[str] = Field(default_factory=list)
     skip: list[str] = Field(default_factory=list)
     asset: str | None = None
+
+    def describe(self) -> str:
+        """The selection as the command line gave it: ``--only evasion --asset digits``."""
+        words = [f"--only {p}" for p in self.only] + [f"--skip {p}" for p in self.skip]
+        if self.asset is not None:
+            words.append(f"--asset {self.asset}")
+        return " ".join(words) or "every asset and check"
 
 
 class RunInfo(BaseModel):
@@ -148,12 +155,15 @@ class ReportFinding(Finding):
 
     Attributes:
         fingerprint: stable id of (rule, asset, location), for comparing runs.
-        state: against ``--baseline``: ``new``, ``unchanged`` or ``fixed`` (``None`` without one).
+        state: against ``--baseline``: ``new``, ``unchanged`` or ``fixed``; ``not-in-baseline``
+            when the baseline run did not cover it (narrowed by ``--only``/``--skip``/``--asset``
+            to exclude its check or asset, and did not run that check on the asset), so it can be
+            neither new nor unchanged (``None`` without a baseline).
         waiver: the active waiver that accepts it, if any; waived findings do not gate.
     """
 
     fingerprint: str
-    state: Literal["new", "unchanged", "fixed"] | None = None
+    state: Literal["new", "unchanged", "fixed", "not-in-baseline"] | None = None
     waiver: Waiver | None = None
 
     @classmethod
@@ -163,7 +173,11 @@ class ReportFinding(Finding):
 
 
 class Report(BaseModel):
-    """A whole assessment report."""
+    """A whole assessment report.
+
+    ``baseline`` is the id of the run it was compared with (``--baseline``), and
+    ``baseline_run`` that run's identity, time and scope (``scope`` set: it was narrowed).
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -177,6 +191,7 @@ class Report(BaseModel):
     errors: list[CheckError] = Field(default_factory=list)
     skipped: list[Skipped] = Field(default_factory=list)
     baseline: str | None = None
+    baseline_run: RunInfo | None = None
 
     def gating(self) -> list[ReportFinding]:
         """Findings that count toward ``--fail-on``: not waived, not fixed."""

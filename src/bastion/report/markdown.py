@@ -90,6 +90,11 @@ def report_to_markdown(report: Report, *, fail_on: str = "medium", max_findings:
         f"{run.started.isoformat(timespec='seconds')} · {run.seconds:.1f} s"
         + (f" · budget {md_cell(run.budget)}" if run.budget else "")
         + (f" · baseline {md_cell(report.baseline)}" if report.baseline else "")
+        + (
+            f" (narrowed: {md_cell(report.baseline_run.scope.describe())})"
+            if report.baseline_run is not None and report.baseline_run.scope is not None
+            else ""
+        )
     )
     lines.append("")
     lines.append(f"**Gate (`--fail-on {fail_on}`)**: {md_cell(verdict.line())}")

@@ -56,6 +56,8 @@ SECURITY_SEVERITY: dict[Severity, float] = {
 SRCROOT = "%SRCROOT%"
 
 #: Report baseline state → SARIF ``baselineState``.
+#: SARIF ``baselineState`` per finding state; ``not-in-baseline`` (the baseline did not cover it)
+#: has no SARIF word: the result carries none (not compared), its ``properties.state`` says why.
 _BASELINE_STATES = {"new": "new", "unchanged": "unchanged", "fixed": "absent"}
 
 
@@ -286,7 +288,8 @@ class _RunBuilder:
         if isinstance(finding, ReportFinding):
             if finding.state is not None:
                 props["state"] = finding.state
-                result["baselineState"] = _BASELINE_STATES[finding.state]
+                if finding.state in _BASELINE_STATES:
+                    result["baselineState"] = _BASELINE_STATES[finding.state]
             if finding.waiver is not None:
                 props["waived"] = True
                 props["waiver"] = finding.waiver.model_dump(mode="json")

@@ -52,11 +52,22 @@ def _version_lineage(data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
+def _baseline_run(data: dict[str, Any]) -> dict[str, Any]:
+    """1.3.0 -> 1.4.0: ``baseline_run`` (the baseline's id, time, scope); state ``not-in-baseline``.
+
+    A 1.3.0 run named its baseline by id only; its ``baseline_run`` reads as unknown (``None``),
+    and its findings keep their states.
+    """
+    data.setdefault("baseline_run", None)
+    return data
+
+
 #: ``from_version -> (to_version, step)``; a bump adds one step keyed by the version it upgrades from.
 STEPS: dict[str, tuple[str, Step]] = {
     "1.0.0": ("1.1.0", _signature_fields),
     "1.1.0": ("1.2.0", _run_scope),
     "1.2.0": ("1.3.0", _version_lineage),
+    "1.3.0": ("1.4.0", _baseline_run),
 }
 
 _SEMVER = re.compile(r"^(\d+)\.(\d+)\.(\d+)$")

@@ -3,7 +3,8 @@
 * ``ci``: whether the tests run under CI (``CI=true``).
 * :func:`require_or_skip` (also as the ``require`` fixture): skips a test locally when an
   outside dependency is missing, but fails it under CI, where everything must be installed.
-* ``postgres_url``: a throwaway PostgreSQL cluster for the whole session.
+* ``postgres_url``: a throwaway PostgreSQL cluster for the whole session; ``pg_database``: a fresh
+  database on it for one test.
 * ``chromium_path``: the Chromium binary for browser tests.
 
 Hypothesis runs derandomized (a fixed seed per test) and without deadlines, so runs are
@@ -158,6 +159,25 @@ def postgres_url() -> Iterator[str]:
                 timeout=120,
             )
         shutil.rmtree(datadir, ignore_errors=True)
+
+
+@pytest.fixture
+def pg_database(postgres_url: str) -> Iterator[str]:
+    """A fresh, empty database on the session's PostgreSQL server (``postgres_url``); dropped after."""
+    import uuid
+
+    from sqlalchemy import create_engine, text
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        yield postgres_url.rsplit("/", 1)[0] + f"/{name}"
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        admin.dispose()
 
 
 # -- Chromium --------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import multiprocessing
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -139,23 +139,6 @@ def make_report() -> Callable[..., Report]:
 def sqlite_url(tmp_path: Any) -> str:
     """A SQLite URL in a folder that does not exist yet."""
     return f"sqlite:///{tmp_path}/nested/.bastion/bastion.db"
-
-
-@pytest.fixture
-def pg_database(postgres_url: str) -> Iterator[str]:
-    """A fresh, empty database on the session's PostgreSQL server (``postgres_url``); dropped after."""
-    from sqlalchemy import create_engine, text
-
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(postgres_url, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-        yield postgres_url.rsplit("/", 1)[0] + f"/{name}"
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    finally:
-        admin.dispose()
 
 
 def _open_after(barrier: Any, url: str, results: Any) -> None:

@@ -309,6 +309,8 @@ class Guard:
         self.webhooks = WebhookSender(config.alerts.webhooks, timeout=config.alerts.timeout)
         self.incidents = IncidentWriter(store)
         self.commits = GroupCommit(store)
+        #: predict requests the app holds now (set by the app on its event loop; read by ready())
+        self.inflight = 0
         self._lock = threading.RLock()
         self._ood_window: deque[int] = deque(maxlen=config.anomaly.window)
         self._ood_since = 0
@@ -679,8 +681,14 @@ class Guard:
     def refresh_gauges(self) -> None:
         """Set the state gauges (degraded mode, keys with an open breaker) from the current state.
 
-        Called when metrics are scraped, not on every request: a gauge is read only then.
+        Called when metrics are scraped, not on every request: a gauge is read only then. The
+        webhook and incident losses counted by their threads are brought up to date here too.
         """
+        self.metrics.sync_counts(
+            webhooks_dropped=self.webhooks.dropped,
+            webhooks_failed=self.webhooks.failed,
+            incidents_lost=self.incidents.failed + self.incidents.dropped,
+        )
         with self._lock:
             self.metrics.degraded.set(1.0 if self.policy.degraded(self.clock()) else 0.0)
             self.metrics.open_breakers.set(
@@ -714,6 +722,17 @@ class Guard:
         }
         if self.controls_off:
             info["controls_off"] = list(self.controls_off)
+        # requests held: at the bound, new ones are refused (503); audit batches waiting for a
+        # stalled database: requests would wait with them (red-team round 26)
+        held, cap = self.inflight, self.config.limits.max_inflight
+        lag = self.commits.writer_lag()
+        info["inflight"] = held
+        if held >= cap:
+            info["ready"] = False
+            info["reason"] = f"{held} requests in flight (limits.max_inflight)"
+        if lag > WRITER_LAG_READY_S:
+            info["ready"] = False
+            info["audit_writer_lag_s"] = round(lag, 1)
         writable = getattr(self.store, "writable", None)  # AuditLog: can a record be appended now?
         if writable is not None:
             why = writable()
@@ -727,6 +746,12 @@ class Guard:
 
 
 _TRAP_RULES = frozenset({"guard.canary.hit", "guard.honeytoken.hit"})
+
+#: not ready while an audit batch has waited this long for the database (seconds)
+WRITER_LAG_READY_S = 2.0
+
+#: ``/readyz`` answers within this many seconds (not ready if its checks have not finished)
+READY_DEADLINE_S = 3.0
 
 
 #: random bytes for request ids, drawn from ``os.urandom`` 4 KiB (256 ids) at a time: [bytes, next offset]
@@ -935,7 +960,26 @@ def create_app(
 
     inline = _runs_inline(g.target)
 
+    max_inflight = config.limits.max_inflight
+
     async def predict(request: Request) -> Any:
+        # a bounded number of requests held at once, whatever holds them (a stalled audit
+        # database, a slow model or upstream): the rest are refused before their body is read,
+        # like the proxy's shed below (no decision made, so no audit record; red-team round 26)
+        if g.inflight >= max_inflight:
+            g.metrics.shed.inc()
+            return JSONResponse(
+                {"detail": "the guard holds its limit of requests in flight; retry"},
+                status_code=503,
+                headers={"Retry-After": "1"},
+            )
+        g.inflight += 1
+        try:
+            return await _predict(request)
+        finally:
+            g.inflight -= 1
+
+    async def _predict(request: Request) -> Any:
         body = await _read_body(request, limit)
         if body is None:
             body = b"\0" * (limit + 1)  # the guard records the 413 decision
@@ -978,8 +1022,17 @@ def create_app(
 
     @app.get("/readyz")
     async def readyz() -> Any:
-        info = await run_in_threadpool(g.ready)  # may probe the upstream (blocking I/O)
-        return JSONResponse(info, status_code=200 if info["ready"] else 503)
+        import anyio
+        import anyio.to_thread
+
+        # the checks may probe the upstream and the database (blocking I/O, in a thread); a
+        # stalled database must not hang the probe (red-team round 26): past the deadline the
+        # answer is "not ready", and the thread is left to finish on its own
+        with anyio.move_on_after(READY_DEADLINE_S):
+            info = await anyio.to_thread.run_sync(g.ready, abandon_on_cancel=True)
+            return JSONResponse(info, status_code=200 if info["ready"] else 503)
+        reason = f"readiness checks did not finish in {READY_DEADLINE_S:g} s (database or upstream silent)"
+        return JSONResponse({"ready": False, "reason": reason}, status_code=503)
 
     @app.get("/metrics")
     async def metrics() -> Any:

@@ -15,6 +15,8 @@ import hashlib
 import logging
 import queue
 import threading
+import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -134,28 +136,42 @@ class IncidentWriter:
     """Records alerts as incidents in the store without ever stalling the guard's event loop.
 
     An incident is written at once when the store can take it without waiting; a store locked
-    by another connection (a backup, an ``assess`` run) would block the loop for its busy
-    timeout (seconds with no request served, ``/healthz`` included), so the incident goes to a
-    writer thread that waits for the lock instead. Incidents are evidence for ``bastion
-    assess``, not part of a request's answer (the alert is in the request's audit record).
+    by another connection (a backup, an ``assess`` run), a server database or a stalled one
+    would block the loop, so the incident goes to a writer thread that waits instead. Incidents
+    are evidence for ``bastion assess``, not part of a request's answer (the alert is in the
+    request's audit record, committed before the answer).
+
+    The writer's queue is bounded (``max_pending``): beyond it an incident is dropped, counted in
+    ``dropped`` and logged, so a database that stays stalled holds a bounded amount of memory. A
+    deferred write that fails (the database down rather than locked) is retried ``retries``
+    times, ``backoff`` seconds apart and doubling, before it is counted in ``failed`` and
+    logged; before, it was dropped at its first failure (red-team round 26).
 
     Args:
         sink: the store (``AuditLog``: its ``add_incident(wait=False)`` raises ``StoreBusy``).
+        max_pending: incidents the writer thread holds at most.
+        retries: further tries of a deferred write that failed.
+        backoff: seconds before the first retry (doubled for each next one).
     """
 
-    def __init__(self, sink: Any) -> None:
+    def __init__(self, sink: Any, *, max_pending: int = 1000, retries: int = 3, backoff: float = 1.0) -> None:
         import inspect
 
         self.sink = sink
         add = getattr(sink, "add_incident", None)
         # a sink without the option (an in-memory one) never waits
         self._can_defer = add is not None and "wait" in inspect.signature(add).parameters
-        self._pool: Any = None
+        self._q: queue.Queue[dict[str, Any] | None] = queue.Queue(maxsize=max(1, int(max_pending)))
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self.retries = max(0, int(retries))
+        self.backoff = float(backoff)
         self.deferred = 0
         self.failed = 0
+        self.dropped = 0
 
     def record(self, **incident: Any) -> None:
-        """Write one incident now, or hand it to the writer thread if the store is locked."""
+        """Write one incident now, or hand it to the writer thread if the store would wait."""
         from bastion.store.errors import StoreBusy
 
         try:
@@ -167,28 +183,66 @@ class IncidentWriter:
             self._defer(incident)
         except Exception as exc:
             self.failed += 1
-            log.error("incident not recorded: %s", type(exc).__name__)
+            log.error("incident not recorded: %s", failure_reason(exc))
 
     def _defer(self, incident: dict[str, Any]) -> None:
-        from concurrent.futures import ThreadPoolExecutor
-
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bastion-incidents")
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="bastion-incidents", daemon=True)
+            self._thread.start()
+        try:
+            self._q.put_nowait(incident)
+        except queue.Full:
+            self.dropped += 1
+            log.error(
+                "incident not recorded: %d incidents already wait for the database (rule %s)",
+                self._q.maxsize,
+                incident.get("rule_id", "?"),
+            )
+            return
         self.deferred += 1
-        self._pool.submit(self._write, incident)
+
+    def _run(self) -> None:
+        while True:
+            item = self._q.get()
+            if item is None:
+                return
+            self._write(item)
 
     def _write(self, incident: dict[str, Any]) -> None:
-        try:
-            self.sink.add_incident(**incident)
-        except Exception as exc:
-            self.failed += 1
-            log.error("incident not recorded: %s", type(exc).__name__)
+        wait = self.backoff
+        for attempt in range(self.retries + 1):
+            try:
+                self.sink.add_incident(**incident)
+                return
+            except Exception as exc:
+                if attempt == self.retries or self._stop.wait(wait):  # last try, or closing
+                    self.failed += 1
+                    log.error("incident not recorded after %d tries: %s", attempt + 1, failure_reason(exc))
+                    return
+                wait *= 2
 
-    def close(self) -> None:
-        """Write the deferred incidents, then stop the thread."""
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
+    def close(self, timeout: float = 30.0) -> None:
+        """Write the deferred incidents (waiting at most ``timeout`` seconds), then stop the thread.
+
+        Incidents still waiting after ``timeout`` (a stalled database) are logged as not recorded.
+        """
+        if self._thread is None:
+            return
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self._q.put(None, timeout=max(0.01, deadline - time.monotonic()))
+                break
+            except queue.Full:
+                if time.monotonic() >= deadline:
+                    break
+        self._thread.join(max(0.0, deadline - time.monotonic()))
+        if self._thread.is_alive():
+            self._stop.set()  # retries stop waiting
+            left = self._q.qsize()
+            log.error("%d deferred incidents not recorded: the database took none in %g s", left, timeout)
+            self.failed += left
+        self._thread = None
 
 
 def failure_reason(exc: BaseException) -> str:
@@ -231,6 +285,8 @@ class GroupCommit:
         self._loop: Any = None
         self._writer: Any = None  # one thread: batches written off the loop, in order
         self._behind = 0  # batches handed to the writer and not written yet
+        #: when each of those batches was handed over (monotonic seconds; written in order)
+        self._handed: deque[float] = deque()
         self.batches = 0
         self.records = 0
 
@@ -241,6 +297,7 @@ class GroupCommit:
         loop = asyncio.get_running_loop()
         if loop is not self._loop:  # a new event loop (an app restarted in the same process)
             self._loop, self._pending, self._scheduled, self._behind = loop, [], False, 0
+            self._handed.clear()
         fut = loop.create_future()
         self._pending.append((entry, fut))
         if not self._scheduled:
@@ -283,10 +340,13 @@ class GroupCommit:
         if self._writer is None:
             self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bastion-audit")
         self._behind += 1
+        self._handed.append(time.monotonic())
         job = self._loop.run_in_executor(self._writer, self.write, entries)
 
         def finished(f: Any) -> None:
             self._behind -= 1
+            if self._handed:
+                self._handed.popleft()
             done = f.result() if not f.cancelled() and f.exception() is None else [False] * len(batch)
             self._settle(batch, done)
 
@@ -298,6 +358,17 @@ class GroupCommit:
         for (_, fut), ok in zip(batch, done, strict=True):
             if not fut.done():
                 fut.set_result(ok)
+
+    def writer_lag(self) -> float:
+        """Seconds the oldest batch handed to the writer thread has waited (0.0: none waits).
+
+        A stalled or unreachable database shows here before any request fails: readiness
+        reports it (``Guard.ready``), so a load balancer stops sending requests that would wait.
+        """
+        try:
+            return max(0.0, time.monotonic() - self._handed[0])
+        except IndexError:  # none waiting (also when the loop emptied it meanwhile)
+            return 0.0
 
     def close(self) -> None:
         """Stop the writer thread (after the batches it holds are written)."""

@@ -138,13 +138,20 @@ class KeySpec(_Strict):
 
 
 class LimitsSpec(_Strict):
-    """Per-key token bucket (``rate`` queries/s refilled, ``burst`` deep), daily budget, payload size."""
+    """Per-key token bucket (``rate`` queries/s refilled, ``burst`` deep), daily budget, payload size.
+
+    ``max_inflight`` bounds the predict requests the guard holds at once.
+    """
 
     rate: float = Field(default=50.0, gt=0)
     burst: float = Field(default=100.0, ge=1)
     daily_quota: int = Field(default=100_000, ge=1)
     max_body_bytes: int = Field(default=1_000_000, ge=64)
     max_rows: int = Field(default=256, ge=1)
+    #: predict requests in flight at once (all keys, none included); more are refused at once
+    #: with 503 and ``Retry-After`` before their body is read, so a stalled audit database or a
+    #: slow model holds a bounded number of requests in memory (red-team round 26)
+    max_inflight: int = Field(default=1024, ge=1)
 
 
 class AnomalySpec(_Strict):

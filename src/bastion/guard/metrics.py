@@ -13,7 +13,10 @@ class GuardMetrics:
     Metrics: ``bastion_guard_requests_total{decision}``, ``bastion_guard_rows_total``,
     ``bastion_guard_alerts_total{rule}``, ``bastion_guard_request_seconds``,
     ``bastion_guard_degraded`` (0/1), ``bastion_guard_open_breakers``,
-    ``bastion_guard_backend_failures_total``.
+    ``bastion_guard_backend_failures_total``, ``bastion_guard_shed_total`` (refused 503 before a
+    decision: upstream busy, or ``limits.max_inflight`` reached),
+    ``bastion_guard_webhooks_dropped_total``, ``bastion_guard_webhooks_failed_total``,
+    ``bastion_guard_incidents_lost_total``.
     """
 
     def __init__(self) -> None:
@@ -41,9 +44,24 @@ class GuardMetrics:
         )
         self.shed = prom.Counter(
             "bastion_guard_shed",
-            "Requests answered 503 after waiting upstream.timeout for a connection",
+            "Requests refused 503 before a decision (upstream busy, or limits.max_inflight held)",
             registry=r,
         )
+
+        self.webhooks_dropped = prom.Counter(
+            "bastion_guard_webhooks_dropped",
+            "Alerts not POSTed: the webhook queue was full",
+            registry=r,
+        )
+        self.webhooks_failed = prom.Counter(
+            "bastion_guard_webhooks_failed", "Webhook POSTs that failed", registry=r
+        )
+        self.incidents_lost = prom.Counter(
+            "bastion_guard_incidents_lost",
+            "Alerts not recorded as incidents (store failed, or its queue was full)",
+            registry=r,
+        )
+        self._synced: dict[str, int] = {}
 
         # labelled children resolved once per label value (``labels()`` hashes and locks each call)
         self._requests_by: dict[str, Any] = {}
@@ -62,6 +80,18 @@ class GuardMetrics:
         if child is None:
             child = self._alerts_by[rule] = self.alerts.labels(rule=rule)
         child.inc()
+
+    def sync_counts(self, **totals: int) -> None:
+        """Bring counters kept elsewhere as plain totals up to date (``name=total``; at scrape time).
+
+        Names: ``webhooks_dropped``, ``webhooks_failed``, ``incidents_lost``. A counter only grows:
+        each is increased by its total's growth since the last call.
+        """
+        for name, total in totals.items():
+            grown = int(total) - self._synced.get(name, 0)
+            if grown > 0:
+                getattr(self, name).inc(grown)
+                self._synced[name] = int(total)
 
     def render(self) -> tuple[bytes, str]:
         """The exposition text and its content type."""

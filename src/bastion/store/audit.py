@@ -36,7 +36,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from bastion.store.errors import StoreBusy, StoreError
 from bastion.store.models import AuditRecordRow, IncidentRow
-from bastion.store.repository import safe_url, upgrade
+from bastion.store.repository import safe_url, server_connect_args, upgrade
 
 GENESIS = "0" * 64
 #: How often a batch whose ``seq`` another writer took is re-chained before the append fails.
@@ -47,6 +47,8 @@ MAX_APPEND_TRIES = 8
 APPEND_CACHE_KIB = 256
 #: SQLite's busy timeout of appends that may wait (the guard's writer thread, ``append_many``).
 BUSY_TIMEOUT_MS = 5000
+#: a write probe running longer than this (seconds) means the database is not answering
+PROBE_STALL_S = 2.0
 
 
 def _is_busy(exc: BaseException) -> bool:
@@ -228,6 +230,7 @@ class AuditLog:
         db = u.database
         self._probe_lock = threading.Lock()  # writable(): one probe at a time ...
         self._probe_at = -1e9  # ... its answer reused for a second
+        self._probe_started = 0.0  # when the probe now running (if any) started (monotonic)
         self._probe_last: str | None = None
         self._sqlite_path = (
             Path(db)
@@ -250,7 +253,11 @@ class AuditLog:
         """
         upgrade(url)
         try:
-            engine = create_engine(make_url(url), pool_pre_ping=True)
+            u = make_url(url)
+            # a server's connect timeout and keepalives (there were none: red-team round 26);
+            # the connections are named ``bastion-audit-<chain>`` in ``pg_stat_activity``
+            args = server_connect_args(u, application_name=f"bastion-audit-{chain}")
+            engine = create_engine(u, connect_args=args, pool_pre_ping=True)
         except SQLAlchemyError as exc:
             raise StoreError(f"cannot open database {safe_url(url)}: {exc}") from exc
         if engine.dialect.name == "sqlite":
@@ -391,9 +398,17 @@ class AuditLog:
         # the write lock would each see the file "locked" (60 /readyz clients: 503s with nothing
         # locked, red-team round 26)
         now = time.monotonic()
-        if now - self._probe_at < 1.0 or not self._probe_lock.acquire(blocking=False):
+        if now - self._probe_at < 1.0:
+            return self._probe_last
+        if not self._probe_lock.acquire(blocking=False):
+            # a probe is running: a stalled database never answers it, so its last answer (ok
+            # before the stall) must not stand for long (red-team round 26)
+            running = now - self._probe_started
+            if running > PROBE_STALL_S:
+                return f"{safe_url(self._url)}: no answer to a write probe for {running:.0f} s"
             return self._probe_last
         try:
+            self._probe_started = time.monotonic()
             self._probe_last = self._writable()
             self._probe_at = time.monotonic()
             return self._probe_last

@@ -276,3 +276,31 @@ def test_a_stalled_postgres_audit_store_bounds_held_requests_and_recovers(
     store.close()
     res = AuditLog.open(pg_database).verify()
     assert res.ok and res.records == 6, res.problems
+
+
+def test_clients_dripping_their_bodies_hold_no_in_flight_slot(
+    keys: Keys, target: SoftmaxTarget, digits: dict[str, np.ndarray]
+) -> None:
+    import socket
+    from urllib.parse import urlparse
+
+    app = create_app(make_config(keys, limits={"max_inflight": 2}), store=MemorySink(), target=target)
+    body = _body(digits["x_test"][:1])
+    with serve(app) as base:
+        u = urlparse(base)
+        socks = []
+        try:
+            for _ in range(4):  # more than max_inflight, each stopping half-way through its body
+                s = socket.create_connection((u.hostname, u.port), timeout=5)
+                head = (
+                    f"POST {PREDICT} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                    f"Authorization: Bearer {keys['alice'][0]}\r\nContent-Length: {len(body)}\r\n\r\n"
+                ).encode()
+                s.sendall(head + body[: len(body) // 2])
+                socks.append(s)
+            time.sleep(0.3)
+            r = httpx.post(f"{base}{PREDICT}", content=body, headers=_hdr(keys), timeout=10)
+            assert r.status_code == 200, r.text
+        finally:
+            for s in socks:
+                s.close()

@@ -963,9 +963,13 @@ def create_app(
     max_inflight = config.limits.max_inflight
 
     async def predict(request: Request) -> Any:
+        body = await _read_body(request, limit)
+        if body is None:
+            body = b"\0" * (limit + 1)  # the guard records the 413 decision
         # a bounded number of requests held at once, whatever holds them (a stalled audit
-        # database, a slow model or upstream): the rest are refused before their body is read,
-        # like the proxy's shed below (no decision made, so no audit record; red-team round 26)
+        # database, a slow model or upstream): the rest are refused, like the proxy's shed below
+        # (no decision made, so no audit record; red-team round 26). Counted from the end of the
+        # body: a client dripping its body must not hold a slot that others need.
         if g.inflight >= max_inflight:
             g.metrics.shed.inc()
             return JSONResponse(
@@ -975,14 +979,11 @@ def create_app(
             )
         g.inflight += 1
         try:
-            return await _predict(request)
+            return await _decide_and_answer(request, body)
         finally:
             g.inflight -= 1
 
-    async def _predict(request: Request) -> Any:
-        body = await _read_body(request, limit)
-        if body is None:
-            body = b"\0" * (limit + 1)  # the guard records the 413 decision
+    async def _decide_and_answer(request: Request, body: bytes) -> Any:
         name = str(request.path_params["name"])
         if inline:  # CPU-bound, in process: a thread hop only adds GIL contention (about 2x CPU)
             reply = await g.handle_async(name, request.headers, body)

@@ -148,9 +148,9 @@ class LimitsSpec(_Strict):
     daily_quota: int = Field(default=100_000, ge=1)
     max_body_bytes: int = Field(default=1_000_000, ge=64)
     max_rows: int = Field(default=256, ge=1)
-    #: predict requests in flight at once (all keys, none included); more are refused at once
-    #: with 503 and ``Retry-After`` before their body is read, so a stalled audit database or a
-    #: slow model holds a bounded number of requests in memory (red-team round 26)
+    #: predict requests held at once once their body is read (all keys, none included); more
+    #: are refused at once with 503 and ``Retry-After``, so a stalled audit database or a slow
+    #: model holds a bounded number of decided requests in memory (red-team round 26)
     max_inflight: int = Field(default=1024, ge=1)
 
 

@@ -304,3 +304,26 @@ def test_clients_dripping_their_bodies_hold_no_in_flight_slot(
         finally:
             for s in socks:
                 s.close()
+
+
+def test_round27_01_canaries_match_near_rounding_ties_and_negative_zero(
+    keys: Keys, target: SoftmaxTarget, digits: dict[str, np.ndarray]
+) -> None:
+    """A canary made from the operator's float64 row matches what the guard sees (float32, ±0)."""
+    from bastion.guard.canary import canary_hash
+
+    base = digits["x_test"][3].astype(np.float64).copy()
+    tie = base.copy()
+    tie[5] = 0.12345  # a 4-decimal tie: float64 rounds down, its float32 rounds up
+    zero = base.copy()  # digits rows hold zeros; the request writes them as -0.0
+    cents = base.copy()
+    cents[9] = 0.56  # 1234.56-like values differ between the float64 and float32 paths at 4 dp
+    canaries = [{"id": f"c{i}", "sha256": canary_hash(r)} for i, r in enumerate((tie, zero, cents))]
+    g = Guard(make_config(keys, canaries=canaries), target=target, store=MemorySink())
+    sent = [tie, np.where(zero == 0.0, -0.0, zero), cents]
+    for i, row in enumerate(sent):
+        body = json.dumps({"instances": [row.tolist()]}).encode()
+        assert (b"-0.0" in body) == (i == 1)
+        r = g.handle("digits", _hdr(keys, ("alice", "bob", "eve")[i]), body)  # a hit opens its breaker
+        assert r.status == 200
+        assert g.alert_counts.get("guard.canary.hit") == i + 1, (i, g.alert_counts)

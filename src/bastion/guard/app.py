@@ -433,9 +433,9 @@ class Guard:
         # traps first: a hit alerts even when the request is then limited or degraded
         # one alert per trap and request, however many rows repeat it (60 copies of one row must
         # not raise 60 alerts: alert floods are what degraded mode watches)
-        # the rows as float64 once: the traps and the detectors read these (each converted them)
+        # the rows as float64 once: the honeytokens and the detectors read these
         x64 = x.astype(np.float64)
-        canary_rows = self.canaries.hit_rows(x64)
+        canary_rows = self.canaries.hit_rows(x)
         alerts = [
             self._alert("guard.canary.hit", key, {"canary": c})
             for c in dict.fromkeys(c for _, c in canary_rows)

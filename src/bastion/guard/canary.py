@@ -26,8 +26,16 @@ from bastion.guard.config import Canary, HoneytokenEntry, HoneytokenSpec
 
 
 def canary_hash(row: np.ndarray) -> str:
-    """SHA-256 (hex) of one input row's canonical bytes."""
-    a = np.ascontiguousarray(np.round(np.asarray(row, dtype=np.float64), 4).astype("<f4"))
+    """SHA-256 (hex) of one input row's canonical bytes.
+
+    The row as the guard's model receives it (float32), rounded to 4 decimals, ``-0.0`` as
+    ``0.0``, as little-endian float32 in C order, after the repr of its shape. Rounding the
+    float64 values instead missed trap rows near a 4-decimal tie (``0.12345``) and zeros sent
+    as ``-0.0`` (red-team round 27).
+    """
+    a = np.round(np.asarray(row, dtype=np.float32).astype(np.float64), 4)
+    a += 0.0  # -0.0 + 0.0 is 0.0
+    a = np.ascontiguousarray(a.astype("<f4"))
     h = hashlib.sha256(repr(tuple(a.shape)).encode())
     h.update(a.tobytes())
     return h.hexdigest()
@@ -51,10 +59,12 @@ class CanaryWatch:
             return []
         # :func:`canary_hash` of each row, the rounding done for all rows at once (same bytes):
         # ``np.round(v, 4)`` is ``rint(v * 1e4) / 1e4`` in numpy, written out as three ufunc calls
-        # (``np.round``'s Python wrapper costs more than the arithmetic for a request's few rows)
-        r = np.multiply(np.asarray(x, dtype=np.float64), 1e4)
+        # (``np.round``'s Python wrapper costs more than the arithmetic for a request's few rows).
+        r = np.asarray(x, dtype=np.float32).astype(np.float64)  # as the model receives them
+        r *= 1e4
         np.rint(r, out=r)
         r /= 1e4
+        r += 0.0  # -0.0 as 0.0
         a = r.astype("<f4")  # a new C-ordered array
         if a.ndim < 2 or len(a) == 0:  # scalar rows: ``canary_hash`` hashes them with shape (1,)
             return [

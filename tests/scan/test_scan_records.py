@@ -71,6 +71,23 @@ def test_forked_workers_match_the_serial_scan(tmp_path: Path, marker: Path) -> N
         assert par == serial
 
 
+def test_a_process_pool_matches_the_serial_scan_with_another_thread(tmp_path: Path, marker: Path) -> None:
+    """With a thread alive, fork is unsafe: the scan takes a process pool, and closes it cleanly."""
+    import threading
+
+    folder = _mixed_folder(tmp_path, marker, n=23)
+    serial = engine.scan_records([folder], jobs=1)
+    stop = threading.Event()
+    t = threading.Thread(target=stop.wait, daemon=True)
+    t.start()
+    try:
+        assert engine._start_method() != "fork"
+        assert engine.scan_records([folder], jobs=2) == serial  # closing a finished pool crashed
+    finally:
+        stop.set()
+        t.join()
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="forked workers are Linux only")
 @pytest.mark.parametrize(("poison", "how"), [("m3", "exit status 7"), ("m4", "killed by signal 9")])
 def test_a_worker_that_dies_costs_only_the_file_it_was_scanning(

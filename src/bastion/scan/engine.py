@@ -541,7 +541,8 @@ class _Pool(_Workers):
 
     def close(self) -> None:
         """Cancel what has not started and stop the workers at once (one may be stuck on a file)."""
-        procs = list(getattr(self._pool, "_processes", {}).values())  # no public API before 3.14
+        # no public API before 3.14; None once the pool has shut down (iterated to the end)
+        procs = list((getattr(self._pool, "_processes", None) or {}).values())
         self._pool.shutdown(wait=False, cancel_futures=True)
         for proc in procs:
             with contextlib.suppress(Exception):

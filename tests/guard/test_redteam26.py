@@ -175,7 +175,7 @@ class _FlakySink:
 
 def test_a_failed_deferred_incident_is_retried_then_written() -> None:
     sink = _FlakySink(fail=2)
-    w = IncidentWriter(sink, retries=3, backoff=0.01)
+    w = IncidentWriter(sink, retry_for=5.0, backoff=0.01)
     w.record(rule_id="guard.honeytoken.hit")
     w.close(timeout=5)
     assert [i["rule_id"] for i in sink.incidents] == ["guard.honeytoken.hit"]
@@ -195,9 +195,105 @@ def test_the_incident_queue_is_bounded_and_close_gives_up_on_a_stalled_store() -
         t0 = time.monotonic()
         w.close(timeout=0.3)
         assert time.monotonic() - t0 < 2.0  # shutdown is not held hostage by the database
-        assert w.failed == 2  # r1 and r2, never written
     finally:
         block.set()
+    assert w._thread.drain(5)
+    assert [i["rule_id"] for i in sink.incidents] == ["r0"]  # the one the database was taking
+    assert w.failed == 2  # r1 and r2: given up at close, counted (and logged), never written late
+
+
+def test_an_idle_writer_thread_exits_and_starts_again_on_demand() -> None:
+    from bastion.guard.audit import SerialThread
+
+    ran: list[int] = []
+    t = SerialThread("t", idle=0.1)
+    assert t.submit(lambda: ran.append(1)) and t.drain(5)
+    deadline = time.monotonic() + 5
+    while t._thread is not None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert t._thread is None  # no thread left behind by a guard that was never closed
+    assert t.submit(lambda: ran.append(2)) and t.drain(5)
+    assert ran == [1, 2]
+
+
+@pytest.mark.postgres
+def test_round27_02_sigterm_stops_the_guard_while_its_postgres_store_is_stalled(
+    pg_database: str, project: Any
+) -> None:
+    import subprocess
+    import sys
+
+    import psycopg
+    from tests.guard.helpers import free_port, write_guard_yaml
+
+    from bastion import api
+
+    info = api.guard_fit(project / "bastion.yaml", asset="digits", out=project / "profile")
+    secret, _ = write_guard_yaml(project, info["sha256"])
+    cfg = json.loads((project / "guard.yaml").read_text())
+    cfg["audit"] = {"db": pg_database}
+    cfg["server"] = {"shutdown_timeout": 4}
+    (project / "guard.yaml").write_text(json.dumps(cfg))
+    port = free_port()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "bastion", "guard", "serve", "-c", "guard.yaml", "--port", str(port)]
+    proc = subprocess.Popen(
+        cmd, cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    url = f"http://127.0.0.1:{port}"
+    body = {"instances": np.zeros((1, 64)).tolist()}
+    pids: list[int] = []
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert proc.poll() is None, proc.communicate()[1]
+            assert time.monotonic() < deadline, "guard did not start"
+            time.sleep(0.1)
+        assert (
+            httpx.post(
+                f"{url}/v1/models/digits/predict", json=body, headers={"X-API-Key": secret}
+            ).status_code
+            == 200
+        )
+        dsn = pg_database.replace("postgresql+psycopg://", "postgresql://")
+        with psycopg.connect(dsn, autocommit=True) as admin:
+            pids = [
+                r[0]
+                for r in admin.execute(
+                    "SELECT pid FROM pg_stat_activity WHERE application_name = 'bastion-audit-guard'"
+                ).fetchall()
+            ]
+        assert pids
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
+        held = threading.Thread(
+            target=lambda: httpx.post(
+                f"{url}/v1/models/digits/predict", json=body, headers={"X-API-Key": secret}, timeout=30
+            ),
+            daemon=True,
+        )
+        held.start()
+        time.sleep(1.0)  # its record waits for the stalled database
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+        took = time.monotonic() - t0
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 143, err
+    assert took < 8.0, (took, err)  # it stopped only once the database came back before
+    assert "audit batches not written" in err and "stopped; audit head" in err
+    res = AuditLog.open(pg_database).verify()
+    assert res.ok and res.records == 1, res.problems  # the held request was never answered: no record needed
 
 
 def test_metrics_count_dropped_webhooks_and_lost_incidents(keys: Keys, target: SoftmaxTarget) -> None:

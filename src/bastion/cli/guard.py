@@ -49,7 +49,14 @@ def serve(
     previous = {s: signal.getsignal(s) for s in stops}
     for s in stops:
         signal.signal(s, _exit_on_signal)
-    server = uvicorn.Server(uvicorn.Config(app, host=h, port=p, log_level="warning", access_log=False))
+    # requests in flight get half of server.shutdown_timeout to finish; a stalled audit database
+    # held them, and the stop, for as long as it stalled (red-team round 27)
+    grace = max(1, round(app.state.guard.config.server.shutdown_timeout / 2))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app, host=h, port=p, log_level="warning", access_log=False, timeout_graceful_shutdown=grace
+        )
+    )
     try:
         server.run()
     except (OSError, OverflowError) as exc:

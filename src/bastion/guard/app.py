@@ -943,8 +943,11 @@ def create_app(
         g.webhooks.start()
         yield
         g.webhooks.stop()
-        g.incidents.close()  # incidents deferred while the database was locked are written first
-        g.commits.close()  # the records the writer thread holds are written first
+        # incidents deferred while the database was locked, and the records the writer thread
+        # holds, are written first; a stalled database is waited for a bounded time (round 27)
+        quarter = config.server.shutdown_timeout / 4
+        g.incidents.close(timeout=quarter)
+        g.commits.close(timeout=quarter)
         if g.upstream_probe is not None:
             g.upstream_probe.close()
         seq, h = g.store.head

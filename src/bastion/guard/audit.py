@@ -10,6 +10,7 @@ configured webhooks by a background thread (bounded queue; a full queue drops an
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import logging
@@ -132,6 +133,70 @@ class WebhookSender:
                         log.warning("webhook POST failed: %s", type(exc).__name__)
 
 
+class SerialThread:
+    """Runs jobs one at a time, in the order given, in one daemon thread started on demand.
+
+    The thread exits after ``idle`` seconds with nothing to do (a guard that is never closed,
+    as in tests, leaves no thread behind) and is started again by the next job; being a daemon,
+    a thread stuck on a stalled database never keeps the process from exiting. A job must not
+    raise.
+
+    Args:
+        name: the thread's name.
+        maxsize: jobs waiting at most (0: no bound); :meth:`submit` refuses beyond it.
+        idle: seconds without a job before the thread exits.
+    """
+
+    def __init__(self, name: str, *, maxsize: int = 0, idle: float = 5.0) -> None:
+        self.name = name
+        self.idle = idle
+        self._q: queue.Queue[Any] = queue.Queue(maxsize)
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def submit(self, job: Any) -> bool:
+        """Queue ``job`` (a callable of no arguments); ``False`` when the queue is full."""
+        with self._lock:
+            try:
+                self._q.put_nowait(job)
+            except queue.Full:
+                return False
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+                self._thread.start()
+        return True
+
+    def _run(self) -> None:
+        while True:
+            try:
+                job = self._q.get(timeout=self.idle)
+            except queue.Empty:
+                with self._lock:  # no job can slip in between this check and the exit
+                    if self._q.empty():
+                        self._thread = None
+                        return
+                continue
+            try:
+                job()
+            finally:
+                self._q.task_done()
+
+    def pending(self) -> int:
+        """Jobs submitted and not finished (the one running included)."""
+        return int(self._q.unfinished_tasks)
+
+    def drain(self, timeout: float) -> bool:
+        """Wait at most ``timeout`` seconds for every submitted job to finish; whether they did."""
+        deadline = time.monotonic() + timeout
+        with self._q.all_tasks_done:
+            while self._q.unfinished_tasks:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._q.all_tasks_done.wait(left)
+        return True
+
+
 class IncidentWriter:
     """Records alerts as incidents in the store without ever stalling the guard's event loop.
 
@@ -143,28 +208,30 @@ class IncidentWriter:
 
     The writer's queue is bounded (``max_pending``): beyond it an incident is dropped, counted in
     ``dropped`` and logged, so a database that stays stalled holds a bounded amount of memory. A
-    deferred write that fails (the database down rather than locked) is retried ``retries``
-    times, ``backoff`` seconds apart and doubling, before it is counted in ``failed`` and
-    logged; before, it was dropped at its first failure (red-team round 26).
+    deferred write that fails (the database down rather than locked) is tried again, 1 s after
+    the first failure and doubling up to 30 s apart, for ``retry_for`` seconds, then counted in
+    ``failed`` and logged; before, it was dropped at its first failure, and then after 27 s
+    while the audit records of a longer stall were all written (red-team rounds 26 and 27).
 
     Args:
         sink: the store (``AuditLog``: its ``add_incident(wait=False)`` raises ``StoreBusy``).
         max_pending: incidents the writer thread holds at most.
-        retries: further tries of a deferred write that failed.
-        backoff: seconds before the first retry (doubled for each next one).
+        retry_for: seconds a failing incident is tried for.
+        backoff: seconds before the first retry (doubled for each next one, at most 30).
     """
 
-    def __init__(self, sink: Any, *, max_pending: int = 1000, retries: int = 3, backoff: float = 1.0) -> None:
+    def __init__(
+        self, sink: Any, *, max_pending: int = 1000, retry_for: float = 600.0, backoff: float = 1.0
+    ) -> None:
         import inspect
 
         self.sink = sink
         add = getattr(sink, "add_incident", None)
         # a sink without the option (an in-memory one) never waits
         self._can_defer = add is not None and "wait" in inspect.signature(add).parameters
-        self._q: queue.Queue[dict[str, Any] | None] = queue.Queue(maxsize=max(1, int(max_pending)))
-        self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
-        self.retries = max(0, int(retries))
+        self._thread = SerialThread("bastion-incidents", maxsize=max(1, int(max_pending)))
+        self._closed = threading.Event()  # set when close() gave up: retries and queued writes stop
+        self.retry_for = float(retry_for)
         self.backoff = float(backoff)
         self.deferred = 0
         self.failed = 0
@@ -186,63 +253,47 @@ class IncidentWriter:
             log.error("incident not recorded: %s", failure_reason(exc))
 
     def _defer(self, incident: dict[str, Any]) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="bastion-incidents", daemon=True)
-            self._thread.start()
-        try:
-            self._q.put_nowait(incident)
-        except queue.Full:
+        if not self._thread.submit(lambda: self._write(incident)):
             self.dropped += 1
             log.error(
                 "incident not recorded: %d incidents already wait for the database (rule %s)",
-                self._q.maxsize,
+                self._thread.pending(),
                 incident.get("rule_id", "?"),
             )
             return
         self.deferred += 1
 
-    def _run(self) -> None:
-        while True:
-            item = self._q.get()
-            if item is None:
-                return
-            self._write(item)
-
     def _write(self, incident: dict[str, Any]) -> None:
-        wait = self.backoff
-        for attempt in range(self.retries + 1):
+        wait, tries = self.backoff, 0
+        give_up = time.monotonic() + self.retry_for
+        while not self._closed.is_set():
+            tries += 1
             try:
                 self.sink.add_incident(**incident)
                 return
             except Exception as exc:
-                if attempt == self.retries or self._stop.wait(wait):  # last try, or closing
-                    self.failed += 1
-                    log.error("incident not recorded after %d tries: %s", attempt + 1, failure_reason(exc))
-                    return
-                wait *= 2
+                reason = failure_reason(exc)
+            if time.monotonic() + wait > give_up or self._closed.wait(wait):
+                break
+            wait = min(wait * 2, 30.0)
+        else:
+            reason = "the guard stopped before the database took it"
+        self.failed += 1
+        log.error("incident not recorded after %d tries: %s", tries, reason)
 
     def close(self, timeout: float = 30.0) -> None:
-        """Write the deferred incidents (waiting at most ``timeout`` seconds), then stop the thread.
+        """Write the deferred incidents, waiting at most ``timeout`` seconds.
 
-        Incidents still waiting after ``timeout`` (a stalled database) are logged as not recorded.
+        Incidents still waiting after ``timeout`` (a stalled database) are not recorded; each
+        is counted in ``failed`` and logged.
         """
-        if self._thread is None:
-            return
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                self._q.put(None, timeout=max(0.01, deadline - time.monotonic()))
-                break
-            except queue.Full:
-                if time.monotonic() >= deadline:
-                    break
-        self._thread.join(max(0.0, deadline - time.monotonic()))
-        if self._thread.is_alive():
-            self._stop.set()  # retries stop waiting
-            left = self._q.qsize()
-            log.error("%d deferred incidents not recorded: the database took none in %g s", left, timeout)
-            self.failed += left
-        self._thread = None
+        if not self._thread.drain(timeout):
+            log.error(
+                "%d deferred incidents not recorded: the database took none in %g s",
+                self._thread.pending(),
+                timeout,
+            )
+            self._closed.set()
 
 
 def failure_reason(exc: BaseException) -> str:
@@ -283,7 +334,7 @@ class GroupCommit:
         self._pending: list[tuple[Any, Any]] = []  # (AuditEntry, future)
         self._scheduled = False
         self._loop: Any = None
-        self._writer: Any = None  # one thread: batches written off the loop, in order
+        self._writer = SerialThread("bastion-audit")  # batches written off the loop, in order
         self._behind = 0  # batches handed to the writer and not written yet
         #: when each of those batches was handed over (monotonic seconds; written in order)
         self._handed: deque[float] = deque()
@@ -335,22 +386,25 @@ class GroupCommit:
             return None
 
     def _defer(self, batch: list[tuple[Any, Any]], entries: list[Any]) -> None:
-        from concurrent.futures import ThreadPoolExecutor
-
-        if self._writer is None:
-            self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bastion-audit")
+        loop = self._loop
         self._behind += 1
         self._handed.append(time.monotonic())
-        job = self._loop.run_in_executor(self._writer, self.write, entries)
 
-        def finished(f: Any) -> None:
+        def finished(done: list[bool]) -> None:  # on the loop
             self._behind -= 1
             if self._handed:
                 self._handed.popleft()
-            done = f.result() if not f.cancelled() and f.exception() is None else [False] * len(batch)
             self._settle(batch, done)
 
-        job.add_done_callback(finished)
+        def job() -> None:  # in the writer thread
+            try:
+                done = self.write(entries)
+            except BaseException:  # write() logs and answers False; this is its last resort
+                done = [False] * len(entries)
+            with contextlib.suppress(RuntimeError):  # the loop has closed (the guard stopped)
+                loop.call_soon_threadsafe(finished, done)
+
+        self._writer.submit(job)
 
     def _settle(self, batch: list[tuple[Any, Any]], done: list[bool]) -> None:
         self.batches += 1
@@ -370,11 +424,20 @@ class GroupCommit:
         except IndexError:  # none waiting (also when the loop emptied it meanwhile)
             return 0.0
 
-    def close(self) -> None:
-        """Stop the writer thread (after the batches it holds are written)."""
-        if self._writer is not None:
-            self._writer.shutdown(wait=True)
-            self._writer = None
+    def close(self, timeout: float = 30.0) -> None:
+        """Wait at most ``timeout`` seconds for the batches the writer thread holds to be written.
+
+        Batches still waiting after it (a stalled database) are given up: their requests were
+        never answered (no record, no answer), so no acknowledged request is missing from the
+        chain; the count is logged. The writer is a daemon thread: it never holds the process.
+        """
+        if not self._writer.drain(timeout):
+            log.error(
+                "%d audit batches not written: the database took none in %g s (their requests "
+                "were not answered)",
+                self._writer.pending(),
+                timeout,
+            )
 
     def write(self, entries: list[Any]) -> list[bool]:
         """Commit ``AuditEntry`` records now, in this thread; whether each one is committed.

@@ -311,10 +311,17 @@ class AlertsSpec(_Strict):
 
 
 class ServerSpec(_Strict):
-    """Where ``bastion guard serve`` listens (loopback by default)."""
+    """Where ``bastion guard serve`` listens (loopback by default), and how long it takes to stop.
+
+    ``shutdown_timeout`` (seconds): on SIGTERM or Ctrl-C the guard waits at most half of it for
+    the requests in flight, then at most a quarter each for the incidents and the audit records
+    still waiting for the database, so a stalled database never keeps it from stopping (keep it
+    below the orchestrator's grace period: Kubernetes kills after 30 s).
+    """
 
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
+    shutdown_timeout: float = Field(default=20.0, gt=0, le=3600)
 
 
 class GuardConfig(_Strict):

@@ -265,9 +265,16 @@ class AuditLog:
         return cls(engine, url=url, chain=chain, key=key)
 
     def close(self) -> None:
-        """Release the database connections."""
-        with self._lock:
-            self._drop_conn()
+        """Release the database connections.
+
+        An append stuck on a stalled database holds the writer lock: its connection is then left
+        to the process's exit (waited for at most a second), so closing never hangs.
+        """
+        if self._lock.acquire(timeout=1.0):
+            try:
+                self._drop_conn()
+            finally:
+                self._lock.release()
         self._engine.dispose()
 
     @property

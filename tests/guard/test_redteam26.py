@@ -423,3 +423,24 @@ def test_round27_01_canaries_match_near_rounding_ties_and_negative_zero(
         r = g.handle("digits", _hdr(keys, ("alice", "bob", "eve")[i]), body)  # a hit opens its breaker
         assert r.status == 200
         assert g.alert_counts.get("guard.canary.hit") == i + 1, (i, g.alert_counts)
+
+
+def test_a_retried_incident_whose_first_try_committed_is_not_recorded_twice(tmp_path: Any) -> None:
+    import datetime as dt
+
+    log = AuditLog.open(f"sqlite:///{tmp_path / 'a.db'}")
+    inc = {
+        "rule_id": "guard.honeytoken.hit",
+        "severity": "critical",
+        "asset": "digits",
+        "key_id": "k",
+        "atlas": ["AML.T0024"],
+        "details": {},
+        "created": dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+    }
+    iid = "ab" * 16
+    assert log.add_incident(**inc, incident_id=iid) == iid
+    assert log.add_incident(**inc, incident_id=iid) == iid  # the retry of a try that committed
+    assert [i["id"] for i in log.incidents()] == [iid]
+    assert log.add_incident(**inc) != iid and len(log.incidents()) == 2
+    log.close()

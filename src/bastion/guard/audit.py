@@ -253,6 +253,10 @@ class IncidentWriter:
             log.error("incident not recorded: %s", failure_reason(exc))
 
     def _defer(self, incident: dict[str, Any]) -> None:
+        import uuid
+
+        # one id for every try: a try that committed but lost its answer is not written twice
+        incident = {**incident, "incident_id": uuid.uuid4().hex}
         if not self._thread.submit(lambda: self._write(incident)):
             self.dropped += 1
             log.error(

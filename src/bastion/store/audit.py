@@ -596,8 +596,13 @@ class AuditLog:
         created: dt.datetime,
         source: str = "guard",
         wait: bool = True,
+        incident_id: str | None = None,
     ) -> str:
         """Record an alert as an open incident; return its id.
+
+        ``incident_id`` (32 hex digits; a fresh one by default) makes a retried write idempotent:
+        a write that committed but whose answer was lost is not recorded twice — the retry finds
+        its id taken and returns it.
 
         ``wait=False`` (the guard's event loop): a local SQLite file locked by another
         connection raises :class:`StoreBusy` at once instead of waiting out the busy timeout
@@ -608,7 +613,7 @@ class AuditLog:
         Raises:
             StoreBusy: ``wait=False`` and the database is locked. StoreError: the write failed.
         """
-        iid = uuid.uuid4().hex
+        iid = incident_id or uuid.uuid4().hex
         values = {
             "id": iid,
             "created": created,
@@ -636,8 +641,14 @@ class AuditLog:
         except SQLAlchemyError as exc:
             if not wait and _is_busy(exc):
                 raise StoreBusy(f"{safe_url(self._url)}: locked") from exc
+            if incident_id is not None and _is_unique_violation(exc) and self._has_incident(iid):
+                return iid  # an earlier try committed it
             raise StoreError(f"cannot record incident in {safe_url(self._url)}: {exc}") from exc
         return iid
+
+    def _has_incident(self, iid: str) -> bool:
+        with self._engine.connect() as conn:
+            return conn.execute(select(IncidentRow.id).where(IncidentRow.id == iid)).first() is not None
 
     def incidents(self, *, asset: str | None = None) -> list[dict[str, Any]]:
         """Stored incidents, newest first."""

@@ -177,3 +177,42 @@ def quiet_guard_logs(caplog: Any) -> None:
     import logging
 
     caplog.set_level(logging.CRITICAL, logger="bastion.guard")
+
+
+def wait_until_serving(proc: Any, url: str, timeout: float = 30.0) -> None:
+    """Wait for ``GET url/healthz`` to answer 200 from the guard subprocess ``proc`` (fail if it exits)."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        assert proc.poll() is None, proc.communicate()[1]
+        assert time.monotonic() < deadline, "guard did not start"
+        time.sleep(0.1)
+
+
+def stop_audit_backends(pg_url: str, chain: str = "guard") -> list[int]:
+    """SIGSTOP the PostgreSQL backends of a guard's audit connections (``bastion-audit-<chain>``).
+
+    Stalls that guard's database alone (the other sessions of the shared test server go on);
+    returns the pids, to be resumed with ``SIGCONT``.
+    """
+    import os
+    import signal
+
+    import psycopg
+
+    dsn = pg_url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(dsn, autocommit=True) as admin:
+        rows = admin.execute(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = %s", (f"bastion-audit-{chain}",)
+        ).fetchall()
+    pids = [int(r[0]) for r in rows]
+    assert pids, "no audit connection of the guard"
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    return pids

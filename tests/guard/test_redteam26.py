@@ -17,7 +17,14 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from tests.guard.helpers import MemorySink, SoftmaxTarget, make_config, serve
+from tests.guard.helpers import (
+    MemorySink,
+    SoftmaxTarget,
+    make_config,
+    serve,
+    stop_audit_backends,
+    wait_until_serving,
+)
 
 from bastion.guard.app import Guard, create_app
 from bastion.guard.audit import IncidentWriter
@@ -223,7 +230,6 @@ def test_round27_02_sigterm_stops_the_guard_while_its_postgres_store_is_stalled(
     import subprocess
     import sys
 
-    import psycopg
     from tests.guard.helpers import free_port, write_guard_yaml
 
     from bastion import api
@@ -244,33 +250,14 @@ def test_round27_02_sigterm_stops_the_guard_while_its_postgres_store_is_stalled(
     body = {"instances": np.zeros((1, 64)).tolist()}
     pids: list[int] = []
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert proc.poll() is None, proc.communicate()[1]
-            assert time.monotonic() < deadline, "guard did not start"
-            time.sleep(0.1)
+        wait_until_serving(proc, url)
         assert (
             httpx.post(
                 f"{url}/v1/models/digits/predict", json=body, headers={"X-API-Key": secret}
             ).status_code
             == 200
         )
-        dsn = pg_database.replace("postgresql+psycopg://", "postgresql://")
-        with psycopg.connect(dsn, autocommit=True) as admin:
-            pids = [
-                r[0]
-                for r in admin.execute(
-                    "SELECT pid FROM pg_stat_activity WHERE application_name = 'bastion-audit-guard'"
-                ).fetchall()
-            ]
-        assert pids
-        for pid in pids:
-            os.kill(pid, signal.SIGSTOP)
+        pids = stop_audit_backends(pg_database)
         held = threading.Thread(
             target=lambda: httpx.post(
                 f"{url}/v1/models/digits/predict", json=body, headers={"X-API-Key": secret}, timeout=30
@@ -333,25 +320,14 @@ def test_a_stalled_postgres_audit_store_bounds_held_requests_and_recovers(
     pg_database: str, keys: Keys, target: SoftmaxTarget, digits: dict[str, np.ndarray]
 ) -> None:
     """The guard's own PostgreSQL backends are SIGSTOPped (as round 26 did to the whole server)."""
-    import psycopg
 
     store = AuditLog.open(pg_database)
     app = create_app(make_config(keys, limits={"max_inflight": 4}), store=store, target=target)
     body = _body(digits["x_test"][:1])
-    dsn = pg_database.replace("postgresql+psycopg://", "postgresql://")
     with serve(app) as base, httpx.Client(base_url=base, timeout=10) as c:
         for _ in range(2):
             assert c.post(PREDICT, content=body, headers=_hdr(keys)).status_code == 200
-        with psycopg.connect(dsn, autocommit=True) as admin:
-            pids = [
-                r[0]
-                for r in admin.execute(
-                    "SELECT pid FROM pg_stat_activity WHERE application_name = 'bastion-audit-guard'"
-                ).fetchall()
-            ]
-        assert pids  # the guard's connections carry its name
-        for pid in pids:
-            os.kill(pid, signal.SIGSTOP)
+        pids = stop_audit_backends(pg_database)  # the guard's connections carry its name
         try:
             threads, answers = _burst(base, keys, body, 7)
             deadline = time.monotonic() + 10

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from tests.guard.helpers import free_port, write_guard_yaml
+from tests.guard.helpers import free_port, wait_until_serving, write_guard_yaml
 from tests.keys import write_ec_keypair
 
 from bastion import api
@@ -117,16 +117,7 @@ def test_sigterm_and_ctrl_c_print_the_audit_head_on_one_line(project: Path, sig:
         cmd, cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert proc.poll() is None, proc.communicate()[1]
-            assert time.monotonic() < deadline, "guard did not start"
-            time.sleep(0.1)
+        wait_until_serving(proc, f"http://127.0.0.1:{port}")
         r = httpx.post(
             f"http://127.0.0.1:{port}/v1/models/digits/predict",
             json={"instances": np.zeros((1, 64)).tolist()},

@@ -500,6 +500,99 @@ def test_findings_outside_a_narrowed_baselines_scope_are_not_in_baseline() -> No
     assert states(RunScope(skip=["evasion.square"])) == ["unchanged", "not-in-baseline", *["new"] * 5]
 
 
+def test_a_narrowed_baselines_scan_gate_covers_what_it_would_have_reported(wine_project: Path) -> None:
+    """Red-team round 28, F9: the scan gate scans every selected model even under ``--only``; a
+    model swapped for a malicious pickle after a ``--only governance`` baseline is ``new`` (it was
+    ``not-in-baseline``, no SARIF baselineState), and ``fixed`` once cleaned (it vanished)."""
+    model = wine_project / "model.joblib"
+    clean = model.read_bytes()
+    db = f"sqlite:///{wine_project / 'b.db'}"
+    s = load_settings(db_url=db, budget="quick")
+    cfg = wine_project / "bastion.yaml"
+    first = api.assess(cfg, settings=s, only=["governance"])
+    assert not [f for f in first.findings if f.rule_id.startswith("scan.")]
+    model.write_bytes(b"\x80\x04\x8c\x02os\x94\x8c\x06system\x94\x93\x8c\x02id\x85R.")
+    swapped = api.assess(cfg, settings=s, only=["governance"], baseline="latest")
+    scan = [f for f in swapped.findings if f.rule_id.startswith("scan.")]
+    assert scan and {f.state for f in scan} == {"new"}, [(f.rule_id, f.state) for f in scan]
+    model.write_bytes(clean)
+    cleaned = api.assess(cfg, settings=s, only=["governance"], baseline="latest")
+    gone = [f for f in cleaned.findings if f.rule_id.startswith("scan.")]
+    assert gone and {f.state for f in gone} == {"fixed"}, [(f.rule_id, f.state) for f in gone]
+    assert {f.fingerprint for f in gone} == {f.fingerprint for f in scan}
+    # --skip scan turns the gate off: nothing was looked at, nothing is claimed
+    model.write_bytes(b"\x80\x04\x8c\x02os\x94\x8c\x06system\x94\x93\x8c\x02id\x85R.")
+    skipped = api.assess(cfg, settings=s, only=["governance"], skip=["scan"])
+    model.write_bytes(clean)
+    after_skip = api.assess(cfg, settings=s, only=["governance"], skip=["scan"], baseline="latest")
+    assert skipped.run.id == after_skip.baseline
+    assert not [f for f in after_skip.findings if f.rule_id.startswith("scan.")]
+
+
+def test_which_scan_and_signature_findings_a_narrowed_baselines_gate_covered() -> None:
+    """F9: the gate reports a file's findings only when it is not judged safe, and a signature
+    only when it fails: a low finding on a safe file, or a missing signature, was not covered;
+    nor is a baseline finding the gate found again (unreported) claimed fixed."""
+    import datetime as dt
+
+    from bastion.api._assessing import _apply_waivers_and_baseline
+    from bastion.core.config import ProjectConfig
+    from bastion.core.findings import Finding, Threat
+    from bastion.core.report import AssetRecord, Report, ReportFinding, RunInfo, RunScope
+    from bastion.core.results import CheckResult
+    from bastion.core.severity import Severity
+
+    def finding(rule: str, severity: Severity = Severity.HIGH, asset: str = "m") -> Finding:
+        return Finding(rule_id=rule, severity=severity, threat=Threat.SUPPLY_CHAIN, title=rule, asset=asset)
+
+    def base(scope: RunScope | None, verdict: str = "safe", had: list[Finding] | None = None) -> Report:
+        return Report(
+            bastion_version="0",
+            run=RunInfo(id="b" * 32, status="ok", started=dt.datetime.now(dt.UTC), seconds=1.0, scope=scope),
+            assets=[
+                AssetRecord(name="m", kind="model", path="m.pkl", scan_verdict=verdict, signature="verified"),
+                AssetRecord(name="d", kind="dataset", path="d.csv"),
+            ],
+            findings=[ReportFinding.of(f) for f in had or []],
+        )
+
+    cfg = ProjectConfig.model_validate({"version": 1, "project": {"name": "p"}})
+    now = [
+        finding("scan.pickle.denied-global"),  # high: a safe file had none, so it is new
+        finding("scan.pickle.odd-opcode", Severity.LOW),  # low: a safe file's low findings go unreported
+        finding("scan.signature.verification-failed"),  # the gate checked the signature
+        finding("scan.signature.unsigned", Severity.LOW),  # only reported where scan was selected
+        finding("scan.pickle.denied-global", asset="other"),  # a model the baseline did not scan
+    ]
+
+    def states(b: Report) -> list[str | None]:
+        return [f.state for f in _apply_waivers_and_baseline(cfg, now, b, [])]
+
+    only = RunScope(only=["governance"])
+    assert states(base(only)) == ["new", "not-in-baseline", "new", "not-in-baseline", "not-in-baseline"]
+    # a file the baseline reported (not safe): every scan finding of it was covered
+    assert states(base(only, "suspicious")) == ["new", "new", "new", "not-in-baseline", "not-in-baseline"]
+    # --skip scan: the gate reported nothing
+    assert states(base(RunScope(only=["governance"], skip=["scan"]))) == ["not-in-baseline"] * 5
+
+    # fixed: this run's gate scan (clean, unreported) rechecks the baseline's scan findings
+    low = finding("scan.pickle.odd-opcode", Severity.LOW)
+    had = [finding("scan.pickle.denied-global"), low, finding("scan.signature.verification-failed")]
+    gate = [
+        CheckResult(id="scan.pickle", asset="m", status="ok", findings=[low]),  # still there, unreported
+        CheckResult(id="scan.signature", asset="m", status="ok"),
+    ]
+    fixed = _apply_waivers_and_baseline(cfg, [], base(None, "malicious", had), [], gate)
+    want = ["scan.pickle.denied-global", "scan.signature.verification-failed"]
+    assert sorted(f.rule_id for f in fixed) == want
+    assert {f.state for f in fixed} == {"fixed"}
+    # a scan of the file does not recheck its signature, nor the signature check its format
+    only_scan = _apply_waivers_and_baseline(cfg, [], base(None, "malicious", had), [], gate[:1])
+    assert [f.rule_id for f in only_scan] == ["scan.pickle.denied-global"]
+    only_sig = _apply_waivers_and_baseline(cfg, [], base(None, "malicious", had), [], gate[1:])
+    assert [f.rule_id for f in only_sig] == ["scan.signature.verification-failed"]
+
+
 def test_baseline_latest_after_a_narrowed_run_names_it_and_compares_within_its_scope(
     wine_project: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -26,7 +26,7 @@ from bastion.api._planning import (
     version_lineage,
 )
 from bastion.api._plugins import _FILE_FRAMEWORKS, PLANNED_KINDS
-from bastion.api._scanning import _signature_check, _signing_key
+from bastion.api._scanning import SIGNATURE_FAILED, _signature_check, _signing_key
 from bastion.core import atlas
 from bastion.core.budget import PRESETS, Budget
 from bastion.core.check import Check, CheckContext, Split
@@ -40,6 +40,7 @@ from bastion.core.report import AssetRecord, Report, ReportFinding, Reproducibil
 from bastion.core.results import CheckError, CheckResult, RunResult
 from bastion.core.scanning import FileResult, Verdict
 from bastion.core.settings import Settings, load_settings
+from bastion.core.severity import Severity
 
 log = logging.getLogger(__name__)
 
@@ -273,21 +274,28 @@ def _scan_check(a: Asset, fr: FileResult, seconds: float) -> CheckResult:
 
 
 def _apply_waivers_and_baseline(
-    cfg: ProjectConfig, findings: list[Finding], baseline: Report | None, checks: Sequence[CheckResult] = ()
+    cfg: ProjectConfig,
+    findings: list[Finding],
+    baseline: Report | None,
+    checks: Sequence[CheckResult] = (),
+    gate: Sequence[CheckResult] = (),
 ) -> list[ReportFinding]:
     """Waivers and baseline states; findings are compared only where both runs checked.
 
     A finding of this run is ``unchanged`` when the baseline has it, else ``new`` when the
     baseline covered it — its scope (``--only``/``--skip``/``--asset``) selected the finding's
-    check and asset, or it ran that check on the asset — and ``not-in-baseline`` when it did not
-    (a narrowed baseline: new-user trial, every finding of a full run after ``--only evasion
-    --asset digits`` was "new").
+    check and asset, it ran that check on the asset, or its scan gate would have reported it
+    (:func:`_gate_covered`) — and ``not-in-baseline`` when it did not (a narrowed baseline:
+    new-user trial, every finding of a full run after ``--only evasion --asset digits`` was "new").
 
     A finding of the baseline that this run did not produce is ``fixed`` when a check of this run
-    that could produce it (its rule id starts with the check id; any ``scan.*`` check for a scan
-    finding, whose format may have changed) ran with status ``ok`` on the same asset. Otherwise
-    its check did not run here (``--only``, ``--skip``, ``--asset``, skipped, failed) and the
-    finding is left out: nothing was re-tested, so nothing is claimed fixed.
+    that could produce it (its rule id starts with the check id; any ``scan.*`` file check for a
+    scan finding, whose format may have changed; ``scan.signature`` for a signature finding) ran
+    with status ``ok`` on the same asset. ``gate`` holds this run's scans and signature checks
+    that ran but are not reported (a narrowed run, a file judged safe): they count as checks
+    that ran, and a finding they found (a low one, not reported) is not claimed fixed.
+    Otherwise its check did not run here (``--only``, ``--skip``, ``--asset``, skipped, failed)
+    and the finding is left out: nothing was re-tested, so nothing is claimed fixed.
     """
     today = dt.date.today()
     out: list[ReportFinding] = []
@@ -308,8 +316,10 @@ def _apply_waivers_and_baseline(
         if baseline is not None:
             if fp in base_fps:
                 state = "unchanged"
-            elif _in_scope(baseline.run.scope, f.rule_id, f.asset) or _rechecked(
-                f.rule_id, f.asset, base_ran
+            elif (
+                _in_scope(baseline.run.scope, f.rule_id, f.asset)
+                or _rechecked(f.rule_id, f.asset, base_ran)
+                or _gate_covered(baseline, f)
             ):
                 state = "new"
             else:
@@ -317,9 +327,10 @@ def _apply_waivers_and_baseline(
         seen.add(fp)
         out.append(ReportFinding.of(f, state=state, waiver=waiver))
     if baseline is not None:
-        ran = [(c.id, c.asset) for c in checks if c.status == "ok"]
+        ran = [(c.id, c.asset) for c in [*checks, *gate] if c.status == "ok"]
+        found = seen | {g.compute_fingerprint() for c in gate for g in c.findings}
         for fp, old in base_fps.items():
-            if fp not in seen and _rechecked(old.rule_id, old.asset, ran):
+            if fp not in found and _rechecked(old.rule_id, old.asset, ran):
                 data = old.model_dump()
                 data.update(state="fixed", waiver=None)
                 out.append(ReportFinding(**data))
@@ -340,12 +351,49 @@ def _in_scope(scope: RunScope | None, rule_id: str, asset: str | None) -> bool:
     return asset is None or _selected(asset, scope.asset)
 
 
+def _gate_covered(baseline: Report, f: Finding) -> bool:
+    """Whether the baseline's scan gate would have reported ``f``, a scan finding on a model.
+
+    Every run scans every model file it selected (``--asset``) before anything is loaded, and
+    reports the file's findings when it is not judged safe, even when ``--only`` names other
+    checks; only ``--skip scan`` turns that off (``bastion.yaml`` cannot). A file judged safe
+    has no finding of ``medium`` or above, so the baseline covered such a finding on every model
+    it scanned (its ``assets[].scan_verdict``), and every scan finding on a file it reported. A
+    failed signature is reported the same way (``assets[].signature`` says it was checked); a
+    missing one (``scan.signature.unsigned``) only where the scan was selected.
+    """
+    if f.asset is None or not f.rule_id.startswith("scan."):
+        return False
+    scope = baseline.run.scope
+    if scope is not None and any(selected_by("scan", p) for p in scope.skip):
+        return False
+    rec = next((r for r in baseline.assets if r.name == f.asset), None)
+    if rec is None or rec.scan_verdict is None:
+        return False
+    if f.rule_id.startswith(_SIGNATURE_RULES):
+        return f.rule_id == SIGNATURE_FAILED and rec.signature is not None
+    reported = (Verdict.MALICIOUS.value, Verdict.SUSPICIOUS.value, Verdict.ERROR.value)
+    return f.severity >= Severity.MEDIUM or rec.scan_verdict in reported
+
+
+#: Rule ids of the signature check (``scan.signature``), which is not a scan of the file's format.
+_SIGNATURE_RULES = "scan.signature."
+
+
 def _rechecked(rule_id: str, asset: str | None, ran: Sequence[tuple[str, str | None]]) -> bool:
-    """A check that ran (``(id, asset)`` pairs) on ``asset`` could have produced ``rule_id``."""
+    """A check that ran (``(id, asset)`` pairs) on ``asset`` could have produced ``rule_id``.
+
+    Any scan of the file (``scan.<format>``) rechecks its scan findings (the format may have
+    changed); only the signature check rechecks a signature finding, and it rechecks no other.
+    """
+    signature_rule = rule_id.startswith(_SIGNATURE_RULES)
     for cid, casset in ran:
         if casset != asset:
             continue
-        if rule_id.startswith(cid + ".") or (cid.startswith("scan.") and rule_id.startswith("scan.")):
+        if rule_id.startswith(cid + "."):
+            return True
+        file_scan = cid.startswith("scan.") and cid + "." != _SIGNATURE_RULES
+        if file_scan and rule_id.startswith("scan.") and not signature_rule:
             return True
     return False
 
@@ -443,6 +491,10 @@ def assess(
     from bastion.scan import scan_file
 
     every = {x.name: x for x in _assets(cfg, versions)}
+    # the gate's scans (and signature checks) that ran but are not reported (a run narrowed by
+    # --only to other checks, on a file judged safe): what they found decides which baseline
+    # findings are fixed, as a reported check's would (red-team round 28, F9)
+    gate: list[CheckResult] = []
     members = [every[m] for a in assets for m in a.members or [] if m not in {x.name for x in assets}]
     for a in [*assets, *{m.name: m for m in members}.values()]:  # ensemble members too (issue 5)
         rec = AssetRecord(
@@ -481,14 +533,19 @@ def assess(
             unsafe = fr.verdict in (Verdict.MALICIOUS, Verdict.SUSPICIOUS, Verdict.ERROR)
             # (not when the scan itself was turned off: ``--skip scan`` or disabled in bastion.yaml)
             skipped_explicitly = _check_enabled(cfg, "scan", a.name, (), skip) is not None
+            scanned = _scan_check(a, fr, time.monotonic() - ts)
             if scan_selected or (unsafe and not skipped_explicitly):
-                result.add(_scan_check(a, fr, time.monotonic() - ts))
+                result.add(scanned)
+            elif not skipped_explicitly:
+                gate.append(scanned)  # looked at, clean: compared with the baseline, not reported
             signed = _signature_check(a, base / a.path, sign_key, rec, folders, sha256=fr.sha256)
             # like the scan: a signature that fails (or cannot be checked) is reported even in a
             # run narrowed to other checks, so its gate cannot pass on a tampered model
             bad_signature = rec.signature in ("failed", "error")
             if signed is not None and (scan_selected or (bad_signature and not skipped_explicitly)):
                 result.add(signed)
+            elif signed is not None and not skipped_explicitly:
+                gate.append(signed)
             if progress:
                 progress(f"scan {a.name}", 1.0)
         records[a.name] = rec
@@ -619,7 +676,7 @@ def assess(
         reproducibility=Reproducibility(seed=cfg.seed, config_hash=config_hash(config), versions=_versions()),
         assets=list(records.values()),
         checks=result.checks,
-        findings=_apply_waivers_and_baseline(cfg, result.findings, baseline_report, result.checks),
+        findings=_apply_waivers_and_baseline(cfg, result.findings, baseline_report, result.checks, gate),
         errors=result.errors,
         skipped=result.skipped,
         baseline=baseline_report.run.id if baseline_report else None,

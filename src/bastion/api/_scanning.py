@@ -315,6 +315,10 @@ def _refuse_failed_signature(cfg: ProjectConfig, base: Path, a: Asset, *, sha256
     )
 
 
+#: The rule of a model signature that does not verify (reported even by a run narrowed to other checks).
+SIGNATURE_FAILED = "scan.signature.verification-failed"
+
+
 def _signature_check(
     a: Asset,
     path: Path,
@@ -377,7 +381,7 @@ def _signature_check(
     if status is SignatureStatus.INVALID:
         findings.append(
             Finding(
-                rule_id="scan.signature.verification-failed",
+                rule_id=SIGNATURE_FAILED,
                 severity=Severity.HIGH,
                 threat=Threat.SUPPLY_CHAIN,
                 title="Model signature does not verify: the file changed or the signature is not the key's",

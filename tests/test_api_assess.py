@@ -16,6 +16,7 @@ import pytest
 
 from bastion import api
 from bastion.cli.main import run
+from bastion.core.errors import ConfigError
 from bastion.core.registry import attacks
 from bastion.core.settings import load_settings
 
@@ -527,6 +528,40 @@ def test_a_narrowed_baselines_scan_gate_covers_what_it_would_have_reported(wine_
     after_skip = api.assess(cfg, settings=s, only=["governance"], skip=["scan"], baseline="latest")
     assert skipped.run.id == after_skip.baseline
     assert not [f for f in after_skip.findings if f.rule_id.startswith("scan.")]
+
+
+def test_baseline_latest_is_this_projects_run_and_another_projects_run_is_refused(
+    wine_project: Path, tmp_path_factory: pytest.TempPathFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Red-team round 28, F3: in a store shared by several projects (one BASTION_DB), ``latest`` took
+    the newest run of any project: a finding new to this project was ``unchanged`` because another
+    project had it. ``latest`` is this project's newest assess run; another project's run id is
+    refused (exit 2); the ``baseline:`` line names the project."""
+    import shutil
+
+    other = tmp_path_factory.mktemp("beta") / "beta"
+    shutil.copytree(wine_project, other)
+    (other / "bastion.yaml").write_text("project: {name: beta}\n" + (other / "bastion.yaml").read_text())
+    db = f"sqlite:///{tmp_path_factory.mktemp('shared') / 'shared.db'}"
+    s = load_settings(db_url=db, budget="quick")
+    cfg = wine_project / "bastion.yaml"
+    # this project's first job on a store that holds only another project's runs: no baseline
+    beta = api.assess(other / "bastion.yaml", settings=s, only=["governance"])
+    first = api.assess(cfg, settings=s, only=["governance"], baseline="latest")
+    assert first.baseline is None and {f.state for f in first.findings} == {None}
+    api.assess(other / "bastion.yaml", settings=s, only=["governance"])  # the newest run is beta's
+    second = api.assess(cfg, settings=s, only=["governance"], baseline="latest")
+    assert second.baseline == first.run.id and second.baseline_run is not None
+    assert second.baseline_run.project == "project" and {f.state for f in second.findings} == {"unchanged"}
+    with pytest.raises(ConfigError, match=f"run {beta.run.id} \\(assess\\) is of project 'beta'"):
+        api.assess(cfg, settings=s, only=["governance"], baseline=beta.run.id[:8], store=False)
+    common = ["-c", str(cfg), "--db", db, "--only", "governance", "--budget", "quick", "--fail-on", "none"]
+    capsys.readouterr()
+    assert run(["assess", *common, "-o", str(tmp_path_factory.mktemp("r")), "--baseline", beta.run.id]) == 2
+    assert "not an assess run of project 'project'" in capsys.readouterr().err
+    assert run(["assess", *common, "-o", str(tmp_path_factory.mktemp("r")), "--baseline", "latest"]) == 0
+    line = next(x for x in capsys.readouterr().err.splitlines() if x.startswith("baseline: run "))
+    assert line.startswith(f"baseline: run {second.run.id} of ") and ", project project (narrowed: " in line
 
 
 def test_which_scan_and_signature_findings_a_narrowed_baselines_gate_covered() -> None:

@@ -424,7 +424,9 @@ def assess(
         asset: assess only this asset.
         only: run only these plugin ids (or id prefixes such as ``evasion``).
         skip: do not run these plugin ids (or prefixes).
-        baseline: an earlier run id (prefix or ``latest``) to mark findings new/unchanged/fixed.
+        baseline: an earlier assess run of this project (``project.name``) to mark findings
+            new/unchanged/fixed: its id, a prefix of it, or ``latest`` (this project's newest
+            assess run in the store; none stored yet: no baseline, a warning).
         progress: callback ``(label, fraction)``.
         store: record the run in the database.
         include_versions: also assess each model's latest hardened version from the store.
@@ -438,7 +440,8 @@ def assess(
         The report; see ``docs/report.schema.json``.
 
     Raises:
-        ConfigError: invalid config, missing file, dataset not fitting a model, bad selection.
+        ConfigError: invalid config, missing file, dataset not fitting a model, bad selection,
+            a baseline that is another project's run.
         BastionError: unreachable database (``StoreError``), and other preflight failures.
     """
     if settings is not None and budget is not None:
@@ -461,16 +464,7 @@ def assess(
         preflight(s.db_url)  # reachable and writable; writes nothing
         versions = _latest_versions(s.db_url, cfg0, pick) if include_versions else {}
         if baseline:
-            from bastion.store import RunNotFound
-
-            with Store.open(s.db_url) as old:
-                try:
-                    baseline_report = old.get_report(baseline)
-                except RunNotFound:
-                    if baseline.strip() != "latest" or old.list_runs(limit=1):
-                        raise
-                    # a first run (CI's first job): nothing to compare with is not an error
-                    log.warning("--baseline latest: no run stored yet; this run has no baseline")
+            baseline_report = _baseline_report(s.db_url, baseline, cfg0.project.name)
     the_plan = plan(config, budget=s.budget, asset=asset, only=only, skip=skip, versions=versions)
     cfg, base = the_plan.config, the_plan.base_dir
     assets = [a for a in _assets(cfg, versions) if _selected(a.name, asset)]
@@ -696,6 +690,41 @@ def assess(
     if hook_error is not None:
         raise hook_error
     return report
+
+
+def _baseline_report(db_url: str, ref: str, project: str) -> Report | None:
+    """The run ``--baseline ref`` names: ``latest`` is this project's newest stored assess run.
+
+    A store may be shared by several projects (one ``BASTION_DB`` on a CI server): another
+    project's run is never a baseline (red-team round 28, F3: ``latest`` took the newest run of
+    any project, and a finding new to this project was ``unchanged`` because another project had
+    it). ``None`` when ``latest`` finds no run of this project (CI's first job: not an error).
+
+    Raises:
+        RunNotFound: no run matches ``ref``.
+        ConfigError: the run named is of another project, or not an ``assess`` run.
+        StoreError: the store cannot be read.
+    """
+    from bastion.store import Store
+
+    with Store.open(db_url) as db:
+        if ref.strip() == "latest":
+            found = db.previous_run(project, command="assess")
+            if found is None:
+                log.warning(
+                    "--baseline latest: no assess run of project %r stored yet; this run has no baseline",
+                    project,
+                )
+            return found
+        found = db.get_report(ref)
+    if found.run.project != project or found.run.command != "assess":
+        what = f"project {found.run.project!r}" if found.run.project is not None else "no project"
+        raise ConfigError(
+            f"--baseline {ref}: run {found.run.id} ({found.run.command}) is of {what}, not an assess "
+            f"run of project {project!r} (project.name in bastion.yaml); a baseline must be this "
+            "project's run (`bastion history`, or --baseline latest)"
+        )
+    return found
 
 
 def _splits_for(a: Asset, datasets: dict[str, Any]) -> dict[str, Split]:

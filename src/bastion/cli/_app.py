@@ -169,8 +169,8 @@ def assess(
         str | None,
         typer.Option(
             "--baseline",
-            help="Earlier run id (or 'latest') to compare with; a narrowed one (--only/--asset) is "
-            "compared only within its scope.",
+            help="Earlier assess run of this project to compare with: its id, or 'latest' (this "
+            "project's newest); a narrowed one (--only/--asset) is compared only within its scope.",
         ),
     ] = None,
     db: Annotated[
@@ -240,7 +240,7 @@ def _print_baseline(report: Report) -> None:
     started = b.started if b.started.tzinfo else b.started.replace(tzinfo=dt.UTC)
     when = started.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     scope = f"narrowed: {b.scope.describe()}" if b.scope is not None else "a full run"
-    text = f"baseline: run {b.id} of {when} ({scope})"
+    text = f"baseline: run {b.id} of {when}, project {b.project} ({scope})"
     if b.scope != report.run.scope:
         outside = sum(1 for f in report.findings if f.state == "not-in-baseline")
         mine = report.run.scope.describe() if report.run.scope is not None else "a full run"

@@ -271,6 +271,39 @@ def test_profile_whose_output_fails_saves_no_version(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "t.profile.json").read_text())["version"] == 1
 
 
+def test_profile_never_replaces_the_dataset_a_version_or_a_file_that_is_not_a_profile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Red-team round 28, F1: `data profile d.csv --save d.csv` (or `-o d.csv`) replaced the
+    dataset with its own profile, exit 0. Refused before profiling (exit 2), nothing written."""
+    monkeypatch.chdir(tmp_path)
+    data = "f,label\n" + "".join(f"{i / 10},{i % 2}\n" for i in range(10))
+    (tmp_path / "d.csv").write_text(data)
+    (tmp_path / "notes.json").write_text('{"mine": 1}')
+    cases = [
+        (["--save", "d.csv"], "d.csv: is the dataset being profiled"),
+        (["--save", "./d.csv"], "d.csv: is the dataset being profiled"),
+        (["-o", "d.csv"], "--output d.csv: is the dataset being profiled"),
+        (["--save", "notes.json"], "notes.json: exists and is not a Bastion data profile"),
+    ]
+    for args, said in cases:
+        capsys.readouterr()
+        assert run(["data", "profile", "d.csv", *args]) == 2, args
+        assert said in capsys.readouterr().err, args
+    assert (tmp_path / "d.csv").read_text() == data and (tmp_path / "notes.json").read_text() == '{"mine": 1}'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.csv", "notes.json"]  # no profile, no version
+    assert run(["data", "profile", "d.csv", "-o", "out.json"]) == 0
+    v1 = (tmp_path / "d.profile.v1.json").read_text()
+    capsys.readouterr()
+    assert run(["data", "profile", "d.csv", "-o", "d.profile.v1.json"]) == 2  # an older version
+    assert "is a saved version of the profile d.profile.json" in capsys.readouterr().err
+    assert (tmp_path / "d.profile.v1.json").read_text() == v1 and not (
+        tmp_path / "d.profile.v2.json"
+    ).exists()
+    assert run(["data", "profile", "d.csv", "-o", "d.profile.json"]) == 0  # the profile itself: fine
+    assert json.loads((tmp_path / "d.profile.json").read_text())["version"] == 2
+
+
 def test_sanitize_run_again_reuses_the_identical_version(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -38,10 +38,13 @@ def data_profile(
 
     Raises:
         ConfigError: unreadable or malformed file, label not found (file, row, column named),
-            the profile cannot be saved.
+            the profile cannot be saved, or ``output`` is refused before profiling: the dataset
+            itself, a symbolic link, an existing file that is not a profile, an unwritable folder.
     """
-    from bastion.data.profile import profile_dataset, save_profile
+    from bastion.data.profile import check_profile_path, profile_dataset, save_profile
 
+    if output is not None:  # before the pass over the data: never the dataset itself
+        check_profile_path(output, dataset=dataset)
     prof = profile_dataset(dataset, label=label, chunksize=chunksize)
     if output is not None:
         return save_profile(prof, output, before_write=emit)

@@ -12,6 +12,7 @@ version and exits 0.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -48,12 +49,19 @@ def profile_cmd(
     output cannot be written, nothing is saved (exit 2).
     """
     from bastion import api
-    from bastion.core.errors import BastionError
+    from bastion.core.errors import BastionError, ConfigError
 
     where = save or dataset.with_suffix(".profile.json")
     try:
         if output is not None:
             check_output_file(output)  # before profiling: a bad -o must not cost a pass over the data
+            if _same_file(output, dataset):  # red-team round 28, F1: -o d.csv replaced the dataset
+                raise ConfigError(f"--output {output}: is the dataset being profiled; give another file")
+            if _is_version_file(output, where):
+                raise ConfigError(
+                    f"--output {output}: is a saved version of the profile {where}; versions are never "
+                    "overwritten (give another file)"
+                )
         # the output first, then the profile is saved: an output that fails (a full disk, a
         # closed stdout) is exit 2 with no new profile version (new-user trial: `> /dev/full`
         # exited 2 and still saved one)
@@ -65,6 +73,22 @@ def profile_cmd(
     err.print(
         f"profiled {prof.rows} rows of {dataset}; profile v{prof.version} saved to {where}", highlight=False
     )
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist
+        return False
+
+
+def _is_version_file(output: Path, where: Path) -> bool:
+    """Whether ``output`` is (or would be) a kept version ``<stem>.v<N>.json`` of the profile ``where``."""
+    import re
+
+    if not re.fullmatch(re.escape(where.stem) + r"\.v[0-9]+\.json", output.name):
+        return False
+    return _same_file(output.parent, where.parent) or output.parent.resolve() == where.parent.resolve()
 
 
 @data_app.command("validate")

@@ -290,6 +290,58 @@ def _profile_npz(p: Path, label: str | None) -> Profile:
     return Profile(dataset=p.name, format="npz", rows=rows, label=label, arrays=out, class_balance=balance)
 
 
+def check_profile_path(path: str | Path, *, dataset: str | Path | None = None) -> None:
+    """Preflight of :func:`save_profile` at ``path``, before any pass over the data.
+
+    Args:
+        path: where the profile will be saved.
+        dataset: the file being profiled; the profile never replaces it.
+
+    Raises:
+        ConfigError: ``path`` is the dataset (red-team round 28, F1: ``--save d.csv`` replaced
+            the dataset with its profile), a folder or special file, or an existing file that
+            is not a Bastion data profile.
+    """
+    p = Path(path)
+    if dataset is not None and _same_file(p, Path(dataset)):
+        raise ConfigError(
+            f"{p}: is the dataset being profiled; saving the profile there would replace it "
+            f"(give another path, e.g. {Path(dataset).with_suffix('.profile.json')})"
+        )
+    _next_version(p)
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist
+        return False
+
+
+def _next_version(p: Path) -> int:
+    """The version the next profile saved at ``p`` gets: one above ``p``'s.
+
+    Raises:
+        ConfigError: ``p`` is not a regular file, or not a profile.
+    """
+    from bastion.core.files import read_config_bytes
+
+    k = 0
+    if p.exists():
+        data = read_config_bytes(p, what="data profile")
+        try:
+            doc = json.loads(data)
+        except ValueError:
+            doc = None
+        if not isinstance(doc, dict) or "schema_version" not in doc or type(doc.get("version")) is not int:
+            raise ConfigError(
+                f"{p}: exists and is not a Bastion data profile; a profile never replaces it "
+                "(give another path, or remove the file)"
+            )
+        k = doc["version"]
+    return k + 1
+
+
 def save_profile(
     profile: Profile, path: str | Path, *, before_write: Callable[[Profile], object] | None = None
 ) -> Profile:
@@ -309,15 +361,11 @@ def save_profile(
         The profile as written (its ``version`` set).
 
     Raises:
-        ConfigError: the profile cannot be written (nothing is left of the new version).
+        ConfigError: the profile cannot be written (nothing is left of the new version), or
+            ``path`` is refused (see :func:`check_profile_path`).
     """
     p = Path(path)
-    version = 1
-    if p.is_file():
-        try:
-            version = int(json.loads(p.read_text(encoding="utf-8")).get("version", 0)) + 1
-        except (ValueError, OSError, AttributeError):
-            version = 1
+    version = _next_version(p)
     written = profile.model_copy(update={"version": version})
     if before_write is not None:
         before_write(written)

@@ -304,6 +304,35 @@ def test_profile_never_replaces_the_dataset_a_version_or_a_file_that_is_not_a_pr
     assert json.loads((tmp_path / "d.profile.json").read_text())["version"] == 2
 
 
+def test_profile_versions_never_follow_a_symlink(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Red-team round 28, F2: `<stem>.profile.v<N>.json` was written with write_text, through a link a
+    dataset folder shipped (`wine.profile.v1.json -> ~/anything`), or created outside through a
+    dangling one. A version file is a new file; the versions already there (links too) are skipped."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "ds").mkdir()
+    (tmp_path / "ds/wine.csv").write_text("f,label\n" + "".join(f"{i / 10},{i % 2}\n" for i in range(10)))
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    (tmp_path / "ds/wine.profile.v1.json").symlink_to(victim)
+    (tmp_path / "ds/wine.profile.v2.json").symlink_to(tmp_path / "outside.txt")  # dangling
+    assert run(["data", "profile", "ds/wine.csv"]) == 0
+    assert run(["data", "profile", "ds/wine.csv"]) == 0
+    assert victim.read_text() == "precious" and not (tmp_path / "outside.txt").exists()
+    assert (tmp_path / "ds/wine.profile.v1.json").is_symlink() and (
+        tmp_path / "ds/wine.profile.v2.json"
+    ).is_symlink()
+    versions = [json.loads((tmp_path / f"ds/wine.profile.v{n}.json").read_text())["version"] for n in (3, 4)]
+    assert versions == [3, 4] and json.loads((tmp_path / "ds/wine.profile.json").read_text())["version"] == 4
+    # the profile itself a link: refused, the link and its target as they were
+    (tmp_path / "ds/other.json").symlink_to(victim)
+    capsys.readouterr()
+    assert run(["data", "profile", "ds/wine.csv", "--save", "ds/other.json"]) == 2
+    assert "ds/other.json: is a symbolic link" in capsys.readouterr().err
+    assert victim.read_text() == "precious" and not list((tmp_path / "ds").glob("other.v*.json"))
+
+
 def test_sanitize_run_again_reuses_the_identical_version(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

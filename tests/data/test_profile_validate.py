@@ -97,6 +97,26 @@ def test_profiles_are_versioned_json(train: Path, tmp_path: Path) -> None:
         load_profile(tmp_path / "junk.json")
 
 
+def test_a_profile_version_is_a_new_file_and_an_interrupted_save_leaves_none(
+    train: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Red-team round 28, F2: the version file was written with write_text (through any link there);
+    it is created new (never followed), numbered past the versions kept, and removed when the save
+    stops half-way (Ctrl-C too)."""
+    out = tmp_path / "p.json"
+    (tmp_path / "p.v1.json").symlink_to(tmp_path / "elsewhere.json")  # dangling
+    assert save_profile(profile_dataset(train), out).version == 2
+    assert not (tmp_path / "elsewhere.json").exists() and (tmp_path / "p.v1.json").is_symlink()
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("bastion.core.files.replace_file", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        save_profile(profile_dataset(train), out)
+    assert not (tmp_path / "p.v3.json").exists() and load_profile(out).version == 2
+
+
 def test_a_text_label_validates_against_its_classes(tmp_path: Path) -> None:
     """A label column of strings (``a``/``b``) is profiled as categories and validated as text."""
     src = tmp_path / "base.csv"

@@ -299,8 +299,8 @@ def check_profile_path(path: str | Path, *, dataset: str | Path | None = None) -
 
     Raises:
         ConfigError: ``path`` is the dataset (red-team round 28, F1: ``--save d.csv`` replaced
-            the dataset with its profile), a folder or special file, or an existing file that
-            is not a Bastion data profile.
+            the dataset with its profile), a symbolic link, a folder or special file, or an
+            existing file that is not a Bastion data profile.
     """
     p = Path(path)
     if dataset is not None and _same_file(p, Path(dataset)):
@@ -311,6 +311,9 @@ def check_profile_path(path: str | Path, *, dataset: str | Path | None = None) -
     _next_version(p)
 
 
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+
+
 def _same_file(a: Path, b: Path) -> bool:
     try:
         return os.path.samefile(a, b)
@@ -318,14 +321,30 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
+def _version_files(p: Path) -> dict[int, Path]:
+    """The earlier versions kept beside ``p`` (``<stem>.v<N>.json``, links too), by ``N``."""
+    import re
+
+    try:
+        names = os.listdir(p.parent)
+    except OSError:  # no folder yet: no version
+        return {}
+    pattern = re.compile(re.escape(p.stem) + r"\.v([0-9]{1,9})\.json")
+    return {int(m.group(1)): p.parent / n for n in names if (m := pattern.fullmatch(n))}
+
+
 def _next_version(p: Path) -> int:
-    """The version the next profile saved at ``p`` gets: one above ``p``'s.
+    """The version the next profile saved at ``p`` gets: above ``p``'s and every kept one.
 
     Raises:
-        ConfigError: ``p`` is not a regular file, or not a profile.
+        ConfigError: ``p`` is a symbolic link, not a regular file, or not a profile.
     """
     from bastion.core.files import read_config_bytes
 
+    if p.is_symlink():
+        raise ConfigError(
+            f"{p}: is a symbolic link; a profile is never written through one (give a file's own path)"
+        )
     k = 0
     if p.exists():
         data = read_config_bytes(p, what="data profile")
@@ -339,7 +358,7 @@ def _next_version(p: Path) -> int:
                 "(give another path, or remove the file)"
             )
         k = doc["version"]
-    return k + 1
+    return max([k, *_version_files(p)]) + 1
 
 
 def save_profile(
@@ -347,8 +366,11 @@ def save_profile(
 ) -> Profile:
     """Write ``profile`` to ``path`` as JSON, as the next version; earlier versions are kept.
 
-    If ``path`` holds a profile of version ``k``, the new one gets ``k + 1`` and is also
-    written to ``<stem>.v<k+1>.json`` (the old one stays at ``<stem>.v<k>.json``).
+    If ``path`` holds a profile of version ``k``, the new one gets ``k + 1`` (or one more than
+    the highest ``<stem>.v<N>.json`` beside it) and is also written to ``<stem>.v<k+1>.json``
+    (the old one stays at ``<stem>.v<k>.json``). A version file is always a new file, never
+    one that exists (a symbolic link planted there is neither followed nor replaced: red-team
+    round 28, F2); ``path`` is replaced atomically (temporary file, then rename).
 
     Args:
         profile: the profile.
@@ -364,25 +386,36 @@ def save_profile(
         ConfigError: the profile cannot be written (nothing is left of the new version), or
             ``path`` is refused (see :func:`check_profile_path`).
     """
+    from bastion.core.files import replace_file
+
     p = Path(path)
     version = _next_version(p)
     written = profile.model_copy(update={"version": version})
     if before_write is not None:
         before_write(written)
-    text = written.model_dump_json(indent=1)
+    data = written.model_dump_json(indent=1).encode("utf-8")
     versioned = p.with_name(f"{p.stem}.v{version}.json")
-    existed = versioned.exists()
-    tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
+    created = False
     try:
         p.parent.mkdir(parents=True, exist_ok=True)
-        versioned.write_text(text, encoding="utf-8")
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, p)
+        try:
+            fd = os.open(versioned, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o644)
+        except FileExistsError:
+            raise ConfigError(
+                f"{versioned}: exists (written meanwhile); a profile version is never overwritten"
+            ) from None
+        created = True
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        replace_file(p, data)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        if not existed:
+        if created:
             versioned.unlink(missing_ok=True)
         raise ConfigError(f"{p}: cannot save the profile: {exc.strerror or exc}") from None
+    except BaseException:  # Ctrl-C too: no version file is left half-written
+        if created:
+            versioned.unlink(missing_ok=True)
+        raise
     return written
 
 

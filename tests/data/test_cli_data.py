@@ -333,6 +333,30 @@ def test_profile_versions_never_follow_a_symlink(
     assert victim.read_text() == "precious" and not list((tmp_path / "ds").glob("other.v*.json"))
 
 
+def test_profile_whose_save_fails_leaves_the_output_as_it_was(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Red-team round 28, F8: `-o out.json --save <unsavable>` wrote out.json ("version": 1), then
+    failed to save: exit 2 with an output naming a version that does not exist. The save's folder
+    is checked before profiling; a save failing later leaves -o as it was."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "d.csv").write_text("f,label\n" + "".join(f"{i / 10},{i % 2}\n" for i in range(10)))
+    (tmp_path / "blocker").write_text("a file, not a folder")
+    assert run(["data", "profile", "d.csv", "-o", "out.json", "--save", "blocker/p.json"]) == 2
+    assert "blocker/p.json: cannot save the profile there" in capsys.readouterr().err
+    assert not (tmp_path / "out.json").exists()
+    (tmp_path / "out.json").write_text("before")
+
+    def full(*args: object, **kwargs: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("bastion.core.files.replace_file", full)  # the save fails after the output
+    assert run(["data", "profile", "d.csv", "-o", "out.json", "--save", "p.json"]) == 2
+    assert "p.json: cannot save the profile: No space left on device" in capsys.readouterr().err
+    assert (tmp_path / "out.json").read_text() == "before"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["blocker", "d.csv", "out.json"]
+
+
 def test_sanitize_run_again_reuses_the_identical_version(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

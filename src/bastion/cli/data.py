@@ -46,12 +46,14 @@ def profile_cmd(
     """Learn the dataset's schema and profile (types, ranges, categories, missing, class balance).
 
     The profile is printed (stdout or --output) first, then saved as the next version; if the
-    output cannot be written, nothing is saved (exit 2).
+    output cannot be written, nothing is saved (exit 2). A --output file is put in place only
+    once the version is saved: a save that fails leaves it as it was.
     """
     from bastion import api
     from bastion.core.errors import BastionError, ConfigError
 
     where = save or dataset.with_suffix(".profile.json")
+    staged: list[Path] = []
     try:
         if output is not None:
             check_output_file(output)  # before profiling: a bad -o must not cost a pass over the data
@@ -62,14 +64,26 @@ def profile_cmd(
                     f"--output {output}: is a saved version of the profile {where}; versions are never "
                     "overwritten (give another file)"
                 )
+
+        def emit(p: Any) -> None:
+            text = p.model_dump_json(indent=1)
+            if output is None or (output.exists() and not output.is_file()):
+                write(text, output)  # stdout, /dev/null: written now, as ever
+            else:
+                staged.append(_stage(text, output))
+
         # the output first, then the profile is saved: an output that fails (a full disk, a
         # closed stdout) is exit 2 with no new profile version (new-user trial: `> /dev/full`
-        # exited 2 and still saved one)
-        prof = api.data_profile(
-            dataset, label=label, output=where, emit=lambda p: write(p.model_dump_json(indent=1), output)
-        )
+        # exited 2 and still saved one); an -o file is staged and put in place after the save
+        # (red-team round 28, F8: a save that failed left an -o naming a version never saved)
+        prof = api.data_profile(dataset, label=label, output=where, emit=emit)
+        if staged and output is not None:
+            _commit(staged.pop(), output)
     except BastionError as exc:
         fail(exc)
+    finally:
+        for tmp in staged:
+            tmp.unlink(missing_ok=True)
     err.print(
         f"profiled {prof.rows} rows of {dataset}; profile v{prof.version} saved to {where}", highlight=False
     )
@@ -89,6 +103,46 @@ def _is_version_file(output: Path, where: Path) -> bool:
     if not re.fullmatch(re.escape(where.stem) + r"\.v[0-9]+\.json", output.name):
         return False
     return _same_file(output.parent, where.parent) or output.parent.resolve() == where.parent.resolve()
+
+
+def _stage(text: str, output: Path) -> Path:
+    """``text`` written to a new temporary file beside ``output`` (put in place by :func:`_commit`).
+
+    Raises:
+        BastionError: the folder or the file cannot be written (nothing is left).
+    """
+    from bastion.core.errors import BastionError
+
+    tmp = output.with_name(f".{output.name}.{os.getpid()}.staged.tmp")  # not replace_file's name
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    except OSError as exc:
+        raise BastionError(f"{output}: cannot write: {exc.strerror or exc}") from None
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(text.encode("utf-8"))
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise BastionError(f"{output}: cannot write: {exc.strerror or exc}") from None
+        raise
+    return tmp
+
+
+def _commit(tmp: Path, output: Path) -> None:
+    """Rename the staged ``tmp`` over ``output`` (a symlink there is replaced, never followed).
+
+    Raises:
+        BastionError: the rename failed (``tmp`` is removed).
+    """
+    from bastion.core.errors import BastionError
+
+    try:
+        os.replace(tmp, output)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise BastionError(f"{output}: cannot write: {exc.strerror or exc}") from None
 
 
 @data_app.command("validate")

@@ -299,8 +299,8 @@ def check_profile_path(path: str | Path, *, dataset: str | Path | None = None) -
 
     Raises:
         ConfigError: ``path`` is the dataset (red-team round 28, F1: ``--save d.csv`` replaced
-            the dataset with its profile), a symbolic link, a folder or special file, or an
-            existing file that is not a Bastion data profile.
+            the dataset with its profile), a symbolic link, a folder or special file, an
+            existing file that is not a Bastion data profile, or its folder cannot be written.
     """
     p = Path(path)
     if dataset is not None and _same_file(p, Path(dataset)):
@@ -309,6 +309,15 @@ def check_profile_path(path: str | Path, *, dataset: str | Path | None = None) -
             f"(give another path, e.g. {Path(dataset).with_suffix('.profile.json')})"
         )
     _next_version(p)
+    parent = p.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    probe = parent / f".bastion-probe-{os.getpid()}-{id(p):x}"
+    try:  # created and removed at once: the folder takes a new file (F8: checked before profiling)
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o600))
+        os.unlink(probe)
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot save the profile there: {exc.strerror or exc}") from None
 
 
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)

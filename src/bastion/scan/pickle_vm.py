@@ -96,6 +96,38 @@ _GETATTR = frozenset({"builtins.getattr", "__builtin__.getattr"})
 _ATTRIBUTE = re.compile(r"[A-Za-z_]\w*")
 #: Allowed functions that return their first argument (TorchScript's type tags).
 _IDENTITY_FUNCS = frozenset({"torch.jit._pickle.restore_type_tag"})
+#: Attributes numpy, pandas and the array-API libraries look up on any object they are handed, to
+#: read it as an array (``__array_interface__``'s ``data`` is an address numpy reads, object
+#: pointers included). No pickler writes one of these as a dict key, at any depth.
+_ARRAY_PROTOCOL_KEYS = frozenset(
+    {
+        "__array_interface__", "__array_struct__", "__array__", "__array_priority__", "__array_function__",
+        "__array_ufunc__", "__array_wrap__", "__array_finalize__", "__array_prepare__", "__dataframe__",
+        "__cuda_array_interface__", "__dlpack__", "__dlpack_device__", "__arrow_c_array__",
+        "__arrow_c_stream__", "__arrow_c_schema__", "__torch_function__", "__torch_dispatch__",
+    }
+)  # fmt: skip
+#: Mappings whose items are only items: no attribute lookup reads them (``OrderedDict`` of a state
+#: dict). Any other object filled by ``SETITEM(S)`` may answer attribute lookups from its items
+#: (scikit-learn's ``Bunch.__getattr__`` returns ``self[key]``).
+_PLAIN_MAPPINGS = frozenset(
+    {
+        "builtins.dict", "__builtin__.dict", "collections.OrderedDict", "_collections.OrderedDict",
+        "collections.defaultdict", "_collections.defaultdict", "collections.Counter",
+    }
+)  # fmt: skip
+#: Keys of an object's state whose dicts answer its attribute lookups (``torch.nn.Module.__getattr__``
+#: returns ``self._modules[name]``, and the same of ``_parameters`` and ``_buffers``).
+_ATTRIBUTE_TABLES = frozenset({"_modules", "_parameters", "_buffers"})
+#: Allowed torch helpers that set attributes from a state argument (``torch._utils._set_obj_state``:
+#: ``setattr(obj, k, v)`` for each item): qualified name -> the state's position.
+_SETATTR_STATE_AT = {
+    "torch._utils._rebuild_parameter_with_state": 3,
+    "torch._tensor._rebuild_from_type_v2": 3,
+}
+#: Container nodes the walk of objects' states for ``__x__`` keys may visit in one stream (each
+#: container once).
+MAX_STATE_WALK = 1 << 20
 _DTYPE_NAMES = frozenset({"numpy.dtype", "numpy.core.multiarray.dtype", "numpy._core.multiarray.dtype"})
 _CODECS_ENCODE = frozenset({"_codecs.encode", "codecs.encode"})
 #: Constructors that encode or decode text with a codec named by their second argument.
@@ -770,6 +802,44 @@ def _call_name(v: Any) -> str | None:
     return v.func.qualname if isinstance(v, Obj) and isinstance(v.func, Global) else None
 
 
+def _unwrapped(v: Any) -> Any:
+    """``v`` with the allowed identity functions (:data:`_IDENTITY_FUNCS`) looked through."""
+    for _ in range(64):
+        if not (
+            isinstance(v, Obj)
+            and isinstance(v.func, Global)
+            and v.func.qualname in _IDENTITY_FUNCS
+            and isinstance(v.args, tuple)
+            and v.args
+        ):
+            break
+        v = v.args[0]
+    return v
+
+
+def _is_dunder(key: Any) -> bool:
+    """Whether ``key`` is an ``__x__`` name (a protocol attribute when it names an attribute)."""
+    return isinstance(key, str) and len(key) > 4 and key.startswith("__") and key.endswith("__")
+
+
+def _computed_key(key: Any) -> bool:
+    """Whether a key is built by a call at load time (``numpy.str_('__x__')``, ``str(bytes([...]))``).
+
+    Its text is unknown: as an attribute name it may be any protocol attribute. A folded
+    constant (bytes) is not: no attribute is named by bytes.
+    """
+    return isinstance(key, Obj) and not isinstance(key.value, (bytes, bytearray))
+
+
+#: Class name prefixes of objects that answer attribute lookups from the data the stream gave
+#: them (scikit-learn's ``Bunch`` from its items, torch's ``Module`` from its ``_modules``, any
+#: object from the ``__dict__`` its BUILD set); numpy and pandas read array protocols and methods
+#: (``__array_interface__``, ``mean``) from what they are handed.
+_ATTRIBUTE_SERVERS = ("sklearn.", "torch.nn.", "torch.ao.nn.", "torch.optim.", "argparse.Namespace")
+#: Modules whose callables read array protocols from their arguments.
+_ARRAY_READERS = ("numpy.", "pandas.", "scipy.", "sklearn.externals.array_api_compat.")
+
+
 def _size_arg(v: Any) -> int | None:
     """A size argument: a non-negative int, :data:`COMPUTED` for a value built by a call.
 
@@ -1428,6 +1498,11 @@ class _VM:
         self.walk_budget = MAX_ARGUMENT_WALK  # container nodes note_passed may still visit
         self.big_ints_seen: set[str] = set()  # callables already reported as handed a huge int
         self.memo_bomb_seen = False  # a sparse memo index reported once
+        # containers reached from objects' states (walked once each for ``__x__`` keys; a dict
+        # among them filled later by SETITEM(S) has those keys checked then)
+        self.state_seen: dict[int, Any] = {}
+        self.state_budget = MAX_STATE_WALK
+        self.computed_keys: dict[int, Any] = {}  # mappings given a key built at load time
         self.frame_end = 0  # offset where the current protocol-4 frame ends
         self.res = result
         self.capture = capture
@@ -1603,6 +1678,16 @@ class _VM:
                 self._time_zone_paths(where, args, kwargs)
             if where == "dateutil.tz._tzfile._unpickle" and isinstance(args, tuple) and len(args) > 3:
                 self._tz_data(where, args[3])
+            if isinstance(args, tuple):
+                pos = _SETATTR_STATE_AT.get(where)
+                if pos is not None and len(args) > pos:  # setattr(obj, k, v) for each item of the state
+                    self._dunder_state(args[pos], f"{self.op_name} {where}")
+                elif where in _RECONSTRUCTORS and len(args) == 3:
+                    # base.__init__(obj, state): dict.__init__ fills a mapping (a Bunch) with its items
+                    cls = args[0].qualname if isinstance(args[0], Global) else None
+                    self._item_keys(args[2], f"{self.op_name} {where}", cls, holder=obj, pairs=True)
+                if where.startswith(_ARRAY_READERS):
+                    self._attribute_servers(where, args, kwargs)
             if where in ("builtins.bytearray", "builtins.bytes", "__builtin__.bytearray"):
                 if isinstance(args, tuple) and len(args) == 1 and isinstance(args[0], (bytes, bytearray)):
                     obj.value = bytes(args[0])
@@ -2040,6 +2125,7 @@ class _VM:
         items = self.pop_mark()
         if len(items) % 2:
             raise ValueError("odd number of items for DICT")
+        self._protocol_keys(items[::2])
         self.push(PDict(list(zip(items[::2], items[1::2], strict=True))))
 
     def op_setitem(self) -> None:
@@ -2047,10 +2133,7 @@ class _VM:
         key = self.pop()
         target = self.top()
         self.mutate(target, "SETITEM")
-        if isinstance(target, PDict):
-            target.items.append((key, value))
-        else:
-            self._filled(target, "__setitem__", (key, value))
+        self._set_items(_unwrapped(target), [(key, value)])
 
     def op_setitems(self) -> None:
         items = self.pop_mark()
@@ -2058,10 +2141,78 @@ class _VM:
             raise ValueError("odd number of items for SETITEMS")
         target = self.top()
         self.mutate(target, "SETITEMS")
+        self._set_items(_unwrapped(target), list(zip(items[::2], items[1::2], strict=True)))
+
+    def _set_items(self, target: Any, pairs: list[tuple[Any, Any]]) -> None:
+        """``target[key] = value`` for each pair, with the ``__x__`` keys checked.
+
+        A dict reached from an object's state (which may answer the object's attribute lookups)
+        or any other object (a ``Bunch`` answers them from its items) may not be given an
+        ``__x__`` key; no dict at all an array-protocol one (:data:`_ARRAY_PROTOCOL_KEYS`).
+        """
         if isinstance(target, PDict):
-            target.items.extend(zip(items[::2], items[1::2], strict=True))
+            if id(target) in self.state_seen:
+                self._item_keys(PDict(pairs), self.op_name, None, holder=target)
+            else:
+                self._protocol_keys(k for k, _ in pairs)
+            target.items.extend(pairs)
+            return
+        if isinstance(target, Obj):
+            self._item_keys(PDict(pairs), self.op_name, target.cls_name, holder=target)
+        self._filled(target, "__setitem__", tuple(x for kv in pairs for x in kv))
+
+    def _protocol_keys(self, keys: Any) -> None:
+        """A ``dunder-state`` for an array-protocol key (:data:`_ARRAY_PROTOCOL_KEYS`) of any dict."""
+        for key in keys:
+            if isinstance(key, str) and key in _ARRAY_PROTOCOL_KEYS:
+                self.anomaly(
+                    "dunder-state",
+                    f"{self.op_name} puts the key {key!r} in a dict: objects that answer attribute lookups "
+                    "from their data hand it to numpy, which reads the address it names",
+                )
+                return
+
+    def _item_keys(
+        self, items: Any, action: str, cls: str | None, *, holder: Any, pairs: bool = False
+    ) -> None:
+        """The keys an object (of class ``cls``; ``None``: a dict) is filled with, checked.
+
+        ``items`` is a dict, or (``pairs``) a list or tuple of ``(key, value)`` pairs as
+        ``dict.__init__`` takes them. An ``__x__`` key is a ``dunder-state``; so is a key built at
+        load time, unless ``cls`` is a plain mapping (its text is unknown: ``numpy.str_`` equals
+        ``'__array_interface__'``): the mapping (``holder``) is then remembered, for the attribute
+        tables of a later state (torch's ``_modules``).
+        """
+        keys: list[Any]
+        if isinstance(items, PDict):
+            keys = [k for k, _ in items.items]
+        elif pairs and isinstance(items, (PList, tuple)):
+            seq = items.items if isinstance(items, PList) else items
+            keys = [p[0] for p in seq[:4096] if isinstance(p, tuple) and len(p) == 2]
         else:
-            self._filled(target, "__setitem__", tuple(items))
+            return
+        plain = cls is None or cls in _PLAIN_MAPPINGS
+        for key in keys:
+            key = _unwrapped(key)
+            if _is_dunder(key):
+                what = "a dict" if cls is None else f"a {cls}"
+                self.anomaly(
+                    "dunder-state",
+                    f"{action} puts the key {key!r} in {what}: objects that answer attribute lookups "
+                    "from their items (scikit-learn's Bunch, torch's Module tables) hand it to code that "
+                    "reads the object (numpy reads __array_interface__'s address)",
+                )
+                return
+            if _computed_key(key):
+                if plain:
+                    self.computed_keys[id(holder)] = holder
+                    continue
+                self.anomaly(
+                    "dunder-state",
+                    f"{action} gives a {cls} a key built at load time ({preview(key, 60)}): the object "
+                    "answers attribute lookups from its items, and the key may name a protocol attribute",
+                )
+                return
 
     def op_empty_set(self) -> None:
         self.push(PSet())
@@ -2275,24 +2426,151 @@ class _VM:
             if klass is not None and capture is not None and capture(klass.ref.module, klass.ref.name):
                 inst.state = state
 
-    def _dunder_state(self, state: Any) -> None:
+    def _dunder_state(self, state: Any, action: str = "BUILD") -> None:
         """An object's state setting ``__x__`` attributes: protocols other code looks up on it.
 
         numpy reads ``__array_interface__`` from an instance (a chosen address then becomes an
         array, object pointers included), ``__class__`` changes its type. No pickler writes such
-        keys into an ordinary object's state.
+        keys into an ordinary object's state, at any depth: objects answer attribute lookups from
+        nested data too (torch's ``Module.__getattr__`` from ``_modules``, ``_parameters`` and
+        ``_buffers``; red-team round 29). An attribute name built at load time (``numpy.str_``)
+        may be any of them. ``action`` names what sets the state (``BUILD``, or torch's
+        ``_rebuild_parameter_with_state``, which ``setattr``s each item).
         """
         for part in state if isinstance(state, tuple) and len(state) == 2 else (state,):
+            part = _unwrapped(part)
+            if isinstance(part, Obj) and id(part) in self.computed_keys:
+                self.anomaly(
+                    "dunder-state",
+                    f"{action} sets attributes from a mapping given keys built at load time: any may "
+                    "name a protocol attribute",
+                )
+                return
             if not isinstance(part, PDict):
                 continue
-            for key, _ in part.items:
-                if isinstance(key, str) and len(key) > 4 and key.startswith("__") and key.endswith("__"):
+            for key, value in part.items:
+                key = _unwrapped(key)
+                if _is_dunder(key):
                     self.anomaly(
                         "dunder-state",
-                        f"BUILD sets the attribute {key!r}: code that reads the object (numpy, the "
+                        f"{action} sets the attribute {key!r}: code that reads the object (numpy, the "
                         "interpreter) follows it",
                     )
                     return
+                if _computed_key(key):
+                    self.anomaly(
+                        "dunder-state",
+                        f"{action} sets an attribute whose name is built at load time ({preview(key, 60)}): "
+                        "it may name a protocol attribute ('__array_interface__')",
+                    )
+                    return
+                if isinstance(key, str) and key in _ATTRIBUTE_TABLES and self._computed_table(value):
+                    self.anomaly(
+                        "dunder-state",
+                        f"{action} sets {key!r} to a mapping with a key built at load time: the object "
+                        "answers attribute lookups from it, and the key may name a protocol attribute",
+                    )
+                    return
+        found = self._nested_dunder_key(state)
+        if found is not None:
+            self.anomaly(
+                "dunder-state",
+                f"{action} state holds the key {found!r} in a nested mapping: objects answer attribute "
+                "lookups from such data (torch's Module from _modules, scikit-learn's Bunch from its "
+                "items), and numpy follows them",
+            )
+
+    def _computed_table(self, value: Any) -> bool:
+        """Whether a mapping of an object's attribute table has a key built at load time."""
+        value = _unwrapped(value)
+        if id(value) in self.computed_keys:
+            return True
+        if isinstance(value, PDict):
+            return any(_computed_key(_unwrapped(k)) for k, _ in value.items)
+        if isinstance(value, Obj) and _call_name(value) in _PLAIN_MAPPINGS and isinstance(value.args, tuple):
+            for a in value.args[:1]:
+                if isinstance(a, PDict) and any(_computed_key(_unwrapped(k)) for k, _ in a.items):
+                    return True
+                seq = a.items if isinstance(a, PList) else a if isinstance(a, tuple) else ()
+                if any(isinstance(p, tuple) and len(p) == 2 and _computed_key(_unwrapped(p[0])) for p in seq):
+                    return True
+        return False
+
+    def _nested_dunder_key(self, value: Any) -> str | None:
+        """The first ``__x__`` key of a mapping inside ``value`` (an object's state), if any.
+
+        Dicts, lists, tuples and sets are opened, and the mappings the stream builds by calling
+        ``dict``/``OrderedDict`` (their ``(key, value)`` pairs); each container once per stream (a
+        dict seen here has keys put in it later checked too: :meth:`_set_items`), at most
+        :data:`MAX_STATE_WALK` in all.
+        """
+        seen = self.state_seen
+        todo = [value]
+        while todo:
+            v = todo.pop()
+            if isinstance(v, Obj):
+                name = _call_name(v)
+                if (name not in _IDENTITY_FUNCS and name not in _PLAIN_MAPPINGS) or id(v) in seen:
+                    continue
+                if not isinstance(v.args, tuple):
+                    continue
+                seen[id(v)] = v
+                if name in _IDENTITY_FUNCS:
+                    todo.extend(v.args[:1])
+                    continue
+                for a in v.args[:1]:  # dict(pairs), OrderedDict(mapping or pairs)
+                    seq = a.items if isinstance(a, PList) else a if isinstance(a, tuple) else ()
+                    for p in seq[:4096]:
+                        if isinstance(p, tuple) and len(p) == 2 and _is_dunder(_unwrapped(p[0])):
+                            return str(_unwrapped(p[0]))
+                    todo.append(a)
+                continue
+            if not isinstance(v, (tuple, PList, PSet, PDict)) or id(v) in seen:
+                continue
+            if self.state_budget <= 0:
+                if self.state_budget > -(1 << 62):  # reported once
+                    self.state_budget = -(1 << 62)
+                    self.anomaly(
+                        "argument-walk-limit",
+                        f"objects' states too large to check for __x__ keys (over {MAX_STATE_WALK:,} nodes)",
+                    )
+                return None
+            seen[id(v)] = v
+            if isinstance(v, PDict):
+                self.state_budget -= len(v.items) + 1
+                for k, x in v.items:
+                    k = _unwrapped(k)
+                    if _is_dunder(k):
+                        return str(k)
+                    if isinstance(x, (tuple, PList, PSet, PDict, Obj)):
+                        todo.append(x)
+            else:
+                items = v if isinstance(v, tuple) else v.items
+                self.state_budget -= len(items) + 1
+                todo.extend(x for x in items if isinstance(x, (tuple, PList, PSet, PDict, Obj)))
+        return None
+
+    def _attribute_servers(self, where: str, args: tuple[Any, ...], kwargs: Any) -> None:
+        """A numpy/pandas callable handed an object that answers attribute lookups from its data.
+
+        numpy reads ``__array_interface__``/``__array__`` and calls ``mean``/``sum`` on what it is
+        given; a scikit-learn ``Bunch`` answers them from its items, a torch ``Module`` from its
+        ``_modules``, any object from the ``__dict__`` its state set. No pickler writes such a call.
+        """
+        values: list[Any] = list(args)
+        if isinstance(kwargs, PDict):
+            values += [v for _, v in kwargs.items]
+        for v in values:  # the arguments themselves: an object array's items (skops' np.array) are data
+            v = _unwrapped(v)
+            cls = (v.cls_name or "") if isinstance(v, Obj) else ""
+            if cls.startswith(_ATTRIBUTE_SERVERS):
+                self.anomaly(
+                    "dynamic-callable",
+                    f"{self.op_name} {where} is handed a {cls} built in the stream: numpy and pandas "
+                    "read array protocols (__array_interface__) and call methods (mean, sum) of what "
+                    "they are given, which the object answers from its data",
+                )
+                return
 
     def op_inst(self) -> None:
         if not self.metastack:  # CPython looks for the MARK before it reads the names

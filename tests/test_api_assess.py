@@ -213,6 +213,45 @@ def test_crashing_plugin_is_recorded_and_run_stored(
     assert api.history(db_url=db)[0].status == "error"
 
 
+def test_ctrl_c_swallowed_by_a_checks_library_still_stops_the_run(
+    wine_project: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Red-team round 28, F4: a SIGINT inside scikit-learn's MLPClassifier.fit ("Training interrupted
+    by user.") was swallowed: extraction.surrogate reported a half-trained surrogate's fidelity, the
+    run was stored and exited 0/1. It now exits 130 and stores nothing."""
+    import os
+    import signal
+
+    from sklearn.neural_network import MLPClassifier
+
+    original = MLPClassifier._update_no_improvement_count
+    sent: list[int] = []
+
+    def ctrl_c_once(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if not sent:  # a real SIGINT, delivered inside sklearn's training loop
+            sent.append(1)
+            os.kill(os.getpid(), signal.SIGINT)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(MLPClassifier, "_update_no_improvement_count", ctrl_c_once)
+    cfg = wine_project / "bastion.yaml"  # the surrogate's fidelity is measured on a test split
+    cfg.write_text(
+        cfg.read_text().replace("splits: {train: ", f"splits: {{test: {list(range(1, 178, 2))}, train: ")
+    )
+    db = f"sqlite:///{wine_project / 'b.db'}"
+    args = ["-c", str(wine_project / "bastion.yaml"), "--db", db, "--budget", "quick"]
+    args += ["--only", "extraction.surrogate", "--fail-on", "none", "-o", str(wine_project / "r")]
+    with pytest.warns(UserWarning, match="Training interrupted by user"):
+        assert run(["assess", *args]) == 130
+    assert sent and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert "the store (no run recorded)" in capsys.readouterr().err
+    assert api.history(db_url=db) == [] and not (wine_project / "r").exists()
+    sent.clear()
+    monkeypatch.setattr(MLPClassifier, "_update_no_improvement_count", original)
+    assert run(["assess", *args]) == 0  # uninterrupted, the same run is stored
+    assert len(api.history(db_url=db)) == 1
+
+
 def test_credentials_in_the_endpoint_url_never_reach_output_reports_bom_or_store(
     endpoint: dict[str, Any],
     tmp_path: Path,

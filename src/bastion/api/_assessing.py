@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import logging
 import os
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -623,7 +624,8 @@ def assess(
             progress(label, 0.0)
         ts = time.monotonic()
         try:
-            res = check.run(ctx)
+            with _interrupts() as seen:
+                res = check.run(ctx)
             res.seconds = round(time.monotonic() - ts, 4)
         except Exception as exc:  # a crashed plugin is recorded; the run goes on
             log.warning(
@@ -640,6 +642,8 @@ def assess(
                 reason=f"{type(exc).__name__}: {exc}",
                 seconds=round(time.monotonic() - ts, 4),
             )
+        if seen:  # Ctrl-C that the check's library swallowed: the run stops, nothing is stored
+            raise KeyboardInterrupt
         result.add(res)
         if progress:
             progress(label, 1.0)
@@ -725,6 +729,39 @@ def _baseline_report(db_url: str, ref: str, project: str) -> Report | None:
             "project's run (`bastion history`, or --baseline latest)"
         )
     return found
+
+
+@contextlib.contextmanager
+def _interrupts() -> Iterator[list[int]]:
+    """Note every Ctrl-C (SIGINT) while the block runs, even one a library swallows.
+
+    Yields a list that gets an entry per SIGINT; each still raises ``KeyboardInterrupt`` where
+    it lands, as Python's own handler does. Some libraries catch that and go on: scikit-learn's
+    ``MLPClassifier.fit`` says "Training interrupted by user." and returns a half-trained model
+    (red-team round 28, F4: ``extraction.surrogate`` then reported its fidelity, the run was
+    stored and exited 0 or 1, not 130). The caller raises ``KeyboardInterrupt`` again after the
+    block. Only in the main thread, and only while Python's own handler is installed.
+    """
+    import signal
+    import threading
+
+    seen: list[int] = []
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
+        yield seen
+        return
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        seen.append(signum)
+        signal.default_int_handler(signum, frame)
+
+    signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield seen
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _splits_for(a: Asset, datasets: dict[str, Any]) -> dict[str, Split]:

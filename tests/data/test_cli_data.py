@@ -357,6 +357,73 @@ def test_profile_whose_save_fails_leaves_the_output_as_it_was(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["blocker", "d.csv", "out.json"]
 
 
+def test_sanitize_that_cannot_write_its_copy_names_it_and_leaves_nothing(tmp_path: Path) -> None:
+    """Red-team round 28, F5: on a full disk (here a file-size limit) `data sanitize` said `internal
+    error: OSError: [Errno 27] File too large`, naming no file, and left a hidden partial copy; the
+    reuse check on a second run wrote (and leaked) a probe copy the same way."""
+    import os
+    import resource
+    import subprocess
+    import sys
+
+    with (tmp_path / "big.csv").open("w") as fh:
+        fh.write("a,b,label\n" + "".join(f"{i},{i * 3},{i % 2}\n" for i in range(120_000)))
+    code = "import sys; from bastion.cli.main import run; sys.argv[0] = 'bastion'; run()"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")}
+    args = [sys.executable, "-c", code, "data", "sanitize", "big.csv", "--remove", "3,17"]
+    args += ["--db", f"sqlite:///{tmp_path / 's.db'}"]
+
+    def small_files() -> None:  # as a full disk: a file written past 1 MiB fails (EFBIG)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
+
+    def sanitize(limit: bool) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            args,
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+            preexec_fn=small_files if limit else None,
+        )
+
+    def hidden() -> list[str]:
+        return sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("."))
+
+    proc = sanitize(limit=True)
+    assert proc.returncode == 2, proc.stderr
+    assert (
+        f"error: {tmp_path / 'big.sanitised-1.csv'}: cannot write the sanitised copy: File too large"
+        in proc.stderr
+    )
+    assert "internal error" not in proc.stderr and hidden() == []
+    assert not (tmp_path / "big.sanitised-1.csv").exists()
+    assert sanitize(limit=False).returncode == 0  # the copy, registered as v2
+    again = sanitize(limit=True)  # the same command: reused, checked without writing a probe copy
+    assert again.returncode == 0 and "reused it" in again.stderr, again.stderr
+    assert hidden() == [] and not (tmp_path / "big.sanitised-2.csv").exists()
+
+
+def test_sanitize_interrupted_while_copying_leaves_no_partial_copy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """F5: Ctrl-C half-way through the copy removes the hidden temporary file."""
+    from bastion.data import sanitize
+
+    src = tmp_path / "d.csv"
+    src.write_text("f,label\n" + "".join(f"{i},{i % 2}\n" for i in range(10)))
+
+    def interrupted(self: object) -> object:
+        yield b"f,label\n"
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sanitize._WithoutRows, "_csv", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        sanitize.write_without_rows(src, {1}, tmp_path / "out.csv")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.csv"]
+
+
 def test_sanitize_run_again_reuses_the_identical_version(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -331,7 +331,7 @@ def data_sanitize(
         and (output is None or v.details.get("path") == str(dest))
     ]
     if earlier:  # the same command again: reuse the identical version instead of a copy
-        reused = _identical_sanitised(src, set(rows), dest, earlier)
+        reused = _identical_sanitised(src, set(rows), earlier)
         if reused is not None:
             log.info("%s: identical to %s v%d; reused", src, reused.dataset, reused.version)
             reused.reused = True
@@ -357,24 +357,17 @@ def data_sanitize(
     return dest, new, parent
 
 
-def _identical_sanitised(src: Path, rows: set[int], dest: Path, candidates: Sequence[Any]) -> Any | None:
+def _identical_sanitised(src: Path, rows: set[int], candidates: Sequence[Any]) -> Any | None:
     """The first of ``candidates`` whose file is unchanged and equals ``src`` without ``rows``, else ``None``.
 
-    The copy is written to a hidden file beside ``dest`` (removed again) and compared by SHA-256
-    with each candidate's file, which must also still hash as registered.
+    The copy's SHA-256 is computed from the filtered stream, with no file written (red-team
+    round 28, F5: a probe copy written beside the dataset was left behind by a full disk or
+    Ctrl-C), and compared with each candidate's file, which must also still hash as registered.
     """
-    import os
-
     from bastion.data.provenance import file_sha256
-    from bastion.data.sanitize import write_without_rows
+    from bastion.data.sanitize import sha256_without_rows
 
-    probe = dest.with_name(f".{dest.name}.{os.getpid()}.same")
-    try:
-        probe.unlink(missing_ok=True)
-        write_without_rows(src, rows, probe)
-        sha = file_sha256(probe)
-    finally:
-        probe.unlink(missing_ok=True)
+    sha = sha256_without_rows(src, rows)
     for v in candidates:
         path = Path(str(v.details.get("path")))
         recorded = [e.get("sha256") for e in v.files.values()]

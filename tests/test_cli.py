@@ -396,6 +396,30 @@ def test_harden_prints_what_it_recorded_as_a_table_not_a_dict_repr(
     }
 
 
+def test_harden_summary_sends_no_control_characters_from_the_config_to_the_terminal(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Red-team round 28, F6: Rich markup was escaped, but an ESC sequence in bastion.yaml's
+    model_kwargs reached the terminal (screen cleared, a fake "approved" line, an OSC-8 link)."""
+    from bastion.api import HardenResult
+    from bastion.cli.harden import _print_version
+
+    hostile = (
+        "\x1b[2J\x1b[H\x1b[32mAll checks passed\x1b[0m \x1b]8;;https://evil.example/\x07open\x1b]8;;\x07\x9b"
+    )
+    details = {"model_kwargs": {"note": hostile}, "model_class": "m:C\x1b[1m", "note\x1b[2J": 1}
+    res = HardenResult(
+        "triage", 2, "triage.v2", "models/t\x1b[2J.joblib", "2eab7764" * 8, "defend.dp", details
+    )
+    _print_version(res)
+    res.reused = True
+    _print_version(res)
+    err = capsys.readouterr().err
+    assert not any((ord(c) < 32 and c != "\n") or 0x7F <= ord(c) <= 0x9F for c in err), repr(err)
+    assert "note=\\x1b[2J\\x1b[H\\x1b[32mAll checks passed" in err and "\\x9b" in err
+    assert "models/t\\x1b[2J.joblib" in err and "identical to the recorded version triage.v2" in err
+
+
 def test_harden_warns_about_a_dp_version_that_lost_accuracy(capsys: pytest.CaptureFixture[str]) -> None:
     # dp-train and dp-logreg record the original's accuracy as original_test_accuracy (a 0.78 ->
     # 0.18 DP model was recorded in silence)

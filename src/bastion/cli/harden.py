@@ -170,19 +170,29 @@ def _print_version(res: Any, *, details: bool = True) -> None:
     """
     from rich.markup import escape
 
+    from bastion.report.table import printable
+
     if res is None:
         return
+
+    def shown(text: Any) -> str:
+        # values from bastion.yaml (paths, model_kwargs): Rich markup escaped, and control
+        # characters shown as escapes, never sent to the terminal (red-team round 28, F6: an ESC
+        # sequence in model_kwargs cleared the screen and printed a fake "approved" line)
+        return escape(printable(str(text)))
+
     if getattr(res, "reused", False):
         err.print(
-            f"identical to the recorded version {res.name} ({res.procedure} → {res.path}, "
-            f"sha256 {res.sha256[:12]}…, same parent): reused it, no new version recorded",
+            f"identical to the recorded version {printable(res.name)} ({printable(res.procedure)} → "
+            f"{printable(str(res.path))}, sha256 {res.sha256[:12]}…, same parent): reused it, no new "
+            "version recorded",
             highlight=False,
             markup=False,
             soft_wrap=True,
         )
         return
     err.print(
-        f"recorded [bold]{escape(res.name)}[/]: {escape(res.procedure)} → {escape(res.path)} "
+        f"recorded [bold]{shown(res.name)}[/]: {shown(res.procedure)} → {shown(res.path)} "
         f"(sha256 {res.sha256[:12]}…)",
         highlight=False,
         soft_wrap=True,
@@ -191,15 +201,15 @@ def _print_version(res: Any, *, details: bool = True) -> None:
         return
     from rich.table import Table
 
-    shown = {k: _fmt_detail(k, v) for k, v in res.details.items() if k != "format"}
-    rows = [(k, v) for k, v in shown.items() if v is not None]
+    formatted = {k: _fmt_detail(k, v) for k, v in res.details.items() if k != "format"}
+    rows = [(k, v) for k, v in formatted.items() if v is not None]
     if not rows:
         return
     table = Table(show_header=False, box=None, padding=(0, 1, 0, 2))
     table.add_column("detail", no_wrap=True, style="dim")
     table.add_column("value", overflow="fold")
     for k, v in rows:
-        table.add_row(escape(k), escape(v))
+        table.add_row(shown(k), shown(v))
     err.print(table)
 
 
@@ -232,6 +242,8 @@ def _print_sweep(swept: Any) -> None:
     """The privacy/utility curve: per ε (∞ first), ε spent, test accuracy and the strongest attack."""
     from rich.table import Table
 
+    from bastion.report.table import printable
+
     def fmt(v: Any) -> str:
         return "–" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v)
 
@@ -258,7 +270,8 @@ def _print_sweep(swept: Any) -> None:
     for p in swept.points:
         skipped = {pid: r.reason for pid, r in p.attacks.items() if r.status != "ok"}
         for pid, why in skipped.items():
-            err.print(f"{p.asset}: {pid} did not run: {why}", highlight=False)
+            text = printable(f"{p.asset}: {pid} did not run: {why}")
+            err.print(text, highlight=False, markup=False, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

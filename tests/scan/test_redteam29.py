@@ -232,3 +232,98 @@ def test_x2_real_torch_and_sklearn_objects_stay_safe(torch_and_sklearn_files: li
     for path in torch_and_sklearn_files:
         res = scan_file(path)
         assert res.verdict.value == "safe", (path.name, [(f.rule_id, f.evidence) for f in res.findings])
+
+
+# -- X1: dateutil time-zone paths in dtype aliases and computed strings ---------------------------
+
+DTZ = G("pandas.core.dtypes.dtypes", "DatetimeTZDtype")
+
+
+def _u_scalar(text: str | None) -> bytes:
+    """numpy's ``scalar(dtype('U<n>'), data)`` (a ``numpy.str_``), of ``text`` or of computed data."""
+    n = len(text) if text is not None else 20
+    dtype = G("numpy", "dtype") + T(S(f"U{n}"), b"\x89", b"\x88") + b"R"
+    dtype += T(I(3), S("<"), b"N", b"N", b"N", I(4 * n), I(4), I(8)) + b"b"
+    if text is None:
+        data = G("builtins", "bytes") + T(b"]") + b"R"  # built at load time: unknown text
+    else:
+        raw = text.encode("utf-32-le")
+        data = b"B" + len(raw).to_bytes(4, "little") + raw
+    return G("numpy.core.multiarray", "scalar") + T(dtype, data) + b"R"
+
+
+def _str_of_codes(text: str) -> bytes:
+    """``str(bytes([...]), 'latin1')``: a string no literal in the stream spells."""
+    codes = b"](" + b"".join(I(c) for c in text.encode()) + b"e"
+    return G("builtins", "str") + T(G("builtins", "bytes") + T(codes) + b"R", S("latin1")) + b"R"
+
+
+_ALIAS = "datetime64[ns, dateutil//etc/passwd]"
+_X1 = {
+    "x1_series_dtype_alias": G("pandas.core.series", "Series") + b"(]N" + S(_ALIAS) + b"tR",
+    "x1_dtz_alias": DTZ + T(S(_ALIAS)) + b"R",
+    "x1_dtz_str_call": DTZ + T(S("ns"), G("builtins", "str") + T(S("dateutil//etc/passwd")) + b"R") + b"R",
+    "sparse-dtype-alias": G("pandas", "SparseDtype") + T(S(_ALIAS)) + b"R",
+    "numpy-str": DTZ + T(S("ns"), G("numpy", "str_") + T(S("dateutil/../../etc/passwd")) + b"R") + b"R",
+    "str-of-byte-codes": DTZ + T(S("ns"), _str_of_codes("dateutil//etc/passwd")) + b"R",
+    "numpy-unicode-scalar": DTZ + T(S("ns"), _u_scalar("dateutil//etc/passwd")) + b"R",
+    "numpy-unicode-scalar-built": DTZ + T(S("ns"), _u_scalar(None)) + b"R",
+    "colon-prefix": DTZ + T(S("ns"), S("dateutil/:/etc/passwd")) + b"R",  # gettz strips one ':'
+    "windows-drive": DTZ + T(S("ns"), S("dateutil/C:\\Windows\\win.ini")) + b"R",
+    "keywords-filled-later": G("pandas.core.indexes.datetimes", "_new_DatetimeIndex")
+    + T(G("pandas", "DatetimeIndex"), ODICT + b"(" + S("tz") + S("dateutil/../../etc/passwd") + b"u")
+    + b"R",
+}
+
+
+@pytest.mark.parametrize("body", list(_X1.values()), ids=list(_X1))
+def test_x1_time_zone_paths_in_aliases_and_built_strings(tmp_path: Path, body: bytes) -> None:
+    verdict, rules = _scan(tmp_path, P(body, proto=3))
+    assert verdict == "malicious" and "scan.pickle.file-path-argument" in rules, rules
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        G("pandas", "Series") + b"(]N" + S("datetime64[ns, dateutil/Europe/London]") + b"tR",
+        DTZ + T(S("ns"), _u_scalar("dateutil/Asia/Tokyo")) + b"R",
+        G("pandas.core.indexes.base", "_new_Index")
+        + T(G("pandas", "Index"), b"}(" + S("data") + b"]" + S("name") + _u_scalar("column") + b"u")
+        + b"R",
+    ],
+    ids=["alias-zone-name", "unicode-scalar-zone-name", "unicode-scalar-index-name"],
+)
+def test_x1_zone_names_stay_safe(tmp_path: Path, body: bytes) -> None:
+    assert _scan(tmp_path, P(body, proto=3)) == ("safe", set())
+
+
+def test_x1_real_time_zone_aware_pandas_objects_stay_safe(tmp_path: Path) -> None:
+    # protocol 2 writes a dateutil zone's bytes as _codecs.encode(...): folded data, not built
+    pd = pytest.importorskip("pandas")
+    joblib = pytest.importorskip("joblib")
+    import zoneinfo
+
+    from dateutil import tz as dateutil_tz
+
+    hours = pd.date_range("2024-01-01", periods=3, freq="h")
+    objects = {
+        "series-dateutil": pd.Series(hours.tz_localize("dateutil/Europe/London")),
+        "series-zoneinfo": pd.Series(hours.tz_localize(zoneinfo.ZoneInfo("Europe/Paris"))),
+        "series-utc": pd.Series(hours.tz_localize("UTC")),
+        "series-tzutc": pd.Series(hours.tz_localize(dateutil_tz.tzutc())),
+        "series-tzoffset": pd.Series(hours.tz_localize(dateutil_tz.tzoffset("X", 3600))),
+        "index-dateutil": hours.tz_localize("dateutil/Asia/Tokyo"),
+        "dtype-dateutil": pd.DatetimeTZDtype("ns", "dateutil/Europe/London"),
+        "frame": pd.DataFrame({"t": hours.tz_localize("dateutil/Europe/London"), "v": [1, 2, 3]}),
+        "timestamp": pd.Timestamp("2024-01-01", tz="dateutil/Europe/London"),
+    }
+    for name, obj in objects.items():
+        paths = []
+        for protocol in (2, 4, 5):
+            paths.append(tmp_path / f"{name}-p{protocol}.pkl")
+            paths[-1].write_bytes(pickle.dumps(obj, protocol=protocol))
+        paths.append(tmp_path / f"{name}.joblib")
+        joblib.dump(obj, paths[-1])
+        for path in paths:
+            res = scan_file(path)
+            assert res.verdict.value == "safe", (path.name, [(f.rule_id, f.evidence) for f in res.findings])

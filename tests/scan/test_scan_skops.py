@@ -178,6 +178,11 @@ def test_a_protocol_attribute_in_an_objects_state_is_flagged(tmp_path: Path) -> 
     [
         # red-team round 20, S2: the pickle emulator's checks on call arguments apply to skops calls
         (("pandas", "DatetimeTZDtype", "ns", "dateutil//etc/passwd"), "scan.skops.file-path-argument"),
+        # red-team round 29, X1b: so does the zone of a dtype alias
+        (
+            ("pandas", "DatetimeTZDtype", "datetime64[ns, dateutil//etc/passwd]"),
+            "scan.skops.file-path-argument",
+        ),
         (("builtins", "bytearray", 3 << 30), "scan.skops.allocation-bomb"),
         (("builtins", "bytes", "\u4e00" * 100, "punycode"), "scan.skops.codec-call"),
     ],

@@ -128,6 +128,40 @@ _SETATTR_STATE_AT = {
 #: Container nodes the walk of objects' states for ``__x__`` keys may visit in one stream (each
 #: container once).
 MAX_STATE_WALK = 1 << 20
+#: Container nodes the search of pandas' arguments for time-zone paths may visit in one stream.
+MAX_TEXT_WALK = 1 << 20
+#: Callables that build a string (``numpy.str_`` is one: ``isinstance(np.str_('x'), str)``).
+_STR_CALLS = frozenset(
+    {"builtins.str", "__builtin__.str", "__builtin__.unicode", "numpy.str_", "numpy.unicode_"}
+)
+#: numpy's scalar rebuild, ``scalar(dtype, data)``: a ``'U'`` dtype's data is UTF-32 text, an
+#: object dtype's is the value itself.
+_NUMPY_SCALARS = frozenset({"numpy.core.multiarray.scalar", "numpy._core.multiarray.scalar"})
+_DATEUTIL = "dateutil/"
+_DRIVE = re.compile(r"[A-Za-z]:")
+_PATH_PARTS = re.compile(r"[/\\]")
+
+
+def _tz_path_escapes(text: str) -> str | None:
+    """The zone after a ``dateutil/`` in ``text`` that dateutil opens outside its folders, or ``None``.
+
+    pandas hands ``dateutil/<zone>`` (a ``tz=`` argument, or the zone of a dtype alias
+    ``'datetime64[ns, dateutil/<zone>]'``) to ``dateutil.tz.gettz``, which strips a leading ``:``,
+    opens an absolute path as it is and joins a relative one to its folders (``..`` leaves them).
+    Every occurrence is checked, wherever it stands in the text.
+    """
+    start = text.find(_DATEUTIL)
+    while start >= 0:
+        zone = text[start + len(_DATEUTIL) :]
+        name = zone.lstrip(": \t")
+        if name.startswith(("/", "\\")) or _DRIVE.match(name):
+            return zone
+        if any(part.strip(" ]") == ".." for part in _PATH_PARTS.split(name)):
+            return zone
+        start = text.find(_DATEUTIL, start + 1)
+    return None
+
+
 _DTYPE_NAMES = frozenset({"numpy.dtype", "numpy.core.multiarray.dtype", "numpy._core.multiarray.dtype"})
 _CODECS_ENCODE = frozenset({"_codecs.encode", "codecs.encode"})
 #: Constructors that encode or decode text with a codec named by their second argument.
@@ -831,6 +865,60 @@ def _computed_key(key: Any) -> bool:
     return isinstance(key, Obj) and not isinstance(key.value, (bytes, bytearray))
 
 
+def _bytes_text(data: bytes | bytearray) -> str | None:
+    """An escaping time-zone text in bytes read as latin-1 or UTF-32 (a numpy ``'U'`` scalar's data)."""
+    if len(data) > 1 << 16:
+        return None
+    texts = [bytes(data).decode("latin-1")]
+    if len(data) % 4 == 0:
+        texts += [bytes(data).decode(c, "replace") for c in ("utf-32-le", "utf-32-be")]
+    for text in texts:
+        if _DATEUTIL in text and _tz_path_escapes(text) is not None:
+            return text
+    return None
+
+
+def _built_text(v: Obj) -> bool:
+    """Whether ``v`` is a string the stream builds from values whose text the scanner cannot read.
+
+    ``str(x)``, ``numpy.str_(x)`` and ``copyreg._reconstructor(cls, str, x)`` of a literal string
+    or bytes (searched as such) are known; of anything else (``bytes([100, 97, ...])``, another
+    call), unknown. So is numpy's ``scalar(dtype, data)`` whose data is not literal bytes, unless
+    the dtype is a literal non-text one.
+    """
+    name = _call_name(v)
+    args = v.args if isinstance(v.args, tuple) else ()
+    if name in _RECONSTRUCTORS:
+        base = args[1] if len(args) == 3 else None
+        if not (isinstance(base, Global) and base.qualname in _STR_CALLS):
+            return False
+        args = args[2:]
+    elif name in _NUMPY_SCALARS:
+        if len(args) >= 2 and isinstance(args[1], (bytes, bytearray, str)):
+            return False
+        if len(args) >= 2 and isinstance(args[1], Obj) and isinstance(args[1].value, (bytes, bytearray)):
+            return False
+        kind = _scalar_kind(args[0]) if args else None
+        return kind is None or kind in "UO"
+    elif name not in _STR_CALLS:
+        return False
+    if not args:
+        return False  # str() is ''
+    first = _unwrapped(args[0])
+    if isinstance(first, (str, bytes, bytearray, int, float, bool)) or first is None:
+        return False
+    return not (isinstance(first, Obj) and isinstance(first.value, (bytes, bytearray)))
+
+
+def _scalar_kind(dtype: Any) -> str | None:
+    """The kind letter of a numpy dtype argument (``'U'``, ``'f'`` ...), if the stream names it."""
+    if isinstance(dtype, Obj) and _call_name(dtype) in _DTYPE_NAMES and isinstance(dtype.args, tuple):
+        first = dtype.args[0] if dtype.args else None
+        m = _TYPESTR.fullmatch(first) if isinstance(first, str) else None
+        return m.group(1) if m else None
+    return None
+
+
 #: Class name prefixes of objects that answer attribute lookups from the data the stream gave
 #: them (scikit-learn's ``Bunch`` from its items, torch's ``Module`` from its ``_modules``, any
 #: object from the ``__dict__`` its BUILD set); numpy and pandas read array protocols and methods
@@ -1503,6 +1591,11 @@ class _VM:
         self.state_seen: dict[int, Any] = {}
         self.state_budget = MAX_STATE_WALK
         self.computed_keys: dict[int, Any] = {}  # mappings given a key built at load time
+        # containers and values searched for time-zone paths (each once a stream), and the objects
+        # filled (SETITEM(S), APPEND(S)) with a string built at load time
+        self.text_seen: dict[int, Any] = {}
+        self.text_budget = MAX_TEXT_WALK
+        self.built_texts: dict[int, Any] = {}
         self.frame_end = 0  # offset where the current protocol-4 frame ends
         self.res = result
         self.capture = capture
@@ -1675,7 +1768,7 @@ class _VM:
                         ),
                     )
             if where.startswith(("pandas.", "dateutil.")) and isinstance(args, tuple):
-                self._time_zone_paths(where, args, kwargs)
+                self._time_zone_paths(f"{self.op_name} {where}", [args, kwargs])
             if where == "dateutil.tz._tzfile._unpickle" and isinstance(args, tuple) and len(args) > 3:
                 self._tz_data(where, args[3])
             if isinstance(args, tuple):
@@ -1710,22 +1803,80 @@ class _VM:
             "latin1 (other codecs can take quadratic time: punycode, idna)",
         )
 
-    def _time_zone_paths(self, where: str, args: tuple[Any, ...], kwargs: Any) -> None:
-        """A time zone named ``dateutil/<path>``: pandas hands it to dateutil's ``gettz``, which opens it."""
-        values = list(args)
-        if isinstance(kwargs, PDict):
-            values += [v for _, v in kwargs.items]
-        values += [v for a in args if isinstance(a, PDict) for _, v in a.items]
-        for v in values:
-            if isinstance(v, str) and v.startswith("dateutil/"):
-                rest = v[len("dateutil/") :]
-                if rest.startswith(("/", "\\")) or ".." in rest.replace("\\", "/").split("/"):
+    def _time_zone_paths(self, action: str, values: list[Any]) -> None:
+        """A time zone naming a path (``dateutil/<path>``): pandas hands it to dateutil, which opens it.
+
+        ``values`` (a pandas or dateutil call's arguments, a pandas object's state) are searched at
+        any depth, calls' arguments included, for text holding ``dateutil/`` and a path that
+        leaves dateutil's folders (:func:`_tz_path_escapes`): a ``tz=`` argument, a dtype alias
+        ``'datetime64[ns, dateutil/<path>]'`` (red-team round 29). A string the stream builds at
+        load time (``str(...)``, ``numpy.str_(...)``, a numpy ``'U'`` scalar of computed data) is one
+        too, unless its text is known.
+        """
+        found = self._texts_in(values)
+        if found is None:
+            return
+        text, built = found
+        if built is None:
+            self.anomaly(
+                "file-path-argument",
+                f"{action} with the time zone {preview(text, 80)}: dateutil opens that path as a "
+                "time-zone file when the file is loaded",
+            )
+        else:
+            self.anomaly(
+                "file-path-argument",
+                f"{action} with a string built at load time ({preview(built, 80)}): pandas hands a "
+                "'dateutil/<path>' time zone (or a dtype alias naming one) to dateutil, which opens the path",
+            )
+
+    def _texts_in(self, values: list[Any]) -> tuple[str, Any] | None:
+        """The first escaping time-zone text in ``values``, or a string built at load time.
+
+        ``(text, None)`` for a text naming a path, ``("", value)`` for a string built at load time
+        whose text is unknown, ``None`` when there is neither. Each container and call is
+        searched once a stream (a value found again was reported, or is clean), at most
+        :data:`MAX_TEXT_WALK` of them in all.
+        """
+        seen = self.text_seen
+        todo = list(values)
+        while todo:
+            v = todo.pop()
+            if isinstance(v, str):
+                if _DATEUTIL in v and _tz_path_escapes(v) is not None:
+                    return v, None
+                continue
+            if isinstance(v, (bytes, bytearray)):
+                text = _bytes_text(v)
+                if text is not None:
+                    return text, None
+                continue
+            if not isinstance(v, (tuple, PList, PSet, PDict, Obj)) or id(v) in seen:
+                continue
+            if self.text_budget <= 0:
+                if self.text_budget > -(1 << 62):  # reported once
+                    self.text_budget = -(1 << 62)
                     self.anomaly(
-                        "file-path-argument",
-                        f"{self.op_name} {where} with the time zone {preview(v, 60)}: dateutil opens "
-                        "that path as a time-zone file when the file is loaded",
+                        "argument-walk-limit",
+                        f"arguments too large to check for time-zone paths (over {MAX_TEXT_WALK:,} nodes)",
                     )
-                    return
+                return None
+            seen[id(v)] = v
+            if isinstance(v, Obj):
+                self.text_budget -= 1
+                if id(v) in self.built_texts:
+                    return "", self.built_texts[id(v)]
+                if _built_text(v):
+                    return "", v
+                todo += [v.args, v.kwargs, v.value]
+                continue
+            if isinstance(v, PDict):
+                items: Any = [x for kv in v.items for x in kv]
+            else:
+                items = v if isinstance(v, tuple) else v.items
+            self.text_budget -= len(items) + 1
+            todo.extend(items)
+        return None
 
     def _tz_data(self, where: str, data: Any) -> None:
         """Dateutil's ``_unpickle`` data: transitions written in the file, few enough to process.
@@ -1737,7 +1888,7 @@ class _VM:
         while todo and seen < 1 << 16:
             v = todo.pop()
             seen += 1
-            if isinstance(v, Obj):
+            if isinstance(v, Obj) and not isinstance(v.value, (bytes, bytearray)):  # bytes: folded data
                 self.anomaly(
                     "allocation-bomb", f"{self.op_name} {where} with time-zone data built at load time"
                 )
@@ -2094,6 +2245,14 @@ class _VM:
         """
         cls = target.cls_name if isinstance(target, Obj) else None
         self.note_passed(cls or "<object>", items, None, suffix=f".{method}")
+        if isinstance(target, Obj):  # an OrderedDict of keyword arguments may go to pandas later
+            for item in items:  # the items themselves (a walk of every tensor of a state dict costs)
+                item = _unwrapped(item)
+                if isinstance(item, str) and _DATEUTIL in item and _tz_path_escapes(item) is not None:
+                    self._time_zone_paths(f"{self.op_name} into {cls or 'an object'}", [item])
+                    return
+                if isinstance(item, Obj) and _built_text(item):
+                    self.built_texts[id(target)] = item
 
     def op_list(self) -> None:
         self.push(PList(self.pop_mark()))
@@ -2402,6 +2561,7 @@ class _VM:
         self.note_passed(cls or "<object>", (handed,), None, suffix=".__setstate__")
         self._dunder_state(state)
         if cls is not None and cls.startswith("pandas."):  # numpy states hold their own bytes
+            self._time_zone_paths(f"BUILD of {cls}", [state])
             count = _lazy_length(state, [4096])
             if count == COMPUTED or count * 8 >= MAX_ALLOCATION:
                 self.anomaly(

@@ -228,6 +228,44 @@ def test_dp_train_secure_mode_without_torchcsprng_is_one_error_before_training(
     _nothing_written(tmp_path, db)
 
 
+@pytest.mark.parametrize(
+    ("body", "said"),
+    [
+        (
+            'raise OSError("libtorchcsprng.so: undefined symbol: _ZN3c1015SmallVectorBase")\n',
+            "OSError: libtorchcsprng",
+        ),
+        ("# an API without create_random_device_generator\n", "AttributeError: module 'torchcsprng'"),
+    ],
+    ids=["abi-mismatch", "old-api"],
+)
+def test_dp_train_secure_mode_with_an_unusable_torchcsprng_is_one_error_before_training(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, body: str, said: str
+) -> None:
+    """Red-team round 28, F7: a torchcsprng that is installed but does not load (built for another
+    torch) or lacks the generator Opacus calls gave `internal error: OSError/AttributeError`."""
+    import sys
+
+    from bastion.cli.main import run
+    from bastion.defend import dp_sgd
+
+    site = tmp_path / "site"
+    (site / "torchcsprng").mkdir(parents=True)
+    (site / "torchcsprng" / "__init__.py").write_text(body)
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.delitem(sys.modules, "torchcsprng", raising=False)
+    monkeypatch.setattr(dp_sgd.DpTrain, "harden", lambda *a, **k: pytest.fail("trained"))
+    cfg = build_leaky_digits(tmp_path, n_train=60, n_test=60)
+    db = f"sqlite:///{tmp_path}/b.db"
+    args = ["harden", "dp-train", "--asset", "digits", "-c", str(cfg), "--db", db, "--epsilon", "3"]
+    assert run([*args, "-p", "batch_size=30", "--delta", "1e-3", "-p", "secure_mode=true"]) == 2
+    err = capsys.readouterr().err
+    assert "1 problem(s) before hardening digits" in err
+    assert "secure_mode=true needs torchcsprng" in err and "installed but unusable: " + said in err
+    assert "internal error" not in err and "Traceback" not in err
+    _nothing_written(tmp_path, db)
+
+
 def test_dp_train_secure_mode_is_plumbed_to_opacus(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """With torchcsprng present, Opacus runs in secure mode (its generator, no seeded one); recorded."""
     import sys
@@ -256,5 +294,5 @@ def test_dp_train_secure_mode_is_plumbed_to_opacus(tmp_path: Path, monkeypatch: 
         params={"epsilon": 3, "delta": 1e-3, "batch_size": 30, "epochs": 2, "secure_mode": True},
         settings=load_settings(db_url=f"sqlite:///{tmp_path}/b.db"),
     )
-    assert engines == [True] and made == ["/dev/urandom"]
+    assert engines == [True] and set(made) == {"/dev/urandom"}  # preflight makes one too
     assert res.details["secure_mode"] is True and res.details["params"]["secure_mode"] is True

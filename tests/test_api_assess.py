@@ -603,6 +603,22 @@ def test_baseline_latest_is_this_projects_run_and_another_projects_run_is_refuse
     assert line.startswith(f"baseline: run {second.run.id} of ") and ", project project (narrowed: " in line
 
 
+@pytest.mark.parametrize("empty", ["", "  "])
+def test_an_empty_baseline_is_a_usage_error(
+    wine_project: Path, capsys: pytest.CaptureFixture[str], empty: str
+) -> None:
+    """Red-team round 28, F10: `--baseline "$BASE_RUN"` with the variable unset ran without a
+    baseline, silently (every state null). It is a usage error (exit 4); nothing runs."""
+    db = wine_project / "b.db"
+    out = wine_project / "r"
+    args = ["assess", "-c", str(wine_project / "bastion.yaml"), "--db", f"sqlite:///{db}", "-o", str(out)]
+    assert run([*args, "--only", "governance", "--baseline", empty]) == 4
+    assert "Invalid value for '--baseline': empty; give a run id or 'latest'" in capsys.readouterr().err
+    assert not out.exists() and not db.exists()
+    with pytest.raises(ConfigError, match="baseline: empty"):
+        api.assess(wine_project / "bastion.yaml", baseline=empty, store=False, only=["governance"])
+
+
 def test_which_scan_and_signature_findings_a_narrowed_baselines_gate_covered() -> None:
     """F9: the gate reports a file's findings only when it is not judged safe, and a signature
     only when it fails: a low finding on a safe file, or a missing signature, was not covered;

@@ -442,11 +442,13 @@ def assess(
 
     Raises:
         ConfigError: invalid config, missing file, dataset not fitting a model, bad selection,
-            a baseline that is another project's run.
+            a baseline that is another project's run or empty.
         BastionError: unreachable database (``StoreError``), and other preflight failures.
     """
     if settings is not None and budget is not None:
         raise ConfigError("give the budget in settings or as budget=, not both")
+    if baseline is not None and not baseline.strip():  # red-team round 28, F10: silently none
+        raise ConfigError("baseline: empty; give a run id or 'latest' (None: no baseline)")
     if budget is not None and budget not in PRESETS:
         raise ConfigError(f"budget {budget!r}: expected one of {', '.join(PRESETS)}")
     s = settings or load_settings(budget=budget)
@@ -459,12 +461,12 @@ def assess(
     plan(config, budget=s.budget, asset=None if pick else asset, only=only, skip=skip)
     baseline_report: Report | None = None
     versions: dict[str, Any] = {}
-    if store or baseline or pick:  # a picked version is read from the store
+    if store or baseline is not None or pick:  # a picked version is read from the store
         from bastion.store import Store, preflight
 
         preflight(s.db_url)  # reachable and writable; writes nothing
         versions = _latest_versions(s.db_url, cfg0, pick) if include_versions else {}
-        if baseline:
+        if baseline is not None:
             baseline_report = _baseline_report(s.db_url, baseline, cfg0.project.name)
     the_plan = plan(config, budget=s.budget, asset=asset, only=only, skip=skip, versions=versions)
     cfg, base = the_plan.config, the_plan.base_dir

@@ -142,6 +142,16 @@ def scan(ctx: typer.Context) -> None:
     raise typer.Exit(scan_cmd.main(ctx.args))
 
 
+def _baseline_given(value: str | None) -> str | None:
+    """``--baseline ""`` (``--baseline "$BASE_RUN"`` with the variable unset) is a usage error.
+
+    Red-team round 28, F10: it ran without a baseline, silently (every state null).
+    """
+    if value is not None and not value.strip():
+        raise typer.BadParameter("empty; give a run id or 'latest' (or leave --baseline out)")
+    return value
+
+
 @_own.command()
 def assess(
     config: Annotated[Path, typer.Option("--config", "-c", help="The project's bastion.yaml.")] = Path(
@@ -171,6 +181,7 @@ def assess(
             "--baseline",
             help="Earlier assess run of this project to compare with: its id, or 'latest' (this "
             "project's newest); a narrowed one (--only/--asset) is compared only within its scope.",
+            callback=_baseline_given,
         ),
     ] = None,
     db: Annotated[

@@ -327,3 +327,115 @@ def test_x1_real_time_zone_aware_pandas_objects_stay_safe(tmp_path: Path) -> Non
         for path in paths:
             res = scan_file(path)
             assert res.verdict.value == "safe", (path.name, [(f.rule_id, f.evidence) for f in res.findings])
+
+
+# -- X3: sized and costly calls made by helpers, by APPEND/ADDITEMS, and by layer constructors -----
+
+RECONSTRUCTOR = G("copyreg", "_reconstructor")
+RANGE_10_12 = G("builtins", "range") + T(I(10**12)) + b"R"
+_X3 = {
+    # copyreg._reconstructor(cls, base, state): base.__new__(cls, state), base.__init__(obj, state)
+    "x3a_reconstructor_bytearray": (
+        RECONSTRUCTOR + T(G("builtins", "bytearray"), G("builtins", "bytearray"), I(3 << 30)) + b"R",
+        "allocation-bomb",
+    ),
+    "reconstructor-fraction": (
+        RECONSTRUCTOR + T(G("fractions", "Fraction"), G("fractions", "Fraction"), S("1e999999999")) + b"R",
+        "compute-bomb",
+    ),
+    "reconstructor-series": (
+        RECONSTRUCTOR + T(G("pandas", "Series"), G("pandas", "Series"), RANGE_10_12) + b"R",
+        "allocation-bomb",
+    ),
+    "reconstructor-batchnorm": (
+        RECONSTRUCTOR
+        + T(
+            G("torch.nn.modules.batchnorm", "BatchNorm1d"),
+            G("torch.nn.modules.batchnorm", "BatchNorm1d"),
+            I(10**10),
+        )
+        + b"R",
+        "allocation-bomb",
+    ),
+    # torch's _rebuild_from_type_v2(func, type, args, state) runs func(*args)
+    "rebuild-from-type-v2": (
+        G("torch._tensor", "_rebuild_from_type_v2")
+        + T(G("builtins", "bytearray"), G("torch", "Tensor"), T(I(3 << 30)), b"N")
+        + b"R",
+        "allocation-bomb",
+    ),
+    # the unpickler calls obj.append(item) / obj.add(item), which the object answers from its data
+    "x3b_bunch_append_bytearray": (
+        BUNCH + S("append") + G("builtins", "bytearray") + b"s" + I(3 << 30) + b"a",
+        "dynamic-callable",
+    ),
+    "x3b_bunch_append_fraction": (
+        BUNCH + S("append") + G("fractions", "Fraction") + b"s" + S("1e999999999") + b"a",
+        "dynamic-callable",
+    ),
+    "namespace-appends": (
+        G("argparse", "Namespace")
+        + b")R"
+        + b"}("
+        + S("extend")
+        + G("builtins", "bytearray")
+        + b"ub"
+        + b"("
+        + I(3 << 30)
+        + b"e",
+        "dynamic-callable",
+    ),
+    "bunch-additems": (
+        BUNCH + S("add") + G("builtins", "bytearray") + b"s" + b"(" + I(3 << 30) + b"\x90",
+        "dynamic-callable",
+    ),
+    # layer and optimizer constructors, called, allocate weights sized by their arguments
+    "x3c_torch_linear": (
+        G("torch.nn.modules.linear", "Linear") + T(I(100000), I(100000)) + b"R",
+        "allocation-bomb",
+    ),
+    "embedding": (
+        G("torch.nn.modules.sparse", "Embedding") + T(I(10**6), I(10**4)) + b"R",
+        "allocation-bomb",
+    ),
+    "lstm-hidden-squared": (G("torch.nn.modules.rnn", "LSTM") + T(I(1), I(10**5)) + b"R", "allocation-bomb"),
+    "optimizer-listing-a-range": (G("torch.optim.sgd", "SGD") + T(RANGE_10_12) + b"R", "allocation-bomb"),
+    "layer-sized-at-load": (
+        G("torch.nn.modules.linear", "Linear")
+        + T(G("builtins", "int") + T(S("100000")) + b"R", I(10))
+        + b"R",
+        "allocation-bomb",
+    ),
+    # torch.Tensor re-exported by a layer module: sized as torch's own
+    "re-exported-tensor": (G("torch.nn.modules.linear", "Tensor") + T(I(3 << 30)) + b"R", "allocation-bomb"),
+}
+
+
+@pytest.mark.parametrize(("body", "kind"), list(_X3.values()), ids=list(_X3))
+def test_x3_hidden_and_layer_calls_are_checked(tmp_path: Path, body: bytes, kind: str) -> None:
+    verdict, rules = _scan(tmp_path, P(body))
+    assert verdict != "safe" and f"scan.pickle.{kind}" in rules, rules
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        pickle.dumps(__import__("collections").deque([1, 2, 3], 5), protocol=2),  # deque: APPENDS
+        pickle.dumps(__import__("collections").deque([1, 2, 3]), protocol=4),
+        P(
+            G("torch.jit._pickle", "restore_type_tag")
+            + T(b"]", S("List[int]"))
+            + b"R"
+            + b"("
+            + I(1)
+            + I(2)
+            + b"e"
+        ),
+        P(G("torch.nn.modules.activation", "ReLU") + T() + b"R"),  # called, but sized by nothing
+        P(G("torch.nn.modules.linear", "Linear") + T(I(100000), I(100000)) + b"\x81"),  # cls.__new__ only
+        P(RECONSTRUCTOR + T(G("argparse", "Namespace"), G("builtins", "object"), b"N") + b"R"),
+    ],
+    ids=["deque-p2", "deque-p4", "type-tagged-list", "unsized-layer", "newobj-layer", "reconstructor-object"],
+)
+def test_x3_ordinary_streams_stay_safe(tmp_path: Path, data: bytes) -> None:
+    assert _scan(tmp_path, data) == ("safe", set())

@@ -128,6 +128,20 @@ _SETATTR_STATE_AT = {
 #: Container nodes the walk of objects' states for ``__x__`` keys may visit in one stream (each
 #: container once).
 MAX_STATE_WALK = 1 << 20
+#: Opcodes that call a class itself (its ``__init__`` runs); ``NEWOBJ`` calls ``cls.__new__`` only.
+_INIT_OPCODES = frozenset({"REDUCE", "INST", "OBJ"})
+#: Modules of torch's layer and optimizer classes: a pickle rebuilds them with ``NEWOBJ`` and a
+#: ``BUILD`` state, never by calling them; called, their constructors allocate and initialise
+#: weights sized by the arguments (``Linear(100000, 100000)`` asks for 40 GB).
+_TORCH_LAYERS = ("torch.nn.modules.", "torch.ao.nn.", "torch.nn.utils.", "torch.optim.")
+#: Calls whose result is a number or an iterable (a size computed at load time).
+_NUMBER_CALLS = frozenset({"builtins.int", "__builtin__.int", "__builtin__.long", "builtins.float"})
+#: Classes whose ``append``/``extend`` the unpickler may call (``APPEND(S)``; ``ADDITEMS``: ``add``):
+#: exact types without a ``__dict__``, so the method is the type's. On any other object the name is
+#: looked up on the instance, which may answer it from its data (a ``Bunch`` from its items, any
+#: object from the ``__dict__`` a ``BUILD`` set): the callable and its arguments are the stream's.
+_APPENDABLE = frozenset({"builtins.list", "__builtin__.list", "collections.deque", "_collections.deque"})
+_ADDABLE = frozenset({"builtins.set", "__builtin__.set"})
 #: Container nodes the search of pandas' arguments for time-zone paths may visit in one stream.
 MAX_TEXT_WALK = 1 << 20
 #: Callables that build a string (``numpy.str_`` is one: ``isinstance(np.str_('x'), str)``).
@@ -777,6 +791,8 @@ def _render(v: Any, out: list[str], limit: int, depth: int) -> None:
 #: from the file's own bytes. A size the stream computes at load time (``range(int("1e10"))``)
 #: is one too, whatever its value.
 MAX_ALLOCATION = 1 << 30
+#: Elements of a layer's weights past which its constructor is an ``allocation-bomb`` (4 bytes each).
+MAX_LAYER_ELEMENTS = MAX_ALLOCATION // 4
 #: :func:`requested_bytes`'s answer for a size computed by the stream at load time.
 COMPUTED = -1
 _RANGES = frozenset({"builtins.range", "__builtin__.range", "__builtin__.xrange"})
@@ -1708,8 +1724,6 @@ class _VM:
             sites = CALLING_SITES.get(where)
             if sites is not None and isinstance(args, tuple):
                 self._calls_its_argument(where, args, sites)
-            if isinstance(args, tuple) and where not in self.big_ints_seen:
-                self._big_int_arguments(where, args)
             captured = self.capture is not None and self.capture(ref.module, ref.name)
             if len(ref.calls) < self.max_calls_kept or captured:
                 site = CallSite(opcode=self.op_name, offset=self.op_offset)
@@ -1729,48 +1743,9 @@ class _VM:
                         obj.value = args[0].encode("latin-1")
                     except UnicodeEncodeError:
                         obj.value = None
-            elif where in _NUMBER_PARSERS and isinstance(args, tuple) and args:
-                exponent = _exponent(args[0])
-                if exponent is not None and abs(exponent) > MAX_EXPONENT:
-                    self.anomaly(
-                        "compute-bomb",
-                        f"{self.op_name} {where}{preview(args, 60)}: an exponent of {exponent:,} (converting "
-                        f"it computes a {abs(exponent):,}-digit number)",
-                    )
-            if where in _SIZED or (ref.module in _TORCH_MODULES and ref.name.endswith(("Storage", "Tensor"))):
-                size = requested_bytes(ref.module, ref.name, args)
-                if size == COMPUTED:
-                    self.anomaly(
-                        "allocation-bomb",
-                        f"{self.op_name} {ref.qualname}{preview(args, 80)} is sized by a value the "
-                        "stream computes when the file is loaded",
-                    )
-                elif size is not None and size > MAX_ALLOCATION:
-                    self.anomaly(
-                        "allocation-bomb",
-                        f"{self.op_name} {ref.qualname}{preview(args, 80)} asks for about "
-                        f"{size / 2**30:,.0f} GiB when the file is loaded",
-                    )
-            if where in _TEXT_CODEC_CALLS and isinstance(args, tuple) and len(args) >= 2:
-                enc = args[1]  # bytes(text, encoding), str(data, encoding) decode or encode with it
-                if not (isinstance(enc, str) and enc.lower().replace("_", "-") in _LINEAR_CODECS):
-                    self._codec_call(where, enc)
-            if where.startswith(_LAZY_SIZED) and (where.startswith("pandas.") or _may_materialise(args)):
-                count = _lazy_length(obj, [4096])
-                if count == COMPUTED or count * 8 >= MAX_ALLOCATION:
-                    self.anomaly(
-                        "allocation-bomb",
-                        f"{self.op_name} {ref.qualname}{preview(args, 80)} "
-                        + (
-                            "is sized by a value the stream computes when the file is loaded"
-                            if count == COMPUTED
-                            else f"spans {count:,} elements (about {count * 8 / 2**30:,.0f} GiB) when built"
-                        ),
-                    )
-            if where.startswith(("pandas.", "dateutil.")) and isinstance(args, tuple):
-                self._time_zone_paths(f"{self.op_name} {where}", [args, kwargs])
-            if where == "dateutil.tz._tzfile._unpickle" and isinstance(args, tuple) and len(args) > 3:
-                self._tz_data(where, args[3])
+            if isinstance(args, tuple):
+                self._value_checks(where, args, kwargs, obj, runs_init=self.op_name in _INIT_OPCODES)
+                self._hidden_calls(where, args)
             if isinstance(args, tuple):
                 pos = _SETATTR_STATE_AT.get(where)
                 if pos is not None and len(args) > pos:  # setattr(obj, k, v) for each item of the state
@@ -1795,6 +1770,142 @@ class _VM:
                 f"{self.op_name} calls a computed value ({preview(func, 80)}), not a resolved global",
             )
         return obj
+
+    def _value_checks(
+        self, where: str, args: tuple[Any, ...], kwargs: Any, obj: Obj, *, runs_init: bool, act: str = ""
+    ) -> None:
+        """The checks of a call of ``where(*args, **kwargs)`` by its values (sizes, costs, paths).
+
+        Run for every call of a global, and for the calls allowed helpers make with the stream's
+        values (:meth:`_hidden_calls`: ``copyreg._reconstructor``'s ``base.__init__(obj, state)``);
+        ``runs_init``: the call runs the class's constructor (not ``NEWOBJ``'s ``cls.__new__``).
+        """
+        act = act or self.op_name
+        module, _, name = where.rpartition(".")
+        if where not in self.big_ints_seen:
+            self._big_int_arguments(where, args)
+        if where in _NUMBER_PARSERS and args:
+            exponent = _exponent(args[0])
+            if exponent is not None and abs(exponent) > MAX_EXPONENT:
+                self.anomaly(
+                    "compute-bomb",
+                    f"{act} {where}{preview(args, 60)}: an exponent of {exponent:,} (converting "
+                    f"it computes a {abs(exponent):,}-digit number)",
+                )
+        if where in _SIZED or (module.startswith("torch") and name.endswith(("Storage", "Tensor"))):
+            size = requested_bytes(module, name, args)
+            if size == COMPUTED:
+                self.anomaly(
+                    "allocation-bomb",
+                    f"{act} {where}{preview(args, 80)} is sized by a value the "
+                    "stream computes when the file is loaded",
+                )
+            elif size is not None and size > MAX_ALLOCATION:
+                self.anomaly(
+                    "allocation-bomb",
+                    f"{act} {where}{preview(args, 80)} asks for about "
+                    f"{size / 2**30:,.0f} GiB when the file is loaded",
+                )
+        if where in _TEXT_CODEC_CALLS and len(args) >= 2:
+            enc = args[1]  # bytes(text, encoding), str(data, encoding) decode or encode with it
+            if not (isinstance(enc, str) and enc.lower().replace("_", "-") in _LINEAR_CODECS):
+                self._codec_call(where, enc)
+        if where.startswith(_LAZY_SIZED) and (where.startswith("pandas.") or _may_materialise(args)):
+            count = _lazy_length(obj, [4096])
+            if count == COMPUTED or count * 8 >= MAX_ALLOCATION:
+                self.anomaly(
+                    "allocation-bomb",
+                    f"{act} {where}{preview(args, 80)} "
+                    + (
+                        "is sized by a value the stream computes when the file is loaded"
+                        if count == COMPUTED
+                        else f"spans {count:,} elements (about {count * 8 / 2**30:,.0f} GiB) when built"
+                    ),
+                )
+        if where.startswith(("pandas.", "dateutil.")):
+            self._time_zone_paths(f"{act} {where}", [args, kwargs])
+        if where == "dateutil.tz._tzfile._unpickle" and len(args) > 3:
+            self._tz_data(where, args[3])
+        if runs_init and where.startswith(_TORCH_LAYERS):
+            self._layer_size(where, args, kwargs, act)
+
+    def _hidden_calls(self, where: str, args: tuple[Any, ...]) -> None:
+        """The calls an allowed helper makes with the stream's values, checked as calls.
+
+        ``copyreg._reconstructor(cls, base, state)`` runs ``base.__new__(cls, state)`` and
+        ``base.__init__(obj, state)`` (``_reconstructor(bytearray, bytearray, 3 << 30)`` allocates
+        3 GiB); torch's ``_rebuild_from_type_v2(func, type, args, state)`` runs ``func(*args)``.
+        """
+        callee: Any = None
+        hidden: tuple[Any, ...] = ()
+        if where in _RECONSTRUCTORS and len(args) == 3:
+            callee, hidden = _unwrapped(args[1]), (args[2],)
+            if isinstance(callee, Global) and callee.qualname in ("builtins.object", "__builtin__.object"):
+                return  # object.__new__(cls): the state is not used
+            if not isinstance(callee, Global):
+                self.anomaly(
+                    "dynamic-callable",
+                    f"{self.op_name} {where} with a base built in the stream ({preview(callee, 60)}): "
+                    "it calls base.__new__ and base.__init__ with the state",
+                )
+                return
+        elif where in CALL_ARGUMENTS_AT and len(args) > CALL_ARGUMENTS_AT[where]:
+            callee, hidden = _unwrapped(args[0]), args[CALL_ARGUMENTS_AT[where]]
+            if not isinstance(callee, Global) or not isinstance(hidden, tuple):
+                return  # a dynamic-callable already (_calls_its_argument)
+        else:
+            return
+        inner = Obj(func=callee, args=hidden, opcode=self.op_name, offset=self.op_offset)
+        self._value_checks(
+            callee.qualname, hidden, None, inner, runs_init=True, act=f"{self.op_name} {where} calling"
+        )
+
+    def _layer_size(self, where: str, args: tuple[Any, ...], kwargs: Any, act: str) -> None:
+        """A torch layer or optimizer class called with sizes (its constructor allocates weights).
+
+        An upper bound of the weights: the product of its integer arguments (also those in tuples:
+        kernel sizes), or the square of the largest (recurrent and attention layers allocate
+        ``hidden x hidden``), or the length of an iterable argument (an optimizer lists its
+        ``params``); a number or iterable computed at load time is unbounded. Pickles never call
+        these classes (``torch.save`` writes ``NEWOBJ`` and a state), so the bound need not be tight.
+        """
+        values: list[Any] = list(args)
+        if isinstance(kwargs, PDict):
+            values += [v for _, v in kwargs.items]
+        flat: list[Any] = []
+        for v in values:
+            flat += list(v if isinstance(v, tuple) else v.items if isinstance(v, PList) else (v,))
+        product, largest, computed = 1, 0, None
+        for v in flat:
+            n = _int(v)
+            if n is None and isinstance(v, Obj) and v.value is None:
+                name = _call_name(v) or ""
+                if name in _RANGES or name in _CONSUMERS:  # an iterable: its length
+                    n = _iter_count(v)
+                    if n is None or n == COMPUTED:
+                        computed = v
+                        break
+                elif name in _NUMBER_CALLS or name.startswith("numpy."):  # a number built at load time
+                    computed = v
+                    break
+            if n is not None and n > 0:
+                product = min(product * n, _LENGTH_CAP)
+                largest = max(largest, n)
+        if computed is not None:
+            self.anomaly(
+                "allocation-bomb",
+                f"{act} {where}{preview(args, 80)}: a layer constructor sized by a value the stream "
+                "computes when the file is loaded",
+            )
+            return
+        elements = max(product if len(flat) > 1 else 0, largest * largest)
+        if elements > MAX_LAYER_ELEMENTS:
+            self.anomaly(
+                "allocation-bomb",
+                f"{act} {where}{preview(args, 80)}: the layer constructor allocates and initialises up "
+                f"to about {elements * 4 / 2**30:,.0f} GiB of weights (pickles never call it: torch.save "
+                "writes NEWOBJ and a state)",
+            )
 
     def _codec_call(self, where: str, enc: Any) -> None:
         self.anomaly(
@@ -2224,19 +2335,42 @@ class _VM:
         value = self.pop()
         target = self.top()
         self.mutate(target, "APPEND")
+        target = _unwrapped(target)
         if isinstance(target, PList):
             target.items.append(value)
         else:
+            self._served_method(target, "append", _APPENDABLE)
             self._filled(target, "append", (value,))
 
     def op_appends(self) -> None:
         items = self.pop_mark()
         target = self.top()
         self.mutate(target, "APPENDS")
+        target = _unwrapped(target)
         if isinstance(target, PList):
             target.items.extend(items)
         else:
+            self._served_method(target, "extend", _APPENDABLE)
             self._filled(target, "extend", tuple(items))
+
+    def _served_method(self, target: Any, method: str, types: frozenset[str]) -> None:
+        """``APPEND(S)``/``ADDITEMS`` on an object other than a list, deque or set: ``obj.<method>``.
+
+        The unpickler looks the method up on the object, which may answer it from its data (a
+        ``Bunch`` from its items, any object from its ``__dict__``): any allowed callable, called
+        with the stream's arguments, past the checks of a call (``bytearray(3 << 30)``).
+        """
+        if not isinstance(target, Obj) or not isinstance(target.func, Global):
+            return  # a computed callable is reported where it is called; an opaque value is the loader's
+        cls = target.cls_name
+        if cls in types:
+            return
+        self.anomaly(
+            "dynamic-callable",
+            f"{self.op_name} calls {method} of a {cls}, which the object may answer from its data "
+            "(a Bunch from its items, an object from its state): the callable and its arguments are "
+            "the stream's",
+        )
 
     def _filled(self, target: Any, method: str, items: tuple[Any, ...]) -> None:
         """Hand over the items added to a value the stream built by a call (``list()``, an object).
@@ -2380,9 +2514,11 @@ class _VM:
         items = self.pop_mark()
         target = self.top()
         self.mutate(target, "ADDITEMS")
+        target = _unwrapped(target)
         if isinstance(target, PSet):
             target.items.extend(items)
         else:
+            self._served_method(target, "add", _ADDABLE)
             self._filled(target, "add", tuple(items))
 
     def op_frozenset(self) -> None:

@@ -439,3 +439,125 @@ def test_x3_hidden_and_layer_calls_are_checked(tmp_path: Path, body: bytes, kind
 )
 def test_x3_ordinary_streams_stay_safe(tmp_path: Path, data: bytes) -> None:
     assert _scan(tmp_path, data) == ("safe", set())
+
+
+# -- X4: shared objects changed through identity helpers; allowed globals that are modules --------
+
+RTT = G("torch.jit._pickle", "restore_type_tag")
+NEGATIVE = G("numpy", "negative")
+ACTIVATIONS = G("sklearn.neural_network._base", "ACTIVATIONS")  # a global dict of the estimator's functions
+_X4 = {
+    # torch.nn.modules.conv.F is torch.nn.functional: (None, {'relu': elu}) rewrites it for the process
+    "x4_wrapped_F": RTT
+    + T(G("torch.nn.modules.conv", "F"), b"N")
+    + b"R"
+    + b"(N}("
+    + S("relu")
+    + G("torch.nn.functional", "elu")
+    + b"ut"
+    + b"b",
+    "wrapped-global-dict": RTT + T(ACTIVATIONS, b"N") + b"R" + S("relu") + NEGATIVE + b"s",
+    "list-builder-global-dict": G("torch.jit._pickle", "build_intlist")
+    + T(ACTIVATIONS)
+    + b"R"
+    + b"("
+    + S("relu")
+    + NEGATIVE
+    + b"u",
+    "wrapped-global-list": RTT
+    + T(G("sklearn.metrics.pairwise", "_VALID_METRICS"), b"N")
+    + b"R"
+    + S("x")
+    + b"a",
+    "wrapped-class": RTT
+    + T(G("argparse", "Namespace"), b"N")
+    + b"R"
+    + b"(N}("
+    + S("__init__")
+    + NEGATIVE
+    + b"ut"
+    + b"b",
+    # callables returning a process-wide instance: dateutil's UTC singleton and cached offsets, NaT
+    "tzutc-singleton": G("dateutil.tz.tz", "tzutc") + b")R" + b"}(" + S("utcoffset") + NEGATIVE + b"u" + b"b",
+    "tzoffset-cached": G("dateutil.tz", "tzoffset")
+    + T(S("X"), I(3600))
+    + b"R"
+    + b"}("
+    + S("utcoffset")
+    + NEGATIVE
+    + b"ub",
+    "nat-singleton": G("pandas._libs.tslibs.nattype", "_nat_unpickle")
+    + b")R"
+    + b"}("
+    + S("isoformat")
+    + NEGATIVE
+    + b"ub",
+    # torch._utils._set_obj_state on what _rebuild_from_type_v2's func(*args) returns
+    "rebuild-from-type-v2-singleton": G("torch._tensor", "_rebuild_from_type_v2")
+    + T(
+        G("dateutil.tz.tz", "tzutc"),
+        G("dateutil.tz.tz", "tzutc"),
+        b")",
+        b"}(" + S("utcoffset") + NEGATIVE + b"u",
+    )
+    + b"R",
+}
+
+
+@pytest.mark.parametrize("body", list(_X4.values()), ids=list(_X4))
+def test_x4_shared_objects_changed_through_helpers(tmp_path: Path, body: bytes) -> None:
+    verdict, rules = _scan(tmp_path, P(body))
+    assert verdict == "malicious" and "scan.pickle.mutates-global" in rules, rules
+
+
+def test_x4_a_module_alias_is_denied(tmp_path: Path) -> None:
+    verdict, rules = _scan(tmp_path, P(G("torch.nn.modules.conv", "F")))
+    assert verdict == "malicious" and "scan.pickle.denied-global" in rules, rules
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        RTT + T(b"}", S("Dict[str, int]")) + b"R" + b"(" + S("a") + I(1) + b"u",  # TorchScript's typed dict
+        G("dateutil.tz.tz", "tzutc") + b")\x81",  # how a tzutc pickles: cls.__new__, no state
+        G("dateutil.tz", "tzoffset") + T(S("X"), I(3600)) + b"R",
+    ],
+    ids=["type-tagged-dict", "tzutc-newobj", "tzoffset-call"],
+)
+def test_x4_ordinary_streams_stay_safe(tmp_path: Path, body: bytes) -> None:
+    assert _scan(tmp_path, P(body)) == ("safe", set())
+
+
+def test_x4_no_allowed_global_is_a_module() -> None:
+    """Every attribute of the allowed torch and scikit-learn modules that is itself a module is refused.
+
+    The ``[A-Z]*`` class patterns matched ``torch.nn.modules.*.F`` (``torch.nn.functional``).
+    """
+    import importlib
+    import pkgutil
+    import types
+
+    from bastion.scan.policy import PicklePolicy
+
+    pytest.importorskip("torch")
+    pytest.importorskip("sklearn")
+    policy = PicklePolicy()
+    names: list[str] = []
+    for root in ("torch.nn.modules", "torch.optim", "torch.ao.nn", "torch.nn.utils", "sklearn"):
+        package = importlib.import_module(root)
+        names.append(root)
+        names += [m.name for m in pkgutil.walk_packages(package.__path__, root + ".") if "test" not in m.name]
+    allowed = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for name in names:
+            try:
+                module = importlib.import_module(name)
+            except Exception:  # an optional dependency of one submodule
+                continue
+            allowed += [
+                f"{name}.{attr}"
+                for attr, value in vars(module).items()
+                if isinstance(value, types.ModuleType) and policy.allows(name, attr)
+            ]
+    assert not allowed, allowed

@@ -94,8 +94,22 @@ MAX_ARGUMENT_WALK = 1 << 20
 _NEWOBJ_HELPERS = frozenset({"copyreg.__newobj__", "copyreg.__newobj_ex__"})
 _GETATTR = frozenset({"builtins.getattr", "__builtin__.getattr"})
 _ATTRIBUTE = re.compile(r"[A-Za-z_]\w*")
-#: Allowed functions that return their first argument (TorchScript's type tags).
-_IDENTITY_FUNCS = frozenset({"torch.jit._pickle.restore_type_tag"})
+#: Allowed functions that return their first argument (TorchScript's type tags and list builders).
+_IDENTITY_FUNCS = frozenset(
+    {
+        "torch.jit._pickle.restore_type_tag", "torch.jit._pickle.build_intlist",
+        "torch.jit._pickle.build_doublelist", "torch.jit._pickle.build_boollist",
+        "torch.jit._pickle.build_tensorlist",
+    }
+)  # fmt: skip
+#: Allowed callables that return an instance shared by the whole process (a singleton or a cached
+#: value), which ``BUILD`` and the item opcodes may change: dateutil's ``tzutc()`` and
+#: ``tzoffset(name, offset)``, pytz's zones, pandas' ``NaT``. Pickles never ``BUILD`` their result.
+_SHARED_RESULTS = frozenset(
+    [f"{m}.{n}" for m in ("dateutil.tz", "dateutil.tz.tz") for n in ("tzutc", "tzoffset")]
+    + [f"{m}.{n}" for m in ("pytz", "pytz.tzinfo") for n in ("_p", "unpickler", "_UTC")]
+    + ["pandas._libs.tslibs.nattype._nat_unpickle", "pandas._libs.tslibs.nattype.__nat_unpickle"]
+)
 #: Attributes numpy, pandas and the array-API libraries look up on any object they are handed, to
 #: read it as an array (``__array_interface__``'s ``data`` is an address numpy reads, object
 #: pointers included). No pickler writes one of these as a dict key, at any depth.
@@ -865,6 +879,28 @@ def _unwrapped(v: Any) -> Any:
             break
         v = v.args[0]
     return v
+
+
+def _shared_target(v: Any) -> str | None:
+    """What a ``BUILD`` or item opcode on ``v`` would change for the whole process, or ``None``.
+
+    An imported object (a module, a class, a global dict: the stream names it as a global), also
+    returned by an identity function (``restore_type_tag(torch.nn.modules.conv.F, None)`` is
+    ``torch.nn.functional``: red-team round 29), and the shared instance a callable of
+    :data:`_SHARED_RESULTS` returns (``dateutil.tz.tzutc()``).
+    """
+    through = ""
+    for _ in range(64):
+        if isinstance(v, Global):
+            return f"the imported object {v.qualname}{through}"
+        name = _call_name(v)
+        if name in _SHARED_RESULTS:
+            return f"the instance {name}() shares with the whole process{through}"
+        if name not in _IDENTITY_FUNCS or not isinstance(v.args, tuple) or not v.args:
+            return None
+        through = f" (returned by {name})"
+        v = v.args[0]
+    return None
 
 
 def _is_dunder(key: Any) -> bool:
@@ -1750,6 +1786,13 @@ class _VM:
                 pos = _SETATTR_STATE_AT.get(where)
                 if pos is not None and len(args) > pos:  # setattr(obj, k, v) for each item of the state
                     self._dunder_state(args[pos], f"{self.op_name} {where}")
+                    if where in CALL_ARGUMENTS_AT and args[pos] is not None and isinstance(args[2], tuple):
+                        # the state is set on what func(*args) returns
+                        shared = _shared_target(Obj(func=args[0], args=args[2], opcode="", offset=0))
+                        if shared is not None:
+                            self.anomaly(
+                                "mutates-global", f"{self.op_name} {where} sets the state of {shared}"
+                            )
                 elif where in _RECONSTRUCTORS and len(args) == 3:
                     # base.__init__(obj, state): dict.__init__ fills a mapping (a Bunch) with its items
                     cls = args[0].qualname if isinstance(args[0], Global) else None
@@ -2116,8 +2159,10 @@ class _VM:
         self.walk_budget = budget
 
     def mutate(self, target: Any, what: str) -> None:
-        if isinstance(target, Global):
-            self.anomaly("mutates-global", f"{what} changes the imported object {target.qualname}")
+        """A ``mutates-global`` when ``what`` (``BUILD``, ``SETITEM`` ...) changes a shared object."""
+        shared = _shared_target(target)
+        if shared is not None:
+            self.anomaly("mutates-global", f"{what} changes {shared}")
 
     # -- main loop
     def run(self) -> None:
@@ -2668,7 +2713,7 @@ class _VM:
     def op_build(self) -> None:
         state = self.pop()
         inst = self.top()
-        if isinstance(inst, Global):
+        if _shared_target(inst) is not None:
             self.mutate(inst, "BUILD")
             return
         if not isinstance(inst, Obj):

@@ -561,3 +561,11 @@ def test_x4_no_allowed_global_is_a_module() -> None:
                 if isinstance(value, types.ModuleType) and policy.allows(name, attr)
             ]
     assert not allowed, allowed
+
+
+def test_x2_an_attribute_state_is_one_finding(tmp_path: Path) -> None:
+    # the dict's array-protocol key and the BUILD that sets it as an attribute are one act
+    path = tmp_path / "model.pkl"
+    path.write_bytes(P(G("argparse", "Namespace") + b")R" + b"}(" + AI + _iface() + b"u" + b"b"))
+    hits = [f for f in scan_file(path).findings if f.rule_id == "scan.pickle.dunder-state"]
+    assert len(hits) == 1 and "BUILD sets the attribute" in str(hits[0].evidence["detail"]), hits

@@ -1643,6 +1643,9 @@ class _VM:
         self.state_seen: dict[int, Any] = {}
         self.state_budget = MAX_STATE_WALK
         self.computed_keys: dict[int, Any] = {}  # mappings given a key built at load time
+        # dicts reported for an array-protocol key: (the dict, the anomaly), replaced by the
+        # report of the state that sets it as an attribute (one finding, the more precise one)
+        self.protocol_dicts: dict[int, tuple[PDict, Anomaly]] = {}
         # containers and values searched for time-zone paths (each once a stream), and the objects
         # filled (SETITEM(S), APPEND(S)) with a string built at load time
         self.text_seen: dict[int, Any] = {}
@@ -2463,8 +2466,9 @@ class _VM:
         items = self.pop_mark()
         if len(items) % 2:
             raise ValueError("odd number of items for DICT")
-        self._protocol_keys(items[::2])
-        self.push(PDict(list(zip(items[::2], items[1::2], strict=True))))
+        d = PDict(list(zip(items[::2], items[1::2], strict=True)))
+        self._protocol_keys(d, items[::2])
+        self.push(d)
 
     def op_setitem(self) -> None:
         value = self.pop()
@@ -2492,14 +2496,14 @@ class _VM:
             if id(target) in self.state_seen:
                 self._item_keys(PDict(pairs), self.op_name, None, holder=target)
             else:
-                self._protocol_keys(k for k, _ in pairs)
+                self._protocol_keys(target, [k for k, _ in pairs])
             target.items.extend(pairs)
             return
         if isinstance(target, Obj):
             self._item_keys(PDict(pairs), self.op_name, target.cls_name, holder=target)
         self._filled(target, "__setitem__", tuple(x for kv in pairs for x in kv))
 
-    def _protocol_keys(self, keys: Any) -> None:
+    def _protocol_keys(self, target: PDict, keys: list[Any]) -> None:
         """A ``dunder-state`` for an array-protocol key (:data:`_ARRAY_PROTOCOL_KEYS`) of any dict."""
         for key in keys:
             if isinstance(key, str) and key in _ARRAY_PROTOCOL_KEYS:
@@ -2508,7 +2512,14 @@ class _VM:
                     f"{self.op_name} puts the key {key!r} in a dict: objects that answer attribute lookups "
                     "from their data hand it to numpy, which reads the address it names",
                 )
+                self.protocol_dicts[id(target)] = (target, self.res.anomalies[-1])
                 return
+
+    def _superseded(self, container: Any) -> None:
+        """Drop the array-protocol report of ``container``: a state sets its key as an attribute."""
+        entry = self.protocol_dicts.pop(id(container), None)
+        if entry is not None and entry[1] in self.res.anomalies:
+            self.res.anomalies.remove(entry[1])
 
     def _item_keys(
         self, items: Any, action: str, cls: str | None, *, holder: Any, pairs: bool = False
@@ -2792,6 +2803,7 @@ class _VM:
             for key, value in part.items:
                 key = _unwrapped(key)
                 if _is_dunder(key):
+                    self._superseded(part)
                     self.anomaly(
                         "dunder-state",
                         f"{action} sets the attribute {key!r}: code that reads the object (numpy, the "
@@ -2814,9 +2826,10 @@ class _VM:
                     return
         found = self._nested_dunder_key(state)
         if found is not None:
+            self._superseded(found[1])
             self.anomaly(
                 "dunder-state",
-                f"{action} state holds the key {found!r} in a nested mapping: objects answer attribute "
+                f"{action} state holds the key {found[0]!r} in a nested mapping: objects answer attribute "
                 "lookups from such data (torch's Module from _modules, scikit-learn's Bunch from its "
                 "items), and numpy follows them",
             )
@@ -2837,8 +2850,8 @@ class _VM:
                     return True
         return False
 
-    def _nested_dunder_key(self, value: Any) -> str | None:
-        """The first ``__x__`` key of a mapping inside ``value`` (an object's state), if any.
+    def _nested_dunder_key(self, value: Any) -> tuple[str, Any] | None:
+        """The first ``__x__`` key of a mapping inside ``value`` (an object's state), and the mapping.
 
         Dicts, lists, tuples and sets are opened, and the mappings the stream builds by calling
         ``dict``/``OrderedDict`` (their ``(key, value)`` pairs); each container once per stream (a
@@ -2863,7 +2876,7 @@ class _VM:
                     seq = a.items if isinstance(a, PList) else a if isinstance(a, tuple) else ()
                     for p in seq[:4096]:
                         if isinstance(p, tuple) and len(p) == 2 and _is_dunder(_unwrapped(p[0])):
-                            return str(_unwrapped(p[0]))
+                            return str(_unwrapped(p[0])), a
                     todo.append(a)
                 continue
             if not isinstance(v, (tuple, PList, PSet, PDict)) or id(v) in seen:
@@ -2882,7 +2895,7 @@ class _VM:
                 for k, x in v.items:
                     k = _unwrapped(k)
                     if _is_dunder(k):
-                        return str(k)
+                        return str(k), v
                     if isinstance(x, (tuple, PList, PSet, PDict, Obj)):
                         todo.append(x)
             else:

@@ -166,6 +166,10 @@ _STR_CALLS = frozenset(
 #: object dtype's is the value itself.
 _NUMPY_SCALARS = frozenset({"numpy.core.multiarray.scalar", "numpy._core.multiarray.scalar"})
 _DATEUTIL = "dateutil/"
+#: Attribute names of the callables that build a string or return their argument (a cheap filter).
+_TEXT_BUILDER_NAMES = frozenset(
+    n.rpartition(".")[2] for n in _STR_CALLS | _NUMPY_SCALARS | _RECONSTRUCTORS | _IDENTITY_FUNCS
+)
 _DRIVE = re.compile(r"[A-Za-z]:")
 _PATH_PARTS = re.compile(r"[/\\]")
 
@@ -866,6 +870,19 @@ def _call_name(v: Any) -> str | None:
     return v.func.qualname if isinstance(v, Obj) and isinstance(v.func, Global) else None
 
 
+def _value_checked(where: str) -> bool:
+    """Whether calls of ``where`` have checks of their values (:meth:`_VM._value_checks`)."""
+    return (
+        where in _NUMBER_PARSERS
+        or where in _SIZED
+        or where in _TEXT_CODEC_CALLS
+        or where in _RECONSTRUCTORS
+        or where in CALL_ARGUMENTS_AT
+        or where.startswith(_CHECKED_PREFIXES)
+        or (where.startswith("torch") and where.endswith(("Storage", "Tensor")))
+    )
+
+
 def _unwrapped(v: Any) -> Any:
     """``v`` with the allowed identity functions (:data:`_IDENTITY_FUNCS`) looked through."""
     for _ in range(64):
@@ -1033,6 +1050,8 @@ MAX_TZ_TRANSITIONS = 2_000
 #: Modules whose callables turn what they are given into arrays (``numpy.negative(range(2**28))``,
 #: ``pandas.Series(0, index=...)``): their calls are sized by :func:`_lazy_length`.
 _LAZY_SIZED = ("pandas.", "numpy.", "scipy._lib.array_api_compat", "sklearn.externals.array_api_compat")
+#: Name prefixes of the callables whose calls have value checks (:func:`_value_checked`).
+_CHECKED_PREFIXES = (*_LAZY_SIZED, "pandas.", "dateutil.", *_TORCH_LAYERS)
 #: pandas callables that hold their arguments without broadcasting them over an axis.
 _NON_BROADCASTING = (
     "BlockManager", "SingleBlockManager", "_unpickle_block", "BlockPlacement", "__pyx_unpickle_NDArrayBacked",
@@ -1641,6 +1660,7 @@ class _VM:
         # containers reached from objects' states (walked once each for ``__x__`` keys; a dict
         # among them filled later by SETITEM(S) has those keys checked then)
         self.state_seen: dict[int, Any] = {}
+        self.checked: dict[str, bool] = {}  # qualified name -> whether its calls have value checks
         self.state_budget = MAX_STATE_WALK
         self.computed_keys: dict[int, Any] = {}  # mappings given a key built at load time
         # dicts reported for an array-protocol key: (the dict, the anomaly), replaced by the
@@ -1783,8 +1803,13 @@ class _VM:
                     except UnicodeEncodeError:
                         obj.value = None
             if isinstance(args, tuple):
-                self._value_checks(where, args, kwargs, obj, runs_init=self.op_name in _INIT_OPCODES)
-                self._hidden_calls(where, args)
+                if where not in self.big_ints_seen:
+                    self._big_int_arguments(where, args)
+                checked = self.checked.get(where)
+                if checked is None:
+                    checked = self.checked[where] = _value_checked(where)
+                if checked:
+                    self._value_checks(where, args, kwargs, obj, runs_init=self.op_name in _INIT_OPCODES)
             if isinstance(args, tuple):
                 pos = _SETATTR_STATE_AT.get(where)
                 if pos is not None and len(args) > pos:  # setattr(obj, k, v) for each item of the state
@@ -1826,10 +1851,11 @@ class _VM:
         values (:meth:`_hidden_calls`: ``copyreg._reconstructor``'s ``base.__init__(obj, state)``);
         ``runs_init``: the call runs the class's constructor (not ``NEWOBJ``'s ``cls.__new__``).
         """
-        act = act or self.op_name
-        module, _, name = where.rpartition(".")
-        if where not in self.big_ints_seen:
-            self._big_int_arguments(where, args)
+        if act:  # a helper's call: the stream's call of the helper had its integers checked
+            if where not in self.big_ints_seen:
+                self._big_int_arguments(where, args)
+        else:
+            act = self.op_name
         if where in _NUMBER_PARSERS and args:
             exponent = _exponent(args[0])
             if exponent is not None and abs(exponent) > MAX_EXPONENT:
@@ -1838,7 +1864,8 @@ class _VM:
                     f"{act} {where}{preview(args, 60)}: an exponent of {exponent:,} (converting "
                     f"it computes a {abs(exponent):,}-digit number)",
                 )
-        if where in _SIZED or (module.startswith("torch") and name.endswith(("Storage", "Tensor"))):
+        if where in _SIZED or (where.startswith("torch") and where.endswith(("Storage", "Tensor"))):
+            module, _, name = where.rpartition(".")
             size = requested_bytes(module, name, args)
             if size == COMPUTED:
                 self.anomaly(
@@ -1874,6 +1901,8 @@ class _VM:
             self._tz_data(where, args[3])
         if runs_init and where.startswith(_TORCH_LAYERS):
             self._layer_size(where, args, kwargs, act)
+        if where in _RECONSTRUCTORS or where in CALL_ARGUMENTS_AT:
+            self._hidden_calls(where, args)
 
     def _hidden_calls(self, where: str, args: tuple[Any, ...]) -> None:
         """The calls an allowed helper makes with the stream's values, checked as calls.
@@ -2429,7 +2458,10 @@ class _VM:
         self.note_passed(cls or "<object>", items, None, suffix=f".{method}")
         if isinstance(target, Obj):  # an OrderedDict of keyword arguments may go to pandas later
             for item in items:  # the items themselves (a walk of every tensor of a state dict costs)
-                item = _unwrapped(item)
+                if item.__class__ is Obj and isinstance(item.func, Global):
+                    if item.func.ref.name not in _TEXT_BUILDER_NAMES:
+                        continue  # (by name first: a tensor's rebuild is none)
+                    item = _unwrapped(item)
                 if isinstance(item, str) and _DATEUTIL in item and _tz_path_escapes(item) is not None:
                     self._time_zone_paths(f"{self.op_name} into {cls or 'an object'}", [item])
                     return
@@ -2542,6 +2574,8 @@ class _VM:
             return
         plain = cls is None or cls in _PLAIN_MAPPINGS
         for key in keys:
+            if key.__class__ is str and key[:2] != "__":
+                continue  # most keys (a state dict's)
             key = _unwrapped(key)
             if _is_dunder(key):
                 what = "a dict" if cls is None else f"a {cls}"

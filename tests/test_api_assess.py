@@ -356,7 +356,7 @@ def test_dry_run_skips_the_attacks_the_scan_gate_will_skip(tmp_path: Path) -> No
     assert next(i for i in plan.items if i.check_id == "scan").skip_reason is None
 
 
-def _torch_project(tmp_path: Path, *, model_class: bool, script: bool = False) -> Path:
+def _torch_project(tmp_path: Path, *, model_class: bool | str, script: bool = False) -> Path:
     """A torch asset ``m`` (a state_dict, or a TorchScript archive with ``script``) on a 20-row npz."""
     import torch
 
@@ -371,7 +371,8 @@ def _torch_project(tmp_path: Path, *, model_class: bool, script: bool = False) -
         torch.save(net.state_dict(), tmp_path / "m.pt")
     np.savez(tmp_path / "d.npz", x=np.zeros((20, 3), dtype=np.float32), y=np.arange(20) % 2)
     # (the plan loads nothing: the class is only named)
-    cls = ", model_class: 'bastion.examples.clinic_models:DiagnosisMLP'" if model_class else ""
+    ref = model_class if isinstance(model_class, str) else "bastion.examples.clinic_models:DiagnosisMLP"
+    cls = f", model_class: '{ref}'" if model_class else ""
     (tmp_path / "bastion.yaml").write_text(
         f"""version: 1
 assets:
@@ -405,6 +406,41 @@ def test_dry_run_says_a_state_dict_without_model_class_will_not_load(
         planned = [i for i in api.preflight(project, budget="quick").items if i.kind == "attack"]
         assert not any("model_class" in (i.skip_reason or "") for i in planned)
         assert any(i.skip_reason is None for i in planned)
+
+
+def test_a_model_class_that_cannot_be_imported_is_found_before_the_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # new-user trial 30, M2: model_class "mynet:Net" with mynet not on sys.path: --dry-run said
+    # "yes" to every attack, then each failed in the run
+    from bastion import api
+    from bastion.core.errors import ConfigError
+
+    cfg = _torch_project(tmp_path, model_class="mynet_t30:Net")
+    attacks = [i for i in api.preflight(cfg, budget="quick").items if i.kind == "attack"]
+    want = "model_class module 'mynet_t30' not importable"
+    assert attacks and all((i.skip_reason or "").startswith(want) for i in attacks)
+    assert "PYTHONPATH" in (attacks[0].skip_reason or "")
+    with pytest.raises(ConfigError) as exc:  # the run: one config error, before any check
+        api.assess(cfg, budget="quick", store=False)
+    assert "model_class problem" in str(exc.value) and want in "; ".join(exc.value.problems)
+
+    # found without importing it: the package's __init__ never runs, for a missing and a
+    # present submodule alike; once on sys.path, its attacks are planned
+    pkg = tmp_path / "src" / "pkg_t30"
+    pkg.mkdir(parents=True)
+    marker = tmp_path / "ran"
+    (pkg / "__init__.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    (pkg / "net.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "src"))
+    for ref, found in (("pkg_t30.nosuch:Net", False), ("pkg_t30.net:Net", True), ("pkg_t30:Net", True)):
+        attacks = [
+            i
+            for i in api.preflight(_torch_project(tmp_path, model_class=ref), budget="quick").items
+            if i.kind == "attack"
+        ]
+        assert any(i.skip_reason is None for i in attacks) is found, ref
+        assert not marker.exists()
 
 
 def test_max_time_skips_what_does_not_fit(

@@ -129,11 +129,35 @@ def _gate_plan(the_plan: Plan, assets: Sequence[Asset], cfg: ProjectConfig, base
                 f"state_dict needs model_class: {a.path} is a pickled torch checkpoint, not TorchScript "
                 "(no code/ member); only the class model_class names (package.module:Class) can load it"
             )
+        elif a.framework == "torch" and a.model_class and (problem := _model_class_problem(a)):
+            why = problem  # trial 30, M2: planned "yes", then every attack failed to import it
         else:
             continue
         for i in the_plan.items:
             if i.asset == a.name and i.kind == "attack" and i.skip_reason is None:
                 i.skip_reason = why
+
+
+def _model_class_problem(a: Asset) -> str | None:
+    from bastion.targets.torch_target import model_class_problem
+
+    return model_class_problem(a.model_class) if a.framework == "torch" and a.model_class else None
+
+
+def _preflight_model_classes(the_plan: Plan, assets: Sequence[Asset]) -> None:
+    """The run's side of the plan's model_class gate: one config error before any check.
+
+    Only the module is looked for (nothing of it is imported or run here); the assets are
+    those with attacks planned, as in ``--dry-run``.
+    """
+    attacked = {i.asset for i in the_plan.items if i.kind == "attack" and i.skip_reason is None}
+    problems = [
+        f"asset {a.name}: {problem}"
+        for a in assets
+        if a.name in attacked and a.kind == "model" and (problem := _model_class_problem(a))
+    ]
+    if problems:
+        raise ConfigError(f"{len(problems)} model_class problem(s) before the run", problems)
 
 
 def _versions() -> dict[str, str | None]:
@@ -472,6 +496,7 @@ def assess(
     cfg, base = the_plan.config, the_plan.base_dir
     assets = [a for a in _assets(cfg, versions) if _selected(a.name, asset)]
     _preflight_files(cfg, base, assets)
+    _preflight_model_classes(the_plan, assets)
     datasets = _load_datasets(cfg, base, assets)
     sign_key = _signing_key(cfg, base, assets)  # issue 4: verify model signatures
     from bastion.scan.signing import FolderBundles

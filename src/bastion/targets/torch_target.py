@@ -7,9 +7,12 @@ installed raises ``MissingExtraError`` naming ``pip install 'bastion-ml[torch]'`
 from __future__ import annotations
 
 import importlib
+import importlib.machinery
+import importlib.util
 import io
 import logging
 import re
+import sys
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -201,6 +204,51 @@ def load_torchscript(path: str | Path, *, model_bytes: bytes | None = None) -> t
     log.debug("loaded TorchScript archive %s", path)
     result: torch.nn.Module = module.eval()
     return result
+
+
+def model_class_problem(class_ref: str) -> str | None:
+    """Why the module of ``model_class`` cannot be imported, found without importing it; None if found.
+
+    Nothing of the user's code runs: only the top-level name is given to
+    ``importlib.util.find_spec`` (for a dotted name it would import, and so execute, the parent
+    packages); each further part is looked up with ``PathFinder.find_spec`` on its parent's
+    search locations, which reads the file system and imports nothing. The module is searched
+    on ``sys.path`` as ``import`` would: the folder of ``bastion.yaml`` is not added to it. A
+    package whose ``__init__`` changes its ``__path__`` when run is not followed (found at the
+    run, by the import itself).
+    """
+    if not isinstance(class_ref, str) or not _CLASS_REF.match(class_ref):
+        return f"model_class {class_ref!r} is not of the form 'package.module:Class'"
+    mod_name = class_ref.split(":")[0]
+    parts = mod_name.split(".")
+    locations: Any = None
+    for i in range(len(parts)):
+        name = ".".join(parts[: i + 1])
+        loaded = sys.modules.get(name)
+        if loaded is not None:
+            locations = getattr(loaded, "__path__", None)
+            continue
+        if i and locations is None:
+            why = f"{'.'.join(parts[:i])!r} is not a package"
+        else:
+            try:
+                spec = (
+                    importlib.util.find_spec(name)
+                    if i == 0
+                    else importlib.machinery.PathFinder.find_spec(name, list(locations))
+                )
+            except (ImportError, ValueError) as exc:
+                spec, why = None, f"{type(exc).__name__}: {exc}"
+            else:
+                why = f"no module named {name!r} on sys.path"
+            if spec is not None:
+                locations = spec.submodule_search_locations
+                continue
+        return (
+            f"model_class module {mod_name!r} not importable ({why}; the folder of bastion.yaml is "
+            "not on sys.path: add the module's folder to PYTHONPATH or install it as a package)"
+        )
+    return None
 
 
 def import_class(class_ref: str) -> type:

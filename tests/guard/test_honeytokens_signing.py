@@ -17,7 +17,7 @@ from tests.keys import write_ec_keypair
 from bastion import api
 from bastion.cli.main import run
 from bastion.core import atlas
-from bastion.core.errors import IntegrityError
+from bastion.core.errors import ConfigError, IntegrityError
 from bastion.guard.access import new_key
 from bastion.guard.app import create_app
 from bastion.guard.canary import (
@@ -336,5 +336,37 @@ def test_a_refit_without_a_key_removes_the_earlier_signature(project: Path) -> N
     out = project / "profile"
     api.guard_fit(project / "bastion.yaml", asset="digits", out=out, sign_key=priv)
     assert (project / "profile.sig").is_file()
-    info = api.guard_fit(project / "bastion.yaml", asset="digits", out=out)
+    with pytest.raises(ConfigError, match="holds a guard artefact; pass --force"):
+        api.guard_fit(project / "bastion.yaml", asset="digits", out=out)  # never replaced silently
+    assert (project / "profile.sig").is_file()
+    info = api.guard_fit(project / "bastion.yaml", asset="digits", out=out, force=True)
     assert not (project / "profile.sig").exists() and info["removed_stale_signature"].endswith("profile.sig")
+
+
+def test_fit_never_replaces_an_artefact_or_other_files_without_force(
+    project: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # new-user trial 30: a second fit into the live artefact's folder replaced it (its 20
+    # honeytokens lost) and deleted its signature, exit 0; a folder of other files the same
+    out = project / "profile"
+    api.guard_fit(
+        project / "bastion.yaml", asset="digits", out=out, honeytokens=20, honeytokens_out=project / "ht.npz"
+    )
+    before = (out / "profile.json").read_bytes()
+    with pytest.raises(ConfigError, match=r"its 20 honeytokens"):
+        api.guard_fit(project / "bastion.yaml", asset="digits", out=out)
+    assert (out / "profile.json").read_bytes() == before
+    with caplog.at_level("WARNING"):
+        api.guard_fit(project / "bastion.yaml", asset="digits", out=out, force=True)
+    assert "held 20 honeytokens and the new artefact holds none" in caplog.text
+    victim = project / "victim"
+    victim.mkdir()
+    (victim / "profile.json").write_text('{"mine": 1}')
+    (project / "victim.sig").write_text("x")
+    for force in (False, True):
+        with pytest.raises(ConfigError, match="not a guard artefact"):
+            api.guard_fit(project / "bastion.yaml", asset="digits", out=victim, force=force)
+    assert (victim / "profile.json").read_text() == '{"mine": 1}' and (project / "victim.sig").exists()
+    (project / "afile").write_text("x")
+    with pytest.raises(ConfigError, match="a file is in the way"):
+        api.guard_fit(project / "bastion.yaml", asset="digits", out=project / "afile")

@@ -57,7 +57,8 @@ def guard_fit(
         sign_key: PEM EC private key; the artefact folder is then signed (:func:`sign_model`)
             into ``<out>.sig``.
         seed: honeytoken randomness (tests only; default from the OS).
-        force: replace an existing ``honeytokens_out`` (never a dataset's own file).
+        force: replace a guard artefact already in ``out`` and an existing ``honeytokens_out``
+            (never a dataset's own file).
 
     Returns:
         ``{"path", "sha256", "rows", "asset"}`` (+ ``honeytokens``, ``signature``): pin
@@ -66,7 +67,8 @@ def guard_fit(
     Raises:
         ConfigError: unknown asset, no dataset or split, or too little data; ``honeytokens``
             without ``honeytokens_out``, or ``honeytokens_out`` a dataset's file, or existing
-            without ``force``.
+            without ``force``; ``out`` a file, a folder of other files, or an artefact without
+            ``force``.
         IntegrityError: the model file is not judged safe or changed after scanning.
     """
     from bastion.core.errors import IntegrityError
@@ -80,6 +82,7 @@ def guard_fit(
     base = path.resolve().parent
     if honeytokens and honeytokens_out is not None:
         _honeytokens_dest(honeytokens_out, cfg, base, force=force)  # before any work is done
+    replaced_tokens = _artefact_dest(Path(out), force=force)  # before any work is done
     a = cfg.asset(asset)
     if not a.dataset:
         raise ConfigError(f"asset {asset!r} names no dataset to fit the guard on")
@@ -108,8 +111,6 @@ def guard_fit(
         seed=cfg.seed,
         meta={"asset": a.name, "model_sha256": facts.get("scan_sha256"), "dataset_sha256": ds.sha256},
     )
-    if Path(out).exists() and not Path(out).is_dir():
-        raise ConfigError(f"--output {out}: a file is in the way; give a folder for the guard artefact")
     extra: dict[str, Any] = {}
     if honeytokens:
         assert honeytokens_out is not None
@@ -126,6 +127,13 @@ def guard_fit(
         )
         profile.honeytokens = spec.model_dump(exclude_none=True)
         extra["honeytokens"] = {"count": len(spec.tokens), "step": spec.step, "file": str(honeytokens_out)}
+    if replaced_tokens and not profile.honeytokens:
+        log.warning(
+            "%s held %d honeytokens and the new artefact holds none: rows planted in the data no "
+            "longer match (fit with --honeytokens to plant new ones)",
+            out,
+            replaced_tokens,
+        )
     try:
         sha = save_profile(profile, out)
     except OSError as exc:
@@ -141,6 +149,43 @@ def guard_fit(
             extra["removed_stale_signature"] = str(stale)
             log.warning("removed %s: it signed an earlier artefact (fit with --sign-key to sign)", stale)
     return {"path": str(Path(out)), "sha256": sha, "rows": len(x), "asset": a.name, **extra}
+
+
+def _artefact_dest(out: Path, *, force: bool) -> int:
+    """Check ``guard fit``'s output folder before any work; the honeytokens it would replace.
+
+    A new or empty folder is fine. A folder holding a guard artefact (``profile.json``) is
+    replaced only with ``force``: its honeytokens (rows planted in the data match only them)
+    and its signature would be lost (new-user trial 30). Any other non-empty folder, or a file,
+    is refused.
+
+    Raises:
+        ConfigError: a file is in the way, the folder holds something else, or an artefact
+            without ``force``.
+    """
+    import json
+
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise ConfigError(f"--output {out}: a file is in the way; give a folder for the guard artefact")
+    if not out.exists() or not any(out.iterdir()):
+        return 0
+    try:
+        doc = json.loads((out / "profile.json").read_text(encoding="utf-8"))
+        tokens = len(doc.get("honeytokens", {}).get("tokens", [])) if isinstance(doc, dict) else -1
+        is_artefact = isinstance(doc, dict) and "npz_sha256" in doc and tokens >= 0
+    except (OSError, ValueError, AttributeError):
+        is_artefact, tokens = False, 0
+    if not is_artefact:
+        raise ConfigError(
+            f"--output {out}: the folder holds files that are not a guard artefact; give a new, empty folder"
+        )
+    if not force:
+        held = f", its {tokens} honeytokens" if tokens else ""
+        raise ConfigError(
+            f"--output {out}: holds a guard artefact; pass --force to replace it (its pinned SHA-256{held} "
+            "and its signature would no longer hold)"
+        )
+    return tokens
 
 
 def _source_layout(

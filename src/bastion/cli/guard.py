@@ -126,7 +126,12 @@ def fit(
         ),
     ] = None,
     force: Annotated[
-        bool, typer.Option("--force", help="Replace an existing --honeytokens-out file (never a dataset's).")
+        bool,
+        typer.Option(
+            "--force",
+            help="Replace an existing guard artefact in --output and an existing --honeytokens-out file "
+            "(never a dataset's).",
+        ),
     ] = False,
 ) -> None:
     """Learn the input profile and detectors from training data; print the artefact's SHA-256."""

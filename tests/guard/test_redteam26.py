@@ -420,3 +420,13 @@ def test_a_retried_incident_whose_first_try_committed_is_not_recorded_twice(tmp_
     assert [i["id"] for i in log.incidents()] == [iid]
     assert log.add_incident(**inc) != iid and len(log.incidents()) == 2
     log.close()
+
+
+def test_trial30_a_huge_integer_is_422_not_malformed_json(keys: Keys, target: SoftmaxTarget) -> None:
+    g = Guard(make_config(keys), target=target, store=MemorySink())
+    body = b'{"instances": [[' + b"9" * 5000 + b"]]}"
+    r = g.handle("digits", _hdr(keys), body)
+    assert r.status == 422 and r.body["detail"] == [
+        {"field": "(body)", "reason": "a number has too many digits"}
+    ]
+    assert g.handle("digits", _hdr(keys), b'{"instances": [[1, }').status == 400

@@ -420,7 +420,12 @@ class Guard:
             return Reply(429, {"detail": "circuit breaker open for this key"}, _retry(wait)), rec
         try:
             parsed = json.loads(body)
-        except (ValueError, UnicodeDecodeError, RecursionError):  # deep nesting is malformed too
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # deep nesting is malformed too
+            if isinstance(exc, ValueError) and "digits" in str(exc) and "integer string" in str(exc):
+                # valid JSON, but an integer over Python's 4,300-digit limit: a value problem
+                why = "a number has too many digits"
+                rec.update(decision="reject", field="(body)", reason=why)
+                return Reply(422, {"detail": [{"field": "(body)", "reason": why}]}), rec
             rec.update(decision="reject", reason="malformed JSON")
             return Reply(400, {"detail": "malformed JSON"}), rec
         try:

@@ -443,6 +443,40 @@ def test_a_model_class_that_cannot_be_imported_is_found_before_the_run(
         assert not marker.exists()
 
 
+def test_a_dataset_that_is_a_pickle_is_a_config_error_before_the_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # new-user trial 30, L7: a dataset asset pointing at a pickle was skipped quietly (exit 1);
+    # the format is judged by content, not suffix, and nothing is unpickled
+    import pickle
+
+    from bastion import api
+    from bastion.core.errors import ConfigError
+
+    (tmp_path / "rf.pkl").write_bytes(pickle.dumps({"a": [1, 2]}, protocol=4))
+    (tmp_path / "d.csv").write_bytes(pickle.dumps([1.0, 2.0], protocol=2))  # a pickle named .csv
+    (tmp_path / "ok.dat").write_text("a,b\n1,2\n")  # a CSV under another suffix
+    (tmp_path / "bastion.yaml").write_text(
+        """version: 1
+assets:
+  - {name: pkldata, kind: dataset, path: rf.pkl}
+  - {name: okdata, kind: dataset, path: ok.dat}
+datasets:
+  - {name: d, path: d.csv}
+"""
+    )
+    with pytest.raises(ConfigError) as exc:
+        api.preflight(tmp_path / "bastion.yaml", budget="quick")
+    text = str(exc.value)
+    assert "assets[0].path:" in text and "rf.pkl is a pickle" in text and "never a pickle" in text
+    assert "assets[1]" not in text
+    assert run(["assess", "-c", str(tmp_path / "bastion.yaml"), "--dry-run"]) == 2
+    (tmp_path / "rf.pkl").write_text("a,b\n1,2\n")
+    with pytest.raises(ConfigError, match=r"dataset 'd': .*d\.csv is a pickle"):  # datasets: entries too
+        api.preflight(tmp_path / "bastion.yaml", budget="quick")
+    capsys.readouterr()
+
+
 def test_max_time_skips_what_does_not_fit(
     endpoint: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

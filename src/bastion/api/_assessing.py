@@ -204,6 +204,8 @@ def _check_context(
 
 
 def _preflight_files(cfg: ProjectConfig, base: Path, assets: list[Asset]) -> None:
+    from bastion.data.datasets import dataset_file_problem
+
     problems = []
     for i, a in enumerate(cfg.assets):
         if a.path and not (base / a.path).is_file():
@@ -211,6 +213,8 @@ def _preflight_files(cfg: ProjectConfig, base: Path, assets: list[Asset]) -> Non
             problems.append(f"assets[{i}].path: {what}: {base / a.path}")
         elif a.path and not os.access(base / a.path, os.R_OK):
             problems.append(f"assets[{i}].path: file not readable: {base / a.path}")
+        elif a.path and a.kind == "dataset" and (bad := dataset_file_problem(base / a.path)):
+            problems.append(f"assets[{i}].path: {bad}")  # trial 30, L7: a pickle was skipped quietly
     declared = {a.name for a in cfg.assets}
     for a in assets:
         if a.name not in declared and a.kind == "model" and a.path and not (base / a.path).is_file():

@@ -20,6 +20,7 @@ both ``train`` and ``test`` is kept and recorded in :attr:`LoadedDataset.warning
 
 from __future__ import annotations
 
+import codecs
 import csv
 import hashlib
 import io
@@ -39,6 +40,48 @@ log = logging.getLogger(__name__)
 
 #: Suffixes :func:`load_dataset` reads.
 FORMATS: tuple[str, ...] = (".csv", ".npz")
+
+
+#: Bytes :func:`sniff_format` reads from the head of a file.
+SNIFF_BYTES = 65536
+
+
+def sniff_format(head: bytes) -> str | None:
+    """The format of a dataset file by its first bytes (never its suffix), or None.
+
+    ``"npz"`` (a zip archive), ``"pickle"`` (the PROTO opcode of pickle protocol 2 to 5: never
+    a dataset), ``"csv"`` (UTF-8 text, no NUL byte); None for anything else.
+    """
+    if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
+        return "npz"
+    if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
+        return "pickle"
+    if b"\x00" in head:
+        return None
+    try:  # incremental: the head may end inside a multi-byte character
+        codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
+    except UnicodeDecodeError:
+        return None
+    return "csv"
+
+
+def dataset_file_problem(path: Path) -> str | None:
+    """Why ``path`` is not a dataset file (CSV or npz, judged by content), or None.
+
+    A pickle (or anything else) is refused before the run (new-user trial 30, L7: a dataset
+    asset pointing at a pickle was skipped quietly); nothing is unpickled to find out.
+    """
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(SNIFF_BYTES)
+    except OSError as exc:
+        return f"cannot read {path}: {exc.strerror or exc}"
+    fmt = sniff_format(head)
+    if fmt == "pickle":
+        return f"{path} is a pickle; a dataset is CSV or npz, never a pickle (it is not loaded)"
+    if fmt is None:
+        return f"{path} is neither CSV (UTF-8 text) nor npz (a zip archive)"
+    return None
 
 
 @dataclass
@@ -123,6 +166,8 @@ def load_dataset(ds: Dataset, *, base_dir: Path, input_shape: tuple[int, ...] | 
             f"expected one of {', '.join(FORMATS)}"
         )
     raw = _read_bytes(path, f"dataset {ds.name!r}")
+    if sniff_format(raw[:SNIFF_BYTES]) == "pickle":
+        raise ConfigError(f"dataset {ds.name!r}: {path} is a pickle; a dataset is CSV or npz, never a pickle")
     digest = sha256_bytes(raw)
     if suffix == ".csv":
         x, y, names = _parse_csv(raw, ds, path)

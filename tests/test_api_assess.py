@@ -472,7 +472,8 @@ datasets:
     assert "assets[1]" not in text
     assert run(["assess", "-c", str(tmp_path / "bastion.yaml"), "--dry-run"]) == 2
     (tmp_path / "rf.pkl").write_text("a,b\n1,2\n")
-    with pytest.raises(ConfigError, match=r"dataset 'd': .*d\.csv is a pickle"):  # datasets: entries too
+    # datasets: entries too
+    with pytest.raises(ConfigError, match=r"dataset 'd': .*d\.csv: not a CSV file: a pickle"):
         api.preflight(tmp_path / "bastion.yaml", budget="quick")
     capsys.readouterr()
 

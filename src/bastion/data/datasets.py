@@ -167,7 +167,11 @@ def load_dataset(ds: Dataset, *, base_dir: Path, input_shape: tuple[int, ...] | 
         )
     raw = _read_bytes(path, f"dataset {ds.name!r}")
     if sniff_format(raw[:SNIFF_BYTES]) == "pickle":
-        raise ConfigError(f"dataset {ds.name!r}: {path} is a pickle; a dataset is CSV or npz, never a pickle")
+        what = "an npz" if suffix == ".npz" else "a CSV"
+        raise ConfigError(
+            f"dataset {ds.name!r}: {path}: not {what} file: a pickle "
+            "(a dataset is CSV or npz, never a pickle)"
+        )
     digest = sha256_bytes(raw)
     if suffix == ".csv":
         x, y, names = _parse_csv(raw, ds, path)

@@ -97,6 +97,26 @@ def test_new_key_prints_entry_not_secret(capsys: pytest.CaptureFixture[str]) -> 
     assert entry["id"] == "alice" and entry["models"] == ["digits"] and "bk_" not in cap.out
 
 
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_new_key_shows_the_secret_only_after_the_entry_was_written() -> None:
+    # new-user trial 30, L8: `guard new-key k > /dev/full` showed the secret "(shown once)",
+    # then failed to write the entry: a secret of a key that was never stored
+    import subprocess
+    import sys
+
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run(
+            [sys.executable, "-m", "bastion", "guard", "new-key", "k"],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+        )
+    assert proc.returncode == 2, proc.stderr
+    assert "cannot write the output" in proc.stderr
+    assert "shown once" not in proc.stderr and "bk_" not in proc.stderr
+
+
 def test_new_key_expires_takes_a_time_with_a_timezone_or_days_and_refuses_anything_else(
     capsys: pytest.CaptureFixture[str],
 ) -> None:

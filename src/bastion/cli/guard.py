@@ -296,8 +296,13 @@ def new_key(
             f"warning: --expires {expires} is in the past: this key is refused from the start",
             highlight=False,
         )
+    # the entry first: a secret shown for a line that could not be written (stdout full or
+    # closed) is a key that was never stored (new-user trial 30, L8)
+    try:
+        write(json.dumps(spec), None)
+    except BastionError as exc:
+        fail(exc)
     err.print(f"secret for {key_id} (shown once): {secret}", highlight=False)
-    write(json.dumps(spec), None)
 
 
 def _expiry(text: str) -> dt.datetime:

@@ -233,6 +233,27 @@ def test_sanitize_with_nothing_to_remove_writes_no_version(
     assert doc["version"]["details"]["removed_rows"] == [1, 2] and doc["version"]["version"] == 2
 
 
+def test_sanitize_from_a_report_that_never_assessed_the_dataset_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # new-user trial 30, L2: a report of another dataset said "not for this version of iris.csv"
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("BASTION_DB", f"sqlite:///{tmp_path / 'b.db'}")
+    other = _csv(tmp_path / "t.csv")
+    (tmp_path / "rep.json").write_text(json.dumps(_report_for(other, "poisoning.duplicates.exact", [1])))
+    _csv(tmp_path / "iris.csv", rows=12)  # another file: another sha256
+    args = ["data", "sanitize", "iris.csv", "--remove", "flagged", "--from-report", "rep.json"]
+    assert run(args) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "does not cover dataset 'iris'" in err and "it assessed dataset(s) t" in err
+    assert "not for this version" not in err
+    # a report of the same dataset at another version still says so
+    (tmp_path / "iris.csv").write_text("a,b,label\n9,9,0\n8,8,1\n7,7,0\n")
+    (tmp_path / "t.csv").write_text("a,b,label\n5,5,0\n")
+    assert run(["data", "sanitize", "t.csv", "--remove", "flagged", "--from-report", "rep.json"]) == 2
+    assert "not for this version" in " ".join(capsys.readouterr().err.split())
+
+
 def test_profile_whose_output_fails_saves_no_version(tmp_path: Path) -> None:
     """New-user trial: `bastion data profile t.csv > /dev/full` exited 2 and still saved profile v1."""
     import os

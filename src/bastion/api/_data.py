@@ -159,7 +159,9 @@ def data_verify(
     return version, changes
 
 
-def _rows_from_report(report_path: Path, src: Path, rules: Sequence[str]) -> list[int]:
+def _rows_from_report(
+    report_path: Path, src: Path, rules: Sequence[str], name: str | None = None
+) -> list[int]:
     """Row indices the poisoning findings of a Bastion JSON report flagged in the file ``src``.
 
     A finding counts when its rule id starts with one of ``rules`` and its evidence lists
@@ -168,8 +170,9 @@ def _rows_from_report(report_path: Path, src: Path, rules: Sequence[str]) -> lis
     Only indices are read, never values.
 
     Raises:
-        ConfigError: unreadable or malformed report, a report for another dataset version, a
-            finding that lists only some of its rows (``indices_truncated``).
+        ConfigError: unreadable or malformed report, a report that did not assess this dataset
+            (``name``, default the file's stem) or assessed another version of it, a finding
+            that lists only some of its rows (``indices_truncated``).
     """
     from pydantic import ValidationError
 
@@ -210,6 +213,19 @@ def _rows_from_report(report_path: Path, src: Path, rules: Sequence[str]) -> lis
             raise ConfigError(f"{report_path}: finding {f.rule_id}: evidence.indices must be integers")
         rows.update(int(i) for i in idx)
         known.add(sha)
+    ds_name = _dataset_name(src, name)
+    mine = [
+        a
+        for a in rep.assets
+        if a.kind == "dataset" and (a.name == ds_name or (a.path and Path(a.path).name == src.name))
+    ]
+    if sha not in known and not mine:  # trial 30, L2: it said "not for this version" of it
+        assessed = sorted({a.name for a in rep.assets if a.kind == "dataset"})
+        what = f"dataset(s) {', '.join(assessed[:5])}" if assessed else "no dataset"
+        raise ConfigError(
+            f"{report_path}: the report does not cover dataset {ds_name!r} ({src}): it assessed {what}; "
+            "assess this dataset with its poisoning checks first (bastion assess --asset NAME)"
+        )
     if sha not in known:
         detail = f" (its findings are for: {', '.join(sorted(set(other))[:3])})" if other else ""
         raise ConfigError(
@@ -224,6 +240,7 @@ def _rows_to_remove(
     label: str | None,
     from_report: Path | None = None,
     rules: Sequence[str] = ("poisoning.",),
+    name: str | None = None,
 ) -> list[int]:
     """Row indices from ``1,5,9``, a JSON file (a list or ``{"rows": [...]}``), or ``flagged``."""
     import json as _json
@@ -231,7 +248,7 @@ def _rows_to_remove(
     if from_report is not None:
         if spec != "flagged":
             raise ConfigError("--from-report goes with --remove flagged")
-        return _rows_from_report(from_report, path, rules)
+        return _rows_from_report(from_report, path, rules, name)
     if spec == "flagged":
         import numpy as np
 
@@ -313,7 +330,7 @@ def data_sanitize(
         raise ConfigError(f"{src}: dataset file not found (sanitise takes one .csv or .npz file)")
     ds_name = _dataset_name(src, name)
     report = Path(from_report) if from_report is not None else None
-    rows = sorted(set(_rows_to_remove(remove, src, label, report, rules)))
+    rows = sorted(set(_rows_to_remove(remove, src, label, report, rules, ds_name)))
     with Store.open(db) as store:
         versions = list_versions(store, ds_name)
     same = [v for v in versions if v.details.get("path") == str(src)]

@@ -557,3 +557,20 @@ def test_another_command_interrupted_by_ctrl_c_says_aborted(
     monkeypatch.setattr(api, "data_profile", interrupt)
     assert run(["data", "profile", str(wine_project / "data" / "wine.csv")]) == 130
     assert capsys.readouterr().err.strip() == "aborted"
+
+
+@pytest.mark.parametrize(
+    ("argv", "shown"),
+    [
+        (["assess", "--budget", "fast"], "Invalid value for '--budget': 'fast' is not one of"),
+        (["assess", "--fail-on", "severe"], "Invalid value for '--fail-on': 'severe' is not one of"),
+        (["show", "-f", "md"], "'md' is not one of"),
+    ],
+)
+def test_bad_option_values_show_no_validator_prefix(
+    argv: list[str], shown: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(argv) == 4
+    text = capsys.readouterr().err
+    assert shown in text
+    assert "Value error" not in text

@@ -123,6 +123,17 @@ def _run_scan(flags: dict[str, bool], args: list[str]) -> int:
         return _internal_error(exc)
 
 
+def _strip_validator_prefix(exc: BaseException) -> None:
+    """Drop pydantic's ``"Value error, "`` from a usage error's message, in place.
+
+    Typer checks option values with pydantic and shows its first error's text as is:
+    ``Invalid value for '--budget': Value error, 'fast' is not one of …``.
+    """
+    message = getattr(exc, "message", None)
+    if isinstance(message, str):
+        exc.message = message.removeprefix("Value error, ")  # type: ignore[attr-defined]
+
+
 def _run_typer(argv: list[str] | None) -> int:
     import typer
 
@@ -133,6 +144,7 @@ def _run_typer(argv: list[str] | None) -> int:
     try:
         rv = app(args=argv, standalone_mode=False, prog_name="bastion")
     except UsageError as exc:
+        _strip_validator_prefix(exc)
         exc.show(file=sys.stderr)  # type: ignore[attr-defined]
         return EXIT_USAGE
     except typer.Exit as exc:

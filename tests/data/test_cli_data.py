@@ -474,3 +474,29 @@ def test_sanitize_run_again_reuses_the_identical_version(
     doc = json.loads(capsys.readouterr().out)
     assert doc["reused"] is False and doc["version"]["version"] == 4
     assert doc["path"].endswith("t.sanitised-3.csv")
+
+
+def test_register_reuses_the_identical_latest_version(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Trial 30, L3: `data register` of an unchanged file recorded a new version every run."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("BASTION_DB", f"sqlite:///{tmp_path / 'b.db'}")
+    (tmp_path / "t.csv").write_text("f,label\n" + "".join(f"{i / 10},{i % 2}\n" for i in range(10)))
+    assert run(["data", "register", "t.csv", "--source", "ehr"]) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert first["version"] == 1 and first["reused"] is False
+    assert run(["data", "register", "t.csv"]) == 0  # unchanged, no new metadata
+    captured = capsys.readouterr()
+    again = json.loads(captured.out)
+    assert again["reused"] is True and again["id"] == first["id"] and again["source"] == "ehr"
+    assert "identical to the recorded version t v1" in captured.err and "reused it" in captured.err
+    assert run(["data", "register", "t.csv", "--owner", "me"]) == 0  # new metadata: a new version
+    assert json.loads(capsys.readouterr().out)["version"] == 2
+    (tmp_path / "t.csv").chmod(0o600)  # permission bits are part of what `verify` checks
+    assert run(["data", "register", "t.csv"]) == 0
+    assert json.loads(capsys.readouterr().out)["version"] == 3
+    (tmp_path / "t.csv").write_text("f,label\n9,1\n")
+    assert run(["data", "register", "t.csv"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["version"] == 4 and doc["reused"] is False

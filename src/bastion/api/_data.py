@@ -84,6 +84,12 @@ def data_register(
 ) -> Any:
     """Hash every file and row of ``dataset`` and record a new version in the store.
 
+    A plain registration (no ``parent_id``, no ``details``) of files identical to the latest
+    version of the dataset -- the same path, Merkle root and files (no change :func:`data_verify`
+    would name, permission bits included), and no ``source``/``licence``/``owner`` other than the
+    recorded ones -- records nothing: that version is returned with ``reused`` set (trial 30, L3:
+    every run added a version).
+
     Returns:
         The stored :class:`bastion.store.provenance.DatasetVersion`.
 
@@ -106,10 +112,17 @@ def data_register(
         )
         raise ConfigError(f"{dataset}: no data rows ({what}); nothing registered")
     info = {"path": str(path), **(details or {})}
+    ds_name = _dataset_name(path, name)
     with Store.open(db) as store:
+        if parent_id is None and not details:
+            same = _identical_latest(store, ds_name, path, man, source=source, licence=licence, owner=owner)
+            if same is not None:
+                log.info("%s: identical to %s v%d; reused", path, same.dataset, same.version)
+                same.reused = True
+                return same
         return register_version(
             store,
-            dataset=_dataset_name(path, name),
+            dataset=ds_name,
             merkle_root=man.merkle_root,
             files=man.files_json(),
             source=source,
@@ -372,6 +385,27 @@ def data_sanitize(
         },
     )
     return dest, new, parent
+
+
+def _identical_latest(store: Any, dataset: str, path: Path, man: Any, **meta: str | None) -> Any | None:
+    """The latest version of ``dataset`` if it recorded exactly these files of ``path``, else ``None``.
+
+    ``meta`` (``source``, ``licence``, ``owner``): a value given that differs from the recorded
+    one is a new version; one not given (``None``) keeps the recorded one.
+    """
+    from bastion.data.provenance import diff_manifests
+    from bastion.store.provenance import latest_version
+
+    latest = latest_version(store, dataset)
+    if (
+        latest is None
+        or latest.details.get("path") != str(path)
+        or latest.merkle_root != man.merkle_root
+        or any(v is not None and getattr(latest, k) != v for k, v in meta.items())
+        or diff_manifests(latest.files, man, limit=1)
+    ):
+        return None
+    return latest
 
 
 def _identical_sanitised(src: Path, rows: set[int], candidates: Sequence[Any]) -> Any | None:

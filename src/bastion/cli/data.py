@@ -208,7 +208,10 @@ def register_cmd(
     db: Db = None,
     output: Output = None,
 ) -> None:
-    """Record a content hash of every file, a Merkle root over rows, source, licence and owner."""
+    """Record a content hash of every file, a Merkle root over rows, source, licence and owner.
+
+    Run again on unchanged files, it reuses the latest recorded version and records nothing new.
+    """
     from bastion import api
     from bastion.core.errors import BastionError
 
@@ -216,7 +219,16 @@ def register_cmd(
         v = api.data_register(dataset, name=name, source=source, licence=licence, owner=owner, db=db)
     except BastionError as exc:
         fail(exc)
-    write(_dump(v.summary()), output)
+    write(_dump({**v.summary(), "reused": v.reused}), output)
+    if v.reused:  # the same file again: as `data sanitize` and `harden`, the identical recorded version
+        err.print(
+            f"identical to the recorded version {v.dataset} v{v.version} "
+            f"(merkle root {v.merkle_root[:16]}…): reused it, no new version written",
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
+        )
+        return
     err.print(f"registered {v.dataset} v{v.version} (merkle root {v.merkle_root[:16]}…)", highlight=False)
 
 

@@ -794,3 +794,35 @@ def test_baseline_latest_after_a_narrowed_run_names_it_and_compares_within_its_s
     assert "(narrowed: --only governance --asset triage)" in line
     assert "this run's scope differs (a full run): findings are compared only where both runs checked" in line
     assert f"{outside} finding(s) outside the baseline's scope are 'not-in-baseline', not 'new'" in line
+
+
+def test_a_framework_that_does_not_read_the_scanned_format_is_found_before_the_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # new-user trial 30, L6: framework: sklearn on a TorchScript zip reached the loader and failed
+    # with an obscure unpickling error
+    from bastion import api
+    from bastion.core.errors import ConfigError
+
+    cfg = _torch_project(tmp_path, model_class=False, script=True)
+    cfg.write_text(cfg.read_text().replace("framework: torch", "framework: sklearn"))
+    want = "framework sklearn cannot load m.pt: the scanner found a torchscript file"
+    attacks = [i for i in api.preflight(cfg, budget="quick").items if i.kind == "attack"]
+    assert attacks and all(i.skip_reason for i in attacks)  # none runs (some need gradients anyway)
+    assert any((i.skip_reason or "").startswith(want) for i in attacks)
+    assert run(["assess", "-c", str(cfg), "--dry-run", "--budget", "quick"]) == 0
+    assert want in capsys.readouterr().err
+    with pytest.raises(ConfigError) as exc:  # the run: one config error, before any check
+        api.assess(cfg, budget="quick", store=False)
+    assert "framework/format problem" in str(exc.value)
+    assert exc.value.problems == [
+        f"asset m: {want}, and the sklearn loader reads joblib, pickle, skops (set framework to the file's)"
+    ]
+    db = f"sqlite:///{tmp_path / 'b.db'}"
+    assert run(["assess", "-c", str(cfg), "--budget", "quick", "--db", db, "-o", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "asset m:" in err and "torchscript" in err
+    # the framework that reads it: planned as before
+    cfg.write_text(cfg.read_text().replace("framework: sklearn", "framework: torch"))
+    planned = [i for i in api.preflight(cfg, budget="quick").items if i.kind == "attack"]
+    assert any(i.skip_reason is None for i in planned)

@@ -100,6 +100,34 @@ def preflight(
 #: Scan formats of a pickled torch checkpoint that holds no TorchScript code (a state_dict).
 _STATE_DICT_FORMATS = ("pytorch-zip", "pytorch-legacy")
 
+#: Scan formats each file framework's loader reads (:func:`bastion.targets.loader.build_target`):
+#: sklearn ``joblib.load`` (a joblib or pickle stream, compressed too: ``gzip+joblib``) or skops;
+#: torch ``torch.jit.load`` (TorchScript) or ``torch.load`` (a state_dict: zip or legacy); onnx
+#: onnxruntime.
+_FRAMEWORK_FORMATS = {
+    "sklearn": ("joblib", "pickle", "skops"),
+    "torch": ("torchscript", "pytorch-zip", "pytorch-legacy"),
+    "onnx": ("onnx",),
+}
+
+
+def _format_problem(a: Asset, fmt: str | None) -> str | None:
+    """Why ``a``'s loader cannot read a file the scanner found to be ``fmt``, or ``None``.
+
+    Trial 30, L6: ``framework: sklearn`` on a TorchScript zip reached the loader and failed with
+    an unpickling error. An unknown format (``None``) is left to the loader.
+    """
+    reads = _FRAMEWORK_FORMATS.get(a.framework or "")
+    if not fmt or reads is None:
+        return None
+    base = fmt.rsplit("+", 1)[-1] if a.framework == "sklearn" else fmt  # joblib.load decompresses
+    if base in reads:
+        return None
+    return (
+        f"framework {a.framework} cannot load {a.path}: the scanner found a {fmt} file, and the "
+        f"{a.framework} loader reads {', '.join(reads)} (set framework to the file's)"
+    )
+
 
 def _gate_plan(the_plan: Plan, assets: Sequence[Asset], cfg: ProjectConfig, base: Path) -> None:
     """Mark the attacks a run would skip because their model will not load.
@@ -124,6 +152,8 @@ def _gate_plan(the_plan: Plan, assets: Sequence[Asset], cfg: ProjectConfig, base
             verdict = Verdict.ERROR.value
         if verdict != Verdict.SAFE.value:
             why = f"the scanner judges the model file {verdict}: it will not be loaded"
+        elif problem := _format_problem(a, fmt):
+            why = problem
         elif a.framework == "torch" and not a.model_class and fmt in _STATE_DICT_FORMATS:
             why = (
                 f"state_dict needs model_class: {a.path} is a pickled torch checkpoint, not TorchScript "
@@ -158,6 +188,29 @@ def _preflight_model_classes(the_plan: Plan, assets: Sequence[Asset]) -> None:
     ]
     if problems:
         raise ConfigError(f"{len(problems)} model_class problem(s) before the run", problems)
+
+
+def _preflight_formats(the_plan: Plan, assets: Sequence[Asset], cfg: ProjectConfig, base: Path) -> None:
+    """The run's side of the plan's format gate: one config error before any check.
+
+    Each attacked model file is scanned (statically, nothing loaded) for its format; a file
+    whose verdict is not ``safe`` is left to the run (never loaded, its attacks skipped).
+    """
+    from bastion.scan import scan_file
+
+    attacked = {i.asset for i in the_plan.items if i.kind == "attack" and i.skip_reason is None}
+    problems = []
+    for a in assets:
+        if a.name not in attacked or a.kind != "model" or not a.path or a.framework not in _FILE_FRAMEWORKS:
+            continue
+        try:
+            fr = scan_file(base / a.path, allow=cfg.scan.allow)
+        except ScanError:
+            continue
+        if fr.verdict.value == Verdict.SAFE.value and (problem := _format_problem(a, fr.format)):
+            problems.append(f"asset {a.name}: {problem}")
+    if problems:
+        raise ConfigError(f"{len(problems)} framework/format problem(s) before the run", problems)
 
 
 def _versions() -> dict[str, str | None]:
@@ -501,6 +554,7 @@ def assess(
     assets = [a for a in _assets(cfg, versions) if _selected(a.name, asset)]
     _preflight_files(cfg, base, assets)
     _preflight_model_classes(the_plan, assets)
+    _preflight_formats(the_plan, assets, cfg, base)
     datasets = _load_datasets(cfg, base, assets)
     sign_key = _signing_key(cfg, base, assets)  # issue 4: verify model signatures
     from bastion.scan.signing import FolderBundles

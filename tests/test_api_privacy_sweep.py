@@ -204,20 +204,31 @@ def test_dp_train_passes_on_no_secure_rng_warning_and_records_secure_mode(
     assert "secure_mode" in captured.err  # the summary says which run it was
 
 
+def _secure_mode_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[list[str], str]:
+    """Run ``harden dp-train -p secure_mode=true`` on the leaky digits, training forbidden; exit 2.
+
+    Returns the command's arguments (without the params) and the store URL.
+    """
+    from bastion.cli.main import run
+    from bastion.defend import dp_sgd
+
+    monkeypatch.setattr(dp_sgd.DpTrain, "harden", lambda *a, **k: pytest.fail("trained"))
+    cfg = build_leaky_digits(tmp_path, n_train=60, n_test=60)
+    db = f"sqlite:///{tmp_path}/b.db"
+    args = ["harden", "dp-train", "--asset", "digits", "-c", str(cfg), "--db", db, "--epsilon", "3"]
+    assert run([*args, "-p", "batch_size=30", "--delta", "1e-3", "-p", "secure_mode=true"]) == 2
+    return args, db
+
+
 def test_dp_train_secure_mode_without_torchcsprng_is_one_error_before_training(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import sys
 
     from bastion.cli.main import run
-    from bastion.defend import dp_sgd
 
     monkeypatch.setitem(sys.modules, "torchcsprng", None)  # an import of it fails
-    monkeypatch.setattr(dp_sgd.DpTrain, "harden", lambda *a, **k: pytest.fail("trained"))
-    cfg = build_leaky_digits(tmp_path, n_train=60, n_test=60)
-    db = f"sqlite:///{tmp_path}/b.db"
-    args = ["harden", "dp-train", "--asset", "digits", "-c", str(cfg), "--db", db, "--epsilon", "3"]
-    assert run([*args, "-p", "batch_size=30", "--delta", "1e-3", "-p", "secure_mode=true"]) == 2
+    args, db = _secure_mode_refused(tmp_path, monkeypatch)
     err = capsys.readouterr().err
     assert "1 problem(s) before hardening digits" in err
     assert "secure_mode=true needs torchcsprng" in err and "pip install torchcsprng" in err
@@ -246,19 +257,12 @@ def test_dp_train_secure_mode_with_an_unusable_torchcsprng_is_one_error_before_t
     torch) or lacks the generator Opacus calls gave `internal error: OSError/AttributeError`."""
     import sys
 
-    from bastion.cli.main import run
-    from bastion.defend import dp_sgd
-
     site = tmp_path / "site"
     (site / "torchcsprng").mkdir(parents=True)
     (site / "torchcsprng" / "__init__.py").write_text(body)
     monkeypatch.syspath_prepend(str(site))
     monkeypatch.delitem(sys.modules, "torchcsprng", raising=False)
-    monkeypatch.setattr(dp_sgd.DpTrain, "harden", lambda *a, **k: pytest.fail("trained"))
-    cfg = build_leaky_digits(tmp_path, n_train=60, n_test=60)
-    db = f"sqlite:///{tmp_path}/b.db"
-    args = ["harden", "dp-train", "--asset", "digits", "-c", str(cfg), "--db", db, "--epsilon", "3"]
-    assert run([*args, "-p", "batch_size=30", "--delta", "1e-3", "-p", "secure_mode=true"]) == 2
+    _args, db = _secure_mode_refused(tmp_path, monkeypatch)
     err = capsys.readouterr().err
     assert "1 problem(s) before hardening digits" in err
     assert "secure_mode=true needs torchcsprng" in err and "installed but unusable: " + said in err

@@ -339,8 +339,8 @@ class GroupCommit:
         self._scheduled = False
         self._loop: Any = None
         self._writer = SerialThread("bastion-audit")  # batches written off the loop, in order
-        self._behind = 0  # batches handed to the writer and not written yet
-        #: when each of those batches was handed over (monotonic seconds; written in order)
+        #: when each batch handed to the writer and not written yet was handed over (monotonic
+        #: seconds; written in order): while any waits, the next batches follow it there
         self._handed: deque[float] = deque()
         self.batches = 0
         self.records = 0
@@ -351,7 +351,7 @@ class GroupCommit:
 
         loop = asyncio.get_running_loop()
         if loop is not self._loop:  # a new event loop (an app restarted in the same process)
-            self._loop, self._pending, self._scheduled, self._behind = loop, [], False, 0
+            self._loop, self._pending, self._scheduled = loop, [], False
             self._handed.clear()
         fut = loop.create_future()
         self._pending.append((entry, fut))
@@ -374,7 +374,7 @@ class GroupCommit:
             batch = self._pending[: self.max_batch]
             del self._pending[: self.max_batch]
             entries = [e for e, _ in batch]
-            done = self._try_now(nowait, entries) if nowait is not None and not self._behind else None
+            done = self._try_now(nowait, entries) if nowait is not None and not self._handed else None
             if done is None:  # busy, remote, or batches already waiting in the writer
                 self._defer(batch, entries)
                 continue
@@ -391,11 +391,9 @@ class GroupCommit:
 
     def _defer(self, batch: list[tuple[Any, Any]], entries: list[Any]) -> None:
         loop = self._loop
-        self._behind += 1
         self._handed.append(time.monotonic())
 
         def finished(done: list[bool]) -> None:  # on the loop
-            self._behind -= 1
             if self._handed:
                 self._handed.popleft()
             self._settle(batch, done)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Iterable
 from pathlib import Path
 
 from bastion.core.errors import ConfigError
@@ -153,21 +154,28 @@ def read_config_text(
 __all__ = ["MAX_CONFIG_BYTES", "check_config_file", "read_config_bytes", "read_config_text"]
 
 
-def replace_file(dest: Path, data: bytes, *, mode: int = 0o644) -> None:
+def replace_file(dest: Path, data: bytes | Iterable[bytes], *, mode: int = 0o644) -> None:
     """Write ``data`` to ``dest`` atomically: a new file (``mode``) in its folder, renamed over it.
 
-    A reader never sees half a file; a symlink at ``dest`` is replaced, never followed; an
-    existing file's mode is not inherited. The folder is created when missing.
+    ``data``: the bytes, or chunks of them (a large file is streamed). A reader never sees half
+    a file; a symlink at ``dest`` is replaced, never followed; an existing file's mode is not
+    inherited. The folder is created when missing. On any error or interrupt (Ctrl-C included)
+    the temporary file is removed.
 
     Raises:
-        OSError: the folder or the file cannot be written (nothing is left behind).
+        OSError: the folder or the file cannot be written (nothing is left behind); also what
+            reading the chunks raises.
     """
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), mode)
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            if isinstance(data, bytes | bytearray):
+                fh.write(data)
+            else:
+                for chunk in data:
+                    fh.write(chunk)
         os.replace(tmp, dest)
     finally:
         if tmp.exists() or tmp.is_symlink():

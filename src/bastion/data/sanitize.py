@@ -7,13 +7,13 @@ store with lineage (``parent_id``) to the version it came from.
 from __future__ import annotations
 
 import io
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
 from bastion.core.errors import ConfigError
+from bastion.core.files import replace_file
 
 
 def sanitised_path(path: Path) -> Path:
@@ -108,21 +108,10 @@ def write_without_rows(path: Path, drop: set[int], dest: Path) -> int:
         dest.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ConfigError(f"{dest.parent}: cannot create the folder: {exc.strerror or exc}") from None
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
-    created = False
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644)
-        created = True
-        with os.fdopen(fd, "wb") as out:
-            for chunk in rows.chunks():
-                out.write(chunk)
-        os.replace(tmp, dest)  # never a half-written file at ``dest``
-        created = False
+    try:  # streamed into a new file renamed over ``dest``: never a half-written file there
+        replace_file(dest, rows.chunks())
     except OSError as exc:
         raise ConfigError(f"{dest}: cannot write the sanitised copy: {exc.strerror or exc}") from None
-    finally:
-        if created:
-            tmp.unlink(missing_ok=True)
     return rows.kept
 
 

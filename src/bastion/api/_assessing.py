@@ -190,25 +190,18 @@ def _preflight_model_classes(the_plan: Plan, assets: Sequence[Asset]) -> None:
         raise ConfigError(f"{len(problems)} model_class problem(s) before the run", problems)
 
 
-def _preflight_formats(the_plan: Plan, assets: Sequence[Asset], cfg: ProjectConfig, base: Path) -> None:
+def _format_problems(the_plan: Plan, assets: Sequence[Asset], formats: dict[str, str | None]) -> None:
     """The run's side of the plan's format gate: one config error before any check.
 
-    Each attacked model file is scanned (statically, nothing loaded) for its format; a file
-    whose verdict is not ``safe`` is left to the run (never loaded, its attacks skipped).
+    ``formats``: the format the gate's scan found for each model file judged safe (a file
+    judged otherwise is never loaded: its attacks are skipped). Only attacked assets count.
     """
-    from bastion.scan import scan_file
-
     attacked = {i.asset for i in the_plan.items if i.kind == "attack" and i.skip_reason is None}
-    problems = []
-    for a in assets:
-        if a.name not in attacked or a.kind != "model" or not a.path or a.framework not in _FILE_FRAMEWORKS:
-            continue
-        try:
-            fr = scan_file(base / a.path, allow=cfg.scan.allow)
-        except ScanError:
-            continue
-        if fr.verdict.value == Verdict.SAFE.value and (problem := _format_problem(a, fr.format)):
-            problems.append(f"asset {a.name}: {problem}")
+    problems = [
+        f"asset {a.name}: {problem}"
+        for a in assets
+        if a.name in attacked and a.name in formats and (problem := _format_problem(a, formats[a.name]))
+    ]
     if problems:
         raise ConfigError(f"{len(problems)} framework/format problem(s) before the run", problems)
 
@@ -554,7 +547,6 @@ def assess(
     assets = [a for a in _assets(cfg, versions) if _selected(a.name, asset)]
     _preflight_files(cfg, base, assets)
     _preflight_model_classes(the_plan, assets)
-    _preflight_formats(the_plan, assets, cfg, base)
     datasets = _load_datasets(cfg, base, assets)
     sign_key = _signing_key(cfg, base, assets)  # issue 4: verify model signatures
     from bastion.scan.signing import FolderBundles
@@ -575,6 +567,7 @@ def assess(
     # --only to other checks, on a file judged safe): what they found decides which baseline
     # findings are fixed, as a reported check's would (red-team round 28, F9)
     gate: list[CheckResult] = []
+    formats: dict[str, str | None] = {}  # model files judged safe: the format the scan found
     members = [every[m] for a in assets for m in a.members or [] if m not in {x.name for x in assets}]
     for a in [*assets, *{m.name: m for m in members}.values()]:  # ensemble members too (issue 5)
         rec = AssetRecord(
@@ -605,6 +598,8 @@ def assess(
             except ScanError as exc:
                 fr = FileResult(path=a.path, verdict=Verdict.ERROR, reason=str(exc))
             facts[a.name]["scan_verdict"] = fr.verdict.value
+            if fr.verdict == Verdict.SAFE and a.framework in _FILE_FRAMEWORKS:
+                formats[a.name] = fr.format
             facts[a.name]["scan_sha256"] = fr.sha256
             rec.scan_verdict = fr.verdict.value
             # The scan always runs (it decides whether the model may be loaded). Outside an
@@ -629,6 +624,10 @@ def assess(
             if progress:
                 progress(f"scan {a.name}", 1.0)
         records[a.name] = rec
+    # a framework whose loader cannot read the scanned format: one config error, nothing loaded
+    # (trial 30, L6), from the gate's own scans (a second scan of each file before them doubled
+    # the I/O of large checkpoints)
+    _format_problems(the_plan, assets, formats)
 
     # 2. build targets for models judged safe (and endpoints).
     target_errors: dict[str, str] = {}

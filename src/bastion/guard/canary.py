@@ -33,12 +33,26 @@ def canary_hash(row: np.ndarray) -> str:
     float64 values instead missed trap rows near a 4-decimal tie (``0.12345``) and zeros sent
     as ``-0.0`` (red-team round 27).
     """
-    a = np.round(np.asarray(row, dtype=np.float32).astype(np.float64), 4)
-    a += 0.0  # -0.0 + 0.0 is 0.0
-    a = np.ascontiguousarray(a.astype("<f4"))
+    a = _canonical(row)
     h = hashlib.sha256(repr(tuple(a.shape)).encode())
     h.update(a.tobytes())
     return h.hexdigest()
+
+
+def _canonical(x: np.ndarray) -> np.ndarray:
+    """The canonical values of rows (or of one row), as a new C-ordered little-endian float32 array.
+
+    Float32 as the model receives them, rounded to 4 decimals, ``-0.0`` as ``0.0``.
+
+    ``np.round(v, 4)`` is ``rint(v * 1e4) / 1e4`` in numpy, written out as three ufunc calls
+    (``np.round``'s Python wrapper costs more than the arithmetic for a request's few rows).
+    """
+    r = np.asarray(x, dtype=np.float32).astype(np.float64)
+    r *= 1e4
+    np.rint(r, out=r)
+    r /= 1e4
+    r += 0.0  # -0.0 + 0.0 is 0.0
+    return np.ascontiguousarray(r.astype("<f4"))
 
 
 class CanaryWatch:
@@ -57,15 +71,7 @@ class CanaryWatch:
         """``(row index, canary id)`` of every row of ``x`` ``(N, *shape)`` that is a canary."""
         if not self._by_hash:
             return []
-        # :func:`canary_hash` of each row, the rounding done for all rows at once (same bytes):
-        # ``np.round(v, 4)`` is ``rint(v * 1e4) / 1e4`` in numpy, written out as three ufunc calls
-        # (``np.round``'s Python wrapper costs more than the arithmetic for a request's few rows).
-        r = np.asarray(x, dtype=np.float32).astype(np.float64)  # as the model receives them
-        r *= 1e4
-        np.rint(r, out=r)
-        r /= 1e4
-        r += 0.0  # -0.0 as 0.0
-        a = r.astype("<f4")  # a new C-ordered array
+        a = _canonical(x)  # :func:`canary_hash`'s bytes of each row, all rows at once
         if a.ndim < 2 or len(a) == 0:  # scalar rows: ``canary_hash`` hashes them with shape (1,)
             return [
                 (i, cid)

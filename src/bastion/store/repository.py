@@ -206,10 +206,15 @@ def server_connect_args(u: URL, *, application_name: str | None = None) -> dict[
     if backend in _TIMEOUT_BACKENDS and "connect_timeout" not in u.query:
         args["connect_timeout"] = CONNECT_TIMEOUT_S
     if backend == "postgresql":
-        keepalive = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3}
+        own: dict[str, Any] = {
+            "keepalives": 1,
+            "keepalives_idle": 10,
+            "keepalives_interval": 5,
+            "keepalives_count": 3,
+        }
         if application_name is not None:
-            keepalive["application_name"] = application_name  # type: ignore[assignment]
-        args.update({k: v for k, v in keepalive.items() if k not in u.query})
+            own["application_name"] = application_name
+        args.update({k: v for k, v in own.items() if k not in u.query})
     return args
 
 

@@ -27,16 +27,42 @@ _CALLABLE_PACKAGES = ("scan", "assess")
 
 
 def _callable_package(name: str) -> types.ModuleType:
-    """The subpackage ``bastion.<name>``, made callable as ``bastion.api.<name>``."""
+    """The subpackage ``bastion.<name>``, made callable as ``bastion.api.<name>``.
+
+    ``inspect.signature`` gives the function's signature and ``help()`` (which documents any
+    module as a module) starts with the function's docstring, then the package's: trial 25/30,
+    ``help(bastion.assess)`` showed only the subpackage's one line and the signature was
+    ``(*args, **kwargs)``.
+    """
     mod = importlib.import_module(f"bastion.{name}")
     if not callable(mod):
         api = importlib.import_module("bastion.api")
         fn = getattr(api, name)
+        package_doc = mod.__doc__ or ""
 
         def __call__(self: types.ModuleType, *args: Any, **kwargs: Any) -> Any:
             return fn(*args, **kwargs)
 
-        mod.__class__ = type(f"_{name}_package", (types.ModuleType,), {"__call__": __call__})
+        def signature(self: types.ModuleType) -> Any:
+            import inspect
+
+            return inspect.signature(fn)
+
+        def doc(self: types.ModuleType) -> str:
+            import inspect
+
+            summary, _, rest = (inspect.getdoc(fn) or "").partition("\n")
+            return (
+                f"{summary}\n\nbastion.{name}{inspect.signature(fn)}\n\n"
+                f"(bastion.api.{name}; bastion.{name} is also the package: {package_doc.strip()})\n"
+                f"{rest}"
+            )
+
+        mod.__class__ = type(
+            f"_{name}_package",
+            (types.ModuleType,),
+            {"__call__": __call__, "__signature__": property(signature), "__doc__": property(doc)},
+        )
     return mod
 
 

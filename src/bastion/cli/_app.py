@@ -492,7 +492,10 @@ def demo(
     directory: Annotated[
         Path | None,
         typer.Argument(
-            help="Where to build the example project [default: examples/clinic, or examples/clinic-poisoned]."
+            help="Where to build the example project.",
+            # a "[default: …]" in the help text itself is Rich markup (a tag): it was dropped,
+            # leaving "project ." (trial 25/30); Typer prints show_default as the other defaults
+            show_default="examples/clinic, or examples/clinic-poisoned with --poisoned",
         ),
     ] = None,
     run_assess: Annotated[

@@ -86,6 +86,28 @@ class _Parser(argparse.ArgumentParser):
             sys.stderr.write(message)
         raise _UsageExit(status)
 
+    def parse_intermixed_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> argparse.Namespace:
+        """argparse's, with an unknown option named as the other commands name it (Click's words).
+
+        Trial 25/30: ``bastion scan --fial-on`` said only "unrecognized arguments: --fial-on";
+        ``bastion assess --fial-on`` says "No such option: --fial-on (Possible options: --fail-on)".
+        """
+        ns, extras = self.parse_known_intermixed_args(args, namespace)
+        if extras:
+            option = next((a for a in extras if a.startswith("-") and a != "-"), None)
+            if option is None:
+                self.error(f"unrecognized arguments: {' '.join(extras)}")
+            import difflib
+
+            name = option.split("=", 1)[0]
+            known = sorted(o for o in self._option_string_actions if o.startswith("--"))
+            close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
+            hint = f" (Possible options: {', '.join(close)})" if close else ""
+            self.error(f"No such option: {name}{hint}")
+        return ns
+
 
 def _jobs(text: str) -> int:
     try:

@@ -100,9 +100,12 @@ def harden(
                 settings=settings,
             )
             for point in swept.points[1:]:
-                _print_version(point.version, details=False)
+                _print_version(point.version, config, details=False)
             _print_sweep(swept)
-            write(json.dumps(swept.to_dict(), indent=1, default=str), output)
+            doc = swept.to_dict()
+            for row in doc["curve"]:
+                row["path"] = _from_here(config, row["path"])
+            write(json.dumps(doc, indent=1, default=str), output)
             err.print(
                 f"the sweep's ε-utility table is above; `bastion assess -c {config}` assesses the latest "
                 "version (the last ε) beside the original",
@@ -112,9 +115,11 @@ def harden(
         if epsilon is not None:
             params["epsilon"] = epsilon
         res = api.harden(config, procedure, asset=asset, params=params, settings=settings)
-        _print_version(res)
+        _print_version(res, config)
         _warn_accuracy_drop(res.details)
-        write(json.dumps(dataclasses.asdict(res), indent=1, default=str), output)
+        doc = dataclasses.asdict(res)
+        doc["path"] = _from_here(config, res.path)
+        write(json.dumps(doc, indent=1, default=str), output)
     except BastionError as exc:
         fail(exc)
     err.print(
@@ -160,7 +165,18 @@ def _warn_accuracy_drop(details: dict[str, Any]) -> None:
         )
 
 
-def _print_version(res: Any, *, details: bool = True) -> None:
+def _from_here(config: Path, path: str | None) -> str | None:
+    """A recorded model path (relative to the project folder) as a path from the current folder.
+
+    Trial 30, L8: ``harden -c ../clinic/bastion.yaml`` printed ``.bastion/models/…``, which is
+    the project folder's path, not the current folder's (``../clinic/.bastion/models/…``).
+    """
+    if path is None:
+        return None
+    return (config.parent / path).as_posix()
+
+
+def _print_version(res: Any, config: Path = Path("bastion.yaml"), *, details: bool = True) -> None:
     """What was recorded: the version's name, procedure, file and hash, then its details as a table.
 
     New-user trial: the details were printed as one raw ``dict`` repr, wrapped mid-token. The
@@ -174,6 +190,7 @@ def _print_version(res: Any, *, details: bool = True) -> None:
 
     if res is None:
         return
+    path = _from_here(config, res.path)
 
     def shown(text: Any) -> str:
         # values from bastion.yaml (paths, model_kwargs): Rich markup escaped, and control
@@ -184,7 +201,7 @@ def _print_version(res: Any, *, details: bool = True) -> None:
     if getattr(res, "reused", False):
         err.print(
             f"identical to the recorded version {printable(res.name)} ({printable(res.procedure)} → "
-            f"{printable(str(res.path))}, sha256 {res.sha256[:12]}…, same parent): reused it, no new "
+            f"{printable(str(path))}, sha256 {res.sha256[:12]}…, same parent): reused it, no new "
             "version recorded",
             highlight=False,
             markup=False,
@@ -192,7 +209,7 @@ def _print_version(res: Any, *, details: bool = True) -> None:
         )
         return
     err.print(
-        f"recorded [bold]{shown(res.name)}[/]: {shown(res.procedure)} → {shown(res.path)} "
+        f"recorded [bold]{shown(res.name)}[/]: {shown(res.procedure)} → {shown(path)} "
         f"(sha256 {res.sha256[:12]}…)",
         highlight=False,
         soft_wrap=True,

@@ -81,3 +81,57 @@ def test_harden_from_another_folder_prints_the_model_path_from_there(
     monkeypatch.chdir(tmp_path / "clinic")  # from the project folder: as before
     assert run(["harden", "trades", "--asset", "digits"]) == 0
     assert json.loads(capsys.readouterr().out)["path"] == rel
+
+
+def test_an_unknown_plugin_id_is_a_usage_error_with_one_list_of_ids(
+    wine_project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # trial 30, L5: `assess --only evasion.pgdd` exited 2 (`--budget fast` exits 4), and the API
+    # listed 38 ids (the scanners' too, once something had scanned) against the CLI's 24
+    import bastion
+    from bastion import api
+    from bastion.core.errors import ConfigError, OptionError
+
+    cfg = str(wine_project / "bastion.yaml")
+    api.scan_models([wine_project / "model.joblib"])  # registers the scanners
+    assert run(["assess", "-c", cfg, "--only", "evasion.pgdd", "--dry-run"]) == 4
+    assert run(["assess", "-c", cfg, "--skip", "scan.pickle"]) == 4
+    err = capsys.readouterr().err
+    assert "unknown plugin id(s) in --only/--skip: evasion.pgdd; known: " in err
+    cli_known = err.split("evasion.pgdd; known: ")[1].split("\n")[0]
+    with pytest.raises(OptionError) as exc:
+        bastion.assess(cfg, only=["evasion.pgdd"], store=False)
+    assert isinstance(exc.value, ConfigError) and exc.value.exit_code == 4
+    assert str(exc.value).split("known: ")[1] == cli_known
+    assert cli_known.split(", ") == api._planning.selectable_ids()
+    assert "scan.pickle" not in cli_known and "scan" in cli_known.split(", ")
+    # a procedure that does not exist is the same kind of typo; an asset the project lacks is not
+    assert run(["harden", "pgd-att", "--asset", "triage", "-c", cfg]) == 4
+    assert "unknown hardening procedure 'pgd-att'; known: " in capsys.readouterr().err
+    assert run(["assess", "-c", cfg, "--asset", "nosuch", "--dry-run"]) == 2
+
+
+@pytest.mark.parametrize(("value", "bound"), [("nan", "'nan'"), ("inf", "'inf'"), ("-.inf", "-inf")])
+def test_a_non_finite_parameter_is_named_as_such(
+    value: str, bound: str, wine_project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # trial 30, L5: `harden pgd-at -p epsilon=nan` said "Input should be less than or equal to 1000"
+    cfg = str(wine_project / "bastion.yaml")
+    assert run(["harden", "pgd-at", "--asset", "triage", "-c", cfg, "-p", f"epsilon={value}"]) == 2
+    err = capsys.readouterr().err
+    assert f"params.epsilon: {bound} is not a finite number (it must be " in err
+    assert "Input should be" not in err
+
+
+@pytest.mark.parametrize("command", ["sign", "verify", "bom"])
+def test_a_folder_given_as_a_key_is_named_a_folder(
+    command: str, wine_project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # trial 30, L5: `sign x --key models` (a folder) said "models: no such key file"
+    (wine_project / "keys").mkdir()
+    model, keys = str(wine_project / "model.joblib"), str(wine_project / "keys")
+    assert run([command, model, "--key", keys]) == 2
+    err = capsys.readouterr().err
+    kind = "private" if command == "sign" else "public"
+    assert f"--key {keys}: is a folder, not a key file; give the {kind} key's PEM file" in err
+    assert "no such key file" not in err

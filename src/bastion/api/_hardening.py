@@ -25,7 +25,7 @@ from bastion.api._scanning import _refuse_failed_signature
 from bastion.core.budget import PRESETS
 from bastion.core.check import Check, CheckContext, Split
 from bastion.core.config import Asset, ProjectConfig, load_config
-from bastion.core.errors import ConfigError, PluginError
+from bastion.core.errors import ConfigError, OptionError, PluginError
 from bastion.core.registry import REGISTRIES
 from bastion.core.results import CheckResult
 from bastion.core.scanning import Verdict
@@ -97,7 +97,7 @@ def harden(
         pid = f"defend.{procedure}"
         if pid not in defences:
             known = ", ".join(p.removeprefix("defend.") for p in defences) or "none"
-            raise ConfigError(f"unknown hardening procedure {procedure!r}; known: {known}")
+            raise OptionError(f"unknown hardening procedure {procedure!r}; known: {known}")
         procedure = pid
     cls = defences.get(procedure)
     try:
@@ -367,22 +367,26 @@ def harden_sweep(
     if repeated:
         problems.append(f"--sweep: ε {', '.join(f'{e:g}' for e in repeated)} given more than once")
     known = [k for k in REGISTRIES["attack"] if k.startswith("membership.")]
-    problems += [
+    unknown = [
         f"--attack {pid}: not a membership-inference attack; known: {', '.join(known)}"
         for pid in attacks
         if pid not in known
     ]
     pid = procedure if procedure in defences else f"defend.{procedure}"
     if pid not in defences:
-        problems.append(f"unknown hardening procedure {procedure!r}")
-    else:
+        names = ", ".join(p.removeprefix("defend.") for p in defences) or "none"
+        unknown.append(f"unknown hardening procedure {procedure!r}; known: {names}")
+    problems += unknown
+    if pid in defences:
         for eps in (e for e in epsilons if e > 0):  # ε ≤ 0 is reported once, above
             try:
                 defences.get(pid).parse_params({**(params or {}), "epsilon": eps}, where=f"ε={eps:g}: params")
             except PluginError as exc:
                 problems.append(str(exc))
     if problems:
-        raise ConfigError(f"{len(problems)} problem(s) before the sweep on {asset}", problems)
+        # only unknown names (a typo of a procedure or attack id): a usage error, 4, as harden's
+        error = OptionError if len(unknown) == len(problems) else ConfigError
+        raise error(f"{len(problems)} problem(s) before the sweep on {asset}", problems)
     if a.kind != "model" or not a.path:
         raise ConfigError(f"--asset {asset}: only model files can be hardened (kind {a.kind})")
     _preflight_files(cfg, base, [a])

@@ -283,8 +283,11 @@ def _signing_key(cfg: ProjectConfig, base: Path, assets: Sequence[Asset]) -> Pat
     if not cfg.signing.public_key:
         return None
     key = base / cfg.signing.public_key
-    if not key.is_file():
-        raise ConfigError(f"signing.public_key: {key}: no such key file")
+    from bastion.scan.signing import key_file_problem
+
+    problem = key_file_problem(key, private=False, where="signing.public_key:")
+    if problem:
+        raise ConfigError(problem)
     if any(a.kind == "model" and a.path for a in assets):
         from bastion.core.errors import require
 

@@ -34,6 +34,18 @@ class ConfigError(BastionError, ValueError):
         super().__init__(message)
 
 
+class OptionError(ConfigError):
+    """An option names what Bastion does not have: a usage error (exit 4), as an unknown option is.
+
+    An unknown plugin id in ``--only``/``--skip``, an unknown hardening procedure: a typo in a
+    word of Bastion's own vocabulary, checked before anything runs (trial 30, L5: these exited
+    2 while ``--budget fast`` exited 4). A name the project defines (``--asset``, a run id) is
+    input, not usage: :class:`ConfigError` (2).
+    """
+
+    exit_code = 4
+
+
 class TargetError(BastionError):
     """A model or endpoint could not be loaded or called (missing file, bad shape, HTTP failure)."""
 

@@ -82,8 +82,43 @@ class Plugin:
         try:
             return cls.Params(**(raw or {}))
         except ValidationError as exc:
-            problems = [f"{where}.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
+            problems = [
+                f"{where}.{'.'.join(str(p) for p in e['loc'])}: {_not_finite(e) or e['msg']}"
+                for e in exc.errors()
+            ]
             raise PluginError(f"bad parameters for {cls.id}: " + "; ".join(problems)) from exc
+
+
+#: pydantic error types of a numeric bound: a NaN fails every one of them.
+_BOUND_ERRORS = frozenset(
+    {"less_than", "less_than_equal", "greater_than", "greater_than_equal", "multiple_of", "finite_number"}
+)
+
+
+def _not_finite(error: Any) -> str | None:
+    """What is wrong with a NaN or infinite value that failed a bound, or ``None``.
+
+    Trial 30, L5: ``-p epsilon=nan`` said "Input should be less than or equal to 1000".
+    """
+    if error.get("type") not in _BOUND_ERRORS:
+        return None
+    value = error.get("input")
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        return None
+    import math
+
+    try:
+        number = float(value)
+    except (ValueError, OverflowError):
+        return None
+    if math.isfinite(number):
+        return None
+    ctx = error.get("ctx") or {}
+    bound = next((f" (it must be {op} {ctx[k]})" for k, op in _BOUND_WORDS.items() if k in ctx), "")
+    return f"{value!r} is not a finite number{bound}"
+
+
+_BOUND_WORDS = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}
 
 
 P = TypeVar("P", bound=type)

@@ -97,19 +97,37 @@ def check_public_key(key: str | os.PathLike[str]) -> None:
         ConfigError: missing, not PEM, a private key, or not an elliptic-curve key.
     """
     k = Path(os.fspath(key))
-    if not k.is_file():
-        raise ConfigError(f"{k}: no such key file")
+    problem = key_file_problem(k, private=False)
+    if problem:
+        raise ConfigError(problem)
     _ec_key(k, private=False)
 
 
-def _check(path: Path, key: Path) -> None:
+def key_file_problem(key: Path, *, private: bool, where: str = "--key") -> str | None:
+    """Why ``key`` is not a key file (missing, a folder, a special file), or ``None``.
+
+    ``where`` names the option or field that gave it. Trial 30, L5: ``sign x --key models`` (a
+    folder) said "models: no such key file".
+    """
+    what = "private" if private else "public"
+    if key.is_dir():
+        return f"{where} {key}: is a folder, not a key file; give the {what} key's PEM file"
+    if key.exists() and not key.is_file():
+        return f"{where} {key}: is not a regular file; give the {what} key's PEM file"
+    if not key.is_file():
+        return f"{where} {key}: no such key file"
+    return None
+
+
+def _check(path: Path, key: Path, *, private: bool) -> None:
     problems = []
     if not path.exists():
         problems.append(f"{path}: no such file or folder")
-    if not key.is_file():
-        problems.append(f"{key}: no such key file")
+    problem = key_file_problem(key, private=private)
+    if problem:
+        problems.append(problem)
     if problems:
-        raise ConfigError("cannot sign or verify", problems)
+        raise ConfigError("cannot sign" if private else "cannot verify", problems)
 
 
 def _ec_key(key: Path, *, private: bool, password: str | None = None) -> None:
@@ -220,7 +238,7 @@ def sign_path(
     """
     p, k = Path(os.fspath(path)), Path(os.fspath(key))
     sig = Path(os.fspath(signature)) if signature is not None else default_signature_path(p)
-    _check(p, k)
+    _check(p, k, private=True)
     if sig.resolve() == p.resolve():
         raise ConfigError(f"--signature {sig}: would overwrite the model; write it beside the model")
     if sig.is_dir():
@@ -274,7 +292,7 @@ def verify_path(
 
     p, k = Path(os.fspath(path)), Path(os.fspath(key))
     sig = Path(os.fspath(signature)) if signature is not None else default_signature_path(p)
-    _check(p, k)
+    _check(p, k, private=False)
     if not sig.is_file():
         raise IntegrityError(f"{p}: no signature at {sig}")
     _ec_key(k, private=False)

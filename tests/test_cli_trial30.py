@@ -135,3 +135,43 @@ def test_a_folder_given_as_a_key_is_named_a_folder(
     kind = "private" if command == "sign" else "public"
     assert f"--key {keys}: is a folder, not a key file; give the {kind} key's PEM file" in err
     assert "no such key file" not in err
+
+
+def test_init_names_non_ascii_files_readably(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # trial 30, L4: "ïris model.joblib" became asset "ris-model", "データ.csv" the generic "asset",
+    # and every path was written as "\u30e2\u30c7\u30eb/\u00efris model.joblib"
+    import joblib
+    import numpy as np
+    import yaml
+    from sklearn.linear_model import LogisticRegression
+
+    from bastion.core.config import load_config
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(30, 4)), rng.integers(0, 3, 30)
+    (tmp_path / "モデル").mkdir()
+    joblib.dump(LogisticRegression(max_iter=200).fit(x, y), tmp_path / "モデル" / "ïris model.joblib")
+    rows = "a,b,c,d,target\n" + "".join(
+        f"{r[0]},{r[1]},{r[2]},{r[3]},{t}\n" for r, t in zip(x, y, strict=True)
+    )
+    names = ["データ.csv", "straße😀.csv", "ünï\u2028x.csv", "Œuvre\x7f.csv"]
+    for name in names:
+        (tmp_path / name).write_text(rows, encoding="utf-8")
+    assert run(["init", str(tmp_path)]) == 0
+    text = (tmp_path / "bastion.yaml").read_text(encoding="utf-8")
+    assert 'path: "モデル/ïris model.joblib"' in text and "\\u30e2" not in text  # readable
+    assert 'path: "ünï\\u2028x.csv"' in text and 'path: "Œuvre\\x7f.csv"' in text  # line break, DEL escaped
+    cfg = load_config(tmp_path / "bastion.yaml")
+    by_path = {a.path: a.name for a in cfg.assets} | {d.path: d.name for d in cfg.datasets}
+    assert by_path == {
+        "モデル/ïris model.joblib": "iris-model",
+        "データ.csv": "dataset",
+        "straße😀.csv": "strasse",
+        "ünï\u2028x.csv": "uni-x",
+        "Œuvre\x7f.csv": "OEuvre",
+    }
+    assert all((tmp_path / p).is_file() for p in by_path)  # every path reads back as the file's
+    # a name that lost every letter says which file it stands for
+    line = next(x for x in text.splitlines() if 'name: "dataset"' in x)
+    assert '# REVIEW: a name for "データ"' in line
+    assert yaml.safe_load(text)["project"]["name"] == tmp_path.name

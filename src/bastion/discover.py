@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import re
+import unicodedata
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -113,9 +114,52 @@ def _csv_dataset(path: Path) -> dict[str, Any] | None:
     return {"label": label, "n_features": len(header) - 1, "classes": classes}
 
 
-def _slug(text: str) -> str:
-    s = re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-.")
-    return s or "asset"
+#: Latin letters Unicode does not decompose into a base letter and a mark, as usually spelled in ASCII.
+_LATIN = str.maketrans(
+    {
+        "ß": "ss",
+        "ẞ": "SS",
+        "æ": "ae",
+        "Æ": "AE",
+        "œ": "oe",
+        "Œ": "OE",
+        "ø": "o",
+        "Ø": "O",
+        "ł": "l",
+        "Ł": "L",
+        "đ": "d",
+        "Đ": "D",
+        "ð": "d",
+        "Ð": "D",
+        "þ": "th",
+        "Þ": "Th",
+        "ı": "i",
+    }
+)
+
+
+def _ascii(text: str) -> str:
+    """``text`` with accented Latin letters spelled in ASCII (``ïris`` -> ``iris``, ``ß`` -> ``ss``).
+
+    Other characters (a script with no ASCII spelling: ``データ``) are left as they are.
+    """
+    decomposed = unicodedata.normalize("NFKD", text.translate(_LATIN))
+    return unicodedata.normalize("NFC", "".join(c for c in decomposed if not unicodedata.combining(c)))
+
+
+def _slug(text: str, fallback: str = "asset") -> str:
+    """A valid asset name (``core.config``'s ASCII rule: ``[A-Za-z0-9][A-Za-z0-9_.-]*``) made from ``text``.
+
+    Accented Latin letters are transliterated (trial 30, L4: ``ïris model`` became ``ris-model``);
+    what has no ASCII spelling becomes ``-``; a name left with no letter or digit is ``fallback``.
+    """
+    s = re.sub(r"[^A-Za-z0-9_.-]+", "-", _ascii(text)).strip("-._")
+    return s if re.search(r"[A-Za-z0-9]", s) else fallback
+
+
+def _lossy(text: str) -> bool:
+    """Whether :func:`_slug` drops letters or digits of ``text`` (a script with no ASCII spelling)."""
+    return any(c.isalnum() and not c.isascii() for c in _ascii(text))
 
 
 def discover(root: Path) -> dict[str, Any]:
@@ -130,13 +174,13 @@ def discover(root: Path) -> dict[str, Any]:
         if f.suffix.lower() == ".csv":
             info = _csv_dataset(f)
             if info:
-                datasets.append({"name": _slug(f.stem), "path": rel, **info})
+                datasets.append({**_named(f.stem, "dataset"), "path": rel, **info})
             continue
         if f.suffix.lower() == ".npz":
             info = _npz_dataset(f)
             if info:
                 if not f.stem.endswith("_splits"):
-                    datasets.append({"name": _slug(f.stem), "path": rel, **info})
+                    datasets.append({**_named(f.stem, "dataset"), "path": rel, **info})
                 continue
             if _npz_splits(f):  # row indices, not a model: the splits_file of <stem>.* beside it
                 stem = f.stem.removesuffix("_splits").removesuffix("-splits")
@@ -147,7 +191,7 @@ def discover(root: Path) -> dict[str, Any]:
         fr = scan_file(f)
         if fr.verdict != Verdict.SKIPPED and fr.format:
             models.append(
-                {"name": _slug(f.stem), "path": rel, "format": fr.format, "verdict": fr.verdict.value}
+                {**_named(f.stem, "model"), "path": rel, "format": fr.format, "verdict": fr.verdict.value}
             )
     for d in datasets:
         key = Path(d["path"]).with_suffix("").as_posix()
@@ -156,14 +200,38 @@ def discover(root: Path) -> dict[str, Any]:
     return {"models": models, "datasets": datasets}
 
 
+def _named(stem: str, kind: str) -> dict[str, Any]:
+    """``{"name": …}`` for a file's stem, with ``"name_from"`` when letters were dropped from it."""
+    named: dict[str, Any] = {"name": _slug(stem, kind)}
+    if _lossy(stem):
+        named["name_from"] = stem
+    return named
+
+
 def _q(value: object) -> str:
-    """A YAML-safe scalar: JSON strings are valid YAML double-quoted scalars (escapes included)."""
-    return json.dumps(value, ensure_ascii=True)
+    r"""A YAML double-quoted scalar that reads as the text it holds, and cannot inject YAML.
+
+    A JSON string is a valid YAML double-quoted scalar; letters of any script are kept as they
+    are (trial 30, L4: every path was written as ``"\u30e2…/\u00efris model.joblib"``),
+    and what YAML would not read back as written -- controls, DEL, separators (U+2028 is a line
+    break to YAML), format characters, surrogates (undecodable file names) -- is escaped.
+    """
+    text = json.dumps(value, ensure_ascii=False)
+    return "".join(_escaped(c) if _unsafe(c) else c for c in text)
+
+
+def _unsafe(c: str) -> bool:
+    return c == "\x7f" or (not c.isascii() and unicodedata.category(c)[0] in "CZ")
+
+
+def _escaped(c: str) -> str:
+    n = ord(c)
+    return f"\\x{n:02x}" if n <= 0xFF else f"\\u{n:04x}" if n <= 0xFFFF else f"\\U{n:08x}"
 
 
 def _tokens(path: str) -> set[str]:
     """Name tokens of a path's stem (``models/wine_tree.joblib`` -> ``{"wine", "tree"}``)."""
-    stem = Path(path).name.split(".")[0].lower()
+    stem = _ascii(Path(path).name.split(".")[0]).lower()
     return {t for t in re.split(r"[^a-z0-9]+", stem) if t and t not in _GENERIC}
 
 
@@ -192,6 +260,14 @@ def _match_dataset(model: dict[str, Any], datasets: list[dict[str, Any]]) -> dic
     return best
 
 
+def _from(found: dict[str, Any]) -> str:
+    """A REVIEW comment when the name lost letters of the file's (no ASCII spelling), else ``""``."""
+    stem = found.get("name_from")
+    if not stem:
+        return ""
+    return f"    # REVIEW: a name for {_q(stem)} (names are ASCII letters, digits, _ . -)"
+
+
 def render_starter(found: dict[str, Any], project: str) -> str:
     """The starter ``bastion.yaml`` text for what :func:`discover` found.
 
@@ -201,7 +277,7 @@ def render_starter(found: dict[str, Any], project: str) -> str:
         "# Starter config written by `bastion init`. Review every line marked REVIEW.",
         "version: 1",
         "project:",
-        f"  name: {_q(_slug(project))}",
+        f"  name: {_q(_slug(project, 'project'))}",
         "  owner: null        # REVIEW: the accountable team",
         "seed: 0",
     ]
@@ -222,7 +298,7 @@ def render_starter(found: dict[str, Any], project: str) -> str:
         name = unique(m["name"])
         fmt, framework = _config_format(str(m["format"]))
         lines += [
-            f"  - name: {_q(name)}",
+            f"  - name: {_q(name)}{_from(m)}",
             "    kind: model",
             f"    path: {_q(m['path'])}",
             f"    owner: null      # REVIEW (scanner verdict when discovered: {m['verdict']})",
@@ -260,7 +336,7 @@ def render_starter(found: dict[str, Any], project: str) -> str:
             )
     lines.append("datasets:" if found["datasets"] else "datasets: []")
     for d in found["datasets"]:
-        lines += [f"  - name: {_q(d['name'])}", f"    path: {_q(d['path'])}"]
+        lines += [f"  - name: {_q(d['name'])}{_from(d)}", f"    path: {_q(d['path'])}"]
         if d.get("label"):
             lines.append(f"    label: {_q(d['label'])}")
         if d.get("features") and d["path"].endswith(".npz"):

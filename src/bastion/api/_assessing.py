@@ -26,7 +26,7 @@ from bastion.api._planning import (
     selected_by,
     version_lineage,
 )
-from bastion.api._plugins import _FILE_FRAMEWORKS, PLANNED_KINDS
+from bastion.api._plugins import PLANNED_KINDS, loads_file
 from bastion.api._scanning import SIGNATURE_FAILED, _signature_check, _signing_key
 from bastion.core import atlas
 from bastion.core.budget import PRESETS, Budget
@@ -142,7 +142,7 @@ def _gate_plan(the_plan: Plan, assets: Sequence[Asset], cfg: ProjectConfig, base
 
     attacked = {i.asset for i in the_plan.items if i.kind == "attack" and i.skip_reason is None}
     for a in assets:
-        if a.name not in attacked or a.kind != "model" or not a.path or a.framework not in _FILE_FRAMEWORKS:
+        if a.name not in attacked or not loads_file(a) or not a.path:
             continue
         fmt = None
         try:
@@ -598,7 +598,7 @@ def assess(
             except ScanError as exc:
                 fr = FileResult(path=a.path, verdict=Verdict.ERROR, reason=str(exc))
             facts[a.name]["scan_verdict"] = fr.verdict.value
-            if fr.verdict == Verdict.SAFE and a.framework in _FILE_FRAMEWORKS:
+            if fr.verdict == Verdict.SAFE and loads_file(a):
                 formats[a.name] = fr.format
             facts[a.name]["scan_sha256"] = fr.sha256
             rec.scan_verdict = fr.verdict.value
@@ -635,7 +635,7 @@ def assess(
     for a in sorted(assets, key=lambda x: x.framework == "ensemble"):  # ensembles after members
         if a.name not in needs_target:
             continue
-        if a.kind == "model" and a.framework in _FILE_FRAMEWORKS:
+        if loads_file(a):  # whatever its framework: with none, the loader picks one by suffix
             verdict = facts[a.name].get("scan_verdict")
             if verdict != Verdict.SAFE.value:
                 target_errors[a.name] = f"not loaded: the scanner judged the file {verdict}"
@@ -914,7 +914,7 @@ def _ensemble_target(
         if name in built:
             members.append(built[name])
             continue
-        if m.kind == "model" and m.framework in _FILE_FRAMEWORKS:
+        if loads_file(m):
             verdict = facts.get(name, {}).get("scan_verdict")
             if verdict != Verdict.SAFE.value:
                 raise TargetError(f"member {name} not loaded: the scanner judged the file {verdict}")

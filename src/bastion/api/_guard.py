@@ -10,7 +10,7 @@ from typing import Any
 
 from bastion.api._assessing import _build_target, _load_datasets
 from bastion.api._history import _store_exists
-from bastion.api._plugins import _FILE_FRAMEWORKS
+from bastion.api._plugins import loads_file
 from bastion.api._scanning import _refuse_failed_signature, sign_model
 from bastion.core.config import load_config
 from bastion.core.errors import ConfigError
@@ -94,7 +94,7 @@ def guard_fit(
         raise ConfigError(f"dataset {a.dataset!r} has no split {split!r}")
     x = ds.splits[split].x
     facts: dict[str, Any] = {}
-    if a.kind == "model" and a.path and a.framework in _FILE_FRAMEWORKS:
+    if loads_file(a) and a.path:  # whatever its framework (none: the loader picks one by the file's suffix)
         fr = scan_file(base / a.path, allow=cfg.scan.allow)
         if fr.verdict != Verdict.SAFE:
             raise IntegrityError(f"{base / a.path}: the scanner judged it {fr.verdict.value}; not loading it")

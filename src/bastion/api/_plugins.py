@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import importlib
 import logging
+from typing import TYPE_CHECKING
 
 from bastion.assess.evasion import PLUGIN_MODULES as EVASION_PLUGINS
 from bastion.core.registry import REGISTRIES
+
+if TYPE_CHECKING:
+    from bastion.core.config import Asset
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +42,16 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
 PLANNED_KINDS = ("attack", "check")
 
 
-#: Model file formats that are loaded in process (and so must be scanned first).
-_FILE_FRAMEWORKS = {"torch", "sklearn", "onnx"}
+def loads_file(asset: Asset) -> bool:
+    """Whether ``asset`` is a model loaded from its file: it is loaded only if scanned ``safe``.
+
+    Every model asset with a ``path``, whatever its ``framework`` (but ``http`` and ``ensemble``,
+    which load no file of their own): with no ``framework`` the loader still picks one from the
+    file's suffix (``.pkl``: scikit-learn). Red-team finding (trial 30 follow-up): assess gated
+    only the frameworks it named, so a model asset with ``framework`` left out and a malicious
+    ``.pkl`` was unpickled -- and its payload run -- although the scanner had judged it malicious.
+    """
+    return asset.kind == "model" and bool(asset.path) and asset.framework not in ("http", "ensemble")
 
 
 def load_plugins() -> None:

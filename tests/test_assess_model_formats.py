@@ -55,3 +55,54 @@ def test_a_malicious_model_without_a_framework_is_never_loaded(tmp_path: Path) -
     with pytest.raises(IntegrityError, match="judged it malicious; not loading it"):
         api.guard_fit(cfg, asset="m", out=tmp_path / "guard")
     assert not marker.exists()
+
+
+def _keras_file(path: Path) -> None:
+    import json
+    import zipfile
+
+    layers = [{"class_name": "Dense", "config": {"units": 2}}]
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("config.json", json.dumps({"class_name": "Sequential", "config": {"layers": layers}}))
+        zf.writestr("metadata.json", json.dumps({"keras_version": "3.0.0"}))
+
+
+def test_a_keras_model_is_scanned_and_governed_and_its_attacks_say_why_they_skip(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # trial 30, L6: Bastion has no Keras loader. With no framework the plan said "needs
+    # probabilities; net (model) offers nothing" and the run errored "cannot tell its framework;
+    # set framework (torch, sklearn, onnx, http)"; with framework: torch it was told to "set
+    # framework to the file's"; `framework: keras` got only pydantic's list of choices
+    from bastion import api
+    from bastion.cli.main import run
+    from bastion.core.errors import ConfigError
+
+    _keras_file(tmp_path / "net.keras")
+    cfg = _project(tmp_path, "net.keras")
+    why = (
+        "net.keras is a Keras model (the scanner found a keras file) and Bastion has no Keras loader: "
+        "it is scanned and governed, not attacked"
+    )
+    attacks = [i for i in api.preflight(cfg, budget="quick").items if i.kind == "attack"]
+    assert attacks and all((i.skip_reason or "").startswith(why) for i in attacks)
+    report = api.assess(cfg, budget="quick", only=["evasion", "scan"], store=False)
+    assert not report.errors
+    skipped = {c.id: c.reason for c in report.checks if c.status == "skipped"}
+    assert skipped and all((r or "").startswith(why) for r in skipped.values())
+    assert any(c.id.startswith("scan.") and c.status == "ok" for c in report.checks)  # still scanned
+    # a framework named that cannot read it: one config error naming the format, before any check
+    cfg.write_text(cfg.read_text().replace("input:", "framework: torch, input:"))
+    with pytest.raises(ConfigError) as exc:
+        api.assess(cfg, budget="quick", store=False)
+    assert exc.value.problems == [
+        "asset m: framework torch cannot load net.keras: the scanner found a keras file (a Keras model), "
+        "and Bastion has no Keras loader (leave framework out to have it scanned and governed without "
+        "attacks, or export it to ONNX, e.g. with tf2onnx, and set framework: onnx)"
+    ]
+    # a framework Bastion has no loader for: named as such
+    cfg.write_text(cfg.read_text().replace("framework: torch", "framework: keras"))
+    assert run(["assess", "-c", str(cfg), "--dry-run"]) == 2
+    assert "assets[0].framework: 'keras': Bastion has no Keras loader; leave framework out" in (
+        capsys.readouterr().err
+    )

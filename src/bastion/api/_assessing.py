@@ -111,6 +111,43 @@ _FRAMEWORK_FORMATS = {
 }
 
 
+#: Model formats the scanner reads and no loader does (scanned and governed, never attacked),
+#: with what they are called.
+_NO_LOADER_FORMATS = {
+    "keras": "Keras",
+    "keras-config": "Keras",
+    "keras-metadata": "Keras",
+    "hdf5": "Keras (HDF5)",
+    "savedmodel": "TensorFlow SavedModel",
+    "tf-graphdef": "TensorFlow",
+    "gguf": "GGUF",
+    "safetensors": "safetensors",
+}
+
+
+def _no_loader(a: Asset, fmt: str | None) -> str | None:
+    """Why no loader reads ``a``'s file, which the scanner found to be ``fmt``, or ``None``.
+
+    Trial 30, L6: a Keras model reached the loader ("cannot tell its framework; set framework
+    (torch, sklearn, onnx, http)"), or with ``framework: torch`` was told to "set framework to
+    the file's", which no framework Bastion loads is.
+    """
+    name = _NO_LOADER_FORMATS.get((fmt or "").rsplit("+", 1)[-1])
+    if name is None:
+        return None
+    if a.framework is not None:
+        return (
+            f"framework {a.framework} cannot load {a.path}: the scanner found a {fmt} file (a {name} "
+            f"model), and Bastion has no {name} loader (leave framework out to have it scanned and "
+            "governed without attacks, or export it to ONNX, e.g. with tf2onnx, and set framework: onnx)"
+        )
+    return (
+        f"{a.path} is a {name} model (the scanner found a {fmt} file) and Bastion has no {name} "
+        "loader: it is scanned and governed, not attacked (export it to ONNX, e.g. with tf2onnx, "
+        "and set framework: onnx to attack it)"
+    )
+
+
 def _format_problem(a: Asset, fmt: str | None) -> str | None:
     """Why ``a``'s loader cannot read a file the scanner found to be ``fmt``, or ``None``.
 
@@ -120,6 +157,8 @@ def _format_problem(a: Asset, fmt: str | None) -> str | None:
     reads = _FRAMEWORK_FORMATS.get(a.framework or "")
     if not fmt or reads is None:
         return None
+    if no_loader := _no_loader(a, fmt):
+        return no_loader
     base = fmt.rsplit("+", 1)[-1] if a.framework == "sklearn" else fmt  # joblib.load decompresses
     if base in reads:
         return None
@@ -152,6 +191,9 @@ def _gate_plan(the_plan: Plan, assets: Sequence[Asset], cfg: ProjectConfig, base
             verdict = Verdict.ERROR.value
         if verdict != Verdict.SAFE.value:
             why = f"the scanner judges the model file {verdict}: it will not be loaded"
+        elif a.framework is None and (problem := _no_loader(a, fmt)):
+            _skip_attacks(the_plan, a.name, problem)
+            continue
         elif problem := _format_problem(a, fmt):
             why = problem
         elif a.framework == "torch" and not a.model_class and fmt in _STATE_DICT_FORMATS:
@@ -166,6 +208,17 @@ def _gate_plan(the_plan: Plan, assets: Sequence[Asset], cfg: ProjectConfig, base
         for i in the_plan.items:
             if i.asset == a.name and i.kind == "attack" and i.skip_reason is None:
                 i.skip_reason = why
+
+
+def _skip_attacks(the_plan: Plan, asset: str, why: str) -> None:
+    """Skip every attack on ``asset`` for ``why``, but those the user deselected.
+
+    It replaces a capability reason too ("needs probabilities; … offers nothing"): no model
+    will be loaded, whatever it would offer.
+    """
+    for i in the_plan.items:
+        if i.asset == asset and i.kind == "attack" and (i.skip_reason or "needs ").startswith("needs "):
+            i.skip_reason = why  # not one deselected by the user (--only, --skip, bastion.yaml)
 
 
 def _model_class_problem(a: Asset) -> str | None:
@@ -197,6 +250,9 @@ def _format_problems(the_plan: Plan, assets: Sequence[Asset], formats: dict[str,
     judged otherwise is never loaded: its attacks are skipped). Only attacked assets count.
     """
     attacked = {i.asset for i in the_plan.items if i.kind == "attack" and i.skip_reason is None}
+    for a in assets:  # no framework named and none reads the file: its attacks are skipped
+        if a.name in attacked and a.framework is None and (why := _no_loader(a, formats.get(a.name))):
+            _skip_attacks(the_plan, a.name, why)
     problems = [
         f"asset {a.name}: {problem}"
         for a in assets

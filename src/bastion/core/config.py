@@ -185,6 +185,16 @@ class OutputSpec(_Strict):
         return self
 
 
+#: Frameworks people name that Bastion has no loader for (a clear error, not a list of choices).
+_NO_LOADER_FRAMEWORKS = {
+    "keras": "Keras",
+    "tensorflow": "TensorFlow",
+    "tf": "TensorFlow",
+    "tflite": "TensorFlow Lite",
+    "jax": "JAX",
+}
+
+
 class Asset(_Strict):
     """A model, dataset or endpoint in the project.
 
@@ -230,6 +240,19 @@ class Asset(_Strict):
     tags: list[str] = Field(default_factory=list)
     members: list[str] | None = Field(default=None, min_length=2)
     output: OutputSpec | None = None
+
+    @field_validator("framework", mode="before")
+    @classmethod
+    def _no_loader(cls, value: Any) -> Any:
+        # trial 30, L6: `framework: keras` got pydantic's "Input should be 'torch', …" only
+        name = _NO_LOADER_FRAMEWORKS.get(value.lower()) if isinstance(value, str) else None
+        if name is not None:
+            raise ValueError(
+                f"{value!r}: Bastion has no {name} loader; leave framework out (the model file is "
+                "still scanned and governed, its attacks are skipped), or export the model to ONNX "
+                "(e.g. tf2onnx) and use framework: onnx"
+            )
+        return value
 
     @model_validator(mode="after")
     def _output(self) -> Asset:

@@ -84,11 +84,14 @@ def data_register(
 ) -> Any:
     """Hash every file and row of ``dataset`` and record a new version in the store.
 
-    A plain registration (no ``parent_id``, no ``details``) of files identical to the latest
-    version of the dataset -- the same path, Merkle root and files (no change :func:`data_verify`
-    would name, permission bits included), and no ``source``/``licence``/``owner`` other than the
-    recorded ones -- records nothing: that version is returned with ``reused`` set (trial 30, L3:
-    every run added a version).
+    A plain registration (no ``parent_id``, no ``details``) of files identical to the newest
+    version of the dataset registered for this path -- the same Merkle root and files (no
+    change :func:`data_verify` would name, permission bits included), and no
+    ``source``/``licence``/``owner`` other than the recorded ones -- records nothing: that
+    version is returned with ``reused`` set (trial 30, L3: every run added a version).
+
+    A folder is one dataset of every file under it; a warning says when it holds several
+    datasets' files or Bastion's own outputs (data profiles, sanitised copies).
 
     Returns:
         The stored :class:`bastion.store.provenance.DatasetVersion`.
@@ -113,6 +116,8 @@ def data_register(
         raise ConfigError(f"{dataset}: no data rows ({what}); nothing registered")
     info = {"path": str(path), **(details or {})}
     ds_name = _dataset_name(path, name)
+    if path.is_dir():
+        _say_what_the_folder_groups(Path(dataset), ds_name, sorted(man.files))
     with Store.open(db) as store:
         if parent_id is None and not details:
             same = _identical_latest(store, ds_name, path, man, source=source, licence=licence, owner=owner)
@@ -130,6 +135,48 @@ def data_register(
             owner=owner,
             parent_id=parent_id,
             details=info,
+        )
+
+
+def _say_what_the_folder_groups(folder: Path, name: str, files: list[str]) -> None:
+    """Warn when a folder registered as one dataset holds several datasets or Bastion's own outputs.
+
+    Several datasets: data files that are not shards of one (CSV headers or npz arrays differ).
+
+    Trial 30, L3: ``data register data`` registered two datasets, their splits file, data
+    profiles and sanitised copies together as one dataset named ``data``, with no word said;
+    ``assess`` finds a dataset's registration by its own file or name, so neither dataset counted
+    as registered. The folder stays one dataset of every file (a sharded dataset is one).
+    """
+    from bastion.data.provenance import folder_grouping
+
+    data, mixed, own = folder_grouping(folder, files)
+    if mixed:
+        shown = ", ".join(data[:6]) + (f" and {len(data) - 6} more" if len(data) > 6 else "")
+        log.warning(
+            "%s: registered as ONE dataset, %r, of its %d files, %d of them data files (%s); "
+            "`bastion assess` finds a dataset's registration by its own file or name, so register "
+            "each file bastion.yaml lists as a dataset on its own (bastion data register %s), "
+            "unless the folder is one dataset",
+            folder,
+            name,
+            len(files),
+            len(data),
+            shown,
+            (folder / data[0]).as_posix(),
+        )
+    if own:
+        kinds = "; ".join(
+            f"{kind}: {', '.join(names[:4])}{' …' if len(names) > 4 else ''}" for kind, names in own.items()
+        )
+        log.warning(
+            "%s: %d of its files are Bastion's own outputs (%s), registered as part of dataset %r: a "
+            "later `bastion data profile` or `data sanitize` in the folder is a change `data verify` "
+            "reports; register the data file itself to leave them out",
+            folder,
+            sum(len(v) for v in own.values()),
+            kinds,
+            name,
         )
 
 
@@ -388,18 +435,21 @@ def data_sanitize(
 
 
 def _identical_latest(store: Any, dataset: str, path: Path, man: Any, **meta: str | None) -> Any | None:
-    """The latest version of ``dataset`` if it recorded exactly these files of ``path``, else ``None``.
+    """The latest version of ``dataset`` at ``path`` if it recorded exactly these files, else ``None``.
 
-    ``meta`` (``source``, ``licence``, ``owner``): a value given that differs from the recorded
-    one is a new version; one not given (``None``) keeps the recorded one.
+    The version compared is the newest one registered for this path, as ``data verify`` compares
+    (trial 30, L3: after ``data sanitize``, whose copy is the dataset's newest version, the
+    unchanged original was registered again as a new version). ``meta`` (``source``,
+    ``licence``, ``owner``): a value given that differs from the recorded one is a new version;
+    one not given (``None``) keeps the recorded one.
     """
     from bastion.data.provenance import diff_manifests
-    from bastion.store.provenance import latest_version
+    from bastion.store.provenance import list_versions
 
-    latest = latest_version(store, dataset)
+    here = [v for v in list_versions(store, dataset) if v.details.get("path") == str(path)]
+    latest = max(here, key=lambda v: (v.created, v.version)) if here else None
     if (
         latest is None
-        or latest.details.get("path") != str(path)
         or latest.merkle_root != man.merkle_root
         or any(v is not None and getattr(latest, k) != v for k, v in meta.items())
         or diff_manifests(latest.files, man, limit=1)

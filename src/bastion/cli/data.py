@@ -229,7 +229,10 @@ def register_cmd(
             soft_wrap=True,
         )
         return
-    err.print(f"registered {v.dataset} v{v.version} (merkle root {v.merkle_root[:16]}…)", highlight=False)
+    files = f"{len(v.files)} files, " if dataset.is_dir() else ""  # a folder: one dataset of them all
+    err.print(
+        f"registered {v.dataset} v{v.version} ({files}merkle root {v.merkle_root[:16]}…)", highlight=False
+    )
 
 
 @data_app.command("verify")

@@ -22,6 +22,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import re
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -235,6 +236,52 @@ def dataset_files(path: Path) -> list[Path]:
     if not files:
         raise ConfigError(f"{path}: the folder holds no file")
     return files
+
+
+#: Files Bastion writes beside a dataset: a data profile (``bastion data profile``: ``<stem>.profile.json``
+#: and its kept versions ``<stem>.profile.v<N>.json``) and a sanitised copy (``bastion data sanitize``:
+#: ``<stem>.sanitised-<k>.<ext>``, registered as a version of its own).
+_OWN_OUTPUTS = {
+    "data profiles": re.compile(r"\.profile(?:\.v[0-9]+)?\.json$"),
+    "sanitised copies": re.compile(r"\.sanitised-[0-9]+\.[^./]+$"),
+}
+#: A splits file (``<stem>_splits.npz``): row indices of the dataset beside it, not a dataset.
+_SPLITS = re.compile(r"[_-]splits\.npz$")
+
+
+def folder_grouping(root: Path, names: list[str]) -> tuple[list[str], bool, dict[str, list[str]]]:
+    """What a folder registered as one dataset groups: ``(data files, mixed, Bastion's own outputs)``.
+
+    ``names``: the files' paths relative to ``root``. Data files are CSV and npz files that are
+    neither Bastion's outputs nor splits files; ``mixed``: they are not shards of one dataset
+    (CSV files with different header lines, npz files with different arrays, or both kinds); the
+    outputs are by kind (``"data profiles"``, ``"sanitised copies"``). Every file stays part of
+    the dataset (hashed, compared by ``verify``): this only says what the folder holds (trial 30,
+    L3: a folder's profiles, sanitised copies and two datasets were registered together as one
+    dataset, with no word said).
+    """
+    own: dict[str, list[str]] = {}
+    data: list[str] = []
+    for name in names:
+        kind = next((k for k, rx in _OWN_OUTPUTS.items() if rx.search(name)), None)
+        if kind is not None:
+            own.setdefault(kind, []).append(name)
+        elif name.lower().endswith((".csv", ".npz")) and not _SPLITS.search(name.lower()):
+            data.append(name)
+    mixed = len({_layout(root / n) for n in data}) > 1
+    return data, mixed, own
+
+
+def _layout(path: Path) -> tuple[str, ...]:
+    """What a data file's rows look like: a CSV's header line, an npz's array names."""
+    try:
+        if path.suffix.lower() == ".csv":
+            with path.open("rb") as fh:
+                return ("csv", fh.readline(65536).rstrip(b"\r\n").decode("utf-8", "replace"))
+        with zipfile.ZipFile(path) as zf:
+            return ("npz", *sorted(zf.namelist()))
+    except (OSError, zipfile.BadZipFile, ValueError):
+        return ("unreadable", str(path))
 
 
 def build_manifest(

@@ -56,6 +56,7 @@ if TYPE_CHECKING:
     from bastion.api._scanning import scan as scan
     from bastion.api._scanning import scan_models as scan_models
     from bastion.api._scanning import sign_model as sign_model
+    from bastion.api._scanning import signature_path as signature_path
     from bastion.api._scanning import verify_model as verify_model
 
 #: Public name -> the module that defines it.
@@ -97,6 +98,7 @@ _WHERE: dict[str, str] = {
     "scan_models": "bastion.api._scanning",
     "show": "bastion.api._history",
     "sign_model": "bastion.api._scanning",
+    "signature_path": "bastion.api._scanning",
     "verify_model": "bastion.api._scanning",
     "write_outputs": "bastion.api._assessing",
 }
@@ -139,6 +141,7 @@ __all__ = [
     "scan_models",
     "show",
     "sign_model",
+    "signature_path",
     "verify_model",
     "write_outputs",
 ]

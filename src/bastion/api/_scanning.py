@@ -168,6 +168,13 @@ def sign_model(
     return sign_path(path, key=key, signature=signature, password=password)
 
 
+def signature_path(path: str | os.PathLike[str], signature: str | os.PathLike[str] | None = None) -> Path:
+    """Where :func:`sign_model` writes the bundle: ``signature``, else ``<path>.sig`` beside the model."""
+    from bastion.scan.signing import default_signature_path
+
+    return Path(os.fspath(signature)) if signature is not None else default_signature_path(path)
+
+
 def verify_model(
     path: str | os.PathLike[str],
     *,

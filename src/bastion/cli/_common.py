@@ -17,6 +17,8 @@ from bastion.core.severity import FAIL_ON_CHOICES
 EXIT_OK, EXIT_FINDINGS, EXIT_ERROR, EXIT_NOTHING, EXIT_USAGE = 0, 1, 2, 3, 4
 #: Interrupted by Ctrl-C (SIGINT), as a shell reports it (128 + 2).
 EXIT_INTERRUPTED = 130
+#: Stopped by SIGTERM, as a shell reports it (128 + 15).
+EXIT_TERMINATED = 143
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -95,8 +97,28 @@ def print_line(text: str) -> None:
 
 
 #: ``debug``: ``--debug`` given; ``interrupt_said``: a command already said what Ctrl-C interrupted
-#: (else :func:`bastion.cli.main.run` prints "aborted" for its exit 130).
-state = {"debug": False, "interrupt_said": False}
+#: (else :func:`bastion.cli.main.run` prints "aborted" for its exit 130); ``own_process``: the CLI
+#: is the process (the console script), so it may change how signals are handled (:func:`settle`).
+state = {"debug": False, "interrupt_said": False, "own_process": False}
+
+
+def settle() -> None:
+    """The command's outcome is decided: its output is written; from here Ctrl-C changes nothing.
+
+    SIGINT is ignored until the process exits, so the outcome the command prints (``signed …``,
+    ``ML-BOM: …``) is the one it exits with. Trial 30, L1: a Ctrl-C after ``bom`` had written
+    its BOM killed the process during shutdown (no message, no 130), and one after ``sign`` had
+    written the signature printed ``signed …`` then ``aborted`` (130): a script could not tell
+    whether to trust the signature. Only when the CLI is its own process (the console script):
+    a program that calls :func:`bastion.cli.main.run` keeps its own handler.
+    """
+    if not state["own_process"]:
+        return
+    import contextlib
+    import signal
+
+    with contextlib.suppress(ValueError):  # not the main thread: nothing to settle there
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 class ScanFormat(str, enum.Enum):

@@ -9,12 +9,24 @@ written: no BOM on stdout or at ``--output``).
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from bastion.cli._common import EXIT_FINDINGS, EXIT_NOTHING, EXIT_OK, check_output_file, err, fail, write
+from bastion.cli._common import (
+    EXIT_FINDINGS,
+    EXIT_INTERRUPTED,
+    EXIT_NOTHING,
+    EXIT_OK,
+    check_output_file,
+    err,
+    fail,
+    settle,
+    state,
+    write,
+)
 from bastion.core.errors import BastionError, ConfigError, IntegrityError
 
 _KEY_HELP = "Private key (PEM, elliptic curve) to sign with."
@@ -33,40 +45,80 @@ def sign(
         ),
     ] = None,
 ) -> None:
-    """Sign a model file or folder (OpenSSF model-signing; Sigstore bundle)."""
-    import os
+    """Sign a model file or folder (OpenSSF model-signing; Sigstore bundle).
 
+    Interrupted (Ctrl-C), it says which of two things happened: no signature was written (the
+    bundle, if one was there, is as it was; exit 130), or the bundle was written whole (``signed``,
+    exit 0): it is written to a temporary file and renamed into place.
+    """
     from bastion import api
 
+    sig = api.signature_path(path, signature)
     try:
         password = None
         if password_env is not None:
             password = os.environ.get(password_env)
             if not password:
                 raise ConfigError(f"--password-env {password_env}: the variable is not set")
-        sig = api.sign_model(path, key=key, signature=signature, password=password)
+        # the advice scan runs first: it reads every file, and an interrupt there leaves nothing
+        # written (trial 30, L1: after it, Ctrl-C printed "signed" and then "aborted", exit 130)
+        unsafe = _unsafe_files(path)
+        before = _identity(sig)
+        try:
+            sig = api.sign_model(path, key=key, signature=signature, password=password)
+        except KeyboardInterrupt:
+            if _identity(sig) == before:  # the bundle was not renamed into place
+                raise
+        settle()  # the bundle is in place, whole: from here Ctrl-C changes nothing
     except BastionError as exc:
         fail(exc)
+    except KeyboardInterrupt:
+        err.print(
+            f"aborted: nothing was signed ({sig} is as it was)", highlight=False, markup=False, soft_wrap=True
+        )
+        state["interrupt_said"] = True
+        raise typer.Exit(EXIT_INTERRUPTED) from None
     err.print(f"signed {path} -> {sig}", highlight=False)
-    _warn_unsafe(path)
+    _warn_unsafe(unsafe)
     raise typer.Exit(EXIT_OK)
 
 
-def _warn_unsafe(path: Path) -> None:
-    """Warn when what was just signed scans as malicious or suspicious (the signature still stands).
+def _identity(path: Path) -> tuple[int, ...] | None:
+    """What tells a file apart from the one that replaces it (device, inode, size, mtime), or ``None``."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
-    A signature attests the bytes, not their safety: a signed payload would pass ``verify`` and
-    reach a loader with a valid signature. The scan never loads what it reads.
+
+def _unsafe_files(path: Path) -> list[str]:
+    """The files under ``path`` that scan as malicious or suspicious (``path (verdict)``).
+
+    Advice only (the signature is made whatever they are): a scan that fails says nothing here
+    (``bastion scan`` says why). The scan never loads what it reads.
     """
     from bastion import api
 
     try:
         scanned = api.scan_models(path, digest=False, records=True)
     except BastionError:
-        return  # the signature is made; scanning is advice here (``bastion scan`` says why)
-    unsafe = [f for f in scanned.files if f.verdict.value in ("malicious", "suspicious")]
+        return []
+    return [
+        f"{f.path} ({f.verdict.value})"
+        for f in scanned.files
+        if f.verdict.value in ("malicious", "suspicious")
+    ]
+
+
+def _warn_unsafe(unsafe: list[str]) -> None:
+    """Warn when what was just signed scans as malicious or suspicious (the signature still stands).
+
+    A signature attests the bytes, not their safety: a signed payload would pass ``verify`` and
+    reach a loader with a valid signature.
+    """
     if unsafe:
-        names = ", ".join(f"{f.path} ({f.verdict.value})" for f in unsafe[:5])
+        names = ", ".join(unsafe[:5])
         more = f" and {len(unsafe) - 5} more" if len(unsafe) > 5 else ""
         err.print(
             f"warning: signed file(s) that scan as unsafe: {names}{more}. A signature attests the "
@@ -146,6 +198,7 @@ def bom(
         )
         raise typer.Exit(code)
     write(json.dumps(doc, indent=2), output)
+    settle()  # the BOM is written: a Ctrl-C from here on changes nothing (trial 30, L1)
     models = sum(1 for c in doc["components"] if c["type"] == "machine-learning-model")
     err.print(f"ML-BOM: {models} model component(s), {len(doc['components']) - models} data", highlight=False)
     raise typer.Exit(code)

@@ -18,7 +18,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from bastion.cli._common import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, err, state
+from bastion.cli._common import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, err, settle, state
 from bastion.core._log import configure_later
 from bastion.core.errors import BastionError
 
@@ -170,9 +170,18 @@ def run(argv: list[str] | None = None) -> int:
     Typer import); anything else goes through the Typer application.
     """
     request = _scan_request(sys.argv[1:] if argv is None else argv)
+    state["own_process"] = argv is None
     if argv is None:  # every command: a vanished stderr must not change the exit code
         _guard_stderr()
-    code = _run_scan(*request) if request is not None else _run_typer(argv)
+    code: int | None = None
+    try:
+        code = _run_scan(*request) if request is not None else _run_typer(argv)
+        settle()  # the command is done: a Ctrl-C while the process exits changes nothing
+    except KeyboardInterrupt:  # one that came as the command returned, past its own handling
+        if code is None:
+            sys.stderr.write("\naborted\n")
+            code = EXIT_INTERRUPTED
+        settle()
     if argv is None:
         if request is not None:
             _exit_now(code)

@@ -22,11 +22,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from bastion.cli._common import (
+    EXIT_TERMINATED,
     EXIT_USAGE,
     check_output_file,
     console,
     err,
     print_line,
+    settle,
     show_error,
     stderr_is_terminal,
     write,
@@ -223,10 +225,57 @@ def main(argv: Sequence[str]) -> int:
     except _UsageExit as exc:
         return exc.code
     restore = _skip_pydantic_plugins()
+    handled = _stop_on_sigterm()
     try:
         return _scan(args)
+    except _Terminated:
+        print_line("terminated (SIGTERM): bastion scan stopped; its worker processes were stopped")
+        return EXIT_TERMINATED
     finally:
+        handled()
         restore()
+
+
+class _Terminated(BaseException):
+    """SIGTERM arrived during the scan (see :func:`_stop_on_sigterm`).
+
+    A ``BaseException``, as ``KeyboardInterrupt`` is: a scanner's ``except Exception`` (a file
+    it cannot read is an ``error`` verdict) must not swallow it.
+    """
+
+
+#: Set once the scan's output is written: a SIGTERM then changes nothing.
+_settled = {"output": False}
+
+
+def _stop_on_sigterm() -> Callable[[], None]:
+    """Turn SIGTERM into :class:`_Terminated` while the scan runs; return what restores the handler.
+
+    The scan stops as it does on Ctrl-C: its worker processes are killed and reaped (the
+    scanner's ``finally``), one line is printed and the exit code is 143. Trial 30, L1: the
+    default handler killed the process with no message, and a worker outlived it for about a
+    second. Only where SIGTERM has its default handler (a program that set its own keeps it) and
+    in the main thread; once the output is written (``_settled``), a SIGTERM is ignored.
+    """
+    import signal
+
+    def on_sigterm(signum: int, frame: object) -> None:
+        if not _settled["output"]:
+            raise _Terminated
+
+    _settled["output"] = False
+    try:
+        if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+            return lambda: None
+        signal.signal(signal.SIGTERM, on_sigterm)
+    except ValueError:  # not the main thread
+        return lambda: None
+
+    def restore() -> None:
+        if signal.getsignal(signal.SIGTERM) is on_sigterm:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+    return restore
 
 
 def _scan(args: argparse.Namespace) -> int:
@@ -282,9 +331,11 @@ def _scan(args: argparse.Namespace) -> int:
         write(rep.scan_to_json(result), output)
     elif args.fmt == "sarif":
         write(rep.scan_to_sarif(result.to_result(), root=os.getcwd()), output)  # relative to the cwd
-    else:
-        if output is not None:
-            write(rep.scan_to_json(result), output)
+    elif output is not None:
+        write(rep.scan_to_json(result), output)
+    _settled["output"] = True  # the result is written: from here no signal changes the outcome
+    settle()
+    if args.fmt == "table":
         err.print(rep.scan_table(result.to_result()))
     counts: dict[str, int] = {}
     for fr in result.files:

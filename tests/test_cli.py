@@ -574,3 +574,91 @@ def test_bad_option_values_show_no_validator_prefix(
     text = capsys.readouterr().err
     assert shown in text
     assert "Value error" not in text
+
+
+#: Characters a terminal obeys or that reorder text; none may come raw from a project's data.
+_RAW_CONTROLS = "\x1b\x07\r\x9b\u202e\u2066"
+
+
+def test_assess_show_and_history_send_no_control_characters_from_the_project_to_the_terminal(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Red-team round 31, 01: ``bastion.yaml``'s project name and a pickle's global name (copied
+    into the finding's title) reached the terminal raw through ``assess`` and ``show latest``:
+    the window title set, the screen cleared, the critical finding's own line erased."""
+    glob = "system\x1b[2K\x1b[1A\x1b[2K\x1b[32mall clear\x1b[8m\u202e"
+    (tmp_path / "m.pkl").write_bytes(b"\x80\x02cos\n" + glob.encode() + b"\nX\x05\x00\x00\x00touch\x85R.")
+    (tmp_path / "bastion.yaml").write_text(
+        'version: 1\nproject:\n  name: "clinic\\e]0;PWNED\\a\\e[2J\\u2066[/x]"\n'
+        "assets:\n  - {name: m, path: m.pkl}\n"
+    )
+    db = f"sqlite:///{tmp_path / 'b.db'}"
+    out = tmp_path / "rep"
+    argv = ["assess", "-c", str(tmp_path / "bastion.yaml"), "--only", "scan", "--fail-on", "none"]
+    assert run([*argv, "-o", str(out), "--db", db]) == 0
+    err = capsys.readouterr().err
+    assert not any(c in err for c in _RAW_CONTROLS), repr(err)
+    assert "clinic\\x1b]0;PWNED\\x07\\x1b[2J\\u2066[/x]" in err  # shown, escaped; markup is text
+    assert "os.system\\x1b[2K\\x1b[1A\\x1b[2K\\x1b[32mall" in err
+    report = json.loads((out / "report.json").read_text())
+    assert report["run"]["project"] == "clinic\x1b]0;PWNED\x07\x1b[2J\u2066[/x]"  # JSON: the exact value
+    assert run(["show", "latest", "--db", db]) == 0
+    err = capsys.readouterr().err
+    assert not any(c in err for c in _RAW_CONTROLS) and "clinic\\x1b]0;PWNED" in err
+    assert run(["show", "latest", "--db", db, "-f", "markdown"]) == 0
+    md = capsys.readouterr().out
+    assert not any(c in md for c in _RAW_CONTROLS) and "clinic\\\\x1b\\]0;PWNED" in md
+    assert run(["history", "--db", db]) == 0
+    captured = capsys.readouterr()
+    assert not any(c in captured.out + captured.err for c in _RAW_CONTROLS) and "\\x1b" in captured.out
+
+
+def test_error_lines_send_no_control_characters_to_the_terminal(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Red-team round 31, 01: an error quoting a file's content (a check id in bastion.yaml)
+    escaped Rich markup only; its ESC sequences reached the terminal."""
+    (tmp_path / "bastion.yaml").write_text(
+        'version: 1\nchecks:\n  "evasoin\\e[2J\\e]0;PWNED\\a\\u202e": {}\n'
+    )
+    assert run(["assess", "-c", str(tmp_path / "bastion.yaml"), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert not any(c in err for c in _RAW_CONTROLS), repr(err)
+    assert "checks.evasoin\\x1b[2J\\x1b]0;PWNED\\x07\\u202e: unknown check id" in err
+    from bastion.cli._common import show_error
+
+    assert show_error(ValueError("first \x1b[2J [bold]x[/]\nsecond \x1b]0;t\x07")) == 2
+    err = capsys.readouterr().err
+    assert err == "error: first \\x1b[2J [bold]x[/]\nsecond \\x1b]0;t\\x07\n"
+
+
+def test_the_console_styles_but_passes_no_control_character_of_the_data() -> None:
+    """The CLI's console: Rich's own styling reaches a terminal, the data's controls never do."""
+    import io
+
+    from rich.text import Text
+
+    from bastion.cli._console import SafeConsole
+
+    buf = io.StringIO()
+    console = SafeConsole(file=buf, force_terminal=True, color_system="standard", width=100, highlight=False)
+    console.print(Text("name\x1b]0;PWNED\x07\u202e", style="bold red"))
+    console.print("plain \x1b[2J [red]not markup[/]")
+    console.print("[red]markup when asked[/] \x1b[8m", markup=True)
+    text = buf.getvalue()
+    assert "\x1b[1;31m" in text and "\x1b[31mmarkup when asked" in text  # styling
+    assert "\x1b]0;" not in text and "\x1b[2J" not in text and "\x1b[8m" not in text and "\u202e" not in text
+    assert "name\\x1b]0;PWNED\\u202e" in text and "plain \\x1b[2J [red]not markup[/]" in text
+
+
+def test_log_records_go_to_a_terminal_safe_stream(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A log record quotes names from files (a model's file name, a member): terminal-safe too."""
+    import logging
+
+    from bastion.cli.main import configure
+    from bastion.core.terminal import SafeStream
+
+    seen: dict[str, object] = {}
+    monkeypatch.setattr(logging, "basicConfig", lambda **kw: seen.update(kw))
+    configure()
+    assert isinstance(seen["stream"], SafeStream)

@@ -500,3 +500,22 @@ def test_register_reuses_the_identical_latest_version(
     assert run(["data", "register", "t.csv"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["version"] == 4 and doc["reused"] is False
+
+
+def test_validate_sends_no_control_characters_from_the_incoming_file_to_the_terminal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Red-team round 31, 01: an incoming CSV's header (a column the profile does not know) and
+    its cell values (``--show-values``) reached the terminal raw: window title, erased lines."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "t.csv").write_text("a,b,label\n" + "".join(f"{i},{i + 1},{i % 2}\n" for i in range(12)))
+    assert run(["data", "profile", "t.csv", "--label", "label"]) == 0
+    hostile = "b\x1b]0;PWNED\x1b\\\x1b[1A\x1b[2K\u202e"
+    (tmp_path / "n.csv").write_bytes(f"a,{hostile},label\n1\x1b[8m,2,0\n".encode())
+    capsys.readouterr()
+    assert run(["data", "validate", "n.csv", "--against", "t.profile.json", "--show-values"]) == 2
+    captured = capsys.readouterr()
+    assert not any(c in captured.err for c in "\x1b\x07\r\u202e"), repr(captured.err)
+    assert "b\\x1b]0;PWNED\\x1b\\\\x1b[1A\\x1b[2K\\u202e" in captured.err
+    columns = {v["column"] for v in json.loads(captured.out)["violations"]}
+    assert hostile in columns  # the JSON keeps the exact value (JSON escapes it itself)

@@ -95,3 +95,25 @@ def test_asset_metrics_are_named_with_their_check(report: Report) -> None:
     assert named  # the fixture has metrics
     for cid, name in named:
         assert f"`{cid}` `{name}`" in md, (cid, name)
+
+
+def test_control_and_bidi_characters_are_written_as_escapes(report: Report) -> None:
+    """Red-team round 31, 01: ``bastion show -f markdown`` to a terminal carried a hostile
+    project's ESC sequences raw; a PR comment carried its bidi overrides."""
+    hostile = ReportFinding.of(
+        Finding(
+            rule_id="x.y.z",
+            severity=Severity.HIGH,
+            threat=Threat.RUNTIME,
+            title="t\x1b]0;PWNED\x07\u202eevil",
+            asset="a\x9b",
+        )
+    )
+    from bastion.core.results import CheckError
+
+    run = report.run.model_copy(update={"project": "p\x1b[8m"})
+    errors = [CheckError(check="x.y\x1b[2J", error="E", message="m")]
+    md = report_to_markdown(report.model_copy(update={"run": run, "findings": [hostile], "errors": errors}))
+    assert not any(c in md for c in "\x1b\x07\x9b\u202e"), repr(md)
+    assert "p\\\\x1b\\[8m" in md and "\\\\x1b\\]0;PWNED\\\\x07\\\\u202eevil" in md
+    assert "`x.y\\x1b[2J`" in md  # inline code: no escapes inside backticks

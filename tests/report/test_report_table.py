@@ -93,3 +93,34 @@ def test_scan_table_escapes_control_characters() -> None:
     Console(file=buf, width=200, color_system=None).print(scan_table(result))
     out = buf.getvalue()
     assert "\x1b" not in out and "\\x1b" in out
+
+
+#: Control and bidi characters a hostile project, model file or store row can carry (round 31, 01).
+HOSTILE = "\x1b]0;PWNED\x07\x1b[2J\x1b[1A\x1b[2K\x1b[8m\r\x9b\u202e"
+
+
+def test_assessment_summary_escapes_control_characters(report: Report) -> None:
+    """Red-team round 31, 01: the project name, asset names, finding titles, locations and metric
+    names reached the terminal raw (window title set, screen cleared, a critical finding erased)."""
+    from bastion.core.findings import Finding, Location, Threat
+    from bastion.core.report import ReportFinding
+    from bastion.core.severity import Severity
+
+    hostile = ReportFinding.of(
+        Finding(
+            rule_id="scan.pickle.denied-global",
+            severity=Severity.CRITICAL,
+            threat=Threat.SUPPLY_CHAIN,
+            title=f"Pickle imports os.system{HOSTILE}",
+            asset=f"m{HOSTILE}",
+            location=Location(path=f"m{HOSTILE}.pkl", member=HOSTILE),
+        )
+    )
+    run = report.run.model_copy(update={"project": f"clinic{HOSTILE}", "budget": HOSTILE})
+    checks = [c.model_copy(update={"metrics": {f"acc{HOSTILE}": 0.5}}) for c in report.checks[:1]]
+    bad = report.model_copy(update={"run": run, "findings": [hostile], "checks": checks})
+    for out in (render(*assessment_summary(bad)), render(findings_table([hostile]))):
+        assert not any(c in out for c in "\x1b\x07\r\x9b\u202e"), repr(out)
+        assert "\\x1b]0;PWNED\\x07" in out and "\\u202e" in out
+    text = styled(assessment_summary(bad)[0])
+    assert "\x1b[" in text and "\x1b]0;" not in text and "\x1b[2J" not in text  # styling only

@@ -32,6 +32,7 @@ from bastion.cli._common import (
     err,
     fail,
     state,
+    stdout_console,
     write,
 )
 from bastion.core.errors import BastionError
@@ -345,7 +346,7 @@ def _run_with_progress(
     from bastion import api
 
     with Progress(
-        TextColumn("{task.description}"),
+        TextColumn("{task.description}", markup=False),  # an asset name is text, not markup
         BarColumn(),
         TimeElapsedColumn(),
         console=console(),
@@ -411,7 +412,6 @@ def history(
     if fmt == "json":
         write(json.dumps([r.model_dump(mode="json") for r in runs], indent=2), None)
         raise typer.Exit(EXIT_OK)
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title="runs")
@@ -426,7 +426,7 @@ def history(
             f"{r.seconds:.1f}",
             r.max_severity.value if r.max_severity else "-",
         )
-    Console().print(table)
+    stdout_console().print(table)
     raise typer.Exit(EXIT_OK if runs else EXIT_NOTHING)
 
 
@@ -547,5 +547,8 @@ def _summarise(report: Report, gate: str) -> int:
         err.print(renderable)
     for e in report.errors:
         where = f" on {e.asset}" if e.asset else ""
-        err.print(f"[red]error[/]: {escape(e.check)}{escape(where)}: {escape(e.error)}: {escape(e.message)}")
+        err.print(
+            f"[red]error[/]: {escape(e.check)}{escape(where)}: {escape(e.error)}: {escape(e.message)}",
+            markup=True,
+        )
     return api.exit_code(report, gate)

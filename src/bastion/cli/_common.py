@@ -44,10 +44,14 @@ def __getattr__(name: str) -> Any:
 
 
 class _LazyConsole:
-    """Rich's stderr console, built (and Rich imported, ~25 ms) on first use.
+    r"""Rich's stderr console, built (and Rich imported, ~25 ms) on first use.
 
     ``bastion scan -f json`` then never imports Rich: it prints no table, no markup and, off a
     terminal, no progress bar. Every attribute is the real console's (see :func:`console`).
+
+    The console is a :class:`bastion.cli._console.SafeConsole`: every character it prints from
+    data is terminal-safe (an ``ESC`` in a name is shown as ``\x1b``), and markup is off unless
+    a print passes ``markup=True`` (with its data escaped by ``rich.markup.escape``).
     """
 
     _real: Console | None = None
@@ -59,11 +63,21 @@ class _LazyConsole:
 def console() -> Console:
     """The stderr console itself (for APIs that need a real ``Console``, e.g. a progress bar)."""
     if _LazyConsole._real is None:
-        from rich.console import Console
+        from bastion.cli._console import SafeConsole
 
         # Logs in CI are read in full: outside a terminal, use a wide console rather than Rich's 80 columns.
-        _LazyConsole._real = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+        _LazyConsole._real = SafeConsole(stderr=True, width=None if sys.stderr.isatty() else 160)
     return _LazyConsole._real
+
+
+def stdout_console() -> Console:
+    """A console on stdout, for a command whose table is its output (``bastion history``).
+
+    As safe as :func:`console`.
+    """
+    from bastion.cli._console import SafeConsole
+
+    return SafeConsole()
 
 
 err = cast("Console", _LazyConsole())
@@ -88,10 +102,13 @@ def print_line(text: str) -> None:
     """Print one plain line to stderr (no markup, no highlighting), as ``err.print`` would.
 
     Writes directly while Rich's console has not been built, so a scan that prints nothing else
-    does not import Rich; once it has, goes through it (output stays in order).
+    does not import Rich; once it has, goes through it (output stays in order). Terminal-safe
+    either way (:func:`bastion.core.terminal.terminal_safe`).
     """
     if _LazyConsole._real is None and "\n" not in text and len(text) < 80:
-        sys.stderr.write(text + "\n")
+        from bastion.core.terminal import terminal_safe
+
+        sys.stderr.write(terminal_safe(text) + "\n")
         return
     err.print(text, highlight=False, markup=False)
 

@@ -212,6 +212,7 @@ def _print_version(res: Any, config: Path = Path("bastion.yaml"), *, details: bo
         f"recorded [bold]{shown(res.name)}[/]: {shown(res.procedure)} → {shown(path)} "
         f"(sha256 {res.sha256[:12]}…)",
         highlight=False,
+        markup=True,
         soft_wrap=True,
     )
     if not details:

@@ -141,7 +141,12 @@ def verify(
         from rich.markup import escape
 
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        err.print(f"[bold red]verification failed:[/] {escape(first[:400])}", highlight=False, soft_wrap=True)
+        err.print(
+            f"[bold red]verification failed:[/] {escape(first[:400])}",
+            highlight=False,
+            markup=True,
+            soft_wrap=True,
+        )
         raise typer.Exit(EXIT_FINDINGS) from None
     except BastionError as exc:
         fail(exc)

@@ -21,6 +21,7 @@ from typing import Any, NoReturn
 from bastion.cli._common import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, err, settle, state
 from bastion.core._log import configure_later
 from bastion.core.errors import BastionError
+from bastion.core.terminal import SafeStream, terminal_safe
 
 #: Commands of the subcommand modules, name -> module, in ``bastion --help`` order: the CLI lists
 #: them without importing the modules and imports a module only when one of its commands runs.
@@ -60,7 +61,7 @@ def configure(*, debug: bool = False, verbose: bool = False, lazy: bool = False)
     config: dict[str, Any] = {
         "level": level,
         "format": "%(levelname)s %(name)s: %(message)s",
-        "stream": sys.stderr,
+        "stream": SafeStream(sys.stderr),  # a log record quotes names from files: terminal-safe
     }
     if lazy:
         configure_later(**config)
@@ -98,11 +99,12 @@ def _internal_error(exc: Exception) -> int:
         where = exc.filename or "the output to stdout"  # the wording of ``_common.write``
         if exc.filename is None and sys.stdout is not None:
             drop_stdout(sys.stdout)  # the exit flush must not fail again
-        sys.stderr.write(f"error: cannot write {where}: {exc.strerror or exc}\n")
+        sys.stderr.write(terminal_safe(f"error: cannot write {where}: {exc.strerror or exc}") + "\n")
         return EXIT_ERROR
     if state["debug"]:
         err.print_exception()
-    sys.stderr.write(f"error: internal error: {type(exc).__name__}: {exc} (run with --debug for details)\n")
+    text = f"error: internal error: {type(exc).__name__}: {exc} (run with --debug for details)"
+    sys.stderr.write(terminal_safe(text) + "\n")
     return EXIT_ERROR
 
 
@@ -117,7 +119,7 @@ def _run_scan(flags: dict[str, bool], args: list[str]) -> int:
         sys.stderr.write("\naborted\n")
         return EXIT_INTERRUPTED
     except BastionError as exc:  # the command catches its own; this is the safety net
-        sys.stderr.write(f"error: {exc}\n")
+        sys.stderr.write(terminal_safe(f"error: {exc}") + "\n")
         return EXIT_ERROR
     except Exception as exc:
         return _internal_error(exc)
@@ -153,7 +155,7 @@ def _run_typer(argv: list[str] | None) -> int:
         sys.stderr.write("aborted\n")
         return 130
     except BastionError as exc:  # commands catch their own; this is the safety net
-        sys.stderr.write(f"error: {exc}\n")
+        sys.stderr.write(terminal_safe(f"error: {exc}") + "\n")
         return EXIT_ERROR
     except Exception as exc:
         return _internal_error(exc)

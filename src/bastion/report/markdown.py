@@ -6,6 +6,7 @@ import html
 
 from bastion.core.findings import Finding
 from bastion.core.report import Report, ReportFinding
+from bastion.core.terminal import terminal_safe
 from bastion.report._common import (
     SEVERITIES_DESC,
     all_errors,
@@ -27,12 +28,13 @@ _ICONS = {"critical": "🟥", "high": "🟧", "medium": "🟨", "low": "🟦", "
 
 
 def md_cell(text: str) -> str:
-    """``text`` made safe for one GitHub-flavoured Markdown table cell.
+    r"""``text`` made safe for one GitHub-flavoured Markdown table cell.
 
     HTML is escaped (GitHub renders raw HTML in comments), pipes, backticks and Markdown
-    emphasis/link characters are backslash-escaped, and newlines become spaces.
+    emphasis/link characters are backslash-escaped, newlines become spaces, and control and
+    bidi characters are written as escapes (``\x1b``: the summary is also read in a terminal).
     """
-    text = html.escape(" ".join(text.split()), quote=False)
+    text = html.escape(terminal_safe(" ".join(text.split())), quote=False)
     for ch in ("\\", "|", "`", "*", "_", "[", "]", "#"):
         text = text.replace(ch, "\\" + ch)
     return text
@@ -40,7 +42,7 @@ def md_cell(text: str) -> str:
 
 def _code(text: str) -> str:
     """``text`` as inline code in a table cell (backticks and pipes cannot be escaped inside)."""
-    safe = " ".join(text.split()).replace("`", "'").replace("|", "/")
+    safe = terminal_safe(" ".join(text.split())).replace("`", "'").replace("|", "/")
     return f"`{safe}`"
 
 

@@ -51,7 +51,13 @@ MAX_METRICS = 8
 
 
 def printable(text: str) -> str:
-    """``text`` with control characters (ESC, newlines …) shown as escapes, safe for a terminal."""
+    """``text`` with control characters (ESC, newlines …) shown as escapes, safe for a terminal.
+
+    Every piece of data in these renderables (names, titles, locations, paths) goes through it:
+    it can come from a project file, a model file or a store (red-team round 31, 01). The CLI's
+    console makes whatever it prints safe as well; escaping here keeps table columns as wide as
+    what is shown.
+    """
     return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
 
 
@@ -116,10 +122,10 @@ def findings_table(findings: Sequence[Finding], *, title: str | None = "Findings
     for f in sort_findings(findings):
         row: list[RenderableType] = [
             _severity_text(f.severity),
-            Text(f.rule_id),
-            Text(f.asset or "—"),
-            Text(fmt_location(f) or "—"),
-            Text(f.title),
+            Text(printable(f.rule_id)),
+            Text(printable(f.asset or "—")),
+            Text(printable(fmt_location(f) or "—")),
+            Text(printable(f.title)),
         ]
         if with_state:
             row.append(_state_text(f))
@@ -132,7 +138,9 @@ def _state_text(f: Finding) -> Text:
         return Text("")
     parts: list[tuple[str, str]] = []
     if f.state:
-        parts.append((f.state, "green" if f.state == "fixed" else ("bold" if f.state == "new" else "")))
+        parts.append(
+            (printable(f.state), "green" if f.state == "fixed" else ("bold" if f.state == "new" else ""))
+        )
     if f.waiver is not None:
         if parts:
             parts.append((", ", ""))
@@ -150,7 +158,7 @@ def _metric_lines(checks: Sequence[CheckResult], limit: int) -> Text:
                 break
             if shown:
                 text.append("\n")
-            text.append(f"{name} ", style="bold")
+            text.append(f"{printable(name)} ", style="bold")
             text.append(fmt_num(value))
             interval = fmt_interval(c.intervals.get(name))
             if interval:
@@ -193,19 +201,19 @@ def assessment_summary(
     verdict = gate(report, fail_on)
     header = Text.assemble(
         ("project ", "dim"),
-        (run.project or "—", "bold"),
+        (printable(run.project or "—"), "bold"),
         ("  run ", "dim"),
-        (run.id, ""),
+        (printable(run.id), ""),
         ("  status ", "dim"),
-        (run.status, _STATUS_STYLES.get(run.status, "")),
+        (printable(run.status), _STATUS_STYLES.get(run.status, "")),
         ("\nstarted ", "dim"),
         (run.started.isoformat(timespec="seconds"), ""),
         ("  took ", "dim"),
         (f"{run.seconds:.1f} s", ""),
         ("  budget ", "dim"),
-        (run.budget or "—", ""),
+        (printable(run.budget or "—"), ""),
     )
-    out: list[RenderableType] = [Panel(header, title=Text(f"Bastion {run.command}"), expand=False)]
+    out: list[RenderableType] = [Panel(header, title=Text(printable(f"Bastion {run.command}")), expand=False)]
 
     table = Table(title="Assets")
     table.add_column("asset", overflow="fold")
@@ -223,7 +231,7 @@ def assessment_summary(
         )
         gating = [f for f in view.findings if f.waiver is None and f.state != "fixed"]
         table.add_row(
-            Text(view.name or "(project)"),
+            Text(printable(view.name or "(project)")),
             checks,
             _metric_lines([c for c in view.checks if c.status == "ok"], max_metrics),
             _counts_text(severity_counts(gating)),

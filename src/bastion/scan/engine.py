@@ -331,7 +331,9 @@ def _walk(root: Path, reals: dict[str, str] | None = None) -> Iterator[tuple[str
     yield from found
 
 
-def load_rule_files(rules: Sequence[str | os.PathLike[str]], allow: Sequence[str] = ()) -> PicklePolicy:
+def load_rule_files(
+    rules: Sequence[str | os.PathLike[str]], allow: Sequence[str] = (), project_allow: Sequence[str] = ()
+) -> PicklePolicy:
     """The pickle policy: shipped rules, plus extra rule files, plus the user's allow entries.
 
     Args:
@@ -339,6 +341,7 @@ def load_rule_files(rules: Sequence[str | os.PathLike[str]], allow: Sequence[str
             ``kind = "allow"`` allow rules). Deny always wins, so no file can allow a
             deny-listed callable.
         allow: the user's allow entries (see :class:`PicklePolicy`).
+        project_allow: a project file's ``scan.allow`` entries (see :class:`PicklePolicy`).
 
     Raises:
         ConfigError: a file is missing, not a regular file, too large (over
@@ -346,8 +349,8 @@ def load_rule_files(rules: Sequence[str | os.PathLike[str]], allow: Sequence[str
             problem is listed).
     """
     if not rules:
-        return PicklePolicy(allow)
-    base = PicklePolicy(allow)
+        return PicklePolicy(allow, project_allow=project_allow)
+    base = PicklePolicy(allow, project_allow=project_allow)
     extra_allow: list[Rule] = []
     extra_deny: list[Rule] = []
     problems: list[str] = []
@@ -379,6 +382,7 @@ def load_rule_files(rules: Sequence[str | os.PathLike[str]], allow: Sequence[str
         raise ConfigError("bad --rules file", problems)
     policy = PicklePolicy(
         allow,
+        project_allow=project_allow,
         allow_rules=(*base.allow_rules, *extra_allow),
         deny_rules=(*base.deny_rules, *extra_deny),
     )
@@ -746,6 +750,7 @@ def scan_paths(
     paths: Sequence[str | os.PathLike[str]],
     *,
     allow: Sequence[str] = (),
+    project_allow: Sequence[str] = (),
     limits: ScanLimits | None = None,
     rules: Sequence[str | os.PathLike[str]] = (),
     jobs: int = 1,
@@ -760,6 +765,9 @@ def scan_paths(
             ``.git``/``.hg``/``.svn`` are skipped.
         allow: the user's allow-list additions, ``'module.Name'`` or ``'module.*'``; never read
             from the scanned folder; cannot allow a deny-listed callable.
+        project_allow: a project file's ``scan.allow`` additions (a ``bastion.yaml``, which
+            someone else may have written): only the user's own code, matched as written
+            (see :class:`~bastion.scan.policy.PicklePolicy`).
         limits: scan limits (decompressed bytes, ratio, nesting); defaults to :class:`ScanLimits`.
         rules: extra rule files (explicit paths only; see :func:`load_rule_files`).
         jobs: worker processes. ``1``: in this process; ``N > 1``: up to N processes (at most
@@ -776,10 +784,18 @@ def scan_paths(
 
     Raises:
         ScanError: a path does not exist (every missing path is named).
-        ConfigError: an ``allow`` entry or a rule file is malformed.
+        ConfigError: an ``allow`` entry or a rule file is malformed, or a ``project_allow``
+            entry names a module a project file may not allow.
     """
     return scan_records(
-        paths, allow=allow, limits=limits, rules=rules, jobs=jobs, progress=progress, digest=digest
+        paths,
+        allow=allow,
+        project_allow=project_allow,
+        limits=limits,
+        rules=rules,
+        jobs=jobs,
+        progress=progress,
+        digest=digest,
     ).to_result()
 
 
@@ -787,6 +803,7 @@ def scan_records(
     paths: Sequence[str | os.PathLike[str]],
     *,
     allow: Sequence[str] = (),
+    project_allow: Sequence[str] = (),
     limits: ScanLimits | None = None,
     rules: Sequence[str | os.PathLike[str]] = (),
     jobs: int = 1,
@@ -812,7 +829,7 @@ def scan_records(
         raise ScanError("no such file or folder: " + ", ".join(missing))
     if jobs < 0:
         raise ConfigError(f"jobs must be >= 0, got {jobs}")
-    policy = load_rule_files(rules, allow)
+    policy = load_rule_files(rules, allow, project_allow)
     lim = limits or ScanLimits()
     entries: list[FileRecord | tuple[str, str]] = []
     seen: dict[str, str] = {}  # real path -> the display path it was listed under
@@ -915,6 +932,7 @@ def scan_file(
     path: str | os.PathLike[str],
     *,
     allow: Sequence[str] = (),
+    project_allow: Sequence[str] = (),
     limits: ScanLimits | None = None,
 ) -> FileResult:
     """Scan one file without loading it.
@@ -922,6 +940,7 @@ def scan_file(
     Args:
         path: the file.
         allow: see :func:`scan_paths`.
+        project_allow: see :func:`scan_paths` (a ``bastion.yaml``'s ``scan.allow``).
         limits: see :func:`scan_paths`.
 
     Raises:
@@ -933,5 +952,5 @@ def scan_file(
         raise ScanError(f"no such file: {p}")
     if p.is_dir():
         raise ScanError(f"{p} is a folder; use scan_paths to scan folders")
-    result = scan_paths([p], allow=allow, limits=limits)
+    result = scan_paths([p], allow=allow, project_allow=project_allow, limits=limits)
     return result.files[0]

@@ -57,6 +57,22 @@ _ANOMALY_REFS = {"allocation-bomb": _DOS, "compute-bomb": _DOS, "codec-call": _D
 _PICKLE_EXTS = (".pkl", ".pickle", ".pk", ".pck", ".pcl", ".p", ".dill", ".cpkl", ".sav", ".joblib", ".jbl")
 
 
+def project_allowed_finding(
+    art: Artifact, q: str, rule_id: str, offset: int | None, rule_prefix: str, rules_version: str
+) -> Finding:
+    """The ``info`` finding of a global that only a project file's ``scan.allow`` entry allowed."""
+    entry = rule_id.removeprefix("project:")
+    return art.finding(
+        f"{rule_prefix}.project-allowed",
+        Severity.INFO,
+        f"{q} is allowed only by the project file's scan.allow entry {entry}",
+        offset=offset,
+        evidence={"global": q, "allow_entry": entry, "source": "scan.allow", "rules_version": rules_version},
+        remediation="Check that the entry names your own code; remove it from scan.allow otherwise.",
+        references=_REFS,
+    )
+
+
 def judge_result(
     art: Artifact,
     res: PickleResult,
@@ -101,6 +117,13 @@ def judge_result(
         called_ref_only = (
             j.kind is Verdictish.ALLOWED and j.rule is not None and not j.rule.call and ncalls[q]
         )
+        if j.kind is Verdictish.ALLOWED and j.rule is not None and j.rule.source == "project":
+            # allowed only by a project file's scan.allow (a bastion.yaml someone else may have
+            # written): shown, so that an auditor sees what the file added (red-team round 31)
+            out.findings.append(
+                project_allowed_finding(art, q, j.rule.id, offset, rule_prefix, policy.version)
+            )
+            continue
         if (
             j.kind is not Verdictish.DENIED
             and not (j.kind is Verdictish.UNKNOWN and include_unknown)

@@ -27,6 +27,7 @@ from typing import Any, NamedTuple
 
 from bastion.core._log import get_logger
 from bastion.core.errors import ConfigError
+from bastion.core.project_trust import project_allow_problem
 from bastion.core.severity import Severity
 
 log = get_logger(__name__)
@@ -313,9 +314,21 @@ def _builtin_rules() -> tuple[str, tuple[Rule, ...], str, tuple[Rule, ...]]:
     return av, tuple(allow), dv, tuple(deny)
 
 
-def _user_rule(entry: str) -> Rule:
-    """A user allow entry: ``module.Name`` (exact) or ``module.*`` (module and submodules)."""
+def _user_rule(entry: str, source: str = "user") -> Rule:
+    """A user allow entry: ``module.Name`` (exact) or ``module.*`` (module and submodules).
+
+    ``source`` is ``user`` (typed by the user: ``--allow``, ``allow=``) or ``project`` (a project
+    file's ``scan.allow``: only the user's own code, matched only as written, see
+    :class:`PicklePolicy`).
+    """
     text = entry.strip()
+    project = source == "project"
+    if project:
+        problem = project_allow_problem(text)
+        if problem:
+            raise ConfigError(problem)
+    rid = f"{source}:{text}"
+    rationale = "allowed by the project file's scan.allow" if project else "allowed by the user"
     if not text or any(c in text for c in " \t\n/\\"):
         raise ConfigError(f"allow entry {entry!r} is not 'module.Name' or 'module.*'")
     if text.endswith(".*"):
@@ -323,26 +336,27 @@ def _user_rule(entry: str) -> Rule:
         if not prefix or "*" in prefix:
             raise ConfigError(f"allow entry {entry!r} is not 'module.Name' or 'module.*'")
         return Rule(
-            id=f"user:{text}",
+            id=rid,
             modules=(prefix + ".*",),
-            names=("*", "*.*"),
+            # a project file's entry never reaches through attribute chains (``mypkg._os.system``)
+            names=("*",) if project else ("*", "*.*"),
             severity=Severity.INFO,
-            rationale="allowed by the user",
+            rationale=rationale,
             reference="scan.allow",
-            source="user",
+            source=source,
         )
     if "*" in text or "." not in text:
         raise ConfigError(f"allow entry {entry!r} is not 'module.Name' or 'module.*'")
     # 'a.b.C' may be module 'a.b' + name 'C' or module 'a' + nested name 'b.C': keep the full
     # dotted path and compare it whole (see PicklePolicy.judge).
     return Rule(
-        id=f"user:{text}",
+        id=rid,
         modules=(text,),
         names=("",),
         severity=Severity.INFO,
-        rationale="allowed by the user",
+        rationale=rationale,
         reference="scan.allow",
-        source="user",
+        source=source,
     )
 
 
@@ -398,17 +412,30 @@ class PicklePolicy:
     Args:
         allow: the user's additions: ``'module.Name'`` or ``'module.*'``; never read from the
             scanned folder.
+        project_allow: a project file's additions (``scan.allow`` of a ``bastion.yaml``), which
+            someone else may have written: only the user's own code (no entry may name the
+            standard library, ``bastion`` or a library of
+            :data:`bastion.core.project_trust.PROTECTED_ALLOW_ROOTS`), outside the module's test
+            suites, and matched only as written: ``module.Name`` is module ``module`` and name
+            ``Name``, ``module.*`` a plain name in the module or a submodule, never a dotted
+            attribute chain (``mypkg._os.system`` reaches ``os.system`` through an import).
         allow_rules: allow rules (defaults to the shipped allow-list).
         deny_rules: deny rules (defaults to the shipped deny-list).
 
+    Whatever the source of an addition, a deny rule wins over it, and so does a shipped allow
+    rule that accepts a global only as a class reference (``call = false``: ``numpy.memmap``
+    called creates a file): no addition makes such a global callable.
+
     Raises:
-        ConfigError: an ``allow`` entry is malformed (every bad entry is listed).
+        ConfigError: an ``allow`` or ``project_allow`` entry is malformed, or a
+            ``project_allow`` entry names a protected module (every bad entry is listed).
     """
 
     def __init__(
         self,
         allow: Sequence[str] = (),
         *,
+        project_allow: Sequence[str] = (),
         allow_rules: Iterable[Rule] | None = None,
         deny_rules: Iterable[Rule] | None = None,
     ) -> None:
@@ -419,14 +446,16 @@ class PicklePolicy:
         self.deny_rules: tuple[Rule, ...] = bdeny if deny_rules is None else tuple(deny_rules)
         problems: list[str] = []
         users: list[Rule] = []
-        for entry in allow:
-            try:
-                users.append(_user_rule(entry))
-            except ConfigError as exc:
-                problems.append(str(exc))
+        for entries, source in ((allow, "user"), (project_allow, "project")):
+            for entry in entries:
+                try:
+                    users.append(_user_rule(entry, source))
+                except ConfigError as exc:
+                    problems.append(str(exc))
         if problems:
             raise ConfigError("bad scan allow-list entries", problems)
         self.user_rules: tuple[Rule, ...] = tuple(users)
+        self._reference_only = tuple(r for r in self.allow_rules if not r.call)
         self._cache: dict[tuple[str, str], Judgement] = {}
         for r in users:  # deny always wins: an allow entry naming a denied callable does nothing
             if r.names != ("",):  # ``module.*``: say which deny rules it cannot override
@@ -452,6 +481,12 @@ class PicklePolicy:
                     r.modules[0],
                     rule.id,
                     rule.rationale,
+                )
+            elif any(ref.matches(module, name) for ref in self._reference_only):
+                log.warning(
+                    "allow entry %s has no effect: the allow-list accepts it only as a class reference, "
+                    "never called",
+                    r.modules[0],
                 )
 
     @property
@@ -487,15 +522,26 @@ class PicklePolicy:
         if rule is not None:
             return Judgement(Verdictish.DENIED, rule, f"{module}.{name}")
         mapped = _py2_map(module, name)
-        for mod, nm in {(module, name), mapped}:
+        pairs = {(module, name), mapped}
+        for mod, nm in pairs:
+            # an allow rule that accepts the global only as a reference wins over any addition:
+            # no --allow or scan.allow makes numpy.memmap callable (red-team round 31)
+            if not _TEST_MODULE.search(mod):
+                for r in self._reference_only:
+                    if r.matches(mod, nm):
+                        return Judgement(Verdictish.ALLOWED, r, f"{mod}.{nm}")
+        for mod, nm in pairs:
             full = f"{mod}.{nm}"
+            test_module = _TEST_MODULE.search(mod)
             for r in self.user_rules:
+                if r.source == "project" and (test_module or "." in nm):
+                    continue  # a project file's entry: as written, never a test suite's import
                 if r.names == ("",):
                     if full == r.modules[0]:
                         return Judgement(Verdictish.ALLOWED, r, full)
                 elif r.matches(mod, nm):
                     return Judgement(Verdictish.ALLOWED, r, full)
-            if _TEST_MODULE.search(mod):  # a package's test suite re-exports anything it imports
+            if test_module:  # a package's test suite re-exports anything it imports
                 continue
             for r in self.allow_rules:
                 if r.matches(mod, nm):

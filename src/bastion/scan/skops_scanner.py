@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 __all__ = ["SkopsScanner"]
 
 _MAX_NODES = 1_000_000
+_REMEDIATE_PROJECT_ALLOWED = "Check that the entry names your own code; remove it from scan.allow otherwise."
 _REFS = ("https://skops.readthedocs.io/en/stable/persistence.html",)
 _REMEDIATE = (
     "Do not load this file with trusted=get_untrusted_types(...); get the model from its "
@@ -157,7 +158,20 @@ def _check_schema(art: Artifact, info: zipfile.ZipInfo, schema: Any, out: Outcom
             "occurrences": count[q],
             "rules_version": policy.version,
         }
-        if j.kind is Verdictish.DENIED and j.rule is not None:
+        if j.kind is Verdictish.ALLOWED and j.rule is not None and j.rule.source == "project":
+            entry = j.rule.id.removeprefix("project:")
+            evidence.update(allow_entry=entry, source="scan.allow")
+            out.findings.append(
+                at.finding(
+                    "scan.skops.project-allowed",
+                    Severity.INFO,
+                    f"{q} is allowed only by the project file's scan.allow entry {entry}",
+                    evidence=evidence,
+                    remediation=_REMEDIATE_PROJECT_ALLOWED,
+                    references=_REFS,
+                )
+            )
+        elif j.kind is Verdictish.DENIED and j.rule is not None:
             evidence.update(rule=j.rule.id, rationale=j.rule.rationale, matched=j.matched)
             out.findings.append(
                 at.finding(

@@ -1,0 +1,204 @@
+"""What a project file may ask for: the limits on settings someone else may have written.
+
+A project file — ``bastion.yaml``, and the project a guard config names — is read from the folder
+Bastion runs in: a cloned repository, a downloaded model bundle, a CI checkout. Whoever wrote that
+folder chose its settings, so the settings that widen what Bastion trusts or where it sends the
+user's secrets are limited here, in one place, for every command that reads them (red-team
+round 31):
+
+* ``scan.allow`` may name only the user's own code: an entry whose top-level module is in
+  :data:`PROTECTED_ALLOW_ROOTS` (the standard library, ``bastion``, every package Bastion ships
+  pickle rules for, and the loader, serialiser, file, network and runtime libraries an ML
+  environment has installed) is refused. Allowing ``torch.ops.load_library`` or
+  ``logging.FileHandler`` from a repository's ``bastion.yaml`` made a pickle that loads the
+  repository's native library judged ``safe`` and unpickled. An allow entry typed on the command
+  line (``bastion scan --allow``) keeps its full power: the user wrote it.
+* ``endpoint.token_env`` / ``endpoint.headers_env`` may not name a well-known cloud, CI or
+  package-registry credential (:func:`credential_env_problem`): export the value under another
+  name and name that.
+* A credential read from the environment is sent only over ``https://``, or over ``http://`` to
+  a loopback host (:func:`cleartext_credentials_problem`); the guard config's upstream follows
+  the same rule.
+"""
+
+from __future__ import annotations
+
+import sys
+
+__all__ = [
+    "CREDENTIAL_ENV_NAMES",
+    "CREDENTIAL_ENV_PREFIXES",
+    "PROTECTED_ALLOW_ROOTS",
+    "cleartext_credentials_problem",
+    "credential_env_problem",
+    "is_loopback_url",
+    "project_allow_problem",
+]
+
+
+def _python2_roots() -> frozenset[str]:
+    # pickle's fix_imports maps Python 2 module names onto the standard library
+    # (``__builtin__`` -> builtins, ``copy_reg`` -> copyreg, ``commands`` -> subprocess)
+    import _compat_pickle
+
+    names = set(_compat_pickle.IMPORT_MAPPING) | {m for m, _ in _compat_pickle.NAME_MAPPING}
+    return frozenset(n.split(".")[0] for n in names)
+
+
+#: Third-party top-level packages a project file may not allow anything from: every package the
+#: shipped pickle rules name (``scan/rules/pickle_*.toml``; a test keeps the two in step), and the
+#: loaders, serialisers, file/database/network clients, compilers and runtimes that an ML
+#: environment installs (Bastion's own dependencies among them). None of them is the user's own
+#: code; what a model file legitimately needs from them is on the shipped allow-list.
+_THIRD_PARTY_ROOTS = frozenset(
+    {
+        # Bastion and its own stack
+        "bastion", "pydantic", "pydantic_core", "typer", "click", "rich", "sqlalchemy", "alembic",
+        "fastapi", "starlette", "uvicorn", "anyio", "sniffio", "h11", "opacus", "ray", "sigstore",
+        "cryptography", "OpenSSL", "nacl", "py7zr", "psycopg", "psycopg2", "pymysql", "redis",
+        # ML frameworks and their loaders
+        "torch", "torchvision", "torchaudio", "torchtext", "functorch", "triton", "numpy", "scipy",
+        "sklearn", "pandas", "joblib", "threadpoolctl", "xgboost", "lightgbm", "catboost", "onnx",
+        "onnxruntime", "onnxscript", "tensorflow", "tensorboard", "tf_keras", "keras", "jax",
+        "jaxlib", "flax", "h5py", "tables", "pyarrow", "polars", "statsmodels", "numba", "llvmlite",
+        "skops", "safetensors", "transformers", "tokenizers", "huggingface_hub", "datasets",
+        "accelerate", "diffusers", "peft", "timm", "sentence_transformers", "mlflow", "wandb",
+        "sympy", "mpmath", "networkx", "PIL", "matplotlib", "seaborn", "plotly",
+        # time zones (pandas pickles reference them; the shipped allow-list has what they need)
+        "dateutil", "pytz", "tzdata", "tzlocal",
+        # (de)serialisers and templates
+        "dill", "cloudpickle", "jsonpickle", "srsly", "msgpack", "yaml", "ruamel", "toml", "tomli",
+        "tomli_w", "jinja2", "markupsafe", "mako", "lxml", "simplejson", "orjson", "ujson",
+        # files, archives and storage
+        "fsspec", "filelock", "smart_open", "gcsfs", "s3fs", "adlfs", "boto3", "botocore",
+        "s3transfer", "azure", "google", "zstandard", "lz4", "brotli",
+        # network clients
+        "requests", "httpx", "httpcore", "urllib3", "aiohttp", "websocket", "websockets",
+        "paramiko", "fabric", "invoke", "certifi", "idna",
+        # code execution, compilers, interpreters, installers, test runners
+        "cffi", "_cffi_backend", "Cython", "pyximport", "pexpect", "ptyprocess", "sh", "plumbum",
+        "IPython", "ipykernel", "jupyter_client", "notebook", "setuptools", "pkg_resources",
+        "_distutils_hack", "pip", "wheel", "packaging", "importlib_metadata", "importlib_resources",
+        "pytest", "_pytest", "hypothesis", "typing_extensions", "six", "attr", "attrs",
+    }
+)  # fmt: skip
+
+#: Standard-library modules of other Python versions than the running one: Python 2 names that
+#: fix_imports does not map (``new``, ``popen2``) and modules of later Python 3 releases.
+_OTHER_STDLIB = frozenset(
+    {
+        "new", "popen2", "cpickle", "commands", "exceptions", "sets", "md5", "sha", "thread",
+        "dummy_thread", "anydbm", "whichdb", "dircache", "statvfs", "user", "imputil", "compiler",
+        "mimetools", "rfc822", "htmllib", "sgmllib", "multifile", "mutex", "fpformat",
+        "_types", "_pydatetime", "_pyrepl", "_colorize", "_interpreters", "_interpqueues",
+        "_interpchannels", "_suggestions", "_sysconfig", "_apple_support", "_ios_support",
+        "_android_support", "_opcode_metadata", "_pylong", "_pyio", "_pydecimal", "_tkinter",
+    }
+)  # fmt: skip
+
+#: Top-level modules no ``scan.allow`` entry of a project file may name (see the module's doc).
+PROTECTED_ALLOW_ROOTS: frozenset[str] = frozenset(
+    set(sys.stdlib_module_names)
+    | _OTHER_STDLIB
+    | _python2_roots()
+    | {"builtins", "__builtin__", "__builtins__", "__main__", "__mp_main__"}
+    | _THIRD_PARTY_ROOTS
+)
+
+
+def project_allow_problem(entry: str) -> str | None:
+    """Why a project file's ``scan.allow`` entry is refused, or ``None`` when it may stand.
+
+    Only the top-level module is judged: ``torch.*``, ``logging.FileHandler`` and
+    ``numpy.memmap`` are refused, ``clinic.models.*`` stands.
+    """
+    root = entry.strip().split(".", 1)[0]
+    if root not in PROTECTED_ALLOW_ROOTS:
+        return None
+    if root in sys.stdlib_module_names or root in _OTHER_STDLIB or root in {"builtins", "__builtins__"}:
+        what = "the standard library"
+    elif root in {"__main__", "__mp_main__"}:
+        what = "the running program"
+    elif root in _THIRD_PARTY_ROOTS:
+        what = "Bastion itself" if root == "bastion" else "a library, not your own code"
+    else:
+        what = "the standard library (a Python 2 name)"
+    return (
+        f"{entry!r} names {root}, {what}: a project file may allow only your own code "
+        "(e.g. myproject.models.*); the shipped allow-list has what model files need from "
+        "libraries, and bastion scan --allow (typed by you) is not limited"
+    )
+
+
+#: Environment variables a project file may not name for endpoint credentials (exact names).
+CREDENTIAL_ENV_NAMES: frozenset[str] = frozenset(
+    {
+        "GITHUB_TOKEN", "GH_TOKEN", "GH_ENTERPRISE_TOKEN", "CI_JOB_TOKEN", "CI_JOB_JWT",
+        "NPM_TOKEN", "NODE_AUTH_TOKEN", "KUBECONFIG", "NETRC", "HF_TOKEN",
+        "HUGGING_FACE_HUB_TOKEN", "OPENAI_API_KEY", "ANTHROPIC_API_KEY", "DATABASE_URL",
+        "BASTION_DB", "PGPASSWORD", "MYSQL_PWD", "REDIS_URL", "SENTRY_DSN", "SLACK_TOKEN",
+        "SLACK_WEBHOOK_URL", "CODECOV_TOKEN", "SONAR_TOKEN", "SNYK_TOKEN",
+    }
+)  # fmt: skip
+
+#: Prefixes of the environment variables a project file may not name for endpoint credentials:
+#: cloud providers, CI systems, source forges, package registries, container and cluster tools,
+#: SSH/GPG agents, secret stores, model hubs.
+CREDENTIAL_ENV_PREFIXES: tuple[str, ...] = (
+    "AWS_", "AMAZON_", "AZURE_", "ARM_", "GOOGLE_", "GCP_", "GCLOUD_", "CLOUDSDK_", "GCE_",
+    "ALIBABA_CLOUD_", "ALICLOUD_", "OCI_", "IBMCLOUD_", "DIGITALOCEAN_", "HEROKU_", "CLOUDFLARE_",
+    "GITHUB_", "GH_", "ACTIONS_", "RUNNER_", "CI_", "GITLAB_", "BITBUCKET_", "CIRCLE_", "TRAVIS_",
+    "BUILDKITE_", "JENKINS_", "DRONE_", "TEAMCITY_", "SYSTEM_ACCESSTOKEN", "NPM_", "YARN_",
+    "PYPI_", "TWINE_", "UV_PUBLISH_", "POETRY_", "PIP_", "CONDA_", "GEM_", "CARGO_REGISTRY_",
+    "NUGET_", "DOCKER_", "REGISTRY_", "KUBE", "K8S_", "HELM_", "SSH_", "GPG_", "GNUPG",
+    "VAULT_", "CONSUL_", "NOMAD_", "TF_TOKEN_", "TF_VAR_", "TFE_", "HF_", "HUGGING_FACE_",
+    "HUGGINGFACE_", "OPENAI_", "ANTHROPIC_", "MLFLOW_TRACKING_", "WANDB_", "DATABRICKS_",
+    "SNOWFLAKE_",
+)  # fmt: skip
+
+
+def credential_env_problem(name: str) -> str | None:
+    """Why a project file may not read the environment variable ``name``, or ``None``."""
+    if name in CREDENTIAL_ENV_NAMES:
+        family = name
+    else:
+        family = next((p + "*" for p in CREDENTIAL_ENV_PREFIXES if name.startswith(p)), "")
+        if not family:
+            return None
+    return (
+        f"{name} is a well-known cloud, CI or registry credential ({family}), which a project file "
+        "may not send anywhere; export the value under another name (e.g. MYMODEL_API_TOKEN) "
+        "and name that"
+    )
+
+
+def is_loopback_url(url: str) -> bool:
+    """Whether ``url``'s host is this machine: ``localhost``, 127.0.0.0/8 or ``::1``."""
+    import ipaddress
+    from urllib.parse import urlsplit
+
+    try:
+        host = urlsplit(url).hostname
+    except ValueError:
+        return False
+    if not host:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return bool(ip.is_loopback or (mapped is not None and mapped.is_loopback))
+
+
+def cleartext_credentials_problem(url: str) -> str | None:
+    """Why environment credentials may not be sent to ``url``, or ``None`` (https, or loopback http)."""
+    scheme = url.split(":", 1)[0].lower()
+    if scheme == "https" or (scheme == "http" and is_loopback_url(url)):
+        return None
+    return (
+        "credentials from the environment are sent only over https://, or over http:// to this "
+        "machine (localhost, 127.0.0.0/8, ::1)"
+    )

@@ -222,7 +222,7 @@ def test_scan_allow_must_be_dotted_names() -> None:
         "clinic.models.MLP"
     ]
     with pytest.raises(
-        ConfigError, match=r"scan\.allow: 'os system' is not a dotted module\.Name or module\.\*"
+        ConfigError, match=r"scan\.allow\[0\]: 'os system' is not a dotted module\.Name or module\.\*"
     ):
         parse_config({"version": 1, "scan": {"allow": ["os system"]}})
     with pytest.raises(ConfigError, match=r"scan\.allow"):

@@ -185,7 +185,7 @@ def _gate_plan(the_plan: Plan, assets: Sequence[Asset], cfg: ProjectConfig, base
             continue
         fmt = None
         try:
-            fr = scan_file(base / a.path, allow=cfg.scan.allow)
+            fr = scan_file(base / a.path, project_allow=cfg.scan.allow)
             verdict, fmt = fr.verdict.value, fr.format
         except ScanError:
             verdict = Verdict.ERROR.value
@@ -650,7 +650,7 @@ def assess(
                 progress(f"scan {a.name}", 0.0)
             ts = time.monotonic()
             try:
-                fr = scan_file(base / a.path, allow=cfg.scan.allow)
+                fr = scan_file(base / a.path, project_allow=cfg.scan.allow)
             except ScanError as exc:
                 fr = FileResult(path=a.path, verdict=Verdict.ERROR, reason=str(exc))
             facts[a.name]["scan_verdict"] = fr.verdict.value

@@ -95,7 +95,7 @@ def guard_fit(
     x = ds.splits[split].x
     facts: dict[str, Any] = {}
     if loads_file(a) and a.path:  # whatever its framework (none: the loader picks one by the file's suffix)
-        fr = scan_file(base / a.path, allow=cfg.scan.allow)
+        fr = scan_file(base / a.path, project_allow=cfg.scan.allow)
         if fr.verdict != Verdict.SAFE:
             raise IntegrityError(f"{base / a.path}: the scanner judged it {fr.verdict.value}; not loading it")
         _refuse_failed_signature(cfg, base, a, sha256=fr.sha256)  # as assess: a bad signature stops it

@@ -107,7 +107,7 @@ def harden(
     _preflight_files(cfg, base, [a])
     datasets = _load_datasets(cfg, base, [a])
     preflight(s.db_url)
-    fr = scan_file(base / a.path, allow=cfg.scan.allow)
+    fr = scan_file(base / a.path, project_allow=cfg.scan.allow)
     if fr.verdict != Verdict.SAFE:
         raise ConfigError(f"{base / a.path}: not loaded: the scanner judged the file {fr.verdict.value}")
     _refuse_failed_signature(cfg, base, a, sha256=fr.sha256)  # as assess: a bad signature stops it
@@ -397,7 +397,7 @@ def harden_sweep(
     # The defence's own preflight for EVERY ε (δ < 1/n, ε reachable in the epochs given, layers
     # Opacus can train) before the first attack or training: one error listing them all, and
     # nothing written (issue 6, "Bad input").
-    fr0 = scan_file(base / a.path, allow=cfg.scan.allow)
+    fr0 = scan_file(base / a.path, project_allow=cfg.scan.allow)
     if fr0.verdict != Verdict.SAFE:
         raise ConfigError(f"{base / a.path}: not loaded: the scanner judged the file {fr0.verdict.value}")
     _refuse_failed_signature(cfg, base, a, sha256=fr0.sha256)
@@ -414,7 +414,7 @@ def harden_sweep(
     result = SweepResult(asset=a.name, procedure=pid, attacks=list(attacks), budget=s.budget)
 
     def audit(va: Asset, eps_target: float | None, version: HardenResult | None) -> SweepPoint:
-        fr = scan_file(base / str(va.path), allow=cfg.scan.allow)
+        fr = scan_file(base / str(va.path), project_allow=cfg.scan.allow)
         if fr.verdict != Verdict.SAFE:
             raise ConfigError(
                 f"{base / str(va.path)}: not loaded: the scanner judged the file {fr.verdict.value}"

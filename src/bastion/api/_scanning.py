@@ -109,15 +109,23 @@ def scan_models(
 
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
-    extra = list(allow)
+    project_allow: list[str] = []
     if config is not None:
         from bastion.core.config import load_config
 
-        extra += load_config(config).scan.allow
+        # a project file's entries: only the user's own code (refused otherwise when the file
+        # is read), matched as written; ``allow`` (typed by the user) keeps its full power
+        project_allow = load_config(config).scan.allow
     if not paths:
         raise ConfigError("no path to scan given")
     found = scan_records(
-        [Path(p) for p in paths], allow=extra, rules=rules, jobs=jobs, progress=progress, digest=digest
+        [Path(p) for p in paths],
+        allow=list(allow),
+        project_allow=project_allow,
+        rules=rules,
+        jobs=jobs,
+        progress=progress,
+        digest=digest,
     )
     found.bastion_version = __version__
     return found if records else found.to_result()

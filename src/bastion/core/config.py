@@ -12,14 +12,27 @@ import datetime as dt
 import hashlib
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from bastion.core._log import get_logger
 from bastion.core.budget import Budget
 from bastion.core.errors import ConfigError
 from bastion.core.files import read_config_bytes, read_config_text
+from bastion.core.project_trust import (
+    cleartext_credentials_problem,
+    credential_env_problem,
+    project_allow_problem,
+)
 from bastion.core.redact import redact_url, url_secrets
 from bastion.core.severity import Severity
 
@@ -141,13 +154,28 @@ class EndpointSpec(_Strict):
     max_retries: int = Field(default=2, ge=0, le=20)
     max_response_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
 
+    @field_validator("token_env")
+    @classmethod
+    def _token_env(cls, v: str | None) -> str | None:
+        problem = credential_env_problem(v) if v else None
+        if problem:
+            raise ValueError(problem)
+        return v
+
     @field_validator("headers_env")
     @classmethod
     def _env_names(cls, v: dict[str, str]) -> dict[str, str]:
         for header, env in v.items():
             if not re.match(_ENV, env):
                 raise ValueError(f"header {header!r}: {env!r} is not an environment variable name")
+            problem = credential_env_problem(env)
+            if problem:
+                raise ValueError(f"header {header!r}: {problem}")
         return v
+
+    def env_names(self) -> list[str]:
+        """The environment variables whose values this endpoint sends (token first)."""
+        return ([self.token_env] if self.token_env else []) + list(self.headers_env.values())
 
 
 class OutputSpec(_Strict):
@@ -286,6 +314,13 @@ class Asset(_Strict):
                 raise ValueError(f"url must start with http:// or https://, got {redact_url(self.url)!r}")
         elif not self.path:
             raise ValueError(f"a {self.kind} needs path")
+        if self.url and self.endpoint is not None and self.endpoint.env_names():
+            problem = cleartext_credentials_problem(self.url)
+            if problem:
+                raise ValueError(
+                    f"asset {self.name!r} sends {', '.join(self.endpoint.env_names())} to "
+                    f"{redact_url(self.url)}: {problem}"
+                )
         return self
 
 
@@ -390,18 +425,25 @@ class CheckConfig(_Strict):
     thresholds: list[Threshold] | None = None
 
 
+def _allow_entry(item: str) -> str:
+    if not re.match(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*\.([A-Za-z_][\w]*|\*)$", item):
+        raise ValueError(f"{item!r} is not a dotted module.Name or module.*")
+    problem = project_allow_problem(item)
+    if problem:
+        raise ValueError(problem)
+    return item
+
+
 class ScanSection(_Strict):
-    """Scanner settings: ``allow`` adds the user's own classes (``pkg.module.Class`` or ``pkg.module.*``)."""
+    """Scanner settings: ``allow`` adds the user's own classes (``pkg.module.Class`` or ``pkg.module.*``).
 
-    allow: list[str] = Field(default_factory=list)
+    A project file is read from a folder someone else may have written, so its entries may name
+    only the user's own code: the standard library, ``bastion`` and the libraries of
+    :data:`bastion.core.project_trust.PROTECTED_ALLOW_ROOTS` are refused (red-team round 31:
+    ``allow: [torch.ops.load_library]`` made a pickle that loads a native library ``safe``).
+    """
 
-    @field_validator("allow")
-    @classmethod
-    def _dotted(cls, v: list[str]) -> list[str]:
-        for item in v:
-            if not re.match(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*\.([A-Za-z_][\w]*|\*)$", item):
-                raise ValueError(f"{item!r} is not a dotted module.Name or module.*")
-        return v
+    allow: list[Annotated[str, AfterValidator(_allow_entry)]] = Field(default_factory=list)
 
 
 class SigningSection(_Strict):

@@ -32,6 +32,8 @@ import numpy as np
 from bastion.core import atlas
 from bastion.core.capability import Capability
 from bastion.core.errors import ConfigError, IntegrityError
+from bastion.core.project_trust import cleartext_credentials_problem
+from bastion.core.redact import redact_url
 from bastion.guard.access import AccessControl
 from bastion.guard.anomaly import AnomalyMonitor
 from bastion.guard.audit import (
@@ -119,10 +121,17 @@ def upstream_headers(up: UpstreamSource) -> dict[str, str]:
     """Request headers for the upstream: its bearer token from ``token_env`` (never stored).
 
     Raises:
-        ConfigError: ``token_env`` names an unset variable.
+        ConfigError: ``token_env`` names an unset variable, or would go over plain http to
+            another machine.
     """
     if not up.token_env:
         return {}
+    for url in (up.url, up.ready_url):  # checked by the config too (an UpstreamSource built otherwise)
+        problem = cleartext_credentials_problem(url) if url else None
+        if problem:
+            raise ConfigError(
+                f"upstream: token_env {up.token_env} refused for {redact_url(url or '')}: {problem}"
+            )
     token = os.environ.get(up.token_env)
     if not token:
         raise ConfigError(f"upstream: environment variable {up.token_env} is not set")
@@ -179,7 +188,7 @@ def load_serving_target(cfg: GuardConfig) -> tuple[Target, str]:
     if not asset.path:
         raise ConfigError(f"asset {asset.name!r} has no path")
     path = base / asset.path
-    fr = scan_file(path, allow=project.scan.allow)
+    fr = scan_file(path, project_allow=project.scan.allow)
     if fr.verdict != Verdict.SAFE:
         raise IntegrityError(f"{path}: the scanner judged the model file {fr.verdict.value}; not serving it")
     if project.signing.public_key:  # as assess: a model whose signature fails is not served

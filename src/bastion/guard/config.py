@@ -25,6 +25,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationErro
 
 from bastion.core.errors import ConfigError
 from bastion.core.files import read_config_text
+from bastion.core.project_trust import cleartext_credentials_problem
 
 _HEX64 = r"^[0-9a-f]{64}$"
 _ENV = r"^[A-Z_][A-Z0-9_]*$"
@@ -83,6 +84,17 @@ class UpstreamSource(_Strict):
     max_connections: int = Field(default=32, ge=1, le=1024)
     ready_url: str | None = Field(default=None, pattern=r"^https?://")
     ready_interval: float = Field(default=5.0, gt=0)
+
+    @model_validator(mode="after")
+    def _token_over_tls(self) -> UpstreamSource:
+        # the token goes with every request and every readiness probe: over https, or to this
+        # machine only (red-team round 31; the same rule as bastion.yaml's endpoints)
+        if self.token_env:
+            for field, url in (("url", self.url), ("ready_url", self.ready_url)):
+                problem = cleartext_credentials_problem(url) if url else None
+                if problem:
+                    raise ValueError(f"{field}: the upstream's token_env {self.token_env}: {problem}")
+        return self
 
 
 class ProfileRef(_Strict):

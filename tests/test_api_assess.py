@@ -826,3 +826,117 @@ def test_a_framework_that_does_not_read_the_scanned_format_is_found_before_the_r
     cfg.write_text(cfg.read_text().replace("framework: sklearn", "framework: torch"))
     planned = [i for i in api.preflight(cfg, budget="quick").items if i.kind == "attack"]
     assert any(i.skip_reason is None for i in planned)
+
+
+def _planted_version(proj: Path, path: str, details: dict[str, Any] | None = None) -> str:
+    """A store beside ``proj`` recording version 2 of model ``m`` at ``path`` (as a planted row would)."""
+    from bastion.store import Store
+    from bastion.store.versions import add_version
+
+    db = f"sqlite:///{proj / 'store.db'}"
+    with Store.open(db) as st:
+        add_version(
+            st,
+            asset="m",
+            path=path,
+            sha256="0" * 64,
+            procedure="defend.dp-train",
+            details=details or {},
+            datasets=[],
+        )
+    return db
+
+
+@pytest.mark.parametrize("where", ["absolute", "dotdot", "link"])
+def test_a_recorded_version_outside_the_projects_models_folder_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], where: str
+) -> None:
+    """Red-team round 31, 04: a ``model_versions`` row with an absolute path (or ``..``, or a link
+    out of ``.bastion/models``) made assess load a file outside the project as ``m.v2`` and report
+    the row's procedure and ε as its history."""
+    proj = tmp_path / "repo"
+    (proj / ".bastion" / "models").mkdir(parents=True)
+    (proj / "m.pkl").write_bytes(b"\x80\x04N.")
+    (proj / "bastion.yaml").write_text("version: 1\nassets:\n  - {name: m, path: m.pkl}\n")
+    outside = tmp_path / "not-in-project.pkl"
+    outside.write_bytes(b"\x80\x04N.")
+    path = {
+        "absolute": str(outside),
+        "dotdot": ".bastion/models/../../../not-in-project.pkl",
+        "link": ".bastion/models/m-v2.pkl",
+    }[where]
+    if where == "link":
+        (proj / path).symlink_to(outside)
+    db = _planted_version(proj, path, {"epsilon": 0.1, "delta": 1e-5})
+    argv = ["assess", "-c", str(proj / "bastion.yaml"), "--only", "scan", "--db", db, "--fail-on", "none"]
+    for extra in (
+        ["-o", str(tmp_path / "rep")],
+        ["--dry-run"],
+        ["--asset", "m.v2", "-o", str(tmp_path / "rep")],
+    ):
+        assert run([*argv, *extra]) == 2
+        err = capsys.readouterr().err
+        assert "1 recorded model version(s) refused" in err and "nothing was run" in err
+        assert f"m.v2: the store records its file as {path!r}, outside {proj}/.bastion/models/" in err
+    assert not (tmp_path / "rep").exists()
+
+
+def test_a_recorded_version_keeps_its_models_framework_and_class(tmp_path: Path) -> None:
+    """A row's ``details`` cannot change the version's framework or class (only a distilled
+    student names one of Bastion's own classes); its file under ``.bastion/models`` is assessed."""
+    from bastion.api._planning import _version_asset, version_problem
+    from bastion.core.config import Asset
+    from bastion.store.versions import ModelVersion
+
+    a = Asset(
+        name="m",
+        kind="model",
+        path="m.pt",
+        framework="torch",
+        model_class="pkg.mod:Net",
+        model_kwargs={"h": 4},
+    )
+
+    def version(details: dict[str, Any], path: str = ".bastion/models/m-v2.pt") -> ModelVersion:
+        return ModelVersion(
+            id="x",
+            asset="m",
+            version=2,
+            parent_id=None,
+            created="2026-01-01T00:00:00Z",
+            path=path,
+            sha256="0" * 64,
+            procedure="defend.pgd-at",
+            details=details,
+            datasets=[],
+        )
+
+    planted = version(
+        {"framework": "sklearn", "model_class": "os:system", "model_kwargs": {"a": 1}, "format": "joblib"}
+    )
+    va = _version_asset(a, planted)
+    assert (va.name, va.framework, va.model_class, va.model_kwargs) == (
+        "m.v2",
+        "torch",
+        "pkg.mod:Net",
+        {"h": 4},
+    )
+    assert va.format == a.format and version_problem(a, planted, tmp_path) is None
+    student = "bastion.defend.students:StudentMLP"
+    vs = _version_asset(a, version({"model_class": student, "model_kwargs": {"n_in": 3}, "format": "torch"}))
+    assert (vs.model_class, vs.model_kwargs, vs.format) == (student, {"n_in": 3}, "torch")
+    assert "records no file" in str(version_problem(a, version({}, path=""), tmp_path))
+
+
+def test_harden_writes_versions_only_into_the_projects_own_models_folder(tmp_path: Path) -> None:
+    """assess takes versions only from ``<project>/.bastion/models``: harden refuses to write
+    through a link out of it (the version would be written elsewhere, then refused)."""
+    from bastion.api._hardening import _check_own_folder
+    from bastion.api._planning import VERSIONS_DIR
+
+    proj = tmp_path.resolve() / "repo"
+    (proj / ".bastion").mkdir(parents=True)
+    _check_own_folder(proj, VERSIONS_DIR)  # not there yet: harden creates it
+    (proj / ".bastion" / "models").symlink_to(tmp_path)
+    with pytest.raises(ConfigError, match="models: reached through a symbolic link"):
+        _check_own_folder(proj, VERSIONS_DIR)

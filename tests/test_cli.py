@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from bastion.cli.main import run
+from bastion.core.errors import ConfigError
 
 
 class _Payload:
@@ -662,3 +663,28 @@ def test_log_records_go_to_a_terminal_safe_stream(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr(logging, "basicConfig", lambda **kw: seen.update(kw))
     configure()
     assert isinstance(seen["stream"], SafeStream)
+
+
+def test_assess_refuses_a_symlinked_project_store(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Red-team round 31, 04: ``assess`` in a cloned project whose ``.bastion/bastion.db`` is a
+    symbolic link created a database at the link's target, outside the project."""
+    from bastion.core.settings import project_db_url
+
+    proj, target = tmp_path / "repo", tmp_path / "elsewhere.db"
+    (proj / ".bastion").mkdir(parents=True)
+    (proj / ".bastion" / "bastion.db").symlink_to(target)
+    (proj / "m.pkl").write_bytes(b"\x80\x04N.")
+    (proj / "bastion.yaml").write_text("version: 1\nassets:\n  - {name: m, path: m.pkl}\n")
+    argv = ["assess", "-c", str(proj / "bastion.yaml"), "--only", "scan", "-o", str(tmp_path / "rep")]
+    assert run(argv) == 2
+    err = capsys.readouterr().err
+    assert (
+        f"{proj}/.bastion/bastion.db: the project's default store is reached through a symbolic link" in err
+    )
+    assert "--db" in err and not target.exists()
+    assert run([*argv, "--dry-run"]) == 2 and not target.exists()
+    # a store given explicitly is the user's choice
+    assert run([*argv, "--db", f"sqlite:///{proj}/.bastion/bastion.db", "--fail-on", "none"]) == 0
+    assert target.is_file()
+    with pytest.raises(ConfigError, match="symbolic link"):
+        project_db_url(proj / "bastion.yaml")

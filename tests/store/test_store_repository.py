@@ -453,3 +453,44 @@ def test_preflight_refuses_a_read_only_store_before_a_run(
     monkeypatch.setattr(repo.os, "access", lambda p, mode: False if str(p) == path else real(p, mode))
     with pytest.raises(StoreError, match="read-only"):
         preflight(url)
+
+
+@pytest.mark.parametrize(
+    "linked", [".bastion", ".bastion/bastion.db", ".bastion/bastion.db-journal", ".bastion/bastion.db-wal"]
+)
+def test_a_symlinked_default_store_is_refused_unless_given_explicitly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, linked: str
+) -> None:
+    """Red-team round 31, 04: a cloned project's ``.bastion`` (or ``bastion.db``, or its journal)
+    was a symbolic link, and opening the default store created or wrote a database wherever it
+    pointed, outside the project."""
+    project, outside = tmp_path / "repo", tmp_path / "elsewhere"
+    (project / ".bastion").mkdir(parents=True)
+    outside.mkdir()
+    if linked == ".bastion":
+        (project / ".bastion").rmdir()
+        (project / ".bastion").symlink_to(outside)
+    else:
+        (project / linked).symlink_to(outside / Path(linked).name)
+    monkeypatch.chdir(project)
+    monkeypatch.delenv("BASTION_DB", raising=False)
+    for attempt in (
+        Store.open,
+        lambda: Store.open(DEFAULT_DB),
+        lambda: Store.open_read_only(DEFAULT_DB),
+        lambda: preflight(DEFAULT_DB),
+        default_url,
+    ):
+        with pytest.raises(
+            ConfigError, match=f"^{linked}: the project's default store is reached through a sym"
+        ):
+            attempt()
+    assert list(outside.iterdir()) == []  # nothing created or written there
+    if linked.endswith(("-journal", "-wal")):
+        return  # (SQLite itself will not open a database whose journal is a link)
+    # given explicitly, it is the user's choice
+    monkeypatch.setenv("BASTION_DB", DEFAULT_DB)
+    Store.open().close()
+    monkeypatch.delenv("BASTION_DB")
+    Store.open(f"sqlite:///{project / '.bastion' / 'bastion.db'}").close()
+    assert list(outside.iterdir()) != []  # written where the user's link points

@@ -19,7 +19,7 @@ from bastion.api._assessing import (
     _splits_for,
 )
 from bastion.api._data import _trained_on
-from bastion.api._planning import ProgressFn, _version_asset
+from bastion.api._planning import VERSIONS_DIR, ProgressFn, _version_asset, version_problem
 from bastion.api._plugins import load_plugins
 from bastion.api._scanning import _refuse_failed_signature
 from bastion.core.budget import PRESETS
@@ -118,7 +118,8 @@ def harden(
     problems = defence.preflight(ctx)
     if problems:
         raise ConfigError(f"{len(problems)} problem(s) before hardening {asset}", problems)
-    _check_writable(base / ".bastion" / "models")  # before training: the new version must be storable
+    _check_own_folder(base, VERSIONS_DIR)  # assess takes versions only from there (version_problem)
+    _check_writable(base / VERSIONS_DIR)  # before training: the new version must be storable
     out = defence.harden(ctx)
     sha = hashlib.sha256(out.payload).hexdigest()
     rel = (
@@ -147,7 +148,13 @@ def harden(
         # A deterministic procedure run again yields the same bytes: reuse that version (its file
         # must still be there) instead of recording a duplicate row.
         same = find_version(st, asset=a.name, sha256=sha, parent_id=None, parent_sha256=fr.sha256)
-        if same is not None and same.path and (base / same.path).is_file():
+        # ... and only a version whose file is the project's own (a planted row names any path)
+        if (
+            same is not None
+            and same.path
+            and version_problem(a, same, base) is None
+            and (base / same.path).is_file()
+        ):
             if rel.as_posix() not in {v.path for v in list_versions(st, a.name)}:
                 dest.unlink(missing_ok=True)  # the same bytes under another recorded name: one copy
             log.info("%s: identical to the recorded version %s.v%d; reused", rel, a.name, same.version)
@@ -501,6 +508,23 @@ def _privacy_audit(
         res.seconds = round(time.monotonic() - ts, 4)
         out[check.id] = res
     return {pid: out[pid] for pid in attacks if pid in out}
+
+
+def _check_own_folder(base: Path, rel: Path) -> None:
+    """Refuse ``base / rel`` when a symbolic link leads out of it (``.bastion`` or ``models``).
+
+    A hardened model is written into the project's own ``.bastion/models/``, the only folder
+    ``assess`` takes recorded versions from; through a link it would be written elsewhere.
+
+    Raises:
+        ConfigError: ``base / rel`` is not where it resolves to (``base`` is resolved).
+    """
+    folder = base / rel
+    if folder.resolve() != folder:
+        raise ConfigError(
+            f"{folder}: reached through a symbolic link (to {folder.resolve()}): hardened models are "
+            "written only into the project's own .bastion/models/ folder; replace the link with a folder"
+        )
 
 
 def _check_writable(folder: Path) -> None:

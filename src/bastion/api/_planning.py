@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -72,18 +73,82 @@ def _assets(cfg: ProjectConfig, versions: dict[str, Any] | None = None) -> list[
     return out
 
 
+#: Where ``bastion harden`` writes a model's versions, under the project folder; a recorded
+#: version's file must resolve inside it (:func:`version_problem`).
+VERSIONS_DIR = Path(".bastion") / "models"
+#: The formats ``bastion harden`` records for a version (a torch state_dict, a skops file).
+_VERSION_FORMATS = frozenset({"torch", "skops"})
+#: The model classes a version may name instead of its model's own: the students of
+#: ``defend.distill`` (:mod:`bastion.defend.students`).
+_STUDENT_CLASSES = frozenset({"bastion.defend.students:StudentMLP", "bastion.defend.students:StudentCNN"})
+
+
+def version_problem(a: Asset, v: Any, base: Path) -> str | None:
+    """Why the recorded version ``v`` of model ``a`` cannot be assessed, or ``None``.
+
+    The store sits in the project folder, which may be someone else's (a cloned repository): a
+    ``model_versions`` row is trusted only as far as it names a file ``bastion harden`` could
+    have written, one that resolves inside ``<project>/.bastion/models/`` (``base`` is the
+    project folder). An absolute path, a ``..``, or a symbolic link out of that folder made
+    ``assess`` load a file outside the project as the model's hardened version (red-team round
+    31, 04).
+    """
+    name = f"{a.name}.v{v.version}"
+    if not v.path:
+        return f"{name}: the store records no file for it"
+    rel = Path(v.path)
+    root = base / VERSIONS_DIR
+    if rel.is_absolute() or ".." in rel.parts or not (base / rel).resolve().is_relative_to(root):
+        return (
+            f"{name}: the store records its file as {v.path!r}, outside {root}{os.sep} (a store "
+            "copied from another project, or written by someone else); remove that row of "
+            "model_versions from the store, or use another store with --db"
+        )
+    return None
+
+
+def check_versions(versions: dict[str, Any] | None, cfg: ProjectConfig, base: Path) -> None:
+    """Refuse recorded versions whose files are not the project's own (:func:`version_problem`).
+
+    Raises:
+        ConfigError: every such version, named with its recorded path.
+    """
+    models = {a.name: a for a in cfg.assets if a.kind == "model"}
+    problems = [
+        p
+        for name, v in (versions or {}).items()
+        if name in models and (p := version_problem(models[name], v, base)) is not None
+    ]
+    if problems:
+        raise ConfigError(
+            f"{len(problems)} recorded model version(s) refused: a version's file must be the "
+            f"project's own, under {base / VERSIONS_DIR}{os.sep}; nothing was run",
+            problems,
+        )
+
+
 def _version_asset(a: Asset, v: Any) -> Asset:
-    """The asset for a recorded version ``v`` of model ``a`` (its file, hash and class)."""
+    """The asset for a recorded version ``v`` of model ``a`` (its file, hash and class).
+
+    The version is ``a`` retrained: its framework, model class and keyword arguments are
+    ``a``'s own, whatever the store's row says, but for a distilled student (one of
+    Bastion's own student classes, with its arguments); its format is ``torch`` or ``skops``
+    as recorded, else ``a``'s. A row cannot make Bastion import another class.
+    """
     details = dict(v.details)
+    recorded_class = details.get("model_class")
+    student = isinstance(recorded_class, str) and recorded_class in _STUDENT_CLASSES
+    kwargs = details.get("model_kwargs")
+    fmt = details.get("format")
     return a.model_copy(
         update={
             "name": f"{a.name}.v{v.version}",
             "path": v.path,
             "sha256": v.sha256,
-            "format": details.get("format", a.format),
-            "framework": details.get("framework", a.framework),
-            "model_class": details.get("model_class", a.model_class),
-            "model_kwargs": details.get("model_kwargs", a.model_kwargs),
+            "format": fmt if fmt in _VERSION_FORMATS else a.format,
+            "framework": a.framework,
+            "model_class": recorded_class if student else a.model_class,
+            "model_kwargs": dict(kwargs) if student and isinstance(kwargs, dict) else a.model_kwargs,
             "tags": [*a.tags, f"version-of:{a.name}", f"procedure:{v.procedure}"]
             + (
                 [f"dp-epsilon:{details['epsilon']}"]  # the claimed ε, checked by membership attacks
@@ -270,11 +335,13 @@ def plan(
     from the asset's declared framework and output, without loading anything.
 
     Raises:
-        ConfigError: invalid config, unknown ``--asset`` or plugin id.
+        ConfigError: invalid config, unknown ``--asset`` or plugin id; a recorded version whose
+            file is not under ``.bastion/models/`` (:func:`check_versions`).
     """
     load_plugins()
     path = Path(config)
     cfg = load_config(path)
+    check_versions(versions, cfg, path.resolve().parent)
     if budget not in PRESETS:
         raise ConfigError(f"--budget must be one of {', '.join(PRESETS)}, got {budget!r}")
     _validate_selection(only, skip)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import enum
 import importlib
 import json
-import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
@@ -519,13 +518,12 @@ def demo(
     err.print(f"example project: {cfg}", highlight=False)
     if not run_assess:
         raise typer.Exit(EXIT_OK)
-    from bastion.core.settings import load_settings
+    from bastion.core.settings import load_settings, project_db_url
 
     out = cfg.parent / "bastion-report"
     paths: dict[str, Path] = {}
     try:
-        db_url = db or os.environ.get("BASTION_DB") or f"sqlite:///{cfg.parent / '.bastion' / 'bastion.db'}"
-        settings = load_settings(db_url=db_url, budget=budget.value, fail_on="none")
+        settings = load_settings(db_url=db or project_db_url(cfg), budget=budget.value, fail_on="none")
         report = _run_with_progress(
             cfg, settings, None, [], [], None, _writer(paths, out, "none", cfg.parent)
         )

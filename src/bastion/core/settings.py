@@ -8,9 +8,19 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from bastion.core.errors import ConfigError
 from bastion.core.severity import FAIL_ON_CHOICES
 
 DEFAULT_DB = "sqlite:///.bastion/bastion.db"
+#: The default store's folder and files under a project folder (SQLite's journal, WAL and
+#: shared-memory files beside the database): none may be a symbolic link (:func:`check_default_store`).
+DEFAULT_STORE_PARTS = (
+    ".bastion",
+    ".bastion/bastion.db",
+    ".bastion/bastion.db-journal",
+    ".bastion/bastion.db-wal",
+    ".bastion/bastion.db-shm",
+)
 
 
 class Settings(BaseModel):
@@ -52,8 +62,42 @@ def project_db_url(config: str | os.PathLike[str]) -> str | None:
     So a command given ``-c proj/bastion.yaml`` from another folder records in the project's store,
     beside the files it writes under the project (a hardened model in ``proj/.bastion/models``
     was recorded in the working folder's store before: new-user trial).
+    The store is the project's own: a symbolic link among its parts is refused
+    (:func:`check_default_store`).
+
+    Raises:
+        ConfigError: ``.bastion`` or ``.bastion/bastion.db`` (or a journal beside it) is a symbolic link.
     """
     if os.environ.get("BASTION_DB"):
         return None
     folder = Path(config).parent
+    check_default_store(folder)
     return DEFAULT_DB if folder in (Path(), Path(".")) else f"sqlite:///{folder / '.bastion' / 'bastion.db'}"
+
+
+def check_default_store(folder: str | os.PathLike[str]) -> None:
+    """Refuse the default store under ``folder`` when it is reached through a symbolic link.
+
+    ``.bastion/bastion.db`` sits in the project folder, which may be someone else's: a cloned
+    repository whose ``.bastion`` (or ``bastion.db``, or its journal) is a symbolic link made
+    ``assess`` create or write a database wherever the link pointed, outside the project, or
+    read and write another store (red-team round 31, 04). A store given explicitly (``--db``,
+    ``BASTION_DB``) is the user's choice and is not checked here.
+
+    Raises:
+        ConfigError: one of :data:`DEFAULT_STORE_PARTS` under ``folder`` is a symbolic link
+            (named, with its target).
+    """
+    base = Path(folder)
+    for part in DEFAULT_STORE_PARTS:
+        path = base / part
+        if path.is_symlink():
+            try:
+                target = f" (to {os.readlink(path)})"
+            except OSError:
+                target = ""
+            raise ConfigError(
+                f"{path}: the project's default store is reached through a symbolic link{target}; "
+                "Bastion does not follow it (a cloned project could point it anywhere): give the "
+                "store explicitly with --db URL or BASTION_DB, or replace the link with a folder or file"
+            )

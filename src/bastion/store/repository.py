@@ -34,7 +34,7 @@ from sqlalchemy.orm import Session
 from bastion.core.errors import ConfigError, MissingExtraError
 from bastion.core.redact import redact_text, redact_url, url_secrets
 from bastion.core.report import Report
-from bastion.core.settings import load_settings
+from bastion.core.settings import DEFAULT_DB, check_default_store, load_settings
 from bastion.core.severity import FAIL_ON_CHOICES, Severity
 from bastion.store.errors import AmbiguousRun, RunNotFound, StoreError
 from bastion.store.models import AssetRow, CheckResultRow, FindingRow, RunRow
@@ -112,9 +112,25 @@ def default_url(db: str | None = None) -> str:
 
     Raises:
         StoreError: the URL does not parse.
+        ConfigError: the default store is reached through a symbolic link
+            (:func:`bastion.core.settings.check_default_store`).
     """
     url = load_settings(db_url=db).db_url
+    _refuse_linked_default(url)
     return _resolve_sqlite(_parse(url)).render_as_string(hide_password=False)
+
+
+def _refuse_linked_default(url: str) -> None:
+    """:func:`~bastion.core.settings.check_default_store` of the current folder when ``url`` is the default.
+
+    The default store (``DEFAULT_DB``, ``.bastion/bastion.db`` in the current folder) is not
+    followed through a symbolic link; the same URL given in ``BASTION_DB`` is the user's choice.
+
+    Raises:
+        ConfigError: it is reached through a symbolic link.
+    """
+    if url == DEFAULT_DB and os.environ.get("BASTION_DB") != url:
+        check_default_store(".")
 
 
 def _parse(url: str | URL) -> URL:
@@ -334,7 +350,9 @@ def upgrade(url: str) -> str:
     Raises:
         StoreError: the database is unreachable or the migration failed.
         MissingExtraError: the URL's driver is not installed.
+        ConfigError: the default store is reached through a symbolic link.
     """
+    _refuse_linked_default(url)
     u = _parse(url)
     engine = _make_engine(u, url, create_dirs=True)
     try:
@@ -353,7 +371,9 @@ def preflight(url: str) -> None:
     Raises:
         StoreError: the URL is invalid, the database unreachable, or the file unusable.
         MissingExtraError: the URL's driver is not installed.
+        ConfigError: the default store is reached through a symbolic link.
     """
+    _refuse_linked_default(url)
     u = _parse(url)
     path = _sqlite_file(u)
     if path is not None:
@@ -440,8 +460,11 @@ class Store:
         Raises:
             StoreError: the URL is invalid, the database unreachable, or the migration failed.
             MissingExtraError: the URL's driver is not installed (``pip install 'bastion-ml[sql]'``).
+            ConfigError: the default store is reached through a symbolic link
+                (:func:`bastion.core.settings.check_default_store`).
         """
         url = url if url is not None else default_url()
+        _refuse_linked_default(url)
         u = _parse(url)
         engine = _make_engine(u, url, create_dirs=True)
         try:
@@ -462,8 +485,10 @@ class Store:
 
         Raises:
             StoreError: the database is unreachable or its schema newer than this Bastion knows.
+            ConfigError: the default store is reached through a symbolic link.
         """
         url = url if url is not None else default_url()
+        _refuse_linked_default(url)
         u = _parse(url)
         path = _sqlite_file(u)
         if path is not None:

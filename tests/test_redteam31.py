@@ -89,6 +89,25 @@ def test_03_a_project_files_own_entries_are_shown_in_the_assess_report(tmp_path:
     assert found[0].asset == "m" and found[0].severity.value == "info"
 
 
+def test_03_the_dry_run_plan_shows_the_project_files_allow_entries(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # an auditor reading the plan sees what the project file let the scanner accept
+    from bastion.cli.main import run
+
+    (tmp_path / "m.pkl").write_bytes(b"\x80\x02cmyproject.layers\nBlock\nq\x00)\x81q\x01.")
+    cfg = tmp_path / "bastion.yaml"
+    cfg.write_text("version: 1\nassets:\n  - {name: m, path: m.pkl}\nscan:\n  allow: [myproject.layers.*]\n")
+    assert run(["assess", "-c", str(cfg), "--dry-run"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["scan_allow"] == ["myproject.layers.*"]
+    assert "scan.allow from the project file: myproject.layers.*" in " ".join(err.split())
+    cfg.write_text("version: 1\nassets:\n  - {name: m, path: m.pkl}\n")
+    assert run(["assess", "-c", str(cfg), "--dry-run"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["scan_allow"] == [] and "scan.allow from" not in err
+
+
 class _Recorder(BaseHTTPRequestHandler):
     hits: ClassVar[list[dict[str, Any]]] = []
 

@@ -44,6 +44,9 @@ class Plan:
         return {
             "project": self.config.project.name,
             "budget": self.budget,
+            # the project file's additions to the scanner's allow-list (only the user's own code:
+            # core.project_trust); each global they let through is an info finding of the run
+            "scan_allow": list(self.config.scan.allow),
             "checks": [
                 {"id": i.check_id, "asset": i.asset, "kind": i.kind, "skip": i.skip_reason}
                 for i in self.items

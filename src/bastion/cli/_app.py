@@ -270,6 +270,12 @@ def _print_plan(plan: api.Plan) -> None:
         table.add_column(col)
     for i in plan.items:
         table.add_row(i.asset, i.check_id, "yes" if i.skip_reason is None else f"skip: {i.skip_reason}")
+    allow = plan.config.scan.allow
+    if allow:  # an auditor sees what the project file let the scanner accept
+        table.caption = (
+            f"scan.allow from the project file: {', '.join(allow)} (your own code only; each global "
+            "it lets through is reported as scan.pickle.project-allowed)"
+        )
     err.print(table)
 
 

@@ -517,7 +517,10 @@ class PDict(_Value):
 
     def get(self, key: str, default: Any = None) -> Any:
         """Last value stored under the ``str`` key ``key``."""
-        for k, v in reversed(self.items):
+        # An index loop, not ``reversed(self.items)``: mypyc 2.4 fails on that loop over Any pairs.
+        items = self.items
+        for i in range(len(items) - 1, -1, -1):
+            k, v = items[i]
             if isinstance(k, str) and k == key:
                 return v
         return default
@@ -1389,7 +1392,11 @@ def _text_int(line: bytes, *, c_long: bool) -> Any:
                 value = int(digits[2:] if base == 16 else digits, base)
                 value = -value if sign == b"-" else value
                 if -(1 << 63) <= value < (1 << 63):
-                    return bool(value) if len(line) == 2 and value in (0, 1) else value
+                    if len(line) == 2 and value in (0, 1):
+                        # (not ``bool(value) if ... else value``: its type is int, and mypyc
+                        # would turn the bool into an int)
+                        return bool(value)
+                    return value
     text = line.split(b"\x00", 1)[0]
     if not _PY_INT_LINE.fullmatch(text):
         raise ValueError(f"invalid literal for int() with base 0: {text[:40]!r}")
@@ -3247,8 +3254,11 @@ def emulate(
     except _Truncated:
         res.error = f"truncated pickle: stream ends inside {vm.op_name or 'the first opcode'}"
         res.error_offset = vm.op_offset
-    except LimitReached as exc:
-        res.error = f"pickle beyond the scanner's limits: {exc}"
+    # ``limit_exc``, not ``exc``: compiled by mypyc, a name bound by ``except`` keeps the type of
+    # its first clause in every clause (mypyc issue 620): a ValueError bound to it would raise
+    # TypeError. setup.py's audit refuses a compiled module that does this.
+    except LimitReached as limit_exc:
+        res.error = f"pickle beyond the scanner's limits: {limit_exc}"
         res.error_offset = vm.op_offset
         res.limited = True
     except (ValueError, UnicodeDecodeError, struct.error, OverflowError, IndexError) as exc:

@@ -34,8 +34,9 @@ ENV = "BASTION_PURE_PYTHON"
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _PACKAGE = __name__.rpartition(".")[0]
+_UNSELECTED = "not selected yet"
 #: Why the pure modules run (``None``: the compiled ones may; :func:`status` says which did).
-_reason: str | None = "not selected yet"
+_reason: str | None = _UNSELECTED
 
 
 def _digest(path: str) -> str:
@@ -117,13 +118,14 @@ class _PureSource:
 def select() -> None:
     """Choose, before any of :data:`MODULES` is imported, between compiled and pure modules.
 
-    Called once by ``bastion/scan/__init__.py``; an import of one of those modules afterwards
-    gets the compiled extension only if the build's record matches the sources (see above).
+    Called by ``bastion/scan/__init__.py``; an import of one of those modules afterwards gets
+    the compiled extension only if the build's record matches the sources (see above). Once a
+    process has chosen, it keeps its choice (a second call, after a reload of the package, does
+    nothing: the modules already imported stay).
     """
     global _reason
-    loaded = [m for m in MODULES if f"{_PACKAGE}.{m}" in sys.modules]
-    if loaded:  # pragma: no cover - __init__ runs first, always
-        raise RuntimeError(f"{', '.join(loaded)} imported before bastion.scan chose compiled or pure")
+    if _reason != _UNSELECTED:
+        return
     pure = os.environ.get(ENV, "")
     _reason = f"{ENV}={pure} is set" if pure not in ("", "0") else _stale(_HERE)
     if _reason is not None and _PureSource not in sys.meta_path:
@@ -133,9 +135,11 @@ def select() -> None:
 def compiled() -> bool:
     """Whether the compiled pickle emulator is the one in use (imports it if not yet imported)."""
     import importlib
+    import importlib.machinery
 
     module = importlib.import_module(f"{_PACKAGE}.pickle_vm")
-    return not str(getattr(module, "__file__", "")).endswith(".py")
+    spec = getattr(module, "__spec__", None)
+    return isinstance(getattr(spec, "loader", None), importlib.machinery.ExtensionFileLoader)
 
 
 def status() -> str:

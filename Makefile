@@ -1,6 +1,8 @@
 # Bastion developer targets. Needs only python3.11 on PATH; everything else goes into .venv.
 #
-#   make venv         create/update .venv (quick when pyproject.toml and constraints.txt are unchanged)
+#   make venv         create/update .venv (quick when pyproject.toml and constraints.txt are unchanged);
+#                     the install compiles the scanner's pickle emulator with mypyc (setup.py)
+#   make mypyc        recompile it in place (`make test` does when its source is newer)
 #   make test         ruff check, mypy, lint-imports, pytest (runs every step, fails if any failed)
 #   make demo         build the demo project and assess it
 #   make schemas      regenerate docs/*.schema.json from the pydantic models
@@ -19,29 +21,45 @@ STAMP := $(VENV)/.stamp
 TORCH ?= torch==2.13.0
 PYTEST_ARGS ?= -q
 
-.PHONY: venv test lint typecheck imports pytest demo schemas constraints clean
+# The record of the compiled pickle emulator (setup.py writes it; bastion.scan._compiled reads it).
+MYPYC_RECORD := src/bastion/scan/_mypyc.record
+MYPYC_SOURCES := src/bastion/scan/pickle_vm.py src/bastion/scan/_compiled.py setup.py
+EMULATOR_STATUS := import bastion.scan as s; print("bastion: pickle emulator:", s.pickle_vm_status())
+
+.PHONY: venv mypyc test lint typecheck imports pytest demo schemas constraints clean
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): pyproject.toml constraints.txt setup.py
 	@test -x $(BIN)/python || { echo "creating $(VENV) with $(PYTHON)"; $(PYTHON) -m venv $(VENV); }
 	$(BIN)/python -m pip install -q '$(TORCH)'
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[all,dev]'
+	@$(BIN)/python -c '$(EMULATOR_STATUS)'
 	@touch $(STAMP)
+
+# An edited emulator runs as edited (pure Python) until this recompiles it; a failed compile
+# records why and leaves it pure. Uses the venv's mypy (pinned by constraints.txt).
+mypyc: venv
+	$(BIN)/python setup.py -q build_ext --inplace
+	@$(BIN)/python -c '$(EMULATOR_STATUS)'
+
+$(MYPYC_RECORD): $(MYPYC_SOURCES) | $(STAMP)
+	$(BIN)/python setup.py -q build_ext --inplace
+	@$(BIN)/python -c '$(EMULATOR_STATUS)'
 
 # Every step runs even when an earlier one fails, so one CI log shows every problem.
 test: export OMP_NUM_THREADS = 1
 test: export MKL_NUM_THREADS = 1
-test: venv
+test: venv $(MYPYC_RECORD)
 	@rc=0; \
-	for step in "ruff check src tests benchmarks scripts" "mypy" "lint-imports" "pytest $(PYTEST_ARGS)"; do \
+	for step in "ruff check src tests benchmarks scripts setup.py" "mypy" "lint-imports" "pytest $(PYTEST_ARGS)"; do \
 	  echo "==> $$step"; \
 	  $(BIN)/$$step || { echo "FAILED: $$step"; rc=1; }; \
 	done; \
 	exit $$rc
 
 lint: venv
-	$(BIN)/ruff check src tests benchmarks scripts
+	$(BIN)/ruff check src tests benchmarks scripts setup.py
 
 typecheck: venv
 	$(BIN)/mypy
@@ -51,7 +69,7 @@ imports: venv
 
 pytest: export OMP_NUM_THREADS = 1
 pytest: export MKL_NUM_THREADS = 1
-pytest: venv
+pytest: venv $(MYPYC_RECORD)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 demo: export OMP_NUM_THREADS = 1

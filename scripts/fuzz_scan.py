@@ -31,6 +31,11 @@ import tempfile
 
 import atheris
 
+# The pure-Python pickle emulator, not the mypyc-compiled one: atheris instruments Python code
+# only, and uninstrumented the emulator would give libFuzzer no coverage to follow. (Set
+# BASTION_PURE_PYTHON=0 to fuzz the compiled one for crashes, without that guidance.)
+os.environ.setdefault("BASTION_PURE_PYTHON", "1")
+
 with atheris.instrument_imports(include=["bastion.scan"]):
     import bastion.scan as _pkg
     from bastion.core.scanning import Verdict

@@ -19,6 +19,7 @@ from bastion.core.files import read_config_text
 from bastion.core.hashing import file_sha256
 from bastion.core.registry import scanners as scanner_registry
 from bastion.core.severity import Severity
+from bastion.scan import _compiled
 from bastion.scan.base import Artifact, Outcome, ScanContext, ScanLimits, Scanner
 from bastion.scan.builtin import load_builtin_scanners
 from bastion.scan.policy import PicklePolicy, Rule, load_rules
@@ -831,6 +832,7 @@ def scan_records(
         raise ConfigError(f"jobs must be >= 0, got {jobs}")
     policy = load_rule_files(rules, allow, project_allow)
     lim = limits or ScanLimits()
+    log.debug("pickle emulator: %s", _compiled.status())
     entries: list[FileRecord | tuple[str, str]] = []
     seen: dict[str, str] = {}  # real path -> the display path it was listed under
     reals: dict[str, str] = {}

@@ -517,7 +517,10 @@ class PDict(_Value):
 
     def get(self, key: str, default: Any = None) -> Any:
         """Last value stored under the ``str`` key ``key``."""
-        for k, v in reversed(self.items):
+        # An index loop, not ``reversed(self.items)``: mypyc 2.4 fails on that loop over Any pairs.
+        items = self.items
+        for i in range(len(items) - 1, -1, -1):
+            k, v = items[i]
             if isinstance(k, str) and k == key:
                 return v
         return default
@@ -732,6 +735,11 @@ _CLOCK_EVERY = 1024
 MAX_MEMO = 1 << 21
 #: MARKs open at once (each keeps a list: 1M is ~60 MB); the unpickler has no such limit.
 MAX_MARKS = 1 << 20
+#: Nesting the emulator's recursive checks follow (a ``torch.Size`` of a ``torch.Size``, a dtype's
+#: field dtype, a helper's call hidden in another's arguments): deeper is :class:`LimitReached`.
+#: An explicit bound, not Python's recursion limit: compiled by mypyc, this module's recursion
+#: never raises ``RecursionError`` (an unbounded one overflows the C stack and kills the process).
+MAX_NESTING = 128
 
 
 # --------------------------------------------------------------------------- helpers
@@ -1167,10 +1175,12 @@ def _lazy_length(v: Any, budget: list[int], depth: int = 0) -> int:
     return max(total, 1)
 
 
-def _product(shape: Any) -> int | None:
+def _product(shape: Any, depth: int = 0) -> int | None:
     """Elements of an array of ``shape`` (int, tuple, list, ``torch.Size(...)``); :data:`COMPUTED`."""
     if isinstance(shape, Obj) and _call_name(shape) in ("torch.Size",) and isinstance(shape.args, tuple):
-        return _product(shape.args[0]) if shape.args else None
+        if depth >= MAX_NESTING:
+            raise LimitReached(f"torch.Size nested over {MAX_NESTING} deep")
+        return _product(shape.args[0], depth + 1) if shape.args else None
     if isinstance(shape, PList):
         shape = tuple(shape.items)
     dims = [_size_arg(d) for d in shape] if isinstance(shape, tuple) else [_size_arg(shape)]
@@ -1382,7 +1392,11 @@ def _text_int(line: bytes, *, c_long: bool) -> Any:
                 value = int(digits[2:] if base == 16 else digits, base)
                 value = -value if sign == b"-" else value
                 if -(1 << 63) <= value < (1 << 63):
-                    return bool(value) if len(line) == 2 and value in (0, 1) else value
+                    if len(line) == 2 and value in (0, 1):
+                        # (not ``bool(value) if ... else value``: its type is int, and mypyc
+                        # would turn the bool into an int)
+                        return bool(value)
+                    return value
     text = line.split(b"\x00", 1)[0]
     if not _PY_INT_LINE.fullmatch(text):
         raise ValueError(f"invalid literal for int() with base 0: {text[:40]!r}")
@@ -1457,19 +1471,24 @@ def typestr_itemsize(typestr: str) -> tuple[int, bool] | None:
 
 
 def dtype_info(
-    dtype: Any, _seen: dict[int, tuple[int, bool] | None] | None = None
+    dtype: Any, _seen: dict[int, tuple[int, bool] | None] | None = None, _depth: int = 0
 ) -> tuple[int, bool] | None:
     """``(itemsize, hasobject)`` of a symbolic ``numpy.dtype(...)`` (with its ``BUILD`` state).
 
     Returns ``None`` when the value is not a dtype the emulator can size. Each dtype object is
     sized once (a pickle can make a dtype whose fields name one shared sub-dtype twice at each
     of 60 levels: 2^60 walks otherwise); a dtype nested in itself is not sizeable.
+
+    Raises:
+        LimitReached: sub-dtypes nested over :data:`MAX_NESTING` deep.
     """
     seen: dict[int, tuple[int, bool] | None] = {} if _seen is None else _seen
     if id(dtype) in seen:
         return seen[id(dtype)]
+    if _depth >= MAX_NESTING:
+        raise LimitReached(f"numpy dtypes nested over {MAX_NESTING} deep")
     seen[id(dtype)] = None  # while being sized: a cycle is not sizeable
-    out = _dtype_info(dtype, seen)
+    out = _dtype_info(dtype, seen, _depth)
     seen[id(dtype)] = out
     return out
 
@@ -1571,7 +1590,7 @@ def dtype_flags_problem(dtype: Obj) -> str | None:
     )
 
 
-def _dtype_info(dtype: Any, seen: dict[int, tuple[int, bool] | None]) -> tuple[int, bool] | None:
+def _dtype_info(dtype: Any, seen: dict[int, tuple[int, bool] | None], depth: int) -> tuple[int, bool] | None:
     if not isinstance(dtype, Obj) or not isinstance(dtype.func, Global):
         return None
     if dtype.func.qualname not in _DTYPE_NAMES:
@@ -1607,14 +1626,14 @@ def _dtype_info(dtype: Any, seen: dict[int, tuple[int, bool] | None]) -> tuple[i
     if isinstance(fields, PDict):
         for _, spec in fields.items:
             if isinstance(spec, tuple) and spec:
-                sub = dtype_info(spec[0], seen)
+                sub = dtype_info(spec[0], seen, depth + 1)
                 if sub is None:
                     return None
                 if sub[1] and not hasobject:
                     return None
     sub = state[2]
     if isinstance(sub, tuple) and sub:
-        inner = dtype_info(sub[0], seen)
+        inner = dtype_info(sub[0], seen, depth + 1)
         if inner is None or (inner[1] and not hasobject):
             return None
     return itemsize, hasobject
@@ -1843,13 +1862,22 @@ class _VM:
         return obj
 
     def _value_checks(
-        self, where: str, args: tuple[Any, ...], kwargs: Any, obj: Obj, *, runs_init: bool, act: str = ""
+        self,
+        where: str,
+        args: tuple[Any, ...],
+        kwargs: Any,
+        obj: Obj,
+        *,
+        runs_init: bool,
+        act: str = "",
+        nesting: int = 0,
     ) -> None:
         """The checks of a call of ``where(*args, **kwargs)`` by its values (sizes, costs, paths).
 
         Run for every call of a global, and for the calls allowed helpers make with the stream's
         values (:meth:`_hidden_calls`: ``copyreg._reconstructor``'s ``base.__init__(obj, state)``);
-        ``runs_init``: the call runs the class's constructor (not ``NEWOBJ``'s ``cls.__new__``).
+        ``runs_init``: the call runs the class's constructor (not ``NEWOBJ``'s ``cls.__new__``);
+        ``nesting``: how many helpers' hidden calls this one is inside.
         """
         if act:  # a helper's call: the stream's call of the helper had its integers checked
             if where not in self.big_ints_seen:
@@ -1902,9 +1930,9 @@ class _VM:
         if runs_init and where.startswith(_TORCH_LAYERS):
             self._layer_size(where, args, kwargs, act)
         if where in _RECONSTRUCTORS or where in CALL_ARGUMENTS_AT:
-            self._hidden_calls(where, args)
+            self._hidden_calls(where, args, nesting)
 
-    def _hidden_calls(self, where: str, args: tuple[Any, ...]) -> None:
+    def _hidden_calls(self, where: str, args: tuple[Any, ...], nesting: int = 0) -> None:
         """The calls an allowed helper makes with the stream's values, checked as calls.
 
         ``copyreg._reconstructor(cls, base, state)`` runs ``base.__new__(cls, state)`` and
@@ -1930,9 +1958,17 @@ class _VM:
                 return  # a dynamic-callable already (_calls_its_argument)
         else:
             return
+        if nesting >= MAX_NESTING:
+            raise LimitReached(f"calls hidden in {where}'s arguments nested over {MAX_NESTING} deep")
         inner = Obj(func=callee, args=hidden, opcode=self.op_name, offset=self.op_offset)
         self._value_checks(
-            callee.qualname, hidden, None, inner, runs_init=True, act=f"{self.op_name} {where} calling"
+            callee.qualname,
+            hidden,
+            None,
+            inner,
+            runs_init=True,
+            act=f"{self.op_name} {where} calling",
+            nesting=nesting + 1,
         )
 
     def _layer_size(self, where: str, args: tuple[Any, ...], kwargs: Any, act: str) -> None:
@@ -3218,8 +3254,11 @@ def emulate(
     except _Truncated:
         res.error = f"truncated pickle: stream ends inside {vm.op_name or 'the first opcode'}"
         res.error_offset = vm.op_offset
-    except LimitReached as exc:
-        res.error = f"pickle beyond the scanner's limits: {exc}"
+    # ``limit_exc``, not ``exc``: compiled by mypyc, a name bound by ``except`` keeps the type of
+    # its first clause in every clause (mypyc issue 620): a ValueError bound to it would raise
+    # TypeError. setup.py's audit refuses a compiled module that does this.
+    except LimitReached as limit_exc:
+        res.error = f"pickle beyond the scanner's limits: {limit_exc}"
         res.error_offset = vm.op_offset
         res.limited = True
     except (ValueError, UnicodeDecodeError, struct.error, OverflowError, IndexError) as exc:

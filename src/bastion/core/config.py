@@ -33,6 +33,7 @@ from bastion.core.project_trust import (
     credential_env_problem,
     project_allow_problem,
 )
+from bastion.core.project_trust import model_class_problem as _model_class_problem
 from bastion.core.redact import redact_url, url_secrets
 from bastion.core.severity import Severity
 
@@ -280,6 +281,15 @@ class Asset(_Strict):
                 "still scanned and governed, its attacks are skipped), or export the model to ONNX "
                 "(e.g. tf2onnx) and use framework: onnx"
             )
+        return value
+
+    @field_validator("model_class")
+    @classmethod
+    def _own_code(cls, value: str | None) -> str | None:
+        # trial 32: `model_class: "this:WineNet"` imported the standard library's `this` (its
+        # top-level code printed the Zen of Python) before failing on the missing class
+        if value is not None and (problem := _model_class_problem(value)):
+            raise ValueError(problem)
         return value
 
     @model_validator(mode="after")

@@ -13,6 +13,10 @@ round 31):
   ``logging.FileHandler`` from a repository's ``bastion.yaml`` made a pickle that loads the
   repository's native library judged ``safe`` and unpickled. An allow entry typed on the command
   line (``bastion scan --allow``) keeps its full power: the user wrote it.
+* ``model_class`` may not name a module of the standard library (or ``__main__``): the module
+  is imported to rebuild a state_dict, and importing ``this``, ``antigravity`` or
+  ``idlelib.idle`` runs their top-level code (new-user trial 32). A model class is the user's
+  code or a library's (``torchvision``), never the standard library's.
 * ``endpoint.token_env`` / ``endpoint.headers_env`` may not name a well-known cloud, CI or
   package-registry credential (:func:`credential_env_problem`): export the value under another
   name and name that.
@@ -32,6 +36,7 @@ __all__ = [
     "cleartext_credentials_problem",
     "credential_env_problem",
     "is_loopback_url",
+    "model_class_problem",
     "project_allow_problem",
 ]
 
@@ -104,6 +109,31 @@ PROTECTED_ALLOW_ROOTS: frozenset[str] = frozenset(
     | {"builtins", "__builtin__", "__builtins__", "__main__", "__mp_main__"}
     | _THIRD_PARTY_ROOTS
 )
+
+
+def _stdlib_root(root: str) -> bool:
+    return (
+        root in sys.stdlib_module_names
+        or root in _OTHER_STDLIB
+        or root in _python2_roots()
+        or root in {"builtins", "__builtin__", "__builtins__", "__main__", "__mp_main__"}
+    )
+
+
+def model_class_problem(class_ref: str) -> str | None:
+    """Why a project file's ``model_class`` (``package.module:Class``) is refused, or ``None``.
+
+    Its module is imported when the model is loaded, so a module of the standard library (whose
+    import may run code: ``this`` prints, ``antigravity`` opens a browser) is refused; the user's
+    own modules and libraries' (``torchvision.models.resnet:ResNet``) stand.
+    """
+    root = class_ref.strip().split(":", 1)[0].split(".", 1)[0]
+    if not _stdlib_root(root):
+        return None
+    return (
+        f"{class_ref!r} names a module of the standard library ({root}): model_class is imported "
+        "to rebuild the model, so it must name your own code or a library's model class"
+    )
 
 
 def project_allow_problem(entry: str) -> str | None:

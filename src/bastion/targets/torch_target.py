@@ -260,6 +260,10 @@ def import_class(class_ref: str) -> type:
     """
     if not isinstance(class_ref, str) or not _CLASS_REF.match(class_ref):
         raise ConfigError(f"model_class {class_ref!r} is not of the form 'package.module:Class'")
+    from bastion.core.project_trust import model_class_problem as stdlib_problem
+
+    if problem := stdlib_problem(class_ref):  # the config refuses it too; never imported here
+        raise ConfigError(f"model_class {problem}")
     mod_name, attr = class_ref.split(":")
     try:
         mod = importlib.import_module(mod_name)

@@ -157,3 +157,44 @@ def test_profiling_a_tab_separated_file_names_the_delimiter(tmp_path: Path) -> N
     f.write_text("a\tb\tlabel\n1\t2\t0\n3\t4\t1\n")
     with pytest.raises(ConfigError, match="split by a tab"):
         profile_dataset(f)
+
+
+def test_a_malformed_csv_is_named_by_its_1_based_file_line(train: Path, tmp_path: Path) -> None:
+    """Trial 32: an extra field on line 152 was reported as "malformed CSV near row 0"."""
+    prof = profile_dataset(train, label="label")
+    rows = [f"{20 + i % 50},a,0.5,{i % 2}" for i in range(300)]
+    rows[150] += ",9"  # data row 150: line 152 of the file (the header is line 1)
+    bad = write_csv(tmp_path / "bad.csv", rows)
+    assert bad.read_text().splitlines()[151].endswith(",9")
+    for call in (
+        lambda: validate_dataset(bad, prof, chunksize=50),
+        lambda: profile_dataset(bad, chunksize=50),
+    ):
+        with pytest.raises(ConfigError) as ei:
+            call()
+        text = str(ei.value)
+        assert "bad.csv: malformed CSV at line 152 (1-based line of the file" in text, text
+        assert "5 fields, the header has 4" in text and "row 0" not in text
+    # a quoted cell holding a newline is one record but two lines: the line is the file's
+    quoted = tmp_path / "quoted.csv"
+    quoted.write_text('age,ward,score,label\n30,"a\nb",0.5,1\n\n31,a,0.5,1,extra\n', encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"malformed CSV at line 5 \("):
+        validate_dataset(quoted, prof)
+
+
+def test_validate_reports_the_cell_as_written(train: Path, tmp_path: Path) -> None:
+    """Trial 32: ``--show-values`` printed a label written ``7`` as ``7.0``."""
+    from bastion.data.validate import _cell
+
+    prof = profile_dataset(train, label="label")
+    new = write_csv(tmp_path / "new.csv", ["30,a,0.5,7", "300,a,0.5,1", "30,a,2,1"])
+    got = {(v.row, v.column, v.rule, v.value) for v in validate_dataset(new, prof)}
+    assert got == {(0, "label", "category", "7"), (1, "age", "range", "300"), (2, "score", "range", "2")}
+    # without the raw cell, a whole number of an integral column still prints as one
+    known = {c.name: c for c in prof.columns}
+    import pandas as pd
+
+    empty = pd.DataFrame({"age": []})
+    assert _cell(empty, 0, "label", 7.0, known) == "7"
+    assert _cell(empty, 0, "age", 300.0, known) == "300"
+    assert _cell(empty, 0, "score", 2.0, known) == "2.0"

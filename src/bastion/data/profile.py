@@ -12,9 +12,11 @@ all are whole), else ``category`` when it has at most ``max_categories`` distinc
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
@@ -188,6 +190,46 @@ def check_delimiter(p: Path, header: list[str], expected: int) -> None:
             )
 
 
+def malformed_csv(path: Path, exc: Exception) -> ConfigError:
+    """The error for a CSV pandas could not tokenise, naming the 1-based line of the file.
+
+    pandas' own message counts records (a quoted cell holding a newline is one), and its chunk
+    reader gives no row at all: the file is read again with :mod:`csv` to find the first record
+    with more cells than the header, and its first physical line is named (the header is line 1).
+    """
+    msg = str(exc).strip()
+    found = _first_long_record(path)
+    if found is not None:
+        line, want, got = found
+        return ConfigError(
+            f"{path}: malformed CSV at line {line} (1-based line of the file; the header is line 1): "
+            f"{got} fields, the header has {want}"
+        )
+    m = re.search(r"\bline (\d+)", msg)
+    where = f" at record {m.group(1)} (1-based, the header is 1)" if m else ""
+    return ConfigError(f"{path}: malformed CSV{where}: {msg}")
+
+
+def _first_long_record(path: Path) -> tuple[int, int, int] | None:
+    """``(first line, header width, width)`` of the first record wider than the header, if any."""
+    try:
+        with path.open(encoding="utf-8-sig", errors="replace", newline="") as fh:
+            reader = csv.reader(fh, skipinitialspace=True)
+            width: int | None = None
+            last = 0
+            for rec in reader:
+                start, last = last + 1, reader.line_num
+                if not rec:
+                    continue
+                if width is None:
+                    width = len(rec)
+                elif len(rec) > width:
+                    return start, width, len(rec)
+    except (OSError, csv.Error):
+        return None
+    return None
+
+
 def read_csv_chunks(path: Path, *, chunksize: int) -> Any:
     """An iterator of string-typed pandas chunks of a CSV file.
 
@@ -240,7 +282,7 @@ def profile_dataset(
             for c in order:
                 accs[c].add(chunk[c])
     except pd.errors.ParserError as exc:
-        raise ConfigError(f"{p}: malformed CSV: {str(exc).strip()}") from None
+        raise malformed_csv(p, exc) from None
     except pd.errors.EmptyDataError:
         raise ConfigError(f"{p}: empty file (no header row)") from None
     except UnicodeDecodeError as exc:

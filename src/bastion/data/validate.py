@@ -3,8 +3,9 @@
 The schema part is pandera's (``DataFrameSchema`` built from the profile: each known column,
 its type, range ``[min, max]`` widened by ``tolerance`` of the span, categories, whether missing
 values were seen, and ``strict`` so an unknown column is a violation). CSV files are streamed in
-chunks; every violation names the row (0-based data row, the header excluded), the column and
-the rule. npz files are checked per array (presence, dtype kind, row shape, value range).
+chunks; every violation names the row (0-based data row, the header excluded), the column, the
+rule and the cell as written; a CSV pandas cannot tokenise is named by its 1-based file line (the
+header is line 1). npz files are checked per array (presence, dtype kind, row shape, value range).
 
 Rules: ``column-unknown``, ``column-missing``, ``label-missing``, ``type:number``,
 ``type:integer``, ``not-null``, ``range``, ``category``, ``array-missing``, ``array-shape``,
@@ -20,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from bastion.core.errors import ConfigError, require
-from bastion.data.profile import Profile, check_delimiter, read_csv_chunks
+from bastion.data.profile import Profile, check_delimiter, malformed_csv, read_csv_chunks
 
 _RULES = {"not_nullable": "not-null", "in_range": "range", "isin": "category"}
 
@@ -101,6 +102,7 @@ def validate_dataset(
                         out.append(Violation(None, c, rule))
             df = chunk[[c for c in chunk.columns if c in known]].copy()
             df.index = range(offset, offset + len(df))
+            raw = df.copy()  # the cells as written: what --show-values prints (``7``, not ``7.0``)
             typed: set[tuple[int, str]] = set()
             for c in df.columns:
                 prof = known[c]
@@ -130,16 +132,13 @@ def validate_dataset(
                         continue
                     if rule == "not-null" and (int(idx), str(col)) in typed:
                         continue
-                    out.append(
-                        Violation(
-                            int(idx), None if col is None else str(col), rule, str(rec.get("failure_case"))
-                        )
-                    )
+                    value = _cell(raw, int(idx), col, rec.get("failure_case"), known)
+                    out.append(Violation(int(idx), None if col is None else str(col), rule, value))
             offset += len(chunk)
             if len(out) >= limit:
                 break
     except pd.errors.ParserError as exc:
-        raise ConfigError(f"{p}: malformed CSV near row {offset}: {str(exc).strip()}") from None
+        raise malformed_csv(p, exc) from None
     except pd.errors.EmptyDataError:
         raise ConfigError(f"{p}: empty file (no header row)") from None
     except UnicodeDecodeError as exc:
@@ -148,6 +147,23 @@ def validate_dataset(
         raise ConfigError(f"{p}: no data rows (a header only); nothing to validate")
     out.sort(key=lambda v: (-1 if v.row is None else v.row, v.column or "", v.rule))
     return out[:limit]
+
+
+def _cell(raw: Any, row: int, col: Any, failed: Any, known: dict[str, Any]) -> str:
+    """A failing cell as the file wrote it (else pandera's value, whole numbers without ``.0``).
+
+    pandera reports the value converted to float (``7.0`` for a label written ``7``); a whole
+    number of an integral column (``integer`` kind, or a numeric label) is printed as an integer.
+    """
+    if col in raw.columns and row in raw.index:
+        text = raw.at[row, col]
+        if isinstance(text, str):
+            return text
+    prof = known.get(str(col))
+    integral = prof is not None and (prof.kind == "integer" or prof.categories is not None)
+    if integral and isinstance(failed, float) and failed.is_integer():
+        return str(int(failed))
+    return str(failed)
 
 
 def _validate_npz(p: Path, profile: Profile, tolerance: float) -> list[Violation]:

@@ -102,3 +102,52 @@ def test_what_a_project_file_allowed_is_an_info_finding(tmp_path: Path) -> None:
     # the user's own --allow of the same entry wins: nothing to show
     both = scan_paths([path], allow=["mypkg.*"], project_allow=["mypkg.*"]).files[0]
     assert both.verdict is Verdict.SAFE and both.findings == []
+
+
+def test_a_scan_gate_reports_what_a_typed_allow_entry_let_through(tmp_path: Path) -> None:
+    # assess/harden/guard pass --allow with report_allowed: each global only it let through is an
+    # info finding of its own rule id, apart from a project file's (bastion scan --allow: none)
+    path = tmp_path / "m.pkl"
+    path.write_bytes(P(G("mypkg.models", "Net") + b")\x81" + b"0" + G("other.layers", "Block") + b")\x81"))
+    fr = scan_file(path, allow=["mypkg.*"], project_allow=["other.layers.Block"], report_allowed=True)
+    assert fr.verdict is Verdict.SAFE
+    found = {f.rule_id: f.evidence for f in fr.findings}
+    assert found["scan.pickle.user-allowed"]["global"] == "mypkg.models.Net"
+    assert found["scan.pickle.user-allowed"]["source"] == "--allow"
+    assert found["scan.pickle.project-allowed"]["global"] == "other.layers.Block"
+    assert found["scan.pickle.project-allowed"]["source"] == "scan.allow"
+    # the same in worker processes (the policy travels to them)
+    copy = tmp_path / "n.pkl"
+    copy.write_bytes(path.read_bytes())
+    many = scan_paths([path, copy], allow=["mypkg.*", "other.*"], report_allowed=True, jobs=2)
+    assert [[f.rule_id for f in x.findings] for x in many.files] == [["scan.pickle.user-allowed"] * 2] * 2
+    # a denied callable stays denied, and nothing says an entry allowed it
+    bad = tmp_path / "bad.pkl"
+    bad.write_bytes(P(CALL(G("os", "system"), S("true")) + b"0N"))
+    fr = scan_file(bad, allow=["os.system", "os.*"], report_allowed=True)
+    assert fr.verdict is Verdict.MALICIOUS
+    assert {f.rule_id for f in fr.findings} == {"scan.pickle.denied-global"}
+
+
+def test_a_scan_gate_reports_what_an_allow_entry_let_through_in_a_skops_schema(tmp_path: Path) -> None:
+    import json
+    import zipfile
+
+    def node(loader: str, module: str, cls: str, ident: int, **extra: object) -> dict[str, object]:
+        return {"__loader__": loader, "__module__": module, "__class__": cls, "__id__": ident, **extra}
+
+    content = node(
+        "DictNode", "builtins", "dict", 2, content={"block": node("ObjectNode", "mylib", "Block", 3)}
+    )
+    schema = node("ObjectNode", "sklearn.linear_model._logistic", "LogisticRegression", 1, content=content)
+    path = tmp_path / "m.skops"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("schema.json", json.dumps({**schema, "_skops_version": "0.16.0"}))
+    assert scan_file(path).verdict is Verdict.SUSPICIOUS
+    typed = scan_file(path, allow=["mylib.Block"], report_allowed=True)
+    [f] = typed.findings
+    assert typed.verdict is Verdict.SAFE and f.rule_id == "scan.skops.user-allowed"
+    assert f.evidence["source"] == "--allow" and f.evidence["allow_entry"] == "mylib.Block"
+    [f] = scan_file(path, project_allow=["mylib.Block"]).findings
+    assert f.rule_id == "scan.skops.project-allowed" and f.evidence["source"] == "scan.allow"
+    assert scan_file(path, allow=["mylib.Block"]).findings == []  # bastion scan --allow: as before

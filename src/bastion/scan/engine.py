@@ -333,7 +333,11 @@ def _walk(root: Path, reals: dict[str, str] | None = None) -> Iterator[tuple[str
 
 
 def load_rule_files(
-    rules: Sequence[str | os.PathLike[str]], allow: Sequence[str] = (), project_allow: Sequence[str] = ()
+    rules: Sequence[str | os.PathLike[str]],
+    allow: Sequence[str] = (),
+    project_allow: Sequence[str] = (),
+    *,
+    report_allowed: bool = False,
 ) -> PicklePolicy:
     """The pickle policy: shipped rules, plus extra rule files, plus the user's allow entries.
 
@@ -343,6 +347,7 @@ def load_rule_files(
             deny-listed callable.
         allow: the user's allow entries (see :class:`PicklePolicy`).
         project_allow: a project file's ``scan.allow`` entries (see :class:`PicklePolicy`).
+        report_allowed: report what only an ``allow`` entry let through (see :class:`PicklePolicy`).
 
     Raises:
         ConfigError: a file is missing, not a regular file, too large (over
@@ -350,8 +355,8 @@ def load_rule_files(
             problem is listed).
     """
     if not rules:
-        return PicklePolicy(allow, project_allow=project_allow)
-    base = PicklePolicy(allow, project_allow=project_allow)
+        return PicklePolicy(allow, project_allow=project_allow, report_allowed=report_allowed)
+    base = PicklePolicy(allow, project_allow=project_allow, report_allowed=report_allowed)
     extra_allow: list[Rule] = []
     extra_deny: list[Rule] = []
     problems: list[str] = []
@@ -384,6 +389,7 @@ def load_rule_files(
     policy = PicklePolicy(
         allow,
         project_allow=project_allow,
+        report_allowed=report_allowed,
         allow_rules=(*base.allow_rules, *extra_allow),
         deny_rules=(*base.deny_rules, *extra_deny),
     )
@@ -757,6 +763,7 @@ def scan_paths(
     jobs: int = 1,
     progress: Progress | None = None,
     digest: bool = True,
+    report_allowed: bool = False,
 ) -> ScanResult:
     """Scan files and folders (recursively) without loading anything.
 
@@ -779,6 +786,10 @@ def scan_paths(
         progress: called after each scanned file with ``(done, total, path)``.
         digest: compute each file's SHA-256 (``False``: ``sha256`` is ``None``; hashing reads
             every byte, so a scan that only parses headers is much faster without it).
+        report_allowed: report each global that only an ``allow`` entry let through as an
+            ``info`` finding ``<scanner>.user-allowed`` (a ``project_allow`` entry's always is,
+            as ``<scanner>.project-allowed``); the scan gates of ``assess``, ``harden`` and the
+            guard set it (see :class:`~bastion.scan.policy.PicklePolicy`).
 
     Returns:
         A :class:`bastion.core.scanning.ScanResult` with one ``FileResult`` per file found.
@@ -797,6 +808,7 @@ def scan_paths(
         jobs=jobs,
         progress=progress,
         digest=digest,
+        report_allowed=report_allowed,
     ).to_result()
 
 
@@ -810,6 +822,7 @@ def scan_records(
     jobs: int = 1,
     progress: Progress | None = None,
     digest: bool = True,
+    report_allowed: bool = False,
 ) -> ScanRecords:
     """:func:`scan_paths` (same arguments, same errors), returning the scanner's plain records.
 
@@ -830,7 +843,7 @@ def scan_records(
         raise ScanError("no such file or folder: " + ", ".join(missing))
     if jobs < 0:
         raise ConfigError(f"jobs must be >= 0, got {jobs}")
-    policy = load_rule_files(rules, allow, project_allow)
+    policy = load_rule_files(rules, allow, project_allow, report_allowed=report_allowed)
     lim = limits or ScanLimits()
     log.debug("pickle emulator: %s", _compiled.status())
     entries: list[FileRecord | tuple[str, str]] = []
@@ -936,6 +949,7 @@ def scan_file(
     allow: Sequence[str] = (),
     project_allow: Sequence[str] = (),
     limits: ScanLimits | None = None,
+    report_allowed: bool = False,
 ) -> FileResult:
     """Scan one file without loading it.
 
@@ -944,6 +958,7 @@ def scan_file(
         allow: see :func:`scan_paths`.
         project_allow: see :func:`scan_paths` (a ``bastion.yaml``'s ``scan.allow``).
         limits: see :func:`scan_paths`.
+        report_allowed: see :func:`scan_paths`.
 
     Raises:
         ScanError: the path does not exist or is a folder.
@@ -954,5 +969,7 @@ def scan_file(
         raise ScanError(f"no such file: {p}")
     if p.is_dir():
         raise ScanError(f"{p} is a folder; use scan_paths to scan folders")
-    result = scan_paths([p], allow=allow, project_allow=project_allow, limits=limits)
+    result = scan_paths(
+        [p], allow=allow, project_allow=project_allow, limits=limits, report_allowed=report_allowed
+    )
     return result.files[0]

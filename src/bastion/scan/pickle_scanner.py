@@ -22,6 +22,7 @@ from bastion.scan.policy import Verdictish
 
 if TYPE_CHECKING:
     from bastion.core.findings import Finding
+    from bastion.scan.policy import PicklePolicy, Rule
 
 __all__ = ["PickleScanner", "analyse_pickle", "judge_result"]
 
@@ -60,8 +61,23 @@ _PICKLE_EXTS = (".pkl", ".pickle", ".pk", ".pck", ".pcl", ".p", ".dill", ".cpkl"
 def project_allowed_finding(
     art: Artifact, q: str, rule_id: str, offset: int | None, rule_prefix: str, rules_version: str
 ) -> Finding:
-    """The ``info`` finding of a global that only a project file's ``scan.allow`` entry allowed."""
-    entry = rule_id.removeprefix("project:")
+    """The ``info`` finding of a global that only an allow-list addition allowed.
+
+    ``rule_id`` is the addition's rule: ``project:<entry>`` (a project file's ``scan.allow``:
+    ``<prefix>.project-allowed``) or ``user:<entry>`` (``--allow`` / ``allow=``, reported where
+    the policy's ``report_allowed`` is set: ``<prefix>.user-allowed``).
+    """
+    source, _, entry = rule_id.partition(":")
+    if source == "user":
+        return art.finding(
+            f"{rule_prefix}.user-allowed",
+            Severity.INFO,
+            f"{q} is allowed only by the --allow entry {entry}",
+            offset=offset,
+            evidence={"global": q, "allow_entry": entry, "source": "--allow", "rules_version": rules_version},
+            remediation="Check that the entry names a class you trust; leave it out of --allow otherwise.",
+            references=_REFS,
+        )
     return art.finding(
         f"{rule_prefix}.project-allowed",
         Severity.INFO,
@@ -71,6 +87,13 @@ def project_allowed_finding(
         remediation="Check that the entry names your own code; remove it from scan.allow otherwise.",
         references=_REFS,
     )
+
+
+def reported_addition(rule: Rule | None, policy: PicklePolicy) -> bool:
+    """Whether a global this allow rule let through is shown as an ``info`` finding."""
+    if rule is None:
+        return False
+    return rule.source == "project" or (rule.source == "user" and policy.report_allowed)
 
 
 def judge_result(
@@ -117,9 +140,10 @@ def judge_result(
         called_ref_only = (
             j.kind is Verdictish.ALLOWED and j.rule is not None and not j.rule.call and ncalls[q]
         )
-        if j.kind is Verdictish.ALLOWED and j.rule is not None and j.rule.source == "project":
+        if j.kind is Verdictish.ALLOWED and j.rule is not None and reported_addition(j.rule, policy):
             # allowed only by a project file's scan.allow (a bastion.yaml someone else may have
-            # written): shown, so that an auditor sees what the file added (red-team round 31)
+            # written), or by --allow in a scan gate (assess, harden, the guard): shown, so that
+            # an auditor sees what the file or the command line added (red-team round 31)
             out.findings.append(
                 project_allowed_finding(art, q, j.rule.id, offset, rule_prefix, policy.version)
             )

@@ -38,6 +38,7 @@ __all__ = [
     "PicklePolicy",
     "Rule",
     "Verdictish",
+    "check_allow_entries",
     "compile_rules",
     "load_rules",
     "write_compiled_rules",
@@ -360,6 +361,27 @@ def _user_rule(entry: str, source: str = "user") -> Rule:
     )
 
 
+def check_allow_entries(allow: Sequence[str]) -> list[str]:
+    """The user's allow entries (``--allow``, ``allow=``), checked as :class:`PicklePolicy` checks them.
+
+    A single string is one entry. Nothing is logged (the policy that uses them says which
+    entries the deny-list overrides).
+
+    Raises:
+        ConfigError: an entry is not ``module.Name`` or ``module.*`` (every bad entry is listed).
+    """
+    entries = [allow] if isinstance(allow, str) else [str(e) for e in allow]
+    problems: list[str] = []
+    for entry in entries:
+        try:
+            _user_rule(entry)
+        except ConfigError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise ConfigError("bad scan allow-list entries", problems)
+    return entries
+
+
 _DOTTED_IDENT = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*\Z")
 
 
@@ -421,6 +443,11 @@ class PicklePolicy:
             attribute chain (``mypkg._os.system`` reaches ``os.system`` through an import).
         allow_rules: allow rules (defaults to the shipped allow-list).
         deny_rules: deny rules (defaults to the shipped deny-list).
+        report_allowed: also report each global that only an ``allow`` entry let through, as
+            a ``project_allow`` entry's always is: an ``info`` finding ``<scanner>.user-allowed``
+            (``scan.pickle.project-allowed`` for a project file's). The scan gate of ``assess``,
+            ``harden`` and the guard sets it, so that their reports show what ``--allow`` added;
+            ``bastion scan --allow`` does not (its result is read by whoever typed the entry).
 
     Whatever the source of an addition, a deny rule wins over it, and so does a shipped allow
     rule that accepts a global only as a class reference (``call = false``: ``numpy.memmap``
@@ -438,8 +465,10 @@ class PicklePolicy:
         project_allow: Sequence[str] = (),
         allow_rules: Iterable[Rule] | None = None,
         deny_rules: Iterable[Rule] | None = None,
+        report_allowed: bool = False,
     ) -> None:
         av, ballow, dv, bdeny = _builtin_rules()
+        self.report_allowed = report_allowed
         self.allow_version = av if allow_rules is None else "custom"
         self.deny_version = dv if deny_rules is None else "custom"
         self.allow_rules: tuple[Rule, ...] = ballow if allow_rules is None else tuple(allow_rules)

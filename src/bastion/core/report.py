@@ -17,7 +17,7 @@ from bastion.core.redact import redact_url
 from bastion.core.results import CheckError, CheckResult, Skipped
 from bastion.core.severity import Severity
 
-REPORT_SCHEMA_VERSION = "1.4.0"
+REPORT_SCHEMA_VERSION = "1.5.0"
 
 
 class RunScope(BaseModel):
@@ -42,6 +42,12 @@ class RunInfo(BaseModel):
 
     ``scope``: the selection the run was narrowed to (``None``: every asset and check). Against
     a baseline, a finding of a check that did not run on its asset is left out, never ``fixed``.
+
+    ``scan_allow``: the project file's ``scan.allow`` entries (only the user's own code);
+    ``scan_allow_cli``: the entries typed for the run (``--allow``, ``allow=``; not so limited).
+    Each global only one of them let through is an ``info`` finding
+    (``scan.pickle.project-allowed`` / ``scan.pickle.user-allowed``). ``None``: not recorded (a
+    run stored before schema 1.5.0).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -54,6 +60,8 @@ class RunInfo(BaseModel):
     project: str | None = None
     budget: str | None = None
     scope: RunScope | None = None
+    scan_allow: list[str] | None = None
+    scan_allow_cli: list[str] | None = None
 
 
 class Reproducibility(BaseModel):

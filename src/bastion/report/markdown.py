@@ -99,6 +99,17 @@ def report_to_markdown(report: Report, *, fail_on: str = "medium", max_findings:
         )
     )
     lines.append("")
+    additions = [
+        f"{label}: " + ", ".join(_code(e) for e in entries)
+        for label, entries in (
+            ("project file (`scan.allow`)", run.scan_allow),
+            ("command line (`--allow`)", run.scan_allow_cli),
+        )
+        if entries
+    ]
+    if additions:  # what the scanner was told to accept besides its shipped allow-list
+        lines.append("**Scan allow-list additions**: " + "; ".join(additions))
+        lines.append("")
     lines.append(f"**Gate (`--fail-on {fail_on}`)**: {md_cell(verdict.line())}")
     lines.append("")
 

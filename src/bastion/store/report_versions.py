@@ -62,12 +62,27 @@ def _baseline_run(data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
+def _scan_allow(data: dict[str, Any]) -> dict[str, Any]:
+    """1.4.0 -> 1.5.0: ``run`` gained ``scan_allow`` and ``scan_allow_cli`` (the allow-list additions).
+
+    A 1.4.0 run did not record them; they read as unknown (``None``). Its findings still show
+    each global a project file's entry let through (``scan.pickle.project-allowed``).
+    """
+    for key in ("run", "baseline_run"):
+        run = data.get(key)
+        if isinstance(run, dict):
+            run.setdefault("scan_allow", None)
+            run.setdefault("scan_allow_cli", None)
+    return data
+
+
 #: ``from_version -> (to_version, step)``; a bump adds one step keyed by the version it upgrades from.
 STEPS: dict[str, tuple[str, Step]] = {
     "1.0.0": ("1.1.0", _signature_fields),
     "1.1.0": ("1.2.0", _run_scope),
     "1.2.0": ("1.3.0", _version_lineage),
     "1.3.0": ("1.4.0", _baseline_run),
+    "1.4.0": ("1.5.0", _scan_allow),
 }
 
 _SEMVER = re.compile(r"^(\d+)\.(\d+)\.(\d+)$")

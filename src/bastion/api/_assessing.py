@@ -54,21 +54,24 @@ def preflight(
     only: Sequence[str] = (),
     skip: Sequence[str] = (),
     db_url: str | None = None,
+    allow: Sequence[str] = (),
 ) -> Plan:
     """The plan, after every check that needs no model loaded — all problems at once.
 
     Checks config, selection, files, datasets (shapes, labels) and each planned check's
     parameters. With ``db_url``, the model versions recorded there by ``bastion harden``
     (each model's latest, or the one ``asset`` names as ``<model>.v<N>``) are planned too, as
-    a run would assess them; the store is only read (see ``Store.open_read_only``).
+    a run would assess them; the store is only read (see ``Store.open_read_only``). ``allow``:
+    as :func:`assess`'s (the plan's ``scan_allow_cli``).
 
     This is ``bastion assess --dry-run``: it loads no model and writes nothing.
 
     Raises:
         ConfigError: every problem found, with its field path or file; a picked version that
-            is not recorded.
+            is not recorded; a malformed ``allow`` entry.
         StoreError: ``db_url`` cannot be read.
     """
+    allow = allow_entries(allow)
     versions: dict[str, Any] = {}
     if db_url is not None:
         cfg0 = load_config(config)
@@ -76,6 +79,7 @@ def preflight(
         plan(config, budget=budget, asset=None if pick else asset, only=only, skip=skip)  # config first
         versions = _latest_versions(db_url, cfg0, pick, read_only=True)
     the_plan = plan(config, budget=budget, asset=asset, only=only, skip=skip, versions=versions)
+    the_plan.scan_allow_cli = list(allow)
     cfg, base = the_plan.config, the_plan.base_dir
     assets = [a for a in _assets(cfg, versions) if _selected(a.name, asset)]
     _preflight_files(cfg, base, assets)
@@ -93,7 +97,7 @@ def preflight(
             problems.append(str(exc))
     if problems:
         raise ConfigError(f"{len(problems)} problem(s) found in preflight", problems)
-    _gate_plan(the_plan, assets, cfg, base)
+    _gate_plan(the_plan, assets, cfg, base, allow)
     return the_plan
 
 
@@ -168,7 +172,55 @@ def _format_problem(a: Asset, fmt: str | None) -> str | None:
     )
 
 
-def _gate_plan(the_plan: Plan, assets: Sequence[Asset], cfg: ProjectConfig, base: Path) -> None:
+def allow_entries(allow: Sequence[str]) -> list[str]:
+    """The allow entries typed for a run (``--allow``, ``allow=``), checked before anything runs.
+
+    Raises:
+        ConfigError: an entry is not ``module.Name`` or ``module.*`` (every bad one is listed).
+    """
+    from bastion.scan.policy import check_allow_entries
+
+    return check_allow_entries(allow)
+
+
+def gate_scan(path: Path, cfg: ProjectConfig, allow: Sequence[str]) -> FileResult:
+    """The scan that decides whether a model file may be loaded (assess, harden, the guard).
+
+    The project file's ``scan.allow`` (only the user's own code) and the entries typed for the
+    run (``--allow``, ``allow=``: full power, the deny-list still wins); each global only one
+    of them let through is an ``info`` finding (``scan.pickle.project-allowed`` /
+    ``scan.pickle.user-allowed``).
+
+    Raises:
+        ScanError: the file cannot be scanned.
+        ConfigError: a malformed or (project file) refused allow entry.
+    """
+    from bastion.scan import scan_file
+
+    return scan_file(path, allow=allow, project_allow=cfg.scan.allow, report_allowed=True)
+
+
+def scan_allowed(fr: FileResult) -> list[dict[str, str]]:
+    """Each global of a gate's scan that only an allow-list addition let through.
+
+    ``{"global", "allow_entry", "source"}``: ``source`` is ``--allow`` (typed for the run) or
+    ``scan.allow`` (the project file), from the scan's ``*.user-allowed`` and
+    ``*.project-allowed`` findings.
+    """
+    return [
+        {
+            "global": str(f.evidence.get("global") or f.evidence.get("type") or ""),
+            "allow_entry": str(f.evidence.get("allow_entry", "")),
+            "source": str(f.evidence.get("source", "")),
+        }
+        for f in fr.findings
+        if f.rule_id.endswith((".user-allowed", ".project-allowed"))
+    ]
+
+
+def _gate_plan(
+    the_plan: Plan, assets: Sequence[Asset], cfg: ProjectConfig, base: Path, allow: Sequence[str] = ()
+) -> None:
     """Mark the attacks a run would skip because their model will not load.
 
     The scan is static (nothing is loaded), as in a run; a model file not judged ``safe`` is
@@ -177,15 +229,13 @@ def _gate_plan(the_plan: Plan, assets: Sequence[Asset], cfg: ProjectConfig, base
     plain torch checkpoint (pickled tensors, no TorchScript ``code/``) is a state_dict that only
     ``model_class`` can load, so its attacks are marked too (they all errored in the run).
     """
-    from bastion.scan import scan_file
-
     attacked = {i.asset for i in the_plan.items if i.kind == "attack" and i.skip_reason is None}
     for a in assets:
         if a.name not in attacked or not loads_file(a) or not a.path:
             continue
         fmt = None
         try:
-            fr = scan_file(base / a.path, project_allow=cfg.scan.allow)
+            fr = gate_scan(base / a.path, cfg, allow)
             verdict, fmt = fr.verdict.value, fr.format
         except ScanError:
             verdict = Verdict.ERROR.value
@@ -542,6 +592,7 @@ def assess(
     include_versions: bool = True,
     before_store: Callable[[Report], object] | None = None,
     budget: str | None = None,
+    allow: Sequence[str] = (),
 ) -> Report:
     """Assess every asset of a project and return the report (stored unless ``store=False``).
 
@@ -566,15 +617,21 @@ def assess(
             the run is still stored, then its error is raised.
         budget: the budget preset (``quick``, ``standard``, ``thorough``) when no ``settings``
             are given (``bastion.assess("bastion.yaml", budget="quick")``).
+        allow: allow-list additions for the model scan, ``module.Name`` or ``module.*`` (as
+            ``bastion scan --allow``; ``bastion assess --allow``): yours, so not limited to your
+            own code as the project file's ``scan.allow`` is; no entry allows a deny-listed
+            callable. Each global only such an entry let through is an ``info`` finding
+            ``scan.pickle.user-allowed``, and the report's ``run.scan_allow_cli`` lists them.
 
     Returns:
         The report; see ``docs/report.schema.json``.
 
     Raises:
         ConfigError: invalid config, missing file, dataset not fitting a model, bad selection,
-            a baseline that is another project's run or empty.
+            a baseline that is another project's run or empty, a malformed ``allow`` entry.
         BastionError: unreachable database (``StoreError``), and other preflight failures.
     """
+    allow = allow_entries(allow)
     if settings is not None and budget is not None:
         raise ConfigError("give the budget in settings or as budget=, not both")
     if baseline is not None and not baseline.strip():  # red-team round 28, F10: silently none
@@ -616,8 +673,6 @@ def assess(
     preset = PRESETS[s.budget]
 
     # 1. scan every model file first: nothing is loaded before the scanner judged it.
-    from bastion.scan import scan_file
-
     every = {x.name: x for x in _assets(cfg, versions)}
     # the gate's scans (and signature checks) that ran but are not reported (a run narrowed by
     # --only to other checks, on a file judged safe): what they found decides which baseline
@@ -650,7 +705,7 @@ def assess(
                 progress(f"scan {a.name}", 0.0)
             ts = time.monotonic()
             try:
-                fr = scan_file(base / a.path, project_allow=cfg.scan.allow)
+                fr = gate_scan(base / a.path, cfg, allow)
             except ScanError as exc:
                 fr = FileResult(path=a.path, verdict=Verdict.ERROR, reason=str(exc))
             facts[a.name]["scan_verdict"] = fr.verdict.value
@@ -810,6 +865,8 @@ def assess(
             project=cfg.project.name,
             budget=s.budget,
             scope=RunScope(only=list(only), skip=list(skip), asset=asset) if only or skip or asset else None,
+            scan_allow=list(cfg.scan.allow),
+            scan_allow_cli=list(allow),
         ),
         reproducibility=Reproducibility(seed=cfg.seed, config_hash=config_hash(config), versions=_versions()),
         assets=list(records.values()),

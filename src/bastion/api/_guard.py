@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from bastion.api._assessing import _build_target, _load_datasets
+from bastion.api._assessing import _build_target, _load_datasets, allow_entries, gate_scan, scan_allowed
 from bastion.api._history import _store_exists
 from bastion.api._plugins import loads_file
 from bastion.api._scanning import _refuse_failed_signature, sign_model
@@ -33,6 +33,7 @@ def guard_fit(
     seed: int | None = None,
     honeytoken_pepper_env: str | None = None,
     force: bool = False,
+    allow: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Fit the guard's artefact (input profile, OOD detector, query sketch, output reference).
 
@@ -59,13 +60,18 @@ def guard_fit(
         seed: honeytoken randomness (tests only; default from the OS).
         force: replace a guard artefact already in ``out`` and an existing ``honeytokens_out``
             (never a dataset's own file).
+        allow: allow-list additions for the model scan, as :func:`~bastion.api.assess`'s
+            (``bastion guard fit --allow``): not limited to your own code; no entry allows a
+            deny-listed callable.
 
     Returns:
-        ``{"path", "sha256", "rows", "asset"}`` (+ ``honeytokens``, ``signature``): pin
-        ``sha256`` in ``guard.yaml`` (``profile.sha256``).
+        ``{"path", "sha256", "rows", "asset"}`` (+ ``honeytokens``, ``signature``, and
+        ``scan_allowed``: each global of the model file that only an allow-list addition, yours
+        or the project file's, let through): pin ``sha256`` in ``guard.yaml`` (``profile.sha256``).
 
     Raises:
-        ConfigError: unknown asset, no dataset or split, or too little data; ``honeytokens``
+        ConfigError: unknown asset, no dataset or split, or too little data; a malformed
+            ``allow`` entry; ``honeytokens``
             without ``honeytokens_out``, or ``honeytokens_out`` a dataset's file, or existing
             without ``force``; ``out`` a file, a folder of other files, or an artefact without
             ``force``.
@@ -73,8 +79,8 @@ def guard_fit(
     """
     from bastion.core.errors import IntegrityError
     from bastion.guard.profile import fit_profile, save_profile
-    from bastion.scan import scan_file
 
+    allow = allow_entries(allow)
     if honeytokens and honeytokens_out is None:
         raise ConfigError("--honeytokens needs --honeytokens-out FILE (the rows to plant in the data)")
     path = Path(config)
@@ -94,12 +100,15 @@ def guard_fit(
         raise ConfigError(f"dataset {a.dataset!r} has no split {split!r}")
     x = ds.splits[split].x
     facts: dict[str, Any] = {}
+    extra: dict[str, Any] = {}
     if loads_file(a) and a.path:  # whatever its framework (none: the loader picks one by the file's suffix)
-        fr = scan_file(base / a.path, project_allow=cfg.scan.allow)
+        fr = gate_scan(base / a.path, cfg, allow)
         if fr.verdict != Verdict.SAFE:
             raise IntegrityError(f"{base / a.path}: the scanner judged it {fr.verdict.value}; not loading it")
         _refuse_failed_signature(cfg, base, a, sha256=fr.sha256)  # as assess: a bad signature stops it
         facts["scan_sha256"] = fr.sha256
+        if scan_allowed(fr):  # what an allow-list addition let through, in the command's output
+            extra["scan_allowed"] = scan_allowed(fr)
     target = _build_target(a, base, facts)
     probs = target.predict_proba(x) if "probabilities" in {c.value for c in target.capabilities} else None
     value_range = tuple(a.input.range) if a.input.range is not None else None
@@ -111,7 +120,6 @@ def guard_fit(
         seed=cfg.seed,
         meta={"asset": a.name, "model_sha256": facts.get("scan_sha256"), "dataset_sha256": ds.sha256},
     )
-    extra: dict[str, Any] = {}
     if honeytokens:
         assert honeytokens_out is not None
         spec = _guard_make_honeytokens(
@@ -437,17 +445,24 @@ def guard_honeytokens(
     return {"file": str(out), "count": len(spec.tokens), "honeytokens": spec.model_dump(exclude_none=True)}
 
 
-def guard_app(config: str | Path, *, clock: Callable[[], float] | None = None) -> Any:
+def guard_app(
+    config: str | Path, *, clock: Callable[[], float] | None = None, allow: Sequence[str] = ()
+) -> Any:
     """The guard's FastAPI app for ``guard.yaml`` (model scanned and profile hash-checked first).
 
+    ``allow``: allow-list additions for the model scan, as :func:`~bastion.api.assess`'s
+    (``bastion guard serve --allow``).
+
     Raises:
-        ConfigError, IntegrityError, StoreError, MissingExtraError: see ``bastion.guard.app``.
+        ConfigError, IntegrityError, StoreError, MissingExtraError: see ``bastion.guard.app``;
+            ConfigError also for a malformed ``allow`` entry.
     """
     from bastion.guard.app import create_app
     from bastion.guard.config import load_guard_config
 
+    allow = allow_entries(allow)
     cfg = load_guard_config(config)
-    return create_app(cfg, clock=clock)
+    return create_app(cfg, clock=clock, allow=allow)
 
 
 def guard_server_address(config: str | Path) -> tuple[str, int]:

@@ -17,6 +17,9 @@ from bastion.api._assessing import (
     _load_datasets,
     _preflight_files,
     _splits_for,
+    allow_entries,
+    gate_scan,
+    scan_allowed,
 )
 from bastion.api._data import _trained_on
 from bastion.api._planning import VERSIONS_DIR, ProgressFn, _version_asset, version_problem
@@ -68,6 +71,7 @@ def harden(
     params: dict[str, Any] | None = None,
     settings: Settings | None = None,
     progress: Callable[[float], None] | None = None,
+    allow: Sequence[str] = (),
 ) -> HardenResult:
     """Run a defence (``defend.*`` plugin) on a model asset and record the result as a new version.
 
@@ -79,17 +83,23 @@ def harden(
     deterministic procedure run again), that version is returned (``reused``) and no duplicate
     is recorded.
 
+    ``allow``: allow-list additions for the model scan, as :func:`~bastion.api.assess`'s
+    (``bastion harden --allow``): not limited to your own code, no entry allows a deny-listed
+    callable; each global only such an entry let through is recorded with the version
+    (``details["scan_allowed"]``), as is each one the project file's ``scan.allow`` let through.
+
     Raises:
-        ConfigError: invalid config, unknown asset or procedure, bad parameters, or the
-            defence's preflight problems (all listed), before any training.
+        ConfigError: invalid config, unknown asset or procedure, bad parameters, a malformed
+            ``allow`` entry, or the defence's preflight problems (all listed), before any
+            training.
         IntegrityError: the model file changed after it was scanned.
         StoreError: the database cannot be reached (checked before training).
     """
     from bastion.core.registry import defences
-    from bastion.scan import scan_file
     from bastion.store import Store, preflight
     from bastion.store.versions import add_version, find_version, list_versions
 
+    allow = allow_entries(allow)
     s, cfg, base, a = _open_project(config, asset, settings)
     if a.kind != "model" or not a.path:
         raise ConfigError(f"--asset {asset}: only model files can be hardened (kind {a.kind})")
@@ -107,7 +117,7 @@ def harden(
     _preflight_files(cfg, base, [a])
     datasets = _load_datasets(cfg, base, [a])
     preflight(s.db_url)
-    fr = scan_file(base / a.path, project_allow=cfg.scan.allow)
+    fr = gate_scan(base / a.path, cfg, allow)
     if fr.verdict != Verdict.SAFE:
         raise ConfigError(f"{base / a.path}: not loaded: the scanner judged the file {fr.verdict.value}")
     _refuse_failed_signature(cfg, base, a, sha256=fr.sha256)  # as assess: a bad signature stops it
@@ -144,6 +154,9 @@ def harden(
         "params": parsed.model_dump(mode="json"),
         "parent_sha256": fr.sha256,
     }
+    allowed = scan_allowed(fr)
+    if allowed:  # the parent was loaded because an allow-list addition let these through
+        details["scan_allowed"] = allowed
     with Store.open(s.db_url) as st:
         # A deterministic procedure run again yields the same bytes: reuse that version (its file
         # must still be there) instead of recording a duplicate row.
@@ -330,6 +343,7 @@ def harden_sweep(
     attacks: Sequence[str] = SWEEP_ATTACKS,
     settings: Settings | None = None,
     progress: ProgressFn | None = None,
+    allow: Sequence[str] = (),
 ) -> SweepResult:
     """Harden ``asset`` once per ε and audit every version: the privacy/utility curve.
 
@@ -353,6 +367,7 @@ def harden_sweep(
             ``membership.lira`` / ``membership.rmia`` when their recipe is configured).
         settings: database and budget preset.
         progress: callback ``(label, fraction)``.
+        allow: allow-list additions for every model scan of the sweep (see :func:`harden`).
 
     Returns:
         The curve, the original first.
@@ -363,8 +378,8 @@ def harden_sweep(
         IntegrityError: a model file changed after it was scanned.
     """
     from bastion.core.registry import defences
-    from bastion.scan import scan_file
 
+    allow = allow_entries(allow)
     s, cfg, base, a = _open_project(config, asset, settings)
     problems: list[str] = []
     if not epsilons:
@@ -404,7 +419,7 @@ def harden_sweep(
     # The defence's own preflight for EVERY ε (δ < 1/n, ε reachable in the epochs given, layers
     # Opacus can train) before the first attack or training: one error listing them all, and
     # nothing written (issue 6, "Bad input").
-    fr0 = scan_file(base / a.path, project_allow=cfg.scan.allow)
+    fr0 = gate_scan(base / a.path, cfg, allow)
     if fr0.verdict != Verdict.SAFE:
         raise ConfigError(f"{base / a.path}: not loaded: the scanner judged the file {fr0.verdict.value}")
     _refuse_failed_signature(cfg, base, a, sha256=fr0.sha256)
@@ -421,7 +436,7 @@ def harden_sweep(
     result = SweepResult(asset=a.name, procedure=pid, attacks=list(attacks), budget=s.budget)
 
     def audit(va: Asset, eps_target: float | None, version: HardenResult | None) -> SweepPoint:
-        fr = scan_file(base / str(va.path), project_allow=cfg.scan.allow)
+        fr = gate_scan(base / str(va.path), cfg, allow)
         if fr.verdict != Verdict.SAFE:
             raise ConfigError(
                 f"{base / str(va.path)}: not loaded: the scanner judged the file {fr.verdict.value}"
@@ -453,7 +468,9 @@ def harden_sweep(
     for eps in sorted(epsilons):
         if progress:
             progress(f"{pid} ε={eps:g}", 0.0)
-        res = harden(config, pid, asset=asset, params={**(params or {}), "epsilon": eps}, settings=s)
+        res = harden(
+            config, pid, asset=asset, params={**(params or {}), "epsilon": eps}, settings=s, allow=allow
+        )
         result.points.append(audit(_version_asset(a, res), eps, res))
     return result
 

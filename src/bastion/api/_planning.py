@@ -38,6 +38,9 @@ class Plan:
     base_dir: Path
     budget: str
     items: list[PlannedCheck] = field(default_factory=list)
+    #: allow entries typed for this run (``--allow``, ``allow=``): not limited to the user's own
+    #: code as the project file's ``scan.allow`` is, and shown apart from it
+    scan_allow_cli: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form for ``--dry-run``."""
@@ -47,6 +50,9 @@ class Plan:
             # the project file's additions to the scanner's allow-list (only the user's own code:
             # core.project_trust); each global they let through is an info finding of the run
             "scan_allow": list(self.config.scan.allow),
+            # the command line's --allow entries (typed by the user, not limited to their own
+            # code); each global only they let through is an info finding too (user-allowed)
+            "scan_allow_cli": list(self.scan_allow_cli),
             "checks": [
                 {"id": i.check_id, "asset": i.asset, "kind": i.kind, "skip": i.skip_reason}
                 for i in self.items

@@ -27,6 +27,7 @@ from bastion.cli._common import (
     BudgetPreset,
     FailOn,
     ShowFormat,
+    allow_option,
     console,
     err,
     fail,
@@ -187,6 +188,7 @@ def assess(
     db: Annotated[
         str | None, typer.Option("--db", help="SQLAlchemy URL of the store (else BASTION_DB, else SQLite).")
     ] = None,
+    allow: Annotated[list[str] | None, allow_option()] = None,
 ) -> None:
     """Assess every model, dataset and endpoint of a project and write the report."""
     from bastion import api
@@ -208,7 +210,13 @@ def assess(
         if dry_run:
             db_url = load_settings(db_url=db, budget=budget.value).db_url  # read only: versions to plan
             plan = api.preflight(
-                config, budget=budget.value, asset=asset, only=only or [], skip=skip or [], db_url=db_url
+                config,
+                budget=budget.value,
+                asset=asset,
+                only=only or [],
+                skip=skip or [],
+                db_url=db_url,
+                allow=allow or [],
             )
             write(json.dumps(plan.to_dict(), indent=2), None)
             _print_plan(plan)
@@ -223,6 +231,7 @@ def assess(
             skip or [],
             baseline,
             _writer(paths, output, gate, config.parent, phase),
+            allow or [],
         )
     except BastionError as exc:
         _not_stored(paths, exc)
@@ -270,12 +279,23 @@ def _print_plan(plan: api.Plan) -> None:
         table.add_column(col)
     for i in plan.items:
         table.add_row(i.asset, i.check_id, "yes" if i.skip_reason is None else f"skip: {i.skip_reason}")
+    # an auditor sees what the project file, and apart from it the command line, let the
+    # scanner accept
+    captions = []
     allow = plan.config.scan.allow
-    if allow:  # an auditor sees what the project file let the scanner accept
-        table.caption = (
-            f"scan.allow from the project file: {', '.join(allow)} (your own code only; each global "
-            "it lets through is reported as scan.pickle.project-allowed)"
+    if allow:
+        captions.append(
+            f"scan.allow from the project file: {', '.join(allow)} (your own code only; each "
+            "global it lets through is reported as scan.pickle.project-allowed)"
         )
+    if plan.scan_allow_cli:
+        captions.append(
+            f"--allow from the command line: {', '.join(plan.scan_allow_cli)} (not limited to your "
+            "own code, the deny-list still wins; each global it lets through is reported as "
+            "scan.pickle.user-allowed)"
+        )
+    if captions:
+        table.caption = "\n".join(captions)
     err.print(table)
 
 
@@ -345,6 +365,7 @@ def _run_with_progress(
     skip: list[str],
     baseline: str | None,
     before_store: Callable[[Report], None] | None = None,
+    allow: list[str] | None = None,
 ) -> Report:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -374,6 +395,7 @@ def _run_with_progress(
             baseline=baseline,
             progress=on_progress,
             before_store=before_store,
+            allow=allow or [],
         )
 
 

@@ -166,6 +166,23 @@ class BudgetPreset(str, enum.Enum):
 
 FailOn = enum.Enum("FailOn", {v: v for v in FAIL_ON_CHOICES}, type=str)  # type: ignore[misc]
 
+#: ``--allow``'s help and metavar, the same in ``bastion scan`` and in every command that scans
+#: a model before loading it (``assess``, ``harden``, ``guard fit``/``serve``: :func:`allow_option`).
+ALLOW_HELP = "Allow your own class (module.Class); repeatable."
+ALLOW_METAVAR = "MODULE.CLASS"
+
+
+def allow_option() -> Any:
+    """The Typer ``--allow`` option of the commands that scan a model before loading it.
+
+    Typed by the user, as ``bastion scan --allow``: not limited to their own code as a project
+    file's ``scan.allow`` is (the deny-list still wins); checked by the API (a malformed entry
+    exits 2), shown apart from the project file's entries in the plan and the report.
+    """
+    import typer
+
+    return typer.Option("--allow", help=ALLOW_HELP, metavar=ALLOW_METAVAR)
+
 
 def show_error(exc: BaseException) -> int:
     """Print ``exc`` as one clear error (traceback only with ``--debug``); return its exit code (2)."""

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from bastion.cli._common import EXIT_FINDINGS, EXIT_NOTHING, EXIT_OK, err, fail, write
+from bastion.cli._common import EXIT_FINDINGS, EXIT_NOTHING, EXIT_OK, allow_option, err, fail, write
 from bastion.core.errors import BastionError, ConfigError
 
 guard_app = typer.Typer(
@@ -28,12 +28,13 @@ def serve(
     port: Annotated[
         int | None, typer.Option("--port", min=0, max=65535, help="Port (default from guard.yaml, 8080).")
     ] = None,
+    allow: Annotated[list[str] | None, allow_option()] = None,
 ) -> None:
     """Serve the model behind every control (uvicorn, loopback by default)."""
     from bastion import api
 
     try:
-        app = api.guard_app(config)
+        app = api.guard_app(config, allow=allow or [])
         h, p = api.guard_server_address(config)
     except BastionError as exc:
         fail(exc)
@@ -41,6 +42,13 @@ def serve(
 
     h, p = host or h, port if port is not None else p
     err.print(f"bastion guard: starting on http://{h}:{p} (config {config})", highlight=False)
+    if allow:  # what the command line let the model scan accept (not limited to your own code)
+        err.print(
+            f"bastion guard: the model scan used --allow {', '.join(allow)} from the command line",
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
+        )
     # uvicorn shuts down gracefully on SIGTERM (kill, Docker, Kubernetes) and SIGINT (Ctrl-C),
     # then re-raises the signal under the previous handler: this one turns it into
     # SystemExit(128 + signal), 143 or 130 as a shell reports them, so the finally block below
@@ -133,6 +141,7 @@ def fit(
             "(never a dataset's).",
         ),
     ] = False,
+    allow: Annotated[list[str] | None, allow_option()] = None,
 ) -> None:
     """Learn the input profile and detectors from training data; print the artefact's SHA-256."""
     from bastion import api
@@ -149,6 +158,7 @@ def fit(
             sign_key=sign_key,
             honeytoken_pepper_env=pepper_env,
             force=force,
+            allow=allow or [],
         )
     except BastionError as exc:
         fail(exc)

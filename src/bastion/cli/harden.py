@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from bastion.cli._common import EXIT_OK, check_output_file, err, fail, write
+from bastion.cli._common import EXIT_OK, allow_option, check_output_file, err, fail, write
 from bastion.core.errors import BastionError, ConfigError
 
 
@@ -56,6 +56,7 @@ def harden(
         Path | None, typer.Option("--output", "-o", help="Write the JSON output to this file.")
     ] = None,
     db: Annotated[str | None, typer.Option("--db", help="SQLAlchemy URL of the store.")] = None,
+    allow: Annotated[list[str] | None, allow_option()] = None,
 ) -> None:
     """Harden a model (adversarial training, DP-SGD, distillation …) and record it as a new version.
 
@@ -98,6 +99,7 @@ def harden(
                 params=params,
                 attacks=attack or api.SWEEP_ATTACKS,
                 settings=settings,
+                allow=allow or [],
             )
             for point in swept.points[1:]:
                 _print_version(point.version, config, details=False)
@@ -114,7 +116,7 @@ def harden(
             raise typer.Exit(EXIT_OK)
         if epsilon is not None:
             params["epsilon"] = epsilon
-        res = api.harden(config, procedure, asset=asset, params=params, settings=settings)
+        res = api.harden(config, procedure, asset=asset, params=params, settings=settings, allow=allow or [])
         _print_version(res, config)
         _warn_accuracy_drop(res.details)
         doc = dataclasses.asdict(res)

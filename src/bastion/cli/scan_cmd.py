@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from bastion.cli._common import (
+    ALLOW_HELP,
+    ALLOW_METAVAR,
     EXIT_TERMINATED,
     EXIT_USAGE,
     check_output_file,
@@ -153,8 +155,8 @@ def build_parser(prog: str = "bastion scan") -> argparse.ArgumentParser:
         "--allow",
         action="append",
         default=[],
-        metavar="MODULE.CLASS",
-        help="Allow your own class (module.Class); repeatable.",
+        metavar=ALLOW_METAVAR,
+        help=ALLOW_HELP,
     )
     p.add_argument(
         "-c",

@@ -22,7 +22,7 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -138,12 +138,14 @@ def upstream_headers(up: UpstreamSource) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-def load_serving_target(cfg: GuardConfig) -> tuple[Target, str]:
+def load_serving_target(cfg: GuardConfig, *, allow: Sequence[str] = ()) -> tuple[Target, str]:
     """The model the guard serves and its identity (file SHA-256, or the upstream URL's hash).
 
     In-process models follow the same rule as ``bastion assess``: the file is scanned first and
     loaded only when judged ``safe``, from the very bytes whose SHA-256 the scanner recorded
-    (and the asset's pinned ``sha256`` when present).
+    (and the asset's pinned ``sha256`` when present). ``allow``: the scan's allow-list
+    additions typed by the user (``bastion guard serve --allow``), beside the project file's
+    ``scan.allow``; each global only one of them let through is logged (info).
 
     Raises:
         ConfigError: bad config or asset; IntegrityError: unsafe verdict or hash mismatch;
@@ -188,9 +190,12 @@ def load_serving_target(cfg: GuardConfig) -> tuple[Target, str]:
     if not asset.path:
         raise ConfigError(f"asset {asset.name!r} has no path")
     path = base / asset.path
-    fr = scan_file(path, project_allow=project.scan.allow)
+    fr = scan_file(path, allow=allow, project_allow=project.scan.allow, report_allowed=True)
     if fr.verdict != Verdict.SAFE:
         raise IntegrityError(f"{path}: the scanner judged the model file {fr.verdict.value}; not serving it")
+    for f in fr.findings:
+        if f.rule_id.endswith((".user-allowed", ".project-allowed")):
+            log.info("%s: %s", path, f.title)
     if project.signing.public_key:  # as assess: a model whose signature fails is not served
         from bastion.scan.signing import refuse_failed_signature
 
@@ -824,8 +829,12 @@ def build_guard(
     target: Target | None = None,
     model_sha256: str | None = None,
     profile: Profile | None = None,
+    allow: Sequence[str] = (),
 ) -> Guard:
     """A :class:`Guard` from config: the model scanned and loaded, the profile signature- and hash-checked.
+
+    ``allow``: the model scan's allow-list additions typed by the user (see
+    :func:`load_serving_target`).
 
     Raises:
         ConfigError, IntegrityError, StoreError: as :func:`load_serving_target`,
@@ -836,7 +845,7 @@ def build_guard(
         verify_profile_signature(ref.path, public_key=ref.public_key, signature=ref.signature)
         profile = load_profile(ref.path, expected_sha256=ref.sha256)
     if target is None:
-        target, sha = load_serving_target(config)
+        target, sha = load_serving_target(config, allow=allow)
         model_sha256 = model_sha256 or sha
         fitted_for = profile.meta.get("model_sha256") if profile is not None else None
         if config.model is not None and fitted_for and fitted_for != model_sha256:
@@ -915,6 +924,7 @@ def create_app(
     target: Target | None = None,
     profile: Profile | None = None,
     guard: Guard | None = None,
+    allow: Sequence[str] = (),
 ) -> Any:
     """The FastAPI app of the guard.
 
@@ -925,6 +935,8 @@ def create_app(
         target: a ready target (tests); otherwise loaded from config after a safe scan.
         profile: a ready profile; otherwise loaded (hash-checked) from ``config.profile``.
         guard: a ready :class:`Guard` (overrides the other arguments).
+        allow: the model scan's allow-list additions typed by the user (``guard serve --allow``;
+            see :func:`load_serving_target`).
 
     Raises:
         MissingExtraError: fastapi is not installed (``pip install 'bastion-ml[guard]'``).
@@ -936,7 +948,7 @@ def create_app(
     from starlette.requests import Request
     from starlette.responses import JSONResponse, Response
 
-    g = guard or build_guard(config, store=store, clock=clock, target=target, profile=profile)
+    g = guard or build_guard(config, store=store, clock=clock, target=target, profile=profile, allow=allow)
     from contextlib import asynccontextmanager
 
     # proxy mode: one worker thread per upstream connection, and no more. A request beyond them

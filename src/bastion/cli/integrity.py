@@ -176,6 +176,11 @@ def bom(
 ) -> None:
     """Write a CycloneDX 1.6 ML-BOM (models with hashes, scan verdicts, signature status; data).
 
+    Model or data: the nearest bastion.yaml (in PATH's folder or above) decides for the files
+    it declares (assets, datasets and splits files); otherwise an .npy/.npz of numeric arrays
+    named as data (x, y, X_train, splits, indices) is data, and every other file the scanner
+    reads is a model. Every file is scanned either way.
+
     A file that bastion harden recorded as a model version carries its lineage: version,
     the model it was derived from (pedigree.ancestors) and bastion:lineage.* properties.
     No model file under PATH: exit 3 and nothing written.

@@ -3,7 +3,8 @@
 Every scanned model file becomes a ``machine-learning-model`` component with its SHA-256,
 detected format, scan verdict and findings count, signature status and a ``modelCard``
 (``modelParameters`` from the file and, when present beside it, a Hugging Face-style
-``config.json``); data files (``.csv``, ``.parquet``, ``.jsonl`` ...) become ``data`` components.
+``config.json``); data files become ``data`` components. Model or data is decided by
+:func:`classify`: a project's ``bastion.yaml`` declarations first, then the file's content.
 ``cyclonedx-python-lib`` does not model ``modelCard``, so the whole document is serialised here
 and validated against the official CycloneDX 1.6 JSON schema in the tests.
 
@@ -14,12 +15,16 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import uuid
+import zipfile
 from collections.abc import Collection, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
+from bastion.core._log import get_logger
+from bastion.core.errors import ConfigError
 from bastion.core.hashing import file_sha256
 from bastion.core.report import AssetRecord, Report, VersionLineage
 from bastion.core.scanning import FileResult, ScanResult, Verdict
@@ -31,11 +36,184 @@ from bastion.scan.signing import (
     signature_status,
 )
 
-__all__ = ["DATA_SUFFIXES", "build_bom", "report_bom"]
+__all__ = [
+    "DATA_SUFFIXES",
+    "DATA_WORDS",
+    "ProjectKinds",
+    "build_bom",
+    "classify",
+    "project_kinds",
+    "report_bom",
+]
+
+log = get_logger(__name__)
 
 #: Suffixes of data files listed as ``data`` components.
 DATA_SUFFIXES = (".csv", ".tsv", ".parquet", ".jsonl", ".arrow", ".feather", ".tfrecord", ".avro", ".orc")
 _MAX_CONFIG = 1 << 20
+
+#: Words that name data arrays (``x``, ``y``, ``X_train``, ``test_idx``, ``splits`` ...): an
+#: ``.npz`` whose every member is named with them, or an ``.npy``/``.npz`` whose file name is, is data.
+DATA_WORDS = frozenset(
+    {
+        *("x", "y", "xs", "ys", "features", "feature", "labels", "label", "target", "targets"),
+        *("inputs", "outputs", "data", "dataset", "datasets", "samples", "sample", "images", "texts"),
+        *("train", "training", "test", "testing", "val", "valid", "validation", "dev", "eval"),
+        *("calib", "calibration", "holdout", "population", "shadow", "reference", "ref"),
+        *("member", "members", "nonmember", "nonmembers", "canary", "canaries"),
+        *("split", "splits", "fold", "folds", "idx", "index", "indices", "ids", "id", "rows"),
+    }
+)
+#: Words that make a file name data whatever its other words (``digits_splits.npz``).
+_STRONG_DATA_WORDS = frozenset({"data", "dataset", "datasets", "split", "splits", "indices"})
+_MAX_MEMBERS = 1024  # an .npz with more members is not read for classification (a model, as before)
+_MAX_SEARCH = 32  # folders looked at for a bastion.yaml, from PATH up
+
+
+class ProjectKinds:
+    """What a project's ``bastion.yaml`` declares: real paths of its model files and data files."""
+
+    def __init__(self, models: Collection[str] = (), data: Collection[str] = (), source: str | None = None):
+        self.models = frozenset(models)
+        self.data = frozenset(data)
+        self.source = source
+
+
+def find_project_config(root: str | os.PathLike[str]) -> Path | None:
+    """The nearest ``bastion.yaml`` in ``root``'s folder or above it.
+
+    The search stops at the top of a repository (a folder holding ``.git``) and after
+    :data:`_MAX_SEARCH` folders. ``None`` when there is none.
+    """
+    p = Path(os.path.abspath(os.fspath(root)))
+    start = p if p.is_dir() else p.parent
+    for i, d in enumerate((start, *start.parents)):
+        if i >= _MAX_SEARCH:
+            break
+        cfg = d / "bastion.yaml"
+        try:
+            if cfg.is_file():
+                return cfg
+            if (d / ".git").exists():
+                break
+        except OSError:
+            break
+    return None
+
+
+def project_kinds(config: str | os.PathLike[str]) -> ProjectKinds:
+    """The model and data files that ``config`` (a ``bastion.yaml``) declares, as real paths.
+
+    Models: ``assets[]`` of kind ``model`` with a ``path``; data: ``assets[]`` of kind ``dataset``
+    and ``datasets[].path``/``splits_file``. Paths are relative to the file's folder.
+
+    Raises:
+        ConfigError: the file cannot be read or is invalid.
+    """
+    from bastion.core.config import load_config
+
+    cfg_path = Path(os.fspath(config))
+    cfg = load_config(cfg_path)
+    base = cfg_path.parent
+
+    def real(rel: str) -> str:
+        return os.path.realpath(base / rel)
+
+    models = {real(a.path) for a in cfg.assets if a.kind == "model" and a.path}
+    data = {real(a.path) for a in cfg.assets if a.kind == "dataset" and a.path}
+    data |= {real(rel) for d in cfg.datasets for rel in (d.path, d.splits_file) if rel is not None}
+    return ProjectKinds(models=models, data=data, source=str(cfg_path))
+
+
+def _words(name: str) -> list[str]:
+    """The alphabetic words of a name (``X_train`` → ``x``, ``train``; digits dropped)."""
+    return re.findall(r"[a-z]+", name.lower())
+
+
+def _data_name(name: str) -> bool:
+    """Every word of ``name`` is a data word (``x``, ``y_test``, ``train_idx``, ``xtrain``)."""
+    words = _words(name)
+    return bool(words) and all(w in DATA_WORDS or (w[:1] in "xy" and w[1:] in DATA_WORDS) for w in words)
+
+
+def _data_file_name(name: str) -> bool:
+    stem = name.rsplit(".", 1)[0]
+    return _data_name(stem) or any(w in _STRONG_DATA_WORDS for w in _words(stem))
+
+
+def _npy_arrays(path: Path, fmt: str) -> list[tuple[str, tuple[int, ...], str, bool]] | None:
+    """``[(name, shape, descr, numeric)]`` of an ``.npy`` (one, named by the file) or ``.npz``.
+
+    Only the headers are read. ``None``: not readable as such (then the file stays a model).
+    """
+    from bastion.scan.numpy_scanner import NpyError, descr_info, read_npy_header
+
+    def one(fh: IO[bytes], name: str) -> tuple[str, tuple[int, ...], str, bool]:
+        header, _ = read_npy_header(fh)
+        info = descr_info(header["descr"])
+        numeric = info is not None and not info[1]
+        return name, tuple(header["shape"]), str(header["descr"]), numeric
+
+    try:
+        if fmt == "npy":
+            with path.open("rb") as fh:
+                return [one(fh, path.name.rsplit(".", 1)[0])]
+        with zipfile.ZipFile(path) as zf:
+            infos = [i for i in zf.infolist() if not i.is_dir()]
+            if not infos or len(infos) > _MAX_MEMBERS or not all(i.filename.endswith(".npy") for i in infos):
+                return None
+            out = []
+            for info in infos:
+                with zf.open(info) as member:
+                    out.append(one(member, info.filename[: -len(".npy")]))
+            return out
+    except (OSError, NpyError, zipfile.BadZipFile, ValueError, RuntimeError, NotImplementedError, EOFError):
+        return None
+
+
+def _numeric_arrays_are_data(path: Path, fmt: str) -> bool:
+    """An ``.npy``/``.npz`` of plain numeric arrays that are data, by their names or shapes.
+
+    Data when every array is numeric (no object dtype: nothing a pickle could hide in) and either
+    every array is named with :data:`DATA_WORDS` (``x``, ``y``, ``X_train``, ``test_idx``), or
+    every array is a 1-D integer array (row indices: a splits file), or the file's own name is
+    made of data words or holds ``data``/``dataset``/``split(s)``/``indices`` (``digits_splits.npz``,
+    ``X_train.npy``). Anything else (``W1``, ``layer0.weight``, ``mean``) is a model's weights.
+    """
+    arrays = _npy_arrays(path, fmt)
+    if not arrays or not all(numeric for *_, numeric in arrays):
+        return False
+    if _data_file_name(path.name):
+        return True
+    if fmt == "npz" and all(_data_name(name) for name, *_ in arrays):
+        return True
+    return all(len(shape) == 1 and descr.lstrip("<>|=")[:1] in "iu" for _, shape, descr, _n in arrays)
+
+
+def classify(fr: FileResult, kinds: ProjectKinds | None = None) -> str | None:
+    """``"model"``, ``"data"`` or ``None`` (not listed) for one scanned file, as ``bastion bom`` decides.
+
+    1. A file the project's ``bastion.yaml`` declares (``kinds``): a model asset is a model; a
+       dataset (``datasets[].path``, ``splits_file``, an asset of kind ``dataset``) is data,
+       whatever its format (its scan verdict is still reported).
+    2. Otherwise by content: an ``.npy``/``.npz`` of plain numeric arrays that are data by
+       :func:`_numeric_arrays_are_data` is data; any other file the scanner read (pickle,
+       joblib, torch, ONNX, safetensors, GGUF, Keras, HDF5 ... and an ``.npy``/``.npz`` of
+       weights or holding object arrays) is a model; a file it skipped is data when its suffix is
+       one of :data:`DATA_SUFFIXES` (``.csv``, ``.parquet``, ``.jsonl`` ...), else not listed.
+    """
+    real = os.path.realpath(fr.path)
+    if kinds is not None:
+        if real in kinds.data:
+            return "data"
+        if real in kinds.models:
+            return "model" if fr.verdict is not Verdict.SKIPPED else None
+    if fr.verdict is Verdict.SKIPPED:
+        return "data" if fr.path.lower().endswith(DATA_SUFFIXES) else None
+    clean = fr.verdict is Verdict.SAFE and not fr.findings
+    if clean and fr.format in ("npy", "npz") and _numeric_arrays_are_data(Path(fr.path), fr.format):
+        return "data"
+    return "model"
 
 
 def _prop(name: str, value: object) -> dict[str, str]:
@@ -85,8 +263,13 @@ def build_bom(
     tool_version: str = "0",
     lineage: Mapping[str, VersionLineage] | None = None,
     data_files: Collection[str] = (),
+    config: str | os.PathLike[str] | None = None,
+    find_config: bool = True,
 ) -> dict[str, Any]:
     """A CycloneDX 1.6 ML-BOM of a scan.
+
+    Which files are models and which are data: :func:`classify` (the project's declarations,
+    then the content). Every file keeps its scan verdict, a data file's too.
 
     Args:
         scan: the scan of ``root`` (its files become components).
@@ -101,15 +284,24 @@ def build_bom(
         data_files: real paths of files that are data sets (a project's ``datasets[].path`` and
             ``splits_file``): ``data`` components whatever their format (an ``.npz`` of arrays is
             data there), with their scan verdict as properties.
+        config: the project's ``bastion.yaml`` whose ``assets``/``datasets`` decide model or
+            data.
+        find_config: without ``config``, use the nearest ``bastion.yaml`` in ``root``'s folder
+            or above it (up to the top of the repository): ``bastion bom data/`` of a project. A
+            found file that cannot be read or is invalid is warned about and adds nothing.
 
     Returns:
         The BOM as a JSON-ready dict.
+
+    Raises:
+        ConfigError: ``config`` cannot be read or is invalid.
     """
     root_p = Path(os.fspath(root))
     status, why, changed = signature_check(root_p, key=key, signature=signature)
     per_file = root_p.is_dir() and status is SignatureStatus.UNSIGNED  # files signed one by one, if at all
     folder = root_p if root_p.is_dir() else root_p.parent
     folders = FolderBundles(root_p, key)
+    kinds = _kinds(root_p, config, find_config, data_files)
     components: list[dict[str, Any]] = []
     for i, fr in enumerate(scan.files):
         path = Path(fr.path)
@@ -118,7 +310,8 @@ def build_bom(
         except ValueError:
             rel = fr.path
         hashes = [{"alg": "SHA-256", "content": fr.sha256}] if fr.sha256 else []
-        if data_files and os.path.realpath(path) in data_files:
+        kind = classify(fr, kinds)
+        if kind == "data":
             scanned = [
                 _prop("format", fr.format or "unknown"),
                 _prop("scan.verdict", fr.verdict.value),
@@ -133,7 +326,7 @@ def build_bom(
             if fr.verdict is not Verdict.SKIPPED:
                 data["properties"] = scanned
             components.append({**data, "data": [{"type": "dataset", "name": rel}]})
-        elif fr.verdict is not Verdict.SKIPPED:
+        elif kind == "model":
             if per_file:  # ``<file>.sig`` beside each file (the layout ``bastion assess`` verifies)
                 f_status, f_why = signature_status(path, key=key)
                 if f_status is SignatureStatus.UNSIGNED:  # or a folder inside root signed as a whole
@@ -166,16 +359,6 @@ def build_bom(
             if recorded is not None:
                 _add_lineage(comp, recorded)
             components.append(comp)
-        elif path.name.lower().endswith(DATA_SUFFIXES):
-            components.append(
-                {
-                    "type": "data",
-                    "bom-ref": f"data-{i}",
-                    "name": rel,
-                    "hashes": hashes or _hash(path),
-                    "data": [{"type": "dataset", "name": rel}],
-                }
-            )
     root_props = [_prop("signature.status", STATUS_WORDS[status.value])]
     if why:
         root_props.append(_prop("signature.reason", why[:500]))
@@ -197,6 +380,26 @@ def build_bom(
         "components": components,
         "dependencies": [{"ref": "root", "dependsOn": [c["bom-ref"] for c in components]}],
     }
+
+
+def _kinds(
+    root: Path, config: str | os.PathLike[str] | None, find: bool, data_files: Collection[str]
+) -> ProjectKinds:
+    """The project declarations that apply to ``root``: ``config``'s, or the nearest one's."""
+    cfg = Path(os.fspath(config)) if config is not None else (find_project_config(root) if find else None)
+    kinds = ProjectKinds(data=data_files)
+    if cfg is None:
+        return kinds
+    try:
+        found = project_kinds(cfg)
+    except ConfigError as exc:
+        if config is not None:  # given: bad input
+            raise
+        # ``api.model_bom`` reads the top-of-PATH one itself and has warned about it already
+        own = root.is_dir() and cfg == Path(os.path.abspath(root)) / "bastion.yaml"
+        (log.debug if own else log.warning)("model and data files of %s not used for the BOM: %s", cfg, exc)
+        return kinds
+    return ProjectKinds(models=found.models, data=found.data | kinds.data, source=found.source)
 
 
 def _hash(path: Path) -> list[dict[str, str]]:

@@ -47,3 +47,64 @@ def test_assess_on_a_project_naming_a_stdlib_model_class_runs_nothing_of_it(
     out, err = capsys.readouterr()
     assert "Zen of Python" not in out + err and "this" not in sys.modules
     assert "standard library" in err and "model_class" in err
+
+
+def _scan_only_project(tmp_path: Path) -> tuple[list[str], str]:
+    import pickle
+
+    (tmp_path / "m.pkl").write_bytes(pickle.dumps({"w": [1.0, 2.0]}, protocol=2))
+    (tmp_path / "bad.pkl").write_bytes(b"\x80\x02cos\nsystem\nX\x05\x00\x00\x00touch\x85R.")
+    (tmp_path / "bastion.yaml").write_text(
+        "version: 1\nproject: {name: p}\nassets:\n  - {name: m, path: m.pkl}\n"
+        "  - {name: bad, path: bad.pkl}\n"
+    )
+    db = f"sqlite:///{tmp_path / 'b.db'}"
+    argv = ["assess", "-c", str(tmp_path / "bastion.yaml"), "-o", str(tmp_path / "rep"), "--db", db]
+    return [*argv, "--only", "scan"], db
+
+
+def test_show_states_the_gate_the_run_was_made_with(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # trial 32, M5: `show` re-rendered every run's gate as `--fail-on medium`
+    argv, db = _scan_only_project(tmp_path)
+    assert run([*argv, "--fail-on", "none"]) == 0
+    capsys.readouterr()
+    assert run(["show", "latest", "--db", db, "-f", "json"]) == 0
+    import json
+
+    assert json.loads(capsys.readouterr().out)["run"]["fail_on"] == "none"
+    assert run(["show", "latest", "--db", db, "-f", "markdown"]) == 0
+    md = capsys.readouterr().out
+    assert "Gate (`--fail-on none`)" in md and "--fail-on medium" not in md
+    assert run(["show", "latest", "--db", db, "-f", "markdown", "--fail-on", "critical"]) == 0
+    assert "Gate (`--fail-on critical`)" in capsys.readouterr().out  # asked for: re-gated
+    assert run(["show", "latest", "--db", db, "-f", "html"]) == 0
+    assert "at or above medium" not in capsys.readouterr().out
+
+
+def test_show_table_to_a_file_writes_the_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # trial 32, M5: `show -f table -o FILE` wrote the JSON report
+    argv, db = _scan_only_project(tmp_path)
+    assert run([*argv, "--fail-on", "critical"]) == 1
+    capsys.readouterr()
+    out = tmp_path / "r.table"
+    assert run(["show", "latest", "--db", db, "-f", "table", "-o", str(out)]) == 0
+    text = out.read_text()
+    assert not text.lstrip().startswith("{") and "FAIL: 1 finding at or above critical" in text
+    assert "\x1b" not in text
+
+
+def test_a_run_stored_before_schema_1_6_takes_its_gate_from_the_store_row(tmp_path: Path) -> None:
+    import datetime as dt
+
+    from bastion.core.report import Report, RunInfo
+    from bastion.store import Store
+
+    url = f"sqlite:///{tmp_path / 'b.db'}"
+    report = Report(
+        bastion_version="0", run=RunInfo(id="r" * 32, status="ok", started=dt.datetime.now(dt.UTC), seconds=0)
+    )
+    with Store.open(url) as st:
+        st.save_report(report, fail_on="high")
+        assert st.get_report("latest").run.fail_on == "high"

@@ -57,7 +57,7 @@ def lineage_report() -> Report:
 def test_lineage_is_in_report_json_and_valid_against_the_published_schema() -> None:
     report = lineage_report()
     doc = json.loads(report_to_json(report))
-    assert doc["schema_version"] == REPORT_SCHEMA_VERSION == "1.5.0"
+    assert doc["schema_version"] == REPORT_SCHEMA_VERSION == "1.6.0"
     jsonschema.validate(doc, json.loads(SCHEMA.read_text(encoding="utf-8")))
     assets = {a["name"]: a for a in doc["assets"]}
     assert assets["m"]["lineage"] is None

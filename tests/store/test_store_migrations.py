@@ -91,7 +91,7 @@ def test_upgrade_is_idempotent_and_downgrade_reverts(tmp_path: Path) -> None:
 
 def test_migrate_report_is_identity_at_the_current_version(make_report: Callable[..., Report]) -> None:
     data = make_report().model_dump(mode="json")
-    assert data["schema_version"] == REPORT_SCHEMA_VERSION == "1.5.0"
+    assert data["schema_version"] == REPORT_SCHEMA_VERSION == "1.6.0"
     assert migrate_report(data) == data
 
 
@@ -104,7 +104,7 @@ def test_migrate_report_1_0_0_gains_signature_fields(make_report: Callable[..., 
         del asset["signature"], asset["signature_detail"], asset["lineage"]
     del old["run"]["scope"], old["baseline_run"]
     new = migrate_report(old)
-    assert new["schema_version"] == "1.5.0" and new["run"]["scope"] is None and new["baseline_run"] is None
+    assert new["schema_version"] == "1.6.0" and new["run"]["scope"] is None and new["baseline_run"] is None
     assert all(a["lineage"] is None for a in new["assets"])
     assert all(a["signature"] is None and a["signature_detail"] is None for a in new["assets"])
     assert Report.model_validate(new) == Report.model_validate(data)
@@ -119,7 +119,7 @@ def test_migrate_report_1_2_0_gains_version_lineage(make_report: Callable[..., R
         del asset["lineage"]
     del old["baseline_run"]
     new = migrate_report(old)
-    assert new["schema_version"] == "1.5.0"
+    assert new["schema_version"] == "1.6.0"
     assert all("lineage" in a and a["lineage"] is None for a in new["assets"])
     assert Report.model_validate(new) == Report.model_validate(data)
 
@@ -131,7 +131,7 @@ def test_migrate_report_1_3_0_gains_baseline_run(make_report: Callable[..., Repo
     old["schema_version"] = "1.3.0"
     del old["baseline_run"]
     new = migrate_report(old)
-    assert new["schema_version"] == "1.5.0" and new["baseline_run"] is None
+    assert new["schema_version"] == "1.6.0" and new["baseline_run"] is None
     assert Report.model_validate(new) == Report.model_validate(data)
 
 
@@ -142,8 +142,19 @@ def test_migrate_report_1_4_0_gains_the_scan_allow_lists(make_report: Callable[.
     old["schema_version"] = "1.4.0"
     del old["run"]["scan_allow"], old["run"]["scan_allow_cli"]
     new = migrate_report(old)
-    assert new["schema_version"] == "1.5.0"
+    assert new["schema_version"] == "1.6.0"
     assert new["run"]["scan_allow"] is None and new["run"]["scan_allow_cli"] is None
+    assert Report.model_validate(new) == Report.model_validate(data)
+
+
+def test_migrate_report_1_5_0_gains_the_runs_gate(make_report: Callable[..., Report]) -> None:
+    """A report stored by schema 1.5.0 (``--fail-on`` not in the report) loads; the gate reads unknown."""
+    data = make_report().model_dump(mode="json")
+    old = copy.deepcopy(data)
+    old["schema_version"] = "1.5.0"
+    del old["run"]["fail_on"]
+    new = migrate_report(old)
+    assert new["schema_version"] == "1.6.0" and new["run"]["fail_on"] is None
     assert Report.model_validate(new) == Report.model_validate(data)
 
 
@@ -184,7 +195,7 @@ def test_migrate_report_applies_steps_in_order(
 def test_migrate_report_refuses_unknown_versions(make_report: Callable[..., Report]) -> None:
     data = make_report().model_dump(mode="json")
     with pytest.raises(StoreError, match="newer than this Bastion"):
-        migrate_report({**data, "schema_version": "1.6.0"})
+        migrate_report({**data, "schema_version": "1.7.0"})
     with pytest.raises(StoreError, match=r"no upgrade from report schema_version 0\.1\.0"):
         migrate_report({**data, "schema_version": "0.1.0"})
     with pytest.raises(StoreError, match="invalid schema_version"):

@@ -867,6 +867,7 @@ def assess(
             scope=RunScope(only=list(only), skip=list(skip), asset=asset) if only or skip or asset else None,
             scan_allow=list(cfg.scan.allow),
             scan_allow_cli=list(allow),
+            fail_on=s.fail_on,
         ),
         reproducibility=Reproducibility(seed=cfg.seed, config_hash=config_hash(config), versions=_versions()),
         assets=list(records.values()),

@@ -465,8 +465,20 @@ def show(
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Write to this file (default: stdout).")
     ] = None,
+    fail_on: Annotated[
+        FailOn | None,
+        typer.Option(
+            "--fail-on",
+            help="The gate to state (default: the one the run was made with; medium for a run "
+            "stored before Bastion recorded it).",
+        ),
+    ] = None,
 ) -> None:
-    """Re-render a stored report."""
+    """Re-render a stored report.
+
+    The gate line (table, HTML, Markdown) uses the run's own --fail-on unless --fail-on is given.
+    -f table prints the summary to stderr, or writes it as plain text with -o FILE.
+    """
     from bastion import api
     from bastion import report as rep
 
@@ -474,19 +486,42 @@ def show(
         report = api.show(run, db_url=db)
     except BastionError as exc:
         fail(exc)
-    if fmt == ShowFormat.table:
-        _summarise(report, "medium")
-        if output is not None:
-            write(rep.report_to_json(report), output)
+    if fail_on is not None:
+        gate = fail_on.value if isinstance(fail_on, enum.Enum) else str(fail_on)
     else:
-        render = {
+        gate = report.run.fail_on or "medium"
+    if fmt == ShowFormat.table:
+        if output is None:
+            _summarise(report, gate)
+        else:
+            write(_summary_text(report, gate), output)
+    else:
+        renderers = {
             ShowFormat.json: rep.report_to_json,
             ShowFormat.sarif: rep.report_to_sarif,
-            ShowFormat.html: rep.report_to_html,
-            ShowFormat.markdown: rep.report_to_markdown,
-        }[fmt]
-        write(render(report), output)
+            ShowFormat.html: lambda r: rep.report_to_html(r, fail_on=gate),
+            ShowFormat.markdown: lambda r: rep.report_to_markdown(r, fail_on=gate),
+        }
+        write(renderers[fmt](report), output)
     raise typer.Exit(EXIT_OK)
+
+
+def _summary_text(report: Report, gate: str) -> str:
+    """The terminal summary of ``report`` (and its errors) as plain text, for ``show -f table -o``."""
+    import io
+
+    from rich.console import Console
+
+    from bastion.report import assessment_summary
+
+    buf = io.StringIO()
+    out = Console(file=buf, width=120, no_color=True, color_system=None, highlight=False, emoji=False)
+    for renderable in assessment_summary(report, fail_on=gate):
+        out.print(renderable)
+    for e in report.errors:
+        where = f" on {e.asset}" if e.asset else ""
+        out.print(f"error: {e.check}{where}: {e.error}: {e.message}", markup=False)
+    return buf.getvalue()
 
 
 @_own.command()

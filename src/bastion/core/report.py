@@ -15,9 +15,9 @@ from bastion.core.config import Waiver
 from bastion.core.findings import Finding
 from bastion.core.redact import redact_url
 from bastion.core.results import CheckError, CheckResult, Skipped
-from bastion.core.severity import Severity
+from bastion.core.severity import FAIL_ON_CHOICES, Severity
 
-REPORT_SCHEMA_VERSION = "1.5.0"
+REPORT_SCHEMA_VERSION = "1.6.0"
 
 
 class RunScope(BaseModel):
@@ -48,6 +48,9 @@ class RunInfo(BaseModel):
     Each global only one of them let through is an ``info`` finding
     (``scan.pickle.project-allowed`` / ``scan.pickle.user-allowed``). ``None``: not recorded (a
     run stored before schema 1.5.0).
+
+    ``fail_on``: the gate the run was made with (``--fail-on``; ``None``: not recorded, a run
+    stored before schema 1.6.0). ``bastion show`` re-renders the gate with it.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -62,6 +65,7 @@ class RunInfo(BaseModel):
     scope: RunScope | None = None
     scan_allow: list[str] | None = None
     scan_allow_cli: list[str] | None = None
+    fail_on: str | None = Field(default=None, pattern="^(" + "|".join(FAIL_ON_CHOICES) + ")$")
 
 
 class Reproducibility(BaseModel):

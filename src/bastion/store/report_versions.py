@@ -76,6 +76,15 @@ def _scan_allow(data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
+def _fail_on(data: dict[str, Any]) -> dict[str, Any]:
+    """1.5.0 -> 1.6.0: ``run`` gained ``fail_on`` (the run's ``--fail-on`` gate); unknown (``None``)."""
+    for key in ("run", "baseline_run"):
+        run = data.get(key)
+        if isinstance(run, dict):
+            run.setdefault("fail_on", None)
+    return data
+
+
 #: ``from_version -> (to_version, step)``; a bump adds one step keyed by the version it upgrades from.
 STEPS: dict[str, tuple[str, Step]] = {
     "1.0.0": ("1.1.0", _signature_fields),
@@ -83,6 +92,7 @@ STEPS: dict[str, tuple[str, Step]] = {
     "1.2.0": ("1.3.0", _version_lineage),
     "1.3.0": ("1.4.0", _baseline_run),
     "1.4.0": ("1.5.0", _scan_allow),
+    "1.5.0": ("1.6.0", _fail_on),
 }
 
 _SEMVER = re.compile(r"^(\d+)\.(\d+)\.(\d+)$")

@@ -688,10 +688,10 @@ class Store:
         run_id = self.resolve(ref)
         try:
             with self._engine.connect() as conn:
-                data = conn.execute(select(RunRow.report).where(RunRow.id == run_id)).scalar_one()
+                row = conn.execute(select(RunRow.report, RunRow.fail_on).where(RunRow.id == run_id)).one()
         except SQLAlchemyError as exc:
             raise _error(f"cannot read run {run_id} from", self._url, exc) from exc
-        return self._to_report(run_id, data)
+        return self._to_report(run_id, row.report, fail_on=row.fail_on)
 
     def previous_run(
         self, project: str | None, *, before: str | None = None, command: str | None = None
@@ -707,7 +707,7 @@ class Store:
             RunNotFound: ``before`` is not a stored run.
             StoreError: the read failed.
         """
-        stmt = select(RunRow.id, RunRow.report)
+        stmt = select(RunRow.id, RunRow.report, RunRow.fail_on)
         stmt = stmt.where(RunRow.project.is_(None) if project is None else RunRow.project == project)
         if command is not None:
             stmt = stmt.where(RunRow.command == command)
@@ -723,7 +723,7 @@ class Store:
                 row = conn.execute(stmt.order_by(RunRow.started.desc(), RunRow.id.desc()).limit(1)).first()
         except SQLAlchemyError as exc:
             raise _error("cannot read runs from", self._url, exc) from exc
-        return None if row is None else self._to_report(row.id, row.report)
+        return None if row is None else self._to_report(row.id, row.report, fail_on=row.fail_on)
 
     def close(self) -> None:
         """Release the database connections."""
@@ -746,13 +746,18 @@ class Store:
         """``Store('<url without password>')``."""
         return f"Store({self.url!r})"
 
-    def _to_report(self, run_id: str, data: Any) -> Report:
+    def _to_report(self, run_id: str, data: Any, *, fail_on: str | None = None) -> Report:
         if isinstance(data, str):  # a driver that hands JSON back as text
             data = json.loads(data)
         if not isinstance(data, dict):
             raise StoreError(f"stored run {run_id} in {self.url} holds no report object")
         try:
-            return Report.model_validate(migrate_report(data))
+            data = migrate_report(data)
+            run = data.get("run")
+            # a run stored before schema 1.6.0 kept its gate only in the row's fail_on column
+            if isinstance(run, dict) and run.get("fail_on") is None and fail_on in FAIL_ON_CHOICES:
+                run["fail_on"] = fail_on
+            return Report.model_validate(data)
         except StoreError as exc:
             raise StoreError(f"stored run {run_id} in {self.url}: {exc}") from exc
         except ValidationError as exc:

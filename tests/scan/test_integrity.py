@@ -117,6 +117,23 @@ def test_bom_signature_states(model_dir: Path, keys: tuple[Path, Path]) -> None:
     assert root["bastion:signature.status"] == "unsigned"
     key, pub = keys
     _run("sign", str(model_dir), "--key", str(key))
+    doc, _ = model_bom(model_dir)  # signed, no key: not checked (trial 32: it read "error")
+    _validate(doc)
+    root = {p["name"]: p["value"] for p in doc["metadata"]["component"]["properties"]}
+    assert root["bastion:signature.status"] == "unverified"
+    assert root["bastion:signature.reason"].startswith("not checked: ")
+    assert {
+        {p["name"]: p["value"] for p in c["properties"]}["bastion:signature.status"]
+        for c in doc["components"]
+        if c["type"] == "machine-learning-model"
+    } == {"unverified"}
+    sig = model_dir.with_name("model.sig")
+    good = sig.read_bytes()
+    sig.write_text("not a bundle")  # with a key, a bundle that cannot be read is an error
+    doc, _ = model_bom(model_dir, key=pub)
+    root = {p["name"]: p["value"] for p in doc["metadata"]["component"]["properties"]}
+    assert root["bastion:signature.status"] == "error", root
+    sig.write_bytes(good)
     (model_dir / "config.json").write_text("{}")
     doc, _ = model_bom(model_dir, key=pub)
     root = {p["name"]: p["value"] for p in doc["metadata"]["component"]["properties"]}
@@ -175,7 +192,11 @@ def test_bom_of_a_project_holding_a_folder_signed_as_a_whole(
     got = statuses(pub)
     assert got["loose.pkl"] == ["unsigned"]
     assert got["model/model.safetensors"] == ["verified"] and got["model/deep/other.pkl"] == ["verified"]
-    assert statuses(None)["model/deep/other.pkl"] == ["error", "no public key given"]
+    # trial 32: without --key a signed file is "not checked", not an "error"
+    assert statuses(None)["model/deep/other.pkl"] == [
+        "unverified",
+        "not checked: a signature exists but no public key was given (--key)",
+    ]
     (model_dir / "deep" / "other.pkl").write_bytes(pickle.dumps({"w": 3}))
     got = statuses(pub)
     assert (

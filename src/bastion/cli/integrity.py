@@ -158,7 +158,12 @@ def bom(
     path: Annotated[Path, typer.Argument(help="Model file or folder.")],
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the BOM to this file.")] = None,
     key: Annotated[
-        Path | None, typer.Option("--key", "-k", help="Public key to verify the signature with.")
+        Path | None,
+        typer.Option(
+            "--key",
+            "-k",
+            help="Public key to verify signatures with (without it a signed file is 'unverified').",
+        ),
     ] = None,
     signature: Annotated[Path | None, typer.Option("--signature", "-s", help=_SIG_HELP)] = None,
     allow: Annotated[

@@ -341,8 +341,9 @@ def build_bom(
                 _prop("format", fr.format or "unknown"),
                 _prop("scan.verdict", fr.verdict.value),
                 _prop("scan.findings", len(fr.findings)),
-                _prop("signature.status", STATUS_WORDS[f_status.value]),
+                _prop("signature.status", _status_word(f_status, key)),
             ]
+            f_why = _status_reason(f_status, f_why, key)
             if f_why and root_p.is_dir():
                 props.append(_prop("signature.reason", f_why[:500]))
             if fr.reason:
@@ -359,7 +360,8 @@ def build_bom(
             if recorded is not None:
                 _add_lineage(comp, recorded)
             components.append(comp)
-    root_props = [_prop("signature.status", STATUS_WORDS[status.value])]
+    root_props = [_prop("signature.status", _status_word(status, key))]
+    why = _status_reason(status, why, key)
     if why:
         root_props.append(_prop("signature.reason", why[:500]))
     return {
@@ -380,6 +382,28 @@ def build_bom(
         "components": components,
         "dependencies": [{"ref": "root", "dependsOn": [c["bom-ref"] for c in components]}],
     }
+
+
+#: ``bastion:signature.status`` of a signed file that was not checked because no key was given.
+NOT_CHECKED = "unverified"
+
+
+def _status_word(status: SignatureStatus, key: object) -> str:
+    """The word a BOM gives a signature status: the report's, but ``unverified`` for "no key given".
+
+    A signature that exists but was not checked because ``bastion bom`` ran without ``--key`` is
+    not an error: ``unverified``. With a key, a signature that cannot be checked (a bad bundle,
+    a missing extra) stays ``error``.
+    """
+    if status is SignatureStatus.UNVERIFIED and key is None:
+        return NOT_CHECKED
+    return STATUS_WORDS[status.value]
+
+
+def _status_reason(status: SignatureStatus, why: str | None, key: object) -> str | None:
+    if status is SignatureStatus.UNVERIFIED and key is None:
+        return "not checked: a signature exists but no public key was given (--key)"
+    return why
 
 
 def _kinds(

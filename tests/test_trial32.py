@@ -108,3 +108,50 @@ def test_a_run_stored_before_schema_1_6_takes_its_gate_from_the_store_row(tmp_pa
     with Store.open(url) as st:
         st.save_report(report, fail_on="high")
         assert st.get_report("latest").run.fail_on == "high"
+
+
+_PLAN_YAML = """version: 1
+project: {name: p}
+datasets:
+  - {name: d, path: d.npz, splits: {train: [0, 50], test: [50, 100]}}
+assets:
+  - {name: sk, kind: model, path: m.pkl, framework: sklearn, dataset: d}
+  - {name: nn, kind: model, path: m.pt, framework: torch, model_class: "mynets:Net", dataset: d}
+"""
+
+_SKIPPED_BEFOREHAND = {
+    ("membership.lira", "sk"): "needs a training recipe",
+    ("membership.rmia", "sk"): "needs a training recipe",
+    ("membership.attribute-inference", "sk"): "no sensitive feature configured",
+    ("membership.dp-curve", "sk"): "DP-SGD retrains torch models",
+    ("poisoning.backdoor", "sk"): "needs a torch model target",
+    ("membership.dp-curve", "nn"): "runs under --budget thorough",
+}
+
+
+def test_the_plan_skips_what_the_run_would_skip_from_the_project_file_alone(tmp_path: Path) -> None:
+    # trial 32, M1: --dry-run said these would run; the run then skipped them for reasons known before
+    from bastion.api import plan
+    from bastion.api._assessing import _check_context
+    from bastion.core.budget import PRESETS
+    from bastion.core.registry import REGISTRIES
+
+    (tmp_path / "bastion.yaml").write_text(_PLAN_YAML)
+    p = plan(tmp_path / "bastion.yaml", budget="standard")
+    reasons = {(i.check_id, i.asset): i.skip_reason for i in p.items}
+    for key, words in _SKIPPED_BEFOREHAND.items():
+        assert words in (reasons[key] or ""), (key, reasons[key])
+        # the run's own decision (applicable) gives the same words: one function decides both
+        cls = REGISTRIES["attack"].get(key[0])
+        asset = next(a for a in p.config.assets if a.name == key[1])
+        ctx = _check_context(cls, p.config, tmp_path, asset, PRESETS["standard"], None, {}, {})
+        assert cls().applicable(ctx) == reasons[key]
+    assert reasons[("membership.threshold", "sk")] is None  # still planned
+    thorough = plan(tmp_path / "bastion.yaml", budget="thorough")
+    curve = [i for i in thorough.items if i.check_id == "membership.dp-curve" and i.asset == "nn"]
+    assert curve and curve[0].skip_reason is None
+    (tmp_path / "bastion.yaml").write_text(
+        _PLAN_YAML + "checks:\n  membership.lira: {params: {recipe: 'mypkg.train:fit'}}\n"
+    )
+    configured = plan(tmp_path / "bastion.yaml")
+    assert not any(i.skip_reason for i in configured.items if i.check_id == "membership.lira")

@@ -13,7 +13,7 @@ from typing import Any
 from bastion.api._plugins import PLANNED_KINDS, load_plugins
 from bastion.core.budget import PRESETS
 from bastion.core.config import Asset, ProjectConfig, load_config
-from bastion.core.errors import ConfigError, OptionError
+from bastion.core.errors import BastionError, ConfigError, OptionError
 from bastion.core.registry import REGISTRIES
 from bastion.core.report import VersionLineage
 
@@ -403,9 +403,29 @@ def plan(
                             f"dataset {ds.name} records no splits (datasets[].splits or splits_file); "
                             "attacks evaluate on its labelled test split"
                         )
+                if reason is None:
+                    reason = _config_skip(cfg, cls, a, budget)
                 p.items.append(PlannedCheck(pid, a.name, kind, reason))
     _threshold_problems(cfg, path, p)
     return p
+
+
+def _config_skip(cfg: ProjectConfig, cls: Any, a: Asset, budget: str) -> str | None:
+    """The check's own reason to skip ``a`` that the project file tells (``Check.config_skip``).
+
+    The same call, on the same params and effective budget, as the run's ``applicable``. Params
+    that do not validate are left to the run, which reports them as a config error.
+    """
+    hook = getattr(cls, "config_skip", None)
+    if hook is None:
+        return None
+    cc = cfg.checks.get(cls.id)
+    try:
+        params = cls.parse_params(cc.params if cc else None, where=f"checks.{cls.id}.params")
+    except BastionError:
+        return None
+    reason: str | None = cls().config_skip(a, params, PRESETS[budget].merged(cc.budget if cc else None))
+    return reason
 
 
 def _threshold_problems(cfg: ProjectConfig, path: Path, p: Plan) -> None:

@@ -94,11 +94,26 @@ class Check(Plugin):
     remediation: ClassVar[str] = ""
     order: ClassVar[int] = 50
 
+    def config_skip(self, asset: Asset, params: Any, budget: Budget) -> str | None:
+        """The reason the check is skipped on ``asset`` that the project file alone tells, else ``None``.
+
+        Decided from the asset's declaration (framework, tags), the check's validated ``params``
+        and its effective ``budget`` only: nothing loaded. The plan (``bastion assess
+        --dry-run``, ``bastion.plan``) shows it, and the run skips with the same words (the
+        default :meth:`applicable` starts here; an override that does not call it must), so the
+        two cannot disagree. The default: nothing.
+        """
+        return None
+
     def applicable(self, ctx: CheckContext) -> str | None:
         """``None`` if the check can run on ``ctx``, else the reason it is skipped.
 
-        The default requires the target's capabilities (``requires``); override to add data needs.
+        The default first asks :meth:`config_skip`, then requires the target's capabilities
+        (``requires``); override to add data needs.
         """
+        reason = self.config_skip(ctx.asset, ctx.params, ctx.budget)
+        if reason is not None:
+            return reason
         if self.requires:
             if ctx.target is None:
                 return "needs a loaded model target"

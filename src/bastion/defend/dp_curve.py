@@ -24,8 +24,9 @@ from typing import Any, ClassVar, cast
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from bastion.core import atlas as atlas_ids
-from bastion.core.budget import PRESETS, BudgetMeter
+from bastion.core.budget import PRESETS, Budget, BudgetMeter
 from bastion.core.check import Check, CheckContext
+from bastion.core.config import Asset
 from bastion.core.errors import BudgetExhausted, PluginError, require
 from bastion.core.findings import Threat
 from bastion.core.registry import REGISTRIES, register
@@ -120,20 +121,26 @@ class DpCurve(Check):
         "Jagielski et al. 2020, Auditing Differentially Private Machine Learning, arXiv:2006.07709",
     )
 
-    def applicable(self, ctx: CheckContext) -> str | None:
-        """Torch model with labelled train/test splits, an original, and a thorough time budget."""
-        p = cast(DpCurveParams, ctx.params)
-        if ctx.asset.framework != "torch":
-            return f"DP-SGD retrains torch models; {ctx.asset.name} is {ctx.asset.framework}"
-        if any(t.startswith("version-of:") for t in ctx.asset.tags):
+    def config_skip(self, asset: Asset, params: Any, budget: Budget) -> str | None:
+        """Not torch, a hardened version, or a time budget below ``min_budget_seconds``."""
+        p = cast(DpCurveParams, params)
+        if asset.framework != "torch":
+            return f"DP-SGD retrains torch models; {asset.name} is {asset.framework}"
+        if any(t.startswith("version-of:") for t in asset.tags):
             return "a hardened version; the curve is drawn for the original model"
-        seconds = ctx.budget.seconds
+        seconds = budget.seconds
         if seconds is not None and seconds < p.min_budget_seconds:
             return (
                 f"trains {len(p.epsilons)} model{'s' if len(p.epsilons) != 1 else ''}: runs under "
                 "--budget thorough (a time budget of at "
                 f"least {p.min_budget_seconds:g} s); this run's is {seconds:g} s"
             )
+        return super().config_skip(asset, params, budget)
+
+    def applicable(self, ctx: CheckContext) -> str | None:
+        """Torch model with labelled train/test splits, an original, and a thorough time budget."""
+        if (reason := self.config_skip(ctx.asset, ctx.params, ctx.budget)) is not None:
+            return reason
         if _module(ctx.target) is None:
             return "needs an eager torch module (a state_dict with model_class)"
         for split in ("train", "test"):

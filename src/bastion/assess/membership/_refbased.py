@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from typing import Literal, cast
+from typing import Any, Literal, cast
 
 import numpy as np
 from pydantic import ConfigDict, Field, field_validator
@@ -31,9 +31,9 @@ from bastion.assess.membership.threshold import (
     MembershipThresholdParams,
     _nonmembers,
 )
-from bastion.core.budget import BudgetMeter
+from bastion.core.budget import Budget, BudgetMeter
 from bastion.core.check import CheckContext, Split
-from bastion.core.config import Threshold
+from bastion.core.config import Asset, Threshold
 from bastion.core.errors import BudgetExhausted
 from bastion.core.findings import Finding
 from bastion.core.results import CheckResult
@@ -103,15 +103,11 @@ class RefBasedAttack(MembershipThreshold):
         Threshold(metric="tpr@fpr=0.01", op="gt", value=0.05, severity=Severity.HIGH, rule="low-fpr-leakage"),
     )
 
-    def applicable(self, ctx: CheckContext) -> str | None:
-        """Needs the threshold attack's data plus a training recipe (and a population for RMIA)."""
-        reason = super().applicable(ctx)
-        if reason is not None:
-            return reason
-        params = cast(RefParams, ctx.params)
-        if params.recipe is None:
+    def config_skip(self, asset: Asset, params: Any, budget: Budget) -> str | None:
+        """No training recipe configured (``params.recipe``): known before anything loads."""
+        if cast(RefParams, params).recipe is None:
             return f"needs a training recipe: set checks.{self.id}.params.recipe to 'package.module:function'"
-        return None
+        return super().config_skip(asset, params, budget)
 
     def _population(self, ctx: CheckContext) -> Split | None:
         params = cast(RefParams, ctx.params)

@@ -22,10 +22,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from bastion.assess import metrics as M
 from bastion.assess.membership import _common as C
 from bastion.core import atlas as atlas_ids
-from bastion.core.budget import BudgetMeter
+from bastion.core.budget import Budget, BudgetMeter
 from bastion.core.capability import Capability
 from bastion.core.check import Check, CheckContext, Split
-from bastion.core.config import Threshold
+from bastion.core.config import Asset, Threshold
 from bastion.core.errors import BudgetExhausted, require
 from bastion.core.findings import Threat
 from bastion.core.registry import register
@@ -124,14 +124,17 @@ class AttributeInference(Check):
     )
 
     # -- planning --------------------------------------------------------------------------
+    def config_skip(self, asset: Asset, params: Any, budget: Budget) -> str | None:
+        """No ``sensitive_feature`` configured: known before anything loads."""
+        if cast(AttributeInferenceParams, params).sensitive_feature is None:
+            return f"no sensitive feature configured: set checks.{self.id}.params.sensitive_feature"
+        return super().config_skip(asset, params, budget)
+
     def applicable(self, ctx: CheckContext) -> str | None:
         """Needs ``sensitive_feature``, tabular inputs and labelled ``train``/``test`` splits."""
         reason = super().applicable(ctx)
         if reason is not None:
             return reason
-        params = cast(AttributeInferenceParams, ctx.params)
-        if params.sensitive_feature is None:
-            return f"no sensitive feature configured: set checks.{self.id}.params.sensitive_feature"
         for name in ("train", "test"):
             split = ctx.data.get(name)
             if split is None or len(split.x) == 0:

@@ -68,9 +68,9 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from bastion.core.budget import BudgetUsage
+from bastion.core.budget import Budget, BudgetUsage
 from bastion.core.check import Check, CheckContext
-from bastion.core.config import Threshold
+from bastion.core.config import Asset, Threshold
 from bastion.core.errors import ConfigError
 from bastion.core.findings import Location, Threat
 from bastion.core.registry import register
@@ -211,8 +211,16 @@ class BackdoorCheck(Check):
     )
     order: ClassVar[int] = 45
 
+    def config_skip(self, asset: Asset, params: Any, budget: Budget) -> str | None:
+        """A model declared as another framework than torch (undeclared: told once it loads)."""
+        if asset.framework not in (None, "torch"):
+            return "needs a torch model target (.module) to read its internal representations"
+        return super().config_skip(asset, params, budget)
+
     def applicable(self, ctx: CheckContext) -> str | None:
         """Needs a torch target (``.module``) and a labelled training split."""
+        if (reason := self.config_skip(ctx.asset, ctx.params, ctx.budget)) is not None:
+            return reason
         p = ctx.params if isinstance(ctx.params, BackdoorParams) else BackdoorParams()
         if ctx.target is None or getattr(ctx.target, "module", None) is None:
             return "needs a torch model target (.module) to read its internal representations"

@@ -34,6 +34,7 @@ def guard_fit(
     honeytoken_pepper_env: str | None = None,
     force: bool = False,
     allow: Sequence[str] = (),
+    range_margin: float | None = None,
 ) -> dict[str, Any]:
     """Fit the guard's artefact (input profile, OOD detector, query sketch, output reference).
 
@@ -58,6 +59,10 @@ def guard_fit(
         sign_key: PEM EC private key; the artefact folder is then signed (:func:`sign_model`)
             into ``<out>.sig``.
         seed: honeytoken randomness (tests only; default from the OS).
+        range_margin: each feature's accepted range is its training [min, max] widened by this
+            fraction of max − min on each side (``None``: ``DEFAULT_RANGE_MARGIN``, 0.25);
+            ignored where the asset declares ``input.range``. Recorded in the artefact
+            (``meta.range_margin``) and returned.
         force: replace a guard artefact already in ``out`` and an existing ``honeytokens_out``
             (never a dataset's own file).
         allow: allow-list additions for the model scan, as :func:`~bastion.api.assess`'s
@@ -65,7 +70,8 @@ def guard_fit(
             deny-listed callable.
 
     Returns:
-        ``{"path", "sha256", "rows", "asset"}`` (+ ``honeytokens``, ``signature``, and
+        ``{"path", "sha256", "rows", "asset", "range_margin"}`` (``range_margin`` ``None``:
+        the asset's declared ``input.range`` is used) (+ ``honeytokens``, ``signature``, and
         ``scan_allowed``: each global of the model file that only an allow-list addition, yours
         or the project file's, let through): pin ``sha256`` in ``guard.yaml`` (``profile.sha256``).
 
@@ -81,6 +87,12 @@ def guard_fit(
     from bastion.guard.profile import fit_profile, save_profile
 
     allow = allow_entries(allow)
+    from bastion.guard.profile import DEFAULT_RANGE_MARGIN
+
+    if range_margin is None:
+        range_margin = DEFAULT_RANGE_MARGIN
+    if not isinstance(range_margin, int | float) or not 0 <= range_margin < float("inf"):
+        raise ConfigError(f"--range-margin must be a finite number >= 0, got {range_margin!r}")
     if honeytokens and honeytokens_out is None:
         raise ConfigError("--honeytokens needs --honeytokens-out FILE (the rows to plant in the data)")
     path = Path(config)
@@ -117,6 +129,7 @@ def guard_fit(
         num_classes=int(a.num_classes),
         probs=probs,
         value_range=value_range,  # type: ignore[arg-type]
+        margin=range_margin,
         seed=cfg.seed,
         meta={"asset": a.name, "model_sha256": facts.get("scan_sha256"), "dataset_sha256": ds.sha256},
     )
@@ -156,6 +169,7 @@ def guard_fit(
             stale.unlink()
             extra["removed_stale_signature"] = str(stale)
             log.warning("removed %s: it signed an earlier artefact (fit with --sign-key to sign)", stale)
+    extra["range_margin"] = profile.meta.get("range_margin")
     return {"path": str(Path(out)), "sha256": sha, "rows": len(x), "asset": a.name, **extra}
 
 

@@ -142,6 +142,16 @@ def fit(
         ),
     ] = False,
     allow: Annotated[list[str] | None, allow_option()] = None,
+    range_margin: Annotated[
+        float,
+        typer.Option(
+            "--range-margin",
+            min=0,
+            help="Widen each feature's training [min, max] by this fraction of max - min on each "
+            "side; a request with any value outside is refused (422, the field named). Ignored "
+            "where bastion.yaml declares input.range.",
+        ),
+    ] = 0.25,
 ) -> None:
     """Learn the input profile and detectors from training data; print the artefact's SHA-256."""
     from bastion import api
@@ -159,6 +169,7 @@ def fit(
             honeytoken_pepper_env=pepper_env,
             force=force,
             allow=allow or [],
+            range_margin=range_margin,
         )
     except BastionError as exc:
         fail(exc)

@@ -202,3 +202,51 @@ def test_guard_fit_takes_and_records_the_range_margin(
 
     default = inspect.signature(guard_cli.fit).parameters["range_margin"].default
     assert default == DEFAULT_RANGE_MARGIN
+
+
+def test_history_format_is_case_insensitive_and_its_help_lists_the_choices(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # trial 32: `history -f JSON` gave rc 4; the help showed `--format <str>`
+    db = f"sqlite:///{tmp_path / 'none.db'}"
+    assert run(["history", "-f", "JSON", "--db", db]) == 0
+    assert capsys.readouterr().out.strip() == "[]"
+    assert run(["history", "-f", "xml", "--db", db]) == 4
+    assert run(["history", "--help"]) == 0
+    assert "table|json" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("value", "hint"), [("pikle", "did you mean 'pickle'"), ("onxx", "did you mean 'onnx'")]
+)
+def test_an_unknown_asset_format_is_a_config_error_with_a_did_you_mean(value: str, hint: str) -> None:
+    # trial 32: `format: pikle` in bastion.yaml was accepted silently
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match=hint):
+        Asset(name="m", kind="model", path="m.pkl", format=value)
+    for ok in ("pickle", "Joblib", "numpy", "csv", "safetensors"):
+        assert Asset(name="m", kind="model", path="m.pkl", format=ok).format == ok
+
+
+def test_the_known_formats_cover_the_loaders_and_the_scanners() -> None:
+    from bastion.api._plugins import load_plugins
+    from bastion.core.config import KNOWN_FORMATS, MODEL_FORMATS
+    from bastion.core.registry import REGISTRIES
+    from bastion.targets.loader import _FORMATS
+
+    load_plugins()
+    assert set(_FORMATS) == set(MODEL_FORMATS)
+    scanned = {f for _, cls in REGISTRIES["scanner"].items() for f in getattr(cls, "formats", ()) or ()}
+    assert "npy" in scanned and scanned <= set(KNOWN_FORMATS)
+
+
+def test_init_in_the_current_folder_says_just_bastion_assess(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # trial 32: "run: cd . && bastion assess"
+    (tmp_path / "m.onnx").write_bytes(b"\x08\x07")
+    monkeypatch.chdir(tmp_path)
+    assert run(["init"]) == 0
+    err = capsys.readouterr().err
+    assert "then run: bastion assess" in err and "cd ." not in err

@@ -26,6 +26,7 @@ from bastion.cli._common import (
     EXIT_OK,
     BudgetPreset,
     FailOn,
+    HistoryFormat,
     ShowFormat,
     allow_option,
     console,
@@ -411,13 +412,13 @@ def history(
         int,
         typer.Option("--limit", "-n", min=1, max=MAX_HISTORY_LIMIT, help="How many runs (at most 1000000)."),
     ] = 20,
-    fmt: Annotated[str, typer.Option("--format", "-f", help="table or json.")] = "table",
+    fmt: Annotated[
+        HistoryFormat, typer.Option("--format", "-f", case_sensitive=False, help="Output format.")
+    ] = HistoryFormat.table,
 ) -> None:
     """List stored runs, newest first."""
     from bastion import api
 
-    if fmt not in ("table", "json"):
-        raise typer.BadParameter("must be table or json", param_hint="--format")
     try:
         runs = api.history(db_url=db, limit=limit)
     except BastionError as exc:
@@ -436,7 +437,7 @@ def history(
             f"no runs stored: no database file at {url.database}" if missing else f"no runs stored in {where}"
         )
         err.print(text, highlight=False, markup=False)
-    if fmt == "json":
+    if fmt == HistoryFormat.json:
         write(json.dumps([r.model_dump(mode="json") for r in runs], indent=2), None)
         raise typer.Exit(EXIT_OK)
     from rich.table import Table
@@ -461,7 +462,9 @@ def history(
 def show(
     run: Annotated[str, typer.Argument(help="Run id, unique prefix, or 'latest'.")],
     db: Annotated[str | None, typer.Option("--db", help="SQLAlchemy URL of the store.")] = None,
-    fmt: Annotated[ShowFormat, typer.Option("--format", "-f", help="Output format.")] = ShowFormat.table,
+    fmt: Annotated[
+        ShowFormat, typer.Option("--format", "-f", case_sensitive=False, help="Output format.")
+    ] = ShowFormat.table,
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Write to this file (default: stdout).")
     ] = None,
@@ -542,10 +545,12 @@ def init(
     # working folder, as the README says (new-user trial: the hint led out of it)
     import shlex
 
+    here = path.parent.resolve() == Path.cwd().resolve()  # trial 32: "cd . && bastion assess"
+    step = "bastion assess" if here else f"cd {shlex.quote(str(path.parent))} && bastion assess"
     err.print(
-        f"wrote {path}; review owners, input specs and splits, then run: "
-        f"cd {shlex.quote(str(path.parent))} && bastion assess",
+        f"wrote {path}; review owners, input specs and splits, then run: {step}",
         highlight=False,
+        markup=False,
     )
 
 

@@ -146,6 +146,13 @@ class ScanFormat(str, enum.Enum):
     sarif = "sarif"
 
 
+class HistoryFormat(str, enum.Enum):
+    """Output formats of ``bastion history``."""
+
+    table = "table"
+    json = "json"
+
+
 class ShowFormat(str, enum.Enum):
     """Output formats of ``bastion show``."""
 

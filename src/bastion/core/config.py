@@ -47,6 +47,24 @@ _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 _ENV = r"^[A-Z_][A-Z0-9_]*$"
 _CODE_REF = r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$"
 
+#: ``Asset.format`` values (any case): the model loader's formats (``bastion.targets.loader``'s
+#: ``_FORMATS``; a test keeps the two equal), the dataset formats, and the formats of files that
+#: are scanned and governed but not loaded (every scanner's ``formats``, a test checks, and common
+#: names for them). Anything else is a config error with a did-you-mean (trial 32: ``format:
+#: pikle`` was accepted silently).
+MODEL_FORMATS: tuple[str, ...] = (
+    "torchscript", "torch", "pt", "pth", "state_dict", "onnx", "joblib", "pickle", "pkl", "sklearn",
+    "skops", "http", "json",
+)  # fmt: skip
+DATASET_FORMATS: tuple[str, ...] = ("csv", "npz")
+SCANNED_FORMATS: tuple[str, ...] = (
+    "npy", "numpy", "pytorch-zip", "pytorch-legacy", "pytorch-export", "safetensors", "gguf", "hdf5",
+    "h5", "keras", "keras-config", "keras-metadata", "savedmodel", "savedmodel-fingerprint",
+    "tf-graphdef", "pb", "tflite", "7z", "tar", "zip", "gzip", "bz2", "xz", "zlib", "lzma",
+    "joblib-zfile", "lz4",
+)  # fmt: skip
+KNOWN_FORMATS: tuple[str, ...] = (*MODEL_FORMATS, *DATASET_FORMATS, *SCANNED_FORMATS)
+
 
 class _Strict(BaseModel):
     # a NaN or infinite bound is never meant: ``value: .nan`` turned a gate off (every comparison
@@ -282,6 +300,20 @@ class Asset(_Strict):
                 "(e.g. tf2onnx) and use framework: onnx"
             )
         return value
+
+    @field_validator("format")
+    @classmethod
+    def _known_format(cls, value: str | None) -> str | None:
+        if value is None or value.lower() in KNOWN_FORMATS:
+            return value
+        import difflib
+
+        close = difflib.get_close_matches(value.lower(), KNOWN_FORMATS, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ValueError(
+            f"unknown format {value!r}{hint} (models Bastion loads: {', '.join(MODEL_FORMATS)}; "
+            f"datasets: {', '.join(DATASET_FORMATS)}; files only scanned: {', '.join(SCANNED_FORMATS)})"
+        )
 
     @field_validator("model_class")
     @classmethod

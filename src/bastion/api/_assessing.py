@@ -256,8 +256,8 @@ def _gate_plan(
         else:
             continue
         for i in the_plan.items:
-            if i.asset == a.name and i.kind == "attack" and i.skip_reason is None:
-                i.skip_reason = why
+            if i.asset == a.name and i.kind == "attack" and (i.skip_reason is None or i.by_config):
+                i.skip_reason, i.by_config = why, False
 
 
 def _skip_attacks(the_plan: Plan, asset: str, why: str) -> None:
@@ -267,8 +267,14 @@ def _skip_attacks(the_plan: Plan, asset: str, why: str) -> None:
     will be loaded, whatever it would offer.
     """
     for i in the_plan.items:
-        if i.asset == asset and i.kind == "attack" and (i.skip_reason or "needs ").startswith("needs "):
-            i.skip_reason = why  # not one deselected by the user (--only, --skip, bastion.yaml)
+        if (
+            i.asset == asset
+            and i.kind == "attack"
+            and (i.by_config or (i.skip_reason or "needs ").startswith("needs "))
+        ):
+            # not one deselected by the user (--only, --skip, bastion.yaml); a check's own
+            # config skip (no recipe ...) gives way: the model will not load at all
+            i.skip_reason, i.by_config = why, False
 
 
 def _model_class_problem(a: Asset) -> str | None:

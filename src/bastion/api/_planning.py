@@ -22,12 +22,17 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class PlannedCheck:
-    """One (check, asset) pair in the plan, with why it will not run if skipped."""
+    """One (check, asset) pair in the plan, with why it will not run if skipped.
+
+    ``by_config``: ``skip_reason`` is the check's own ``config_skip`` (no recipe, a short
+    budget ...); a problem of the whole model found later (it will not load) replaces it.
+    """
 
     check_id: str
     asset: str
     kind: str
     skip_reason: str | None = None
+    by_config: bool = False
 
 
 @dataclass
@@ -403,9 +408,11 @@ def plan(
                             f"dataset {ds.name} records no splits (datasets[].splits or splits_file); "
                             "attacks evaluate on its labelled test split"
                         )
+                by_config = False
                 if reason is None:
                     reason = _config_skip(cfg, cls, a, budget)
-                p.items.append(PlannedCheck(pid, a.name, kind, reason))
+                    by_config = reason is not None
+                p.items.append(PlannedCheck(pid, a.name, kind, reason, by_config))
     _threshold_problems(cfg, path, p)
     return p
 

@@ -125,7 +125,8 @@ class DpCurve(Check):
         """Not torch, a hardened version, or a time budget below ``min_budget_seconds``."""
         p = cast(DpCurveParams, params)
         if asset.framework != "torch":
-            return f"DP-SGD retrains torch models; {asset.name} is {asset.framework}"
+            what = asset.framework or "of no declared framework (set framework: torch)"
+            return f"DP-SGD retrains torch models; {asset.name} is {what}"
         if any(t.startswith("version-of:") for t in asset.tags):
             return "a hardened version; the curve is drawn for the original model"
         seconds = budget.seconds

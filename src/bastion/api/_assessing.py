@@ -26,7 +26,7 @@ from bastion.api._planning import (
     selected_by,
     version_lineage,
 )
-from bastion.api._plugins import PLANNED_KINDS, loads_file
+from bastion.api._plugins import loads_file
 from bastion.api._scanning import SIGNATURE_FAILED, _signature_check, _signing_key
 from bastion.core import atlas
 from bastion.core.budget import PRESETS, Budget
@@ -76,27 +76,18 @@ def preflight(
     if db_url is not None:
         cfg0 = load_config(config)
         pick = picked_version(cfg0, asset)
-        plan(config, budget=budget, asset=None if pick else asset, only=only, skip=skip)  # config first
+        # config first, every problem of the project file at once (trial 32, M4)
+        plan(config, budget=budget, asset=None if pick else asset, only=only, skip=skip, files=True)
         versions = _latest_versions(db_url, cfg0, pick, read_only=True)
-    the_plan = plan(config, budget=budget, asset=asset, only=only, skip=skip, versions=versions)
+    the_plan = plan(
+        config, budget=budget, asset=asset, only=only, skip=skip, versions=versions, files=db_url is None
+    )
     the_plan.scan_allow_cli = list(allow)
     cfg, base = the_plan.config, the_plan.base_dir
     assets = [a for a in _assets(cfg, versions) if _selected(a.name, asset)]
     _preflight_files(cfg, base, assets)
     _load_datasets(cfg, base, assets)
     _signing_key(cfg, base, assets)  # issue 4: the configured public key exists
-    problems: list[str] = []
-    for pid in sorted(
-        {i.check_id for i in the_plan.items if i.kind in PLANNED_KINDS and i.skip_reason is None}
-    ):
-        cc = cfg.checks.get(pid)
-        cls = next(REGISTRIES[k].get(pid) for k in PLANNED_KINDS if pid in REGISTRIES[k])
-        try:
-            cls.parse_params(cc.params if cc else None, where=f"checks.{pid}.params")
-        except PluginError as exc:
-            problems.append(str(exc))
-    if problems:
-        raise ConfigError(f"{len(problems)} problem(s) found in preflight", problems)
     _gate_plan(the_plan, assets, cfg, base, allow)
     return the_plan
 
@@ -362,6 +353,13 @@ def _check_context(
 
 
 def _preflight_files(cfg: ProjectConfig, base: Path, assets: list[Asset]) -> None:
+    problems = file_problems(cfg, base, assets)
+    if problems:
+        raise ConfigError(f"{len(problems)} problem(s) before the run", problems)
+
+
+def file_problems(cfg: ProjectConfig, base: Path, assets: list[Asset]) -> list[str]:
+    """The project's files that are missing or unreadable, and evaluated assets lacking a spec."""
     from bastion.data.datasets import dataset_file_problem
 
     problems = []
@@ -390,8 +388,7 @@ def _preflight_files(cfg: ProjectConfig, base: Path, assets: list[Asset]) -> Non
             )
         if evaluated and a.task == "classification" and a.num_classes is None:
             problems.append(f"assets[{i}].num_classes: a classifier evaluated on a dataset needs num_classes")
-    if problems:
-        raise ConfigError(f"{len(problems)} problem(s) before the run", problems)
+    return problems
 
 
 def _load_datasets(cfg: ProjectConfig, base: Path, assets: list[Asset]) -> dict[str, Any]:
@@ -651,7 +648,8 @@ def assess(
     # config and selection first (a version ``<model>.v<N>`` is known only once the store is read)
     cfg0 = load_config(config)
     pick = picked_version(cfg0, asset)
-    plan(config, budget=s.budget, asset=None if pick else asset, only=only, skip=skip)
+    # every problem of the project file at once, files included (trial 32, M4)
+    plan(config, budget=s.budget, asset=None if pick else asset, only=only, skip=skip, files=True)
     baseline_report: Report | None = None
     versions: dict[str, Any] = {}
     if store or baseline is not None or pick:  # a picked version is read from the store
@@ -806,7 +804,7 @@ def assess(
         problems += [f"checks.{item.check_id} on {a.name}: {p}" for p in check.preflight(ctx)]
         work.append((check, ctx))
     if problems:
-        raise ConfigError(f"{len(problems)} problem(s) found in preflight", problems)
+        raise ConfigError(f"{config}: {len(problems)} problem(s) found in preflight", problems)
 
     # 4. run, in asset order then check order.
     work.sort(key=lambda wc: (wc[1].asset.name, type(wc[0]).order, wc[0].id))

@@ -339,6 +339,7 @@ def plan(
     only: Sequence[str] = (),
     skip: Sequence[str] = (),
     versions: dict[str, Any] | None = None,
+    files: bool = False,
 ) -> Plan:
     """Which checks would run on which assets, and why the others are skipped.
 
@@ -347,6 +348,11 @@ def plan(
 
     Capability-based skips (a label-only endpoint cannot give loss gradients) are decided
     from the asset's declared framework and output, without loading anything.
+
+    The project file's own problems that need nothing loaded (unknown check ids, parameters
+    that do not validate, thresholds naming no metric and, with ``files``, missing or unreadable
+    files) are raised together as one :class:`ConfigError` naming the file (trial 32, M4: they
+    came in four rounds).
 
     Raises:
         ConfigError: invalid config, unknown ``--asset`` or plugin id; a recorded version whose
@@ -360,20 +366,16 @@ def plan(
         raise ConfigError(f"--budget must be one of {', '.join(PRESETS)}, got {budget!r}")
     _validate_selection(only, skip)
     known = {pid for kind in PLANNED_KINDS for pid in REGISTRIES[kind]}
-    unknown = [k for k in cfg.checks if k not in known]
-    if unknown:
-        raise ConfigError(
-            f"{path}: {len(unknown)} problem(s)",
-            [
-                f"checks.{k}: unknown check id; known: {', '.join(sorted(known))}"
-                + (
-                    " (the scanner always runs before a model is loaded; tune it with scan.allow)"
-                    if k.startswith("scan")
-                    else ""
-                )
-                for k in unknown
-            ],
+    problems = [
+        f"checks.{k}: unknown check id; known: {', '.join(sorted(known))}"
+        + (
+            " (the scanner always runs before a model is loaded; tune it with scan.allow)"
+            if k.startswith("scan")
+            else ""
         )
+        for k in cfg.checks
+        if k not in known
+    ]
     assets = _assets(cfg, versions)
     by_name = {a.name: a for a in assets}
     if asset is not None:
@@ -413,8 +415,28 @@ def plan(
                     reason = _config_skip(cfg, cls, a, budget)
                     by_config = reason is not None
                 p.items.append(PlannedCheck(pid, a.name, kind, reason, by_config))
-    _threshold_problems(cfg, path, p)
+    problems += _params_problems(cfg, p)
+    problems += _threshold_problems(cfg, p)
+    if files:
+        from bastion.api._assessing import file_problems
+
+        problems += file_problems(cfg, p.base_dir, _assets(cfg, versions))
+    if problems:
+        raise ConfigError(f"{path}: {len(problems)} problem(s)", problems)
     return p
+
+
+def _params_problems(cfg: ProjectConfig, p: Plan) -> list[str]:
+    """Every planned check's ``params`` that do not validate, one entry per check."""
+    problems: list[str] = []
+    for pid in sorted({i.check_id for i in p.items if i.kind in PLANNED_KINDS and i.skip_reason is None}):
+        cc = cfg.checks.get(pid)
+        cls = next(REGISTRIES[k].get(pid) for k in PLANNED_KINDS if pid in REGISTRIES[k])
+        try:
+            cls.parse_params(cc.params if cc else None, where=f"checks.{pid}.params")
+        except BastionError as exc:
+            problems.append(str(exc))
+    return problems
 
 
 def _config_skip(cfg: ProjectConfig, cls: Any, a: Asset, budget: str) -> str | None:
@@ -435,14 +457,11 @@ def _config_skip(cfg: ProjectConfig, cls: Any, a: Asset, budget: str) -> str | N
     return reason
 
 
-def _threshold_problems(cfg: ProjectConfig, path: Path, p: Plan) -> None:
-    """Refuse thresholds naming no metric of their check, as the real run's preflight does.
+def _threshold_problems(cfg: ProjectConfig, p: Plan) -> list[str]:
+    """Thresholds naming no metric of their check, as the real run's preflight refuses them.
 
     So the plan (and ``--dry-run``) does too, for every check that can tell without data
     (a ``threshold_problems(thresholds)`` method).
-
-    Raises:
-        ConfigError: every such threshold, listed.
     """
     problems: list[str] = []
     done: set[str] = set()
@@ -456,8 +475,7 @@ def _threshold_problems(cfg: ProjectConfig, path: Path, p: Plan) -> None:
         if cc is None or not cc.thresholds or hook is None:
             continue
         problems += [f"checks.{item.check_id}.{msg}" for msg in hook(cls(), cc.thresholds)]
-    if problems:
-        raise ConfigError(f"{path}: {len(problems)} problem(s)", problems)
+    return problems
 
 
 def _declared_capabilities(a: Asset, by_name: dict[str, Asset] | None = None) -> frozenset[Any]:

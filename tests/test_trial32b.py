@@ -1,0 +1,55 @@
+"""Trial 32, second batch: config errors at once, help text, baseline, store hints, guard host, text files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bastion.cli.main import run
+from bastion.core.errors import ConfigError
+
+_BAD_YAML = """\
+version: 1
+project: {name: p}
+datasets:
+  - {name: d, path: d.csv, label: y, splits: {train: [0, 1], test: [2, 3]}}
+assets:
+  - name: nn
+    path: nn.pt
+    framework: torch
+    model_class: "mypkg.nets:Net"
+    dataset: d
+    input: {shape: [4]}
+    num_classes: 2
+checks:
+  evasion.pgdd: {}
+  evasion.pgd: {params: {stepz: 3}}
+  evasion.fgsm: {thresholds: [{metric: no_such_metric, op: gt, value: 0.5}]}
+"""
+
+
+def test_every_config_problem_comes_in_one_error_naming_the_file(tmp_path: Path) -> None:
+    # trial 32, M4: four runs to see unknown id, bad threshold, missing paths, bad params
+    from bastion.api import assess, preflight
+
+    cfg = tmp_path / "bastion.yaml"
+    cfg.write_text(_BAD_YAML)
+    for call in (lambda: preflight(cfg), lambda: assess(cfg, store=False)):
+        with pytest.raises(ConfigError) as info:
+            call()
+        text = str(info.value) + "\n" + "\n".join(info.value.problems)
+        assert str(cfg) in str(info.value)
+        assert "checks.evasion.pgdd: unknown check id" in text
+        assert "checks.evasion.fgsm.thresholds" in text and "no_such_metric" in text
+        assert "assets[0].path: file not found" in text and "datasets[0].path: file not found" in text
+        assert "checks.evasion.pgd.params.stepz" in text
+
+
+def test_dry_run_lists_every_config_problem_once(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = tmp_path / "bastion.yaml"
+    cfg.write_text(_BAD_YAML)
+    assert run(["assess", "-c", str(cfg), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    for words in ("evasion.pgdd", "no_such_metric", "nn.pt", "stepz", str(cfg)):
+        assert words in err, words

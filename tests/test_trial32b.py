@@ -53,3 +53,24 @@ def test_dry_run_lists_every_config_problem_once(tmp_path: Path, capsys: pytest.
     err = capsys.readouterr().err
     for words in ("evasion.pgdd", "no_such_metric", "nn.pt", "stepz", str(cfg)):
         assert words in err, words
+
+
+@pytest.mark.parametrize(
+    ("argv", "sentence"),
+    [
+        (["sign"], "no signature was written (the bundle, if one was there, is as it was; exit 130)"),
+        (["harden"], "each (and the original) is attacked by membership inference"),
+        (["bom"], "the nearest bastion.yaml (in PATH's folder or above) decides for the files"),
+        (["data", "profile"], "if the output cannot be written, nothing is saved (exit 2)"),
+        (["data", "validate"], "A file whose columns do not match the profile"),
+    ],
+)
+def test_help_reads_as_prose_without_rst_markup(
+    argv: list[str], sentence: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # trial 32: Typer kept the docstrings' line breaks (lines broke mid-sentence) and ``signed`` raw
+    monkeypatch.setenv("COLUMNS", "400")
+    assert run([*argv, "--help"]) == 0
+    out = capsys.readouterr().out
+    assert sentence in out
+    assert "``" not in out

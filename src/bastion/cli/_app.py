@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import enum
 import importlib
+import inspect
 import json
+import re
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
@@ -79,8 +81,43 @@ class _LazyGroup(TyperGroup):
             groups = [_module_group(module)] if module in entry.SUBCOMMAND_MODULES else _unlisted_groups()
             cmd = next((g.commands[cmd_name] for g in groups if cmd_name in g.commands), None)
         if cmd is not None:
+            clean_help(cmd)
             self.commands[cmd_name] = cmd
         return cmd
+
+
+#: A line that starts a block of its own in a help text: a list item or an indented line.
+_BLOCK_LINE = re.compile(r"^(\s|[-*•] |[0-9]+[.)] )")
+
+
+def _reflow(text: str) -> str:
+    r"""``text`` (a docstring) as the terminal should show it.
+
+    Typer keeps a docstring's single line breaks, so its help broke lines mid-sentence once
+    rewrapped to the terminal, and showed reStructuredText's ````literal```` markup raw (trial
+    32): each paragraph is joined into one line (a list item or an indented line keeps its own),
+    and ````x```` reads ``'x'``. What follows a ``\f`` (Click's cut) is left as it is.
+    """
+    head, cut, tail = text.partition("\f")
+    paragraphs = []
+    for para in inspect.cleandoc(head).split("\n\n"):
+        lines: list[str] = []
+        for line in para.splitlines():
+            if lines and not _BLOCK_LINE.match(line):
+                lines[-1] = f"{lines[-1].rstrip()} {line.strip()}"
+            else:
+                lines.append(line.rstrip())
+        paragraphs.append("\n".join(lines))
+    out = re.sub(r"``([^`]+)``", r"'\1'", "\n\n".join(paragraphs))
+    return out + cut + tail
+
+
+def clean_help(cmd: click.Command) -> None:
+    """Reflow the help of ``cmd`` and, for a group, of every subcommand (:func:`_reflow`)."""
+    if cmd.help:
+        cmd.help = _reflow(cmd.help)
+    for sub in (getattr(cmd, "commands", None) or {}).values():  # a group's (Click's Group)
+        clean_help(sub)
 
 
 def _command_name(info: Any) -> str:

@@ -74,3 +74,61 @@ def test_help_reads_as_prose_without_rst_markup(
     out = capsys.readouterr().out
     assert sentence in out
     assert "``" not in out
+
+
+def test_baseline_latest_takes_the_newest_run_covering_this_runs_scope(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    # trial 32: latest took a newer run narrowed to another check, so a model file that had just
+    # turned malicious read 'not-in-baseline' instead of 'new'
+    import json
+    import pickle
+
+    (tmp_path / "m.pkl").write_bytes(pickle.dumps({"w": [1.0, 2.0]}, protocol=2))
+    (tmp_path / "n.pkl").write_bytes(pickle.dumps({"w": [3.0]}, protocol=2))
+    (tmp_path / "bastion.yaml").write_text(
+        "version: 1\nproject: {name: p}\nassets:\n  - {name: m, path: m.pkl}\n  - {name: n, path: n.pkl}\n"
+    )
+    db = f"sqlite:///{tmp_path / 'b.db'}"
+    argv = ["assess", "-c", str(tmp_path / "bastion.yaml"), "-o", str(tmp_path / "r"), "--db", db]
+    argv += ["--fail-on", "none"]
+    assert run(argv) == 0
+    full = json.loads((tmp_path / "r" / "report.json").read_text())["run"]["id"]
+    assert run([*argv, "--only", "governance.runtime", "--asset", "n"]) == 0
+    narrowed = json.loads((tmp_path / "r" / "report.json").read_text())["run"]["id"]
+    (tmp_path / "m.pkl").write_bytes(b"\x80\x02cos\nsystem\nX\x05\x00\x00\x00touch\x85R.")
+    capsys.readouterr()
+    assert run([*argv, "--baseline", "latest"]) == 0
+    rep = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert rep["baseline"] == full != narrowed
+    states = {f["state"] for f in rep["findings"] if f["asset"] == "m" and f["rule_id"].startswith("scan.")}
+    assert states == {"new"}
+    assert f"baseline: run {full} of " in capsys.readouterr().err  # which run it took
+    assert narrowed in caplog.text and "newest covering this run's scope" in caplog.text  # and passed over
+
+
+@pytest.mark.parametrize(
+    ("base", "mine", "covers"),
+    [
+        (None, None, True),
+        (None, {"only": ["evasion"]}, True),
+        ({"only": ["governance.runtime"], "asset": "n"}, None, False),
+        ({"only": ["governance.runtime"], "asset": "n"}, {"only": ["governance.runtime"], "asset": "n"}, 1),
+        ({"only": ["governance"]}, {"only": ["governance.runtime"], "asset": "n"}, True),
+        ({"only": ["governance.runtime"]}, {"only": ["governance"]}, False),
+        ({"asset": "n"}, {"asset": "m"}, False),
+        ({"skip": ["evasion"]}, {"skip": ["evasion.pgd"]}, False),
+        ({"skip": ["evasion.pgd"]}, {"skip": ["evasion"]}, True),
+        ({"skip": ["evasion"]}, {"only": ["membership"]}, True),
+    ],
+)
+def test_which_stored_scope_covers_a_runs_scope(
+    base: dict[str, object] | None, mine: dict[str, object] | None, covers: bool
+) -> None:
+    from bastion.api._assessing import _covers
+    from bastion.core.report import RunScope
+
+    def scope(d: dict[str, object] | None) -> RunScope | None:
+        return None if d is None else RunScope.model_validate(d)
+
+    assert _covers(scope(base), scope(mine)) is bool(covers)

@@ -658,7 +658,8 @@ def assess(
         preflight(s.db_url)  # reachable and writable; writes nothing
         versions = _latest_versions(s.db_url, cfg0, pick) if include_versions else {}
         if baseline is not None:
-            baseline_report = _baseline_report(s.db_url, baseline, cfg0.project.name)
+            scope = RunScope(only=list(only), skip=list(skip), asset=asset) if only or skip or asset else None
+            baseline_report = _baseline_report(s.db_url, baseline, cfg0.project.name, scope)
     the_plan = plan(config, budget=s.budget, asset=asset, only=only, skip=skip, versions=versions)
     cfg, base = the_plan.config, the_plan.base_dir
     assets = [a for a in _assets(cfg, versions) if _selected(a.name, asset)]
@@ -898,8 +899,42 @@ def assess(
     return report
 
 
-def _baseline_report(db_url: str, ref: str, project: str) -> Report | None:
-    """The run ``--baseline ref`` names: ``latest`` is this project's newest stored assess run.
+#: How many stored runs ``--baseline latest`` looks back through for one covering the scope.
+_LATEST_LOOKBACK = 200
+
+
+def _covers(base: RunScope | None, mine: RunScope | None) -> bool:
+    """Whether a run narrowed to ``base`` checked everything a run narrowed to ``mine`` checks.
+
+    ``None`` is a full run: it covers every scope, and only a full run covers it.
+    """
+    if base is None:
+        return True
+    if mine is None:
+        return False
+    if base.asset is not None and mine.asset != base.asset:
+        return False
+    if base.only and (not mine.only or not all(any(selected_by(p, q) for q in base.only) for p in mine.only)):
+        return False
+    # what the baseline skipped, this run skips too (or selects nothing of)
+    return all(
+        any(selected_by(q, s) for s in mine.skip)
+        or (mine.only and not any(selected_by(p, q) or selected_by(q, p) for p in mine.only))
+        for q in base.skip
+    )
+
+
+def _baseline_report(db_url: str, ref: str, project: str, scope: RunScope | None = None) -> Report | None:
+    """The run ``--baseline ref`` names: ``latest``, this project's newest covering assess run.
+
+    ``latest`` is the newest stored assess run whose scope covers ``scope`` (this run's; a full
+    run covers any).
+
+    Trial 32: ``latest`` took the newest run even when it was narrowed to something else
+    (``--only governance.runtime --asset digits_lr``), so every finding read ``not-in-baseline``,
+    a model file that had just turned malicious included. Runs narrowed to less than this run
+    checks are passed over (logged); when none of the newest runs covers the scope, the newest
+    run is taken, as before.
 
     A store may be shared by several projects (one ``BASTION_DB`` on a CI server): another
     project's run is never a baseline (red-team round 28, F3: ``latest`` took the newest run of
@@ -915,11 +950,35 @@ def _baseline_report(db_url: str, ref: str, project: str) -> Report | None:
 
     with Store.open(db_url) as db:
         if ref.strip() == "latest":
-            found = db.previous_run(project, command="assess")
-            if found is None:
+            newest = db.previous_run(project, command="assess")
+            found = newest
+            if newest is None:
                 log.warning(
                     "--baseline latest: no assess run of project %r stored yet; this run has no baseline",
                     project,
+                )
+                return None
+            passed: list[str] = []
+            while (
+                found is not None and not _covers(found.run.scope, scope) and len(passed) < _LATEST_LOOKBACK
+            ):
+                passed.append(found.run.id)
+                found = db.previous_run(project, before=found.run.id, command="assess")
+            if found is None or not _covers(found.run.scope, scope):
+                log.warning(
+                    "--baseline latest: no stored run of project %r covers this run's scope; "
+                    "comparing with the newest, run %s",
+                    project,
+                    newest.run.id,
+                )
+                return newest
+            if passed:
+                log.warning(
+                    "--baseline latest: run %s, the newest covering this run's scope; passed over "
+                    "%d newer run(s) narrowed to other checks or assets (%s)",
+                    found.run.id,
+                    len(passed),
+                    ", ".join(passed[:5]) + (" …" if len(passed) > 5 else ""),
                 )
             return found
         found = db.get_report(ref)

@@ -132,3 +132,36 @@ def test_which_stored_scope_covers_a_runs_scope(
         return None if d is None else RunScope.model_validate(d)
 
     assert _covers(scope(base), scope(mine)) is bool(covers)
+
+
+def test_store_commands_run_from_another_folder_name_the_project_store(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # trial 32: history/show/data verify said nothing stored or registered, with no hint of --db
+    import pickle
+
+    monkeypatch.delenv("BASTION_DB", raising=False)
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    (proj / "m.pkl").write_bytes(pickle.dumps({"w": [1.0]}, protocol=2))
+    cfg = proj / "bastion.yaml"
+    cfg.write_text("version: 1\nproject: {name: p}\nassets:\n  - {name: m, path: m.pkl}\n")
+    assert run(["assess", "-c", str(cfg), "-o", str(tmp_path / "r"), "--fail-on", "none"]) == 0
+    assert (proj / ".bastion" / "bastion.db").is_file()
+    (tmp_path / "d.csv").write_text("a,y\n1,0\n2,1\n")
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
+    want = f"--db sqlite:///{proj / '.bastion' / 'bastion.db'}"
+    assert run(["history"]) == 3
+    err = capsys.readouterr().err.replace("\n", "")
+    assert "no bastion.yaml in" in err and want in err
+    assert run(["show", "latest"]) == 2
+    err = capsys.readouterr().err.replace("\n", "")
+    assert "no bastion.yaml in" in err and want in err
+    assert run(["data", "verify", "d.csv"]) == 2
+    err = capsys.readouterr().err.replace("\n", "")
+    assert "is not registered" in err and want in err
+    # in the project's own folder: no hint
+    monkeypatch.chdir(proj)
+    assert run(["data", "verify", str(tmp_path / "d.csv")]) == 2
+    assert "no bastion.yaml in" not in capsys.readouterr().err

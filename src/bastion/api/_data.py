@@ -209,8 +209,12 @@ def data_verify(
     if not same and not named:
         ds_name = name or _dataset_name(path, None)
         gone = "" if path.exists() else " (and it does not exist)"
+        from bastion.core.settings import store_hint
+
+        hint = store_hint(db)
         raise ConfigError(
             f"dataset {ds_name!r} ({path}) is not registered{gone}; run `bastion data register` first"
+            + (f"; or {hint}" if hint else "")
         )
     version = max(same or named, key=lambda v: (v.created, v.version))
     if not path.exists():

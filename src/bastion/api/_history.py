@@ -9,7 +9,7 @@ from typing import Any
 from bastion.core.errors import ConfigError
 from bastion.core.redact import redact_url
 from bastion.core.report import Report
-from bastion.core.settings import load_settings
+from bastion.core.settings import load_settings, store_hint
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,10 @@ def show(run: str, *, db_url: str | None = None) -> Report:
 
     url = load_settings(db_url=db_url).db_url
     if not _store_exists(url):
-        raise ConfigError(f"no runs recorded yet: no database at {redact_url(url)}")
+        hint = store_hint(db_url)
+        raise ConfigError(
+            f"no runs recorded yet: no database at {redact_url(url)}" + (f"; {hint}" if hint else "")
+        )
     st = Store.open(url)
     try:
         return st.get_report(run)

@@ -464,7 +464,7 @@ def history(
         from sqlalchemy.engine import make_url
 
         from bastion.core.redact import redact_url
-        from bastion.core.settings import load_settings
+        from bastion.core.settings import load_settings, store_hint
 
         url = make_url(load_settings(db_url=db).db_url)
         where = redact_url(url.render_as_string(hide_password=True))
@@ -473,7 +473,8 @@ def history(
         text = (
             f"no runs stored: no database file at {url.database}" if missing else f"no runs stored in {where}"
         )
-        err.print(text, highlight=False, markup=False)
+        hint = store_hint(db)
+        err.print(text + (f"; {hint}" if hint else ""), highlight=False, markup=False)
     if fmt == HistoryFormat.json:
         write(json.dumps([r.model_dump(mode="json") for r in runs], indent=2), None)
         raise typer.Exit(EXIT_OK)

@@ -101,3 +101,33 @@ def check_default_store(folder: str | os.PathLike[str]) -> None:
                 "Bastion does not follow it (a cloned project could point it anywhere): give the "
                 "store explicitly with --db URL or BASTION_DB, or replace the link with a folder or file"
             )
+
+
+def store_hint(db_url: str | None) -> str:
+    """Where the store may be, when a command found nothing in the default one; ``""`` if no hint.
+
+    Trial 32: run from another folder, ``history``, ``show`` and ``data verify`` said nothing
+    was stored or registered, with no word that they had read the current folder's
+    ``.bastion/bastion.db`` rather than the project's. Only for the default store (no ``--db``,
+    no ``BASTION_DB``) in a folder without a ``bastion.yaml``; names a project store found in
+    a folder above or just below, if any.
+    """
+    if db_url or os.environ.get("BASTION_DB"):
+        return ""
+    cwd = Path.cwd()
+    if (cwd / "bastion.yaml").is_file():
+        return ""
+    try:
+        near = [*cwd.parents, *sorted(p.parent for p in cwd.glob("*/bastion.yaml"))]
+    except OSError:
+        near = []
+    found = [p for p in near if (p / "bastion.yaml").is_file() and (p / ".bastion" / "bastion.db").is_file()]
+    which = (
+        f"--db sqlite:///{found[0] / '.bastion' / 'bastion.db'}"
+        if found
+        else "--db sqlite:///PROJECT/.bastion/bastion.db"
+    )
+    return (
+        f"there is no bastion.yaml in {cwd}, so this read the store of this folder "
+        f"(.bastion/bastion.db), not a project's; run it from the project's folder or give {which}"
+    )

@@ -165,3 +165,26 @@ def test_store_commands_run_from_another_folder_name_the_project_store(
     monkeypatch.chdir(proj)
     assert run(["data", "verify", str(tmp_path / "d.csv")]) == 2
     assert "no bastion.yaml in" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("host", "warned"),
+    [
+        ("127.0.0.1", False),
+        ("localhost", False),
+        ("::1", False),
+        ("127.0.0.5", False),
+        ("0.0.0.0", True),
+        ("::", True),
+        ("10.0.0.4", True),
+        ("guard.example.org", True),
+    ],
+)
+def test_guard_serve_warns_off_loopback_that_keys_travel_in_clear(host: str, warned: bool) -> None:
+    # trial 32: --host 0.0.0.0 gave no warning that bearer keys then travel over plain HTTP
+    from bastion.cli.guard import exposure_warning
+
+    text = exposure_warning(host)
+    assert (text is not None) is warned
+    if text is not None:
+        assert "plain HTTP" in text and "TLS" in text and "API keys" in text

@@ -21,6 +21,30 @@ guard_app = typer.Typer(
 )
 
 
+def exposure_warning(host: str) -> str | None:
+    """What listening on ``host`` exposes, for any address but loopback; ``None`` on loopback.
+
+    Trial 32: ``--host 0.0.0.0`` said nothing, though the guard speaks plain HTTP and every
+    client sends its API key with every request.
+    """
+    import ipaddress
+
+    name = host.strip().strip("[]")
+    if name.lower() == "localhost":
+        return None
+    try:
+        if ipaddress.ip_address(name).is_loopback:
+            return None
+    except ValueError:
+        pass  # a host name: it may resolve to any interface
+    where = "every interface" if name in ("0.0.0.0", "::", "") else f"{host}, off this machine"
+    return (
+        f"listening on {where} over plain HTTP: API keys (Authorization: Bearer) and requests "
+        "travel in clear; put a TLS-terminating proxy (nginx, Caddy, a load balancer) in front "
+        "and let it reach the guard on loopback (docs/guard.md)"
+    )
+
+
 @guard_app.command("serve")
 def serve(
     config: Annotated[Path, typer.Option("--config", "-c", help="guard.yaml.")],
@@ -42,6 +66,8 @@ def serve(
 
     h, p = host or h, port if port is not None else p
     err.print(f"bastion guard: starting on http://{h}:{p} (config {config})", highlight=False)
+    if (warning := exposure_warning(h)) is not None:
+        err.print(f"bastion guard: warning: {warning}", highlight=False, markup=False, soft_wrap=True)
     if allow:  # what the command line let the model scan accept (not limited to your own code)
         err.print(
             f"bastion guard: the model scan used --allow {', '.join(allow)} from the command line",

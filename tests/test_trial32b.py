@@ -188,3 +188,16 @@ def test_guard_serve_warns_off_loopback_that_keys_travel_in_clear(host: str, war
     assert (text is not None) is warned
     if text is not None:
         assert "plain HTTP" in text and "TLS" in text and "API keys" in text
+
+
+def test_a_short_text_file_reads_as_not_a_pickle_and_a_pkl_of_it_is_never_safe(tmp_path: Path) -> None:
+    # trial 32: readme.txt = "hi" was "skipped … malformed pickle: memo value not found at index 105"
+    from bastion.scan import scan_paths
+
+    (tmp_path / "readme.txt").write_text("hi")
+    (tmp_path / "m.pkl").write_text("hi")
+    by_name = {Path(r.path).name: r for r in scan_paths([tmp_path]).files}
+    txt = by_name["readme.txt"]
+    assert txt.verdict.value == "skipped" and txt.reason is not None
+    assert txt.reason.startswith("not a pickle") and "memo" not in txt.reason
+    assert by_name["m.pkl"].verdict.value == "error"  # named as a pickle: never safe, never skipped

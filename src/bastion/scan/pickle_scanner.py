@@ -55,6 +55,9 @@ _ANOMALY = {
 }
 _DOS = ("https://atlas.mitre.org/techniques/AML.T0029",)
 _ANOMALY_REFS = {"allocation-bomb": _DOS, "compute-bomb": _DOS, "codec-call": _DOS}
+#: A stream not named as a pickle that fails within this many opcodes is reported as not a pickle
+#: (a text file's first letters read as opcodes: ``hi`` is ``BINGET 105``), not as a broken one.
+_NOT_A_PICKLE_OPCODES = 2
 _PICKLE_EXTS = (".pkl", ".pickle", ".pk", ".pck", ".pcl", ".p", ".dill", ".cpkl", ".sav", ".joblib", ".jbl")
 
 
@@ -341,6 +344,8 @@ def analyse_pickle(
                 at = max(start, res.error_offset or start)
                 raw = _raw_denied_globals(art, _bytes_from(art, at), at)
                 if raw is None:
+                    if res.opcodes <= _NOT_A_PICKLE_OPCODES:  # trial 32: "hi" read as BINGET 105
+                        return Outcome.skip("not a pickle (its first bytes are not a pickle stream)"), res
                     return Outcome.skip(f"does not parse as a complete pickle stream ({res.error})"), res
         judge_result(art, res, out, rule_prefix=rule_prefix)
         if raw is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -98,8 +99,11 @@ def test_show_table_to_a_file_writes_the_table(tmp_path: Path, capsys: pytest.Ca
 def test_a_run_stored_before_schema_1_6_takes_its_gate_from_the_store_row(tmp_path: Path) -> None:
     import datetime as dt
 
+    from sqlalchemy import select, update
+
     from bastion.core.report import Report, RunInfo
     from bastion.store import Store
+    from bastion.store.models import RunRow
 
     url = f"sqlite:///{tmp_path / 'b.db'}"
     report = Report(
@@ -107,6 +111,14 @@ def test_a_run_stored_before_schema_1_6_takes_its_gate_from_the_store_row(tmp_pa
     )
     with Store.open(url) as st:
         st.save_report(report, fail_on="high")
+        assert st.get_report("latest").run.fail_on is None  # a 1.6.0 report keeps its own (exact)
+        # as a run stored by schema 1.5.0: its report has no run.fail_on, only the row's column
+        with st._engine.begin() as conn:
+            stored = conn.execute(select(RunRow.report)).scalar_one()
+            old = json.loads(stored) if isinstance(stored, str) else dict(stored)
+            old["schema_version"] = "1.5.0"
+            del old["run"]["fail_on"]
+            conn.execute(update(RunRow).values(report=old))
         assert st.get_report("latest").run.fail_on == "high"
 
 

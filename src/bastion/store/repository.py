@@ -752,10 +752,13 @@ class Store:
         if not isinstance(data, dict):
             raise StoreError(f"stored run {run_id} in {self.url} holds no report object")
         try:
+            stored_run = data.get("run")
+            # a run stored before schema 1.6.0 kept its gate only in the row's fail_on column; a
+            # later one records its own (None included: the round trip stays exact)
+            before_gate = isinstance(stored_run, dict) and "fail_on" not in stored_run
             data = migrate_report(data)
             run = data.get("run")
-            # a run stored before schema 1.6.0 kept its gate only in the row's fail_on column
-            if isinstance(run, dict) and run.get("fail_on") is None and fail_on in FAIL_ON_CHOICES:
+            if before_gate and isinstance(run, dict) and fail_on in FAIL_ON_CHOICES:
                 run["fail_on"] = fail_on
             return Report.model_validate(data)
         except StoreError as exc:

@@ -120,19 +120,28 @@ def _stdlib_root(root: str) -> bool:
     )
 
 
-def model_class_problem(class_ref: str) -> str | None:
-    """Why a project file's ``model_class`` (``package.module:Class``) is refused, or ``None``.
+def model_class_problem(class_ref: str, *, field: str = "model_class") -> str | None:
+    """Why a project file's code reference (``package.module:name``) is refused, or ``None``.
 
-    Its module is imported when the model is loaded, so a module of the standard library (whose
-    import may run code: ``this`` prints, ``antigravity`` opens a browser) is refused; the user's
-    own modules and libraries' (``torchvision.models.resnet:ResNet``) stand.
+    ``model_class`` and the training recipes (``params.recipe``, ``params.retrain_recipe``) are
+    imported, so a module of the standard library (whose import may run code: ``this`` prints,
+    ``antigravity`` opens a browser, ``venv.__main__`` builds a virtualenv and exits) and any
+    ``__main__`` module (a package's command line: ``typer.__main__``, ``numpy.f2py.__main__``)
+    are refused; the user's own modules and libraries' (``torchvision.models.resnet:ResNet``)
+    stand (new-user trial 32, red-team round 33).
     """
-    root = class_ref.strip().split(":", 1)[0].split(".", 1)[0]
-    if not _stdlib_root(root):
+    module = class_ref.strip().split(":", 1)[0]
+    parts = module.split(".")
+    if "__main__" in parts or "__mp_main__" in parts:
+        return (
+            f"{class_ref!r} names a __main__ module (a program's command line, which runs when "
+            f"imported): {field} must name your own code or a library's"
+        )
+    if not _stdlib_root(parts[0]):
         return None
     return (
-        f"{class_ref!r} names a module of the standard library ({root}): model_class is imported "
-        "to rebuild the model, so it must name your own code or a library's model class"
+        f"{class_ref!r} names a module of the standard library ({parts[0]}): {field} is imported, "
+        "so it must name your own code or a library's"
     )
 
 

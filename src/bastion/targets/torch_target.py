@@ -269,6 +269,10 @@ def import_class(class_ref: str) -> type:
         mod = importlib.import_module(mod_name)
     except ImportError as exc:
         raise ConfigError(f"model_class {class_ref!r}: cannot import module {mod_name!r} ({exc})") from None
+    except (Exception, SystemExit) as exc:  # a module that exits when imported must not end the run
+        raise ConfigError(
+            f"model_class {class_ref!r}: importing module {mod_name!r} failed ({type(exc).__name__}: {exc})"
+        ) from None
     obj = getattr(mod, attr, None)
     if obj is None:
         raise ConfigError(f"model_class {class_ref!r}: module {mod_name!r} has no attribute {attr!r}")

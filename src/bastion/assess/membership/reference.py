@@ -59,6 +59,10 @@ def parse_recipe_ref(ref: str, *, where: str = "params.recipe") -> tuple[str, st
     """
     if not isinstance(ref, str) or not RECIPE_REF.match(ref):
         raise ConfigError(f"{where}: {ref!r} is not a training recipe reference 'package.module:function'")
+    from bastion.core.project_trust import model_class_problem
+
+    if problem := model_class_problem(ref, field=where):  # before any import (red-team round 33)
+        raise ConfigError(f"{where}: {problem}")
     mod, _, name = ref.partition(":")
     return mod, name
 
@@ -72,8 +76,10 @@ def load_recipe(ref: str, *, where: str = "params.recipe") -> Recipe:
     mod_name, name = parse_recipe_ref(ref, where=where)
     try:
         mod = importlib.import_module(mod_name)
-    except ImportError as exc:
-        raise ConfigError(f"{where}: cannot import module {mod_name!r} of recipe {ref!r} ({exc})") from None
+    except (Exception, SystemExit) as exc:  # a module that exits when imported must not end the run
+        raise ConfigError(
+            f"{where}: cannot import module {mod_name!r} of recipe {ref!r} ({type(exc).__name__}: {exc})"
+        ) from None
     fn = getattr(mod, name, None)
     if fn is None or not callable(fn):
         raise ConfigError(f"{where}: module {mod_name!r} has no callable {name!r}")
@@ -87,7 +93,7 @@ def recipe_fingerprint(ref: str) -> str:
     try:
         src = inspect.getsource(importlib.import_module(mod_name))
         h.update(src.encode())
-    except (OSError, TypeError, ImportError):
+    except (Exception, SystemExit):  # load_recipe reports the module; the fingerprint only hashes it
         pass
     return h.hexdigest()
 

@@ -60,3 +60,22 @@ def test_a_recipe_module_that_exits_when_imported_is_a_config_error(exiting_modu
 def test_a_model_class_module_that_exits_when_imported_is_a_config_error(exiting_module: str) -> None:
     with pytest.raises(ConfigError, match="SystemExit"):
         import_class(f"{exiting_module}:Net")
+
+
+def test_python_warnings_reach_the_terminal_without_raw_control_characters(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # finding 03: scikit-learn's InconsistentVersionWarning quotes a pickle's _sklearn_version;
+    # warnings.showwarning wrote its escape sequences to stderr raw (window title, clear screen)
+    import warnings
+
+    from bastion.cli.main import configure
+
+    monkeypatch.setattr(warnings, "showwarning", warnings.showwarning)  # restored after the test
+    configure()
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.warn("version '\x1b]0;pwned\x07\x1b[2J1.0' of the model", UserWarning, stacklevel=1)
+    err = capsys.readouterr().err
+    assert "pwned" in err and "\x1b" not in err and "\x07" not in err
+    assert "\\x1b]0;pwned\\x07" in err

@@ -89,7 +89,7 @@ assets:
     num_classes: 2
     owner: ml-platform
     dataset: cancer
-    endpoint: {{token_env: RF_TOKEN, output: {output}, max_batch: 50}}
+    endpoint: {{token_env: BASTION_RF_TOKEN, output: {output}, max_batch: 50}}
     input:
       shape: [30]
       features:
@@ -115,7 +115,7 @@ checks:
 def test_endpoint_assessed_over_http(
     endpoint: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("RF_TOKEN", TOKEN)
+    monkeypatch.setenv("BASTION_RF_TOKEN", TOKEN)
     cfg = _project(tmp_path, endpoint["url"])
     before = endpoint["hits"]["rows"]
     report = api.assess(cfg, settings=load_settings(budget="quick"), store=False, asset="remote-rf")
@@ -136,7 +136,7 @@ def test_endpoint_assessed_over_http(
 def test_label_only_endpoint_skips_score_attacks(
     endpoint: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("RF_TOKEN", TOKEN)
+    monkeypatch.setenv("BASTION_RF_TOKEN", TOKEN)
     cfg = _project(tmp_path, endpoint["url"] + "/labels", output="labels")
     report = api.assess(cfg, settings=load_settings(budget="quick"), store=False, asset="remote-rf")
     status = {c.id: (c.status, c.reason) for c in report.checks}
@@ -148,18 +148,18 @@ def test_label_only_endpoint_skips_score_attacks(
 def test_missing_token_env_is_recorded_not_leaked(
     endpoint: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.delenv("RF_TOKEN", raising=False)
+    monkeypatch.delenv("BASTION_RF_TOKEN", raising=False)
     cfg = _project(tmp_path, endpoint["url"])
     report = api.assess(cfg, settings=load_settings(budget="quick"), store=False, only=["evasion.square"])
     assert report.run.status == "error"
-    assert any("RF_TOKEN" in e.message for e in report.errors)
+    assert any("BASTION_RF_TOKEN" in e.message for e in report.errors)
     assert api.exit_code(report, "none") == 2
 
 
 def test_waivers_show_as_waived_and_do_not_gate(
     endpoint: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("RF_TOKEN", TOKEN)
+    monkeypatch.setenv("BASTION_RF_TOKEN", TOKEN)
     waivers = """waivers:
   - {rule_id: governance.controls.incident-plan, reason: "plan in review with the CISO", expires: 2099-01-01}
   - {rule_id: governance.controls.endpoint-tls, asset: remote-rf, reason: "expired", expires: 2000-01-01}
@@ -176,7 +176,7 @@ def test_waivers_show_as_waived_and_do_not_gate(
 def test_crashing_plugin_is_recorded_and_run_stored(
     endpoint: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("RF_TOKEN", TOKEN)
+    monkeypatch.setenv("BASTION_RF_TOKEN", TOKEN)
     cfg = _project(tmp_path, endpoint["url"])
     cls = attacks.get("extraction.surrogate")
 
@@ -261,7 +261,7 @@ def test_credentials_in_the_endpoint_url_never_reach_output_reports_bom_or_store
 ) -> None:
     # red-team round 22 F3: the URL's password and api_key were copied verbatim into the console
     # table, report.html/json/sarif, bom.json and the store (runs.report)
-    monkeypatch.setenv("RF_TOKEN", TOKEN)
+    monkeypatch.setenv("BASTION_RF_TOKEN", TOKEN)
     host = endpoint["url"].removeprefix("http://")
     url = f"http://svc:Hunter2Pass@{host}/predict?api_key=SK-LIVE-123456&v=2"
     cfg = _project(tmp_path, url)
@@ -483,7 +483,7 @@ def test_max_time_skips_what_does_not_fit(
 ) -> None:
     import time
 
-    monkeypatch.setenv("RF_TOKEN", TOKEN)
+    monkeypatch.setenv("BASTION_RF_TOKEN", TOKEN)
     cfg = _project(tmp_path, endpoint["url"])
     cls = attacks.get("extraction.surrogate")
     original = cls.run

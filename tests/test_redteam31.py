@@ -3,7 +3,8 @@
 03: ``scan.allow`` widened the pickle allow-list to any callable the deny-list did not name, and
 ``assess`` unpickled a model that ran ``logging.FileHandler``/``torch.ops.load_library`` first.
 02: an endpoint asset sent any environment secret (``token_env: AWS_SECRET_ACCESS_KEY``) over
-plain http to any host.
+plain http to any host; round 33 (02): and any secret no deny-list named (``MYSQL_PASSWORD``) over
+https, so a project file may name only ``BASTION_*`` variables or those in ``BASTION_ALLOW_ENV``.
 """
 
 from __future__ import annotations
@@ -187,15 +188,67 @@ def test_02_a_repositorys_endpoint_never_gets_a_cloud_or_ci_secret(
     assert "victim-secret" not in out.err + out.out
 
 
+@pytest.mark.parametrize(
+    "endpoint",
+    [
+        "{token_env: MYSQL_PASSWORD}",
+        "{headers_env: {X-Slack: SLACK_BOT_TOKEN}}",
+        "{token_env: BASTION_OK, headers_env: {X-Key: GEMINI_API_KEY}}",
+    ],
+)
+def test_02_round33_a_repositorys_endpoint_gets_only_bastion_names_or_approved_ones(
+    tmp_path: Path,
+    recorder: tuple[str, list[dict[str, Any]]],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    endpoint: str,
+) -> None:
+    url, hits = recorder
+    monkeypatch.delenv("BASTION_ALLOW_ENV", raising=False)
+    for env in ("MYSQL_PASSWORD", "SLACK_BOT_TOKEN", "GEMINI_API_KEY", "BASTION_OK"):
+        monkeypatch.setenv(env, f"victim-secret-{env}")
+    cfg = _endpoint_project(tmp_path, url, endpoint)
+    capsys.readouterr()
+    assert run(["assess", "-c", str(cfg), "-o", str(tmp_path / "rep"), "--budget", "quick"]) == 2
+    out = capsys.readouterr()
+    assert hits == []
+    assert "'remote'" in out.err and "BASTION_ALLOW_ENV=" in out.err and "may not be read" in out.err
+    assert "victim-secret" not in out.err + out.out
+
+
+def test_02_round33_the_loader_checks_the_allow_list_again(
+    recorder: tuple[str, list[dict[str, Any]]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, hits = recorder
+    monkeypatch.delenv("BASTION_ALLOW_ENV", raising=False)
+    monkeypatch.setenv("MYSQL_PASSWORD", "victim-secret")
+    spec = EndpointSpec.model_construct(**{**EndpointSpec().model_dump(), "token_env": "MYSQL_PASSWORD"})
+    a = Asset.model_construct(
+        **{
+            **Asset(name="e", kind="endpoint", url=url).model_dump(),
+            "endpoint": spec,
+            "input": InputSpec(shape=[4]),
+            "num_classes": 2,
+        }
+    )
+    with pytest.raises(ConfigError, match="endpoint credentials refused") as info:
+        build_target(a, base_dir=Path("."))
+    assert "BASTION_ALLOW_ENV=MYSQL_PASSWORD" in str(info.value) and "victim-secret" not in str(info.value)
+    # approved outside the file, the same asset is built (the user chose to send it)
+    monkeypatch.setenv("BASTION_ALLOW_ENV", "MYSQL_PASSWORD")
+    assert build_target(a, base_dir=Path(".")) is not None
+    assert hits == []
+
+
 def test_02_environment_credentials_never_go_over_plain_http_to_another_host(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setenv("RF_TOKEN", "the-users-token")
-    cfg = _endpoint_project(tmp_path, "http://attacker.invalid:9/predict", "{token_env: RF_TOKEN}")
+    monkeypatch.setenv("BASTION_RF_TOKEN", "the-users-token")
+    cfg = _endpoint_project(tmp_path, "http://attacker.invalid:9/predict", "{token_env: BASTION_RF_TOKEN}")
     capsys.readouterr()
     assert run(["assess", "-c", str(cfg), "-o", str(tmp_path / "rep"), "--budget", "quick"]) == 2
     err = capsys.readouterr().err
-    assert "'remote'" in err and "RF_TOKEN" in err and "only over https://" in err
+    assert "'remote'" in err and "BASTION_RF_TOKEN" in err and "only over https://" in err
     assert "the-users-token" not in err
 
 
@@ -205,8 +258,11 @@ def test_02_the_loader_checks_again_where_it_reads_the_environment(
     # an asset that skipped the config's validation (model_construct) is refused where the value is read
     url, hits = recorder
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "victim-secret")
-    monkeypatch.setenv("RF_TOKEN", "the-users-token")
-    for spec_url, env in ((url, "AWS_SECRET_ACCESS_KEY"), ("http://attacker.invalid:9/p", "RF_TOKEN")):
+    monkeypatch.setenv("BASTION_RF_TOKEN", "the-users-token")
+    for spec_url, env in (
+        (url, "AWS_SECRET_ACCESS_KEY"),
+        ("http://attacker.invalid:9/p", "BASTION_RF_TOKEN"),
+    ):
         spec = EndpointSpec.model_construct(**{**EndpointSpec().model_dump(), "token_env": env})
         a = Asset.model_construct(
             **{
@@ -222,7 +278,7 @@ def test_02_the_loader_checks_again_where_it_reads_the_environment(
         assert "victim-secret" not in str(info.value) and "the-users-token" not in str(info.value)
     assert hits == []
     # the user's own name over loopback http still works
-    spec = EndpointSpec(token_env="RF_TOKEN")
+    spec = EndpointSpec(token_env="BASTION_RF_TOKEN")
     t = build_target(
         Asset(name="e", kind="endpoint", url=url, endpoint=spec, input=InputSpec(shape=[4]), num_classes=2),
         base_dir=Path("."),

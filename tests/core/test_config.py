@@ -209,8 +209,8 @@ def test_model_class_is_a_code_reference() -> None:
 
 def test_secrets_are_env_var_names_only() -> None:
     ok = {"name": "e", "kind": "endpoint", "url": "https://x.example/p"}
-    a = Asset(**ok, endpoint={"token_env": "API_TOKEN", "headers_env": {"X-Key": "X_KEY"}})
-    assert a.endpoint is not None and a.endpoint.token_env == "API_TOKEN"
+    a = Asset(**ok, endpoint={"token_env": "BASTION_API_TOKEN", "headers_env": {"X-Key": "BASTION_X_KEY"}})
+    assert a.endpoint is not None and a.endpoint.token_env == "BASTION_API_TOKEN"
     with pytest.raises(ValidationError, match="token_env"):
         Asset(**ok, endpoint={"token_env": "sk-live-12345"})
     with pytest.raises(ValidationError, match="not an environment variable name"):

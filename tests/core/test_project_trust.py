@@ -1,4 +1,4 @@
-"""What a project file may ask for (red-team round 31): scan.allow, endpoint credentials, cleartext."""
+"""What a project file may ask for (red-team rounds 31, 33): scan.allow, endpoint credentials, cleartext."""
 
 from __future__ import annotations
 
@@ -11,10 +11,12 @@ from bastion.core.config import Asset, parse_config
 from bastion.core.errors import ConfigError
 from bastion.core.project_trust import (
     PROTECTED_ALLOW_ROOTS,
+    approved_env_names,
     cleartext_credentials_problem,
     credential_env_problem,
     is_loopback_url,
     project_allow_problem,
+    project_env_problem,
 )
 from bastion.guard.config import parse_guard_config
 
@@ -117,11 +119,68 @@ def test_endpoint_credentials_may_not_name_well_known_cloud_and_ci_secrets(env: 
         parse_config({"version": 1, "assets": [{**base, "endpoint": {"token_env": env}}]})
 
 
-@pytest.mark.parametrize("env", ["API_TOKEN", "MYMODEL_API_TOKEN", "RF_TOKEN", "BASTION_TEST_TOKEN", "X_KEY"])
-def test_endpoint_credentials_under_the_users_own_names_stand(env: str) -> None:
-    assert credential_env_problem(env) is None
-    a = Asset(name="e", kind="endpoint", url="https://models.example.org/p", endpoint={"token_env": env})
-    assert a.endpoint is not None and a.endpoint.token_env == env
+@pytest.fixture(autouse=True)
+def _no_approvals(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("BASTION_ALLOW_ENV", raising=False)
+
+
+@pytest.mark.parametrize("env", ["BASTION_TEST_TOKEN", "BASTION_X", "BASTION_TRIAGE_TOKEN"])
+def test_endpoint_credentials_under_bastion_names_stand(env: str) -> None:
+    assert credential_env_problem(env) is None and project_env_problem(env) is None
+    for endpoint in ({"token_env": env}, {"headers_env": {"X-Key": env}}):
+        a = Asset(name="e", kind="endpoint", url="https://models.example.org/p", endpoint=endpoint)
+        assert a.endpoint is not None and a.endpoint.env_names() == [env]
+
+
+# red-team round 33, finding 02: secrets no deny-list named went to any https host
+ROUND33_SECRETS = ["MYSQL_PASSWORD", "SLACK_BOT_TOKEN", "GEMINI_API_KEY", "KAGGLE_KEY", "POSTGRES_PASSWORD"]
+
+
+@pytest.mark.parametrize("env", [*ROUND33_SECRETS, "API_TOKEN", "MYMODEL_API_TOKEN", "X_KEY"])
+def test_endpoint_credentials_under_other_names_are_refused(env: str) -> None:
+    assert credential_env_problem(env) is None  # on no deny-list: the allow-list refuses it
+    problem = project_env_problem(env)
+    assert problem is not None and f"BASTION_{env}" in problem and f"BASTION_ALLOW_ENV={env}" in problem
+    base = {"name": "vendor-api", "kind": "endpoint", "url": "https://ml-api.evil.example/p"}
+    for endpoint in ({"token_env": env}, {"headers_env": {"X-Key": env}}):
+        with pytest.raises(ConfigError) as info:
+            parse_config(
+                {"version": 1, "assets": [{**base, "endpoint": endpoint}]}, source="repo/bastion.yaml"
+            )
+        msg = str(info.value)
+        assert "repo/bastion.yaml" in msg and "'vendor-api'" in msg and env in msg
+        assert f"BASTION_{env}" in msg and f"BASTION_ALLOW_ENV={env}" in msg
+        assert info.value.exit_code == 2
+
+
+def test_the_user_approves_other_names_in_bastion_allow_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert approved_env_names({"BASTION_ALLOW_ENV": " TRIAGE_API_TOKEN, ,X_TENANT "}) == {
+        "TRIAGE_API_TOKEN",
+        "X_TENANT",
+    }
+    assert project_env_problem("TRIAGE_API_TOKEN", {"BASTION_ALLOW_ENV": "TRIAGE_API_TOKEN"}) is None
+    assert project_env_problem("TRIAGE_API_TOKEN", {"BASTION_ALLOW_ENV": "TRIAGE_API"}) is not None
+    monkeypatch.setenv("BASTION_ALLOW_ENV", "TRIAGE_API_TOKEN,X_TENANT")
+    a = Asset(
+        name="e",
+        kind="endpoint",
+        url="https://models.example.org/p",
+        endpoint={"token_env": "TRIAGE_API_TOKEN", "headers_env": {"X-Tenant": "X_TENANT"}},
+    )
+    assert a.endpoint is not None and a.endpoint.env_names() == ["TRIAGE_API_TOKEN", "X_TENANT"]
+    # an approval covers the names it lists, no other
+    with pytest.raises(ConfigError, match="MYSQL_PASSWORD may not be read by a project file"):
+        asset = {"name": "e", "kind": "endpoint", "url": "https://m.example/p"}
+        parse_config({"version": 1, "assets": [{**asset, "endpoint": {"token_env": "MYSQL_PASSWORD"}}]})
+
+
+@pytest.mark.parametrize("env", ["AWS_SECRET_ACCESS_KEY", "GITHUB_TOKEN", "BASTION_DB"])
+def test_an_approval_does_not_override_the_deny_list(env: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BASTION_ALLOW_ENV", env)
+    assert project_env_problem(env) is not None and "well-known" in (project_env_problem(env) or "")
+    base = {"name": "e", "kind": "endpoint", "url": "https://models.example.org/p"}
+    with pytest.raises(ConfigError, match=f"{env} is a well-known"):
+        parse_config({"version": 1, "assets": [{**base, "endpoint": {"token_env": env}}]})
 
 
 @pytest.mark.parametrize(
@@ -150,7 +209,7 @@ def test_loopback_hosts(url: str, loopback: bool) -> None:
 
 def test_environment_credentials_go_over_https_or_to_this_machine_only() -> None:
     base = {"name": "remote-rf", "kind": "endpoint", "url": "http://attacker.example/p"}
-    for endpoint in ({"token_env": "RF_TOKEN"}, {"headers_env": {"X-Key": "RF_KEY"}}):
+    for endpoint in ({"token_env": "BASTION_RF_TOKEN"}, {"headers_env": {"X-Key": "BASTION_RF_KEY"}}):
         with pytest.raises(ConfigError) as info:
             parse_config(
                 {"version": 1, "assets": [{**base, "endpoint": endpoint}]}, source="repo/bastion.yaml"
@@ -160,7 +219,9 @@ def test_environment_credentials_go_over_https_or_to_this_machine_only() -> None
     # without credentials plain http stays allowed; https and loopback http carry them
     parse_config({"version": 1, "assets": [base]})
     for url in ("https://models.example.org/p", "http://127.0.0.1:9/p", "http://localhost/p"):
-        parse_config({"version": 1, "assets": [{**base, "url": url, "endpoint": {"token_env": "RF_TOKEN"}}]})
+        parse_config(
+            {"version": 1, "assets": [{**base, "url": url, "endpoint": {"token_env": "BASTION_RF_TOKEN"}}]}
+        )
     # a model asset served over http is held to the same rule
     with pytest.raises(ConfigError, match="only over https://"):
         parse_config(
@@ -172,7 +233,7 @@ def test_environment_credentials_go_over_https_or_to_this_machine_only() -> None
                         "path": "m.onnx",
                         "framework": "http",
                         "url": "http://attacker.example/p",
-                        "endpoint": {"token_env": "RF_TOKEN"},
+                        "endpoint": {"token_env": "BASTION_RF_TOKEN"},
                     }
                 ],
             }

@@ -210,14 +210,17 @@ def test_endpoint_controls(tmp_path: Path) -> None:
         kind="endpoint",
         url="https://models.example.org/predict",
         owner="o",
-        endpoint=EndpointSpec(token_env="API_TOKEN"),
+        endpoint=EndpointSpec(token_env="BASTION_API_TOKEN"),
         dataset="d",
     )
     ds = Dataset(name="d", path="d.csv", splits={"train": [0], "test": [1]})
     res = ControlsCheck().run(_ctx(tmp_path, good, datasets=[ds], project=Project(incident_plan="x")))
     assert res.findings == [] and res.metrics["control_coverage"] == 1.0
     loop = Asset(
-        name="api", kind="endpoint", url="http://127.0.0.1:8000/p", endpoint=EndpointSpec(token_env="T")
+        name="api",
+        kind="endpoint",
+        url="http://127.0.0.1:8000/p",
+        endpoint=EndpointSpec(token_env="BASTION_TK"),
     )
     out = {o.control.id: o for o in evaluate_controls(_ctx(tmp_path, loop))}
     assert out["endpoint-tls"].status == "n-a"

@@ -32,6 +32,7 @@ from bastion.core.project_trust import (
     cleartext_credentials_problem,
     credential_env_problem,
     project_allow_problem,
+    project_env_problem,
 )
 from bastion.core.project_trust import model_class_problem as _model_class_problem
 from bastion.core.redact import redact_url, url_secrets
@@ -143,8 +144,9 @@ class EndpointSpec(_Strict):
     """How to call an HTTP JSON endpoint.
 
     Attributes:
-        token_env: name of the environment variable holding a bearer token (never the token).
-        headers_env: header name → environment variable name holding its value.
+        token_env: name of the environment variable holding a bearer token (never the token):
+            one starting with ``BASTION_`` or approved in ``BASTION_ALLOW_ENV``.
+        headers_env: header name → environment variable name holding its value (the same rule).
         request_key: JSON key the inputs go under (``{"instances": [...]}``).
         response_key: JSON key the outputs come back under (``{"predictions": [...]}``).
         output: what the endpoint returns: ``probabilities``, ``logits`` or ``labels``.
@@ -356,6 +358,11 @@ class Asset(_Strict):
                 raise ValueError(f"url must start with http:// or https://, got {redact_url(self.url)!r}")
         elif not self.path:
             raise ValueError(f"a {self.kind} needs path")
+        if self.endpoint is not None:
+            # the allow-list (BASTION_* or approved in BASTION_ALLOW_ENV): here, to name the asset
+            refused = [p for env in self.endpoint.env_names() if (p := project_env_problem(env))]
+            if refused:
+                raise ValueError(f"asset {self.name!r}: endpoint credentials refused: " + "; ".join(refused))
         if self.url and self.endpoint is not None and self.endpoint.env_names():
             problem = cleartext_credentials_problem(self.url)
             if problem:

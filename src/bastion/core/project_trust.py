@@ -17,9 +17,17 @@ round 31):
   is imported to rebuild a state_dict, and importing ``this``, ``antigravity`` or
   ``idlelib.idle`` runs their top-level code (new-user trial 32). A model class is the user's
   code or a library's (``torchvision``), never the standard library's.
-* ``endpoint.token_env`` / ``endpoint.headers_env`` may not name a well-known cloud, CI or
-  package-registry credential (:func:`credential_env_problem`): export the value under another
-  name and name that.
+* ``endpoint.token_env`` / ``endpoint.headers_env`` may name only environment variables the
+  user meant for Bastion (:func:`project_env_problem`, red-team round 33): a name that starts
+  with ``BASTION_`` (``token_env: BASTION_TRIAGE_TOKEN``, after
+  ``export BASTION_TRIAGE_TOKEN=$THEIR_TOKEN``), or a name the user approved outside the file in
+  the comma-separated ``BASTION_ALLOW_ENV`` environment variable
+  (``BASTION_ALLOW_ENV=TRIAGE_API_TOKEN``). A deny-list of any other name let every unlisted
+  secret (``MYSQL_PASSWORD``, ``SLACK_BOT_TOKEN``, ``GEMINI_API_KEY``) go to the host the file
+  named. The deny-list of well-known cloud, CI and package-registry credentials
+  (:func:`credential_env_problem`) stays as a second layer and wins over an approval:
+  ``BASTION_ALLOW_ENV=AWS_SECRET_ACCESS_KEY`` does not let a project file read it, nor may it
+  read ``BASTION_DB`` (the database URL, with its password).
 * A credential read from the environment is sent only over ``https://``, or over ``http://`` to
   a loopback host (:func:`cleartext_credentials_problem`); the guard config's upstream follows
   the same rule.
@@ -27,17 +35,23 @@ round 31):
 
 from __future__ import annotations
 
+import os
 import sys
+from collections.abc import Mapping
 
 __all__ = [
+    "ALLOW_ENV_VAR",
     "CREDENTIAL_ENV_NAMES",
     "CREDENTIAL_ENV_PREFIXES",
+    "PROJECT_ENV_PREFIX",
     "PROTECTED_ALLOW_ROOTS",
+    "approved_env_names",
     "cleartext_credentials_problem",
     "credential_env_problem",
     "is_loopback_url",
     "model_class_problem",
     "project_allow_problem",
+    "project_env_problem",
 ]
 
 
@@ -206,8 +220,41 @@ def credential_env_problem(name: str) -> str | None:
             return None
     return (
         f"{name} is a well-known cloud, CI or registry credential ({family}), which a project file "
-        "may not send anywhere; export the value under another name (e.g. MYMODEL_API_TOKEN) "
+        "may not send anywhere; export the value under another name (e.g. BASTION_MYMODEL_TOKEN) "
         "and name that"
+    )
+
+
+#: The prefix of the environment variables a project file may name for endpoint credentials.
+PROJECT_ENV_PREFIX = "BASTION_"
+
+#: The environment variable in which the user approves other names (comma-separated).
+ALLOW_ENV_VAR = "BASTION_ALLOW_ENV"
+
+
+def approved_env_names(environ: Mapping[str, str] | None = None) -> frozenset[str]:
+    """The names the user approved in ``BASTION_ALLOW_ENV`` (comma-separated, blanks dropped)."""
+    raw = (os.environ if environ is None else environ).get(ALLOW_ENV_VAR, "")
+    return frozenset(n.strip() for n in raw.split(",") if n.strip())
+
+
+def project_env_problem(name: str, environ: Mapping[str, str] | None = None) -> str | None:
+    """Why a project file may not send the environment variable ``name``, or ``None``.
+
+    It may when ``name`` starts with ``BASTION_`` or is approved in ``BASTION_ALLOW_ENV``
+    (read from ``environ``, default the process environment), and is not a well-known
+    credential (:func:`credential_env_problem`, which an approval does not override).
+    """
+    denied = credential_env_problem(name)
+    if denied:
+        return denied
+    if name.startswith(PROJECT_ENV_PREFIX) or name in approved_env_names(environ):
+        return None
+    return (
+        f"{name} may not be read by a project file, which may name only variables starting with "
+        f"{PROJECT_ENV_PREFIX} or approved by you: export the value as {PROJECT_ENV_PREFIX}{name} "
+        f"and name that (e.g. token_env: {PROJECT_ENV_PREFIX}{name}), or approve this name "
+        f"outside the file with {ALLOW_ENV_VAR}={name} (comma-separated)"
     )
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from bastion.core.config import Asset, EndpointSpec
 from bastion.core.errors import ConfigError, TargetError
-from bastion.core.project_trust import cleartext_credentials_problem, credential_env_problem
+from bastion.core.project_trust import cleartext_credentials_problem, project_env_problem
 from bastion.core.redact import redact_url
 from bastion.targets._util import read_model_bytes, verify_sha256
 from bastion.targets.base import Target
@@ -80,8 +80,9 @@ def _env_headers(asset: Asset, spec: EndpointSpec) -> dict[str, str]:
     """Request headers from environment variables; every missing variable named (never a value).
 
     The config's own rules are checked again here, where the values are read (an asset built
-    with ``model_construct`` skipped them): no well-known cloud/CI credential, and only over
-    https or to a loopback host (:mod:`bastion.core.project_trust`).
+    with ``model_construct`` skipped them): only ``BASTION_*`` names or names approved in
+    ``BASTION_ALLOW_ENV``, never a well-known cloud/CI credential, and only over https or to a
+    loopback host (:mod:`bastion.core.project_trust`).
     """
     wanted: list[tuple[str, str, str]] = []  # (header, env var, prefix)
     if spec.token_env:
@@ -89,7 +90,7 @@ def _env_headers(asset: Asset, spec: EndpointSpec) -> dict[str, str]:
     wanted.extend((header, env, "") for header, env in spec.headers_env.items())
     if not wanted:
         return {}
-    refused = [p for _, env, _ in wanted if (p := credential_env_problem(env))]
+    refused = [p for _, env, _ in wanted if (p := project_env_problem(env))]
     cleartext = cleartext_credentials_problem(asset.url or "")
     if cleartext:
         refused.append(f"{redact_url(asset.url or '')}: {cleartext}")

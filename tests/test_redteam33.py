@@ -63,19 +63,21 @@ def test_a_model_class_module_that_exits_when_imported_is_a_config_error(exiting
 
 
 def test_python_warnings_reach_the_terminal_without_raw_control_characters(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # finding 03: scikit-learn's InconsistentVersionWarning quotes a pickle's _sklearn_version;
-    # warnings.showwarning wrote its escape sequences to stderr raw (window title, clear screen)
+    # warnings.showwarning wrote its escape sequences to stderr raw (window title, clear screen).
+    # The CLI escapes where warnings are formatted (what stderr gets), not where they are shown,
+    # so pytest.warns and catch_warnings(record=True) still record them
     import warnings
 
     from bastion.cli.main import configure
 
-    monkeypatch.setattr(warnings, "showwarning", warnings.showwarning)  # restored after the test
+    monkeypatch.setattr(warnings, "formatwarning", warnings.formatwarning)  # restored after the test
     configure()
-    with warnings.catch_warnings():
-        warnings.simplefilter("always")
-        warnings.warn("version '\x1b]0;pwned\x07\x1b[2J1.0' of the model", UserWarning, stacklevel=1)
-    err = capsys.readouterr().err
-    assert "pwned" in err and "\x1b" not in err and "\x07" not in err
-    assert "\\x1b]0;pwned\\x07" in err
+    configure()  # idempotent: one layer
+    text = warnings.formatwarning("version '\x1b]0;pwned\x07\x1b[2J1.0' of the model", UserWarning, "m.py", 3)
+    assert "pwned" in text and "\x1b" not in text and "\x07" not in text
+    assert "\\x1b]0;pwned\\x07" in text and text.count("\\x1b") == 2
+    with pytest.warns(UserWarning, match="pwned"):
+        warnings.warn("pwned", UserWarning, stacklevel=1)

@@ -76,28 +76,22 @@ def _safe_warnings() -> None:
     """Python warnings reach stderr terminal-safe: a warning may quote a model file's text.
 
     Red-team round 33: scikit-learn's ``InconsistentVersionWarning`` quotes a pickle's
-    ``_sklearn_version``, and ``warnings.showwarning`` wrote its escape sequences raw.
+    ``_sklearn_version``, and ``warnings.showwarning`` wrote its escape sequences raw. The text is
+    escaped where it is formatted (``warnings.formatwarning``), so whoever shows or records
+    warnings (``pytest.warns``, ``catch_warnings(record=True)``) still gets them.
     """
     import warnings
 
-    if getattr(warnings.showwarning, "__module__", None) == __name__:  # already ours
+    original = warnings.formatwarning
+    if getattr(original, "__module__", None) == __name__:  # already ours
         return
 
-    def showwarning(
-        message: Warning | str,
-        category: type[Warning],
-        filename: str,
-        lineno: int,
-        file: Any = None,
-        line: str | None = None,
-    ) -> None:
-        out = sys.stderr if file is None else file
-        if out is None:
-            return
-        with contextlib.suppress(OSError, ValueError):  # as warnings' own: a gone stream is ignored
-            out.write(terminal_safe(warnings.formatwarning(message, category, filename, lineno, line)))
+    def formatwarning(
+        message: Warning | str, category: type[Warning], filename: str, lineno: int, line: str | None = None
+    ) -> str:
+        return terminal_safe(original(message, category, filename, lineno, line))
 
-    warnings.showwarning = showwarning
+    warnings.formatwarning = formatwarning
 
 
 def _scan_request(args: Sequence[str]) -> tuple[dict[str, bool], list[str]] | None:

@@ -31,6 +31,7 @@ from bastion.core.files import read_config_bytes, read_config_text
 from bastion.core.project_trust import (
     cleartext_credentials_problem,
     credential_env_problem,
+    endpoint_data_problem,
     project_allow_problem,
     project_env_problem,
 )
@@ -594,8 +595,13 @@ def _loc(loc: tuple[Any, ...]) -> str:
     return out or "(top level)"
 
 
-def parse_config(data: Any, source: str = "bastion.yaml") -> ProjectConfig:
+def parse_config(
+    data: Any, source: str = "bastion.yaml", base_dir: str | Path | None = None
+) -> ProjectConfig:
     """Validate a parsed YAML document.
+
+    With ``base_dir`` (the folder of ``bastion.yaml``), an endpoint on another host whose dataset
+    files lie outside it is refused (:func:`~bastion.core.project_trust.endpoint_data_problem`).
 
     Raises:
         ConfigError: listing every problem with its field path.
@@ -629,12 +635,37 @@ def parse_config(data: Any, source: str = "bastion.yaml") -> ProjectConfig:
         for name in check.assets or []:
             if name not in asset_names:
                 problems.append(f"checks.{key}.assets: no asset named {name!r}")
+    if base_dir is not None:
+        problems += _endpoint_data_problems(cfg, base_dir)
     if problems:
         raise ConfigError(f"{source}: {len(problems)} problem(s)", problems)
     for i, a in enumerate(cfg.assets):
         if a.url:
             _warn_url_credentials(source, f"assets[{i}].url", a.url)
     return cfg
+
+
+def _endpoint_data_problems(cfg: ProjectConfig, base_dir: str | Path) -> list[str]:
+    """Dataset files outside ``base_dir`` that an endpoint on another host would be sent rows of.
+
+    An endpoint asset is sent its dataset's rows; an ensemble's, those of the ensemble's dataset.
+    """
+    by_name = {a.name: a for a in cfg.assets}
+    datasets = {d.name: d for d in cfg.datasets}
+    problems: list[str] = []
+    for i, a in enumerate(cfg.assets):
+        ds = datasets.get(a.dataset or "")
+        if ds is None:
+            continue
+        senders = [a, *(by_name[m] for m in a.members or [] if m in by_name)]
+        for e in senders:
+            if not e.url or (e.kind != "endpoint" and e.framework != "http"):
+                continue
+            for field in ("path", "splits_file"):
+                file = getattr(ds, field)
+                if file and (bad := endpoint_data_problem(e.name, e.url, ds.name, file, base_dir)):
+                    problems.append(f"assets[{i}].dataset: {bad}")
+    return list(dict.fromkeys(problems))
 
 
 #: (source, field, redacted URL) already warned about: a run reads its config more than once.
@@ -681,7 +712,7 @@ def load_config(path: str | Path) -> ProjectConfig:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise yaml_syntax_error(p, exc) from None
-    return parse_config(data, source=str(p))
+    return parse_config(data, source=str(p), base_dir=p.resolve().parent)
 
 
 def yaml_syntax_error(path: str | Path, exc: Exception) -> ConfigError:

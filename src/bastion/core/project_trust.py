@@ -31,6 +31,11 @@ round 31):
 * A credential read from the environment is sent only over ``https://``, or over ``http://`` to
   a loopback host (:func:`cleartext_credentials_problem`); the guard config's upstream follows
   the same rule.
+* An endpoint on another host is sent rows only of dataset files inside the project folder (the
+  folder of ``bastion.yaml``), or under a folder the user approved outside the file in the
+  ``BASTION_ALLOW_PATHS`` environment variable (:func:`endpoint_data_problem`): a dataset path
+  that is absolute, climbs out with ``..`` or is a symlink leading out let a cloned repository's
+  file send another project's data to the host it named.
 """
 
 from __future__ import annotations
@@ -38,9 +43,11 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Mapping
+from pathlib import Path
 
 __all__ = [
     "ALLOW_ENV_VAR",
+    "ALLOW_PATHS_VAR",
     "CREDENTIAL_ENV_NAMES",
     "CREDENTIAL_ENV_PREFIXES",
     "PROJECT_ENV_PREFIX",
@@ -48,6 +55,7 @@ __all__ = [
     "approved_env_names",
     "cleartext_credentials_problem",
     "credential_env_problem",
+    "endpoint_data_problem",
     "is_loopback_url",
     "model_class_problem",
     "project_allow_problem",
@@ -287,4 +295,46 @@ def cleartext_credentials_problem(url: str) -> str | None:
     return (
         "credentials from the environment are sent only over https://, or over http:// to this "
         "machine (localhost, 127.0.0.0/8, ::1)"
+    )
+
+
+#: The environment variable in which the user approves folders outside the project whose files an
+#: endpoint on another host may be sent (``os.pathsep``-separated).
+ALLOW_PATHS_VAR = "BASTION_ALLOW_PATHS"
+
+
+def endpoint_data_problem(
+    asset: str,
+    url: str,
+    dataset: str,
+    path: str,
+    base_dir: str | Path,
+    environ: Mapping[str, str] | None = None,
+) -> str | None:
+    """Why asset ``asset`` (an endpoint at ``url``) may not be sent rows of ``path``, or ``None``.
+
+    ``path`` is a file dataset ``dataset`` reads (its ``path`` or ``splits_file``), relative to
+    ``base_dir`` (the folder of ``bastion.yaml``). It may be sent when ``url`` is a loopback host
+    (:func:`is_loopback_url`), when ``path`` resolves (symlinks followed) inside ``base_dir``, or
+    when it resolves under a folder named in ``BASTION_ALLOW_PATHS`` (``os.pathsep``-separated,
+    read from ``environ``, default the process environment; red-team round 34).
+    """
+    if is_loopback_url(url):
+        return None
+    base = Path(base_dir).resolve()
+    resolved = (base / Path(path).expanduser()).resolve()
+    if resolved.is_relative_to(base):
+        return None
+    raw = (os.environ if environ is None else environ).get(ALLOW_PATHS_VAR, "")
+    for folder in (f.strip() for f in raw.split(os.pathsep)):
+        if folder and resolved.is_relative_to(Path(folder).expanduser().resolve()):
+            return None
+    from bastion.core.redact import redact_url
+
+    return (
+        f"asset {asset!r} (an endpoint at {redact_url(url)}) would be sent rows of dataset "
+        f"{dataset!r} from {path!r}, which resolves to {resolved}, outside the project folder "
+        f"{base}: a project file may send another host only data inside its folder; move or copy "
+        f"the file into the project folder, or approve its folder outside the file with "
+        f"{ALLOW_PATHS_VAR}={resolved.parent} ({os.pathsep}-separated)"
     )

@@ -19,6 +19,7 @@ from typing import Annotated, Any
 import typer
 
 from bastion.cli._common import EXIT_ERROR, EXIT_FINDINGS, EXIT_OK, check_output_file, err, fail, write
+from bastion.core.files import same_file, stage_file
 
 data_app = typer.Typer(
     help="Profile, validate, register, verify and sanitise datasets.", no_args_is_help=True
@@ -57,7 +58,7 @@ def profile_cmd(
     try:
         if output is not None:
             check_output_file(output)  # before profiling: a bad -o must not cost a pass over the data
-            if _same_file(output, dataset):  # red-team round 28, F1: -o d.csv replaced the dataset
+            if same_file(output, dataset):  # red-team round 28, F1: -o d.csv replaced the dataset
                 raise ConfigError(f"--output {output}: is the dataset being profiled; give another file")
             if _is_version_file(output, where):
                 raise ConfigError(
@@ -89,20 +90,13 @@ def profile_cmd(
     )
 
 
-def _same_file(a: Path, b: Path) -> bool:
-    try:
-        return os.path.samefile(a, b)
-    except OSError:  # one of them does not exist
-        return False
-
-
 def _is_version_file(output: Path, where: Path) -> bool:
     """Whether ``output`` is (or would be) a kept version ``<stem>.v<N>.json`` of the profile ``where``."""
     import re
 
     if not re.fullmatch(re.escape(where.stem) + r"\.v[0-9]+\.json", output.name):
         return False
-    return _same_file(output.parent, where.parent) or output.parent.resolve() == where.parent.resolve()
+    return same_file(output.parent, where.parent) or output.parent.resolve() == where.parent.resolve()
 
 
 def _stage(text: str, output: Path) -> Path:
@@ -113,21 +107,10 @@ def _stage(text: str, output: Path) -> Path:
     """
     from bastion.core.errors import BastionError
 
-    tmp = output.with_name(f".{output.name}.{os.getpid()}.staged.tmp")  # not replace_file's name
-    try:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    try:  # not replace_file's temporary name
+        return stage_file(output, text.encode("utf-8"), tag="staged.tmp")
     except OSError as exc:
         raise BastionError(f"{output}: cannot write: {exc.strerror or exc}") from None
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(text.encode("utf-8"))
-    except BaseException as exc:
-        tmp.unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise BastionError(f"{output}: cannot write: {exc.strerror or exc}") from None
-        raise
-    return tmp
 
 
 def _commit(tmp: Path, output: Path) -> None:

@@ -151,7 +151,51 @@ def read_config_text(
         ) from None
 
 
-__all__ = ["MAX_CONFIG_BYTES", "check_config_file", "read_config_bytes", "read_config_text"]
+__all__ = [
+    "MAX_CONFIG_BYTES",
+    "check_config_file",
+    "read_config_bytes",
+    "read_config_text",
+    "replace_file",
+    "same_file",
+    "stage_file",
+]
+
+
+def same_file(a: Path, b: Path) -> bool:
+    """Whether ``a`` and ``b`` are one file (``os.path.samefile``); ``False`` when either is missing."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist
+        return False
+
+
+def stage_file(dest: Path, data: bytes | Iterable[bytes], *, mode: int = 0o644, tag: str = "tmp") -> Path:
+    """``data`` written to a new file (``mode``) beside ``dest``, named ``.<name>.<pid>.<tag>``; its path.
+
+    The first half of :func:`replace_file`, for a caller that puts the file in place later
+    (``os.replace``). The folder is created when missing; a symlink at the temporary name is
+    never followed. On any error or interrupt (Ctrl-C included) the temporary file is removed.
+
+    Raises:
+        OSError: the folder or the file cannot be written (nothing is left behind); also what
+            reading the chunks raises.
+    """
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.{tag}")
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), mode)
+        with os.fdopen(fd, "wb") as fh:
+            if isinstance(data, bytes | bytearray):
+                fh.write(data)
+            else:
+                for chunk in data:
+                    fh.write(chunk)
+    except BaseException:
+        if tmp.exists() or tmp.is_symlink():
+            tmp.unlink()
+        raise
+    return tmp
 
 
 def replace_file(dest: Path, data: bytes | Iterable[bytes], *, mode: int = 0o644) -> None:
@@ -166,16 +210,8 @@ def replace_file(dest: Path, data: bytes | Iterable[bytes], *, mode: int = 0o644
         OSError: the folder or the file cannot be written (nothing is left behind); also what
             reading the chunks raises.
     """
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+    tmp = stage_file(dest, data, mode=mode)
     try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), mode)
-        with os.fdopen(fd, "wb") as fh:
-            if isinstance(data, bytes | bytearray):
-                fh.write(data)
-            else:
-                for chunk in data:
-                    fh.write(chunk)
         os.replace(tmp, dest)
     finally:
         if tmp.exists() or tmp.is_symlink():

@@ -25,6 +25,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from bastion.core.errors import ConfigError, require
+from bastion.core.files import same_file
 
 #: Profile JSON schema version.
 PROFILE_SCHEMA = "1"
@@ -345,7 +346,7 @@ def check_profile_path(path: str | Path, *, dataset: str | Path | None = None) -
             existing file that is not a Bastion data profile, or its folder cannot be written.
     """
     p = Path(path)
-    if dataset is not None and _same_file(p, Path(dataset)):
+    if dataset is not None and same_file(p, Path(dataset)):
         raise ConfigError(
             f"{p}: is the dataset being profiled; saving the profile there would replace it "
             f"(give another path, e.g. {Path(dataset).with_suffix('.profile.json')})"
@@ -365,17 +366,8 @@ def check_profile_path(path: str | Path, *, dataset: str | Path | None = None) -
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 
 
-def _same_file(a: Path, b: Path) -> bool:
-    try:
-        return os.path.samefile(a, b)
-    except OSError:  # one of them does not exist
-        return False
-
-
 def _version_files(p: Path) -> dict[int, Path]:
     """The earlier versions kept beside ``p`` (``<stem>.v<N>.json``, links too), by ``N``."""
-    import re
-
     try:
         names = os.listdir(p.parent)
     except OSError:  # no folder yet: no version

@@ -123,23 +123,21 @@ _OTHER_STDLIB = frozenset(
     }
 )  # fmt: skip
 
-#: Top-level modules no ``scan.allow`` entry of a project file may name (see the module's doc).
-PROTECTED_ALLOW_ROOTS: frozenset[str] = frozenset(
+#: Top-level modules of the standard library (any version, Python 2 names included) and of the
+#: running program: never a project's own code.
+_STDLIB_ROOTS: frozenset[str] = frozenset(
     set(sys.stdlib_module_names)
     | _OTHER_STDLIB
     | _python2_roots()
     | {"builtins", "__builtin__", "__builtins__", "__main__", "__mp_main__"}
-    | _THIRD_PARTY_ROOTS
 )
+
+#: Top-level modules no ``scan.allow`` entry of a project file may name (see the module's doc).
+PROTECTED_ALLOW_ROOTS: frozenset[str] = _STDLIB_ROOTS | _THIRD_PARTY_ROOTS
 
 
 def _stdlib_root(root: str) -> bool:
-    return (
-        root in sys.stdlib_module_names
-        or root in _OTHER_STDLIB
-        or root in _python2_roots()
-        or root in {"builtins", "__builtin__", "__builtins__", "__main__", "__mp_main__"}
-    )
+    return root in _STDLIB_ROOTS
 
 
 def model_class_problem(class_ref: str, *, field: str = "model_class") -> str | None:

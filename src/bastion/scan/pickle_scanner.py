@@ -61,33 +61,47 @@ _NOT_A_PICKLE_OPCODES = 2
 _PICKLE_EXTS = (".pkl", ".pickle", ".pk", ".pck", ".pcl", ".p", ".dill", ".cpkl", ".sav", ".joblib", ".jbl")
 
 
+#: How a global let through by an allow-list addition is reported, by the addition's source:
+#: (rule suffix, what allowed it, ``evidence.source``, remediation).
+_ADDITIONS = {
+    "user": (
+        "user-allowed",
+        "the --allow entry",
+        "--allow",
+        "Check that the entry names a class you trust; leave it out of --allow otherwise.",
+    ),
+    "project": (
+        "project-allowed",
+        "the project file's scan.allow entry",
+        "scan.allow",
+        "Check that the entry names your own code; remove it from scan.allow otherwise.",
+    ),
+}
+
+
+def allowed_by(rule_id: str) -> tuple[str, str, str, str, str]:
+    """``(entry, rule suffix, what allowed it, evidence source, remediation)`` of an addition's rule.
+
+    ``rule_id``: ``project:<entry>`` (a project file's ``scan.allow``: ``project-allowed``) or
+    ``user:<entry>`` (``--allow`` / ``allow=``, reported where the policy's ``report_allowed`` is
+    set: ``user-allowed``). Shared by the pickle and skops scanners.
+    """
+    source, _, entry = rule_id.partition(":")
+    return (entry, *_ADDITIONS["user" if source == "user" else "project"])
+
+
 def project_allowed_finding(
     art: Artifact, q: str, rule_id: str, offset: int | None, rule_prefix: str, rules_version: str
 ) -> Finding:
-    """The ``info`` finding of a global that only an allow-list addition allowed.
-
-    ``rule_id`` is the addition's rule: ``project:<entry>`` (a project file's ``scan.allow``:
-    ``<prefix>.project-allowed``) or ``user:<entry>`` (``--allow`` / ``allow=``, reported where
-    the policy's ``report_allowed`` is set: ``<prefix>.user-allowed``).
-    """
-    source, _, entry = rule_id.partition(":")
-    if source == "user":
-        return art.finding(
-            f"{rule_prefix}.user-allowed",
-            Severity.INFO,
-            f"{q} is allowed only by the --allow entry {entry}",
-            offset=offset,
-            evidence={"global": q, "allow_entry": entry, "source": "--allow", "rules_version": rules_version},
-            remediation="Check that the entry names a class you trust; leave it out of --allow otherwise.",
-            references=_REFS,
-        )
+    """The ``info`` finding of a global that only an allow-list addition allowed (see :func:`allowed_by`)."""
+    entry, suffix, what, source, remediation = allowed_by(rule_id)
     return art.finding(
-        f"{rule_prefix}.project-allowed",
+        f"{rule_prefix}.{suffix}",
         Severity.INFO,
-        f"{q} is allowed only by the project file's scan.allow entry {entry}",
+        f"{q} is allowed only by {what} {entry}",
         offset=offset,
-        evidence={"global": q, "allow_entry": entry, "source": "scan.allow", "rules_version": rules_version},
-        remediation="Check that the entry names your own code; remove it from scan.allow otherwise.",
+        evidence={"global": q, "allow_entry": entry, "source": source, "rules_version": rules_version},
+        remediation=remediation,
         references=_REFS,
     )
 

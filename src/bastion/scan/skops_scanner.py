@@ -34,7 +34,7 @@ from bastion.scan._zip import (
     walk_zip,
 )
 from bastion.scan.base import Artifact, NotThisFormat, Outcome, Scanner
-from bastion.scan.pickle_scanner import anomaly_finding, reported_addition
+from bastion.scan.pickle_scanner import allowed_by, anomaly_finding, reported_addition
 from bastion.scan.pickle_vm import Anomaly, emulate
 from bastion.scan.policy import Verdictish
 
@@ -44,8 +44,6 @@ if TYPE_CHECKING:
 __all__ = ["SkopsScanner"]
 
 _MAX_NODES = 1_000_000
-_REMEDIATE_PROJECT_ALLOWED = "Check that the entry names your own code; remove it from scan.allow otherwise."
-_REMEDIATE_USER_ALLOWED = "Check that the entry names a class you trust; leave it out of --allow otherwise."
 _REFS = ("https://skops.readthedocs.io/en/stable/persistence.html",)
 _REMEDIATE = (
     "Do not load this file with trusted=get_untrusted_types(...); get the model from its "
@@ -161,18 +159,15 @@ def _check_schema(art: Artifact, info: zipfile.ZipInfo, schema: Any, out: Outcom
         }
         if j.kind is Verdictish.ALLOWED and j.rule is not None and reported_addition(j.rule, policy):
             # a project file's scan.allow entry, or --allow in a scan gate: see judge_result
-            source, _, entry = j.rule.id.partition(":")
-            user = source == "user"
-            evidence.update(allow_entry=entry, source="--allow" if user else "scan.allow")
+            entry, suffix, what, source, remediation = allowed_by(j.rule.id)
+            evidence.update(allow_entry=entry, source=source)
             out.findings.append(
                 at.finding(
-                    "scan.skops.user-allowed" if user else "scan.skops.project-allowed",
+                    f"scan.skops.{suffix}",
                     Severity.INFO,
-                    f"{q} is allowed only by the --allow entry {entry}"
-                    if user
-                    else f"{q} is allowed only by the project file's scan.allow entry {entry}",
+                    f"{q} is allowed only by {what} {entry}",
                     evidence=evidence,
-                    remediation=_REMEDIATE_USER_ALLOWED if user else _REMEDIATE_PROJECT_ALLOWED,
+                    remediation=remediation,
                     references=_REFS,
                 )
             )

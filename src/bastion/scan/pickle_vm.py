@@ -158,6 +158,8 @@ _APPENDABLE = frozenset({"builtins.list", "__builtin__.list", "collections.deque
 _ADDABLE = frozenset({"builtins.set", "__builtin__.set"})
 #: Container nodes the search of pandas' arguments for time-zone paths may visit in one stream.
 MAX_TEXT_WALK = 1 << 20
+#: A walk budget once spent and reported (``argument-walk-limit`` is reported once a stream).
+_WALK_SPENT = -(1 << 62)
 #: Callables that build a string (``numpy.str_`` is one: ``isinstance(np.str_('x'), str)``).
 _STR_CALLS = frozenset(
     {"builtins.str", "__builtin__.str", "__builtin__.unicode", "numpy.str_", "numpy.unicode_"}
@@ -866,7 +868,6 @@ _NUMPY_ARRAYS = frozenset(
 )
 #: The callables :func:`requested_bytes` sizes (besides torch's ``*Storage``/``*Tensor`` classes).
 _SIZED = _BYTES | _CONSUMERS | _NUMPY_ARRAYS | {"array.array"}
-_TORCH_MODULES = frozenset({"torch", "torch.cuda", "torch.storage"})
 
 
 def _int(v: Any) -> int | None:
@@ -2076,12 +2077,10 @@ class _VM:
             if not isinstance(v, (tuple, PList, PSet, PDict, Obj)) or id(v) in seen:
                 continue
             if self.text_budget <= 0:
-                if self.text_budget > -(1 << 62):  # reported once
-                    self.text_budget = -(1 << 62)
-                    self.anomaly(
-                        "argument-walk-limit",
-                        f"arguments too large to check for time-zone paths (over {MAX_TEXT_WALK:,} nodes)",
-                    )
+                self.text_budget = self._walk_spent(
+                    self.text_budget,
+                    f"arguments too large to check for time-zone paths (over {MAX_TEXT_WALK:,} nodes)",
+                )
                 return None
             seen[id(v)] = v
             if isinstance(v, Obj):
@@ -2225,6 +2224,12 @@ class _VM:
                 budget = 0
                 break
         self.walk_budget = budget
+
+    def _walk_spent(self, budget: int, detail: str) -> int:
+        """A spent walk budget's new value: ``argument-walk-limit`` (``detail``) is reported once."""
+        if budget > _WALK_SPENT:
+            self.anomaly("argument-walk-limit", detail)
+        return _WALK_SPENT
 
     def mutate(self, target: Any, what: str) -> None:
         """A ``mutates-global`` when ``what`` (``BUILD``, ``SETITEM`` ...) changes a shared object."""
@@ -2952,12 +2957,10 @@ class _VM:
             if not isinstance(v, (tuple, PList, PSet, PDict)) or id(v) in seen:
                 continue
             if self.state_budget <= 0:
-                if self.state_budget > -(1 << 62):  # reported once
-                    self.state_budget = -(1 << 62)
-                    self.anomaly(
-                        "argument-walk-limit",
-                        f"objects' states too large to check for __x__ keys (over {MAX_STATE_WALK:,} nodes)",
-                    )
+                self.state_budget = self._walk_spent(
+                    self.state_budget,
+                    f"objects' states too large to check for __x__ keys (over {MAX_STATE_WALK:,} nodes)",
+                )
                 return None
             seen[id(v)] = v
             if isinstance(v, PDict):

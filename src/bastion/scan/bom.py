@@ -202,8 +202,8 @@ def classify(fr: FileResult, kinds: ProjectKinds | None = None) -> str | None:
        weights or holding object arrays) is a model; a file it skipped is data when its suffix is
        one of :data:`DATA_SUFFIXES` (``.csv``, ``.parquet``, ``.jsonl`` ...), else not listed.
     """
-    real = os.path.realpath(fr.path)
-    if kinds is not None:
+    if kinds is not None and (kinds.data or kinds.models):  # resolved only when something is declared
+        real = os.path.realpath(fr.path)
         if real in kinds.data:
             return "data"
         if real in kinds.models:

@@ -225,8 +225,7 @@ def _unsafe(c: str) -> bool:
 
 
 def _escaped(c: str) -> str:
-    n = ord(c)
-    return f"\\x{n:02x}" if n <= 0xFF else f"\\u{n:04x}" if n <= 0xFFFF else f"\\U{n:08x}"
+    return ascii(c)[1:-1]  # \xNN, \uNNNN or \UNNNNNNNN, which YAML reads (as core.terminal's)
 
 
 def _tokens(path: str) -> set[str]:

@@ -85,7 +85,7 @@ def preflight(
     the_plan.scan_allow_cli = list(allow)
     cfg, base = the_plan.config, the_plan.base_dir
     assets = [a for a in _assets(cfg, versions) if _selected(a.name, asset)]
-    _preflight_files(cfg, base, assets)
+    _preflight_files(cfg, base, assets, own_checked=True)  # plan(files=True) checked the project's
     _load_datasets(cfg, base, assets)
     _signing_key(cfg, base, assets)  # issue 4: the configured public key exists
     _gate_plan(the_plan, assets, cfg, base, allow)
@@ -352,10 +352,27 @@ def _check_context(
     )
 
 
-def _preflight_files(cfg: ProjectConfig, base: Path, assets: list[Asset]) -> None:
-    problems = file_problems(cfg, base, assets)
+def _preflight_files(
+    cfg: ProjectConfig, base: Path, assets: list[Asset], *, own_checked: bool = False
+) -> None:
+    """Refuse missing or unreadable files (:func:`file_problems`).
+
+    ``own_checked``: ``plan(files=True)`` has checked the project's own files; only the files of
+    the recorded versions among ``assets`` are left to check.
+    """
+    problems = _version_file_problems(cfg, base, assets) if own_checked else file_problems(cfg, base, assets)
     if problems:
         raise ConfigError(f"{len(problems)} problem(s) before the run", problems)
+
+
+def _version_file_problems(cfg: ProjectConfig, base: Path, assets: list[Asset]) -> list[str]:
+    """The model versions among ``assets`` (recorded in the store) whose file is missing."""
+    declared = {a.name for a in cfg.assets}
+    return [
+        f"model version {a.name}: file recorded in the store not found: {base / a.path}"
+        for a in assets
+        if a.name not in declared and a.kind == "model" and a.path and not (base / a.path).is_file()
+    ]
 
 
 def file_problems(cfg: ProjectConfig, base: Path, assets: list[Asset]) -> list[str]:
@@ -371,10 +388,7 @@ def file_problems(cfg: ProjectConfig, base: Path, assets: list[Asset]) -> list[s
             problems.append(f"assets[{i}].path: file not readable: {base / a.path}")
         elif a.path and a.kind == "dataset" and (bad := dataset_file_problem(base / a.path)):
             problems.append(f"assets[{i}].path: {bad}")  # trial 30, L7: a pickle was skipped quietly
-    declared = {a.name for a in cfg.assets}
-    for a in assets:
-        if a.name not in declared and a.kind == "model" and a.path and not (base / a.path).is_file():
-            problems.append(f"model version {a.name}: file recorded in the store not found: {base / a.path}")
+    problems += _version_file_problems(cfg, base, assets)
     for i, d in enumerate(cfg.datasets):
         if not (base / d.path).is_file():
             problems.append(f"datasets[{i}].path: file not found: {base / d.path}")
@@ -663,7 +677,7 @@ def assess(
     the_plan = plan(config, budget=s.budget, asset=asset, only=only, skip=skip, versions=versions)
     cfg, base = the_plan.config, the_plan.base_dir
     assets = [a for a in _assets(cfg, versions) if _selected(a.name, asset)]
-    _preflight_files(cfg, base, assets)
+    _preflight_files(cfg, base, assets, own_checked=True)  # plan(files=True) checked the project's
     _preflight_model_classes(the_plan, assets)
     datasets = _load_datasets(cfg, base, assets)
     sign_key = _signing_key(cfg, base, assets)  # issue 4: verify model signatures

@@ -371,15 +371,27 @@ def check_allow_entries(allow: Sequence[str]) -> list[str]:
         ConfigError: an entry is not ``module.Name`` or ``module.*`` (every bad entry is listed).
     """
     entries = [allow] if isinstance(allow, str) else [str(e) for e in allow]
+    _user_rules(((entries, "user"),))
+    return entries
+
+
+def _user_rules(groups: Iterable[tuple[Sequence[str], str]]) -> list[Rule]:
+    """The rules of allow entries, by ``(entries, source)`` group, in order.
+
+    Raises:
+        ConfigError: every entry that is not ``module.Name`` or ``module.*``, listed.
+    """
     problems: list[str] = []
-    for entry in entries:
-        try:
-            _user_rule(entry)
-        except ConfigError as exc:
-            problems.append(str(exc))
+    rules: list[Rule] = []
+    for entries, source in groups:
+        for entry in entries:
+            try:
+                rules.append(_user_rule(entry, source))
+            except ConfigError as exc:
+                problems.append(str(exc))
     if problems:
         raise ConfigError("bad scan allow-list entries", problems)
-    return entries
+    return rules
 
 
 _DOTTED_IDENT = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*\Z")
@@ -473,16 +485,7 @@ class PicklePolicy:
         self.deny_version = dv if deny_rules is None else "custom"
         self.allow_rules: tuple[Rule, ...] = ballow if allow_rules is None else tuple(allow_rules)
         self.deny_rules: tuple[Rule, ...] = bdeny if deny_rules is None else tuple(deny_rules)
-        problems: list[str] = []
-        users: list[Rule] = []
-        for entries, source in ((allow, "user"), (project_allow, "project")):
-            for entry in entries:
-                try:
-                    users.append(_user_rule(entry, source))
-                except ConfigError as exc:
-                    problems.append(str(exc))
-        if problems:
-            raise ConfigError("bad scan allow-list entries", problems)
+        users = _user_rules(((allow, "user"), (project_allow, "project")))
         self.user_rules: tuple[Rule, ...] = tuple(users)
         self._reference_only = tuple(r for r in self.allow_rules if not r.call)
         self._cache: dict[tuple[str, str], Judgement] = {}

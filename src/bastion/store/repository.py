@@ -116,8 +116,7 @@ def default_url(db: str | None = None) -> str:
             (:func:`bastion.core.settings.check_default_store`).
     """
     url = load_settings(db_url=db).db_url
-    _refuse_linked_default(url)
-    return _resolve_sqlite(_parse(url)).render_as_string(hide_password=False)
+    return _resolve_sqlite(_store_url(url)).render_as_string(hide_password=False)
 
 
 def _refuse_linked_default(url: str) -> None:
@@ -131,6 +130,17 @@ def _refuse_linked_default(url: str) -> None:
     """
     if url == DEFAULT_DB and os.environ.get("BASTION_DB") != url:
         check_default_store(".")
+
+
+def _store_url(url: str) -> URL:
+    """``url`` parsed, once :func:`_refuse_linked_default` has passed it (every store entry point).
+
+    Raises:
+        ConfigError: the default store is reached through a symbolic link.
+        StoreError: ``url`` is not a database URL.
+    """
+    _refuse_linked_default(url)
+    return _parse(url)
 
 
 def _parse(url: str | URL) -> URL:
@@ -352,8 +362,7 @@ def upgrade(url: str) -> str:
         MissingExtraError: the URL's driver is not installed.
         ConfigError: the default store is reached through a symbolic link.
     """
-    _refuse_linked_default(url)
-    u = _parse(url)
+    u = _store_url(url)
     engine = _make_engine(u, url, create_dirs=True)
     try:
         return _upgrade_engine(u, url, engine)
@@ -373,8 +382,7 @@ def preflight(url: str) -> None:
         MissingExtraError: the URL's driver is not installed.
         ConfigError: the default store is reached through a symbolic link.
     """
-    _refuse_linked_default(url)
-    u = _parse(url)
+    u = _store_url(url)
     path = _sqlite_file(u)
     if path is not None:
         path = Path(os.path.abspath(path))
@@ -464,8 +472,7 @@ class Store:
                 (:func:`bastion.core.settings.check_default_store`).
         """
         url = url if url is not None else default_url()
-        _refuse_linked_default(url)
-        u = _parse(url)
+        u = _store_url(url)
         engine = _make_engine(u, url, create_dirs=True)
         try:
             _upgrade_engine(u, url, engine)
@@ -488,8 +495,7 @@ class Store:
             ConfigError: the default store is reached through a symbolic link.
         """
         url = url if url is not None else default_url()
-        _refuse_linked_default(url)
-        u = _parse(url)
+        u = _store_url(url)
         path = _sqlite_file(u)
         if path is not None:
             path = Path(os.path.abspath(path))

@@ -198,6 +198,8 @@ def scan_allowed(fr: FileResult) -> list[dict[str, str]]:
     ``scan.allow`` (the project file), from the scan's ``*.user-allowed`` and
     ``*.project-allowed`` findings.
     """
+    from bastion.scan.pickle_scanner import ADDITION_RULE_SUFFIXES
+
     return [
         {
             "global": str(f.evidence.get("global") or f.evidence.get("type") or ""),
@@ -205,7 +207,7 @@ def scan_allowed(fr: FileResult) -> list[dict[str, str]]:
             "source": str(f.evidence.get("source", "")),
         }
         for f in fr.findings
-        if f.rule_id.endswith((".user-allowed", ".project-allowed"))
+        if f.rule_id.endswith(ADDITION_RULE_SUFFIXES)
     ]
 
 

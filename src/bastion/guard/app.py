@@ -179,6 +179,7 @@ def load_serving_target(cfg: GuardConfig, *, allow: Sequence[str] = ()) -> tuple
     from bastion.core.config import load_config
     from bastion.core.scanning import Verdict
     from bastion.scan import scan_file
+    from bastion.scan.pickle_scanner import ADDITION_RULE_SUFFIXES
     from bastion.targets import build_target
 
     cfg_path = Path(cfg.model.config)
@@ -194,7 +195,7 @@ def load_serving_target(cfg: GuardConfig, *, allow: Sequence[str] = ()) -> tuple
     if fr.verdict != Verdict.SAFE:
         raise IntegrityError(f"{path}: the scanner judged the model file {fr.verdict.value}; not serving it")
     for f in fr.findings:
-        if f.rule_id.endswith((".user-allowed", ".project-allowed")):
+        if f.rule_id.endswith(ADDITION_RULE_SUFFIXES):
             log.info("%s: %s", path, f.title)
     if project.signing.public_key:  # as assess: a model whose signature fails is not served
         from bastion.scan.signing import refuse_failed_signature

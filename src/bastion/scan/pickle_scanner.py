@@ -79,6 +79,10 @@ _ADDITIONS = {
 }
 
 
+#: The rule-id endings of those findings (``scan.pickle.user-allowed``, ``scan.skops.project-allowed`` ...).
+ADDITION_RULE_SUFFIXES = tuple(f".{suffix}" for suffix, *_ in _ADDITIONS.values())
+
+
 def allowed_by(rule_id: str) -> tuple[str, str, str, str, str]:
     """``(entry, rule suffix, what allowed it, evidence source, remediation)`` of an addition's rule.
 

@@ -222,7 +222,7 @@ def _gate_plan(
     plain torch checkpoint (pickled tensors, no TorchScript ``code/``) is a state_dict that only
     ``model_class`` can load, so its attacks are marked too (they all errored in the run).
     """
-    attacked = {i.asset for i in the_plan.items if i.kind == "attack" and i.skip_reason is None}
+    attacked = _attacked(the_plan)
     for a in assets:
         if a.name not in attacked or not loads_file(a) or not a.path:
             continue
@@ -251,6 +251,11 @@ def _gate_plan(
         for i in the_plan.items:
             if i.asset == a.name and i.kind == "attack" and (i.skip_reason is None or i.by_config):
                 i.skip_reason, i.by_config = why, False
+
+
+def _attacked(the_plan: Plan) -> set[str]:
+    """The assets with at least one attack planned to run (their model will be loaded)."""
+    return {i.asset for i in the_plan.items if i.kind == "attack" and i.skip_reason is None}
 
 
 def _skip_attacks(the_plan: Plan, asset: str, why: str) -> None:
@@ -282,7 +287,7 @@ def _preflight_model_classes(the_plan: Plan, assets: Sequence[Asset]) -> None:
     Only the module is looked for (nothing of it is imported or run here); the assets are
     those with attacks planned, as in ``--dry-run``.
     """
-    attacked = {i.asset for i in the_plan.items if i.kind == "attack" and i.skip_reason is None}
+    attacked = _attacked(the_plan)
     problems = [
         f"asset {a.name}: {problem}"
         for a in assets
@@ -298,7 +303,7 @@ def _format_problems(the_plan: Plan, assets: Sequence[Asset], formats: dict[str,
     ``formats``: the format the gate's scan found for each model file judged safe (a file
     judged otherwise is never loaded: its attacks are skipped). Only attacked assets count.
     """
-    attacked = {i.asset for i in the_plan.items if i.kind == "attack" and i.skip_reason is None}
+    attacked = _attacked(the_plan)
     for a in assets:  # no framework named and none reads the file: its attacks are skipped
         if a.name in attacked and a.framework is None and (why := _no_loader(a, formats.get(a.name))):
             _skip_attacks(the_plan, a.name, why)
@@ -763,7 +768,7 @@ def assess(
 
     # 2. build targets for models judged safe (and endpoints).
     target_errors: dict[str, str] = {}
-    needs_target = {i.asset for i in the_plan.items if i.kind == "attack" and i.skip_reason is None}
+    needs_target = _attacked(the_plan)
     for a in sorted(assets, key=lambda x: x.framework == "ensemble"):  # ensembles after members
         if a.name not in needs_target:
             continue

@@ -92,3 +92,67 @@ def test_dumps_indented_is_json_dumps_with_indent_2(value: object) -> None:
 def test_dumps_indented_refuses_what_json_refuses() -> None:
     with pytest.raises(TypeError, match="set is not JSON serializable"):
         dumps_indented({"a": {1, 2}})
+
+
+_NAMES = st.text(
+    alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)) | st.sampled_from('\udcff"\\\n\x1b')
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.fixed_dictionaries(
+            {
+                "path": _NAMES,
+                "verdict": st.sampled_from(["safe", "suspicious", "malicious", "error", "skipped"]),
+                "format": st.none() | st.sampled_from(["pickle", "pytorch", "joblib"]),
+                "sha256": st.none() | st.text(alphabet="0123456789abcdef", min_size=64, max_size=64),
+                "size": st.none() | st.integers(min_value=0, max_value=1 << 40),
+                "reason": st.none() | _NAMES,
+                "globals": st.lists(_NAMES, max_size=4),
+                "findings": st.integers(min_value=0, max_value=2),
+            }
+        ),
+        max_size=4,
+    ),
+    st.none() | st.text(max_size=8),
+)
+def test_scan_json_is_its_dict_written_by_dumps_indented(
+    files: list[dict[str, object]], version: str | None
+) -> None:
+    """``scan_to_json`` (written a file at a time) is the text of ``dumps_indented(scan_to_dict(...))``."""
+    from bastion.core._scan_records import FileRecord, ScanRecords, Verdict
+    from bastion.core.findings import Severity, Threat
+    from bastion.report.json_out import escape_surrogates, scan_to_dict
+
+    records = ScanRecords()
+    for f in files:
+        findings = [
+            Finding(
+                rule_id="scan.pickle.unknown-global",
+                title=f"finding {i}",
+                severity=Severity.MEDIUM,
+                threat=Threat.SUPPLY_CHAIN,
+                evidence={"score": float("nan"), "names": [f["path"], 1, 2.5, None, True]},
+            )
+            for i in range(int(f["findings"]))  # type: ignore[call-overload]
+        ]
+        records.files.append(
+            FileRecord(
+                path=str(f["path"]),
+                verdict=Verdict(f["verdict"]),
+                format=f["format"],  # type: ignore[arg-type]
+                sha256=f["sha256"],  # type: ignore[arg-type]
+                size=f["size"],  # type: ignore[arg-type]
+                reason=f["reason"],  # type: ignore[arg-type]
+                globals=list(f["globals"]),  # type: ignore[call-overload]
+                findings=findings,
+            )
+        )
+    for result in (records, records.to_result()):
+        expected = escape_surrogates(dumps_indented(scan_to_dict(result, version=version)))
+        assert scan_to_json(result, version=version) == expected
+        assert json.loads(expected) == json.loads(
+            json.dumps(json_safe(scan_to_dict(result, version=version)))
+        )

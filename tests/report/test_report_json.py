@@ -95,7 +95,7 @@ def test_dumps_indented_refuses_what_json_refuses() -> None:
 
 
 _NAMES = st.text(
-    alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)) | st.sampled_from('\udcff"\\\n\x1b')
+    alphabet=st.characters(codec="utf-8", exclude_categories=["Cs"]) | st.sampled_from('\udcff"\\\n\x1b')
 )
 
 

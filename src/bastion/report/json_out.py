@@ -28,8 +28,9 @@ def json_safe(value: Any) -> Any:
 
 def _scan_version(result: ScanResult | ScanRecords, version: str | None) -> str:
     """The Bastion version a scan document records: ``version``, the result's, else the running one."""
-    if version or result.bastion_version:
-        return version or result.bastion_version
+    given = version or result.bastion_version
+    if given:
+        return given
     from bastion.report._common import bastion_version
 
     return bastion_version()

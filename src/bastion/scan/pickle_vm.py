@@ -32,7 +32,7 @@ import re
 import struct
 import time
 from collections.abc import Callable
-from typing import IO, Any
+from typing import IO, Any, Final
 
 from bastion.core._plain import PlainRecord, PlainValue
 
@@ -50,19 +50,19 @@ __all__ = [
 ]
 
 #: ``module.name`` of joblib's array wrapper (and sklearn's old vendored copy).
-JOBLIB_WRAPPERS = frozenset(
+JOBLIB_WRAPPERS: Final = frozenset(
     {
         "joblib.numpy_pickle.NumpyArrayWrapper",
         "sklearn.externals.joblib.numpy_pickle.NumpyArrayWrapper",
     }
 )
 
-_IDENT = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*$")
-_RECONSTRUCTORS = frozenset({"copyreg._reconstructor", "copy_reg._reconstructor"})
+_IDENT: Final = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*$")
+_RECONSTRUCTORS: Final = frozenset({"copyreg._reconstructor", "copy_reg._reconstructor"})
 #: Callables that take a class as an argument only to build an array of that type (never calling
 #: it): qualified name -> the argument positions holding such classes. A global passed anywhere
 #: else is recorded in :attr:`GlobalRef.passed_to`.
-CLASS_ARGUMENT_SITES = {
+CLASS_ARGUMENT_SITES: Final = {
     "numpy.core.multiarray._reconstruct": (0,),
     "numpy._core.multiarray._reconstruct": (0,),
     "numpy.ma.core._mareconstruct": (1,),  # ndarray.__new__(baseclass, ...); subtype.__new__ is called
@@ -76,7 +76,7 @@ CLASS_ARGUMENT_SITES = {
 #: ``__bit_generator_ctor(cls)`` calls ``cls()``, ``_rebuild_from_type_v2(func, type, args,
 #: state)`` calls ``func(*args)``. A global there counts as called; anything else (an object
 #: built in the stream, whose ``__call__`` may run what it holds) is a ``dynamic-callable``.
-CALLING_SITES = {
+CALLING_SITES: Final = {
     "numpy.random._pickle.__generator_ctor": (1,),
     "numpy.random._pickle.__randomstate_ctor": (1,),
     "numpy.random._pickle.__bit_generator_ctor": (0,),
@@ -88,14 +88,14 @@ CALLING_SITES = {
 }
 #: Helpers of :data:`CALLING_SITES` that spread one argument as the call's arguments: it must be
 #: a literal tuple (the globals in it are then walked as handed over).
-CALL_ARGUMENTS_AT = {"torch._tensor._rebuild_from_type_v2": 2}
+CALL_ARGUMENTS_AT: Final = {"torch._tensor._rebuild_from_type_v2": 2}
 #: Container nodes the hand-over walk (:meth:`_VM.note_passed`) may visit in one stream.
-MAX_ARGUMENT_WALK = 1 << 20
-_NEWOBJ_HELPERS = frozenset({"copyreg.__newobj__", "copyreg.__newobj_ex__"})
-_GETATTR = frozenset({"builtins.getattr", "__builtin__.getattr"})
-_ATTRIBUTE = re.compile(r"[A-Za-z_]\w*")
+MAX_ARGUMENT_WALK: Final = 1 << 20
+_NEWOBJ_HELPERS: Final = frozenset({"copyreg.__newobj__", "copyreg.__newobj_ex__"})
+_GETATTR: Final = frozenset({"builtins.getattr", "__builtin__.getattr"})
+_ATTRIBUTE: Final = re.compile(r"[A-Za-z_]\w*")
 #: Allowed functions that return their first argument (TorchScript's type tags and list builders).
-_IDENTITY_FUNCS = frozenset(
+_IDENTITY_FUNCS: Final = frozenset(
     {
         "torch.jit._pickle.restore_type_tag", "torch.jit._pickle.build_intlist",
         "torch.jit._pickle.build_doublelist", "torch.jit._pickle.build_boollist",
@@ -105,7 +105,7 @@ _IDENTITY_FUNCS = frozenset(
 #: Allowed callables that return an instance shared by the whole process (a singleton or a cached
 #: value), which ``BUILD`` and the item opcodes may change: dateutil's ``tzutc()`` and
 #: ``tzoffset(name, offset)``, pytz's zones, pandas' ``NaT``. Pickles never ``BUILD`` their result.
-_SHARED_RESULTS = frozenset(
+_SHARED_RESULTS: Final = frozenset(
     [f"{m}.{n}" for m in ("dateutil.tz", "dateutil.tz.tz") for n in ("tzutc", "tzoffset")]
     + [f"{m}.{n}" for m in ("pytz", "pytz.tzinfo") for n in ("_p", "unpickler", "_UTC")]
     + ["pandas._libs.tslibs.nattype._nat_unpickle", "pandas._libs.tslibs.nattype.__nat_unpickle"]
@@ -113,7 +113,7 @@ _SHARED_RESULTS = frozenset(
 #: Attributes numpy, pandas and the array-API libraries look up on any object they are handed, to
 #: read it as an array (``__array_interface__``'s ``data`` is an address numpy reads, object
 #: pointers included). No pickler writes one of these as a dict key, at any depth.
-_ARRAY_PROTOCOL_KEYS = frozenset(
+_ARRAY_PROTOCOL_KEYS: Final = frozenset(
     {
         "__array_interface__", "__array_struct__", "__array__", "__array_priority__", "__array_function__",
         "__array_ufunc__", "__array_wrap__", "__array_finalize__", "__array_prepare__", "__dataframe__",
@@ -124,7 +124,7 @@ _ARRAY_PROTOCOL_KEYS = frozenset(
 #: Mappings whose items are only items: no attribute lookup reads them (``OrderedDict`` of a state
 #: dict). Any other object filled by ``SETITEM(S)`` may answer attribute lookups from its items
 #: (scikit-learn's ``Bunch.__getattr__`` returns ``self[key]``).
-_PLAIN_MAPPINGS = frozenset(
+_PLAIN_MAPPINGS: Final = frozenset(
     {
         "builtins.dict", "__builtin__.dict", "collections.OrderedDict", "_collections.OrderedDict",
         "collections.defaultdict", "_collections.defaultdict", "collections.Counter",
@@ -132,48 +132,50 @@ _PLAIN_MAPPINGS = frozenset(
 )  # fmt: skip
 #: Keys of an object's state whose dicts answer its attribute lookups (``torch.nn.Module.__getattr__``
 #: returns ``self._modules[name]``, and the same of ``_parameters`` and ``_buffers``).
-_ATTRIBUTE_TABLES = frozenset({"_modules", "_parameters", "_buffers"})
+_ATTRIBUTE_TABLES: Final = frozenset({"_modules", "_parameters", "_buffers"})
 #: Allowed torch helpers that set attributes from a state argument (``torch._utils._set_obj_state``:
 #: ``setattr(obj, k, v)`` for each item): qualified name -> the state's position.
-_SETATTR_STATE_AT = {
+_SETATTR_STATE_AT: Final = {
     "torch._utils._rebuild_parameter_with_state": 3,
     "torch._tensor._rebuild_from_type_v2": 3,
 }
 #: Container nodes the walk of objects' states for ``__x__`` keys may visit in one stream (each
 #: container once).
-MAX_STATE_WALK = 1 << 20
+MAX_STATE_WALK: Final = 1 << 20
 #: Opcodes that call a class itself (its ``__init__`` runs); ``NEWOBJ`` calls ``cls.__new__`` only.
-_INIT_OPCODES = frozenset({"REDUCE", "INST", "OBJ"})
+_INIT_OPCODES: Final = frozenset({"REDUCE", "INST", "OBJ"})
 #: Modules of torch's layer and optimizer classes: a pickle rebuilds them with ``NEWOBJ`` and a
 #: ``BUILD`` state, never by calling them; called, their constructors allocate and initialise
 #: weights sized by the arguments (``Linear(100000, 100000)`` asks for 40 GB).
-_TORCH_LAYERS = ("torch.nn.modules.", "torch.ao.nn.", "torch.nn.utils.", "torch.optim.")
+_TORCH_LAYERS: Final = ("torch.nn.modules.", "torch.ao.nn.", "torch.nn.utils.", "torch.optim.")
 #: Calls whose result is a number or an iterable (a size computed at load time).
-_NUMBER_CALLS = frozenset({"builtins.int", "__builtin__.int", "__builtin__.long", "builtins.float"})
+_NUMBER_CALLS: Final = frozenset({"builtins.int", "__builtin__.int", "__builtin__.long", "builtins.float"})
 #: Classes whose ``append``/``extend`` the unpickler may call (``APPEND(S)``; ``ADDITEMS``: ``add``):
 #: exact types without a ``__dict__``, so the method is the type's. On any other object the name is
 #: looked up on the instance, which may answer it from its data (a ``Bunch`` from its items, any
 #: object from the ``__dict__`` a ``BUILD`` set): the callable and its arguments are the stream's.
-_APPENDABLE = frozenset({"builtins.list", "__builtin__.list", "collections.deque", "_collections.deque"})
-_ADDABLE = frozenset({"builtins.set", "__builtin__.set"})
+_APPENDABLE: Final = frozenset(
+    {"builtins.list", "__builtin__.list", "collections.deque", "_collections.deque"}
+)
+_ADDABLE: Final = frozenset({"builtins.set", "__builtin__.set"})
 #: Container nodes the search of pandas' arguments for time-zone paths may visit in one stream.
-MAX_TEXT_WALK = 1 << 20
+MAX_TEXT_WALK: Final = 1 << 20
 #: A walk budget once spent and reported (``argument-walk-limit`` is reported once a stream).
-_WALK_SPENT = -(1 << 62)
+_WALK_SPENT: Final = -(1 << 62)
 #: Callables that build a string (``numpy.str_`` is one: ``isinstance(np.str_('x'), str)``).
-_STR_CALLS = frozenset(
+_STR_CALLS: Final = frozenset(
     {"builtins.str", "__builtin__.str", "__builtin__.unicode", "numpy.str_", "numpy.unicode_"}
 )
 #: numpy's scalar rebuild, ``scalar(dtype, data)``: a ``'U'`` dtype's data is UTF-32 text, an
 #: object dtype's is the value itself.
-_NUMPY_SCALARS = frozenset({"numpy.core.multiarray.scalar", "numpy._core.multiarray.scalar"})
-_DATEUTIL = "dateutil/"
+_NUMPY_SCALARS: Final = frozenset({"numpy.core.multiarray.scalar", "numpy._core.multiarray.scalar"})
+_DATEUTIL: Final = "dateutil/"
 #: Attribute names of the callables that build a string or return their argument (a cheap filter).
-_TEXT_BUILDER_NAMES = frozenset(
+_TEXT_BUILDER_NAMES: Final = frozenset(
     n.rpartition(".")[2] for n in _STR_CALLS | _NUMPY_SCALARS | _RECONSTRUCTORS | _IDENTITY_FUNCS
 )
-_DRIVE = re.compile(r"[A-Za-z]:")
-_PATH_PARTS = re.compile(r"[/\\]")
+_DRIVE: Final = re.compile(r"[A-Za-z]:")
+_PATH_PARTS: Final = re.compile(r"[/\\]")
 
 
 def _tz_path_escapes(text: str) -> str | None:
@@ -196,30 +198,32 @@ def _tz_path_escapes(text: str) -> str | None:
     return None
 
 
-_DTYPE_NAMES = frozenset({"numpy.dtype", "numpy.core.multiarray.dtype", "numpy._core.multiarray.dtype"})
-_CODECS_ENCODE = frozenset({"_codecs.encode", "codecs.encode"})
+_DTYPE_NAMES: Final = frozenset(
+    {"numpy.dtype", "numpy.core.multiarray.dtype", "numpy._core.multiarray.dtype"}
+)
+_CODECS_ENCODE: Final = frozenset({"_codecs.encode", "codecs.encode"})
 #: Constructors that encode or decode text with a codec named by their second argument.
-_TEXT_CODEC_CALLS = frozenset(
+_TEXT_CODEC_CALLS: Final = frozenset(
     {
         "builtins.bytes", "builtins.bytearray", "builtins.str", "__builtin__.bytes", "__builtin__.bytearray",
         "__builtin__.str", "__builtin__.unicode", "numpy.str_", "numpy.bytes_", "numpy.unicode_",
     }
 )  # fmt: skip
 #: Codecs that take linear time (what picklers and numpy write).
-_LINEAR_CODECS = frozenset(
+_LINEAR_CODECS: Final = frozenset(
     {"latin1", "latin-1", "iso-8859-1", "iso8859-1", "utf-8", "utf8", "ascii", "us-ascii"}
 )
 #: Number types built from text or a ``(sign, digits, exponent)`` tuple; past
 #: :data:`MAX_EXPONENT`, building (``Fraction('1e999999999')`` computes ``10**999999999``) or
 #: converting (``int(Decimal('1e1000000'))``) the value takes minutes to hours.
-_NUMBER_PARSERS = frozenset(
+_NUMBER_PARSERS: Final = frozenset(
     {"decimal.Decimal", "_decimal.Decimal", "_pydecimal.Decimal", "fractions.Fraction"}
 )
-MAX_EXPONENT = 10_000
+MAX_EXPONENT: Final = 10_000
 #: An integer argument longer than this (bytes; ~10,000 decimal digits) is a ``compute-bomb``:
 #: number constructors convert it in quadratic time (``SeedSequence``, ``Fraction``, ``Decimal``).
-MAX_INT_BYTES = 4096
-_EXPONENT = re.compile(r"[eE]\s*([+-]?\d{1,40})")
+MAX_INT_BYTES: Final = 4096
+_EXPONENT: Final = re.compile(r"[eE]\s*([+-]?\d{1,40})")
 
 
 def _exponent(v: Any) -> int | None:
@@ -232,8 +236,25 @@ def _exponent(v: Any) -> int | None:
     return None
 
 
-MAX_LINE = 1 << 16
+MAX_LINE: Final = 1 << 16
 """Longest text-opcode argument line accepted (bytes)."""
+
+
+#: :func:`_dotted_name`'s answers for short names (streams name the same few modules again and again).
+_DOTTED_SEEN: Final[dict[str, bool]] = {}
+_DOTTED_SEEN_MAX: Final = 4096
+_DOTTED_SEEN_LONGEST: Final = 256
+
+
+def _dotted_name(text: str) -> bool:
+    """Whether ``text`` is a dotted Python name as :data:`_IDENT` matches it (``a.b_c``)."""
+    known = _DOTTED_SEEN.get(text)
+    if known is not None:
+        return known
+    ok = _IDENT.match(text) is not None
+    if len(text) <= _DOTTED_SEEN_LONGEST and len(_DOTTED_SEEN) < _DOTTED_SEEN_MAX:
+        _DOTTED_SEEN[text] = ok
+    return ok
 
 
 class PickleParseError(Exception):
@@ -619,11 +640,8 @@ class GlobalRef(_Compared):
         self.passed_to: list[str] = [] if passed_to is None else passed_to
         self.npassed = npassed
         self.folded = folded
-
-    @property
-    def qualname(self) -> str:
-        """``module.name``."""
-        return f"{self.module}.{self.name}"
+        #: ``module.name`` (module and name are never changed after construction).
+        self.qualname = f"{module}.{name}"
 
 
 class Anomaly(_Compared):
@@ -732,16 +750,16 @@ class LimitReached(ValueError):
 
 
 #: The deadline is checked at least once per this many opcodes.
-_CLOCK_EVERY = 1024
+_CLOCK_EVERY: Final = 1024
 #: Memo entries a pickle may make (each costs memory: 2M is ~200 MB of references).
-MAX_MEMO = 1 << 21
+MAX_MEMO: Final = 1 << 21
 #: MARKs open at once (each keeps a list: 1M is ~60 MB); the unpickler has no such limit.
-MAX_MARKS = 1 << 20
+MAX_MARKS: Final = 1 << 20
 #: Nesting the emulator's recursive checks follow (a ``torch.Size`` of a ``torch.Size``, a dtype's
 #: field dtype, a helper's call hidden in another's arguments): deeper is :class:`LimitReached`.
 #: An explicit bound, not Python's recursion limit: compiled by mypyc, this module's recursion
 #: never raises ``RecursionError`` (an unbounded one overflows the C stack and kills the process).
-MAX_NESTING = 128
+MAX_NESTING: Final = 128
 
 
 # --------------------------------------------------------------------------- helpers
@@ -818,15 +836,17 @@ def _render(v: Any, out: list[str], limit: int, depth: int) -> None:
 #: ...)``, ``torch.FloatStorage(10**12)``). Real files never size these calls: the data comes
 #: from the file's own bytes. A size the stream computes at load time (``range(int("1e10"))``)
 #: is one too, whatever its value.
-MAX_ALLOCATION = 1 << 30
+MAX_ALLOCATION: Final = 1 << 30
 #: Elements of a layer's weights past which its constructor is an ``allocation-bomb`` (4 bytes each).
-MAX_LAYER_ELEMENTS = MAX_ALLOCATION // 4
+MAX_LAYER_ELEMENTS: Final = MAX_ALLOCATION // 4
 #: :func:`requested_bytes`'s answer for a size computed by the stream at load time.
-COMPUTED = -1
-_RANGES = frozenset({"builtins.range", "__builtin__.range", "__builtin__.xrange"})
-_BYTES = frozenset({"builtins.bytes", "builtins.bytearray", "__builtin__.bytearray", "__builtin__.bytes"})
+COMPUTED: Final = -1
+_RANGES: Final = frozenset({"builtins.range", "__builtin__.range", "__builtin__.xrange"})
+_BYTES: Final = frozenset(
+    {"builtins.bytes", "builtins.bytearray", "__builtin__.bytearray", "__builtin__.bytes"}
+)
 #: Callables that iterate their first argument to build their result (8 bytes a slot at least).
-_CONSUMERS = frozenset(
+_CONSUMERS: Final = frozenset(
     {
         "builtins.list",
         "builtins.tuple",
@@ -842,12 +862,12 @@ _CONSUMERS = frozenset(
     }
 )
 #: Bytes an item of ``array.array(typecode, ...)``.
-_ARRAY_ITEM = {
+_ARRAY_ITEM: Final = {
     "b": 1, "B": 1, "u": 4, "w": 4, "h": 2, "H": 2, "i": 4, "I": 4,
     "l": 8, "L": 8, "q": 8, "Q": 8, "f": 4, "d": 8,
 }  # fmt: skip
 #: Bytes an element of torch's typed storage and tensor classes, by name prefix.
-_TORCH_ITEM = (
+_TORCH_ITEM: Final = (
     ("ComplexDouble", 16),
     ("ComplexFloat", 8),
     ("Double", 8),
@@ -861,13 +881,13 @@ _TORCH_ITEM = (
 )
 
 
-_NUMPY_ARRAYS = frozenset(
+_NUMPY_ARRAYS: Final = frozenset(
     f"{m}.{n}"
     for m in ("numpy", "numpy.core.multiarray", "numpy._core.multiarray")
     for n in ("_reconstruct", "ndarray", "void")
 )
 #: The callables :func:`requested_bytes` sizes (besides torch's ``*Storage``/``*Tensor`` classes).
-_SIZED = _BYTES | _CONSUMERS | _NUMPY_ARRAYS | {"array.array"}
+_SIZED: Final = _BYTES | _CONSUMERS | _NUMPY_ARRAYS | {"array.array"}
 
 
 def _int(v: Any) -> int | None:
@@ -1001,9 +1021,9 @@ def _scalar_kind(dtype: Any) -> str | None:
 #: them (scikit-learn's ``Bunch`` from its items, torch's ``Module`` from its ``_modules``, any
 #: object from the ``__dict__`` its BUILD set); numpy and pandas read array protocols and methods
 #: (``__array_interface__``, ``mean``) from what they are handed.
-_ATTRIBUTE_SERVERS = ("sklearn.", "torch.nn.", "torch.ao.nn.", "torch.optim.", "argparse.Namespace")
+_ATTRIBUTE_SERVERS: Final = ("sklearn.", "torch.nn.", "torch.ao.nn.", "torch.optim.", "argparse.Namespace")
 #: Modules whose callables read array protocols from their arguments.
-_ARRAY_READERS = ("numpy.", "pandas.", "scipy.", "sklearn.externals.array_api_compat.")
+_ARRAY_READERS: Final = ("numpy.", "pandas.", "scipy.", "sklearn.externals.array_api_compat.")
 
 
 def _size_arg(v: Any) -> int | None:
@@ -1055,19 +1075,24 @@ def _iter_count(v: Any, depth: int = 0) -> int | None:
 
 #: Time-zone transitions a real zone has at most (hundreds; a margin for generated zones): at
 #: 5,000 dateutil's quadratic DST inference already takes seconds.
-MAX_TZ_TRANSITIONS = 2_000
+MAX_TZ_TRANSITIONS: Final = 2_000
 #: Modules whose callables turn what they are given into arrays (``numpy.negative(range(2**28))``,
 #: ``pandas.Series(0, index=...)``): their calls are sized by :func:`_lazy_length`.
-_LAZY_SIZED = ("pandas.", "numpy.", "scipy._lib.array_api_compat", "sklearn.externals.array_api_compat")
+_LAZY_SIZED: Final = (
+    "pandas.",
+    "numpy.",
+    "scipy._lib.array_api_compat",
+    "sklearn.externals.array_api_compat",
+)
 #: Name prefixes of the callables whose calls have value checks (:func:`_value_checked`).
-_CHECKED_PREFIXES = (*_LAZY_SIZED, "pandas.", "dateutil.", *_TORCH_LAYERS)
+_CHECKED_PREFIXES: Final = (*_LAZY_SIZED, "pandas.", "dateutil.", *_TORCH_LAYERS)
 #: pandas callables that hold their arguments without broadcasting them over an axis.
-_NON_BROADCASTING = (
+_NON_BROADCASTING: Final = (
     "BlockManager", "SingleBlockManager", "_unpickle_block", "BlockPlacement", "__pyx_unpickle_NDArrayBacked",
     "__pyx_unpickle_IntervalMixin", "_unpickle_timestamp", "_timedelta_unpickle", "_nat_unpickle", "dtype",
 )  # fmt: skip
 #: A product of lengths past this is as good as infinite (kept small to stay cheap).
-_LENGTH_CAP = 1 << 62
+_LENGTH_CAP: Final = 1 << 62
 
 
 def _range_count(start: Any, stop: Any, step: Any) -> int | None:
@@ -1262,9 +1287,9 @@ def requested_bytes(module: str, name: str, args: Any) -> int | None:
     return None
 
 
-MAX_BLOB_WALK = 4096
+MAX_BLOB_WALK: Final = 4096
 #: Containers all the calls of one stream may open together (see ``opened``).
-MAX_BLOB_TOTAL = 65536
+MAX_BLOB_TOTAL: Final = 65536
 
 
 def find_blobs(
@@ -1322,20 +1347,22 @@ def find_blobs(
 
 #: A protocol-0 ``INT``/``LONG`` line read at most this long (the unpickler has no limit; a longer
 #: number is kept as an opaque value, never converted).
-_MAX_INT_LINE = 1 << 20
+_MAX_INT_LINE: Final = 1 << 20
 #: ``strtol(line, &end, 0)`` as CPython's ``INT`` reads it: C whitespace, a sign, then hex after
 #: ``0x``, octal after ``0``, else decimal; a NUL ends the line as its newline does.
-_C_LONG_LINE = re.compile(
+_C_LONG_LINE: Final = re.compile(
     rb"[ \t\n\v\f\r]*([+-]?)(0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)(?:\x00.*)?", re.DOTALL
 )
 #: ``PyLong_FromString(line, NULL, 0)`` (``int(text, 0)``): Python's integer literal syntax.
-_PY_INT_LINE = re.compile(
+_PY_INT_LINE: Final = re.compile(
     rb"\s*[+-]?(?:0[xX](?:_?[0-9a-fA-F])+|0[oO](?:_?[0-7])+|0[bB](?:_?[01])+|0(?:_?0)*|[1-9](?:_?[0-9])*)\s*"
 )
 
 
 #: What CPython's ``FLOAT`` accepts (``PyOS_string_to_double``): no whitespace, no underscores.
-_C_FLOAT_LINE = re.compile(rb"[+-]?(?:(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|inf|infinity|nan)", re.IGNORECASE)
+_C_FLOAT_LINE: Final = re.compile(
+    rb"[+-]?(?:(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|inf|infinity|nan)", re.IGNORECASE
+)
 
 
 def _text_float(line: bytes) -> float:
@@ -1410,8 +1437,8 @@ def _text_int(line: bytes, *, c_long: bool) -> Any:
 #: one kind character, an optional size and an optional datetime unit (``'<f8'``, ``'U3'``,
 #: ``'<M8[ns]'``). Anything else (``'float64'``, which numpy also accepts) is not sized: a guessed
 #: item size would let the emulator resume inside an array's bytes where the loader does not.
-_TYPESTR = re.compile(r"[<>|=]?([a-zA-Z?])(\d*)(?:\[\w+\])?")
-_KIND_SIZE = {
+_TYPESTR: Final = re.compile(r"[<>|=]?([a-zA-Z?])(\d*)(?:\[\w+\])?")
+_KIND_SIZE: Final = {
     "?": 1,
     "b": 1,
     "B": 1,
@@ -1495,7 +1522,7 @@ def dtype_info(
 
 
 #: numpy's ``NPY_ITEM_REFCOUNT`` dtype flag: the items are Python object pointers.
-_NPY_ITEM_REFCOUNT = 0x01
+_NPY_ITEM_REFCOUNT: Final = 0x01
 
 
 def _dtype_layout(state: Any) -> tuple[Any, Any, int | None] | None:
@@ -1752,7 +1779,7 @@ class _VM:
     # -- globals and calls
     def resolve(self, module: str, name: str, opcode: str) -> Global:
         ref = GlobalRef(module=module, name=name, offset=self.op_offset, opcode=opcode)
-        if not _IDENT.match(module) or not _IDENT.match(name):
+        if not _dotted_name(module) or not _dotted_name(name):
             # A real unpickler still hands these to find_class (``__import__('zz-mod')`` loads
             # ``zz-mod.py`` if one is on the path): record the global, then stop parsing.
             if module and name and "\n" not in module and "\n" not in name:
@@ -3099,7 +3126,7 @@ class _VM:
 
 #: Every pickle opcode (protocols 0-5): name -> code, in :mod:`pickletools` order (a test checks
 #: it against ``pickletools.opcodes``; not importing pickletools saves ~2 ms of start-up).
-_OPCODES: dict[str, int] = {
+_OPCODES: Final[dict[str, int]] = {
     "INT": 0x49,
     "BININT": 0x4A,
     "BININT1": 0x4B,
@@ -3181,17 +3208,17 @@ def _build_dispatch() -> dict[int, tuple[str, Callable[[_VM], None]]]:
     return table
 
 
-_DISPATCH = _build_dispatch()
+_DISPATCH: Final = _build_dispatch()
 #: The dispatch table as two 256-entry lists (opcode -> name, opcode -> handler; ``None``:
 #: not an opcode), faster to index in the main loop than the dict.
-_NAMES: list[str] = [""] * 256
-_HANDLERS: list[Callable[[_VM], None] | None] = [None] * 256
+_NAMES: Final[list[str]] = [""] * 256
+_HANDLERS: Final[list[Callable[[_VM], None] | None]] = [None] * 256
 for _code, (_name, _handler) in _DISPATCH.items():
     _NAMES[_code], _HANDLERS[_code] = _name, _handler
 del _code, _name, _handler
-_MEMOIZE = 0x94  # pickle.MEMOIZE
-_SHORT_BINUNICODE = 0x8C  # pickle.SHORT_BINUNICODE
-_BININT1 = 0x4B  # pickle.BININT1
+_MEMOIZE: Final = 0x94  # pickle.MEMOIZE
+_SHORT_BINUNICODE: Final = 0x8C  # pickle.SHORT_BINUNICODE
+_BININT1: Final = 0x4B  # pickle.BININT1
 
 
 def emulate(
@@ -3279,4 +3306,4 @@ def emulate(
 
 
 #: Values :meth:`_VM.note_passed` opens (containers) or records (globals).
-_WALKED = (Global, tuple, PList, PSet, PDict)
+_WALKED: Final = (Global, tuple, PList, PSet, PDict)

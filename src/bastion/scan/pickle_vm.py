@@ -577,6 +577,23 @@ class _Mark(_Value):
     pass
 
 
+# ``isinstance`` with a tuple of classes is a generic call once compiled; these are one type check
+# each (the walks below run them on every item of every argument and state).
+def _container(v: Any) -> bool:
+    """``isinstance(v, (tuple, PList, PSet, PDict))``: a container the walks open."""
+    return isinstance(v, tuple) or isinstance(v, PList) or isinstance(v, PSet) or isinstance(v, PDict)  # noqa: SIM101
+
+
+def _node(v: Any) -> bool:
+    """``isinstance(v, (tuple, PList, PSet, PDict, Obj))``: a container or a call's result."""
+    return _container(v) or isinstance(v, Obj)
+
+
+def _walked(v: Any) -> bool:
+    """``isinstance(v, (Global, tuple, PList, PSet, PDict))``: what :meth:`_VM.note_passed` walks."""
+    return isinstance(v, Global) or _container(v)
+
+
 # --------------------------------------------------------------------------- results
 
 
@@ -1125,12 +1142,12 @@ def _may_materialise(args: Any, depth: int = 0) -> bool:
             name = _call_name(a) or ""
             if name in _RANGES or name in _CONSUMERS or name.startswith("pandas."):
                 return True
-        elif isinstance(a, (tuple, PList, PSet, PDict)):
+        elif _container(a):
             items = a if isinstance(a, tuple) else a.items
             if len(items) > 64:
                 return True
             flat = tuple(x for pair in items for x in pair) if isinstance(a, PDict) else tuple(items)
-            nested = any(isinstance(x, (tuple, PList, PSet, PDict, Obj)) for x in flat)
+            nested = any(_node(x) for x in flat)
             if nested and depth >= 3:  # deeper than it looks: sized (a range four lists down, round 25)
                 return True
             if _may_materialise(flat, depth + 1):
@@ -1152,13 +1169,13 @@ def _lazy_length(v: Any, budget: list[int], depth: int = 0) -> int:
     budget[0] -= 1
     if depth > 8 or budget[0] < 0:
         return 1
-    if isinstance(v, (tuple, PList, PSet, PDict)):
+    if _container(v):
         items: Any = v if isinstance(v, tuple) else v.items
         if isinstance(v, PDict):
             items = [x for _, x in items]
         total = len(items)  # each scalar item is one element
         for x in items[:4096]:
-            if not isinstance(x, (tuple, PList, PSet, PDict, Obj)):
+            if not _node(x):
                 continue
             n = _lazy_length(x, budget, depth + 1)
             if n == COMPUTED:
@@ -2101,7 +2118,7 @@ class _VM:
                 if text is not None:
                     return text, None
                 continue
-            if not isinstance(v, (tuple, PList, PSet, PDict, Obj)) or id(v) in seen:
+            if not _node(v) or id(v) in seen:
                 continue
             if self.text_budget <= 0:
                 self.text_budget = self._walk_spent(
@@ -2209,19 +2226,18 @@ class _VM:
         :data:`MAX_ARGUMENT_WALK` nodes a stream; past that the walk stops with an
         ``argument-walk-limit`` anomaly.
         """
-        walked = _WALKED
         if isinstance(args, tuple):
-            todo = [v for v in args if isinstance(v, walked)]
+            todo = [v for v in args if _walked(v)]
             exempt = CLASS_ARGUMENT_SITES.get(where) if todo and not suffix else None
             if exempt:
-                todo = [v for i, v in enumerate(args) if isinstance(v, walked) and i not in exempt]
+                todo = [v for i, v in enumerate(args) if _walked(v) and i not in exempt]
         else:
             todo = []
         if kwargs is not None:
             if isinstance(kwargs, PDict):
-                todo.extend(v for kv in kwargs.items for v in kv if isinstance(v, walked))
+                todo += [v for kv in kwargs.items for v in kv if _walked(v)]
             elif isinstance(kwargs, dict):
-                todo.extend(v for v in kwargs.values() if isinstance(v, walked))
+                todo += [v for v in kwargs.values() if _walked(v)]
         if not todo:  # most calls hand over plain values only
             return
         # No memory of visited containers: one shared by many calls (or many times in one
@@ -2240,7 +2256,7 @@ class _VM:
                 if isinstance(v, PDict):
                     items = [x for kv in items for x in kv]
                 budget -= len(items) + 1
-                todo += [x for x in items if isinstance(x, walked)]
+                todo += [x for x in items if _walked(x)]
             if budget <= 0:
                 if self.walk_budget > 0:
                     self.anomaly(
@@ -2981,7 +2997,7 @@ class _VM:
                             return str(_unwrapped(p[0])), a
                     todo.append(a)
                 continue
-            if not isinstance(v, (tuple, PList, PSet, PDict)) or id(v) in seen:
+            if not _container(v) or id(v) in seen:
                 continue
             if self.state_budget <= 0:
                 self.state_budget = self._walk_spent(
@@ -2996,12 +3012,12 @@ class _VM:
                     k = _unwrapped(k)
                     if _is_dunder(k):
                         return str(k), v
-                    if isinstance(x, (tuple, PList, PSet, PDict, Obj)):
+                    if _node(x):
                         todo.append(x)
             else:
                 items = v if isinstance(v, tuple) else v.items
                 self.state_budget -= len(items) + 1
-                todo.extend(x for x in items if isinstance(x, (tuple, PList, PSet, PDict, Obj)))
+                todo += [x for x in items if _node(x)]
         return None
 
     def _attribute_servers(self, where: str, args: tuple[Any, ...], kwargs: Any) -> None:
@@ -3303,7 +3319,3 @@ def emulate(
     if not res.complete:
         res.end = r.pos
     return res
-
-
-#: Values :meth:`_VM.note_passed` opens (containers) or records (globals).
-_WALKED: Final = (Global, tuple, PList, PSet, PDict)

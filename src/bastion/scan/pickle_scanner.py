@@ -135,31 +135,27 @@ def judge_result(
         include_unknown: report unknown globals (False for trailing garbage: only dangers count).
     """
     policy = art.ctx.policy
-    grouped: dict[str, list[int]] = {}
-    first: dict[str, tuple[str, str, str, int]] = {}
-    calls: dict[str, list[tuple[str, int, str]]] = {}
-    blobs: dict[str, list[tuple[int, bytes]]] = {}
-    ncalls: dict[str, int] = {}  # calls of the global, and hand-overs to other calls as an argument
-    passed_to: dict[str, list[str]] = {}
+    # Each global's references, in stream order; the evidence is gathered only for those that
+    # get a finding (most files reach allowed globals only).
+    by_name: dict[str, list[GlobalRef]] = {}
     for ref in res.globals:
         if ref.folded and ref.ncalls <= ref.folded and not ref.npassed:
             continue  # only getattr(<global>, "name") of attributes the policy allows (folded)
-        q = ref.qualname
-        ncalls[q] = ncalls.get(q, 0) + ref.ncalls + ref.npassed
-        if ref.passed_to:
-            passed_to.setdefault(q, []).extend(ref.passed_to)
-        grouped.setdefault(q, []).append(ref.offset)
-        first.setdefault(q, (ref.module, ref.name, ref.opcode, ref.offset))
-        for c in ref.calls:
-            calls.setdefault(q, []).append((c.opcode, c.offset, c.preview))
-            for b in c.blobs:
-                blobs.setdefault(q, []).append((c.offset, b))
-    out.add_globals(grouped)
-    for q, offsets in grouped.items():
-        module, name, opcode, offset = first[q]
+        refs = by_name.get(ref.qualname)
+        if refs is None:
+            by_name[ref.qualname] = [ref]
+        else:
+            refs.append(ref)
+    out.add_globals(by_name)
+    for q, refs in by_name.items():
+        ref0 = refs[0]
+        module, name, opcode, offset = ref0.module, ref0.name, ref0.opcode, ref0.offset
         j = policy.judge(module, name)
         called_ref_only = (
-            j.kind is Verdictish.ALLOWED and j.rule is not None and not j.rule.call and ncalls[q]
+            j.kind is Verdictish.ALLOWED
+            and j.rule is not None
+            and not j.rule.call
+            and sum(r.ncalls + r.npassed for r in refs) > 0  # calls, and hand-overs to other calls
         )
         if j.kind is Verdictish.ALLOWED and j.rule is not None and reported_addition(j.rule, policy):
             # allowed only by a project file's scan.allow (a bastion.yaml someone else may have
@@ -175,7 +171,9 @@ def judge_result(
             and not called_ref_only
         ):
             continue  # allowed (or an unknown not reported): no finding, no evidence to gather
-        site = calls.get(q, [])
+        offsets = [r.offset for r in refs]
+        site = [(c.opcode, c.offset, c.preview) for r in refs for c in r.calls]
+        passed_to = [p for r in refs for p in r.passed_to]
         evidence: dict[str, object] = {
             "global": q,
             "opcode": opcode,
@@ -209,13 +207,13 @@ def judge_result(
                 )
             )
             if j.rule.nested:
-                _scan_nested(art, q, blobs.get(q, []), out)
+                _scan_nested(art, q, [(c.offset, b) for r in refs for c in r.calls for b in c.blobs], out)
         elif called_ref_only and j.rule is not None:
             evidence.update(
                 {"rule": j.rule.id, "rationale": j.rule.rationale, "rules_version": policy.version}
             )
-            if q in passed_to:  # handed to a helper that may call it (copyreg.__newobj__ ...)
-                evidence["passed_to"] = sorted(set(passed_to[q]))[:5]
+            if passed_to:  # handed to a helper that may call it (copyreg.__newobj__ ...)
+                evidence["passed_to"] = sorted(set(passed_to))[:5]
             out.findings.append(
                 art.finding(
                     f"{rule_prefix}.reference-only-called",

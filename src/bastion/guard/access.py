@@ -100,6 +100,8 @@ class AccessControl:
         self._keys = list(keys)
         self._by_id = {k.id: k for k in keys}
         self._expires = {k.id: k.expires.timestamp() for k in keys if k.expires is not None}
+        # the allowed decision of each key, built once (frozen: one object serves every request)
+        self._allowed = {k.id: AccessDecision(200, k.id, "ok") for k in keys}
         # In memory only: SHA-256 of a key already verified against its salted HMAC → key id, so a
         # known key costs one hash instead of one HMAC per configured key. Bounded; never persisted.
         self._verified: dict[bytes, str] = {}
@@ -155,10 +157,14 @@ class AccessControl:
                 return AccessDecision(401, spec.id, "API key expired")
             if "*" not in spec.models and model not in spec.models:
                 return AccessDecision(403, spec.id, f"key may not call model {model!r}")
-            return AccessDecision(200, spec.id, "ok")
+            return self._allowed[spec.id]
         except Exception as exc:  # fail closed
             log.error("access check failed (%s); denying", type(exc).__name__)
             return AccessDecision(503, None, "access check failed")
+
+
+#: the (lower-case) header names :func:`extract_key` reads, as an ASGI server gives them
+KEY_HEADERS = frozenset({b"authorization", b"x-api-key"})
 
 
 def extract_key(headers: dict[str, str]) -> str | None:

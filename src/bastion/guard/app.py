@@ -34,7 +34,7 @@ from bastion.core.capability import Capability
 from bastion.core.errors import ConfigError, IntegrityError
 from bastion.core.project_trust import cleartext_credentials_problem
 from bastion.core.redact import redact_url
-from bastion.guard.access import AccessControl
+from bastion.guard.access import KEY_HEADERS, AccessControl
 from bastion.guard.anomaly import AnomalyMonitor
 from bastion.guard.audit import (
     Alert,
@@ -367,9 +367,12 @@ class Guard:
         rid = _request_id()
         known: dict[str, Any] = {}  # what _handle learnt before any error (the caller's key id)
         try:
-            # an ASGI server's headers (Starlette's ``Headers``, with ``raw``) are lower-case already
-            if hasattr(headers, "raw"):
-                lower = dict(headers.items())
+            # an ASGI server's headers (Starlette's ``Headers``, with ``raw``) are lower-case
+            # already; only those that carry the key are read (decoded as ``dict(headers.items())``
+            # would: the last of a repeated header wins)
+            raw = getattr(headers, "raw", None)
+            if raw is not None:
+                lower = {k.decode("latin-1"): v.decode("latin-1") for k, v in raw if k in KEY_HEADERS}
             else:
                 lower = {k.lower(): v for k, v in headers.items()}
             try:
@@ -455,7 +458,7 @@ class Guard:
         # not raise 60 alerts: alert floods are what degraded mode watches)
         # the rows as float64 once: the honeytokens and the detectors read these
         x64 = x.astype(np.float64)
-        canary_rows = self.canaries.hit_rows(x)
+        canary_rows = self.canaries.hit_rows(x, x64=x64)
         alerts = [
             self._alert("guard.canary.hit", key, {"canary": c})
             for c in dict.fromkeys(c for _, c in canary_rows)

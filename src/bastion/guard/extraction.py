@@ -98,6 +98,17 @@ def effective_classes(hist: np.ndarray) -> float:
     return float(math.exp(-np.sum(p * np.log(p))))
 
 
+def _rounded_at_least(value: float, bound: float) -> bool:
+    """``round(value, 4) >= bound``, without the ``round`` call when ``value`` is clearly below.
+
+    ``round(value, 4)`` is within ``0.5e-4`` of ``value`` (plus float error, far smaller for
+    the fractions compared here), so a value more than ``1e-4`` below the bound cannot round up to it.
+    """
+    if value + 1e-4 < bound:
+        return False
+    return round(value, 4) >= bound
+
+
 #: The single-key rules (each raised once per key).
 _RULES = frozenset(
     {"class-coverage", "synthetic-queries", "boundary-probing", "probing-session", "exploration"}
@@ -203,22 +214,27 @@ class ExtractionDetector:
             st.ring_n += 1
         out: list[ExtractionAlert] = []
         if st.n >= spec.min_queries and len(st.flagged & _RULES) < len(_RULES):
-            # the same rounded values as :meth:`evidence` (whose dict is built only for an alert)
+            # the same rounded values as :meth:`evidence` (whose dict is built only for an alert);
+            # a rule already flagged is not evaluated (it is raised once per key)
             n = max(st.n, 1)
+            flagged = st.flagged
             checks = {
                 "class-coverage": self.coverage_rules
-                and "class-coverage" not in st.flagged  # skips the entropy once flagged
+                and "class-coverage" not in flagged  # skips the entropy once flagged
                 and round(st.effective_classes() / self.num_classes, 4) >= spec.class_coverage,
-                "synthetic-queries": round(st.ood / n, 4) >= spec.ood_fraction,
-                "boundary-probing": round(st.low_margin / n, 4) >= spec.boundary_fraction,
+                "synthetic-queries": "synthetic-queries" not in flagged
+                and _rounded_at_least(st.ood / n, spec.ood_fraction),
+                "boundary-probing": "boundary-probing" not in flagged
+                and _rounded_at_least(st.low_margin / n, spec.boundary_fraction),
                 # over the whole history or the recent window: ordinary traffic sent first must
                 # not dilute a session that starts later (red-team round 18)
-                "probing-session": round(max(st.probes / n, st.recent_rate()), 4) >= spec.probe_fraction,
+                "probing-session": "probing-session" not in flagged
+                and _rounded_at_least(max(st.probes / n, st.recent_rate()), spec.probe_fraction),
                 "exploration": st.new_cells >= spec.exploration_cells,
             }
             ev: dict[str, float] | None = None
             for rule, hit in checks.items():
-                if hit and rule not in st.flagged:
+                if hit and rule not in flagged:
                     st.flagged.add(rule)
                     ev = ev or self.evidence(st)
                     out.append(ExtractionAlert(rule, key_id, ev))

@@ -34,6 +34,10 @@ class LimitDecision:
     retry_after: int = 0
 
 
+#: the decision of every request let through (frozen: one object serves them all)
+_ALLOWED = LimitDecision(True)
+
+
 class RateLimiter:
     """Per-key token buckets and daily quotas.
 
@@ -95,7 +99,7 @@ class RateLimiter:
             return LimitDecision(False, "rate limit", max(1, math.ceil(wait)))
         b.tokens -= n
         b.used_today += n
-        return LimitDecision(True)
+        return _ALLOWED
 
     def used_today(self, key_id: str) -> int:
         """Rows charged to the key today."""

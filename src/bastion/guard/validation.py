@@ -129,7 +129,13 @@ class InputValidator:
 
 
 def _numbers_only(raw: bytes) -> bool:
-    """No JSON literal ``true``/``false``/``null`` in the bytes (numpy would take a bool as a number)."""
+    """No JSON literal ``true``/``false``/``null`` in the bytes (numpy would take a bool as a number).
+
+    A body without the letters ``u`` and ``f`` holds none of them (``{"instances": [...]}`` of
+    numbers has neither): two byte searches instead of three substring searches.
+    """
+    if b"u" not in raw and b"f" not in raw:
+        return True
     return b"true" not in raw and b"false" not in raw and b"null" not in raw
 
 

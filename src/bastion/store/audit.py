@@ -165,6 +165,8 @@ def _stored_text_problem(text: str | None, record: Any) -> str | None:
 
 def _sqlite_time(t: dt.datetime) -> str:
     """A datetime as SQLAlchemy stores it in SQLite (naive UTC, microseconds)."""
+    if t.tzinfo is dt.UTC:  # the guard's case: already UTC, so its ISO form ends in "+00:00"
+        return t.isoformat(" ", "microseconds")[:-6]
     return t.astimezone(dt.UTC).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
 
 

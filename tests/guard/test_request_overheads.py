@@ -1,0 +1,134 @@
+"""The per-request shortcuts of the guard's hot path give what the paths they replace gave."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+
+import numpy as np
+import pytest
+from starlette.datastructures import Headers
+from tests.guard.helpers import MemorySink, SoftmaxTarget, make_config
+
+from bastion.guard.access import AccessControl, new_key
+from bastion.guard.app import Guard
+from bastion.guard.canary import CanaryWatch, _canonical, _canonical64, canary_hash
+from bastion.guard.config import Canary
+from bastion.guard.extraction import _rounded_at_least
+from bastion.guard.limits import RateLimiter
+from bastion.guard.validation import _numbers_only
+from bastion.store.audit import _sqlite_time
+
+
+def test_rounded_at_least_is_round_then_compare() -> None:
+    rng = np.random.default_rng(0)
+    bounds = [0.0, 0.05, 0.1, 0.25, 0.3, 0.5, 0.9, 1.0, 0.12345, 0.00005]
+    values = list(rng.uniform(0, 1, 3000)) + [
+        b + d for b in bounds for d in (-2e-4, -1e-4, -6e-5, -5e-5, 0.0, 5e-5)
+    ]
+    values += [k / n for n in (1, 3, 7, 200, 9999, 10_000, 20_000) for k in range(0, n + 1, max(1, n // 97))]
+    for v in values:
+        for b in [*bounds, math.nan]:
+            assert _rounded_at_least(v, b) == (round(v, 4) >= b), (v, b)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"instances": [[1, 2.5e-3]]}',
+        b'{"instances": [true]}',
+        b'{"instances": [null]}',
+        b'{"x": false}',
+        b'{"instances": [1], "u": 1}',
+        b'{"f": [1]}',
+        b'{"instances": [Infinity]}',
+        b"tru",
+        b"",
+    ],
+)
+def test_numbers_only_as_the_three_searches(raw: bytes) -> None:
+    assert _numbers_only(raw) == (b"true" not in raw and b"false" not in raw and b"null" not in raw)
+
+
+def test_canonical_from_float64_rows_is_the_same_array() -> None:
+    rng = np.random.default_rng(1)
+    x = rng.uniform(-3, 3, size=(5, 1, 8, 8)).astype(np.float32)
+    x[0, 0, 0, :4] = [0.12345, -0.0, -0.00004, 1e-9]  # ties, negative zero, a value rounding to -0
+    x64 = x.astype(np.float64)
+    a, b = _canonical(x), _canonical64(x64)
+    assert a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
+    assert b.flags.c_contiguous
+    assert np.array_equal(x64, x.astype(np.float64))  # the caller's array is not changed
+
+
+def test_canary_hits_with_and_without_float64_rows() -> None:
+    rng = np.random.default_rng(2)
+    x = rng.uniform(0, 1, size=(4, 64)).astype(np.float32)
+    watch = CanaryWatch(
+        [Canary(id="c1", sha256=canary_hash(x[2])), Canary(id="c2", sha256=canary_hash(x[0]))]
+    )
+    assert watch.hit_rows(x, x64=x.astype(np.float64)) == watch.hit_rows(x) == [(0, "c2"), (2, "c1")]
+    # rows that are not float32 (or a float64 copy of another shape) take the plain path
+    x64 = x.astype(np.float64)
+    assert watch.hit_rows(x64, x64=x64) == watch.hit_rows(x64)
+    assert watch.hit_rows(x, x64=x64[:2]) == watch.hit_rows(x)
+
+
+def test_sqlite_time_fast_path_matches_the_conversion() -> None:
+    for ts in (0.0, 1.5, 1_700_000_000.0, 1_700_000_000.123456, 1_764_496_800.999999):
+        t = dt.datetime.fromtimestamp(ts, dt.UTC)
+        want = t.astimezone(dt.UTC).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
+        assert _sqlite_time(t) == want
+        # another zone, and an equal instant written with a different UTC object, take the slow path
+        other = t.astimezone(dt.timezone(dt.timedelta(hours=5)))
+        assert _sqlite_time(other) == want
+        assert _sqlite_time(t.replace(tzinfo=dt.timezone(dt.timedelta(0)))) == want
+
+
+def test_access_allowed_decision_is_shared_and_denials_still_apply() -> None:
+    now = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
+    a_secret, a_spec = new_key("a", ["digits"], expires=now + dt.timedelta(hours=1))
+    b_secret, b_spec = new_key("b")
+    acc = AccessControl([a_spec, b_spec])
+    hdr = {"authorization": f"Bearer {a_secret}"}
+    first = acc.check(hdr, "digits", now.timestamp())
+    assert first.allowed and first.key_id == "a" and first.reason == "ok"
+    assert acc.check(hdr, "digits", now.timestamp()) is first
+    assert acc.check({"x-api-key": b_secret}, "digits").key_id == "b"
+    # the cached decision never outlives the key: expiry and model scope are checked every time
+    late = acc.check(hdr, "digits", now.timestamp() + 3600)
+    assert (late.status, late.key_id, late.reason) == (401, "a", "API key expired")
+    assert acc.check(hdr, "other", now.timestamp()).status == 403
+    assert acc.check({"authorization": f"Bearer {a_secret}x"}, "digits").status == 401
+
+
+def test_limiter_allowed_decision_and_refusals() -> None:
+    lim = RateLimiter(rate=1.0, burst=2.0, daily_quota=3)
+    d1, d2 = lim.take("k", 1, 0.0), lim.take("k", 1, 0.0)
+    assert d1.allowed and d2.allowed and d1.reason == "ok" and d1.retry_after == 0
+    assert not lim.take("k", 1, 0.0).allowed  # bucket empty
+    assert lim.take("k", 1, 1.0).allowed
+    assert lim.take("k", 1, 10.0).reason == "daily query budget spent"
+
+
+def test_starlette_headers_only_key_headers_read_last_one_wins() -> None:
+    """The guard reads the key from ASGI headers as ``dict(headers.items())`` did (last repeat wins)."""
+    keys = {"alice": new_key("alice", ["digits"]), "bob": new_key("bob", ["digits"])}
+    rng = np.random.default_rng(3)
+    w, b = rng.normal(size=(64, 10)), rng.normal(size=10)
+    sink = MemorySink()
+    g = Guard(make_config(keys), target=SoftmaxTarget(w, b), store=sink)
+    body = b'{"instances": [' + b",".join([b"[" + b",".join([b"0.5"] * 64) + b"]"]) + b"]}"
+    raw = [
+        (b"host", b"x"),
+        (b"authorization", f"Bearer {keys['bob'][0]}".encode()),
+        (b"content-type", b"application/json"),
+        (b"authorization", f"Bearer {keys['alice'][0]}".encode()),
+    ]
+    r = g.handle("digits", Headers(raw=raw), body)
+    assert r.status == 200
+    assert sink.records[-1]["key_id"] == "alice"
+    r = g.handle("digits", Headers(raw=[(b"x-api-key", keys["bob"][0].encode())]), body)
+    assert r.status == 200 and sink.records[-1]["key_id"] == "bob"
+    r = g.handle("digits", Headers(raw=[(b"host", b"x")]), body)
+    assert r.status == 401

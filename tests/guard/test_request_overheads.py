@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import math
+from typing import Any
 
 import numpy as np
 import pytest
@@ -16,7 +18,7 @@ from bastion.guard.canary import CanaryWatch, _canonical, _canonical64, canary_h
 from bastion.guard.config import Canary
 from bastion.guard.extraction import _rounded_at_least
 from bastion.guard.limits import RateLimiter
-from bastion.guard.validation import _numbers_only
+from bastion.guard.validation import InputRejected, _numbers_only
 from bastion.store.audit import _sqlite_time
 
 
@@ -132,3 +134,65 @@ def test_starlette_headers_only_key_headers_read_last_one_wins() -> None:
     assert r.status == 200 and sink.records[-1]["key_id"] == "bob"
     r = g.handle("digits", Headers(raw=[(b"host", b"x")]), body)
     assert r.status == 401
+
+
+def test_input_sha256_fast_path_as_the_contiguous_copy() -> None:
+    from bastion.guard.audit import input_sha256
+
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(3, 1, 8, 8)).astype(np.float32)
+    want = hashlib.sha256(np.ascontiguousarray(x, dtype="<f4").tobytes()).hexdigest()
+    assert input_sha256(x) == want
+    xt = np.asfortranarray(x)  # another layout: the same C-order bytes
+    assert input_sha256(xt) == want
+    assert input_sha256(x.astype(np.float64)) == want  # other dtypes are converted first
+
+
+@pytest.mark.parametrize("step", [0.0625, [0.0625] * 32 + [1e-3] * 32])
+def test_honeytoken_hits_with_a_bound_as_without(step: Any) -> None:
+    from bastion.guard.canary import HoneytokenWatch, honeytoken_spec
+
+    rng = np.random.default_rng(5)
+    tokens = np.round(rng.uniform(0, 1, size=(6, 64)) * 16) / 16
+    watch = HoneytokenWatch(
+        [honeytoken_spec(tokens, step=np.asarray(step) if isinstance(step, list) else step)]
+    )
+    rows = np.concatenate([tokens[[1, 4]], rng.uniform(0, 1, size=(3, 64)), tokens[[1]] + 0.01])
+    x = rows.astype(np.float32).astype(np.float64).reshape(len(rows), 1, 8, 8)
+    want = watch.hits(x)
+    assert [t for _, t in want][:2] == ["ht-0001", "ht-0004"]  # (the near-copy only on the coarse grid)
+    assert watch.hits(x, bound=1.0) == want
+    # a bound too large for the shortcut (or none) clips as before: huge values stay in range
+    big = x.copy()
+    big[0, 0, 0, 0] = 1e30
+    assert watch.hits(big, bound=1e30) == watch.hits(big) == want[1:]
+
+
+def test_validator_abs_bound() -> None:
+    from bastion.guard.profile import Profile
+    from bastion.guard.validation import InputValidator
+
+    def prof(lo: float, hi: float) -> Profile:
+        f = 4
+        return Profile(
+            input_shape=(f,),
+            num_classes=2,
+            lo=np.full(f, lo),
+            hi=np.array([hi, hi / 2, 0.0, hi]),
+            mean=np.zeros(f),
+            precision=np.eye(f),
+            ood_threshold=1.0,
+            proj_mean=np.zeros(f),
+            components=np.eye(2, f),
+            comp_scale=np.ones(2),
+            bin_edges=np.zeros((2, 3)),
+            ref_conf=np.zeros(0),
+        )
+
+    assert InputValidator(input_shape=(4,)).abs_bound is None
+    assert InputValidator(input_shape=(4,), profile=prof(-3.0, 2.0)).abs_bound == 3.0
+    assert InputValidator(input_shape=(4,), profile=prof(-1.0, 5.0)).abs_bound == 5.0
+    assert InputValidator(input_shape=(4,), profile=prof(-np.inf, 5.0)).abs_bound is None
+    v = InputValidator(input_shape=(4,), profile=prof(-1.0, 5.0))
+    with pytest.raises(InputRejected):
+        v.parse({"instances": [[0.0, 0.0, 0.0, 5.5]]})

@@ -25,7 +25,7 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -107,8 +107,7 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class _Decided:
+class _Decided(NamedTuple):
     """A decided request waiting for its audit record's commit."""
 
     t0: float
@@ -465,7 +464,8 @@ class Guard:
         ]
         trap_rows: set[int] = {row for row, _ in canary_rows}
         by_token: dict[str, list[int]] = {}
-        for row, tid in self.honeytokens.hits(x64) if self.honeytokens else []:
+        honey = self.honeytokens.hits(x64, bound=self.validator.abs_bound) if self.honeytokens else []
+        for row, tid in honey:
             trap_rows.add(row)
             by_token.setdefault(tid, []).append(row)
         for tid, hit_rows in by_token.items():

@@ -23,7 +23,12 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from bastion.store.errors import StoreBusy
+
 log = logging.getLogger(__name__)
+
+#: the validated input's dtype (little-endian float32), whose bytes the audit log hashes
+_F4 = np.dtype("<f4")
 
 
 class AuditSink(Protocol):
@@ -73,6 +78,8 @@ class Alert:
 
 def input_sha256(x: np.ndarray) -> str:
     """SHA-256 of the validated input's float32 bytes (what the audit log records)."""
+    if x.dtype == _F4:  # the guard's rows: ``tobytes`` gives the C-order bytes of any layout
+        return hashlib.sha256(x.tobytes()).hexdigest()
     return hashlib.sha256(np.ascontiguousarray(x, dtype="<f4").tobytes()).hexdigest()
 
 
@@ -239,8 +246,6 @@ class IncidentWriter:
 
     def record(self, **incident: Any) -> None:
         """Write one incident now, or hand it to the writer thread if the store would wait."""
-        from bastion.store.errors import StoreBusy
-
         try:
             if self._can_defer:
                 self.sink.add_incident(**incident, wait=False)
@@ -382,8 +387,6 @@ class GroupCommit:
 
     def _try_now(self, nowait: Any, entries: list[Any]) -> list[bool] | None:
         """Commit on the loop if the sink can without waiting; ``None`` when it would have to wait."""
-        from bastion.store.errors import StoreBusy
-
         try:
             return _all_or_nothing(nowait, entries)
         except StoreBusy:
@@ -468,8 +471,6 @@ def _all_or_nothing(append: Any, entries: list[Any]) -> list[bool]:
     every request of the batch gets 503 (no record, no answer). ``StoreBusy`` (nothing written,
     the caller retries elsewhere) is raised.
     """
-    from bastion.store.errors import StoreBusy
-
     try:
         append(entries)
     except StoreBusy:

@@ -55,13 +55,19 @@ def _canonical(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(r.astype("<f4"))
 
 
+#: dtypes of the canonical bytes (built once: a dtype given as a string is parsed at each use)
+_F4 = np.dtype("<f4")
+_I8 = np.dtype("<i8")
+
+
 def _canonical64(x64: np.ndarray) -> np.ndarray:
     """:func:`_canonical` of float32 rows given as float64 (``x.astype(np.float64)``): the same array."""
     r = x64 * 1e4  # a new array: the caller's is not changed
     np.rint(r, out=r)
     r /= 1e4
     r += 0.0
-    return np.ascontiguousarray(r.astype("<f4"))
+    a = r.astype(_F4)
+    return a if a.flags.c_contiguous else np.ascontiguousarray(a)
 
 
 class CanaryWatch:
@@ -408,8 +414,8 @@ class HoneytokenWatch:
     """
 
     def __init__(self, sets: list[HoneytokenSpec], *, n_features: int | None = None) -> None:
-        # (HMAC key = salt ‖ pepper, grid, token table); the key is decoded once, not per row
-        self._sets: list[tuple[bytes, float | np.ndarray, dict[bytes, str]]] = []
+        # (HMAC key = salt ‖ pepper, grid, token table, its smallest step); the key is decoded once
+        self._sets: list[tuple[bytes, float | np.ndarray, dict[bytes, str], float]] = []
         for s in sets:
             if not s.tokens:
                 continue
@@ -421,23 +427,32 @@ class HoneytokenWatch:
                     f"honeytokens: {grid.size} grid steps, but an input has {n_features} features"
                 )
             table = {bytes.fromhex(e.hmac): e.id for e in s.tokens}
-            self._sets.append((bytes.fromhex(s.salt) + honeytoken_pepper(s.pepper_env), grid, table))
+            smallest = float(np.min(grid)) if isinstance(grid, np.ndarray) and grid.size else float(grid)
+            key = bytes.fromhex(s.salt) + honeytoken_pepper(s.pepper_env)
+            self._sets.append((key, grid, table, smallest))
         self._base: dict[tuple[int, int], Any] = {}  # (set, features) → keyed HMAC of the prefix
 
     def __bool__(self) -> bool:
         return bool(self._sets)
 
-    def hits(self, x: np.ndarray) -> list[tuple[int, str]]:
-        """``(row index, token id)`` of every row of ``x`` ``(N, *shape)`` that matches a token."""
+    def hits(self, x: np.ndarray, *, bound: float | None = None) -> list[tuple[int, str]]:
+        """``(row index, token id)`` of every row of ``x`` ``(N, *shape)`` that matches a token.
+
+        ``bound``: a bound the caller has checked on every value's magnitude (``|v| <= bound``,
+        no NaN, before the rows were made float32), or ``None``. Where it keeps every grid index
+        far inside ``±2**62`` (and the float32 rows finite), the clip to that range is skipped:
+        it could change nothing.
+        """
         out: list[tuple[int, str]] = []
         flat = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
         features = int(flat.shape[1])
-        for s, (key, step, table) in enumerate(self._sets):
+        for s, (key, step, table, smallest) in enumerate(self._sets):
             # the rows quantised at once; each row's HMAC as :func:`honeytoken_hmac` computes it
             g = np.rint(flat / step)
-            np.maximum(g, -(2.0**62), out=g)  # clipped (as ``np.clip``, whose wrapper costs more)
-            np.minimum(g, 2.0**62, out=g)
-            q = g.astype("<i8").tobytes()
+            if bound is None or not (smallest > 0 and bound < 3e38 and bound * 1.001 < 2.0**61 * smallest):
+                np.maximum(g, -(2.0**62), out=g)  # clipped (as ``np.clip``, whose wrapper costs more)
+                np.minimum(g, 2.0**62, out=g)
+            q = g.astype(_I8).tobytes()
             base = self._base.get((s, features))
             if base is None:
                 base = self._base[(s, features)] = hmac.new(key, repr(features).encode(), hashlib.sha256)

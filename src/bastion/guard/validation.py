@@ -93,6 +93,17 @@ class InputValidator:
         return out.reshape((len(rows), *self.input_shape)).astype(np.float32)
 
     @functools.cached_property
+    def abs_bound(self) -> float | None:
+        """A bound on every value's magnitude in the rows :meth:`parse` returns (``None``: none).
+
+        The largest magnitude of the trained range when it is finite: a row outside it is rejected.
+        """
+        p = self.profile
+        if p is None or not self._finite_range:
+            return None
+        return float(max(np.abs(p.lo).max(initial=0.0), np.abs(p.hi).max(initial=0.0)))
+
+    @functools.cached_property
     def _finite_range(self) -> bool:
         p = self.profile
         return p is not None and bool(np.isfinite(p.lo).all() and np.isfinite(p.hi).all())

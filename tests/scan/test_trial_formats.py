@@ -12,6 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bastion.core.scanning import Verdict
 from bastion.scan import scan_file
@@ -360,3 +362,17 @@ def test_malformed_npy_header_reason_is_the_same_every_time(tmp_path: Path) -> N
     assert first.verdict is Verdict.ERROR
     assert first.reason == second.reason
     assert first.reason is not None and "0x" not in first.reason and "not a Python literal" in first.reason
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.text(alphabet="_ao s.x1'\t(", max_size=16))
+def test_os_access_pattern_matches_as_the_quadratic_one_did(text: str) -> None:
+    """The linear ``os-access`` pattern finds the same match (span and text) as the one it replaced."""
+    import re
+
+    from bastion.scan.gguf_scanner import _rx
+
+    old = re.compile(r"(?<![A-Za-z0-9])_*os\s*\.\s*\w|\bsubprocess\b|\bpopen\b|\bsystem\s*\(|\bposix\b")
+    new = next(p for kind, p, _ in _rx().patterns if kind == "os-access")
+    a, b = old.search(text), new.search(text)
+    assert (a.span() if a else None) == (b.span() if b else None)

@@ -226,7 +226,9 @@ class Outcome(PlainRecord):
     @property
     def worst(self) -> Severity | None:
         """Highest finding severity, or ``None``."""
-        return max((f.severity for f in self.findings), default=None)
+        if not self.findings:
+            return None
+        return max(f.severity for f in self.findings)
 
 
 class Scanner(Plugin):
@@ -523,11 +525,12 @@ class ScanContext:
         a GGUF, safetensors or legacy-pickle file whose first block is also a valid tar header
         is loaded as that tar, whatever its own format says.
         """
-        from bastion.scan.archive_scanner import _is_tar, scan_tar
-
-        if scanner.id == "scan.archive" or not _is_tar(head):
+        if scanner.id == "scan.archive":
             return out
-        out.absorb(scan_tar(art), member="<as a tar archive>")
+        archive = _ARCHIVE_SCANNER[0] if _ARCHIVE_SCANNER else _archive_scanner()
+        if not archive._is_tar(head):
+            return out
+        out.absorb(archive.scan_tar(art), member="<as a tar archive>")
         return out
 
     def _also_as_zip(self, art: Artifact, head: bytes, out: Outcome) -> Outcome:
@@ -612,11 +615,9 @@ class ScanContext:
 
         ``polyglots``: also scan the artifact as the tar and zip archives it may be as well.
         """
-        for scanner in self.scanners:
+        for scanner, sniff, deep in _sniffers(self.scanners):
             try:
-                ok = (
-                    scanner.sniff_artifact(art, head) if scanner.deep_sniff else scanner.sniff(head, art.name)
-                )
+                ok = sniff(art, head) if deep else sniff(head, art.name)
                 if not ok:
                     continue
             except Exception:
@@ -640,3 +641,35 @@ class ScanContext:
                     f"internal scanner error in {scanner.id}: {type(exc).__name__}: {exc}",
                 )
         return None
+
+
+#: :mod:`bastion.scan.archive_scanner`, once :func:`_archive_scanner` has imported it (it imports
+#: this module: a function-level import ran on every file, about 2 µs each).
+_ARCHIVE_SCANNER: list[Any] = []
+
+
+def _archive_scanner() -> Any:
+    """:mod:`bastion.scan.archive_scanner` (imported on first use, then kept)."""
+    from bastion.scan import archive_scanner
+
+    _ARCHIVE_SCANNER.append(archive_scanner)
+    return archive_scanner
+
+
+#: ``(scanners, their sniffers)`` of the last list :func:`_sniffers` was asked for (one tuple, read
+#: at once: the guard scans from several threads).
+_SNIFFERS: list[tuple[list[Scanner], tuple[tuple[Scanner, Any, bool], ...]]] = []
+
+
+def _sniffers(scanners: list[Scanner]) -> tuple[tuple[Scanner, Any, bool], ...]:
+    """Each scanner with its sniff method (bound once) and whether it sniffs the whole artifact.
+
+    A scan's scanners are one list for all its files: the methods are bound once for it, not once
+    per scanner and file.
+    """
+    last = _SNIFFERS[0] if _SNIFFERS else None
+    if last is not None and last[0] is scanners:
+        return last[1]
+    found = tuple((s, s.sniff_artifact if s.deep_sniff else s.sniff, s.deep_sniff) for s in scanners)
+    _SNIFFERS[:] = [(scanners, found)]
+    return found

@@ -56,6 +56,12 @@ def _scanners() -> list[Scanner]:
     return found
 
 
+#: Each verdict's value, and the verdict of each value (an enum's ``.value`` and ``Verdict(value)``
+#: are slow, and run once per file).
+_VERDICT_VALUES = {v: v.value for v in Verdict}
+_VERDICTS = {v.value: v for v in Verdict}
+
+
 def verdict_of(out: Outcome) -> Verdict:
     """The verdict of one file's outcome.
 
@@ -256,7 +262,7 @@ def _scan_one(
                 reason=f"file changed while being scanned ({size} bytes, then {hashed})",
             )
     verdict = verdict_of(out)
-    log.debug("scanned %s: %s (%s)", display, verdict.value, out.format)
+    log.debug("scanned %s: %s (%s)", display, _VERDICT_VALUES[verdict], out.format)
     # Every field is built here from checked values (Finding objects, a Verdict, str/int): a plain
     # record, converted to the pydantic contract only where it is returned (see scan_paths).
     return FileRecord(
@@ -295,6 +301,8 @@ def _walk(root: Path, reals: dict[str, str] | None = None) -> Iterator[tuple[str
             found.append((folder, None, f"{_UNREADABLE} folder: {exc}"))
             continue
         prefix = "" if folder == "." else folder if folder.endswith(os.sep) else folder + os.sep
+        # what os.path.join(real_folder, name) gives (a resolved folder is absolute, a name has no sep)
+        real_prefix = real_folder if real_folder.endswith(os.sep) else real_folder + os.sep
         for e in entries:
             p = prefix + e.name
             try:
@@ -323,7 +331,7 @@ def _walk(root: Path, reals: dict[str, str] | None = None) -> Iterator[tuple[str
                 elif e.is_file(follow_symlinks=False):
                     found.append((p, p, None))
                     if reals is not None:
-                        reals[p] = os.path.join(real_folder, e.name)
+                        reals[p] = real_prefix + e.name
                 else:
                     found.append((p, None, "not a regular file"))
             except OSError as exc:
@@ -717,7 +725,7 @@ def _pack(rec: FileRecord) -> tuple[Any, ...]:
 def _unpack(t: tuple[Any, ...]) -> FileRecord:
     """The record :func:`_pack` packed."""
     values = dict(zip(_RECORD_FIELDS, t, strict=True))
-    values["verdict"] = Verdict(values["verdict"])
+    values["verdict"] = _VERDICTS.get(values["verdict"]) or Verdict(values["verdict"])
     return FileRecord(**values)
 
 
@@ -856,12 +864,15 @@ def scan_records(
     for p in given:
         walked = p.is_dir()
         items = list(_walk(p, reals)) if walked else [(str(p), str(p), None)]
-        real_files = {real(d, q) for d, q, why in items if q is not None and why is None}
+        # the resolved paths of the files listed (only in-folder symlinks are checked against them)
+        real_files: set[str] | None = None
         for display, path, skip in items:
             # A file the walk yielded is a regular file (its directory entry, or its symlink's
             # target, was checked there): no second stat. A path given directly is checked.
             regular = walked and skip is None
             if skip == _LINK and path is not None:
+                if real_files is None:
+                    real_files = {real(d, q) for d, q, why in items if q is not None and why is None}
                 if real(display, path) in real_files:
                     entries.append(
                         FileRecord(

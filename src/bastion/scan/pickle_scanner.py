@@ -615,7 +615,7 @@ def _judge_plain_view(
 
 
 def _label(out: Outcome, res: PickleResult, fmt: str) -> None:
-    if res.joblib_arrays or res.joblib_object_arrays or any(q in JOBLIB_WRAPPERS for q in out.globals):
+    if res.joblib_arrays or res.joblib_object_arrays or not JOBLIB_WRAPPERS.isdisjoint(out.globals):
         out.format = "joblib" if fmt == "pickle" else fmt
     else:
         out.format = fmt

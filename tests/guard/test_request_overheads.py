@@ -196,3 +196,40 @@ def test_validator_abs_bound() -> None:
     v = InputValidator(input_shape=(4,), profile=prof(-1.0, 5.0))
     with pytest.raises(InputRejected):
         v.parse({"instances": [[0.0, 0.0, 0.0, 5.5]]})
+
+
+def test_metrics_fast_paths_render_as_the_public_api() -> None:
+    from bastion.guard.metrics import GuardMetrics
+
+    fast, slow = GuardMetrics(), GuardMetrics()
+    assert fast._latency_parts is not None  # the fast path is taken with this prometheus_client
+    seconds = [
+        0.0,
+        0.0004,
+        0.0005,
+        0.00051,
+        0.001,
+        0.003,
+        0.0099,
+        0.1,
+        0.25,
+        1.0,
+        1.5,
+        30.0,
+        -1.0,
+        float("nan"),
+    ]
+    for i, s in enumerate(seconds):
+        decision = ("allow", "deny", "allow", "reject")[i % 4]
+        fast.request(decision)
+        fast.add_rows(i)
+        fast.observe_latency(s)
+        slow.requests.labels(decision=decision).inc()
+        slow.rows.inc(i)
+        slow.latency.observe(s)
+
+    def text(m: GuardMetrics) -> list[str]:
+        return [ln for ln in m.render()[0].decode().splitlines() if "_created" not in ln]
+
+    assert text(fast) == text(slow)
+    assert any(ln.startswith('bastion_guard_request_seconds_bucket{le="0.0005"} 4.0') for ln in text(fast))

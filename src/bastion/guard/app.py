@@ -407,7 +407,7 @@ class Guard:
         reply.headers["X-Request-Id"] = decided.request_id
         reply.body.setdefault("request_id", decided.request_id)
         self.metrics.request(decision)
-        self.metrics.latency.observe(time.perf_counter() - decided.t0)
+        self.metrics.observe_latency(time.perf_counter() - decided.t0)
         return reply
 
     def _handle(
@@ -522,7 +522,7 @@ class Guard:
             if not any(a.key_id == key for a in alerts):
                 self.policy.key_clean(key)
             degraded = self.policy.degraded(now)
-        self.metrics.rows.inc(len(x))
+        self.metrics.add_rows(len(x))
         rec["output"] = {
             "labels": labels[:32],
             "mean_confidence": round(_mean(top), 4),

@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from typing import Any
 
 from bastion.core.errors import require
+
+
+def _adder(metric: Any) -> Any:
+    """The ``inc(amount)`` of an observable counter's value (what ``metric.inc`` ends in).
+
+    ``Counter.inc`` first checks that the metric is observable (a child, or unlabelled: always
+    true here) and that the amount is not negative (the callers add 1 or a row count), then
+    calls its value's ``inc``; taken once, the per-request count skips those checks. A
+    ``prometheus_client`` without the attribute gets the public method.
+    """
+    value = getattr(metric, "_value", None)
+    return value.inc if value is not None and callable(getattr(value, "inc", None)) else metric.inc
 
 
 class GuardMetrics:
@@ -63,16 +76,47 @@ class GuardMetrics:
         )
         self._synced: dict[str, int] = {}
 
-        # labelled children resolved once per label value (``labels()`` hashes and locks each call)
+        # labelled children resolved once per label value (``labels()`` hashes and locks each call);
+        # the adders of the counters and histogram touched by every request, taken once
+        self._add_rows = _adder(self.rows)
+        h = self.latency
+        total: Any = getattr(h, "_sum", None)
+        buckets: Any = getattr(h, "_buckets", None)
+        bounds: Any = getattr(h, "_upper_bounds", None)
+        self._latency_parts: tuple[Any, list[Any], list[float]] | None = (
+            (total.inc, [b.inc for b in buckets], list(bounds))
+            if None not in (total, buckets, bounds) and len(buckets) == len(bounds)
+            else None
+        )
         self._requests_by: dict[str, Any] = {}
         self._alerts_by: dict[str, Any] = {}
 
     def request(self, decision: str) -> None:
         """Count one request under its decision (``bastion_guard_requests_total{decision}``)."""
-        child = self._requests_by.get(decision)
-        if child is None:
-            child = self._requests_by[decision] = self.requests.labels(decision=decision)
-        child.inc()
+        add = self._requests_by.get(decision)
+        if add is None:
+            add = self._requests_by[decision] = _adder(self.requests.labels(decision=decision))
+        add(1)
+
+    def add_rows(self, n: int) -> None:
+        """Count ``n`` (≥ 0) rows answered by the model (``bastion_guard_rows_total``)."""
+        self._add_rows(n)
+
+    def observe_latency(self, seconds: float) -> None:
+        """Observe one request's guard time (``bastion_guard_request_seconds``), as ``latency.observe``.
+
+        The sum grows by ``seconds`` and the first bucket whose upper bound is at least
+        ``seconds`` by one (``bisect`` over the bounds instead of ``observe``'s loop).
+        """
+        parts = self._latency_parts
+        if parts is None or seconds != seconds:  # no internals to use, or NaN (observe counts no bucket)
+            self.latency.observe(seconds)
+            return
+        add_sum, buckets, bounds = parts
+        add_sum(seconds)
+        i = bisect_left(bounds, seconds)
+        if i < len(buckets):
+            buckets[i](1)
 
     def alert(self, rule: str) -> None:
         """Count one alert under its rule (``bastion_guard_alerts_total{rule}``)."""

@@ -115,27 +115,26 @@ def _file_json(fr: Any) -> str:
             )
         except TypeError:
             globals_text = _value(list(names), _IN_FILE)
-    size = fr.size
+    # Strings and None written here (the common fields), anything else by _value.
+    path, fmt, sha, size, reason = fr.path, fr.format, fr.sha256, fr.size, fr.reason
     verdict = fr.verdict
-    return (
-        '{\n      "path": '
-        + _value(fr.path, _IN_FILE)
-        + ',\n      "format": '
-        + _value(fr.format, _IN_FILE)
-        + ',\n      "verdict": '
-        + (_VERDICT_TEXT.get(verdict) or _value(verdict.value, _IN_FILE))
-        + ',\n      "sha256": '
-        + _value(fr.sha256, _IN_FILE)
-        + ',\n      "size": '
-        + (int.__repr__(size) if type(size) is int else _value(size, _IN_FILE))
-        + ',\n      "reason": '
-        + _value(fr.reason, _IN_FILE)
-        + ',\n      "findings": '
-        + findings_text
-        + ',\n      "globals": '
-        + globals_text
-        + "\n    }"
+    return _FILE_JSON % (
+        _encode_str(path) if type(path) is str else _value(path, _IN_FILE),
+        _encode_str(fmt) if type(fmt) is str else "null" if fmt is None else _value(fmt, _IN_FILE),
+        _VERDICT_TEXT.get(verdict) or _value(verdict.value, _IN_FILE),
+        _encode_str(sha) if type(sha) is str else "null" if sha is None else _value(sha, _IN_FILE),
+        int.__repr__(size) if type(size) is int else _value(size, _IN_FILE),
+        "null" if reason is None else _value(reason, _IN_FILE),
+        findings_text,
+        globals_text,
     )
+
+
+#: A file's record with its fields' JSON texts put in (one string built, not one per field).
+_FILE_JSON = (
+    '{\n      "path": %s,\n      "format": %s,\n      "verdict": %s,\n      "sha256": %s,'
+    '\n      "size": %s,\n      "reason": %s,\n      "findings": %s,\n      "globals": %s\n    }'
+)
 
 
 def _value(value: Any, newline: str) -> str:

@@ -60,6 +60,10 @@ def _scanners() -> list[Scanner]:
 #: are slow, and run once per file).
 _VERDICT_VALUES = {v: v.value for v in Verdict}
 _VERDICTS = {v.value: v for v in Verdict}
+#: The verdicts and severities each file's verdict is decided by (read once: see above).
+_SKIPPED, _MALICIOUS, _ERROR = Verdict.SKIPPED, Verdict.MALICIOUS, Verdict.ERROR
+_SUSPICIOUS, _SAFE = Verdict.SUSPICIOUS, Verdict.SAFE
+_HIGH, _MEDIUM = Severity.HIGH, Severity.MEDIUM
 
 
 def verdict_of(out: Outcome) -> Verdict:
@@ -69,19 +73,19 @@ def verdict_of(out: Outcome) -> Verdict:
     ``suspicious`` (a medium finding) beats ``safe``; ``skipped`` when it is not a model file.
     """
     if out.skipped is not None and not out.findings and not out.errors:
-        return Verdict.SKIPPED
+        return _SKIPPED
     worst = out.worst
-    if worst is not None and worst >= Severity.HIGH:
-        return Verdict.MALICIOUS
+    if worst is not None and worst >= _HIGH:
+        return _MALICIOUS
     if out.errors:
-        return Verdict.ERROR
-    if worst is not None and worst >= Severity.MEDIUM:
-        return Verdict.SUSPICIOUS
-    return Verdict.SAFE
+        return _ERROR
+    if worst is not None and worst >= _MEDIUM:
+        return _SUSPICIOUS
+    return _SAFE
 
 
 def _reason(out: Outcome, verdict: Verdict) -> str | None:
-    if verdict is Verdict.SKIPPED:
+    if verdict is _SKIPPED:
         return out.skipped
     if out.errors:
         text = "; ".join(dict.fromkeys(out.errors))
@@ -267,7 +271,7 @@ def _scan_one(
     # record, converted to the pydantic contract only where it is returned (see scan_paths).
     return FileRecord(
         path=display,
-        format=None if verdict is Verdict.SKIPPED else out.format,
+        format=None if verdict is _SKIPPED else out.format,
         verdict=verdict,
         sha256=digest,
         size=size,

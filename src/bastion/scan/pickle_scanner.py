@@ -110,6 +110,13 @@ def project_allowed_finding(
     )
 
 
+#: The judgement kinds, read once (an enum member's attribute read is slow, and judge_result
+#: compares several per global of every file).
+_ALLOWED = Verdictish.ALLOWED
+_DENIED = Verdictish.DENIED
+_UNKNOWN = Verdictish.UNKNOWN
+
+
 def reported_addition(rule: Rule | None, policy: PicklePolicy) -> bool:
     """Whether a global this allow rule let through is shown as an ``info`` finding."""
     if rule is None:
@@ -152,12 +159,12 @@ def judge_result(
         module, name, opcode, offset = ref0.module, ref0.name, ref0.opcode, ref0.offset
         j = policy.judge(module, name)
         called_ref_only = (
-            j.kind is Verdictish.ALLOWED
+            j.kind is _ALLOWED
             and j.rule is not None
             and not j.rule.call
             and sum(r.ncalls + r.npassed for r in refs) > 0  # calls, and hand-overs to other calls
         )
-        if j.kind is Verdictish.ALLOWED and j.rule is not None and reported_addition(j.rule, policy):
+        if j.kind is _ALLOWED and j.rule is not None and reported_addition(j.rule, policy):
             # allowed only by a project file's scan.allow (a bastion.yaml someone else may have
             # written), or by --allow in a scan gate (assess, harden, the guard): shown, so that
             # an auditor sees what the file or the command line added (red-team round 31)
@@ -165,11 +172,7 @@ def judge_result(
                 project_allowed_finding(art, q, j.rule.id, offset, rule_prefix, policy.version)
             )
             continue
-        if (
-            j.kind is not Verdictish.DENIED
-            and not (j.kind is Verdictish.UNKNOWN and include_unknown)
-            and not called_ref_only
-        ):
+        if j.kind is not _DENIED and not (j.kind is _UNKNOWN and include_unknown) and not called_ref_only:
             continue  # allowed (or an unknown not reported): no finding, no evidence to gather
         offsets = [r.offset for r in refs]
         site = [(c.opcode, c.offset, c.preview) for r in refs for c in r.calls]
@@ -186,7 +189,7 @@ def judge_result(
             if args:
                 evidence["arguments"] = args[:3]
         evidence["protocol"] = res.protocol
-        if j.kind is Verdictish.DENIED and j.rule is not None:
+        if j.kind is _DENIED and j.rule is not None:
             evidence.update(
                 {
                     "rule": j.rule.id,
@@ -226,7 +229,7 @@ def judge_result(
                     references=(j.rule.reference, *_REFS),
                 )
             )
-        elif j.kind is Verdictish.UNKNOWN and include_unknown:
+        elif j.kind is _UNKNOWN and include_unknown:
             evidence["rules_version"] = policy.version
             out.findings.append(
                 art.finding(

@@ -61,6 +61,11 @@ class Verdictish(str, Enum):
     UNKNOWN = "unknown"
 
 
+#: ``Verdictish.ALLOWED``, read once (an enum member's attribute read is slow; the emulator asks
+#: :meth:`PicklePolicy.capture` for every call it sees).
+_ALLOWED = Verdictish.ALLOWED
+
+
 class Rule(NamedTuple):
     """One allow or deny entry.
 
@@ -536,7 +541,7 @@ class PicklePolicy:
 
     def allows(self, module: str, name: str) -> bool:
         """Whether ``module.name`` is allowed (the emulator folds such ``getattr`` results)."""
-        return self.judge(module, name).kind is Verdictish.ALLOWED
+        return self.judge(module, name).kind is _ALLOWED
 
     def judge(self, module: str, name: str) -> Judgement:
         """Judge one global: denied beats allowed beats unknown."""
@@ -592,4 +597,4 @@ class PicklePolicy:
         is captured too, so that a call of it shows its arguments.
         """
         j = self.judge(module, name)
-        return j.kind is not Verdictish.ALLOWED or (j.rule is not None and not j.rule.call)
+        return j.kind is not _ALLOWED or (j.rule is not None and not j.rule.call)

@@ -233,3 +233,44 @@ def test_metrics_fast_paths_render_as_the_public_api() -> None:
 
     assert text(fast) == text(slow)
     assert any(ln.startswith('bastion_guard_request_seconds_bucket{le="0.0005"} 4.0') for ln in text(fast))
+
+
+def test_canonical_as_json_dumps_with_its_options() -> None:
+    import json
+
+    from bastion.store.audit import canonical
+
+    def dumps(o: Any) -> bytes:
+        return json.dumps(
+            o, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
+        ).encode()
+
+    objs: list[Any] = [
+        {"ts": 1796034741.785375, "b": [1, 2.5, None, True, False], "a": {"z": 'é\u2028\x00"\\', "y": []}},
+        {"alerts": [], "output": {"labels": [3], "mean_confidence": 0.9998}, "rows": 1, "status": 200},
+        "text",
+        1e308,
+        [],
+        {},
+        {"2": "str key", "10": 1},
+        -0.0,
+        10**30,
+    ]
+    for o in objs:
+        assert canonical(o) == dumps(o)
+    for bad, err in (
+        (float("nan"), ValueError),
+        ({"x": float("inf")}, ValueError),
+        ({"x": object()}, TypeError),
+    ):
+        with pytest.raises(err):
+            canonical(bad)
+    loop: list[Any] = []
+    loop.append(loop)
+    with pytest.raises(ValueError, match="Circular"):
+        canonical({"x": loop})
+    # a failed call leaves nothing behind: the same objects encode afterwards
+    shared = {"k": [1, 2]}
+    with pytest.raises(TypeError):
+        canonical({"a": shared, "b": object()})
+    assert canonical({"a": shared}) == dumps({"a": shared})

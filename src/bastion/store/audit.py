@@ -65,13 +65,27 @@ def _is_unique_violation(exc: BaseException) -> bool:
     return getattr(orig, "sqlstate", None) == "23505" or "UniqueViolation" in type(orig).__name__
 
 
+try:  # the C encoder ``json`` uses (absent from a Python built without the accelerator)
+    from _json import make_encoder as _make_encoder
+
+    c_make_encoder: Any = _make_encoder
+except ImportError:  # pragma: no cover - CPython always has it
+    c_make_encoder = None
+
 #: the canonical encoder, built once (``json.dumps`` with these options builds one per call)
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
 
 
 def canonical(obj: Any) -> bytes:
-    """Canonical JSON bytes (sorted keys, no spaces, no NaN; ``json.dumps`` with those options)."""
-    return _CANONICAL.encode(obj).encode()
+    """Canonical JSON bytes (sorted keys, no spaces, no NaN; ``json.dumps`` with those options).
+
+    The C encoder that ``JSONEncoder.encode`` builds for each call, built here directly (the same
+    arguments, a fresh circular-reference table each time) without its two Python layers.
+    """
+    if c_make_encoder is None:  # a Python without the _json accelerator
+        return _CANONICAL.encode(obj).encode()
+    enc = c_make_encoder({}, _CANONICAL.default, encode_basestring_ascii, None, ":", ",", True, False, False)
+    return "".join(enc(obj, 0)).encode()
 
 
 def _hasher(key: bytes | None) -> Any:

@@ -20,6 +20,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from bastion.core._regex import LazyPattern
+
 __all__ = ["UNSAFE", "SafeStream", "terminal_safe"]
 
 #: What a terminal may act on or that reorders or hides text: C0 controls but tab and newline,
@@ -27,7 +29,7 @@ __all__ = ["UNSAFE", "SafeStream", "terminal_safe"]
 #: and right-to-left marks, line and paragraph separators, the bidi embeddings, overrides and
 #: isolates (``U+202A``–``U+202E``, ``U+2066``–``U+2069``), the invisible operators, the
 #: deprecated format characters, the byte-order mark and the interlinear annotation characters.
-UNSAFE = re.compile(
+UNSAFE = LazyPattern(
     "[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200b\u200e\u200f\u2028-\u202e\u2060-\u2064\u2066-\u206f"
     "\ufeff\ufff9-\ufffb]"
 )
@@ -42,6 +44,8 @@ def terminal_safe(text: str) -> str:
 
     Idempotent: the escapes are printable, so text made safe stays as it is.
     """
+    if text.isascii() and text.isprintable():  # the common case, without the pattern
+        return text
     return UNSAFE.sub(_escape, text) if UNSAFE.search(text) else text
 
 

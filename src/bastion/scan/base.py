@@ -19,6 +19,7 @@ from typing import IO, TYPE_CHECKING, Any, ClassVar, NamedTuple, Protocol, cast
 from bastion.core import atlas
 from bastion.core._log import get_logger
 from bastion.core._plain import PlainRecord
+from bastion.core._regex import LazyPattern
 from bastion.core._threat import Threat
 from bastion.core.registry import Plugin
 from bastion.core.severity import Severity
@@ -105,13 +106,13 @@ MODEL_SUFFIXES = (
     ".zip",
 )
 
-_MAGIC_NAMES = re.compile(r"^(pytorch_model|model|weights|checkpoint|data)(\.|$)", re.IGNORECASE)
+_MAGIC_NAMES = LazyPattern(r"^(pytorch_model|model|weights|checkpoint|data)(\.|$)", re.IGNORECASE)
 
 
 def is_model_name(name: str) -> bool:
     """Whether a file name marks a model file (by suffix, e.g. ``.pt``, ``.joblib.gz``)."""
     low = name.lower()
-    return low.endswith(MODEL_SUFFIXES) or (bool(_MAGIC_NAMES.match(low)) and "." not in low)
+    return low.endswith(MODEL_SUFFIXES) or ("." not in low and bool(_MAGIC_NAMES.match(low)))
 
 
 class _Readable(Protocol):

@@ -14,6 +14,7 @@ import io
 import re
 from typing import TYPE_CHECKING, ClassVar
 
+from bastion.core._regex import LazyPattern
 from bastion.core.registry import register
 from bastion.core.severity import Severity
 from bastion.scan.base import Artifact, Outcome, Scanner, is_model_name
@@ -428,14 +429,14 @@ def analyse_pickle(
 #: The attribute line of a protocol 0/1 ``GLOBAL``/``INST`` (the module line and opcode precede
 #: it): searched from its newline, so text without such lines costs one pass in C. Deny-listed
 #: modules and attributes are short: 64 characters bound the work at each match.
-_NAME_LINE = re.compile(rb"\n([A-Za-z_][\w.]{0,63}+)(?=\n)")
-_MODULE_TAIL = re.compile(rb"[\w.]{1,65}\Z")
+_NAME_LINE = LazyPattern(rb"\n([A-Za-z_][\w.]{0,63}+)(?=\n)")
+_MODULE_TAIL = LazyPattern(rb"[\w.]{1,65}\Z")
 _IDENT_START = [chr(b).isascii() and (chr(b).isalpha() or chr(b) == "_") for b in range(256)]
 #: String opcodes whose argument may name a module or attribute for ``STACK_GLOBAL``: the opcode
 #: byte and its length prefix (``SHORT_BINUNICODE``/``SHORT_BINSTRING`` one byte, ``BINUNICODE``/
 #: ``BINSTRING`` four, ``BINUNICODE8`` eight), or a protocol-0 ``UNICODE`` line.
-_FRAMED_STRING = re.compile(rb"([\x8cU])(.)|([XT])(.{4})|(\x8d)(.{8})|V([A-Za-z_][\w.]{0,63}+)\n", re.DOTALL)
-_IDENT_TEXT = re.compile(r"[A-Za-z_][\w.]{0,63}")
+_FRAMED_STRING = LazyPattern(rb"([\x8cU])(.)|([XT])(.{4})|(\x8d)(.{8})|V([A-Za-z_][\w.]{0,63}+)\n", re.DOTALL)
+_IDENT_TEXT = LazyPattern(r"[A-Za-z_][\w.]{0,63}")
 #: Bytes searched for spelt-out globals when a stream does not parse (a model file's pickle is
 #: small; the search is linear).
 MAX_RAW_SEARCH = 16 << 20
@@ -547,7 +548,7 @@ def _judge_later_streams(art: Artifact, start: int, out: Outcome, rule_prefix: s
 
 
 #: A pickle's ``PROTO`` opcode for protocols 2-5.
-_PROTO_HEADER = re.compile(rb"\x80[\x02-\x05]")
+_PROTO_HEADER = LazyPattern(rb"\x80[\x02-\x05]")
 #: Candidates of :func:`_raw_denied_globals` emulated at most (each a short emulation).
 _MAX_CANDIDATES = 256
 #: Bytes emulated from a candidate to see it called.

@@ -21,6 +21,7 @@ import io
 import re
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from bastion.core._regex import LazyPattern
 from bastion.core.registry import register
 from bastion.core.severity import Severity
 from bastion.scan._zip import ZIP_MAGICS, BadZip, MemberAction, open_zip, walk_zip
@@ -36,8 +37,8 @@ __all__ = ["LEGACY_MAGIC", "PyTorchScanner"]
 #: Start of a legacy checkpoint: protocol-2 pickle of the magic number 0x1950a86a20f9469cfc6c.
 LEGACY_MAGIC = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19\x2e"
 _MAX_CODE = 16 << 20
-_STORAGE = re.compile(r"^(?:[^/]+/)?data/\d+$")
-_META = re.compile(
+_STORAGE = LazyPattern(r"^(?:[^/]+/)?data/\d+$")
+_META = LazyPattern(
     r"^(?:[^/]+/)?(?:version|\.format_version|\.storage_alignment|byteorder|\.data/version|"
     r"\.data/serialization_id|serialization_id)$"
 )
@@ -50,8 +51,8 @@ def _is_torch_zip(names: list[str]) -> bool:
 
 #: Operator names in a mobile archive's ``bytecode.pkl`` (its ``operators`` table): ``aten::from_file``,
 #: each a pickled string (``BINUNICODE``: ``X`` and a 4-byte length; ``SHORT_BINUNICODE``: 0x8c, 1 byte).
-_MOBILE_OP = re.compile(rb"([A-Za-z_][A-Za-z0-9_]*)::([A-Za-z_][A-Za-z0-9_]*)(?:\.[A-Za-z0-9_]+)?")
-_PICKLED_TEXT = re.compile(rb"X(.{4})|\x8c(.)", re.DOTALL)
+_MOBILE_OP = LazyPattern(rb"([A-Za-z_][A-Za-z0-9_]*)::([A-Za-z_][A-Za-z0-9_]*)(?:\.[A-Za-z0-9_]+)?")
+_PICKLED_TEXT = LazyPattern(rb"X(.{4})|\x8c(.)", re.DOTALL)
 
 
 def _mobile_ops(data: bytes) -> list[tuple[str, str]]:

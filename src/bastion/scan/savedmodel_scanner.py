@@ -20,6 +20,7 @@ import functools
 import re
 from typing import ClassVar, NamedTuple
 
+from bastion.core._regex import LazyPattern
 from bastion.core.registry import register
 from bastion.core.severity import Severity
 from bastion.scan._keras import check_keras_config
@@ -170,7 +171,7 @@ def graph_ops(data: bytes, *, saved_model: bool) -> tuple[dict[str, list[str]], 
     return acc, count
 
 
-_TEXT_TOKEN = re.compile(
+_TEXT_TOKEN = LazyPattern(
     r"""\s+|\#[^\n]*|(?P<str>"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*')|(?P<word>[A-Za-z_][\w.]*)|(?P<p>.)""",
     re.DOTALL,
 )

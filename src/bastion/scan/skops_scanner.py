@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from bastion.core.registry import register
 from bastion.core.severity import Severity
-from bastion.scan._skops_schema import canonical_nodes, compile_schema, function_name
 from bastion.scan._zip import (
     ZIP_MAGICS,
     BadZip,
@@ -61,6 +60,8 @@ def _references(schema: Any, first: dict[Any, dict[str, Any]]) -> tuple[list[tup
     first elsewhere (a ``CachedNode``, a bare ``{"__id__": n}``) also by that node's names, at
     the referring path (a key type there is called: red-team round 23).
     """
+    from bastion.scan._skops_schema import function_name  # on first use: every scan imports this module
+
     out: list[tuple[str, str, str, str]] = []
     protocol = schema.get("protocol") if isinstance(schema, dict) else None
     stack: list[tuple[Any, str]] = [(schema, "")]
@@ -122,6 +123,8 @@ def _raw_bytes_members(schema: Any) -> set[str]:
 
 
 def _check_schema(art: Artifact, info: zipfile.ZipInfo, schema: Any, out: Outcome) -> None:
+    from bastion.scan._skops_schema import canonical_nodes, compile_schema  # on first use (~7M instructions)
+
     memoised = canonical_nodes(schema)  # the nodes skops memoises: for the names and the stream
     try:
         refs, _ = _references(schema, memoised)

@@ -723,7 +723,8 @@ _RECORD_FIELDS = FileRecord._fields
 
 def _pack(rec: FileRecord) -> tuple[Any, ...]:
     """A record as a tuple of plain values (pickles ten times faster than the dataclass)."""
-    return tuple(getattr(rec, n) if n != "verdict" else rec.verdict.value for n in _RECORD_FIELDS)
+    verdict = _VERDICT_VALUES[rec.verdict]
+    return tuple([getattr(rec, n) if n != "verdict" else verdict for n in _RECORD_FIELDS])
 
 
 def _unpack(t: tuple[Any, ...]) -> FileRecord:

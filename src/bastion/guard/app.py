@@ -317,6 +317,7 @@ class Guard:
             except ValueError as exc:
                 raise ConfigError(f"guard profile: malformed honeytokens: {exc}") from None
         self.honeytokens = HoneytokenWatch(honey, n_features=int(np.prod(target.input_shape)))
+        self._honey_on = bool(self.honeytokens)  # its sets are fixed at construction
         self.policy = ResponsePolicy(config.response)
         self.metrics = GuardMetrics()
         self.alert_counts: dict[str, int] = {}  # rule id -> alerts raised since start
@@ -458,13 +459,18 @@ class Guard:
         # the rows as float64 once: the honeytokens and the detectors read these
         x64 = x.astype(np.float64)
         canary_rows = self.canaries.hit_rows(x, x64=x64)
-        alerts = [
-            self._alert("guard.canary.hit", key, {"canary": c})
-            for c in dict.fromkeys(c for _, c in canary_rows)
-        ]
-        trap_rows: set[int] = {row for row, _ in canary_rows}
+        # (each comprehension is a function call: the common request, with no hit, makes none)
+        alerts = (
+            [
+                self._alert("guard.canary.hit", key, {"canary": c})
+                for c in dict.fromkeys(c for _, c in canary_rows)
+            ]
+            if canary_rows
+            else []
+        )
+        trap_rows: set[int] = {row for row, _ in canary_rows} if canary_rows else set()
         by_token: dict[str, list[int]] = {}
-        honey = self.honeytokens.hits(x64, bound=self.validator.abs_bound) if self.honeytokens else []
+        honey = self.honeytokens.hits(x64, bound=self.validator.abs_bound) if self._honey_on else []
         for row, tid in honey:
             trap_rows.add(row)
             by_token.setdefault(tid, []).append(row)
@@ -519,7 +525,7 @@ class Guard:
             alerts += self._detect(key, x64, rows_p, top, labels, now)
             actions = self._raise(alerts, now)
             posture = self.policy.posture(key)
-            if not any(a.key_id == key for a in alerts):
+            if not alerts or not any(a.key_id == key for a in alerts):
                 self.policy.key_clean(key)
             degraded = self.policy.degraded(now)
         self.metrics.add_rows(len(x))
@@ -527,7 +533,7 @@ class Guard:
             "labels": labels[:32],
             "mean_confidence": round(_mean(top), 4),
         }
-        rec["alerts"] = [a.summary() for a in alerts]
+        rec["alerts"] = [a.summary() for a in alerts] if alerts else []
         if actions:
             rec["actions"] = actions
         if degraded:
@@ -1012,15 +1018,18 @@ def create_app(
             )
         g.inflight += 1
         try:
+            if inline:  # CPU-bound, in process: a thread hop only adds GIL contention (about 2x CPU)
+                name = str(request.path_params["name"])
+                reply = await g.handle_async(name, request.headers, body)
+                return JSONResponse(reply.body, status_code=reply.status, headers=reply.headers)
             return await _decide_and_answer(request, body)
         finally:
             g.inflight -= 1
 
     async def _decide_and_answer(request: Request, body: bytes) -> Any:
+        """A request handled off the event loop (remote or slow model); inline ones are in ``predict``."""
         name = str(request.path_params["name"])
-        if inline:  # CPU-bound, in process: a thread hop only adds GIL contention (about 2x CPU)
-            reply = await g.handle_async(name, request.headers, body)
-        elif calls is not None:  # a remote model blocks on the network: keep the event loop free
+        if calls is not None:  # a remote model blocks on the network: keep the event loop free
             import anyio
             import anyio.to_thread
 

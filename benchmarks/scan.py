@@ -17,6 +17,12 @@ version``) and a labelled corpus comparison (detections and false alarms per too
 runs the Bastion of another source tree (e.g. ``git archive HEAD src | tar -x -C /tmp/before``)
 with this venv, for before/after tables. Bytecode is compiled first (``compileall``), as an
 installed package has it.
+
+``--instructions`` also counts, for the small-files workload, the instructions each tool runs
+(``valgrind --tool=callgrind``; about a minute): the same count on every run whatever else the
+machine does, where wall times on a shared 2-core machine swing by 2x from one second to the next.
+Bastion's main process (start-up, its share of the files, the JSON) is the critical path of a
+forked scan; its workers run in parallel with it. The ratios are peer instructions / Bastion's.
 """
 
 from __future__ import annotations
@@ -118,6 +124,28 @@ def _inprocess_seconds(path: Path, src: Path | None = None, digest: bool = False
     )
     out = subprocess.run([PY, "-c", code], capture_output=True, text=True, check=True).stdout
     return round(float(out.strip().splitlines()[-1]), 3)
+
+
+def _instructions(cmd: list[str]) -> dict[str, Any]:
+    """Instructions ``cmd``'s main process runs under callgrind, and how many processes it ran.
+
+    (A forked worker's own count starts from its parent's at the fork, so only the main
+    process's count is reported.)
+    """
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as out:
+        proc = subprocess.run(
+            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}/cg.%p", *cmd],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    pids = list(dict.fromkeys(re.findall(r"^==(\d+)==", proc.stderr, re.MULTILINE)))  # the main one first
+    counts = dict(re.findall(r"==(\d+)== I\s+refs:\s+([\d,]+)", proc.stderr))
+    if not pids or pids[0] not in counts:
+        raise RuntimeError(f"no callgrind count for {cmd[0]}: {proc.stderr[-500:]}")
+    return {"main": int(counts[pids[0]].replace(",", "")), "processes": len(counts), "exit": proc.returncode}
 
 
 def make_raw_pickle(path: Path, size: int) -> None:
@@ -231,6 +259,9 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=5, help="Interleaved runs per measurement (median).")
     ap.add_argument("--src", type=Path, default=None, help="Run the Bastion of this source tree.")
     ap.add_argument("--no-corpus", action="store_true", help="Skip the labelled corpus comparison.")
+    ap.add_argument(
+        "--instructions", action="store_true", help="Also count instructions (callgrind) on the small files."
+    )
     args = ap.parse_args()
     work: Path = args.work
     work.mkdir(parents=True, exist_ok=True)
@@ -284,6 +315,15 @@ def main() -> None:
                 row[peer]["seconds"], row["bastion_hash"]["seconds"]
             )
         report["workloads"][label] = row
+        if args.instructions and label == "small_files" and shutil.which("valgrind"):
+            ins: dict[str, Any] = {
+                tool: _instructions(cmd) for tool, cmd in cmds.items() if tool != "bastion_hash"
+            }
+            ins["bastion_one_worker"] = _instructions([*tools["bastion"](path), "-j", "1"])
+            for peer in ("picklescan", "modelscan"):
+                for mode in ("bastion", "bastion_one_worker"):
+                    ins[f"{mode}_main_ratio_vs_{peer}"] = _ratio(ins[peer]["main"], ins[mode]["main"])
+            row["instructions"] = ins
 
     if args.no_corpus:
         json.dump(report, sys.stdout, indent=2)

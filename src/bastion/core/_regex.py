@@ -20,7 +20,7 @@ class LazyPattern(Generic[AnyStr]):
     """``re.compile(pattern, flags)``, compiled the first time it is used.
 
     Offers the methods the scanner uses (``search``, ``match``, ``fullmatch``, ``finditer``,
-    ``findall``, ``sub``); :meth:`compiled` gives the compiled pattern itself.
+    ``findall``, ``split``, ``sub``); :meth:`compiled` gives the compiled pattern itself.
     """
 
     __slots__ = ("_compiled", "_flags", "_pattern")
@@ -65,3 +65,7 @@ class LazyPattern(Generic[AnyStr]):
     def sub(self, repl: Any, string: AnyStr, count: int = 0) -> AnyStr:
         """``re.Pattern.sub``."""
         return (self._compiled or self.compiled()).sub(repl, string, count)
+
+    def split(self, string: AnyStr, maxsplit: int = 0) -> list[Any]:
+        """``re.Pattern.split``."""
+        return (self._compiled or self.compiled()).split(string, maxsplit)

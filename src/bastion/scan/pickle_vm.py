@@ -35,6 +35,7 @@ from collections.abc import Callable
 from typing import IO, Any, Final
 
 from bastion.core._plain import PlainRecord, PlainValue
+from bastion.core._regex import LazyPattern
 
 __all__ = [
     "JOBLIB_WRAPPERS",
@@ -93,7 +94,7 @@ CALL_ARGUMENTS_AT: Final = {"torch._tensor._rebuild_from_type_v2": 2}
 MAX_ARGUMENT_WALK: Final = 1 << 20
 _NEWOBJ_HELPERS: Final = frozenset({"copyreg.__newobj__", "copyreg.__newobj_ex__"})
 _GETATTR: Final = frozenset({"builtins.getattr", "__builtin__.getattr"})
-_ATTRIBUTE: Final = re.compile(r"[A-Za-z_]\w*")
+_ATTRIBUTE: Final = LazyPattern(r"[A-Za-z_]\w*")
 #: Allowed functions that return their first argument (TorchScript's type tags and list builders).
 _IDENTITY_FUNCS: Final = frozenset(
     {
@@ -174,8 +175,8 @@ _DATEUTIL: Final = "dateutil/"
 _TEXT_BUILDER_NAMES: Final = frozenset(
     n.rpartition(".")[2] for n in _STR_CALLS | _NUMPY_SCALARS | _RECONSTRUCTORS | _IDENTITY_FUNCS
 )
-_DRIVE: Final = re.compile(r"[A-Za-z]:")
-_PATH_PARTS: Final = re.compile(r"[/\\]")
+_DRIVE: Final = LazyPattern(r"[A-Za-z]:")
+_PATH_PARTS: Final = LazyPattern(r"[/\\]")
 
 
 def _tz_path_escapes(text: str) -> str | None:
@@ -223,7 +224,7 @@ MAX_EXPONENT: Final = 10_000
 #: An integer argument longer than this (bytes; ~10,000 decimal digits) is a ``compute-bomb``:
 #: number constructors convert it in quadratic time (``SeedSequence``, ``Fraction``, ``Decimal``).
 MAX_INT_BYTES: Final = 4096
-_EXPONENT: Final = re.compile(r"[eE]\s*([+-]?\d{1,40})")
+_EXPONENT: Final = LazyPattern(r"[eE]\s*([+-]?\d{1,40})")
 
 
 def _exponent(v: Any) -> int | None:
@@ -1367,17 +1368,17 @@ def find_blobs(
 _MAX_INT_LINE: Final = 1 << 20
 #: ``strtol(line, &end, 0)`` as CPython's ``INT`` reads it: C whitespace, a sign, then hex after
 #: ``0x``, octal after ``0``, else decimal; a NUL ends the line as its newline does.
-_C_LONG_LINE: Final = re.compile(
+_C_LONG_LINE: Final = LazyPattern(
     rb"[ \t\n\v\f\r]*([+-]?)(0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)(?:\x00.*)?", re.DOTALL
 )
 #: ``PyLong_FromString(line, NULL, 0)`` (``int(text, 0)``): Python's integer literal syntax.
-_PY_INT_LINE: Final = re.compile(
+_PY_INT_LINE: Final = LazyPattern(
     rb"\s*[+-]?(?:0[xX](?:_?[0-9a-fA-F])+|0[oO](?:_?[0-7])+|0[bB](?:_?[01])+|0(?:_?0)*|[1-9](?:_?[0-9])*)\s*"
 )
 
 
 #: What CPython's ``FLOAT`` accepts (``PyOS_string_to_double``): no whitespace, no underscores.
-_C_FLOAT_LINE: Final = re.compile(
+_C_FLOAT_LINE: Final = LazyPattern(
     rb"[+-]?(?:(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|inf|infinity|nan)", re.IGNORECASE
 )
 

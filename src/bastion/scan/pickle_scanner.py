@@ -119,10 +119,8 @@ _UNKNOWN = Verdictish.UNKNOWN
 
 
 def reported_addition(rule: Rule | None, policy: PicklePolicy) -> bool:
-    """Whether a global this allow rule let through is shown as an ``info`` finding."""
-    if rule is None:
-        return False
-    return rule.source == "project" or (rule.source == "user" and policy.report_allowed)
+    """Whether a global this allow rule let through is shown as an ``info`` finding (``policy.reports``)."""
+    return policy.reports(rule)
 
 
 def judge_result(
@@ -155,9 +153,13 @@ def judge_result(
         else:
             refs.append(ref)
     out.add_globals(by_name)
+    silent = policy.silent
     for q, refs in by_name.items():
         ref0 = refs[0]
-        module, name, opcode, offset = ref0.module, ref0.name, ref0.opcode, ref0.offset
+        module, name = ref0.module, ref0.name
+        if silent(module, name):  # allowed as a callable, the allowance not reported: no finding
+            continue
+        opcode, offset = ref0.opcode, ref0.offset
         j = policy.judge(module, name)
         called_ref_only = (
             j.kind is _ALLOWED

@@ -494,6 +494,8 @@ class PicklePolicy:
         self.user_rules: tuple[Rule, ...] = tuple(users)
         self._reference_only = tuple(r for r in self.allow_rules if not r.call)
         self._cache: dict[tuple[str, str], Judgement] = {}
+        self._silent: dict[tuple[str, str], bool] = {}
+        self._capture: dict[tuple[str, str], bool] = {}
         for r in users:  # deny always wins: an allow entry naming a denied callable does nothing
             if r.names != ("",):  # ``module.*``: say which deny rules it cannot override
                 prefix = r.modules[0][:-2]
@@ -590,11 +592,44 @@ class PicklePolicy:
         rule = self.denied(module, name)
         return rule is not None and rule.nested
 
+    def reports(self, rule: Rule | None) -> bool:
+        """Whether a global this allow rule let through is shown as an ``info`` finding.
+
+        A project file's ``scan.allow`` entry always is; a user's entry when ``report_allowed``.
+        """
+        if rule is None:
+            return False
+        return rule.source == "project" or (rule.source == "user" and self.report_allowed)
+
+    def silent(self, module: str, name: str) -> bool:
+        """Whether ``module.name`` gets no finding whatever a stream does with it.
+
+        True for a global an allow rule accepts as a callable (``call = true``) when that rule's
+        allowance is not itself reported (a project file's ``scan.allow`` entry always is; a
+        user's entry is when ``report_allowed``). Most globals of most files are such; the
+        scanner skips its per-global evidence work for them.
+        """
+        key = (module, name)
+        known = self._silent.get(key)
+        if known is None:
+            j = self.judge(module, name)
+            rule = j.rule
+            known = j.kind is _ALLOWED and rule is not None and rule.call and not self.reports(rule)
+            if len(self._silent) < 100_000:
+                self._silent[key] = known
+        return known
+
     def capture(self, module: str, name: str) -> bool:
         """Whether the emulator should keep argument previews and bytes for calls of this global.
 
         Every global but an allowed callable: a reference-only allowed global (``call = false``)
         is captured too, so that a call of it shows its arguments.
         """
-        j = self.judge(module, name)
-        return j.kind is not _ALLOWED or (j.rule is not None and not j.rule.call)
+        key = (module, name)
+        known = self._capture.get(key)
+        if known is None:
+            j = self.judge(module, name)
+            known = j.kind is not _ALLOWED or (j.rule is not None and not j.rule.call)
+            if len(self._capture) < 100_000:
+                self._capture[key] = known
+        return known

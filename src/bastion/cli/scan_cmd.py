@@ -339,9 +339,12 @@ def _scan(args: argparse.Namespace) -> int:
     settle()
     if args.fmt == "table":
         err.print(rep.scan_table(result.to_result()))
-    counts: dict[str, int] = {}
+    by_verdict: dict[Any, int] = {}  # by verdict, then by its value (an enum's .value is slow)
     for fr in result.files:
-        counts[fr.verdict.value] = counts.get(fr.verdict.value, 0) + 1
+        by_verdict[fr.verdict] = by_verdict.get(fr.verdict, 0) + 1
+    counts: dict[str, int] = {}
+    for verdict, n in by_verdict.items():
+        counts[verdict.value] = counts.get(verdict.value, 0) + n
     print_line(f"{len(result.files)} file(s): " + ", ".join(f"{n} {v}" for v, n in sorted(counts.items())))
     return result.exit_code(args.fail_on)
 

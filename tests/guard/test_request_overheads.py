@@ -274,3 +274,65 @@ def test_canonical_as_json_dumps_with_its_options() -> None:
     with pytest.raises(TypeError):
         canonical({"a": shared, "b": object()})
     assert canonical({"a": shared}) == dumps({"a": shared})
+
+
+def test_audit_hashed_bytes_as_the_canonical_body() -> None:
+    from bastion.store.audit import (
+        GENESIS,
+        _hash_hex,
+        _hashed_bytes,
+        canonical,
+        canonical_text,
+        record_hash,
+    )
+
+    rec = {"ts": 1796034741.785375, "request_id": "ab" * 16, "output": {"labels": [3]}, "alerts": []}
+    text = canonical_text(rec)
+    assert text.encode() == canonical(rec)
+    for chain in ("guard", 'odd "chain" é\u2028'):
+        chain_json = canonical(chain).decode()
+        for key_id in (None, "k0", "kéy\n\"'\\", "\U0001f511"):
+            for decision in ("allow", "deny", 'x"\x00'):
+                for seq in (0, 7, 10**12):
+                    for prev in (GENESIS, "f" * 64):
+                        body = {"chain": chain, "seq": seq, "key_id": key_id, "decision": decision}
+                        body["record"] = rec
+                        got = _hashed_bytes(prev, chain_json, seq, key_id, decision, text)
+                        assert got == prev.encode() + canonical(body)
+                        for key in (None, b"secret"):
+                            want = record_hash(prev, chain, seq, key_id, decision, rec, key=key)
+                            assert _hash_hex(got, key) == want
+
+
+@pytest.mark.parametrize("key", [None, b"chain key"])
+def test_audit_sqlite_fast_path_and_sqlalchemy_path_write_the_same_chain(tmp_path: Any, key: Any) -> None:
+    from bastion.store.audit import AuditEntry, AuditLog
+
+    t = dt.datetime(2026, 11, 30, 11, 18, 13, 754379, tzinfo=dt.UTC)
+    entries = [
+        AuditEntry(
+            key_id=k,
+            decision=d,
+            record={"ts": t.timestamp() + i, "i": i, "output": {"mean_confidence": 0.1 * i}},
+            created=t + dt.timedelta(seconds=i),
+        )
+        for i, (k, d) in enumerate([("k0", "allow"), (None, "deny"), ("kéy", "reject"), ("k0", "allow")])
+    ]
+    logs = []
+    for name, fast in (("fast", True), ("sqlalchemy", False)):
+        log = AuditLog.open(f"sqlite:///{tmp_path / name}.db", key=key)
+        if not fast:
+            log._sqlite_path = None  # as a server database: SQLAlchemy's insert
+        assert log.append_many(entries[:1]) == [0]
+        assert log.append_many(entries[1:]) == [1, 2, 3]
+        res = log.verify()
+        assert res.ok and res.records == 4, res.problems
+        logs.append(log)
+    fast_rows, slow_rows = (log.records() for log in logs)
+    drop = {"id"}
+    assert [{k: v for k, v in r.items() if k not in drop} for r in fast_rows] == [
+        {k: v for k, v in r.items() if k not in drop} for r in slow_rows
+    ]
+    assert logs[0].head == logs[1].head
+    for log in logs:
+        log.close()

@@ -49,6 +49,11 @@ APPEND_CACHE_KIB = 256
 BUSY_TIMEOUT_MS = 5000
 #: a write probe running longer than this (seconds) means the database is not answering
 PROBE_STALL_S = 2.0
+#: the audit row insert of the SQLite fast path
+_INSERT_SQL = (
+    "INSERT INTO audit_log (chain, seq, created, key_id, decision, prev_hash, hash, record) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
 
 
 def _is_busy(exc: BaseException) -> bool:
@@ -77,20 +82,32 @@ _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_asci
 
 
 def canonical(obj: Any) -> bytes:
-    """Canonical JSON bytes (sorted keys, no spaces, no NaN; ``json.dumps`` with those options).
+    """Canonical JSON bytes (sorted keys, no spaces, no NaN; ``json.dumps`` with those options)."""
+    return canonical_text(obj).encode()
+
+
+def canonical_text(obj: Any) -> str:
+    """:func:`canonical` as text (ASCII: ``ensure_ascii``); what the audit log stores.
 
     The C encoder that ``JSONEncoder.encode`` builds for each call, built here directly (the same
     arguments, a fresh circular-reference table each time) without its two Python layers.
     """
     if c_make_encoder is None:  # a Python without the _json accelerator
-        return _CANONICAL.encode(obj).encode()
+        return str(_CANONICAL.encode(obj))
     enc = c_make_encoder({}, _CANONICAL.default, encode_basestring_ascii, None, ":", ",", True, False, False)
-    return "".join(enc(obj, 0)).encode()
+    return "".join(enc(obj, 0))
 
 
 def _hasher(key: bytes | None) -> Any:
     """SHA-256, or HMAC-SHA-256 under ``key`` (a keyed chain: rewriting it needs the key)."""
     return hashlib.sha256() if key is None else hmac.new(key, digestmod=hashlib.sha256)
+
+
+def _hash_hex(data: bytes, key: bytes | None) -> str:
+    """``_hasher(key)`` of ``data`` as hex, in one call (``hmac.digest`` is HMAC's one-shot form)."""
+    if key is None:
+        return hashlib.sha256(data).hexdigest()
+    return hmac.digest(key, data, "sha256").hex()
 
 
 def record_hash(
@@ -110,29 +127,25 @@ def record_hash(
     return str(h.hexdigest())
 
 
-def _record_hash_encoded(
-    prev_hash: str,
-    chain: str,
-    seq: int,
-    key_id: str | None,
-    decision: str,
-    record_json: bytes,
-    key: bytes | None = None,
-) -> str:
-    """:func:`record_hash` from the record's canonical bytes (the record is encoded once per append).
+def _hashed_bytes(
+    prev_hash: str, chain_json: str, seq: int, key_id: str | None, decision: str, text: str
+) -> bytes:
+    """The bytes a record's chained hash covers (:func:`record_hash`), from its canonical text.
 
-    The canonical body's keys sort as chain, decision, key_id, record, seq, so its bytes are
-    the parts joined in that order (equal to ``canonical(body)``; :meth:`verify` recomputes it
-    with :func:`record_hash`).
+    ``prev_hash`` ‖ ``canonical({chain, seq, key_id, decision, record})``: that body's keys sort
+    as chain, decision, key_id, record, seq, so its JSON is the parts joined in that order, with
+    the record's canonical JSON (``text``, :func:`canonical_text`: the record is encoded once
+    per append, for its hash and its stored text) in its place. ``chain_json``: the chain's
+    name as JSON. Made as one string and encoded once (UTF-8 of a concatenation is the
+    concatenation of the UTF-8s); :meth:`AuditLog.verify` recomputes it with :func:`record_hash`.
     """
-    kid = b"null" if key_id is None else _json_str(key_id)
-    h = _hasher(key)
-    h.update(prev_hash.encode())
-    h.update(b'{"chain":' + _json_str(chain) + b',"decision":' + _json_str(decision))
-    h.update(b',"key_id":' + kid + b',"record":')
-    h.update(record_json)
-    h.update(b',"seq":' + str(int(seq)).encode() + b"}")
-    return str(h.hexdigest())
+    kid = (
+        "null" if key_id is None else encode_basestring_ascii(key_id if type(key_id) is str else str(key_id))
+    )
+    dec = encode_basestring_ascii(decision if type(decision) is str else str(decision))
+    return (
+        f'{prev_hash}{{"chain":{chain_json},"decision":{dec},"key_id":{kid},"record":{text},"seq":{int(seq)}}}'
+    ).encode()
 
 
 def _created_mismatch(created: dt.datetime | None, record: Any) -> str | None:
@@ -190,11 +203,6 @@ def _sqlite_time(t: dt.datetime) -> str:
             t.microsecond,
         )
     return t.astimezone(dt.UTC).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
-
-
-def _json_str(s: str) -> bytes:
-    """``canonical(s)`` of a string (the encoder ``json.dumps`` uses with ``ensure_ascii``)."""
-    return str(encode_basestring_ascii(str(s))).encode()
 
 
 @dataclass(frozen=True)
@@ -366,20 +374,20 @@ class AuditLog:
     def _append(self, entries: Sequence[AuditEntry], *, wait: bool) -> list[int]:
         if not entries:
             return []
-        # canonical JSON once (TypeError / ValueError (NaN) as record_hash raised them)
-        encoded = [canonical(e.record) for e in entries]
-        texts = [r.decode("ascii") for r in encoded] if self._sqlite_path is not None else []
+        # canonical JSON once (TypeError / ValueError (NaN) as record_hash raised them): the text
+        # stored and, within the hashed bytes, the text hashed
+        texts = [canonical_text(e.record) for e in entries]
         with self._lock:
             for attempt in range(MAX_APPEND_TRIES):
-                rows = self._chained(entries, encoded, self._seq, self._head)
+                seqs, hashes = self._chained(entries, texts, self._seq, self._head)
                 try:
                     if self._sqlite_path is not None:
-                        self._append_sqlite(rows, texts, wait=wait)
+                        self._append_sqlite(entries, texts, seqs, hashes, wait=wait)
                     else:
                         if self._conn is None:
                             self._conn = self._engine.connect()
                         with self._conn.begin():
-                            self._conn.execute(insert(AuditRecordRow), rows)
+                            self._conn.execute(insert(AuditRecordRow), self._rows(entries, seqs, hashes))
                 except (SQLAlchemyError, sqlite3.Error) as exc:
                     if not wait and _is_busy(exc):  # the lock is someone else's: nothing written
                         raise StoreBusy(f"{safe_url(self._url)}: locked") from exc
@@ -390,18 +398,35 @@ class AuditLog:
                         continue
                     raise StoreError(f"cannot append to audit log in {safe_url(self._url)}: {exc}") from exc
                 first = self._seq + 1
-                self._seq, self._head = rows[-1]["seq"], rows[-1]["hash"]
+                self._seq, self._head = seqs[-1], hashes[-1]
                 return list(range(first, self._seq + 1))
         raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
 
     def _chained(
-        self, entries: Sequence[AuditEntry], encoded: list[bytes], seq: int, head: str
-    ) -> list[dict[str, Any]]:
-        """The rows of ``entries`` chained after ``(seq, head)``."""
-        rows: list[dict[str, Any]] = []
-        for e, rec_json in zip(entries, encoded, strict=True):
+        self, entries: Sequence[AuditEntry], texts: list[str], seq: int, head: str
+    ) -> tuple[list[int], list[str]]:
+        """The ``seq`` and ``hash`` of each of ``entries`` chained after ``(seq, head)``.
+
+        ``texts``: each record's canonical JSON. A record's ``prev_hash`` is the hash before it
+        (``head`` for the first).
+        """
+        seqs: list[int] = []
+        hashes: list[str] = []
+        chain_json, key = str(encode_basestring_ascii(str(self.chain))), self._key
+        for e, text in zip(entries, texts, strict=True):
             seq += 1
-            h = _record_hash_encoded(head, self.chain, seq, e.key_id, e.decision, rec_json, self._key)
+            head = _hash_hex(_hashed_bytes(head, chain_json, seq, e.key_id, e.decision, text), key)
+            seqs.append(seq)
+            hashes.append(head)
+        return seqs, hashes
+
+    def _rows(
+        self, entries: Sequence[AuditEntry], seqs: list[int], hashes: list[str]
+    ) -> list[dict[str, Any]]:
+        """The table rows of chained ``entries`` (for SQLAlchemy's insert)."""
+        rows: list[dict[str, Any]] = []
+        prev = self._head
+        for e, seq, h in zip(entries, seqs, hashes, strict=True):
             rows.append(
                 {
                     "chain": self.chain,
@@ -409,12 +434,12 @@ class AuditLog:
                     "created": e.created,
                     "key_id": e.key_id,
                     "decision": e.decision,
-                    "prev_hash": head,
+                    "prev_hash": prev,
                     "hash": h,
                     "record": e.record,
                 }
             )
-            head = h
+            prev = h
         return rows
 
     def writable(self) -> str | None:
@@ -488,14 +513,21 @@ class AuditLog:
             conn.close()
 
     def _append_sqlite(
-        self, rows: list[dict[str, Any]], records_json: list[str], *, wait: bool = True
+        self,
+        entries: Sequence[AuditEntry],
+        records_json: list[str],
+        seqs: list[int],
+        hashes: list[str],
+        *,
+        wait: bool = True,
     ) -> None:
         """Fast path for a SQLite file: one raw connection, the INSERTs committed together (WAL).
 
         The connection is in autocommit mode (``isolation_level=None``): a single INSERT is its
         own transaction, committed when ``execute`` returns; several run inside one explicit
         ``BEGIN IMMEDIATE`` … ``COMMIT`` (rolled back on any error). ``records_json`` holds each
-        record's canonical JSON (the bytes its hash covers).
+        record's canonical JSON (the text its hash covers); ``seqs`` and ``hashes``: the chained
+        ``seq`` and ``hash`` of each (:meth:`_chained`, after the current head).
         """
         if self._conn is None:
             conn = sqlite3.connect(str(self._sqlite_path), isolation_level=None, check_same_thread=False)
@@ -508,29 +540,18 @@ class AuditLog:
         if wait != self._conn_waits:  # the busy timeout of this attempt (0: fail at once if locked)
             self._conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS if wait else 0}")
             self._conn_waits = wait
-        params = [
-            (
-                v["chain"],
-                v["seq"],
-                _sqlite_time(v["created"]),
-                v["key_id"],
-                v["decision"],
-                v["prev_hash"],
-                v["hash"],
-                rec,
-            )
-            for v, rec in zip(rows, records_json, strict=True)
-        ]
-        sql = (
-            "INSERT INTO audit_log (chain, seq, created, key_id, decision, prev_hash, hash, record) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-        )
+        chain = self.chain
+        params = []
+        prev = self._head
+        for e, rec, seq, h in zip(entries, records_json, seqs, hashes, strict=True):
+            params.append((chain, seq, _sqlite_time(e.created), e.key_id, e.decision, prev, h, rec))
+            prev = h
         if len(params) == 1:
-            self._conn.execute(sql, params[0])
+            self._conn.execute(_INSERT_SQL, params[0])
             return
         self._conn.execute("BEGIN IMMEDIATE")
         try:
-            self._conn.executemany(sql, params)
+            self._conn.executemany(_INSERT_SQL, params)
             self._conn.execute("COMMIT")
         except BaseException:
             with contextlib.suppress(sqlite3.Error):

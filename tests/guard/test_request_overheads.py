@@ -276,6 +276,39 @@ def test_canonical_as_json_dumps_with_its_options() -> None:
     assert canonical({"a": shared}) == dumps({"a": shared})
 
 
+def test_honeytoken_hits_as_honeytoken_hmac_of_each_row() -> None:
+    import hmac
+
+    from bastion.guard.canary import HoneytokenWatch, _hmac_state, honeytoken_hmac, honeytoken_spec
+
+    rng = np.random.default_rng(6)
+    tokens = np.round(rng.uniform(0, 1, size=(5, 64)) * 16) / 16
+    spec = honeytoken_spec(tokens, step=0.0625)
+    rows = np.concatenate([rng.uniform(0, 1, size=(2, 64)), tokens[[3]], tokens[[0]] + 0.01, tokens[[3]]])
+    x = rows.astype(np.float32).astype(np.float64).reshape(len(rows), 1, 8, 8)
+    table = {e.hmac: e.id for e in spec.tokens}
+    want = [
+        (i, table[h])
+        for i, r in enumerate(x)
+        if (h := honeytoken_hmac(r, salt=spec.salt, step=0.0625)) in table
+    ]
+    assert want == [(2, "ht-0003"), (3, "ht-0000"), (4, "ht-0003")]
+    assert HoneytokenWatch([spec]).hits(x) == want
+    # the OpenSSL object behind hmac.HMAC, or the object itself: the same digests
+    base = hmac.new(b"k", b"64", hashlib.sha256)
+    inner = _hmac_state(base)
+    for state in (inner, base):
+        h = state.copy()
+        h.update(b"row bytes")
+        assert h.digest() == hmac.new(b"k", b"64row bytes", hashlib.sha256).digest()
+
+    class NoInner:  # an hmac without the OpenSSL object keeps its public methods
+        _hmac = None
+
+    plain = NoInner()
+    assert _hmac_state(plain) is plain  # type: ignore[arg-type]
+
+
 def test_audit_hashed_bytes_as_the_canonical_body() -> None:
     from bastion.store.audit import (
         GENESIS,
@@ -336,3 +369,68 @@ def test_audit_sqlite_fast_path_and_sqlalchemy_path_write_the_same_chain(tmp_pat
     assert logs[0].head == logs[1].head
     for log in logs:
         log.close()
+
+
+def test_breaker_state_names_are_the_members() -> None:
+    from bastion.guard import response
+
+    assert response._CLOSED is response.BreakerState.CLOSED
+    assert response._OPEN is response.BreakerState.OPEN
+    assert response._HALF_OPEN is response.BreakerState.HALF_OPEN
+    b = response.CircuitBreaker(5.0)
+    assert b.state is response.BreakerState.CLOSED and b.allow(0.0) == (True, 0.0)
+    b.trip(0.0)
+    assert b.allow(1.0) == (False, 4.0)
+    assert b.allow(6.0) == (True, 0.0) and b.state is response.BreakerState.HALF_OPEN
+    b.success()
+    assert b.state is response.BreakerState.CLOSED
+
+
+def test_canary_rows_of_other_layouts_and_byte_orders() -> None:
+    rng = np.random.default_rng(7)
+    x = rng.uniform(-1, 1, size=(4, 2, 3)).astype(np.float32)
+    canaries = [Canary(id=f"c{i}", sha256=canary_hash(x[i])) for i in (0, 3)]
+    watch = CanaryWatch(canaries)
+    want = [(0, "c0"), (3, "c3")]
+    assert watch.hit_rows(x) == watch.hit_rows(x, x64=x.astype(np.float64)) == want
+    swapped = x.astype(">f4")  # not the float32 dtype: the general path, the same rows
+    assert watch.hit_rows(swapped, x64=swapped.astype(np.float64)) == want
+    assert watch.hit_rows(np.asfortranarray(x), x64=np.asfortranarray(x).astype(np.float64)) == want
+
+
+def test_extraction_rules_raised_when_their_tests_first_hold_in_order() -> None:
+    from bastion.guard.config import ExtractionSpec
+    from bastion.guard.extraction import ExtractionDetector
+
+    order = ["class-coverage", "synthetic-queries", "boundary-probing", "probing-session", "exploration"]
+    spec = ExtractionSpec(min_queries=5, exploration_cells=20, cross_key=False, ring=4, probe_radius=3.0)
+    rng = np.random.default_rng(8)
+    for trial in range(20):
+        det = ExtractionDetector(spec, num_classes=4, dims=2)
+        raised: list[str] = []
+        for _ in range(60):
+            n = int(rng.integers(1, 4))
+            z = rng.normal(size=(n, 2)) * (0.3 if trial % 2 else 2.0)
+            cells = rng.integers(0, 8 + 4 * trial, size=n)
+            labels = rng.integers(0, 1 + trial % 4, size=n)
+            margins = rng.uniform(0, 0.4, size=n)
+            ood = rng.uniform(size=n) < 0.2 * (trial % 3)
+            alerts = det.observe("k", z=z, cells=cells, labels=labels, margins=margins, ood=ood, now=0.0)
+            st = det.stats["k"]
+            # what the rules' tests give after this request (each rule once per key)
+            m = max(st.n, 1)
+            tests = {
+                "class-coverage": det.coverage_rules
+                and round(st.effective_classes() / 4, 4) >= spec.class_coverage,
+                "synthetic-queries": round(st.ood / m, 4) >= spec.ood_fraction,
+                "boundary-probing": round(st.low_margin / m, 4) >= spec.boundary_fraction,
+                "probing-session": round(max(st.probes / m, st.recent_rate()), 4) >= spec.probe_fraction,
+                "exploration": st.new_cells >= spec.exploration_cells,
+            }
+            want = [r for r in order if st.n >= spec.min_queries and tests[r] and r not in raised]
+            assert [a.rule for a in alerts] == want
+            if alerts:  # one evidence for the request's alerts: the key's signals now
+                assert all(a.evidence is alerts[0].evidence for a in alerts)
+                assert alerts[0].evidence == det.evidence(st)
+            raised += want
+            assert st.flagged == set(raised)

@@ -81,7 +81,7 @@ class AnomalyMonitor:
 
     def observe_outputs(self, conf: Sequence[float] | np.ndarray) -> dict[str, float] | None:
         """Add top-1 confidences ``(N,)``; at each full window, return drift stats if a bound is passed."""
-        self._conf.extend(float(c) for c in conf)
+        self._conf.extend(map(float, conf))
         self._since += len(conf)
         ref = self.profile.ref_conf
         if self._since < self.window or len(ref) == 0 or len(self._conf) < self.window:

@@ -420,7 +420,7 @@ class Guard:
         # the key first, checked against the model this guard serves: a caller without a valid
         # key learns nothing about which model names exist (401 for any name)
         acc = self.access.check(headers, self.name, now)
-        if not acc.allowed:
+        if acc.status != 200:  # not ``acc.allowed`` (a property: a call per request)
             denied: dict[str, Any] = {"decision": "deny", "key_id": acc.key_id, "reason": acc.reason}
             challenge = {"WWW-Authenticate": 'Bearer realm="bastion-guard"'} if acc.status == 401 else {}
             return Reply(acc.status, {"detail": acc.reason}, challenge), denied
@@ -523,7 +523,7 @@ class Guard:
         with self._lock:
             self.policy.backend_ok()
             alerts += self._detect(key, x64, rows_p, top, labels, now)
-            actions = self._raise(alerts, now)
+            actions = self._raise(alerts, now) if alerts else []  # (a call less when none)
             posture = self.policy.posture(key)
             if not alerts or not any(a.key_id == key for a in alerts):
                 self.policy.key_clean(key)

@@ -58,6 +58,8 @@ def _canonical(x: np.ndarray) -> np.ndarray:
 #: dtypes of the canonical bytes (built once: a dtype given as a string is parsed at each use)
 _F4 = np.dtype("<f4")
 _I8 = np.dtype("<i8")
+#: ``np.float32`` as a dtype: comparing a dtype with it converts the type to a dtype at each use
+_F32 = np.dtype(np.float32)
 
 
 def _canonical64(x64: np.ndarray) -> np.ndarray:
@@ -90,7 +92,7 @@ class CanaryWatch:
         if not self._by_hash:
             return []
         # :func:`canary_hash`'s bytes of each row, all rows at once
-        fast = x64 is not None and getattr(x, "dtype", None) == np.float32 and x64.shape == x.shape
+        fast = x64 is not None and getattr(x, "dtype", None) == _F32 and x64.shape == x.shape
         a = _canonical64(x64) if fast and x64 is not None else _canonical(x)
         if a.ndim < 2 or len(a) == 0:  # scalar rows: ``canary_hash`` hashes them with shape (1,)
             return [
@@ -103,7 +105,8 @@ class CanaryWatch:
         if prefix is None:
             prefix = self._prefix[shape] = hashlib.sha256(repr(tuple(shape)).encode())
         out: list[tuple[int, str]] = []
-        data, step = a.tobytes(), a[0].nbytes
+        data = a.tobytes()
+        step = len(data) // len(a)  # one row's bytes (C order: the rows one after another)
         for i in range(len(a)):
             h = prefix.copy()
             h.update(data[i * step : (i + 1) * step])
@@ -402,6 +405,20 @@ def honeytoken_spec(
     return HoneytokenSpec(salt=salt, step=st, tokens=entries, pepper_env=pepper_env)
 
 
+def _hmac_state(h: hmac.HMAC) -> Any:
+    """The object that holds ``h``'s keyed state: its OpenSSL HMAC when ``hmac`` made one, else ``h``.
+
+    ``hmac.HMAC``'s ``copy``, ``update`` and ``digest`` are Python methods around the OpenSSL
+    object's own (``copy`` also builds a new wrapper); a honeytoken check calls all three for
+    every row. Both give the same digests; an ``hmac`` without that object (or another Python
+    build) keeps the public methods.
+    """
+    inner = getattr(h, "_hmac", None)
+    if inner is not None and all(callable(getattr(inner, m, None)) for m in ("copy", "update", "digest")):
+        return inner
+    return h
+
+
 class HoneytokenWatch:
     """Matches each row against one or more honeytoken sets (keyed hashes only).
 
@@ -455,7 +472,9 @@ class HoneytokenWatch:
             q = g.astype(_I8).tobytes()
             base = self._base.get((s, features))
             if base is None:
-                base = self._base[(s, features)] = hmac.new(key, repr(features).encode(), hashlib.sha256)
+                base = self._base[(s, features)] = _hmac_state(
+                    hmac.new(key, repr(features).encode(), hashlib.sha256)
+                )
             row = 8 * features
             for i in range(len(flat)):
                 h = base.copy()

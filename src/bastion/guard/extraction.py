@@ -213,30 +213,39 @@ class ExtractionDetector:
             st.ring[st.ring_n % spec.ring] = z[i]
             st.ring_n += 1
         out: list[ExtractionAlert] = []
-        if st.n >= spec.min_queries and len(st.flagged & _RULES) < len(_RULES):
+        if st.n >= spec.min_queries and not st.flagged >= _RULES:  # a rule not raised yet
             # the same rounded values as :meth:`evidence` (whose dict is built only for an alert);
             # a rule already flagged is not evaluated (it is raised once per key)
             n = max(st.n, 1)
             flagged = st.flagged
-            checks = {
-                "class-coverage": self.coverage_rules
+            # the rules in their fixed order; each test is read only while its rule is unflagged
+            # (no test reads ``flagged`` beyond its own rule, so testing and flagging one by one
+            # raises what testing all first raised)
+            hits: list[str] = []
+            if (
+                self.coverage_rules
                 and "class-coverage" not in flagged  # skips the entropy once flagged
-                and round(st.effective_classes() / self.num_classes, 4) >= spec.class_coverage,
-                "synthetic-queries": "synthetic-queries" not in flagged
-                and _rounded_at_least(st.ood / n, spec.ood_fraction),
-                "boundary-probing": "boundary-probing" not in flagged
-                and _rounded_at_least(st.low_margin / n, spec.boundary_fraction),
-                # over the whole history or the recent window: ordinary traffic sent first must
-                # not dilute a session that starts later (red-team round 18)
-                "probing-session": "probing-session" not in flagged
-                and _rounded_at_least(max(st.probes / n, st.recent_rate()), spec.probe_fraction),
-                "exploration": st.new_cells >= spec.exploration_cells,
-            }
-            ev: dict[str, float] | None = None
-            for rule, hit in checks.items():
-                if hit and rule not in flagged:
-                    st.flagged.add(rule)
-                    ev = ev or self.evidence(st)
+                and round(st.effective_classes() / self.num_classes, 4) >= spec.class_coverage
+            ):
+                hits.append("class-coverage")
+            if "synthetic-queries" not in flagged and _rounded_at_least(st.ood / n, spec.ood_fraction):
+                hits.append("synthetic-queries")
+            if "boundary-probing" not in flagged and _rounded_at_least(
+                st.low_margin / n, spec.boundary_fraction
+            ):
+                hits.append("boundary-probing")
+            # over the whole history or the recent window: ordinary traffic sent first must
+            # not dilute a session that starts later (red-team round 18)
+            if "probing-session" not in flagged and _rounded_at_least(
+                max(st.probes / n, st.recent_rate()), spec.probe_fraction
+            ):
+                hits.append("probing-session")
+            if "exploration" not in flagged and st.new_cells >= spec.exploration_cells:
+                hits.append("exploration")
+            if hits:
+                ev = self.evidence(st)
+                for rule in hits:
+                    flagged.add(rule)
                     out.append(ExtractionAlert(rule, key_id, ev))
         # every 5 rows of the key, counted by crossing (a request of 5 rows must not step over it)
         if (

@@ -87,7 +87,7 @@ class RateLimiter:
             b = self._buckets[key_id] = _Bucket(tokens=self.burst, updated=now, day=day, used_today=0)
         if b.day != day:
             b.day, b.used_today = day, 0
-        rate = self.key_rate(key_id)
+        rate = self._rate.get(key_id, self.rate) * self._factor.get(key_id, 1.0)  # key_rate(), inline
         b.tokens = min(self.burst, b.tokens + max(0.0, now - b.updated) * rate)
         b.updated = now
         quota = self._quota.get(key_id, self.daily_quota)

@@ -24,6 +24,7 @@ import secrets
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Final
 
 import numpy as np
 
@@ -44,24 +45,32 @@ class BreakerState(str, Enum):
     HALF_OPEN = "half_open"
 
 
+#: the states as module names: a member read from the Enum class (``BreakerState.OPEN``) goes
+#: through the enum's metaclass and costs several times a global read; the breakers are asked
+#: about their state several times per request
+_CLOSED: Final = BreakerState.CLOSED
+_OPEN: Final = BreakerState.OPEN
+_HALF_OPEN: Final = BreakerState.HALF_OPEN
+
+
 @dataclass
 class CircuitBreaker:
     """A breaker: ``open`` refuses until ``reset_s`` has passed, then lets one trial through."""
 
     reset_s: float
-    state: BreakerState = BreakerState.CLOSED
+    state: BreakerState = _CLOSED
     opened_at: float = 0.0
     trial_in_flight: bool = False
 
     def allow(self, now: float) -> tuple[bool, float]:
         """Whether a request may pass now, and seconds until it might (when refused)."""
-        if self.state == BreakerState.CLOSED:
+        if self.state == _CLOSED:
             return True, 0.0
-        if self.state == BreakerState.OPEN:
+        if self.state == _OPEN:
             wait = self.opened_at + self.reset_s - now
             if wait > 0:
                 return False, wait
-            self.state = BreakerState.HALF_OPEN
+            self.state = _HALF_OPEN
             self.trial_in_flight = False
         if self.trial_in_flight:
             return False, 1.0
@@ -70,14 +79,14 @@ class CircuitBreaker:
 
     def trip(self, now: float) -> None:
         """Open (again)."""
-        self.state = BreakerState.OPEN
+        self.state = _OPEN
         self.opened_at = now
         self.trial_in_flight = False
 
     def success(self) -> None:
         """A trial (or any request) went well: close a half-open breaker."""
-        if self.state == BreakerState.HALF_OPEN:
-            self.state = BreakerState.CLOSED
+        if self.state == _HALF_OPEN:
+            self.state = _CLOSED
         self.trial_in_flight = False
 
 
@@ -167,7 +176,7 @@ class ResponsePolicy:
             actions.append("throttle")
         assert p.breaker is not None
         if force_breaker or p.strikes >= self.spec.breaker_after:
-            if p.breaker.state != BreakerState.OPEN:
+            if p.breaker.state != _OPEN:
                 actions.append("breaker")
             p.breaker.trip(now)
         return actions
@@ -183,7 +192,7 @@ class ResponsePolicy:
         """Whether the key's breaker is half-open with its one trial request let through."""
         p = self.keys.get(key_id)
         b = p.breaker if p is not None else None
-        return b is not None and b.state == BreakerState.HALF_OPEN and b.trial_in_flight
+        return b is not None and b.state == _HALF_OPEN and b.trial_in_flight
 
     def trial_over(self, key_id: str) -> None:
         """A trial request ended without closing or re-opening the breaker: let the next one try.
@@ -192,7 +201,7 @@ class ResponsePolicy:
         """
         p = self.keys.get(key_id)
         b = p.breaker if p is not None else None
-        if b is not None and b.state == BreakerState.HALF_OPEN:
+        if b is not None and b.state == _HALF_OPEN:
             b.trial_in_flight = False
 
     def key_clean(self, key_id: str) -> None:
@@ -217,10 +226,7 @@ class ResponsePolicy:
         """A backend call failed; return whether the backend breaker (re)opened."""
         assert self.backend is not None
         self.backend_failures += 1
-        if (
-            self.backend.state == BreakerState.HALF_OPEN
-            or self.backend_failures >= self.spec.backend_failures
-        ):
+        if self.backend.state == _HALF_OPEN or self.backend_failures >= self.spec.backend_failures:
             self.backend.trip(now)
             return True
         self.backend.trial_in_flight = False
@@ -229,7 +235,7 @@ class ResponsePolicy:
     def degraded(self, now: float) -> bool:
         """Whether global degraded mode is on (alert spike, or the backend breaker open)."""
         assert self.backend is not None
-        return now < self.degraded_until or self.backend.state == BreakerState.OPEN
+        return now < self.degraded_until or self.backend.state == _OPEN
 
     # -- output hardening -----------------------------------------------------------------------
     def harden(

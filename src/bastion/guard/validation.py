@@ -89,7 +89,8 @@ class InputValidator:
                 i, j = np.argwhere(bad)[0]
                 raise InputRejected(f"{key}[{i}]{_index(int(j), self.input_shape)}", "not a finite number")
             self._check_range(out, key)
-        self._check_categories(out, key)
+        if p is not None and p.categories:  # (a call less when there are none)
+            self._check_categories(out, key)
         return out.reshape((len(rows), *self.input_shape)).astype(np.float32)
 
     @functools.cached_property

@@ -434,3 +434,108 @@ def test_extraction_rules_raised_when_their_tests_first_hold_in_order() -> None:
                 assert alerts[0].evidence == det.evidence(st)
             raised += want
             assert st.flagged == set(raised)
+
+
+def _dumps_canonical(o: Any) -> str:
+    import json
+
+    return json.dumps(o, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+
+
+def _as_the_encoder(o: Any) -> None:
+    from bastion.store.audit import canonical, canonical_text
+
+    try:
+        want = _dumps_canonical(o)
+    except (ValueError, TypeError) as exc:
+        with pytest.raises(type(exc)):
+            canonical_text(o)
+        return
+    assert canonical_text(o) == want
+    assert canonical(o) == want.encode()
+
+
+def _guard_record(**changes: Any) -> dict[str, Any]:
+    rec: dict[str, Any] = {
+        "ts": 1796037493.7543788,
+        "request_id": "e420aae2f613465387f978a8fb4d5451",
+        "model": "digits",
+        "model_sha256": "229ef9e5ddd130eec60b9723ecb57dacb4ca2b14c163d382d7c45f71c745df88",
+        "input_sha256": "a89e3f5c2b946943d0f68a416249e8731b4966bbceeb53afebcf7abcbf0a32a8",
+        "rows": 1,
+        "output": {"labels": [8], "mean_confidence": 0.9211},
+        "alerts": [],
+        "status": 200,
+    }
+    rec.update(changes)
+    return rec
+
+
+def test_guard_record_text_as_the_encoder() -> None:
+    import enum
+
+    from bastion.store.audit import _guard_record_text
+
+    class S(str):
+        def __lt__(self, other: object) -> bool:  # an order of its own: left to the encoder
+            return not str.__lt__(self, str(other))
+
+    class IE(enum.IntEnum):
+        A = 1
+
+    class F(float):
+        pass
+
+    assert _guard_record_text(_guard_record()) == _dumps_canonical(_guard_record())
+    rng = np.random.default_rng(9)
+    for _ in range(300):  # the values the guard writes, over their ranges
+        labels = [int(v) for v in rng.integers(0, 10, size=int(rng.integers(0, 33)))]
+        rec = _guard_record(
+            ts=float(rng.uniform(0, 4e9)),
+            rows=int(rng.integers(1, 257)),
+            status=int(rng.choice([200, 422, 429])),
+            output={"labels": labels, "mean_confidence": round(float(rng.uniform(0, 1)), 4)},
+            model=str(rng.choice(["digits", "é-model", 'q"uote\\', "line\u2028sep"])),
+            request_id=rng.bytes(16).hex(),
+        )
+        assert _guard_record_text(rec) == _dumps_canonical(rec)
+        _as_the_encoder(rec)
+    odd: list[dict[str, Any]] = [
+        _guard_record(ts=float("nan")),
+        _guard_record(ts=float("inf")),
+        _guard_record(ts=F(1.5)),
+        _guard_record(ts=-0.0),
+        _guard_record(ts=5e-324),
+        _guard_record(ts=1e22),
+        _guard_record(ts=12),
+        _guard_record(rows=True),
+        _guard_record(rows=IE.A),
+        _guard_record(rows=10**5000),
+        _guard_record(status=-(10**30)),
+        _guard_record(request_id=S("x")),
+        _guard_record(model=None),
+        _guard_record(alerts=[{"rule_id": "r", "severity": "high", "atlas": ["AML.T0024"]}]),
+        _guard_record(alerts=()),
+        _guard_record(output={"labels": [], "mean_confidence": 0.5}),
+        _guard_record(output={"labels": [1, True], "mean_confidence": 0.5}),
+        _guard_record(output={"labels": [IE.A], "mean_confidence": 0.5}),
+        _guard_record(output={"labels": (1,), "mean_confidence": 0.5}),
+        _guard_record(output={"labels": [1], "mean_confidence": float("nan")}),
+        _guard_record(output={"labels": [1], "mean_confidence": 1}),
+        _guard_record(output={"labels": [1], "mean_confidence": 0.5, "hardened": "label"}),
+        _guard_record(output={"mean_confidence": 0.5, "labels": [1]}),
+        _guard_record(output={S("labels"): [1], "mean_confidence": 0.5}),
+        _guard_record(output=[]),
+        {S(k) if k == "rows" else k: v for k, v in _guard_record().items()},
+        {k: _guard_record()[k] for k in reversed(list(_guard_record()))},
+        {**_guard_record(), "reason": "x"},
+        {},
+        {"a": float("nan")},
+        {"a": object()},
+    ]
+    loop = _guard_record()
+    loop["output"] = {"labels": [1], "mean_confidence": 0.5}
+    loop["alerts"] = [loop]
+    odd.append(loop)
+    for o in odd:
+        _as_the_encoder(o)

@@ -539,3 +539,50 @@ def test_guard_record_text_as_the_encoder() -> None:
     odd.append(loop)
     for o in odd:
         _as_the_encoder(o)
+
+
+def test_read_body_reads_the_first_content_length_as_starlette_headers() -> None:
+    import asyncio
+
+    from starlette.requests import Request
+
+    from bastion.guard.app import _read_body
+
+    def request(headers: list[tuple[bytes, bytes]], chunks: list[bytes]) -> Request:
+        msgs = [
+            {"type": "http.request", "body": c, "more_body": i + 1 < len(chunks)}
+            for i, c in enumerate(chunks)
+        ]
+
+        async def receive() -> dict[str, Any]:
+            return msgs.pop(0)
+
+        scope = {"type": "http", "method": "POST", "path": "/", "headers": headers, "query_string": b""}
+        return Request(scope, receive)
+
+    for headers, chunks, limit in [
+        ([(b"content-length", b"20")], [b"x" * 5], 10),  # declared over the limit: not read
+        ([(b"content-length", b"5"), (b"content-length", b"20")], [b"x" * 5], 10),  # the first counts
+        ([(b"content-length", b"20"), (b"content-length", b"5")], [b"x" * 5], 10),
+        ([(b"content-length", b"abc")], [b"x" * 5], 10),
+        ([(b"host", b"h")], [b"ab", b"cd"], 10),
+        ([], [b"x" * 6, b"x" * 6], 10),  # over the limit while reading
+        ([(b"content-length", b"4")], [b"x" * 6, b"x" * 6], 10),
+    ]:
+        declared = request(headers, chunks).headers.get("content-length")
+        want: bytes | None = b"".join(chunks)
+        if (declared is not None and declared.isdigit() and int(declared) > limit) or len(
+            b"".join(chunks)
+        ) > limit:
+            want = None
+        assert asyncio.run(_read_body(request(headers, chunks), limit)) == want
+
+
+def test_validation_all_is_ndarray_all() -> None:
+    from bastion.guard.validation import _all
+
+    rng = np.random.default_rng(10)
+    for shape in [(1, 64), (3, 5), (0, 4), (2, 0)]:
+        for p in (0.0, 0.5, 0.99, 1.0):
+            a = rng.uniform(size=shape) < p
+            assert _all(a, axis=None) == a.all() and type(_all(a, axis=None)) is type(a.all())

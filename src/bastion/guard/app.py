@@ -913,7 +913,13 @@ def _runs_inline(target: Target) -> bool:
 
 async def _read_body(request: Any, limit: int) -> bytes | None:
     """The body, or ``None`` once it passes ``limit`` bytes (read no further)."""
-    declared = request.headers.get("content-length")
+    # the first Content-Length, as ``request.headers.get`` gives it (an ASGI server's header names
+    # are lower-case bytes), read from the raw list without the ``Headers`` lookup's layers
+    declared = None
+    for k, v in request.scope["headers"]:
+        if k == b"content-length":
+            declared = v.decode("latin-1")
+            break
     if declared is not None and declared.isdigit() and int(declared) > limit:
         return None
     chunks: list[bytes] = []

@@ -99,7 +99,7 @@ class Profile:
 
     def _fused_product(self, x: np.ndarray) -> tuple[np.ndarray, int]:
         """Flat rows ``(N, F)`` through the fused map: ``(N, F+k)`` (whitened, then projected), and ``F``."""
-        w, off, f = self._fused()
+        w, off, f = self.__dict__.get("_fused_cache") or self._fused()  # (the cache without a call)
         y = np.asarray(x, dtype=np.float64) @ w
         y -= off
         return y, f

@@ -18,6 +18,9 @@ import numpy as np
 
 from bastion.guard.profile import Profile
 
+#: ``ndarray.all()`` without its Python layer: the method calls ``numpy``'s ``_all``, which calls this
+_all = np.logical_and.reduce
+
 
 class InputRejected(Exception):
     """An input failed validation.
@@ -83,7 +86,7 @@ class InputValidator:
         p = self.profile
         # One pass when the trained range is finite: ``lo <= v <= hi`` fails for NaN and ±inf too.
         # Only a request that fails it takes the checks below, which name the first problem.
-        if p is None or not self._finite_range or not ((out >= p.lo) & (out <= p.hi)).all():
+        if p is None or not self._finite_range or not _all((out >= p.lo) & (out <= p.hi), axis=None):
             bad = ~np.isfinite(out)
             if bad.any():
                 i, j = np.argwhere(bad)[0]

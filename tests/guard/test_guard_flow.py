@@ -51,12 +51,18 @@ class _Clock:
 
 _BEFORE_MODEL = [
     "access._match",
-    "policy.key_allowed",
+    "policy.key_gate",  # the key's breaker (key_allowed and in_trial in one call)
     "validator.parse",
     "canaries.hit_rows",
     "limiter.take",
 ]
-_AFTER_MODEL = ["extraction.observe", "anomaly.ood_mask", "policy.on_alert", "policy.harden"]
+_AFTER_MODEL = [
+    "extraction.observe",
+    "anomaly.ood_mask",
+    "policy.on_alert",
+    "policy.settle_key",
+    "policy.harden",
+]
 
 
 @pytest.mark.parametrize("where", _BEFORE_MODEL + _AFTER_MODEL + ["store.append"])

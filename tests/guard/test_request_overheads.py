@@ -586,3 +586,76 @@ def test_validation_all_is_ndarray_all() -> None:
         for p in (0.0, 0.5, 0.99, 1.0):
             a = rng.uniform(size=shape) < p
             assert _all(a, axis=None) == a.all() and type(_all(a, axis=None)) is type(a.all())
+
+
+def test_metrics_answered_as_request_and_observe_latency() -> None:
+    from bastion.guard.metrics import GuardMetrics
+
+    one, two = GuardMetrics(), GuardMetrics()
+    for i, s in enumerate([0.0, 0.0005, 0.003, 1.5, 30.0, -1.0, float("nan"), 0.02]):
+        decision = ("allow", "deny", "harden", "error")[i % 4]
+        one.answered(decision, s)
+        two.request(decision)
+        two.observe_latency(s)
+
+    def text(m: GuardMetrics) -> list[str]:
+        return [ln for ln in m.render()[0].decode().splitlines() if "_created" not in ln]
+
+    assert text(one) == text(two)
+
+
+def _policy_pair() -> tuple[Any, Any]:
+    from bastion.guard.config import ResponseSpec
+    from bastion.guard.response import ResponsePolicy
+
+    spec = ResponseSpec(breaker_reset_s=10.0)
+    return ResponsePolicy(spec), ResponsePolicy(spec)
+
+
+def _policy_state(p: Any) -> Any:
+    keys = {
+        k: (v.strikes, v.hardened, v.deceive, v.throttled, v.breaker and vars(v.breaker).copy())
+        for k, v in p.keys.items()
+    }
+    return keys, vars(p.backend).copy(), p.degraded_until
+
+
+def test_policy_key_gate_and_settle_key_as_the_calls_they_join() -> None:
+    fast, slow = _policy_pair()
+    # a key never seen, a clean one, one whose breaker opens and goes half-open, the group
+    script: list[tuple[str, str, float]] = [
+        ("gate", "k0", 0.0),
+        ("settle", "k0", 0.0),
+        ("alert", "k1", 1.0),
+        ("gate", "k1", 2.0),
+        ("settle", "k1", 2.0),
+        ("gate", "k1", 12.0),  # half-open: this request is the trial
+        ("gate", "k1", 12.5),  # a second one waits for it
+        ("settle-dirty", "k1", 12.5),
+        ("gate", "k1", 13.0),
+        ("settle", "k1", 13.0),  # the trial went well: closed
+        ("gate", "k1", 13.5),
+        ("degrade", "", 14.0),
+        ("settle", "k2", 14.0),
+        ("gate", "k2", 14.5),
+    ]
+    for what, key, now in script:
+        if what == "gate":
+            ok, wait = slow.key_allowed(key, now)
+            want = (ok, wait, ok and slow.in_trial(key))
+            assert fast.key_gate(key, now) == want, (what, key, now)
+        elif what.startswith("settle"):
+            clean = what == "settle"
+            posture = slow.posture(key)
+            if clean:
+                slow.key_clean(key)
+            want_deg = slow.degraded(now)
+            got_posture, got_deg = fast.settle_key(key, clean, now)
+            assert got_deg == want_deg and vars(got_posture).keys() == vars(posture).keys()
+        elif what == "alert":
+            for p in (fast, slow):
+                p.on_alert(key, "critical", now, force_breaker=True)
+        else:
+            for p in (fast, slow):
+                p.degraded_until = now + 5.0
+        assert _policy_state(fast) == _policy_state(slow), (what, key, now)

@@ -407,8 +407,7 @@ class Guard:
             decision = "error"
         reply.headers["X-Request-Id"] = decided.request_id
         reply.body.setdefault("request_id", decided.request_id)
-        self.metrics.request(decision)
-        self.metrics.observe_latency(time.perf_counter() - decided.t0)
+        self.metrics.answered(decision, time.perf_counter() - decided.t0)
         return reply
 
     def _handle(
@@ -430,8 +429,8 @@ class Guard:
         known["key_id"] = key  # an internal error after this point is still recorded under the key
         rec: dict[str, Any] = {"key_id": key}
         with self._lock:
-            ok, wait = self.policy.key_allowed(key, now)
-            if ok and self.policy.in_trial(key):
+            ok, wait, trial = self.policy.key_gate(key, now)
+            if trial:
                 known["trial"] = key  # released whatever this request's outcome (see _decide)
         if not ok:
             rec.update(decision="breaker", reason="key circuit breaker open")
@@ -524,10 +523,8 @@ class Guard:
             self.policy.backend_ok()
             alerts += self._detect(key, x64, rows_p, top, labels, now)
             actions = self._raise(alerts, now) if alerts else []  # (a call less when none)
-            posture = self.policy.posture(key)
-            if not alerts or not any(a.key_id == key for a in alerts):
-                self.policy.key_clean(key)
-            degraded = self.policy.degraded(now)
+            clean = not alerts or not any(a.key_id == key for a in alerts)
+            posture, degraded = self.policy.settle_key(key, clean, now)
         self.metrics.add_rows(len(x))
         rec["output"] = {
             "labels": labels[:32],

@@ -175,7 +175,7 @@ class ExtractionDetector:
             now: clock time in seconds.
         """
         spec = self.spec
-        st = self.key(key_id, now)
+        st = self.stats.get(key_id) or self.key(key_id, now)
         st.last_seen = now
         for i in range(len(z)):
             st.n += 1
@@ -228,18 +228,23 @@ class ExtractionDetector:
                 and round(st.effective_classes() / self.num_classes, 4) >= spec.class_coverage
             ):
                 hits.append("class-coverage")
-            if "synthetic-queries" not in flagged and _rounded_at_least(st.ood / n, spec.ood_fraction):
+            # (``_rounded_at_least`` and ``recent_rate`` written out: three calls less per request)
+            v = st.ood / n
+            b = spec.ood_fraction
+            if "synthetic-queries" not in flagged and v + 1e-4 >= b and round(v, 4) >= b:
                 hits.append("synthetic-queries")
-            if "boundary-probing" not in flagged and _rounded_at_least(
-                st.low_margin / n, spec.boundary_fraction
-            ):
+            v = st.low_margin / n
+            b = spec.boundary_fraction
+            if "boundary-probing" not in flagged and v + 1e-4 >= b and round(v, 4) >= b:
                 hits.append("boundary-probing")
             # over the whole history or the recent window: ordinary traffic sent first must
             # not dilute a session that starts later (red-team round 18)
-            if "probing-session" not in flagged and _rounded_at_least(
-                max(st.probes / n, st.recent_rate()), spec.probe_fraction
-            ):
-                hits.append("probing-session")
+            if "probing-session" not in flagged:
+                recent = st.recent_probes / PROBE_WINDOW if len(st.recent) == PROBE_WINDOW else 0.0
+                v = max(st.probes / n, recent)
+                b = spec.probe_fraction
+                if v + 1e-4 >= b and round(v, 4) >= b:
+                    hits.append("probing-session")
             if "exploration" not in flagged and st.new_cells >= spec.exploration_cells:
                 hits.append("exploration")
             if hits:

@@ -188,6 +188,15 @@ class ResponsePolicy:
             return True, 0.0
         return p.breaker.allow(now)
 
+    def key_gate(self, key_id: str, now: float) -> tuple[bool, float, bool]:
+        """:meth:`key_allowed` and, when allowed, :meth:`in_trial`, in one call (once per request)."""
+        p = self.keys.get(key_id)
+        b = p.breaker if p is not None else None
+        if b is None:
+            return True, 0.0, False
+        ok, wait = b.allow(now)
+        return ok, wait, ok and b.state == _HALF_OPEN and b.trial_in_flight
+
     def in_trial(self, key_id: str) -> bool:
         """Whether the key's breaker is half-open with its one trial request let through."""
         p = self.keys.get(key_id)
@@ -209,6 +218,22 @@ class ResponsePolicy:
         p = self.keys.get(key_id)
         if p is not None and p.breaker is not None:
             p.breaker.success()
+
+    def settle_key(self, key_id: str, clean: bool, now: float) -> tuple[KeyPosture, bool]:
+        """:meth:`posture`, :meth:`key_clean` (when ``clean``) and :meth:`degraded`, in one call.
+
+        Once per request, after its alerts were raised: ``(the key's posture, degraded)``.
+        """
+        p = self.keys.get(key_id)
+        if p is None:
+            p = self.keys[key_id] = KeyPosture(breaker=CircuitBreaker(self.spec.breaker_reset_s))
+        b = p.breaker
+        if clean and b is not None:  # CircuitBreaker.success()
+            if b.state == _HALF_OPEN:
+                b.state = _CLOSED
+            b.trial_in_flight = False
+        assert self.backend is not None
+        return p, now < self.degraded_until or self.backend.state == _OPEN
 
     # -- backend ---------------------------------------------------------------------------------
     def backend_allowed(self, now: float) -> bool:

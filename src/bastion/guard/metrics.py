@@ -100,19 +100,8 @@ class GuardMetrics:
 
     def answered(self, decision: str, seconds: float) -> None:
         """:meth:`request` and :meth:`observe_latency` of one answered request, in one call."""
-        add = self._requests_by.get(decision)
-        if add is None:
-            add = self._requests_by[decision] = _adder(self.requests.labels(decision=decision))
-        add(1)
-        parts = self._latency_parts
-        if parts is None or seconds != seconds:
-            self.latency.observe(seconds)
-            return
-        add_sum, buckets, bounds = parts
-        add_sum(seconds)
-        i = bisect_left(bounds, seconds)
-        if i < len(buckets):
-            buckets[i](1)
+        self.request(decision)
+        self.observe_latency(seconds)
 
     def add_rows(self, n: int) -> None:
         """Count ``n`` (≥ 0) rows answered by the model (``bastion_guard_rows_total``)."""

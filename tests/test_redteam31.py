@@ -173,19 +173,41 @@ def test_02_a_repositorys_endpoint_never_gets_a_cloud_or_ci_secret(
     capsys: pytest.CaptureFixture[str],
     endpoint: str,
 ) -> None:
+    err = _assess_refused(
+        tmp_path,
+        recorder,
+        monkeypatch,
+        capsys,
+        endpoint,
+        ("AWS_SECRET_ACCESS_KEY", "GITHUB_TOKEN", "CI_JOB_TOKEN"),
+    )
+    assert (
+        "well-known cloud, CI or registry credential" in err and "export the value under another name" in err
+    )
+
+
+def _assess_refused(
+    tmp_path: Path,
+    recorder: tuple[str, list[dict[str, Any]]],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    endpoint: str,
+    secrets: tuple[str, ...],
+) -> str:
+    """``assess`` of a project whose endpoint reads ``secrets``: exit 2, nothing sent, no secret shown.
+
+    Returns its stderr.
+    """
     url, hits = recorder
-    for env in ("AWS_SECRET_ACCESS_KEY", "GITHUB_TOKEN", "CI_JOB_TOKEN"):
+    for env in secrets:
         monkeypatch.setenv(env, f"victim-secret-{env}")
     cfg = _endpoint_project(tmp_path, url, endpoint)
     capsys.readouterr()
     assert run(["assess", "-c", str(cfg), "-o", str(tmp_path / "rep"), "--budget", "quick"]) == 2
     out = capsys.readouterr()
     assert hits == []
-    assert (
-        "well-known cloud, CI or registry credential" in out.err
-        and "export the value under another name" in out.err
-    )
     assert "victim-secret" not in out.err + out.out
+    return out.err
 
 
 @pytest.mark.parametrize(
@@ -203,17 +225,16 @@ def test_02_round33_a_repositorys_endpoint_gets_only_bastion_names_or_approved_o
     capsys: pytest.CaptureFixture[str],
     endpoint: str,
 ) -> None:
-    url, hits = recorder
     monkeypatch.delenv("BASTION_ALLOW_ENV", raising=False)
-    for env in ("MYSQL_PASSWORD", "SLACK_BOT_TOKEN", "GEMINI_API_KEY", "BASTION_OK"):
-        monkeypatch.setenv(env, f"victim-secret-{env}")
-    cfg = _endpoint_project(tmp_path, url, endpoint)
-    capsys.readouterr()
-    assert run(["assess", "-c", str(cfg), "-o", str(tmp_path / "rep"), "--budget", "quick"]) == 2
-    out = capsys.readouterr()
-    assert hits == []
-    assert "'remote'" in out.err and "BASTION_ALLOW_ENV=" in out.err and "may not be read" in out.err
-    assert "victim-secret" not in out.err + out.out
+    err = _assess_refused(
+        tmp_path,
+        recorder,
+        monkeypatch,
+        capsys,
+        endpoint,
+        ("MYSQL_PASSWORD", "SLACK_BOT_TOKEN", "GEMINI_API_KEY", "BASTION_OK"),
+    )
+    assert "'remote'" in err and "BASTION_ALLOW_ENV=" in err and "may not be read" in err
 
 
 def test_02_round33_the_loader_checks_the_allow_list_again(

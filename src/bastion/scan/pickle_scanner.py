@@ -23,7 +23,6 @@ from bastion.scan.policy import Verdictish
 
 if TYPE_CHECKING:
     from bastion.core.findings import Finding
-    from bastion.scan.policy import PicklePolicy, Rule
 
 __all__ = ["PickleScanner", "analyse_pickle", "judge_result"]
 
@@ -118,11 +117,6 @@ _DENIED = Verdictish.DENIED
 _UNKNOWN = Verdictish.UNKNOWN
 
 
-def reported_addition(rule: Rule | None, policy: PicklePolicy) -> bool:
-    """Whether a global this allow rule let through is shown as an ``info`` finding (``policy.reports``)."""
-    return policy.reports(rule)
-
-
 def judge_result(
     art: Artifact,
     res: PickleResult,
@@ -167,7 +161,7 @@ def judge_result(
             and not j.rule.call
             and sum(r.ncalls + r.npassed for r in refs) > 0  # calls, and hand-overs to other calls
         )
-        if j.kind is _ALLOWED and j.rule is not None and reported_addition(j.rule, policy):
+        if j.kind is _ALLOWED and j.rule is not None and policy.reports(j.rule):
             # allowed only by a project file's scan.allow (a bastion.yaml someone else may have
             # written), or by --allow in a scan gate (assess, harden, the guard): shown, so that
             # an auditor sees what the file or the command line added (red-team round 31)

@@ -33,7 +33,7 @@ from bastion.scan._zip import (
     walk_zip,
 )
 from bastion.scan.base import Artifact, NotThisFormat, Outcome, Scanner
-from bastion.scan.pickle_scanner import allowed_by, anomaly_finding, reported_addition
+from bastion.scan.pickle_scanner import allowed_by, anomaly_finding
 from bastion.scan.pickle_vm import Anomaly, emulate
 from bastion.scan.policy import Verdictish
 
@@ -160,7 +160,7 @@ def _check_schema(art: Artifact, info: zipfile.ZipInfo, schema: Any, out: Outcom
             "occurrences": count[q],
             "rules_version": policy.version,
         }
-        if j.kind is Verdictish.ALLOWED and j.rule is not None and reported_addition(j.rule, policy):
+        if j.kind is Verdictish.ALLOWED and j.rule is not None and policy.reports(j.rule):
             # a project file's scan.allow entry, or --allow in a scan gate: see judge_result
             entry, suffix, what, source, remediation = allowed_by(j.rule.id)
             evidence.update(allow_entry=entry, source=source)

@@ -28,10 +28,17 @@ __all__ = ["ArchiveScanner", "TrailingData", "decompress_into"]
 GZIP_MAGIC = b"\x1f\x8b"
 XZ_MAGIC = b"\xfd7zXZ\x00"
 _BZ2_BLOCK = (b"1AY&SY", b"\x17rE8P\x90")
+#: The magic bytes this scanner's sniff accepts, bz2's and tar's headers aside.
+_MAGICS = (GZIP_MAGIC, XZ_MAGIC, *ZIP_MAGICS)
 
 
 def _is_bz2(head: bytes) -> bool:
     return len(head) >= 10 and head[:3] == b"BZh" and head[3:4] in b"123456789" and head[4:10] in _BZ2_BLOCK
+
+
+#: The last head :func:`_is_tar` judged, and its answer: dispatch asks twice about each file's
+#: head (this scanner's sniff, then the tar-polyglot check). One tuple, replaced whole (threads).
+_TAR_LAST: list[tuple[bytes, bool]] = [(b"", False)]
 
 
 def _is_tar(head: bytes) -> bool:
@@ -41,6 +48,16 @@ def _is_tar(head: bytes) -> bool:
     cut at its first NUL, octal or base-256): ``tarfile`` (and ``torch.load``, which tries the
     tar format first for any file that is not a zip) reads both.
     """
+    last = _TAR_LAST[0]
+    if last[0] is head:  # the same (immutable) bytes object: the same answer
+        return last[1]
+    found = _tar_header(head)
+    _TAR_LAST[0] = (head, found)
+    return found
+
+
+def _tar_header(head: bytes) -> bool:
+    """:func:`_is_tar`, computed."""
     if len(head) >= 262 and head[257:262] == b"ustar":
         return True
     if len(head) < 512:
@@ -200,12 +217,7 @@ class ArchiveScanner(Scanner):
     @classmethod
     def sniff(cls, head: bytes, name: str) -> bool:
         """gzip, bz2, xz, zip magic bytes, or a tar header (ustar magic or a valid V7 checksum)."""
-        return (
-            head.startswith((GZIP_MAGIC, XZ_MAGIC))
-            or head.startswith(ZIP_MAGICS)
-            or _is_bz2(head)
-            or _is_tar(head)
-        )
+        return head.startswith(_MAGICS) or (head[:3] == b"BZh" and _is_bz2(head)) or _is_tar(head)
 
     def scan(self, artifact: Artifact) -> Outcome:
         """Scan the archive's members or the decompressed stream.

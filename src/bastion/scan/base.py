@@ -247,6 +247,14 @@ class Scanner(Plugin):
     priority: ClassVar[int] = 100
     #: Whether dispatch calls :meth:`sniff_artifact` (the whole stream) rather than :meth:`sniff`.
     deep_sniff: ClassVar[bool] = False
+    #: A promise about :meth:`sniff` that lets dispatch skip the call: it returns ``True`` only
+    #: for a head whose first byte is one of these, or a name matching :attr:`sniff_suffixes`.
+    #: ``None`` (the default): no promise, dispatch always asks. Checked for every shipped
+    #: scanner by ``tests/scan/test_sniff_hints.py`` (each first byte against every format's head).
+    sniff_first_bytes: ClassVar[bytes | None] = None
+    #: With :attr:`sniff_first_bytes`: lower-case name endings (``.onnx``) for which :meth:`sniff`
+    #: may accept a head of any first byte.
+    sniff_suffixes: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     def sniff(cls, head: bytes, name: str) -> bool:
@@ -615,9 +623,17 @@ class ScanContext:
         """The outcome of the first scanner whose sniff accepts ``head``; ``None`` if none does.
 
         ``polyglots``: also scan the artifact as the tar and zip archives it may be as well.
+        Scanners whose :attr:`Scanner.sniff_first_bytes` rule ``head`` out are not asked (those
+        with :attr:`Scanner.sniff_suffixes` still are when the name ends so).
         """
-        for scanner, sniff, deep in _sniffers(self.scanners):
+        low: str | None = None
+        for scanner, sniff, deep, suffixes in _sniffers(self.scanners)[head[0] if head else _EMPTY_HEAD]:
             try:
+                if suffixes is not None:  # asked for its names only: the first byte rules it out
+                    if low is None:
+                        low = art.name.lower()
+                    if not low.endswith(suffixes):
+                        continue
                 ok = sniff(art, head) if deep else sniff(head, art.name)
                 if not ok:
                     continue
@@ -657,20 +673,36 @@ def _archive_scanner() -> Any:
     return archive_scanner
 
 
-#: ``(scanners, their sniffers)`` of the last list :func:`_sniffers` was asked for (one tuple, read
-#: at once: the guard scans from several threads).
-_SNIFFERS: list[tuple[list[Scanner], tuple[tuple[Scanner, Any, bool], ...]]] = []
+#: One dispatch entry: the scanner, its sniff method (bound once), whether it sniffs the whole
+#: artifact, and the name endings it is asked for (``None``: asked whatever the name).
+_Sniffer = tuple[Scanner, Any, bool, tuple[str, ...] | None]
+#: The index of :func:`_sniffers`' entry for an empty head (no first byte).
+_EMPTY_HEAD = 256
+#: ``(scanners, their dispatch table)`` of the last list :func:`_sniffers` was asked for (one
+#: tuple, read at once: the guard scans from several threads).
+_SNIFFERS: list[tuple[list[Scanner], tuple[tuple[_Sniffer, ...], ...]]] = []
 
 
-def _sniffers(scanners: list[Scanner]) -> tuple[tuple[Scanner, Any, bool], ...]:
-    """Each scanner with its sniff method (bound once) and whether it sniffs the whole artifact.
+def _sniffers(scanners: list[Scanner]) -> tuple[tuple[_Sniffer, ...], ...]:
+    """The dispatch table of ``scanners``: the scanners to ask, in order, for each first byte.
 
-    A scan's scanners are one list for all its files: the methods are bound once for it, not once
-    per scanner and file.
+    Row :data:`_EMPTY_HEAD` serves an empty head. Sniff methods are bound once.
+    A scanner whose :attr:`Scanner.sniff_first_bytes` leave a byte out is absent from that byte's
+    row, or present with its :attr:`Scanner.sniff_suffixes` (asked only for those names). A scan's
+    scanners are one list for all its files: the table is built once for it.
     """
     last = _SNIFFERS[0] if _SNIFFERS else None
     if last is not None and last[0] is scanners:
         return last[1]
-    found = tuple((s, s.sniff_artifact if s.deep_sniff else s.sniff, s.deep_sniff) for s in scanners)
-    _SNIFFERS[:] = [(scanners, found)]
-    return found
+    rows: list[list[_Sniffer]] = [[] for _ in range(_EMPTY_HEAD + 1)]
+    for s in scanners:
+        sniff = s.sniff_artifact if s.deep_sniff else s.sniff
+        firsts = s.sniff_first_bytes
+        for byte, row in enumerate(rows):
+            if firsts is None or byte == _EMPTY_HEAD or byte in firsts:
+                row.append((s, sniff, s.deep_sniff, None))
+            elif s.sniff_suffixes:
+                row.append((s, sniff, s.deep_sniff, tuple(x.lower() for x in s.sniff_suffixes)))
+    table = tuple(tuple(row) for row in rows)
+    _SNIFFERS[:] = [(scanners, table)]
+    return table

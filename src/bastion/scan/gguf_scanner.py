@@ -490,6 +490,7 @@ class GgufScanner(Scanner):
     title: ClassVar[str] = "GGUF header and chat-template checker"
     formats: ClassVar[tuple[str, ...]] = ("gguf",)
     priority: ClassVar[int] = 30
+    sniff_first_bytes: ClassVar[bytes | None] = b"G"  # ``GGUF``
     references: ClassVar[tuple[str, ...]] = (
         "https://github.com/ggml-org/ggml/blob/master/docs/gguf.md",
         "https://github.com/advisories/GHSA-56xg-wfcc-g829",

@@ -204,17 +204,18 @@ def superblock_offset(source: bytes | IO[bytes], size: int | None, *, head: byte
         data, stream = head, source
         if size is None:
             size = stream.seek(0, io.SEEK_END)
+    n = len(HDF5_MAGIC)
     offset = 0
-    while offset + len(HDF5_MAGIC) <= size:
-        if offset + len(HDF5_MAGIC) <= len(data):
-            sig = data[offset : offset + len(HDF5_MAGIC)]
-        elif stream is not None:
-            stream.seek(offset)
-            sig = stream.read(len(HDF5_MAGIC))
-        else:
+    while offset + n <= size:
+        if offset + n <= len(data):
+            if data.startswith(HDF5_MAGIC, offset):
+                return offset
+        elif stream is None:
             return None
-        if sig == HDF5_MAGIC:
-            return offset
+        else:
+            stream.seek(offset)
+            if stream.read(n) == HDF5_MAGIC:
+                return offset
         offset = 512 if offset == 0 else offset * 2
     return None
 

@@ -45,6 +45,8 @@ class JoblibScanner(Scanner):
     title: ClassVar[str] = "joblib compressed-file scanner"
     formats: ClassVar[tuple[str, ...]] = ("zlib", "lzma", "joblib-zfile", "lz4")
     priority: ClassVar[int] = 30
+    #: zlib (``0x78``), ``ZF``, lz4 (``0x04``), lzma-alone (``0x5d``)
+    sniff_first_bytes: ClassVar[bytes | None] = b"\x78Z\x04\x5d"
     references: ClassVar[tuple[str, ...]] = (
         "https://joblib.readthedocs.io/en/stable/persistence.html",
         "https://github.com/joblib/joblib/blob/main/joblib/compressor.py",

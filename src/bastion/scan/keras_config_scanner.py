@@ -41,6 +41,8 @@ class KerasConfigScanner(Scanner):
     title: ClassVar[str] = "Keras config file scanner"
     formats: ClassVar[tuple[str, ...]] = ("keras-config",)
     priority: ClassVar[int] = 60
+    sniff_first_bytes: ClassVar[bytes | None] = b""  # names only
+    sniff_suffixes: ClassVar[tuple[str, ...]] = (".json",)
     references: ClassVar[tuple[str, ...]] = (
         "https://keras.io/guides/serialization_and_saving/",
         "https://nvd.nist.gov/vuln/detail/CVE-2024-3660",

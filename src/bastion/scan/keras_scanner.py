@@ -39,6 +39,7 @@ class KerasScanner(Scanner):
     title: ClassVar[str] = "Keras archive scanner"
     formats: ClassVar[tuple[str, ...]] = ("keras",)
     priority: ClassVar[int] = 15
+    sniff_first_bytes: ClassVar[bytes | None] = b"P"  # zip magic
     references: ClassVar[tuple[str, ...]] = (
         "https://keras.io/guides/serialization_and_saving/",
         "https://nvd.nist.gov/vuln/detail/CVE-2024-3660",

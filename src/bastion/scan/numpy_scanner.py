@@ -187,6 +187,7 @@ class NumpyScanner(Scanner):
     title: ClassVar[str] = "numpy array file scanner"
     formats: ClassVar[tuple[str, ...]] = ("npy", "npz")
     priority: ClassVar[int] = 20
+    sniff_first_bytes: ClassVar[bytes | None] = b"\x93P"  # ``.npy`` or zip magic
     references: ClassVar[tuple[str, ...]] = (
         "https://numpy.org/doc/stable/reference/generated/numpy.lib.format.html",
         "https://nvd.nist.gov/vuln/detail/CVE-2019-6446",

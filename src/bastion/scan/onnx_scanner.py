@@ -134,6 +134,8 @@ class OnnxScanner(Scanner):
     title: ClassVar[str] = "ONNX model scanner"
     formats: ClassVar[tuple[str, ...]] = ("onnx",)
     priority: ClassVar[int] = 40
+    sniff_first_bytes: ClassVar[bytes | None] = b"\x08"  # ``ir_version``'s tag, or an ONNX name
+    sniff_suffixes: ClassVar[tuple[str, ...]] = (".onnx", ".ort")
     references: ClassVar[tuple[str, ...]] = (
         "https://onnx.ai/onnx/repo-docs/ExternalData.html",
         "https://nvd.nist.gov/vuln/detail/CVE-2024-27318",

@@ -77,6 +77,8 @@ class PyTorchScanner(Scanner):
     title: ClassVar[str] = "PyTorch checkpoint scanner"
     formats: ClassVar[tuple[str, ...]] = ("pytorch-zip", "torchscript", "pytorch-legacy")
     priority: ClassVar[int] = 10
+    #: zip magic (``PK``), or the legacy magic number (a pickle: ``\x80``)
+    sniff_first_bytes: ClassVar[bytes | None] = b"P\x80"
     references: ClassVar[tuple[str, ...]] = (
         "https://pytorch.org/docs/stable/notes/serialization.html",
         "https://github.com/advisories/GHSA-53q9-r3pm-6pq6",

@@ -249,6 +249,8 @@ class SavedModelScanner(Scanner):
     title: ClassVar[str] = "TensorFlow SavedModel graph scanner"
     formats: ClassVar[tuple[str, ...]] = ("savedmodel", "tf-graphdef", "keras-metadata")
     priority: ClassVar[int] = 35
+    sniff_first_bytes: ClassVar[bytes | None] = b""  # names only
+    sniff_suffixes: ClassVar[tuple[str, ...]] = (".pb", ".pbtxt")
     references: ClassVar[tuple[str, ...]] = (
         "https://www.tensorflow.org/guide/saved_model",
         "https://github.com/tensorflow/tensorflow/blob/master/SECURITY.md",

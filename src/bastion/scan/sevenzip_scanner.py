@@ -63,6 +63,7 @@ class SevenZipScanner(Scanner):
     title: ClassVar[str] = "7z archive scanner"
     formats: ClassVar[tuple[str, ...]] = ("7z",)
     priority: ClassVar[int] = 50
+    sniff_first_bytes: ClassVar[bytes | None] = b"7"  # the 7z signature
     references: ClassVar[tuple[str, ...]] = ("https://py7zr.readthedocs.io/",)
     threat_model: ClassVar[str] = "The attacker wraps a malicious model in a 7z archive or builds a 7z bomb."
 

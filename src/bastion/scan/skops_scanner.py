@@ -271,6 +271,7 @@ class SkopsScanner(Scanner):
     title: ClassVar[str] = "skops archive scanner"
     formats: ClassVar[tuple[str, ...]] = ("skops",)
     priority: ClassVar[int] = 16
+    sniff_first_bytes: ClassVar[bytes | None] = b"P"  # zip magic
     references: ClassVar[tuple[str, ...]] = _REFS
     threat_model: ClassVar[str] = (
         "The attacker ships a .skops file whose schema names a type or callable of their choice; "

@@ -316,3 +316,57 @@ def test_a_stale_compiled_copy_is_never_used(monkeypatch: pytest.MonkeyPatch) ->
     assert [r.id for r in rules] == [r.id for r in policy.load_rules("deny", text)[1]]
     # a rule file given by the user is always read from its own text
     assert policy.load_rules("deny", edited, source="mine.toml")[0].startswith("edited-")
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_the_console_script_pauses_garbage_collection_until_the_scanners_are_loaded(
+    tmp_path: Path, jobs: str
+) -> None:
+    """``bastion scan`` in its own process loads its modules with the collector off, then resumes
+    it (what exists frozen out of it) before the first file, forked workers included; the
+    result is the scan's own."""
+    folder = _folder(tmp_path, n=6)
+    (folder / "evil.pkl").write_bytes(b"cos\nsystem\n(S'true'\ntR.")
+    code = (
+        "import gc, sys\n"
+        "from bastion.cli import scan_cmd\n"
+        "from bastion.scan import engine\n"
+        "seen = []\n"
+        "resume = scan_cmd._resume_gc\n"
+        "def spy():\n"
+        "    seen.append(('before', gc.isenabled()))\n"
+        "    resume()\n"
+        "    seen.append(('after', gc.isenabled(), gc.get_freeze_count() > 1000))\n"
+        "scan_cmd._resume_gc = spy\n"
+        "scan_one = engine._scan_one\n"
+        "def scan_one_spy(*a, **k):\n"
+        "    assert gc.isenabled()  # every file, in this process and in the workers\n"
+        "    return scan_one(*a, **k)\n"
+        "engine._scan_one = scan_one_spy\n"
+        "import atexit\n"
+        "atexit.register(lambda: sys.stderr.write(f'SEEN {seen}\\n'))\n"
+        "from bastion.cli.main import run\n"
+        f"sys.argv = ['bastion', 'scan', {str(folder)!r}, '-f', 'json', '-j', {jobs!r}]\n"
+        "run()\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1, proc.stderr
+    import json
+
+    assert sorted(f["verdict"] for f in json.loads(proc.stdout)["files"]) == ["malicious"] + ["safe"] * 6
+    assert "SEEN [('before', False), ('after', True, True)]" in proc.stderr, proc.stderr
+
+
+def test_a_scan_called_in_process_leaves_garbage_collection_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``run(argv)`` (tests, embedding) neither pauses nor freezes the caller's collector."""
+    import gc
+
+    called: list[bool] = []
+    monkeypatch.setattr(scan_cmd, "_resume_gc", lambda: called.append(True))
+    frozen = gc.get_freeze_count()
+    assert gc.isenabled()
+    assert cli.run(["scan", str(_folder(tmp_path)), "-f", "json", "-j", "1"]) == 0
+    assert gc.isenabled() and gc.get_freeze_count() == frozen and not called
+    assert _common.state["gc_paused"] is False

@@ -59,6 +59,7 @@ def scan_models(
     progress: Callable[[int, int, str], None] | None = ...,
     digest: bool = ...,
     records: Literal[False] = ...,
+    on_ready: Callable[[], None] | None = ...,
 ) -> ScanResult: ...
 
 
@@ -73,6 +74,7 @@ def scan_models(
     progress: Callable[[int, int, str], None] | None = ...,
     digest: bool = ...,
     records: Literal[True],
+    on_ready: Callable[[], None] | None = ...,
 ) -> ScanRecords: ...
 
 
@@ -86,6 +88,7 @@ def scan_models(
     progress: Callable[[int, int, str], None] | None = None,
     digest: bool = True,
     records: bool = False,
+    on_ready: Callable[[], None] | None = None,
 ) -> ScanResult | ScanRecords:
     """:func:`scan` with the scanner's options: extra rule files, worker processes, progress.
 
@@ -100,6 +103,8 @@ def scan_models(
         records: return the scanner's plain records (``ScanRecords``: the same fields as
             ``ScanResult``, no pydantic import for a scan without findings) instead of the model;
             what ``bastion scan`` renders its JSON from.
+        on_ready: called once the scanners are loaded, before the first file is scanned and
+            before worker processes fork.
 
     Raises:
         ScanError: a path does not exist.
@@ -126,6 +131,7 @@ def scan_models(
         jobs=jobs,
         progress=progress,
         digest=digest,
+        on_ready=on_ready,
     )
     found.bastion_version = __version__
     return found if records else found.to_result()

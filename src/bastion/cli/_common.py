@@ -116,7 +116,7 @@ def print_line(text: str) -> None:
 #: ``debug``: ``--debug`` given; ``interrupt_said``: a command already said what Ctrl-C interrupted
 #: (else :func:`bastion.cli.main.run` prints "aborted" for its exit 130); ``own_process``: the CLI
 #: is the process (the console script), so it may change how signals are handled (:func:`settle`).
-state = {"debug": False, "interrupt_said": False, "own_process": False}
+state = {"debug": False, "interrupt_said": False, "own_process": False, "gc_paused": False}
 
 
 def settle() -> None:

@@ -13,6 +13,7 @@ This module is the console script's entry point (:func:`run`) and stays light: `
 from __future__ import annotations
 
 import contextlib
+import gc
 import importlib
 import sys
 from collections.abc import Sequence
@@ -196,6 +197,12 @@ def run(argv: list[str] | None = None) -> int:
     """
     request = _scan_request(sys.argv[1:] if argv is None else argv)
     state["own_process"] = argv is None
+    if argv is None and request is not None:
+        # `bastion scan` in its own process: no garbage collection while its modules load (their
+        # objects live until exit; a collection there only re-walks them); the scan resumes it,
+        # with those objects frozen out of it, before the first file (scan_cmd._resume_gc)
+        gc.disable()
+        state["gc_paused"] = True
     if argv is None:  # every command: a vanished stderr must not change the exit code
         _guard_stderr()
     code: int | None = None

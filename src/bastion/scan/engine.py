@@ -836,12 +836,17 @@ def scan_records(
     progress: Progress | None = None,
     digest: bool = True,
     report_allowed: bool = False,
+    on_ready: Callable[[], None] | None = None,
 ) -> ScanRecords:
     """:func:`scan_paths` (same arguments, same errors), returning the scanner's plain records.
 
     :class:`~bastion.core._scan_records.ScanRecords` has the fields of ``ScanResult`` and builds
     it with ``to_result()``; no pydantic import unless a scanner reports a finding. For renderers
     that need no model, e.g. ``bastion scan -f json``.
+
+    ``on_ready`` (if given) is called once the scanners are loaded, before the first file is
+    scanned and before any worker process forks (``bastion scan`` resumes garbage collection
+    there: see :func:`bastion.cli.main.run`).
 
     Returns:
         One :class:`~bastion.core._scan_records.FileRecord` per file found.
@@ -918,6 +923,8 @@ def scan_records(
     done: dict[int, FileRecord] = {}
     if workers == 1:
         scanners = _scanners()
+        if on_ready is not None:
+            on_ready()
         for n, (i, (display, path)) in enumerate(todo, 1):
             done[i] = _scan_one(display, path, policy, lim, scanners, digest)
             if progress is not None:
@@ -930,6 +937,8 @@ def scan_records(
         # forked workers inherit them instead of each importing them again.
         scanners = _scanners()
         _warm_up(policy, lim, scanners)
+        if on_ready is not None:
+            on_ready()
         others: _Workers
         try:
             if _start_method() == "fork":

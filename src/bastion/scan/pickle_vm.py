@@ -2342,6 +2342,13 @@ class _VM:
                         raise LimitReached("pickle stack too deep")
                     stack.append(buf[i + 1])
                     continue
+                elif code == _STOP:  # every stream's last opcode: ends the run without raising _Stop
+                    self.op_name = "STOP"
+                    count += 1
+                    self.pop()
+                    self.res.end = r.pos
+                    self.res.complete = True
+                    return
                 handler = handlers[code]
                 if handler is None:
                     raise ValueError(f"invalid pickle opcode 0x{code:02x}")
@@ -3236,6 +3243,7 @@ del _code, _name, _handler
 _MEMOIZE: Final = 0x94  # pickle.MEMOIZE
 _SHORT_BINUNICODE: Final = 0x8C  # pickle.SHORT_BINUNICODE
 _BININT1: Final = 0x4B  # pickle.BININT1
+_STOP: Final = 0x2E  # pickle.STOP
 
 
 def emulate(

@@ -6,8 +6,12 @@ the pickles would create must never appear.
 
 from __future__ import annotations
 
+import io
 import os
+import pickle
 import struct
+import tarfile
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -376,3 +380,83 @@ def test_os_access_pattern_matches_as_the_quadratic_one_did(text: str) -> None:
     new = next(p for kind, p, _ in _rx().patterns if kind == "os-access")
     a, b = old.search(text), new.search(text)
     assert (a.span() if a else None) == (b.span() if b else None)
+
+
+# ---------------------------------------------------------------- trial 33: a tar of a zip checkpoint
+def _torch_zip(evil: bool = False) -> bytes:
+    """A PyTorch-style zip checkpoint (``archive/data.pkl``), harmless or with ``os.system``."""
+    buf = io.BytesIO()
+    payload = b"cos\nsystem\n(S'true'\ntR." if evil else pickle.dumps({"w": [0.5] * 8}, protocol=2)
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("archive/data.pkl", payload)
+        zf.writestr("archive/version", "3\n")
+    return buf.getvalue()
+
+
+def _tarred(members: dict[str, bytes], mode: str = "w") -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode=mode) as tf:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("mode", ["w", "w:gz"])
+@pytest.mark.parametrize("layout", ["only", "last", "first"])
+def test_trial33_a_tar_of_a_zip_checkpoint_is_not_a_polyglot(tmp_path: Path, mode: str, layout: str) -> None:
+    """``model.tar.gz`` holding ``model.pt``: zipfile finds the member's end record at the tail
+    (the member is the zip), which is no hidden archive: safe, no ``appended-zip``."""
+    members = {"model.pt": _torch_zip()}
+    if layout == "last":
+        members = {"README.txt": b"weights\n", **members}
+    elif layout == "first":
+        members = {**members, "notes.json": b"{}"}
+    path = tmp_path / ("model.tar.gz" if mode.endswith("gz") else "model.tar")
+    path.write_bytes(_tarred(members, mode))
+    res = scan_file(path)
+    assert res.verdict.value == "safe", [f.rule_id for f in res.findings]
+    assert res.findings == []
+
+
+def test_trial33_a_malicious_checkpoint_in_a_tar_is_still_malicious(tmp_path: Path) -> None:
+    path = tmp_path / "model.tar"
+    path.write_bytes(_tarred({"model.pt": _torch_zip(evil=True)}))
+    res = scan_file(path)
+    assert res.verdict.value == "malicious"
+    assert "scan.pickle.denied-global" in {f.rule_id for f in res.findings}
+    assert "scan.archive.appended-zip" not in {f.rule_id for f in res.findings}
+
+
+def test_trial33_a_zip_appended_after_a_tar_is_still_a_polyglot(tmp_path: Path) -> None:
+    """A zip after the tar's end (no member holds it) is what the finding is for."""
+    path = tmp_path / "model.tar"
+    path.write_bytes(_tarred({"notes.txt": b"hello\n"}) + _torch_zip(evil=True))
+    res = scan_file(path)
+    rules = {f.rule_id for f in res.findings}
+    assert res.verdict.value == "malicious"
+    assert {"scan.archive.appended-zip", "scan.pickle.denied-global"} <= rules
+
+
+def test_trial33_in_one_tar_member_is_exact_about_the_member_bounds(tmp_path: Path) -> None:
+    """Inside one regular member's data, bounds included; a byte past it, or no tar: no."""
+    from bastion.scan.archive_scanner import in_one_tar_member
+    from bastion.scan.base import Artifact, ScanContext, ScanLimits
+    from bastion.scan.engine import _scanners, load_rule_files
+
+    def art(data: bytes) -> Artifact:
+        ctx = ScanContext(load_rule_files((), (), ()), ScanLimits(), _scanners())
+        stream = io.BytesIO(data)
+        return Artifact(path="t", member=None, name="t", stream=stream, size=len(data), depth=0, ctx=ctx)
+
+    data = _tarred({"a.bin": b"x" * 100, "b.bin": b"y" * 700})
+    with tarfile.open(fileobj=io.BytesIO(data)) as tf:
+        members = {m.name: m for m in tf}
+    a, b = members["a.bin"], members["b.bin"]
+    assert in_one_tar_member(art(data), a.offset_data, a.offset_data + 100)
+    assert in_one_tar_member(art(data), b.offset_data + 10, b.offset_data + 700)
+    assert not in_one_tar_member(art(data), b.offset_data, b.offset_data + 701)
+    assert not in_one_tar_member(art(data), a.offset_data, b.offset_data + 1)  # two members
+    assert not in_one_tar_member(art(data), 0, 10)  # the header, not data
+    assert not in_one_tar_member(art(b"not a tar at all" * 40), 0, 10)

@@ -119,6 +119,10 @@ def open_zip(art: Artifact) -> zipfile.ZipFile:
         raise BadZip(str(exc)) from exc
 
 
+#: The size of a zip end-of-central-directory record without its comment.
+_END_RECORD_SIZE = 22
+
+
 def _end_record(stream: IO[bytes]) -> tuple[int, int, bool] | None:
     """``(prepended bytes, end record offset, zip64)`` as ``zipfile`` reads the end record.
 
@@ -174,8 +178,18 @@ def _ambiguous_directory(stream: IO[bytes]) -> str | None:
 
 def zip_start(stream: IO[bytes]) -> int:
     """Where a zip found by its end record at the tail starts (the bytes before it); 0 if none."""
+    return zip_span(stream)[0]
+
+
+def zip_span(stream: IO[bytes]) -> tuple[int, int]:
+    """``(start, end)``: the bytes of the zip ``zipfile`` finds by its end record at the tail.
+
+    ``end`` is just past the end record (its comment aside); ``(0, 0)`` when there is none.
+    """
     end = _end_record(stream)
-    return max(end[0], 0) if end is not None else 0
+    if end is None:
+        return 0, 0
+    return max(end[0], 0), end[1] + _END_RECORD_SIZE
 
 
 def walk_zip(

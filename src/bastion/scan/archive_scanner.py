@@ -81,6 +81,29 @@ def _tar_header(head: bytes) -> bool:
     return stored in (unsigned, signed)
 
 
+def in_one_tar_member(art: Artifact, start: int, end: int) -> bool:
+    """Whether bytes ``[start, end)`` of ``art`` (a tar archive) lie inside one member's data.
+
+    A tar whose member is a zip (a ``model.tar.gz`` of a ``.pt`` checkpoint) ends with that
+    zip's end record: ``zipfile`` finds the member's zip there, which the tar scan reads as a
+    member. Reads the headers only, as many as the member limit allows; ``False`` when the
+    archive cannot be read that far.
+    """
+    import tarfile
+
+    art.stream.seek(0)
+    try:
+        with tarfile.open(fileobj=art.stream, mode="r:") as tf:
+            for count, m in enumerate(tf, 1):
+                if count > art.ctx.limits.max_members:
+                    return False
+                if m.isreg() and m.offset_data <= start and end <= m.offset_data + m.size:
+                    return True
+    except (tarfile.TarError, OSError, EOFError, ValueError):
+        return False
+    return False
+
+
 def scan_tar(art: Artifact) -> Outcome:
     """Scan ``art`` as a tar archive (each member by its magic); for other scanners' polyglots."""
     return ArchiveScanner()._tar(art)

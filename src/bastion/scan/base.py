@@ -551,6 +551,10 @@ class ScanContext:
         that zip. Such a file is a polyglot (``scan.archive.appended-zip``, medium) and its zip
         is scanned under the file's own name, so the scanners that go by name (``.skops``,
         ``.keras``) judge it as its loader would. The first check costs one read of the tail.
+
+        A tar archive whose zip is one of its members' data (a ``model.tar`` of a ``.pt``
+        checkpoint: the member's end record ends the tar) is not a polyglot: no finding, and
+        the zip is still scanned under the file's name.
         """
         if head.startswith(ZIP_MAGICS) or art.size is None or art.size < 22:
             return out
@@ -560,27 +564,29 @@ class ScanContext:
             return out
         import zipfile
 
-        from bastion.scan._zip import zip_start
+        from bastion.scan._zip import zip_span
 
-        start = zip_start(art.stream)
+        start, end = zip_span(art.stream)
         try:
             art.stream.seek(0)
             zipfile.ZipFile(art.stream).close()  # does zipfile read an archive there?
         except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError, KeyError):
             return out
         label = f"<zip appended at {start}>"
-        out.findings.append(
-            art.finding(
-                "scan.archive.appended-zip",
-                Severity.MEDIUM,
-                f"File is also a zip archive (from offset {start}), read as one by zipfile-based loaders",
-                offset=start,
-                evidence={"zip_offset": start},
-                remediation="skops.io, Keras and zipfile read the appended archive, not the file's "
-                "own format; rebuild the file from a trusted source.",
-                references=("https://docs.python.org/3/library/zipfile.html",),
+        archive = _ARCHIVE_SCANNER[0] if _ARCHIVE_SCANNER else _archive_scanner()
+        if not (archive._is_tar(head) and archive.in_one_tar_member(art, start, end)):
+            out.findings.append(
+                art.finding(
+                    "scan.archive.appended-zip",
+                    Severity.MEDIUM,
+                    f"File is also a zip archive (from offset {start}), read as one by zipfile-based loaders",
+                    offset=start,
+                    evidence={"zip_offset": start},
+                    remediation="skops.io, Keras and zipfile read the appended archive, not the file's "
+                    "own format; rebuild the file from a trusted source.",
+                    references=("https://docs.python.org/3/library/zipfile.html",),
+                )
             )
-        )
         if start > 0:  # an archive appended as it was: scanned from its start, by name
             art.stream.seek(start)
             data, length = self.spool(art.stream, what="appended zip archive")

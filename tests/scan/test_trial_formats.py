@@ -460,3 +460,30 @@ def test_trial33_in_one_tar_member_is_exact_about_the_member_bounds(tmp_path: Pa
     assert not in_one_tar_member(art(data), a.offset_data, b.offset_data + 1)  # two members
     assert not in_one_tar_member(art(data), 0, 10)  # the header, not data
     assert not in_one_tar_member(art(b"not a tar at all" * 40), 0, 10)
+
+
+# ---------------------------------------------------------------- trial 33: pickles named for other formats
+@pytest.mark.parametrize("protocol", [2, 3, 4, 5])
+@pytest.mark.parametrize(
+    "name", ["model.safetensors", "saved_model.pb", "fingerprint.pb", "graph.pb", "saved_model.pbtxt"]
+)
+def test_trial33_a_pickle_named_for_a_name_read_format_is_judged_as_the_pickle(
+    tmp_path: Path, name: str, protocol: int
+) -> None:
+    """The name picks the safetensors or SavedModel scanner, the bytes are a pickle: judged as
+    the pickle (malicious), not an ``error`` of the named format."""
+    path = tmp_path / name
+    path.write_bytes(os_system_payload(tmp_path / "never", protocol=protocol))
+    res = scan_file(path)
+    assert res.verdict is Verdict.MALICIOUS, (res.format, res.reason)
+    assert res.format == "pickle"
+    assert "scan.pickle.denied-global" in {f.rule_id for f in res.findings}
+
+
+def test_trial33_a_damaged_safetensors_file_is_still_its_own_error(tmp_path: Path) -> None:
+    """Bytes that are no other format keep the safetensors scanner's own reason."""
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(struct.pack("<Q", 1 << 40) + b"{}")
+    res = scan_file(path)
+    assert res.verdict is Verdict.ERROR and res.format == "safetensors"
+    assert "exceeds" in (res.reason or "")

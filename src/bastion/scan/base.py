@@ -33,6 +33,7 @@ log = get_logger(__name__)
 
 __all__ = [
     "ATLAS_IDS",
+    "MAGICS_OF_OTHER_FORMATS",
     "ZIP_MAGICS",
     "Artifact",
     "BombError",
@@ -44,6 +45,7 @@ __all__ = [
     "StreamBombError",
     "TimeLimitExceeded",
     "is_model_name",
+    "starts_as_another_format",
 ]
 
 #: Largest byte region :meth:`Artifact.scan_region` reads and scans as a member of its own.
@@ -56,6 +58,30 @@ ATLAS_IDS = [atlas.UNSAFE_ARTIFACTS, atlas.SUPPLY_CHAIN_MODEL]
 #: with one is a zip); the end record's is what ``zipfile`` looks for at a file's tail.
 ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06", b"PK\x07\x08")
 _ZIP_END_RECORD = ZIP_MAGICS[1]
+#: The magic bytes of the formats scanners read by magic (zip, gzip, bz2, xz, 7z, ``.npy``,
+#: GGUF, HDF5): bytes starting so are that format, whatever a file's name says.
+MAGICS_OF_OTHER_FORMATS = (
+    *ZIP_MAGICS,
+    b"\x1f\x8b",
+    b"BZh",
+    b"\xfd7zXZ\x00",
+    b"7z\xbc\xaf\x27\x1c",
+    b"\x93NUMPY",
+    b"GGUF",
+    b"\x89HDF\r\n\x1a\n",
+)
+
+
+def starts_as_another_format(head: bytes) -> bool:
+    """Whether ``head`` starts as a pickle (``0x80``, protocol 0-5) or another format's magic.
+
+    The magic bytes are :data:`MAGICS_OF_OTHER_FORMATS`. For the scanners that take a file by
+    its name (``.safetensors``, ``saved_model.pb``): such bytes that do not parse as their format
+    go on to the scanner of what they are (a pickle renamed ``model.safetensors`` is judged as
+    the pickle ``torch.load`` would run; trial 33).
+    """
+    return (len(head) >= 2 and head[0] == 0x80 and head[1] <= 5) or head.startswith(MAGICS_OF_OTHER_FORMATS)
+
 
 #: File-name suffixes that mark a file as a model (a file with one of them that cannot be
 #: scanned is an ``error``, not ``skipped``).

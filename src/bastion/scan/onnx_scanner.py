@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 from bastion.core.errors import MissingExtraError, require
 from bastion.core.registry import register
 from bastion.core.severity import Severity
-from bastion.scan.base import Artifact, NotThisFormat, Outcome, Scanner
+from bastion.scan.base import MAGICS_OF_OTHER_FORMATS, Artifact, NotThisFormat, Outcome, Scanner
 
 __all__ = ["STANDARD_DOMAINS", "OnnxScanner", "location_escapes"]
 
@@ -30,7 +30,6 @@ __all__ = ["STANDARD_DOMAINS", "OnnxScanner", "location_escapes"]
 STANDARD_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml", "ai.onnx.preview.training"})
 _FIELD_TAGS = frozenset({0x12, 0x1A, 0x22, 0x28, 0x32, 0x3A, 0x42, 0x72, 0xA2, 0xCA})
 _MAX_BYTES = (2 << 30) - 1
-_OTHER_MAGIC = (b"PK\x03\x04", b"PK\x05\x06", b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00", b"\x93NUMPY")
 _DRIVE = re.compile(r"^[A-Za-z]:")
 _EXTERNAL = 1  # onnx.TensorProto.EXTERNAL
 
@@ -153,7 +152,7 @@ class OnnxScanner(Scanner):
         Bytes that carry another format's magic (pickle, zip, gzip, npy ...) are never ONNX,
         whatever their name.
         """
-        if head[:1] == b"\x80" or head.startswith(_OTHER_MAGIC):
+        if head[:1] == b"\x80" or head.startswith(MAGICS_OF_OTHER_FORMATS):
             return False  # a pickle, archive or array renamed .onnx goes to its own scanner
         if name.lower().endswith((".onnx", ".ort")):
             return True

@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 
 from bastion.core.registry import register
 from bastion.core.severity import Severity
-from bastion.scan.base import Artifact, NotThisFormat, Outcome, Scanner
+from bastion.scan.base import Artifact, NotThisFormat, Outcome, Scanner, starts_as_another_format
 
 __all__ = ["DTYPE_BYTES", "MAX_HEADER", "SafetensorsScanner"]
 
@@ -103,9 +103,9 @@ class SafetensorsScanner(Scanner):
         raw = stream.read(8)
 
         def bad(reason: str) -> Outcome:
-            if named:
+            if named and not starts_as_another_format(raw):
                 return Outcome.error("safetensors", reason)
-            raise NotThisFormat(reason)
+            raise NotThisFormat(reason)  # not safetensors: a pickle (or zip ...) goes on to its scanner
 
         if len(raw) < 8:
             return bad("file shorter than the 8-byte header length")

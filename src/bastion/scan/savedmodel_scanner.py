@@ -25,7 +25,7 @@ from bastion.core.registry import register
 from bastion.core.severity import Severity
 from bastion.scan._keras import check_keras_config
 from bastion.scan._protowire import WireError, fields, strings
-from bastion.scan.base import Artifact, NotThisFormat, Outcome, Scanner
+from bastion.scan.base import Artifact, NotThisFormat, Outcome, Scanner, starts_as_another_format
 from bastion.scan.policy import shipped_rules_text
 
 __all__ = ["OpRule", "SavedModelScanner", "graph_ops", "load_op_rules"]
@@ -279,6 +279,8 @@ class SavedModelScanner(Scanner):
         data = artifact.stream.read(_MAX_BYTES + 1)
         if len(data) > _MAX_BYTES:
             return Outcome.error("savedmodel", "protobuf larger than 2 GiB cannot be a valid message")
+        if starts_as_another_format(data[:8]):  # a pickle (zip ...) named .pb: read by its magic
+            raise NotThisFormat("the bytes are another format's, not a protobuf")
         if low == "keras_metadata.pb":
             return self._keras_metadata(artifact, data)
         if low == "fingerprint.pb":

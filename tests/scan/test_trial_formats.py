@@ -24,7 +24,7 @@ from bastion.scan import scan_file
 from bastion.scan.gguf_scanner import template_findings
 from bastion.scan.savedmodel_scanner import text_graph_ops
 
-from ._factories import os_system_payload
+from ._factories import global_call, os_system_payload
 from ._formats import (
     BENIGN_TEMPLATE,
     gguf_bytes,
@@ -487,3 +487,32 @@ def test_trial33_a_damaged_safetensors_file_is_still_its_own_error(tmp_path: Pat
     res = scan_file(path)
     assert res.verdict is Verdict.ERROR and res.format == "safetensors"
     assert "exceeds" in (res.reason or "")
+
+
+# ---------------------------------------------------------------- trial 33: expression evaluators
+@pytest.mark.parametrize(
+    ("module", "name", "rule"),
+    [
+        ("sympy", "sympify", "deny.expression-evaluators"),
+        ("sympy.core.sympify", "sympify", "deny.expression-evaluators"),
+        ("sympy.parsing.sympy_parser", "parse_expr", "deny.expression-evaluators"),
+        ("sympy", "lambdify", "deny.expression-evaluators"),
+        ("numexpr", "evaluate", "deny.expression-evaluators"),  # CVE-2023-39631
+        ("numexpr.necompiler", "evaluate", "deny.expression-evaluators"),
+        ("pandas", "eval", "deny.pandas-eval"),
+        ("pandas.core.computation.eval", "eval", "deny.expression-evaluators"),
+    ],
+)
+@pytest.mark.parametrize("protocol", [0, 2, 4])
+def test_trial33_libraries_that_eval_a_string_are_denied(
+    tmp_path: Path, module: str, name: str, rule: str, protocol: int
+) -> None:
+    """``sympify("__import__('os').system('id')")`` runs it: critical, not an unknown (medium)
+    global that ``--fail-on high`` lets through."""
+    path = tmp_path / "m.pkl"
+    path.write_bytes(global_call(module, name, protocol=protocol))
+    res = scan_file(path)
+    assert res.verdict is Verdict.MALICIOUS
+    denied = [f for f in res.findings if f.rule_id == "scan.pickle.denied-global"]
+    assert denied and denied[0].severity.value == "critical"
+    assert denied[0].evidence["rule"] == rule

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 import shutil
 from pathlib import Path
 
@@ -90,6 +91,14 @@ def test_signed_model_verifies_and_bom_json_is_cyclonedx_1_6(clinic: Path) -> No
     assert comps["triage"]["hashes"] == [{"alg": "SHA-256", "content": triage.sha256}]
     vendor = {p["name"]: p["value"] for p in comps["vendor-model"]["properties"]}
     assert vendor["bastion:scan.verdict"] == "malicious" and vendor["bastion:signature.status"] == "unsigned"
+    # the scan's findings under the name `bastion bom` writes (and documents), with its count
+    # (trial: `bastion:findings` here, `bastion:scan.findings` there)
+    own, _ = api.model_bom(clinic / "vendor-model.pkl")
+    (alone,) = own["components"]
+    expected = {p["name"]: p["value"] for p in alone["properties"]}["bastion:scan.findings"]
+    assert int(expected) > 0 and vendor["bastion:scan.findings"] == expected
+    assert props["bastion:scan.findings"] == "0"
+    assert not any(p["name"] == "bastion:findings" for c in comps.values() for p in c.get("properties", []))
     # the file's own risks, as `bastion bom` writes them
     assert comps["vendor-model"]["modelCard"]["considerations"]["technicalLimitations"]
     assert "considerations" not in comps["triage"].get("modelCard", {})
@@ -190,6 +199,8 @@ def test_a_models_folder_signed_as_a_whole_verifies_each_asset_in_it(clinic: Pat
     from bastion.core.errors import IntegrityError
 
     cfg = _with_key(clinic)
+    old = clinic / "models" / "old.pkl"  # signed with the folder, removed later
+    old.write_bytes(pickle.dumps({"w": [1.0]}, protocol=2))
     api.sign_model(clinic / "models", key=clinic / "keys" / "key.pem")
     assert (clinic / "models.sig").is_file() and not (clinic / "models" / "digits.pt.sig").exists()
     report = api.assess(cfg, only=["scan"], store=False)
@@ -200,12 +211,35 @@ def test_a_models_folder_signed_as_a_whole_verifies_each_asset_in_it(clinic: Pat
     assert sig["vendor-model"][0] == "unsigned"  # outside models/: no bundle covers it
     checks = {c.asset: c for c in report.checks if c.id == "scan.signature"}
     assert checks["digits"].notes["signature_path"].endswith("models.sig")
-    # one file of the folder changes: only its asset fails, and it is not loaded
+    in_models = {a.name for a in report.assets if (a.path or "").startswith("models/")}
+    assert {"digits", "triage", "diagnosis"} <= in_models
+    # a file of the folder removed (trial: every model still "verified", the removal nowhere):
+    # the folder, signed as a whole, no longer verifies (as `bastion verify models` says), so
+    # none of its models is verified or loaded, and each says why
+    old.unlink()
+    report = api.assess(cfg, only=["scan"], store=False)
+    sig = _assets(report)
+    assert {n: s for n, (s, _) in sig.items() if n in in_models} == dict.fromkeys(in_models, "failed")
+    assert all("old.pkl removed" in (sig[n][1] or "") for n in in_models), sig
+    assert "digits.pt itself has its signed bytes" in (sig["digits"][1] or "")
+    assert str(clinic) not in (sig["digits"][1] or "")  # the project's paths, relative to its folder
+    assert _findings(report, "scan.signature.verification-failed") == in_models
+    assert sig["vendor-model"][0] == "unsigned"
+    bom = json.loads(api.write_outputs(report, tmp_path / "out", fail_on="none")["bom"].read_text())
+    _validate_bom(bom)
+    props = {c["name"]: {p["name"]: p["value"] for p in c["properties"]} for c in bom["components"]}
+    assert props["triage"]["bastion:signature.status"] == "failed"
+    assert "old.pkl removed" in props["triage"]["bastion:signature.reason"]
+    with pytest.raises(IntegrityError, match="not loaded: its signature did not verify"):
+        api.guard_fit(cfg, asset="digits", out=tmp_path / "profile")  # its own bytes are intact
+    # re-signed, then one file of the folder changes: the others fail with it, naming it
+    api.sign_model(clinic / "models", key=clinic / "keys" / "key.pem")
     shutil.copyfile(clinic / "models" / "diagnosis.pt", clinic / "models" / "digits.pt")
     report = api.assess(cfg, only=["scan"], store=False)
     sig = _assets(report)
     assert sig["digits"][0] == "failed" and "digits.pt changed" in (sig["digits"][1] or "")
-    assert sig["triage"][0] == "verified" and sig["diagnosis"][0] == "verified"
-    assert _findings(report, "scan.signature.verification-failed") == {"digits"}
+    assert "digits.pt itself" not in (sig["digits"][1] or "")
+    assert sig["triage"][0] == "failed" and "digits.pt changed" in (sig["triage"][1] or "")
+    assert _findings(report, "scan.signature.verification-failed") == in_models
     with pytest.raises(IntegrityError, match="not loaded: its signature did not verify"):
         api.guard_fit(cfg, asset="digits", out=tmp_path / "profile")

@@ -138,13 +138,16 @@ def test_bom_signature_states(model_dir: Path, keys: tuple[Path, Path]) -> None:
     doc, _ = model_bom(model_dir, key=pub)
     root = {p["name"]: p["value"] for p in doc["metadata"]["component"]["properties"]}
     assert root["bastion:signature.status"] == "failed"
-    # the models themselves did not change: each component says so (only config.json differs)
-    statuses = {
-        c["name"]: {p["name"]: p["value"] for p in c["properties"]}["bastion:signature.status"]
+    # the folder is the signed unit: no file of it is "verified" once it fails (only config.json
+    # differs; each model's reason says so, and that its own bytes are the signed ones)
+    props = [
+        {p["name"]: p["value"] for p in c["properties"]}
         for c in doc["components"]
         if c["type"] == "machine-learning-model"
-    }
-    assert statuses and set(statuses.values()) == {"verified"}, statuses
+    ]
+    assert props and {p["bastion:signature.status"] for p in props} == {"failed"}, props
+    assert all("config.json changed" in p["bastion:signature.reason"] for p in props)
+    assert all("itself has its signed bytes" in p["bastion:signature.reason"] for p in props)
 
 
 def test_bom_of_a_folder_of_files_signed_one_by_one(model_dir: Path, keys: tuple[Path, Path]) -> None:
@@ -191,19 +194,134 @@ def test_bom_of_a_project_holding_a_folder_signed_as_a_whole(
 
     got = statuses(pub)
     assert got["loose.pkl"] == ["unsigned"]
-    assert got["model/model.safetensors"] == ["verified"] and got["model/deep/other.pkl"] == ["verified"]
+    assert got["model/model.safetensors"] == ["verified", "model.sig"]
+    assert got["model/deep/other.pkl"] == ["verified", "model.sig"]
     # trial 32: without --key a signed file is "not checked", not an "error"
     assert statuses(None)["model/deep/other.pkl"] == [
         "unverified",
+        "model.sig",
         "not checked: a signature exists but no public key was given (--key)",
     ]
     (model_dir / "deep" / "other.pkl").write_bytes(pickle.dumps({"w": 3}))
     got = statuses(pub)
-    assert (
-        got["model/deep/other.pkl"][0] == "failed"
-        and "deep/other.pkl changed" in got["model/deep/other.pkl"][1]
-    )
-    assert got["model/model.safetensors"] == ["verified"]  # only the changed file fails
+    assert got["model/deep/other.pkl"][:2] == ["failed", "model.sig"]
+    assert "deep/other.pkl changed" in got["model/deep/other.pkl"][2]
+    # its folder, signed as a whole, fails: so does every file of it (the reason says which differ)
+    assert got["model/model.safetensors"][:2] == ["failed", "model.sig"]
+    assert "deep/other.pkl changed" in got["model/model.safetensors"][2]
+    assert got["loose.pkl"] == ["unsigned"]
+
+
+def _props(comp: dict) -> dict[str, str]:
+    return {p["name"]: p["value"] for p in comp.get("properties", [])}
+
+
+def test_bom_signature_named_decides_for_the_path_and_every_file_in_it(
+    tmp_path: Path, keys: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Trial finding 3: ``-s`` was used for the top level only, another bundle for the files."""
+    torch = pytest.importorskip("torch")
+    from bastion.api import model_bom
+    from bastion.core.errors import ConfigError
+
+    key, pub = keys
+    monkeypatch.chdir(tmp_path)
+    torch.save({"w": torch.zeros(2)}, "single.pt")
+    Path("resnet").mkdir()
+    torch.save({"w": torch.ones(2)}, "resnet/a.pt")
+    assert _run("sign", "single.pt", "--key", str(key))[0] == 0
+    assert _run("sign", "resnet/a.pt", "--key", str(key))[0] == 0  # a.pt.sig: verifies on its own
+    assert _run("sign", "resnet", "--key", str(key))[0] == 0
+
+    def bom(*args: str) -> dict:
+        Path("bom.json").unlink(missing_ok=True)
+        code, out = _run("bom", *args, "--key", str(pub), "-o", "bom.json")
+        assert code == 0, out
+        doc = json.loads(Path("bom.json").read_text())
+        _validate(doc)
+        return doc
+
+    doc = bom("single.pt", "-s", "resnet.sig")  # another model's bundle
+    root = _props(doc["metadata"]["component"])
+    assert root["bastion:signature.status"] == "failed"
+    assert "single.pt added" in root["bastion:signature.reason"]  # the library's "." named
+    (comp,) = doc["components"]
+    assert _props(comp)["bastion:signature.status"] == "failed"  # not verified by single.pt.sig
+    assert _props(comp)["bastion:signature.bundle"] == "resnet.sig"
+    (comp,) = bom("single.pt")["components"]  # its own bundle, named as the one that decided
+    assert _props(comp)["bastion:signature.status"] == "verified"
+    assert _props(comp)["bastion:signature.bundle"] == "single.pt.sig"
+    # a folder's named bundle decides for every file in it, over each file's own <file>.sig
+    doc = bom("resnet", "-s", "single.pt.sig")
+    assert _props(doc["metadata"]["component"])["bastion:signature.status"] == "failed"
+    got = {c["name"]: _props(c) for c in doc["components"] if c["type"] == "machine-learning-model"}
+    assert got["a.pt"]["bastion:signature.status"] == "failed"
+    assert got["a.pt"]["bastion:signature.bundle"] == "single.pt.sig"
+    doc = bom("resnet")  # resnet.sig, the default
+    (comp,) = [c for c in doc["components"] if c["type"] == "machine-learning-model"]
+    assert _props(comp)["bastion:signature.status"] == "verified"
+    assert _props(comp)["bastion:signature.bundle"] == "resnet.sig"
+    # a named bundle that is not there: no BOM, never another bundle's "verified" in its place
+    Path("bom.json").unlink()
+    code, out = _run("bom", "resnet", "--key", str(pub), "-s", "nonexist.sig", "-o", "bom.json")
+    assert code == 2 and "nonexist.sig: no such signature bundle" in out.replace("\n", "")
+    assert not Path("bom.json").exists()
+    assert _run("verify", "resnet", "--key", str(pub), "-s", "nonexist.sig")[0] == 1  # as verify
+    code, out = _run("bom", "resnet", "-s", "resnet")  # a folder is not a bundle
+    assert code == 2 and "is a folder" in out
+    with pytest.raises(ConfigError, match="no such signature bundle"):
+        model_bom("resnet", key=pub, signature="nonexist.sig")
+
+
+def test_bom_of_a_project_whose_signed_folder_lost_a_file(
+    tmp_path: Path, keys: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Trial finding 4: a model removed from ``models/`` (``models.sig``) showed nowhere in ``bom .``."""
+    torch = pytest.importorskip("torch")
+    joblib = pytest.importorskip("joblib")
+    pytest.importorskip("sklearn")
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+
+    key, pub = keys
+    monkeypatch.chdir(tmp_path)
+    x = np.random.default_rng(0).random((20, 3))
+    y = (x[:, 0] > 0.5).astype(int)
+    Path("models/sub").mkdir(parents=True)
+    torch.save({"w": torch.zeros(2)}, "models/clean.pt")
+    joblib.dump(LogisticRegression().fit(x, y), "models/lr.joblib")
+    joblib.dump(LogisticRegression(C=2.0).fit(x, y), "models/sub/lr_z.joblib")
+    joblib.dump(LogisticRegression(C=3.0).fit(x, y), "loose.joblib")
+    assert _run("sign", "models", "--key", str(key))[0] == 0
+    assert _run("sign", "loose.joblib", "--key", str(key))[0] == 0
+    Path("models/lr.joblib").unlink()
+    code, out = _run("verify", "models", "--key", str(pub))
+    assert code == 1 and "lr.joblib removed" in out
+
+    def bom(path: str) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
+        Path("bom.json").unlink(missing_ok=True)
+        code, out = _run("bom", path, "--key", str(pub), "-o", "bom.json")
+        assert code == 0, out
+        doc = json.loads(Path("bom.json").read_text())
+        _validate(doc)
+        comps = {c["name"]: _props(c) for c in doc["components"] if c["type"] == "machine-learning-model"}
+        return _props(doc["metadata"]["component"]), comps
+
+    root, comps = bom(".")
+    assert set(comps) == {"models/clean.pt", "models/sub/lr_z.joblib", "loose.joblib"}
+    for name in ("models/clean.pt", "models/sub/lr_z.joblib"):
+        assert comps[name]["bastion:signature.status"] == "failed", comps[name]
+        assert comps[name]["bastion:signature.bundle"] == "models.sig"
+        reason = comps[name]["bastion:signature.reason"]
+        assert "lr.joblib removed (signed, now missing)" in reason and "itself has its signed bytes" in reason
+        assert str(tmp_path) not in reason  # paths as the user wrote them
+    assert comps["loose.joblib"]["bastion:signature.status"] == "verified"  # its own bundle holds
+    # the project folder has no bundle of its own; the failure of the one inside it shows at the top
+    assert root["bastion:signature.status"] == "unsigned"
+    assert "lr.joblib removed" in root["bastion:signature.failure"]
+    root, comps = bom("models")  # the folder's own bundle: failed at the top, and for each file
+    assert root["bastion:signature.status"] == "failed" and "bastion:signature.failure" not in root
+    assert {c["bastion:signature.status"] for c in comps.values()} == {"failed"}
 
 
 def test_bom_of_a_project_lists_its_declared_data_sets_as_data(tmp_path: Path) -> None:

@@ -158,9 +158,13 @@ def test_i6_a_changed_file_with_a_quote_in_its_name_fails(tmp_path: Path, keys: 
     sign_path(models, key=keys[0])
     (models / "bob's.pkl").write_bytes(pickle.dumps({"w": [7.0]}, protocol=2))
     bundles = FolderBundles(models.parent, keys[1])
-    assert bundles.status_of(models / "bob's.pkl")[0] is SignatureStatus.INVALID
-    # the folder's unchanged file still has its signed digest
-    assert bundles.status_of(models / "other.pkl")[0] is SignatureStatus.VERIFIED
+    status, why, _ = bundles.status_of(models / "bob's.pkl")
+    assert status is SignatureStatus.INVALID and "itself has its signed bytes" not in (why or "")
+    # the folder's unchanged file still has its signed digest (its reason says so), but the
+    # folder, signed as a whole, fails: not "verified"
+    status, why, _ = bundles.status_of(models / "other.pkl")
+    assert status is SignatureStatus.INVALID and "changed" in (why or "")
+    assert "other.pkl itself has its signed bytes" in (why or "")
 
 
 def test_t1_a_link_made_to_leave_by_a_later_link_is_path_traversal(tmp_path: Path) -> None:

@@ -226,7 +226,8 @@ def model_bom(
 
     Raises:
         ScanError: the path does not exist.
-        ConfigError: ``key`` is missing or not a PEM elliptic-curve public key.
+        ConfigError: ``key`` is missing or not a PEM elliptic-curve public key; ``signature``
+            names no file.
         StoreError: ``db_url`` names a database that cannot be read.
     """
     from bastion.scan.bom import build_bom
@@ -235,6 +236,10 @@ def model_bom(
         from bastion.scan.signing import check_public_key
 
         check_public_key(key)
+    if signature is not None:  # so is a named bundle that is not there (never another one in its place)
+        from bastion.scan.signing import check_signature_file
+
+        check_signature_file(signature)
     result = scan_models([path], allow=allow, jobs=jobs)
     lineage = _recorded_lineage(db_url, {f.sha256 for f in result.files if f.sha256}) if db_url else {}
     doc = build_bom(

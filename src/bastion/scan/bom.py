@@ -32,7 +32,8 @@ from bastion.scan.signing import (
     STATUS_WORDS,
     FolderBundles,
     SignatureStatus,
-    signature_check,
+    check_signature_file,
+    default_signature_path,
     signature_status,
 )
 
@@ -44,6 +45,7 @@ __all__ = [
     "classify",
     "project_kinds",
     "report_bom",
+    "scan_properties",
 ]
 
 log = get_logger(__name__)
@@ -220,6 +222,30 @@ def _prop(name: str, value: object) -> dict[str, str]:
     return {"name": f"bastion:{name}", "value": str(value)}
 
 
+def scan_properties(fmt: str | None, verdict: str | None, findings: int | None) -> list[dict[str, str]]:
+    """What the scan found in a file, as both ML-BOMs write it (``bastion bom`` and ``bom.json``).
+
+    ``bastion:format``, ``bastion:scan.verdict`` and ``bastion:scan.findings`` (the number of
+    findings the scan of the file reported); each left out when not known (``None``).
+    """
+    props = [_prop("format", fmt)] if fmt else []
+    if verdict:
+        props.append(_prop("scan.verdict", verdict))
+    if findings is not None:
+        props.append(_prop("scan.findings", findings))
+    return props
+
+
+def _shown(bundle: Path, root: Path) -> str:
+    """A bundle's path as a BOM names it: relative to ``root`` (or to its folder), else as is."""
+    where = Path(os.path.abspath(bundle))
+    top = Path(os.path.abspath(root))
+    for base in (top, top.parent) if top.is_dir() else (top.parent,):
+        if where.is_relative_to(base):
+            return where.relative_to(base).as_posix()
+    return str(where)
+
+
 def _hf_config(folder: Path) -> dict[str, Any]:
     cfg = folder / "config.json"
     try:
@@ -242,9 +268,7 @@ def _model_card(fr: FileResult, folder: Path) -> dict[str, Any]:
     task = cfg.get("task") or cfg.get("pipeline_tag")
     if isinstance(task, str):
         params["task"] = task
-    card: dict[str, Any] = {
-        "properties": [_prop("format", fr.format or "unknown"), _prop("scan.verdict", fr.verdict.value)]
-    }
+    card: dict[str, Any] = {"properties": scan_properties(fr.format or "unknown", fr.verdict.value, None)}
     if params:
         card["modelParameters"] = params
     if fr.findings:
@@ -271,12 +295,21 @@ def build_bom(
     Which files are models and which are data: :func:`classify` (the project's declarations,
     then the content). Every file keeps its scan verdict, a data file's too.
 
+    Signature status, per model component (``bastion:signature.status``, ``.reason`` and
+    ``.bundle``, the bundle that decided): ``root``'s bundle decides for every file when there is
+    one; otherwise each file's ``<file>.sig``, else the bundle of the nearest folder inside
+    ``root`` signed as a whole (:class:`FolderBundles`). A folder bundle that fails verification
+    fails every file it signs, the reason naming the files that differ (a removed file has no
+    component of its own), and a failed bundle of a folder inside ``root`` is also a
+    ``bastion:signature.failure`` of ``metadata.component``.
+
     Args:
         scan: the scan of ``root`` (its files become components).
         root: the model file or folder the BOM describes (its signature status is checked).
         key: a public key to verify the signature with (``None``: status ``unverified`` when a
             signature exists).
-        signature: the signature path (default ``<root>.sig``).
+        signature: the signature path (default ``<root>.sig``). Named, it must exist, and it
+            decides for ``root`` and every file in it (no ``<file>.sig`` or folder bundle does).
         tool_version: Bastion's version, for ``metadata.tools``.
         lineage: ``{sha256: lineage}`` of files that are recorded hardened model versions: such
             a file's component carries it as in :func:`report_bom` (``version``,
@@ -294,13 +327,18 @@ def build_bom(
         The BOM as a JSON-ready dict.
 
     Raises:
-        ConfigError: ``config`` cannot be read or is invalid.
+        ConfigError: ``config`` cannot be read or is invalid; ``signature`` names no file.
     """
     root_p = Path(os.fspath(root))
-    status, why, changed = signature_check(root_p, key=key, signature=signature)
-    per_file = root_p.is_dir() and status is SignatureStatus.UNSIGNED  # files signed one by one, if at all
+    if signature is not None:  # the bundle named decides for PATH and every file in it: it must be there
+        check_signature_file(signature)
     folder = root_p if root_p.is_dir() else root_p.parent
-    folders = FolderBundles(root_p, key)
+    folders = FolderBundles(root_p, key, signature=signature)
+    if root_p.is_dir():
+        status, why = folders.folder_status(root_p)
+    else:
+        status, why = signature_status(root_p, key=key, signature=signature)
+    root_bundle = Path(os.fspath(signature)) if signature is not None else default_signature_path(root_p)
     kinds = _kinds(root_p, config, find_config, data_files)
     components: list[dict[str, Any]] = []
     for i, fr in enumerate(scan.files):
@@ -312,11 +350,6 @@ def build_bom(
         hashes = [{"alg": "SHA-256", "content": fr.sha256}] if fr.sha256 else []
         kind = classify(fr, kinds)
         if kind == "data":
-            scanned = [
-                _prop("format", fr.format or "unknown"),
-                _prop("scan.verdict", fr.verdict.value),
-                _prop("scan.findings", len(fr.findings)),
-            ]
             data: dict[str, Any] = {
                 "type": "data",
                 "bom-ref": f"data-{i}",
@@ -324,25 +357,25 @@ def build_bom(
                 "hashes": hashes or _hash(path),
             }
             if fr.verdict is not Verdict.SKIPPED:
-                data["properties"] = scanned
+                data["properties"] = scan_properties(
+                    fr.format or "unknown", fr.verdict.value, len(fr.findings)
+                )
             components.append({**data, "data": [{"type": "dataset", "name": rel}]})
         elif kind == "model":
-            if per_file:  # ``<file>.sig`` beside each file (the layout ``bastion assess`` verifies)
-                f_status, f_why = signature_status(path, key=key)
-                if f_status is SignatureStatus.UNSIGNED:  # or a folder inside root signed as a whole
-                    f_status, f_why, _ = folders.status_of(path)
-            elif status is SignatureStatus.INVALID and changed is not None:  # the folder's own bundle
-                bad = rel in changed
-                f_status = SignatureStatus.INVALID if bad else SignatureStatus.VERIFIED
-                f_why = why if bad else None
-            else:
+            bundle: Path | None
+            if not root_p.is_dir():  # a file: its bundle (the one named, or <file>.sig)
                 f_status, f_why = status, why
+                bundle = root_bundle if status is not SignatureStatus.UNSIGNED else None
+            elif status is not SignatureStatus.UNSIGNED:  # the folder's own bundle decides for all
+                f_status, f_why, bundle = folders.status_in(root_p, path)
+            else:  # ``<file>.sig`` (the layout ``bastion assess`` verifies), else a folder inside
+                f_status, f_why, bundle = folders.file_status(path)
             props = [
-                _prop("format", fr.format or "unknown"),
-                _prop("scan.verdict", fr.verdict.value),
-                _prop("scan.findings", len(fr.findings)),
+                *scan_properties(fr.format or "unknown", fr.verdict.value, len(fr.findings)),
                 _prop("signature.status", _status_word(f_status, key)),
             ]
+            if bundle is not None:
+                props.append(_prop("signature.bundle", _shown(bundle, root_p)))
             f_why = _status_reason(f_status, f_why, key)
             if f_why and root_p.is_dir():
                 props.append(_prop("signature.reason", f_why[:500]))
@@ -364,6 +397,10 @@ def build_bom(
     why = _status_reason(status, why, key)
     if why:
         root_props.append(_prop("signature.reason", why[:500]))
+    own = folders.bundle_of(folders.root) if root_p.is_dir() else None
+    for failed, reason in folders.failed():  # a folder inside root signed as a whole that fails
+        if failed != own:
+            root_props.append(_prop("signature.failure", reason[:500]))  # the reason names the bundle
     return {
         "bomFormat": "CycloneDX",
         "specVersion": "1.6",
@@ -439,10 +476,11 @@ def report_bom(report: Report, *, tool_version: str = "0") -> dict[str, Any]:
 
     Every model asset (files, their hardened versions and endpoints) becomes a
     ``machine-learning-model`` component with its SHA-256 as assessed, the format the scanner
-    detected, the scan verdict, the signature status (``assets[].signature``) and its gating
-    findings count; every dataset asset becomes a ``data`` component with its SHA-256 and, from the
-    ``governance.data-sources`` notes, its registered version (``version``), version id, Merkle
-    root, source, licence, owner and lineage (``bastion:provenance.*`` properties). A model version
+    detected, the scan verdict and findings count (:func:`scan_properties`, as ``bastion bom``
+    writes them) and the signature status (``assets[].signature``); every dataset asset becomes a
+    ``data`` component with its SHA-256 and, from the ``governance.data-sources`` notes, its
+    registered version (``version``), version id, Merkle root, source, licence, owner and lineage
+    (``bastion:provenance.*`` properties). A model version
     trained on a dataset of the report (``lineage.trained_models``) references it in
     ``modelCard.modelParameters.datasets`` and in ``dependencies``. A hardened version
     (``assets[].lineage``) carries its version number (``version``), the model it was derived
@@ -461,9 +499,11 @@ def report_bom(report: Report, *, tool_version: str = "0") -> dict[str, Any]:
         The BOM as a JSON-ready dict (valid against the CycloneDX 1.6 JSON schema).
     """
     scanned: dict[str, str] = {}
+    scan_findings: dict[str, int] = {}  # the findings of each file's scan, as ``bastion bom`` counts them
     for check in report.checks:
         if check.id.startswith("scan.") and check.asset and check.notes.get("format"):
             scanned[check.asset] = str(check.notes["format"])
+            scan_findings[check.asset] = len(check.findings)
     provenance = _provenance(report)
     trained_on: dict[str, list[str]] = {}
     for ds_name, notes in provenance.items():
@@ -471,10 +511,6 @@ def report_bom(report: Report, *, tool_version: str = "0") -> dict[str, Any]:
             if isinstance(t.get("model"), str):
                 trained_on.setdefault(t["model"], []).append(f"asset-{ds_name}")
     names = {rec.name for rec in report.assets}
-    counts: dict[str, int] = {}
-    for f in report.gating():
-        if f.asset:
-            counts[f.asset] = counts.get(f.asset, 0) + 1
     components: list[dict[str, Any]] = []
     for rec in report.assets:
         hashes = [{"alg": "SHA-256", "content": rec.sha256}] if rec.sha256 else []
@@ -514,17 +550,19 @@ def report_bom(report: Report, *, tool_version: str = "0") -> dict[str, Any]:
         for name, value in (
             ("path", rec.path),
             ("url", rec.url),
-            ("format", fmt),
             ("framework", rec.framework),
             ("owner", rec.owner),
-            ("scan.verdict", rec.scan_verdict),
+        ):
+            if value:
+                props.append(_prop(name, value))
+        props += scan_properties(fmt, rec.scan_verdict, scan_findings.get(rec.name))
+        for name, value in (
             ("signature.status", rec.signature),
             ("signature.reason", (rec.signature_detail or "")[:500] or None),
         ):
             if value:
                 props.append(_prop(name, value))
-        props.append(_prop("findings", counts.get(rec.name, 0)))
-        card_props = [_prop(n, v) for n, v in (("format", fmt), ("scan.verdict", rec.scan_verdict)) if v]
+        card_props = scan_properties(fmt, rec.scan_verdict, None)
         comp: dict[str, Any] = {
             "type": "machine-learning-model",
             "bom-ref": ref,

@@ -29,6 +29,7 @@ __all__ = [
     "SignatureStatus",
     "VerifyResult",
     "bound_signature",
+    "check_signature_file",
     "default_signature_path",
     "sign_path",
     "signature_status",
@@ -313,16 +314,16 @@ def verify_path(
 
         text = str(exc)
         diffs = [
-            (p.name if m in (".", "") else m, "changed (its hash differs from the signed one)")
+            (_file_name(p, m), "changed (its hash differs from the signed one)")
             for m in re.findall(r"Hash mismatch for \\?'([^'\\]*)\\?'", text)
         ]
         diffs += [
-            (m.strip(), "added (not in the signature)")
+            (_file_name(p, m), "added (not in the signature)")
             for grp in re.findall(r"Extra files found in model '[^']*': ([^\"'\]]*)", text)
             for m in grp.split(",")
         ]
         diffs += [
-            (m.strip(), "removed (signed, now missing)")
+            (_file_name(p, m), "removed (signed, now missing)")
             for grp in re.findall(r"Missing files in model '[^']*': ([^\"'\]]*)", text)
             for m in grp.split(",")
         ]
@@ -344,6 +345,31 @@ def verify_path(
             f"{p}: verification against {sig} failed: the bundle signs {subject!r}, not {name!r}"
         )
     return VerifyResult(path=p, signature=sig, digests=digests)
+
+
+def _file_name(path: Path, member: str) -> str:
+    """A file the library's message names, as the user knows it: ``.`` (a signed file) is its name."""
+    member = member.strip()
+    return path.name if member in (".", "") else member
+
+
+def check_signature_file(signature: str | os.PathLike[str]) -> Path:
+    """Check a signature bundle the user named (``--signature``) exists, before it is relied on.
+
+    A named bundle is the one that decides, for the path and every file in it: one that is not
+    there must not let another bundle (``<file>.sig``, a folder's) decide in its place.
+
+    Raises:
+        ConfigError: nothing is there, or a folder.
+    """
+    sig = Path(os.fspath(signature))
+    if sig.is_dir():
+        raise ConfigError(f"--signature {sig}: is a folder, not a signature bundle")
+    if not sig.is_file():
+        raise ConfigError(
+            f"--signature {sig}: no such signature bundle (leave --signature out to use the default PATH.sig)"
+        )
+    return sig
 
 
 def refuse_failed_signature(
@@ -415,19 +441,40 @@ class FolderBundles:
 
     ``bastion sign models/`` writes ``models.sig`` beside the folder: for ``models/a/b.pkl`` the
     nearest folder between the file and ``root`` (``root`` included) that has such a bundle
-    decides, the file being ``verified`` unless it is one the bundle's verification names as
-    changed. Each folder is verified once per instance (one verification hashes the folder).
+    decides. The folder is the signed unit, as ``bastion verify models`` checks it: when its
+    verification fails (a file changed, added or removed, a bad signature), every file of it is
+    ``invalid`` with the verification's reason, which names each file that differs; a file whose
+    bytes still have the signed digest says so in its reason, but is not ``verified``. Each
+    folder is verified once per instance (one verification hashes the folder).
 
     Args:
         root: the folder the files are in (a project, or the folder a BOM describes).
         key: the public key (``None``: a found bundle is ``unverified``).
+        signature: ``root``'s own bundle when it is not ``<root>.sig`` (``--signature``).
     """
 
-    def __init__(self, root: str | os.PathLike[str], key: str | os.PathLike[str] | None) -> None:
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        key: str | os.PathLike[str] | None,
+        signature: str | os.PathLike[str] | None = None,
+    ) -> None:
         self.root = Path(os.path.abspath(os.fspath(root)))
+        self._given = Path(os.fspath(root))  # reasons name the paths as the caller wrote them
         self.key = key
+        self.signature = Path(os.fspath(signature)) if signature is not None else None
         # folder -> (status, reason, signed digests by relative path)
         self._checked: dict[Path, tuple[SignatureStatus, str | None, dict[str, str]]] = {}
+
+    def bundle_of(self, folder: Path) -> Path:
+        """The bundle that signs ``folder`` as a whole (it may not exist)."""
+        if folder == self.root and self.signature is not None:
+            return self.signature
+        return default_signature_path(self._as_given(folder))
+
+    def _as_given(self, folder: Path) -> Path:
+        """``folder`` (absolute, inside ``root``) as the caller wrote ``root`` (``models/sub``)."""
+        return self._given / folder.relative_to(self.root) if folder != self.root else self._given
 
     def _folder_of(self, path: str | os.PathLike[str]) -> tuple[Path, Path] | None:
         """``(file, signed folder)``: the nearest folder with a bundle, from ``root`` down.
@@ -440,7 +487,7 @@ class FolderBundles:
         for folder in file.parents:
             if folder != self.root and self.root not in folder.parents:
                 break
-            if default_signature_path(folder).is_file():
+            if self.bundle_of(folder).is_file():
                 return file, folder
             if folder == self.root:
                 break
@@ -448,29 +495,63 @@ class FolderBundles:
 
     def _check(self, folder: Path) -> tuple[SignatureStatus, str | None, dict[str, str]]:
         if folder not in self._checked:
-            bundle = default_signature_path(folder)
-            status, why, _, digests = _signature_check(folder, key=self.key, signature=bundle)
+            bundle = self.bundle_of(folder)
+            status, why, _, digests = _signature_check(self._as_given(folder), key=self.key, signature=bundle)
             self._checked[folder] = (status, why, digests)
         return self._checked[folder]
+
+    def folder_status(self, folder: str | os.PathLike[str]) -> tuple[SignatureStatus, str | None]:
+        """``(status, reason)`` of ``folder`` signed as a whole (``UNSIGNED`` without its bundle)."""
+        status, why, _ = self._check(Path(os.path.abspath(os.fspath(folder))))
+        return status, why
+
+    def failed(self) -> list[tuple[Path, str]]:
+        """``(bundle, reason)`` of each folder checked so far whose verification failed."""
+        return [
+            (self.bundle_of(folder), why or "")
+            for folder, (status, why, _) in self._checked.items()
+            if status is SignatureStatus.INVALID
+        ]
 
     def status_of(self, path: str | os.PathLike[str]) -> tuple[SignatureStatus, str | None, Path | None]:
         """``(status, reason, bundle)`` of ``path`` by its nearest signed folder.
 
         ``(UNSIGNED, None, None)`` when no folder between it and ``root`` is signed as a whole.
-        When the folder's verification fails because some of its files changed, a file whose
-        bytes still have the signed digest is ``verified``.
         """
         found = self._folder_of(path)
         if found is None:
             return SignatureStatus.UNSIGNED, None, None
         file, folder = found
-        bundle = default_signature_path(folder)
+        return self.status_in(folder, file)
+
+    def status_in(
+        self, folder: str | os.PathLike[str], path: str | os.PathLike[str]
+    ) -> tuple[SignatureStatus, str | None, Path]:
+        """``(status, reason, bundle)`` of ``path`` by the bundle of ``folder`` (which holds it).
+
+        A folder whose verification fails fails for each of its files: the reason names the files
+        that differ and, for a file whose bytes still have the signed digest, says that too.
+        """
+        folder = Path(os.path.abspath(os.fspath(folder)))
+        file = Path(os.path.abspath(os.fspath(path)))
         status, why, digests = self._check(folder)
         if status is SignatureStatus.INVALID and digests and not file.is_symlink():
-            signed = digests.get(file.relative_to(folder).as_posix())
+            rel = file.relative_to(folder).as_posix()
+            signed = digests.get(rel)
             if signed is not None and _sha256_file(file) == signed:
-                return SignatureStatus.VERIFIED, None, bundle  # the folder's other files differ
-        return status, why, bundle
+                why = f"{why} ({rel} itself has its signed bytes; its folder, signed as a whole, fails)"
+        return status, why, self.bundle_of(folder)
+
+    def file_status(self, path: str | os.PathLike[str]) -> tuple[SignatureStatus, str | None, Path | None]:
+        """``(status, reason, bundle)`` of a file: its own ``<file>.sig``, else its nearest signed folder.
+
+        The layout ``bastion assess`` verifies; ``(UNSIGNED, None, None)`` when neither exists.
+        """
+        own = default_signature_path(path)
+        if own.is_file():
+            status, why = signature_status(path, key=self.key)
+            return status, why, own
+        return self.status_of(path)
 
     def signed_digest(self, path: str | os.PathLike[str]) -> str | None:
         """The signed SHA-256 of ``path`` in its folder's bundle (``None``: none, or not verified)."""

@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bastion.core.scanning import Verdict
 from bastion.scan import scan_file
@@ -70,3 +72,31 @@ def test_superblock_offset_probes_powers_of_two_only() -> None:
     stream = io.BytesIO(bytes(data))
     assert superblock_offset(stream, None, head=bytes(data[:1024])) == 4096
     assert superblock_offset(b"", None) is None
+
+
+def _superblock_reference(data: bytes) -> int | None:
+    """HDF5's search, spelt out: offset 0, then 512, 1024, 2048 …"""
+    offset = 0
+    while offset + 8 <= len(data):
+        if data[offset : offset + 8] == HDF5_MAGIC:
+            return offset
+        offset = 512 if offset == 0 else offset * 2
+    return None
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    size=st.integers(0, 5000),
+    at=st.sampled_from([None, 0, 1, 511, 512, 513, 1024, 2048, 4096]),
+    head_len=st.sampled_from([0, 7, 100, 519, 520, 1024, 6000]),
+)
+def test_superblock_offset_agrees_with_hdf5s_search(size: int, at: int | None, head_len: int) -> None:
+    """From the bytes, or from a stream with any head already read: HDF5's own answer."""
+    data = bytearray(b"\x01" * size)
+    if at is not None and at + 8 <= size:
+        data[at : at + 8] = HDF5_MAGIC
+    raw = bytes(data)
+    want = _superblock_reference(raw)
+    assert superblock_offset(raw, None) == want
+    assert superblock_offset(io.BytesIO(raw), size, head=raw[:head_len]) == want
+    assert superblock_offset(io.BytesIO(raw), None, head=raw[:head_len]) == want

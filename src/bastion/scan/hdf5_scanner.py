@@ -206,6 +206,12 @@ def superblock_offset(source: bytes | IO[bytes], size: int | None, *, head: byte
             size = stream.seek(0, io.SEEK_END)
     n = len(HDF5_MAGIC)
     offset = 0
+    if len(data) >= 512 + n:  # offsets 0 and 512 are in the bytes at hand (the usual head)
+        if data.startswith(HDF5_MAGIC):
+            return 0
+        if data.startswith(HDF5_MAGIC, 512):
+            return 512
+        offset = 1024
     while offset + n <= size:
         if offset + n <= len(data):
             if data.startswith(HDF5_MAGIC, offset):

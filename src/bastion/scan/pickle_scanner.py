@@ -652,7 +652,10 @@ class PickleScanner(Scanner):
     def scan(self, artifact: Artifact) -> Outcome:
         """Emulate the stream; strict when it announces a protocol or is named like a pickle."""
         head = artifact.head(2)
-        proto_header = len(head) == 2 and head[0] == 0x80 and head[1] <= 5
-        named = is_model_name(artifact.name) or artifact.name.lower().endswith(_PICKLE_EXTS)
-        out, _ = analyse_pickle(artifact, strict=proto_header or named)
+        strict = (  # a protocol header, else a model or pickle name
+            (len(head) == 2 and head[0] == 0x80 and head[1] <= 5)
+            or is_model_name(artifact.name)
+            or artifact.name.lower().endswith(_PICKLE_EXTS)
+        )
+        out, _ = analyse_pickle(artifact, strict=strict)
         return out

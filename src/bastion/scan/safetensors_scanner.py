@@ -82,12 +82,11 @@ class SafetensorsScanner(Scanner):
     @classmethod
     def sniff(cls, head: bytes, name: str) -> bool:
         """A ``.safetensors`` name, or a plausible u64 header length followed by ``{``."""
-        if name.lower().endswith(".safetensors"):
-            return True
-        if len(head) < 10:
-            return False
-        (n,) = struct.unpack("<Q", head[:8])
-        return 2 <= n <= MAX_HEADER and head[8:9] == b"{" and head[9:10] in b'"} \t\r\n'
+        if len(head) >= 10 and head[8] == 0x7B:  # "{" (most heads stop here)
+            (n,) = struct.unpack_from("<Q", head)
+            if 2 <= n <= MAX_HEADER and head[9:10] in b'"} \t\r\n':
+                return True
+        return name.lower().endswith(".safetensors")
 
     def scan(self, artifact: Artifact) -> Outcome:
         """Check the header; never read the tensor bytes.

@@ -516,3 +516,48 @@ def test_trial33_libraries_that_eval_a_string_are_denied(
     denied = [f for f in res.findings if f.rule_id == "scan.pickle.denied-global"]
     assert denied and denied[0].severity.value == "critical"
     assert denied[0].evidence["rule"] == rule
+
+
+# ---------------------------------------------------------------- trial 33: garbage under a format's name
+@pytest.mark.parametrize(
+    ("suffix", "fmt"),
+    [
+        (".h5", "HDF5"),
+        (".gguf", "GGUF"),
+        (".zip", "zip"),
+        (".tar", "tar"),
+        (".7z", "7z"),
+        (".pb", "TensorFlow"),
+    ],
+)
+def test_trial33_garbage_named_for_a_format_is_not_called_a_broken_pickle(
+    tmp_path: Path, suffix: str, fmt: str
+) -> None:
+    """Random bytes named ``.h5`` (``.7z`` …): an error that names the format, not a pickle."""
+    path = tmp_path / f"r{suffix}"
+    path.write_bytes(b"\xb6\xd5\x13garbage" * 30)
+    res = scan_file(path)
+    assert res.verdict is Verdict.ERROR
+    assert res.format is None
+    assert (res.reason or "").startswith(f"named as {fmt}"), res.reason
+
+
+@pytest.mark.parametrize("name", ["r.pkl", "r.joblib", "r.pt"])
+def test_trial33_garbage_named_as_a_pickle_is_still_a_malformed_pickle(tmp_path: Path, name: str) -> None:
+    path = tmp_path / name
+    path.write_bytes(b"\xb6\xd5\x13garbage" * 30)
+    res = scan_file(path)
+    assert res.verdict is Verdict.ERROR and res.format == "pickle"
+    assert "malformed pickle" in (res.reason or "")
+
+
+def test_trial33_a_pickle_named_for_a_format_keeps_what_it_reaches(tmp_path: Path) -> None:
+    """A protocol-0 pickle named ``.h5`` is judged as one, even cut short after its global."""
+    whole = tmp_path / "m.h5"
+    whole.write_bytes(b"cos\nsystem\n(S'true'\ntR.")
+    assert scan_file(whole).verdict is Verdict.MALICIOUS
+    cut = tmp_path / "cut.h5"
+    cut.write_bytes(b"cos\nsystem\n\xb6")
+    res = scan_file(cut)
+    assert "scan.pickle.denied-global" in {f.rule_id for f in res.findings}
+    assert res.verdict is Verdict.MALICIOUS

@@ -44,6 +44,7 @@ __all__ = [
     "Scanner",
     "StreamBombError",
     "TimeLimitExceeded",
+    "formats_by_suffix",
     "is_model_name",
     "starts_as_another_format",
 ]
@@ -130,7 +131,37 @@ MODEL_SUFFIXES = (
     ".xz",
     ".lzma",
     ".zip",
+    ".7z",
 )
+
+#: The model-file suffixes of formats read by their magic bytes (or their own parser), and the
+#: format's name: a file so named that no scanner takes and that is no pickle is "not a … file".
+_SUFFIX_FORMATS = {
+    ".h5": "HDF5",
+    ".hdf5": "HDF5",
+    ".keras": "Keras (zip)",
+    ".gguf": "GGUF",
+    ".npy": "NumPy .npy",
+    ".npz": "NumPy .npz (zip)",
+    ".zip": "zip",
+    ".tar": "tar",
+    ".tgz": "gzip",
+    ".gz": "gzip",
+    ".bz2": "bzip2",
+    ".xz": "xz",
+    ".lzma": "lzma",
+    ".7z": "7z",
+    ".pb": "TensorFlow protobuf",
+    ".tflite": "TensorFlow Lite",
+    ".onnx": "ONNX",
+    ".safetensors": "safetensors",
+}
+
+
+def formats_by_suffix(name: str) -> str | None:
+    """The format a file name's suffix names, for the formats not read as pickles; else ``None``."""
+    return _SUFFIX_FORMATS.get(os.path.splitext(name.lower())[1])
+
 
 _MAGIC_NAMES = LazyPattern(r"^(pytorch_model|model|weights|checkpoint|data)(\.|$)", re.IGNORECASE)
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, ClassVar
 from bastion.core._regex import LazyPattern
 from bastion.core.registry import register
 from bastion.core.severity import Severity
-from bastion.scan.base import Artifact, Outcome, Scanner, is_model_name
+from bastion.scan.base import Artifact, Outcome, Scanner, formats_by_suffix, is_model_name
 from bastion.scan.pickle_vm import JOBLIB_WRAPPERS, Anomaly, GlobalRef, PickleResult, Reader, emulate
 from bastion.scan.policy import Verdictish
 
@@ -652,10 +652,18 @@ class PickleScanner(Scanner):
     def scan(self, artifact: Artifact) -> Outcome:
         """Emulate the stream; strict when it announces a protocol or is named like a pickle."""
         head = artifact.head(2)
-        strict = (  # a protocol header, else a model or pickle name
-            (len(head) == 2 and head[0] == 0x80 and head[1] <= 5)
-            or is_model_name(artifact.name)
-            or artifact.name.lower().endswith(_PICKLE_EXTS)
-        )
-        out, _ = analyse_pickle(artifact, strict=strict)
+        if len(head) == 2 and head[0] == 0x80 and head[1] <= 5:  # a protocol header
+            return analyse_pickle(artifact)[0]
+        named = is_model_name(artifact.name) or artifact.name.lower().endswith(_PICKLE_EXTS)
+        out, res = analyse_pickle(artifact, strict=named)
+        if named and not res.complete and res.opcodes <= _NOT_A_PICKLE_OPCODES:
+            fmt = formats_by_suffix(artifact.name)
+            if fmt is not None and all(f.rule_id.endswith(".malformed") for f in out.findings):
+                # named for a format read by its magic bytes, with none of them: no pickle either
+                suffix = artifact.name.rpartition(".")[2]
+                return Outcome.error(
+                    None,
+                    f"named as {fmt} (.{suffix}), but its bytes are not {fmt} "
+                    "(nor any other format Bastion reads, nor a pickle)",
+                )
         return out

@@ -34,6 +34,8 @@ from bastion.cli._common import (
     console,
     err,
     fail,
+    path_argument,
+    path_option,
     state,
     stdout_console,
     write,
@@ -193,10 +195,10 @@ def _baseline_given(value: str | None) -> str | None:
 
 @_own.command()
 def assess(
-    config: Annotated[Path, typer.Option("--config", "-c", help="The project's bastion.yaml.")] = Path(
+    config: Annotated[Path, path_option("--config", "-c", help="The project's bastion.yaml.")] = Path(
         "bastion.yaml"
     ),
-    output: Annotated[Path, typer.Option("--output", "-o", help="Report folder.")] = Path("bastion-report"),
+    output: Annotated[Path, path_option("--output", "-o", help="Report folder.")] = Path("bastion-report"),
     fail_on: Annotated[
         FailOn, typer.Option("--fail-on", help="Exit 1 on findings at or above this.")
     ] = "medium",  # type: ignore[assignment]
@@ -504,7 +506,7 @@ def show(
         ShowFormat, typer.Option("--format", "-f", case_sensitive=False, help="Output format.")
     ] = ShowFormat.table,
     output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Write to this file (default: stdout).")
+        Path | None, path_option("--output", "-o", help="Write to this file (default: stdout).")
     ] = None,
     fail_on: Annotated[
         FailOn | None,
@@ -568,7 +570,7 @@ def _summary_text(report: Report, gate: str) -> str:
 @_own.command()
 def init(
     directory: Annotated[
-        Path, typer.Argument(help="Project folder to discover models and datasets in.")
+        Path, path_argument(help="Project folder to discover models and datasets in.")
     ] = Path("."),
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing bastion.yaml.")] = False,
 ) -> None:
@@ -596,7 +598,7 @@ def init(
 def demo(
     directory: Annotated[
         Path | None,
-        typer.Argument(
+        path_argument(
             help="Where to build the example project.",
             # a "[default: …]" in the help text itself is Rich markup (a tag): it was dropped,
             # leaving "project ." (trial 25/30); Typer prints show_default as the other defaults

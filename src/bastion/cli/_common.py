@@ -191,6 +191,45 @@ def allow_option() -> Any:
     return typer.Option("--allow", help=ALLOW_HELP, metavar=ALLOW_METAVAR)
 
 
+#: Why an empty path is refused, after the name of its argument or option (a usage error, 4).
+EMPTY_PATH = "empty; give a path ('.' for the current folder)"
+
+
+def cli_path(value: str | os.PathLike[str]) -> Path:
+    """A path given on the command line; an empty one is a usage error.
+
+    ``Path("")`` is the current folder: ``bastion sign "$MODEL"`` with the variable unset signed
+    the whole current folder into a bundle outside it, and ``scan``, ``bom`` and ``verify`` ran on
+    it (new-user trial), as ``--baseline ""`` ran without a baseline. The one check of every path
+    argument and option: ``bastion scan``'s argparse ``type`` (:mod:`bastion.cli.scan_cmd`) and
+    the Typer commands' ``parser`` (:func:`path_argument`, :func:`path_option`). A default value
+    (already a ``Path``) passes as is.
+
+    Raises:
+        ValueError: ``value`` is the empty string (:data:`EMPTY_PATH`); the CLI framework shows it
+            as a usage error naming the argument or option.
+    """
+    if isinstance(value, Path):
+        return value
+    if not os.fspath(value):
+        raise ValueError(EMPTY_PATH)
+    return Path(value)
+
+
+def path_argument(**kwargs: Any) -> Any:
+    """A Typer path argument checked by :func:`cli_path`; ``kwargs`` as ``typer.Argument``."""
+    import typer
+
+    return typer.Argument(parser=cli_path, **kwargs)
+
+
+def path_option(*names: str, **kwargs: Any) -> Any:
+    """A Typer path option checked by :func:`cli_path`; ``names`` and ``kwargs`` as ``typer.Option``."""
+    import typer
+
+    return typer.Option(*names, parser=cli_path, **kwargs)
+
+
 def show_error(exc: BaseException) -> int:
     """Print ``exc`` as one clear error (traceback only with ``--debug``); return its exit code (2)."""
     from rich.markup import escape

@@ -18,7 +18,17 @@ from typing import Annotated, Any
 
 import typer
 
-from bastion.cli._common import EXIT_ERROR, EXIT_FINDINGS, EXIT_OK, check_output_file, err, fail, write
+from bastion.cli._common import (
+    EXIT_ERROR,
+    EXIT_FINDINGS,
+    EXIT_OK,
+    check_output_file,
+    err,
+    fail,
+    path_argument,
+    path_option,
+    write,
+)
 from bastion.core.files import same_file, stage_file
 
 data_app = typer.Typer(
@@ -28,7 +38,7 @@ data_app = typer.Typer(
 Db = Annotated[
     str | None, typer.Option("--db", help="SQLAlchemy URL of the store (else BASTION_DB, else SQLite).")
 ]
-Output = Annotated[Path | None, typer.Option("--output", "-o", help="Write the JSON output to this file.")]
+Output = Annotated[Path | None, path_option("--output", "-o", help="Write the JSON output to this file.")]
 
 
 def _dump(obj: Any) -> str:
@@ -37,10 +47,10 @@ def _dump(obj: Any) -> str:
 
 @data_app.command("profile")
 def profile_cmd(
-    dataset: Annotated[Path, typer.Argument(help="A .csv or .npz dataset file.")],
+    dataset: Annotated[Path, path_argument(help="A .csv or .npz dataset file.")],
     label: Annotated[str | None, typer.Option("--label", help="The label column (class balance).")] = None,
     save: Annotated[
-        Path | None, typer.Option("--save", help="Store the profile here as JSON (next version).")
+        Path | None, path_option("--save", help="Store the profile here as JSON (next version).")
     ] = None,
     output: Output = None,
 ) -> None:
@@ -130,8 +140,8 @@ def _commit(tmp: Path, output: Path) -> None:
 
 @data_app.command("validate")
 def validate_cmd(
-    dataset: Annotated[Path, typer.Argument(help="The new .csv or .npz file.")],
-    against: Annotated[Path, typer.Option("--against", help="The profile JSON to validate against.")],
+    dataset: Annotated[Path, path_argument(help="The new .csv or .npz file.")],
+    against: Annotated[Path, path_option("--against", help="The profile JSON to validate against.")],
     tolerance: Annotated[
         float, typer.Option("--tolerance", help="Widen ranges by this share of the span.")
     ] = 0.0,
@@ -183,7 +193,7 @@ _STRUCTURAL_RULES = {
 
 @data_app.command("register")
 def register_cmd(
-    dataset: Annotated[Path, typer.Argument(help="A dataset file or folder.")],
+    dataset: Annotated[Path, path_argument(help="A dataset file or folder.")],
     source: Annotated[str | None, typer.Option("--source", help="Where the data came from.")] = None,
     licence: Annotated[str | None, typer.Option("--licence", "--license", help="Its licence.")] = None,
     owner: Annotated[str | None, typer.Option("--owner", help="Who answers for it.")] = None,
@@ -220,7 +230,7 @@ def register_cmd(
 
 @data_app.command("verify")
 def verify_cmd(
-    dataset: Annotated[Path, typer.Argument(help="A registered dataset file or folder.")],
+    dataset: Annotated[Path, path_argument(help="A registered dataset file or folder.")],
     name: Annotated[str | None, typer.Option("--name", help="Dataset name (default: file stem).")] = None,
     db: Db = None,
     output: Output = None,
@@ -253,14 +263,14 @@ def verify_cmd(
 
 @data_app.command("sanitize")
 def sanitize_cmd(
-    dataset: Annotated[Path, typer.Argument(help="A .csv or .npz dataset file.")],
+    dataset: Annotated[Path, path_argument(help="A .csv or .npz dataset file.")],
     remove: Annotated[
         str, typer.Option("--remove", help="'flagged', row indices (1,5,9) or a .json file of indices.")
     ],
     label: Annotated[str | None, typer.Option("--label", help="Label column (for --remove flagged).")] = None,
     from_report: Annotated[
         Path | None,
-        typer.Option(
+        path_option(
             "--from-report",
             help="With --remove flagged: remove the rows the poisoning findings of this Bastion JSON "
             "report list (the report must be for this dataset version).",
@@ -271,7 +281,7 @@ def sanitize_cmd(
         typer.Option("--rule", help="With --from-report: rule-id prefixes to take (default 'poisoning.')."),
     ] = None,
     name: Annotated[str | None, typer.Option("--name", help="Dataset name (default: file stem).")] = None,
-    to: Annotated[Path | None, typer.Option("--to", help="Where to write the new file.")] = None,
+    to: Annotated[Path | None, path_option("--to", help="Where to write the new file.")] = None,
     db: Db = None,
     output: Output = None,
 ) -> None:

@@ -10,7 +10,16 @@ from typing import Annotated
 
 import typer
 
-from bastion.cli._common import EXIT_FINDINGS, EXIT_NOTHING, EXIT_OK, allow_option, err, fail, write
+from bastion.cli._common import (
+    EXIT_FINDINGS,
+    EXIT_NOTHING,
+    EXIT_OK,
+    allow_option,
+    err,
+    fail,
+    path_option,
+    write,
+)
 from bastion.core.errors import BastionError, ConfigError
 
 guard_app = typer.Typer(
@@ -47,7 +56,7 @@ def exposure_warning(host: str) -> str | None:
 
 @guard_app.command("serve")
 def serve(
-    config: Annotated[Path, typer.Option("--config", "-c", help="guard.yaml.")],
+    config: Annotated[Path, path_option("--config", "-c", help="guard.yaml.")],
     host: Annotated[str | None, typer.Option("--host", help="Listen address (default 127.0.0.1).")] = None,
     port: Annotated[
         int | None, typer.Option("--port", min=0, max=65535, help="Port (default from guard.yaml, 8080).")
@@ -138,20 +147,20 @@ def _close(store: object) -> None:
 @guard_app.command("fit")
 def fit(
     asset: Annotated[str, typer.Option("--asset", help="The model asset the guard will serve.")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the artefact.")],
-    config: Annotated[Path, typer.Option("--config", "-c", help="The project's bastion.yaml.")] = Path(
+    output: Annotated[Path, path_option("--output", "-o", help="Folder for the artefact.")],
+    config: Annotated[Path, path_option("--config", "-c", help="The project's bastion.yaml.")] = Path(
         "bastion.yaml"
     ),
     split: Annotated[str, typer.Option("--split", help="Dataset split to learn from.")] = "train",
     honeytokens: Annotated[int, typer.Option("--honeytokens", min=0, help="Honeytoken records to make.")] = 0,
     honeytokens_out: Annotated[
-        Path | None, typer.Option("--honeytokens-out", help="File (.npz/.csv) for the rows to plant.")
+        Path | None, path_option("--honeytokens-out", help="File (.npz/.csv) for the rows to plant.")
     ] = None,
     honeytoken_step: Annotated[
         float | None, typer.Option("--honeytoken-step", help="Value grid (default: the data's).")
     ] = None,
     sign_key: Annotated[
-        Path | None, typer.Option("--sign-key", help="PEM EC private key: sign the artefact into OUTPUT.sig.")
+        Path | None, path_option("--sign-key", help="PEM EC private key: sign the artefact into OUTPUT.sig.")
     ] = None,
     pepper_env: Annotated[
         str | None,
@@ -214,8 +223,8 @@ def fit(
 @guard_app.command("honeytokens")
 def honeytokens_cmd(
     asset: Annotated[str, typer.Option("--asset", help="The asset whose dataset gets the honeytokens.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="File (.npz or .csv) for the rows to plant.")],
-    config: Annotated[Path, typer.Option("--config", "-c", help="The project's bastion.yaml.")] = Path(
+    out: Annotated[Path, path_option("--out", "-o", help="File (.npz or .csv) for the rows to plant.")],
+    config: Annotated[Path, path_option("--config", "-c", help="The project's bastion.yaml.")] = Path(
         "bastion.yaml"
     ),
     count: Annotated[int, typer.Option("--count", "-n", min=1, help="How many records.")] = 20,
@@ -252,7 +261,7 @@ def honeytokens_cmd(
 @guard_app.command("verify-log")
 def verify_log(
     config: Annotated[
-        Path | None, typer.Option("--config", "-c", help="guard.yaml (audit.db, chain).")
+        Path | None, path_option("--config", "-c", help="guard.yaml (audit.db, chain).")
     ] = None,
     db: Annotated[str | None, typer.Option("--db", help="SQLAlchemy URL of the store.")] = None,
     chain: Annotated[str | None, typer.Option("--chain", help="Chain name (default guard).")] = None,

@@ -9,7 +9,15 @@ from typing import Annotated, Any
 
 import typer
 
-from bastion.cli._common import EXIT_OK, allow_option, check_output_file, err, fail, write
+from bastion.cli._common import (
+    EXIT_OK,
+    allow_option,
+    check_output_file,
+    err,
+    fail,
+    path_option,
+    write,
+)
 from bastion.core.errors import BastionError, ConfigError
 
 
@@ -31,7 +39,7 @@ def _parse_params(pairs: list[str]) -> dict[str, Any]:
 def harden(
     procedure: Annotated[str, typer.Argument(help="Defence id, e.g. pgd-at, trades, dp-train, distill.")],
     asset: Annotated[str, typer.Option("--asset", help="The model asset to harden.")],
-    config: Annotated[Path, typer.Option("--config", "-c", help="The project's bastion.yaml.")] = Path(
+    config: Annotated[Path, path_option("--config", "-c", help="The project's bastion.yaml.")] = Path(
         "bastion.yaml"
     ),
     param: Annotated[
@@ -53,7 +61,7 @@ def harden(
         ),
     ] = None,
     output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Write the JSON output to this file.")
+        Path | None, path_option("--output", "-o", help="Write the JSON output to this file.")
     ] = None,
     db: Annotated[str | None, typer.Option("--db", help="SQLAlchemy URL of the store.")] = None,
     allow: Annotated[list[str] | None, allow_option()] = None,

@@ -23,6 +23,8 @@ from bastion.cli._common import (
     check_output_file,
     err,
     fail,
+    path_argument,
+    path_option,
     settle,
     state,
     write,
@@ -34,9 +36,9 @@ _SIG_HELP = "Signature bundle path (default: PATH.sig beside the file or folder)
 
 
 def sign(
-    path: Annotated[Path, typer.Argument(help="Model file or folder.")],
-    key: Annotated[Path, typer.Option("--key", "-k", help=_KEY_HELP)],
-    signature: Annotated[Path | None, typer.Option("--signature", "-s", help=_SIG_HELP)] = None,
+    path: Annotated[Path, path_argument(help="Model file or folder.")],
+    key: Annotated[Path, path_option("--key", "-k", help=_KEY_HELP)],
+    signature: Annotated[Path | None, path_option("--signature", "-s", help=_SIG_HELP)] = None,
     password_env: Annotated[
         str | None,
         typer.Option(
@@ -128,9 +130,9 @@ def _warn_unsafe(unsafe: list[str]) -> None:
 
 
 def verify(
-    path: Annotated[Path, typer.Argument(help="Model file or folder.")],
-    key: Annotated[Path, typer.Option("--key", "-k", help="Public key (PEM) to verify with.")],
-    signature: Annotated[Path | None, typer.Option("--signature", "-s", help=_SIG_HELP)] = None,
+    path: Annotated[Path, path_argument(help="Model file or folder.")],
+    key: Annotated[Path, path_option("--key", "-k", help="Public key (PEM) to verify with.")],
+    signature: Annotated[Path | None, path_option("--signature", "-s", help=_SIG_HELP)] = None,
 ) -> None:
     """Verify a model against its signature: a changed, added or removed file fails (exit 1)."""
     from bastion import api
@@ -155,17 +157,17 @@ def verify(
 
 
 def bom(
-    path: Annotated[Path, typer.Argument(help="Model file or folder.")],
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the BOM to this file.")] = None,
+    path: Annotated[Path, path_argument(help="Model file or folder.")],
+    output: Annotated[Path | None, path_option("--output", "-o", help="Write the BOM to this file.")] = None,
     key: Annotated[
         Path | None,
-        typer.Option(
+        path_option(
             "--key",
             "-k",
             help="Public key to verify signatures with (without it a signed file is 'unverified').",
         ),
     ] = None,
-    signature: Annotated[Path | None, typer.Option("--signature", "-s", help=_SIG_HELP)] = None,
+    signature: Annotated[Path | None, path_option("--signature", "-s", help=_SIG_HELP)] = None,
     allow: Annotated[
         list[str] | None, typer.Option("--allow", help="Allow your own class (module.Class); repeatable.")
     ] = None,

@@ -19,7 +19,17 @@ import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from bastion.cli._common import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, err, settle, state
+from bastion.cli._common import (
+    EXIT_ERROR,
+    EXIT_FINDINGS,
+    EXIT_INTERRUPTED,
+    EXIT_NOTHING,
+    EXIT_OK,
+    EXIT_USAGE,
+    err,
+    settle,
+    state,
+)
 from bastion.core._log import configure_later
 from bastion.core.errors import BastionError
 from bastion.core.terminal import SafeStream, terminal_safe
@@ -118,17 +128,26 @@ def _internal_error(exc: Exception) -> int:
     import errno
 
     if isinstance(exc, OSError) and exc.errno in (errno.EPIPE, errno.ENOSPC, errno.EBADF):
-        from bastion.cli._common import drop_stdout
-
-        where = exc.filename or "the output to stdout"  # the wording of ``_common.write``
-        if exc.filename is None and sys.stdout is not None:
-            drop_stdout(sys.stdout)  # the exit flush must not fail again
-        sys.stderr.write(terminal_safe(f"error: cannot write {where}: {exc.strerror or exc}") + "\n")
-        return EXIT_ERROR
+        return _unwritten(exc)
     if state["debug"]:
         err.print_exception()
     text = f"error: internal error: {type(exc).__name__}: {exc} (run with --debug for details)"
     sys.stderr.write(terminal_safe(text) + "\n")
+    return EXIT_ERROR
+
+
+def _unwritten(exc: OSError) -> int:
+    """Output that could not be written (``exc``): one error line, exit 2.
+
+    Names the file when there is one, else stdout, which is then pointed at the null device
+    (the exit flush must not fail again).
+    """
+    from bastion.cli._common import drop_stdout
+
+    where = exc.filename or "the output to stdout"  # the wording of ``_common.write``
+    if exc.filename is None and sys.stdout is not None:
+        drop_stdout(sys.stdout)
+    sys.stderr.write(terminal_safe(f"error: cannot write {where}: {exc.strerror or exc}") + "\n")
     return EXIT_ERROR
 
 
@@ -205,6 +224,7 @@ def run(argv: list[str] | None = None) -> int:
         state["gc_paused"] = True
     if argv is None:  # every command: a vanished stderr must not change the exit code
         _guard_stderr()
+        _buffer_stdout()  # and no output may be lost without an error
     code: int | None = None
     try:
         code = _run_scan(*request) if request is not None else _run_typer(argv)
@@ -215,6 +235,7 @@ def run(argv: list[str] | None = None) -> int:
             code = EXIT_INTERRUPTED
         settle()
     if argv is None:
+        code = _flush_stdout(code)
         if request is not None:
             _exit_now(code)
         sys.exit(code)
@@ -258,6 +279,59 @@ def _guard_stderr() -> None:
             return
     if not isinstance(stream, _BestEffortStream):
         sys.stderr = _BestEffortStream(stream)
+
+
+def _buffer_stdout() -> None:
+    """Give an unbuffered stdout (``python -u``, ``PYTHONUNBUFFERED``) a buffered binary layer.
+
+    Unbuffered, ``sys.stdout`` hands each write straight to the file descriptor and ignores
+    how much of it the system took: a reader that goes away while a large output is written
+    (``bastion scan DIR -f json | head -c 5``) accepts the first 64 KiB of it, the rest is
+    dropped, and the command exited 0 (new-user trial). A buffered writer writes until every
+    byte is taken or the system says why not (``BrokenPipeError``), which the command then
+    reports as output that could not be written (exit 2). Text goes to that writer as it is
+    written (``write_through``) and out with each line (``line_buffering``; the commands write
+    whole lines and flush what they write). Only in the console script's own process (``run()``
+    without ``argv``).
+    """
+    import io
+    import os
+
+    out = sys.stdout
+    if not isinstance(out, io.TextIOWrapper) or not isinstance(getattr(out, "buffer", None), io.RawIOBase):
+        return
+    try:
+        raw = io.FileIO(out.fileno(), "w", closefd=False)
+    except (OSError, ValueError):
+        return
+    sys.stdout = io.TextIOWrapper(
+        io.BufferedWriter(raw),
+        encoding=out.encoding,
+        errors=out.errors,
+        newline=None if os.name == "nt" else "\n",  # as Python opens its standard streams
+        line_buffering=True,
+        write_through=True,
+    )
+
+
+def _flush_stdout(code: int) -> int:
+    """Flush stdout before the process exits; return the exit code.
+
+    What is left unwritten there (a reader that went away, a full device) is one error line and
+    exit 2 (:func:`_unwritten`), as a failed write is, over a 0, 1 or 3; Python's own exit flush
+    would print a traceback and exit 120.
+    """
+    out = sys.stdout
+    try:
+        if out is not None and not out.closed:
+            out.flush()
+    except OSError as exc:
+        _unwritten(exc)
+        if code in (EXIT_OK, EXIT_FINDINGS, EXIT_NOTHING):
+            return EXIT_ERROR
+    except (ValueError, AttributeError):  # closed meanwhile, or no stream: nothing to flush
+        pass
+    return code
 
 
 def _exit_now(code: int) -> NoReturn:

@@ -28,6 +28,7 @@ from bastion.cli._common import (
     EXIT_TERMINATED,
     EXIT_USAGE,
     check_output_file,
+    cli_path,
     console,
     err,
     print_line,
@@ -125,6 +126,14 @@ def _jobs(text: str) -> int:
     return value
 
 
+def _path(text: str) -> Path:
+    """A path argument or option (:func:`bastion.cli._common.cli_path`: an empty one is a usage error)."""
+    try:
+        return cli_path(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def build_parser(prog: str = "bastion scan") -> argparse.ArgumentParser:
     """``bastion scan``'s command line: the one definition of its options, defaults and help."""
     p = _Parser(
@@ -139,7 +148,7 @@ def build_parser(prog: str = "bastion scan") -> argparse.ArgumentParser:
         formatter_class=_Formatter,
     )
     p.add_argument(
-        "paths", nargs="*", type=Path, metavar="PATH", help="Model files or folders (scanned recursively)."
+        "paths", nargs="*", type=_path, metavar="PATH", help="Model files or folders (scanned recursively)."
     )
     p.add_argument(
         "-f", "--format", dest="fmt", choices=FORMATS, default="table", help="Output format (default: table)."
@@ -151,7 +160,7 @@ def build_parser(prog: str = "bastion scan") -> argparse.ArgumentParser:
         help="Exit 1 on findings at or above this (default: medium).",
     )
     p.add_argument(
-        "-o", "--output", type=Path, default=None, metavar="FILE", help="Write the output to this file."
+        "-o", "--output", type=_path, default=None, metavar="FILE", help="Write the output to this file."
     )
     p.add_argument(
         "--allow",
@@ -163,7 +172,7 @@ def build_parser(prog: str = "bastion scan") -> argparse.ArgumentParser:
     p.add_argument(
         "-c",
         "--config",
-        type=Path,
+        type=_path,
         default=None,
         metavar="FILE",
         help="bastion.yaml whose scan.allow to use (explicit only).",
@@ -179,7 +188,7 @@ def build_parser(prog: str = "bastion scan") -> argparse.ArgumentParser:
     p.add_argument(
         "--rules",
         action="append",
-        type=Path,
+        type=_path,
         default=[],
         metavar="FILE",
         help="Extra rule file (TOML, shipped format); repeatable. Deny wins.",
@@ -210,7 +219,11 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
         cut = args.index("--")
         args, tail = args[:cut], args[cut + 1 :]
     ns = parser.parse_intermixed_args(args)
-    ns.paths = [*ns.paths, *(Path(t) for t in tail)]
+    for text in tail:
+        try:
+            ns.paths.append(cli_path(text))
+        except ValueError as exc:
+            parser.error(f"argument PATH: {exc}")
     if not ns.paths:
         parser.error("the following arguments are required: PATH")
     return ns
@@ -352,7 +365,7 @@ def _scan(args: argparse.Namespace) -> int:
         write(rep.scan_to_json(result), output)
     _settled["output"] = True  # the result is written: from here no signal changes the outcome
     settle()
-    if args.fmt == "table":
+    if args.fmt == "table" and result.files:  # no file: no empty table, the count line says so
         err.print(rep.scan_table(result.to_result()))
     by_verdict: dict[Any, int] = {}  # by verdict, then by its value (an enum's .value is slow)
     for fr in result.files:
@@ -360,7 +373,8 @@ def _scan(args: argparse.Namespace) -> int:
     counts: dict[str, int] = {}
     for verdict, n in by_verdict.items():
         counts[verdict.value] = counts.get(verdict.value, 0) + n
-    print_line(f"{len(result.files)} file(s): " + ", ".join(f"{n} {v}" for v, n in sorted(counts.items())))
+    tally = ", ".join(f"{n} {v}" for v, n in sorted(counts.items())) or "nothing to scan"
+    print_line(f"{len(result.files)} file(s): {tally}")
     return result.exit_code(args.fail_on)
 
 

@@ -335,12 +335,15 @@ def _user_rule(entry: str, source: str = "user") -> Rule:
             raise ConfigError(problem)
     rid = f"{source}:{text}"
     rationale = "allowed by the project file's scan.allow" if project else "allowed by the user"
-    if not text or any(c in text for c in " \t\n/\\"):
-        raise ConfigError(f"allow entry {entry!r} is not 'module.Name' or 'module.*'")
-    if text.endswith(".*"):
+    wildcard = text.endswith(".*")
+    parts = (text[:-2] if wildcard else text).split(".")
+    # every part a Python identifier (``x.``, ``mypkg..x``, ``a-b.C`` match nothing: a typo)
+    if not all(part.isidentifier() for part in parts) or (len(parts) < 2 and not wildcard):
+        raise ConfigError(
+            f"allow entry {entry!r} is not 'module.Name' or 'module.*' (each dotted part a Python identifier)"
+        )
+    if wildcard:
         prefix = text[:-2]
-        if not prefix or "*" in prefix:
-            raise ConfigError(f"allow entry {entry!r} is not 'module.Name' or 'module.*'")
         return Rule(
             id=rid,
             modules=(prefix + ".*",),
@@ -351,8 +354,6 @@ def _user_rule(entry: str, source: str = "user") -> Rule:
             reference="scan.allow",
             source=source,
         )
-    if "*" in text or "." not in text:
-        raise ConfigError(f"allow entry {entry!r} is not 'module.Name' or 'module.*'")
     # 'a.b.C' may be module 'a.b' + name 'C' or module 'a' + nested name 'b.C': keep the full
     # dotted path and compare it whole (see PicklePolicy.judge).
     return Rule(

@@ -304,3 +304,27 @@ def test_folder_paths_are_spelled_as_pathlib_spells_them(
         res = scan_paths([root], digest=False)
         assert [f.path for f in res.files] == expected
         assert [f.verdict for f in res.files] == [Verdict.SAFE] * len(expected)
+
+
+def test_worker_records_round_trip_every_field_in_order() -> None:
+    """What a forked worker sends (_pack, _encode) comes back as the same record, field by field."""
+    from bastion.core._scan_records import FileRecord
+    from bastion.core.scanning import Verdict
+    from bastion.scan import engine
+
+    assert FileRecord._fields == engine._RECORD_FIELDS  # the order _pack and _unpack spell out
+    rec = FileRecord(
+        path="a/b.pkl",
+        format="pickle",
+        verdict=Verdict.SUSPICIOUS,
+        sha256="ab" * 32,
+        size=1215,
+        reason="why",
+        globals=["numpy.dtype", "x.y"],
+    )
+    frame = engine._encode(rec)
+    back = engine._unpack(engine._decode(memoryview(frame)[4:]))
+    assert back == rec
+    assert [getattr(back, n) for n in FileRecord._fields] == [getattr(rec, n) for n in FileRecord._fields]
+    with pytest.raises(ValueError):
+        engine._unpack(engine._pack(rec)[:-1])

@@ -595,8 +595,9 @@ def test_assess_show_and_history_send_no_control_characters_from_the_project_to_
     )
     db = f"sqlite:///{tmp_path / 'b.db'}"
     out = tmp_path / "rep"
-    argv = ["assess", "-c", str(tmp_path / "bastion.yaml"), "--only", "scan", "--fail-on", "none"]
-    assert run([*argv, "-o", str(out), "--db", db]) == 0
+    # the critical finding trips the gate: its row is in the table (trial 33, 14: only such rows are)
+    argv = ["assess", "-c", str(tmp_path / "bastion.yaml"), "--only", "scan", "--fail-on", "critical"]
+    assert run([*argv, "-o", str(out), "--db", db]) == 1
     err = capsys.readouterr().err
     assert not any(c in err for c in _RAW_CONTROLS), repr(err)
     assert "clinic\\x1b]0;PWNED\\x07\\x1b[2J\\u2066[/x]" in err  # shown, escaped; markup is text

@@ -350,7 +350,8 @@ def test_guard_incidents_show_in_bastion_assess(
         "--only",
         "governance.runtime",
     ]
-    assert run([*argv, "--db", db, "--fail-on", "none", "-o", str(project / "report")]) == 0
+    # the critical canary hit trips the gate and is listed (only such findings are: trial 33, 14)
+    assert run([*argv, "--db", db, "--fail-on", "critical", "-o", str(project / "report")]) == 1
     cap = capsys.readouterr()
     out = cap.out + cap.err
     assert "governance.runtime.guard.canary.hit" in out.replace("\n", "").replace("│", "").replace(" ", "")

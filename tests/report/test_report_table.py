@@ -124,3 +124,32 @@ def test_assessment_summary_escapes_control_characters(report: Report) -> None:
         assert "\\x1b]0;PWNED\\x07" in out and "\\u202e" in out
     text = styled(assessment_summary(bad)[0])
     assert "\x1b[" in text and "\x1b]0;" not in text and "\x1b[2J" not in text  # styling only
+
+
+def test_the_gating_table_lists_only_findings_at_or_above_the_gate(report: Report) -> None:
+    """Trial 33, 14: ``--fail-on critical`` (and ``none``) listed high, medium and low rows too."""
+
+    text = render(*assessment_summary(report, fail_on="critical"))
+    table = text[text.index("Gating findings") :]
+    assert "Gating findings (at or above critical)" in text
+    assert "│ critical │" in table
+    for below in ("│ high ", "│ medium ", "│ low ", "│ info "):
+        assert below not in table, below
+    assert "7 finding(s) below critical not listed: see report.json" in text  # 9 counted, 2 critical
+    text = render(*assessment_summary(report, fail_on="high"))
+    table = text[text.index("Gating findings") :]
+    assert "│ high " in table and "│ medium " not in table and "│ low " not in table
+    text = render(*assessment_summary(report, fail_on="none"))
+    assert "Gating findings: none (--fail-on none gates nothing; 9 finding(s): see report.json)" in text
+    assert "┃ severity ┃" not in text  # no findings table at all
+    assert "Totals: critical 2 high 2 medium 2 low 2 info 1" in text  # still counted
+
+
+def test_a_gate_nothing_reaches_says_so_and_how_many_lie_below(report: Report) -> None:
+    report = report.model_copy(
+        update={"findings": [f for f in report.findings if f.severity.value not in ("critical", "high")]}
+    )
+    text = render(*assessment_summary(report, fail_on="critical"))
+    assert "Gating findings: none at or above critical (5 finding(s) below it: see report.json)" in text
+    assert "┃ severity ┃" not in text
+    assert "PASS" in text

@@ -129,10 +129,10 @@ def test_bom_signature_states(model_dir: Path, keys: tuple[Path, Path]) -> None:
     } == {"unverified"}
     sig = model_dir.with_name("model.sig")
     good = sig.read_bytes()
-    sig.write_text("not a bundle")  # with a key, a bundle that cannot be read is an error
+    sig.write_text("not a bundle")  # with a key, a bundle that is not one fails (trial 33, 8)
     doc, _ = model_bom(model_dir, key=pub)
     root = {p["name"]: p["value"] for p in doc["metadata"]["component"]["properties"]}
-    assert root["bastion:signature.status"] == "error", root
+    assert root["bastion:signature.status"] == "failed", root
     sig.write_bytes(good)
     (model_dir / "config.json").write_text("{}")
     doc, _ = model_bom(model_dir, key=pub)
@@ -244,7 +244,10 @@ def test_bom_signature_named_decides_for_the_path_and_every_file_in_it(
     doc = bom("single.pt", "-s", "resnet.sig")  # another model's bundle
     root = _props(doc["metadata"]["component"])
     assert root["bastion:signature.status"] == "failed"
-    assert "single.pt added" in root["bastion:signature.reason"]  # the library's "." named
+    # a folder's bundle given for a file says so (trial 33, 15), not ". added; ... removed"
+    assert (
+        "the bundle signs a folder ('resnet'), not the file 'single.pt'" in root["bastion:signature.reason"]
+    )
     (comp,) = doc["components"]
     assert _props(comp)["bastion:signature.status"] == "failed"  # not verified by single.pt.sig
     assert _props(comp)["bastion:signature.bundle"] == "resnet.sig"
@@ -403,8 +406,8 @@ def test_bad_keys_and_bundles_are_input_errors_not_verdicts(
     assert run(["sign", str(model_dir), "--key", str(key)]) == 0
     assert run(["verify", str(model_dir), "--key", str(key)]) == 2  # a private key where a public one goes
     garbage = tmp_path / "garbage.sig"
-    garbage.write_text("not a bundle")
-    assert run(["verify", str(model_dir), "--key", str(pub), "--signature", str(garbage)]) == 2
+    garbage.write_text("not a bundle")  # a verdict, as a bad signature (trial 33, 8)
+    assert run(["verify", str(model_dir), "--key", str(pub), "--signature", str(garbage)]) == 1
     assert run(["verify", str(model_dir), "--key", str(pub)]) == 0
 
 

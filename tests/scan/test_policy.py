@@ -238,3 +238,89 @@ def test_a_wildcard_allow_entry_over_a_denied_module_says_deny_wins(caplog: pyte
     said = [r.getMessage() for r in caplog.records]
     assert any("os.*" in m and "deny always wins" in m for m in said)
     assert not any("mypkg" in m for m in said)
+
+
+def test_a_rule_file_lists_every_problem_of_every_rule(tmp_path: Path) -> None:
+    """Trial 33, 10: validation stopped at a rule's first problem (``module must be…``)."""
+    text = """
+version = "1"
+kind = "deny"
+[[rule]]
+id = "deny.only-id"
+[[rule]]
+name = 3
+module = "os"
+[[rule]]
+id = "deny.types"
+module = []
+name = ["ok", 4]
+severity = "medium"
+rationale = 5
+reference = ""
+nested = "yes"
+nestd = true
+[[rule]]
+id = "deny.only-id"
+module = "os"
+name = "system"
+severity = "high"
+rationale = "r"
+reference = "x"
+"""
+    with pytest.raises(ConfigError) as info:
+        load_rules("deny", text, "bad.toml")
+    problems = info.value.problems
+    for expected in (
+        "rule[0] (id 'deny.only-id'): missing module",
+        "rule[0] (id 'deny.only-id'): missing name",
+        "rule[0] (id 'deny.only-id'): missing severity",
+        "rule[0] (id 'deny.only-id'): missing rationale",
+        "rule[0] (id 'deny.only-id'): missing reference",
+        "rule[1]: missing id",
+        "rule[1]: name must be a string or a non-empty list of strings, not 3",
+        "rule[1]: missing rationale",
+        "rule[2] (id 'deny.types'): module must be a string or a non-empty list of strings, not []",
+        "rule[2] (id 'deny.types'): name must be a string or a non-empty list of strings, not ['ok', 4]",
+        "rule[2] (id 'deny.types'): a deny rule is high or critical, not medium",
+        "rule[2] (id 'deny.types'): rationale must be a non-empty string, not 5",
+        "rule[2] (id 'deny.types'): reference must be a non-empty string, not ''",
+        "rule[2] (id 'deny.types'): 'nested' is true or false",
+        "rule[2] (id 'deny.types'): unknown field(s) nestd",
+        "rule[3] (id 'deny.only-id'): duplicate id",
+    ):
+        assert any(p.startswith(expected) for p in problems), (expected, problems)
+    assert not any("rule[1]" in p and "module" in p for p in problems)  # rule[1]'s module is fine
+
+    # through bastion scan --rules: one error, exit 2, each problem on its line
+    from bastion.cli.scan_cmd import main
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text(text)
+    model = tmp_path / "m.pkl"
+    model.write_bytes(b"\x80\x04K\x01.")
+    import contextlib
+    import io
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = main(["--rules", str(bad), str(model)])
+    assert code == 2
+    assert "rule[0] (id 'deny.only-id'): missing name" in err.getvalue()
+    assert "rule[1]: name must be" in err.getvalue()
+
+
+def test_a_rule_file_with_many_problems_lists_the_first_20_and_counts_the_rest() -> None:
+    text = 'version = "1"\n' + "[[rule]]\n" * 10  # 10 empty rules: 6 problems each
+    with pytest.raises(ConfigError) as info:
+        load_rules("deny", text, "many.toml")
+    problems = info.value.problems
+    assert len(problems) == 21
+    assert problems[-1] == "... and 40 more problem(s)"
+    assert problems[:6] == [
+        "rule[0]: missing id",
+        "rule[0]: missing module",
+        "rule[0]: missing name",
+        "rule[0]: missing severity (a deny rule is high or critical)",
+        "rule[0]: missing rationale",
+        "rule[0]: missing reference",
+    ]

@@ -198,8 +198,10 @@ def verify_model(
     """Verify a model file or folder against its signature; returns the bundle path.
 
     Raises:
-        IntegrityError: bad or missing signature, or a changed, added or removed file (named).
-        ConfigError: missing path or key. MissingExtraError: ``model-signing`` not installed.
+        IntegrityError: bad or missing signature, a bundle that is not one (or signs a folder
+            where a file is given, or the reverse), or a changed, added or removed file (named).
+        ConfigError: missing path or key, a bad key, a model file or folder, bundle or key that
+            cannot be read. MissingExtraError: ``model-signing`` not installed.
     """
     from bastion.scan.signing import verify_path
 

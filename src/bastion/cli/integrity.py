@@ -1,9 +1,10 @@
 """``bastion sign``, ``bastion verify`` and ``bastion bom``: model integrity and the ML-BOM.
 
 Exit codes: ``sign`` 0 signed, 2 error; ``verify`` 0 verified, 1 verification failed (a finding:
-a changed, added or removed file, a bad or missing signature), 2 error (missing path or key,
-missing extra); ``bom`` 0 written, 2 a model file could not be scanned, 3 no model file (nothing
-written: no BOM on stdout or at ``--output``).
+a changed, added or removed file, a bad or missing signature, a bundle that is not a bundle or
+signs a folder where a file is verified), 2 error (missing path or key, a bad key, a model file,
+folder, bundle or key that cannot be read, missing extra); ``bom`` 0 written, 2 a model file
+could not be scanned, 3 no model file (nothing written: no BOM on stdout or at ``--output``).
 """
 
 from __future__ import annotations

@@ -185,8 +185,9 @@ def assessment_summary(
     """The terminal summary of an assessment, as Rich renderables (print each to stderr).
 
     The list holds: a header panel (project, run id, status, time, budget); a table with one row
-    per asset (checks ok/skipped/error, key metrics with intervals, gating findings by severity);
-    the worst gating findings; and the gate line (``PASS``/``FAIL`` against ``fail_on``, plus
+    per asset (checks ok/skipped/error, key metrics with intervals, findings by severity); the
+    findings that trip the gate (at or above ``fail_on``; when none do, a line saying how many
+    lie below it); and the gate line (``PASS``/``FAIL`` against ``fail_on``, plus
     ``INCOMPLETE`` when checks errored).
 
     Args:
@@ -238,9 +239,18 @@ def assessment_summary(
         )
     out.append(table)
 
-    gating_all = report.gating()
-    if gating_all:
-        out.append(findings_table(gating_all, title="Gating findings"))
+    below = len(report.gating()) - len(verdict.tripping)
+    if verdict.tripping:  # only what trips the gate: the totals below count the rest
+        out.append(findings_table(verdict.tripping, title=f"Gating findings (at or above {fail_on})"))
+        if below:
+            out.append(Text(f"{below} finding(s) below {fail_on} not listed: see report.json", style="dim"))
+    elif below:
+        line = (
+            f"none (--fail-on none gates nothing; {below} finding(s): see report.json)"
+            if fail_on == "none"
+            else f"none at or above {fail_on} ({below} finding(s) below it: see report.json)"
+        )
+        out.append(Text(f"Gating findings: {line}", style="dim"))
     waived = [f for f in report.findings if f.waiver is not None]
     if waived:
         out.append(Text(f"{len(waived)} waived finding(s) not counted", style="dim italic"))

@@ -429,8 +429,8 @@ def _status_word(status: SignatureStatus, key: object) -> str:
     """The word a BOM gives a signature status: the report's, but ``unverified`` for "no key given".
 
     A signature that exists but was not checked because ``bastion bom`` ran without ``--key`` is
-    not an error: ``unverified``. With a key, a signature that cannot be checked (a bad bundle,
-    a missing extra) stays ``error``.
+    not an error: ``unverified``. With a key, a signature that cannot be checked (an unreadable
+    bundle or file, a missing extra) stays ``error``; a bundle that is not one is ``failed``.
     """
     if status is SignatureStatus.UNVERIFIED and key is None:
         return NOT_CHECKED

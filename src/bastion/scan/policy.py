@@ -138,15 +138,88 @@ class Judgement(NamedTuple):
     matched: str | None = None
 
 
-def _as_tuple(value: Any, what: str, rid: str) -> tuple[str, ...]:
-    if isinstance(value, str):
+#: Most problems a rule file's error lists (then "and N more").
+MAX_RULE_PROBLEMS = 20
+
+#: The fields a ``[[rule]]`` table may have.
+_RULE_FIELDS = ("id", "module", "name", "severity", "rationale", "reference", "nested", "call")
+
+
+def _patterns(raw: dict[str, Any], key: str, where: str, problems: list[str]) -> tuple[str, ...]:
+    """``raw[key]`` (``module``/``name``) as patterns; a problem naming ``where`` and the field, else."""
+    value = raw.get(key)
+    if isinstance(value, str) and value:
         return (value,)
-    if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+    if isinstance(value, list) and value and all(isinstance(v, str) and v for v in value):
         return tuple(value)
-    raise ConfigError(f"pickle rule {rid!r}: {what} must be a string or a non-empty list of strings")
+    if key not in raw:
+        problems.append(f"{where}: missing {key}")
+    else:
+        problems.append(f"{where}: {key} must be a string or a non-empty list of strings, not {value!r}")
+    return ()
+
+
+def _rule_problems(raw: dict[str, Any], kind: str, where: str) -> tuple[list[str], Rule | None]:
+    """Every problem of one ``[[rule]]`` table (``where`` names it) and, without any, its rule."""
+    problems: list[str] = []
+    rid = raw.get("id")
+    if "id" not in raw:
+        problems.append(f"{where}: missing id")
+    elif not isinstance(rid, str) or not rid:
+        problems.append(f"{where}: id must be a non-empty string, not {rid!r}")
+    modules = _patterns(raw, "module", where, problems)
+    names = _patterns(raw, "name", where, problems)
+    sev_raw = raw.get("severity", "info" if kind == "allow" else None)
+    severity: Severity | None = None
+    if sev_raw is None:
+        problems.append(f"{where}: missing severity (a deny rule is high or critical)")
+    else:
+        try:
+            severity = Severity(sev_raw)
+        except (ValueError, TypeError):
+            problems.append(f"{where}: bad severity {sev_raw!r}")
+    if severity is not None and kind == "deny" and severity < Severity.HIGH:
+        problems.append(f"{where}: a deny rule is high or critical, not {severity.value}")
+    if severity is not None and kind == "allow" and severity is not Severity.INFO:
+        problems.append(f"{where}: an allow rule has no severity (or 'info')")
+    for key in ("rationale", "reference"):
+        if key not in raw:
+            problems.append(f"{where}: missing {key}")
+        elif not isinstance(raw[key], str) or not raw[key]:
+            problems.append(f"{where}: {key} must be a non-empty string, not {raw[key]!r}")
+    call = raw.get("call", True)
+    if not isinstance(call, bool) or (kind == "deny" and "call" in raw):
+        problems.append(f"{where}: 'call' is true or false, and only in an allow rule")
+    nested = raw.get("nested", False)
+    if not isinstance(nested, bool) or (kind == "allow" and "nested" in raw):
+        problems.append(f"{where}: 'nested' is true or false, and only in a deny rule")
+    unknown = sorted(str(k) for k in raw if k not in _RULE_FIELDS)
+    if unknown:
+        problems.append(
+            f"{where}: unknown field(s) {', '.join(unknown)} (a rule has {', '.join(_RULE_FIELDS)})"
+        )
+    if problems or severity is None:
+        return problems, None
+    rule = Rule(
+        id=str(rid),
+        modules=modules,
+        names=names,
+        severity=severity,
+        rationale=str(raw["rationale"]),
+        reference=str(raw["reference"]),
+        nested=bool(nested),
+        source="builtin",
+        call=bool(call),
+    )
+    return problems, rule
 
 
 def _parse_rules(doc: dict[str, Any], kind: str, source: str) -> tuple[str, list[Rule]]:
+    """The rules of a rule file's document; every problem of every rule in one ``ConfigError``.
+
+    Each problem names the rule (``rule[2] (id 'deny.x')``, its index among the ``[[rule]]``
+    tables, from 0) and the field; the first :data:`MAX_RULE_PROBLEMS`, then how many more.
+    """
     problems: list[str] = []  # every problem of the file, listed together
     version = doc.get("version")
     if not isinstance(version, str) or not version:
@@ -159,50 +232,23 @@ def _parse_rules(doc: dict[str, Any], kind: str, source: str) -> tuple[str, list
     if not isinstance(raw_rules, list):
         raise ConfigError(f"{source}: 'rule' must be an array of tables", problems)
     for i, raw in enumerate(raw_rules):
-        rid = raw.get("id") if isinstance(raw, dict) else None
-        if not isinstance(rid, str) or not rid:
-            problems.append(f"rule[{i}]: missing id")
+        if not isinstance(raw, dict):
+            problems.append(f"rule[{i}]: not a table (write each rule under [[rule]])")
             continue
-        if rid in seen:
-            problems.append(f"rule[{i}]: duplicate id {rid!r}")
-        seen.add(rid)
-        try:
-            modules = _as_tuple(raw.get("module"), "module", rid)
-            names = _as_tuple(raw.get("name"), "name", rid)
-        except ConfigError as exc:
-            problems.append(f"rule[{i}]: {exc}")
-            continue
-        sev_raw = raw.get("severity", "info" if kind == "allow" else None)
-        try:
-            severity = Severity(sev_raw)
-        except ValueError:
-            problems.append(f"rule[{i}] {rid}: bad severity {sev_raw!r}")
-            continue
-        if kind == "deny" and severity < Severity.HIGH:
-            problems.append(f"rule[{i}] {rid}: a deny rule is high or critical, not {severity.value}")
-        if kind == "allow" and severity is not Severity.INFO:
-            problems.append(f"rule[{i}] {rid}: an allow rule has no severity (or 'info')")
-        for key in ("rationale", "reference"):
-            if not isinstance(raw.get(key), str) or not raw[key]:
-                problems.append(f"rule[{i}] {rid}: missing {key}")
-        call = raw.get("call", True)
-        if not isinstance(call, bool) or (kind == "deny" and "call" in raw):
-            problems.append(f"rule[{i}] {rid}: 'call' is true or false, and only in an allow rule")
-            call = True
-        rules.append(
-            Rule(
-                id=rid,
-                modules=modules,
-                names=names,
-                severity=severity,
-                rationale=str(raw.get("rationale", "")),
-                reference=str(raw.get("reference", "")),
-                nested=bool(raw.get("nested", False)),
-                source="builtin",
-                call=call,
-            )
-        )
+        rid = raw.get("id")
+        where = f"rule[{i}] (id {rid!r})" if isinstance(rid, str) and rid else f"rule[{i}]"
+        if isinstance(rid, str) and rid in seen:
+            problems.append(f"{where}: duplicate id")
+        if isinstance(rid, str):
+            seen.add(rid)
+        found, rule = _rule_problems(raw, kind, where)
+        problems.extend(found)
+        if rule is not None:
+            rules.append(rule)
     if problems:
+        if len(problems) > MAX_RULE_PROBLEMS:
+            more = len(problems) - MAX_RULE_PROBLEMS
+            problems = [*problems[:MAX_RULE_PROBLEMS], f"... and {more} more problem(s)"]
         raise ConfigError(f"bad pickle rules in {source}", problems)
     return str(version), rules
 

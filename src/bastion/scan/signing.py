@@ -139,7 +139,7 @@ def _ec_key(key: Path, *, private: bool, password: str | None = None) -> None:
     """
     serialization = require("cryptography.hazmat.primitives.serialization", "signing")
     ec = require("cryptography.hazmat.primitives.asymmetric.ec", "signing")
-    data = key.read_bytes()
+    data = read_input(key, "--key")
     what = "private" if private else "public"
     try:
         if private:
@@ -159,25 +159,53 @@ def _ec_key(key: Path, *, private: bool, password: str | None = None) -> None:
     if not isinstance(obj, wanted):
         kind = type(obj).__name__.lstrip("_").replace("PrivateKey", "").replace("PublicKey", "") or "other"
         raise ConfigError(
-            f"{key}: a {kind} key; an elliptic-curve {what} key is required "
+            f"{key}: {_article(kind)} {kind} key; an elliptic-curve {what} key is required "
             "(e.g. openssl ecparam -name prime256v1 -genkey -noout -out key.pem)"
         )
+
+
+def _article(word: str) -> str:
+    """``a`` or ``an`` before ``word`` as it is said: an RSA, an Ed25519, an X25519, a DSA key."""
+    if not word:
+        return "a"
+    first, rest = word[0], word[1:2]
+    spelt = first.isupper() and not rest.islower()  # an acronym (RSA, X25519): said letter by letter
+    return "an" if first in "AEIOUaeiou" or (spelt and first in "FHLMNRSX") else "a"
+
+
+def read_input(path: Path, what: str) -> bytes:
+    """The bytes of an input file (a key, a bundle); one that cannot be read is bad input (exit 2).
+
+    Raises:
+        ConfigError: naming ``what`` (the option or role) and the path, with the system's reason.
+    """
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{what} {path}: cannot read it: {exc.strerror or exc}") from None
+
+
+class NotABundle(IntegrityError):
+    """The file where the signature bundle is expected is not one (garbage, truncated, another file).
+
+    A verdict, as a bad signature is (exit 1): what should attest the model does not.
+    """
 
 
 def _bundle(sig: Path, raw: bytes | None = None) -> dict[str, object]:
     """The bundle ``sig`` (its bytes ``raw`` when read already) as JSON, checked to be one.
 
     Raises:
-        ConfigError: not JSON, or not a Sigstore bundle.
+        NotABundle: not JSON, or not a Sigstore bundle. ConfigError: ``sig`` cannot be read.
     """
     import json
 
     try:
-        doc = json.loads(sig.read_bytes() if raw is None else raw)
+        doc = json.loads(read_input(sig, "signature bundle") if raw is None else raw)
     except (ValueError, UnicodeDecodeError):
-        raise ConfigError(f"{sig}: not a signature bundle (not JSON)") from None
+        raise NotABundle(f"{sig}: not a signature bundle (not JSON)") from None
     if not isinstance(doc, dict) or "mediaType" not in doc:
-        raise ConfigError(f"{sig}: not a Sigstore bundle (no mediaType)")
+        raise NotABundle(f"{sig}: not a Sigstore bundle (no mediaType)")
     return doc
 
 
@@ -233,28 +261,36 @@ def sign_path(
         The signature path.
 
     Raises:
-        ConfigError: the path or key is missing.
+        ConfigError: the path or key is missing or cannot be read, as a file or folder of the
+            model; the bundle's path is taken (a folder, a link, a file that is not a bundle).
         MissingExtraError: ``model-signing`` is not installed (``pip install bastion-ml[signing]``).
-        IntegrityError: the library refused to sign (bad key).
+        IntegrityError: the library refused to sign (a symbolic link in the model).
     """
     p, k = Path(os.fspath(path)), Path(os.fspath(key))
     sig = Path(os.fspath(signature)) if signature is not None else default_signature_path(p)
+    # the messages name the option when it was given, else say the path is the default one
+    where = (
+        f"--signature {sig}"
+        if signature is not None
+        else f"the signature bundle {sig} (the default, beside {p})"
+    )
     _check(p, k, private=True)
     if sig.resolve() == p.resolve():
-        raise ConfigError(f"--signature {sig}: would overwrite the model; write it beside the model")
+        raise ConfigError(f"{where}: would overwrite the model; write it beside the model")
     if sig.is_dir():
-        raise ConfigError(f"--signature {sig}: is a folder; give the bundle's file path (e.g. {p.name}.sig)")
+        raise ConfigError(f"{where}: is a folder; give the bundle's file path (e.g. {p.name}.sig)")
     if sig.is_symlink():  # a link shipped beside a download would have the bundle written elsewhere
-        raise ConfigError(f"--signature {sig}: is a symbolic link; remove it or give another path")
+        raise ConfigError(f"{where}: is a symbolic link; remove it or give another path")
     if sig.exists():  # replacing an earlier bundle is fine; any other file is someone's data
         try:
             _bundle(sig)
-        except ConfigError:
+        except NotABundle:
             raise ConfigError(
-                f"--signature {sig}: would overwrite {sig.name}, which is not a signature bundle"
+                f"{where}: would overwrite {sig.name}, which is not a signature bundle"
+                + ("" if signature is not None else " (give --signature another path, or move the file)")
             ) from None
     if not sig.parent.is_dir():
-        raise ConfigError(f"--signature {sig}: folder {sig.parent} does not exist")
+        raise ConfigError(f"{where}: folder {sig.parent} does not exist")
     _ec_key(k, private=True, password=password)
     ms = require("model_signing", "signing")
     # written to a new file and renamed over ``sig``: never through a link, never half a bundle
@@ -263,10 +299,13 @@ def sign_path(
         secret = password.encode() if password else None  # the library takes bytes
         cfg = ms.signing.Config().use_elliptic_key_signer(private_key=k, password=secret)
         cfg.set_hashing_config(_hashing(p, sig, tmp))
+        _check_listable(p)
         cfg.sign(p, tmp)
         os.replace(tmp, sig)
-    except (ValueError, TypeError, OSError) as exc:
-        raise IntegrityError(f"cannot sign {p} with {k}: {exc}") from exc
+    except OSError as exc:  # a file or folder of the model that cannot be read, a bundle not written
+        raise ConfigError(f"cannot sign {p}: {_os_problem(exc)}") from exc
+    except (ValueError, TypeError) as exc:
+        raise IntegrityError(f"cannot sign {p} with {k}: {_library_words(str(exc))}") from exc
     finally:
         if tmp.exists() or tmp.is_symlink():
             tmp.unlink()
@@ -282,12 +321,18 @@ def verify_path(
 ) -> VerifyResult:
     """Verify a model file or folder against its Sigstore bundle and a public key (PEM).
 
+    The contract (``bastion verify``'s exit codes): what shows that the files or their bundle
+    are not what was signed is an :class:`IntegrityError` (a verdict, exit 1); what stops the
+    check from being made — an input that is missing or cannot be read — is a
+    :class:`ConfigError` (exit 2, the result is incomplete).
+
     Raises:
-        ConfigError: the path or key is missing, the key is not an EC public key in PEM, or the
-            signature file is not a Sigstore bundle (bad input: exit 2, not a verdict).
+        ConfigError: the path or key is missing, the key is not an EC public key in PEM, or a
+            file or folder of the model, the bundle or the key cannot be read.
         MissingExtraError: ``model-signing`` is not installed.
-        IntegrityError: no signature, a bad signature, or a changed, added or removed file
-            (the message names each file).
+        IntegrityError: no signature, a bundle that is not a Sigstore bundle (garbage, truncated)
+            or that signs a folder where a file is verified (or the reverse), a bad signature, or
+            a changed, added or removed file (the message names each file).
     """
     import tempfile
 
@@ -299,16 +344,27 @@ def verify_path(
     _ec_key(k, private=False)
     # the bundle is read once: the library verifies these bytes, and the signed name and
     # digests are taken from them (a bundle swapped after verification changes nothing)
-    raw = sig.read_bytes()
+    raw = read_input(sig, "signature bundle")
     subject, digests = _statement(_bundle(sig, raw))
+    _check_kind(p, sig, subject, digests)
     ms = require("model_signing", "signing")
     try:
         cfg = ms.verifying.Config().use_elliptic_key_verifier(public_key=k)
         cfg.set_hashing_config(_hashing(p, sig))
+        _check_listable(p)
         with tempfile.TemporaryDirectory(prefix="bastion-verify-") as tmp:
             copy = Path(tmp) / "bundle.sig"
             copy.write_bytes(raw)
             cfg.verify(p, copy)
+    except OSError as exc:  # a file or folder of the model that cannot be read: no verdict
+        raise ConfigError(f"{p}: cannot verify against {sig}: {_os_problem(exc)}") from exc
+    except KeyError as exc:  # the library's reading of a bundle that lacks a part
+        raise NotABundle(
+            f"{p}: verification against {sig} failed: {sig} is not a complete Sigstore bundle "
+            f"(no {exc.args[0]!r})"
+            if exc.args
+            else f"{p}: verification against {sig} failed: not a Sigstore bundle"
+        ) from exc
     except Exception as exc:  # the library raises ValueError and others for bad bundles
         import re
 
@@ -333,7 +389,7 @@ def verify_path(
                 f"{p}: verification against {sig} failed: {detail}", [n for n, _ in diffs], digests
             ) from exc
         # never show raw digests (Digest(..., digest_value=b'...'))
-        detail = re.sub(r"Digest\([^)]*\)", "<digest>", text).strip()
+        detail = _library_words(re.sub(r"Digest\([^)]*\)", "<digest>", text).strip())
         if not detail:  # e.g. a bit flipped in the bundle's signature: the library says nothing
             detail = f"{type(exc).__name__}: the signature does not match this key, or the bundle was altered"
         raise IntegrityError(f"{p}: verification against {sig} failed: {detail}") from exc
@@ -345,6 +401,67 @@ def verify_path(
             f"{p}: verification against {sig} failed: the bundle signs {subject!r}, not {name!r}"
         )
     return VerifyResult(path=p, signature=sig, digests=digests)
+
+
+def _check_kind(path: Path, sig: Path, subject: str | None, digests: dict[str, str]) -> None:
+    """Refuse a bundle of a folder used for a file, or of a file used for a folder (one message).
+
+    A file's bundle signs one resource, named ``.``; a folder's, its files by relative path. The
+    library would compare the two file lists and call every file added and removed.
+
+    Raises:
+        IntegrityError: the bundle signs the other kind of thing.
+    """
+    if not digests:  # unreadable statement, or a signed empty folder: the library decides
+        return
+    name = (path.resolve() if path.name in ("", ".", "..") else path).name
+    signs_file = list(digests) == ["."]
+    what = repr(subject) if subject else "its subject"
+    failed = f"{path}: verification against {sig} failed"
+    if path.is_dir() and signs_file:
+        raise IntegrityError(f"{failed}: the bundle signs a file ({what}), not the folder {name!r}")
+    if not path.is_dir() and not signs_file:
+        raise IntegrityError(f"{failed}: the bundle signs a folder ({what}), not the file {name!r}")
+
+
+def _check_listable(path: Path) -> None:
+    """Raise the ``OSError`` of a folder under ``path`` that cannot be listed.
+
+    The library's walk (``Path.glob``) passes over such a folder in silence: its files would be
+    called removed (a verdict) where they could not be read (an error). Its default ignored
+    folders (``.git``, ``.github``) at the top are not walked.
+    """
+    if not path.is_dir():
+        return
+
+    def raise_it(exc: OSError) -> None:
+        raise exc
+
+    for folder, subfolders, _ in os.walk(path, onerror=raise_it):
+        if folder == os.fspath(path):
+            subfolders[:] = [d for d in subfolders if d not in (".git", ".github")]
+
+
+def _os_problem(exc: OSError) -> str:
+    """``cannot read FILE: reason`` of an ``OSError``, as one line."""
+    if exc.filename is not None:
+        return f"cannot read {exc.filename}: {exc.strerror or exc}"
+    return str(exc.strerror or exc)
+
+
+def _library_words(text: str) -> str:
+    """The library's message in Bastion's words: it names options Bastion does not have."""
+    import re
+
+    library = (
+        r"Cannot use '([^']*)' because it is a symlink\. This behavior can be changed with `allow_symlinks`\."
+    )
+    return re.sub(
+        library,
+        r"\1 is a symbolic link: a signature covers no symbolic links (sign the file it points to, "
+        r"not the link, and keep no links in a signed folder)",
+        text,
+    )
 
 
 def _file_name(path: Path, member: str) -> str:
@@ -383,11 +500,11 @@ def refuse_failed_signature(
     """Refuse to load a model file whose signature does not verify (``<path>.sig``, ``key``).
 
     The rule of ``bastion assess``, for every command that loads a model (``harden``, ``guard
-    fit``, ``guard serve``): with a project key, a signature that fails, or a bundle that cannot
-    be checked (not a bundle, unreadable), stops it; so does no signature at all when
-    ``require_signed`` (``signing.require`` in ``bastion.yaml``). Without ``<path>.sig``, the
-    bundle of the nearest folder up to ``root`` (the project) signed as a whole decides
-    (:class:`FolderBundles`). ``sha256``: the digest of the bytes the caller scanned and will
+    fit``, ``guard serve``): with a project key, a signature that fails (a bundle that is not
+    one included), or one that cannot be checked (an unreadable bundle, key or file), stops it;
+    so does no signature at all when ``require_signed`` (``signing.require`` in ``bastion.yaml``).
+    Without ``<path>.sig``, the bundle of the nearest folder up to ``root`` (the project) signed as
+    a whole decides (:class:`FolderBundles`). ``sha256``: the digest of the bytes the caller scanned and will
     load; the signed digest of the file must be that one (a file swapped between the reads of
     the scan, the verification and the load is refused).
 
@@ -616,7 +733,7 @@ def _signature_check(
         return SignatureStatus.INVALID, str(exc), list(exc.files), exc.digests
     except IntegrityError as exc:
         return SignatureStatus.INVALID, str(exc), None, {}
-    except ConfigError as exc:  # a bad key or bundle file is bad input, not a tampered model
+    except ConfigError as exc:  # a bad key, an unreadable file or bundle: bad input, not a tampered model
         return SignatureStatus.UNVERIFIED, str(exc), None, {}
     except Exception as exc:  # missing extra
         return SignatureStatus.UNVERIFIED, str(exc), None, {}

@@ -48,7 +48,9 @@ _DANGER = frozenset(
     }
 )  # fmt: skip
 _SYMBOL = re.compile(r"[A-Za-z_]\w{0,63}")
-_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*(?:[eE][+-]?\d+)?|\.\d+|inf|nan)")
+#: ``\d+(?:\.\d*)?``, not ``\d+\.?\d*`` (the same strings): that one split a run of digits
+#: between its two ``\d`` every way before failing, quadratic on a long string of digits and a letter.
+_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?(?:[eE][+-]?\d+)?|\.\d+|inf|nan)")
 #: Calls a guard expression may make (on tensor sizes) and names it may use.
 _GUARD_METHODS = frozenset({"size", "stride", "storage_offset", "dim", "numel"})
 _GUARD_CALLS = frozenset({"Max", "Min", "max", "min", "abs", "int", "float", "round"})

@@ -1,0 +1,70 @@
+"""Regular expressions the scanner runs on a file's content take linear time, with the same matches.
+
+A running ``re`` search cannot be interrupted by the per-file time limit: a pattern (or a way of
+calling one) that is quadratic on some input lets a hostile file stall the scan for hours. Each
+pattern rewritten for that is compared here with the one it replaced (hypothesis, on text made
+of the pattern's own characters), and timed on the input that was quadratic: four times the
+input must take less than eight times as long (a quadratic search takes sixteen).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import time
+from collections.abc import Callable
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bastion.scan import _torch_export, pickle_vm
+
+
+def _seconds(run: Callable[[], object]) -> float:
+    best = float("inf")
+    for _ in range(3):
+        start = time.perf_counter()
+        with contextlib.suppress(Exception):  # the time to fail is what is measured
+            run()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def _linear(run: Callable[[int], object], n: int) -> None:
+    """``run(4 * n)`` takes less than eight times ``run(n)`` (quadratic: sixteen times)."""
+    small, large = _seconds(lambda: run(n)), _seconds(lambda: run(4 * n))
+    assert large < 8 * small + 0.002, f"{n}: {small:.4f}s, {4 * n}: {large:.4f}s"
+
+
+def _span(m: re.Match[str] | re.Match[bytes] | None) -> tuple[int, int] | None:
+    return m.span() if m else None
+
+
+# -- protocol-0 FLOAT lines (pickle_vm._C_FLOAT_LINE) and torch.export numbers (_NUMBER) --------
+
+_OLD_C_FLOAT = re.compile(rb"[+-]?(?:(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|inf|infinity|nan)", re.IGNORECASE)
+_OLD_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*(?:[eE][+-]?\d+)?|\.\d+|inf|nan)")
+_NUMBER_TEXT = st.text(alphabet="0123456789.eE+-infaty x", max_size=14)
+
+
+@settings(max_examples=1000)
+@given(_NUMBER_TEXT)
+def test_float_line_pattern_matches_as_the_quadratic_one_did(text: str) -> None:
+    new, line = pickle_vm._C_FLOAT_LINE.compiled(), text.encode()
+    assert _span(new.fullmatch(line)) == _span(_OLD_C_FLOAT.fullmatch(line))
+    assert _span(new.search(line)) == _span(_OLD_C_FLOAT.search(line))
+
+
+@settings(max_examples=1000)
+@given(_NUMBER_TEXT)
+def test_export_number_pattern_matches_as_the_quadratic_one_did(text: str) -> None:
+    new = _torch_export._NUMBER
+    assert _span(new.fullmatch(text)) == _span(_OLD_NUMBER.fullmatch(text))
+    assert _span(new.search(text)) == _span(_OLD_NUMBER.search(text))
+
+
+def test_number_patterns_are_linear_on_digits_then_a_letter() -> None:
+    # the old patterns: 20,000 digits and a letter took 11 s each
+    _linear(lambda n: pickle_vm._C_FLOAT_LINE.fullmatch(b"1" * n + b"x"), 25_000)
+    _linear(lambda n: pickle_vm._C_FLOAT_LINE.fullmatch(b"1" * n + b"." + b"1" * n + b"x"), 25_000)
+    _linear(lambda n: _torch_export._NUMBER.fullmatch("1" * n + "x"), 25_000)

@@ -18,6 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bastion.scan import _torch_export, pickle_vm
+from bastion.scan.gguf_scanner import _rx, _sub_literals, normalise_template
 
 
 def _seconds(run: Callable[[], object]) -> float:
@@ -68,3 +69,22 @@ def test_number_patterns_are_linear_on_digits_then_a_letter() -> None:
     _linear(lambda n: pickle_vm._C_FLOAT_LINE.fullmatch(b"1" * n + b"x"), 25_000)
     _linear(lambda n: pickle_vm._C_FLOAT_LINE.fullmatch(b"1" * n + b"." + b"1" * n + b"x"), 25_000)
     _linear(lambda n: _torch_export._NUMBER.fullmatch("1" * n + "x"), 25_000)
+
+
+# -- GGUF chat templates: string literals (gguf_scanner._sub_literals) --------------------------
+
+
+def _mark(m: re.Match[str]) -> str:
+    return f"<{m.start()}:{m.group()}>"
+
+
+@settings(max_examples=1000)
+@given(st.text(alphabet="'\"\\a_\n", max_size=20))
+def test_template_literals_are_replaced_as_sub_replaced_them(text: str) -> None:
+    assert _sub_literals(text, _mark) == _rx().literal.sub(_mark, text)
+
+
+def test_template_literals_are_linear_on_escaped_quotes() -> None:
+    # ``sub`` tried each escaped quote as a literal to the end: 10,000 characters took 0.5 s
+    _linear(lambda n: normalise_template("\\'" * n), 25_000)
+    _linear(lambda n: normalise_template('"' + "\\'\\\"" * n), 25_000)

@@ -445,6 +445,17 @@ _MAX_NAME_LINES = 1 << 20
 _MAX_STRINGS = 1 << 16
 
 
+def _module_tail(data: bytes, end: int) -> re.Match[bytes] | None:
+    """The :data:`_MODULE_TAIL` of ``data[:end]`` (``end``: a name line's newline) on its own line.
+
+    The tail is at most 65 bytes: it is searched from 66 bytes back, or from the line's start if
+    that is nearer. (The search ran from the file's start when no newline was within 66 bytes:
+    the whole file again for each such line, quadratic.)
+    """
+    line_start = data.rfind(b"\n", max(0, end - 66), end) + 1
+    return _MODULE_TAIL.search(data, max(line_start, end - 66), end)
+
+
 def _framed_strings(data: bytes) -> list[tuple[int, str]]:
     """``(offset, text)`` of every identifier-like string opcode argument in ``data``."""
     out: list[tuple[int, str]] = []
@@ -492,8 +503,7 @@ def _raw_denied_globals(
         if k >= _MAX_NAME_LINES or (k % 4096 == 4095 and art.ctx.timed_out()):
             break
         name = m.group(1).decode("ascii")
-        line_start = data.rfind(b"\n", max(0, m.start() - 66), m.start()) + 1
-        tail = _MODULE_TAIL.search(data, line_start, m.start())
+        tail = _module_tail(data, m.start())
         if tail is None:
             continue
         for j in range(tail.start(), m.start() - 1):  # each c/i of the tail may be the opcode

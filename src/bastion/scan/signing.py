@@ -313,6 +313,19 @@ def sign_path(
     return sig
 
 
+def _hide_digests(text: str) -> str:
+    r"""``text`` with each ``Digest(...)`` as ``<digest>``: no raw digest (``digest_value=b'...'``) shown.
+
+    ``re.sub(r"Digest\([^)]*\)", "<digest>", text)``, searched only up to the last ``)``: no
+    ``Digest(`` after it can close, and each one there read to the end of the text, quadratic on
+    ``Digest(`` repeated (the library's message may quote what the model folder and bundle hold).
+    """
+    import re
+
+    end = text.rfind(")") + 1
+    return re.sub(r"Digest\([^)]*\)", "<digest>", text[:end]) + text[end:]
+
+
 def verify_path(
     path: str | os.PathLike[str],
     *,
@@ -389,7 +402,7 @@ def verify_path(
                 f"{p}: verification against {sig} failed: {detail}", [n for n, _ in diffs], digests
             ) from exc
         # never show raw digests (Digest(..., digest_value=b'...'))
-        detail = _library_words(re.sub(r"Digest\([^)]*\)", "<digest>", text).strip())
+        detail = _library_words(_hide_digests(text).strip())
         if not detail:  # e.g. a bit flipped in the bundle's signature: the library says nothing
             detail = f"{type(exc).__name__}: the signature does not match this key, or the bundle was altered"
         raise IntegrityError(f"{p}: verification against {sig} failed: {detail}") from exc

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from bastion.scan import _torch_export, pickle_scanner, pickle_vm
 from bastion.scan.gguf_scanner import _rx, _sub_literals, normalise_template
+from bastion.scan.savedmodel_scanner import text_graph_ops
 from bastion.scan.signing import _hide_digests
 
 
@@ -133,3 +134,13 @@ def test_hiding_digests_is_linear() -> None:
     # ``Digest(`` repeated: each read to the end of the text (40,000 characters, 0.2 s)
     _linear(lambda n: _hide_digests("Digest(" * n), 15_000)
     _linear(lambda n: _hide_digests("Digest(" * n + ")"), 15_000)
+
+
+# -- text-format SavedModel: the tokeniser stops at the first unterminated string --------------
+
+
+def test_text_graph_tokeniser_stays_linear_on_escaped_quotes() -> None:
+    # ``_TEXT_TOKEN.finditer`` alone is quadratic on ``"\"\"\"…`` (each escaped quote is tried as
+    # a string); text_graph_ops raises at the first unterminated one, so it reads the text once
+    _linear(lambda n: text_graph_ops('"' + '\\"' * n), 25_000)
+    _linear(lambda n: text_graph_ops('op: "' + '\\"' * n + '\n"a"'), 25_000)

@@ -90,7 +90,7 @@ _THIRD_PARTY_ROOTS = frozenset(
         "jaxlib", "flax", "h5py", "tables", "pyarrow", "polars", "statsmodels", "numba", "llvmlite",
         "skops", "safetensors", "transformers", "tokenizers", "huggingface_hub", "datasets",
         "accelerate", "diffusers", "peft", "timm", "sentence_transformers", "mlflow", "wandb",
-        "sympy", "mpmath", "networkx", "PIL", "matplotlib", "seaborn", "plotly",
+        "sympy", "mpmath", "numexpr", "networkx", "PIL", "matplotlib", "seaborn", "plotly",
         # time zones (pandas pickles reference them; the shipped allow-list has what they need)
         "dateutil", "pytz", "tzdata", "tzlocal",
         # (de)serialisers and templates

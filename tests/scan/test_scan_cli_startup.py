@@ -370,3 +370,27 @@ def test_a_scan_called_in_process_leaves_garbage_collection_alone(
     assert cli.run(["scan", str(_folder(tmp_path)), "-f", "json", "-j", "1"]) == 0
     assert gc.isenabled() and gc.get_freeze_count() == frozen and not called
     assert _common.state["gc_paused"] is False
+
+
+def test_a_scan_compiles_no_source(tmp_path: Path) -> None:
+    """No ``compile`` from the console script's start to its exit: the first one of a process costs
+    ~10 million instructions (typing compiles a NamedTuple's string annotations; the scan path's
+    named tuples live in modules without ``from __future__ import annotations``)."""
+    folder = _folder(tmp_path, n=4)
+    code = (
+        "import builtins, sys, atexit\n"
+        "calls = []\n"
+        "real = builtins.compile\n"
+        "def spy(source, filename, *a, **k):\n"
+        "    if not str(filename).endswith('.py'):  # a module's source (no .pyc): the import system's\n"
+        "        calls.append(repr(source)[:60])\n"
+        "    return real(source, filename, *a, **k)\n"
+        "builtins.compile = spy\n"
+        "atexit.register(lambda: sys.stderr.write(f'COMPILED {calls}\\n'))\n"
+        "from bastion.cli.main import run\n"
+        f"sys.argv = ['bastion', 'scan', {str(folder)!r}, '-f', 'json', '-j', '2']\n"
+        "run()\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "COMPILED []" in proc.stderr, proc.stderr

@@ -1,7 +1,5 @@
 """MITRE ATLAS techniques, from the ATLAS data shipped in the package (Apache-2.0, v5.6.0)."""
 
-from __future__ import annotations
-
 import functools
 from typing import NamedTuple
 

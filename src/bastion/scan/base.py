@@ -14,7 +14,7 @@ import os
 import re
 import time
 from collections.abc import Iterable
-from typing import IO, TYPE_CHECKING, Any, ClassVar, NamedTuple, Protocol, cast
+from typing import IO, TYPE_CHECKING, Any, ClassVar, Protocol, cast
 
 from bastion.core import atlas
 from bastion.core._log import get_logger
@@ -23,6 +23,7 @@ from bastion.core._regex import LazyPattern
 from bastion.core._threat import Threat
 from bastion.core.registry import Plugin
 from bastion.core.severity import Severity
+from bastion.scan._limits import ScanLimits
 from bastion.scan.policy import PicklePolicy
 
 if TYPE_CHECKING:
@@ -194,35 +195,6 @@ class StreamBombError(BombError):
     That member is not scanned, its siblings still are; the file's total budget
     (:class:`BombError`) stops everything.
     """
-
-
-class ScanLimits(NamedTuple):
-    """Hard limits of one scan, per top-level file.
-
-    Attributes:
-        max_decompressed_bytes: bytes extracted from containers and compressed streams, in all.
-        max_ratio: largest expansion ratio accepted (decompressed / compressed) once more than
-            ``ratio_floor`` bytes came out of one stream.
-        ratio_floor: bytes below which the ratio is not checked (zeros compress very well).
-        max_depth: container nesting (a zip in a tar in a gzip is depth 3).
-        max_members: members of one archive.
-        max_nested_pickles: payloads passed to loaders (``pickle.loads(b'...')``) scanned per file.
-        max_value_bytes: largest ``bytes``/``str`` a pickle value may hold in memory.
-        spool_memory: decompressed bytes kept in memory before spilling to a temporary file.
-        max_seconds: wall-clock seconds one top-level file may take (``None``: no limit); a file
-            still being scanned then is an ``error`` (findings made so far are kept). Checked
-            between container members, while spooling and every few thousand pickle opcodes.
-    """
-
-    max_decompressed_bytes: int = 4 << 30
-    max_ratio: float = 1000.0
-    ratio_floor: int = 64 << 20
-    max_depth: int = 8
-    max_members: int = 100_000
-    max_nested_pickles: int = 64
-    max_value_bytes: int = 8 << 20
-    spool_memory: int = 32 << 20
-    max_seconds: float | None = 120.0
 
 
 class Outcome(PlainRecord):

@@ -14,8 +14,6 @@ Matching is conservative:
   is checked against the deny-list; the allow-list only matches the name as written.
 """
 
-from __future__ import annotations
-
 import _compat_pickle
 import fnmatch
 import functools

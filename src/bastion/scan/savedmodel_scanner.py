@@ -13,8 +13,6 @@ Reference: tensorflow/core/protobuf/saved_model.proto, meta_graph.proto,
 tensorflow/core/framework/graph.proto, function.proto, node_def.proto.
 """
 
-from __future__ import annotations
-
 import codecs
 import functools
 import re

@@ -167,3 +167,36 @@ def test_a_range_nested_deep_in_a_numpy_calls_arguments_is_sized() -> None:
     data = b"\x80\x02cnumpy\nsum\n(]]]]cbuiltins\nrange\n(J\x00\x00\x00@tRaaaatR."
     kinds = [a.kind for a in emulate(io.BytesIO(data)).anomalies]
     assert "allocation-bomb" in kinds, kinds
+
+
+def test_capture_known_answers_without_calling_capture() -> None:
+    """``capture_known`` holds ``capture``'s answers: the same result, no call for those globals."""
+    # [mymod.f("abc"), numpy.dtype(<that result>)]
+    stream = (
+        b"\x80\x02(cmymod\nf\nq\x00X\x03\x00\x00\x00abcq\x01\x85q\x02Rq\x03"
+        b"cnumpy\ndtype\nq\x04h\x03\x85Rq\x05l."
+    )
+    pickletools.dis(stream, out=io.StringIO())  # a well-formed stream
+    asked: list[tuple[str, str]] = []
+
+    def capture(module: str, name: str) -> bool:
+        asked.append((module, name))
+        return module == "mymod"
+
+    plain = emulate(io.BytesIO(stream), capture=capture)
+    first = list(asked)
+    asked.clear()
+    known = {("mymod", "f"): True, ("numpy", "dtype"): False}
+    cached = emulate(io.BytesIO(stream), capture=capture, capture_known=known)
+    assert asked == [] and ("mymod", "f") in first  # every answer came from the dict
+    assert plain.complete and cached.complete
+    for a, b in zip(plain.globals, cached.globals, strict=True):
+        assert (a.qualname, a.ncalls, [(c.opcode, c.offset, c.preview) for c in a.calls]) == (
+            b.qualname,
+            b.ncalls,
+            [(c.opcode, c.offset, c.preview) for c in b.calls],
+        )
+    assert plain.globals[0].calls[0].preview  # captured: mymod.f's call kept its argument preview
+    asked.clear()
+    emulate(io.BytesIO(stream), capture=capture, capture_known={("numpy", "dtype"): False})
+    assert asked == [("mymod", "f")]  # not in the dict: asked

@@ -577,6 +577,7 @@ def _next_pickle(art: Artifact, rd: Reader, *, joblib: bool = True) -> PickleRes
         art.stream,
         reader=rd,
         capture=ctx.policy.capture,
+        capture_known=ctx.policy.capture_known,
         max_value=ctx.limits.max_value_bytes,
         deadline=ctx.deadline,
         joblib=joblib,

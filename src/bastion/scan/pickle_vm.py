@@ -1714,8 +1714,10 @@ class _VM:
         joblib: bool = True,
         fold: CaptureFn | None = None,
         lenient_memo: bool = False,
+        capture_known: dict[tuple[str, str], bool] | None = None,
     ) -> None:
         self.r = reader
+        self.capture_known = capture_known
         self.joblib = joblib
         self.lenient_memo = lenient_memo
         self.fold = fold
@@ -1752,6 +1754,16 @@ class _VM:
         self.op_name = ""
 
     # -- stack helpers
+    def captured(self, module: str, name: str) -> bool:
+        """``capture(module, name)``, from ``capture_known`` when it has the answer (no call)."""
+        known = self.capture_known
+        if known is not None:
+            hit = known.get((module, name))
+            if hit is not None:
+                return hit
+        capture = self.capture
+        return capture is not None and capture(module, name)
+
     def push(self, v: Any) -> None:
         if len(self.stack) >= self.max_stack:
             raise LimitReached("pickle stack too deep")
@@ -1850,7 +1862,7 @@ class _VM:
             sites = CALLING_SITES.get(where)
             if sites is not None and isinstance(args, tuple):
                 self._calls_its_argument(where, args, sites)
-            captured = self.capture is not None and self.capture(ref.module, ref.name)
+            captured = self.captured(ref.module, ref.name)
             if len(ref.calls) < self.max_calls_kept or captured:
                 site = CallSite(opcode=self.op_name, offset=self.op_offset)
                 if captured:
@@ -2902,8 +2914,7 @@ class _VM:
             # payload may hide there (io.BytesIO(b'...') handed to torch.load). Allowed classes
             # (numpy arrays, tensors) drop theirs, so big buffers are not kept twice.
             klass = inst.cls
-            capture = self.capture
-            if klass is not None and capture is not None and capture(klass.ref.module, klass.ref.name):
+            if klass is not None and self.captured(klass.ref.module, klass.ref.name):
                 inst.state = state
 
     def _dunder_state(self, state: Any, action: str = "BUILD") -> None:
@@ -3119,6 +3130,7 @@ class _VM:
                 self.r,
                 sub,
                 capture=self.capture,
+                capture_known=self.capture_known,
                 max_value=self.max_value,
                 max_stack=self.max_stack,
                 depth=self.depth + 1,
@@ -3261,6 +3273,7 @@ def emulate(
     joblib: bool = True,
     fold: CaptureFn | None = None,
     lenient_memo: bool = False,
+    capture_known: dict[tuple[str, str], bool] | None = None,
 ) -> PickleResult:
     """Emulate one pickle stream from the current position of ``stream`` up to its ``STOP``.
 
@@ -3284,6 +3297,9 @@ def emulate(
             ``zoneinfo.ZoneInfo._unpickle``); otherwise its result is a computed value.
         lenient_memo: a ``GET`` of an index nothing was saved at pushes an opaque value instead
             of failing (for emulating from the middle of a stream, whose memo was filled before).
+        capture_known: ``capture``'s answers already known, by ``(module, name)`` (the policy's
+            cache, read without calling ``capture``: a call from the compiled emulator into
+            Python costs more than the lookup); ``capture`` is asked for any other global.
 
     Returns:
         A :class:`PickleResult`; ``complete`` is True when ``STOP`` was reached.
@@ -3301,6 +3317,7 @@ def emulate(
         joblib=joblib,
         fold=fold,
         lenient_memo=lenient_memo,
+        capture_known=capture_known,
     )
     try:
         vm.run()

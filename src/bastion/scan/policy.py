@@ -664,6 +664,14 @@ class PicklePolicy:
                 self._silent[key] = known
         return known
 
+    @property
+    def capture_known(self) -> dict[tuple[str, str], bool]:
+        """:meth:`capture`'s answers so far, by ``(module, name)`` (the emulator reads them directly).
+
+        Read only: entries are added by :meth:`capture`, never changed.
+        """
+        return self._capture
+
     def capture(self, module: str, name: str) -> bool:
         """Whether the emulator should keep argument previews and bytes for calls of this global.
 

@@ -16,6 +16,16 @@ def marker(tmp_path: Path) -> Iterator[Path]:
     assert not path.exists(), "scanning executed a payload"
 
 
+@pytest.fixture
+def keys(tmp_path: Path) -> tuple[Path, Path]:
+    """A P-256 signing key and its public key (PEM files), as ``openssl ecparam``/``ec`` write them."""
+    from tests.keys import write_ec_keypair
+
+    k, pub = tmp_path / "key.pem", tmp_path / "pub.pem"
+    write_ec_keypair(k, pub)
+    return k, pub
+
+
 @pytest.fixture(scope="session")
 def real_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Harmless real models written by their own libraries: scikit-learn (joblib), torch, numpy."""

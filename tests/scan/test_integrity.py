@@ -19,13 +19,6 @@ pytest.importorskip("model_signing", reason="signing needs bastion-ml[signing]")
 
 
 @pytest.fixture
-def keys(tmp_path: Path) -> tuple[Path, Path]:
-    k, pub = tmp_path / "key.pem", tmp_path / "pub.pem"
-    write_ec_keypair(k, pub)
-    return k, pub
-
-
-@pytest.fixture
 def model_dir(tmp_path: Path) -> Path:
     d = tmp_path / "model"
     d.mkdir()

@@ -318,6 +318,17 @@ def test_a_stale_compiled_copy_is_never_used(monkeypatch: pytest.MonkeyPatch) ->
     assert policy.load_rules("deny", edited, source="mine.toml")[0].startswith("edited-")
 
 
+def _console_scan(setup: str, folder: Path, *options: str) -> subprocess.CompletedProcess[str]:
+    """``bastion scan FOLDER -f json OPTIONS`` as the console script runs it, after ``setup`` (code)."""
+    code = (
+        setup
+        + "\nfrom bastion.cli.main import run\n"
+        + f"sys.argv = ['bastion', 'scan', {str(folder)!r}, '-f', 'json', *{list(options)!r}]\n"
+        + "run()\n"
+    )
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+
+
 @pytest.mark.parametrize("jobs", ["1", "2"])
 def test_the_console_script_pauses_garbage_collection_until_the_scanners_are_loaded(
     tmp_path: Path, jobs: str
@@ -345,11 +356,8 @@ def test_the_console_script_pauses_garbage_collection_until_the_scanners_are_loa
         "engine._scan_one = scan_one_spy\n"
         "import atexit\n"
         "atexit.register(lambda: sys.stderr.write(f'SEEN {seen}\\n'))\n"
-        "from bastion.cli.main import run\n"
-        f"sys.argv = ['bastion', 'scan', {str(folder)!r}, '-f', 'json', '-j', {jobs!r}]\n"
-        "run()\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    proc = _console_scan(code, folder, "-j", jobs)
     assert proc.returncode == 1, proc.stderr
     import json
 
@@ -387,10 +395,7 @@ def test_a_scan_compiles_no_source(tmp_path: Path) -> None:
         "    return real(source, filename, *a, **k)\n"
         "builtins.compile = spy\n"
         "atexit.register(lambda: sys.stderr.write(f'COMPILED {calls}\\n'))\n"
-        "from bastion.cli.main import run\n"
-        f"sys.argv = ['bastion', 'scan', {str(folder)!r}, '-f', 'json', '-j', '2']\n"
-        "run()\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    proc = _console_scan(code, folder, "-j", "2")
     assert proc.returncode == 0, proc.stderr
     assert "COMPILED []" in proc.stderr, proc.stderr

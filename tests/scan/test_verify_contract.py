@@ -17,7 +17,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from tests.keys import write_ec_keypair
 from typer.testing import CliRunner
 
 from bastion.core.errors import IntegrityError
@@ -26,13 +25,6 @@ pytest.importorskip("model_signing", reason="signing needs bastion-ml[signing]")
 
 #: A child without root's override of file permissions (empty when not root: chmod is enough).
 _NO_OVERRIDE = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", "--inh-caps=-all"]
-
-
-@pytest.fixture
-def keys(tmp_path: Path) -> tuple[Path, Path]:
-    k, pub = tmp_path / "key.pem", tmp_path / "pub.pem"
-    write_ec_keypair(k, pub)
-    return k, pub
 
 
 @pytest.fixture

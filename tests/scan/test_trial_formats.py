@@ -34,6 +34,7 @@ from ._formats import (
     keras_layer,
     pb_field,
     safetensors_bytes,
+    saved_model_pb,
 )
 from .test_scan_formats import _rules
 
@@ -561,3 +562,64 @@ def test_trial33_a_pickle_named_for_a_format_keeps_what_it_reaches(tmp_path: Pat
     res = scan_file(cut)
     assert "scan.pickle.denied-global" in {f.rule_id for f in res.findings}
     assert res.verdict is Verdict.MALICIOUS
+
+
+# ---------------------------------------------------------------- trial 34: protobuf + pickle polyglots
+#: A complete, harmless pickle (``PROTO 2, NONE, STOP`` around a BINBYTES-like run) that is also
+#: legal protobuf (two unknown fields): put before a model, both readings work.
+_PICKLE_AND_PROTOBUF = b"\x80\x02NJ\x07\x00\x00\x0000N."
+
+
+def test_trial34_the_prefix_is_both_a_pickle_and_protobuf() -> None:
+    import pickle as _pickle
+
+    assert _pickle.loads(_PICKLE_AND_PROTOBUF + saved_model_pb(["Const"])) is None
+
+
+@pytest.mark.parametrize("name", ["saved_model.pb", "graph.pb"])
+def test_trial34_a_protobuf_after_a_pickle_is_still_read_as_the_model(tmp_path: Path, name: str) -> None:
+    """A harmless pickle in front of a SavedModel with PyFunc: both readings are scanned (the
+    model's ops are found; the file is a polyglot), never ``pickle safe``."""
+    graph = pb_field(1, pb_field(1, "n0") + pb_field(2, "PyFunc"))  # a GraphDef
+    body = saved_model_pb(["Const", "PyFunc"]) if name == "saved_model.pb" else graph
+    path = tmp_path / name
+    path.write_bytes(_PICKLE_AND_PROTOBUF + body)
+    res = scan_file(path)
+    rules = {f.rule_id for f in res.findings}
+    assert res.verdict is Verdict.MALICIOUS, rules
+    assert {"scan.savedmodel.py-func-op", "scan.savedmodel.polyglot"} <= rules
+
+
+def test_trial34_an_onnx_model_after_a_pickle_is_still_read_as_onnx(tmp_path: Path) -> None:
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    t = helper.make_tensor("w", TensorProto.FLOAT, [1], [0.0])
+    t.ClearField("float_data")
+    t.data_location = TensorProto.EXTERNAL
+    entry = t.external_data.add()
+    entry.key, entry.value = "location", "../../../../etc/passwd"
+    node = helper.make_node("Add", ["x", "w"], ["y"])
+    io_x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
+    io_y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])
+    graph = helper.make_graph([node], "g", [io_x], [io_y], initializer=[t])
+    body = helper.make_model(graph).SerializeToString()
+    data = _PICKLE_AND_PROTOBUF + body
+    onnx.ModelProto().ParseFromString(data)  # onnx reads it
+    path = tmp_path / "m.onnx"
+    path.write_bytes(data)
+    res = scan_file(path)
+    rules = {f.rule_id for f in res.findings}
+    assert res.format == "onnx" and res.verdict is Verdict.MALICIOUS, rules
+    assert {"scan.onnx.external-data-escape", "scan.onnx.polyglot"} <= rules
+
+
+def test_trial34_a_graph_behind_compressed_magic_is_still_read_as_the_graph(tmp_path: Path) -> None:
+    """A GraphDef whose first bytes are bz2's magic yet legal protobuf (field 8, 90 bytes long,
+    unknown to GraphDef): judged by its ops, as TensorFlow reads it, not as a corrupt bz2 stream."""
+    graph = pb_field(1, pb_field(1, "n0") + pb_field(2, "PyFunc"))
+    path = tmp_path / "g.pb"
+    path.write_bytes(b"BZh9" + bytes(88) + graph)  # 'B' = field 8 LEN, 'Z' = 90 bytes: h, 9, 88 zeros
+    res = scan_file(path)
+    assert res.verdict is Verdict.MALICIOUS, (res.format, res.reason)
+    assert "scan.savedmodel.py-func-op" in {f.rule_id for f in res.findings}

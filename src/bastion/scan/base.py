@@ -479,6 +479,41 @@ class ScanContext:
         """Whether this file's scan has passed ``max_seconds``."""
         return self.deadline is not None and time.monotonic() > self.deadline
 
+    def also_by_magic(self, art: Artifact, out: Outcome, rule_prefix: str) -> Outcome:
+        """``out``, plus ``art`` read as the format its first bytes say, when that reading works.
+
+        For the formats taken by their name (protobufs have no magic): a ``.pb`` or ``.onnx``
+        that parses as one and also starts as a pickle (or zip, gzip … :func:`starts_as_another_format`)
+        is a polyglot: ``torch.load`` or ``pickle.load`` reads the other format. The bytes are
+        scanned by their magic under no name (no scanner takes them by name again) and, when
+        that reading is complete or reaches something dangerous (a medium or worse finding), the
+        file gets ``<rule_prefix>.polyglot`` (medium) and that scan's findings. A reading that
+        fails at once (a valid model whose first bytes merely look like a pickle header) adds
+        nothing.
+        """
+        label = "<read by its first bytes>"
+        other = self.scan(art.child("", art.stream, art.size, label=label))
+        art.stream.seek(0)
+        if other.skipped is not None or (
+            other.errors and not any(f.severity >= Severity.MEDIUM for f in other.findings)
+        ):
+            return out
+        what = other.format or "another format"
+        out.findings.append(
+            art.finding(
+                f"{rule_prefix}.polyglot",
+                Severity.MEDIUM,
+                f"File is also {what} from its first byte, read as that by loaders that go by content",
+                offset=0,
+                evidence={"also": what},
+                remediation="torch.load and pickle.load read the bytes as the other format, not the "
+                "model its name says; rebuild the file from a trusted source.",
+                references=("https://docs.python.org/3/library/pickle.html",),
+            )
+        )
+        out.absorb(other, member=label)
+        return out
+
     def time_limit_message(self) -> str:
         """The reason recorded for a file that ran out of time."""
         return f"time limit: not fully scanned within {self.limits.max_seconds:g} s (ScanLimits.max_seconds)"

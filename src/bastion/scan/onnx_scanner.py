@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 from bastion.core.errors import MissingExtraError, require
 from bastion.core.registry import register
 from bastion.core.severity import Severity
-from bastion.scan.base import MAGICS_OF_OTHER_FORMATS, Artifact, NotThisFormat, Outcome, Scanner
+from bastion.scan.base import Artifact, NotThisFormat, Outcome, Scanner, starts_as_another_format
 
 __all__ = ["STANDARD_DOMAINS", "OnnxScanner", "location_escapes"]
 
@@ -149,11 +149,9 @@ class OnnxScanner(Scanner):
     def sniff(cls, head: bytes, name: str) -> bool:
         """A ``.onnx``/``.ort`` name, or a ModelProto start (``ir_version`` then a known field).
 
-        Bytes that carry another format's magic (pickle, zip, gzip, npy ...) are never ONNX,
-        whatever their name.
+        Named bytes that carry another format's magic (pickle, zip, gzip, npy ...) and do not
+        parse as ONNX go on to that format's scanner (:meth:`scan`).
         """
-        if head[:1] == b"\x80" or head.startswith(MAGICS_OF_OTHER_FORMATS):
-            return False  # a pickle, archive or array renamed .onnx goes to its own scanner
         if name.lower().endswith((".onnx", ".ort")):
             return True
         return len(head) >= 3 and head[0] == 0x08 and 1 <= head[1] <= 30 and head[2] in _FIELD_TAGS
@@ -173,18 +171,22 @@ class OnnxScanner(Scanner):
         data = artifact.stream.read(_MAX_BYTES + 1)
         if len(data) > _MAX_BYTES:
             return Outcome.error("onnx", "ONNX protobuf larger than 2 GiB cannot be parsed")
+        # bytes that start as another format: that format's, unless they also parse as ONNX
+        # (a polyglot: both readings are scanned)
+        foreign = starts_as_another_format(data[:8])
         model = onnx.ModelProto()
         try:
             model.ParseFromString(data)
         except Exception as exc:
-            if named:
+            if named and not foreign:
                 return Outcome.error("onnx", f"not a valid ONNX protobuf: {type(exc).__name__}: {exc}")
             raise NotThisFormat from exc
         if not model.HasField("graph") or model.ir_version <= 0:
-            if named:
+            if named and not foreign:
                 return Outcome.error("onnx", "ONNX file without a graph or IR version")
             raise NotThisFormat
-        return self._check(artifact, model)
+        out = self._check(artifact, model)
+        return artifact.ctx.also_by_magic(artifact, out, "scan.onnx") if foreign else out
 
     def _check(self, art: Artifact, model: Any) -> Outcome:
         out = Outcome(format="onnx")

@@ -269,16 +269,27 @@ class SavedModelScanner(Scanner):
     def scan(self, artifact: Artifact) -> Outcome:
         """Decode the protobuf and judge its ops.
 
+        Bytes that start as another format (a pickle, a zip …) are read as that format too: when
+        they are no protobuf of this kind they go on to that format's scanner; when they are, the
+        file is a polyglot (:meth:`ScanContext.also_by_magic`).
+
         Raises:
             NotThisFormat: a ``.pb`` that is neither a SavedModel, a GraphDef nor Keras metadata.
         """
-        low = artifact.name.lower()
         artifact.stream.seek(0)
         data = artifact.stream.read(_MAX_BYTES + 1)
         if len(data) > _MAX_BYTES:
             return Outcome.error("savedmodel", "protobuf larger than 2 GiB cannot be a valid message")
-        if starts_as_another_format(data[:8]):  # a pickle (zip ...) named .pb: read by its magic
+        if not starts_as_another_format(data[:8]):
+            return self._decoded(artifact, data)
+        out = self._decoded(artifact, data)
+        if out.errors and not out.findings:  # no protobuf of this kind: a pickle (zip ...) named .pb
             raise NotThisFormat("the bytes are another format's, not a protobuf")
+        return artifact.ctx.also_by_magic(artifact, out, "scan.savedmodel")
+
+    def _decoded(self, artifact: Artifact, data: bytes) -> Outcome:
+        """:meth:`scan` of ``data`` as the protobuf its name says."""
+        low = artifact.name.lower()
         if low == "keras_metadata.pb":
             return self._keras_metadata(artifact, data)
         if low == "fingerprint.pb":

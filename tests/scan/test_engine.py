@@ -312,7 +312,9 @@ def test_worker_records_round_trip_every_field_in_order() -> None:
     from bastion.core.scanning import Verdict
     from bastion.scan import engine
 
-    assert FileRecord._fields == engine._RECORD_FIELDS  # the order _pack and _unpack spell out
+    # the fields and order _pack and _unpack spell out
+    order = ("path", "format", "verdict", "sha256", "size", "findings", "reason", "globals")
+    assert FileRecord._fields == order
     rec = FileRecord(
         path="a/b.pkl",
         format="pickle",

@@ -46,6 +46,7 @@ __all__ = [
     "StreamBombError",
     "TimeLimitExceeded",
     "formats_by_suffix",
+    "has_protocol_header",
     "is_model_name",
     "starts_as_another_format",
 ]
@@ -74,6 +75,11 @@ MAGICS_OF_OTHER_FORMATS = (
 )
 
 
+def has_protocol_header(head: bytes) -> bool:
+    """Whether ``head`` starts with a pickle's protocol header (``PROTO`` 0-5: ``0x80``, then 0-5)."""
+    return len(head) >= 2 and head[0] == 0x80 and head[1] <= 5
+
+
 def starts_as_another_format(head: bytes) -> bool:
     """Whether ``head`` starts as a pickle (``0x80``, protocol 0-5) or another format's magic.
 
@@ -82,7 +88,7 @@ def starts_as_another_format(head: bytes) -> bool:
     go on to the scanner of what they are (a pickle renamed ``model.safetensors`` is judged as
     the pickle ``torch.load`` would run; trial 33).
     """
-    return (len(head) >= 2 and head[0] == 0x80 and head[1] <= 5) or head.startswith(MAGICS_OF_OTHER_FORMATS)
+    return has_protocol_header(head) or head.startswith(MAGICS_OF_OTHER_FORMATS)
 
 
 #: File-name suffixes that mark a file as a model (a file with one of them that cannot be
@@ -768,11 +774,12 @@ def _sniffers(scanners: list[Scanner]) -> tuple[tuple[_Sniffer, ...], ...]:
     for s in scanners:
         sniff = s.sniff_artifact if s.deep_sniff else s.sniff
         firsts = s.sniff_first_bytes
+        suffixes = tuple(x.lower() for x in s.sniff_suffixes)
         for byte, row in enumerate(rows):
             if firsts is None or byte == _EMPTY_HEAD or byte in firsts:
                 row.append((s, sniff, s.deep_sniff, None))
-            elif s.sniff_suffixes:
-                row.append((s, sniff, s.deep_sniff, tuple(x.lower() for x in s.sniff_suffixes)))
+            elif suffixes:
+                row.append((s, sniff, s.deep_sniff, suffixes))
     table = tuple(tuple(row) for row in rows)
     _SNIFFERS[:] = [(scanners, table)]
     return table

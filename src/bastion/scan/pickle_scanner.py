@@ -17,7 +17,14 @@ from typing import TYPE_CHECKING, ClassVar
 from bastion.core._regex import LazyPattern
 from bastion.core.registry import register
 from bastion.core.severity import Severity
-from bastion.scan.base import Artifact, Outcome, Scanner, formats_by_suffix, is_model_name
+from bastion.scan.base import (
+    Artifact,
+    Outcome,
+    Scanner,
+    formats_by_suffix,
+    has_protocol_header,
+    is_model_name,
+)
 from bastion.scan.pickle_vm import JOBLIB_WRAPPERS, Anomaly, GlobalRef, PickleResult, Reader, emulate
 from bastion.scan.policy import Verdictish
 
@@ -663,7 +670,7 @@ class PickleScanner(Scanner):
     def scan(self, artifact: Artifact) -> Outcome:
         """Emulate the stream; strict when it announces a protocol or is named like a pickle."""
         head = artifact.head(2)
-        if len(head) == 2 and head[0] == 0x80 and head[1] <= 5:  # a protocol header
+        if has_protocol_header(head):
             return analyse_pickle(artifact)[0]
         named = is_model_name(artifact.name) or artifact.name.lower().endswith(_PICKLE_EXTS)
         out, res = analyse_pickle(artifact, strict=named)

@@ -592,18 +592,7 @@ def test_trial34_a_protobuf_after_a_pickle_is_still_read_as_the_model(tmp_path: 
 
 def test_trial34_an_onnx_model_after_a_pickle_is_still_read_as_onnx(tmp_path: Path) -> None:
     onnx = pytest.importorskip("onnx")
-    from onnx import TensorProto, helper
-
-    t = helper.make_tensor("w", TensorProto.FLOAT, [1], [0.0])
-    t.ClearField("float_data")
-    t.data_location = TensorProto.EXTERNAL
-    entry = t.external_data.add()
-    entry.key, entry.value = "location", "../../../../etc/passwd"
-    node = helper.make_node("Add", ["x", "w"], ["y"])
-    io_x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
-    io_y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])
-    graph = helper.make_graph([node], "g", [io_x], [io_y], initializer=[t])
-    body = helper.make_model(graph).SerializeToString()
+    body = _onnx_with_external("../../../../etc/passwd")
     data = _PICKLE_AND_PROTOBUF + body
     onnx.ModelProto().ParseFromString(data)  # onnx reads it
     path = tmp_path / "m.onnx"
